@@ -1,0 +1,189 @@
+"""Every error flujo raises.
+
+All of them derive from :class:`FlujoError`, and each also derives from the builtin
+exception a caller would naturally catch (``TypeError``, ``ValueError``, ``LookupError``,
+``RuntimeError``), so ``except ValueError`` keeps working for code that does not know flujo.
+Errors from dependencies (orjson, jsonschema, sqlite3, psycopg, cryptography, ...) are mapped
+to these at the boundary with ``raise ... from exc``; the original stays in ``__cause__``.
+
+The tree::
+
+    FlujoError
+    ├── RegistrationError (ValueError)            a type, schema, name or migration is rejected
+    ├── SerializationError (ValueError)          anything the codec refuses; carries ``path``
+    │   ├── UnserializableTypeError (TypeError)  no serializer for a value's type
+    │   ├── CircularReferenceError               a container contains itself
+    │   ├── NestingTooDeepError                  deeper than the codec's ``max_depth``
+    │   ├── SchemaValidationError                encoded form violates its declared schema
+    │   └── DeserializationError                 stored data is malformed
+    │       ├── UnknownTypeError (LookupError)   a tag names no known type
+    │       │   └── MissingDeserializerError     the type has no deserializer registered
+    │       └── MigrationError                   stored versions cannot be brought up to date
+    │           ├── MissingMigrationError        a step of the chain is not registered
+    │           └── FutureVersionError           data written by a newer version of the code
+    ├── StateError (RuntimeError)                a state backend failed
+    │   ├── InvalidRunIdError (ValueError)       a run id that could escape its storage
+    │   ├── CorruptStateError (ValueError)       a stored record cannot be read; never deleted
+    │   ├── StateConflictError                   compare-and-set lost to another writer
+    │   ├── EncryptionError (ValueError)         missing key, tampered or plaintext record
+    │   └── BackendUnavailableError              the store cannot be reached or opened
+    └── PipelineError (RuntimeError)             the runner refuses or fails a run
+        ├── RunInProgressError                   another worker holds the run
+        ├── PipelineMismatchError (ValueError)   saved run does not match this pipeline
+        └── StepFailedError                      a step raised; original in ``__cause__``
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "BackendUnavailableError",
+    "CircularReferenceError",
+    "CorruptStateError",
+    "DeserializationError",
+    "EncryptionError",
+    "FlujoError",
+    "FutureVersionError",
+    "InvalidRunIdError",
+    "MigrationError",
+    "MissingDeserializerError",
+    "MissingMigrationError",
+    "NestingTooDeepError",
+    "PipelineError",
+    "PipelineMismatchError",
+    "RegistrationError",
+    "RunInProgressError",
+    "SchemaValidationError",
+    "SerializationError",
+    "StateConflictError",
+    "StateError",
+    "StepFailedError",
+    "UnknownTypeError",
+    "UnserializableTypeError",
+]
+
+
+class FlujoError(Exception):
+    """Root of every exception raised by flujo."""
+
+
+class RegistrationError(FlujoError, ValueError):
+    """A type, schema, name or migration cannot be registered as given."""
+
+
+class SerializationError(FlujoError, ValueError):
+    """The codec refused a value.
+
+    ``path`` is a JSONPath-like location (``$.scratchpad.records[3].price``) of the value in
+    the object being encoded or decoded; it is also part of the message.
+    """
+
+    def __init__(self, message: str, *, path: str = "$") -> None:
+        self.path = path
+        super().__init__(f"{message} (at {path})")
+
+
+class UnserializableTypeError(SerializationError, TypeError):
+    """No serializer is registered for a value's type."""
+
+    def __init__(self, value_type: type, *, path: str = "$", hint: str = "") -> None:
+        self.value_type = value_type
+        name = f"{value_type.__module__}.{value_type.__qualname__}"
+        how = hint or (
+            f"register one with flujo.utils.register_custom_serializer({value_type.__qualname__},"
+            " to_json, deserializer=from_json, schema=...)"
+        )
+        super().__init__(f"cannot serialize a value of type {name}: {how}", path=path)
+
+
+class CircularReferenceError(SerializationError):
+    """A container holds a reference to itself (directly or through other containers)."""
+
+
+class NestingTooDeepError(SerializationError):
+    """The value is nested deeper than the codec's ``max_depth``."""
+
+
+class SchemaValidationError(SerializationError):
+    """A serializer's output does not match the JSON Schema it declared.
+
+    ``type_name`` is the registered name, ``value`` the offending (encoded) value and
+    ``schema_path`` the location of the failing keyword inside the declared schema.
+    """
+
+    def __init__(
+        self, message: str, *, type_name: str, value: Any, path: str, schema_path: str = ""
+    ) -> None:
+        self.type_name = type_name
+        self.value = value
+        self.schema_path = schema_path
+        super().__init__(message, path=path)
+
+
+class DeserializationError(SerializationError):
+    """Stored data is not valid tagged data."""
+
+
+class UnknownTypeError(DeserializationError, LookupError):
+    """A type tag names no registered or known type."""
+
+    def __init__(self, message: str, *, tag: str, path: str = "$") -> None:
+        self.tag = tag
+        super().__init__(message, path=path)
+
+
+class MissingDeserializerError(UnknownTypeError):
+    """The tag names a registered type that has a serializer but no deserializer."""
+
+
+class MigrationError(DeserializationError):
+    """Stored data cannot be brought up to the versions this code knows."""
+
+
+class MissingMigrationError(MigrationError):
+    """A step of a migration chain (``vN -> vN+1``) is not registered."""
+
+
+class FutureVersionError(MigrationError):
+    """Stored data was written by a newer version of a type, format or state schema."""
+
+
+class StateError(FlujoError, RuntimeError):
+    """A state backend could not complete an operation."""
+
+
+class InvalidRunIdError(StateError, ValueError):
+    """A run id is empty, too long, or could escape the backend's storage."""
+
+
+class CorruptStateError(StateError, ValueError):
+    """A stored record cannot be parsed. The record is left exactly as it was found."""
+
+
+class StateConflictError(StateError):
+    """A compare-and-set save lost: another writer changed the run first."""
+
+
+class EncryptionError(StateError, ValueError):
+    """Encryption or decryption failed: missing key, tampered or plaintext record."""
+
+
+class BackendUnavailableError(StateError):
+    """The state store cannot be reached or opened."""
+
+
+class PipelineError(FlujoError, RuntimeError):
+    """The runner refused or failed a run."""
+
+
+class RunInProgressError(PipelineError):
+    """Another worker is executing this run right now."""
+
+
+class PipelineMismatchError(PipelineError, ValueError):
+    """The saved run was made by a pipeline that does not match the current one."""
+
+
+class StepFailedError(PipelineError):
+    """A step raised. The original exception is chained as ``__cause__``."""

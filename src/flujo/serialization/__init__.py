@@ -1,0 +1,187 @@
+"""Reversible, schema-checked serialization of Python values to JSON data.
+
+``safe_serialize`` turns a value into JSON-compatible data in which every non-JSON value is a
+small tagged object ``{"$t": "name@version", "v": ...}``; ``safe_deserialize`` turns it back
+into the same types. See docs/format.md for the format and docs/custom-types.md for
+registering your own types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal, TypeVar
+
+import orjson
+
+from ..exceptions import SerializationError
+from ._codec import TAG, VALUE, Decoder, Encoder, UnknownTypeWarning, run_decoder, run_encoder
+from ._plain import CIRCULAR_PLACEHOLDER, to_plain
+from ._registry import DEFAULT_MAX_DEPTH, TypeRegistry
+from ._schema import FORMAT_ID, tagged_format_schema, type_schema
+from ._types import JSONSchema, Migration, TypeCodec
+
+__all__ = [
+    "CIRCULAR_PLACEHOLDER",
+    "DEFAULT_MAX_DEPTH",
+    "FORMAT_ID",
+    "FORMAT_VERSION",
+    "TAG",
+    "VALUE",
+    "JSONSchema",
+    "Migration",
+    "TypeCodec",
+    "TypeRegistry",
+    "UnknownTypeWarning",
+    "default_registry",
+    "deserialize_from_json",
+    "encode_with_manifest",
+    "register_custom_deserializer",
+    "register_custom_serializer",
+    "register_migration",
+    "register_type",
+    "safe_deserialize",
+    "safe_serialize",
+    "serializable",
+    "serialize_to_json",
+    "tagged_format_schema",
+    "type_schema",
+]
+
+FORMAT_VERSION = 1
+"""Version of the tagged format itself (the ``$t``/``v`` layout), not of any one type."""
+
+_GLOBAL = TypeRegistry()
+T = TypeVar("T", bound=type)
+
+
+def default_registry() -> TypeRegistry:
+    """The process-wide registry used when no ``registry=`` is given."""
+    return _GLOBAL
+
+
+def _encode(obj: Any, registry: TypeRegistry | None, validate: bool | None,
+            default: Callable[[Any], Any] | None, manifest: dict[str, int] | None) -> Any:
+    reg = registry or _GLOBAL
+    encoder = Encoder(reg, validate=reg.validate if validate is None else validate,
+                      default=default, max_depth=reg.max_depth, manifest=manifest)
+    return run_encoder(encoder, obj)
+
+
+def safe_serialize(
+    obj: Any,
+    *,
+    mode: Literal["tagged", "json"] = "tagged",
+    registry: TypeRegistry | None = None,
+    validate: bool | None = None,
+    default_serializer: Callable[[Any], Any] | None = None,
+) -> Any:
+    """Turn ``obj`` into JSON-compatible data (dict/list/str/int/float/bool/None).
+
+    ``mode="tagged"`` (default) is reversible with :func:`safe_deserialize`. ``mode="json"``
+    is plain JSON for people and APIs (datetimes as ISO strings, models as field dicts) and
+    is not reversible. ``validate`` overrides the registry's choice of checking custom
+    serializers' output against their schemas. ``default_serializer`` is a last resort for
+    types nothing else handles; its output is stored as plain data (not reversible).
+
+    Raises UnserializableTypeError, SchemaValidationError, CircularReferenceError or
+    NestingTooDeepError (all SerializationError), each naming the path to the value.
+    """
+    if mode == "tagged":
+        return _encode(obj, registry, validate, default_serializer, None)
+    if mode == "json":
+        return to_plain(obj, registry or _GLOBAL, default_serializer)
+    raise ValueError(f"mode must be 'tagged' or 'json', got {mode!r}")
+
+
+def encode_with_manifest(
+    obj: Any, *, registry: TypeRegistry | None = None, validate: bool | None = None
+) -> tuple[Any, dict[str, int]]:
+    """Tagged data plus ``{type name: version}`` for every tag used inside it."""
+    manifest: dict[str, int] = {}
+    data = _encode(obj, registry, validate, None, manifest)
+    return data, dict(sorted(manifest.items()))
+
+
+def safe_deserialize(data: Any, *, registry: TypeRegistry | None = None,
+                     strict: bool = True) -> Any:
+    """Rebuild the value that :func:`safe_serialize` encoded, with its exact types.
+
+    Tags written by older versions of a type are upgraded by its registered migrations.
+    With ``strict=False`` a tag naming no known type is kept as it is (with an
+    ``UnknownTypeWarning``) instead of raising UnknownTypeError. Nothing is ever imported.
+    """
+    reg = registry or _GLOBAL
+    return run_decoder(Decoder(reg, strict=strict, max_depth=reg.max_depth), data)
+
+
+def serialize_to_json(obj: Any, *, mode: Literal["tagged", "json"] = "tagged",
+                      registry: TypeRegistry | None = None, validate: bool | None = None,
+                      default_serializer: Callable[[Any], Any] | None = None) -> str:
+    """:func:`safe_serialize` then orjson, as a ``str``."""
+    data = safe_serialize(obj, mode=mode, registry=registry, validate=validate,
+                          default_serializer=default_serializer)
+    try:
+        return orjson.dumps(data).decode("utf-8")
+    except (orjson.JSONEncodeError, TypeError) as exc:
+        raise SerializationError(f"cannot write JSON: {exc}") from exc
+
+
+def deserialize_from_json(text: str | bytes, *, registry: TypeRegistry | None = None,
+                          strict: bool = True) -> Any:
+    """Parse JSON text written by :func:`serialize_to_json` and decode it."""
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise SerializationError(f"not valid JSON: {exc}") from exc
+    return safe_deserialize(data, registry=registry, strict=strict)
+
+
+def register_type(cls: type, **options: Any) -> TypeCodec:
+    """Register ``cls`` in the global registry; see :meth:`TypeRegistry.register_type`."""
+    return _GLOBAL.register_type(cls, **options)
+
+
+def register_custom_serializer(
+    cls: type, serializer: Callable[[Any], Any], *,
+    deserializer: Callable[[Any], Any] | None = None, schema: JSONSchema | None = None,
+    name: str | None = None, version: int = 1, migrations: Mapping[int, Migration] | None = None,
+    registry: TypeRegistry | None = None,
+) -> TypeCodec:
+    """Store ``cls`` as ``serializer(obj)`` (any supported value), read it with ``deserializer``.
+
+    ``schema`` is the JSON Schema (Draft 2020-12) of the encoded output, checked on every
+    write; ``name`` is the stable name written into the data (default ``module:QualName``);
+    ``version`` with ``migrations={n: fn}`` upgrades data written by older versions.
+    """
+    return (registry or _GLOBAL).register_custom_serializer(
+        cls, serializer, deserializer=deserializer, schema=schema, name=name, version=version,
+        migrations=migrations)
+
+
+def register_custom_deserializer(cls: type, deserializer: Callable[[Any], Any], *,
+                                 registry: TypeRegistry | None = None) -> None:
+    """Attach the function that rebuilds ``cls`` from what its serializer produced."""
+    (registry or _GLOBAL).register_custom_deserializer(cls, deserializer)
+
+
+def register_migration(type_or_name: type | str, from_version: int, migration: Migration, *,
+                       registry: TypeRegistry | None = None) -> None:
+    """Register the step that upgrades a type's encoded form from ``from_version`` by one."""
+    (registry or _GLOBAL).register_migration(type_or_name, from_version, migration)
+
+
+def serializable(
+    *, name: str | None = None, version: int = 1,
+    migrations: Mapping[int, Migration] | None = None, aliases: Iterable[str] = (),
+    serializer: Callable[[Any], Any] | None = None,
+    deserializer: Callable[[Any], Any] | None = None, schema: JSONSchema | None = None,
+    registry: TypeRegistry | None = None,
+) -> Callable[[T], T]:
+    """Class decorator form of :func:`register_type`."""
+    def decorate(cls: T) -> T:
+        (registry or _GLOBAL).register_type(
+            cls, name=name, version=version, migrations=migrations, aliases=aliases,
+            serializer=serializer, deserializer=deserializer, schema=schema)
+        return cls
+
+    return decorate

@@ -1,0 +1,209 @@
+"""Codecs derived from a class itself: pydantic models, dataclasses, enums, NamedTuples.
+
+These need no registration: the class is written under its ``module:qualname`` (or the name
+it was registered with) and, when read back, found among the classes already defined in the
+running process. Decoding never runs validators again: the values were valid when written
+and come back with their exact types, so ``model_construct`` / ``object.__setattr__`` rebuild
+the object as it was (a validator that normalizes would otherwise change the data).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import inspect
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from ..exceptions import DeserializationError, SerializationError
+from ._codec import _note, key_segment
+from ._types import Migration, TypeCodec
+
+if TYPE_CHECKING:
+    from ._codec import Decoder, Encoder
+
+
+def auto_name(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def auto_kind(cls: type) -> str | None:
+    """The derived-codec kind of ``cls``, or None when flujo cannot derive one."""
+    if not isinstance(cls, type):
+        return None
+    if issubclass(cls, BaseModel):
+        return "model" if cls is not BaseModel else None
+    if issubclass(cls, enum.Enum):
+        return "enum" if cls.__members__ else None
+    if dataclasses.is_dataclass(cls):
+        return "dataclass"
+    if issubclass(cls, tuple) and hasattr(cls, "_fields") and hasattr(cls, "_make"):
+        return "namedtuple"
+    return None
+
+
+def _describe(cls: type) -> str:
+    own = cls.__dict__.get("__doc__")
+    return inspect.cleandoc(own) if isinstance(own, str) else ""
+
+
+def _decode_fields(dec: Decoder, body: Any, depth: int, name: str) -> dict[str, Any]:
+    if type(body) is not dict:
+        raise DeserializationError(f"{name}: expected an object of fields, got {body!r:.80}")
+    values: dict[str, Any] = {}
+    decode = dec.decode
+    key: Any = None
+    try:
+        for key, value in body.items():
+            values[key] = decode(value, depth)
+    except SerializationError as exc:
+        _note(exc, key_segment(key), None)
+        raise
+    return values
+
+
+def _check_fields(
+    values: Mapping[str, Any], required: frozenset[str], known: frozenset[str] | None, name: str
+) -> None:
+    missing = required.difference(values)
+    if missing:
+        raise DeserializationError(
+            f"{name}: stored data lacks required field(s) {sorted(missing)}; bump the type's "
+            "version and register a migration that fills them"
+        )
+    if known is not None:
+        unknown = set(values).difference(known)
+        if unknown:
+            raise DeserializationError(
+                f"{name}: stored field(s) {sorted(unknown)} no longer exist on the class; bump "
+                "the type's version and register a migration that moves or drops them"
+            )
+
+
+def model_codec(
+    cls: type[BaseModel], name: str, version: int, migrations: Mapping[int, Migration]
+) -> TypeCodec:
+    fields = tuple(cls.__pydantic_fields__)
+    required = frozenset(n for n, f in cls.__pydantic_fields__.items() if f.is_required())
+    allows_extra = cls.model_config.get("extra") == "allow"
+    known = None if allows_extra else frozenset(fields)
+
+    def encode_value(enc: Encoder, obj: BaseModel, depth: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        encode = enc.encode
+        child = depth + 1
+        state = obj.__dict__
+        key: Any = None
+        try:
+            for key in fields:
+                if key in state:
+                    out[key] = encode(state[key], child)
+            extra = obj.__pydantic_extra__
+            if extra:
+                for key, value in extra.items():
+                    out[key] = encode(value, child)
+        except SerializationError as exc:
+            _note(exc, key_segment(key), None)
+            raise
+        return out
+
+    def decode_value(dec: Decoder, body: Any, depth: int) -> BaseModel:
+        values = _decode_fields(dec, body, depth, name)
+        _check_fields(values, required, known, name)
+        return cls.model_construct(**values)
+
+    return TypeCodec(name, version, "model", cls, encode_value, decode_value, None,
+                     migrations=migrations, description=_describe(cls))
+
+
+def dataclass_codec(cls: type, name: str, version: int,
+                    migrations: Mapping[int, Migration]) -> TypeCodec:
+    all_fields = dataclasses.fields(cls)
+    fields = tuple(f.name for f in all_fields)
+    defaults = {f.name: f for f in all_fields
+                if f.default is not dataclasses.MISSING
+                or f.default_factory is not dataclasses.MISSING}
+    required = frozenset(fields).difference(defaults)
+    known = frozenset(fields)
+
+    def encode_value(enc: Encoder, obj: Any, depth: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        encode = enc.encode
+        child = depth + 1
+        key: Any = None
+        try:
+            for key in fields:
+                out[key] = encode(getattr(obj, key), child)
+        except SerializationError as exc:
+            _note(exc, key_segment(key), None)
+            raise
+        return out
+
+    def decode_value(dec: Decoder, body: Any, depth: int) -> Any:
+        values = _decode_fields(dec, body, depth, name)
+        _check_fields(values, required, known, name)
+        obj: Any = object.__new__(cls)
+        for key in fields:
+            if key in values:
+                value = values[key]
+            else:
+                spec = defaults[key]
+                factory: Any = spec.default_factory
+                value = spec.default if spec.default is not dataclasses.MISSING else factory()
+            object.__setattr__(obj, key, value)  # frozen dataclasses too, without __init__
+        return obj
+
+    return TypeCodec(name, version, "dataclass", cls, encode_value, decode_value, None,
+                     migrations=migrations, description=_describe(cls))
+
+
+def enum_codec(cls: type[enum.Enum], name: str, version: int,
+               migrations: Mapping[int, Migration]) -> TypeCodec:
+    def encode_value(enc: Encoder, member: enum.Enum, depth: int) -> Any:
+        return enc.encode(member.value, depth + 1)
+
+    def decode_value(dec: Decoder, v: Any, depth: int) -> enum.Enum:
+        value = dec.decode(v, depth)
+        try:
+            return cls(value)
+        except ValueError:
+            raise DeserializationError(f"{name}: {value!r} is not a member value") from None
+
+    return TypeCodec(name, version, "enum", cls, encode_value, decode_value, None,
+                     migrations=migrations, description=_describe(cls))
+
+
+def namedtuple_codec(cls: type, name: str, version: int,
+                     migrations: Mapping[int, Migration]) -> TypeCodec:
+    width = len(cls._fields)  # type: ignore[attr-defined]
+
+    def encode_value(enc: Encoder, obj: tuple[Any, ...], depth: int) -> list[Any]:
+        return enc.encode_items(obj, depth + 1)
+
+    def decode_value(dec: Decoder, v: Any, depth: int) -> Any:
+        if type(v) is not list or len(v) != width:
+            raise DeserializationError(f"{name}: expected a list of {width} items, got {v!r:.80}")
+        return cls._make(dec.decode_items(v, depth))  # type: ignore[attr-defined]
+
+    return TypeCodec(name, version, "namedtuple", cls, encode_value, decode_value, None,
+                     migrations=migrations, description=_describe(cls))
+
+
+DERIVERS = {
+    "model": model_codec,
+    "dataclass": dataclass_codec,
+    "enum": enum_codec,
+    "namedtuple": namedtuple_codec,
+}
+
+
+def derive_codec(cls: type, name: str | None = None, version: int = 1,
+                 migrations: Mapping[int, Migration] | None = None) -> TypeCodec | None:
+    kind = auto_kind(cls)
+    if kind is None:
+        return None
+    derive: Any = DERIVERS[kind]
+    codec: TypeCodec = derive(cls, name or auto_name(cls), version, dict(migrations or {}))
+    return codec

@@ -1,0 +1,323 @@
+"""Codecs for the standard-library types flujo round-trips out of the box.
+
+Each codec writes a stable name (never an import path) and declares the JSON Schema of its
+encoded form. ``VALUE_REF`` stands for "any encoded value" and resolves inside the tagged
+format schema (``flujo.serialization.tagged_format_schema``).
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import pathlib
+from collections import Counter, OrderedDict, defaultdict, deque
+from collections.abc import Callable
+from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
+
+from ..exceptions import DeserializationError, SerializationError
+from ._types import JSONSchema, TypeCodec
+
+if TYPE_CHECKING:
+    from ._codec import Decoder, Encoder
+
+VALUE_REF: JSONSchema = {"$ref": "#/$defs/value"}
+_ITEMS: JSONSchema = {"type": "array", "items": VALUE_REF}
+_PAIRS: JSONSchema = {
+    "type": "array",
+    "items": {"type": "array", "prefixItems": [VALUE_REF, VALUE_REF], "items": False,
+              "minItems": 2},
+}
+_ISO_DATE = r"\d{4}-\d{2}-\d{2}"
+_ISO_TIME = r"\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?([+-]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?|Z)?"
+_ZONE = r"(\[[A-Za-z0-9_+\-/]+\]|\[tzname=[^\]]*\])?"
+
+
+def _expect(value: Any, kind: type, what: str) -> Any:
+    if type(value) is not kind:
+        raise DeserializationError(f"{what}: expected {kind.__name__}, got {value!r:.80}")
+    return value
+
+
+# -- date and time ------------------------------------------------------------------------
+def _offset_suffix(tz: tzinfo | None) -> str:
+    """``[Zone/Key]`` for IANA zones, ``[tzname=...]`` for named fixed offsets, else ''."""
+    if tz is None:
+        return ""
+    if isinstance(tz, ZoneInfo):
+        if tz.key is None:
+            raise SerializationError("a ZoneInfo built from a file has no key to store")
+        return f"[{tz.key}]"
+    if type(tz) is timezone:
+        offset = tz.utcoffset(None)
+        if tz is not UTC and tz.tzname(None) != timezone(offset).tzname(None):
+            return f"[tzname={tz.tzname(None)}]"
+        return ""
+    if type(tz).__module__.startswith("pydantic"):  # pydantic's TzInfo: a fixed offset
+        return ""
+    raise SerializationError(
+        f"cannot store the time zone {tz!r} ({type(tz).__qualname__}): use a fixed "
+        "datetime.timezone offset or a zoneinfo.ZoneInfo"
+    )
+
+
+def _split_zone(text: str) -> tuple[str, str | None]:
+    if text.endswith("]"):
+        base, _, zone = text[:-1].partition("[")
+        return base, zone
+    return text, None
+
+
+def _enc_datetime(enc: Encoder, dt: datetime, depth: int) -> str:
+    tz = dt.tzinfo
+    if tz is None or tz is UTC:
+        return dt.isoformat()
+    return dt.isoformat() + _offset_suffix(tz)
+
+
+def _apply_zone(zone: str, fixed: timezone) -> tzinfo:
+    if zone.startswith("tzname="):
+        return timezone(fixed.utcoffset(None), zone[len("tzname="):])
+    try:
+        return ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise DeserializationError(f"unknown time zone {zone!r}") from exc
+
+
+def _dec_datetime(dec: Decoder, v: Any, depth: int) -> datetime:
+    base, zone = _split_zone(_expect(v, str, "datetime"))
+    dt = datetime.fromisoformat(base)
+    if zone is None:
+        return dt
+    if dt.tzinfo is None:
+        raise DeserializationError(f"datetime {v!r} names a zone but has no UTC offset")
+    tz = _apply_zone(zone, dt.tzinfo)  # type: ignore[arg-type]
+    offset = dt.utcoffset()
+    local = dt.replace(tzinfo=tz)
+    if local.utcoffset() != offset:  # ambiguous or skipped wall time: the offset says which
+        local = local.replace(fold=1)
+        if local.utcoffset() != offset:
+            raise DeserializationError(f"offset of {v!r} does not exist in zone {zone!r}")
+    return local
+
+
+def _enc_time(enc: Encoder, t: time, depth: int) -> str:
+    if isinstance(t.tzinfo, ZoneInfo):
+        raise SerializationError("a time with a ZoneInfo zone has no fixed offset to store")
+    return t.isoformat() + _offset_suffix(t.tzinfo)
+
+
+def _dec_time(dec: Decoder, v: Any, depth: int) -> time:
+    base, zone = _split_zone(_expect(v, str, "time"))
+    t = time.fromisoformat(base)
+    if zone is not None:
+        if not zone.startswith("tzname=") or t.tzinfo is None:
+            raise DeserializationError(f"malformed time {v!r}")
+        t = t.replace(tzinfo=_apply_zone(zone, t.tzinfo))  # type: ignore[arg-type]
+    return t
+
+
+def _dec_timedelta(dec: Decoder, v: Any, depth: int) -> timedelta:
+    parts = _expect(v, list, "timedelta")
+    if len(parts) != 3 or any(type(p) is not int for p in parts):
+        raise DeserializationError(f"timedelta: expected [days, seconds, microseconds], got {v!r}")
+    days, seconds, micros = parts
+    return timedelta(days=days, seconds=seconds, microseconds=micros)
+
+
+# -- numbers ------------------------------------------------------------------------------
+_FLOAT_NAMES = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def _enc_float(enc: Encoder, x: float, depth: int) -> str:
+    if math.isnan(x):
+        return "nan"
+    return "inf" if x > 0 else "-inf"
+
+
+def _dec_float(dec: Decoder, v: Any, depth: int) -> float:
+    try:
+        return _FLOAT_NAMES[_expect(v, str, "float")]
+    except KeyError:
+        raise DeserializationError(f"float tag holds {v!r}, not nan/inf/-inf") from None
+
+
+def _dec_int(dec: Decoder, v: Any, depth: int) -> int:
+    text = _expect(v, str, "int")
+    if not text.lstrip("-").startswith("0x"):
+        raise DeserializationError(f"int tag holds {v!r}, not a hex literal")
+    return int(text, 16)
+
+
+def _dec_complex(dec: Decoder, v: Any, depth: int) -> complex:
+    real, imag = dec.decode_items(_expect(v, list, "complex"), depth)
+    if type(real) is not float or type(imag) is not float:
+        raise DeserializationError(f"complex parts must be floats, got {v!r}")
+    return complex(real, imag)
+
+
+# -- containers ---------------------------------------------------------------------------
+def _sorted_items(enc: Encoder, items: set[Any] | frozenset[Any], depth: int) -> list[Any]:
+    """Sets are written in a deterministic order so equal sets give identical bytes."""
+    try:
+        ordered = sorted(items)
+    except TypeError:
+        encoded = enc.encode_items(items, depth + 1)
+        return sorted(encoded, key=lambda e: orjson.dumps(e, option=orjson.OPT_SORT_KEYS))
+    return enc.encode_items(ordered, depth + 1)
+
+
+def _dec_hashables(dec: Decoder, v: Any, depth: int, what: str) -> list[Any]:
+    return dec.decode_items(_expect(v, list, what), depth)
+
+
+def _dec_pairs(dec: Decoder, v: Any, depth: int, what: str) -> list[tuple[Any, Any]]:
+    pairs = []
+    for pair in dec.decode_items(_expect(v, list, what), depth):
+        if type(pair) is not list or len(pair) != 2:
+            raise DeserializationError(f"{what}: expected [key, value] pairs, got {pair!r:.80}")
+        pairs.append((pair[0], pair[1]))
+    return pairs
+
+
+def _enc_dict_pairs(enc: Encoder, d: dict[Any, Any], depth: int) -> list[list[Any]]:
+    return enc.encode_pairs(d.items(), depth + 1)
+
+
+def _enc_deque(enc: Encoder, d: deque[Any], depth: int) -> dict[str, Any]:
+    return {"items": enc.encode_items(d, depth + 1), "maxlen": d.maxlen}
+
+
+def _dec_deque(dec: Decoder, v: Any, depth: int) -> deque[Any]:
+    body = _expect(v, dict, "deque")
+    return deque(dec.decode_items(_expect(body["items"], list, "deque items"), depth),
+                 maxlen=body["maxlen"])
+
+
+_FACTORY_BUILTINS: dict[str, Callable[[], Any]] = {
+    "list": list, "dict": dict, "int": int, "float": float, "str": str, "bool": bool,
+}
+
+
+def _enc_defaultdict(enc: Encoder, d: defaultdict[Any, Any], depth: int) -> dict[str, Any]:
+    factory = d.default_factory
+    name: str | None
+    if factory is None:
+        name = None
+    elif isinstance(factory, type) and _FACTORY_BUILTINS.get(factory.__name__) is factory:
+        name = factory.__name__
+    else:
+        codec = enc.registry.codec_for_factory(factory)
+        if codec is None:
+            raise SerializationError(
+                f"defaultdict factory {factory!r} is neither a built-in type nor a "
+                "registered type, so it cannot be restored; use a class or register it"
+            )
+        name = codec.name
+    return {"factory": name, "items": enc.encode_pairs(d.items(), depth + 1)}
+
+
+def _dec_defaultdict(dec: Decoder, v: Any, depth: int) -> defaultdict[Any, Any]:
+    body = _expect(v, dict, "defaultdict")
+    name = body["factory"]
+    factory: Callable[[], Any] | None
+    if name is None:
+        factory = None
+    elif name in _FACTORY_BUILTINS:
+        factory = _FACTORY_BUILTINS[name]
+    else:
+        factory = dec.registry.factory_named(_expect(name, str, "defaultdict factory"))
+    return defaultdict(factory, _dec_pairs(dec, body["items"], depth, "defaultdict"))
+
+
+def _dec_bytes(dec: Decoder, v: Any, depth: int) -> bytes:
+    return base64.b64decode(_expect(v, str, "bytes"), validate=True)
+
+
+def _string_codec(name: str, py_type: type, schema: JSONSchema,
+                  decode: Callable[[str], Any]) -> TypeCodec:
+    return TypeCodec(
+        name, 1, "builtin", py_type,
+        lambda enc, obj, depth: str(obj),
+        lambda dec, v, depth: decode(_expect(v, str, name)),
+        schema,
+    )
+
+
+def _path_codec(name: str, cls: type[pathlib.PurePath]) -> TypeCodec:
+    return _string_codec(name, cls, {"type": "string"}, cls)
+
+
+BUILTIN_CODECS: tuple[TypeCodec, ...] = (
+    TypeCodec("datetime", 1, "builtin", datetime, _enc_datetime, _dec_datetime,
+              {"type": "string", "pattern": f"^{_ISO_DATE}T{_ISO_TIME}{_ZONE}$"},
+              description="ISO 8601 (RFC 3339) timestamp; an IANA zone as an RFC 9557 "
+                          "suffix, e.g. 2024-03-10T01:30:00-05:00[America/New_York]"),
+    TypeCodec("date", 1, "builtin", date, lambda enc, d, depth: d.isoformat(),
+              lambda dec, v, depth: date.fromisoformat(_expect(v, str, "date")),
+              {"type": "string", "pattern": f"^{_ISO_DATE}$"}),
+    TypeCodec("time", 1, "builtin", time, _enc_time, _dec_time,
+              {"type": "string", "pattern": f"^{_ISO_TIME}{_ZONE}$"}),
+    TypeCodec("timedelta", 1, "builtin", timedelta,
+              lambda enc, td, depth: [td.days, td.seconds, td.microseconds], _dec_timedelta,
+              {"type": "array", "prefixItems": [{"type": "integer"}] * 3, "items": False,
+               "minItems": 3, "description": "[days, seconds, microseconds]"}),
+    _string_codec("uuid", UUID, {"type": "string", "pattern":
+                  "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"}, UUID),
+    _string_codec("decimal", Decimal, {"type": "string", "pattern":
+                  r"^[+-]?((\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|Infinity|NaN|sNaN)$"}, Decimal),
+    TypeCodec("float", 1, "builtin", float, _enc_float, _dec_float,
+              {"enum": ["nan", "inf", "-inf"],
+               "description": "only non-finite floats are tagged; finite ones are plain"}),
+    TypeCodec("int", 1, "builtin", int, lambda enc, i, depth: hex(i), _dec_int,
+              {"type": "string", "pattern": "^-?0x[0-9a-f]+$",
+               "description": "only integers outside [-2**63, 2**64) are tagged, in hex"}),
+    TypeCodec("complex", 1, "builtin", complex,
+              lambda enc, c, depth: [enc.encode(c.real, depth + 1), enc.encode(c.imag, depth + 1)],
+              _dec_complex,
+              {"type": "array", "prefixItems": [VALUE_REF, VALUE_REF], "items": False,
+               "minItems": 2, "description": "[real, imag]"}),
+    TypeCodec("bytes", 1, "builtin", bytes,
+              lambda enc, b, depth: base64.b64encode(b).decode("ascii"), _dec_bytes,
+              {"type": "string", "contentEncoding": "base64"}),
+    TypeCodec("bytearray", 1, "builtin", bytearray,
+              lambda enc, b, depth: base64.b64encode(b).decode("ascii"),
+              lambda dec, v, depth: bytearray(_dec_bytes(dec, v, depth)),
+              {"type": "string", "contentEncoding": "base64"}),
+    TypeCodec("tuple", 1, "builtin", tuple,
+              lambda enc, t, depth: enc.encode_items(t, depth + 1),
+              lambda dec, v, depth: tuple(_dec_hashables(dec, v, depth, "tuple")), _ITEMS),
+    TypeCodec("set", 1, "builtin", set, _sorted_items,
+              lambda dec, v, depth: set(_dec_hashables(dec, v, depth, "set")),
+              {**_ITEMS, "description": "elements in a deterministic order"}),
+    TypeCodec("frozenset", 1, "builtin", frozenset, _sorted_items,
+              lambda dec, v, depth: frozenset(_dec_hashables(dec, v, depth, "frozenset")),
+              {**_ITEMS, "description": "elements in a deterministic order"}),
+    TypeCodec("dict", 1, "builtin", dict, _enc_dict_pairs,
+              lambda dec, v, depth: dict(_dec_pairs(dec, v, depth, "dict")),
+              {**_PAIRS, "description": "a dict with a non-str key or the reserved '$t' key, "
+                                        "as [key, value] pairs in insertion order"}),
+    TypeCodec("ordereddict", 1, "builtin", OrderedDict, _enc_dict_pairs,
+              lambda dec, v, depth: OrderedDict(_dec_pairs(dec, v, depth, "ordereddict")),
+              _PAIRS),
+    TypeCodec("counter", 1, "builtin", Counter, _enc_dict_pairs,
+              lambda dec, v, depth: Counter(dict(_dec_pairs(dec, v, depth, "counter"))),
+              _PAIRS),
+    TypeCodec("deque", 1, "builtin", deque, _enc_deque, _dec_deque,
+              {"type": "object", "properties": {"items": _ITEMS, "maxlen": {
+                  "type": ["integer", "null"], "minimum": 0}},
+               "required": ["items", "maxlen"], "additionalProperties": False}),
+    TypeCodec("defaultdict", 1, "builtin", defaultdict, _enc_defaultdict, _dec_defaultdict,
+              {"type": "object", "properties": {"factory": {"type": ["string", "null"]},
+                                                "items": _PAIRS},
+               "required": ["factory", "items"], "additionalProperties": False}),
+    _path_codec("path.posix", pathlib.PosixPath),
+    _path_codec("path.windows", pathlib.WindowsPath),
+    _path_codec("purepath.posix", pathlib.PurePosixPath),
+    _path_codec("purepath.windows", pathlib.PureWindowsPath),
+)

@@ -1,0 +1,285 @@
+"""The tagged encoder and decoder.
+
+Hot-path rules (see docs/performance.md): JSON-native scalars return before any lookup, dicts
+and lists are walked inline, everything else goes through a per-type *plan* cached by the
+registry. Error paths cost nothing until something fails: containers note where they were
+(``_note``) while the exception unwinds, and the top level turns those notes into a path and
+tells a cycle from mere depth.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..exceptions import (
+    CircularReferenceError,
+    DeserializationError,
+    FlujoError,
+    NestingTooDeepError,
+    SerializationError,
+    UnknownTypeError,
+)
+
+if TYPE_CHECKING:
+    from ._registry import TypeRegistry
+
+TAG = "$t"
+VALUE = "v"
+INT_MIN = -(2**63)
+INT_MAX = 2**64 - 1
+
+EncodePlan = Callable[["Encoder", Any, int], Any]
+DecodePlan = Callable[["Decoder", Any, int], Any]
+
+
+class UnknownTypeWarning(UserWarning):
+    """Emitted by ``safe_deserialize(..., strict=False)`` when it keeps a tag it cannot decode."""
+
+
+def key_segment(key: object) -> str:
+    if isinstance(key, str) and key.isidentifier():
+        return f".{key}"
+    return f"[{key!r}]"
+
+
+def _note(exc: SerializationError, segment: str | None, obj: object) -> None:
+    """Record, while unwinding, where the failure happened (innermost first)."""
+    trail: list[tuple[str | None, object]] | None = getattr(exc, "_trail", None)
+    if trail is None:
+        trail = []
+        exc._trail = trail  # type: ignore[attr-defined]
+    trail.append((segment, obj))
+
+
+def _finish(exc: SerializationError) -> SerializationError:
+    """Turn the unwinding notes into ``exc.path``; a repeated object means a cycle."""
+    trail: list[tuple[str | None, object]] = list(reversed(getattr(exc, "_trail", [])))
+    if not trail:
+        return exc
+    segments: list[str] = []
+    seen: dict[int, int] = {}
+    for position, (segment, obj) in enumerate(trail):
+        if isinstance(exc, NestingTooDeepError) and obj is not None:
+            first = seen.setdefault(id(obj), position)
+            if first != position:
+                ancestor = "$" + "".join(s for s, _ in trail[:first] if s)
+                here = "$" + "".join(segments)
+                cycle = CircularReferenceError(
+                    f"circular reference: the {type(obj).__name__} here is its own ancestor "
+                    f"at {ancestor}",
+                    path=here,
+                )
+                return cycle
+        if segment:
+            segments.append(segment)
+    exc.path = "$" + "".join(segments)
+    return exc
+
+
+class Encoder:
+    """One encoding run. Cheap to create; the plans it uses are cached on the registry."""
+
+    __slots__ = ("default", "manifest", "max_depth", "plans", "registry", "validate")
+
+    def __init__(
+        self,
+        registry: TypeRegistry,
+        *,
+        validate: bool,
+        default: Callable[[Any], Any] | None,
+        max_depth: int,
+        manifest: dict[str, int] | None,
+    ) -> None:
+        self.registry = registry
+        self.plans = registry._encode_plans
+        self.validate = validate
+        self.default = default
+        self.max_depth = max_depth
+        self.manifest = manifest
+
+    def encode(self, obj: Any, depth: int) -> Any:
+        t = type(obj)
+        if t is str or t is bool or obj is None:
+            return obj
+        if t is int and INT_MIN <= obj <= INT_MAX:
+            return obj
+        if t is float and obj - obj == 0.0:  # finite; NaN and +-inf go to their tagged form
+            return obj
+        try:
+            if depth > self.max_depth:
+                raise NestingTooDeepError(
+                    f"value nested deeper than max_depth={self.max_depth}"
+                )
+            if t is dict:
+                return self.encode_dict(obj, depth)
+            if t is list:
+                out: list[Any] = []
+                append = out.append
+                encode = self.encode
+                child = depth + 1
+                try:
+                    for item in obj:
+                        append(encode(item, child))
+                except SerializationError as exc:
+                    _note(exc, f"[{len(out)}]", None)
+                    raise
+                return out
+            plan = self.plans.get(t)
+            if plan is None:
+                plan = self.registry._encode_plan_for(t, self.default)
+            return plan(self, obj, depth)
+        except SerializationError as exc:
+            _note(exc, None, obj)
+            raise
+
+    def encode_dict(self, obj: dict[Any, Any], depth: int) -> Any:
+        if TAG in obj:
+            return self.registry._escaped_dict_plan(self, obj, depth)
+        out: dict[str, Any] = {}
+        encode = self.encode
+        child = depth + 1
+        key: Any = None
+        try:
+            for key, value in obj.items():
+                if type(key) is not str:
+                    return self.registry._escaped_dict_plan(self, obj, depth)
+                out[key] = encode(value, child)
+        except SerializationError as exc:
+            _note(exc, key_segment(key), None)
+            raise
+        return out
+
+    def encode_items(self, items: Any, depth: int) -> list[Any]:
+        """Encode an iterable into a list, noting the index of a failing item."""
+        out: list[Any] = []
+        append = out.append
+        encode = self.encode
+        try:
+            for item in items:
+                append(encode(item, depth))
+        except SerializationError as exc:
+            _note(exc, f"[{len(out)}]", None)
+            raise
+        return out
+
+    def encode_pairs(self, pairs: Any, depth: int) -> list[list[Any]]:
+        """Encode ``(key, value)`` pairs as ``[[k, v], ...]`` (dicts with non-str keys)."""
+        out: list[list[Any]] = []
+        encode = self.encode
+        key: Any = None
+        try:
+            for key, value in pairs:
+                encoded_key = encode(key, depth)
+                out.append([encoded_key, encode(value, depth)])
+        except SerializationError as exc:
+            _note(exc, key_segment(key), None)
+            raise
+        return out
+
+
+def run_encoder(encoder: Encoder, obj: Any) -> Any:
+    try:
+        return encoder.encode(obj, 0)
+    except SerializationError as exc:
+        finished = _finish(exc)
+        if finished is exc:
+            raise
+        raise finished from None
+
+
+class Decoder:
+    """One decoding run over JSON data (dict/list/str/int/float/bool/None only)."""
+
+    __slots__ = ("max_depth", "plans", "registry", "strict")
+
+    def __init__(self, registry: TypeRegistry, *, strict: bool, max_depth: int) -> None:
+        self.registry = registry
+        self.plans = registry._decode_plans
+        self.strict = strict
+        self.max_depth = max_depth
+
+    def decode(self, data: Any, depth: int) -> Any:
+        t = type(data)
+        if t is str or t is int or t is bool or data is None or t is float:
+            return data
+        if depth > self.max_depth:
+            raise NestingTooDeepError(f"data nested deeper than max_depth={self.max_depth}")
+        child = depth + 1
+        if t is dict:
+            if TAG in data:
+                return self.decode_tagged(data, depth)
+            out: dict[str, Any] = {}
+            decode = self.decode
+            key: Any = None
+            try:
+                for key, value in data.items():
+                    if type(key) is not str:
+                        raise DeserializationError(
+                            f"object keys must be strings in JSON data, got {key!r}"
+                        )
+                    out[key] = decode(value, child)
+            except SerializationError as exc:
+                _note(exc, key_segment(key), None)
+                raise
+            return out
+        if t is list:
+            return self.decode_items(data, child)
+        raise DeserializationError(
+            f"expected JSON data (dict, list, str, int, float, bool, None), got {t.__name__}"
+        )
+
+    def decode_items(self, data: list[Any], depth: int) -> list[Any]:
+        items: list[Any] = []
+        append = items.append
+        decode = self.decode
+        try:
+            for item in data:
+                append(decode(item, depth))
+        except SerializationError as exc:
+            _note(exc, f"[{len(items)}]", None)
+            raise
+        return items
+
+    def decode_tagged(self, data: dict[str, Any], depth: int) -> Any:
+        tag = data[TAG]
+        if type(tag) is not str or len(data) != 2 or VALUE not in data:
+            raise DeserializationError(
+                f"malformed tagged object: expected exactly {{{TAG!r}: str, {VALUE!r}: ...}}, "
+                f"got keys {sorted(map(str, data))}"
+            )
+        plan = self.plans.get(tag)
+        try:
+            if plan is None:
+                plan = self.registry._decode_plan_for(tag)
+            return plan(self, data[VALUE], depth + 1)
+        except UnknownTypeError as exc:
+            if self.strict:
+                _note(exc, None, None)
+                raise
+            warnings.warn(
+                f"{exc}; kept the tagged data undecoded", UnknownTypeWarning, stacklevel=4
+            )
+            return data
+        except SerializationError as exc:
+            _note(exc, None, None)
+            raise
+        except FlujoError:
+            raise
+        except Exception as exc:
+            raise DeserializationError(
+                f"cannot decode {tag!r} from {_preview(data[VALUE])}: {exc}"
+            ) from exc
+
+
+def run_decoder(decoder: Decoder, data: Any) -> Any:
+    try:
+        return decoder.decode(data, 0)
+    except SerializationError as exc:
+        raise _finish(exc) from exc.__cause__
+
+
+def _preview(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,477 @@
+"""The type registry: which codec writes a type, which codec reads a tag.
+
+Dispatch follows cattrs: the exact type first, then the MRO (a registered custom serializer
+serves subclasses unless they are registered themselves), then derivation predicates
+(pydantic model, dataclass, enum, NamedTuple). Each answer becomes a *plan* cached by type
+(encoding) or by tag (decoding); every registration clears both caches under the lock.
+
+Reading a tag never imports anything. A name resolves to (a) a registered or built-in codec,
+or (b) a model, enum, dataclass or NamedTuple that the running process has already defined,
+found through ``sys.modules`` entries and ``__subclasses__`` without calling ``getattr``.
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+
+from ..exceptions import (
+    DeserializationError,
+    FlujoError,
+    FutureVersionError,
+    MigrationError,
+    MissingDeserializerError,
+    MissingMigrationError,
+    RegistrationError,
+    SerializationError,
+    UnknownTypeError,
+    UnserializableTypeError,
+)
+from ._auto import auto_kind, auto_name, derive_codec
+from ._builtins import BUILTIN_CODECS
+from ._codec import TAG, VALUE, DecodePlan, Decoder, EncodePlan, Encoder
+from ._types import JSONSchema, Migration, TypeCodec
+from ._validation import CompiledSchema, check_schema
+
+_NATIVE = (str, int, float, bool, type(None), list, dict)
+DEFAULT_MAX_DEPTH = 200
+
+
+class TypeRegistry:
+    """Codecs for the types a program stores, plus the built-in ones.
+
+    ``validate``: check custom serializers' output against their declared schema on every
+    encode (default; switch off per call with ``safe_serialize(..., validate=False)``).
+    ``auto_resolve``: let tags name models/enums/dataclasses/NamedTuples that are defined in
+    the process but not registered. ``max_depth``: deepest nesting accepted either way.
+    """
+
+    def __init__(
+        self, *, validate: bool = True, auto_resolve: bool = True,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+    ) -> None:
+        self.validate = validate
+        self.auto_resolve = auto_resolve
+        self.max_depth = max_depth
+        self._lock = threading.RLock()
+        self._by_type: dict[type, TypeCodec] = {}
+        self._by_name: dict[str, TypeCodec] = {}
+        self._derived: dict[type, TypeCodec] = {}
+        self._pending_deserializers: dict[type, Callable[[Any], Any]] = {}
+        self._seen: weakref.WeakValueDictionary[str, type] = weakref.WeakValueDictionary()
+        self._validators: dict[int, CompiledSchema] = {}
+        self._encode_plans: dict[type, EncodePlan] = {}
+        self._decode_plans: dict[str, DecodePlan] = {}
+        for codec in BUILTIN_CODECS:
+            self._by_type[codec.py_type] = codec  # type: ignore[index]
+            self._by_name[codec.name] = codec
+
+    # -- registration ------------------------------------------------------------------
+    def register_type(
+        self,
+        cls: type,
+        *,
+        serializer: Callable[[Any], Any] | None = None,
+        deserializer: Callable[[Any], Any] | None = None,
+        schema: JSONSchema | None = None,
+        name: str | None = None,
+        version: int = 1,
+        migrations: Mapping[int, Migration] | None = None,
+        aliases: Iterable[str] = (),
+        validate: bool = True,
+        description: str | None = None,
+    ) -> TypeCodec:
+        """Register how ``cls`` is stored; returns the codec now in force.
+
+        Without ``serializer``, ``cls`` must be a pydantic model, dataclass, enum or NamedTuple
+        and the codec is derived from it (use this to give it a stable ``name``, a
+        ``version`` and ``migrations``). With ``serializer``, its output (encoded by flujo,
+        so it may hold any supported value) is checked against ``schema`` when given.
+        """
+        if not isinstance(cls, type):
+            raise RegistrationError(f"expected a class, got {cls!r}")
+        if cls in _NATIVE:
+            raise RegistrationError(
+                f"{cls.__name__} is JSON-native and always stored as itself; it cannot be "
+                "given a serializer"
+            )
+        type_name = auto_name(cls) if name is None else name
+        _check_name(type_name)
+        if type(version) is not int or version < 1:
+            raise RegistrationError(
+                f"version of {type_name!r} must be an int >= 1, got {version!r}")
+        steps = dict(migrations or {})
+        for start, step in steps.items():
+            _check_step(type_name, version, start, step)
+        alias_names = tuple(aliases)
+        for alias in alias_names:
+            _check_name(alias)
+        if serializer is None:
+            if deserializer is not None or schema is not None:
+                raise RegistrationError(
+                    f"{type_name!r}: a deserializer or schema needs a serializer too"
+                )
+            codec = derive_codec(cls, type_name, version, steps)
+            if codec is None:
+                raise RegistrationError(
+                    f"{cls.__qualname__} is not a pydantic model, dataclass, enum or NamedTuple: "
+                    "pass serializer= (and deserializer=) to register it"
+                )
+        else:
+            if not callable(serializer) or (
+                    deserializer is not None and not callable(deserializer)):
+                raise RegistrationError(
+                    f"{type_name!r}: serializer and deserializer must be callables")
+            if schema is not None:
+                check_schema(schema, owner=repr(type_name))
+            codec = self._custom_codec(
+                cls, serializer=serializer,
+                deserializer=deserializer or self._pending_deserializers.get(cls),
+                schema=schema, name=type_name, version=version, migrations=steps,
+                validate=validate, description=description,
+            )
+        if description is not None:
+            codec = replace(codec, description=description)
+        codec = replace(codec, aliases=alias_names)
+        with self._lock:
+            self._install(cls, codec)
+        return codec
+
+    def register_custom_serializer(
+        self, cls: type, serializer: Callable[[Any], Any], *,
+        deserializer: Callable[[Any], Any] | None = None, schema: JSONSchema | None = None,
+        name: str | None = None, version: int = 1,
+        migrations: Mapping[int, Migration] | None = None,
+    ) -> TypeCodec:
+        return self.register_type(cls, serializer=serializer, deserializer=deserializer,
+                                  schema=schema, name=name, version=version,
+                                  migrations=migrations)
+
+    def register_custom_deserializer(self, cls: type, deserializer: Callable[[Any], Any]) -> None:
+        """Attach a deserializer to ``cls``'s serializer (registered before or after this)."""
+        if not callable(deserializer):
+            raise RegistrationError(f"deserializer for {cls!r} must be callable")
+        with self._lock:
+            codec = self._by_type.get(cls)
+            if codec is None or codec.kind != "custom":
+                self._pending_deserializers[cls] = deserializer
+                return
+            assert codec.serializer is not None
+            rebuilt = self._custom_codec(
+                cls, serializer=codec.serializer, deserializer=deserializer,
+                schema=codec.schema if codec.declared_schema else None, name=codec.name,
+                version=codec.version, migrations=codec.migrations,
+                validate=codec.validate or not codec.declared_schema,
+                description=codec.description,
+            )
+            self._install(cls, replace(rebuilt, aliases=codec.aliases))
+
+    def register_migration(self, type_or_name: type | str, from_version: int,
+                           migration: Migration) -> None:
+        """Register the step that upgrades the encoded form from ``from_version`` to the next."""
+        with self._lock:
+            codec = (self._by_name.get(type_or_name) if isinstance(type_or_name, str)
+                     else self._by_type.get(type_or_name))
+            if codec is None or codec.kind == "builtin":
+                raise RegistrationError(
+                    f"register {type_or_name!r} (with its current version) before its migrations"
+                )
+            _check_step(codec.name, codec.version, from_version, migration)
+            updated = replace(codec, migrations={**codec.migrations, from_version: migration})
+            self._install(codec.py_type, updated)  # type: ignore[arg-type]
+
+    def _install(self, cls: type, codec: TypeCodec) -> None:
+        names = (codec.name, *codec.aliases)
+        for taken in names:
+            holder = self._by_name.get(taken)
+            if holder is not None and holder.py_type is not cls:
+                raise RegistrationError(
+                    f"the name {taken!r} is already used by {holder.py_type!r}"
+                )
+        previous = self._by_type.get(cls)
+        if previous is not None and previous.kind != "builtin":
+            for old in (previous.name, *previous.aliases):
+                self._by_name.pop(old, None)
+        self._by_type[cls] = codec
+        for taken in names:
+            self._by_name[taken] = codec
+        self._pending_deserializers.pop(cls, None)
+        self._derived.clear()
+        self._encode_plans.clear()
+        self._decode_plans.clear()
+
+    def _custom_codec(
+        self, cls: type, *, serializer: Callable[[Any], Any],
+        deserializer: Callable[[Any], Any] | None, schema: JSONSchema | None, name: str,
+        version: int, migrations: Mapping[int, Migration], validate: bool,
+        description: str | None,
+    ) -> TypeCodec:
+        compiled = CompiledSchema(schema) if schema is not None and validate else None
+        label = cls.__qualname__
+
+        def encode_value(enc: Encoder, obj: Any, depth: int) -> Any:
+            try:
+                raw = serializer(obj)
+            except FlujoError:
+                raise
+            except Exception as exc:
+                raise SerializationError(
+                    f"the serializer registered for {label} ({name!r}) raised {exc!r}"
+                ) from exc
+            if type(raw) is type(obj):
+                raise SerializationError(
+                    f"the serializer registered for {label} ({name!r}) returned a {label} "
+                    "again; it must return a JSON-compatible value"
+                )
+            value = enc.encode(raw, depth + 1)
+            if compiled is not None and enc.validate and not compiled.is_valid(value):
+                compiled.raise_for(value, type_name=name)
+            return value
+
+        def decode_value(dec: Decoder, v: Any, depth: int) -> Any:
+            value = dec.decode(v, depth)
+            try:
+                return deserializer(value)  # type: ignore[misc]
+            except FlujoError:
+                raise
+            except Exception as exc:
+                raise DeserializationError(
+                    f"the deserializer registered for {label} ({name!r}) raised {exc!r}"
+                ) from exc
+
+        codec = TypeCodec(
+            name, version, "custom", cls, encode_value,
+            decode_value if deserializer is not None else None,
+            schema if schema is not None else {}, validate=compiled is not None,
+            migrations=dict(migrations), description=description or "",
+            declared_schema=schema is not None, serializer=serializer, deserializer=deserializer,
+        )
+        return codec
+
+    # -- lookup --------------------------------------------------------------------------
+    def codec_for_type(self, cls: type) -> TypeCodec | None:
+        """The codec that writes values of exactly ``cls`` (registered, inherited or derived)."""
+        codec = self._by_type.get(cls)
+        if codec is not None:
+            return codec
+        for base in cls.__mro__[1:-1]:
+            inherited = self._by_type.get(base)
+            if inherited is not None and inherited.kind == "custom":
+                return inherited
+        derived = self._derived.get(cls)
+        if derived is None:
+            derived = derive_codec(cls)
+            if derived is None:
+                return None
+            self._derived[cls] = derived
+        return derived
+
+    def codec_named(self, name: str) -> TypeCodec | None:
+        """The codec that reads tags named ``name``; None when nothing known has that name."""
+        codec = self._by_name.get(name)
+        if codec is not None or not self.auto_resolve:
+            return codec
+        cls = self._find_defined_class(name)
+        return None if cls is None else self.codec_for_type(cls)
+
+    def codecs(self) -> list[TypeCodec]:
+        """Built-in and registered codecs (not the derived ones), sorted by name."""
+        unique = {id(c): c for c in self._by_type.values()}
+        unique.update({id(c): c for c in self._by_name.values()})
+        return sorted(unique.values(), key=lambda c: c.name)
+
+    def current_versions(self) -> dict[str, int]:
+        return {codec.name: codec.version for codec in self.codecs()}
+
+    def compiled_schema(self, codec: TypeCodec) -> CompiledSchema:
+        compiled = self._validators.get(id(codec))
+        if compiled is None:
+            compiled = self._validators[id(codec)] = CompiledSchema(codec.schema or {})
+        return compiled
+
+    def codec_for_factory(self, factory: object) -> TypeCodec | None:
+        return self.codec_for_type(factory) if isinstance(factory, type) else None
+
+    def factory_named(self, name: str) -> Callable[[], Any]:
+        codec = self.codec_named(name)
+        if codec is None or not isinstance(codec.py_type, type):
+            raise UnknownTypeError(f"defaultdict factory {name!r} is not a known type", tag=name)
+        return codec.py_type
+
+    def _find_defined_class(self, name: str) -> type | None:
+        module_name, sep, qualname = name.partition(":")
+        if not sep or not qualname:
+            return None
+        candidates: dict[int, type] = {}
+        seen = self._seen.get(name)
+        if seen is not None:
+            candidates[id(seen)] = seen
+        module = sys.modules.get(module_name)  # only modules already imported; never import
+        if module is not None and "<locals>" not in qualname:
+            found: Any = module
+            for part in qualname.split("."):
+                namespace = getattr(found, "__dict__", None)  # plain attribute: no __getattr__
+                found = namespace.get(part) if isinstance(namespace, Mapping) else None
+                if found is None:
+                    break
+            if isinstance(found, type) and auto_name(found) == name:
+                candidates[id(found)] = found
+        if not candidates:
+            for root in (BaseModel, enum.Enum, tuple):
+                for cls in _subclasses(root):
+                    if cls.__module__ == module_name and cls.__qualname__ == qualname:
+                        candidates[id(cls)] = cls
+        eligible = [c for c in candidates.values() if auto_kind(c) is not None]
+        if len(eligible) > 1:
+            raise UnknownTypeError(
+                f"{len(eligible)} different classes are named {name!r} in this process; "
+                "register the intended one with an explicit name", tag=name,
+            )
+        return eligible[0] if eligible else None
+
+    # -- plans (called by the encoder/decoder on a cache miss) ------------------------------
+    def _encode_plan_for(self, cls: type, default: Callable[[Any], Any] | None) -> EncodePlan:
+        codec = self.codec_for_type(cls)
+        if codec is None:
+            if default is None:
+                raise UnserializableTypeError(cls)
+            return _fallback_plan(default)
+        if codec.kind not in ("builtin", "custom") and codec.name == auto_name(cls):
+            self._seen[codec.name] = cls
+        plan = _tagging_plan(codec)
+        self._encode_plans[cls] = plan
+        return plan
+
+    def _escaped_dict_plan(self, enc: Encoder, obj: dict[Any, Any], depth: int) -> Any:
+        plan = self._encode_plans.get(dict)
+        if plan is None:
+            plan = self._encode_plans[dict] = _tagging_plan(self._by_name["dict"])
+        return plan(enc, obj, depth)
+
+    def _decode_plan_for(self, tag: str) -> DecodePlan:
+        name, sep, version_text = tag.rpartition("@")
+        if not sep or not name or not version_text.isdecimal() or version_text.startswith("0"):
+            raise DeserializationError(f"malformed type tag {tag!r}: expected 'name@version'")
+        stored = int(version_text)
+        codec = self.codec_named(name)
+        if codec is None:
+            raise UnknownTypeError(
+                f"unknown type tag {tag!r}: nothing named {name!r} is registered or defined in "
+                f"this process; import the module that defines it, or register it with "
+                f"flujo.utils.register_custom_serializer(cls, to_json, deserializer=from_json, "
+                f"name={name!r})", tag=tag,
+            )
+        decode_value = codec.decode_value
+        if decode_value is None:
+            raise MissingDeserializerError(
+                f"{name!r} has a serializer but no deserializer; add one with "
+                f"register_custom_deserializer({_label(codec)}, from_json)", tag=tag,
+            )
+        if stored > codec.version:
+            raise FutureVersionError(
+                f"{tag!r} was written by a newer version of {name!r} (this code knows up to "
+                f"v{codec.version}); upgrade the code before reading this data"
+            )
+        if stored == codec.version:
+            plan: DecodePlan = decode_value
+        else:
+            plan = _migrating_plan(codec, stored, decode_value)
+        self._decode_plans[tag] = plan
+        return plan
+
+
+def _subclasses(root: type) -> Iterable[type]:
+    stack: list[type] = list(type.__subclasses__(root))
+    while stack:
+        cls = stack.pop()
+        yield cls
+        stack.extend(type.__subclasses__(cls))
+
+
+def _label(codec: TypeCodec) -> str:
+    return codec.py_type.__qualname__ if codec.py_type is not None else codec.name
+
+
+def _check_name(name: object) -> None:
+    if (not isinstance(name, str) or not name or "@" in name or name.startswith("$")
+            or any(ch.isspace() for ch in name)):
+        raise RegistrationError(
+            f"type name {name!r} must be a non-empty string without '@', whitespace or a "
+            "leading '$'"
+        )
+
+
+def _check_step(name: str, version: int, start: object, step: object) -> None:
+    if type(start) is not int or not 1 <= start < version:
+        raise RegistrationError(
+            f"migration of {name!r} from version {start!r}: the start must be an int in "
+            f"[1, {version - 1}] (the type's current version is {version})"
+        )
+    if not callable(step):
+        raise RegistrationError(f"migration of {name!r} from v{start} is not callable")
+
+
+def _tagging_plan(codec: TypeCodec) -> EncodePlan:
+    tag, name, version = codec.tag, codec.name, codec.version
+    encode_value = codec.encode_value
+    assert encode_value is not None
+
+    def plan(enc: Encoder, obj: Any, depth: int) -> dict[str, Any]:
+        manifest = enc.manifest
+        if manifest is not None:
+            manifest[name] = version
+        return {TAG: tag, VALUE: encode_value(enc, obj, depth)}
+
+    return plan
+
+
+def _fallback_plan(default: Callable[[Any], Any]) -> EncodePlan:
+    def plan(enc: Encoder, obj: Any, depth: int) -> Any:
+        try:
+            replacement = default(obj)
+        except FlujoError:
+            raise
+        except Exception as exc:
+            raise SerializationError(f"default_serializer raised {exc!r}") from exc
+        if type(replacement) is type(obj):
+            raise UnserializableTypeError(
+                type(obj), hint="default_serializer returned the same type again"
+            )
+        return enc.encode(replacement, depth + 1)
+
+    return plan
+
+
+def _migrating_plan(codec: TypeCodec, stored: int, decode_value: DecodePlan) -> DecodePlan:
+    steps: list[tuple[int, Migration]] = []
+    for version in range(stored, codec.version):
+        step = codec.migrations.get(version)
+        if step is None:
+            raise MissingMigrationError(
+                f"cannot read {codec.name!r} v{stored}: no migration from v{version} to "
+                f"v{version + 1} is registered (register_migration({codec.name!r}, {version}, fn))"
+            )
+        steps.append((version, step))
+
+    def plan(dec: Decoder, v: Any, depth: int) -> Any:
+        value = orjson.loads(orjson.dumps(v))  # migrations may mutate; the caller's data may not
+        for version, step in steps:
+            try:
+                value = step(value)
+            except FlujoError:
+                raise
+            except Exception as exc:
+                raise MigrationError(
+                    f"migration of {codec.name!r} from v{version} to v{version + 1} raised {exc!r}"
+                ) from exc
+        return decode_value(dec, value, depth)
+
+    return plan

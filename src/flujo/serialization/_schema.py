@@ -1,0 +1,215 @@
+"""Schema contracts: the JSON Schema (Draft 2020-12) of every encoded form.
+
+Two phases, as in msgspec: ``collect`` walks the types reachable from the requested ones
+(fields of models and dataclasses, arguments of ``list[...]``, ``X | None``, ...) into a flat
+map of codecs, then ``render`` writes one ``$defs`` entry per tag plus the shared ``value``
+and ``tagged`` definitions. Custom types contribute the schema they declared; models,
+dataclasses, enums and NamedTuples get one derived from their annotations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import BaseModel
+
+from ._auto import auto_kind
+from ._builtins import VALUE_REF
+from ._codec import TAG, VALUE
+from ._registry import TypeRegistry
+from ._types import JSONSchema, TypeCodec
+
+DRAFT = "https://json-schema.org/draft/2020-12/schema"
+FORMAT_ID = "https://flujo.dev/schemas/tagged-format.schema.json"
+TAGGED_REF: JSONSchema = {"$ref": "#/$defs/tagged"}
+_SCALARS: dict[Any, JSONSchema] = {
+    str: {"type": "string"},
+    bool: {"type": "boolean"},
+    type(None): {"type": "null"},
+}
+
+
+def ref(codec: TypeCodec) -> JSONSchema:
+    return {"$ref": f"#/$defs/{codec.tag}"}
+
+
+class _Collector:
+    def __init__(self, registry: TypeRegistry) -> None:
+        self.registry = registry
+        self.codecs: dict[str, TypeCodec] = {}
+        self.bodies: dict[str, JSONSchema] = {}
+
+    def add(self, codec: TypeCodec) -> None:
+        if codec.tag in self.codecs:
+            return
+        self.codecs[codec.tag] = codec
+        self.bodies[codec.tag] = codec.schema if codec.schema is not None else {}
+        if codec.schema is None and codec.py_type is not None:
+            self.bodies[codec.tag] = self.derive(codec)  # after the entry: recursion stops
+
+    def derive(self, codec: TypeCodec) -> JSONSchema:
+        cls = codec.py_type
+        assert cls is not None
+        kind = auto_kind(cls)
+        if kind == "enum":
+            values = [member.value for member in cls]  # type: ignore[attr-defined]
+            if all(type(v) in (str, int, bool) for v in values):
+                return {"enum": values}
+            return VALUE_REF
+        hints = _hints(cls)
+        if kind == "namedtuple":
+            names = cls._fields  # type: ignore[attr-defined]
+            return {"type": "array", "prefixItems": [self.annotation(hints.get(n, Any))
+                                                     for n in names],
+                    "items": False, "minItems": len(names)}
+        if kind == "model":
+            model_fields = cls.__pydantic_fields__  # type: ignore[attr-defined]
+            properties = {n: self._described(self.annotation(f.annotation), f.description)
+                          for n, f in model_fields.items()}
+            allows_extra = cls.model_config.get("extra") == "allow"  # type: ignore[attr-defined]
+            return {"type": "object", "properties": properties,
+                    "required": sorted(n for n, f in model_fields.items() if f.is_required()),
+                    "additionalProperties": VALUE_REF if allows_extra else False}
+        fields = dataclasses.fields(cls)
+        return {"type": "object",
+                "properties": {f.name: self.annotation(hints.get(f.name, Any)) for f in fields},
+                "required": sorted(f.name for f in fields
+                                   if f.default is dataclasses.MISSING
+                                   and f.default_factory is dataclasses.MISSING),
+                "additionalProperties": False}
+
+    @staticmethod
+    def _described(schema: JSONSchema, description: str | None) -> JSONSchema:
+        return {**schema, "description": description} if description else schema
+
+    def annotation(self, hint: Any) -> JSONSchema:
+        """The schema of the encoded form of a value annotated ``hint``."""
+        if hint in _SCALARS:
+            return _SCALARS[hint]
+        if hint is int:
+            return {"anyOf": [{"type": "integer"}, self.tagged_builtin("int")]}
+        if hint is float:
+            return {"anyOf": [{"type": "number"}, self.tagged_builtin("float")]}
+        origin = typing.get_origin(hint)
+        args = typing.get_args(hint)
+        if origin is typing.Annotated:
+            return self.annotation(args[0])
+        if origin in (typing.Union, types.UnionType):
+            return {"anyOf": [self.annotation(a) for a in args]}
+        if origin is typing.Literal:
+            return {"enum": [a.value if isinstance(a, enum.Enum) else a for a in args]}
+        if origin is list:
+            return {"type": "array", "items": self.annotation(args[0]) if args else VALUE_REF}
+        if origin is dict and args and args[0] is str:
+            return {"anyOf": [{"type": "object", "propertyNames": {"not": {"const": TAG}},
+                               "additionalProperties": self.annotation(args[1])},
+                              self.tagged_builtin("dict")]}
+        cls = origin if isinstance(origin, type) else hint
+        if isinstance(cls, type):
+            codec = self.registry.codec_for_type(cls)
+            if codec is not None and cls not in (list, dict):
+                self.add(codec)
+                for arg in args:
+                    self.annotation(arg)  # collect element types for their $defs
+                if codec.kind in ("model", "dataclass") or (
+                        isinstance(cls, type) and issubclass(cls, BaseModel)):
+                    return {"anyOf": [ref(codec), TAGGED_REF],
+                            "description": f"{codec.name} or a subclass under its own tag"}
+                return ref(codec)
+        return VALUE_REF
+
+    def tagged_builtin(self, name: str) -> JSONSchema:
+        codec = self.registry.codec_named(name)
+        assert codec is not None
+        self.add(codec)
+        return ref(codec)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls, include_extras=True)
+    except (NameError, TypeError):
+        return dict(getattr(cls, "__annotations__", {}))
+
+
+def tagged_object_schema(codec: TypeCodec, body: JSONSchema) -> JSONSchema:
+    schema: JSONSchema = {
+        "title": codec.name,
+        "type": "object",
+        "properties": {TAG: {"const": codec.tag}, VALUE: body},
+        "required": [TAG, VALUE],
+        "additionalProperties": False,
+    }
+    if codec.description:
+        schema["description"] = codec.description
+    return schema
+
+
+def render(collector: _Collector) -> JSONSchema:
+    defs: dict[str, JSONSchema] = {
+        "value": {
+            "description": "any encoded value: JSON-native data or a tagged object",
+            "anyOf": [
+                {"type": ["null", "boolean", "number", "string"]},
+                {"type": "array", "items": VALUE_REF},
+                {"type": "object", "not": {"required": [TAG]},
+                 "additionalProperties": VALUE_REF},
+                TAGGED_REF,
+            ],
+        },
+        "tagged": {
+            "description": "a tagged object: the stable type name '@' its version, and the "
+                           "encoded value; known tags are checked against their definitions",
+            "type": "object",
+            "properties": {TAG: {"type": "string", "pattern": "^[^@$\\s][^@\\s]*@[1-9][0-9]*$"},
+                           VALUE: True},
+            "required": [TAG, VALUE],
+            "additionalProperties": False,
+            "allOf": [
+                {"if": {"properties": {TAG: {"const": tag}}},
+                 "then": {"$ref": f"#/$defs/{tag}"}}
+                for tag in sorted(collector.codecs)
+            ],
+        },
+    }
+    for tag in sorted(collector.codecs):
+        defs[tag] = tagged_object_schema(collector.codecs[tag], collector.bodies[tag])
+    return {"$schema": DRAFT, "$id": FORMAT_ID, "title": "flujo tagged value format v1",
+            "$ref": "#/$defs/value", "$defs": defs}
+
+
+def tagged_format_schema(registry: TypeRegistry, types: Iterable[type] = ()) -> JSONSchema:
+    """The JSON Schema of the complete tagged format for ``registry``.
+
+    It covers the built-in and registered types, plus ``types`` (e.g. the application's
+    models, which need no registration) and everything reachable from their fields.
+    """
+    collector = _Collector(registry)
+    for codec in registry.codecs():
+        collector.add(codec)
+    for cls in types:
+        found = registry.codec_for_type(cls)
+        if found is None:
+            raise TypeError(f"{cls!r} has no codec in this registry")
+        collector.add(found)
+    return render(collector)
+
+
+def type_schema(registry: TypeRegistry, cls_or_codec: type | TypeCodec) -> JSONSchema:
+    """The schema of one type's tagged object, with the definitions it refers to."""
+    codec: TypeCodec | None = (cls_or_codec if isinstance(cls_or_codec, TypeCodec)
+                               else registry.codec_for_type(cls_or_codec))
+    if codec is None:
+        raise TypeError(f"{cls_or_codec!r} has no codec in this registry")
+    collector = _Collector(registry)
+    collector.add(codec)
+    document = render(collector)
+    document["$ref"] = f"#/$defs/{codec.tag}"
+    document["title"] = codec.name
+    document.pop("$id")
+    return document

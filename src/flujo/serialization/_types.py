@@ -1,0 +1,44 @@
+"""The record the registry keeps for each type it can encode and decode."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from ._codec import Decoder, Encoder
+
+Kind = Literal["builtin", "custom", "model", "dataclass", "enum", "namedtuple"]
+Migration = Callable[[Any], Any]
+JSONSchema = dict[str, Any]
+
+
+@dataclass(frozen=True, eq=False)
+class TypeCodec:
+    """How one type is written and read.
+
+    ``encode_value(encoder, obj, depth)`` returns the encoded ``v`` of the tagged object and
+    ``decode_value(decoder, v, depth)`` rebuilds the object from it. ``schema`` is the JSON
+    Schema of ``v``; ``None`` means "derive it from ``py_type``" (models, dataclasses, ...).
+    ``migrations[n]`` upgrades an encoded ``v`` from version ``n`` to ``n + 1``.
+    """
+
+    name: str
+    version: int
+    kind: Kind
+    py_type: type | None
+    encode_value: Callable[[Encoder, Any, int], Any] | None
+    decode_value: Callable[[Decoder, Any, int], Any] | None
+    schema: JSONSchema | None = None
+    validate: bool = False
+    migrations: Mapping[int, Migration] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+    description: str = ""
+    declared_schema: bool = True
+    serializer: Callable[[Any], Any] | None = None
+    deserializer: Callable[[Any], Any] | None = None
+
+    @property
+    def tag(self) -> str:
+        return f"{self.name}@{self.version}"

@@ -1,0 +1,59 @@
+"""Checks of encoded values against the JSON Schema their type declared.
+
+The fast validator (jsonschema-rs, compiled once per schema) answers yes/no on the hot path;
+only when it says no does ``jsonschema`` run to explain where and why.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema
+import jsonschema_rs
+
+from ..exceptions import RegistrationError, SchemaValidationError
+
+_DRAFT = jsonschema.Draft202012Validator
+
+
+def check_schema(schema: Any, *, owner: str) -> None:
+    """Refuse a schema that is not valid Draft 2020-12."""
+    if not isinstance(schema, dict) and not isinstance(schema, bool):
+        raise RegistrationError(f"schema for {owner} must be a JSON Schema dict, got {schema!r}")
+    try:
+        _DRAFT.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise RegistrationError(
+            f"schema for {owner} is not valid JSON Schema (Draft 2020-12): {exc.message}"
+        ) from exc
+
+
+class CompiledSchema:
+    """A schema with its fast validator compiled once."""
+
+    __slots__ = ("_fast", "schema")
+
+    def __init__(self, schema: dict[str, Any] | bool) -> None:
+        self.schema = schema
+        self._fast = jsonschema_rs.validator_for(schema)
+
+    def is_valid(self, value: Any) -> bool:
+        return bool(self._fast.is_valid(value))
+
+    def raise_for(self, value: Any, *, type_name: str) -> None:
+        """Raise a SchemaValidationError that names the offending value and its location."""
+        error = jsonschema.exceptions.best_match(_DRAFT(self.schema).iter_errors(value))
+        if error is None:  # the two validators disagree: trust the slower, detailed one
+            return
+        inner = "".join(
+            f"[{part}]" if isinstance(part, int) else f".{part}" for part in error.absolute_path
+        )
+        schema_path = "/".join(str(part) for part in error.absolute_schema_path)
+        raise SchemaValidationError(
+            f"the serializer of {type_name!r} produced a value that violates its declared "
+            f"schema: at output{inner or ''} {error.message} (schema keyword {schema_path!r})",
+            type_name=type_name,
+            value=error.instance,
+            path="$",
+            schema_path=schema_path,
+        )
