@@ -1,0 +1,79 @@
+"""The ``flujo`` command line: ``flujo demo``, ``flujo schema export|check-current``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..exceptions import FlujoError
+from ..serialization import default_registry
+
+__all__ = ["main"]
+
+
+def _load_types(modules: Sequence[str]) -> list[type]:
+    """Import the application's modules (named by the operator, never by stored data)."""
+    types: list[type] = []
+    for name in modules:
+        module = importlib.import_module(name)
+        types.extend(v for v in vars(module).values()
+                     if isinstance(v, type) and v.__module__ == module.__name__
+                     and default_registry().codec_for_type(v) is not None)
+    return types
+
+
+def _schema_export(args: argparse.Namespace) -> int:
+    from ._schema_export import export, stale_files
+
+    types = _load_types(args.module)
+    if args.check:
+        stale = stale_files(Path(args.out), default_registry(), types)
+        for name in stale:
+            print(f"out of date: {Path(args.out) / name}")
+        if stale:
+            print("run `flujo schema export` and commit the result", file=sys.stderr)
+        return 1 if stale else 0
+    for path in export(Path(args.out), default_registry(), types):
+        print(path)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    return run_demo(Path(args.dir))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flujo", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="persist typed state, read it back, show the types")
+    demo.add_argument("--dir", default=".", help="where the demo's state store goes")
+    demo.set_defaults(handler=_demo)
+    schema = commands.add_parser("schema", help="JSON Schemas of the persisted formats")
+    schema_commands = schema.add_subparsers(dest="schema_command", required=True)
+    export = schema_commands.add_parser("export", help="write the schemas into a folder")
+    export.add_argument("--out", default="schemas")
+    export.add_argument("--module", action="append", default=[],
+                        help="import this module and export the types it defines (repeatable)")
+    export.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 if the folder is out of date")
+    export.set_defaults(handler=_schema_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except FlujoError as exc:
+        print(f"flujo: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
