@@ -1,0 +1,72 @@
+"""Durable, versioned persistence of workflow state.
+
+Every state is stored as one self-describing :class:`Envelope` (docs/envelope.md) by one of
+the backends (docs/backends.md), all implementing :class:`StateBackend`. Old records keep
+loading: per-type migrations run inside the serialization layer, whole-state migrations are
+registered here (docs/migrations.md), and :func:`migrate_all` rewrites a store in place.
+"""
+
+from __future__ import annotations
+
+from ._codec import DEFAULT_MAX_PAYLOAD_BYTES, EnvelopeCodec
+from ._crypto import Encryption
+from ._envelope import (
+    ENVELOPE_VERSION,
+    FORMAT,
+    Envelope,
+    envelope_json_schema,
+    envelope_schema_text,
+)
+from ._maintenance import MigrationChange, MigrationFailure, MigrationReport, migrate_all
+from ._migrations import (
+    StateMigration,
+    StateMigrations,
+    default_state_migrations,
+    register_state_migration,
+    set_state_version,
+)
+from ._runid import validate_run_id
+from ._uri import backend_from_uri
+from .backends import (
+    EnvelopeStateBackend,
+    FileBackend,
+    InMemoryBackend,
+    PostgresBackend,
+    RunClaim,
+    SQLiteBackend,
+    StateBackend,
+)
+from .models import RunStatus, RunSummary, StateRecord, WorkflowState
+
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD_BYTES",
+    "ENVELOPE_VERSION",
+    "FORMAT",
+    "Encryption",
+    "Envelope",
+    "EnvelopeCodec",
+    "EnvelopeStateBackend",
+    "FileBackend",
+    "InMemoryBackend",
+    "MigrationChange",
+    "MigrationFailure",
+    "MigrationReport",
+    "PostgresBackend",
+    "RunClaim",
+    "RunStatus",
+    "RunSummary",
+    "SQLiteBackend",
+    "StateBackend",
+    "StateMigration",
+    "StateMigrations",
+    "StateRecord",
+    "WorkflowState",
+    "backend_from_uri",
+    "default_state_migrations",
+    "envelope_json_schema",
+    "envelope_schema_text",
+    "migrate_all",
+    "register_state_migration",
+    "set_state_version",
+    "validate_run_id",
+]

@@ -1,0 +1,194 @@
+"""The versioned envelope every persisted state is stored in.
+
+This module is the single source of truth for the envelope's format name (:data:`FORMAT`) and
+format version (:data:`ENVELOPE_VERSION`). ``docs/envelope.md`` describes the format and
+``schemas/envelope.v1.schema.json`` is generated from :class:`Envelope` by
+:func:`envelope_schema_text` (run ``python -m flujo.state._envelope`` to print it).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictInt,
+    StrictStr,
+    field_validator,
+)
+
+__all__ = [
+    "CODECS",
+    "ENVELOPE_VERSION",
+    "FORMAT",
+    "Envelope",
+    "envelope_json_schema",
+    "envelope_schema_text",
+    "format_timestamp",
+]
+
+#: The ``format`` field of every envelope.
+FORMAT = "flujo.state"
+#: The envelope format version this code writes. Readers accept every version up to this one.
+ENVELOPE_VERSION = 1
+
+#: Every payload codec this code can read and write. ``json`` keeps the tagged payload inline
+#: as JSON; the others store it as base64 text of the JSON bytes after the named stages.
+CODECS: tuple[str, ...] = (
+    "json",
+    "json+zlib",
+    "json+zstd",
+    "json+aesgcm",
+    "json+zlib+aesgcm",
+    "json+zstd+aesgcm",
+)
+
+_SCHEMA_ID = "urn:flujo:schema:state-envelope:1"
+
+
+def format_timestamp(value: datetime) -> str:
+    """Render a timestamp the way envelopes store it: UTC, microseconds, ``+00:00``.
+
+    The fixed width makes the text sort in time order, which the SQLite and file stores rely
+    on when listing runs.
+    """
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+class Envelope(BaseModel):
+    """One persisted run: a plaintext header and the (possibly compressed/encrypted) payload.
+
+    The header is what backends index and what tools read without a key. The payload is the
+    tagged ``safe_serialize`` form of the :class:`~flujo.state.models.WorkflowState` fields.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": _SCHEMA_ID,
+        },
+        title="FlujoStateEnvelope",
+    )
+
+    format: StrictStr = Field(
+        json_schema_extra={"const": FORMAT}, description=f"Always {FORMAT!r}."
+    )
+    envelope_version: StrictInt = Field(
+        json_schema_extra={"const": ENVELOPE_VERSION},
+        description="Version of this envelope layout. Readers refuse newer versions.",
+    )
+    run_id: StrictStr = Field(min_length=1, description="The run this record belongs to.")
+    revision: StrictInt = Field(
+        ge=1, description="Write counter kept by the backend; 1 for the first save."
+    )
+    state_version: StrictInt = Field(
+        ge=1, description="Application state schema version (whole-state migrations)."
+    )
+    manifest: dict[str, StrictInt] = Field(
+        description="Version of every type tag used inside the payload, by tag name."
+    )
+    pipeline_name: StrictStr = Field(description="Copied from the state, for listing.")
+    status: StrictStr = Field(description="Copied from the state, for listing.")
+    created_at: datetime = Field(description="When the run was first saved (UTC).")
+    updated_at: datetime = Field(description="When this revision was saved (UTC).")
+    codec: StrictStr = Field(
+        json_schema_extra={"enum": list(CODECS)},
+        description="How the payload is stored; see docs/envelope.md.",
+    )
+    key_id: StrictStr | None = Field(
+        default=None, description="Id of the encryption key; null when not encrypted."
+    )
+    payload: Any = Field(
+        description=(
+            "codec 'json': the tagged payload inline. Otherwise: base64 of the payload bytes."
+        )
+    )
+
+    # The layout version the record was stored in before it was upgraded in memory
+    # (0: a bare state dict written by earlier flujo). Not part of the stored data.
+    _stored_envelope_version: int = PrivateAttr(default=ENVELOPE_VERSION)
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, value: str) -> str:
+        if value != FORMAT:
+            raise ValueError(f"format must be {FORMAT!r}")
+        return value
+
+    @field_validator("envelope_version")
+    @classmethod
+    def _version(cls, value: int) -> int:
+        # Older layouts are upgraded (see _codec.upgrade_envelope) before this model sees them.
+        if value != ENVELOPE_VERSION:
+            raise ValueError(f"envelope_version must be {ENVELOPE_VERSION}")
+        return value
+
+    @field_validator("codec")
+    @classmethod
+    def _codec(cls, value: str) -> str:
+        if value not in CODECS:
+            raise ValueError(f"codec must be one of {', '.join(CODECS)}")
+        return value
+
+    @field_validator("created_at", "updated_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("timestamps must carry a UTC offset")
+        return value.astimezone(UTC)
+
+    @property
+    def stored_envelope_version(self) -> int:
+        """Envelope format version of the record as stored (0: earlier flujo's bare dict)."""
+        return self._stored_envelope_version
+
+    @property
+    def encrypted(self) -> bool:
+        return self.codec.endswith("+aesgcm")
+
+    @property
+    def compression(self) -> str | None:
+        parts = self.codec.split("+")[1:]
+        return next((p for p in parts if p in ("zlib", "zstd")), None)
+
+    def header(self) -> dict[str, Any]:
+        """Every field except ``payload``, as JSON-ready values, in storage order."""
+        return {
+            "format": self.format,
+            "envelope_version": self.envelope_version,
+            "run_id": self.run_id,
+            "revision": self.revision,
+            "state_version": self.state_version,
+            "manifest": dict(self.manifest),
+            "pipeline_name": self.pipeline_name,
+            "status": self.status,
+            "created_at": format_timestamp(self.created_at),
+            "updated_at": format_timestamp(self.updated_at),
+            "codec": self.codec,
+            "key_id": self.key_id,
+        }
+
+
+def envelope_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the current envelope format (what ``schemas/`` holds)."""
+    return Envelope.model_json_schema()
+
+
+def envelope_schema_text() -> str:
+    """The committed text of ``schemas/envelope.v1.schema.json``: sorted, indented, newline."""
+    return json.dumps(envelope_json_schema(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover - regeneration helper
+    import sys
+
+    sys.stdout.write(envelope_schema_text())

@@ -1,0 +1,64 @@
+"""Exact JSON text <-> data for stored records.
+
+orjson is used when it is exact. It refuses integers outside 64 bits on output and silently
+turns them into floats on input, so both directions fall back to the stdlib ``json`` module
+(which is exact for integers of any size) when large integers may be involved. Non-finite
+numbers (``NaN``, ``Infinity``) are refused in both directions: they are not JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+import orjson
+
+__all__ = ["JSONError", "dumps", "loads"]
+
+# 19 consecutive digits or more may be an integer orjson would read as a float. Digits inside
+# strings also match; that only costs the slower (still exact) stdlib parser.
+_LONG_DIGITS = re.compile(rb"\d{19}")
+
+
+class JSONError(ValueError):
+    """Internal: the text is not valid JSON or the data cannot be written as JSON."""
+
+
+def dumps(data: Any) -> bytes:
+    """Compact UTF-8 JSON of ``data`` (which must already be JSON-compatible)."""
+    try:
+        return orjson.dumps(data)
+    except TypeError as exc:
+        if "64-bit" not in str(exc):
+            raise JSONError(str(exc)) from exc
+    try:
+        text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise JSONError(str(exc)) from exc
+    return text.encode("utf-8")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} does not fit a float")
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def loads(raw: bytes | str) -> Any:
+    """Parse JSON text exactly (integers of any size stay integers)."""
+    data = raw.encode("utf-8") if isinstance(raw, str) else raw
+    try:
+        if _LONG_DIGITS.search(data) is None:
+            return orjson.loads(data)
+        return json.loads(
+            data.decode("utf-8"), parse_float=_finite, parse_constant=_refuse_constant
+        )
+    except (ValueError, UnicodeDecodeError) as exc:  # orjson.JSONDecodeError is a ValueError
+        raise JSONError(str(exc)) from exc

@@ -1,0 +1,55 @@
+"""``backend_from_uri``: pick and configure a backend from one string."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .backends.base import StateBackend
+
+__all__ = ["backend_from_uri"]
+
+
+def backend_from_uri(uri: str, **options: Any) -> StateBackend:
+    """Build a backend from a URI; ``options`` go to the backend's constructor.
+
+    ==================================  ===========================================
+    ``memory://``                       :class:`InMemoryBackend`
+    ``file:///var/lib/app/state``       :class:`FileBackend` (absolute directory)
+    ``file://state``                    :class:`FileBackend` (relative directory)
+    ``sqlite:///state.db``              :class:`SQLiteBackend` (relative file)
+    ``sqlite:////var/lib/app/state.db`` :class:`SQLiteBackend` (absolute file)
+    ``postgresql://user@host/db``       :class:`PostgresBackend` (also ``postgres://``)
+    ==================================  ===========================================
+    """
+    if not isinstance(uri, str) or "://" not in uri:
+        raise ValueError(f"not a state backend URI: {uri!r} (expected e.g. 'sqlite:///state.db')")
+    scheme, _, rest = uri.partition("://")
+    scheme = scheme.lower()
+    if scheme == "memory":
+        if rest:
+            raise ValueError(f"memory:// takes no path, got {uri!r}")
+        from .backends.memory import InMemoryBackend
+
+        return InMemoryBackend(**options)
+    if scheme == "file":
+        if not rest:
+            raise ValueError(f"file:// needs a directory, got {uri!r}")
+        from .backends.file import FileBackend
+
+        return FileBackend(rest, **options)
+    if scheme == "sqlite":
+        if not rest.startswith("/") or len(rest) < 2:
+            raise ValueError(
+                f"expected sqlite:///relative.db or sqlite:////absolute.db, got {uri!r}"
+            )
+        from .backends.sqlite import SQLiteBackend
+
+        return SQLiteBackend(rest[1:], **options)
+    if scheme in ("postgresql", "postgres"):
+        from .backends.postgres import PostgresBackend
+
+        return PostgresBackend(uri, **options)
+    raise ValueError(
+        f"unknown state backend scheme {scheme!r} in {uri!r};"
+        " use memory://, file://, sqlite:/// or postgresql://"
+    )

@@ -1,0 +1,376 @@
+"""The backend contract (:class:`StateBackend`) and the shared envelope machinery.
+
+:class:`StateBackend` keeps the contract of earlier flujo versions: a custom backend that
+implements ``save_state`` / ``load_state`` / ``delete_state`` keeps working. Everything else
+(listing, revisions, raw envelopes, claims) is optional there and raises NotImplementedError.
+
+:class:`EnvelopeStateBackend` implements the whole API on top of five storage primitives; the
+four built-in backends and any new custom backend subclass it (see docs/custom-backend.md).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+from flujo.exceptions import (
+    CorruptStateError,
+    EncryptionError,
+    InvalidRunIdError,
+    StateConflictError,
+)
+from flujo.serialization import TypeRegistry
+
+from .._codec import DEFAULT_MAX_PAYLOAD_BYTES, EnvelopeCodec, SealedRecord
+from .._crypto import Encryption
+from .._envelope import Envelope
+from .._jsonio import dumps
+from .._migrations import StateMigrations
+from .._runid import validate_run_id
+from ..models import RUN_STATUSES, RunSummary, StateRecord, WorkflowState, utc_now
+
+__all__ = [
+    "CurrentRecord",
+    "EnvelopeStateBackend",
+    "RunClaim",
+    "StateBackend",
+    "StateInput",
+    "StoredRecord",
+    "WriteRecord",
+    "coerce_state",
+]
+
+StateInput = WorkflowState | Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class RunClaim:
+    """Proof that this worker holds the exclusive claim on ``run_id`` (see ``claim``)."""
+
+    run_id: str
+    acquired_at: datetime = field(default_factory=utc_now)
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """What a backend's ``_read`` returns: the stored envelope bytes.
+
+    ``fallback_time`` is used only for records written by earlier flujo without timestamps.
+    """
+
+    raw: bytes | str
+    fallback_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CurrentRecord:
+    """The revision and creation time of the record being replaced (``None`` when new)."""
+
+    revision: int
+    created_at: datetime
+
+
+#: Called by ``_write`` inside the backend's per-run critical section with the current record
+#: (or None); returns the record to store, or raises (then nothing is written).
+WriteRecord = Callable[[CurrentRecord | None], SealedRecord]
+
+
+def coerce_state(run_id: str, state: StateInput) -> WorkflowState:
+    """Accept a :class:`WorkflowState` or an earlier-flujo-style dict for ``run_id``."""
+    if isinstance(state, WorkflowState):
+        result = state
+    elif isinstance(state, Mapping):
+        data = dict(state)
+        data.setdefault("run_id", run_id)
+        result = WorkflowState.model_validate(data)
+    else:
+        raise TypeError(
+            f"state for run {run_id!r} must be a WorkflowState or a mapping,"
+            f" got {type(state).__name__}"
+        )
+    if result.run_id != run_id:
+        raise InvalidRunIdError(
+            f"state.run_id {result.run_id!r} does not match the run id {run_id!r} it is saved as"
+        )
+    return result
+
+
+def _check_paging(limit: int | None, offset: int) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"limit must be None or an int >= 0, got {limit!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset must be an int >= 0, got {offset!r}")
+
+
+def _check_expected(expected_revision: int | None) -> None:
+    if expected_revision is None:
+        return
+    if (
+        isinstance(expected_revision, bool)
+        or not isinstance(expected_revision, int)
+        or expected_revision < 0
+    ):
+        raise ValueError(
+            f"expected_revision must be None or an int >= 0, got {expected_revision!r}"
+        )
+
+
+def check_revision(what: str, current: CurrentRecord | None, expected: int | None) -> int:
+    """Compare-and-set check; return the revision the new record gets."""
+    actual = current.revision if current is not None else 0
+    if expected is not None and expected != actual:
+        found = f"revision {actual}" if current is not None else "no record"
+        raise StateConflictError(
+            f"{what}: expected revision {expected} but found {found}; another writer saved"
+            " it first (reload and retry, or give up the run)"
+        )
+    return actual + 1
+
+
+class StateBackend(abc.ABC):
+    """Where workflow state is persisted.
+
+    Required (the earlier flujo contract): :meth:`save_state`, :meth:`load_state`,
+    :meth:`delete_state`. Optional, raising NotImplementedError unless a backend provides
+    them: :meth:`list_runs`, :meth:`list_run_ids`, :meth:`load_record`,
+    :meth:`read_envelope`, :meth:`write_envelope`, :meth:`claim`.
+    """
+
+    @abc.abstractmethod
+    async def save_state(
+        self, run_id: str, state: StateInput, *, expected_revision: int | None = None
+    ) -> int | None:
+        """Persist ``state`` for ``run_id``; return the new revision (None if not tracked)."""
+
+    @abc.abstractmethod
+    async def load_state(self, run_id: str) -> dict[str, Any] | None:
+        """Return the saved state as a dict of WorkflowState fields, or None if absent."""
+
+    @abc.abstractmethod
+    async def delete_state(self, run_id: str) -> None:
+        """Delete the run's state; deleting an absent run is not an error."""
+
+    async def list_runs(
+        self,
+        status: str | None = None,
+        pipeline_name: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[RunSummary]:
+        """Runs, most recently updated first, optionally filtered by status and pipeline."""
+        raise NotImplementedError(f"{type(self).__name__} does not support list_runs")
+
+    async def list_run_ids(self) -> list[str]:
+        """Every stored run id, sorted. Reads no record, so damaged records are listed too."""
+        raise NotImplementedError(f"{type(self).__name__} does not support list_run_ids")
+
+    async def load_record(self, run_id: str) -> StateRecord | None:
+        """The decoded state together with its revision and envelope."""
+        raise NotImplementedError(f"{type(self).__name__} does not support load_record")
+
+    async def read_envelope(self, run_id: str) -> Envelope | None:
+        """The stored envelope, header parsed, payload left as stored (for tools)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support read_envelope")
+
+    async def write_envelope(
+        self, envelope: Envelope, *, expected_revision: int | None = None
+    ) -> int:
+        """Store an envelope as given (the backend assigns its revision); return it."""
+        raise NotImplementedError(f"{type(self).__name__} does not support write_envelope")
+
+    def claim(self, run_id: str) -> AbstractAsyncContextManager[RunClaim]:
+        """Exclusive per-run claim: ``async with backend.claim(run_id): ...``.
+
+        Raises :class:`~flujo.exceptions.RunInProgressError` at once if another worker (in
+        this process or another) holds it. The claim is released when the block exits and,
+        if the worker dies, by the operating system or database server.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support claim")
+
+    async def close(self) -> None:
+        """Release connections and other resources. The default does nothing."""
+        return None
+
+    async def shutdown(self) -> None:
+        """Alias of :meth:`close` kept for backends written for earlier flujo."""
+        await self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class EnvelopeStateBackend(StateBackend):
+    """The full backend API implemented over five storage primitives.
+
+    A subclass stores opaque envelope bytes keyed by run id and implements:
+
+    * ``_read(run_id) -> StoredRecord | None``
+    * ``_write(run_id, make) -> SealedRecord``: inside a critical section exclusive per run
+      (across processes for durable stores), look up the current record's revision and
+      creation time, call ``make(current_or_None)`` and store the record it returns
+      atomically, together with its header fields for listing. If ``make`` raises, store
+      nothing.
+    * ``_delete(run_id)``
+    * ``_list(status, pipeline_name, limit, offset) -> list[RunSummary]``
+    * ``_list_ids() -> list[str]``
+
+    plus :meth:`claim`. Run ids reaching the primitives are already validated.
+    """
+
+    def __init__(
+        self,
+        *,
+        registry: TypeRegistry | None = None,
+        migrations: StateMigrations | None = None,
+        compression: str | None = None,
+        compression_level: int | None = None,
+        encryption: Encryption | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    ) -> None:
+        self.codec = EnvelopeCodec(
+            registry=registry,
+            migrations=migrations,
+            compression=compression,
+            compression_level=compression_level,
+            encryption=encryption,
+            max_payload_bytes=max_payload_bytes,
+        )
+
+    # -- primitives ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def _read(self, run_id: str) -> StoredRecord | None: ...
+
+    @abc.abstractmethod
+    async def _write(self, run_id: str, make: WriteRecord) -> SealedRecord: ...
+
+    @abc.abstractmethod
+    async def _delete(self, run_id: str) -> None: ...
+
+    @abc.abstractmethod
+    async def _list(
+        self, status: str | None, pipeline_name: str | None, limit: int | None, offset: int
+    ) -> list[RunSummary]: ...
+
+    @abc.abstractmethod
+    async def _list_ids(self) -> list[str]: ...
+
+    def describe(self, run_id: str) -> str:
+        """How error messages name a run's record (file backends add the file)."""
+        return f"run {run_id!r}"
+
+    # -- the API -------------------------------------------------------------------------
+
+    async def save_state(
+        self, run_id: str, state: StateInput, *, expected_revision: int | None = None
+    ) -> int:
+        """Encode and store ``state``; return its new revision.
+
+        ``expected_revision`` turns the save into a compare-and-set: ``0`` means "the run must
+        not exist yet", ``N`` means "the stored revision must still be N"; otherwise
+        StateConflictError is raised and nothing is written. Serialization errors (a type
+        with no serializer, ...) are raised here, before anything is stored.
+        """
+        validate_run_id(run_id)
+        _check_expected(expected_revision)
+        encoded = self.codec.encode_state(coerce_state(run_id, state))
+        what = self.describe(run_id)
+
+        def make(current: CurrentRecord | None) -> SealedRecord:
+            revision = check_revision(what, current, expected_revision)
+            created = current.created_at if current is not None else None
+            return self.codec.seal(encoded, revision=revision, created_at=created)
+
+        sealed = await self._write(run_id, make)
+        return sealed.envelope.revision
+
+    async def load_state(self, run_id: str) -> dict[str, Any] | None:
+        record = await self.load_record(run_id)
+        return None if record is None else record.state.to_dict()
+
+    async def load_record(self, run_id: str) -> StateRecord | None:
+        envelope = await self.read_envelope(run_id)
+        if envelope is None:
+            return None
+        state = self.codec.open(envelope, what=self.describe(run_id))
+        return StateRecord(state=state, revision=envelope.revision, envelope=envelope)
+
+    async def load_workflow_state(self, run_id: str) -> WorkflowState | None:
+        """Like :meth:`load_state` but returns the :class:`WorkflowState` model."""
+        record = await self.load_record(run_id)
+        return None if record is None else record.state
+
+    async def delete_state(self, run_id: str) -> None:
+        validate_run_id(run_id)
+        await self._delete(run_id)
+
+    async def list_runs(
+        self,
+        status: str | None = None,
+        pipeline_name: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[RunSummary]:
+        if status is not None and status not in RUN_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(RUN_STATUSES)}, got {status!r}")
+        _check_paging(limit, offset)
+        return await self._list(status, pipeline_name, limit, offset)
+
+    async def list_run_ids(self) -> list[str]:
+        return sorted(await self._list_ids())
+
+    async def read_envelope(self, run_id: str) -> Envelope | None:
+        validate_run_id(run_id)
+        stored = await self._read(run_id)
+        if stored is None:
+            return None
+        return self._parse(run_id, stored)
+
+    def _parse(self, run_id: str, stored: StoredRecord) -> Envelope:
+        what = self.describe(run_id)
+        envelope = self.codec.parse(stored.raw, what=what, fallback_time=stored.fallback_time)
+        if envelope.run_id != run_id:
+            raise CorruptStateError(
+                f"{what}: the record belongs to run {envelope.run_id!r} (was it copied or renamed?)"
+            )
+        return envelope
+
+    async def write_envelope(
+        self, envelope: Envelope, *, expected_revision: int | None = None
+    ) -> int:
+        """Store ``envelope`` unchanged except for its revision, which the backend assigns.
+
+        Meant for tools (import, repair). An encrypting backend refuses plaintext envelopes.
+        """
+        run_id = validate_run_id(envelope.run_id)
+        _check_expected(expected_revision)
+        encryption = self.codec.encryption
+        if encryption is not None and not envelope.encrypted and not encryption.accept_plaintext:
+            raise EncryptionError(
+                f"{self.describe(run_id)}: this backend encrypts records; refusing to store a"
+                f" plaintext envelope (codec {envelope.codec!r})"
+            )
+        what = self.describe(run_id)
+
+        def make(current: CurrentRecord | None) -> SealedRecord:
+            revision = check_revision(what, current, expected_revision)
+            stored = envelope.model_copy(update={"revision": revision})
+            raw = self.codec.to_bytes(stored)
+            plain = dumps(stored.payload) if stored.codec == "json" else None
+            return SealedRecord(stored, raw, plain)
+
+        sealed = await self._write(run_id, make)
+        return sealed.envelope.revision

@@ -1,0 +1,136 @@
+"""In-process backend for tests and short-lived runs.
+
+It stores the *encoded* envelope bytes, not live objects, so a state read back from memory has
+gone through exactly the serialization (and compression/encryption) path production uses, and
+mutating an object after saving it does not change what was saved.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from flujo.exceptions import (
+    CorruptStateError,
+    RunInProgressError,
+    SerializationError,
+    StateError,
+)
+
+from .._codec import SealedRecord
+from .._envelope import Envelope
+from .._runid import validate_run_id
+from ..models import RunSummary
+from .base import CurrentRecord, EnvelopeStateBackend, RunClaim, StoredRecord, WriteRecord
+
+__all__ = ["InMemoryBackend"]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    raw: bytes
+    envelope: Envelope | None  # None: stored with put_raw and not parseable
+
+    def header(self, what: str) -> Envelope:
+        if self.envelope is None:
+            raise CorruptStateError(f"{what}: the stored record is not a valid envelope")
+        return self.envelope
+
+    def summary(self, what: str) -> RunSummary:
+        env = self.header(what)
+        return RunSummary(
+            run_id=env.run_id,
+            pipeline_name=env.pipeline_name,
+            status=env.status,
+            revision=env.revision,
+            created_at=env.created_at,
+            updated_at=env.updated_at,
+        )
+
+
+def page(rows: list[RunSummary], limit: int | None, offset: int) -> list[RunSummary]:
+    """Sort summaries newest first (ties by run id) and cut one page."""
+    rows.sort(key=lambda r: r["run_id"])
+    rows.sort(key=lambda r: r["updated_at"], reverse=True)
+    end = None if limit is None else offset + limit
+    return rows[offset:end]
+
+
+class InMemoryBackend(EnvelopeStateBackend):
+    """Keeps encoded envelopes in a dict. Claims are exclusive within this backend instance."""
+
+    def __init__(self, **codec_options: Any) -> None:
+        super().__init__(**codec_options)
+        self._lock = threading.Lock()
+        self._entries: dict[str, _Entry] = {}
+        self._claims: set[str] = set()
+
+    async def _read(self, run_id: str) -> StoredRecord | None:
+        with self._lock:
+            entry = self._entries.get(run_id)
+        return None if entry is None else StoredRecord(entry.raw)
+
+    async def _write(self, run_id: str, make: WriteRecord) -> SealedRecord:
+        with self._lock:
+            entry = self._entries.get(run_id)
+            if entry is None:
+                current = None
+            else:
+                env = entry.header(self.describe(run_id))
+                current = CurrentRecord(env.revision, env.created_at)
+            sealed = make(current)
+            self._entries[run_id] = _Entry(bytes(sealed.raw), sealed.envelope)
+        return sealed
+
+    async def _delete(self, run_id: str) -> None:
+        with self._lock:
+            self._entries.pop(run_id, None)
+
+    async def _list(
+        self, status: str | None, pipeline_name: str | None, limit: int | None, offset: int
+    ) -> list[RunSummary]:
+        with self._lock:
+            entries = list(self._entries.items())
+        rows = [e.summary(self.describe(run_id)) for run_id, e in entries]
+        rows = [
+            r
+            for r in rows
+            if (status is None or r["status"] == status)
+            and (pipeline_name is None or r["pipeline_name"] == pipeline_name)
+        ]
+        return page(rows, limit, offset)
+
+    async def _list_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._entries)
+
+    @asynccontextmanager
+    async def claim(self, run_id: str) -> AsyncIterator[RunClaim]:
+        validate_run_id(run_id)
+        with self._lock:
+            if run_id in self._claims:
+                raise RunInProgressError(f"run {run_id!r} is claimed by another worker")
+            self._claims.add(run_id)
+        try:
+            yield RunClaim(run_id)
+        finally:
+            with self._lock:
+                self._claims.discard(run_id)
+
+    def raw_records(self) -> dict[str, bytes]:
+        """A copy of the stored bytes by run id (for tests and debugging)."""
+        with self._lock:
+            return {run_id: e.raw for run_id, e in self._entries.items()}
+
+    def put_raw(self, run_id: str, raw: bytes) -> None:
+        """Store bytes verbatim, bypassing every check (for corruption tests)."""
+        validate_run_id(run_id)
+        try:
+            env: Envelope | None = self._parse(run_id, StoredRecord(raw))
+        except (StateError, SerializationError):
+            env = None
+        with self._lock:
+            self._entries[run_id] = _Entry(raw, env)

@@ -1,0 +1,394 @@
+"""PostgreSQL, for deployments that outgrow one machine (``pip install 'flujo[postgres]'``).
+
+* psycopg 3 with an async connection pool, opened on first use.
+* ``envelope`` (type ``json``) holds the exact envelope text: ``json`` keeps the text as
+  written, so key order, integer/float distinction and ``\\u0000`` survive. ``payload``
+  (type ``jsonb``) is a copy of the decoded payload for operators' queries and indexes; it is
+  NULL for encrypted records (and for the rare payload that ``jsonb`` cannot hold). Loads
+  read only ``envelope``.
+* Saves run in a transaction: ``SELECT ... FOR UPDATE`` of the row, build, upsert.
+* The table layout is versioned like SQLite's (``flujo_schema_versions`` in the same schema);
+  layout changes run under a transaction-level advisory lock so concurrent starters are safe.
+* Claims hold ``pg_try_advisory_lock`` on a dedicated connection; the server releases it when
+  that connection ends, including when the worker process is killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from datetime import UTC
+from typing import TYPE_CHECKING, Any
+
+from flujo.exceptions import (
+    BackendUnavailableError,
+    FutureVersionError,
+    RunInProgressError,
+    StateConflictError,
+    StateError,
+)
+
+from .._codec import SealedRecord
+from .._runid import validate_run_id
+from ..models import RunSummary
+from .base import CurrentRecord, EnvelopeStateBackend, RunClaim, StoredRecord, WriteRecord
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+    from psycopg.sql import Composed
+    from psycopg_pool import AsyncConnectionPool
+
+__all__ = ["POSTGRES_SCHEMA_VERSION", "PostgresBackend"]
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,45}$")
+_INSERT_RETRIES = 10
+
+# Position = the layout version the statements produce (index 0 -> version 1).
+_MIGRATIONS: list[tuple[str, ...]] = [
+    (
+        """CREATE TABLE {table} (
+            run_id text PRIMARY KEY,
+            revision bigint NOT NULL,
+            status text NOT NULL,
+            pipeline_name text NOT NULL,
+            state_version integer NOT NULL,
+            created_at timestamptz NOT NULL,
+            updated_at timestamptz NOT NULL,
+            envelope json NOT NULL,
+            payload jsonb
+        )""",
+        "CREATE INDEX {idx_status} ON {table} (status, updated_at DESC)",
+        "CREATE INDEX {idx_pipeline} ON {table} (pipeline_name, updated_at DESC)",
+        "CREATE INDEX {idx_updated} ON {table} (updated_at DESC)",
+    ),
+]
+#: The table layout version this code creates and expects.
+POSTGRES_SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+def _modules() -> tuple[Any, Any, Any]:
+    try:
+        import psycopg
+        import psycopg_pool
+        from psycopg import sql
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            "PostgresBackend needs psycopg 3 and psycopg-pool: pip install 'flujo[postgres]'"
+        ) from exc
+    return psycopg, psycopg_pool, sql
+
+
+class _LostInsertRace(Exception):
+    """Another transaction inserted the run between our SELECT and INSERT; retry."""
+
+
+class PostgresBackend(EnvelopeStateBackend):
+    """Stores runs in ``<schema>.<table>`` of a PostgreSQL database.
+
+    ``dsn`` is a libpq connection string or URI. ``schema`` and ``table`` (letters, digits,
+    ``_``) are created if missing. ``min_size``/``max_size`` size the pool;
+    ``connect_timeout`` (seconds) bounds connecting. ``queryable_payload=False`` skips the
+    ``jsonb`` copy of the payload (halving storage) for stores nobody queries.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "public",
+        table: str = "flujo_state",
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout: float = 10.0,
+        queryable_payload: bool = True,
+        **codec_options: Any,
+    ) -> None:
+        super().__init__(**codec_options)
+        _modules()
+        for what, name in (("schema", schema), ("table", table)):
+            if not _IDENT.match(name):
+                raise ValueError(f"{what} name {name!r} must match {_IDENT.pattern}")
+        self.dsn = dsn
+        self.schema = schema
+        self.table = table
+        self.min_size = min_size
+        self.max_size = max_size
+        self.connect_timeout = connect_timeout
+        self.queryable_payload = queryable_payload
+        self._pool: AsyncConnectionPool[Any] | None = None
+        self._ready = False
+        self._ready_lock = asyncio.Lock()
+
+    def describe(self, run_id: str) -> str:
+        return f"run {run_id!r} (PostgreSQL table {self.schema}.{self.table})"
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _sql(self, template: str) -> Composed:
+        _, _, sql = _modules()
+        composed: Composed = sql.SQL(template).format(
+            table=sql.Identifier(self.schema, self.table),
+            versions=sql.Identifier(self.schema, "flujo_schema_versions"),
+            schema=sql.Identifier(self.schema),
+            idx_status=sql.Identifier(f"{self.table}_status_updated"),
+            idx_pipeline=sql.Identifier(f"{self.table}_pipeline_updated"),
+            idx_updated=sql.Identifier(f"{self.table}_updated"),
+        )
+        return composed
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        psycopg, psycopg_pool, _ = _modules()
+        try:
+            yield
+        except psycopg_pool.PoolTimeout as exc:
+            raise BackendUnavailableError(
+                f"PostgreSQL ({self.schema}.{self.table}): no connection available: {exc}"
+            ) from exc
+        except psycopg.OperationalError as exc:
+            raise BackendUnavailableError(
+                f"PostgreSQL ({self.schema}.{self.table}) is unavailable: {exc}"
+            ) from exc
+        except psycopg.Error as exc:
+            raise StateError(
+                f"PostgreSQL ({self.schema}.{self.table}) refused the operation: {exc}"
+            ) from exc
+
+    async def _get_pool(self) -> AsyncConnectionPool[Any]:
+        if self._pool is not None and self._ready:
+            return self._pool
+        async with self._ready_lock:
+            if self._pool is None:
+                _, psycopg_pool, _ = _modules()
+                pool = psycopg_pool.AsyncConnectionPool(
+                    self.dsn,
+                    min_size=self.min_size,
+                    max_size=self.max_size,
+                    open=False,
+                    timeout=self.connect_timeout,
+                    kwargs={"connect_timeout": max(1, round(self.connect_timeout))},
+                    check=psycopg_pool.AsyncConnectionPool.check_connection,
+                )
+                with self._errors():
+                    await pool.open(wait=True, timeout=self.connect_timeout)
+                self._pool = pool
+            if not self._ready:
+                with self._errors():
+                    await self._migrate(self._pool)
+                self._ready = True
+        return self._pool
+
+    async def _migrate(self, pool: AsyncConnectionPool[Any]) -> None:
+        async with pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                (f"flujo-schema:{self.schema}",),
+            )
+            cur = await conn.execute(
+                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
+            )
+            if await cur.fetchone() is None:
+                await conn.execute(self._sql("CREATE SCHEMA {schema}"))
+            await conn.execute(
+                self._sql(
+                    "CREATE TABLE IF NOT EXISTS {versions}"
+                    " (component text PRIMARY KEY, version integer NOT NULL)"
+                )
+            )
+            cur = await conn.execute(
+                self._sql("SELECT version FROM {versions} WHERE component = %s"), (self.table,)
+            )
+            row = await cur.fetchone()
+            version = 0 if row is None else int(row[0])
+            if version > POSTGRES_SCHEMA_VERSION:
+                raise FutureVersionError(
+                    f"PostgreSQL table {self.schema}.{self.table} has layout version {version};"
+                    f" this flujo knows up to {POSTGRES_SCHEMA_VERSION}. Upgrade flujo",
+                    path="$",
+                )
+            for statements in _MIGRATIONS[version:]:
+                for statement in statements:
+                    await conn.execute(self._sql(statement))
+            await conn.execute(
+                self._sql(
+                    "INSERT INTO {versions} (component, version) VALUES (%s, %s)"
+                    " ON CONFLICT (component) DO UPDATE SET version = EXCLUDED.version"
+                ),
+                (self.table, POSTGRES_SCHEMA_VERSION),
+            )
+
+    async def schema_version(self) -> int:
+        """The table layout version stored in the database (after preparing it)."""
+        pool = await self._get_pool()
+        with self._errors():
+            async with pool.connection() as conn:
+                cur = await conn.execute(
+                    self._sql("SELECT version FROM {versions} WHERE component = %s"),
+                    (self.table,),
+                )
+                row = await cur.fetchone()
+        return 0 if row is None else int(row[0])
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        self._ready = False
+        if pool is not None:
+            await pool.close()
+
+    # -- primitives ----------------------------------------------------------------------
+
+    async def _read(self, run_id: str) -> StoredRecord | None:
+        pool = await self._get_pool()
+        with self._errors():
+            async with pool.connection() as conn:
+                cur = await conn.execute(
+                    self._sql("SELECT envelope::text FROM {table} WHERE run_id = %s"), (run_id,)
+                )
+                row = await cur.fetchone()
+        return None if row is None else StoredRecord(row[0])
+
+    def _row(self, run_id: str, sealed: SealedRecord) -> tuple[Any, ...]:
+        env = sealed.envelope
+        queryable = None
+        plain = sealed.payload_json
+        if self.queryable_payload and plain is not None and b"\\u0000" not in plain:
+            # (jsonb cannot hold U+0000; such payloads get no queryable copy)
+            queryable = plain.decode("utf-8")
+        return (
+            run_id,
+            env.revision,
+            env.status,
+            env.pipeline_name,
+            env.state_version,
+            env.created_at,
+            env.updated_at,
+            sealed.raw.decode("utf-8"),
+            queryable,
+        )
+
+    async def _write(self, run_id: str, make: WriteRecord) -> SealedRecord:
+        pool = await self._get_pool()
+        for _ in range(_INSERT_RETRIES):
+            try:
+                with self._errors():
+                    async with pool.connection() as conn, conn.transaction():
+                        return await self._write_in(conn, run_id, make)
+            except _LostInsertRace:
+                continue
+        raise StateConflictError(
+            f"{self.describe(run_id)}: gave up after {_INSERT_RETRIES} concurrent first saves"
+        )
+
+    async def _write_in(
+        self, conn: AsyncConnection[Any], run_id: str, make: WriteRecord
+    ) -> SealedRecord:
+        cur = await conn.execute(
+            self._sql("SELECT revision, created_at FROM {table} WHERE run_id = %s FOR UPDATE"),
+            (run_id,),
+        )
+        row = await cur.fetchone()
+        sealed = make(None if row is None else CurrentRecord(int(row[0]), row[1].astimezone(UTC)))
+        params = self._row(run_id, sealed)
+        if row is None:
+            cur = await conn.execute(
+                self._sql(
+                    "INSERT INTO {table} (run_id, revision, status, pipeline_name, state_version,"
+                    " created_at, updated_at, envelope, payload)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s::json, %s::jsonb)"
+                    " ON CONFLICT (run_id) DO NOTHING"
+                ),
+                params,
+            )
+            if cur.rowcount != 1:
+                raise _LostInsertRace
+        else:
+            await conn.execute(
+                self._sql(
+                    "UPDATE {table} SET revision = %s, status = %s, pipeline_name = %s,"
+                    " state_version = %s, created_at = %s, updated_at = %s,"
+                    " envelope = %s::json, payload = %s::jsonb WHERE run_id = %s"
+                ),
+                (*params[1:], run_id),
+            )
+        return sealed
+
+    async def _delete(self, run_id: str) -> None:
+        pool = await self._get_pool()
+        with self._errors():
+            async with pool.connection() as conn, conn.transaction():
+                await conn.execute(self._sql("DELETE FROM {table} WHERE run_id = %s"), (run_id,))
+
+    async def _list(
+        self, status: str | None, pipeline_name: str | None, limit: int | None, offset: int
+    ) -> list[RunSummary]:
+        pool = await self._get_pool()
+        where: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            where.append("status = %s")
+            params.append(status)
+        if pipeline_name is not None:
+            where.append("pipeline_name = %s")
+            params.append(pipeline_name)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        params.extend([limit, offset])
+        query = self._sql(
+            "SELECT run_id, pipeline_name, status, revision, created_at, updated_at"
+            " FROM {table}" + clause + " ORDER BY updated_at DESC, run_id LIMIT %s OFFSET %s"
+        )
+        with self._errors():
+            async with pool.connection() as conn:
+                cur = await conn.execute(query, params)
+                rows = await cur.fetchall()
+        return [
+            RunSummary(
+                run_id=r[0],
+                pipeline_name=r[1],
+                status=r[2],
+                revision=int(r[3]),
+                created_at=r[4].astimezone(UTC),
+                updated_at=r[5].astimezone(UTC),
+            )
+            for r in rows
+        ]
+
+    async def _list_ids(self) -> list[str]:
+        pool = await self._get_pool()
+        with self._errors():
+            async with pool.connection() as conn:
+                cur = await conn.execute(self._sql("SELECT run_id FROM {table}"))
+                return [r[0] for r in await cur.fetchall()]
+
+    # -- claims --------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def claim(self, run_id: str) -> AsyncIterator[RunClaim]:
+        """Claim via ``pg_try_advisory_lock`` held on a dedicated connection."""
+        validate_run_id(run_id)
+        psycopg, _, _ = _modules()
+        key = f"flujo-claim:{self.schema}.{self.table}:{run_id}"
+        with self._errors():
+            conn = await psycopg.AsyncConnection.connect(
+                self.dsn, autocommit=True, connect_timeout=max(1, round(self.connect_timeout))
+            )
+        try:
+            with self._errors():
+                cur = await conn.execute(
+                    "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)
+                )
+                row = await cur.fetchone()
+            if row is None or not row[0]:
+                raise RunInProgressError(
+                    f"{self.describe(run_id)}: the run is claimed by another worker"
+                )
+            try:
+                yield RunClaim(run_id)
+            finally:
+                # Closing the connection below releases the lock even if this fails.
+                with contextlib.suppress(psycopg.Error):
+                    await conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+        finally:
+            await conn.close()

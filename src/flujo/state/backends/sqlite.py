@@ -1,0 +1,287 @@
+"""SQLite: the embedded default.
+
+* WAL journal, ``synchronous=FULL`` (a committed save survives ``kill -9`` and power loss)
+  and a busy timeout, so several processes can read and write one database file at once.
+* Each save runs in a ``BEGIN IMMEDIATE`` transaction: read the revision, build the
+  envelope, upsert it. Two writers of one run are serialized by SQLite itself.
+* The table layout is versioned: ``_MIGRATIONS[i]`` takes the layout from version ``i`` to
+  ``i + 1`` and the applied version is kept in ``flujo_schema_versions``. A database written
+  by a newer flujo is refused with FutureVersionError.
+* Claims are ``flock`` lock files in ``<database>.claims/`` (see StateBackend.claim).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
+from datetime import datetime
+from os import PathLike
+from pathlib import Path
+from typing import Any, Literal
+
+from flujo.exceptions import BackendUnavailableError, FutureVersionError
+
+from .._codec import SealedRecord
+from .._envelope import format_timestamp
+from ..models import RunSummary
+from . import _flock
+from .base import CurrentRecord, EnvelopeStateBackend, RunClaim, StoredRecord, WriteRecord
+
+__all__ = ["SQLITE_SCHEMA_VERSION", "SQLiteBackend"]
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+# Position = the layout version the statements produce (index 0 -> version 1).
+_MIGRATIONS: list[tuple[str, ...]] = [
+    (
+        """CREATE TABLE "{t}" (
+            run_id TEXT PRIMARY KEY NOT NULL,
+            revision INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            pipeline_name TEXT NOT NULL,
+            state_version INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            envelope TEXT NOT NULL
+        )""",
+        'CREATE INDEX "{t}_status_updated" ON "{t}" (status, updated_at)',
+        'CREATE INDEX "{t}_pipeline_updated" ON "{t}" (pipeline_name, updated_at)',
+        'CREATE INDEX "{t}_updated" ON "{t}" (updated_at)',
+    ),
+]
+#: The table layout version this code creates and expects.
+SQLITE_SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+class SQLiteBackend(EnvelopeStateBackend):
+    """Stores runs in one table of a SQLite database file.
+
+    ``table`` names the table (letters, digits, ``_``); ``busy_timeout`` is how long (seconds)
+    a writer waits for another process's transaction before BackendUnavailableError;
+    ``synchronous`` is SQLite's durability setting (``FULL`` by default; ``NORMAL`` survives
+    process crashes but may lose the last commits on power loss).
+    """
+
+    def __init__(
+        self,
+        path: str | PathLike[str],
+        *,
+        table: str = "flujo_state",
+        busy_timeout: float = 30.0,
+        synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "FULL",
+        **codec_options: Any,
+    ) -> None:
+        super().__init__(**codec_options)
+        if str(path) in ("", ":memory:") or str(path).startswith("file:"):
+            raise BackendUnavailableError(
+                f"SQLiteBackend needs a database file path, got {str(path)!r};"
+                " use InMemoryBackend for a store that lives in memory"
+            )
+        if not _IDENT.match(table):
+            raise ValueError(f"table name {table!r} must match {_IDENT.pattern}")
+        if synchronous not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
+        self.path = Path(path)
+        self.table = table
+        self.busy_timeout = busy_timeout
+        self.synchronous = synchronous
+        self._ready = False
+        self._ready_lock = threading.Lock()
+        self._claims = _flock.ClaimDirectory(Path(f"{self.path}.claims"))
+
+    def describe(self, run_id: str) -> str:
+        return f"run {run_id!r} (SQLite {self.path}, table {self.table})"
+
+    # -- connections and layout ----------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        except sqlite3.Error as exc:
+            raise BackendUnavailableError(
+                f"cannot open SQLite database {self.path}: {exc}"
+            ) from exc
+        return conn
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        self._ensure_ready()
+        conn = self._connect()
+        try:
+            yield conn
+        except sqlite3.Error as exc:
+            raise BackendUnavailableError(f"SQLite {self.path}: {exc}") from exc
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _ensure_ready(self) -> None:
+        if self._ready:
+            return
+        with self._ready_lock:
+            if self._ready:
+                return
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise BackendUnavailableError(f"cannot create {self.path.parent}: {exc}") from exc
+            conn = self._connect()
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                with self._transaction(conn):
+                    self._migrate(conn)
+            except sqlite3.Error as exc:
+                raise BackendUnavailableError(
+                    f"cannot prepare SQLite database {self.path}: {exc}"
+                ) from exc
+            finally:
+                conn.close()
+            self._ready = True
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS flujo_schema_versions"
+            " (component TEXT PRIMARY KEY NOT NULL, version INTEGER NOT NULL)"
+        )
+        row = conn.execute(
+            "SELECT version FROM flujo_schema_versions WHERE component = ?", (self.table,)
+        ).fetchone()
+        version = 0 if row is None else int(row[0])
+        if version > SQLITE_SCHEMA_VERSION:
+            raise FutureVersionError(
+                f"SQLite {self.path}: table {self.table} has layout version {version}; this"
+                f" flujo knows up to {SQLITE_SCHEMA_VERSION}. Upgrade flujo",
+                path="$",
+            )
+        for statements in _MIGRATIONS[version:]:
+            for statement in statements:
+                conn.execute(statement.format(t=self.table))
+        conn.execute(
+            "INSERT INTO flujo_schema_versions (component, version) VALUES (?, ?)"
+            " ON CONFLICT(component) DO UPDATE SET version = excluded.version",
+            (self.table, SQLITE_SCHEMA_VERSION),
+        )
+
+    def schema_version(self) -> int:
+        """The table layout version stored in the database (after preparing it)."""
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT version FROM flujo_schema_versions WHERE component = ?", (self.table,)
+            ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    # -- primitives ----------------------------------------------------------------------
+
+    def _read_sync(self, run_id: str) -> StoredRecord | None:
+        with self._connection() as conn:
+            row = conn.execute(
+                f'SELECT envelope FROM "{self.table}" WHERE run_id = ?', (run_id,)
+            ).fetchone()
+        return None if row is None else StoredRecord(row[0])
+
+    async def _read(self, run_id: str) -> StoredRecord | None:
+        return await asyncio.to_thread(self._read_sync, run_id)
+
+    def _write_sync(self, run_id: str, make: WriteRecord) -> SealedRecord:
+        with self._connection() as conn, self._transaction(conn):
+            row = conn.execute(
+                f'SELECT revision, created_at FROM "{self.table}" WHERE run_id = ?', (run_id,)
+            ).fetchone()
+            current = None if row is None else CurrentRecord(row[0], datetime.fromisoformat(row[1]))
+            sealed = make(current)
+            env = sealed.envelope
+            conn.execute(
+                f'INSERT INTO "{self.table}" (run_id, revision, status, pipeline_name,'
+                " state_version, created_at, updated_at, envelope)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(run_id) DO UPDATE SET revision = excluded.revision,"
+                " status = excluded.status, pipeline_name = excluded.pipeline_name,"
+                " state_version = excluded.state_version, created_at = excluded.created_at,"
+                " updated_at = excluded.updated_at, envelope = excluded.envelope",
+                (
+                    run_id,
+                    env.revision,
+                    env.status,
+                    env.pipeline_name,
+                    env.state_version,
+                    format_timestamp(env.created_at),
+                    format_timestamp(env.updated_at),
+                    sealed.raw.decode("utf-8"),
+                ),
+            )
+        return sealed
+
+    async def _write(self, run_id: str, make: WriteRecord) -> SealedRecord:
+        return await asyncio.to_thread(self._write_sync, run_id, make)
+
+    def _delete_sync(self, run_id: str) -> None:
+        with self._connection() as conn, self._transaction(conn):
+            conn.execute(f'DELETE FROM "{self.table}" WHERE run_id = ?', (run_id,))
+
+    async def _delete(self, run_id: str) -> None:
+        await asyncio.to_thread(self._delete_sync, run_id)
+
+    def _list_sync(
+        self, status: str | None, pipeline_name: str | None, limit: int | None, offset: int
+    ) -> list[RunSummary]:
+        where: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if pipeline_name is not None:
+            where.append("pipeline_name = ?")
+            params.append(pipeline_name)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        params.extend([-1 if limit is None else limit, offset])
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT run_id, pipeline_name, status, revision, created_at, updated_at"
+                f' FROM "{self.table}"{clause}'
+                " ORDER BY updated_at DESC, run_id LIMIT ? OFFSET ?",
+                params,
+            ).fetchall()
+        return [
+            RunSummary(
+                run_id=r[0],
+                pipeline_name=r[1],
+                status=r[2],
+                revision=r[3],
+                created_at=datetime.fromisoformat(r[4]),
+                updated_at=datetime.fromisoformat(r[5]),
+            )
+            for r in rows
+        ]
+
+    async def _list(
+        self, status: str | None, pipeline_name: str | None, limit: int | None, offset: int
+    ) -> list[RunSummary]:
+        return await asyncio.to_thread(self._list_sync, status, pipeline_name, limit, offset)
+
+    def _ids_sync(self) -> list[str]:
+        with self._connection() as conn:
+            return [r[0] for r in conn.execute(f'SELECT run_id FROM "{self.table}"')]
+
+    async def _list_ids(self) -> list[str]:
+        return await asyncio.to_thread(self._ids_sync)
+
+    def claim(self, run_id: str) -> AbstractAsyncContextManager[RunClaim]:
+        """Claim via ``flock`` on ``<database>.claims/<run_id>.claim``."""
+        return self._claims.claim(run_id)

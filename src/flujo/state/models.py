@@ -1,0 +1,111 @@
+"""The persisted state of one pipeline run, and the small records the backends return."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from ._envelope import Envelope
+
+__all__ = ["RunStatus", "RunSummary", "StateRecord", "WorkflowState", "utc_now"]
+
+RunStatus = Literal["running", "paused", "completed", "failed", "cancelled"]
+RUN_STATUSES: tuple[str, ...] = ("running", "paused", "completed", "failed", "cancelled")
+
+
+def utc_now() -> datetime:
+    """The current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime) -> datetime:
+    # Earlier flujo wrote naive ``datetime.utcnow()`` values; read them as UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+class WorkflowState(BaseModel):
+    """Snapshot of a pipeline run: where it is, what it has produced, and how it ended.
+
+    ``pipeline_context``, ``last_step_output`` and ``step_history`` hold arbitrary values; they
+    are persisted through the type registry and come back with their exact types (a ``Decimal``
+    stays a ``Decimal``, a user model stays that model).
+
+    Unknown keys are kept (``extra="allow"``): records written by earlier flujo versions carry
+    fields such as ``pipeline_id`` or ``metadata`` and load without losing them. Naive
+    timestamps are read as UTC. ``error_message`` (earlier flujo) fills ``error`` when ``error``
+    is absent.
+    """
+
+    model_config = ConfigDict(extra="allow", validate_default=True)
+
+    run_id: str
+    pipeline_name: str = ""
+    pipeline_version: str = "latest"
+    current_step_index: int = Field(default=0, ge=0)
+    pipeline_context: dict[str, Any] = Field(default_factory=dict)
+    last_step_output: Any = None
+    step_history: list[Any] = Field(default_factory=list)
+    status: RunStatus = "running"
+    created_at: datetime = Field(default_factory=utc_now)
+    updated_at: datetime = Field(default_factory=utc_now)
+    error: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_earlier_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "error" not in data and "error_message" in data:
+            message = data["error_message"]
+            if message is None or isinstance(message, str):
+                data = {**data, "error": message}
+        return data
+
+    @field_validator("created_at", "updated_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return _aware(value)
+
+    @field_validator("pipeline_name")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("pipeline_name must not contain NUL characters")
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields (and kept extra fields) as a dict, values untouched.
+
+        Unlike ``model_dump()`` this does not turn nested models into dicts, so the values keep
+        their exact types. It is what :meth:`StateBackend.load_state` returns.
+        """
+        data = dict(self.__dict__)
+        if self.__pydantic_extra__:
+            data.update(self.__pydantic_extra__)
+        return data
+
+
+class RunSummary(TypedDict):
+    """One row of :meth:`StateBackend.list_runs`; read from the envelope header only."""
+
+    run_id: str
+    pipeline_name: str
+    status: str
+    revision: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class StateRecord:
+    """A loaded run: its decoded state, its revision and the envelope it came from.
+
+    Pass ``revision`` back as ``save_state(..., expected_revision=record.revision)`` to save
+    only if nobody else wrote the run in between.
+    """
+
+    state: WorkflowState
+    revision: int
+    envelope: Envelope
