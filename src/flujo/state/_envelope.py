@@ -3,7 +3,7 @@
 This module is the single source of truth for the envelope's format name (:data:`FORMAT`) and
 format version (:data:`ENVELOPE_VERSION`). ``docs/envelope.md`` describes the format and
 ``schemas/envelope.v1.schema.json`` is generated from :class:`Envelope` by
-:func:`envelope_schema_text` (run ``python -m flujo.state._envelope`` to print it).
+:func:`envelope_json_schema` (``flujo schema export`` writes it; a test checks it is current).
 """
 
 from __future__ import annotations
@@ -186,9 +186,3 @@ def envelope_json_schema() -> dict[str, Any]:
 def envelope_schema_text() -> str:
     """The committed text of ``schemas/envelope.v1.schema.json``: sorted, indented, newline."""
     return json.dumps(envelope_json_schema(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-if __name__ == "__main__":  # pragma: no cover - regeneration helper
-    import sys
-
-    sys.stdout.write(envelope_schema_text())

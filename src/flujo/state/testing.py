@@ -1,0 +1,618 @@
+"""The contract test suite every state backend must pass (needs pytest and pytest-asyncio).
+
+Subclass :class:`BackendContract` in a test module, name the subclass ``Test...`` and
+implement :meth:`~BackendContract.make_backend`; optionally implement
+:meth:`~BackendContract.get_raw` / :meth:`~BackendContract.put_raw` to also run the tests
+that damage stored records::
+
+    from flujo.state.testing import BackendContract
+
+    class TestMyBackend(BackendContract):
+        async def make_backend(self, tmp_path, **options):
+            return MyBackend(tmp_path / uuid.uuid4().hex, **options)
+
+``make_backend`` must return a backend on fresh, empty storage each time it is called and
+pass ``options`` (``compression=``, ``encryption=``, ``migrations=``, ``registry=``,
+``max_payload_bytes=``) to the backend's constructor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import math
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path, PurePosixPath
+from typing import Any, NamedTuple
+
+import pytest
+import pytest_asyncio
+from pydantic import BaseModel
+
+from flujo.exceptions import (
+    CorruptStateError,
+    EncryptionError,
+    FutureVersionError,
+    InvalidRunIdError,
+    MissingMigrationError,
+    RunInProgressError,
+    StateConflictError,
+    StateError,
+    UnserializableTypeError,
+)
+
+from ._crypto import Encryption
+from ._jsonio import dumps, loads
+from ._migrations import StateMigrations
+from .backends.base import StateBackend
+from .models import WorkflowState
+
+__all__ = ["BAD_RUN_IDS", "BackendContract", "assert_same", "sample_values"]
+
+
+class SampleColor(enum.Enum):
+    RED = "red"
+    GREEN = "green"
+
+
+class SamplePoint(NamedTuple):
+    x: int
+    y: float
+
+
+@dataclasses.dataclass
+class SampleBatch:
+    tags: set[str]
+    span: tuple[int, str]
+
+
+class SampleLine(BaseModel):
+    sku: str
+    price: decimal.Decimal
+
+
+class SampleOrder(BaseModel):
+    id: uuid.UUID
+    lines: list[SampleLine]
+    placed: dt.datetime
+    color: SampleColor
+
+
+class NoSerializer:
+    """A type nothing knows how to store."""
+
+
+def sample_values() -> dict[str, Any]:
+    """One value of every kind the registry supports out of the box, and some nesting."""
+    madrid = dt.timezone(dt.timedelta(hours=1), "CET")
+    return {
+        "text": "héllo \x00 wörld ✓",
+        "big_int": 2**100,
+        "neg": -(2**70),
+        "float": 0.1,
+        "big_float": 1e20,
+        "neg_zero": -0.0,
+        "nan": float("nan"),
+        "inf": float("-inf"),
+        "bool": True,
+        "none": None,
+        "decimal": decimal.Decimal("12.340"),
+        "aware": dt.datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=dt.UTC),
+        "offset": dt.datetime(2024, 1, 1, 8, tzinfo=madrid),
+        "naive": dt.datetime(2024, 1, 1, 8, 30),
+        "date": dt.date(1999, 12, 31),
+        "time": dt.time(23, 1, 2, 3),
+        "delta": dt.timedelta(days=-1, seconds=5, microseconds=7),
+        "uuid": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        "bytes": b"\x00\xffbinary",
+        "bytearray": bytearray(b"mutable"),
+        "set": {1, 2, 3},
+        "frozenset": frozenset({"a", "b"}),
+        "tuple": (1, "two", (3.0, None)),
+        "list_of_tuples": [(1, 2), (3, 4)],
+        "int_keys": {1: "one", 2: "two"},
+        "tuple_keys": {(1, 2): "pair"},
+        "dollar_key": {"$t": "not a tag", "v": 1},
+        "ordered": collections.OrderedDict([("z", 1), ("a", 2)]),
+        "counter": collections.Counter("abracadabra"),
+        "deque": collections.deque([1, 2, 3], maxlen=10),
+        "path": PurePosixPath("/srv/data/file.csv"),
+        "complex": complex(1.5, -2),
+        "enum": SampleColor.GREEN,
+        "namedtuple": SamplePoint(1, 2.5),
+        "dataclass": SampleBatch({"x", "y"}, (7, "seven")),
+        "model": SampleOrder(
+            id=uuid.UUID(int=42),
+            lines=[SampleLine(sku="A-1", price=decimal.Decimal("9.99"))],
+            placed=dt.datetime(2024, 5, 1, 12, tzinfo=dt.UTC),
+            color=SampleColor.RED,
+        ),
+        "key_order": {"b": 1, "a": 2, "c": 3},
+        "deep": [[[[{"x": [1, {2, 3}]}]]]],
+    }
+
+
+def assert_same(actual: Any, expected: Any, path: str = "$") -> None:
+    """Equal *and* of exactly the same types all the way down (NaN equals NaN)."""
+    assert type(actual) is type(expected), (
+        f"{path}: {type(actual).__name__} != {type(expected).__name__}"
+    )
+    if isinstance(expected, float):
+        if math.isnan(expected):
+            assert math.isnan(actual), f"{path}: {actual!r} is not NaN"
+        else:
+            assert actual == expected and math.copysign(1, actual) == math.copysign(1, expected), (
+                f"{path}: {actual!r} != {expected!r}"
+            )
+        return
+    if isinstance(expected, dict):
+        assert list(actual) == list(expected), f"{path}: keys {list(actual)} != {list(expected)}"
+        for key in expected:
+            assert_same(actual[key], expected[key], f"{path}[{key!r}]")
+        return
+    if isinstance(expected, list | tuple) and not hasattr(expected, "_fields"):
+        assert len(actual) == len(expected), f"{path}: length {len(actual)} != {len(expected)}"
+        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            assert_same(a, e, f"{path}[{i}]")
+        return
+    assert actual == expected, f"{path}: {actual!r} != {expected!r}"
+
+
+BAD_RUN_IDS: list[Any] = [
+    "",
+    ".",
+    "..",
+    "../escape",
+    "a/../../b",
+    "/etc/passwd",
+    "dir/run",
+    "dir\\run",
+    "nul\x00byte",
+    "line\nbreak",
+    ".hidden",
+    " padded",
+    "x" * 201,
+    42,
+    None,
+]
+
+
+def _state(run_id: str, **fields: Any) -> WorkflowState:
+    return WorkflowState(
+        run_id=run_id, pipeline_name=fields.pop("pipeline_name", "contract"), **fields
+    )
+
+
+class BackendContract:
+    """Behaviour every backend must have. See the module docstring for how to use it."""
+
+    pytestmark = pytest.mark.asyncio
+
+    # -- hooks -----------------------------------------------------------------------------
+
+    async def make_backend(self, tmp_path: Path, **options: Any) -> StateBackend:
+        raise NotImplementedError
+
+    async def get_raw(self, backend: StateBackend, run_id: str) -> bytes:
+        """The stored bytes of ``run_id`` (override to enable the damaged-record tests)."""
+        pytest.skip(f"{type(self).__name__} gives no raw access to stored records")
+
+    async def put_raw(self, backend: StateBackend, run_id: str, raw: bytes) -> None:
+        """Store ``raw`` as ``run_id``'s record, bypassing every check."""
+        pytest.skip(f"{type(self).__name__} gives no raw access to stored records")
+
+    @pytest_asyncio.fixture
+    async def backend(self, tmp_path: Path) -> AsyncIterator[StateBackend]:
+        backend = await self.make_backend(tmp_path)
+        try:
+            yield backend
+        finally:
+            await backend.close()
+
+    # -- basic contract --------------------------------------------------------------------
+
+    async def test_missing_run_loads_none(self, backend: StateBackend) -> None:
+        assert await backend.load_state("nope") is None
+        assert await backend.load_record("nope") is None
+        assert await backend.read_envelope("nope") is None
+
+    async def test_round_trip_every_supported_type(self, backend: StateBackend) -> None:
+        values = sample_values()
+        state = _state(
+            "types",
+            pipeline_context=values,
+            last_step_output=values["model"],
+            step_history=[values["dataclass"], {"step": 1}],
+            current_step_index=3,
+            status="paused",
+            error="boom",
+        )
+        assert await backend.save_state("types", state) == 1
+        loaded = await backend.load_state("types")
+        assert loaded is not None
+        assert_same(loaded["pipeline_context"], values)
+        assert_same(loaded["last_step_output"], values["model"])
+        assert_same(loaded["step_history"], state.step_history)
+        assert (loaded["current_step_index"], loaded["status"], loaded["error"]) == (
+            3,
+            "paused",
+            "boom",
+        )
+        assert loaded["created_at"] == state.created_at
+        assert loaded["updated_at"] == state.updated_at
+
+    async def test_saved_values_are_a_snapshot(self, backend: StateBackend) -> None:
+        context: dict[str, Any] = {"items": [1]}
+        await backend.save_state("snap", _state("snap", pipeline_context=context))
+        context["items"].append(2)
+        loaded = await backend.load_state("snap")
+        assert loaded is not None and loaded["pipeline_context"] == {"items": [1]}
+
+    async def test_accepts_earlier_flujo_style_dicts(self, backend: StateBackend) -> None:
+        earlier = {
+            "run_id": "legacy",
+            "pipeline_id": "p-1",
+            "pipeline_name": "orders",
+            "pipeline_version": "3",
+            "current_step_index": 2,
+            "pipeline_context": {"a": 1},
+            "last_step_output": None,
+            "step_history": [],
+            "status": "running",
+            "created_at": "2024-01-01T10:00:00",
+            "updated_at": "2024-01-01T10:05:00",
+            "error_message": None,
+        }
+        await backend.save_state("legacy", earlier)
+        loaded = await backend.load_state("legacy")
+        assert loaded is not None
+        assert loaded["pipeline_id"] == "p-1"
+        assert loaded["created_at"] == dt.datetime(2024, 1, 1, 10, tzinfo=dt.UTC)
+
+    async def test_overwrite_bumps_revision_keeps_created_at(self, backend: StateBackend) -> None:
+        assert await backend.save_state("ow", _state("ow", current_step_index=0)) == 1
+        first = await backend.read_envelope("ow")
+        assert await backend.save_state("ow", _state("ow", current_step_index=1)) == 2
+        record = await backend.load_record("ow")
+        assert record is not None and first is not None
+        assert record.revision == 2 and record.state.current_step_index == 1
+        assert record.envelope.created_at == first.created_at
+        assert record.envelope.updated_at >= first.updated_at
+
+    async def test_delete(self, backend: StateBackend) -> None:
+        await backend.save_state("del", _state("del"))
+        await backend.delete_state("del")
+        assert await backend.load_state("del") is None
+        await backend.delete_state("del")  # absent: not an error
+        assert await backend.save_state("del", _state("del")) == 1  # revisions start over
+
+    async def test_list_runs_filters_orders_and_pages(self, backend: StateBackend) -> None:
+        for i, (status, pipeline) in enumerate(
+            [("running", "a"), ("failed", "a"), ("running", "b"), ("completed", "a")]
+        ):
+            await backend.save_state(
+                f"run-{i}", _state(f"run-{i}", status=status, pipeline_name=pipeline)
+            )
+        everything = await backend.list_runs()
+        assert [r["run_id"] for r in everything] == ["run-3", "run-2", "run-1", "run-0"]
+        assert everything[0]["status"] == "completed" and everything[0]["revision"] == 1
+        assert {r["run_id"] for r in await backend.list_runs(status="running")} == {
+            "run-0",
+            "run-2",
+        }
+        assert [r["run_id"] for r in await backend.list_runs(pipeline_name="a", limit=2)] == [
+            "run-3",
+            "run-1",
+        ]
+        assert [r["run_id"] for r in await backend.list_runs(limit=2, offset=1)] == [
+            "run-2",
+            "run-1",
+        ]
+        assert await backend.list_runs(status="failed", pipeline_name="b") == []
+        assert await backend.list_run_ids() == ["run-0", "run-1", "run-2", "run-3"]
+        with pytest.raises(ValueError):
+            await backend.list_runs(status="bogus")
+        with pytest.raises(ValueError):
+            await backend.list_runs(limit=-1)
+
+    # -- compare-and-set and concurrency ---------------------------------------------------
+
+    async def test_expected_revision(self, backend: StateBackend) -> None:
+        assert await backend.save_state("cas", _state("cas"), expected_revision=0) == 1
+        with pytest.raises(StateConflictError, match="cas"):
+            await backend.save_state("cas", _state("cas"), expected_revision=0)
+        assert await backend.save_state("cas", _state("cas"), expected_revision=1) == 2
+        with pytest.raises(StateConflictError):
+            await backend.save_state("cas", _state("cas", error="stale"), expected_revision=1)
+        record = await backend.load_record("cas")
+        assert record is not None and record.revision == 2 and record.state.error is None
+        with pytest.raises(StateConflictError):
+            await backend.save_state("absent", _state("absent"), expected_revision=3)
+        assert await backend.load_state("absent") is None
+
+    async def test_concurrent_saves_are_never_torn(self, backend: StateBackend) -> None:
+        async def save(i: int) -> None:
+            blob = [i] * 2000
+            await backend.save_state("race", _state("race", pipeline_context={"i": i, "b": blob}))
+
+        await asyncio.gather(*(save(i) for i in range(16)))
+        record = await backend.load_record("race")
+        assert record is not None and record.revision == 16
+        ctx = record.state.pipeline_context
+        assert ctx["b"] == [ctx["i"]] * 2000
+
+    async def test_compare_and_set_has_one_winner(self, backend: StateBackend) -> None:
+        await backend.save_state("cas1", _state("cas1"))
+
+        async def attempt(i: int) -> bool:
+            try:
+                await backend.save_state(
+                    "cas1", _state("cas1", pipeline_context={"w": i}), expected_revision=1
+                )
+            except StateConflictError:
+                return False
+            return True
+
+        results = await asyncio.gather(*(attempt(i) for i in range(10)))
+        assert results.count(True) == 1
+
+    async def test_compare_and_set_counter(self, backend: StateBackend) -> None:
+        await backend.save_state("ctr", _state("ctr", pipeline_context={"n": 0}))
+
+        async def bump() -> None:
+            while True:
+                record = await backend.load_record("ctr")
+                assert record is not None
+                ctx = dict(record.state.pipeline_context)
+                ctx["n"] += 1
+                try:
+                    await backend.save_state(
+                        "ctr",
+                        _state("ctr", pipeline_context=ctx),
+                        expected_revision=record.revision,
+                    )
+                    return
+                except StateConflictError:
+                    await asyncio.sleep(0)
+
+        await asyncio.gather(*(bump() for _ in range(12)))
+        loaded = await backend.load_state("ctr")
+        assert loaded is not None and loaded["pipeline_context"] == {"n": 12}
+
+    # -- bad input -------------------------------------------------------------------------
+
+    async def test_unserializable_value_fails_at_save(self, backend: StateBackend) -> None:
+        await backend.save_state("unser", _state("unser", pipeline_context={"ok": 1}))
+        bad = _state("unser", pipeline_context={"nested": [{"x": NoSerializer()}]})
+        with pytest.raises(UnserializableTypeError, match="NoSerializer"):
+            await backend.save_state("unser", bad)
+        with pytest.raises(UnserializableTypeError):
+            await backend.save_state("unser-new", _state("unser-new", last_step_output=bad))
+        record = await backend.load_record("unser")
+        assert record is not None and record.revision == 1
+        assert record.state.pipeline_context == {"ok": 1}
+        assert await backend.load_state("unser-new") is None
+
+    @pytest.mark.parametrize("run_id", BAD_RUN_IDS, ids=repr)
+    async def test_bad_run_ids_are_refused(self, backend: StateBackend, run_id: Any) -> None:
+        with pytest.raises(InvalidRunIdError):
+            await backend.save_state(run_id, {"status": "running"})
+        with pytest.raises(InvalidRunIdError):
+            await backend.load_state(run_id)
+        with pytest.raises(InvalidRunIdError):
+            await backend.delete_state(run_id)
+        with pytest.raises(InvalidRunIdError):
+            async with backend.claim(run_id):
+                pass
+        assert await backend.list_run_ids() == []
+
+    async def test_state_for_another_run_is_refused(self, backend: StateBackend) -> None:
+        with pytest.raises(InvalidRunIdError, match="does not match"):
+            await backend.save_state("one", _state("two"))
+        with pytest.raises(TypeError):
+            await backend.save_state("one", ["not", "a", "state"])  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            await backend.save_state("one", {"status": "exploded"})
+        assert await backend.list_run_ids() == []
+
+    async def test_oversized_state_is_refused_at_save(self, tmp_path: Path) -> None:
+        backend = await self.make_backend(tmp_path, max_payload_bytes=10_000)
+        try:
+            with pytest.raises(StateError, match="max_payload_bytes"):
+                await backend.save_state("big", _state("big", pipeline_context={"b": "x" * 20_000}))
+            assert await backend.load_state("big") is None
+        finally:
+            await backend.close()
+
+    # -- claims ----------------------------------------------------------------------------
+
+    async def test_claim_is_exclusive_and_released(self, backend: StateBackend) -> None:
+        async with backend.claim("job") as claim:
+            assert claim.run_id == "job"
+            with pytest.raises(RunInProgressError, match="job"):
+                async with backend.claim("job"):
+                    pass
+            async with backend.claim("other-job"):
+                pass
+        async with backend.claim("job"):
+            pass
+        with pytest.raises(KeyError):
+            async with backend.claim("job"):
+                raise KeyError("worker failed")
+        async with backend.claim("job"):
+            pass
+
+    # -- envelopes, compression, encryption ------------------------------------------------
+
+    async def test_raw_envelope_round_trip(self, backend: StateBackend, tmp_path: Path) -> None:
+        await backend.save_state("env", _state("env", pipeline_context={"d": decimal.Decimal(1)}))
+        envelope = await backend.read_envelope("env")
+        assert envelope is not None
+        assert envelope.run_id == "env" and envelope.revision == 1 and envelope.codec == "json"
+        assert envelope.manifest["decimal"] == 1
+        other = await self.make_backend(tmp_path)
+        try:
+            assert await other.write_envelope(envelope) == 1
+            assert await other.write_envelope(envelope, expected_revision=1) == 2
+            with pytest.raises(StateConflictError):
+                await other.write_envelope(envelope, expected_revision=1)
+            loaded = await other.load_state("env")
+            assert loaded is not None
+            assert_same(loaded["pipeline_context"], {"d": decimal.Decimal(1)})
+        finally:
+            await other.close()
+
+    @pytest.mark.parametrize("compression", ["zlib", "zstd"])
+    async def test_compressed_round_trip(self, tmp_path: Path, compression: str) -> None:
+        backend = await self.make_backend(tmp_path, compression=compression)
+        try:
+            values = sample_values()
+            await backend.save_state("z", _state("z", pipeline_context=values))
+            envelope = await backend.read_envelope("z")
+            assert envelope is not None and envelope.codec == f"json+{compression}"
+            loaded = await backend.load_state("z")
+            assert loaded is not None
+            assert_same(loaded["pipeline_context"], values)
+        finally:
+            await backend.close()
+
+    async def test_encrypted_round_trip_and_rotation(self, tmp_path: Path) -> None:
+        old, new = Encryption.generate_key(), Encryption.generate_key()
+        first = await self.make_backend(tmp_path, encryption=Encryption.single(old, "k1"))
+        try:
+            values = {**sample_values(), "marker": "TOP-SECRET-MARKER"}
+            await first.save_state("sec", _state("sec", pipeline_context=values))
+            envelope = await first.read_envelope("sec")
+            assert envelope is not None and envelope.codec == "json+aesgcm"
+            assert envelope.key_id == "k1" and isinstance(envelope.payload, str)
+            raw = await self.get_raw(first, "sec")
+            assert b"TOP-SECRET-MARKER" not in raw and b"12.340" not in raw
+        finally:
+            await first.close()
+        rotated = await self.make_backend(
+            tmp_path, encryption=Encryption({"k1": old, "k2": new}, active_key_id="k2")
+        )
+        try:
+            await self.put_raw(rotated, "sec", raw)
+            loaded = await rotated.load_state("sec")
+            assert loaded is not None
+            assert_same(loaded["pipeline_context"], values)
+            await rotated.save_state("sec", _state("sec"))
+            envelope = await rotated.read_envelope("sec")
+            assert envelope is not None and envelope.key_id == "k2"
+        finally:
+            await rotated.close()
+
+    async def test_encryption_rejects_plaintext_tampering_and_moves(self, tmp_path: Path) -> None:
+        key = Encryption.single(Encryption.generate_key())
+        plain = await self.make_backend(tmp_path)
+        secure = await self.make_backend(tmp_path, encryption=key)
+        try:
+            await plain.save_state("p", _state("p"))
+            await self.put_raw(secure, "p", await self.get_raw(plain, "p"))
+            with pytest.raises(EncryptionError, match="not encrypted"):
+                await secure.load_state("p")
+            envelope = await plain.read_envelope("p")
+            assert envelope is not None
+            with pytest.raises(EncryptionError):
+                await secure.write_envelope(envelope)
+
+            await secure.save_state("a", _state("a", pipeline_context={"secret": 1}))
+            raw = await self.get_raw(secure, "a")
+            data = loads(raw)
+            blob = bytearray(base64.b64decode(data["payload"]))
+            blob[-1] ^= 1
+            data["payload"] = base64.b64encode(bytes(blob)).decode()
+            await self.put_raw(secure, "a", dumps(data))
+            with pytest.raises(EncryptionError, match="authentication"):
+                await secure.load_state("a")
+            assert await self.get_raw(secure, "a") == dumps(data)  # left as found
+
+            await secure.save_state("b", _state("b"))
+            moved = loads(await self.get_raw(secure, "b"))
+            moved["run_id"] = "c"
+            await self.put_raw(secure, "c", dumps(moved))
+            with pytest.raises(EncryptionError):
+                await secure.load_state("c")
+
+            await self.put_raw(plain, "b", await self.get_raw(secure, "b"))
+            with pytest.raises(EncryptionError, match="no encryption configured"):
+                await plain.load_state("b")
+        finally:
+            await plain.close()
+            await secure.close()
+
+    # -- damaged and future records --------------------------------------------------------
+
+    @pytest.mark.parametrize(
+        "raw",
+        [b"", b"{", b"[]", b'{"format": "other"}', b'{"format": "flujo.state"}', b"\xff\xfe"],
+        ids=["empty", "truncated", "array", "foreign", "incomplete", "binary"],
+    )
+    async def test_damaged_record_raises_and_is_left_alone(
+        self, backend: StateBackend, raw: bytes
+    ) -> None:
+        await self.put_raw(backend, "bad", raw)
+        with pytest.raises(CorruptStateError, match="bad"):
+            await backend.load_state("bad")
+        assert await self.get_raw(backend, "bad") == raw
+        assert "bad" in await backend.list_run_ids()
+
+    async def test_truncated_real_record(self, backend: StateBackend) -> None:
+        await backend.save_state("cut", _state("cut", pipeline_context=sample_values()))
+        raw = await self.get_raw(backend, "cut")
+        await self.put_raw(backend, "cut", raw[: len(raw) // 2])
+        with pytest.raises(CorruptStateError):
+            await backend.load_state("cut")
+        assert await self.get_raw(backend, "cut") == raw[: len(raw) // 2]
+
+    async def test_future_versions_are_refused_untouched(self, backend: StateBackend) -> None:
+        await backend.save_state("fut", _state("fut", pipeline_context={"d": decimal.Decimal(2)}))
+        good = loads(await self.get_raw(backend, "fut"))
+        for field, value in [
+            ("envelope_version", 99),
+            ("manifest", {**good["manifest"], "decimal": 99}),
+            ("state_version", 99),
+        ]:
+            raw = dumps({**good, field: value})
+            await self.put_raw(backend, "fut", raw)
+            with pytest.raises(FutureVersionError):
+                await backend.load_state("fut")
+            assert await self.get_raw(backend, "fut") == raw
+
+    async def test_whole_state_migrations(self, tmp_path: Path) -> None:
+        v1 = StateMigrations(current_version=1)
+        writer = await self.make_backend(tmp_path, migrations=v1)
+        try:
+            await writer.save_state("mig", _state("mig", pipeline_context={"client": "ACME"}))
+            raw = await self.get_raw(writer, "mig")
+        finally:
+            await writer.close()
+
+        v3 = StateMigrations(current_version=3)
+
+        @v3.register(1)
+        def rename(state: dict[str, Any]) -> dict[str, Any]:
+            state["pipeline_context"]["customer"] = state["pipeline_context"].pop("client")
+            return state
+
+        reader = await self.make_backend(tmp_path, migrations=v3)
+        try:
+            await self.put_raw(reader, "mig", raw)
+            with pytest.raises(MissingMigrationError, match="2 to 3"):
+                await reader.load_state("mig")
+            assert await self.get_raw(reader, "mig") == raw
+            v3.register(2, lambda s: {**s, "pipeline_version": "v3"})
+            loaded = await reader.load_state("mig")
+            assert loaded is not None
+            assert loaded["pipeline_context"] == {"customer": "ACME"}
+            assert loaded["pipeline_version"] == "v3"
+            assert await self.get_raw(reader, "mig") == raw  # reads never write
+        finally:
+            await reader.close()
