@@ -124,4 +124,6 @@ def _inflate_zstd(data: bytes, limit: int, what: str) -> bytes:
         raise CorruptStateError(f"{what}: the zstd payload is damaged: {exc}") from exc
     if not inflater.eof:
         raise CorruptStateError(f"{what}: the zstd payload is truncated")
+    if inflater.unused_data:
+        raise CorruptStateError(f"{what}: unexpected bytes after the zstd payload")
     return b"".join(chunks)

@@ -83,11 +83,13 @@ async def migrate_all(backend: StateBackend, *, dry_run: bool = False) -> Migrat
             if envelope is None:
                 report.scanned -= 1  # deleted since it was listed
                 continue
+            what = backend.describe(run_id)
+            backend.codec.check_versions(envelope, what=what)  # newer than this code: fail
             reasons = backend.codec.outdated(envelope)
             if not reasons:
                 report.up_to_date.append(run_id)
                 continue
-            state = backend.codec.open(envelope, what=backend.describe(run_id))
+            state = backend.codec.open(envelope, what=what)
             new_revision = None
             if not dry_run:
                 new_revision = await backend.save_state(

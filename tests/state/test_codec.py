@@ -1,0 +1,243 @@
+"""The envelope codec: layout, compression, encryption, size caps and exact JSON."""
+
+from __future__ import annotations
+
+import base64
+import decimal
+import zlib
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+
+from flujo.exceptions import CorruptStateError, EncryptionError, FutureVersionError
+from flujo.serialization import TypeRegistry
+from flujo.state import ENVELOPE_VERSION, FORMAT, Encryption, EnvelopeCodec, WorkflowState
+from flujo.state._codec import associated_data
+from flujo.state._compression import decompress, zstd_available
+from flujo.state._jsonio import dumps, loads
+
+KEY = bytes(range(32))
+
+
+def state(**context: Any) -> WorkflowState:
+    return WorkflowState(
+        run_id="r-1",
+        pipeline_name="orders",
+        pipeline_context=context,
+        created_at=datetime(2024, 1, 1, tzinfo=UTC),
+        updated_at=datetime(2024, 1, 2, tzinfo=UTC),
+    )
+
+
+def roundtrip(codec: EnvelopeCodec, value: WorkflowState) -> WorkflowState:
+    sealed = codec.seal(codec.encode_state(value), revision=1)
+    envelope = codec.parse(sealed.raw, what="test")
+    assert envelope == sealed.envelope
+    return codec.open(envelope, what="test")
+
+
+def test_plain_envelope_layout() -> None:
+    codec = EnvelopeCodec(registry=TypeRegistry())
+    sealed = codec.seal(codec.encode_state(state(price=decimal.Decimal("1.5"))), revision=7)
+    data = orjson.loads(sealed.raw)
+    assert list(data) == [
+        "format",
+        "envelope_version",
+        "run_id",
+        "revision",
+        "state_version",
+        "manifest",
+        "pipeline_name",
+        "status",
+        "created_at",
+        "updated_at",
+        "codec",
+        "key_id",
+        "payload",
+    ]
+    assert data["format"] == FORMAT == "flujo.state"
+    assert data["envelope_version"] == ENVELOPE_VERSION == 1
+    assert (data["run_id"], data["revision"], data["codec"], data["key_id"]) == (
+        "r-1",
+        7,
+        "json",
+        None,
+    )
+    assert data["manifest"] == {"datetime": 1, "decimal": 1}
+    assert data["payload"]["pipeline_context"] == {"price": {"$t": "decimal@1", "v": "1.5"}}
+    assert len(data["created_at"]) == len("2024-01-01T00:00:00.000000+00:00")
+    assert codec.to_bytes(sealed.envelope) == sealed.raw
+
+
+@pytest.mark.parametrize("compression", ["zlib", "zstd", "auto"])
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_every_codec_round_trips(compression: str, encrypted: bool) -> None:
+    encryption = Encryption.single(KEY, "k") if encrypted else None
+    codec = EnvelopeCodec(compression=compression, encryption=encryption)
+    value = state(items=[decimal.Decimal(i) for i in range(200)], text="x" * 5000)
+    sealed = codec.seal(codec.encode_state(value), revision=1)
+    expected = "json+" + ("zstd" if compression == "auto" and zstd_available() else compression)
+    assert sealed.envelope.codec == expected + ("+aesgcm" if encrypted else "")
+    assert len(sealed.raw) < 5000
+    assert roundtrip(codec, value) == value
+
+
+def test_aad_binds_header_fields() -> None:
+    codec = EnvelopeCodec(encryption=Encryption.single(KEY, "k"))
+    sealed = codec.seal(codec.encode_state(state(a=1)), revision=1)
+    header = sealed.envelope.header()
+    for field, value in [
+        ("run_id", "r-2"),
+        ("state_version", 1),
+        ("manifest", {"datetime": 1, "set": 1}),
+    ]:
+        if header[field] == value:
+            continue
+        doctored = {**orjson.loads(sealed.raw), field: value}
+        envelope = codec.parse(dumps(doctored), what="doctored")
+        with pytest.raises(EncryptionError, match="authentication"):
+            codec.open(envelope, what="doctored")
+    changed = dict(header, revision=99, status="failed", updated_at="2030-01-01T00:00:00+00:00")
+    assert associated_data(changed) == associated_data(header)  # backend-owned fields
+
+
+def test_key_problems_are_encryption_errors() -> None:
+    writer = EnvelopeCodec(encryption=Encryption.single(KEY, "old"))
+    envelope = writer.seal(writer.encode_state(state()), revision=1).envelope
+    with pytest.raises(EncryptionError, match="'old', which is not configured"):
+        EnvelopeCodec(encryption=Encryption.single(KEY, "new")).open(envelope, what="x")
+    with pytest.raises(EncryptionError, match="authentication"):
+        EnvelopeCodec(encryption=Encryption.single(bytes(32), "old")).open(envelope, what="x")
+    with pytest.raises(EncryptionError, match="no encryption configured"):
+        EnvelopeCodec().open(envelope, what="x")
+    garbage = envelope.model_copy(update={"payload": "not base64!"})
+    with pytest.raises(EncryptionError, match="base64"):
+        writer.open(garbage, what="x")
+    short = envelope.model_copy(update={"payload": base64.b64encode(b"short").decode()})
+    with pytest.raises(EncryptionError, match="too short"):
+        writer.open(short, what="x")
+
+
+def test_accept_plaintext_is_opt_in() -> None:
+    plain = EnvelopeCodec()
+    envelope = plain.seal(plain.encode_state(state(a=1)), revision=1).envelope
+    strict = EnvelopeCodec(encryption=Encryption.single(KEY))
+    with pytest.raises(EncryptionError, match="not encrypted"):
+        strict.open(envelope, what="x")
+    lenient = EnvelopeCodec(
+        encryption=Encryption({"default": KEY}, active_key_id="default", accept_plaintext=True)
+    )
+    assert lenient.open(envelope, what="x").pipeline_context == {"a": 1}
+    assert lenient.outdated(envelope) == ["codec json -> json+aesgcm"]
+
+
+@pytest.mark.parametrize(
+    ("keys", "active", "message"),
+    [
+        ({}, "a", "at least one key"),
+        ({"a": b"short"}, "a", "16, 24 or 32 bytes"),
+        ({"a": KEY}, "b", "not among the keys"),
+        ({"": KEY}, "", "1 to 64"),
+    ],
+)
+def test_bad_encryption_config(keys: dict[str, bytes], active: str, message: str) -> None:
+    with pytest.raises(EncryptionError, match=message):
+        Encryption(keys, active_key_id=active)
+
+
+def test_keys_do_not_leak_into_repr() -> None:
+    assert KEY.hex() not in repr(Encryption.single(KEY)) and "keys" not in repr(
+        Encryption.single(KEY)
+    )
+
+
+def _zlib_bomb(size: int) -> bytes:
+    return zlib.compress(b"[" + b"0," * (size // 2) + b"0]", 9)
+
+
+def test_decompression_is_capped() -> None:
+    bomb = _zlib_bomb(5_000_000)
+    assert len(bomb) < 20_000
+    with pytest.raises(CorruptStateError, match="max_payload_bytes=1000000"):
+        decompress("zlib", bomb, limit=1_000_000, what="bomb")
+    assert len(decompress("zlib", bomb, limit=10_000_000, what="ok")) > 5_000_000
+    if zstd_available():
+        import zstandard
+
+        zbomb = zstandard.ZstdCompressor(level=19).compress(b"\x00" * 50_000_000)
+        with pytest.raises(CorruptStateError, match="more than"):
+            decompress("zstd", zbomb, limit=1_000_000, what="bomb")
+
+
+def test_bomb_envelope_is_refused_on_load() -> None:
+    codec = EnvelopeCodec(compression="zlib", max_payload_bytes=100_000)
+    envelope = codec.seal(codec.encode_state(state()), revision=1).envelope
+    bomb = envelope.model_copy(update={"payload": base64.b64encode(_zlib_bomb(1_000_000)).decode()})
+    with pytest.raises(CorruptStateError, match="max_payload_bytes"):
+        codec.open(bomb, what="bomb")
+
+
+@pytest.mark.parametrize("algorithm", ["zlib", "zstd"])
+def test_damaged_compressed_payloads(algorithm: str) -> None:
+    if algorithm == "zstd" and not zstd_available():
+        pytest.skip("zstandard not installed")
+    codec = EnvelopeCodec(compression=algorithm)
+    data = codec.seal(codec.encode_state(state(x="y" * 1000)), revision=1).envelope
+    blob = base64.b64decode(data.payload)
+    for damaged in (blob[: len(blob) // 2], blob + b"trailing", b"\x00" * len(blob)):
+        envelope = data.model_copy(update={"payload": base64.b64encode(damaged).decode()})
+        with pytest.raises(CorruptStateError):
+            codec.open(envelope, what="damaged")
+
+
+def test_compression_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="unknown compression"):
+        EnvelopeCodec(compression="lz4")
+    assert EnvelopeCodec(compression=None).codec == "json"
+
+
+def test_future_and_foreign_envelopes() -> None:
+    codec = EnvelopeCodec()
+    good = orjson.loads(codec.seal(codec.encode_state(state()), revision=1).raw)
+    with pytest.raises(FutureVersionError, match="version 2"):
+        codec.parse(dumps({**good, "envelope_version": 2}), what="x")
+    with pytest.raises(CorruptStateError, match="invalid envelope_version"):
+        codec.parse(dumps({**good, "envelope_version": "1"}), what="x")
+    with pytest.raises(CorruptStateError, match="codec"):
+        codec.parse(dumps({**good, "codec": "json+rot13"}), what="x")
+    with pytest.raises(CorruptStateError, match=r"(?i)extra inputs"):
+        codec.parse(dumps({**good, "surprise": 1}), what="x")
+    with pytest.raises(CorruptStateError, match="revision"):
+        codec.parse(dumps({**good, "revision": True}), what="x")
+    with pytest.raises(CorruptStateError, match="UTC offset"):
+        codec.parse(dumps({**good, "created_at": "2024-01-01T00:00:00"}), what="x")
+    with pytest.raises(CorruptStateError, match="no 'format'"):
+        codec.parse(b'{"hello": "world"}', what="x")
+
+
+def test_record_whose_payload_names_another_run() -> None:
+    codec = EnvelopeCodec()
+    data = orjson.loads(codec.seal(codec.encode_state(state()), revision=1).raw)
+    data["run_id"] = "someone-else"
+    with pytest.raises(CorruptStateError, match="belongs to run 'r-1'"):
+        codec.open(codec.parse(dumps(data), what="x"), what="x")
+
+
+def test_save_time_size_limit() -> None:
+    codec = EnvelopeCodec(max_payload_bytes=1000)
+    with pytest.raises(Exception, match="max_payload_bytes=1000"):
+        codec.encode_state(state(blob="x" * 2000))
+
+
+def test_json_io_is_exact() -> None:
+    data = {"big": 2**64 + 1, "neg": -(2**80), "f": 1e20, "z": -0.0, "s": "1234567890123456789"}
+    assert loads(dumps(data)) == data
+    assert isinstance(loads(b"[12345678901234567890123]")[0], int)
+    assert list(loads(b'{"b": 1, "a": 2}')) == ["b", "a"]
+    for bad in (b"NaN", b"[1e400]", b"{", b"\xff"):
+        with pytest.raises(ValueError):
+            loads(bad)
+    with pytest.raises(ValueError):
+        loads(b"[Infinity, 12345678901234567890]")
