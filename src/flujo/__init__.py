@@ -1,5 +1,14 @@
 """flujo: durable, resumable pipelines whose persisted state keeps its exact Python types."""
 
+from .application import (
+    Flujo,
+    Pipeline,
+    PipelineContext,
+    PipelineResult,
+    RunHandle,
+    Step,
+    StepResult,
+)
 from .exceptions import FlujoError
 from .serialization import (
     TypeRegistry,
@@ -15,7 +24,14 @@ from .serialization import (
 __version__ = "0.7.0"
 
 __all__ = [
+    "Flujo",
     "FlujoError",
+    "Pipeline",
+    "PipelineContext",
+    "PipelineResult",
+    "RunHandle",
+    "Step",
+    "StepResult",
     "TypeRegistry",
     "__version__",
     "deserialize_from_json",

@@ -29,6 +29,7 @@ The tree::
     │   └── BackendUnavailableError              the store cannot be reached or opened
     └── PipelineError (RuntimeError)             the runner refuses or fails a run
         ├── RunInProgressError                   another worker holds the run
+        ├── RunIdConflictError (ValueError)      run_id= and the context's run_id disagree
         ├── PipelineMismatchError (ValueError)   saved run does not match this pipeline
         └── StepFailedError                      a step raised; original in ``__cause__``
 """
@@ -53,6 +54,7 @@ __all__ = [
     "PipelineError",
     "PipelineMismatchError",
     "RegistrationError",
+    "RunIdConflictError",
     "RunInProgressError",
     "SchemaValidationError",
     "SerializationError",
@@ -179,6 +181,10 @@ class PipelineError(FlujoError, RuntimeError):
 
 class RunInProgressError(PipelineError):
     """Another worker is executing this run right now."""
+
+
+class RunIdConflictError(PipelineError, ValueError):
+    """``run_id=`` and ``initial_context_data["run_id"]`` name different runs."""
 
 
 class PipelineMismatchError(PipelineError, ValueError):

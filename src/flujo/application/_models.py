@@ -1,0 +1,52 @@
+"""What a run works on and what it returns: the context and the results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..serialization import register_type
+
+__all__ = ["PipelineContext", "PipelineResult", "StepResult"]
+
+
+class PipelineContext(BaseModel):
+    """State shared by every step of a run; subclass it to add typed fields.
+
+    ``run_id`` is set by the runner before the first step runs (FR-17b). Everything in the
+    context, the scratchpad included, is saved after each step with its exact types.
+    """
+
+    model_config = ConfigDict(validate_assignment=False)
+
+    run_id: str = ""
+    initial_prompt: str = ""
+    scratchpad: dict[str, Any] = Field(default_factory=dict)
+
+
+class StepResult(BaseModel):
+    """The outcome of one step: its output, or the exception it raised as ``feedback``."""
+
+    name: str
+    output: Any = None
+    success: bool = True
+    attempts: int = 1
+    latency_s: float = 0.0
+    feedback: str | None = None
+
+
+class PipelineResult(BaseModel):
+    """The outcome of a run. ``output`` is the last step's output."""
+
+    run_id: str
+    step_history: list[StepResult] = Field(default_factory=list)
+    final_pipeline_context: Any = None
+    success: bool = False
+    output: Any = None
+
+
+# Stable names: stored runs must not depend on where these classes live in the package.
+register_type(PipelineContext, name="flujo.PipelineContext")
+register_type(StepResult, name="flujo.StepResult")
+register_type(PipelineResult, name="flujo.PipelineResult")

@@ -1,0 +1,336 @@
+"""``Flujo``: runs a pipeline, saving its full state after every step, and resumes it by run id.
+
+Resume rules (docs/durable-pipelines.md): the state saved after step *i* says "the next step
+is *i + 1*, its input is the output of step *i*". A crash anywhere before the next save is
+therefore repaired by re-running the unfinished step; a step that raised is re-run on
+resume, never skipped; a completed run returns its stored result without running anything.
+Only one worker executes a run at a time (the backend's per-run claim).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import os
+import time
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Callable, Generator, Mapping
+from typing import Any, Generic, TypeVar
+
+from ..exceptions import (
+    PipelineError,
+    PipelineMismatchError,
+    RunIdConflictError,
+    RunInProgressError,
+)
+from ..state import InMemoryBackend, StateBackend, WorkflowState, backend_from_uri
+from ._models import PipelineContext, PipelineResult, StepResult
+from ._pipeline import Pipeline, Step
+
+__all__ = ["STATE_URI_ENV", "Flujo", "RunHandle", "VersionMigration"]
+
+STATE_URI_ENV = "FLUJO_STATE_URI"
+ContextT = TypeVar("ContextT", bound=PipelineContext)
+VersionMigration = Callable[[WorkflowState], WorkflowState]
+_CLAIM_POLL_S = 0.05
+
+
+class RunHandle:
+    """What ``run_async`` returns: await it for the result, or ``async for`` its step results.
+
+    After an ``async for`` loop ends, :attr:`result` holds the :class:`PipelineResult`.
+    """
+
+    def __init__(self, steps: AsyncIterator[StepResult], outcome: list[PipelineResult]) -> None:
+        self._steps = steps
+        self._outcome = outcome
+
+    @property
+    def result(self) -> PipelineResult:
+        if not self._outcome:
+            raise PipelineError("the run has not finished; await it or iterate it to the end")
+        return self._outcome[0]
+
+    def __aiter__(self) -> AsyncIterator[StepResult]:
+        return self._steps
+
+    async def _finish(self) -> PipelineResult:
+        async for _ in self._steps:
+            pass
+        return self.result
+
+    def __await__(self) -> Generator[Any, None, PipelineResult]:
+        return self._finish().__await__()
+
+
+class Flujo(Generic[ContextT]):
+    """Runs ``pipeline`` durably.
+
+    ``state_backend``: a :class:`~flujo.state.StateBackend`, a URI (``"sqlite:///state.db"``,
+    ``"file:///var/flujo"``, ``"postgresql://..."``, ``"memory://"``), or None for the
+    ``FLUJO_STATE_URI`` environment variable, else an in-memory store that lives as long as
+    this runner (nothing is written to disk unasked). ``pipeline_version`` is stored with
+    each run; resuming a run saved by another version needs ``version_migrations[old]``.
+    ``claim_timeout``: seconds to wait for another worker's claim on the same run (default:
+    fail at once with RunInProgressError).
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline | Step,
+        *,
+        context_model: type[ContextT] = PipelineContext,  # type: ignore[assignment]
+        state_backend: StateBackend | str | None = None,
+        pipeline_name: str = "pipeline",
+        pipeline_version: str = "1",
+        delete_on_completion: bool = False,
+        version_migrations: Mapping[str, VersionMigration] | None = None,
+        claim_timeout: float | None = None,
+    ) -> None:
+        self.pipeline = pipeline if isinstance(pipeline, Pipeline) else Pipeline([pipeline])
+        if not (isinstance(context_model, type) and issubclass(context_model, PipelineContext)):
+            raise PipelineError(
+                f"context_model must subclass PipelineContext, got {context_model!r}")
+        self.context_model = context_model
+        self.backend = _resolve_backend(state_backend)
+        self.pipeline_name = pipeline_name
+        self.pipeline_version = pipeline_version
+        self.delete_on_completion = delete_on_completion
+        self.version_migrations = dict(version_migrations or {})
+        self.claim_timeout = claim_timeout
+
+    # -- entry points -------------------------------------------------------------------
+    def run(self, initial_input: Any = None, *, run_id: str | None = None,
+            initial_context_data: Mapping[str, Any] | None = None) -> PipelineResult:
+        """Run (or resume, given the ``run_id`` of a saved run) to the end; blocking."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self._run_to_end(initial_input, run_id, initial_context_data))
+        raise PipelineError("Flujo.run() cannot block inside a running event loop; "
+                            "use `await runner.run_async(...)`")
+
+    def run_async(self, initial_input: Any = None, *, run_id: str | None = None,
+                  initial_context_data: Mapping[str, Any] | None = None) -> RunHandle:
+        """Like :meth:`run`, as ``await runner.run_async(...)`` or ``async for step in ...``."""
+        outcome: list[PipelineResult] = []
+        steps = self._execute(initial_input, run_id, initial_context_data, outcome)
+        return RunHandle(steps, outcome)
+
+    async def _run_to_end(self, initial_input: Any, run_id: str | None,
+                          initial_context_data: Mapping[str, Any] | None) -> PipelineResult:
+        return await self.run_async(initial_input, run_id=run_id,
+                                    initial_context_data=initial_context_data)
+
+    # -- the run ------------------------------------------------------------------------
+    async def _execute(self, initial_input: Any, run_id: str | None,
+                       initial_context_data: Mapping[str, Any] | None,
+                       outcome: list[PipelineResult]) -> AsyncIterator[StepResult]:
+        rid = _choose_run_id(run_id, initial_context_data)
+        async with self._claim(rid):
+            saved, revision = await self._load(rid)
+            if saved is None:
+                context = self._new_context(rid, initial_input, initial_context_data)
+                state = WorkflowState(
+                    run_id=rid, pipeline_name=self.pipeline_name,
+                    pipeline_version=self.pipeline_version, current_step_index=0,
+                    pipeline_context=_context_fields(context), last_step_output=initial_input,
+                    step_history=[], status="running", step_names=self.pipeline.step_names,
+                )
+                revision = await self._save(rid, state, revision)
+            else:
+                state = self._check_resumable(saved)
+                context = self._restore_context(state)
+                if state.status == "completed":
+                    outcome.append(self._result(rid, state, context, success=True))
+                    return
+            history: list[StepResult] = list(state.step_history)
+            data = state.last_step_output
+            failure = (state.model_extra or {}).get("failure")
+            for index in range(state.current_step_index, len(self.pipeline)):
+                step = self.pipeline.steps[index]
+                attempts = 1
+                if isinstance(failure, StepResult) and failure.name == step.name:
+                    attempts = failure.attempts + 1
+                started = time.perf_counter()
+                try:
+                    output = await _call(step, data, context)
+                except Exception as exc:
+                    failed = StepResult(
+                        name=step.name, success=False, attempts=attempts,
+                        latency_s=time.perf_counter() - started,
+                        feedback=f"{type(exc).__name__}: {exc}",
+                    )
+                    state = self._state(rid, context, index, data, history, "failed",
+                                        error=failed.feedback, failure=failed)
+                    revision = await self._save(rid, state, revision)
+                    yield failed
+                    outcome.append(PipelineResult(
+                        run_id=rid, step_history=[*history, failed],
+                        final_pipeline_context=context, success=False, output=None))
+                    return
+                done = StepResult(name=step.name, output=output, attempts=attempts,
+                                  latency_s=time.perf_counter() - started)
+                history.append(done)
+                data, failure = output, None
+                last = index + 1 == len(self.pipeline)
+                state = self._state(rid, context, index + 1, output, history,
+                                    "completed" if last else "running")
+                revision = await self._save(rid, state, revision)
+                yield done
+            result = self._result(rid, state, context, success=True)
+            if self.delete_on_completion:
+                await self.backend.delete_state(rid)
+            outcome.append(result)
+
+    def _state(self, rid: str, context: PipelineContext, next_index: int, next_input: Any,
+               history: list[StepResult], status: str, *, error: str | None = None,
+               failure: StepResult | None = None) -> WorkflowState:
+        extra: dict[str, Any] = {"step_names": self.pipeline.step_names}
+        if failure is not None:
+            extra["failure"] = failure
+        return WorkflowState(
+            run_id=rid, pipeline_name=self.pipeline_name, pipeline_version=self.pipeline_version,
+            current_step_index=next_index, pipeline_context=_context_fields(context),
+            last_step_output=next_input, step_history=list(history), status=status,
+            error=error, **extra,
+        )
+
+    def _result(self, rid: str, state: WorkflowState, context: PipelineContext, *,
+                success: bool) -> PipelineResult:
+        history = list(state.step_history)
+        return PipelineResult(run_id=rid, step_history=history, final_pipeline_context=context,
+                              success=success, output=state.last_step_output)
+
+    # -- state --------------------------------------------------------------------------
+    async def _load(self, rid: str) -> tuple[WorkflowState | None, int]:
+        try:
+            record = await self.backend.load_record(rid)
+        except NotImplementedError:  # a backend written for the earlier, dict-only contract
+            loaded = await self.backend.load_state(rid)
+            return (None if loaded is None else WorkflowState.model_validate(loaded)), -1
+        return (None, 0) if record is None else (record.state, record.revision)
+
+    async def _save(self, rid: str, state: WorkflowState, revision: int) -> int:
+        if revision < 0:
+            await self.backend.save_state(rid, state)
+            return -1
+        saved = await self.backend.save_state(rid, state, expected_revision=revision)
+        return revision + 1 if saved is None else saved
+
+    def _check_resumable(self, state: WorkflowState) -> WorkflowState:
+        if state.pipeline_name != self.pipeline_name:
+            raise PipelineMismatchError(
+                f"run {state.run_id!r} belongs to pipeline {state.pipeline_name!r}, not "
+                f"{self.pipeline_name!r}")
+        if state.pipeline_version != self.pipeline_version:
+            migrate = self.version_migrations.get(state.pipeline_version)
+            if migrate is None:
+                raise PipelineMismatchError(
+                    f"run {state.run_id!r} was saved by pipeline version "
+                    f"{state.pipeline_version!r}; this is {self.pipeline_version!r}. Register "
+                    f"Flujo(..., version_migrations={{{state.pipeline_version!r}: fn}}) to "
+                    "adapt its state")
+            state = migrate(state)
+            state = state.model_copy(update={"pipeline_version": self.pipeline_version})
+            if state.model_extra is not None:
+                state.model_extra["step_names"] = self.pipeline.step_names
+        stored_names = (state.model_extra or {}).get("step_names")
+        if stored_names is not None and list(stored_names) != self.pipeline.step_names:
+            raise PipelineMismatchError(
+                f"run {state.run_id!r} was saved by a pipeline with steps {list(stored_names)}; "
+                f"this pipeline has {self.pipeline.step_names}")
+        if not 0 <= state.current_step_index <= len(self.pipeline):
+            raise PipelineMismatchError(
+                f"run {state.run_id!r} is at step {state.current_step_index} of a "
+                f"{len(self.pipeline)}-step pipeline")
+        return state
+
+    def _new_context(self, rid: str, initial_input: Any,
+                     initial_context_data: Mapping[str, Any] | None) -> PipelineContext:
+        data = dict(initial_context_data or {})
+        data["run_id"] = rid
+        if "initial_prompt" not in data and isinstance(initial_input, str):
+            data["initial_prompt"] = initial_input
+        return self.context_model.model_validate(data)
+
+    def _restore_context(self, state: WorkflowState) -> PipelineContext:
+        fields = dict(state.pipeline_context)
+        model = self.context_model
+        missing = [n for n, f in model.__pydantic_fields__.items()
+                   if f.is_required() and n not in fields]
+        unknown = [n for n in fields if n not in model.__pydantic_fields__]
+        if (missing or unknown) and model.model_config.get("extra") != "allow":
+            raise PipelineMismatchError(
+                f"the saved context of run {state.run_id!r} does not fit {model.__qualname__}: "
+                f"missing {missing}, unknown {unknown}; register a state migration")
+        fields["run_id"] = state.run_id
+        return model.model_construct(**fields)
+
+    @contextlib.asynccontextmanager
+    async def _claim(self, rid: str) -> AsyncIterator[None]:
+        deadline = None if self.claim_timeout is None else time.monotonic() + self.claim_timeout
+        while True:
+            try:
+                claim = self.backend.claim(rid)
+                await claim.__aenter__()
+            except NotImplementedError:
+                warnings.warn(
+                    f"{type(self.backend).__name__} provides no run claim: two workers could "
+                    "execute the same run at once", RuntimeWarning, stacklevel=4)
+                yield
+                return
+            except RunInProgressError:
+                if deadline is None or time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(_CLAIM_POLL_S)
+                continue
+            break
+        try:
+            yield
+        except BaseException as exc:
+            if not await claim.__aexit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            await claim.__aexit__(None, None, None)
+
+
+def _resolve_backend(spec: StateBackend | str | None) -> StateBackend:
+    if isinstance(spec, StateBackend):
+        return spec
+    if isinstance(spec, str):
+        return backend_from_uri(spec)
+    if spec is not None:
+        raise PipelineError(f"state_backend must be a StateBackend or a URI, got {spec!r}")
+    uri = os.environ.get(STATE_URI_ENV)
+    return backend_from_uri(uri) if uri else InMemoryBackend()
+
+
+def _choose_run_id(run_id: str | None, initial_context_data: Mapping[str, Any] | None) -> str:
+    legacy = (initial_context_data or {}).get("run_id")
+    if run_id is not None and legacy is not None and legacy != run_id:
+        raise RunIdConflictError(
+            f"run_id={run_id!r} and initial_context_data['run_id']={legacy!r} disagree; "
+            "pass only run_id=")
+    chosen = run_id if run_id is not None else legacy
+    if chosen is None:
+        return f"run_{uuid.uuid4().hex}"
+    if not isinstance(chosen, str) or not chosen:
+        raise RunIdConflictError(f"run_id must be a non-empty str, got {chosen!r}")
+    return chosen
+
+
+def _context_fields(context: PipelineContext) -> dict[str, Any]:
+    fields = {name: getattr(context, name) for name in type(context).__pydantic_fields__}
+    fields.update(context.__pydantic_extra__ or {})
+    return fields
+
+
+async def _call(step: Step, data: Any, context: PipelineContext) -> Any:
+    kwargs = {"context": context} if step.wants_context else {}
+    result = step.func(data, **kwargs)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
