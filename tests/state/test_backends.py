@@ -1,0 +1,327 @@
+"""What is specific to each durable backend: files on disk, SQLite and PostgreSQL layouts."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from state_helpers import PostgresTarget
+
+from flujo.exceptions import (
+    BackendUnavailableError,
+    CorruptStateError,
+    FutureVersionError,
+    RunInProgressError,
+)
+from flujo.state import (
+    Encryption,
+    FileBackend,
+    PostgresBackend,
+    SQLiteBackend,
+    WorkflowState,
+)
+from flujo.state._jsonio import dumps
+
+
+def state(run_id: str, **context: object) -> WorkflowState:
+    return WorkflowState(run_id=run_id, pipeline_name="p", pipeline_context=dict(context))
+
+
+# -- FileBackend -------------------------------------------------------------------------------
+
+
+async def test_file_loads_earlier_flujo_files(tmp_path: Path) -> None:
+    # What earlier flujo's FileBackend wrote: orjson of the state dict, naive timestamps.
+    (tmp_path / "old-run.json").write_bytes(
+        dumps(
+            {
+                "run_id": "old-run",
+                "pipeline_id": "pid",
+                "pipeline_name": "etl",
+                "pipeline_version": "1.0",
+                "current_step_index": 4,
+                "pipeline_context": {"rows": 10, "note": "kept"},
+                "last_step_output": {"ok": True},
+                "step_history": [{"name": "extract"}],
+                "status": "paused",
+                "created_at": "2023-05-01T08:00:00",
+                "updated_at": "2023-05-01T09:00:00",
+                "error_message": None,
+                "metadata": {"owner": "ops"},
+            }
+        )
+    )
+    backend = FileBackend(tmp_path)
+    record = await backend.load_record("old-run")
+    assert record is not None and record.revision == 1
+    assert record.envelope.stored_envelope_version == 0
+    assert record.state.status == "paused" and record.state.current_step_index == 4
+    assert record.state.created_at == datetime(2023, 5, 1, 8, tzinfo=UTC)
+    assert record.state.to_dict()["metadata"] == {"owner": "ops"}
+    runs = await backend.list_runs()
+    assert [(r["run_id"], r["status"], r["pipeline_name"]) for r in runs] == [
+        ("old-run", "paused", "etl")
+    ]
+    assert await backend.save_state("old-run", record.state, expected_revision=1) == 2
+
+
+async def test_file_damage_is_reported_with_the_file_and_never_overwritten(
+    tmp_path: Path,
+) -> None:
+    backend = FileBackend(tmp_path)
+    await backend.save_state("ok", state("ok"))
+    damaged = tmp_path / "bad.json"
+    damaged.write_bytes(b'{"format": "flujo.state", "envelope_ver')
+    with pytest.raises(CorruptStateError) as info:
+        await backend.load_state("bad")
+    assert str(damaged) in str(info.value)
+    with pytest.raises(CorruptStateError, match=r"bad\.json"):
+        await backend.save_state("bad", state("bad"))
+    with pytest.raises(CorruptStateError, match=r"bad\.json"):
+        await backend.list_runs()
+    assert await backend.list_run_ids() == ["bad", "ok"]
+    assert damaged.read_bytes() == b'{"format": "flujo.state", "envelope_ver'
+    await backend.delete_state("bad")
+    assert not damaged.exists()
+    assert await backend.save_state("bad", state("bad")) == 1
+
+
+async def test_file_record_copied_to_another_name_is_refused(tmp_path: Path) -> None:
+    backend = FileBackend(tmp_path)
+    await backend.save_state("a", state("a"))
+    (tmp_path / "b.json").write_bytes((tmp_path / "a.json").read_bytes())
+    with pytest.raises(CorruptStateError, match="belongs to run 'a'"):
+        await backend.load_state("b")
+
+
+async def test_file_leaves_no_temporary_or_lock_files(tmp_path: Path) -> None:
+    backend = FileBackend(tmp_path)
+    for i in range(3):
+        await backend.save_state("r", state("r", i=i))
+    async with backend.claim("r"):
+        assert [p.name for p in (tmp_path / ".locks").iterdir()] == ["r.claim"]
+    await backend.save_state("gone", state("gone"))
+    await backend.delete_state("gone")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".locks", "r.json"]
+    assert list((tmp_path / ".locks").iterdir()) == []
+    assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o600
+
+
+async def test_file_ignores_leftovers_of_a_crashed_write(tmp_path: Path) -> None:
+    backend = FileBackend(tmp_path, fsync=False)
+    await backend.save_state("r", state("r"))
+    (tmp_path / ".r.json.123.abc.tmp").write_bytes(b"half a rec")
+    (tmp_path / "notes.txt").write_text("not ours")
+    assert await backend.list_run_ids() == ["r"]
+    assert [r["run_id"] for r in await backend.list_runs()] == ["r"]
+
+
+async def test_file_claims_span_backend_instances(tmp_path: Path) -> None:
+    one, two = FileBackend(tmp_path), FileBackend(tmp_path)
+    async with one.claim("job"):
+        with pytest.raises(RunInProgressError, match="job"):
+            async with two.claim("job"):
+                pass
+    async with two.claim("job"):
+        pass
+
+
+def test_file_unusable_directory(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(BackendUnavailableError, match="cannot create"):
+        FileBackend(blocker / "state")
+
+
+# -- SQLiteBackend -----------------------------------------------------------------------------
+
+
+async def test_sqlite_layout_wal_and_sql_access(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    backend = SQLiteBackend(db, table="runs")
+    await backend.save_state("r", state("r", customer="ACME"))
+    assert backend.schema_version() == 1
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        indexes = {r[1] for r in conn.execute("PRAGMA index_list(runs)")}
+        assert {"runs_status_updated", "runs_pipeline_updated", "runs_updated"} <= indexes
+        row = conn.execute(
+            "SELECT status, revision, json_extract(envelope, '$.payload.pipeline_context.customer')"
+            " FROM runs WHERE run_id = 'r'"
+        ).fetchone()
+        assert row == ("running", 1, "ACME")
+        versions = conn.execute("SELECT * FROM flujo_schema_versions").fetchall()
+        assert versions == [("runs", 1)]
+
+
+async def test_sqlite_refuses_a_newer_layout(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    await SQLiteBackend(db).save_state("r", state("r"))
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE flujo_schema_versions SET version = 99")
+    with pytest.raises(FutureVersionError, match="layout version 99"):
+        await SQLiteBackend(db).load_state("r")
+
+
+async def test_sqlite_instances_share_data_and_claims(tmp_path: Path) -> None:
+    one, two = SQLiteBackend(tmp_path / "s.db"), SQLiteBackend(tmp_path / "s.db")
+    await one.save_state("r", state("r"))
+    assert await two.save_state("r", state("r"), expected_revision=1) == 2
+    async with one.claim("r"):
+        with pytest.raises(RunInProgressError):
+            async with two.claim("r"):
+                pass
+    assert (tmp_path / "s.db.claims").is_dir()
+
+
+@pytest.mark.parametrize("path", [":memory:", "", "file:x.db?mode=memory"])
+def test_sqlite_needs_a_file(path: str) -> None:
+    with pytest.raises(BackendUnavailableError, match="database file path"):
+        SQLiteBackend(path)
+
+
+def test_sqlite_checks_its_options(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="table name"):
+        SQLiteBackend(tmp_path / "x.db", table='x"; DROP TABLE y; --')
+    with pytest.raises(ValueError, match="synchronous"):
+        SQLiteBackend(tmp_path / "x.db", synchronous="OFF")  # type: ignore[arg-type]
+
+
+async def test_sqlite_unopenable_database(tmp_path: Path) -> None:
+    (tmp_path / "dir.db").mkdir()
+    with pytest.raises(BackendUnavailableError, match=r"dir\.db"):
+        await SQLiteBackend(tmp_path / "dir.db").load_state("r")
+    (tmp_path / "junk.db").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(BackendUnavailableError, match=r"junk\.db"):
+        await SQLiteBackend(tmp_path / "junk.db").load_state("r")
+
+
+# -- PostgresBackend ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def pg(postgres_target: PostgresTarget) -> AsyncIterator[PostgresBackend]:
+    backend = PostgresBackend(
+        postgres_target.dsn, schema=postgres_target.schema, table=postgres_target.new_table()
+    )
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+async def _query(backend: PostgresBackend, sql: str) -> list[tuple[object, ...]]:
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(backend.dsn) as conn:
+        cur = await conn.execute(sql.format(t=f'"{backend.schema}"."{backend.table}"'))
+        return list(await cur.fetchall())
+
+
+@pytest.mark.postgres
+async def test_postgres_payload_is_queryable_jsonb(pg: PostgresBackend) -> None:
+    await pg.save_state("q", state("q", customer="ACME", amount=12))
+    rows = await _query(
+        pg,
+        "SELECT payload->'pipeline_context'->>'customer', (payload->'pipeline_context'->>'amount')"
+        "::int, pg_typeof(payload)::text, pg_typeof(envelope)::text FROM {t}",
+    )
+    assert rows == [("ACME", 12, "jsonb", "json")]
+    assert await pg.schema_version() == 1
+
+
+@pytest.mark.postgres
+async def test_postgres_keeps_exact_text_where_jsonb_would_not(pg: PostgresBackend) -> None:
+    context = {"z": 1, "a": 1e20, "neg": -0.0, "nul": "a\x00b"}
+    await pg.save_state("exact", state("exact", **context))
+    loaded = await pg.load_state("exact")
+    assert loaded is not None
+    assert list(loaded["pipeline_context"]) == ["z", "a", "neg", "nul"]
+    assert type(loaded["pipeline_context"]["a"]) is float
+    assert str(loaded["pipeline_context"]["neg"]) == "-0.0"
+    assert loaded["pipeline_context"]["nul"] == "a\x00b"
+    assert await _query(pg, "SELECT payload IS NULL FROM {t}") == [(True,)]  # no U+0000 in jsonb
+
+
+@pytest.mark.postgres
+async def test_postgres_encrypted_rows_have_no_plaintext_copy(
+    postgres_target: PostgresTarget,
+) -> None:
+    backend = PostgresBackend(
+        postgres_target.dsn,
+        schema=postgres_target.schema,
+        table=postgres_target.new_table(),
+        encryption=Encryption.single(Encryption.generate_key()),
+        queryable_payload=True,
+    )
+    try:
+        await backend.save_state("s", state("s", secret="hunter2"))
+        rows = await _query(backend, "SELECT payload IS NULL, envelope::text FROM {t}")
+        assert rows[0][0] is True and "hunter2" not in str(rows[0][1])
+    finally:
+        await backend.close()
+
+
+@pytest.mark.postgres
+async def test_postgres_refuses_a_newer_layout(postgres_target: PostgresTarget) -> None:
+    table = postgres_target.new_table()
+    first = PostgresBackend(postgres_target.dsn, schema=postgres_target.schema, table=table)
+    await first.save_state("r", state("r"))
+    await first.close()
+    await _query(
+        first,
+        f'UPDATE "{postgres_target.schema}".flujo_schema_versions SET version = 99'
+        f" WHERE component = '{table}' RETURNING version",
+    )
+    second = PostgresBackend(postgres_target.dsn, schema=postgres_target.schema, table=table)
+    try:
+        with pytest.raises(FutureVersionError, match="layout version 99"):
+            await second.load_state("r")
+    finally:
+        await second.close()
+
+
+@pytest.mark.postgres
+async def test_postgres_instances_share_data_and_claims(postgres_target: PostgresTarget) -> None:
+    table = postgres_target.new_table()
+    one = PostgresBackend(postgres_target.dsn, schema=postgres_target.schema, table=table)
+    two = PostgresBackend(postgres_target.dsn, schema=postgres_target.schema, table=table)
+    try:
+        await one.save_state("r", state("r"))
+        assert await two.save_state("r", state("r"), expected_revision=1) == 2
+        async with one.claim("r"):
+            with pytest.raises(RunInProgressError):
+                async with two.claim("r"):
+                    pass
+        async with two.claim("r"):
+            pass
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_postgres_unreachable_server_is_a_clear_error() -> None:
+    backend = PostgresBackend(
+        "postgresql://nobody@127.0.0.1:1/none", schema="s", table=f"t_{uuid.uuid4().hex[:6]}",
+        connect_timeout=1,
+    )  # fmt: skip
+    try:
+        with pytest.raises(BackendUnavailableError):
+            await backend.load_state("r")
+        with pytest.raises(BackendUnavailableError):
+            async with backend.claim("r"):
+                pass
+    finally:
+        await backend.close()
+
+
+def test_postgres_checks_names() -> None:
+    with pytest.raises(ValueError, match="schema name"):
+        PostgresBackend("postgresql://x", schema="bad-name")
+    with pytest.raises(ValueError, match="table name"):
+        PostgresBackend("postgresql://x", table="t" * 60)
