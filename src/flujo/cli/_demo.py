@@ -1,10 +1,11 @@
-"""``flujo demo``: typed state survives a killed process.
+"""``flujo demo``: a three-step pipeline killed mid-run and resumed by its run id.
 
-A child process saves the state of run ``demo-order-42`` after its first step into the
-embedded SQLite store (``flujo-demo.db`` in the chosen folder), then is killed with SIGKILL
-in the middle of the next step. The parent, a different process, loads the state by run id
-and checks that every value came back with its exact type: a user pydantic model, a
-registered plain class with a JSON Schema, a Decimal, a datetime with its IANA zone, a set.
+A child process runs the pipeline on the embedded SQLite store (``flujo-demo.db`` in the
+chosen folder) and is killed with SIGKILL in the middle of step 2. The parent, a different
+process, runs the same pipeline with the same ``run_id``: step 1 is not run again, step 2
+is re-executed, step 3 runs, and every value in the persisted state comes back with its
+type: a user pydantic model, a registered plain class with a JSON Schema, a Decimal, a
+datetime with its IANA zone, a set.
 """
 
 from __future__ import annotations
@@ -23,10 +24,14 @@ from zoneinfo import ZoneInfo
 import orjson
 from pydantic import BaseModel
 
-from ..serialization import register_custom_serializer
+from ..application import Flujo, PipelineContext, Step
+from ..serialization import register_custom_serializer, register_type
+from ..state import SQLiteBackend
 
 RUN_ID = "demo-order-42"
 STORE_NAME = "flujo-demo.db"
+CRASH_ENV = "FLUJO_DEMO_CRASH_IN_STEP"
+MADRID = ZoneInfo("Europe/Madrid")
 
 
 class Customer(BaseModel):
@@ -37,8 +42,11 @@ class Customer(BaseModel):
     tier: str
 
 
+register_type(Customer, name="demo.customer")  # optional: a name that survives a move
+
+
 class Money:
-    """A plain class: flujo needs to be told how to store it, and checks the schema."""
+    """A plain class: flujo must be told how to store it, and checks the declared schema."""
 
     __slots__ = ("amount", "currency")
 
@@ -69,70 +77,105 @@ register_custom_serializer(
     schema=MONEY_SCHEMA, name="demo.money", version=1)
 
 
-def expected_context() -> dict[str, Any]:
-    return {
-        "customer": Customer(name="Ada Lovelace", email="ada@example.com", tier="gold"),
-        "total": Money(Decimal("1234.50"), "EUR"),
-        "discount_rate": Decimal("0.075"),
-        "ordered_at": datetime(2026, 3, 29, 2, 30, tzinfo=ZoneInfo("Europe/Madrid")),
-        "tags": {"priority", "gift"},
-    }
+class OrderContext(PipelineContext):
+    customer: Customer | None = None
+    ordered_at: datetime | None = None
 
 
-def _child(store: Path) -> None:
-    """Runs in the child: save after step 1, then get killed during step 2."""
-    from ..state import SQLiteBackend
+def _say(step: str) -> None:
+    print(f"  [pid {os.getpid()}] running step {step}", flush=True)
 
-    async def work() -> None:
-        backend = SQLiteBackend(store)
-        await backend.save_state(RUN_ID, {
-            "run_id": RUN_ID, "pipeline_name": "orders", "pipeline_version": "1",
-            "current_step_index": 1, "status": "running",
-            "pipeline_context": expected_context(), "last_step_output": expected_context()["total"],
-            "step_history": [{"name": "fetch", "success": True}],
-        })
-        print("child: step 1 done, state saved; step 2 starts ...", flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)  # a crash in the middle of step 2
 
-    asyncio.run(work())
+def fetch(order_id: str, *, context: OrderContext) -> Customer:
+    _say("fetch")
+    context.customer = Customer(name="Ada Lovelace", email="ada@example.com", tier="gold")
+    context.ordered_at = datetime(2026, 10, 25, 2, 30, fold=1, tzinfo=MADRID)  # DST fall-back
+    return context.customer
+
+
+def price(customer: Customer, *, context: OrderContext) -> Money:
+    _say("price")
+    context.scratchpad["discount_rate"] = Decimal("0.075")
+    if os.environ.get(CRASH_ENV) == "price":
+        os.kill(os.getpid(), signal.SIGKILL)  # the crash: nothing after this line runs
+    return Money(Decimal("1234.50") * (1 - context.scratchpad["discount_rate"]), "EUR")
+
+
+def ship(total: Money, *, context: OrderContext) -> dict[str, Any]:
+    _say("ship")
+    return {"total": total, "tags": {"gift", "priority"},
+            "shipped_at": datetime(2026, 10, 26, 9, 0, tzinfo=MADRID)}
+
+
+def build_runner(store: Path) -> Flujo[OrderContext]:
+    pipeline = Step.from_callable(fetch) >> Step.from_callable(price) >> Step.from_callable(ship)
+    return Flujo(pipeline, context_model=OrderContext, state_backend=SQLiteBackend(store),
+                 pipeline_name="orders", pipeline_version="1")
+
+
+def child_main(store: str) -> None:
+    """Entry point of the child process (imported by name so class names agree)."""
+    build_runner(Path(store)).run("order-42", run_id=RUN_ID)
+
+
+def _checks(context: OrderContext, output: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    expected_total = Money(Decimal("1234.50") * (1 - Decimal("0.075")), "EUR")
+    return [
+        ("customer", context.customer, Customer(name="Ada Lovelace", email="ada@example.com",
+                                                tier="gold")),
+        ("ordered_at", context.ordered_at, datetime(2026, 10, 25, 2, 30, fold=1, tzinfo=MADRID)),
+        ("discount_rate", context.scratchpad.get("discount_rate"), Decimal("0.075")),
+        ("total", output.get("total"), expected_total),
+        ("tags", output.get("tags"), {"gift", "priority"}),
+        ("shipped_at", output.get("shipped_at"), datetime(2026, 10, 26, 9, 0, tzinfo=MADRID)),
+    ]
 
 
 def run_demo(folder: Path) -> int:
-    from ..state import SQLiteBackend
-
     folder.mkdir(parents=True, exist_ok=True)
     store = folder / STORE_NAME
-    # The child imports this module by name (not as __main__) so both processes agree on the
-    # classes' names.
+    asyncio.run(build_runner(store).backend.delete_state(RUN_ID))  # a fresh demo each time
+    print(f"1. a child process runs pipeline 'orders' as run {RUN_ID!r} and crashes in step 2:")
     child = subprocess.run(
-        [sys.executable, "-c", "import sys; from flujo.cli._demo import _child; "
-         "_child(__import__('pathlib').Path(sys.argv[1]))", str(store)], check=False)
-    print(f"parent: child process ended with signal {-child.returncode}"
-          if child.returncode < 0 else f"parent: child exited with {child.returncode}")
+        [sys.executable, "-c", "import sys; from flujo.cli._demo import child_main; "
+         "child_main(sys.argv[1])", str(store)],
+        env={**os.environ, CRASH_ENV: "price"}, check=False)
     if child.returncode != -signal.SIGKILL:
-        print("demo failed: the child was expected to be killed", file=sys.stderr)
+        print(f"demo failed: the child ended with {child.returncode}, not SIGKILL", file=sys.stderr)
         return 1
+    print("   child killed with SIGKILL (signal 9)\n")
 
-    backend = SQLiteBackend(store)
-    raw = asyncio.run(backend.load_raw(RUN_ID))
-    state = asyncio.run(backend.load_state(RUN_ID))
-    if state is None or raw is None:
-        print(f"demo failed: no state saved for {RUN_ID}", file=sys.stderr)
+    runner = build_runner(store)
+    envelope = asyncio.run(runner.backend.read_envelope(RUN_ID))  # type: ignore[arg-type]
+    if envelope is None:
+        print("demo failed: nothing was saved before the crash", file=sys.stderr)
         return 1
-    print(f"\npersisted envelope for run {RUN_ID!r} in {store}:")
-    print(orjson.dumps(raw, option=orjson.OPT_INDENT_2, default=str).decode()[:2000])
-    print("\nloaded back in a new process:")
-    context = state["pipeline_context"]
+    print(f"2. saved before the crash (envelope revision {envelope.revision}), resuming at "
+          f"step index {envelope.payload['current_step_index']}:")
+    result = runner.run("order-42", run_id=RUN_ID)
+    print(f"   run finished: success={result.success}, steps "
+          f"{[(s.name, s.attempts) for s in result.step_history]} (name, attempts)\n")
+
+    final = asyncio.run(runner.backend.read_envelope(RUN_ID))
+    assert final is not None
+    print("3. the persisted envelope (payload abridged):")
+    shown = final.model_dump(mode="json")
+    shown["payload"] = {k: shown["payload"][k] for k in (
+        "current_step_index", "status", "pipeline_context", "last_step_output")}
+    print(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
+
+    record = asyncio.run(runner.backend.load_record(RUN_ID))
+    assert record is not None
+    context = runner._restore_context(record.state)
+    print("\n4. loaded back, value by value:")
     failures = 0
-    for key, expected in expected_context().items():
-        value = context[key]
+    for name, value, expected in _checks(context, record.state.last_step_output):  # type: ignore[arg-type]
         same = type(value) is type(expected) and value == expected
+        if isinstance(expected, datetime):
+            same = same and getattr(value.tzinfo, "key", None) == "Europe/Madrid" \
+                and value.fold == expected.fold
         failures += not same
-        print(f"  {'ok ' if same else 'BAD'} {key:<14} {type(value).__name__:<9} {value!r}")
-    zone = getattr(context["ordered_at"].tzinfo, "key", None)
-    print(f"  {'ok ' if zone == 'Europe/Madrid' else 'BAD'} zone kept      {zone}")
-    failures += zone != "Europe/Madrid"
-    print(f"\nresume point: step index {state['current_step_index']}; "
-          f"{'every value came back with its type' if not failures else f'{failures} lost'}")
-    return 1 if failures else 0
-
+        print(f"   {'ok ' if same else 'BAD'} {name:<14} {type(value).__name__:<9} {value!r}")
+    print("\nevery value came back with its type" if not failures
+          else f"\n{failures} value(s) lost their type")
+    return 1 if failures or not result.success else 0
