@@ -1,0 +1,257 @@
+"""Golden envelopes: records written by every released envelope format must load forever.
+
+``tests/golden/state/v<N>/`` holds records written by envelope format version N (``v0`` is
+the bare state dict earlier flujo wrote). They are never edited or regenerated: a change that
+breaks one of these tests breaks real stored data. When a new format version is released, add
+``v<N+1>/`` by running this module with ``FLUJO_WRITE_GOLDEN=1`` (it only writes files that do
+not exist yet) and commit the new files.
+
+The records were written with ``golden.Money`` at version 1 and state schema version 1; the
+reader below is at ``golden.Money`` version 2 and state schema version 2, so loading them
+exercises a per-type migration and a whole-state migration as well as every codec.
+"""
+
+from __future__ import annotations
+
+import decimal
+import enum
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from flujo.serialization import TypeRegistry
+from flujo.state import (
+    ENVELOPE_VERSION,
+    Encryption,
+    EnvelopeCodec,
+    FileBackend,
+    StateMigrations,
+    WorkflowState,
+    migrate_all,
+)
+from flujo.state.testing import assert_same
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "state"
+#: Test-only key of the encrypted goldens (never use a key like this for real data).
+GOLDEN_KEY = bytes(range(32))
+GOLDEN_KEY_ID = "golden-key-1"
+CREATED = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+UPDATED = datetime(2024, 6, 1, 12, 30, tzinfo=UTC)
+
+
+class GoldenColor(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+@dataclass(frozen=True)
+class GoldenPoint:
+    x: int
+    y: float
+
+
+class GoldenLine(BaseModel):
+    sku: str
+    quantity: int
+    price: decimal.Decimal
+
+
+class GoldenOrder(BaseModel):
+    id: uuid.UUID
+    lines: list[GoldenLine]
+    placed_at: datetime
+    color: GoldenColor
+
+
+@dataclass(frozen=True)
+class Money:
+    amount: decimal.Decimal
+    currency: str
+
+
+def _register_shared(registry: TypeRegistry) -> TypeRegistry:
+    registry.register_type(GoldenColor, name="golden.Color")
+    registry.register_type(GoldenPoint, name="golden.Point")
+    registry.register_type(GoldenLine, name="golden.Line")
+    registry.register_type(GoldenOrder, name="golden.Order")
+    return registry
+
+
+def writer_registry() -> TypeRegistry:
+    """How the goldens were written: golden.Money at version 1 (no currency)."""
+    registry = _register_shared(TypeRegistry())
+    registry.register_custom_serializer(
+        Money,
+        lambda m: {"amount": str(m.amount)},
+        deserializer=lambda v: Money(decimal.Decimal(v["amount"]), "USD"),
+        name="golden.Money",
+    )
+    return registry
+
+
+def reader_registry() -> TypeRegistry:
+    """Today's code: golden.Money at version 2, whose v1 records were all in EUR."""
+    registry = _register_shared(TypeRegistry())
+    registry.register_custom_serializer(
+        Money,
+        lambda m: {"amount": str(m.amount), "currency": m.currency},
+        deserializer=lambda v: Money(decimal.Decimal(v["amount"]), v["currency"]),
+        name="golden.Money",
+        version=2,
+        migrations={1: lambda v: {**v, "currency": "EUR"}},
+    )
+    return registry
+
+
+def reader_migrations() -> StateMigrations:
+    """Today's state schema (2): the context key ``client`` was renamed ``customer``."""
+    migrations = StateMigrations(current_version=2)
+
+    @migrations.register(1)
+    def rename_client(state: dict[str, Any]) -> dict[str, Any]:
+        context = state["pipeline_context"]
+        context["customer"] = context.pop("client")
+        return state
+
+    return migrations
+
+
+def written_context() -> dict[str, Any]:
+    return {
+        "client": "ACME Corp",
+        "total": Money(decimal.Decimal("1234.50"), "USD"),
+        "order": GoldenOrder(
+            id=uuid.UUID("6f1b0b3e-4d5c-4a8e-9a7b-2c3d4e5f6a7b"),
+            lines=[GoldenLine(sku="A-1", quantity=3, price=decimal.Decimal("9.99"))],
+            placed_at=datetime(2024, 5, 31, 23, 59, tzinfo=UTC),
+            color=GoldenColor.BLUE,
+        ),
+        "points": [GoldenPoint(1, 2.5), GoldenPoint(-3, 0.0)],
+        "seen": {"a", "b"},
+        "frozen": frozenset({1, 2}),
+        "pair": (1, "one"),
+        "due": date(2024, 7, 1),
+        "timeout": timedelta(minutes=5),
+        "blob": b"\x00\x01binary",
+        "huge": 2**80,
+        "ratio": 0.1,
+        "by_id": {1: "first", 2: "second"},
+        "text": "unicode ✓ and a NUL \x00",
+    }
+
+
+def expected_context() -> dict[str, Any]:
+    context = written_context()
+    context["total"] = Money(decimal.Decimal("1234.50"), "EUR")  # golden.Money 1 -> 2
+    context["customer"] = context.pop("client")  # state schema 1 -> 2
+    return context
+
+
+def golden_state(run_id: str) -> WorkflowState:
+    return WorkflowState(
+        run_id=run_id,
+        pipeline_name="golden",
+        pipeline_version="1.4.0",
+        current_step_index=2,
+        pipeline_context=written_context(),
+        last_step_output=[GoldenPoint(7, 7.5)],
+        step_history=[{"step": "fetch", "ok": True}, {"step": "price", "ok": True}],
+        status="paused",
+        created_at=CREATED,
+        updated_at=UPDATED,
+    )
+
+
+V1_CODECS: dict[str, dict[str, Any]] = {
+    "plain": {},
+    "zlib": {"compression": "zlib"},
+    "zstd": {"compression": "zstd"},
+    "aesgcm": {"encryption": Encryption.single(GOLDEN_KEY, GOLDEN_KEY_ID)},
+    "zstd+aesgcm": {
+        "compression": "zstd",
+        "encryption": Encryption.single(GOLDEN_KEY, GOLDEN_KEY_ID),
+    },
+}
+
+
+def golden_files() -> list[Path]:
+    return sorted(GOLDEN.glob("v*/*.json"))
+
+
+def reader(directory: Path, *, encrypted: bool) -> FileBackend:
+    encryption = None
+    if encrypted:
+        encryption = Encryption(
+            {GOLDEN_KEY_ID: GOLDEN_KEY}, active_key_id=GOLDEN_KEY_ID, accept_plaintext=True
+        )
+    return FileBackend(
+        directory, registry=reader_registry(), migrations=reader_migrations(), encryption=encryption
+    )
+
+
+def test_every_released_format_has_goldens() -> None:
+    for version in range(ENVELOPE_VERSION + 1):
+        assert list((GOLDEN / f"v{version}").glob("*.json")), f"no goldens for format v{version}"
+
+
+@pytest.mark.parametrize("path", golden_files(), ids=lambda p: f"{p.parent.name}/{p.name}")
+async def test_golden_record_loads(path: Path, tmp_path: Path) -> None:
+    run_id = f"golden-{path.parent.name}-{path.stem}"
+    shutil.copyfile(path, tmp_path / f"{run_id}.json")
+    backend = reader(tmp_path, encrypted="aesgcm" in path.stem)
+    record = await backend.load_record(run_id)
+    assert record is not None
+    state = record.state
+    assert (state.run_id, state.pipeline_name, state.status) == (run_id, "golden", "paused")
+    assert state.current_step_index == 2
+    if path.parent.name == "v0":  # bare JSON from earlier flujo: plain values, no types
+        assert state.pipeline_context == {"customer": "ACME Corp", "rows": 42}
+        assert state.created_at == datetime(2023, 11, 2, 9, 15, tzinfo=UTC)
+        return
+    assert_same(state.pipeline_context, expected_context())
+    assert_same(state.last_step_output, [GoldenPoint(7, 7.5)])
+    assert state.step_history == [{"step": "fetch", "ok": True}, {"step": "price", "ok": True}]
+    assert (state.created_at, state.updated_at) == (CREATED, UPDATED)
+    assert (tmp_path / f"{run_id}.json").read_bytes() == path.read_bytes()  # untouched
+
+
+async def test_golden_records_migrate_to_the_current_versions(tmp_path: Path) -> None:
+    for path in golden_files():
+        if "aesgcm" not in path.stem:
+            shutil.copyfile(path, tmp_path / f"golden-{path.parent.name}-{path.stem}.json")
+    backend = reader(tmp_path, encrypted=False)
+    report = await migrate_all(backend)
+    assert report.ok, report.summary()
+    assert not report.up_to_date and len(report.changed) == len(list(tmp_path.glob("*.json")))
+    assert (await migrate_all(backend)).changed == []
+    for run_id in await backend.list_run_ids():
+        record = await backend.load_record(run_id)
+        assert record is not None and record.envelope.state_version == 2
+        if "v0" not in run_id:
+            assert record.envelope.manifest["golden.Money"] == 2
+            assert_same(record.state.pipeline_context, expected_context())
+
+
+@pytest.mark.skipif(not os.environ.get("FLUJO_WRITE_GOLDEN"), reason="set FLUJO_WRITE_GOLDEN=1")
+def test_write_missing_goldens() -> None:
+    """Write goldens for the current format version; never touches an existing file."""
+    directory = GOLDEN / f"v{ENVELOPE_VERSION}"
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, options in V1_CODECS.items():
+        target = directory / f"{name}.json"
+        if target.exists():
+            continue
+        codec = EnvelopeCodec(
+            registry=writer_registry(), migrations=StateMigrations(current_version=1), **options
+        )
+        run_id = f"golden-v{ENVELOPE_VERSION}-{name}"
+        encoded = codec.encode_state(golden_state(run_id))
+        sealed = codec.seal(encoded, revision=3, created_at=CREATED, updated_at=UPDATED)
+        target.write_bytes(sealed.raw + b"\n")
