@@ -1,0 +1,105 @@
+"""A pipeline shared by the crash tests' parent and child processes.
+
+Every step appends its name to the side-effect log (``FLUJO_TEST_LOG``) *before* it can
+crash, so the log counts executions, crashed ones included. ``FLUJO_TEST_CRASH_AT=<step>``
+makes that step SIGKILL its own process after logging.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from contextvars import ContextVar
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, Field
+
+from flujo import Flujo, PipelineContext, Step
+from flujo.state import StateBackend
+
+STEP_NAMES = ("load", "enrich", "price", "total", "ship")
+CRASH_IN_PROCESS: ContextVar[str | None] = ContextVar("crash_in_process")
+
+
+class Item(BaseModel):
+    sku: str
+    price: Decimal
+    added: datetime
+
+
+class CrashContext(PipelineContext):
+    items: list[Item] = Field(default_factory=list)
+    seen: set[str] = Field(default_factory=set)
+
+
+class SimulatedCrash(BaseException):
+    """Raised by a step in-process to stand for a crash: the runner must not catch it."""
+
+
+def _enter(name: str) -> None:
+    log = os.environ.get("FLUJO_TEST_LOG")
+    if log:
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(name + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    if os.environ.get("FLUJO_TEST_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if CRASH_IN_PROCESS.get(None) == name:
+        raise SimulatedCrash(name)
+    if os.environ.get("FLUJO_TEST_HANG_AT") == name:
+        time.sleep(60)  # held until the test kills this process
+
+
+def load(order: str, *, context: CrashContext) -> list[Item]:
+    _enter("load")
+    base = datetime(2026, 3, 29, 1, 30, tzinfo=ZoneInfo("Europe/Paris"))
+    context.items = [Item(sku=f"{order}-{i}", price=Decimal(f"{i}.10"),
+                          added=base + timedelta(hours=i)) for i in range(3)]
+    return context.items
+
+
+def enrich(items: list[Item], *, context: CrashContext) -> tuple[Item, ...]:
+    _enter("enrich")
+    context.seen |= {item.sku for item in items}
+    return tuple(items)
+
+
+async def price(items: tuple[Item, ...], *, context: CrashContext) -> dict[str, Decimal]:
+    _enter("price")
+    return {item.sku: item.price * 2 for item in items}
+
+
+def total(prices: dict[str, Decimal], *, context: CrashContext) -> Decimal:
+    _enter("total")
+    context.scratchpad["total_at"] = datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=5)))
+    return sum(prices.values(), Decimal("0.00"))
+
+
+def ship(amount: Decimal, *, context: CrashContext) -> dict[str, Any]:
+    _enter("ship")
+    return {"amount": amount, "skus": frozenset(context.seen), "run": context.run_id}
+
+
+def build_runner(backend: StateBackend | str) -> Flujo[CrashContext]:
+    pipeline = (Step.from_callable(load) >> Step.from_callable(enrich) >> Step.from_callable(price)
+                >> Step.from_callable(total) >> Step.from_callable(ship))
+    return Flujo(pipeline, context_model=CrashContext, state_backend=backend,
+                 pipeline_name="crashy", pipeline_version="1")
+
+
+def make_backend(kind: str, location: str, schema: str | None = None) -> StateBackend:
+    """The same store from any process: ``file``/``sqlite`` paths or a Postgres DSN."""
+    from flujo.state import FileBackend, PostgresBackend, SQLiteBackend
+
+    if kind == "file":
+        return FileBackend(location)
+    if kind == "sqlite":
+        return SQLiteBackend(location)
+    if kind == "postgres":
+        return PostgresBackend(location, schema=schema or "public", min_size=1, max_size=2)
+    raise ValueError(f"unknown backend kind {kind!r}")

@@ -1,0 +1,322 @@
+"""The runner's rules, on every backend: run ids, resume, failures, mismatches, claims."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from crash_pipeline import CRASH_IN_PROCESS, STEP_NAMES, Item, SimulatedCrash, build_runner
+from pydantic import Field
+
+from flujo import Flujo, Pipeline, PipelineContext, PipelineResult, Step, StepResult
+from flujo.exceptions import (
+    FlujoError,
+    PipelineError,
+    PipelineMismatchError,
+    RunIdConflictError,
+    RunInProgressError,
+)
+from flujo.state import InMemoryBackend, SQLiteBackend, StateBackend, WorkflowState
+
+
+def new_id() -> str:
+    return f"run-{uuid.uuid4().hex[:10]}"
+
+
+class Ctx(PipelineContext):
+    calls: list[str] = Field(default_factory=list)
+
+
+def counting_pipeline(fail_on: set[str] | None = None) -> Pipeline:
+    failures = fail_on if fail_on is not None else set()
+
+    def make(name: str) -> Step:
+        def step(data: Any, *, context: Ctx) -> Any:
+            context.calls.append(name)
+            if name in failures:
+                raise RuntimeError(f"{name} failed")
+            return (data, name)
+        return Step.from_callable(step, name=name)
+
+    return make("a") >> make("b") >> make("c")
+
+
+async def test_run_id_is_set_on_the_context_before_the_first_step(backend: StateBackend) -> None:
+    seen: list[str] = []
+
+    def first(data: str, *, context: PipelineContext) -> str:
+        seen.append(context.run_id)
+        return data
+
+    rid = new_id()
+    result = await Flujo(Step.from_callable(first), state_backend=backend).run_async(
+        "x", run_id=rid)
+    assert seen == [rid]
+    assert result.final_pipeline_context.run_id == rid
+    assert result.run_id == rid
+
+
+async def test_a_completed_run_is_returned_without_running_any_step(
+        backend: StateBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "steps.log"
+    monkeypatch.setenv("FLUJO_TEST_LOG", str(log))
+    rid = new_id()
+    first = await build_runner(backend).run_async("order", run_id=rid)
+    assert first.success
+    assert log.read_text().split() == list(STEP_NAMES)
+    log.write_text("")
+    again = [await build_runner(backend).run_async("other input", run_id=rid) for _ in range(3)]
+    assert log.read_text() == ""
+    for result in again:
+        assert result.output == first.output
+        assert [s.name for s in result.step_history] == list(STEP_NAMES)
+        assert type(result.output["amount"]) is Decimal
+
+
+async def test_a_failed_step_is_recorded_and_re_executed_on_resume(backend: StateBackend) -> None:
+    rid = new_id()
+    failed = await Flujo(counting_pipeline({"b"}), context_model=Ctx,
+                         state_backend=backend).run_async("in", run_id=rid)
+    assert not failed.success
+    assert [(s.name, s.success) for s in failed.step_history] == [("a", True), ("b", False)]
+    assert failed.step_history[-1].feedback == "RuntimeError: b failed"
+    record = await backend.load_state(rid)
+    assert record is not None
+    assert record["status"] == "failed"
+    assert record["current_step_index"] == 1
+    assert "b failed" in record["error"]
+
+    resumed = await Flujo(counting_pipeline(), context_model=Ctx,
+                          state_backend=backend).run_async("in", run_id=rid)
+    assert resumed.success
+    assert [(s.name, s.attempts) for s in resumed.step_history] == [("a", 1), ("b", 2), ("c", 1)]
+    assert resumed.final_pipeline_context.calls == ["a", "b", "b", "c"]
+    assert resumed.output == ((("in", "a"), "b"), "c")
+
+
+@pytest.mark.parametrize("crash_at", STEP_NAMES)
+async def test_resumed_steps_receive_identical_types(backend: StateBackend, crash_at: str) -> None:
+    rid = new_id()
+    straight = await build_runner(InMemoryBackend()).run_async("order", run_id=rid)
+    token = CRASH_IN_PROCESS.set(crash_at)
+    try:
+        with pytest.raises(SimulatedCrash):
+            await build_runner(backend).run_async("order", run_id=rid)
+    finally:
+        CRASH_IN_PROCESS.reset(token)
+    resumed = await build_runner(backend).run_async("order", run_id=rid)
+    assert_same(resumed.output, straight.output)
+    assert_same(resumed.final_pipeline_context, straight.final_pipeline_context)
+    assert [s.name for s in resumed.step_history] == list(STEP_NAMES)
+    assert resumed.final_pipeline_context.items[0].added.tzinfo.key == "Europe/Paris"
+
+
+def assert_same(a: Any, b: Any) -> None:
+    """Equal, with the same type at every level."""
+    assert type(a) is type(b), (a, b)
+    if isinstance(a, dict):
+        assert list(a) == list(b)
+        for key in a:
+            assert_same(a[key], b[key])
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            assert_same(x, y)
+    elif isinstance(a, PipelineContext | Item):
+        assert_same(dict(a), dict(b))
+    else:
+        assert a == b
+
+
+async def test_without_run_id_a_fresh_id_and_no_file(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FLUJO_STATE_URI", raising=False)
+    runner = Flujo(counting_pipeline(), context_model=Ctx)
+    first = await runner.run_async("x")
+    second = await runner.run_async("x")
+    assert first.run_id != second.run_id
+    assert first.run_id.startswith("run_")
+    assert list(tmp_path.iterdir()) == []
+    assert isinstance(runner.backend, InMemoryBackend)
+
+
+async def test_in_memory_default_lets_a_failed_run_resume_in_process() -> None:
+    rid = new_id()
+    runner = Flujo(counting_pipeline({"c"}), context_model=Ctx)
+    assert not (await runner.run_async("x", run_id=rid)).success
+    runner.pipeline = counting_pipeline()
+    assert (await runner.run_async("x", run_id=rid)).success
+
+
+def test_state_uri_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLUJO_STATE_URI", f"sqlite:///{tmp_path / 'env.db'}")
+    runner = Flujo(counting_pipeline(), context_model=Ctx)
+    assert isinstance(runner.backend, SQLiteBackend)
+    assert runner.run("x", run_id="env-run").success
+    assert (tmp_path / "env.db").exists()
+
+
+def test_uri_string_backend(tmp_path: Path) -> None:
+    runner = Flujo(counting_pipeline(), context_model=Ctx,
+                   state_backend=f"file://{tmp_path / 'files'}")
+    assert runner.run("x", run_id="uri-run").success
+    assert any((tmp_path / "files").iterdir())
+
+
+async def test_legacy_initial_context_run_id(backend: StateBackend) -> None:
+    rid = new_id()
+    runner = Flujo(counting_pipeline(), context_model=Ctx, state_backend=backend)
+    result = await runner.run_async("x", initial_context_data={"run_id": rid})
+    assert result.run_id == rid
+    assert await backend.load_state(rid) is not None
+    same = await runner.run_async("x", run_id=rid, initial_context_data={"run_id": rid})
+    assert same.success
+
+
+async def test_conflicting_run_ids_are_refused() -> None:
+    runner = Flujo(counting_pipeline(), context_model=Ctx)
+    with pytest.raises(RunIdConflictError, match="disagree") as info:
+        await runner.run_async("x", run_id="a", initial_context_data={"run_id": "b"})
+    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value, FlujoError)
+
+
+@pytest.mark.parametrize("change", ["steps", "version", "name"])
+async def test_resuming_with_a_different_pipeline_is_refused(backend: StateBackend,
+                                                             change: str) -> None:
+    rid = new_id()
+    await Flujo(counting_pipeline({"b"}), context_model=Ctx, state_backend=backend,
+                pipeline_name="p", pipeline_version="1").run_async("x", run_id=rid)
+    other = counting_pipeline()
+    options: dict[str, Any] = {"pipeline_name": "p", "pipeline_version": "1"}
+    if change == "steps":
+        other = Pipeline(other.steps[:2])
+    elif change == "version":
+        options["pipeline_version"] = "2"
+    else:
+        options["pipeline_name"] = "q"
+    with pytest.raises(PipelineMismatchError):
+        await Flujo(other, context_model=Ctx, state_backend=backend, **options).run_async(
+            "x", run_id=rid)
+    record = await backend.load_state(rid)
+    assert record is not None and record["status"] == "failed"  # untouched
+
+
+async def test_a_version_migration_lets_an_old_run_resume(backend: StateBackend) -> None:
+    rid = new_id()
+    await Flujo(counting_pipeline({"b"}), context_model=Ctx, state_backend=backend,
+                pipeline_version="1").run_async("x", run_id=rid)
+    migrated: list[str] = []
+
+    def from_v1(state: WorkflowState) -> WorkflowState:
+        migrated.append(state.pipeline_version)
+        return state
+
+    result = await Flujo(counting_pipeline(), context_model=Ctx, state_backend=backend,
+                         pipeline_version="2", version_migrations={"1": from_v1}).run_async(
+        "x", run_id=rid)
+    assert result.success and migrated == ["1"]
+    stored = await backend.load_state(rid)
+    assert stored is not None and stored["pipeline_version"] == "2"
+
+
+async def test_delete_on_completion(backend: StateBackend) -> None:
+    rid = new_id()
+    runner = Flujo(counting_pipeline(), context_model=Ctx, state_backend=backend,
+                   delete_on_completion=True)
+    assert (await runner.run_async("x", run_id=rid)).success
+    assert await backend.load_state(rid) is None
+
+
+async def test_async_iteration_yields_each_step_then_the_result(backend: StateBackend) -> None:
+    handle = Flujo(counting_pipeline(), context_model=Ctx, state_backend=backend).run_async(
+        "x", run_id=new_id())
+    names = [step.name async for step in handle]
+    assert names == ["a", "b", "c"]
+    assert isinstance(handle.result, PipelineResult) and handle.result.success
+    assert all(isinstance(s, StepResult) for s in handle.result.step_history)
+
+
+async def test_two_workers_on_one_run_exactly_one_executes(backend: StateBackend) -> None:
+    rid = new_id()
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    async def slow(data: str) -> str:
+        started.set()
+        await release.wait()
+        return data
+
+    runner = Flujo(Step.from_callable(slow), state_backend=backend)
+    first = asyncio.ensure_future(runner.run_async("x", run_id=rid))
+    await started.wait()
+    with pytest.raises(RunInProgressError):
+        await Flujo(Step.from_callable(slow), state_backend=backend).run_async("x", run_id=rid)
+    release.set()
+    assert (await first).success
+
+
+async def test_claim_timeout_waits_for_the_other_worker() -> None:
+    backend = InMemoryBackend()
+    rid = new_id()
+    release = asyncio.Event()
+
+    async def slow(data: str) -> str:
+        await release.wait()
+        return data
+
+    first = asyncio.ensure_future(
+        Flujo(Step.from_callable(slow), state_backend=backend).run_async("x", run_id=rid))
+    await asyncio.sleep(0.01)
+    waiter = asyncio.ensure_future(
+        Flujo(Step.from_callable(slow), state_backend=backend, claim_timeout=5).run_async(
+            "x", run_id=rid))
+    await asyncio.sleep(0.1)
+    assert not waiter.done()
+    release.set()
+    assert (await first).success
+    assert (await waiter).success  # found the run completed
+
+
+async def test_unserializable_output_fails_the_save_and_keeps_the_previous_state(
+        backend: StateBackend) -> None:
+    class Opaque:
+        pass
+
+    def bad(data: str) -> Opaque:
+        return Opaque()
+
+    rid = new_id()
+    runner = Flujo(counting_pipeline() >> Step.from_callable(bad), context_model=Ctx,
+                   state_backend=backend)
+    with pytest.raises(TypeError, match="Opaque"):
+        await runner.run_async("x", run_id=rid)
+    stored = await backend.load_state(rid)
+    assert stored is not None and stored["current_step_index"] == 3
+
+
+def test_sync_run_inside_an_event_loop_is_refused() -> None:
+    async def inside() -> None:
+        with pytest.raises(PipelineError, match="run_async"):
+            Flujo(counting_pipeline(), context_model=Ctx).run("x")
+
+    asyncio.run(inside())
+
+
+def test_pipeline_definition_errors() -> None:
+    def same(data: Any) -> Any:
+        return data
+
+    with pytest.raises(PipelineError, match="unique"):
+        Step.from_callable(same) >> Step.from_callable(same)
+    with pytest.raises(PipelineError, match="name"):
+        Step.from_callable(lambda data: data)
+    with pytest.raises(PipelineError, match="PipelineContext"):
+        Flujo(Step.from_callable(same), context_model=dict)  # type: ignore[arg-type]
+    assert os.environ.get("FLUJO_TEST_CRASH_AT") is None
