@@ -1,0 +1,287 @@
+"""Explicit round trips of every built-in and derived type, with the edge cases named."""
+
+from __future__ import annotations
+
+import math
+import pathlib
+from collections import Counter, OrderedDict, defaultdict, deque
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+import orjson
+import pytest
+
+from flujo.exceptions import SerializationError
+from flujo.serialization import TAG, VALUE, TypeRegistry, safe_deserialize, safe_serialize
+
+from ._support import (
+    Animal,
+    Bag,
+    Box,
+    Color,
+    Coord,
+    Dog,
+    Item,
+    Kennel,
+    Labeled,
+    Loose,
+    Mode,
+    Money,
+    Page,
+    Pair,
+    Perm,
+    Point,
+    Priority,
+    Slotted,
+    Version,
+    assert_same,
+    make_registry,
+)
+
+NY = ZoneInfo("America/New_York")
+
+
+@pytest.fixture
+def registry() -> TypeRegistry:
+    return make_registry()
+
+
+def round_trip(value: Any, registry: TypeRegistry) -> Any:
+    data = safe_serialize(value, registry=registry)
+    back = safe_deserialize(orjson.loads(orjson.dumps(data)), registry=registry)
+    assert_same(value, back)
+    return back
+
+
+BUILTIN_VALUES: dict[str, Any] = {
+    "datetime-naive": datetime(2024, 5, 17, 13, 45, 30, 123456),
+    "datetime-utc": datetime(2024, 5, 17, 13, 45, tzinfo=UTC),
+    "datetime-offset": datetime(2024, 5, 17, 13, 45, tzinfo=timezone(timedelta(hours=-3))),
+    "datetime-odd-offset": datetime(2024, 5, 17, tzinfo=timezone(timedelta(hours=5, minutes=45,
+                                                                         seconds=7))),
+    "datetime-named-offset": datetime(2024, 1, 1, tzinfo=timezone(timedelta(hours=-5), "EST")),
+    "datetime-zoneinfo": datetime(2024, 7, 4, 12, tzinfo=NY),
+    "datetime-fold-0": datetime(2024, 11, 3, 1, 30, fold=0, tzinfo=NY),
+    "datetime-fold-1": datetime(2024, 11, 3, 1, 30, fold=1, tzinfo=NY),
+    "datetime-gap": datetime(2024, 3, 10, 2, 30, tzinfo=NY),
+    "datetime-min": datetime.min,
+    "datetime-max": datetime.max.replace(tzinfo=ZoneInfo("Pacific/Kiritimati")),
+    "date": date(1999, 12, 31),
+    "time": time(23, 59, 59, 999999),
+    "time-offset": time(8, 0, tzinfo=timezone(timedelta(hours=2), "CEST")),
+    "timedelta": timedelta(days=-3, seconds=5, microseconds=7),
+    "uuid": UUID("12345678-1234-5678-1234-567812345678"),
+    "decimal": Decimal("1.10"),
+    "decimal-exp": Decimal("1E+3"),
+    "decimal-neg-zero": Decimal("-0"),
+    "decimal-nan": Decimal("NaN"),
+    "decimal-snan": Decimal("sNaN"),
+    "decimal-inf": Decimal("-Infinity"),
+    "enum": Color.GREEN,
+    "intenum": Priority.HIGH,
+    "strenum": Mode.WRITE,
+    "flag": Perm.R | Perm.X,
+    "complex": complex(1.5, -2),
+    "complex-nonfinite": complex(math.nan, -math.inf),
+    "set": {1, 2, 3},
+    "frozenset": frozenset({"a", "b"}),
+    "tuple": (1, "a", None),
+    "namedtuple": Point(1, (2, 3)),
+    "bytes": bytes(range(256)),
+    "bytearray": bytearray(b"\x00\xff\x80"),
+    "posix-path": pathlib.PosixPath("/var/lib/flujo/run.db"),
+    "pure-posix-path": pathlib.PurePosixPath("a/b"),
+    "pure-windows-path": pathlib.PureWindowsPath(r"C:\Users\x"),
+    "int-above-u64": 2**64,
+    "int-below-i64": -(2**63) - 1,
+    "int-huge": 7**6000,
+    "float-nan": math.nan,
+    "float-inf": math.inf,
+    "float-neg-inf": -math.inf,
+    "float-neg-zero": -0.0,
+    "dict-int-keys": {1: "a", 2: "b"},
+    "dict-tuple-keys": {(1, 2): "x"},
+    "dict-enum-keys": {Color.RED: 1},
+    "dict-frozenset-keys": {frozenset({1, 2}): "f"},
+    "dict-reserved-key": {"$t": "datetime@1", "v": "2024-01-01T00:00:00"},
+    "ordereddict": OrderedDict([("b", 1), ("a", 2)]),
+    "deque": deque([1, 2, 3], maxlen=5),
+    "deque-unbounded": deque(["x"]),
+    "counter": Counter("mississippi"),
+    "defaultdict-list": defaultdict(list, {"a": [1]}),
+    "defaultdict-int": defaultdict(int, {1: 2}),
+    "defaultdict-none": defaultdict(None, {1: 2}),
+}
+
+
+@pytest.mark.parametrize("value", BUILTIN_VALUES.values(), ids=BUILTIN_VALUES.keys())
+def test_builtin_round_trip(value: Any, registry: TypeRegistry) -> None:
+    round_trip(value, registry)
+
+
+def test_json_native_data_is_written_unchanged(registry: TypeRegistry) -> None:
+    data = {"a": [1, 2.5, "x", None, True], "b": {"c": -(2**63), "d": 2**64 - 1}, "e": -0.0}
+    assert safe_serialize(data, registry=registry) == data
+    assert safe_deserialize(data, registry=registry) == data
+
+
+def test_decimal_keeps_exact_digits_and_exponent(registry: TypeRegistry) -> None:
+    for text in ["1.10", "1.1", "1.100", "-0", "0E-7", "1E+3", "NaN", "-NaN12", "sNaN",
+                 "Infinity"]:
+        back = round_trip(Decimal(text), registry)
+        assert str(back) == text
+
+
+def test_ambiguous_and_skipped_wall_times_keep_their_offset(registry: TypeRegistry) -> None:
+    first = datetime(2024, 11, 3, 1, 30, fold=0, tzinfo=NY)
+    second = datetime(2024, 11, 3, 1, 30, fold=1, tzinfo=NY)
+    assert first.utcoffset() != second.utcoffset()
+    for value in (first, second):
+        back = round_trip(value, registry)
+        assert back.fold == value.fold
+        assert back.tzinfo is NY
+        assert back.timestamp() == value.timestamp()
+
+
+def test_datetime_with_zoneinfo_states_offset_and_zone(registry: TypeRegistry) -> None:
+    encoded = safe_serialize(datetime(2024, 11, 3, 1, 30, fold=1, tzinfo=NY), registry=registry)
+    assert encoded == {TAG: "datetime@1", VALUE: "2024-11-03T01:30:00-05:00[America/New_York]"}
+
+
+def test_huge_int_beyond_str_digit_limit(registry: TypeRegistry) -> None:
+    value = -(10**5000) - 12345
+    data = safe_serialize(value, registry=registry)
+    assert data[TAG] == "int@1"
+    back = round_trip(value, registry)
+    assert back == value
+
+
+@pytest.mark.parametrize("value", [2**64 - 1, -(2**63)])
+def test_ints_at_the_64_bit_edges_stay_plain(value: int, registry: TypeRegistry) -> None:
+    assert safe_serialize(value, registry=registry) == value
+
+
+@pytest.mark.parametrize("value", [2**64, -(2**63) - 1])
+def test_ints_past_the_64_bit_edges_are_tagged(value: int, registry: TypeRegistry) -> None:
+    assert safe_serialize(value, registry=registry)[TAG] == "int@1"
+    round_trip(value, registry)
+
+
+def test_negative_zero_keeps_its_sign(registry: TypeRegistry) -> None:
+    back = round_trip([-0.0, complex(-0.0, -0.0)], registry)
+    assert math.copysign(1, back[0]) == -1
+    assert math.copysign(1, back[1].imag) == -1
+
+
+def test_equal_sets_encode_to_identical_bytes(registry: TypeRegistry) -> None:
+    one = {3, "a", (1, 2), None, 2.5, frozenset({1, "b"})}
+    other: set[Any] = set()
+    for element in sorted(one, key=repr, reverse=True):  # another insertion order
+        other.add(element)
+    assert orjson.dumps(safe_serialize(one, registry=registry)) == orjson.dumps(
+        safe_serialize(other, registry=registry))
+
+
+def test_reserved_key_dicts_come_back_exactly(registry: TypeRegistry) -> None:
+    tricky = [
+        {"$t": "x"},
+        {"$t": "datetime@1", "v": "2024-01-01T00:00:00"},
+        {"$t": {"$t": "set@1", "v": []}, "v": [1]},
+        {"outer": {"$t": "dict@1", "v": [[1, 2]]}},
+    ]
+    for value in tricky:
+        data = safe_serialize(value, registry=registry)
+        assert "$t" not in data or data["$t"] == "dict@1"
+        round_trip(value, registry)
+
+
+def test_dict_with_mixed_keys_keeps_key_order_and_types(registry: TypeRegistry) -> None:
+    value = {"a": 1, 2: "two", (3, "x"): [3], Color.RED: "r", frozenset({4}): 4, "$t": 5}
+    back = round_trip(value, registry)
+    assert list(back) == list(value)
+
+
+def test_collections_round_trip(registry: TypeRegistry) -> None:
+    back = round_trip(deque(range(10), maxlen=3), registry)
+    assert back.maxlen == 3
+    back = round_trip(Counter({"a": 3, (1, 2): -1}), registry)
+    assert back[(1, 2)] == -1
+    back = round_trip(OrderedDict([(2, "b"), (1, "a")]), registry)
+    assert list(back) == [2, 1]
+
+
+def test_defaultdict_factories(registry: TypeRegistry) -> None:
+    for factory in (list, int, dict, set, str, float, bool, Bag):
+        back = round_trip(defaultdict(factory, {"k": factory()}), registry)
+        assert back.default_factory is factory
+    back = round_trip(defaultdict(Bag), registry)
+    assert back["missing"] == Bag()
+
+
+def test_defaultdict_with_lambda_factory_is_refused(registry: TypeRegistry) -> None:
+    with pytest.raises(SerializationError, match="defaultdict factory") as info:
+        safe_serialize({"counts": defaultdict(lambda: 0)}, registry=registry)
+    assert info.value.path == "$.counts"
+
+
+def test_dataclasses_round_trip(registry: TypeRegistry) -> None:
+    round_trip(Pair(datetime(2024, 1, 1, tzinfo=UTC), {"d": Decimal("2.50")}), registry)
+    frozen = round_trip(Version(3, 11), registry)
+    assert hash(frozen) == hash(Version(3, 11))
+    slotted = round_trip(Labeled("x", {1, 2}), registry)
+    assert not hasattr(slotted, "__dict__")
+    round_trip(Slotted([Decimal("1.0"), (1, 2)]), registry)
+
+
+def test_namedtuples_round_trip(registry: TypeRegistry) -> None:
+    back = round_trip(Coord(1.5, -2.0), registry)
+    assert back.lat == 1.5
+    round_trip([Point(Point(1, 2), None)], registry)
+
+
+def test_generic_model_keeps_its_parameters(registry: TypeRegistry) -> None:
+    page = Page[Item](items=[Item(name="a", price=Decimal("1.10"),
+                                  at=datetime(2024, 1, 1, tzinfo=NY))], total=1)
+    back = round_trip(page, registry)
+    assert type(back) is Page[Item]
+    assert type(back.items[0]) is Item
+
+
+def test_model_any_fields_keep_rich_values(registry: TypeRegistry) -> None:
+    box = Box(payload=Item(name="n", price=Decimal("9.990"), at=datetime(2024, 1, 1)),
+              extras={"when": datetime(2024, 2, 29, tzinfo=UTC), "amount": Decimal("0.10"),
+                      "tags": {"a", "b"}, "nested": Box(payload=(1, 2))})
+    back = round_trip(box, registry)
+    assert type(back.extras["nested"].payload) is tuple
+
+
+def test_field_typed_as_base_model_keeps_the_subclass(registry: TypeRegistry) -> None:
+    kennel = Kennel(resident=Dog(name="rex", breed="collie", good=False),
+                    visitors=[Animal(name="cat"), Dog(name="fido", breed="pug")])
+    back = round_trip(kennel, registry)
+    assert type(back.resident) is Dog
+    assert back.resident.breed == "collie"
+    assert [type(v) for v in back.visitors] == [Animal, Dog]
+
+
+def test_extra_allow_model_keeps_extra_fields(registry: TypeRegistry) -> None:
+    loose = Loose(kind="k", x_when=date(2024, 1, 1), x_money=Money(Decimal("3.50")))
+    back = round_trip(loose, registry)
+    assert back.__pydantic_extra__ == {"x_when": date(2024, 1, 1),
+                                       "x_money": Money(Decimal("3.50"))}
+
+
+def test_everything_nested_together(registry: TypeRegistry) -> None:
+    value = {
+        "models": [Kennel(resident=Dog(name="a", breed="b"))],
+        "by_id": {UUID(int=1): (Color.RED, Priority.LOW, Mode.READ)},
+        "sets": [frozenset({Version(1, 0), Coord(0.0, 1.0)}), set()],
+        "money": Money(Decimal("12.00"), "USD"),
+        "path": pathlib.PurePosixPath("/x"),
+        "window": deque([timedelta(seconds=1)], maxlen=2),
+        "$t": "not a tag",
+    }
+    round_trip(value, registry)

@@ -1,0 +1,259 @@
+"""Errors: the right type, the right builtin base, a path, and never a bare RecursionError."""
+
+from __future__ import annotations
+
+import warnings
+from collections import deque
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from flujo.exceptions import (
+    CircularReferenceError,
+    DeserializationError,
+    FlujoError,
+    FutureVersionError,
+    MissingDeserializerError,
+    MissingMigrationError,
+    NestingTooDeepError,
+    RegistrationError,
+    SchemaValidationError,
+    SerializationError,
+    UnknownTypeError,
+    UnserializableTypeError,
+)
+from flujo.serialization import (
+    TAG,
+    VALUE,
+    TypeRegistry,
+    UnknownTypeWarning,
+    deserialize_from_json,
+    safe_deserialize,
+    safe_serialize,
+)
+
+from ._support import Box, make_registry
+
+
+class Secret:
+    """Its repr must never leak into an error message."""
+
+    def __repr__(self) -> str:
+        return "Secret(password='hunter2')"
+
+
+class Node(BaseModel):
+    name: str
+    child: Any = None
+
+
+@pytest.fixture
+def registry() -> TypeRegistry:
+    return make_registry()
+
+
+# -- the exception tree ---------------------------------------------------------------------
+@pytest.mark.parametrize(("exc", "bases"), [
+    (SerializationError, (FlujoError, ValueError)),
+    (UnserializableTypeError, (SerializationError, FlujoError, TypeError, ValueError)),
+    (CircularReferenceError, (SerializationError, FlujoError, ValueError)),
+    (NestingTooDeepError, (SerializationError, FlujoError, ValueError)),
+    (SchemaValidationError, (SerializationError, FlujoError, ValueError)),
+    (DeserializationError, (SerializationError, FlujoError, ValueError)),
+    (UnknownTypeError, (DeserializationError, FlujoError, LookupError, ValueError)),
+    (MissingDeserializerError, (UnknownTypeError, FlujoError, LookupError)),
+    (MissingMigrationError, (DeserializationError, FlujoError, ValueError)),
+    (FutureVersionError, (DeserializationError, FlujoError, ValueError)),
+    (RegistrationError, (FlujoError, ValueError)),
+])
+def test_exception_hierarchy(exc: type[Exception], bases: tuple[type, ...]) -> None:
+    for base in bases:
+        assert issubclass(exc, base), f"{exc.__name__} is not a {base.__name__}"
+
+
+def test_non_strict_keeps_unknown_tags_and_warns(registry: TypeRegistry) -> None:
+    unknown = {TAG: "acme:Thing@1", VALUE: {"x": [1, 2]}}
+    data = {"known": {TAG: "set@1", VALUE: [1]}, "unknown": unknown}
+    with pytest.warns(UnknownTypeWarning, match="acme:Thing@1"):
+        back = safe_deserialize(data, registry=registry, strict=False)
+    assert back["known"] == {1}
+    assert back["unknown"] == unknown
+
+
+def test_strict_mode_does_not_warn(registry: TypeRegistry) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UnknownTypeError):
+            safe_deserialize({TAG: "acme:Thing@1", VALUE: None}, registry=registry)
+
+
+def test_subclass_of_builtin_is_not_silently_its_base(registry: TypeRegistry) -> None:
+    class Tags(list[str]):
+        pass
+
+    with pytest.raises(UnserializableTypeError, match="Tags"):
+        safe_serialize({"t": Tags(["a"])}, registry=registry)
+
+
+def test_default_serializer_is_a_last_resort(registry: TypeRegistry) -> None:
+    data = safe_serialize({"s": Secret()}, registry=registry, default_serializer=lambda o: "x")
+    assert data == {"s": "x"}
+
+
+# -- cycles --------------------------------------------------------------------------------------
+def test_list_containing_itself(registry: TypeRegistry) -> None:
+    loop: list[Any] = [1]
+    loop.append(loop)
+    with pytest.raises(CircularReferenceError) as info:
+        safe_serialize({"a": loop}, registry=registry)
+    assert info.value.path == "$.a[1]"
+    assert "$.a[1]" in str(info.value)
+    assert "$.a" in str(info.value)
+
+
+def test_dict_cycle(registry: TypeRegistry) -> None:
+    a: dict[str, Any] = {}
+    b: dict[str, Any] = {"a": a}
+    a["b"] = b
+    with pytest.raises(CircularReferenceError) as info:
+        safe_serialize({"root": a}, registry=registry)
+    assert info.value.path == "$.root.b.a"
+
+
+def test_model_cycle(registry: TypeRegistry) -> None:
+    node = Node(name="a")
+    node.child = Node(name="b", child=[node])
+    with pytest.raises(CircularReferenceError) as info:
+        safe_serialize({"tree": node}, registry=registry)
+    assert info.value.path == "$.tree.child.child[0]"
+
+
+def test_cycle_through_a_tuple_and_a_set_element(registry: TypeRegistry) -> None:
+    holder: list[Any] = []
+    holder.append((holder,))
+    with pytest.raises(CircularReferenceError):
+        safe_serialize(holder, registry=registry)
+
+
+def test_shared_references_are_not_cycles(registry: TypeRegistry) -> None:
+    shared = [1, 2]
+    assert safe_deserialize(safe_serialize([shared, shared, {"x": shared}], registry=registry),
+                            registry=registry) == [[1, 2], [1, 2], {"x": [1, 2]}]
+
+
+# -- deep nesting --------------------------------------------------------------------------------
+def _nest(depth: int, wrap: Any) -> Any:
+    value: Any = 0
+    for _ in range(depth):
+        value = wrap(value)
+    return value
+
+
+ENCODE_NESTINGS = {
+    "list": lambda v: [v],
+    "dict": lambda v: {"k": v},
+    "tuple": lambda v: (v,),
+    "escaped-dict": lambda v: {1: v},
+    "reserved-key-dict": lambda v: {"$t": v},
+    "set-of-frozensets": lambda v: frozenset([v]),
+    "deque": lambda v: deque([v]),
+    "model": lambda v: Box(payload=v),
+}
+
+
+DECODE_NESTINGS = {
+    "list": lambda v: [v],
+    "dict": lambda v: {"k": v},
+    "tuple": lambda v: {TAG: "tuple@1", VALUE: [v]},
+    "escaped-dict": lambda v: {TAG: "dict@1", VALUE: [[1, v]]},
+    "deque": lambda v: {TAG: "deque@1", VALUE: {"items": [v], "maxlen": None}},
+    "model": lambda v: {TAG: f"{Box.__module__}:Box@1", VALUE: {"payload": v}},
+}
+
+
+# -- malformed data ---------------------------------------------------------------------------
+MALFORMED = {
+    "extra-key": {TAG: "set@1", VALUE: [], "x": 1},
+    "missing-v": {TAG: "set@1"},
+    "tag-not-str": {TAG: 5, VALUE: []},
+    "no-version": {TAG: "set", VALUE: []},
+    "empty-name": {TAG: "@1", VALUE: []},
+    "version-zero": {TAG: "set@0", VALUE: []},
+    "version-leading-zero": {TAG: "set@01", VALUE: []},
+    "version-negative": {TAG: "set@-1", VALUE: []},
+    "version-superscript": {TAG: "set@\u00b9", VALUE: []},
+    "datetime-int": {TAG: "datetime@1", VALUE: 5},
+    "datetime-garbage": {TAG: "datetime@1", VALUE: "yesterday"},
+    "datetime-bad-zone": {TAG: "datetime@1", VALUE: "2024-01-01T00:00:00+00:00[No/Where]"},
+    "datetime-zone-no-offset": {TAG: "datetime@1", VALUE: "2024-01-01T00:00:00[UTC]"},
+    "datetime-wrong-offset": {TAG: "datetime@1",
+                              VALUE: "2024-07-01T00:00:00+03:00[America/New_York]"},
+    "decimal-garbage": {TAG: "decimal@1", VALUE: "one"},
+    "uuid-garbage": {TAG: "uuid@1", VALUE: "xyz"},
+    "int-decimal-text": {TAG: "int@1", VALUE: "123"},
+    "int-not-str": {TAG: "int@1", VALUE: 123},
+    "float-bad": {TAG: "float@1", VALUE: "NaN"},
+    "bytes-bad-base64": {TAG: "bytes@1", VALUE: "***"},
+    "timedelta-short": {TAG: "timedelta@1", VALUE: [1, 2]},
+    "complex-short": {TAG: "complex@1", VALUE: [1.0]},
+    "complex-ints": {TAG: "complex@1", VALUE: [1, 2]},
+    "set-unhashable": {TAG: "set@1", VALUE: [[1]]},
+    "set-not-list": {TAG: "set@1", VALUE: {"a": 1}},
+    "dict-bad-pairs": {TAG: "dict@1", VALUE: [[1, 2, 3]]},
+    "dict-unhashable-key": {TAG: "dict@1", VALUE: [[[1], 2]]},
+    "deque-missing-items": {TAG: "deque@1", VALUE: {"maxlen": 1}},
+    "deque-bad-maxlen": {TAG: "deque@1", VALUE: {"items": [], "maxlen": "x"}},
+    "defaultdict-not-object": {TAG: "defaultdict@1", VALUE: []},
+    "enum-bad-value": {TAG: f"{Box.__module__}:Color@1", VALUE: "purple"},
+    "model-missing-field": {TAG: f"{Box.__module__}:Item@1", VALUE: {"name": "x"}},
+    "model-unknown-field": {TAG: f"{Box.__module__}:Animal@1", VALUE: {"name": "x", "y": 1}},
+    "model-not-object": {TAG: f"{Box.__module__}:Animal@1", VALUE: ["x"]},
+    "namedtuple-width": {TAG: f"{Box.__module__}:Point@1", VALUE: [1]},
+    "path-not-str": {TAG: "path.posix@1", VALUE: 1},
+}
+
+
+@pytest.mark.parametrize("data", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_tagged_objects(registry: TypeRegistry, data: Any) -> None:
+    with pytest.raises(DeserializationError) as info:
+        safe_deserialize({"x": [data]}, registry=registry)
+    assert info.value.path == "$.x[0]"
+    assert not isinstance(info.value, UnknownTypeError) or "@" in info.value.tag
+
+
+def test_non_json_input_to_decode(registry: TypeRegistry) -> None:
+    with pytest.raises(DeserializationError):
+        safe_deserialize({"a": object()}, registry=registry)
+    with pytest.raises(DeserializationError):
+        safe_deserialize({1: "a"}, registry=registry)
+
+
+def test_invalid_json_text(registry: TypeRegistry) -> None:
+    with pytest.raises(SerializationError):
+        deserialize_from_json("{not json", registry=registry)
+
+
+def test_failing_custom_serializer_and_deserializer(registry: TypeRegistry) -> None:
+    class Fragile:
+        pass
+
+    def boom(_: Any) -> Any:
+        raise RuntimeError("boom")
+
+    registry.register_custom_serializer(Fragile, boom, deserializer=boom, name="fragile")
+    with pytest.raises(SerializationError, match="boom") as info:
+        safe_serialize({"f": Fragile()}, registry=registry)
+    assert info.value.path == "$.f"
+    assert isinstance(info.value.__cause__, RuntimeError)
+    with pytest.raises(DeserializationError, match="boom"):
+        safe_deserialize({TAG: "fragile@1", VALUE: 1}, registry=registry)
+
+
+def test_serializer_returning_its_own_type_is_refused(registry: TypeRegistry) -> None:
+    class Same:
+        pass
+
+    registry.register_custom_serializer(Same, lambda s: Same(), name="same")
+    with pytest.raises(SerializationError, match="JSON-compatible"):
+        safe_serialize(Same(), registry=registry)

@@ -1,0 +1,158 @@
+"""mode="json": plain, human-facing output (not reversible)."""
+
+from __future__ import annotations
+
+import math
+import pathlib
+from collections import OrderedDict, deque
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import orjson
+import pytest
+
+from flujo.exceptions import NestingTooDeepError, SerializationError, UnserializableTypeError
+from flujo.serialization import (
+    CIRCULAR_PLACEHOLDER,
+    TypeRegistry,
+    safe_serialize,
+    serialize_to_json,
+)
+
+from ._support import Box, Color, Dog, Kennel, Loose, Money, Pair, Point, Priority, make_registry
+
+
+@pytest.fixture
+def registry() -> TypeRegistry:
+    return make_registry()
+
+
+def plain(value: Any, registry: TypeRegistry, **options: Any) -> Any:
+    return safe_serialize(value, mode="json", registry=registry, **options)
+
+
+def test_scalars_and_builtins(registry: TypeRegistry) -> None:
+    value = {
+        "dt": datetime(2024, 5, 17, 13, 45, 30, 5, tzinfo=UTC),
+        "naive": datetime(2024, 5, 17),
+        "date": date(2024, 5, 17),
+        "time": time(1, 2, 3),
+        "delta": timedelta(minutes=1, microseconds=500_000),
+        "uuid": UUID(int=1),
+        "decimal": Decimal("1.10"),
+        "path": pathlib.PurePosixPath("/a/b"),
+        "bytes": b"\x00\xff",
+        "enum": Color.RED,
+        "intenum": Priority.HIGH,
+        "nan": math.nan,
+        "inf": math.inf,
+        "ninf": -math.inf,
+        "big": 2**70,
+        "complex": complex(1, -1),
+    }
+    assert plain(value, registry) == {
+        "dt": "2024-05-17T13:45:30.000005+00:00",
+        "naive": "2024-05-17T00:00:00",
+        "date": "2024-05-17",
+        "time": "01:02:03",
+        "delta": 60.5,
+        "uuid": "00000000-0000-0000-0000-000000000001",
+        "decimal": "1.10",
+        "path": "/a/b",
+        "bytes": "AP8=",
+        "enum": "red",
+        "intenum": 2,
+        "nan": "nan",
+        "inf": "inf",
+        "ninf": "-inf",
+        "big": 2**70,
+        "complex": {"real": 1.0, "imag": -1.0},
+    }
+
+
+def test_containers_become_lists_and_objects(registry: TypeRegistry) -> None:
+    out = plain({"set": {3, 1, 2}, "frozen": frozenset({"b", "a"}), "tuple": (1, (2,)),
+                 "deque": deque([1]), "od": OrderedDict(b=1, a=2), "keys": {1: "a", (1, 2): "b"},
+                 "nt": Point(1, 2), "$t": "kept"}, registry)
+    assert out == {"set": [1, 2, 3], "frozen": ["a", "b"], "tuple": [1, [2]], "deque": [1],
+                   "od": {"b": 1, "a": 2}, "keys": {"1": "a", "[1, 2]": "b"}, "nt": [1, 2],
+                   "$t": "kept"}
+
+
+def test_models_and_dataclasses_become_field_dicts(registry: TypeRegistry) -> None:
+    out = plain([Kennel(resident=Dog(name="rex", breed="pug")), Pair(1, Decimal("2.5")),
+                 Loose(kind="k", x_a=date(2024, 1, 1)), Box(payload={"m": Money(Decimal(1))})],
+                registry)
+    assert out == [
+        {"resident": {"name": "rex", "breed": "pug", "good": True}, "visitors": []},
+        {"left": 1, "right": "2.5"},
+        {"kind": "k", "x_a": "2024-01-01"},
+        {"payload": {"m": {"amount": "1", "currency": "EUR"}}, "extras": {}},
+    ]
+
+
+def test_output_is_json_native(registry: TypeRegistry) -> None:
+    out = plain({"a": [datetime(2024, 1, 1), {1, 2}, Color.BLUE, math.nan]}, registry)
+    assert orjson.loads(orjson.dumps(out)) == out
+
+
+def test_circular_references_become_a_placeholder(registry: TypeRegistry) -> None:
+    loop: list[Any] = [1]
+    loop.append(loop)
+    assert plain({"loop": loop}, registry) == {"loop": [1, CIRCULAR_PLACEHOLDER]}
+    assert CIRCULAR_PLACEHOLDER == "<circular-ref>"
+    d: dict[str, Any] = {}
+    d["self"] = d
+    assert plain(d, registry) == {"self": "<circular-ref>"}
+    box = Box()
+    box.payload = [box]
+    assert plain(box, registry) == {"payload": ["<circular-ref>"], "extras": {}}
+
+
+def test_shared_references_are_not_circular(registry: TypeRegistry) -> None:
+    shared = {"x": 1}
+    assert plain([shared, shared], registry) == [{"x": 1}, {"x": 1}]
+
+
+class Opaque:
+    def __repr__(self) -> str:
+        return "Opaque(secret)"
+
+
+def test_default_serializer_handles_unknown_types(registry: TypeRegistry) -> None:
+    out = plain({"a": Opaque()}, registry, default_serializer=lambda o: {"opaque": True})
+    assert out == {"a": {"opaque": True}}
+
+
+def test_default_serializer_returning_the_same_type_raises(registry: TypeRegistry) -> None:
+    with pytest.raises(UnserializableTypeError):
+        plain(Opaque(), registry, default_serializer=lambda o: Opaque())
+
+
+def test_default_serializer_that_fails(registry: TypeRegistry) -> None:
+    def boom(_: Any) -> Any:
+        raise RuntimeError("nope")
+
+    with pytest.raises(SerializationError, match="nope"):
+        plain({"a": Opaque()}, registry, default_serializer=boom)
+
+
+def test_deep_nesting_raises(registry: TypeRegistry) -> None:
+    value: Any = 0
+    for _ in range(10_000):
+        value = {1: [value]}
+    with pytest.raises(NestingTooDeepError):
+        plain(value, registry)
+
+
+def test_serialize_to_json_in_json_mode(registry: TypeRegistry) -> None:
+    text = serialize_to_json({"when": date(2024, 1, 1), "s": {2, 1}}, mode="json",
+                             registry=registry)
+    assert text == '{"when":"2024-01-01","s":[1,2]}'
+
+
+def test_bad_mode_is_refused(registry: TypeRegistry) -> None:
+    with pytest.raises(ValueError, match="mode"):
+        safe_serialize(1, mode="yaml", registry=registry)  # type: ignore[arg-type]

@@ -1,0 +1,134 @@
+"""Schema contracts: every schema is valid Draft 2020-12 and describes what is written."""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo, available_timezones
+
+import jsonschema
+import jsonschema_rs
+import pytest
+from pydantic import BaseModel, Field
+
+from flujo.serialization import (
+    TAG,
+    VALUE,
+    TypeRegistry,
+    safe_serialize,
+    tagged_format_schema,
+    type_schema,
+)
+from flujo.serialization._builtins import BUILTIN_CODECS
+
+from ._support import (
+    MONEY_SCHEMA,
+    SCHEMA_TYPES,
+    Item,
+    Kennel,
+    Money,
+    make_registry,
+)
+
+Draft = jsonschema.Draft202012Validator
+
+
+@pytest.fixture
+def registry() -> TypeRegistry:
+    return make_registry()
+
+
+def assert_valid(schema: dict[str, Any], data: Any) -> None:
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in Draft(schema).iter_errors(data)]
+    assert errors == []
+    assert jsonschema_rs.validator_for(schema).is_valid(data)
+
+
+@pytest.mark.parametrize("codec", BUILTIN_CODECS, ids=[c.name for c in BUILTIN_CODECS])
+def test_every_builtin_codec_schema_is_valid_draft_2020_12(codec: Any) -> None:
+    Draft.check_schema(codec.schema)
+
+
+def test_type_schema_of_a_model_lists_its_fields(registry: TypeRegistry) -> None:
+    schema = type_schema(registry, Item)
+    Draft.check_schema(schema)
+    tag = f"{Item.__module__}:Item@1"
+    body = schema["$defs"][tag]["properties"][VALUE]
+    assert set(body["properties"]) == {"name", "price", "at"}
+    assert body["required"] == ["at", "name", "price"]
+    assert body["additionalProperties"] is False
+    assert body["properties"]["name"] == {"type": "string"}
+    assert "decimal@1" in schema["$defs"] and "datetime@1" in schema["$defs"]
+    assert_valid(schema, safe_serialize(
+        Item(name="a", price=Decimal("1.5"), at=datetime(2024, 1, 1)), registry=registry))
+
+
+def test_type_schema_carries_field_descriptions() -> None:
+    class Documented(BaseModel):
+        """A documented model."""
+
+        size: int = Field(description="in bytes")
+
+    registry = TypeRegistry()
+    schema = type_schema(registry, Documented)
+    tag = f"{Documented.__module__}:{Documented.__qualname__}@1"
+    definition = schema["$defs"][tag]
+    assert definition["description"] == "A documented model."
+    assert definition["properties"][VALUE]["properties"]["size"]["description"] == "in bytes"
+
+
+def test_type_schema_of_a_custom_type_is_its_declared_schema(registry: TypeRegistry) -> None:
+    schema = type_schema(registry, Money)
+    assert schema["$defs"]["money@1"]["properties"][VALUE] == MONEY_SCHEMA
+    assert_valid(schema, safe_serialize(Money(Decimal("2.50")), registry=registry))
+    assert not Draft(schema).is_valid({TAG: "money@1", VALUE: {"amount": "x"}})
+
+
+def test_schema_rejects_data_it_does_not_describe(registry: TypeRegistry) -> None:
+    validator = Draft(tagged_format_schema(registry, types=SCHEMA_TYPES))
+    assert not validator.is_valid({TAG: "set@1"})
+    assert not validator.is_valid({TAG: "datetime@1", VALUE: "yesterday"})
+    assert not validator.is_valid({TAG: "money@1", VALUE: {"amount": "1"}})
+    assert not validator.is_valid({TAG: "bad tag", VALUE: 1})
+    assert validator.is_valid({TAG: "unknown.type@3", VALUE: {"anything": 1}})
+
+
+@pytest.mark.parametrize("text", ["1.10", "-0", "1E+3", "-1.5E-7", "NaN", "-NaN", "sNaN",
+                                  "Infinity", "-Infinity"])
+def test_every_decimal_form_matches_the_decimal_schema(registry: TypeRegistry, text: str) -> None:
+    assert_valid(tagged_format_schema(registry), safe_serialize(Decimal(text), registry=registry))
+
+
+def test_every_zone_key_matches_the_datetime_schema(registry: TypeRegistry) -> None:
+    schema = tagged_format_schema(registry)
+    validator = jsonschema_rs.validator_for(schema)
+    for key in sorted(available_timezones()):
+        data = safe_serialize(datetime(2024, 6, 1, 12, tzinfo=ZoneInfo(key)), registry=registry)
+        assert validator.is_valid(data), data
+
+
+@pytest.mark.parametrize("name", ["EST", "UTC+5", "", "with space", "tab\tname"])
+def test_named_fixed_offsets_match_the_datetime_and_time_schemas(
+        registry: TypeRegistry, name: str) -> None:
+    tz = timezone(timedelta(hours=-5, seconds=30), name)
+    schema = tagged_format_schema(registry)
+    assert_valid(schema, safe_serialize(datetime(2024, 1, 1, tzinfo=tz), registry=registry))
+    assert_valid(schema, safe_serialize(time(1, 2, tzinfo=tz), registry=registry))
+
+
+def test_subclass_in_a_base_typed_field_validates(registry: TypeRegistry) -> None:
+    schema = tagged_format_schema(registry, types=[Kennel])
+    from ._support import Dog
+    assert_valid(schema, safe_serialize(Kennel(resident=Dog(name="a", breed="b")),
+                                        registry=registry))
+
+
+def test_types_without_a_codec_are_refused(registry: TypeRegistry) -> None:
+    class Nothing:
+        pass
+
+    with pytest.raises(TypeError):
+        tagged_format_schema(registry, types=[Nothing])
+    with pytest.raises(TypeError):
+        type_schema(registry, Nothing)
