@@ -72,6 +72,22 @@ def test_exception_hierarchy(exc: type[Exception], bases: tuple[type, ...]) -> N
         assert issubclass(exc, base), f"{exc.__name__} is not a {base.__name__}"
 
 
+# -- unknown tags -----------------------------------------------------------------------------
+def test_unknown_tag_names_the_tag_and_how_to_register(registry: TypeRegistry) -> None:
+    data = {"a": [{TAG: "acme.billing:Invoice@1", VALUE: {"n": 1}}]}
+    with pytest.raises(UnknownTypeError) as info:
+        safe_deserialize(data, registry=registry)
+    err = info.value
+    assert err.tag == "acme.billing:Invoice@1"
+    assert err.path == "$.a[0]"
+    message = str(err)
+    assert "acme.billing:Invoice@1" in message
+    assert "register_custom_serializer" in message
+    assert "import the module" in message
+    assert "$.a[0]" in message
+    assert isinstance(err, LookupError)
+
+
 def test_non_strict_keeps_unknown_tags_and_warns(registry: TypeRegistry) -> None:
     unknown = {TAG: "acme:Thing@1", VALUE: {"x": [1, 2]}}
     data = {"known": {TAG: "set@1", VALUE: [1]}, "unknown": unknown}
@@ -86,6 +102,21 @@ def test_strict_mode_does_not_warn(registry: TypeRegistry) -> None:
         warnings.simplefilter("error")
         with pytest.raises(UnknownTypeError):
             safe_deserialize({TAG: "acme:Thing@1", VALUE: None}, registry=registry)
+
+
+# -- unserializable values --------------------------------------------------------------------
+def test_unserializable_names_type_and_path_never_repr(registry: TypeRegistry) -> None:
+    state = {"steps": [{"ok": 1}, {"out": Box(payload={"k": Secret()})}]}
+    with pytest.raises(UnserializableTypeError) as info:
+        safe_serialize(state, registry=registry)
+    err = info.value
+    assert isinstance(err, TypeError)
+    assert err.value_type is Secret
+    assert err.path == "$.steps[1].out.payload.k"
+    message = str(err)
+    assert f"{__name__}.Secret" in message
+    assert "$.steps[1].out.payload.k" in message
+    assert "hunter2" not in message
 
 
 def test_subclass_of_builtin_is_not_silently_its_base(registry: TypeRegistry) -> None:
@@ -170,6 +201,16 @@ DECODE_NESTINGS = {
     "deque": lambda v: {TAG: "deque@1", VALUE: {"items": [v], "maxlen": None}},
     "model": lambda v: {TAG: f"{Box.__module__}:Box@1", VALUE: {"payload": v}},
 }
+
+
+def test_max_depth_is_configurable() -> None:
+    registry = TypeRegistry(max_depth=5)
+    with pytest.raises(NestingTooDeepError) as info:
+        safe_serialize(_nest(10, lambda v: [v]), registry=registry)
+    assert info.value.path.startswith("$[0][0][0][0][0]")
+    assert info.value.path in str(info.value)
+    with pytest.raises(NestingTooDeepError):
+        safe_deserialize(_nest(10, lambda v: [v]), registry=registry)
 
 
 # -- malformed data ---------------------------------------------------------------------------

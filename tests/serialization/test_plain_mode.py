@@ -121,6 +121,14 @@ class Opaque:
         return "Opaque(secret)"
 
 
+def test_unknown_types_raise_with_a_path(registry: TypeRegistry) -> None:
+    with pytest.raises(UnserializableTypeError) as info:
+        plain({"a": [1, Opaque()]}, registry)
+    assert info.value.path == "$.a[1]"
+    assert "$.a[1]" in str(info.value)
+    assert "secret" not in str(info.value)
+
+
 def test_default_serializer_handles_unknown_types(registry: TypeRegistry) -> None:
     out = plain({"a": Opaque()}, registry, default_serializer=lambda o: {"opaque": True})
     assert out == {"a": {"opaque": True}}

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 import flujo.serialization as ser
 from flujo.exceptions import (
+    FlujoError,
     MissingDeserializerError,
     RegistrationError,
     SchemaValidationError,
@@ -138,6 +139,25 @@ def _money_registry(**options: Any) -> TypeRegistry:
 @dataclass
 class Record:
     price: Money
+
+
+def test_schema_violation_names_type_path_and_value() -> None:
+    registry = _money_registry()
+    state = {"records": [Record(Money(Decimal(i))) for i in range(3)]
+             + [Record(Money(Decimal("1"), "dollars"))]}
+    with pytest.raises(SchemaValidationError) as info:
+        safe_serialize(state, registry=registry)
+    err = info.value
+    assert err.type_name == "money"
+    assert err.path == "$.records[3].price"
+    assert err.value == "dollars"
+    message = str(err)
+    assert "'money'" in message
+    assert "$.records[3].price" in message
+    assert "'dollars'" in message
+    assert "currency" in message
+    assert isinstance(err, FlujoError)
+    assert isinstance(err, ValueError)
 
 
 def test_schema_violation_inside_custom_output_names_output_location() -> None:

@@ -74,8 +74,18 @@ def _finish(exc: SerializationError) -> SerializationError:
                 return cycle
         if segment:
             segments.append(segment)
-    exc.path = "$" + "".join(segments)
+    _set_path(exc, "$" + "".join(segments))
     return exc
+
+
+def _set_path(exc: SerializationError, path: str) -> None:
+    """Move ``exc`` to ``path``: the attribute and the ``(at ...)`` ending of its message."""
+    suffix = f" (at {exc.path})"
+    message = str(exc.args[0]) if exc.args else ""
+    if message.endswith(suffix):
+        message = message[: -len(suffix)]
+    exc.path = path
+    exc.args = (f"{message} (at {path})", *exc.args[1:])
 
 
 class Encoder:
