@@ -119,6 +119,24 @@ def test_unserializable_names_type_and_path_never_repr(registry: TypeRegistry) -
     assert "hunter2" not in message
 
 
+@pytest.mark.parametrize(("value", "path"), [
+    ({1: "a", 2: Secret()}, "$[2]"),
+    ({"a": 1, 2: Secret()}, "$[2]"),
+    ({"$t": 1, "x": Secret()}, "$.x"),
+    ({(1, 2): [Secret()]}, "$[(1, 2)][0]"),
+    ([(0, Secret())], "$[0][1]"),
+    ({"s": {frozenset({1}): Secret()}}, "$.s[frozenset({1})]"),
+    ({"bad key": Secret()}, "$['bad key']"),
+    (deque([0, Secret()]), "$[1]"),
+])
+def test_unserializable_paths_through_containers(
+        registry: TypeRegistry, value: Any, path: str) -> None:
+    with pytest.raises(UnserializableTypeError) as info:
+        safe_serialize(value, registry=registry)
+    assert info.value.path == path
+    assert f"(at {path})" in str(info.value)
+
+
 def test_subclass_of_builtin_is_not_silently_its_base(registry: TypeRegistry) -> None:
     class Tags(list[str]):
         pass

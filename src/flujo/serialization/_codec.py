@@ -154,12 +154,16 @@ class Encoder:
         try:
             for key, value in obj.items():
                 if type(key) is not str:
-                    return self.registry._escaped_dict_plan(self, obj, depth)
+                    break
                 out[key] = encode(value, child)
+            else:
+                return out
         except SerializationError as exc:
             _note(exc, key_segment(key), None)
             raise
-        return out
+        # A non-str key: written as the escaped dict (outside the try, which would otherwise
+        # add this key's segment to the path of an error inside the escaped form).
+        return self.registry._escaped_dict_plan(self, obj, depth)
 
     def encode_items(self, items: Any, depth: int) -> list[Any]:
         """Encode an iterable into a list, noting the index of a failing item."""
