@@ -145,7 +145,7 @@ async def test_sqlite_layout_wal_and_sql_access(tmp_path: Path) -> None:
     db = tmp_path / "state.db"
     backend = SQLiteBackend(db, table="runs")
     await backend.save_state("r", state("r", customer="ACME"))
-    assert backend.schema_version() == 1
+    assert backend.schema_version() == 1 and backend.journal_mode == "wal"
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         indexes = {r[1] for r in conn.execute("PRAGMA index_list(runs)")}

@@ -241,3 +241,27 @@ def test_json_io_is_exact() -> None:
             loads(bad)
     with pytest.raises(ValueError):
         loads(b"[Infinity, 12345678901234567890]")
+
+
+def test_header_must_agree_with_the_payload() -> None:
+    codec = EnvelopeCodec(encryption=Encryption.single(KEY))
+    data = orjson.loads(codec.seal(codec.encode_state(state()), revision=1).raw)
+    for field, value in [("status", "completed"), ("pipeline_name", "other")]:
+        envelope = codec.parse(dumps({**data, field: value}), what="x")
+        with pytest.raises(CorruptStateError, match="altered"):
+            codec.open(envelope, what="x")
+
+
+def test_failing_deserializer_is_reported_as_undecodable() -> None:
+    class Opaque:
+        pass
+
+    registry = TypeRegistry()
+    registry.register_custom_serializer(
+        Opaque, lambda o: {"x": 1}, deserializer=lambda v: v["missing"], name="t.Opaque"
+    )
+    codec = EnvelopeCodec(registry=registry)
+    envelope = codec.seal(codec.encode_state(state(o=Opaque())), revision=1).envelope
+    with pytest.raises(CorruptStateError, match="KeyError") as info:
+        codec.open(envelope, what="run 'r-1'")
+    assert "run 'r-1'" in str(info.value)

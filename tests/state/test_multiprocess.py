@@ -137,6 +137,22 @@ def test_concurrent_processes_never_tear_a_record(
     run(store, check)
 
 
+def test_processes_opening_a_new_store_together(
+    store: dict[str, Any], procs: list[subprocess.Popen[str]]
+) -> None:
+    start_at = time.time() + 1.0
+    for i in range(6):
+        procs.append(spawn({**store, "mode": "hammer", "run_id": f"fresh-{i}", "n": 1,
+                            "size": 1, "start_at": start_at}))  # fmt: skip
+    for proc in procs:
+        finish(proc)
+
+    async def check(backend: StateBackend) -> None:
+        assert await backend.list_run_ids() == [f"fresh-{i}" for i in range(6)]
+
+    run(store, check)
+
+
 @pytest.mark.parametrize("delay", [0.0, 0.013, 0.029])
 def test_sigkill_mid_write_keeps_the_last_saved_state(
     store: dict[str, Any], procs: list[subprocess.Popen[str]], delay: float

@@ -402,14 +402,23 @@ class EnvelopeCodec:
         try:
             fields = safe_deserialize(data, registry=self.registry)
         except DeserializationError as exc:
-            if type(exc) is DeserializationError:
+            if type(exc) is DeserializationError:  # malformed data, or a deserializer failed
                 raise CorruptStateError(f"{what}: the payload cannot be decoded: {exc}") from exc
+            exc.add_note(f"while loading {what}")  # unknown type, migration problems: keep type
+            raise
+        except SerializationError as exc:
             exc.add_note(f"while loading {what}")
             raise
         if not isinstance(fields, dict):
             raise CorruptStateError(
                 f"{what}: the payload decodes to {type(fields).__name__}, expected a dict"
             )
+        for name, default in (("pipeline_name", ""), ("status", "running")):
+            if fields.get(name, default) != getattr(envelope, name):
+                raise CorruptStateError(
+                    f"{what}: the header says {name}={getattr(envelope, name)!r} but the payload"
+                    f" says {fields.get(name, default)!r}; the record was altered"
+                )
         fields = self.migrations.migrate(fields, envelope.state_version, what=what)
         try:
             state = WorkflowState.model_validate(fields)

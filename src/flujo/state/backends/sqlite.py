@@ -16,6 +16,7 @@ import asyncio
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
 from datetime import datetime
@@ -89,6 +90,7 @@ class SQLiteBackend(EnvelopeStateBackend):
         self.table = table
         self.busy_timeout = busy_timeout
         self.synchronous = synchronous
+        self.journal_mode = ""  # set when the database is first opened ("wal")
         self._ready = False
         self._ready_lock = threading.Lock()
         self._claims = _flock.ClaimDirectory(Path(f"{self.path}.claims"))
@@ -144,7 +146,7 @@ class SQLiteBackend(EnvelopeStateBackend):
                 raise BackendUnavailableError(f"cannot create {self.path.parent}: {exc}") from exc
             conn = self._connect()
             try:
-                conn.execute("PRAGMA journal_mode=WAL")
+                self.journal_mode = self._enable_wal(conn)
                 with self._transaction(conn):
                     self._migrate(conn)
             except sqlite3.Error as exc:
@@ -154,6 +156,25 @@ class SQLiteBackend(EnvelopeStateBackend):
             finally:
                 conn.close()
             self._ready = True
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> str:
+        """Switch the database to WAL (persistent); return the journal mode in force.
+
+        Switching needs a moment when no other connection is active, and SQLite reports
+        "database is locked" at once (without waiting on the busy timeout) when several
+        processes open a new database together, so retry until the busy timeout.
+        """
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+                if mode != "wal":
+                    mode = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower()
+                return mode  # not "wal" only where SQLite cannot do WAL (e.g. some VFSes)
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute(
