@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from crash_pipeline import CRASH_IN_PROCESS, STEP_NAMES, Item, SimulatedCrash, build_runner
 from pydantic import Field
@@ -320,3 +322,39 @@ def test_pipeline_definition_errors() -> None:
     with pytest.raises(PipelineError, match="PipelineContext"):
         Flujo(Step.from_callable(same), context_model=dict)  # type: ignore[arg-type]
     assert os.environ.get("FLUJO_TEST_CRASH_AT") is None
+
+
+class LegacyCtx(PipelineContext):
+    client: str = ""
+    rows: int = 0
+    since: datetime | None = None
+
+
+async def test_a_run_saved_by_earlier_flujo_resumes_with_parsed_context() -> None:
+    backend = InMemoryBackend()
+    legacy = {
+        "run_id": "old-run", "pipeline_name": "golden", "pipeline_version": "0.9.2",
+        "current_step_index": 1,
+        "pipeline_context": {"client": "ACME", "rows": 42, "since": "2023-11-02T09:15:00+00:00"},
+        "last_step_output": {"rows": 42},
+        "step_history": [{"name": "extract", "success": True, "output": {"rows": 42}}],
+        "status": "paused", "created_at": "2023-11-02T09:15:00",
+        "updated_at": "2023-11-02T09:16:30", "error_message": None,
+    }
+    backend.put_raw("old-run", orjson.dumps(legacy))
+    seen: list[Any] = []
+
+    def extract(data: Any, *, context: LegacyCtx) -> Any:
+        raise AssertionError("a finished step must not run again")
+
+    def load(data: Any, *, context: LegacyCtx) -> int:
+        seen.append(context.since)
+        return data["rows"] + context.rows
+
+    runner = Flujo(Step.from_callable(extract) >> Step.from_callable(load),
+                   context_model=LegacyCtx, state_backend=backend, pipeline_name="golden",
+                   pipeline_version="0.9.2")
+    result = await runner.run_async(None, run_id="old-run")
+    assert result.success and result.output == 84
+    assert seen == [datetime(2023, 11, 2, 9, 15, tzinfo=UTC)]
+    assert [s.name for s in result.step_history] == ["extract", "load"]

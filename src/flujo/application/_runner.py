@@ -17,7 +17,7 @@ import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable, Generator, Mapping
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from ..exceptions import (
     PipelineError,
@@ -130,7 +130,7 @@ class Flujo(Generic[ContextT]):
                        outcome: list[PipelineResult]) -> AsyncIterator[StepResult]:
         rid = _choose_run_id(run_id, initial_context_data)
         async with self._claim(rid):
-            saved, revision = await self._load(rid)
+            saved, revision, legacy = await self._load(rid)
             if saved is None:
                 context = self._new_context(rid, initial_input, initial_context_data)
                 state = WorkflowState(
@@ -142,7 +142,7 @@ class Flujo(Generic[ContextT]):
                 revision = await self._save(rid, state, revision)
             else:
                 state = self._check_resumable(saved)
-                context = self._restore_context(state)
+                context = self._restore_context(state, validate=legacy)
                 if state.status == "completed":
                     outcome.append(self._result(rid, state, context, success=True))
                     return
@@ -205,13 +205,18 @@ class Flujo(Generic[ContextT]):
                               success=success, output=state.last_step_output)
 
     # -- state --------------------------------------------------------------------------
-    async def _load(self, rid: str) -> tuple[WorkflowState | None, int]:
+    async def _load(self, rid: str) -> tuple[WorkflowState | None, int, bool]:
+        """The saved state, its revision (-1: not tracked) and whether it predates envelopes."""
         try:
             record = await self.backend.load_record(rid)
         except NotImplementedError:  # a backend written for the earlier, dict-only contract
             loaded = await self.backend.load_state(rid)
-            return (None if loaded is None else WorkflowState.model_validate(loaded)), -1
-        return (None, 0) if record is None else (record.state, record.revision)
+            if loaded is None:
+                return None, -1, False
+            return WorkflowState.model_validate(loaded), -1, True
+        if record is None:
+            return None, 0, False
+        return record.state, record.revision, record.envelope.stored_envelope_version == 0
 
     async def _save(self, rid: str, state: WorkflowState, revision: int) -> int:
         if revision < 0:
@@ -256,7 +261,11 @@ class Flujo(Generic[ContextT]):
             data["initial_prompt"] = initial_input
         return self.context_model.model_validate(data)
 
-    def _restore_context(self, state: WorkflowState) -> PipelineContext:
+    def restore_context(self, state: WorkflowState) -> ContextT:
+        """The context model instance of a saved state, exactly as it was saved."""
+        return self._restore_context(state, validate=False)
+
+    def _restore_context(self, state: WorkflowState, *, validate: bool) -> ContextT:
         fields = dict(state.pipeline_context)
         model = self.context_model
         missing = [n for n, f in model.__pydantic_fields__.items()
@@ -267,7 +276,9 @@ class Flujo(Generic[ContextT]):
                 f"the saved context of run {state.run_id!r} does not fit {model.__qualname__}: "
                 f"missing {missing}, unknown {unknown}; register a state migration")
         fields["run_id"] = state.run_id
-        return model.model_construct(**fields)
+        if validate:  # earlier flujo stored plain JSON: let the model parse it back
+            return model.model_validate(fields)
+        return cast(ContextT, model.model_construct(**fields))
 
     @contextlib.asynccontextmanager
     async def _claim(self, rid: str) -> AsyncIterator[None]:

@@ -25,7 +25,7 @@ def _load_types(modules: Sequence[str]) -> list[type]:
     return types
 
 
-def _schema_export(args: argparse.Namespace) -> int:
+def _cmd_schema_export(args: argparse.Namespace) -> int:
     from ._schema_export import export, stale_files
 
     types = _load_types(args.module)
@@ -41,7 +41,7 @@ def _schema_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _cmd_demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
     return run_demo(Path(args.dir))
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="persist typed state, read it back, show the types")
     demo.add_argument("--dir", default=".", help="where the demo's state store goes")
-    demo.set_defaults(handler=_demo)
+    demo.set_defaults(handler=_cmd_demo)
     schema = commands.add_parser("schema", help="JSON Schemas of the persisted formats")
     schema_commands = schema.add_subparsers(dest="schema_command", required=True)
     export = schema_commands.add_parser("export", help="write the schemas into a folder")
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="import this module and export the types it defines (repeatable)")
     export.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 if the folder is out of date")
-    export.set_defaults(handler=_schema_export)
+    export.set_defaults(handler=_cmd_schema_export)
     return parser
 
 

@@ -146,7 +146,7 @@ def run_demo(folder: Path) -> int:
     print("   child killed with SIGKILL (signal 9)\n")
 
     runner = build_runner(store)
-    envelope = asyncio.run(runner.backend.read_envelope(RUN_ID))  # type: ignore[arg-type]
+    envelope = asyncio.run(runner.backend.read_envelope(RUN_ID))
     if envelope is None:
         print("demo failed: nothing was saved before the crash", file=sys.stderr)
         return 1
@@ -166,10 +166,10 @@ def run_demo(folder: Path) -> int:
 
     record = asyncio.run(runner.backend.load_record(RUN_ID))
     assert record is not None
-    context = runner._restore_context(record.state)
+    context = runner.restore_context(record.state)
     print("\n4. loaded back, value by value:")
     failures = 0
-    for name, value, expected in _checks(context, record.state.last_step_output):  # type: ignore[arg-type]
+    for name, value, expected in _checks(context, record.state.last_step_output):
         same = type(value) is type(expected) and value == expected
         if isinstance(expected, datetime):
             same = same and getattr(value.tzinfo, "key", None) == "Europe/Madrid" \
