@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections import deque
 from typing import Any
@@ -170,6 +171,15 @@ def test_dict_cycle(registry: TypeRegistry) -> None:
     assert info.value.path == "$.root.b.a"
 
 
+@pytest.mark.parametrize("key", [1, "$t"])
+def test_escaped_dict_cycle(registry: TypeRegistry, key: Any) -> None:
+    loop: dict[Any, Any] = {}
+    loop[key] = loop
+    with pytest.raises(CircularReferenceError) as info:
+        safe_serialize(loop, registry=registry)
+    assert info.value.path == f"$[{key!r}]"
+
+
 def test_model_cycle(registry: TypeRegistry) -> None:
     node = Node(name="a")
     node.child = Node(name="b", child=[node])
@@ -211,6 +221,13 @@ ENCODE_NESTINGS = {
 }
 
 
+@pytest.mark.parametrize("wrap", ENCODE_NESTINGS.values(), ids=ENCODE_NESTINGS.keys())
+def test_ten_thousand_levels_on_encode(registry: TypeRegistry, wrap: Any) -> None:
+    with pytest.raises(NestingTooDeepError) as info:
+        safe_serialize(_nest(10_000, wrap), registry=registry)
+    assert "max_depth" in str(info.value)
+
+
 DECODE_NESTINGS = {
     "list": lambda v: [v],
     "dict": lambda v: {"k": v},
@@ -219,6 +236,29 @@ DECODE_NESTINGS = {
     "deque": lambda v: {TAG: "deque@1", VALUE: {"items": [v], "maxlen": None}},
     "model": lambda v: {TAG: f"{Box.__module__}:Box@1", VALUE: {"payload": v}},
 }
+
+
+@pytest.mark.parametrize("wrap", DECODE_NESTINGS.values(), ids=DECODE_NESTINGS.keys())
+def test_ten_thousand_levels_on_decode(registry: TypeRegistry, wrap: Any) -> None:
+    with pytest.raises(NestingTooDeepError):
+        safe_deserialize(_nest(10_000, wrap), registry=registry)
+
+
+def test_deep_nesting_in_a_thread_with_a_small_stack(registry: TypeRegistry) -> None:
+    results: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            safe_serialize(_nest(10_000, ENCODE_NESTINGS["escaped-dict"]), registry=registry)
+        except BaseException as exc:
+            results.append(exc)
+        else:  # pragma: no cover
+            results.append(None)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert isinstance(results[0], NestingTooDeepError)
 
 
 def test_max_depth_is_configurable() -> None:

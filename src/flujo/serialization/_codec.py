@@ -143,6 +143,12 @@ class Encoder:
         except SerializationError as exc:
             _note(exc, None, obj)
             raise
+        except RecursionError:
+            # The Python stack ran out before max_depth did: report it as too deep (with the
+            # path, or as a cycle when an object repeats), never as a bare RecursionError.
+            error = _stack_exhausted(self.max_depth)
+            _note(error, None, obj)
+            raise error from None
 
     def encode_dict(self, obj: dict[Any, Any], depth: int) -> Any:
         if TAG in obj:
@@ -193,6 +199,11 @@ class Encoder:
         return out
 
 
+def _stack_exhausted(max_depth: int) -> NestingTooDeepError:
+    return NestingTooDeepError(
+        f"nested too deeply: the Python stack ran out before max_depth={max_depth}")
+
+
 def run_encoder(encoder: Encoder, obj: Any) -> Any:
     try:
         return encoder.encode(obj, 0)
@@ -201,6 +212,8 @@ def run_encoder(encoder: Encoder, obj: Any) -> Any:
         if finished is exc:
             raise
         raise finished from None
+    except RecursionError:
+        raise _stack_exhausted(encoder.max_depth) from None
 
 
 class Decoder:
@@ -281,6 +294,8 @@ class Decoder:
             raise
         except FlujoError:
             raise
+        except RecursionError:  # before max_depth: see Encoder.encode
+            raise _stack_exhausted(self.max_depth) from None
         except Exception as exc:
             raise DeserializationError(
                 f"cannot decode {tag!r} from {_preview(data[VALUE])}: {exc}"
@@ -292,6 +307,8 @@ def run_decoder(decoder: Decoder, data: Any) -> Any:
         return decoder.decode(data, 0)
     except SerializationError as exc:
         raise _finish(exc) from exc.__cause__
+    except RecursionError:
+        raise _stack_exhausted(decoder.max_depth) from None
 
 
 def _preview(value: Any, limit: int = 80) -> str:

@@ -43,6 +43,10 @@ def to_plain(obj: Any, registry: TypeRegistry, default: Callable[[Any], Any] | N
         return walker.walk(obj, 0)
     except SerializationError as exc:
         raise _finish(exc) from exc.__cause__
+    except RecursionError:  # the Python stack ran out before max_depth
+        raise NestingTooDeepError(
+            f"nested too deeply: the Python stack ran out before "
+            f"max_depth={registry.max_depth}") from None
 
 
 class _PlainWalker:
