@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 
 from ..exceptions import DeserializationError, SerializationError
+from ._codec import DICT_NAME, DICT_VERSION
 from ._types import JSONSchema, TypeCodec
 
 if TYPE_CHECKING:
@@ -172,17 +173,28 @@ def _sorted_items(enc: Encoder, items: set[Any] | frozenset[Any], depth: int) ->
     return enc.encode_items(ordered, depth + 1)
 
 
-def _dec_hashables(dec: Decoder, v: Any, depth: int, what: str) -> list[Any]:
-    return dec.decode_items(_expect(v, list, what), depth)
+def _dec_tuple(dec: Decoder, v: Any, depth: int) -> tuple[Any, ...]:
+    return tuple(dec.decode_items(_expect(v, list, "tuple"), depth))
 
 
-def _dec_pairs(dec: Decoder, v: Any, depth: int, what: str) -> list[tuple[Any, Any]]:
-    pairs = []
-    for pair in dec.decode_items(_expect(v, list, what), depth):
-        if type(pair) is not list or len(pair) != 2:
-            raise DeserializationError(f"{what}: expected [key, value] pairs, got {pair!r:.80}")
-        pairs.append((pair[0], pair[1]))
-    return pairs
+def _dec_set(dec: Decoder, v: Any, depth: int) -> set[Any]:
+    return set(dec.decode_items(_expect(v, list, "set"), depth))
+
+
+def _dec_frozenset(dec: Decoder, v: Any, depth: int) -> frozenset[Any]:
+    return frozenset(dec.decode_items(_expect(v, list, "frozenset"), depth))
+
+
+def _dec_dict(dec: Decoder, v: Any, depth: int) -> dict[Any, Any]:
+    return dict(dec.decode_pairs(_expect(v, list, "dict"), depth, "dict"))
+
+
+def _dec_ordereddict(dec: Decoder, v: Any, depth: int) -> OrderedDict[Any, Any]:
+    return OrderedDict(dec.decode_pairs(_expect(v, list, "ordereddict"), depth, "ordereddict"))
+
+
+def _dec_counter(dec: Decoder, v: Any, depth: int) -> Counter[Any]:
+    return Counter(dict(dec.decode_pairs(_expect(v, list, "counter"), depth, "counter")))
 
 
 def _enc_dict_pairs(enc: Encoder, d: dict[Any, Any], depth: int) -> list[list[Any]]:
@@ -232,7 +244,8 @@ def _dec_defaultdict(dec: Decoder, v: Any, depth: int) -> defaultdict[Any, Any]:
         factory = _FACTORY_BUILTINS[name]
     else:
         factory = dec.registry.factory_named(_expect(name, str, "defaultdict factory"))
-    return defaultdict(factory, _dec_pairs(dec, body["items"], depth, "defaultdict"))
+    items = _expect(body["items"], list, "defaultdict items")
+    return defaultdict(factory, dec.decode_pairs(items, depth, "defaultdict"))
 
 
 def _dec_bytes(dec: Decoder, v: Any, depth: int) -> bytes:
@@ -291,22 +304,22 @@ BUILTIN_CODECS: tuple[TypeCodec, ...] = (
               {"type": "string", "contentEncoding": "base64"}),
     TypeCodec("tuple", 1, "builtin", tuple,
               lambda enc, t, depth: enc.encode_items(t, depth + 1),
-              lambda dec, v, depth: tuple(_dec_hashables(dec, v, depth, "tuple")), _ITEMS),
+              _dec_tuple, _ITEMS),
     TypeCodec("set", 1, "builtin", set, _sorted_items,
-              lambda dec, v, depth: set(_dec_hashables(dec, v, depth, "set")),
+              _dec_set,
               {**_ITEMS, "description": "elements in a deterministic order"}),
     TypeCodec("frozenset", 1, "builtin", frozenset, _sorted_items,
-              lambda dec, v, depth: frozenset(_dec_hashables(dec, v, depth, "frozenset")),
+              _dec_frozenset,
               {**_ITEMS, "description": "elements in a deterministic order"}),
-    TypeCodec("dict", 1, "builtin", dict, _enc_dict_pairs,
-              lambda dec, v, depth: dict(_dec_pairs(dec, v, depth, "dict")),
+    TypeCodec(DICT_NAME, DICT_VERSION, "builtin", dict, _enc_dict_pairs,
+              _dec_dict,
               {**_PAIRS, "description": "a dict with a non-str key or the reserved '$t' key, "
                                         "as [key, value] pairs in insertion order"}),
     TypeCodec("ordereddict", 1, "builtin", OrderedDict, _enc_dict_pairs,
-              lambda dec, v, depth: OrderedDict(_dec_pairs(dec, v, depth, "ordereddict")),
+              _dec_ordereddict,
               _PAIRS),
     TypeCodec("counter", 1, "builtin", Counter, _enc_dict_pairs,
-              lambda dec, v, depth: Counter(dict(_dec_pairs(dec, v, depth, "counter"))),
+              _dec_counter,
               _PAIRS),
     TypeCodec("deque", 1, "builtin", deque, _enc_deque, _dec_deque,
               {"type": "object", "properties": {"items": _ITEMS, "maxlen": {

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 TAG = "$t"
 VALUE = "v"
+DICT_NAME = "dict"  # the escaped form of a dict; its codec is fixed (dict is JSON-native)
+DICT_VERSION = 1
+DICT_TAG = f"{DICT_NAME}@{DICT_VERSION}"
 INT_MIN = -(2**63)
 INT_MAX = 2**64 - 1
 
@@ -152,7 +155,7 @@ class Encoder:
 
     def encode_dict(self, obj: dict[Any, Any], depth: int) -> Any:
         if TAG in obj:
-            return self.registry._escaped_dict_plan(self, obj, depth)
+            return self.encode_escaped_dict(obj, depth)
         out: dict[str, Any] = {}
         encode = self.encode
         child = depth + 1
@@ -169,7 +172,18 @@ class Encoder:
             raise
         # A non-str key: written as the escaped dict (outside the try, which would otherwise
         # add this key's segment to the path of an error inside the escaped form).
-        return self.registry._escaped_dict_plan(self, obj, depth)
+        return self.encode_escaped_dict(obj, depth)
+
+    def encode_escaped_dict(self, obj: dict[Any, Any], depth: int) -> dict[str, Any]:
+        """A dict with a non-str or reserved key, as the ``dict`` type's ``[[k, v], ...]``.
+
+        Written here rather than through the dict codec's plan: a level of nested escaped
+        dicts then costs three Python frames instead of six, so max_depth is reachable.
+        """
+        manifest = self.manifest
+        if manifest is not None:
+            manifest[DICT_NAME] = DICT_VERSION
+        return {TAG: DICT_TAG, VALUE: self.encode_pairs(obj.items(), depth + 1)}
 
     def encode_items(self, items: Any, depth: int) -> list[Any]:
         """Encode an iterable into a list, noting the index of a failing item."""
@@ -268,6 +282,32 @@ class Decoder:
             _note(exc, f"[{len(items)}]", None)
             raise
         return items
+
+    def decode_pairs(self, data: list[Any], depth: int, what: str) -> list[tuple[Any, Any]]:
+        """Decode ``[[key, value], ...]`` (see ``Encoder.encode_pairs``).
+
+        Keys and values are decoded at ``depth`` itself, as the encoder wrote them: a pair is
+        not a level of nesting, so whatever nesting encoded within max_depth also decodes.
+        """
+        pairs: list[tuple[Any, Any]] = []
+        append = pairs.append
+        decode = self.decode
+        position = -1  # in the pair being decoded: -1 the pair itself, 0 its key, 1 its value
+        try:
+            for pair in data:
+                position = -1
+                if type(pair) is not list or len(pair) != 2:
+                    raise DeserializationError(
+                        f"{what}: expected [key, value] pairs, got {_preview(pair)}")
+                position = 0
+                key = decode(pair[0], depth)
+                position = 1
+                append((key, decode(pair[1], depth)))
+        except SerializationError as exc:
+            index = len(pairs)
+            _note(exc, f"[{index}]" if position < 0 else f"[{index}][{position}]", None)
+            raise
+        return pairs
 
     def decode_tagged(self, data: dict[str, Any], depth: int) -> Any:
         tag = data[TAG]

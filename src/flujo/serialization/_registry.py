@@ -350,12 +350,6 @@ class TypeRegistry:
         self._encode_plans[cls] = plan
         return plan
 
-    def _escaped_dict_plan(self, enc: Encoder, obj: dict[Any, Any], depth: int) -> Any:
-        plan = self._encode_plans.get(dict)
-        if plan is None:
-            plan = self._encode_plans[dict] = _tagging_plan(self._by_name["dict"])
-        return plan(enc, obj, depth)
-
     def _decode_plan_for(self, tag: str) -> DecodePlan:
         name, sep, version_text = tag.rpartition("@")
         if not sep or not name or not version_text.isdecimal() or version_text.startswith("0"):
