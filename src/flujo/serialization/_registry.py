@@ -352,7 +352,8 @@ class TypeRegistry:
 
     def _decode_plan_for(self, tag: str) -> DecodePlan:
         name, sep, version_text = tag.rpartition("@")
-        if not sep or not name or not version_text.isdecimal() or version_text.startswith("0"):
+        if (not sep or not name or not version_text.isascii() or not version_text.isdecimal()
+                or version_text.startswith("0")):  # isdecimal() alone: non-ASCII digits too
             raise DeserializationError(f"malformed type tag {tag!r}: expected 'name@version'")
         stored = int(version_text)
         codec = self.codec_named(name)
