@@ -176,6 +176,13 @@ def test_negative_zero_keeps_its_sign(registry: TypeRegistry) -> None:
     assert math.copysign(1, back[1].imag) == -1
 
 
+def test_sets_whose_elements_cannot_be_ordered(registry: TypeRegistry) -> None:
+    # Decimal NaN raises InvalidOperation (not TypeError) when compared with '<'.
+    round_trip({Decimal("NaN"), Decimal(1)}, registry)
+    round_trip(frozenset({Decimal("NaN7"), Decimal("-2.5"), "x", None}), registry)
+    round_trip({(1, "a"), ("b", 2), None}, registry)
+
+
 def test_equal_sets_encode_to_identical_bytes(registry: TypeRegistry) -> None:
     one = {3, "a", (1, 2), None, 2.5, frozenset({1, "b"})}
     other: set[Any] = set()

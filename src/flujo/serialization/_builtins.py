@@ -167,7 +167,7 @@ def _sorted_items(enc: Encoder, items: set[Any] | frozenset[Any], depth: int) ->
     """Sets are written in a deterministic order so equal sets give identical bytes."""
     try:
         ordered = sorted(items)
-    except TypeError:
+    except Exception:  # not only TypeError: Decimal('NaN') < x raises InvalidOperation
         encoded = enc.encode_items(items, depth + 1)
         return sorted(encoded, key=lambda e: orjson.dumps(e, option=orjson.OPT_SORT_KEYS))
     return enc.encode_items(ordered, depth + 1)
