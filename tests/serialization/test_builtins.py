@@ -176,6 +176,14 @@ def test_negative_zero_keeps_its_sign(registry: TypeRegistry) -> None:
     assert math.copysign(1, back[1].imag) == -1
 
 
+def test_distinct_nan_objects_stay_distinct(registry: TypeRegistry) -> None:
+    # Two NaN objects are two elements of a set (and two keys of a dict).
+    a, b = float("nan"), float("nan")
+    assert len({a, b}) == 2
+    assert len(round_trip({a, b}, registry)) == 2
+    assert len(round_trip({(0.0, a): 1, (0.0, b): 2}, registry)) == 2
+
+
 def test_sets_whose_elements_cannot_be_ordered(registry: TypeRegistry) -> None:
     # Decimal NaN raises InvalidOperation (not TypeError) when compared with '<'.
     round_trip({Decimal("NaN"), Decimal(1)}, registry)

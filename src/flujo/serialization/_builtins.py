@@ -132,7 +132,7 @@ def _dec_timedelta(dec: Decoder, v: Any, depth: int) -> timedelta:
 
 
 # -- numbers ------------------------------------------------------------------------------
-_FLOAT_NAMES = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+_FLOAT_NAMES = frozenset({"nan", "inf", "-inf"})
 
 
 def _enc_float(enc: Encoder, x: float, depth: int) -> str:
@@ -142,10 +142,11 @@ def _enc_float(enc: Encoder, x: float, depth: int) -> str:
 
 
 def _dec_float(dec: Decoder, v: Any, depth: int) -> float:
-    try:
-        return _FLOAT_NAMES[_expect(v, str, "float")]
-    except KeyError:
-        raise DeserializationError(f"float tag holds {v!r}, not nan/inf/-inf") from None
+    if _expect(v, str, "float") not in _FLOAT_NAMES:
+        raise DeserializationError(f"float tag holds {v!r}, not nan/inf/-inf")
+    # A new float each time, never the shared math.nan: two NaN objects are two distinct set
+    # elements or dict keys (NaN != NaN, so containers tell them apart by identity only).
+    return float(v)
 
 
 def _dec_int(dec: Decoder, v: Any, depth: int) -> int:
