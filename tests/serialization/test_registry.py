@@ -286,6 +286,53 @@ def test_reregistration_clears_the_decode_cache(registry: TypeRegistry) -> None:
     assert safe_deserialize(data, registry=registry) == Point3(3, 2, 1)
 
 
+def test_registration_racing_a_cache_miss_does_not_leave_a_stale_plan(
+        registry: TypeRegistry) -> None:
+    """An encoder that looked the codec up just before a re-registration must not cache it.
+
+    The interleaving is forced deterministically: the lookup that fills the cache returns the
+    old codec, and the re-registration happens between that lookup and the cache fill.
+    """
+    registry.register_custom_serializer(Point3, point_to_json, name="point")
+    original = registry.codec_for_type
+    raced = False
+
+    def lookup_then_race(cls: type) -> Any:
+        nonlocal raced
+        codec = original(cls)
+        if cls is Point3 and not raced:
+            raced = True
+            registry.register_custom_serializer(Point3, lambda p: "new", name="point")
+        return codec
+
+    registry.codec_for_type = lookup_then_race  # type: ignore[method-assign]
+    safe_serialize(Point3(1, 2, 3), registry=registry)  # may still use the old codec once
+    del registry.codec_for_type
+    assert safe_serialize(Point3(1, 2, 3), registry=registry)[VALUE] == "new"
+
+
+def test_registration_racing_a_decode_cache_miss_does_not_leave_a_stale_plan(
+        registry: TypeRegistry) -> None:
+    registry.register_custom_serializer(Point3, point_to_json, deserializer=point_from_json,
+                                        name="point")
+    data = safe_serialize(Point3(1, 2, 3), registry=registry)
+    original = registry.codec_named
+    raced = False
+
+    def lookup_then_race(name: str) -> Any:
+        nonlocal raced
+        codec = original(name)
+        if name == "point" and not raced:
+            raced = True
+            registry.register_custom_deserializer(Point3, lambda v: Point3(0, 0, 0))
+        return codec
+
+    registry.codec_named = lookup_then_race  # type: ignore[method-assign]
+    safe_deserialize(data, registry=registry)  # may still use the old deserializer once
+    del registry.codec_named
+    assert safe_deserialize(data, registry=registry) == Point3(0, 0, 0)
+
+
 def test_threads_registering_and_encoding_concurrently() -> None:
     registry = TypeRegistry()
     classes = [type(f"T{i}", (Point3,), {}) for i in range(8)]

@@ -70,6 +70,7 @@ class TypeRegistry:
         self._validators: dict[int, CompiledSchema] = {}
         self._encode_plans: dict[type, EncodePlan] = {}
         self._decode_plans: dict[str, DecodePlan] = {}
+        self._generation = 0  # bumped by every registration; a plan made before is not cached
         for codec in BUILTIN_CODECS:
             self._by_type[codec.py_type] = codec  # type: ignore[index]
             self._by_name[codec.name] = codec
@@ -204,6 +205,7 @@ class TypeRegistry:
         for taken in names:
             self._by_name[taken] = codec
         self._pending_deserializers.pop(cls, None)
+        self._generation += 1
         self._derived.clear()
         self._encode_plans.clear()
         self._decode_plans.clear()
@@ -339,6 +341,7 @@ class TypeRegistry:
 
     # -- plans (called by the encoder/decoder on a cache miss) ------------------------------
     def _encode_plan_for(self, cls: type, default: Callable[[Any], Any] | None) -> EncodePlan:
+        generation = self._generation
         codec = self.codec_for_type(cls)
         if codec is None:
             if default is None:
@@ -347,8 +350,18 @@ class TypeRegistry:
         if codec.kind not in ("builtin", "custom") and codec.name == auto_name(cls):
             self._seen[codec.name] = cls
         plan = _tagging_plan(codec)
-        self._encode_plans[cls] = plan
+        self._cache_plan(self._encode_plans, cls, plan, generation)
         return plan
+
+    def _cache_plan(self, cache: dict[Any, Any], key: Any, plan: Any, generation: int) -> None:
+        """Cache ``plan`` unless a registration happened since its codec was looked up.
+
+        Without the check, a plan built from the old codec by one thread could be stored
+        just after another thread's registration cleared the cache, and stay there.
+        """
+        with self._lock:
+            if self._generation == generation:
+                cache[key] = plan
 
     def _decode_plan_for(self, tag: str) -> DecodePlan:
         name, sep, version_text = tag.rpartition("@")
@@ -356,6 +369,7 @@ class TypeRegistry:
                 or version_text.startswith("0")):  # isdecimal() alone: non-ASCII digits too
             raise DeserializationError(f"malformed type tag {tag!r}: expected 'name@version'")
         stored = int(version_text)
+        generation = self._generation
         codec = self.codec_named(name)
         if codec is None:
             raise UnknownTypeError(
@@ -379,7 +393,7 @@ class TypeRegistry:
             plan: DecodePlan = decode_value
         else:
             plan = _migrating_plan(codec, stored, decode_value)
-        self._decode_plans[tag] = plan
+        self._cache_plan(self._decode_plans, tag, plan, generation)
         return plan
 
 
