@@ -1,23 +1,43 @@
-"""The ``flujo`` command line: ``flujo demo``, ``flujo schema export|check-current``."""
+"""The ``flujo`` command line.
+
+``flujo demo``; ``flujo schema export|check|docs``; ``flujo state ...`` (operators' tools).
+Application types are loaded from the modules named by ``--module`` (repeatable) or by the
+``modules`` list of a ``[tool.flujo]`` table in ``./pyproject.toml``; stored data never names
+a module to import.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..exceptions import FlujoError
 from ..serialization import default_registry
+from ..tools import MODES
 
 __all__ = ["main"]
+
+
+def _configured_modules() -> list[str]:
+    pyproject = Path("pyproject.toml")
+    if not pyproject.is_file():
+        return []
+    table = tomllib.loads(pyproject.read_text("utf-8")).get("tool", {}).get("flujo", {})
+    modules = table.get("modules", [])
+    if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+        raise SystemExit("flujo: [tool.flujo] modules must be a list of module names")
+    return modules
 
 
 def _load_types(modules: Sequence[str]) -> list[type]:
     """Import the application's modules (named by the operator, never by stored data)."""
     types: list[type] = []
-    for name in modules:
+    for name in modules or _configured_modules():
         module = importlib.import_module(name)
         types.extend(v for v in vars(module).values()
                      if isinstance(v, type) and v.__module__ == module.__name__
@@ -26,7 +46,7 @@ def _load_types(modules: Sequence[str]) -> list[type]:
 
 
 def _cmd_schema_export(args: argparse.Namespace) -> int:
-    from ._schema_export import export, stale_files
+    from ..tools import export, stale_files
 
     types = _load_types(args.module)
     if args.check:
@@ -39,6 +59,25 @@ def _cmd_schema_export(args: argparse.Namespace) -> int:
     for path in export(Path(args.out), default_registry(), types):
         print(path)
     return 0
+
+
+def _cmd_schema_check(args: argparse.Namespace) -> int:
+    from ..tools import check_folder
+
+    findings = check_folder(Path(args.against), default_registry(), _load_types(args.module),
+                            args.mode)
+    errors = [f for f in findings if f.severity == "error"]
+    if args.format == "json":
+        print(json.dumps({"mode": args.mode, "ok": not errors,
+                          "findings": [f.as_dict() for f in findings]}, indent=2))
+    else:
+        for finding in findings:
+            if finding.severity == "error" or args.verbose:
+                print(f"{finding.severity:<5}  {finding.subject}  {finding.path}  "
+                      f"{finding.reason}")
+        print(f"{len(errors)} incompatible change(s) ({args.mode})"
+              if errors else f"compatible ({args.mode})")
+    return 1 if errors else 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -62,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 if the folder is out of date")
     export.set_defaults(handler=_cmd_schema_export)
+    check = schema_commands.add_parser(
+        "check", help="compare the code's schemas with a committed folder; exit 1 if breaking")
+    check.add_argument("--against", default="schemas", help="the committed schemas folder")
+    check.add_argument("--mode", default="backward", choices=MODES)
+    check.add_argument("--format", default="text", choices=("text", "json"))
+    check.add_argument("--module", action="append", default=[])
+    check.add_argument("-v", "--verbose", action="store_true", help="also list compatible changes")
+    check.set_defaults(handler=_cmd_schema_check)
     return parser
 
 

@@ -6,12 +6,12 @@ review shows exactly what changed.
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Any
 
 from ..serialization import FORMAT_ID, TypeRegistry, tagged_format_schema, type_schema
+from ..state import ENVELOPE_VERSION, envelope_json_schema
 
 SCHEMA_BASE = FORMAT_ID.rsplit("/", 1)[0]
 
@@ -40,16 +40,7 @@ def schema_documents(registry: TypeRegistry, types: list[type]) -> dict[str, Any
 
 
 def _state_documents() -> dict[str, Any]:
-    """The envelope schema, when the state layer provides one."""
-    try:
-        state = importlib.import_module("flujo.state")
-    except ImportError:
-        return {}
-    provider = getattr(state, "envelope_json_schema", None)
-    if provider is None:
-        return {}
-    version = getattr(state, "ENVELOPE_VERSION", 1)
-    return {f"envelope.v{version}.schema.json": provider()}
+    return {f"envelope.v{ENVELOPE_VERSION}.schema.json": envelope_json_schema()}
 
 
 def export(out_dir: Path, registry: TypeRegistry, types: list[type]) -> list[Path]:
