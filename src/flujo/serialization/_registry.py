@@ -115,6 +115,7 @@ class TypeRegistry:
         alias_names = tuple(aliases)
         for alias in alias_names:
             _check_name(alias)
+        codec: TypeCodec | None = None
         if serializer is None:
             if deserializer is not None or schema is not None:
                 raise RegistrationError(
@@ -133,16 +134,20 @@ class TypeRegistry:
                     f"{type_name!r}: serializer and deserializer must be callables")
             if schema is not None:
                 check_schema(schema, owner=repr(type_name))
-            codec = self._custom_codec(
-                cls, serializer=serializer,
-                deserializer=deserializer or self._pending_deserializers.get(cls),
-                schema=schema, name=type_name, version=version, migrations=steps,
-                validate=validate, description=description,
-            )
-        if description is not None:
-            codec = replace(codec, description=description)
-        codec = replace(codec, aliases=alias_names)
+        # Locked from reading the pending deserializer to _install, so a concurrent
+        # register_custom_deserializer lands either in pending (read here) or on the new codec.
         with self._lock:
+            if serializer is not None:
+                codec = self._custom_codec(
+                    cls, serializer=serializer,
+                    deserializer=deserializer or self._pending_deserializers.get(cls),
+                    schema=schema, name=type_name, version=version, migrations=steps,
+                    validate=validate, description=description,
+                )
+            assert codec is not None
+            if description is not None:
+                codec = replace(codec, description=description)
+            codec = replace(codec, aliases=alias_names)
             self._install(cls, codec)
         return codec
 
