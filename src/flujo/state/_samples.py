@@ -1,0 +1,158 @@
+"""Sample values for the backend contract suite: one of every kind the registry supports.
+
+Kept apart from :mod:`flujo.state.testing` (which needs pytest) so the values and
+:func:`assert_same` can be used anywhere.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import math
+import uuid
+from pathlib import PurePosixPath
+from typing import Any, NamedTuple
+
+from pydantic import BaseModel
+
+__all__ = [
+    "BAD_RUN_IDS",
+    "NoSerializer",
+    "SampleBatch",
+    "SampleColor",
+    "SampleLine",
+    "SampleOrder",
+    "SamplePoint",
+    "assert_same",
+    "sample_values",
+]
+
+
+class SampleColor(enum.Enum):
+    RED = "red"
+    GREEN = "green"
+
+
+class SamplePoint(NamedTuple):
+    x: int
+    y: float
+
+
+@dataclasses.dataclass
+class SampleBatch:
+    tags: set[str]
+    span: tuple[int, str]
+
+
+class SampleLine(BaseModel):
+    sku: str
+    price: decimal.Decimal
+
+
+class SampleOrder(BaseModel):
+    id: uuid.UUID
+    lines: list[SampleLine]
+    placed: dt.datetime
+    color: SampleColor
+
+
+class NoSerializer:
+    """A type nothing knows how to store."""
+
+
+def sample_values() -> dict[str, Any]:
+    """One value of every kind the registry supports out of the box, and some nesting."""
+    madrid = dt.timezone(dt.timedelta(hours=1), "CET")
+    return {
+        "text": "héllo \x00 wörld ✓",
+        "big_int": 2**100,
+        "neg": -(2**70),
+        "float": 0.1,
+        "big_float": 1e20,
+        "neg_zero": -0.0,
+        "nan": float("nan"),
+        "inf": float("-inf"),
+        "bool": True,
+        "none": None,
+        "decimal": decimal.Decimal("12.340"),
+        "aware": dt.datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=dt.UTC),
+        "offset": dt.datetime(2024, 1, 1, 8, tzinfo=madrid),
+        "naive": dt.datetime(2024, 1, 1, 8, 30),
+        "date": dt.date(1999, 12, 31),
+        "time": dt.time(23, 1, 2, 3),
+        "delta": dt.timedelta(days=-1, seconds=5, microseconds=7),
+        "uuid": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        "bytes": b"\x00\xffbinary",
+        "bytearray": bytearray(b"mutable"),
+        "set": {1, 2, 3},
+        "frozenset": frozenset({"a", "b"}),
+        "tuple": (1, "two", (3.0, None)),
+        "list_of_tuples": [(1, 2), (3, 4)],
+        "int_keys": {1: "one", 2: "two"},
+        "tuple_keys": {(1, 2): "pair"},
+        "dollar_key": {"$t": "not a tag", "v": 1},
+        "ordered": collections.OrderedDict([("z", 1), ("a", 2)]),
+        "counter": collections.Counter("abracadabra"),
+        "deque": collections.deque([1, 2, 3], maxlen=10),
+        "path": PurePosixPath("/srv/data/file.csv"),
+        "complex": complex(1.5, -2),
+        "enum": SampleColor.GREEN,
+        "namedtuple": SamplePoint(1, 2.5),
+        "dataclass": SampleBatch({"x", "y"}, (7, "seven")),
+        "model": SampleOrder(
+            id=uuid.UUID(int=42),
+            lines=[SampleLine(sku="A-1", price=decimal.Decimal("9.99"))],
+            placed=dt.datetime(2024, 5, 1, 12, tzinfo=dt.UTC),
+            color=SampleColor.RED,
+        ),
+        "key_order": {"b": 1, "a": 2, "c": 3},
+        "deep": [[[[{"x": [1, {2, 3}]}]]]],
+    }
+
+
+def assert_same(actual: Any, expected: Any, path: str = "$") -> None:
+    """Equal *and* of exactly the same types all the way down (NaN equals NaN)."""
+    assert type(actual) is type(expected), (
+        f"{path}: {type(actual).__name__} != {type(expected).__name__}"
+    )
+    if isinstance(expected, float):
+        if math.isnan(expected):
+            assert math.isnan(actual), f"{path}: {actual!r} is not NaN"
+        else:
+            assert actual == expected and math.copysign(1, actual) == math.copysign(1, expected), (
+                f"{path}: {actual!r} != {expected!r}"
+            )
+        return
+    if isinstance(expected, dict):
+        assert list(actual) == list(expected), f"{path}: keys {list(actual)} != {list(expected)}"
+        for key in expected:
+            assert_same(actual[key], expected[key], f"{path}[{key!r}]")
+        return
+    if isinstance(expected, list | tuple) and not hasattr(expected, "_fields"):
+        assert len(actual) == len(expected), f"{path}: length {len(actual)} != {len(expected)}"
+        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            assert_same(a, e, f"{path}[{i}]")
+        return
+    assert actual == expected, f"{path}: {actual!r} != {expected!r}"
+
+
+BAD_RUN_IDS: list[Any] = [
+    "",
+    ".",
+    "..",
+    "../escape",
+    "a/../../b",
+    "/etc/passwd",
+    "dir/run",
+    "dir\\run",
+    "nul\x00byte",
+    "line\nbreak",
+    ".hidden",
+    " padded",
+    "x" * 201,
+    42,
+    None,
+]
