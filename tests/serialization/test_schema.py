@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -25,9 +26,11 @@ from flujo.serialization._builtins import BUILTIN_CODECS
 from ._support import (
     MONEY_SCHEMA,
     SCHEMA_TYPES,
+    Color,
     Item,
     Kennel,
     Money,
+    Perm,
     make_registry,
 )
 
@@ -92,6 +95,27 @@ def test_schema_rejects_data_it_does_not_describe(registry: TypeRegistry) -> Non
     assert not validator.is_valid({TAG: "money@1", VALUE: {"amount": "1"}})
     assert not validator.is_valid({TAG: "bad tag", VALUE: 1})
     assert validator.is_valid({TAG: "unknown.type@3", VALUE: {"anything": 1}})
+
+
+def test_flag_combinations_match_the_enum_schema(registry: TypeRegistry) -> None:
+    schema = tagged_format_schema(registry, types=[Perm])
+    for member in (Perm.R, Perm.R | Perm.W, Perm.R | Perm.W | Perm.X, Perm(0), ~Perm.R):
+        assert_valid(schema, safe_serialize(member, registry=registry))
+
+
+class Big(enum.Enum):
+    HUGE = 2**70  # written as a tagged int
+    SMALL = 1
+
+
+def test_enum_schema_lists_member_values(registry: TypeRegistry) -> None:
+    schema = type_schema(registry, Color)
+    assert schema["$defs"][f"{Color.__module__}:Color@1"]["properties"][VALUE] == {
+        "enum": ["red", "green", "blue"]}
+
+    schema = tagged_format_schema(TypeRegistry(), types=[Big])
+    for member in Big:
+        assert_valid(schema, safe_serialize(member))
 
 
 @pytest.mark.parametrize("text", ["1.10", "-0", "1E+3", "-1.5E-7", "NaN", "-NaN", "sNaN",

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from ._auto import auto_kind
 from ._builtins import VALUE_REF
-from ._codec import TAG, VALUE
+from ._codec import INT_MAX, INT_MIN, TAG, VALUE
 from ._registry import TypeRegistry
 from ._types import JSONSchema, TypeCodec
 
@@ -57,8 +57,11 @@ class _Collector:
         assert cls is not None
         kind = auto_kind(cls)
         if kind == "enum":
+            if issubclass(cls, enum.Flag):  # any combination of flags is a member too
+                return self.annotation(int)
             values = [member.value for member in cls]  # type: ignore[attr-defined]
-            if all(type(v) in (str, int, bool) for v in values):
+            if all(type(v) in (str, bool) or (type(v) is int and INT_MIN <= v <= INT_MAX)
+                   for v in values):  # written as themselves (a big int would be tagged)
                 return {"enum": values}
             return VALUE_REF
         hints = _hints(cls)
