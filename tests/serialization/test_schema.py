@@ -118,8 +118,8 @@ def test_enum_schema_lists_member_values(registry: TypeRegistry) -> None:
         assert_valid(schema, safe_serialize(member))
 
 
-@pytest.mark.parametrize("text", ["1.10", "-0", "1E+3", "-1.5E-7", "NaN", "-NaN", "sNaN",
-                                  "Infinity", "-Infinity"])
+@pytest.mark.parametrize("text", ["1.10", "-0", "1E+3", "-1.5E-7", "NaN", "-NaN", "NaN123",
+                                  "-NaN45", "sNaN", "-sNaN9", "Infinity", "-Infinity"])
 def test_every_decimal_form_matches_the_decimal_schema(registry: TypeRegistry, text: str) -> None:
     assert_valid(tagged_format_schema(registry), safe_serialize(Decimal(text), registry=registry))
 

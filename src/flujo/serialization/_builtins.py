@@ -284,7 +284,7 @@ BUILTIN_CODECS: tuple[TypeCodec, ...] = (
     _string_codec("uuid", UUID, {"type": "string", "pattern":
                   "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"}, UUID),
     _string_codec("decimal", Decimal, {"type": "string", "pattern":
-                  r"^[+-]?((\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|Infinity|NaN|sNaN)$"}, Decimal),
+                  r"^[+-]?((\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|Infinity|s?NaN\d*)$"}, Decimal),
     TypeCodec("float", 1, "builtin", float, _enc_float, _dec_float,
               {"enum": ["nan", "inf", "-inf"],
                "description": "only non-finite floats are tagged; finite ones are plain"}),
