@@ -132,7 +132,8 @@ def test_every_zone_key_matches_the_datetime_schema(registry: TypeRegistry) -> N
         assert validator.is_valid(data), data
 
 
-@pytest.mark.parametrize("name", ["EST", "UTC+5", "", "with space", "tab\tname"])
+@pytest.mark.parametrize("name", ["EST", "UTC+5", "", "a]b", "[x]", "with space", "tab\tname",
+                                  "line\nbreak"])
 def test_named_fixed_offsets_match_the_datetime_and_time_schemas(
         registry: TypeRegistry, name: str) -> None:
     tz = timezone(timedelta(hours=-5, seconds=30), name)

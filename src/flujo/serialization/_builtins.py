@@ -36,7 +36,7 @@ _PAIRS: JSONSchema = {
 }
 _ISO_DATE = r"\d{4}-\d{2}-\d{2}"
 _ISO_TIME = r"\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?([+-]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?|Z)?"
-_ZONE = r"(\[[A-Za-z0-9_+\-/]+\]|\[tzname=[^\]]*\])?"
+_ZONE = r"(\[[A-Za-z0-9_+\-/]+\]|\[tzname=[\s\S]*\])?"  # a tzname may hold ']' or '\n'
 
 
 def _expect(value: Any, kind: type, what: str) -> Any:
