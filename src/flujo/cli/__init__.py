@@ -80,6 +80,27 @@ def _cmd_schema_check(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def _cmd_schema_docs(args: argparse.Namespace) -> int:
+    from ..tools import collect, documents, render_html
+
+    types = _load_types(args.module)
+    out = Path(args.out)
+    pages = documents(default_registry(), types, args.schema_base)
+    stale = [name for name, text in pages.items()
+             if not (out / name).exists() or (out / name).read_text("utf-8") != text]
+    if args.check:
+        for name in stale:
+            print(f"out of date: {out / name}")
+        return 1 if stale else 0
+    out.mkdir(parents=True, exist_ok=True)
+    for name in stale:
+        (out / name).write_text(pages[name], encoding="utf-8")
+    if args.html:
+        Path(args.html).write_text(render_html(collect(default_registry(), types)), "utf-8")
+    print(f"{len(pages)} page(s) in {out} ({len(stale)} updated)")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
@@ -109,6 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--module", action="append", default=[])
     check.add_argument("-v", "--verbose", action="store_true", help="also list compatible changes")
     check.set_defaults(handler=_cmd_schema_check)
+    docs = schema_commands.add_parser("docs", help="Markdown pages for every stored type")
+    docs.add_argument("--out", default="docs/types")
+    docs.add_argument("--schema-base", default="../../schemas",
+                      help="link prefix from the pages to the schemas folder")
+    docs.add_argument("--html", help="also write one self-contained HTML page here")
+    docs.add_argument("--module", action="append", default=[])
+    docs.add_argument("--check", action="store_true",
+                      help="write nothing; exit 1 if the pages are out of date")
+    docs.set_defaults(handler=_cmd_schema_docs)
     return parser
 
 

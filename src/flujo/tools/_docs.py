@@ -1,0 +1,333 @@
+"""``flujo schema docs``: readable documentation of every stored type, from the registry.
+
+Two phases: ``collect`` turns each codec into a :class:`TypeDoc` (fields, version history,
+an example in tagged form), then ``render_markdown`` / ``render_html`` write it. Output is
+deterministic so a test can keep the committed pages current.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import html
+import inspect
+import json
+import os
+import re
+import typing
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from ..serialization import TypeCodec, TypeRegistry, safe_serialize, type_schema
+
+_CONSTRAINTS = ("pattern", "format", "minimum", "maximum", "exclusiveMinimum",
+                "exclusiveMaximum", "minLength", "maxLength", "minItems", "maxItems", "enum",
+                "const", "contentEncoding")
+_BUILTIN_EXAMPLES: dict[str, Any] = {
+    "datetime": datetime(2026, 3, 29, 3, 30, 15, 250000, tzinfo=ZoneInfo("Europe/Paris")),
+    "date": date(2026, 3, 29),
+    "time": time(9, 30, tzinfo=UTC),
+    "timedelta": timedelta(days=1, seconds=3600, microseconds=5),
+    "uuid": UUID("12345678-1234-5678-1234-567812345678"),
+    "decimal": Decimal("1.10"),
+    "float": float("inf"),
+    "int": 2**70,
+    "complex": complex(1.5, -2.0),
+    "bytes": b"\x00\xffflujo",
+    "bytearray": bytearray(b"\x00\xff"),
+    "tuple": (1, "two"),
+    "set": {"a", "b"},
+    "frozenset": frozenset({1, 2}),
+    "dict": {1: "one", (2, 3): "pair"},
+    "path.posix": Path("/var/lib/flujo/state.db") if os.name == "posix" else None,
+    "purepath.posix": PurePosixPath("/var/lib/flujo"),
+    "purepath.windows": PureWindowsPath("C:/flujo/state.db"),
+}
+_STRING_CANDIDATES = ("text", "EUR", "1.10", "2026-01-01", "a1", "0x1f", "nan")
+
+
+@dataclass
+class FieldDoc:
+    name: str
+    type_text: str
+    required: bool
+    default: str
+    constraints: str
+    links: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TypeDoc:
+    name: str
+    tag: str
+    kind: str
+    version: int
+    python: str
+    description: str
+    fields: list[FieldDoc]
+    members: list[tuple[str, str]]
+    history: list[str]
+    example: Any
+    schema_file: str
+
+
+def collect(registry: TypeRegistry, types: Iterable[type] = ()) -> list[TypeDoc]:
+    codecs = {codec.tag: codec for codec in registry.codecs()}
+    for cls in types:
+        codec = registry.codec_for_type(cls)
+        if codec is not None:
+            codecs[codec.tag] = codec
+    return [_document(registry, codec) for _, codec in sorted(codecs.items())]
+
+
+def _document(registry: TypeRegistry, codec: TypeCodec) -> TypeDoc:
+    schema = type_schema(registry, codec)
+    body = schema["$defs"][codec.tag]["properties"]["v"]
+    cls = codec.py_type
+    return TypeDoc(
+        name=codec.name, tag=codec.tag, kind=codec.kind, version=codec.version,
+        python=f"{cls.__module__}.{cls.__qualname__}" if cls is not None else "",
+        description=codec.description or (inspect.cleandoc(cls.__doc__) if cls is not None
+                                           and codec.kind == "custom" and cls.__doc__ else ""),
+        fields=_fields(registry, codec, body),
+        members=[(m.name, repr(m.value)) for m in cls] if cls is not None  # type: ignore[attr-defined]
+        and codec.kind == "enum" else [],
+        history=_history(codec),
+        example=_example(registry, codec, schema),
+        schema_file=f"types/{codec.tag}.schema.json",
+    )
+
+
+def _history(codec: TypeCodec) -> list[str]:
+    lines = [f"v1: first version{' (current)' if codec.version == 1 else ''}"]
+    for start in range(1, codec.version):
+        step = codec.migrations.get(start)
+        if step is None:
+            what = f"no migration registered: data at v{start} cannot be read"
+        else:
+            doc = inspect.getdoc(step)
+            what = doc.splitlines()[0] if doc else f"migrated by {step.__qualname__}"
+        current = " (current)" if start + 1 == codec.version else ""
+        lines.append(f"v{start} → v{start + 1}{current}: {what}")
+    return lines
+
+
+def _annotation_text(hint: Any) -> str:
+    if isinstance(hint, type) and not typing.get_args(hint):
+        return hint.__qualname__
+    text = repr(hint).replace("typing.", "")
+    return re.sub(r"(?:[A-Za-z_][\w]*\.)+([A-Za-z_]\w*)", r"\1", text)
+
+
+def _linked(registry: TypeRegistry, hint: Any) -> list[str]:
+    """Names of the documented (non-built-in) types an annotation mentions."""
+    if isinstance(hint, type) and not typing.get_args(hint):
+        codec = registry.codec_for_type(hint)
+        return [codec.name] if codec is not None and codec.kind != "builtin" else []
+    found: list[str] = []
+    for part in typing.get_args(hint):
+        found += [name for name in _linked(registry, part) if name not in found]
+    return found
+
+
+def _constraints(schema: Any) -> str:
+    if not isinstance(schema, dict):
+        return ""
+    parts = [f"{key}: {json.dumps(schema[key], ensure_ascii=False)}"
+             for key in _CONSTRAINTS if key in schema]
+    return "; ".join(parts)
+
+
+def _json_type(schema: Any) -> str:
+    if not isinstance(schema, dict):
+        return "any"
+    if "$ref" in schema:
+        return str(schema["$ref"]).rsplit("/", 1)[-1]
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            return " | ".join(_json_type(s) for s in schema[key])
+    declared = schema.get("type", "any")
+    if declared == "array" and isinstance(schema.get("items"), dict):
+        return f"array of {_json_type(schema['items'])}"
+    return "/".join(declared) if isinstance(declared, list) else str(declared)
+
+
+def _fields(registry: TypeRegistry, codec: TypeCodec, body: Any) -> list[FieldDoc]:
+    cls = codec.py_type
+    properties: dict[str, Any] = body.get("properties", {}) if isinstance(body, dict) else {}
+    required = set(body.get("required", [])) if isinstance(body, dict) else set()
+    if codec.kind == "model" and cls is not None and issubclass(cls, BaseModel):
+        docs = []
+        for name, info in cls.__pydantic_fields__.items():
+            default = ("" if info.is_required() else "factory" if info.default_factory
+                       else repr(info.default) if info.default is not PydanticUndefined else "")
+            docs.append(FieldDoc(name, _annotation_text(info.annotation), info.is_required(),
+                                 default, _constraints(properties.get(name)),
+                                 _linked(registry, info.annotation)))
+        return docs
+    if codec.kind == "dataclass" and cls is not None:
+        hints = typing.get_type_hints(cls)
+        return [FieldDoc(f.name, _annotation_text(hints.get(f.name, Any)),
+                         f.name in required,
+                         repr(f.default) if f.default is not dataclasses.MISSING
+                         else "factory" if f.default_factory is not dataclasses.MISSING else "",
+                         _constraints(properties.get(f.name)),
+                         _linked(registry, hints.get(f.name, Any)))
+                for f in dataclasses.fields(cls)]
+    return [FieldDoc(name, _json_type(prop), name in required, "", _constraints(prop))
+            for name, prop in properties.items()]
+
+
+def _example(registry: TypeRegistry, codec: TypeCodec, document: Any) -> Any:
+    value = _BUILTIN_EXAMPLES.get(codec.name)
+    if codec.kind == "builtin" and value is not None:
+        return safe_serialize(value, registry=registry)
+    if codec.kind == "enum" and codec.py_type is not None:
+        first: enum.Enum = next(iter(codec.py_type))  # type: ignore[call-overload]
+        return safe_serialize(first, registry=registry)
+    example = _Synth(registry, document).value(document["$defs"][codec.tag], 0)
+    cls = codec.py_type
+    if codec.kind == "model" and cls is not None and issubclass(cls, BaseModel):
+        for name, info in cls.__pydantic_fields__.items():
+            if not info.is_required() and info.default_factory is None:
+                example["v"][name] = safe_serialize(info.default, registry=registry)
+    return example
+
+
+class _Synth:
+    """An illustrative value that matches a schema (for docs, not for tests)."""
+
+    def __init__(self, registry: TypeRegistry, document: Any) -> None:
+        self.registry = registry
+        self.defs: dict[str, Any] = document.get("$defs", {})
+
+    def value(self, schema: Any, depth: int) -> Any:
+        if not isinstance(schema, dict) or depth > 8:
+            return None
+        if "$ref" in schema:
+            tag = schema["$ref"].rsplit("/", 1)[-1]
+            name = tag.rpartition("@")[0]
+            if name in _BUILTIN_EXAMPLES and _BUILTIN_EXAMPLES[name] is not None:
+                return safe_serialize(_BUILTIN_EXAMPLES[name], registry=self.registry)
+            if tag in ("value", "tagged"):
+                return "..."
+            return self.value(self.defs.get(tag, {}), depth + 1)
+        if "const" in schema:
+            return schema["const"]
+        if "enum" in schema:
+            return schema["enum"][0]
+        for key in ("anyOf", "oneOf"):
+            if key in schema:
+                branches = [b for b in schema[key] if b.get("type") != "null"] or schema[key]
+                return self.value(branches[0], depth + 1)
+        kind = schema.get("type")
+        kind = next((k for k in kind if k != "null"), "null") if isinstance(kind, list) else kind
+        if kind == "object" or "properties" in schema:
+            return {name: self.value(prop, depth + 1)
+                    for name, prop in schema.get("properties", {}).items()}
+        if kind == "array":
+            if "prefixItems" in schema:
+                return [self.value(item, depth + 1) for item in schema["prefixItems"]]
+            return [self.value(schema.get("items", {}), depth + 1)]
+        if kind == "string":
+            pattern = schema.get("pattern")
+            return next((c for c in _STRING_CANDIDATES
+                         if pattern is None or re.search(pattern, c)), "...")
+        if kind == "integer":
+            return schema.get("minimum", 1)
+        if kind == "number":
+            return schema.get("minimum", 1.5)
+        if kind == "boolean":
+            return True
+        return None
+
+
+def _page_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name) + ".md"
+
+
+def render_markdown(doc: TypeDoc, schema_base: str) -> str:
+    lines = [f"# `{doc.name}`", "",
+             f"kind: {doc.kind} · current version: {doc.version} · tag: `{doc.tag}`"
+             + (f" · Python: `{doc.python}`" if doc.python else ""), ""]
+    if doc.description:
+        lines += [doc.description, ""]
+    if doc.members:
+        lines += ["## Members", "", "| name | stored value |", "|---|---|"]
+        lines += [f"| `{name}` | `{value}` |" for name, value in doc.members]
+        lines.append("")
+    if doc.fields:
+        lines += ["## Fields", "", "| field | type | required | default | constraints |",
+                  "|---|---|---|---|---|"]
+        for f in doc.fields:
+            links = ", ".join(f"[{n}]({_page_name(n)})" for n in f.links)
+            type_text = f"`{f.type_text}`".replace("|", r"\|") + (f" ({links})" if links else "")
+            default = f"`{f.default}`" if f.default else ""
+            constraints = f.constraints.replace("|", r"\|")
+            lines.append(f"| `{f.name}` | {type_text} | {'yes' if f.required else 'no'} | "
+                         f"{default} | {constraints} |")
+        lines.append("")
+    lines += ["## Version history", ""] + [f"- {h}" for h in doc.history] + [""]
+    lines += ["## Example (tagged form)", "", "```json",
+              json.dumps(doc.example, indent=2, ensure_ascii=False), "```", "",
+              f"JSON Schema: [`{doc.schema_file}`]({schema_base}/{doc.schema_file})", ""]
+    return "\n".join(lines)
+
+
+def render_index(docs: list[TypeDoc]) -> str:
+    lines = ["# Stored types", "",
+             "Generated by `flujo schema docs` from the type registry; do not edit by hand.",
+             "", "| type | kind | version | description |", "|---|---|---|---|"]
+    for doc in docs:
+        summary = doc.description.splitlines()[0] if doc.description else ""
+        lines.append(f"| [`{doc.name}`]({_page_name(doc.name)}) | {doc.kind} | {doc.version} | "
+                     f"{summary} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_html(docs: list[TypeDoc]) -> str:
+    """One self-contained page with every type."""
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Stored types</title>",
+             "<style>body{font-family:sans-serif;max-width:60em;margin:auto}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em}"
+             "pre{background:#f6f6f6;padding:.5em}</style></head><body><h1>Stored types</h1>"]
+    for doc in docs:
+        anchor = html.escape(doc.name)
+        parts.append(f"<h2 id='{anchor}'>{anchor}</h2><p>kind: {doc.kind} · version "
+                     f"{doc.version} · tag <code>{html.escape(doc.tag)}</code></p>")
+        if doc.description:
+            parts.append(f"<p>{html.escape(doc.description)}</p>")
+        if doc.fields:
+            parts.append("<table><tr><th>field</th><th>type</th><th>required</th>"
+                         "<th>default</th><th>constraints</th></tr>")
+            for f in doc.fields:
+                links = " ".join(f"<a href='#{html.escape(n)}'>{html.escape(n)}</a>"
+                                 for n in f.links)
+                parts.append(f"<tr><td>{html.escape(f.name)}</td><td><code>"
+                             f"{html.escape(f.type_text)}</code> {links}</td><td>"
+                             f"{'yes' if f.required else 'no'}</td><td>{html.escape(f.default)}"
+                             f"</td><td>{html.escape(f.constraints)}</td></tr>")
+            parts.append("</table>")
+        parts.append("<ul>" + "".join(f"<li>{html.escape(h)}</li>" for h in doc.history)
+                     + "</ul>")
+        parts.append(f"<pre>{html.escape(json.dumps(doc.example, indent=2))}</pre>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def documents(registry: TypeRegistry, types: Iterable[type],
+              schema_base: str) -> dict[str, str]:
+    """Relative file name -> Markdown text of every page ``flujo schema docs`` writes."""
+    docs = collect(registry, types)
+    pages = {_page_name(doc.name): render_markdown(doc, schema_base) for doc in docs}
+    pages["index.md"] = render_index(docs)
+    return pages

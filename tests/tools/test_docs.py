@@ -1,0 +1,75 @@
+"""`flujo schema docs`: pages per type, kept current for this repository's own types."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import jsonschema
+from pydantic import BaseModel
+
+from flujo.cli import main
+from flujo.serialization import TypeRegistry, tagged_format_schema
+from flujo.tools import collect, documents, render_html
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Address(BaseModel):
+    """Where parcels go."""
+
+    city: str
+    zip: str = "00000"
+
+
+class Customer(BaseModel):
+    """A paying customer."""
+
+    name: str
+    balance: Decimal
+    address: Address | None = None
+
+
+def v1_to_v2(v: dict[str, object]) -> dict[str, object]:
+    """Split the old single `name` into first and last name."""
+    return v
+
+
+def test_committed_type_docs_are_current() -> None:
+    assert main(["schema", "docs", "--out", str(REPO / "docs" / "types"), "--check"]) == 0
+
+
+def test_a_model_page_has_fields_links_history_and_a_valid_example() -> None:
+    registry = TypeRegistry()
+    registry.register_type(Customer, name="customer", version=2, migrations={1: v1_to_v2})
+    registry.register_type(Address, name="address")
+    pages = documents(registry, [], "../schemas")
+    page = pages["customer.md"]
+    assert "A paying customer." in page
+    assert "| `balance` | `Decimal` | yes |" in page
+    assert "[address](address.md)" in page
+    assert "- v1 → v2 (current): Split the old single `name` into first and last name." in page
+    assert "`customer@2`" in page
+    assert "[`customer`](customer.md)" in pages["index.md"]
+    doc = next(d for d in collect(registry) if d.name == "customer")
+    schema = tagged_format_schema(registry, [Customer])
+    jsonschema.Draft202012Validator(schema).validate(doc.example)
+    assert doc.example["$t"] == "customer@2"
+
+
+def test_examples_of_every_builtin_type_match_their_schema() -> None:
+    registry = TypeRegistry()
+    validator = jsonschema.Draft202012Validator(tagged_format_schema(registry))
+    for doc in collect(registry):
+        validator.validate(doc.example)
+
+
+def test_html_page_is_self_contained(tmp_path: Path) -> None:
+    registry = TypeRegistry()
+    registry.register_type(Customer, name="customer")
+    page = render_html(collect(registry, [Customer]))
+    assert page.startswith("<!doctype html>") and "<h2 id='customer'>" in page
+    assert "http" not in page.split("<body>", 1)[1]  # no external assets
+    out = tmp_path / "types"
+    assert main(["schema", "docs", "--out", str(out), "--html", str(tmp_path / "t.html")]) == 0
+    assert (out / "index.md").exists() and (tmp_path / "t.html").exists()
