@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from flujo.serialization import (
+    FORMAT_ID,
     TAG,
     VALUE,
     TypeRegistry,
@@ -30,8 +32,11 @@ from ._support import (
     Item,
     Kennel,
     Money,
+    Page,
     Perm,
     make_registry,
+    money_from_json,
+    money_to_json,
 )
 
 Draft = jsonschema.Draft202012Validator
@@ -51,6 +56,18 @@ def assert_valid(schema: dict[str, Any], data: Any) -> None:
 @pytest.mark.parametrize("codec", BUILTIN_CODECS, ids=[c.name for c in BUILTIN_CODECS])
 def test_every_builtin_codec_schema_is_valid_draft_2020_12(codec: Any) -> None:
     Draft.check_schema(codec.schema)
+
+
+def test_format_schema_is_valid_draft_2020_12(registry: TypeRegistry) -> None:
+    schema = tagged_format_schema(registry)
+    Draft.check_schema(schema)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["$id"] == FORMAT_ID
+    assert {f"{c.name}@1" for c in BUILTIN_CODECS} <= set(schema["$defs"])
+    assert "money@1" in schema["$defs"]
+    full = tagged_format_schema(registry, types=SCHEMA_TYPES)
+    Draft.check_schema(full)
+    jsonschema_rs.validator_for(full)
 
 
 def test_type_schema_of_a_model_lists_its_fields(registry: TypeRegistry) -> None:
@@ -97,6 +114,34 @@ def test_schema_rejects_data_it_does_not_describe(registry: TypeRegistry) -> Non
     assert validator.is_valid({TAG: "unknown.type@3", VALUE: {"anything": 1}})
 
 
+@pytest.mark.parametrize("name", ["acme/money", "acme~money", "acme#money", "a%20b", "Ünï.côde",
+                                  "name<with>brackets", "quote\"d", "back\\slash", "a?b", "a[1]"])
+def test_names_that_need_escaping_in_refs(name: str) -> None:
+    registry = TypeRegistry()
+    registry.register_custom_serializer(Money, money_to_json, deserializer=money_from_json,
+                                        schema=MONEY_SCHEMA, name=name)
+    good = safe_serialize({"m": [Money(Decimal("1.00"))]}, registry=registry)
+    bad = {"m": [{TAG: f"{name}@1", VALUE: {"amount": "x", "currency": "EUR"}}]}
+    for schema in (tagged_format_schema(registry), type_schema(registry, Money)):
+        Draft.check_schema(schema)
+        data = good if schema.get("$id") else good["m"][0]
+        assert_valid(schema, data)
+        wrong = bad if schema.get("$id") else bad["m"][0]
+        assert not Draft(schema).is_valid(wrong)
+        assert not jsonschema_rs.validator_for(schema).is_valid(wrong)
+
+
+def test_generic_and_local_model_names_validate_with_both_validators() -> None:
+    class Local(BaseModel):
+        page: Page[Item]
+
+    registry = TypeRegistry()
+    value = Local(page=Page[Item](items=[Item(name="a", price=Decimal(1),
+                                              at=datetime(2024, 1, 1))], total=1))
+    schema = tagged_format_schema(registry, types=[Local])
+    assert_valid(schema, safe_serialize(value, registry=registry))
+
+
 def test_flag_combinations_match_the_enum_schema(registry: TypeRegistry) -> None:
     schema = tagged_format_schema(registry, types=[Perm])
     for member in (Perm.R, Perm.R | Perm.W, Perm.R | Perm.W | Perm.X, Perm(0), ~Perm.R):
@@ -140,6 +185,18 @@ def test_named_fixed_offsets_match_the_datetime_and_time_schemas(
     schema = tagged_format_schema(registry)
     assert_valid(schema, safe_serialize(datetime(2024, 1, 1, tzinfo=tz), registry=registry))
     assert_valid(schema, safe_serialize(time(1, 2, tzinfo=tz), registry=registry))
+
+
+def test_non_finite_floats_and_big_ints_in_model_fields(registry: TypeRegistry) -> None:
+    class Numbers(BaseModel):
+        ratio: float
+        count: int
+
+    schema = tagged_format_schema(registry, types=[Numbers])
+    for ratio in (math.nan, math.inf, -0.0, 1.5):
+        assert_valid(schema, safe_serialize(Numbers(ratio=ratio, count=2**80), registry=registry))
+    assert not Draft(schema).is_valid(
+        {TAG: f"{Numbers.__module__}:{Numbers.__qualname__}@1", VALUE: {"ratio": "x", "count": 1}})
 
 
 def test_subclass_in_a_base_typed_field_validates(registry: TypeRegistry) -> None:

@@ -15,6 +15,7 @@ import types
 import typing
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import quote
 
 from pydantic import BaseModel
 
@@ -34,8 +35,18 @@ _SCALARS: dict[Any, JSONSchema] = {
 }
 
 
+def def_ref(key: str) -> str:
+    """The ``$ref`` to ``$defs[key]``: a JSON Pointer (RFC 6901) written as a URI fragment.
+
+    Tags are free-form names ('acme/money@1', 'app:Page[Item]@1', 'f:<locals>.M@1'): '~' and
+    '/' are pointer syntax and '[', '<', '%', spaces, non-ASCII... are not allowed in a URI.
+    """
+    token = key.replace("~", "~0").replace("/", "~1")
+    return "#/$defs/" + quote(token, safe="!$&'()*+,;=:@")
+
+
 def ref(codec: TypeCodec) -> JSONSchema:
-    return {"$ref": f"#/$defs/{codec.tag}"}
+    return {"$ref": def_ref(codec.tag)}
 
 
 class _Collector:
@@ -175,7 +186,7 @@ def render(collector: _Collector) -> JSONSchema:
             "additionalProperties": False,
             "allOf": [
                 {"if": {"properties": {TAG: {"const": tag}}},
-                 "then": {"$ref": f"#/$defs/{tag}"}}
+                 "then": {"$ref": def_ref(tag)}}
                 for tag in sorted(collector.codecs)
             ],
         },
@@ -212,7 +223,7 @@ def type_schema(registry: TypeRegistry, cls_or_codec: type | TypeCodec) -> JSONS
     collector = _Collector(registry)
     collector.add(codec)
     document = render(collector)
-    document["$ref"] = f"#/$defs/{codec.tag}"
+    document["$ref"] = def_ref(codec.tag)
     document["title"] = codec.name
     document.pop("$id")
     return document
