@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
-from pathlib import Path
+import posixpath
 from typing import Any
 
 import pytest
@@ -46,13 +46,12 @@ values = st.recursive(
 @SETTINGS
 @given(st.text(max_size=300))
 def test_run_ids_never_escape_the_store(run_id: str) -> None:
-    root = Path("/store").resolve()
     try:
         validate_run_id(run_id)
     except InvalidRunIdError:
         return
-    target = (root / f"{run_id}.json").resolve()
-    assert target.parent == root
+    target = posixpath.normpath(posixpath.join("/store", f"{run_id}.json"))
+    assert posixpath.dirname(target) == "/store"
     assert os.sep not in run_id and "\x00" not in run_id and not run_id.startswith(".")
     assert len(run_id.encode()) <= 200
 
