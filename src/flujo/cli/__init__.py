@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=_cmd_schema_check)
     docs = schema_commands.add_parser("docs", help="Markdown pages for every stored type")
     docs.add_argument("--out", default="docs/types")
-    docs.add_argument("--schema-base", default="../../schemas",
+    docs.add_argument("--schema-base", default="../schemas",
                       help="link prefix from the pages to the schemas folder")
     docs.add_argument("--html", help="also write one self-contained HTML page here")
     docs.add_argument("--module", action="append", default=[])
