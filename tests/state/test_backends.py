@@ -121,6 +121,15 @@ async def test_file_ignores_leftovers_of_a_crashed_write(tmp_path: Path) -> None
     assert [r["run_id"] for r in await backend.list_runs()] == ["r"]
 
 
+async def test_file_survives_removal_of_its_lock_directory(tmp_path: Path) -> None:
+    backend = FileBackend(tmp_path)
+    (tmp_path / ".locks").rmdir()
+    await backend.save_state("r", state("r"))
+    async with backend.claim("r"):
+        pass
+    assert await backend.load_state("r") is not None
+
+
 async def test_file_claims_span_backend_instances(tmp_path: Path) -> None:
     one, two = FileBackend(tmp_path), FileBackend(tmp_path)
     async with one.claim("job"):

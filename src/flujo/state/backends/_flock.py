@@ -41,6 +41,12 @@ def acquire(path: Path, *, blocking: bool) -> int | None:
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            try:  # the lock directory was removed (e.g. by a cleanup job): recreate it
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise BackendUnavailableError(f"cannot create {path.parent}: {exc}") from exc
+            continue
         except OSError as exc:
             raise BackendUnavailableError(f"cannot open lock file {path}: {exc}") from exc
         try:
