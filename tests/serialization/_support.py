@@ -340,7 +340,9 @@ path_text = st.text(alphabet="abc/\\. _-", max_size=8)
 paths = st.one_of(
     path_text.map(pathlib.PurePosixPath),
     path_text.map(pathlib.PosixPath),
-    path_text.map(pathlib.PureWindowsPath),
+    # CPython quirk: PureWindowsPath("//./") prints as the device root \\.\\ which parses
+    # back as a bare backslash. No str-based codec can keep it: keep paths that survive str().
+    path_text.map(pathlib.PureWindowsPath).filter(lambda p: pathlib.PureWindowsPath(str(p)) == p),
 )
 
 hashable_leaves = st.one_of(
