@@ -14,6 +14,7 @@ from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from decimal import Decimal
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -165,13 +166,21 @@ def _dec_complex(dec: Decoder, v: Any, depth: int) -> complex:
 
 # -- containers ---------------------------------------------------------------------------
 def _sorted_items(enc: Encoder, items: set[Any] | frozenset[Any], depth: int) -> list[Any]:
-    """Sets are written in a deterministic order so equal sets give identical bytes."""
+    """Sets are written in a deterministic order so equal sets give identical bytes.
+
+    Their own order when ``<`` totally orders the elements, else the order of the encoded
+    bytes. sorted() succeeding is not enough: with NaNs or frozensets (ordered by inclusion)
+    its result depends on the set's iteration order, which depends on insertion history.
+    """
     try:
         ordered = sorted(items)
+        total = all(a < b for a, b in pairwise(ordered))
     except Exception:  # not only TypeError: Decimal('NaN') < x raises InvalidOperation
-        encoded = enc.encode_items(items, depth + 1)
-        return sorted(encoded, key=lambda e: orjson.dumps(e, option=orjson.OPT_SORT_KEYS))
-    return enc.encode_items(ordered, depth + 1)
+        total = False
+    if total:
+        return enc.encode_items(ordered, depth + 1)
+    encoded = enc.encode_items(items, depth + 1)
+    return sorted(encoded, key=lambda e: orjson.dumps(e, option=orjson.OPT_SORT_KEYS))
 
 
 def _dec_tuple(dec: Decoder, v: Any, depth: int) -> tuple[Any, ...]:
