@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import jsonschema
 import jsonschema_rs
 import orjson
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from flujo.serialization import safe_deserialize, safe_serialize, tagged_format_schema
 
-from ._support import SCHEMA_TYPES, assert_same, make_registry, values
+from ._support import SCHEMA_TYPES, assert_same, hashables, make_registry, values
 
 REGISTRY = make_registry()
 PROPERTY_SETTINGS = settings(
@@ -38,6 +40,21 @@ def test_encoding_is_deterministic_and_pure_json(value: Any) -> None:
     assert orjson.dumps(safe_serialize(value, registry=REGISTRY)) == first
     # The bytes parse back to exactly the data that was written (JSON-native, no loss).
     assert orjson.dumps(orjson.loads(first)) == first
+
+
+@PROPERTY_SETTINGS
+@given(st.lists(hashables, max_size=10), st.randoms(use_true_random=False))
+def test_equal_sets_encode_to_identical_bytes(elements: list[Any], rnd: random.Random) -> None:
+    shuffled = list(elements)
+    rnd.shuffle(shuffled)
+    forward: set[Any] = set()
+    backward: set[Any] = set()
+    for element in elements:
+        forward.add(element)
+    for element in shuffled:
+        backward.add(element)
+    assert orjson.dumps(safe_serialize(forward, registry=REGISTRY)) == orjson.dumps(
+        safe_serialize(backward, registry=REGISTRY))
 
 
 FORMAT_SCHEMA = tagged_format_schema(REGISTRY, types=SCHEMA_TYPES)
