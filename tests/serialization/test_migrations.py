@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from decimal import Decimal
 from typing import Any
 
@@ -155,3 +156,26 @@ def test_manifest_lists_versions_of_the_tags_used() -> None:
                                           registry=registry)
     assert manifest == {"price": 3, "set": 1}
     assert safe_deserialize(data, registry=registry)["p"] == Price(Decimal(1), "EUR")
+
+
+def test_migration_input_is_an_exact_copy_of_the_stored_value() -> None:
+    """The copy that protects the caller's data must not change it: a float NaN stayed NaN
+    only without migrations (a JSON round trip turned it into null) and an int beyond 64
+    bits made the copy itself fail."""
+    seen: list[Any] = []
+
+    def record(v: Any) -> Any:
+        seen.append(v)
+        return v
+
+    registry = TypeRegistry()
+    registry.register_custom_serializer(Price, lambda p: p.amount, deserializer=lambda v: v,
+                                        name="price", version=2, migrations={1: record})
+    stored = {"nan": float("nan"), "big": 2**70, "nested": [1.5, {"k": None}]}
+    back = safe_deserialize({TAG: "price@1", VALUE: stored}, registry=registry)
+    assert seen[0] is not stored
+    assert math.isnan(seen[0]["nan"])
+    assert seen[0]["big"] == 2**70
+    assert seen[0]["nested"] == [1.5, {"k": None}]
+    assert math.isnan(back["nan"])
+    assert back["big"] == 2**70

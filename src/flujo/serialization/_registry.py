@@ -12,6 +12,7 @@ found through ``sys.modules`` entries and ``__subclasses__`` without calling ``g
 
 from __future__ import annotations
 
+import copy
 import enum
 import sys
 import threading
@@ -20,7 +21,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-import orjson
 from pydantic import BaseModel
 
 from ..exceptions import (
@@ -476,7 +476,7 @@ def _migrating_plan(codec: TypeCodec, stored: int, decode_value: DecodePlan) -> 
         steps.append((version, step))
 
     def plan(dec: Decoder, v: Any, depth: int) -> Any:
-        value = orjson.loads(orjson.dumps(v))  # migrations may mutate; the caller's data may not
+        value = copy.deepcopy(v)  # migrations may mutate; the caller's data may not
         for version, step in steps:
             try:
                 value = step(value)
