@@ -321,3 +321,18 @@ def test_everything_nested_together(registry: TypeRegistry) -> None:
         "$t": "not a tag",
     }
     round_trip(value, registry)
+
+
+def test_a_fresh_registry_reads_derived_types_without_registration() -> None:
+    """Models, dataclasses, enums and NamedTuples defined in the process need no registry."""
+    value = [
+        Page[Item](items=[Item(name="a", price=Decimal("1.10"), at=datetime(2024, 1, 1))],
+                   total=1),
+        Kennel(resident=Dog(name="rex", breed="pug")),
+        Pair(Version(1, 2), Slotted([Labeled("l", Coord(1.0, 2.0))])),
+        Loose(kind="k", x_a=Color.RED),
+        {Priority.HIGH: Mode.READ, Perm.R | Perm.W: Point(1, 2)},
+    ]
+    data = orjson.loads(orjson.dumps(safe_serialize(value, registry=TypeRegistry())))
+    assert_same(value, safe_deserialize(data, registry=TypeRegistry()))
+    assert_same(value, safe_deserialize(data))  # the global registry too
