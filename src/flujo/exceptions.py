@@ -26,6 +26,8 @@ The tree::
     │   ├── CorruptStateError (ValueError)       a stored record cannot be read; never deleted
     │   ├── StateConflictError                   compare-and-set lost to another writer
     │   ├── EncryptionError (ValueError)         missing key, tampered or plaintext record
+    │   ├── InvalidStateError (ValueError)       a state that is not a valid WorkflowState
+    │   ├── BackendConfigError (ValueError)      a bad backend URI, option or argument
     │   └── BackendUnavailableError              the store cannot be reached or opened
     └── PipelineError (RuntimeError)             the runner refuses or fails a run
         ├── RunInProgressError                   another worker holds the run
@@ -39,6 +41,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "BackendConfigError",
     "BackendUnavailableError",
     "CircularReferenceError",
     "CorruptStateError",
@@ -47,6 +50,7 @@ __all__ = [
     "FlujoError",
     "FutureVersionError",
     "InvalidRunIdError",
+    "InvalidStateError",
     "MigrationError",
     "MissingDeserializerError",
     "MissingMigrationError",
@@ -169,6 +173,14 @@ class StateConflictError(StateError):
 
 class EncryptionError(StateError, ValueError):
     """Encryption or decryption failed: missing key, tampered or plaintext record."""
+
+
+class InvalidStateError(StateError, ValueError):
+    """The state given to a backend is not a valid WorkflowState (nothing was written)."""
+
+
+class BackendConfigError(StateError, ValueError):
+    """A backend URI, option or argument is invalid."""
 
 
 class BackendUnavailableError(StateError):

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from flujo.exceptions import (
+    BackendConfigError,
     CorruptStateError,
     FutureVersionError,
     MigrationError,
@@ -291,5 +292,5 @@ async def test_migrate_all_needs_an_envelope_backend() -> None:
         async def delete_state(self, run_id: str) -> None:
             return None
 
-    with pytest.raises(TypeError, match="EnvelopeStateBackend"):
+    with pytest.raises(BackendConfigError, match="EnvelopeStateBackend"):
         await migrate_all(Minimal())

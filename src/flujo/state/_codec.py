@@ -25,6 +25,7 @@ import orjson
 from pydantic import ValidationError
 
 from flujo.exceptions import (
+    BackendConfigError,
     CorruptStateError,
     DeserializationError,
     EncryptionError,
@@ -206,7 +207,7 @@ class EnvelopeCodec:
         if encryption is not None and not isinstance(encryption, Encryption):
             raise EncryptionError(f"encryption must be an Encryption, got {encryption!r}")
         if max_payload_bytes < 1:
-            raise ValueError("max_payload_bytes must be positive")
+            raise BackendConfigError("max_payload_bytes must be positive")
         self._registry = registry
         self.migrations = migrations if migrations is not None else default_state_migrations()
         self.compression = resolve_compression(compression)

@@ -10,7 +10,7 @@ import zlib
 from types import ModuleType
 from typing import Literal
 
-from flujo.exceptions import CorruptStateError, StateError
+from flujo.exceptions import BackendConfigError, CorruptStateError, StateError
 
 __all__ = ["Compression", "compress", "decompress", "resolve_compression", "zstd_available"]
 
@@ -53,7 +53,7 @@ def resolve_compression(choice: str | None) -> str | None:
         return "zstd"
     if choice == "zlib":
         return "zlib"
-    raise ValueError(f"unknown compression {choice!r}; use 'zstd', 'zlib', 'auto' or None")
+    raise BackendConfigError(f"unknown compression {choice!r}; use 'zstd', 'zlib', 'auto' or None")
 
 
 def compress(algorithm: str, data: bytes, level: int | None = None) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from flujo.exceptions import FlujoError
+from flujo.exceptions import BackendConfigError, FlujoError
 
 from .backends.base import EnvelopeStateBackend, StateBackend
 
@@ -71,7 +71,7 @@ async def migrate_all(backend: StateBackend, *, dry_run: bool = False) -> Migrat
     ``migrate_all`` again. Failures never modify the stored record.
     """
     if not isinstance(backend, EnvelopeStateBackend):
-        raise TypeError(
+        raise BackendConfigError(
             "migrate_all needs a backend built on EnvelopeStateBackend,"
             f" got {type(backend).__name__}"
         )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from flujo.exceptions import BackendConfigError
+
 from .backends.base import StateBackend
 
 __all__ = ["backend_from_uri"]
@@ -22,24 +24,24 @@ def backend_from_uri(uri: str, **options: Any) -> StateBackend:
     ==================================  ===========================================
     """
     if not isinstance(uri, str) or "://" not in uri:
-        raise ValueError(f"not a state backend URI: {uri!r} (expected e.g. 'sqlite:///state.db')")
+        raise BackendConfigError(f"not a state backend URI: {uri!r} (expected e.g. 'sqlite:///state.db')")
     scheme, _, rest = uri.partition("://")
     scheme = scheme.lower()
     if scheme == "memory":
         if rest:
-            raise ValueError(f"memory:// takes no path, got {uri!r}")
+            raise BackendConfigError(f"memory:// takes no path, got {uri!r}")
         from .backends.memory import InMemoryBackend
 
         return InMemoryBackend(**options)
     if scheme == "file":
         if not rest:
-            raise ValueError(f"file:// needs a directory, got {uri!r}")
+            raise BackendConfigError(f"file:// needs a directory, got {uri!r}")
         from .backends.file import FileBackend
 
         return FileBackend(rest, **options)
     if scheme == "sqlite":
         if not rest.startswith("/") or len(rest) < 2:
-            raise ValueError(
+            raise BackendConfigError(
                 f"expected sqlite:///relative.db or sqlite:////absolute.db, got {uri!r}"
             )
         from .backends.sqlite import SQLiteBackend
@@ -49,7 +51,7 @@ def backend_from_uri(uri: str, **options: Any) -> StateBackend:
         from .backends.postgres import PostgresBackend
 
         return PostgresBackend(uri, **options)
-    raise ValueError(
+    raise BackendConfigError(
         f"unknown state backend scheme {scheme!r} in {uri!r};"
         " use memory://, file://, sqlite:/// or postgresql://"
     )

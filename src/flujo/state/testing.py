@@ -34,6 +34,7 @@ from flujo.exceptions import (
     EncryptionError,
     FutureVersionError,
     InvalidRunIdError,
+    InvalidStateError,
     MissingMigrationError,
     RunInProgressError,
     StateConflictError,
@@ -283,9 +284,9 @@ class BackendContract:
     async def test_state_for_another_run_is_refused(self, backend: StateBackend) -> None:
         with pytest.raises(InvalidRunIdError, match="does not match"):
             await backend.save_state("one", _state("two"))
-        with pytest.raises(TypeError):
+        with pytest.raises(InvalidStateError, match="mapping"):
             await backend.save_state("one", ["not", "a", "state"])  # type: ignore[arg-type]
-        with pytest.raises(ValueError):
+        with pytest.raises(InvalidStateError, match="status"):
             await backend.save_state("one", {"status": "exploded"})
         assert await backend.list_run_ids() == []
 

@@ -18,10 +18,14 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
+from pydantic import ValidationError
+
 from flujo.exceptions import (
+    BackendConfigError,
     CorruptStateError,
     EncryptionError,
     InvalidRunIdError,
+    InvalidStateError,
     StateConflictError,
 )
 from flujo.serialization import TypeRegistry
@@ -87,9 +91,14 @@ def coerce_state(run_id: str, state: StateInput) -> WorkflowState:
     elif isinstance(state, Mapping):
         data = dict(state)
         data.setdefault("run_id", run_id)
-        result = WorkflowState.model_validate(data)
+        try:
+            result = WorkflowState.model_validate(data)
+        except ValidationError as exc:
+            raise InvalidStateError(
+                f"state for run {run_id!r} is not a valid WorkflowState: {exc}"
+            ) from exc
     else:
-        raise TypeError(
+        raise InvalidStateError(
             f"state for run {run_id!r} must be a WorkflowState or a mapping,"
             f" got {type(state).__name__}"
         )
@@ -102,9 +111,9 @@ def coerce_state(run_id: str, state: StateInput) -> WorkflowState:
 
 def _check_paging(limit: int | None, offset: int) -> None:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise ValueError(f"limit must be None or an int >= 0, got {limit!r}")
+        raise BackendConfigError(f"limit must be None or an int >= 0, got {limit!r}")
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise ValueError(f"offset must be an int >= 0, got {offset!r}")
+        raise BackendConfigError(f"offset must be an int >= 0, got {offset!r}")
 
 
 def _check_expected(expected_revision: int | None) -> None:
@@ -115,7 +124,7 @@ def _check_expected(expected_revision: int | None) -> None:
         or not isinstance(expected_revision, int)
         or expected_revision < 0
     ):
-        raise ValueError(
+        raise BackendConfigError(
             f"expected_revision must be None or an int >= 0, got {expected_revision!r}"
         )
 
@@ -325,7 +334,8 @@ class EnvelopeStateBackend(StateBackend):
         offset: int = 0,
     ) -> list[RunSummary]:
         if status is not None and status not in RUN_STATUSES:
-            raise ValueError(f"status must be one of {', '.join(RUN_STATUSES)}, got {status!r}")
+            raise BackendConfigError(
+                f"status must be one of {', '.join(RUN_STATUSES)}, got {status!r}")
         _check_paging(limit, offset)
         return await self._list(status, pipeline_name, limit, offset)
 

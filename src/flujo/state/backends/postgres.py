@@ -24,6 +24,7 @@ from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from flujo.exceptions import (
+    BackendConfigError,
     BackendUnavailableError,
     FutureVersionError,
     RunInProgressError,
@@ -110,7 +111,7 @@ class PostgresBackend(EnvelopeStateBackend):
         _modules()
         for what, name in (("schema", schema), ("table", table)):
             if not _IDENT.match(name):
-                raise ValueError(f"{what} name {name!r} must match {_IDENT.pattern}")
+                raise BackendConfigError(f"{what} name {name!r} must match {_IDENT.pattern}")
         self.dsn = dsn
         self.schema = schema
         self.table = table

@@ -24,7 +24,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Literal
 
-from flujo.exceptions import BackendUnavailableError, FutureVersionError
+from flujo.exceptions import BackendConfigError, BackendUnavailableError, FutureVersionError
 
 from .._codec import SealedRecord
 from .._envelope import format_timestamp
@@ -83,9 +83,10 @@ class SQLiteBackend(EnvelopeStateBackend):
                 " use InMemoryBackend for a store that lives in memory"
             )
         if not _IDENT.match(table):
-            raise ValueError(f"table name {table!r} must match {_IDENT.pattern}")
+            raise BackendConfigError(f"table name {table!r} must match {_IDENT.pattern}")
         if synchronous not in ("FULL", "NORMAL", "EXTRA"):
-            raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
+            raise BackendConfigError(
+                f"synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
         self.path = Path(path)
         self.table = table
         self.busy_timeout = busy_timeout
