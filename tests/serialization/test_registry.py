@@ -195,6 +195,9 @@ def test_validate_false_on_registry_and_on_type() -> None:
     {"properties": {"a": {"minimum": "zero"}}},
     {"required": "amount"},
     ["not", "a", "schema"],
+    {"$ref": "#/$defs/missing"},  # passes the metaschema, cannot be resolved
+    {"type": "string", "pattern": "a{,3}"},  # a Python regex, not one the fast validator takes
+    {"type": "string", "pattern": "a\\Z"},
 ])
 def test_invalid_schema_is_refused_at_registration(registry: TypeRegistry, schema: Any) -> None:
     with pytest.raises(RegistrationError, match="schema"):

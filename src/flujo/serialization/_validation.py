@@ -26,6 +26,11 @@ def check_schema(schema: Any, *, owner: str) -> None:
         raise RegistrationError(
             f"schema for {owner} is not valid JSON Schema (Draft 2020-12): {exc.message}"
         ) from exc
+    try:  # the metaschema does not resolve $refs or know the fast validator's regex dialect
+        jsonschema_rs.validator_for(schema)
+    except ValueError as exc:  # jsonschema_rs.ValidationError
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        raise RegistrationError(f"schema for {owner} cannot be compiled: {reason}") from exc
 
 
 class CompiledSchema:
