@@ -66,23 +66,17 @@ def registry() -> TypeRegistry:
 
 
 @pytest.fixture
-def global_point() -> Any:
-    """Register Point3 in the global registry for one test, then remove it again."""
-    reg = ser.default_registry()
-    yield reg
-    with reg._lock:
-        codec = reg._by_type.pop(Point3, None)
-        if codec is not None:
-            for name in (codec.name, *codec.aliases):
-                reg._by_name.pop(name, None)
-        reg._pending_deserializers.pop(Point3, None)
-        reg._encode_plans.clear()
-        reg._decode_plans.clear()
+def global_registry(monkeypatch: pytest.MonkeyPatch) -> TypeRegistry:
+    """A fresh process-wide registry for one test; the real one is back afterwards."""
+    fresh = TypeRegistry()
+    monkeypatch.setattr(ser, "_GLOBAL", fresh)
+    return fresh
 
 
 # -- the two-argument form ---------------------------------------------------------------------
-def test_two_argument_form_on_the_global_registry(global_point: TypeRegistry) -> None:
+def test_two_argument_form_on_the_global_registry(global_registry: TypeRegistry) -> None:
     register_custom_serializer(Point3, point_to_json)
+    assert ser.default_registry() is global_registry
     data = safe_serialize(Point3(1, 2, 3))
     assert data == {TAG: f"{__name__}:Point3@1", VALUE: [1, 2, 3]}
     with pytest.raises(MissingDeserializerError, match="register_custom_deserializer") as info:
