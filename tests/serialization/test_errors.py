@@ -188,7 +188,7 @@ def test_model_cycle(registry: TypeRegistry) -> None:
     assert info.value.path == "$.tree.child.child[0]"
 
 
-def test_cycle_through_a_tuple_and_a_set_element(registry: TypeRegistry) -> None:
+def test_cycle_through_a_tuple(registry: TypeRegistry) -> None:
     holder: list[Any] = []
     holder.append((holder,))
     with pytest.raises(CircularReferenceError):
@@ -238,6 +238,8 @@ DECODE_NESTINGS = {
     "tuple": lambda v: {TAG: "tuple@1", VALUE: [v]},
     "escaped-dict": lambda v: {TAG: "dict@1", VALUE: [[1, v]]},
     "deque": lambda v: {TAG: "deque@1", VALUE: {"items": [v], "maxlen": None}},
+    "defaultdict": lambda v: {TAG: "defaultdict@1", VALUE: {"factory": None, "items": [[1, v]]}},
+    "custom": lambda v: {TAG: "money@1", VALUE: v},
     "model": lambda v: {TAG: f"{Box.__module__}:Box@1", VALUE: {"payload": v}},
 }
 
