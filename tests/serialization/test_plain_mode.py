@@ -164,3 +164,21 @@ def test_serialize_to_json_in_json_mode(registry: TypeRegistry) -> None:
 def test_bad_mode_is_refused(registry: TypeRegistry) -> None:
     with pytest.raises(ValueError, match="mode"):
         safe_serialize(1, mode="yaml", registry=registry)  # type: ignore[arg-type]
+
+
+def test_keys_that_collide_in_plain_json_are_refused_not_dropped() -> None:
+    with pytest.raises(SerializationError, match="both become '1'") as info:
+        safe_serialize({"outer": {1: "int", "1": "str"}}, mode="json")
+    assert info.value.path == "$.outer['1']"
+
+
+def test_a_remote_schema_ref_is_refused_at_registration_without_fetching() -> None:
+    from flujo.exceptions import RegistrationError
+    from flujo.serialization import TypeRegistry
+
+    class Remote:
+        pass
+
+    with pytest.raises(RegistrationError, match="Retrieval is disabled"):
+        TypeRegistry().register_custom_serializer(
+            Remote, lambda r: {}, schema={"$ref": "https://example.invalid/remote.json"})

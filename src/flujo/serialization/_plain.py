@@ -82,8 +82,11 @@ class _PlainWalker:
         key: Any = None
         try:
             for key, value in items:
-                out[key if isinstance(key, str) else str(self.walk(key, depth))] = self.walk(
-                    value, depth)
+                name = key if isinstance(key, str) else str(self.walk(key, depth))
+                if name in out:  # e.g. 1 and "1": keeping one would silently drop the other
+                    raise SerializationError(
+                        f"keys {key!r} and another key both become {name!r} in plain JSON")
+                out[name] = self.walk(value, depth)
         except SerializationError as exc:
             _note(exc, key_segment(key), None)
             raise

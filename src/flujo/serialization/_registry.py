@@ -67,7 +67,6 @@ class TypeRegistry:
         self._derived: dict[type, TypeCodec] = {}
         self._pending_deserializers: dict[type, Callable[[Any], Any]] = {}
         self._seen: weakref.WeakValueDictionary[str, type] = weakref.WeakValueDictionary()
-        self._validators: dict[int, CompiledSchema] = {}
         self._encode_plans: dict[type, EncodePlan] = {}
         self._decode_plans: dict[str, DecodePlan] = {}
         self._generation = 0  # bumped by every registration; a plan made before is not cached
@@ -297,12 +296,6 @@ class TypeRegistry:
 
     def current_versions(self) -> dict[str, int]:
         return {codec.name: codec.version for codec in self.codecs()}
-
-    def compiled_schema(self, codec: TypeCodec) -> CompiledSchema:
-        compiled = self._validators.get(id(codec))
-        if compiled is None:
-            compiled = self._validators[id(codec)] = CompiledSchema(codec.schema or {})
-        return compiled
 
     def codec_for_factory(self, factory: object) -> TypeCodec | None:
         return self.codec_for_type(factory) if isinstance(factory, type) else None

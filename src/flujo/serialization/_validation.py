@@ -27,10 +27,16 @@ def check_schema(schema: Any, *, owner: str) -> None:
             f"schema for {owner} is not valid JSON Schema (Draft 2020-12): {exc.message}"
         ) from exc
     try:  # the metaschema does not resolve $refs or know the fast validator's regex dialect
-        jsonschema_rs.validator_for(schema)
+        _compile(schema)
     except ValueError as exc:  # jsonschema_rs.ValidationError
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
         raise RegistrationError(f"schema for {owner} cannot be compiled: {reason}") from exc
+
+
+def _compile(schema: dict[str, Any] | bool) -> Any:
+    # offline: a schema's remote $ref is refused, never fetched (no network on registration,
+    # and a schema cannot make the process reach out to a host).
+    return jsonschema_rs.validator_for(schema, offline=True)
 
 
 class CompiledSchema:
@@ -40,7 +46,7 @@ class CompiledSchema:
 
     def __init__(self, schema: dict[str, Any] | bool) -> None:
         self.schema = schema
-        self._fast = jsonschema_rs.validator_for(schema)
+        self._fast = _compile(schema)
 
     def is_valid(self, value: Any) -> bool:
         return bool(self._fast.is_valid(value))
