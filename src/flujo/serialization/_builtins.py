@@ -12,6 +12,7 @@ import math
 import pathlib
 from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from decimal import Decimal
 from itertools import pairwise
@@ -276,7 +277,7 @@ def _path_codec(name: str, cls: type[pathlib.PurePath]) -> TypeCodec:
     return _string_codec(name, cls, {"type": "string"}, cls)
 
 
-BUILTIN_CODECS: tuple[TypeCodec, ...] = (
+_CODECS: tuple[TypeCodec, ...] = (
     TypeCodec("datetime", 1, "builtin", datetime, _enc_datetime, _dec_datetime,
               {"type": "string", "pattern": f"^{_ISO_DATE}T{_ISO_TIME}{_ZONE}$"},
               description="ISO 8601 (RFC 3339) timestamp; an IANA zone as an RFC 9557 "
@@ -344,3 +345,27 @@ BUILTIN_CODECS: tuple[TypeCodec, ...] = (
     _path_codec("purepath.posix", pathlib.PurePosixPath),
     _path_codec("purepath.windows", pathlib.PureWindowsPath),
 )
+
+def _base64(data: bytes | bytearray) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+# float and int are not leaves: their codecs handle only the values Encoder.encode does not
+# write natively (non-finite floats, ints beyond 64 bits), so they must be reached through it.
+_LEAVES: dict[str, Callable[[Any], Any]] = {
+    "datetime": lambda dt: _enc_datetime(None, dt, 0),  # type: ignore[arg-type]
+    "date": date.isoformat,
+    "time": lambda t: _enc_time(None, t, 0),  # type: ignore[arg-type]
+    "timedelta": lambda td: [td.days, td.seconds, td.microseconds],
+    "uuid": str,
+    "decimal": str,
+    "bytes": _base64,
+    "bytearray": _base64,
+    "path.posix": str,
+    "path.windows": str,
+    "purepath.posix": str,
+    "purepath.windows": str,
+}
+BUILTIN_CODECS: tuple[TypeCodec, ...] = tuple(
+    replace(codec, leaf=_LEAVES[codec.name]) if codec.name in _LEAVES else codec
+    for codec in _CODECS)

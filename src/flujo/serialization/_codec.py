@@ -94,7 +94,7 @@ def _set_path(exc: SerializationError, path: str) -> None:
 class Encoder:
     """One encoding run. Cheap to create; the plans it uses are cached on the registry."""
 
-    __slots__ = ("default", "manifest", "max_depth", "plans", "registry", "validate")
+    __slots__ = ("default", "leaves", "manifest", "max_depth", "plans", "registry", "validate")
 
     def __init__(
         self,
@@ -107,6 +107,7 @@ class Encoder:
     ) -> None:
         self.registry = registry
         self.plans = registry._encode_plans
+        self.leaves = registry._leaf_plans
         self.validate = validate
         self.default = default
         self.max_depth = max_depth
@@ -132,9 +133,17 @@ class Encoder:
                 append = out.append
                 encode = self.encode
                 child = depth + 1
+                leaves = self.leaves
                 try:
                     for item in obj:
-                        append(encode(item, child))
+                        # JSON-native items inline: a call per string would dominate.
+                        ti = type(item)
+                        if ti is str or ti is bool or item is None:
+                            append(item)
+                        else:
+                            leaf = leaves.get(ti)
+                            append(leaf(self, item, child) if leaf is not None
+                                   else encode(item, child))
                 except SerializationError as exc:
                     _note(exc, f"[{len(out)}]", None)
                     raise
@@ -158,13 +167,20 @@ class Encoder:
             return self.encode_escaped_dict(obj, depth)
         out: dict[str, Any] = {}
         encode = self.encode
+        leaves = self.leaves
         child = depth + 1
         key: Any = None
         try:
             for key, value in obj.items():
                 if type(key) is not str:
                     break
-                out[key] = encode(value, child)
+                tv = type(value)
+                if tv is str or tv is bool or value is None:
+                    out[key] = value
+                else:
+                    leaf = leaves.get(tv)
+                    out[key] = leaf(self, value, child) if leaf is not None else encode(
+                        value, child)
             else:
                 return out
         except SerializationError as exc:
@@ -260,7 +276,13 @@ class Decoder:
                         raise DeserializationError(
                             f"object keys must be strings in JSON data, got {key!r}"
                         )
-                    out[key] = decode(value, child)
+                    tv = type(value)
+                    if tv is str or tv is int or tv is bool or value is None or tv is float:
+                        out[key] = value
+                    elif tv is dict and TAG in value:
+                        out[key] = self.decode_tagged(value, child)
+                    else:
+                        out[key] = decode(value, child)
             except SerializationError as exc:
                 _note(exc, key_segment(key), None)
                 raise
@@ -275,9 +297,16 @@ class Decoder:
         items: list[Any] = []
         append = items.append
         decode = self.decode
+        decode_tagged = self.decode_tagged
         try:
             for item in data:
-                append(decode(item, depth))
+                ti = type(item)
+                if ti is str or ti is int or ti is bool or item is None or ti is float:
+                    append(item)
+                elif ti is dict and TAG in item:
+                    append(decode_tagged(item, depth))
+                else:
+                    append(decode(item, depth))
         except SerializationError as exc:
             _note(exc, f"[{len(items)}]", None)
             raise
@@ -310,6 +339,8 @@ class Decoder:
         return pairs
 
     def decode_tagged(self, data: dict[str, Any], depth: int) -> Any:
+        if depth > self.max_depth:  # containers call this directly, bypassing decode()
+            raise NestingTooDeepError(f"data nested deeper than max_depth={self.max_depth}")
         tag = data[TAG]
         if type(tag) is not str or len(data) != 2 or VALUE not in data:
             raise DeserializationError(

@@ -69,6 +69,7 @@ class TypeRegistry:
         self._seen: weakref.WeakValueDictionary[str, type] = weakref.WeakValueDictionary()
         self._encode_plans: dict[type, EncodePlan] = {}
         self._decode_plans: dict[str, DecodePlan] = {}
+        self._leaf_plans: dict[type, EncodePlan] = {}
         self._generation = 0  # bumped by every registration; a plan made before is not cached
         for codec in BUILTIN_CODECS:
             self._by_type[codec.py_type] = codec  # type: ignore[index]
@@ -212,6 +213,7 @@ class TypeRegistry:
         self._generation += 1
         self._derived.clear()
         self._encode_plans.clear()
+        self._leaf_plans.clear()
         self._decode_plans.clear()
 
     def _custom_codec(
@@ -349,6 +351,8 @@ class TypeRegistry:
             self._seen[codec.name] = cls
         plan = _tagging_plan(codec)
         self._cache_plan(self._encode_plans, cls, plan, generation)
+        if codec.leaf is not None:
+            self._cache_plan(self._leaf_plans, cls, plan, generation)
         return plan
 
     def _cache_plan(self, cache: dict[Any, Any], key: Any, plan: Any, generation: int) -> None:
@@ -430,6 +434,15 @@ def _tagging_plan(codec: TypeCodec) -> EncodePlan:
     tag, name, version = codec.tag, codec.name, codec.version
     encode_value = codec.encode_value
     assert encode_value is not None
+    convert = codec.leaf
+    if convert is not None:
+        def leaf_plan(enc: Encoder, obj: Any, depth: int) -> dict[str, Any]:
+            manifest = enc.manifest
+            if manifest is not None:
+                manifest[name] = version
+            return {TAG: tag, VALUE: convert(obj)}
+
+        return leaf_plan
 
     def plan(enc: Encoder, obj: Any, depth: int) -> dict[str, Any]:
         manifest = enc.manifest

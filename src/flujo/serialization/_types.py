@@ -37,6 +37,10 @@ class TypeCodec:
     description: str = ""
     declared_schema: bool = True
     serializer: Callable[[Any], Any] | None = None
+    # For types whose encoded value needs no encoder (a UUID's string, ...): the conversion
+    # ``obj -> v`` itself, preferably a C callable. Containers then call the type's plan
+    # directly instead of going through Encoder.encode (a hot-path shortcut).
+    leaf: Callable[[Any], Any] | None = None
     deserializer: Callable[[Any], Any] | None = None
 
     @property
