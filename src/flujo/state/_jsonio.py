@@ -35,7 +35,7 @@ def dumps(data: Any) -> bytes:
             raise JSONError(str(exc)) from exc
     try:
         text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         raise JSONError(str(exc)) from exc
     return text.encode("utf-8")
 
@@ -60,5 +60,7 @@ def loads(raw: bytes | str) -> Any:
         return json.loads(
             data.decode("utf-8"), parse_float=_finite, parse_constant=_refuse_constant
         )
-    except (ValueError, UnicodeDecodeError) as exc:  # orjson.JSONDecodeError is a ValueError
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # orjson.JSONDecodeError is a ValueError; the stdlib parser raises RecursionError on
+        # deeply nested input, which must be a damaged record too, not an interpreter error.
         raise JSONError(str(exc)) from exc
