@@ -336,3 +336,18 @@ def test_a_fresh_registry_reads_derived_types_without_registration() -> None:
     data = orjson.loads(orjson.dumps(safe_serialize(value, registry=TypeRegistry())))
     assert_same(value, safe_deserialize(data, registry=TypeRegistry()))
     assert_same(value, safe_deserialize(data))  # the global registry too
+
+
+def test_a_list_of_typed_models_is_written_the_same_on_first_and_later_calls() -> None:
+    from pydantic import BaseModel as _Base
+
+    class Point(_Base):
+        x: int
+        y: int
+
+    registry = TypeRegistry()
+    points = [Point(x=1, y=2), Point(x=3, y=4)]
+    first = safe_serialize(points, registry=registry)
+    assert first == safe_serialize(points, registry=registry)
+    assert first[TAG] == "models@1"
+    assert safe_deserialize(first, registry=registry) == points

@@ -403,7 +403,7 @@ def test_serializable_decorator(registry: TypeRegistry) -> None:
 
     assert Order.__name__ == "Order"  # the class itself is returned
     data = safe_serialize(Order(sku="a", qty=3), registry=registry)
-    assert data == {TAG: "order@2", VALUE: {"sku": "a", "qty": 3}}
+    assert data == {TAG: "order@2", VALUE: [{"sku": "a", "qty": 3}]}  # the typed form
     assert safe_deserialize({TAG: "order@1", VALUE: {"sku": "b"}}, registry=registry) == Order(
         sku="b", qty=1)
 

@@ -99,8 +99,8 @@ def test_model_field_change_detected_through_derived_schemas(tmp_path: Path) -> 
     registry.register_type(Order, name="order")
     export(tmp_path, registry, [])
     narrowed = json.loads((tmp_path / "types" / "order@1.schema.json").read_text())
-    narrowed["$defs"]["order@1"]["properties"]["v"]["properties"]["sku"]["type"] = [
-        "string", "null"]
+    generic = narrowed["$defs"]["order@1"]["properties"]["v"]["anyOf"][0]
+    generic["properties"]["sku"]["type"] = ["string", "null"]
     (tmp_path / "types" / "order@1.schema.json").write_text(json.dumps(narrowed))
     # Committed: sku could be null. The code's str-only sku cannot read such old data
     # (backward), but what it writes is still readable by the old code (forward).

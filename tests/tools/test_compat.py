@@ -45,7 +45,7 @@ BREAKING = [
     ("array items narrowed", {"type": "array", "items": {"type": ["string", "integer"]}},
      {"type": "array", "items": {"type": "string"}}, "$[*]", "type narrowed"),
     ("alternative removed", {"anyOf": [{"type": "string"}, {"type": "integer"}]},
-     {"anyOf": [{"type": "string"}]}, "$", "alternative 1 no longer accepted"),
+     {"anyOf": [{"type": "string"}]}, "$", "alternative 1 type narrowed"),
     ("const changed", {"const": "a"}, {"const": "b"}, "$", "value fixed to 'b'"),
     ("everything rejected", {"type": "string"}, False, "$", "rejects every value"),
     ("through $ref", {"$ref": "#/$defs/t", "$defs": {"t": {"type": ["string", "null"]}}},

@@ -16,10 +16,11 @@ import operator
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from ..exceptions import DeserializationError, SerializationError
 from ._codec import INT_MAX, INT_MIN, TAG, _note, key_segment
+from ._typed import TypedReader
 from ._types import Migration, TypeCodec
 
 if TYPE_CHECKING:
@@ -137,7 +138,32 @@ def model_codec(
     new = object.__new__
     set_attr = object.__setattr__
 
+    readers: list[TypedReader] = []
+
+    def typed_reader() -> TypedReader:
+        if not readers:
+            readers.append(TypedReader(cls))
+        return readers[0]
+
+    def read_typed(body: list[Any]) -> BaseModel:
+        if len(body) != 1:
+            raise DeserializationError(f"{name}: the typed form holds exactly one object")
+        try:
+            return typed_reader().read(body[0])
+        except ValidationError as exc:
+            raise DeserializationError(f"{name}: typed form does not fit the class: {exc}") \
+                from exc
+
+    def read_typed_list(items: list[Any]) -> list[BaseModel]:
+        try:
+            return typed_reader().read_list(items)
+        except ValidationError as exc:
+            raise DeserializationError(f"{name}: typed form does not fit the class: {exc}") \
+                from exc
+
     def decode_value(dec: Decoder, body: Any, depth: int) -> BaseModel:
+        if type(body) is list:
+            return read_typed(body)
         values = _decode_fields(dec, body, depth, name)
         if direct and len(values) == field_count and known is not None \
                 and known.issuperset(values):
@@ -150,6 +176,7 @@ def model_codec(
         _check_fields(values, required, known, name)
         return cls.model_construct(**values)
 
+    decode_value.read_typed_list = read_typed_list  # type: ignore[attr-defined]
     return TypeCodec(name, version, "model", cls, encode_value, decode_value, None,
                      migrations=migrations, description=_describe(cls))
 

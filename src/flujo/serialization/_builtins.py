@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 
 from ..exceptions import DeserializationError, SerializationError
-from ._codec import DICT_NAME, DICT_VERSION
+from ._codec import DICT_NAME, DICT_VERSION, MODELS_NAME, MODELS_VERSION
 from ._types import JSONSchema, TypeCodec
 
 if TYPE_CHECKING:
@@ -277,6 +277,13 @@ def _path_codec(name: str, cls: type[pathlib.PurePath]) -> TypeCodec:
     return _string_codec(name, cls, {"type": "string"}, cls)
 
 
+def _dec_models(dec: Decoder, v: Any, depth: int) -> list[Any]:
+    body = _expect(v, list, "models")
+    if len(body) != 2:
+        raise DeserializationError(f"models: expected [tag, [model JSON, ...]], got {v!r:.80}")
+    return dec.registry.decode_model_batch(dec, body[0], body[1], depth)
+
+
 _CODECS: tuple[TypeCodec, ...] = (
     TypeCodec("datetime", 1, "builtin", datetime, _enc_datetime, _dec_datetime,
               {"type": "string", "pattern": f"^{_ISO_DATE}T{_ISO_TIME}{_ZONE}$"},
@@ -340,6 +347,15 @@ _CODECS: tuple[TypeCodec, ...] = (
               {"type": "object", "properties": {"factory": {"type": ["string", "null"]},
                                                 "items": _PAIRS},
                "required": ["factory", "items"], "additionalProperties": False}),
+    TypeCodec(MODELS_NAME, MODELS_VERSION, "builtin", None, None, _dec_models,
+              {"type": "array", "minItems": 2, "items": False, "prefixItems": [
+                  {"type": "string", "pattern": "^[^@$\\s][^@\\s]*@[1-9][0-9]*$",
+                   "description": "the tag of the model class"},
+                  {"type": "array", "items": {"type": "object"},
+                   "description": "each model in its typed form (its own JSON)"}]},
+              description="A list of instances of one pydantic model class, each in the "
+                          "typed form: [tag, [json, ...]] stands for [{\"$t\": tag, \"v\": "
+                          "[json]}, ...]."),
     _path_codec("path.posix", pathlib.PosixPath),
     _path_codec("path.windows", pathlib.WindowsPath),
     _path_codec("purepath.posix", pathlib.PurePosixPath),

@@ -9,9 +9,12 @@ tells a cycle from mere depth.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
 
 from ..exceptions import (
     CircularReferenceError,
@@ -30,10 +33,14 @@ VALUE = "v"
 DICT_NAME = "dict"  # the escaped form of a dict; its codec is fixed (dict is JSON-native)
 DICT_VERSION = 1
 DICT_TAG = f"{DICT_NAME}@{DICT_VERSION}"
+MODELS_NAME = "models"  # a list of one pydantic model class in its typed form
+MODELS_VERSION = 1
+MODELS_TAG = f"{MODELS_NAME}@{MODELS_VERSION}"
 INT_MIN = -(2**63)
 INT_MAX = 2**64 - 1
 
 EncodePlan = Callable[["Encoder", Any, int], Any]
+BatchPlan = Callable[["Encoder", list[Any], int], Any]
 DecodePlan = Callable[["Decoder", Any, int], Any]
 
 
@@ -94,7 +101,8 @@ def _set_path(exc: SerializationError, path: str) -> None:
 class Encoder:
     """One encoding run. Cheap to create; the plans it uses are cached on the registry."""
 
-    __slots__ = ("default", "leaves", "manifest", "max_depth", "plans", "registry", "validate")
+    __slots__ = ("batches", "default", "leaves", "manifest", "max_depth", "plans", "registry",
+                 "validate")
 
     def __init__(
         self,
@@ -108,6 +116,7 @@ class Encoder:
         self.registry = registry
         self.plans = registry._encode_plans
         self.leaves = registry._leaf_plans
+        self.batches = registry._batch_plans
         self.validate = validate
         self.default = default
         self.max_depth = max_depth
@@ -129,6 +138,20 @@ class Encoder:
             if t is dict:
                 return self.encode_dict(obj, depth)
             if t is list:
+                if len(obj) > 1:  # a list of one typed model class: one pydantic-core call
+                    first = type(obj[0])
+                    batch = self.batches.get(first)
+                    if batch is None and first not in self.plans and issubclass(
+                            first, BaseModel):
+                        # Plan the class now, so the output never depends on whether an
+                        # instance was encoded before (the batch plan is made with it).
+                        with contextlib.suppress(SerializationError):
+                            self.registry._encode_plan_for(first, self.default)
+                        batch = self.batches.get(first)
+                    if batch is not None:
+                        written = batch(self, obj, depth)
+                        if written is not None:
+                            return written
                 out: list[Any] = []
                 append = out.append
                 encode = self.encode

@@ -37,7 +37,19 @@ from ..exceptions import (
 )
 from ._auto import auto_kind, auto_name, derive_codec
 from ._builtins import BUILTIN_CODECS
-from ._codec import TAG, VALUE, DecodePlan, Decoder, EncodePlan, Encoder
+from ._codec import (
+    MODELS_NAME,
+    MODELS_TAG,
+    MODELS_VERSION,
+    TAG,
+    VALUE,
+    BatchPlan,
+    DecodePlan,
+    Decoder,
+    EncodePlan,
+    Encoder,
+)
+from ._typed import TypedModel, typed_model
 from ._types import JSONSchema, Migration, TypeCodec
 from ._validation import CompiledSchema, check_schema
 
@@ -52,15 +64,21 @@ class TypeRegistry:
     encode (default; switch off per call with ``safe_serialize(..., validate=False)``).
     ``auto_resolve``: let tags name models/enums/dataclasses/NamedTuples that are defined in
     the process but not registered. ``max_depth``: deepest nesting accepted either way.
+    ``typed_models``: write pydantic models whose values have exactly their declared types
+    in the models' own JSON form, by pydantic-core (docs/format.md, "typed form"); reading
+    that form is always supported.
     """
 
     def __init__(
         self, *, validate: bool = True, auto_resolve: bool = True,
-        max_depth: int = DEFAULT_MAX_DEPTH,
+        max_depth: int = DEFAULT_MAX_DEPTH, typed_models: bool = True,
     ) -> None:
         self.validate = validate
         self.auto_resolve = auto_resolve
         self.max_depth = max_depth
+        self.typed_models = typed_models
+        self._typed: dict[type, TypedModel | None] = {}
+        self._batch_plans: dict[type, BatchPlan] = {}
         self._lock = threading.RLock()
         self._by_type: dict[type, TypeCodec] = {}
         self._by_name: dict[str, TypeCodec] = {}
@@ -72,7 +90,8 @@ class TypeRegistry:
         self._leaf_plans: dict[type, EncodePlan] = {}
         self._generation = 0  # bumped by every registration; a plan made before is not cached
         for codec in BUILTIN_CODECS:
-            self._by_type[codec.py_type] = codec  # type: ignore[index]
+            if codec.py_type is not None:
+                self._by_type[codec.py_type] = codec
             self._by_name[codec.name] = codec
 
     # -- registration ------------------------------------------------------------------
@@ -214,6 +233,7 @@ class TypeRegistry:
         self._derived.clear()
         self._encode_plans.clear()
         self._leaf_plans.clear()
+        self._batch_plans.clear()
         self._decode_plans.clear()
 
     def _custom_codec(
@@ -350,10 +370,30 @@ class TypeRegistry:
         if codec.kind not in ("builtin", "custom") and codec.name == auto_name(cls):
             self._seen[codec.name] = cls
         plan = _tagging_plan(codec)
+        if codec.kind == "model" and self.typed_models:
+            typed = self._typed_for(cls)
+            if typed is not None:
+                plan = _typed_plan(codec, typed, plan)
+                self._cache_plan(self._batch_plans, cls, _batch_plan(codec, typed), generation)
         self._cache_plan(self._encode_plans, cls, plan, generation)
         if codec.leaf is not None:
             self._cache_plan(self._leaf_plans, cls, plan, generation)
         return plan
+
+    def _typed_for(self, cls: type) -> TypedModel | None:
+        if cls not in self._typed:
+            self._typed[cls] = typed_model(cls)
+        return self._typed[cls]
+
+    def decode_model_batch(self, dec: Decoder, tag: Any, items: Any, depth: int) -> list[Any]:
+        """Read ``models@1``: ``[tag, [json, ...]]`` means ``[{"$t": tag, "v": [json]}, ...]``."""
+        if type(tag) is not str or type(items) is not list:
+            raise DeserializationError("models: expected [tag, [model JSON, ...]]")
+        plan = dec.plans.get(tag) or self._decode_plan_for(tag)
+        reader = getattr(plan, "read_typed_list", None)
+        if reader is not None:  # the tag's current version: pydantic reads the whole list
+            return reader(items)  # type: ignore[no-any-return]
+        return [plan(dec, [item], depth) for item in items]
 
     def _cache_plan(self, cache: dict[Any, Any], key: Any, plan: Any, generation: int) -> None:
         """Cache ``plan`` unless a registration happened since its codec was looked up.
@@ -449,6 +489,40 @@ def _tagging_plan(codec: TypeCodec) -> EncodePlan:
         if manifest is not None:
             manifest[name] = version
         return {TAG: tag, VALUE: encode_value(enc, obj, depth)}
+
+    return plan
+
+
+def _typed_plan(codec: TypeCodec, typed: TypedModel, generic: EncodePlan) -> EncodePlan:
+    tag, name, version = codec.tag, codec.name, codec.version
+    dump = typed.dump
+
+    def plan(enc: Encoder, obj: Any, depth: int) -> dict[str, Any]:
+        data = dump(obj)
+        if data is None:  # some value is not exactly of its declared type
+            written: dict[str, Any] = generic(enc, obj, depth)
+            return written
+        manifest = enc.manifest
+        if manifest is not None:
+            manifest[name] = version
+        return {TAG: tag, VALUE: [data]}
+
+    return plan
+
+
+def _batch_plan(codec: TypeCodec, typed: TypedModel) -> BatchPlan:
+    tag, name, version = codec.tag, codec.name, codec.version
+    dump_list = typed.dump_list
+
+    def plan(enc: Encoder, items: list[Any], depth: int) -> dict[str, Any] | None:
+        data = dump_list(items)
+        if data is None:
+            return None
+        manifest = enc.manifest
+        if manifest is not None:
+            manifest[name] = version
+            manifest[MODELS_NAME] = MODELS_VERSION
+        return {TAG: MODELS_TAG, VALUE: [tag, data]}
 
     return plan
 

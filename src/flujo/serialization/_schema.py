@@ -45,6 +45,19 @@ def def_ref(key: str) -> str:
     return "#/$defs/" + quote(token, safe="!$&'()*+,;=:@")
 
 
+def _rebase_refs(node: Any, base: str) -> Any:
+    """Point pydantic's ``#/$defs/X`` refs at the same definitions nested under ``base``."""
+    if isinstance(node, list):
+        return [_rebase_refs(item, base) for item in node]
+    if not isinstance(node, dict):
+        return node
+    rebased = {key: _rebase_refs(value, base) for key, value in node.items()}
+    target = rebased.get("$ref")
+    if isinstance(target, str) and target.startswith("#/$defs/"):
+        rebased["$ref"] = base + "/$defs/" + target[len("#/$defs/"):]
+    return rebased
+
+
 def ref(codec: TypeCodec) -> JSONSchema:
     return {"$ref": def_ref(codec.tag)}
 
@@ -54,6 +67,7 @@ class _Collector:
         self.registry = registry
         self.codecs: dict[str, TypeCodec] = {}
         self.bodies: dict[str, JSONSchema] = {}
+        self.extra_defs: dict[str, JSONSchema] = {}
 
     def add(self, codec: TypeCodec) -> None:
         if codec.tag in self.codecs:
@@ -86,9 +100,10 @@ class _Collector:
             properties = {n: self._described(self.annotation(f.annotation), f.description)
                           for n, f in model_fields.items()}
             allows_extra = cls.model_config.get("extra") == "allow"  # type: ignore[attr-defined]
-            return {"type": "object", "properties": properties,
-                    "required": sorted(n for n, f in model_fields.items() if f.is_required()),
-                    "additionalProperties": VALUE_REF if allows_extra else False}
+            generic = {"type": "object", "properties": properties,
+                       "required": sorted(n for n, f in model_fields.items() if f.is_required()),
+                       "additionalProperties": VALUE_REF if allows_extra else False}
+            return {"anyOf": [generic, self.typed_form(codec)]}
         fields = dataclasses.fields(cls)
         return {"type": "object",
                 "properties": {f.name: self.annotation(hints.get(f.name, Any)) for f in fields},
@@ -96,6 +111,19 @@ class _Collector:
                                    if f.default is dataclasses.MISSING
                                    and f.default_factory is dataclasses.MISSING),
                 "additionalProperties": False}
+
+    def typed_form(self, codec: TypeCodec) -> JSONSchema:
+        """The typed form of a model: ``[the model's own JSON]`` (pydantic's schema of it)."""
+        key = f"json:{codec.tag}"
+        try:
+            document = codec.py_type.model_json_schema(  # type: ignore[union-attr]
+                mode="serialization")
+        except Exception:  # a model pydantic cannot describe (arbitrary types): stay loose
+            document = {"type": "object"}
+        self.extra_defs[key] = _rebase_refs(document, def_ref(key))
+        return {"type": "array", "prefixItems": [{"$ref": def_ref(key)}], "items": False,
+                "minItems": 1, "description": "typed form: the model's own JSON, written when "
+                                              "every value has exactly its declared type"}
 
     @staticmethod
     def _described(schema: JSONSchema, description: str | None) -> JSONSchema:
@@ -118,7 +146,11 @@ class _Collector:
         if origin is typing.Literal:
             return {"enum": [a.value if isinstance(a, enum.Enum) else a for a in args]}
         if origin is list:
-            return {"type": "array", "items": self.annotation(args[0]) if args else VALUE_REF}
+            array = {"type": "array", "items": self.annotation(args[0]) if args else VALUE_REF}
+            if args and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+                # two or more instances of one typed model class may be written as `models`
+                return {"anyOf": [array, self.tagged_builtin("models")]}
+            return array
         if origin is dict and args and args[0] is str:
             return {"anyOf": [{"type": "object", "propertyNames": {"not": {"const": TAG}},
                                "additionalProperties": self.annotation(args[1])},
@@ -193,6 +225,8 @@ def render(collector: _Collector) -> JSONSchema:
     }
     for tag in sorted(collector.codecs):
         defs[tag] = tagged_object_schema(collector.codecs[tag], collector.bodies[tag])
+    for key in sorted(collector.extra_defs):
+        defs[key] = collector.extra_defs[key]
     return {"$schema": DRAFT, "$id": FORMAT_ID, "title": "flujo tagged value format v1",
             "$ref": "#/$defs/value", "$defs": defs}
 

@@ -122,8 +122,9 @@ class _Walker:
                 return
             if best is None or len(trial.found) < len(best):
                 best = trial.found
-        summary = "; ".join(n.reason for n in (best or [])[:2])
-        self.report(path, f"{label}no longer accepted by any alternative ({summary})")
+        # Report the closest alternative's own findings: their paths say where it breaks.
+        for narrowing in best or []:
+            self.report(narrowing.path, f"{label}{narrowing.reason}")
 
     def _compare_allof(self, old: dict[str, Any], new: dict[str, Any], path: str) -> None:
         old_conditions = {_key(entry.get("if")): entry for entry in old.get("allOf", [])

@@ -32,7 +32,15 @@ from ..serialization import TypeCodec, TypeRegistry, safe_serialize, type_schema
 _CONSTRAINTS = ("pattern", "format", "minimum", "maximum", "exclusiveMinimum",
                 "exclusiveMaximum", "minLength", "maxLength", "minItems", "maxItems", "enum",
                 "const", "contentEncoding")
+class ExamplePoint(BaseModel):
+    """A model used only to show the ``models`` form in the generated docs."""
+
+    x: int
+    y: int
+
+
 _BUILTIN_EXAMPLES: dict[str, Any] = {
+    "models": [ExamplePoint(x=1, y=2), ExamplePoint(x=3, y=4)],
     "datetime": datetime(2026, 3, 29, 3, 30, 15, 250000, tzinfo=ZoneInfo("Europe/Paris")),
     "date": date(2026, 3, 29),
     "time": time(9, 30, tzinfo=UTC),
@@ -92,6 +100,8 @@ def collect(registry: TypeRegistry, types: Iterable[type] = ()) -> list[TypeDoc]
 def _document(registry: TypeRegistry, codec: TypeCodec) -> TypeDoc:
     schema = type_schema(registry, codec)
     body = schema["$defs"][codec.tag]["properties"]["v"]
+    if codec.kind == "model" and "anyOf" in body:
+        body = body["anyOf"][0]  # fields are documented in their generic (tagged) form
     cls = codec.py_type
     return TypeDoc(
         name=codec.name, tag=codec.tag, kind=codec.kind, version=codec.version,

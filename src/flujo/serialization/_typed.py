@@ -1,0 +1,369 @@
+"""The typed fast path for pydantic models: pydantic-core writes and reads whole models.
+
+A model instance whose every value has *exactly* the type its schema declares (no subclass,
+no bool in an int field, no ZoneInfo datetime, no NaN, no int beyond 64 bits, ...) can be
+written as the model's own JSON by pydantic-core and read back by its validator with the
+same types. pydantic itself does not check that: it writes a ``str`` subclass, a bool in an
+``int`` field or a subclass instance in a model field without complaint, and they come back
+as something else. So each eligible class gets a *guard*: Python code generated from the
+class's core schema (by flujo, from flujo's own templates; never from stored data) that
+checks the exact types in one pass. Values that fail the guard take the generic path.
+
+Eligible classes use only these core-schema nodes without constraints: str, int, float,
+bool, decimal, uuid, date, datetime (tz_constraint allowed), enum (str/int values), list,
+dict with str keys, nullable, default, nested eligible models, definitions. No validators
+or serializers of their own (reading must not run code that writing did not), no aliases,
+no computed or excluded fields, no extra fields, no custom ``__init__``, not strict.
+
+Reading rebuilds fixed-offset datetimes as ``datetime.timezone`` (as the generic path does),
+through an after-validator added to a copy of the core schema.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, TypeAdapter
+from pydantic_core import PydanticSerializationError
+
+from ._codec import INT_MAX, INT_MIN
+
+__all__ = ["TypedModel", "TypedReader", "typed_model"]
+
+_COMMON = frozenset({"type", "ref", "metadata"})
+_ALLOWED_KEYS: dict[str, frozenset[str]] = {
+    "str": _COMMON, "int": _COMMON, "bool": _COMMON, "decimal": _COMMON, "uuid": _COMMON,
+    "date": _COMMON, "float": _COMMON | {"allow_inf_nan"},
+    "datetime": _COMMON | {"tz_constraint", "microseconds_precision"},
+    "enum": _COMMON | {"cls", "members", "sub_type", "missing"},
+    "list": _COMMON | {"items_schema"},
+    "dict": _COMMON | {"keys_schema", "values_schema"},
+    "nullable": _COMMON | {"schema"},
+    "default": _COMMON | {"schema", "default", "default_factory", "default_factory_takes_data",
+                          "validate_default", "copy_default", "on_error"},
+    "model": _COMMON | {"cls", "schema", "config", "custom_init", "root_model", "post_init",
+                        "generic_origin", "frozen"},
+    "model-fields": _COMMON | {"fields", "model_name", "computed_fields", "extra_behavior"},
+    "model-field": _COMMON | {"schema", "frozen"},
+    "definitions": _COMMON | {"schema", "definitions"},
+    "definition-ref": _COMMON | {"schema_ref"},
+}
+_SIMPLE_CHECKS = {
+    "str": "type({v}) is not str",
+    "bool": "type({v}) is not bool",
+    "int": "type({v}) is not int or not (INT_MIN <= {v} <= INT_MAX)",
+    "float": "type({v}) is not float or {v} - {v} != 0.0",
+    "decimal": "type({v}) is not Decimal or not {v}.is_finite()",
+    "uuid": "type({v}) is not UUID",
+    "date": "type({v}) is not date",
+}
+
+
+class Ineligible(Exception):
+    """The class (or a class it contains) cannot take the typed path."""
+
+
+_FIXED: dict[timedelta, timezone] = {}
+
+
+def _fixed_zone(offset: timedelta) -> timezone:
+    zone = _FIXED.get(offset)
+    if zone is None:
+        zone = _FIXED.setdefault(offset, timezone(offset))  # timedelta(0) gives timezone.utc
+    return zone
+
+
+def _plain_offset(tz: tzinfo) -> bool:
+    """A fixed offset in whole minutes, unnamed: what an ISO string keeps exactly."""
+    if type(tz) is timezone:
+        offset = tz.utcoffset(None)
+        return offset.microseconds == 0 and offset.seconds % 60 == 0 and (
+            tz.tzname(None) == timezone(offset).tzname(None))
+    if type(tz).__module__.startswith("pydantic"):  # pydantic's own TzInfo
+        fixed = tz.utcoffset(None)
+        return fixed is not None and fixed.microseconds == 0 and fixed.seconds % 60 == 0
+    return False
+
+
+def _rebuild_zone(value: datetime) -> datetime:
+    tz = value.tzinfo
+    if tz is None or tz is UTC:
+        return value
+    offset = tz.utcoffset(value)
+    assert offset is not None
+    return value.replace(tzinfo=_fixed_zone(offset))
+
+
+class _GuardWriter:
+    """Generates one guard function per model class from its core schema."""
+
+    def __init__(self) -> None:
+        self.namespace: dict[str, Any] = {
+            "INT_MIN": INT_MIN, "INT_MAX": INT_MAX, "Decimal": Decimal, "UUID": UUID,
+            "date": date, "datetime": datetime, "UTC": UTC, "_plain_offset": _plain_offset,
+        }
+        self.functions: dict[type, str] = {}
+        self.sources: list[str] = []
+        self.definitions: dict[str, Any] = {}
+        self.counter = 0
+
+    def constant(self, value: object) -> str:
+        self.counter += 1
+        name = f"_c{self.counter}"
+        self.namespace[name] = value
+        return name
+
+    def model_function(self, node: dict[str, Any]) -> str:
+        cls = node["cls"]
+        if cls in self.functions:
+            return self.functions[cls]
+        _check_keys(node)
+        if node.get("custom_init") or node.get("root_model"):
+            raise Ineligible(f"{cls.__qualname__} has a custom __init__ or is a RootModel")
+        config = node.get("config") or {}
+        if config.get("strict") or config.get("extra_fields_behavior") == "allow":
+            raise Ineligible(f"{cls.__qualname__} is strict or allows extra fields")
+        name = f"_guard{len(self.functions)}"
+        self.functions[cls] = name
+        fields_node = self.resolve(node["schema"])
+        _check_keys(fields_node)
+        if fields_node["type"] != "model-fields" or fields_node.get("computed_fields") or \
+                fields_node.get("extra_behavior") == "allow":
+            raise Ineligible(f"{cls.__qualname__} has computed or extra fields")
+        lines = [f"def {name}(o):", "    d = o.__dict__",
+                 f"    if len(d) != {len(fields_node['fields'])}: return False"]
+        for field_name, field in fields_node["fields"].items():
+            _check_keys(field)
+            lines.append(f"    v = d.get({field_name!r}, _missing)")
+            lines += self.check(field["schema"], "v", 1, 0)
+        lines += ["    if o.__pydantic_extra__: return False", "    return True"]
+        self.sources.append("\n".join(lines))
+        return name
+
+    def resolve(self, node: dict[str, Any]) -> dict[str, Any]:
+        if node.get("type") == "definitions":
+            _check_keys(node)
+            for definition in node["definitions"]:
+                self.definitions[definition["ref"]] = definition
+            return self.resolve(node["schema"])
+        if node.get("type") == "definition-ref":
+            _check_keys(node)
+            return self.resolve(self.definitions[node["schema_ref"]])
+        return node
+
+    def check(self, node: dict[str, Any], var: str, indent: int, depth: int) -> list[str]:
+        """Statements that ``return False`` unless ``var`` has exactly the type of ``node``."""
+        node = self.resolve(node)
+        _check_keys(node)
+        kind = node["type"]
+        pad = "    " * indent
+        if kind in _SIMPLE_CHECKS:
+            return [f"{pad}if {_SIMPLE_CHECKS[kind].format(v=var)}: return False"]
+        if kind == "datetime":
+            constraint = node.get("tz_constraint")
+            if constraint not in (None, "aware", "naive"):
+                raise Ineligible(f"datetime tz_constraint {constraint!r}")
+            tz = f"t{depth}"
+            lines = [f"{pad}if type({var}) is not datetime: return False",
+                     f"{pad}{tz} = {var}.tzinfo"]
+            if constraint == "aware":
+                lines.append(f"{pad}if {tz} is None: return False")
+            elif constraint == "naive":
+                lines.append(f"{pad}if {tz} is not None: return False")
+            lines.append(f"{pad}if {tz} is not None and {tz} is not UTC and not "
+                         f"_plain_offset({tz}): return False")
+            return lines
+        if kind == "enum":
+            cls = node["cls"]
+            values = [member.value for member in node["members"]]
+            if not all(type(v) is str or (type(v) is int and INT_MIN <= v <= INT_MAX)
+                       for v in values):
+                raise Ineligible(f"enum {cls.__qualname__} has non-JSON values")
+            return [f"{pad}if type({var}) is not {self.constant(cls)}: return False"]
+        if kind in ("nullable", "default"):
+            inner = self.check(node["schema"], var, indent + 1, depth)
+            if kind == "default":
+                return [f"{pad}if True:", *inner]
+            return [f"{pad}if {var} is not None:", *inner]
+        if kind == "list":
+            item = f"x{depth}"
+            return [f"{pad}if type({var}) is not list: return False",
+                    f"{pad}for {item} in {var}:",
+                    *self.check(node.get("items_schema", {"type": "any"}), item, indent + 1,
+                                depth + 1)]
+        if kind == "dict":
+            keys = self.resolve(node.get("keys_schema", {"type": "any"}))
+            if keys.get("type") != "str" or set(keys) - _COMMON:
+                raise Ineligible("dict keys other than plain str")
+            key, item = f"k{depth}", f"x{depth}"
+            return [f"{pad}if type({var}) is not dict: return False",
+                    f"{pad}for {key}, {item} in {var}.items():",
+                    f"{pad}    if type({key}) is not str: return False",
+                    *self.check(node.get("values_schema", {"type": "any"}), item, indent + 1,
+                                depth + 1)]
+        if kind == "model":
+            function = self.model_function(node)
+            cls = self.constant(node["cls"])
+            return [f"{pad}if type({var}) is not {cls} or not {function}({var}): return False"]
+        raise Ineligible(f"core schema node {kind!r}")
+
+    def build(self, node: dict[str, Any]) -> Any:
+        root = self.model_function(self.resolve(node))
+        self.namespace["_missing"] = object()
+        exec("\n\n".join(self.sources), self.namespace)  # flujo's own templates, never stored data
+        return self.namespace[root]
+
+
+def _check_keys(node: dict[str, Any]) -> None:
+    kind = node.get("type")
+    allowed = _ALLOWED_KEYS.get(kind)  # type: ignore[arg-type]
+    if allowed is None:
+        raise Ineligible(f"core schema node {kind!r}")
+    extra = set(node) - allowed
+    if extra:
+        raise Ineligible(f"{kind} with {sorted(extra)}")
+
+
+class _FixerWriter:
+    """Generates code that rebuilds fixed-offset datetimes as ``datetime.timezone`` in place.
+
+    pydantic reads an ISO offset as its own ``TzInfo``; the generic path gives
+    ``datetime.timezone``. Both paths must give the same types, so the typed path converts.
+    Returns None when the class holds no datetime at all (nothing to fix).
+    """
+
+    def __init__(self) -> None:
+        self.namespace: dict[str, Any] = {"_rebuild_zone": _rebuild_zone}
+        self.functions: dict[type, str | None] = {}
+        self.sources: list[str] = []
+        self.definitions: dict[str, Any] = {}
+
+    def resolve(self, node: dict[str, Any]) -> dict[str, Any]:
+        if node.get("type") == "definitions":
+            for definition in node["definitions"]:
+                self.definitions[definition["ref"]] = definition
+            return self.resolve(node["schema"])
+        if node.get("type") == "definition-ref":
+            return self.resolve(self.definitions[node["schema_ref"]])
+        return node
+
+    def model_function(self, node: dict[str, Any]) -> str | None:
+        cls = node["cls"]
+        if cls in self.functions:
+            return self.functions[cls] or None
+        name = f"_fix{len(self.functions)}"
+        self.functions[cls] = name  # optimistic, for recursive models
+        body: list[str] = []
+        for field_name, field in self.resolve(node["schema"])["fields"].items():
+            fix = self.fix(field["schema"], "v", 1, 0)
+            if fix:
+                body += [f"    v = d[{field_name!r}]", *fix,
+                         f"    d[{field_name!r}] = v"]
+        if not body:
+            self.functions[cls] = ""
+            return None
+        self.sources.append("\n".join([f"def {name}(o):", "    d = o.__dict__", *body]))
+        return name
+
+    def fix(self, node: dict[str, Any], var: str, indent: int, depth: int) -> list[str]:
+        """Statements that replace ``var`` by its fixed value (empty: nothing to fix)."""
+        node = self.resolve(node)
+        kind = node.get("type")
+        pad = "    " * indent
+        if kind == "datetime":
+            return [f"{pad}if {var}.tzinfo is not None: {var} = _rebuild_zone({var})"]
+        if kind in ("nullable", "default"):
+            inner = self.fix(node["schema"], var, indent + 1, depth)
+            return [f"{pad}if {var} is not None:", *inner] if inner else []
+        if kind == "list":
+            item, index = f"x{depth}", f"i{depth}"
+            inner = self.fix(node.get("items_schema", {}), item, indent + 1, depth + 1)
+            if not inner:
+                return []
+            return [f"{pad}for {index}, {item} in enumerate({var}):", *inner,
+                    f"{pad}    {var}[{index}] = {item}"]
+        if kind == "dict":
+            key, item = f"k{depth}", f"x{depth}"
+            inner = self.fix(node.get("values_schema", {}), item, indent + 1, depth + 1)
+            if not inner:
+                return []
+            return [f"{pad}for {key}, {item} in list({var}.items()):", *inner,
+                    f"{pad}    {var}[{key}] = {item}"]
+        if kind == "model":
+            function = self.model_function(node)
+            return [f"{pad}{function}({var})"] if function else []
+        return []
+
+    def build(self, node: dict[str, Any]) -> Any:
+        root = self.model_function(self.resolve(node))
+        if root is None:
+            return None
+        exec("\n\n".join(self.sources), self.namespace)  # flujo's own templates, never stored data
+        return self.namespace[root]
+
+
+class TypedReader:
+    """Reads the typed form of one eligible model class."""
+
+    def __init__(self, cls: type[BaseModel]) -> None:
+        self._validate = cls.__pydantic_validator__.validate_python
+        self._validate_list = TypeAdapter(list[cls]).validator.validate_python  # type: ignore[valid-type]
+        self._fix = _FixerWriter().build(cls.__pydantic_core_schema__)  # type: ignore[arg-type]
+
+    def read(self, data: Any) -> BaseModel:
+        obj: BaseModel = self._validate(data)
+        if self._fix is not None:
+            self._fix(obj)
+        return obj
+
+    def read_list(self, items: list[Any]) -> list[BaseModel]:
+        objs: list[BaseModel] = self._validate_list(items)
+        fix = self._fix
+        if fix is not None:
+            for obj in objs:
+                fix(obj)
+        return objs
+
+
+class TypedModel:
+    """The typed path of one eligible model class: its guard and pydantic's serializers."""
+
+    def __init__(self, cls: type[BaseModel], guard: Any) -> None:
+        self.cls = cls
+        self.guard = guard
+        self.to_python = cls.__pydantic_serializer__.to_python
+        self.list_to_python = TypeAdapter(list[cls]).serializer.to_python  # type: ignore[valid-type]
+
+    def dump(self, obj: BaseModel) -> Any | None:
+        """The model's JSON form, or None when a value is not exactly of its declared type."""
+        try:
+            if not self.guard(obj):
+                return None
+            return self.to_python(obj, mode="json", warnings="error")
+        except (RecursionError, PydanticSerializationError):
+            return None  # a cycle or a very deep chain: the generic path reports it properly
+
+    def dump_list(self, items: list[Any]) -> Any | None:
+        cls, guard = self.cls, self.guard
+        try:
+            for item in items:
+                if type(item) is not cls or not guard(item):
+                    return None
+            return self.list_to_python(items, mode="json", warnings="error")
+        except (RecursionError, PydanticSerializationError):
+            return None
+
+
+def typed_model(cls: type) -> TypedModel | None:
+    """The typed path of ``cls``, or None when it is not eligible."""
+    if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or cls is BaseModel:
+        return None
+    try:
+        guard = _GuardWriter().build(cls.__pydantic_core_schema__)  # type: ignore[arg-type]
+        return TypedModel(cls, guard)
+    except Ineligible:
+        return None
+

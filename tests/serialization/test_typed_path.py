@@ -1,0 +1,239 @@
+"""The typed fast path: pydantic-core writes a model only when that loses nothing.
+
+Every trap below is a value pydantic itself would write without complaint and read back as
+something else; each must make flujo fall back to the generic (tagged) form and still
+round-trip exactly.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
+from functools import cached_property
+from typing import Any
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+import orjson
+import pytest
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
+from pydantic_core import TzInfo
+
+from flujo.exceptions import UnserializableTypeError
+from flujo.serialization import TAG, VALUE, TypeRegistry, safe_deserialize, safe_serialize
+
+from ._support import assert_same
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+
+
+class Child(BaseModel):
+    name: str
+
+
+class SpecialChild(Child):
+    secret: int = 7
+
+
+class Record(BaseModel):
+    s: str
+    i: int
+    f: float
+    d: Decimal
+    u: UUID
+    at: datetime
+    day: date
+    color: Color
+    tags: list[str]
+    child: Child | None = None
+    counts: dict[str, int] = Field(default_factory=dict)
+
+    @cached_property
+    def shout(self) -> str:
+        return self.s.upper()
+
+
+class Loud(str):
+    pass
+
+
+class Later(datetime):
+    pass
+
+
+def good(**changes: Any) -> Record:
+    values: dict[str, Any] = {
+        "s": "x", "i": 3, "f": 1.5, "d": Decimal("1.10"), "u": UUID(int=5),
+        "at": datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=UTC), "day": date(2024, 1, 2),
+        "color": Color.RED, "tags": ["a", "b"], "child": Child(name="c"), "counts": {"n": 1}}
+    values.update(changes)
+    return Record.model_construct(**values)
+
+
+def round_trip(value: Any, registry: TypeRegistry) -> tuple[Any, Any]:
+    data = safe_serialize(value, registry=registry)
+    return data, safe_deserialize(orjson.loads(orjson.dumps(data)), registry=registry)
+
+
+@pytest.fixture
+def registry() -> TypeRegistry:
+    return TypeRegistry()
+
+
+def test_an_exactly_typed_model_is_written_in_its_own_json(registry: TypeRegistry) -> None:
+    data, back = round_trip(good(), registry)
+    assert type(data[VALUE]) is list and data[VALUE][0]["d"] == "1.10"
+    assert_same(back, good())
+    assert back.at.tzinfo is UTC  # a datetime.timezone again, not pydantic's TzInfo
+
+
+@pytest.mark.parametrize("trap", [{"s": Loud("x")}, {"at": Later(2024, 1, 1, tzinfo=UTC)}],
+                         ids=["str-subclass", "datetime-subclass"])
+def test_an_unregistered_builtin_subclass_is_refused_not_flattened(
+        registry: TypeRegistry, trap: dict[str, Any]) -> None:
+    with pytest.raises(UnserializableTypeError, match=type(next(iter(trap.values()))).__name__):
+        safe_serialize(good(**trap), registry=registry)
+
+
+@pytest.mark.parametrize("trap", [
+    {"i": True},
+    {"i": Level.LOW},
+    {"i": 2**70},
+    {"f": 1},
+    {"f": float("nan")},
+    {"f": float("inf")},
+    {"d": Decimal("NaN")},
+    {"at": datetime(2024, 3, 31, 2, 30, tzinfo=ZoneInfo("Europe/Paris"))},
+    {"at": datetime(2024, 1, 1, tzinfo=timezone(timedelta(hours=-5), "EST"))},
+    {"at": datetime(2024, 1, 1, tzinfo=timezone(timedelta(seconds=30)))},
+    {"child": SpecialChild(name="c")},
+    {"tags": ("a", "b")},
+    {"counts": {"n": True}},
+    {"color": "red"},
+], ids=lambda trap: next(iter(trap)) + ":" + type(next(iter(trap.values()))).__name__)
+def test_a_value_pydantic_would_change_takes_the_generic_path(
+        registry: TypeRegistry, trap: dict[str, Any]) -> None:
+    value = good(**trap)
+    data, back = round_trip(value, registry)
+    assert type(data[VALUE]) is dict, "the trap must not be written by pydantic-core"
+    assert_same(back, value)
+
+
+def test_pydantic_tzinfo_is_typed_and_reads_back_as_timezone(registry: TypeRegistry) -> None:
+    value = good(at=datetime(2024, 1, 1, tzinfo=TzInfo(3600)))
+    data, back = round_trip(value, registry)
+    assert type(data[VALUE]) is list
+    assert back.at == value.at and back.at.tzinfo == timezone(timedelta(hours=1))
+
+
+def test_a_cached_property_in_the_instance_dict_is_not_stored(registry: TypeRegistry) -> None:
+    value = good()
+    assert value.shout == "X"  # now in value.__dict__
+    data, back = round_trip(value, registry)
+    assert type(data[VALUE]) is dict  # the extra __dict__ entry: generic, which skips it
+    assert_same(back, good())
+
+
+class WithValidator(BaseModel):
+    n: int
+
+    @field_validator("n")
+    @classmethod
+    def double(cls, n: int) -> int:
+        return n * 2
+
+
+class WithAlias(BaseModel):
+    n: int = Field(alias="N")
+
+
+class WithComputed(BaseModel):
+    n: int
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def m(self) -> int:
+        return self.n + 1
+
+
+class WithExtra(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    n: int
+
+
+class WithAny(BaseModel):
+    n: Any
+
+
+@pytest.mark.parametrize("value", [
+    WithValidator.model_construct(n=3), WithAlias.model_construct(n=3),
+    WithComputed(n=3), WithExtra(n=3, more=datetime(2024, 1, 1)), WithAny(n=Decimal("1")),
+], ids=lambda v: type(v).__name__)
+def test_classes_pydantic_would_not_round_trip_exactly_stay_generic(
+        registry: TypeRegistry, value: BaseModel) -> None:
+    data, back = round_trip(value, registry)
+    assert type(data[VALUE]) is dict
+    assert_same(back, value)
+
+
+def test_a_list_of_one_typed_class_is_one_models_object(registry: TypeRegistry) -> None:
+    values = [good(i=n) for n in range(3)]
+    data, back = round_trip(values, registry)
+    assert data[TAG] == "models@1"
+    assert data[VALUE][0] == f"{Record.__module__}:Record@1" and len(data[VALUE][1]) == 3
+    assert_same(back, values)
+
+
+@pytest.mark.parametrize("odd_one", [good(i=True), Child(name="x"), None])
+def test_a_list_with_any_odd_item_is_written_item_by_item(
+        registry: TypeRegistry, odd_one: Any) -> None:
+    values = [good(), odd_one, good(i=9)]
+    data, back = round_trip(values, registry)
+    assert type(data) is list
+    assert_same(back, values)
+
+
+def test_typed_models_off_still_reads_the_typed_form() -> None:
+    writer, reader = TypeRegistry(), TypeRegistry(typed_models=False)
+    assert type(safe_serialize(good(), registry=reader)[VALUE]) is dict
+    data = safe_serialize([good(), good()], registry=writer)
+    assert_same(safe_deserialize(data, registry=reader), [good(), good()])
+
+
+def test_migrations_receive_the_form_that_was_stored() -> None:
+    class ItemV1(BaseModel):
+        name: str
+
+    class Item(BaseModel):
+        name: str
+        qty: int
+
+    seen: list[Any] = []
+
+    def v1_to_v2(v: Any) -> Any:
+        """v1 had no qty: add it in whichever form the value was written."""
+        seen.append(type(v).__name__)
+        if type(v) is list:
+            return [{**v[0], "qty": 1}]
+        return {**v, "qty": 1}
+
+    old = TypeRegistry()
+    old.register_type(ItemV1, name="item", version=1)
+    written_typed = safe_serialize(ItemV1(name="a"), registry=old)
+    written_batch = safe_serialize([ItemV1(name="b")] * 2, registry=old)
+    assert type(written_typed[VALUE]) is list and written_batch[TAG] == "models@1"
+    new = TypeRegistry()
+    new.register_type(Item, name="item", version=2, migrations={1: v1_to_v2})
+    assert safe_deserialize(written_typed, registry=new) == Item(name="a", qty=1)
+    assert safe_deserialize(written_batch, registry=new) == [Item(name="b", qty=1)] * 2
+    assert safe_deserialize({TAG: "item@1", VALUE: {"name": "c"}}, registry=new) == Item(
+        name="c", qty=1)
+    assert seen == ["list", "list", "list", "dict"]
