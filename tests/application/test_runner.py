@@ -23,7 +23,13 @@ from flujo.exceptions import (
     RunIdConflictError,
     RunInProgressError,
 )
-from flujo.state import InMemoryBackend, SQLiteBackend, StateBackend, WorkflowState
+from flujo.state import (
+    InMemoryBackend,
+    SQLiteBackend,
+    StateBackend,
+    WorkflowState,
+    migrate_all,
+)
 
 
 def new_id() -> str:
@@ -330,7 +336,9 @@ class LegacyCtx(PipelineContext):
     since: datetime | None = None
 
 
-async def test_a_run_saved_by_earlier_flujo_resumes_with_parsed_context() -> None:
+@pytest.mark.parametrize("migrated_first", [False, True])
+async def test_a_run_saved_by_earlier_flujo_resumes_with_parsed_context(
+        migrated_first: bool) -> None:
     backend = InMemoryBackend()
     legacy = {
         "run_id": "old-run", "pipeline_name": "golden", "pipeline_version": "0.9.2",
@@ -342,6 +350,9 @@ async def test_a_run_saved_by_earlier_flujo_resumes_with_parsed_context() -> Non
         "updated_at": "2023-11-02T09:16:30", "error_message": None,
     }
     backend.put_raw("old-run", orjson.dumps(legacy))
+    if migrated_first:  # rewritten as a current envelope: the context is still plain JSON
+        report = await migrate_all(backend)
+        assert [change.run_id for change in report.changed] == ["old-run"]
     seen: list[Any] = []
 
     def extract(data: Any, *, context: LegacyCtx) -> Any:

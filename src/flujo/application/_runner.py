@@ -25,7 +25,13 @@ from ..exceptions import (
     RunIdConflictError,
     RunInProgressError,
 )
-from ..state import InMemoryBackend, StateBackend, WorkflowState, backend_from_uri
+from ..state import (
+    LEGACY_CONTEXT_MARKER,
+    InMemoryBackend,
+    StateBackend,
+    WorkflowState,
+    backend_from_uri,
+)
 from ._models import PipelineContext, PipelineResult, StepResult
 from ._pipeline import Pipeline, Step
 
@@ -216,7 +222,9 @@ class Flujo(Generic[ContextT]):
             return WorkflowState.model_validate(loaded), -1, True
         if record is None:
             return None, 0, False
-        return record.state, record.revision, record.envelope.stored_envelope_version == 0
+        plain = record.envelope.stored_envelope_version == 0 or bool(
+            (record.state.model_extra or {}).get(LEGACY_CONTEXT_MARKER))
+        return record.state, record.revision, plain
 
     async def _save(self, rid: str, state: WorkflowState, revision: int) -> int:
         if revision < 0:

@@ -8,7 +8,7 @@ registered here (docs/migrations.md), and :func:`migrate_all` rewrites a store i
 
 from __future__ import annotations
 
-from ._codec import DEFAULT_MAX_PAYLOAD_BYTES, EnvelopeCodec
+from ._codec import DEFAULT_MAX_PAYLOAD_BYTES, LEGACY_CONTEXT_MARKER, EnvelopeCodec
 from ._crypto import Encryption
 from ._envelope import (
     ENVELOPE_VERSION,
@@ -42,6 +42,7 @@ __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
     "ENVELOPE_VERSION",
     "FORMAT",
+    "LEGACY_CONTEXT_MARKER",
     "Encryption",
     "Envelope",
     "EnvelopeCodec",

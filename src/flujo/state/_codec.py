@@ -117,6 +117,9 @@ def _timestamp(value: Any, fallback: datetime) -> datetime:
     return fallback
 
 
+LEGACY_CONTEXT_MARKER = "context_is_plain_json"
+
+
 def _from_legacy(data: dict[str, Any], fallback_time: datetime | None) -> dict[str, Any]:
     """Wrap a bare state dict written by earlier flujo (envelope version 0) in a v1 envelope."""
     fallback = fallback_time or _EPOCH
@@ -136,7 +139,9 @@ def _from_legacy(data: dict[str, Any], fallback_time: datetime | None) -> dict[s
         "updated_at": _timestamp(data.get("updated_at"), created),
         "codec": "json",
         "key_id": None,
-        "payload": data,
+        # Earlier flujo stored the context as plain JSON (datetimes as strings...). The
+        # marker survives a migration rewrite, so a runner still parses such a context.
+        "payload": {**data, LEGACY_CONTEXT_MARKER: True},
     }
 
 
