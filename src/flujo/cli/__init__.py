@@ -19,6 +19,7 @@ from pathlib import Path
 from ..exceptions import FlujoError
 from ..serialization import default_registry
 from ..tools import MODES
+from ._state import add_state_commands
 
 __all__ = ["main"]
 
@@ -139,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     docs.add_argument("--check", action="store_true",
                       help="write nothing; exit 1 if the pages are out of date")
     docs.set_defaults(handler=_cmd_schema_docs)
+    add_state_commands(commands)
     return parser
 
 

@@ -42,6 +42,7 @@ from ..exceptions import (
 )
 from ..serialization import safe_serialize
 from ..state import (
+    LEGACY_CONTEXT_MARKER,
     Encryption,
     Envelope,
     EnvelopeStateBackend,
@@ -645,7 +646,8 @@ def _output_file(path: str | None) -> Iterator[IO[bytes]]:
 
 def _export_line(backend: EnvelopeStateBackend, envelope: Envelope) -> bytes:
     if envelope.stored_envelope_version == 0:  # earlier flujo's bare dict, kept as it is
-        return json.dumps(envelope.payload, ensure_ascii=False, separators=(",", ":"),
+        bare = {k: v for k, v in envelope.payload.items() if k != LEGACY_CONTEXT_MARKER}
+        return json.dumps(bare, ensure_ascii=False, separators=(",", ":"),
                           allow_nan=False).encode("utf-8")
     return backend.codec.to_bytes(envelope)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from flujo.exceptions import BackendConfigError, FlujoError
@@ -42,6 +43,8 @@ class MigrationReport:
     up_to_date: list[str] = field(default_factory=list)
     changed: list[MigrationChange] = field(default_factory=list)
     failed: list[MigrationFailure] = field(default_factory=list)
+    #: Runs not examined because ``stop_on_failure`` stopped at a failure (left untouched).
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -59,7 +62,10 @@ class MigrationReport:
         return "\n".join(lines)
 
 
-async def migrate_all(backend: StateBackend, *, dry_run: bool = False) -> MigrationReport:
+async def migrate_all(
+    backend: StateBackend, *, dry_run: bool = False, stop_on_failure: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> MigrationReport:
     """Bring every stored envelope to the current versions.
 
     A run is rewritten when its envelope format, state schema version, any type version in its
@@ -69,6 +75,10 @@ async def migrate_all(backend: StateBackend, *, dry_run: bool = False) -> Migrat
     key). Each rewrite is a compare-and-set on the revision that was read: a run saved
     concurrently is reported as failed (StateConflictError) rather than overwritten; run
     ``migrate_all`` again. Failures never modify the stored record.
+
+    ``stop_on_failure=True`` stops at the first failed run: the runs after it are neither read
+    nor written, and are listed in ``report.skipped``. ``progress(done, total)`` is called
+    after each run has been examined.
     """
     if not isinstance(backend, EnvelopeStateBackend):
         raise BackendConfigError(
@@ -76,29 +86,40 @@ async def migrate_all(backend: StateBackend, *, dry_run: bool = False) -> Migrat
             f" got {type(backend).__name__}"
         )
     report = MigrationReport(dry_run=dry_run)
-    for run_id in await backend.list_run_ids():
-        report.scanned += 1
-        try:
-            envelope = await backend.read_envelope(run_id)
-            if envelope is None:
-                report.scanned -= 1  # deleted since it was listed
-                continue
-            what = backend.describe(run_id)
-            backend.codec.check_versions(envelope, what=what)  # newer than this code: fail
-            reasons = backend.codec.outdated(envelope)
-            if not reasons:
-                report.up_to_date.append(run_id)
-                continue
-            state = backend.codec.open(envelope, what=what)
-            new_revision = None
-            if not dry_run:
-                new_revision = await backend.save_state(
-                    run_id, state, expected_revision=envelope.revision
-                )
-        except FlujoError as exc:
-            report.failed.append(MigrationFailure(run_id, exc))
-            continue
-        report.changed.append(
-            MigrationChange(run_id, tuple(reasons), envelope.revision, new_revision)
-        )
+    run_ids = await backend.list_run_ids()
+    for done, run_id in enumerate(run_ids, 1):
+        await _migrate_one(backend, run_id, report)
+        if progress is not None:
+            progress(done, len(run_ids))
+        if stop_on_failure and report.failed:
+            report.skipped = run_ids[done:]
+            break
     return report
+
+
+async def _migrate_one(backend: EnvelopeStateBackend, run_id: str,
+                       report: MigrationReport) -> None:
+    report.scanned += 1
+    try:
+        envelope = await backend.read_envelope(run_id)
+        if envelope is None:
+            report.scanned -= 1  # deleted since it was listed
+            return
+        what = backend.describe(run_id)
+        backend.codec.check_versions(envelope, what=what)  # newer than this code: fail
+        reasons = backend.codec.outdated(envelope)
+        if not reasons:
+            report.up_to_date.append(run_id)
+            return
+        state = backend.codec.open(envelope, what=what)
+        new_revision = None
+        if not report.dry_run:
+            new_revision = await backend.save_state(
+                run_id, state, expected_revision=envelope.revision
+            )
+    except FlujoError as exc:
+        report.failed.append(MigrationFailure(run_id, exc))
+        return
+    report.changed.append(
+        MigrationChange(run_id, tuple(reasons), envelope.revision, new_revision)
+    )

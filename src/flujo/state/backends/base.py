@@ -42,6 +42,7 @@ __all__ = [
     "CurrentRecord",
     "EnvelopeStateBackend",
     "RunClaim",
+    "SealedRecord",
     "StateBackend",
     "StateInput",
     "StoredRecord",
