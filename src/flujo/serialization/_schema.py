@@ -147,7 +147,7 @@ class _Collector:
             return {"enum": [a.value if isinstance(a, enum.Enum) else a for a in args]}
         if origin is list:
             array = {"type": "array", "items": self.annotation(args[0]) if args else VALUE_REF}
-            if args and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+            if not args or _could_hold_model(args[0]):
                 # two or more instances of one typed model class may be written as `models`
                 return {"anyOf": [array, self.tagged_builtin("models")]}
             return array
@@ -174,6 +174,20 @@ class _Collector:
         assert codec is not None
         self.add(codec)
         return ref(codec)
+
+
+def _could_hold_model(hint: Any) -> bool:
+    """Whether a value annotated ``hint`` may be a pydantic model instance."""
+    if hint is Any or hint is object or isinstance(hint, typing.TypeVar):
+        return True
+    if isinstance(hint, type):
+        return issubclass(hint, BaseModel)
+    origin = typing.get_origin(hint)
+    if origin is typing.Annotated:
+        return _could_hold_model(typing.get_args(hint)[0])
+    if origin in (typing.Union, types.UnionType):
+        return any(_could_hold_model(arg) for arg in typing.get_args(hint))
+    return False
 
 
 def _hints(cls: type) -> dict[str, Any]:
