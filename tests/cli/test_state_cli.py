@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import BaseModel
 
-from flujo.cli import _state
+from flujo.cli import _output, _state_write
 from flujo.cli._state import (
     EXIT_CODES,
     EXIT_CORRUPT,
@@ -314,9 +314,9 @@ def test_ls_rich_only_on_a_terminal(cli: Any, tmp_path: Path, request: pytest.Fi
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     store = make_store("sqlite", tmp_path, request)
     store.save(sample_state("r1"))
-    monkeypatch.setattr(_state, "_is_tty", lambda stream: True)
+    monkeypatch.setattr(_output, "_is_tty", lambda stream: True)
     assert "RUN ID" in cli("ls", store=store).out
-    monkeypatch.setattr(_state, "_rich_available", lambda: False)
+    monkeypatch.setattr(_output, "_rich_available", lambda: False)
     assert cli("ls", store=store).out.startswith("RUN_ID\t")
 
 
@@ -682,7 +682,7 @@ def test_migrate_reports_progress_and_stops_at_the_first_failure_when_supported(
             report.skipped = ["r3"]  # type: ignore[attr-defined]
         return report
 
-    monkeypatch.setattr(_state, "migrate_all", extended)
+    monkeypatch.setattr(_state_write, "migrate_all", extended)
     store = make_store("sqlite", tmp_path, request)
     store.save(sample_state("r1"), sample_state("r2"), sample_state("r3"))
     result = cli("migrate", "--compression", "zlib", store=store)
@@ -696,14 +696,14 @@ def test_migrate_reports_progress_and_stops_at_the_first_failure_when_supported(
 
 def test_progress_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch,
                                     capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(_state, "_is_tty", lambda stream: True)
-    with _state._Progress("checking", None) as bar:
+    monkeypatch.setattr(_output, "_is_tty", lambda stream: True)
+    with _output._Progress("checking", None) as bar:
         assert bar._bar is not None
         bar.update(1, 4)
         bar.advance()
         assert bar._bar.tasks[0].completed == 2 and bar._bar.tasks[0].total == 4
-    monkeypatch.setattr(_state, "_is_tty", lambda stream: False)
-    with _state._Progress("checking", 3) as bar:
+    monkeypatch.setattr(_output, "_is_tty", lambda stream: False)
+    with _output._Progress("checking", 3) as bar:
         assert bar._bar is None
         bar.advance()
     assert capsys.readouterr().err.strip() == ""
@@ -730,7 +730,7 @@ def test_delete_asks_on_a_terminal(cli: Any, tmp_path: Path, request: pytest.Fix
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     store = make_store("file", tmp_path, request)
     store.save(sample_state("r1"))
-    monkeypatch.setattr(_state, "_is_tty", lambda stream: stream is sys.stdin)
+    monkeypatch.setattr(_output, "_is_tty", lambda stream: stream is sys.stdin)
     monkeypatch.setattr(sys, "stdin", io.StringIO("n\n"))
     assert cli("delete", "r1", store=store).code == EXIT_NOT_FOUND
     monkeypatch.setattr(sys, "stdin", io.StringIO("y\n"))

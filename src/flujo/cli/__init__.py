@@ -9,37 +9,29 @@ a module to import.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
-import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..exceptions import FlujoError
 from ..serialization import default_registry
 from ..tools import MODES
+from ._modules import import_application_modules
+from ._output import _UsageError
 from ._state import add_state_commands
 
 __all__ = ["main"]
 
 
-def _configured_modules() -> list[str]:
-    pyproject = Path("pyproject.toml")
-    if not pyproject.is_file():
-        return []
-    table = tomllib.loads(pyproject.read_text("utf-8")).get("tool", {}).get("flujo", {})
-    modules = table.get("modules", [])
-    if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
-        raise SystemExit("flujo: [tool.flujo] modules must be a list of module names")
-    return modules
-
-
 def _load_types(modules: Sequence[str]) -> list[type]:
     """Import the application's modules (named by the operator, never by stored data)."""
+    try:
+        imported = import_application_modules(modules)
+    except _UsageError as exc:
+        raise SystemExit(f"flujo: {exc}") from exc
     types: list[type] = []
-    for name in modules or _configured_modules():
-        module = importlib.import_module(name)
+    for module in imported:
         types.extend(v for v in vars(module).values()
                      if isinstance(v, type) and v.__module__ == module.__name__
                      and default_registry().codec_for_type(v) is not None)

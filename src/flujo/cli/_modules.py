@@ -1,0 +1,53 @@
+"""The application's modules, imported so its types are registered before stored data is read.
+
+The operator names them (``--module NAME``, repeatable) or lists them once in ``./pyproject.toml``::
+
+    [tool.flujo]
+    modules = ["myapp.models"]
+
+Stored data never names a module to import. Used by ``flujo schema`` and ``flujo state``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+from ._output import _UsageError
+
+__all__ = ["configured_modules", "import_application_modules"]
+
+
+def configured_modules() -> list[str]:
+    """``[tool.flujo] modules`` of ./pyproject.toml (``[]`` when there is none)."""
+    pyproject = Path("pyproject.toml")
+    if not pyproject.is_file():
+        return []
+    try:
+        table = tomllib.loads(pyproject.read_text("utf-8")).get("tool", {}).get("flujo", {})
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise _UsageError(f"cannot read {pyproject}: {exc}") from exc
+    modules = table.get("modules", []) if isinstance(table, dict) else []
+    if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+        raise _UsageError("[tool.flujo] modules in pyproject.toml must be a list of module names")
+    return modules
+
+
+def import_application_modules(names: Sequence[str]) -> list[ModuleType]:
+    """Import ``names`` (default: :func:`configured_modules`) and return the modules.
+
+    Raises the CLI's usage error when the configuration cannot be read or a module cannot be
+    imported (an import error, or the module's own code failing).
+    """
+    modules: list[ModuleType] = []
+    for name in names or configured_modules():
+        try:
+            modules.append(importlib.import_module(name))
+        except Exception as exc:  # an import error, or the module's own code failing
+            raise _UsageError(
+                f"cannot import module {name!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+    return modules

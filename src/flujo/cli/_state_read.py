@@ -1,0 +1,310 @@
+"""``flujo state ls``, ``show`` and ``export``: reading a store (nothing is written)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import pprint
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from ..exceptions import (
+    CorruptStateError,
+    DeserializationError,
+    EncryptionError,
+    FlujoError,
+    MigrationError,
+)
+from ..serialization import safe_serialize
+from ..state import LEGACY_CONTEXT_MARKER, Envelope, EnvelopeStateBackend, RunSummary
+from ._output import (
+    EXIT_CORRUPT,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    _err,
+    _not_found,
+    _plain_cell,
+    _print_json,
+    _print_tsv,
+    _Progress,
+    _UsageError,
+    _use_rich,
+)
+from ._store import _check_run_ids, _open_store
+
+# -- ls ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Step:
+    index: int | None
+    names: tuple[str, ...] | None
+    note: str = ""  # why the step is unknown: "locked" (encrypted), "damaged", ...
+
+    def text(self) -> str:
+        if self.index is None:
+            return self.note or "?"
+        if not self.names:  # index = steps finished; the names say how many there are
+            return f"{self.index} done"
+        total = len(self.names)
+        if self.index >= total:
+            return f"{total}/{total} done"
+        return f"{self.index + 1}/{total} {self.names[self.index]}"
+
+    def name(self) -> str | None:
+        if self.index is None or not self.names or self.index >= len(self.names):
+            return None
+        return self.names[self.index]
+
+
+async def _step_of(
+    backend: EnvelopeStateBackend, run_id: str, damaged: dict[str, FlujoError]
+) -> _Step:
+    """Where a run is, read from its payload without decoding any value (no types needed)."""
+    try:
+        envelope = await backend.read_envelope(run_id)
+        if envelope is None:
+            return _Step(None, None, "deleted")
+        data = backend.codec.payload_data(envelope, what=backend.describe(run_id))
+    except EncryptionError:
+        return _Step(None, None, "locked")
+    except MigrationError:
+        return _Step(None, None, "newer")
+    except (CorruptStateError, DeserializationError) as exc:
+        damaged[run_id] = exc
+        return _Step(None, None, "damaged")
+    if not isinstance(data, dict):
+        return _Step(None, None)
+    index = data.get("current_step_index")
+    names = data.get("step_names")
+    ok_index = index if isinstance(index, int) and not isinstance(index, bool) else None
+    ok_names = (
+        tuple(names) if isinstance(names, list) and all(isinstance(n, str) for n in names) else None
+    )
+    return _Step(ok_index, ok_names)
+
+
+async def _list_by_reading(
+    backend: EnvelopeStateBackend, args: argparse.Namespace, damaged: dict[str, FlujoError]
+) -> list[RunSummary]:
+    """``list_runs`` for a store where one damaged record makes the backend's listing fail."""
+    rows: list[RunSummary] = []
+    for run_id in await backend.list_run_ids():
+        try:
+            env = await backend.read_envelope(run_id)
+        except (CorruptStateError, DeserializationError) as exc:
+            damaged[run_id] = exc
+            continue
+        if env is None:
+            continue
+        if args.status is not None and env.status != args.status:
+            continue
+        if args.pipeline is not None and env.pipeline_name != args.pipeline:
+            continue
+        rows.append(RunSummary(run_id=run_id, pipeline_name=env.pipeline_name, status=env.status,
+                               revision=env.revision, created_at=env.created_at,
+                               updated_at=env.updated_at))
+    rows.sort(key=lambda r: r["run_id"])
+    rows.sort(key=lambda r: r["updated_at"], reverse=True)
+    end = None if args.limit is None else args.offset + args.limit
+    return rows[args.offset:end]
+
+
+_STATUS_STYLE = {"completed": "green", "failed": "red", "running": "yellow",
+                 "paused": "cyan", "cancelled": "dim"}
+
+
+async def _ls(args: argparse.Namespace) -> int:
+    damaged: dict[str, FlujoError] = {}
+    async with _open_store(args) as backend:
+        try:
+            rows = await backend.list_runs(status=args.status, pipeline_name=args.pipeline,
+                                           limit=args.limit, offset=args.offset)
+        except CorruptStateError:
+            rows = await _list_by_reading(backend, args, damaged)
+        steps = [await _step_of(backend, row["run_id"], damaged) for row in rows]
+
+    fmt = args.format
+    if fmt == "auto":
+        fmt = "table" if _use_rich(sys.stdout) else "tsv"
+    if fmt == "json":
+        for row, step in zip(rows, steps, strict=True):
+            print(json.dumps({
+                "run_id": row["run_id"], "status": row["status"],
+                "pipeline_name": row["pipeline_name"], "step": step.index,
+                "step_name": step.name(), "steps": None if step.names is None else len(step.names),
+                "revision": row["revision"], "created_at": row["created_at"].isoformat(),
+                "updated_at": row["updated_at"].isoformat(),
+            }, ensure_ascii=False))
+    elif fmt == "table":
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        for column in ("RUN ID", "STATUS", "PIPELINE", "STEP", "REV", "UPDATED (UTC)"):
+            table.add_column(column, no_wrap=column != "PIPELINE")
+        for row, step in zip(rows, steps, strict=True):
+            style = _STATUS_STYLE.get(row["status"], "")
+            table.add_row(row["run_id"], f"[{style}]{row['status']}[/]" if style else row["status"],
+                          row["pipeline_name"], step.text(), str(row["revision"]),
+                          row["updated_at"].strftime("%Y-%m-%d %H:%M:%S"))
+        console = Console(file=sys.stdout)
+        console.print(table)
+        if not rows:
+            console.print("[dim]no runs[/]")
+    else:
+        _print_tsv(
+            [(r["run_id"], r["status"], r["pipeline_name"], s.text(), r["revision"],
+              r["updated_at"].isoformat()) for r, s in zip(rows, steps, strict=True)],
+            None if args.no_header else
+            ("RUN_ID", "STATUS", "PIPELINE", "STEP", "REVISION", "UPDATED"),
+        )
+    for run_id, exc in sorted(damaged.items()):
+        _err(f"damaged record {run_id!r}: {exc}")
+    return EXIT_CORRUPT if damaged else EXIT_OK
+
+
+# -- show --------------------------------------------------------------------------------------
+
+
+def _envelope_document(envelope: Envelope) -> Any:
+    """The envelope as it is stored: header fields, then the payload."""
+    if envelope.stored_envelope_version == 0:  # earlier flujo: the bare state dict
+        return envelope.payload
+    return {**envelope.header(), "payload": envelope.payload}
+
+
+
+async def _show(args: argparse.Namespace) -> int:
+    _check_run_ids([args.run_id])
+    async with _open_store(args) as backend:
+        if args.raw:
+            envelope = await backend.read_envelope(args.run_id)
+            if envelope is None:
+                return _not_found(args.run_id)
+            _print_json(_envelope_document(envelope))
+            return EXIT_OK
+        record = await backend.load_record(args.run_id)
+    if record is None:
+        return _not_found(args.run_id)
+    state, envelope = record.state, record.envelope
+    values = state.to_dict()
+    if args.json:
+        _print_json(safe_serialize(values, mode="json"))
+        return EXIT_OK
+    names = values.get("step_names")
+    step = _Step(state.current_step_index,
+                 tuple(names) if isinstance(names, list | tuple) else None)
+    header: list[tuple[str, str]] = [
+        ("run", state.run_id),
+        ("pipeline", f"{state.pipeline_name} (version {state.pipeline_version})"),
+        ("status", state.status + (f": {state.error}" if state.error else "")),
+        ("step", step.text()),
+        ("revision", str(envelope.revision)),
+        ("created", envelope.created_at.isoformat()),
+        ("updated", envelope.updated_at.isoformat()),
+        ("codec", envelope.codec + (f" (key {envelope.key_id})" if envelope.key_id else "")),
+        ("versions", f"envelope {envelope.stored_envelope_version}, state schema "
+                     f"{envelope.state_version}, types "
+                     + (", ".join(f"{k}@{v}" for k, v in envelope.manifest.items()) or "-")),
+    ]
+    if _use_rich(sys.stdout):
+        from rich.console import Console
+        from rich.pretty import Pretty
+        from rich.table import Table
+
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold")
+        grid.add_column()
+        for key, value in header:
+            grid.add_row(key, value)
+        console = Console(file=sys.stdout)
+        console.print(grid)
+        console.print()
+        console.print(Pretty(values, expand_all=False, indent_guides=True))
+    else:
+        for key, value in header:
+            print(f"{key}:\t{_plain_cell(value)}")
+        print()
+        print(pprint.pformat(values, sort_dicts=False, width=100))
+    return EXIT_OK
+
+
+# -- export ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _output_file(path: str | None) -> Iterator[IO[bytes]]:
+    """The export sink: stdout, or a file that appears only once it is complete."""
+    if path is None or path == "-":
+        stream = getattr(sys.stdout, "buffer", None)
+        if stream is None:  # pragma: no cover - a text-only stdout replacement
+            raise _UsageError("stdout is not binary; pass --out FILE")
+        yield stream
+        stream.flush()
+        return
+    target = Path(path)
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        with open(partial, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, target)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise _UsageError(f"cannot write {target}: {exc}") from exc
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def _export_line(backend: EnvelopeStateBackend, envelope: Envelope) -> bytes:
+    if envelope.stored_envelope_version == 0:  # earlier flujo's bare dict, kept as it is
+        bare = {k: v for k, v in envelope.payload.items() if k != LEGACY_CONTEXT_MARKER}
+        return json.dumps(bare, ensure_ascii=False, separators=(",", ":"),
+                          allow_nan=False).encode("utf-8")
+    return backend.codec.to_bytes(envelope)
+
+
+async def _export(args: argparse.Namespace) -> int:
+    _check_run_ids(args.run_ids)
+    missing: list[str] = []
+    skipped: dict[str, FlujoError] = {}
+    written = 0
+    async with _open_store(args) as backend:
+        if args.run_ids:
+            run_ids = list(args.run_ids)
+        elif args.status is not None or args.pipeline is not None:
+            rows = await backend.list_runs(status=args.status, pipeline_name=args.pipeline)
+            run_ids = sorted(r["run_id"] for r in rows)
+        else:
+            run_ids = await backend.list_run_ids()
+        with _output_file(args.out) as sink, _Progress("exporting", len(run_ids)) as bar:
+            for run_id in run_ids:
+                bar.advance()
+                try:
+                    envelope = await backend.read_envelope(run_id)
+                except (CorruptStateError, DeserializationError) as exc:
+                    if not args.skip_damaged:
+                        exc.add_note("pass --skip-damaged to export the other runs")
+                        raise
+                    skipped[run_id] = exc
+                    continue
+                if envelope is None:
+                    if args.run_ids:
+                        missing.append(run_id)
+                    continue
+                sink.write(_export_line(backend, envelope) + b"\n")
+                written += 1
+    for run_id, error in skipped.items():
+        _err(f"skipped damaged record {run_id!r}: {error}")
+    for run_id in missing:
+        _err(f"no run {run_id!r} in the store")
+    _err(f"exported {written} run(s)" + (f", skipped {len(skipped)} damaged" if skipped else ""))
+    return EXIT_NOT_FOUND if missing else EXIT_OK
