@@ -106,7 +106,7 @@ def model_codec(
         state = obj.__dict__
         key: Any = None
         try:
-            leaves = enc.leaves
+            direct = enc.direct
             for key in fields:
                 if key in state:
                     value = state[key]
@@ -116,7 +116,7 @@ def model_codec(
                             or (tv is float and value - value == 0.0)):
                         out[key] = value
                     else:
-                        leaf = leaves.get(tv)
+                        leaf = direct.get(tv)
                         out[key] = (leaf(enc, value, child) if leaf is not None
                                     else encode(value, child))
             extra = obj.__pydantic_extra__

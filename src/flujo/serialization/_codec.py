@@ -101,7 +101,7 @@ def _set_path(exc: SerializationError, path: str) -> None:
 class Encoder:
     """One encoding run. Cheap to create; the plans it uses are cached on the registry."""
 
-    __slots__ = ("batches", "default", "leaves", "manifest", "max_depth", "plans", "registry",
+    __slots__ = ("batches", "default", "direct", "manifest", "max_depth", "plans", "registry",
                  "validate")
 
     def __init__(
@@ -115,7 +115,7 @@ class Encoder:
     ) -> None:
         self.registry = registry
         self.plans = registry._encode_plans
-        self.leaves = registry._leaf_plans
+        self.direct = registry._direct_plans
         self.batches = registry._batch_plans
         self.validate = validate
         self.default = default
@@ -156,7 +156,7 @@ class Encoder:
                 append = out.append
                 encode = self.encode
                 child = depth + 1
-                leaves = self.leaves
+                direct = self.direct
                 try:
                     for item in obj:
                         # JSON-native items inline: a call per string would dominate.
@@ -164,7 +164,7 @@ class Encoder:
                         if ti is str or ti is bool or item is None:
                             append(item)
                         else:
-                            leaf = leaves.get(ti)
+                            leaf = direct.get(ti)
                             append(leaf(self, item, child) if leaf is not None
                                    else encode(item, child))
                 except SerializationError as exc:
@@ -190,7 +190,7 @@ class Encoder:
             return self.encode_escaped_dict(obj, depth)
         out: dict[str, Any] = {}
         encode = self.encode
-        leaves = self.leaves
+        direct = self.direct
         child = depth + 1
         key: Any = None
         try:
@@ -201,7 +201,7 @@ class Encoder:
                 if tv is str or tv is bool or value is None:
                     out[key] = value
                 else:
-                    leaf = leaves.get(tv)
+                    leaf = direct.get(tv)
                     out[key] = leaf(self, value, child) if leaf is not None else encode(
                         value, child)
             else:

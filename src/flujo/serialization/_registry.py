@@ -48,6 +48,7 @@ from ._codec import (
     Decoder,
     EncodePlan,
     Encoder,
+    _note,
 )
 from ._typed import TypedModel, typed_model
 from ._types import JSONSchema, Migration, TypeCodec
@@ -87,7 +88,9 @@ class TypeRegistry:
         self._seen: weakref.WeakValueDictionary[str, type] = weakref.WeakValueDictionary()
         self._encode_plans: dict[type, EncodePlan] = {}
         self._decode_plans: dict[str, DecodePlan] = {}
-        self._leaf_plans: dict[type, EncodePlan] = {}
+        # Plans that containers may call without Encoder.encode: leaves (no recursion) and
+        # custom serializers (which recurse through Encoder.encode and note their object).
+        self._direct_plans: dict[type, EncodePlan] = {}
         self._generation = 0  # bumped by every registration; a plan made before is not cached
         for codec in BUILTIN_CODECS:
             if codec.py_type is not None:
@@ -232,7 +235,7 @@ class TypeRegistry:
         self._generation += 1
         self._derived.clear()
         self._encode_plans.clear()
-        self._leaf_plans.clear()
+        self._direct_plans.clear()
         self._batch_plans.clear()
         self._decode_plans.clear()
 
@@ -243,6 +246,7 @@ class TypeRegistry:
         description: str | None,
     ) -> TypeCodec:
         compiled = CompiledSchema(schema) if schema is not None and validate else None
+        is_valid = compiled.fast_check if compiled is not None else None
         label = cls.__qualname__
 
         def encode_value(enc: Encoder, obj: Any, depth: int) -> Any:
@@ -259,9 +263,15 @@ class TypeRegistry:
                     f"the serializer registered for {label} ({name!r}) returned a {label} "
                     "again; it must return a JSON-compatible value"
                 )
-            value = enc.encode(raw, depth + 1)
-            if compiled is not None and enc.validate and not compiled.is_valid(value):
-                compiled.raise_for(value, type_name=name)
+            try:
+                value = enc.encode(raw, depth + 1)
+            except SerializationError as exc:
+                # Containers may call this plan directly (not through Encoder.encode): note
+                # the object here, so a cycle through a serializer is still reported as one.
+                _note(exc, None, obj)
+                raise
+            if is_valid is not None and enc.validate and not is_valid(value):
+                compiled.raise_for(value, type_name=name)  # type: ignore[union-attr]
             return value
 
         def decode_value(dec: Decoder, v: Any, depth: int) -> Any:
@@ -376,8 +386,8 @@ class TypeRegistry:
                 plan = _typed_plan(codec, typed, plan)
                 self._cache_plan(self._batch_plans, cls, _batch_plan(codec, typed), generation)
         self._cache_plan(self._encode_plans, cls, plan, generation)
-        if codec.leaf is not None:
-            self._cache_plan(self._leaf_plans, cls, plan, generation)
+        if codec.leaf is not None or codec.kind == "custom":
+            self._cache_plan(self._direct_plans, cls, plan, generation)
         return plan
 
     def _typed_for(self, cls: type) -> TypedModel | None:

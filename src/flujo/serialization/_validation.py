@@ -42,11 +42,13 @@ def _compile(schema: dict[str, Any] | bool) -> Any:
 class CompiledSchema:
     """A schema with its fast validator compiled once."""
 
-    __slots__ = ("_fast", "schema")
+    __slots__ = ("_fast", "fast_check", "schema")
 
     def __init__(self, schema: dict[str, Any] | bool) -> None:
         self.schema = schema
         self._fast = _compile(schema)
+        #: The compiled validator's own yes/no check (called on the hot path, no wrapper).
+        self.fast_check: Any = self._fast.is_valid
 
     def is_valid(self, value: Any) -> bool:
         return bool(self._fast.is_valid(value))
