@@ -59,3 +59,27 @@ async def test_a_stored_record_nested_too_deeply_is_corrupt_not_a_crash(tmp_path
             (raw.decode(),))
     with pytest.raises(CorruptStateError, match="not valid JSON"):
         await database.load_record("r")
+
+
+async def test_saving_over_a_revision_at_the_64_bit_limit_is_a_typed_error(
+        tmp_path: Path) -> None:
+    # was: OverflowError ("Python int too large to convert to SQLite INTEGER") from save_state
+    import sqlite3
+
+    from flujo.state import WorkflowState
+    from flujo.state.backends.base import MAX_REVISION
+
+    database = SQLiteBackend(tmp_path / "state.db")
+    await database.save_state("r", WorkflowState(run_id="r", pipeline_context={"n": 1}))
+    with sqlite3.connect(tmp_path / "state.db") as conn:
+        conn.execute("UPDATE flujo_state SET revision = ?", (MAX_REVISION,))
+    with pytest.raises(CorruptStateError, match="out of range"):
+        await database.save_state("r", WorkflowState(run_id="r", pipeline_context={"n": 2}))
+    record = await database.load_record("r")
+    assert record is not None and record.state.pipeline_context == {"n": 1}
+    files = FileBackend(tmp_path / "files")
+    await files.save_state("r", WorkflowState(run_id="r"))
+    path = files.file_for("r")
+    path.write_bytes(path.read_bytes().replace(b'"revision":1', b'"revision":%d' % 2**70))
+    with pytest.raises(CorruptStateError, match="out of range"):
+        await files.save_state("r", WorkflowState(run_id="r"))

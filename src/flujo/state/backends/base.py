@@ -130,6 +130,10 @@ def _check_expected(expected_revision: int | None) -> None:
         )
 
 
+#: Largest revision a record can have: SQLite INTEGER and PostgreSQL bigint hold 64 bits.
+MAX_REVISION = 2**63 - 1
+
+
 def check_revision(what: str, current: CurrentRecord | None, expected: int | None) -> int:
     """Compare-and-set check; return the revision the new record gets."""
     actual = current.revision if current is not None else 0
@@ -138,6 +142,11 @@ def check_revision(what: str, current: CurrentRecord | None, expected: int | Non
         raise StateConflictError(
             f"{what}: expected revision {expected} but found {found}; another writer saved"
             " it first (reload and retry, or give up the run)"
+        )
+    if not 0 <= actual < MAX_REVISION:  # only a damaged or doctored record gets here
+        raise CorruptStateError(
+            f"{what}: the stored revision {actual} is out of range (1 to {MAX_REVISION});"
+            " refusing to save over it"
         )
     return actual + 1
 
