@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sqlite3
 import threading
@@ -94,6 +95,9 @@ class SQLiteBackend(EnvelopeStateBackend):
         self.journal_mode = ""  # set when the database is first opened ("wal")
         self._ready = False
         self._ready_lock = threading.Lock()
+        # One connection per worker thread, reused: opening one costs more than a save.
+        self._local = threading.local()
+        self._open: list[sqlite3.Connection] = []
         self._claims = _flock.ClaimDirectory(Path(f"{self.path}.claims"))
 
     def describe(self, run_id: str) -> str:
@@ -116,13 +120,37 @@ class SQLiteBackend(EnvelopeStateBackend):
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
         self._ensure_ready()
-        conn = self._connect()
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None or self._local.pid != os.getpid():  # none yet, or inherited by fork
+            conn = self._connect()
+            self._local.conn, self._local.pid = conn, os.getpid()
+            with self._ready_lock:
+                self._open.append(conn)
         try:
             yield conn
         except sqlite3.Error as exc:
+            self._discard(conn)  # a failed connection is not reused
             raise BackendUnavailableError(f"SQLite {self.path}: {exc}") from exc
-        finally:
+        except BaseException:
+            if conn.in_transaction:  # never hand a half-done transaction to the next call
+                self._discard(conn)
+            raise
+
+    def _discard(self, conn: sqlite3.Connection) -> None:
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
+        with self._ready_lock:
+            if conn in self._open:
+                self._open.remove(conn)
+        conn.close()
+
+    async def close(self) -> None:
+        """Close the connections this backend opened (it reopens them if used again)."""
+        with self._ready_lock:
+            connections, self._open = self._open, []
+        for conn in connections:
             conn.close()
+        self._local = threading.local()
 
     @contextmanager
     def _transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
