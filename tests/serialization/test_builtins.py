@@ -351,3 +351,17 @@ def test_a_list_of_typed_models_is_written_the_same_on_first_and_later_calls() -
     assert first == safe_serialize(points, registry=registry)
     assert first[TAG] == "models@1"
     assert safe_deserialize(first, registry=registry) == points
+
+
+def test_an_extra_field_named_like_a_model_construct_parameter_stays_an_extra() -> None:
+    from pydantic import BaseModel as _Base
+    from pydantic import ConfigDict
+
+    class Loose(_Base):
+        model_config = ConfigDict(extra="allow")
+        a: int = 0
+
+    value = Loose.model_validate({"a": 1, "_fields_set": "kept"})
+    back = safe_deserialize(safe_serialize(value))
+    assert back.model_extra == {"_fields_set": "kept"}
+    assert isinstance(back.__pydantic_fields_set__, set)

@@ -170,3 +170,37 @@ def test_module_getattr_is_never_called(monkeypatch: pytest.MonkeyPatch) -> None
     with pytest.raises(UnknownTypeError):
         safe_deserialize({TAG: f"{module.__name__}:Model@1", VALUE: {}})
     assert calls == []
+
+
+def test_stored_keys_sharing_one_hash_are_refused_quickly() -> None:
+    import time
+
+    from flujo.exceptions import DeserializationError
+
+    prime = 2**61 - 1  # int hashes are n mod this prime: these all hash alike
+    flood = [{"$t": "int@1", "v": hex(prime * (i + 2**64))} for i in range(5_000)]
+    for data in ({"$t": "set@1", "v": flood}, {"$t": "dict@1", "v": [[k, 0] for k in flood]}):
+        started = time.perf_counter()
+        with pytest.raises(DeserializationError, match="share one hash"):
+            safe_deserialize(data)
+        assert time.perf_counter() - started < 1.0
+
+
+def test_a_zone_name_outside_the_database_is_refused_without_importing() -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import sys
+        from flujo.serialization import safe_deserialize
+        before = set(sys.modules)
+        try:
+            safe_deserialize({"$t": "datetime@1", "v": "2024-01-01T00:00:00+01:00[Mars/Base]"})
+        except Exception as exc:
+            print(type(exc).__name__)
+        print(",".join(sorted(set(sys.modules) - before)))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
+                         text=True, timeout=60).stdout.split("\n")
+    assert out[0] == "DeserializationError" and out[1] == ""

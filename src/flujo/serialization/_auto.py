@@ -97,7 +97,8 @@ def model_codec(
     fields = tuple(cls.__pydantic_fields__)
     required = frozenset(n for n, f in cls.__pydantic_fields__.items() if f.is_required())
     allows_extra = cls.model_config.get("extra") == "allow"
-    known = None if allows_extra else frozenset(fields)
+    field_names = frozenset(fields)
+    known = None if allows_extra else field_names
 
     def encode_value(enc: Encoder, obj: BaseModel, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -174,7 +175,18 @@ def model_codec(
             set_attr(obj, "__pydantic_private__", None)
             return obj
         _check_fields(values, required, known, name)
-        return cls.model_construct(**values)
+        if known is not None:
+            return cls.model_construct(**values)
+        # extra="allow": extras go in after construction, so an extra named like one of
+        # model_construct's own parameters (_fields_set) stays an extra field.
+        declared = {k: v for k, v in values.items() if k in field_names}
+        obj = cls.model_construct(**declared)
+        extras = {k: v for k, v in values.items() if k not in field_names}
+        if extras:
+            object.__setattr__(obj, "__pydantic_extra__", {**(obj.__pydantic_extra__ or {}),
+                                                           **extras})
+            obj.__pydantic_fields_set__.update(extras)
+        return obj
 
     decode_value.read_typed_list = read_typed_list  # type: ignore[attr-defined]
     return TypeCodec(name, version, "model", cls, encode_value, decode_value, None,

@@ -18,7 +18,7 @@ from decimal import Decimal
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import orjson
 
@@ -86,10 +86,19 @@ def _enc_datetime(enc: Encoder, dt: datetime, depth: int) -> str:
 def _apply_zone(zone: str, fixed: timezone) -> tzinfo:
     if zone.startswith("tzname="):
         return timezone(fixed.utcoffset(None), zone[len("tzname="):])
+    # Only names in the time zone database: for any other name ZoneInfo would go looking
+    # for it, importing tzdata submodules named after it, i.e. chosen by stored data.
+    if zone not in _KNOWN_ZONES:
+        raise DeserializationError(f"unknown time zone {zone!r}")
     try:
         return ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise DeserializationError(f"unknown time zone {zone!r}") from exc
+
+
+# Read once at import (a few ms), never while decoding: looking a name up later could import
+# tzdata resource packages named after it.
+_KNOWN_ZONES = frozenset(available_timezones())
 
 
 def _dec_datetime(dec: Decoder, v: Any, depth: int) -> datetime:
@@ -184,28 +193,61 @@ def _sorted_items(enc: Encoder, items: set[Any] | frozenset[Any], depth: int) ->
     return sorted(encoded, key=lambda e: orjson.dumps(e, option=orjson.OPT_SORT_KEYS))
 
 
+_MAX_SHARED_HASH = 64
+
+
+def _hash_safe(keys: list[Any], what: str) -> list[Any]:
+    """Refuse stored keys crafted to share one hash (hash flooding).
+
+    Hashes of ints, floats, Decimals and tuples of them are not randomized: stored data could
+    hold thousands of distinct ints with one hash and make building the set or dict
+    quadratic. Legitimate data practically never has more than a few equal hashes.
+    """
+    if len(keys) <= _MAX_SHARED_HASH:
+        return keys
+    counts: dict[int, int] = {}
+    for key in keys:
+        digest = hash(key)
+        count = counts.get(digest, 0) + 1
+        if count > _MAX_SHARED_HASH:
+            raise DeserializationError(
+                f"{what}: more than {_MAX_SHARED_HASH} distinct keys share one hash value; "
+                "refused as a hash-flooding attempt")
+        counts[digest] = count
+    return keys
+
+
+def _hash_safe_pairs(pairs: list[tuple[Any, Any]], what: str) -> list[tuple[Any, Any]]:
+    _hash_safe([key for key, _ in pairs], what)
+    return pairs
+
+
 def _dec_tuple(dec: Decoder, v: Any, depth: int) -> tuple[Any, ...]:
     return tuple(dec.decode_items(_expect(v, list, "tuple"), depth))
 
 
 def _dec_set(dec: Decoder, v: Any, depth: int) -> set[Any]:
-    return set(dec.decode_items(_expect(v, list, "set"), depth))
+    return set(_hash_safe(dec.decode_items(_expect(v, list, "set"), depth), "set"))
 
 
 def _dec_frozenset(dec: Decoder, v: Any, depth: int) -> frozenset[Any]:
-    return frozenset(dec.decode_items(_expect(v, list, "frozenset"), depth))
+    return frozenset(_hash_safe(dec.decode_items(_expect(v, list, "frozenset"), depth),
+                                "frozenset"))
 
 
 def _dec_dict(dec: Decoder, v: Any, depth: int) -> dict[Any, Any]:
-    return dict(dec.decode_pairs(_expect(v, list, "dict"), depth, "dict"))
+    return dict(_hash_safe_pairs(dec.decode_pairs(_expect(v, list, "dict"), depth, "dict"),
+                                 "dict"))
 
 
 def _dec_ordereddict(dec: Decoder, v: Any, depth: int) -> OrderedDict[Any, Any]:
-    return OrderedDict(dec.decode_pairs(_expect(v, list, "ordereddict"), depth, "ordereddict"))
+    return OrderedDict(_hash_safe_pairs(
+        dec.decode_pairs(_expect(v, list, "ordereddict"), depth, "ordereddict"), "ordereddict"))
 
 
 def _dec_counter(dec: Decoder, v: Any, depth: int) -> Counter[Any]:
-    return Counter(dict(dec.decode_pairs(_expect(v, list, "counter"), depth, "counter")))
+    return Counter(dict(_hash_safe_pairs(
+        dec.decode_pairs(_expect(v, list, "counter"), depth, "counter"), "counter")))
 
 
 def _enc_dict_pairs(enc: Encoder, d: dict[Any, Any], depth: int) -> list[list[Any]]:
@@ -256,7 +298,8 @@ def _dec_defaultdict(dec: Decoder, v: Any, depth: int) -> defaultdict[Any, Any]:
     else:
         factory = dec.registry.factory_named(_expect(name, str, "defaultdict factory"))
     items = _expect(body["items"], list, "defaultdict items")
-    return defaultdict(factory, dec.decode_pairs(items, depth, "defaultdict"))
+    return defaultdict(factory, _hash_safe_pairs(dec.decode_pairs(items, depth, "defaultdict"),
+                                                 "defaultdict"))
 
 
 def _dec_bytes(dec: Decoder, v: Any, depth: int) -> bytes:
