@@ -83,3 +83,27 @@ async def test_saving_over_a_revision_at_the_64_bit_limit_is_a_typed_error(
     path.write_bytes(path.read_bytes().replace(b'"revision":1', b'"revision":%d' % 2**70))
     with pytest.raises(CorruptStateError, match="out of range"):
         await files.save_state("r", WorkflowState(run_id="r"))
+
+
+async def test_a_database_that_cannot_be_opened_leaks_no_file_descriptor(
+        tmp_path: Path) -> None:
+    # was: the connection was left open when its first statement failed, one file
+    # descriptor per attempt until the garbage collector found it (a read-only or full
+    # filesystem, a file that is not a database...)
+    import gc
+    import os
+
+    from flujo.exceptions import BackendUnavailableError
+
+    path = tmp_path / "not-a-database"
+    path.write_bytes(b"garbage" * 1000)
+    backend = SQLiteBackend(path)
+    gc.disable()
+    try:
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(50):
+            with pytest.raises(BackendUnavailableError, match="not a database"):
+                await backend.load_record("r")
+        assert len(os.listdir("/proc/self/fd")) - before < 5
+    finally:
+        gc.enable()

@@ -106,12 +106,15 @@ class SQLiteBackend(EnvelopeStateBackend):
     # -- connections and layout ----------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(
                 self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
             )
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
         except sqlite3.Error as exc:
+            if conn is not None:  # opened, then refused: do not leak its file descriptor
+                conn.close()
             raise BackendUnavailableError(
                 f"cannot open SQLite database {self.path}: {exc}"
             ) from exc
