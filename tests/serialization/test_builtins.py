@@ -365,3 +365,14 @@ def test_an_extra_field_named_like_a_model_construct_parameter_stays_an_extra() 
     back = safe_deserialize(safe_serialize(value))
     assert back.model_extra == {"_fields_set": "kept"}
     assert isinstance(back.__pydantic_fields_set__, set)
+
+
+def test_json_native_subtrees_are_returned_as_they_are_and_decoding_copies() -> None:
+    native = {"a": [1, 2.5, "x", None, True], "b": {"c": []}}
+    mixed = {"keep": native["a"], "tagged": (1, 2)}
+    encoded = safe_serialize(mixed)
+    assert encoded["keep"] is native["a"]  # not rebuilt
+    assert encoded is not mixed and mixed == {"keep": native["a"], "tagged": (1, 2)}
+    assert safe_serialize(native) is native
+    decoded = safe_deserialize(safe_serialize(native))
+    assert decoded == native and decoded is not native and decoded["a"] is not native["a"]

@@ -152,25 +152,7 @@ class Encoder:
                         written = batch(self, obj, depth)
                         if written is not None:
                             return written
-                out: list[Any] = []
-                append = out.append
-                encode = self.encode
-                child = depth + 1
-                direct = self.direct
-                try:
-                    for item in obj:
-                        # JSON-native items inline: a call per string would dominate.
-                        ti = type(item)
-                        if ti is str or ti is bool or item is None:
-                            append(item)
-                        else:
-                            leaf = direct.get(ti)
-                            append(leaf(self, item, child) if leaf is not None
-                                   else encode(item, child))
-                except SerializationError as exc:
-                    _note(exc, f"[{len(out)}]", None)
-                    raise
-                return out
+                return self.encode_list(obj, depth)
             plan = self.plans.get(t)
             if plan is None:
                 plan = self.registry._encode_plan_for(t, self.default)
@@ -185,10 +167,41 @@ class Encoder:
             _note(error, None, obj)
             raise error from None
 
+    # JSON-native subtrees are returned as they are, not rebuilt: a container is copied only
+    # from its first item that encodes to something else (so the result may share native
+    # lists and dicts with the input). Native items are checked inline: a call per string
+    # would dominate.
+    def encode_list(self, obj: list[Any], depth: int) -> list[Any]:
+        out: list[Any] | None = None
+        encode = self.encode
+        direct = self.direct
+        child = depth + 1
+        index = 0
+        try:
+            for index, item in enumerate(obj):
+                ti = type(item)
+                if (ti is str or ti is bool or item is None
+                        or (ti is int and INT_MIN <= item <= INT_MAX)
+                        or (ti is float and item - item == 0.0)):
+                    if out is not None:
+                        out.append(item)
+                    continue
+                leaf = direct.get(ti)
+                encoded = leaf(self, item, child) if leaf is not None else encode(item, child)
+                if out is None:
+                    if encoded is item:
+                        continue
+                    out = obj[:index]
+                out.append(encoded)
+        except SerializationError as exc:
+            _note(exc, f"[{index}]", None)
+            raise
+        return obj if out is None else out
+
     def encode_dict(self, obj: dict[Any, Any], depth: int) -> Any:
         if TAG in obj:
             return self.encode_escaped_dict(obj, depth)
-        out: dict[str, Any] = {}
+        out: dict[str, Any] | None = None
         encode = self.encode
         direct = self.direct
         child = depth + 1
@@ -198,14 +211,26 @@ class Encoder:
                 if type(key) is not str:
                     break
                 tv = type(value)
-                if tv is str or tv is bool or value is None:
-                    out[key] = value
-                else:
-                    leaf = direct.get(tv)
-                    out[key] = leaf(self, value, child) if leaf is not None else encode(
-                        value, child)
+                if (tv is str or tv is bool or value is None
+                        or (tv is int and INT_MIN <= value <= INT_MAX)
+                        or (tv is float and value - value == 0.0)):
+                    if out is not None:
+                        out[key] = value
+                    continue
+                leaf = direct.get(tv)
+                encoded = leaf(self, value, child) if leaf is not None else encode(
+                    value, child)
+                if out is None:
+                    if encoded is value:
+                        continue
+                    out = {}
+                    for earlier, kept in obj.items():
+                        if earlier is key:
+                            break
+                        out[earlier] = kept
+                out[key] = encoded
             else:
-                return out
+                return obj if out is None else out
         except SerializationError as exc:
             _note(exc, key_segment(key), None)
             raise
