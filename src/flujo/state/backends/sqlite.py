@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import resource
 import sqlite3
 import threading
 import time
@@ -57,6 +58,36 @@ _MIGRATIONS: list[tuple[str, ...]] = [
 ]
 #: The table layout version this code creates and expects.
 SQLITE_SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+_FILESYSTEM_ERRORS = ("SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_FULL")
+
+
+def _diagnosis(path: Path, exc: sqlite3.Error) -> str:
+    """Why the filesystem may have refused, for error messages ("" when nothing is known).
+
+    SQLite reports a full or read-only filesystem as "disk I/O error" or "unable to open
+    database file" when it cannot create the WAL's ``-shm``/``-wal`` files next to the
+    database, which says nothing about the cause.
+    """
+    if not str(getattr(exc, "sqlite_errorname", "")).startswith(_FILESYSTEM_ERRORS):
+        return ""
+    directory = path.parent
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return ""
+    if stats.f_flag & os.ST_RDONLY:
+        return f" (the filesystem holding {directory} is read-only)"
+    free = stats.f_bfree if os.geteuid() == 0 else stats.f_bavail
+    if free == 0:
+        return f" (no space left on the device holding {directory})"
+    if not os.access(directory, os.W_OK):
+        return f" ({directory} is not writable by this process)"
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:  # reported by SQLite as a "disk I/O error"
+        return f" (this process may not write files over {limit} bytes: RLIMIT_FSIZE)"
+    return ""
 
 
 class SQLiteBackend(EnvelopeStateBackend):
@@ -116,7 +147,7 @@ class SQLiteBackend(EnvelopeStateBackend):
             if conn is not None:  # opened, then refused: do not leak its file descriptor
                 conn.close()
             raise BackendUnavailableError(
-                f"cannot open SQLite database {self.path}: {exc}"
+                f"cannot open SQLite database {self.path}: {exc}{_diagnosis(self.path, exc)}"
             ) from exc
         return conn
 
@@ -133,7 +164,8 @@ class SQLiteBackend(EnvelopeStateBackend):
             yield conn
         except sqlite3.Error as exc:
             self._discard(conn)  # a failed connection is not reused
-            raise BackendUnavailableError(f"SQLite {self.path}: {exc}") from exc
+            raise BackendUnavailableError(
+                f"SQLite {self.path}: {exc}{_diagnosis(self.path, exc)}") from exc
         except BaseException:
             if conn.in_transaction:  # never hand a half-done transaction to the next call
                 self._discard(conn)
@@ -183,7 +215,7 @@ class SQLiteBackend(EnvelopeStateBackend):
                     self._migrate(conn)
             except sqlite3.Error as exc:
                 raise BackendUnavailableError(
-                    f"cannot prepare SQLite database {self.path}: {exc}"
+                    f"cannot prepare SQLite database {self.path}: {exc}{_diagnosis(self.path, exc)}"
                 ) from exc
             finally:
                 conn.close()
