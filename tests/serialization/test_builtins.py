@@ -376,3 +376,19 @@ def test_json_native_subtrees_are_returned_as_they_are_and_decoding_copies() -> 
     assert safe_serialize(native) is native
     decoded = safe_deserialize(safe_serialize(native))
     assert decoded == native and decoded is not native and decoded["a"] is not native["a"]
+
+
+def test_fold_of_naive_and_named_offset_values_is_kept() -> None:
+    for value in (datetime(2021, 11, 7, 1, 30, fold=1), time(1, 30, fold=1),
+                  datetime(2021, 1, 1, fold=1, tzinfo=timezone(timedelta(hours=-5), "EST"))):
+        back = safe_deserialize(orjson.loads(orjson.dumps(safe_serialize(value))))
+        assert back == value and back.fold == 1 and back.tzinfo == value.tzinfo
+
+
+def test_a_zone_key_outside_the_database_list_is_refused_when_written() -> None:
+    try:
+        zone = ZoneInfo("posix/Europe/Paris")
+    except Exception:
+        pytest.skip("no posix/ zones here")
+    with pytest.raises(SerializationError, match="posix/Europe/Paris"):
+        safe_serialize(datetime(2024, 7, 1, tzinfo=zone))

@@ -237,3 +237,23 @@ def test_migrations_receive_the_form_that_was_stored() -> None:
     assert safe_deserialize({TAG: "item@1", VALUE: {"name": "c"}}, registry=new) == Item(
         name="c", qty=1)
     assert seen == ["list", "list", "list", "dict"]
+
+
+def test_the_typed_form_is_refused_for_a_class_flujo_would_not_write_that_way() -> None:
+    from flujo.exceptions import DeserializationError
+
+    class Pairs(BaseModel):
+        pairs: set[tuple[int, int]]
+
+    registry = TypeRegistry()
+    assert type(safe_serialize(Pairs(pairs={(1, 2)}), registry=registry)[VALUE]) is dict
+    forged = {TAG: f"{Pairs.__module__}:{Pairs.__qualname__}@1", VALUE: [{"pairs": [[1, 2]]}]}
+    with pytest.raises(DeserializationError, match="typed form"):
+        safe_deserialize(forged, registry=registry)
+
+
+def test_a_datetime_with_fold_takes_the_generic_path_and_keeps_it(registry: TypeRegistry) -> None:
+    value = good(at=datetime(2021, 11, 7, 1, 30, fold=1))
+    data, back = round_trip(value, registry)
+    assert type(data[VALUE]) is dict
+    assert back.at.fold == 1

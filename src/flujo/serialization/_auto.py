@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..exceptions import DeserializationError, SerializationError
 from ._codec import INT_MAX, INT_MIN, TAG, _note, key_segment
-from ._typed import TypedReader
+from ._typed import TypedReader, typed_eligible
 from ._types import Migration, TypeCodec
 
 if TYPE_CHECKING:
@@ -146,7 +146,18 @@ def model_codec(
             readers.append(TypedReader(cls))
         return readers[0]
 
+    def accept_typed() -> None:
+        # Only classes flujo itself would write in the typed form: for the others (sets,
+        # tuples, dicts with non-str keys...) pydantic-core would build containers from
+        # stored data without flujo's checks (hash flooding, exact types).
+        if not typed_eligible(cls):
+            raise DeserializationError(
+                f"{name}: stored in the typed form, which this class can no longer take (it "
+                "gained a validator, a set field, ...); bump its version and register a "
+                "migration that returns the generic form")
+
     def read_typed(body: list[Any]) -> BaseModel:
+        accept_typed()
         if len(body) != 1:
             raise DeserializationError(f"{name}: the typed form holds exactly one object")
         try:
@@ -156,6 +167,7 @@ def model_codec(
                 from exc
 
     def read_typed_list(items: list[Any]) -> list[BaseModel]:
+        accept_typed()
         try:
             return typed_reader().read_list(items)
         except ValidationError as exc:

@@ -38,7 +38,7 @@ _PAIRS: JSONSchema = {
 }
 _ISO_DATE = r"\d{4}-\d{2}-\d{2}"
 _ISO_TIME = r"\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?([+-]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?|Z)?"
-_ZONE = r"(\[[A-Za-z0-9_+\-/]+\]|\[tzname=[\s\S]*\])?"  # a tzname may hold ']' or '\n'
+_ZONE = r"(\[fold=1\])?(\[[A-Za-z0-9_+\-/]+\]|\[tzname=[\s\S]*\])?"  # tznames may hold ]
 
 
 def _expect(value: Any, kind: type, what: str) -> Any:
@@ -55,6 +55,10 @@ def _offset_suffix(tz: tzinfo | None) -> str:
     if isinstance(tz, ZoneInfo):
         if tz.key is None:
             raise SerializationError("a ZoneInfo built from a file has no key to store")
+        if tz.key not in _KNOWN_ZONES:  # e.g. posix/..., right/...: refused now, not at load
+            raise SerializationError(
+                f"time zone {tz.key!r} is not in the time zone database's list of zones, so "
+                "it could not be read back; use its canonical name")
         return f"[{tz.key}]"
     if type(tz) is timezone:
         offset = tz.utcoffset(None)
@@ -69,18 +73,35 @@ def _offset_suffix(tz: tzinfo | None) -> str:
     )
 
 
-def _split_zone(text: str) -> tuple[str, str | None]:
-    if text.endswith("]"):
-        base, _, zone = text[:-1].partition("[")
-        return base, zone
-    return text, None
+_FOLD = "[fold=1]"
+
+
+def _split_zone(text: str) -> tuple[str, bool, str | None]:
+    """``iso[fold=1][zone]`` -> (iso, fold, zone). The fold marker comes first: a tzname
+    may contain anything, so only its own brackets may end the text."""
+    base, bracket, rest = text.partition("[")
+    if not bracket:
+        return text, False, None
+    rest = bracket + rest
+    fold = rest.startswith(_FOLD)
+    if fold:
+        rest = rest[len(_FOLD):]
+    if not rest:
+        return base, fold, None
+    if not rest.endswith("]"):
+        raise DeserializationError(f"malformed zone suffix in {text!r}")
+    return base, fold, rest[1:-1]
 
 
 def _enc_datetime(enc: Encoder, dt: datetime, depth: int) -> str:
     tz = dt.tzinfo
     if tz is None or tz is UTC:
-        return dt.isoformat()
-    return dt.isoformat() + _offset_suffix(tz)
+        # fold picks the later of two repeated local times; isoformat() drops it
+        return dt.isoformat() + _FOLD if dt.fold else dt.isoformat()
+    suffix = _offset_suffix(tz)
+    if dt.fold and not isinstance(tz, ZoneInfo):  # with a zone, the offset already says it
+        suffix = _FOLD + suffix
+    return dt.isoformat() + suffix
 
 
 def _apply_zone(zone: str, fixed: timezone) -> tzinfo:
@@ -102,8 +123,12 @@ _KNOWN_ZONES = frozenset(available_timezones())
 
 
 def _dec_datetime(dec: Decoder, v: Any, depth: int) -> datetime:
-    base, zone = _split_zone(_expect(v, str, "datetime"))
+    base, fold, zone = _split_zone(_expect(v, str, "datetime"))
     dt = datetime.fromisoformat(base)
+    if fold:
+        if zone is not None and not zone.startswith("tzname="):
+            raise DeserializationError(f"datetime {v!r}: fold is given by the zone's offset")
+        dt = dt.replace(fold=1)
     if zone is None:
         return dt
     if dt.tzinfo is None:
@@ -121,12 +146,14 @@ def _dec_datetime(dec: Decoder, v: Any, depth: int) -> datetime:
 def _enc_time(enc: Encoder, t: time, depth: int) -> str:
     if isinstance(t.tzinfo, ZoneInfo):
         raise SerializationError("a time with a ZoneInfo zone has no fixed offset to store")
-    return t.isoformat() + _offset_suffix(t.tzinfo)
+    return t.isoformat() + (_FOLD if t.fold else "") + _offset_suffix(t.tzinfo)
 
 
 def _dec_time(dec: Decoder, v: Any, depth: int) -> time:
-    base, zone = _split_zone(_expect(v, str, "time"))
+    base, fold, zone = _split_zone(_expect(v, str, "time"))
     t = time.fromisoformat(base)
+    if fold:
+        t = t.replace(fold=1)
     if zone is not None:
         if not zone.startswith("tzname=") or t.tzinfo is None:
             raise DeserializationError(f"malformed time {v!r}")

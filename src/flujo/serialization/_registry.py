@@ -78,7 +78,6 @@ class TypeRegistry:
         self.auto_resolve = auto_resolve
         self.max_depth = max_depth
         self.typed_models = typed_models
-        self._typed: dict[type, TypedModel | None] = {}
         self._batch_plans: dict[type, BatchPlan] = {}
         self._lock = threading.RLock()
         self._by_type: dict[type, TypeCodec] = {}
@@ -381,7 +380,7 @@ class TypeRegistry:
             self._seen[codec.name] = cls
         plan = _tagging_plan(codec)
         if codec.kind == "model" and self.typed_models:
-            typed = self._typed_for(cls)
+            typed = typed_model(cls)
             if typed is not None:
                 plan = _typed_plan(codec, typed, plan)
                 self._cache_plan(self._batch_plans, cls, _batch_plan(codec, typed), generation)
@@ -390,10 +389,6 @@ class TypeRegistry:
             self._cache_plan(self._direct_plans, cls, plan, generation)
         return plan
 
-    def _typed_for(self, cls: type) -> TypedModel | None:
-        if cls not in self._typed:
-            self._typed[cls] = typed_model(cls)
-        return self._typed[cls]
 
     def decode_model_batch(self, dec: Decoder, tag: Any, items: Any, depth: int) -> list[Any]:
         """Read ``models@1``: ``[tag, [json, ...]]`` means ``[{"$t": tag, "v": [json]}, ...]``."""

@@ -21,6 +21,8 @@ through an after-validator added to a copy of the core schema.
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timezone, tzinfo
 from decimal import Decimal
 from typing import Any
@@ -31,7 +33,7 @@ from pydantic_core import PydanticSerializationError
 
 from ._codec import INT_MAX, INT_MIN
 
-__all__ = ["TypedModel", "TypedReader", "typed_model"]
+__all__ = ["TypedModel", "TypedReader", "typed_eligible", "typed_model"]
 
 _COMMON = frozenset({"type", "ref", "metadata"})
 _ALLOWED_KEYS: dict[str, frozenset[str]] = {
@@ -170,7 +172,7 @@ class _GuardWriter:
             if constraint not in (None, "aware", "naive"):
                 raise Ineligible(f"datetime tz_constraint {constraint!r}")
             tz = f"t{depth}"
-            lines = [f"{pad}if type({var}) is not datetime: return False",
+            lines = [f"{pad}if type({var}) is not datetime or {var}.fold: return False",
                      f"{pad}{tz} = {var}.tzinfo"]
             if constraint == "aware":
                 lines.append(f"{pad}if {tz} is None: return False")
@@ -230,19 +232,21 @@ def _check_keys(node: dict[str, Any]) -> None:
         raise Ineligible(f"{kind} with {sorted(extra)}")
 
 
-class _FixerWriter:
-    """Generates code that rebuilds fixed-offset datetimes as ``datetime.timezone`` in place.
+Fixer = Callable[[Any], Any]
+
+
+class _FixerBuilder:
+    """Composes closures that rebuild fixed-offset datetimes as ``datetime.timezone``.
 
     pydantic reads an ISO offset as its own ``TzInfo``; the generic path gives
     ``datetime.timezone``. Both paths must give the same types, so the typed path converts.
-    Returns None when the class holds no datetime at all (nothing to fix).
+    Built from closures, not generated code: this runs while decoding, and decoding compiles
+    nothing. ``None`` means there is no datetime to fix.
     """
 
     def __init__(self) -> None:
-        self.namespace: dict[str, Any] = {"_rebuild_zone": _rebuild_zone}
-        self.functions: dict[type, str | None] = {}
-        self.sources: list[str] = []
         self.definitions: dict[str, Any] = {}
+        self.models: dict[type, list[Fixer | None]] = {}
 
     def resolve(self, node: dict[str, Any]) -> dict[str, Any]:
         if node.get("type") == "definitions":
@@ -253,59 +257,54 @@ class _FixerWriter:
             return self.resolve(self.definitions[node["schema_ref"]])
         return node
 
-    def model_function(self, node: dict[str, Any]) -> str | None:
-        cls = node["cls"]
-        if cls in self.functions:
-            return self.functions[cls] or None
-        name = f"_fix{len(self.functions)}"
-        self.functions[cls] = name  # optimistic, for recursive models
-        body: list[str] = []
-        for field_name, field in self.resolve(node["schema"])["fields"].items():
-            fix = self.fix(field["schema"], "v", 1, 0)
-            if fix:
-                body += [f"    v = d[{field_name!r}]", *fix,
-                         f"    d[{field_name!r}] = v"]
-        if not body:
-            self.functions[cls] = ""
-            return None
-        self.sources.append("\n".join([f"def {name}(o):", "    d = o.__dict__", *body]))
-        return name
-
-    def fix(self, node: dict[str, Any], var: str, indent: int, depth: int) -> list[str]:
-        """Statements that replace ``var`` by its fixed value (empty: nothing to fix)."""
+    def value(self, node: dict[str, Any]) -> Fixer | None:
         node = self.resolve(node)
         kind = node.get("type")
-        pad = "    " * indent
         if kind == "datetime":
-            return [f"{pad}if {var}.tzinfo is not None: {var} = _rebuild_zone({var})"]
+            return _rebuild_zone
         if kind in ("nullable", "default"):
-            inner = self.fix(node["schema"], var, indent + 1, depth)
-            return [f"{pad}if {var} is not None:", *inner] if inner else []
+            inner = self.value(node["schema"])
+            if inner is None:
+                return None
+            return lambda v: v if v is None else inner(v)
         if kind == "list":
-            item, index = f"x{depth}", f"i{depth}"
-            inner = self.fix(node.get("items_schema", {}), item, indent + 1, depth + 1)
-            if not inner:
-                return []
-            return [f"{pad}for {index}, {item} in enumerate({var}):", *inner,
-                    f"{pad}    {var}[{index}] = {item}"]
+            item = self.value(node.get("items_schema", {}))
+            if item is None:
+                return None
+            return lambda v: [item(x) for x in v]
         if kind == "dict":
-            key, item = f"k{depth}", f"x{depth}"
-            inner = self.fix(node.get("values_schema", {}), item, indent + 1, depth + 1)
-            if not inner:
-                return []
-            return [f"{pad}for {key}, {item} in list({var}.items()):", *inner,
-                    f"{pad}    {var}[{key}] = {item}"]
+            entry = self.value(node.get("values_schema", {}))
+            if entry is None:
+                return None
+            return lambda v: {k: entry(x) for k, x in v.items()}
         if kind == "model":
-            function = self.model_function(node)
-            return [f"{pad}{function}({var})"] if function else []
-        return []
+            return self.model(node)
+        return None
 
-    def build(self, node: dict[str, Any]) -> Any:
-        root = self.model_function(self.resolve(node))
-        if root is None:
+    def model(self, node: dict[str, Any]) -> Fixer | None:
+        cls = node["cls"]
+        known = self.models.get(cls)
+        if known is not None:  # a recursive model: its fixer, once built
+            return lambda v: known[0](v) if known[0] is not None else v
+        cell: list[Fixer | None] = [None]
+        self.models[cls] = cell
+        fields = [(name, self.value(field["schema"]))
+                  for name, field in self.resolve(node["schema"])["fields"].items()]
+        fixers = [(name, fix) for name, fix in fields if fix is not None]
+        if not fixers:
             return None
-        exec("\n\n".join(self.sources), self.namespace)  # flujo's own templates, never stored data
-        return self.namespace[root]
+
+        def fix_model(obj: Any) -> Any:
+            state = obj.__dict__
+            for name, fix in fixers:
+                state[name] = fix(state[name])
+            return obj
+
+        cell[0] = fix_model
+        return fix_model
+
+    def build(self, node: dict[str, Any]) -> Fixer | None:
+        return self.model(self.resolve(node))
 
 
 class TypedReader:
@@ -314,7 +313,7 @@ class TypedReader:
     def __init__(self, cls: type[BaseModel]) -> None:
         self._validate = cls.__pydantic_validator__.validate_python
         self._validate_list = TypeAdapter(list[cls]).validator.validate_python  # type: ignore[valid-type]
-        self._fix = _FixerWriter().build(cls.__pydantic_core_schema__)  # type: ignore[arg-type]
+        self._fix = _FixerBuilder().build(cls.__pydantic_core_schema__)  # type: ignore[arg-type]
 
     def read(self, data: Any) -> BaseModel:
         obj: BaseModel = self._validate(data)
@@ -362,13 +361,43 @@ class TypedModel:
             return None
 
 
+_ELIGIBLE: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
+
+
+def typed_eligible(cls: type) -> bool:
+    """Whether flujo writes ``cls`` in the typed form; decides without compiling anything."""
+    if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or cls is BaseModel:
+        return False
+    try:
+        return _ELIGIBLE[cls]
+    except KeyError:
+        pass
+    writer = _GuardWriter()
+    try:
+        writer.model_function(writer.resolve(cls.__pydantic_core_schema__))  # type: ignore[arg-type]
+        eligible = True
+    except Ineligible:
+        eligible = False
+    _ELIGIBLE[cls] = eligible
+    return eligible
+
+
+_TYPED: weakref.WeakKeyDictionary[type, TypedModel | None] = weakref.WeakKeyDictionary()
+
+
 def typed_model(cls: type) -> TypedModel | None:
-    """The typed path of ``cls``, or None when it is not eligible."""
+    """The typed path of ``cls``, or None when it is not eligible (cached per class)."""
     if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or cls is BaseModel:
         return None
     try:
+        return _TYPED[cls]
+    except KeyError:
+        pass
+    try:
         guard = _GuardWriter().build(cls.__pydantic_core_schema__)  # type: ignore[arg-type]
-        return TypedModel(cls, guard)
+        typed: TypedModel | None = TypedModel(cls, guard)
     except Ineligible:
-        return None
+        typed = None
+    _TYPED[cls] = typed
+    return typed
 
