@@ -125,3 +125,7 @@ def test_cli_exit_codes_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["schema", "check", "--against", str(tmp_path)]) == 1  # backward
     out = capsys.readouterr().out
     assert "datetime  $.v  backward: type narrowed from integer/string to string" in out
+
+
+def test_cli_refuses_a_folder_without_committed_schemas(tmp_path: Path) -> None:
+    assert main(["schema", "check", "--against", str(tmp_path / "missing")]) == 2

@@ -57,6 +57,10 @@ def _cmd_schema_export(args: argparse.Namespace) -> int:
 def _cmd_schema_check(args: argparse.Namespace) -> int:
     from ..tools import check_folder
 
+    if not (Path(args.against) / "types").is_dir():
+        print(f"flujo: {args.against} holds no committed schemas (no types/ folder); "
+              "run `flujo schema export` there first", file=sys.stderr)
+        return 2
     findings = check_folder(Path(args.against), default_registry(), _load_types(args.module),
                             args.mode)
     errors = [f for f in findings if f.severity == "error"]
