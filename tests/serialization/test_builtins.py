@@ -392,3 +392,13 @@ def test_a_zone_key_outside_the_database_list_is_refused_when_written() -> None:
         pytest.skip("no posix/ zones here")
     with pytest.raises(SerializationError, match="posix/Europe/Paris"):
         safe_serialize(datetime(2024, 7, 1, tzinfo=zone))
+
+
+@pytest.mark.parametrize("value", [
+    datetime(2000, 1, 1, fold=1, tzinfo=ZoneInfo("Africa/Abidjan")),  # fold without effect
+    datetime(2021, 11, 7, 1, 30, fold=1, tzinfo=ZoneInfo("America/New_York")),  # ambiguous
+    datetime(2021, 11, 7, 1, 30, fold=0, tzinfo=ZoneInfo("America/New_York")),
+])
+def test_fold_of_zoned_datetimes_is_kept(value: datetime) -> None:
+    back = safe_deserialize(orjson.loads(orjson.dumps(safe_serialize(value))))
+    assert back == value and back.fold == value.fold and back.utcoffset() == value.utcoffset()

@@ -8,7 +8,7 @@ from typing import Any
 import jsonschema
 import jsonschema_rs
 import orjson
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from flujo.serialization import safe_deserialize, safe_serialize, tagged_format_schema
@@ -45,6 +45,9 @@ def test_encoding_is_deterministic_and_pure_json(value: Any) -> None:
 @PROPERTY_SETTINGS
 @given(st.lists(hashables, max_size=10), st.randoms(use_true_random=False))
 def test_equal_sets_encode_to_identical_bytes(elements: list[Any], rnd: random.Random) -> None:
+    # Equal elements of different types (True, 1, an IntEnum member) make sets that are ==
+    # but hold different objects, whichever came first: those rightly encode differently.
+    assume(all(type(a) is type(b) for a in elements for b in elements if _equal(a, b)))
     shuffled = list(elements)
     rnd.shuffle(shuffled)
     forward: set[Any] = set()
@@ -55,6 +58,13 @@ def test_equal_sets_encode_to_identical_bytes(elements: list[Any], rnd: random.R
         backward.add(element)
     assert orjson.dumps(safe_serialize(forward, registry=REGISTRY)) == orjson.dumps(
         safe_serialize(backward, registry=REGISTRY))
+
+
+def _equal(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # e.g. Decimal("sNaN") refuses comparison
+        return False
 
 
 FORMAT_SCHEMA = tagged_format_schema(REGISTRY, types=SCHEMA_TYPES)

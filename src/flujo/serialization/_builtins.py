@@ -99,7 +99,9 @@ def _enc_datetime(enc: Encoder, dt: datetime, depth: int) -> str:
         # fold picks the later of two repeated local times; isoformat() drops it
         return dt.isoformat() + _FOLD if dt.fold else dt.isoformat()
     suffix = _offset_suffix(tz)
-    if dt.fold and not isinstance(tz, ZoneInfo):  # with a zone, the offset already says it
+    if dt.fold and (not isinstance(tz, ZoneInfo)
+                    or dt.replace(fold=0).utcoffset() == dt.utcoffset()):
+        # A zone's offset tells fold only for an ambiguous wall time; otherwise say it.
         suffix = _FOLD + suffix
     return dt.isoformat() + suffix
 
@@ -126,8 +128,6 @@ def _dec_datetime(dec: Decoder, v: Any, depth: int) -> datetime:
     base, fold, zone = _split_zone(_expect(v, str, "datetime"))
     dt = datetime.fromisoformat(base)
     if fold:
-        if zone is not None and not zone.startswith("tzname="):
-            raise DeserializationError(f"datetime {v!r}: fold is given by the zone's offset")
         dt = dt.replace(fold=1)
     if zone is None:
         return dt
@@ -136,10 +136,10 @@ def _dec_datetime(dec: Decoder, v: Any, depth: int) -> datetime:
     tz = _apply_zone(zone, dt.tzinfo)  # type: ignore[arg-type]
     offset = dt.utcoffset()
     local = dt.replace(tzinfo=tz)
-    if local.utcoffset() != offset:  # ambiguous or skipped wall time: the offset says which
+    if local.utcoffset() != offset and not fold:  # the offset says which of two wall times
         local = local.replace(fold=1)
-        if local.utcoffset() != offset:
-            raise DeserializationError(f"offset of {v!r} does not exist in zone {zone!r}")
+    if local.utcoffset() != offset:
+        raise DeserializationError(f"offset of {v!r} does not exist in zone {zone!r}")
     return local
 
 
