@@ -6,9 +6,10 @@ import, exec or process creation (Python audit events), never a file written out
 store, never a hang past the time limit, never a dead interpreter, never a changed record
 after a refused save.
 
-The tests after the corpus pin bugs the corpus found in ``flujo.serialization`` (fixed
-there): an extra field named ``_fields_set``, hash-flooded sets and dict keys, zone names
-that made zoneinfo import tzdata packages.
+The tests after the corpus pin bugs that the corpus and the fuzzing found in
+``flujo.serialization`` (fixed there): an extra field named ``_fields_set``, hash-flooded
+sets and dict keys (also through the typed model form), zone names that made zoneinfo import
+tzdata packages, and zones that could be stored but not loaded.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def test_an_unknown_zone_name_imports_nothing() -> None:
     assert proc.stdout.strip() == "", f"imported: {proc.stdout.strip()}"
 
 
-# -- open bugs in flujo.serialization (owned elsewhere): strict xfails -------------------------
+# -- more regressions: the typed model form, zone names, (fixed in flujo.serialization) -------
 
 _M64 = 2**64
 _X1, _X2, _X5 = 11400714785074694791, 14029467366897019727, 2870177450012600261
@@ -147,15 +148,9 @@ class PairSet(BaseModel):
     pairs: set[tuple[int, int]] = set()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "serialization/_auto.py model_codec accepts the typed (list) form for any model class "
-    "and lets pydantic-core build its fields, bypassing the hash-flooding check of "
-    "_builtins._hash_safe: a stored [{'pairs': [[a, b], ...]}] of small ints whose tuples "
-    "share one hash makes decoding quadratic (20,000 pairs: ~3 s; the 64 MiB limit allows "
-    "millions). The writer never uses the typed form for such a class. Fix: accept the typed "
-    "form only for classes the writer would write that way (typed_model(cls) is not None), "
-    "and keep set/frozenset/dict-keyed fields out of the typed path (or check their hashes)."))
 def test_the_typed_form_cannot_flood_a_set_field() -> None:
+    # was: the typed (list) form was read for any model class by pydantic-core, bypassing
+    # the hash-flooding check: 20,000 colliding pairs took ~3 s
     assert "$t" in safe_serialize(PairSet(pairs={(1, 2)}))["v"]["pairs"]  # written generically
     data = {"$t": f"{__name__}:PairSet@1",
             "v": [{"pairs": [list(p) for p in colliding_pairs(20_000)]}]}
@@ -165,14 +160,8 @@ def test_the_typed_form_cannot_flood_a_set_field() -> None:
     assert time.perf_counter() - started < 0.5
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "serialization/_builtins.py (since the zone-name fix) reads only zone names in "
-    "zoneinfo.available_timezones(), but still writes any ZoneInfo key: a state holding a "
-    "datetime in ZoneInfo('posix/Europe/Paris') (or right/..., valid keys on most systems) "
-    "saves fine and then never loads (CorruptStateError), so the run cannot resume. Fix: "
-    "refuse such keys at write time with SerializationError (or accept every key "
-    "ZoneInfo can load from the system database when reading)."))
 def test_every_storable_zone_loads() -> None:
+    # was: posix/... and right/... keys were written but refused when read (CorruptStateError)
     from datetime import datetime
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     env = {**os.environ, "FLUJO_FUZZ_EXAMPLES": str(args.examples)}
     command = [sys.executable, "-m", "pytest", str(TESTS), "-q", "-p", "no:cacheprovider",
-               "--hypothesis-show-statistics", "-k", "not keeps_its_fold"]
+               "--hypothesis-show-statistics", "-k", "not keeps_its_fold"]  # (not a property)
     if args.seed is not None:
         command.append(f"--hypothesis-seed={args.seed}")
     started = time.perf_counter()
