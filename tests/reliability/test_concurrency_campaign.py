@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _common import drop_schema, new_schema_name
 
 pytestmark = pytest.mark.slow
 
@@ -32,10 +33,17 @@ def test_workers_compete_for_runs(kind: str, tmp_path: Path, request: pytest.Fix
     command = [sys.executable, str(CAMPAIGN), "--backend", kind, "--workers", str(WORKERS),
                "--runs", str(RUNS), "--kill-workers", str(KILLS), "--seed", str(seed),
                "--workdir", str(tmp_path), "--json", str(out)]
+    dsn, schema = "", None
     if kind == "postgres":
-        command += ["--dsn", request.getfixturevalue("postgres_dsn_or_skip")]
-    proc = subprocess.run(command, check=False, capture_output=True, text=True,
-                          timeout=300)
+        dsn = request.getfixturevalue("postgres_dsn_or_skip")
+        schema = new_schema_name("flujo_conc_ci")
+        command += ["--dsn", dsn, "--schema", schema]
+    try:
+        proc = subprocess.run(command, check=False, capture_output=True, text=True,
+                              timeout=300)
+    finally:
+        if schema is not None:
+            drop_schema(dsn, schema)
     assert out.exists(), proc.stderr[-3000:]
     report = json.loads(out.read_text())
     context = f"seed {seed}: {json.dumps(report, indent=1)[:4000]}"

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _common import postgres_dsn, postgres_unavailable
+from _common import drop_schema, new_schema_name, postgres_dsn, postgres_unavailable
 
 pytestmark = pytest.mark.slow
 
@@ -31,6 +31,7 @@ KILLS = 200
 MIGRATION_KILLS = 50
 TIMEOUT = 600
 BACKENDS = ("file", "sqlite", "postgres")
+SCHEMA = new_schema_name("flujo_crash_ci")  # dropped by the fixture, even after a timeout
 
 
 def _launch(kind: str, workdir: Path, seed: int, *extra: str) -> tuple[subprocess.Popen[str],
@@ -39,7 +40,7 @@ def _launch(kind: str, workdir: Path, seed: int, *extra: str) -> tuple[subproces
     command = [sys.executable, str(CAMPAIGN), "--backend", kind, "--seed", str(seed),
                "--workdir", str(workdir / kind), "--json", str(out), *extra]
     if kind == "postgres":
-        command += ["--dsn", postgres_dsn()]
+        command += ["--dsn", postgres_dsn(), "--schema", SCHEMA]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return proc, out
 
@@ -64,6 +65,8 @@ def campaigns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
         if isinstance(value, tuple) and value[0].poll() is None:
             value[0].kill()
             value[0].wait()
+    if isinstance(running.get("postgres"), tuple):
+        drop_schema(postgres_dsn(), SCHEMA)
 
 
 def _result(proc: subprocess.Popen[str], out: Path) -> dict[str, Any]:

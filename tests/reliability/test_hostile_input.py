@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _common import drop_schema, new_schema_name, postgres_dsn, postgres_unavailable
 from pydantic import BaseModel, ConfigDict
 
 from flujo.exceptions import DeserializationError, SerializationError
@@ -35,10 +37,20 @@ P61 = 2**61 - 1  # CPython hashes an int n as n mod P61 (not randomized)
 @pytest.mark.slow
 def test_hostile_corpus(tmp_path: Path) -> None:
     out = tmp_path / "hostile.json"
-    proc = subprocess.run(
-        [sys.executable, str(CORPUS), "--sweep", "2000", "--bomb-mib", "256", "--timeout",
-         "20", "--workdir", str(tmp_path), "--json", str(out)],
-        check=False, capture_output=True, text=True, timeout=600)
+    command = [sys.executable, str(CORPUS), "--sweep", "2000", "--bomb-mib", "256",
+               "--timeout", "20", "--workdir", str(tmp_path), "--json", str(out)]
+    dsn, schema = postgres_dsn(), new_schema_name("flujo_hostile_ci")
+    reason = postgres_unavailable(dsn)
+    if reason is None:  # hostile run ids on PostgreSQL too
+        command += ["--postgres", "--schema", schema]
+    elif os.environ.get("FLUJO_REQUIRE_POSTGRES"):
+        pytest.fail(f"FLUJO_REQUIRE_POSTGRES is set but {reason}")
+    try:
+        proc = subprocess.run(command, check=False, capture_output=True, text=True,
+                              timeout=600)
+    finally:
+        if reason is None:
+            drop_schema(dsn, schema)
     assert out.exists(), proc.stderr[-3000:]
     report = json.loads(out.read_text())
     summary = json.dumps({k: report[k] for k in ("inputs", "outcomes", "failures",

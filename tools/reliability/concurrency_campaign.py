@@ -433,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--workdir")
     parser.add_argument("--dsn", default=None)
+    parser.add_argument("--schema", default=None,
+                        help="PostgreSQL schema to use (kept); default: a new one, dropped")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(2**31)
@@ -442,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         dsn = schema = None
         if args.backend == "postgres":
             dsn = args.dsn or postgres_dsn()
-            schema = stack.enter_context(postgres_schema(dsn, "flujo_conc"))
+            schema = args.schema or stack.enter_context(postgres_schema(dsn, "flujo_conc"))
         report = run_campaign(args.backend, workdir, workers=args.workers, runs=args.runs,
                               kill_workers=args.kill_workers, seed=seed, dsn=dsn,
                               schema=schema, step_seconds=args.step_seconds)

@@ -836,6 +836,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--workdir", help="where stores and logs go (default: a temp dir)")
     parser.add_argument("--dsn", default=None, help="PostgreSQL DSN (FLUJO_TEST_POSTGRES_DSN)")
+    parser.add_argument("--schema", default=None,
+                        help="PostgreSQL schema to use (kept); default: a new one, dropped")
     parser.add_argument("--json", help="write the report here (default: stdout)")
     parser.add_argument("--fault", choices=("torn-write",),
                         help="self-test: break the file backend on purpose; must fail")
@@ -847,7 +849,7 @@ def main(argv: list[str] | None = None) -> int:
         dsn = schema = None
         if args.backend == "postgres":
             dsn = args.dsn or postgres_dsn()
-            schema = stack.enter_context(postgres_schema(dsn, "flujo_crash"))
+            schema = args.schema or stack.enter_context(postgres_schema(dsn, "flujo_crash"))
         report = run_campaign(args.backend, workdir, kills=args.kills,
                               migration_kills=args.migration_kills,
                               migration_records=args.migration_records, seed=seed, dsn=dsn,

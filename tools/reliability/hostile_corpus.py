@@ -1336,6 +1336,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="how many callables of the process to name in tags")
     parser.add_argument("--category", action="append", help="only these categories")
     parser.add_argument("--postgres", action="store_true", help="hostile run ids on PostgreSQL")
+    parser.add_argument("--schema", default=None,
+                        help="PostgreSQL schema to use (kept); default: a new one, dropped")
     parser.add_argument("--list", action="store_true", help="count the inputs and exit")
     parser.add_argument("--workdir")
     args = parser.parse_args(argv)
@@ -1350,7 +1352,8 @@ def main(argv: list[str] | None = None) -> int:
             reason = postgres_unavailable(dsn)
             if reason:
                 parser.error(reason)
-            postgres = (dsn, stack.enter_context(postgres_schema(dsn, "flujo_hostile")))
+            schema = args.schema or stack.enter_context(postgres_schema(dsn, "flujo_hostile"))
+            postgres = (dsn, schema)
         if args.list:
             records = make_records(1 << 20)
             cases = build_corpus(records, postgres=bool(postgres), sweep=args.sweep)
