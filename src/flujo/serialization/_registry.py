@@ -12,7 +12,6 @@ found through ``sys.modules`` entries and ``__subclasses__`` without calling ``g
 
 from __future__ import annotations
 
-import copy
 import enum
 import sys
 import threading
@@ -27,9 +26,7 @@ from ..exceptions import (
     DeserializationError,
     FlujoError,
     FutureVersionError,
-    MigrationError,
     MissingDeserializerError,
-    MissingMigrationError,
     RegistrationError,
     SerializationError,
     UnknownTypeError,
@@ -38,11 +35,6 @@ from ..exceptions import (
 from ._auto import auto_kind, auto_name, derive_codec
 from ._builtins import BUILTIN_CODECS
 from ._codec import (
-    MODELS_NAME,
-    MODELS_TAG,
-    MODELS_VERSION,
-    TAG,
-    VALUE,
     BatchPlan,
     DecodePlan,
     Decoder,
@@ -50,7 +42,14 @@ from ._codec import (
     Encoder,
     _note,
 )
-from ._typed import TypedModel, typed_model
+from ._plans import (
+    batch_plan,
+    fallback_plan,
+    migrating_plan,
+    tagging_plan,
+    typed_plan,
+)
+from ._typed import typed_model
 from ._types import JSONSchema, Migration, TypeCodec
 from ._validation import CompiledSchema, check_schema
 
@@ -375,15 +374,15 @@ class TypeRegistry:
         if codec is None:
             if default is None:
                 raise UnserializableTypeError(cls)
-            return _fallback_plan(default)
+            return fallback_plan(default)
         if codec.kind not in ("builtin", "custom") and codec.name == auto_name(cls):
             self._seen[codec.name] = cls
-        plan = _tagging_plan(codec)
+        plan = tagging_plan(codec)
         if codec.kind == "model" and self.typed_models:
             typed = typed_model(cls)
             if typed is not None:
-                plan = _typed_plan(codec, typed, plan)
-                self._cache_plan(self._batch_plans, cls, _batch_plan(codec, typed), generation)
+                plan = typed_plan(codec, typed, plan)
+                self._cache_plan(self._batch_plans, cls, batch_plan(codec, typed), generation)
         self._cache_plan(self._encode_plans, cls, plan, generation)
         if codec.leaf is not None or codec.kind == "custom":
             self._cache_plan(self._direct_plans, cls, plan, generation)
@@ -439,7 +438,7 @@ class TypeRegistry:
         if stored == codec.version:
             plan: DecodePlan = decode_value
         else:
-            plan = _migrating_plan(codec, stored, decode_value)
+            plan = migrating_plan(codec, stored, decode_value)
         self._cache_plan(self._decode_plans, tag, plan, generation)
         return plan
 
@@ -473,104 +472,3 @@ def _check_step(name: str, version: int, start: object, step: object) -> None:
         )
     if not callable(step):
         raise RegistrationError(f"migration of {name!r} from v{start} is not callable")
-
-
-def _tagging_plan(codec: TypeCodec) -> EncodePlan:
-    tag, name, version = codec.tag, codec.name, codec.version
-    encode_value = codec.encode_value
-    assert encode_value is not None
-    convert = codec.leaf
-    if convert is not None:
-        def leaf_plan(enc: Encoder, obj: Any, depth: int) -> dict[str, Any]:
-            manifest = enc.manifest
-            if manifest is not None:
-                manifest[name] = version
-            return {TAG: tag, VALUE: convert(obj)}
-
-        return leaf_plan
-
-    def plan(enc: Encoder, obj: Any, depth: int) -> dict[str, Any]:
-        manifest = enc.manifest
-        if manifest is not None:
-            manifest[name] = version
-        return {TAG: tag, VALUE: encode_value(enc, obj, depth)}
-
-    return plan
-
-
-def _typed_plan(codec: TypeCodec, typed: TypedModel, generic: EncodePlan) -> EncodePlan:
-    tag, name, version = codec.tag, codec.name, codec.version
-    dump = typed.dump
-
-    def plan(enc: Encoder, obj: Any, depth: int) -> dict[str, Any]:
-        data = dump(obj)
-        if data is None:  # some value is not exactly of its declared type
-            written: dict[str, Any] = generic(enc, obj, depth)
-            return written
-        manifest = enc.manifest
-        if manifest is not None:
-            manifest[name] = version
-        return {TAG: tag, VALUE: [data]}
-
-    return plan
-
-
-def _batch_plan(codec: TypeCodec, typed: TypedModel) -> BatchPlan:
-    tag, name, version = codec.tag, codec.name, codec.version
-    dump_list = typed.dump_list
-
-    def plan(enc: Encoder, items: list[Any], depth: int) -> dict[str, Any] | None:
-        data = dump_list(items)
-        if data is None:
-            return None
-        manifest = enc.manifest
-        if manifest is not None:
-            manifest[name] = version
-            manifest[MODELS_NAME] = MODELS_VERSION
-        return {TAG: MODELS_TAG, VALUE: [tag, data]}
-
-    return plan
-
-
-def _fallback_plan(default: Callable[[Any], Any]) -> EncodePlan:
-    def plan(enc: Encoder, obj: Any, depth: int) -> Any:
-        try:
-            replacement = default(obj)
-        except FlujoError:
-            raise
-        except Exception as exc:
-            raise SerializationError(f"default_serializer raised {exc!r}") from exc
-        if type(replacement) is type(obj):
-            raise UnserializableTypeError(
-                type(obj), hint="default_serializer returned the same type again"
-            )
-        return enc.encode(replacement, depth + 1)
-
-    return plan
-
-
-def _migrating_plan(codec: TypeCodec, stored: int, decode_value: DecodePlan) -> DecodePlan:
-    steps: list[tuple[int, Migration]] = []
-    for version in range(stored, codec.version):
-        step = codec.migrations.get(version)
-        if step is None:
-            raise MissingMigrationError(
-                f"cannot read {codec.name!r} v{stored}: no migration from v{version} to "
-                f"v{version + 1} is registered (register_migration({codec.name!r}, {version}, fn))"
-            )
-        steps.append((version, step))
-
-    def plan(dec: Decoder, v: Any, depth: int) -> Any:
-        value = copy.deepcopy(v)  # migrations may mutate; the caller's data may not
-        for version, step in steps:
-            try:
-                value = step(value)
-            except FlujoError:
-                raise
-            except Exception as exc:
-                raise MigrationError(
-                    f"migration of {codec.name!r} from v{version} to v{version + 1} raised {exc!r}"
-                ) from exc
-        return decode_value(dec, value, depth)
-
-    return plan

@@ -1,0 +1,134 @@
+"""The plans the registry builds: what runs for one type (encoding) or one tag (decoding).
+
+A plan is the closure that the encoder or decoder calls for each value; building it once per
+type or tag, with everything it needs bound, keeps the per-value work to the conversion.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+from ..exceptions import (
+    FlujoError,
+    MigrationError,
+    MissingMigrationError,
+    SerializationError,
+    UnserializableTypeError,
+)
+from ._codec import (
+    MODELS_NAME,
+    MODELS_TAG,
+    MODELS_VERSION,
+    TAG,
+    VALUE,
+    BatchPlan,
+    DecodePlan,
+    Decoder,
+    EncodePlan,
+    Encoder,
+)
+from ._typed import TypedModel
+from ._types import Migration, TypeCodec
+
+
+def tagging_plan(codec: TypeCodec) -> EncodePlan:
+    tag, name, version = codec.tag, codec.name, codec.version
+    encode_value = codec.encode_value
+    assert encode_value is not None
+    convert = codec.leaf
+    if convert is not None:
+        def leaf_plan(enc: Encoder, obj: Any, depth: int) -> dict[str, Any]:
+            manifest = enc.manifest
+            if manifest is not None:
+                manifest[name] = version
+            return {TAG: tag, VALUE: convert(obj)}
+
+        return leaf_plan
+
+    def plan(enc: Encoder, obj: Any, depth: int) -> dict[str, Any]:
+        manifest = enc.manifest
+        if manifest is not None:
+            manifest[name] = version
+        return {TAG: tag, VALUE: encode_value(enc, obj, depth)}
+
+    return plan
+
+
+def typed_plan(codec: TypeCodec, typed: TypedModel, generic: EncodePlan) -> EncodePlan:
+    tag, name, version = codec.tag, codec.name, codec.version
+    dump = typed.dump
+
+    def plan(enc: Encoder, obj: Any, depth: int) -> dict[str, Any]:
+        data = dump(obj)
+        if data is None:  # some value is not exactly of its declared type
+            written: dict[str, Any] = generic(enc, obj, depth)
+            return written
+        manifest = enc.manifest
+        if manifest is not None:
+            manifest[name] = version
+        return {TAG: tag, VALUE: [data]}
+
+    return plan
+
+
+def batch_plan(codec: TypeCodec, typed: TypedModel) -> BatchPlan:
+    tag, name, version = codec.tag, codec.name, codec.version
+    dump_list = typed.dump_list
+
+    def plan(enc: Encoder, items: list[Any], depth: int) -> dict[str, Any] | None:
+        data = dump_list(items)
+        if data is None:
+            return None
+        manifest = enc.manifest
+        if manifest is not None:
+            manifest[name] = version
+            manifest[MODELS_NAME] = MODELS_VERSION
+        return {TAG: MODELS_TAG, VALUE: [tag, data]}
+
+    return plan
+
+
+def fallback_plan(default: Callable[[Any], Any]) -> EncodePlan:
+    def plan(enc: Encoder, obj: Any, depth: int) -> Any:
+        try:
+            replacement = default(obj)
+        except FlujoError:
+            raise
+        except Exception as exc:
+            raise SerializationError(f"default_serializer raised {exc!r}") from exc
+        if type(replacement) is type(obj):
+            raise UnserializableTypeError(
+                type(obj), hint="default_serializer returned the same type again"
+            )
+        return enc.encode(replacement, depth + 1)
+
+    return plan
+
+
+def migrating_plan(codec: TypeCodec, stored: int, decode_value: DecodePlan) -> DecodePlan:
+    steps: list[tuple[int, Migration]] = []
+    for version in range(stored, codec.version):
+        step = codec.migrations.get(version)
+        if step is None:
+            raise MissingMigrationError(
+                f"cannot read {codec.name!r} v{stored}: no migration from v{version} to "
+                f"v{version + 1} is registered (register_migration({codec.name!r}, {version}, fn))"
+            )
+        steps.append((version, step))
+
+    def plan(dec: Decoder, v: Any, depth: int) -> Any:
+        value = copy.deepcopy(v)  # migrations may mutate; the caller's data may not
+        for version, step in steps:
+            try:
+                value = step(value)
+            except FlujoError:
+                raise
+            except Exception as exc:
+                raise MigrationError(
+                    f"migration of {codec.name!r} from v{version} to v{version + 1} raised {exc!r}"
+                ) from exc
+        return decode_value(dec, value, depth)
+
+    return plan
