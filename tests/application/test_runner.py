@@ -369,3 +369,11 @@ async def test_a_run_saved_by_earlier_flujo_resumes_with_parsed_context(
     assert result.success and result.output == 84
     assert seen == [datetime(2023, 11, 2, 9, 15, tzinfo=UTC)]
     assert [s.name for s in result.step_history] == ["extract", "load"]
+
+
+@pytest.mark.parametrize("bad", ["", 42])
+async def test_a_run_id_that_is_not_a_non_empty_str_is_refused(bad: Any) -> None:
+    from flujo.exceptions import InvalidRunIdError
+
+    with pytest.raises(InvalidRunIdError, match="non-empty str"):
+        await Flujo(counting_pipeline(), context_model=Ctx).run_async("x", run_id=bad)

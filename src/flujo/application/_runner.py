@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Generator, Mapping
 from typing import Any, Generic, TypeVar, cast
 
 from ..exceptions import (
+    InvalidRunIdError,
     PipelineError,
     PipelineMismatchError,
     RunIdConflictError,
@@ -337,7 +338,7 @@ def _choose_run_id(run_id: str | None, initial_context_data: Mapping[str, Any] |
     if chosen is None:
         return f"run_{uuid.uuid4().hex}"
     if not isinstance(chosen, str) or not chosen:
-        raise RunIdConflictError(f"run_id must be a non-empty str, got {chosen!r}")
+        raise InvalidRunIdError(f"run_id must be a non-empty str, got {chosen!r}")
     return chosen
 
 
