@@ -377,3 +377,17 @@ async def test_a_run_id_that_is_not_a_non_empty_str_is_refused(bad: Any) -> None
 
     with pytest.raises(InvalidRunIdError, match="non-empty str"):
         await Flujo(counting_pipeline(), context_model=Ctx).run_async("x", run_id=bad)
+
+
+async def test_leaving_an_iteration_early_releases_the_claim(backend: StateBackend) -> None:
+    rid = new_id()
+    async with Flujo(counting_pipeline(), context_model=Ctx,
+                     state_backend=backend).run_async("x", run_id=rid) as run:
+        async for step in run:
+            assert step.name == "a"
+            break
+    # Released at once: another worker resumes right away, after the saved step.
+    resumed = await Flujo(counting_pipeline(), context_model=Ctx,
+                          state_backend=backend).run_async("x", run_id=rid)
+    assert resumed.success
+    assert resumed.final_pipeline_context.calls == ["a", "b", "c"]

@@ -63,6 +63,20 @@ class RunHandle:
     def __aiter__(self) -> AsyncIterator[StepResult]:
         return self._steps
 
+    async def aclose(self) -> None:
+        """Stop a run left unfinished (e.g. after ``break``): its claim is released now.
+
+        Without it, a generator abandoned mid-iteration keeps the claim until it is
+        garbage-collected. ``async with runner.run_async(...) as run:`` calls it for you.
+        """
+        await self._steps.aclose()  # type: ignore[attr-defined]
+
+    async def __aenter__(self) -> RunHandle:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
     async def _finish(self) -> PipelineResult:
         async for _ in self._steps:
             pass
