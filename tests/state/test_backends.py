@@ -334,3 +334,27 @@ def test_postgres_checks_names() -> None:
         PostgresBackend("postgresql://x", schema="bad-name")
     with pytest.raises(ValueError, match="table name"):
         PostgresBackend("postgresql://x", table="t" * 60)
+
+
+def test_file_backend_removes_temp_files_of_dead_writers_only(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from flujo.state import FileBackend
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(dead.stdout)
+    tmp_path.mkdir(exist_ok=True)
+    stale = tmp_path / f".run.json.{dead_pid}.abc123.tmp"
+    young = tmp_path / f".young.json.{dead_pid}.def456.tmp"
+    alive = tmp_path / f".live.json.{os.getpid()}.0a1b2c.tmp"
+    for file in (stale, young, alive):
+        file.write_bytes(b"partial")
+    old = stale.stat().st_mtime - 3600
+    os.utime(stale, (old, old))
+    os.utime(alive, (old, old))
+    FileBackend(tmp_path)
+    assert not stale.exists()
+    assert young.exists() and alive.exists()  # too recent, or its writer is still running

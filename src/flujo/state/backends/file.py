@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 import uuid
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
@@ -35,6 +36,16 @@ from .memory import page
 __all__ = ["FileBackend"]
 
 _SUFFIX = ".json"
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but belongs to someone else
+        return True
+    return True
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -68,6 +79,35 @@ class FileBackend(EnvelopeStateBackend):
                 f"cannot create the state directory {self.path}: {exc}"
             ) from exc
         self._claims = _flock.ClaimDirectory(self._lock_dir)
+        self.remove_stale_temp_files()
+
+    def remove_stale_temp_files(self, *, min_age_s: float = 60.0) -> list[Path]:
+        """Delete temporary files left by writers that were killed mid-write; return them.
+
+        A temporary file names its writer's process id. It is removed only when that process
+        no longer exists on this host and the file is older than ``min_age_s`` (so a writer on
+        another host sharing the directory is not disturbed by a coincidental pid). Readers
+        never look at these files; this only reclaims space. Called when a backend is opened.
+        """
+        removed: list[Path] = []
+        now = time.time()
+        try:
+            candidates = list(self.path.glob(".*.tmp"))
+        except OSError:
+            return removed
+        for tmp in candidates:
+            parts = tmp.name.split(".")
+            pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
+            if pid is None or _process_exists(pid):
+                continue
+            try:
+                if now - tmp.stat().st_mtime < min_age_s:
+                    continue
+                tmp.unlink()
+            except OSError:  # gone already, or not ours to remove: leave it
+                continue
+            removed.append(tmp)
+        return removed
 
     def file_for(self, run_id: str) -> Path:
         """The record file of ``run_id``."""
