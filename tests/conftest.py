@@ -1,5 +1,11 @@
 """Shared pytest configuration.
 
+PostgreSQL: ``postgres_schemas`` gives each test area its own uniquely named schema on the
+server named by ``FLUJO_TEST_POSTGRES_DSN`` (default: the local trust-auth server) and drops
+them all at the end of the session, so tests never depend on or disturb anything else in the
+database. Unreachable server: the tests skip with the reason, unless ``FLUJO_REQUIRE_POSTGRES``
+is set (CI), where they fail.
+
 Snapshots live in the top-level ``snapshots/`` folder, one directory per test module
 (``snapshots/<test module>/<test name>.json``), so they are easy to review in one place and
 are not scattered through ``tests/``.
@@ -7,7 +13,10 @@ are not scattered through ``tests/``.
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,3 +67,44 @@ class TopLevelJSONSnapshotExtension(JSONSnapshotExtension):
 @pytest.fixture
 def snapshot(snapshot: SnapshotAssertion) -> SnapshotAssertion:
     return snapshot.use_extension(TopLevelJSONSnapshotExtension)
+
+
+DEFAULT_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def postgres_dsn() -> str:
+    return os.environ.get("FLUJO_TEST_POSTGRES_DSN", DEFAULT_POSTGRES_DSN)
+
+
+def _postgres_unavailable(reason: str) -> None:
+    if os.environ.get("FLUJO_REQUIRE_POSTGRES"):
+        pytest.fail(f"FLUJO_REQUIRE_POSTGRES is set but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_schemas() -> Iterator[Callable[[str], tuple[str, str]]]:
+    """``new(prefix) -> (dsn, schema)``: a fresh schema name, dropped at the session's end."""
+    dsn = postgres_dsn()
+    try:
+        import psycopg
+    except ImportError as exc:  # pragma: no cover - the dev extra installs it
+        _postgres_unavailable(f"psycopg is not installed ({exc})")
+    try:
+        with psycopg.connect(dsn, connect_timeout=3):
+            pass
+    except psycopg.Error as exc:
+        _postgres_unavailable(f"PostgreSQL is not reachable via FLUJO_TEST_POSTGRES_DSN: {exc}")
+    made: list[str] = []
+
+    def new(prefix: str) -> tuple[str, str]:
+        made.append(f"{prefix}_{uuid.uuid4().hex[:12]}")
+        return dsn, made[-1]
+
+    try:
+        yield new
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for schema in made:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+

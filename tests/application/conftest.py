@@ -6,10 +6,8 @@ server is unreachable unless FLUJO_REQUIRE_POSTGRES is set (CI), where it fails.
 
 from __future__ import annotations
 
-import os
 import sys
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +18,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from crash_pipeline import make_backend
 
 from flujo.state import InMemoryBackend, StateBackend
-
-DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 @dataclass(frozen=True)
@@ -39,22 +35,8 @@ class Store:
 
 
 @pytest.fixture(scope="session")
-def postgres_schema() -> Iterator[tuple[str, str]]:
-    dsn = os.environ.get("FLUJO_TEST_POSTGRES_DSN", DEFAULT_DSN)
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        with psycopg.connect(dsn, connect_timeout=3):
-            pass
-    except psycopg.Error as exc:
-        if os.environ.get("FLUJO_REQUIRE_POSTGRES"):
-            pytest.fail(f"FLUJO_REQUIRE_POSTGRES is set but PostgreSQL is unreachable: {exc}")
-        pytest.skip(f"PostgreSQL is not reachable via FLUJO_TEST_POSTGRES_DSN: {exc}")
-    schema = f"flujo_runner_{uuid.uuid4().hex[:12]}"
-    try:
-        yield dsn, schema
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+def postgres_schema(postgres_schemas: Callable[[str], tuple[str, str]]) -> tuple[str, str]:
+    return postgres_schemas("flujo_runner")
 
 
 def _store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Store:

@@ -13,12 +13,11 @@ import base64
 import datetime as dt
 import io
 import json
-import os
 import sqlite3
 import sys
 import textwrap
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -54,7 +53,6 @@ from flujo.state import (
 )
 from flujo.testing import assert_identical
 
-DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 MADRID = ZoneInfo("Europe/Madrid")
 KINDS = ["sqlite", "file", "postgres"]
 DAMAGED = b'{"format": "something else"}'
@@ -187,29 +185,8 @@ class Store:
 
 
 @pytest.fixture(scope="module")
-def pg() -> Iterator[tuple[str, str]]:
-    dsn = os.environ.get("FLUJO_TEST_POSTGRES_DSN", DEFAULT_DSN)
-    try:
-        import psycopg
-    except ImportError as exc:  # pragma: no cover - the dev extra installs it
-        _unavailable(f"psycopg is not installed ({exc})")
-    try:
-        with psycopg.connect(dsn, connect_timeout=3):
-            pass
-    except psycopg.Error as exc:
-        _unavailable(f"PostgreSQL is not reachable via FLUJO_TEST_POSTGRES_DSN: {exc}")
-    schema = f"flujo_cli_{uuid.uuid4().hex[:12]}"
-    try:
-        yield dsn, schema
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("FLUJO_REQUIRE_POSTGRES"):
-        pytest.fail(f"FLUJO_REQUIRE_POSTGRES is set but {reason}")
-    pytest.skip(reason)
+def pg(postgres_schemas: Callable[[str], tuple[str, str]]) -> tuple[str, str]:
+    return postgres_schemas("flujo_cli")
 
 
 def make_store(kind: str, tmp_path: Path, request: pytest.FixtureRequest,
