@@ -388,7 +388,6 @@ class TypeRegistry:
             self._cache_plan(self._direct_plans, cls, plan, generation)
         return plan
 
-
     def decode_model_batch(self, dec: Decoder, tag: Any, items: Any, depth: int) -> list[Any]:
         """Read ``models@1``: ``[tag, [json, ...]]`` means ``[{"$t": tag, "v": [json]}, ...]``."""
         if type(tag) is not str or type(items) is not list:

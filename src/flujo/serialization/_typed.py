@@ -102,17 +102,38 @@ def _rebuild_zone(value: datetime) -> datetime:
     return value.astimezone(zone if zone is not None else _zone_for(tz))
 
 
-class _GuardWriter:
+class _SchemaWalker:
+    """Follows a core schema's ``definitions`` / ``definition-ref`` indirections."""
+
+    def __init__(self) -> None:
+        self.definitions: dict[str, Any] = {}
+
+    def inspect(self, node: dict[str, Any]) -> None:
+        """Called on each indirection node before it is followed."""
+
+    def resolve(self, node: dict[str, Any]) -> dict[str, Any]:
+        if node.get("type") == "definitions":
+            self.inspect(node)
+            for definition in node["definitions"]:
+                self.definitions[definition["ref"]] = definition
+            return self.resolve(node["schema"])
+        if node.get("type") == "definition-ref":
+            self.inspect(node)
+            return self.resolve(self.definitions[node["schema_ref"]])
+        return node
+
+
+class _GuardWriter(_SchemaWalker):
     """Generates one guard function per model class from its core schema."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.namespace: dict[str, Any] = {
             "INT_MIN": INT_MIN, "INT_MAX": INT_MAX, "Decimal": Decimal, "UUID": UUID,
             "date": date, "datetime": datetime, "UTC": UTC, "_plain_offset": _plain_offset,
         }
         self.functions: dict[type, str] = {}
         self.sources: list[str] = []
-        self.definitions: dict[str, Any] = {}
         self.counter = 0
 
     def constant(self, value: object) -> str:
@@ -148,16 +169,8 @@ class _GuardWriter:
         self.sources.append("\n".join(lines))
         return name
 
-    def resolve(self, node: dict[str, Any]) -> dict[str, Any]:
-        if node.get("type") == "definitions":
-            _check_keys(node)
-            for definition in node["definitions"]:
-                self.definitions[definition["ref"]] = definition
-            return self.resolve(node["schema"])
-        if node.get("type") == "definition-ref":
-            _check_keys(node)
-            return self.resolve(self.definitions[node["schema_ref"]])
-        return node
+    def inspect(self, node: dict[str, Any]) -> None:
+        _check_keys(node)
 
     def check(self, node: dict[str, Any], var: str, indent: int, depth: int) -> list[str]:
         """Statements that ``return False`` unless ``var`` has exactly the type of ``node``."""
@@ -235,7 +248,7 @@ def _check_keys(node: dict[str, Any]) -> None:
 Fixer = Callable[[Any], Any]
 
 
-class _FixerBuilder:
+class _FixerBuilder(_SchemaWalker):
     """Composes closures that rebuild fixed-offset datetimes as ``datetime.timezone``.
 
     pydantic reads an ISO offset as its own ``TzInfo``; the generic path gives
@@ -245,17 +258,8 @@ class _FixerBuilder:
     """
 
     def __init__(self) -> None:
-        self.definitions: dict[str, Any] = {}
+        super().__init__()
         self.models: dict[type, list[Fixer | None]] = {}
-
-    def resolve(self, node: dict[str, Any]) -> dict[str, Any]:
-        if node.get("type") == "definitions":
-            for definition in node["definitions"]:
-                self.definitions[definition["ref"]] = definition
-            return self.resolve(node["schema"])
-        if node.get("type") == "definition-ref":
-            return self.resolve(self.definitions[node["schema_ref"]])
-        return node
 
     def value(self, node: dict[str, Any]) -> Fixer | None:
         node = self.resolve(node)
@@ -399,5 +403,6 @@ def typed_model(cls: type) -> TypedModel | None:
     except Ineligible:
         typed = None
     _TYPED[cls] = typed
+    _ELIGIBLE[cls] = typed is not None  # typed_eligible need not analyse the class again
     return typed
 
