@@ -165,7 +165,7 @@ class Flujo(Generic[ContextT]):
                 state = self._check_resumable(saved)
                 context = self._restore_context(state, validate=legacy)
                 if state.status == "completed":
-                    outcome.append(self._result(rid, state, context, success=True))
+                    outcome.append(self._completed(rid, state, context))
                     return
             history: list[StepResult] = list(state.step_history)
             data = state.last_step_output
@@ -201,7 +201,7 @@ class Flujo(Generic[ContextT]):
                                     "completed" if last else "running")
                 revision = await self._save(rid, state, revision)
                 yield done
-            result = self._result(rid, state, context, success=True)
+            result = self._completed(rid, state, context)
             if self.delete_on_completion:
                 await self.backend.delete_state(rid)
             outcome.append(result)
@@ -219,11 +219,11 @@ class Flujo(Generic[ContextT]):
             error=error, **extra,
         )
 
-    def _result(self, rid: str, state: WorkflowState, context: PipelineContext, *,
-                success: bool) -> PipelineResult:
-        history = list(state.step_history)
-        return PipelineResult(run_id=rid, step_history=history, final_pipeline_context=context,
-                              success=success, output=state.last_step_output)
+    def _completed(self, rid: str, state: WorkflowState,
+                   context: PipelineContext) -> PipelineResult:
+        return PipelineResult(run_id=rid, step_history=list(state.step_history),
+                              final_pipeline_context=context, success=True,
+                              output=state.last_step_output)
 
     # -- state --------------------------------------------------------------------------
     async def _load(self, rid: str) -> tuple[WorkflowState | None, int, bool]:
