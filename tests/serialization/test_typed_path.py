@@ -257,3 +257,70 @@ def test_a_datetime_with_fold_takes_the_generic_path_and_keeps_it(registry: Type
     data, back = round_trip(value, registry)
     assert type(data[VALUE]) is dict
     assert back.at.fold == 1
+
+
+class Tree(BaseModel):
+    label: str
+    size: int
+    children: list[Tree] = Field(default_factory=list)
+
+
+class Level4(BaseModel):
+    n: int
+
+
+class Level3(BaseModel):
+    inner: Level4
+
+
+class Level2(BaseModel):
+    inner: Level3
+
+
+class Level1(BaseModel):
+    inner: Level2
+
+
+class Level0(BaseModel):
+    inner: Level1
+
+
+def test_a_recursive_model_is_typed_and_a_trap_deep_inside_is_found(
+        registry: TypeRegistry) -> None:
+    def tree(depth: int, size: Any = 1) -> Tree:
+        kids = [tree(depth - 1, size)] if depth else []
+        return Tree.model_construct(label=f"t{depth}", size=size if not depth else 1,
+                                    children=kids)
+
+    data, back = round_trip(tree(6), registry)
+    assert type(data[VALUE]) is list
+    assert_same(back, tree(6))
+    trapped = tree(6, size=True)  # a bool in an int field at the deepest level
+    data, back = round_trip(trapped, registry)
+    assert type(data[VALUE]) is dict
+    assert_same(back, trapped)
+
+
+def test_models_nested_past_the_inlined_levels_are_still_checked(
+        registry: TypeRegistry) -> None:
+    def chain(n: Any) -> Level0:
+        return Level0(inner=Level1(inner=Level2(inner=Level3(inner=Level4.model_construct(n=n)))))
+
+    data, back = round_trip(chain(5), registry)
+    assert type(data[VALUE]) is list
+    for trap in (True, 2**70, Level.LOW):
+        data, back = round_trip(chain(trap), registry)
+        assert type(data[VALUE]) is dict, trap
+        assert_same(back, chain(trap))
+
+
+def test_a_field_swapped_for_a_stray_attribute_fails_the_guard() -> None:
+    from flujo.serialization._typed import typed_model
+
+    typed = typed_model(Child)
+    assert typed is not None
+    child = Child(name="c")
+    assert typed.guard(child)
+    del child.__dict__["name"]
+    child.__dict__["stray"] = "c"  # same number of entries, but not the declared field
+    assert not typed.guard(child)

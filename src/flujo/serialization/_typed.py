@@ -54,14 +54,17 @@ _ALLOWED_KEYS: dict[str, frozenset[str]] = {
     "definition-ref": _COMMON | {"schema_ref"},
 }
 _SIMPLE_CHECKS = {
-    "str": "type({v}) is not str",
-    "bool": "type({v}) is not bool",
-    "int": "type({v}) is not int or not (INT_MIN <= {v} <= INT_MAX)",
-    "float": "type({v}) is not float or {v} - {v} != 0.0",
-    "decimal": "type({v}) is not Decimal or not {v}.is_finite()",
-    "uuid": "type({v}) is not UUID",
-    "date": "type({v}) is not date",
+    # Failure conditions; {first} is the value's first use (it may bind it), {v} the others.
+    "str": "type({first}) is not str",
+    "bool": "type({first}) is not bool",
+    "int": "type({first}) is not int or not (INT_MIN <= {v} <= INT_MAX)",
+    "float": "type({first}) is not float or {v} - {v} != 0.0",
+    "decimal": "type({first}) is not Decimal or not {v}.is_finite()",
+    "uuid": "type({first}) is not UUID",
+    "date": "type({first}) is not date",
 }
+# Nested models are checked inline, without a call, down to this many levels.
+_INLINE_LEVELS = 3
 
 
 class Ineligible(Exception):
@@ -124,7 +127,12 @@ class _SchemaWalker:
 
 
 class _GuardWriter(_SchemaWalker):
-    """Generates one guard function per model class from its core schema."""
+    """Generates one guard function per model class from its core schema.
+
+    A guard reads fields by subscript inside one ``try`` (a missing field is a ``KeyError``),
+    joins the simple checks of consecutive fields into one ``if``, and checks nested models
+    inline: a call per nested model would cost more than its checks.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -135,6 +143,7 @@ class _GuardWriter(_SchemaWalker):
         self.functions: dict[type, str] = {}
         self.sources: list[str] = []
         self.counter = 0
+        self.inlining: list[type] = []
 
     def constant(self, value: object) -> str:
         self.counter += 1
@@ -146,72 +155,123 @@ class _GuardWriter(_SchemaWalker):
         cls = node["cls"]
         if cls in self.functions:
             return self.functions[cls]
+        name = f"_guard{len(self.functions)}"
+        self.functions[cls] = name
+        body = self.model_checks(node, "o", 2, 0, 0)
+        self.sources.append("\n".join([
+            f"def {name}(o):", "    try:", *body,
+            "    except KeyError:", "        return False", "    return True"]))
+        return name
+
+    def model_checks(self, node: dict[str, Any], var: str, indent: int, level: int,
+                     depth: int) -> list[str]:
+        """Statements that ``return False`` unless model ``var`` has exactly its types."""
+        cls = node["cls"]
         _check_keys(node)
         if node.get("custom_init") or node.get("root_model"):
             raise Ineligible(f"{cls.__qualname__} has a custom __init__ or is a RootModel")
         config = node.get("config") or {}
         if config.get("strict") or config.get("extra_fields_behavior") == "allow":
             raise Ineligible(f"{cls.__qualname__} is strict or allows extra fields")
-        name = f"_guard{len(self.functions)}"
-        self.functions[cls] = name
         fields_node = self.resolve(node["schema"])
         _check_keys(fields_node)
         if fields_node["type"] != "model-fields" or fields_node.get("computed_fields") or \
                 fields_node.get("extra_behavior") == "allow":
             raise Ineligible(f"{cls.__qualname__} has computed or extra fields")
-        lines = [f"def {name}(o):", "    d = o.__dict__",
-                 f"    if len(d) != {len(fields_node['fields'])}: return False"]
+        pad = "    " * indent
+        state, value = f"d{level}", f"v{level}"
+        lines = [f"{pad}{state} = {var}.__dict__",
+                 f"{pad}if len({state}) != {len(fields_node['fields'])} or "
+                 f"{var}.__pydantic_extra__: return False"]
+        pending: list[str] = []  # simple failure conditions, joined into one statement
+
+        def flush() -> None:
+            if pending:
+                lines.append(f"{pad}if {' or '.join(pending)}: return False")
+                pending.clear()
+
+        self.inlining.append(cls)
         for field_name, field in fields_node["fields"].items():
             _check_keys(field)
-            lines.append(f"    v = d.get({field_name!r}, _missing)")
-            lines += self.check(field["schema"], "v", 1, 0)
-        lines += ["    if o.__pydantic_extra__: return False", "    return True"]
-        self.sources.append("\n".join(lines))
-        return name
+            schema = self.resolve(field["schema"])
+            while schema.get("type") == "default":
+                _check_keys(schema)
+                schema = self.resolve(schema["schema"])
+            item = f"{state}[{field_name!r}]"
+            condition = self.condition(schema, item, value)
+            if condition is not None:
+                pending.append(f"({condition})")
+                continue
+            flush()
+            lines.append(f"{pad}{value} = {item}")
+            lines += self.check(schema, value, indent, depth, level)
+        flush()
+        self.inlining.pop()
+        return lines
 
     def inspect(self, node: dict[str, Any]) -> None:
         _check_keys(node)
 
-    def check(self, node: dict[str, Any], var: str, indent: int, depth: int) -> list[str]:
+    def condition(self, node: dict[str, Any], item: str, value: str) -> str | None:
+        """One expression, true when ``item`` is not exactly of type ``node``; None when the
+        check needs statements. ``value`` is the name it may bind ``item`` to."""
+        kind = node["type"]
+        if kind in _SIMPLE_CHECKS:
+            _check_keys(node)
+            template = _SIMPLE_CHECKS[kind]
+            first = f"({value} := {item})" if "{v}" in template else item
+            return template.format(first=first, v=value)
+        if kind == "enum":
+            _check_keys(node)
+            return f"type({item}) is not {self.enum_class(node)}"
+        return None
+
+    def enum_class(self, node: dict[str, Any]) -> str:
+        cls = node["cls"]
+        values = [member.value for member in node["members"]]
+        if not all(type(v) is str or (type(v) is int and INT_MIN <= v <= INT_MAX)
+                   for v in values):
+            raise Ineligible(f"enum {cls.__qualname__} has non-JSON values")
+        return self.constant(cls)
+
+    def check(self, node: dict[str, Any], var: str, indent: int, depth: int,
+              level: int) -> list[str]:
         """Statements that ``return False`` unless ``var`` has exactly the type of ``node``."""
         node = self.resolve(node)
         _check_keys(node)
         kind = node["type"]
         pad = "    " * indent
         if kind in _SIMPLE_CHECKS:
-            return [f"{pad}if {_SIMPLE_CHECKS[kind].format(v=var)}: return False"]
+            return [f"{pad}if {_SIMPLE_CHECKS[kind].format(first=var, v=var)}: return False"]
         if kind == "datetime":
             constraint = node.get("tz_constraint")
-            if constraint not in (None, "aware", "naive"):
-                raise Ineligible(f"datetime tz_constraint {constraint!r}")
             tz = f"t{depth}"
             lines = [f"{pad}if type({var}) is not datetime or {var}.fold: return False",
                      f"{pad}{tz} = {var}.tzinfo"]
             if constraint == "aware":
-                lines.append(f"{pad}if {tz} is None: return False")
+                lines.append(f"{pad}if {tz} is not UTC and ({tz} is None or not "
+                             f"_plain_offset({tz})): return False")
             elif constraint == "naive":
                 lines.append(f"{pad}if {tz} is not None: return False")
-            lines.append(f"{pad}if {tz} is not None and {tz} is not UTC and not "
-                         f"_plain_offset({tz}): return False")
+            elif constraint is None:
+                lines.append(f"{pad}if {tz} is not None and {tz} is not UTC and not "
+                             f"_plain_offset({tz}): return False")
+            else:
+                raise Ineligible(f"datetime tz_constraint {constraint!r}")
             return lines
         if kind == "enum":
-            cls = node["cls"]
-            values = [member.value for member in node["members"]]
-            if not all(type(v) is str or (type(v) is int and INT_MIN <= v <= INT_MAX)
-                       for v in values):
-                raise Ineligible(f"enum {cls.__qualname__} has non-JSON values")
-            return [f"{pad}if type({var}) is not {self.constant(cls)}: return False"]
-        if kind in ("nullable", "default"):
-            inner = self.check(node["schema"], var, indent + 1, depth)
-            if kind == "default":
-                return [f"{pad}if True:", *inner]
-            return [f"{pad}if {var} is not None:", *inner]
+            return [f"{pad}if type({var}) is not {self.enum_class(node)}: return False"]
+        if kind == "default":
+            return self.check(node["schema"], var, indent, depth, level)
+        if kind == "nullable":
+            return [f"{pad}if {var} is not None:",
+                    *self.check(node["schema"], var, indent + 1, depth, level)]
         if kind == "list":
             item = f"x{depth}"
             return [f"{pad}if type({var}) is not list: return False",
                     f"{pad}for {item} in {var}:",
                     *self.check(node.get("items_schema", {"type": "any"}), item, indent + 1,
-                                depth + 1)]
+                                depth + 1, level)]
         if kind == "dict":
             keys = self.resolve(node.get("keys_schema", {"type": "any"}))
             if keys.get("type") != "str" or set(keys) - _COMMON:
@@ -221,16 +281,18 @@ class _GuardWriter(_SchemaWalker):
                     f"{pad}for {key}, {item} in {var}.items():",
                     f"{pad}    if type({key}) is not str: return False",
                     *self.check(node.get("values_schema", {"type": "any"}), item, indent + 1,
-                                depth + 1)]
+                                depth + 1, level)]
         if kind == "model":
-            function = self.model_function(node)
             cls = self.constant(node["cls"])
-            return [f"{pad}if type({var}) is not {cls} or not {function}({var}): return False"]
+            lines = [f"{pad}if type({var}) is not {cls}: return False"]
+            if node["cls"] in self.inlining or level + 1 >= _INLINE_LEVELS:
+                function = self.model_function(node)
+                return [*lines, f"{pad}if not {function}({var}): return False"]
+            return [*lines, *self.model_checks(node, var, indent, level + 1, depth)]
         raise Ineligible(f"core schema node {kind!r}")
 
     def build(self, node: dict[str, Any]) -> Any:
         root = self.model_function(self.resolve(node))
-        self.namespace["_missing"] = object()
         exec("\n\n".join(self.sources), self.namespace)  # flujo's own templates, never stored data
         return self.namespace[root]
 
