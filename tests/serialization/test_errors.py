@@ -287,6 +287,18 @@ def test_max_depth_is_configurable() -> None:
         safe_deserialize(_nest(10, lambda v: [v]), registry=registry)
 
 
+def test_a_changed_max_depth_applies_to_the_next_call() -> None:
+    # The registry shares one encoder and decoder per setting between calls.
+    registry = TypeRegistry(max_depth=20)
+    nested = _nest(10, lambda v: [v])
+    assert safe_deserialize(safe_serialize(nested, registry=registry), registry=registry) == nested
+    registry.max_depth = 5
+    with pytest.raises(NestingTooDeepError):
+        safe_serialize(nested, registry=registry)
+    with pytest.raises(NestingTooDeepError):
+        safe_deserialize(nested, registry=registry)
+
+
 # -- malformed data ---------------------------------------------------------------------------
 MALFORMED = {
     "extra-key": {TAG: "set@1", VALUE: [], "x": 1},

@@ -14,7 +14,7 @@ from typing import Any, Literal, TypeVar
 import orjson
 
 from ..exceptions import SerializationError
-from ._codec import TAG, VALUE, Decoder, Encoder, UnknownTypeWarning, run_decoder, run_encoder
+from ._codec import TAG, VALUE, Encoder, UnknownTypeWarning, run_decoder, run_encoder
 from ._plain import CIRCULAR_PLACEHOLDER, to_plain
 from ._registry import DEFAULT_MAX_DEPTH, TypeRegistry
 from ._schema import FORMAT_ID, tagged_format_schema, type_schema
@@ -62,8 +62,11 @@ def default_registry() -> TypeRegistry:
 def _encode(obj: Any, registry: TypeRegistry | None, validate: bool | None,
             default: Callable[[Any], Any] | None, manifest: dict[str, int] | None) -> Any:
     reg = registry or _GLOBAL
-    encoder = Encoder(reg, validate=reg.validate if validate is None else validate,
-                      default=default, max_depth=reg.max_depth, manifest=manifest)
+    checked = reg.validate if validate is None else validate
+    if default is None and manifest is None:
+        return run_encoder(reg.shared_encoder(checked), obj)
+    encoder = Encoder(reg, validate=checked, default=default, max_depth=reg.max_depth,
+                      manifest=manifest)
     return run_encoder(encoder, obj)
 
 
@@ -111,7 +114,7 @@ def safe_deserialize(data: Any, *, registry: TypeRegistry | None = None,
     ``UnknownTypeWarning``) instead of raising UnknownTypeError. Nothing is ever imported.
     """
     reg = registry or _GLOBAL
-    return run_decoder(Decoder(reg, strict=strict, max_depth=reg.max_depth), data)
+    return run_decoder(reg.shared_decoder(strict), data)
 
 
 def serialize_to_json(obj: Any, *, mode: Literal["tagged", "json"] = "tagged",

@@ -90,10 +90,32 @@ class TypeRegistry:
         # custom serializers (which recurse through Encoder.encode and note their object).
         self._direct_plans: dict[type, EncodePlan] = {}
         self._generation = 0  # bumped by every registration; a plan made before is not cached
+        # Encoders and decoders hold settings only (no per-run state), so the common calls
+        # share one per setting instead of building one per call.
+        self._encoders: dict[tuple[bool, int], Encoder] = {}
+        self._decoders: dict[tuple[bool, int], Decoder] = {}
         for codec in BUILTIN_CODECS:
             if codec.py_type is not None:
                 self._by_type[codec.py_type] = codec
             self._by_name[codec.name] = codec
+
+    def shared_encoder(self, validate: bool) -> Encoder:
+        """The encoder for plain ``safe_serialize`` calls (no default, no manifest)."""
+        key = (validate, self.max_depth)
+        encoder = self._encoders.get(key)
+        if encoder is None:
+            encoder = Encoder(self, validate=validate, default=None, max_depth=self.max_depth,
+                              manifest=None)
+            self._encoders[key] = encoder
+        return encoder
+
+    def shared_decoder(self, strict: bool) -> Decoder:
+        key = (strict, self.max_depth)
+        decoder = self._decoders.get(key)
+        if decoder is None:
+            decoder = Decoder(self, strict=strict, max_depth=self.max_depth)
+            self._decoders[key] = decoder
+        return decoder
 
     # -- registration ------------------------------------------------------------------
     def register_type(
