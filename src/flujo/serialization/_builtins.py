@@ -48,10 +48,27 @@ def _expect(value: Any, kind: type, what: str) -> Any:
 
 
 # -- date and time ------------------------------------------------------------------------
+# Suffixes of the zones seen, by identity (timezone equality ignores the name, so equal
+# zones may need different suffixes); each entry holds its zone, so its id is not reused.
+_SUFFIXES: dict[int, tuple[tzinfo, str]] = {}
+_MAX_SUFFIXES = 256
+
+
 def _offset_suffix(tz: tzinfo | None) -> str:
     """``[Zone/Key]`` for IANA zones, ``[tzname=...]`` for named fixed offsets, else ''."""
     if tz is None:
         return ""
+    known = _SUFFIXES.get(id(tz))
+    if known is not None and known[0] is tz:
+        return known[1]
+    suffix = _zone_suffix(tz)
+    if len(_SUFFIXES) >= _MAX_SUFFIXES:
+        _SUFFIXES.clear()
+    _SUFFIXES[id(tz)] = (tz, suffix)
+    return suffix
+
+
+def _zone_suffix(tz: tzinfo) -> str:
     if isinstance(tz, ZoneInfo):
         if tz.key is None:
             raise SerializationError("a ZoneInfo built from a file has no key to store")
@@ -209,6 +226,8 @@ def _sorted_items(enc: Encoder, items: set[Any] | frozenset[Any], depth: int) ->
     bytes. sorted() succeeding is not enough: with NaNs or frozensets (ordered by inclusion)
     its result depends on the set's iteration order, which depends on insertion history.
     """
+    if len(set(map(type, items))) == 1 and type(next(iter(items))) is str:
+        return sorted(items)  # str order is total, and strings are written as they are
     try:
         ordered = sorted(items)
         total = all(a < b for a, b in pairwise(ordered))

