@@ -150,6 +150,8 @@ def model_codec(
         # Only classes flujo itself would write in the typed form: for the others (sets,
         # tuples, dicts with non-str keys...) pydantic-core would build containers from
         # stored data without flujo's checks (hash flooding, exact types).
+        if readers:  # a reader exists only once the class was found eligible
+            return
         if not typed_eligible(cls):
             raise DeserializationError(
                 f"{name}: stored in the typed form, which this class can no longer take (it "

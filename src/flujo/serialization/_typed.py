@@ -71,16 +71,18 @@ class Ineligible(Exception):
     """The class (or a class it contains) cannot take the typed path."""
 
 
-# A fixed offset's datetime.timezone, found by the tzinfo itself: pydantic's TzInfo compares
-# and hashes equal to the timezone with the same offset, so one lookup does it.
-_ZONES: dict[tzinfo, timezone] = {UTC: UTC}
+# pydantic's TzInfo -> the datetime.timezone of its offset. TzInfo compares equal to that
+# timezone but does not hash equal, so the TzInfo itself is the key (equal TzInfos, one entry
+# per offset).
+_ZONES: dict[tzinfo, timezone] = {}
 
 
 def _zone_for(tz: tzinfo) -> timezone:
     offset = tz.utcoffset(None)
     assert offset is not None
     zone = timezone(offset)  # timedelta(0) gives the timezone.utc singleton
-    _ZONES[zone] = zone
+    if len(_ZONES) < 4096:  # more offsets than exist in minutes; never reached by real data
+        _ZONES[tz] = zone
     return zone
 
 
