@@ -29,7 +29,7 @@ from flujo.serialization import (
 )
 from flujo.utils import register_custom_deserializer, register_custom_serializer
 
-from ._support import MONEY_SCHEMA, Money, money_from_json, money_to_json
+from ._support import MONEY_SCHEMA, Money, assert_same, money_from_json, money_to_json
 
 
 class Point3:
@@ -431,3 +431,34 @@ def test_register_type_gives_a_model_a_stable_name_and_alias(registry: TypeRegis
     assert safe_serialize(Customer(name="a"), registry=registry)[TAG] == "customer@1"
     old = {TAG: "old.module:Customer@1", VALUE: {"name": "b"}}
     assert safe_deserialize(old, registry=registry) == Customer(name="b")
+
+
+class Holder:
+    """A plain class whose serializer returns whatever dict it holds."""
+
+    def __init__(self, content: dict[Any, Any]) -> None:
+        self.content = content
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by content
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Holder and self.content == other.content
+
+
+@pytest.mark.parametrize("content", [
+    {"a": "x", "b": 1, "c": 1.5, "d": None, "e": True},
+    {"$t": "set@1", "v": []},
+    {1: "int key"},
+    {"amount": Decimal("1.10")},
+    {"nan": float("nan")},
+    {"big": 2**70},
+    {"nested": {"$t": "x"}},
+], ids=["flat-native", "reserved-key", "int-key", "decimal", "nan", "big-int", "nested"])
+def test_every_shape_of_dict_a_serializer_returns_comes_back(content: dict[Any, Any]) -> None:
+    registry = TypeRegistry()
+    registry.register_custom_serializer(Holder, lambda h: h.content,
+                                        deserializer=Holder, name="holder")
+    data = safe_serialize(Holder(content), registry=registry)
+    back = safe_deserialize(data, registry=registry)
+    assert type(back) is Holder
+    assert_same(back.content, content)
