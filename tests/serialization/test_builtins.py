@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from flujo.exceptions import SerializationError
 from flujo.serialization import TAG, VALUE, TypeRegistry, safe_deserialize, safe_serialize
@@ -420,3 +422,39 @@ def test_sets_of_strings_are_written_sorted(registry: TypeRegistry) -> None:
     data = safe_serialize({"b", "a", "c"}, registry=registry)
     assert data == {TAG: "set@1", VALUE: ["a", "b", "c"]}
     assert safe_deserialize(data, registry=registry) == {"a", "b", "c"}
+
+
+@given(st.integers(min_value=0, max_value=2**128 - 1))
+def test_uuid_text_is_the_stdlib_text_both_ways(bits: int) -> None:
+    from flujo.serialization._builtins import _uuid_from_text, _uuid_text
+
+    value = UUID(int=bits)
+    assert _uuid_text(value) == str(value)
+    back = _uuid_from_text(str(value))
+    assert type(back) is UUID and back == value and back.is_safe == value.is_safe
+
+
+@pytest.mark.parametrize("spelling", [
+    "{12345678-1234-5678-1234-567812345678}",
+    "urn:uuid:12345678-1234-5678-1234-567812345678",
+    "12345678123456781234567812345678",
+    "12345678-1234-5678-1234-567812345678".upper(),
+    "12345678-1234-5678-12345678-12345678",  # hyphens elsewhere: the stdlib ignores them
+    "1234567812345678123456781234567\u0661",  # a non-ASCII digit int() accepts
+    "not a uuid",
+    "1234567812345678123456781234567",
+])
+def test_uuid_text_is_read_exactly_as_the_stdlib_reads_it(
+        spelling: str, registry: TypeRegistry) -> None:
+    from flujo.exceptions import DeserializationError
+
+    try:
+        expected: UUID | None = UUID(spelling)
+    except ValueError:
+        expected = None
+    data = {TAG: "uuid@1", VALUE: spelling}
+    if expected is None:
+        with pytest.raises(DeserializationError, match="uuid"):
+            safe_deserialize(data, registry=registry)
+    else:
+        assert safe_deserialize(data, registry=registry) == expected

@@ -254,9 +254,17 @@ class Encoder:
         out: list[Any] = []
         append = out.append
         encode = self.encode
+        direct = self.direct
         try:
             for item in items:
-                append(encode(item, depth))
+                ti = type(item)
+                if (ti is str or ti is bool or item is None
+                        or (ti is int and INT_MIN <= item <= INT_MAX)
+                        or (ti is float and item - item == 0.0)):
+                    append(item)
+                    continue
+                leaf = direct.get(ti)
+                append(leaf(self, item, depth) if leaf is not None else encode(item, depth))
         except SerializationError as exc:
             _note(exc, f"[{len(out)}]", None)
             raise
