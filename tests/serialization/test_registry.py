@@ -462,3 +462,20 @@ def test_every_shape_of_dict_a_serializer_returns_comes_back(content: dict[Any, 
     back = safe_deserialize(data, registry=registry)
     assert type(back) is Holder
     assert_same(back.content, content)
+
+
+def test_slot_setters_fall_back_to_setattr_for_a_name_without_a_descriptor() -> None:
+    from flujo.serialization._auto import _slot_setter
+
+    class Plain:
+        pass
+
+    class Model(BaseModel):
+        x: int
+
+    obj = Plain()
+    _slot_setter(Plain, "note")(obj, 5)
+    assert obj.note == 5  # type: ignore[attr-defined]
+    model = Model(x=1)
+    _slot_setter(Model, "__pydantic_extra__")(model, None)
+    assert model.__pydantic_extra__ is None

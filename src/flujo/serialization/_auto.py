@@ -13,7 +13,7 @@ import dataclasses
 import enum
 import inspect
 import operator
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
@@ -91,6 +91,19 @@ def _check_fields(
             )
 
 
+def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
+    """The setter of the slot ``name`` on instances of ``cls``: the descriptor's own
+    ``__set__``, which costs half of ``object.__setattr__`` (no lookup by name)."""
+    for klass in cls.__mro__:
+        descriptor = klass.__dict__.get(name)
+        if descriptor is not None:
+            setter: Callable[[Any, Any], None] | None = getattr(descriptor, "__set__", None)
+            if setter is not None:
+                return setter
+            break
+    return lambda obj, value: object.__setattr__(obj, name, value)
+
+
 def model_codec(
     cls: type[BaseModel], name: str, version: int, migrations: Mapping[int, Migration]
 ) -> TypeCodec:
@@ -137,7 +150,10 @@ def model_codec(
               and not getattr(cls, "__pydantic_post_init__", None))
     field_count = len(fields)
     new = object.__new__
-    set_attr = object.__setattr__
+    set_dict = _slot_setter(cls, "__dict__")
+    set_fields_set = _slot_setter(cls, "__pydantic_fields_set__")
+    set_extra = _slot_setter(cls, "__pydantic_extra__")
+    set_private = _slot_setter(cls, "__pydantic_private__")
 
     readers: list[TypedReader] = []
 
@@ -183,10 +199,10 @@ def model_codec(
         if direct and len(values) == field_count and known is not None \
                 and known.issuperset(values):
             obj = new(cls)
-            set_attr(obj, "__dict__", values)
-            set_attr(obj, "__pydantic_fields_set__", set(values))
-            set_attr(obj, "__pydantic_extra__", None)
-            set_attr(obj, "__pydantic_private__", None)
+            set_dict(obj, values)
+            set_fields_set(obj, set(values))
+            set_extra(obj, None)
+            set_private(obj, None)
             return obj
         _check_fields(values, required, known, name)
         if known is not None:
