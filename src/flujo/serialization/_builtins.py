@@ -8,6 +8,7 @@ format schema (``flujo.serialization.tagged_format_schema``).
 from __future__ import annotations
 
 import base64
+import binascii
 import math
 import pathlib
 from collections import Counter, OrderedDict, defaultdict, deque
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from decimal import Decimal
+from functools import partial
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -29,7 +31,7 @@ from ._codec import DICT_NAME, DICT_VERSION, MODELS_NAME, MODELS_VERSION
 from ._types import JSONSchema, TypeCodec
 
 if TYPE_CHECKING:
-    from ._codec import Decoder, Encoder
+    from ._codec import DecodePlan, Decoder, Encoder
 
 VALUE_REF: JSONSchema = {"$ref": "#/$defs/value"}
 _ITEMS: JSONSchema = {"type": "array", "items": VALUE_REF}
@@ -370,8 +372,19 @@ def _dec_defaultdict(dec: Decoder, v: Any, depth: int) -> defaultdict[Any, Any]:
                                                  "defaultdict"))
 
 
-def _dec_bytes(dec: Decoder, v: Any, depth: int) -> bytes:
-    return base64.b64decode(_expect(v, str, "bytes"), validate=True)
+def _text_decoder(name: str, decode: Callable[[str], Any]) -> DecodePlan:
+    """The decode plan of a type stored as one string (the check inline: these are hot)."""
+    def decode_text(dec: Decoder, v: Any, depth: int) -> Any:
+        if type(v) is not str:
+            raise DeserializationError(f"{name}: expected str, got {v!r:.80}")
+        return decode(v)
+
+    return decode_text
+
+
+# b64decode(validate=True) is this call after a Python-level argument check.
+_from_base64: Callable[[str], bytes] = partial(binascii.a2b_base64, strict_mode=True)
+_dec_bytes = _text_decoder("bytes", _from_base64)
 
 
 def _string_codec(name: str, py_type: type, schema: JSONSchema,
@@ -379,7 +392,7 @@ def _string_codec(name: str, py_type: type, schema: JSONSchema,
     return TypeCodec(
         name, 1, "builtin", py_type,
         lambda enc, obj, depth: str(obj),
-        lambda dec, v, depth: decode(_expect(v, str, name)),
+        _text_decoder(name, decode),
         schema,
     )
 
@@ -401,7 +414,7 @@ _CODECS: tuple[TypeCodec, ...] = (
               description="ISO 8601 (RFC 3339) timestamp; an IANA zone as an RFC 9557 "
                           "suffix, e.g. 2024-03-10T01:30:00-05:00[America/New_York]"),
     TypeCodec("date", 1, "builtin", date, lambda enc, d, depth: d.isoformat(),
-              lambda dec, v, depth: date.fromisoformat(_expect(v, str, "date")),
+              _text_decoder("date", date.fromisoformat),
               {"type": "string", "pattern": f"^{_ISO_DATE}$"}),
     TypeCodec("time", 1, "builtin", time, _enc_time, _dec_time,
               {"type": "string", "pattern": f"^{_ISO_TIME}{_ZONE}$"}),
