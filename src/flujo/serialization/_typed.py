@@ -297,10 +297,24 @@ class _GuardWriter(_SchemaWalker):
             return [*lines, *self.model_checks(node, var, indent, level + 1, depth)]
         raise Ineligible(f"core schema node {kind!r}")
 
-    def build(self, node: dict[str, Any]) -> Any:
-        root = self.model_function(self.resolve(node))
+    def list_function(self, node: dict[str, Any]) -> str:
+        """A guard over a whole list of the root class: the model's checks in the loop, so
+        a list of records costs no call per record."""
+        cls = self.constant(node["cls"])
+        body = self.model_checks(node, "o", 3, 0, 0)
+        self.sources.append("\n".join([
+            "def _guard_list(items):", "    try:", "        for o in items:",
+            f"            if type(o) is not {cls}: return False", *body,
+            "    except KeyError:", "        return False", "    return True"]))
+        return "_guard_list"
+
+    def build(self, node: dict[str, Any]) -> tuple[Any, Any]:
+        """The guard of the root class and the guard of a list of it."""
+        root_node = self.resolve(node)
+        root = self.model_function(root_node)
+        many = self.list_function(root_node)
         exec("\n\n".join(self.sources), self.namespace)  # flujo's own templates, never stored data
-        return self.namespace[root]
+        return self.namespace[root], self.namespace[many]
 
 
 def _check_keys(node: dict[str, Any]) -> None:
@@ -405,9 +419,10 @@ class TypedReader:
 class TypedModel:
     """The typed path of one eligible model class: its guard and pydantic's serializers."""
 
-    def __init__(self, cls: type[BaseModel], guard: Any) -> None:
+    def __init__(self, cls: type[BaseModel], guard: Any, list_guard: Any) -> None:
         self.cls = cls
         self.guard = guard
+        self.list_guard = list_guard
         self.to_python = cls.__pydantic_serializer__.to_python
         self.list_to_python = TypeAdapter(list[cls]).serializer.to_python  # type: ignore[valid-type]
 
@@ -423,11 +438,9 @@ class TypedModel:
             return None  # a cycle or a very deep chain: the generic path reports it properly
 
     def dump_list(self, items: list[Any]) -> Any | None:
-        cls, guard = self.cls, self.guard
         try:
-            for item in items:
-                if type(item) is not cls or not guard(item):
-                    return None
+            if not self.list_guard(items):
+                return None
             return self.list_to_python(items, mode="json")
         except (RecursionError, PydanticSerializationError):
             return None
@@ -466,8 +479,8 @@ def typed_model(cls: type) -> TypedModel | None:
     except KeyError:
         pass
     try:
-        guard = _GuardWriter().build(cls.__pydantic_core_schema__)  # type: ignore[arg-type]
-        typed: TypedModel | None = TypedModel(cls, guard)
+        guards = _GuardWriter().build(cls.__pydantic_core_schema__)  # type: ignore[arg-type]
+        typed: TypedModel | None = TypedModel(cls, *guards)
     except Ineligible:
         typed = None
     _TYPED[cls] = typed
