@@ -458,3 +458,17 @@ def test_uuid_text_is_read_exactly_as_the_stdlib_reads_it(
             safe_deserialize(data, registry=registry)
     else:
         assert safe_deserialize(data, registry=registry) == expected
+
+
+_WHOLE_MINUTE_ZONES = st.one_of(
+    st.none(), st.just(UTC),
+    st.integers(-(23 * 60 + 59), 23 * 60 + 59).map(lambda m: timezone(timedelta(minutes=m))))
+
+
+@given(st.datetimes(), _WHOLE_MINUTE_ZONES, st.sampled_from([0, 1]))
+def test_datetime_text_by_pydantic_core_is_isoformat(
+        value: datetime, zone: timezone | None, fold: int) -> None:
+    from flujo.serialization._builtins import _datetime_text
+
+    value = value.replace(tzinfo=zone, fold=fold)
+    assert _datetime_text(value) == value.isoformat() + ("[fold=1]" if fold else "")
