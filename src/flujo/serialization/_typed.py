@@ -101,7 +101,9 @@ def _plain_offset(tz: tzinfo) -> bool:
 _combine = datetime.combine
 
 
-def _rebuild_zone(value: datetime) -> datetime:
+def _rebuild_zone(value: datetime | None) -> datetime | None:
+    if value is None:  # a nullable field: one call instead of a wrapper and this
+        return value
     tz = value.tzinfo
     if tz is None or type(tz) is timezone:
         return value
@@ -350,8 +352,8 @@ class _FixerBuilder(_SchemaWalker):
             return _rebuild_zone
         if kind in ("nullable", "default"):
             inner = self.value(node["schema"])
-            if inner is None:
-                return None
+            if inner is None or inner is _rebuild_zone:  # which takes None itself
+                return inner
             return lambda v: v if v is None else inner(v)
         if kind == "list":
             item = self.value(node.get("items_schema", {}))
