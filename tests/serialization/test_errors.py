@@ -5,10 +5,13 @@ from __future__ import annotations
 import threading
 import warnings
 from collections import OrderedDict, defaultdict, deque
+from datetime import date
+from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from flujo.exceptions import (
     CircularReferenceError,
@@ -34,7 +37,7 @@ from flujo.serialization import (
     safe_serialize,
 )
 
-from ._support import Box, Pair, Point, assert_same, make_registry
+from ._support import Box, Money, Pair, Point, assert_same, make_registry
 
 
 class Secret:
@@ -285,6 +288,35 @@ def test_max_depth_is_configurable() -> None:
     assert info.value.path in str(info.value)
     with pytest.raises(NestingTooDeepError):
         safe_deserialize(_nest(10, lambda v: [v]), registry=registry)
+
+
+class _Leaf(BaseModel):
+    model_config = ConfigDict(frozen=True)  # hashable, to sit in a frozenset
+    n: int
+
+
+@pytest.mark.parametrize("wrap", [
+    lambda v: [v], lambda v: (v,), lambda v: {"k": v}, lambda v: frozenset([v]),
+    lambda v: Box(payload=v),
+], ids=["list", "tuple", "dict", "frozenset", "model"])
+@pytest.mark.parametrize("leaf", [
+    UUID(int=5), date(2024, 1, 1), Decimal("1.5"), float("nan"), _Leaf(n=1), Money(Decimal(1)),
+], ids=lambda leaf: type(leaf).__name__)
+def test_whatever_encodes_within_max_depth_also_decodes(wrap: Any, leaf: Any) -> None:
+    # Containers call leaf and custom plans directly; one level past max_depth they must
+    # refuse the value as the decoder would, not write what cannot be read back.
+    for max_depth in range(4):
+        registry = make_registry()
+        registry.max_depth = max_depth
+        for levels in range(6):
+            value = leaf
+            for _ in range(levels):
+                value = wrap(value)
+            try:
+                data = safe_serialize(value, registry=registry)
+            except NestingTooDeepError:
+                continue
+            assert_same(safe_deserialize(data, registry=registry), value)
 
 
 def test_a_changed_max_depth_applies_to_the_next_call() -> None:

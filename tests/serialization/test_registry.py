@@ -479,3 +479,16 @@ def test_slot_setters_fall_back_to_setattr_for_a_name_without_a_descriptor() -> 
     model = Model(x=1)
     _slot_setter(Model, "__pydantic_extra__")(model, None)
     assert model.__pydantic_extra__ is None
+
+
+def test_a_serializer_output_past_max_depth_is_refused_as_before() -> None:
+    from flujo.exceptions import NestingTooDeepError
+
+    registry = TypeRegistry(max_depth=3)
+    registry.register_custom_serializer(Holder, lambda h: h.content, deserializer=Holder,
+                                        name="holder")
+    shallow = [[Holder({"a": 1})]]
+    assert safe_deserialize(safe_serialize(shallow, registry=registry),
+                            registry=registry) == shallow
+    with pytest.raises(NestingTooDeepError):
+        safe_serialize([[[Holder({"a": 1})]]], registry=registry)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from ..exceptions import DeserializationError, SerializationError
-from ._codec import INT_MAX, INT_MIN, TAG, _note, key_segment
+from ._codec import INT_MAX, INT_MIN, NO_DIRECT_PLANS, TAG, _note, key_segment
 from ._typed import TypedReader, typed_eligible
 from ._types import Migration, TypeCodec
 
@@ -120,7 +120,7 @@ def model_codec(
         state = obj.__dict__
         key: Any = None
         try:
-            direct = enc.direct
+            direct = enc.direct if child <= enc.max_depth else NO_DIRECT_PLANS
             for key in fields:
                 if key in state:
                     value = state[key]

@@ -40,6 +40,10 @@ INT_MIN = -(2**63)
 INT_MAX = 2**64 - 1
 
 EncodePlan = Callable[["Encoder", Any, int], Any]
+# Containers call leaf and custom plans directly, skipping Encoder.encode and its depth check;
+# past max_depth they use this instead, so a value there is refused when written, as it would
+# be when read.
+NO_DIRECT_PLANS: dict[type, EncodePlan] = {}
 BatchPlan = Callable[["Encoder", list[Any], int], Any]
 DecodePlan = Callable[["Decoder", Any, int], Any]
 
@@ -60,6 +64,10 @@ def _note(exc: SerializationError, segment: str | None, obj: object) -> None:
     if trail is None:
         trail = []
         exc._trail = trail  # type: ignore[attr-defined]
+    elif segment is None and obj is not None and trail[-1][0] is None and trail[-1][1] is obj:
+        # Noted by a custom plan and again by Encoder.encode around it: one level, not a
+        # cycle (which is what a repeated object means).
+        return
     trail.append((segment, obj))
 
 
@@ -174,8 +182,8 @@ class Encoder:
     def encode_list(self, obj: list[Any], depth: int) -> list[Any]:
         out: list[Any] | None = None
         encode = self.encode
-        direct = self.direct
         child = depth + 1
+        direct = self.direct if child <= self.max_depth else NO_DIRECT_PLANS
         index = 0
         try:
             for index, item in enumerate(obj):
@@ -203,8 +211,8 @@ class Encoder:
             return self.encode_escaped_dict(obj, depth)
         out: dict[str, Any] | None = None
         encode = self.encode
-        direct = self.direct
         child = depth + 1
+        direct = self.direct if child <= self.max_depth else NO_DIRECT_PLANS
         key: Any = None
         try:
             for key, value in obj.items():
@@ -254,7 +262,7 @@ class Encoder:
         out: list[Any] = []
         append = out.append
         encode = self.encode
-        direct = self.direct
+        direct = self.direct if depth <= self.max_depth else NO_DIRECT_PLANS
         try:
             for item in items:
                 ti = type(item)

@@ -287,8 +287,9 @@ class TypeRegistry:
                     "again; it must return a JSON-compatible value"
                 )
             # The usual output, a flat dict of JSON-native values, is checked here: two calls
-            # fewer per object than Encoder.encode -> encode_dict.
-            native = type(raw) is dict and TAG not in raw
+            # fewer per object than Encoder.encode -> encode_dict (whose depth check this
+            # keeps: what is written must be readable within max_depth).
+            native = type(raw) is dict and TAG not in raw and depth < enc.max_depth
             if native:
                 for key, item in raw.items():
                     ti = type(item)
