@@ -324,3 +324,50 @@ def test_a_field_swapped_for_a_stray_attribute_fails_the_guard() -> None:
     del child.__dict__["name"]
     child.__dict__["stray"] = "c"  # same number of entries, but not the declared field
     assert not typed.guard(child)
+
+
+def _nested_lists(levels: int, inner: Any) -> Any:
+    kind = inner
+    for _ in range(levels):
+        kind = list[kind]
+    return kind
+
+
+@pytest.mark.parametrize("levels", [18, 19, 20, 21, 25])
+def test_a_field_of_deeply_nested_lists_round_trips(registry: TypeRegistry, levels: int) -> None:
+    # CPython compiles at most 20 nested loops and try blocks in one function: a guard
+    # past that is not compiled, and such values are written in the generic form.
+    from pydantic import create_model
+
+    deep = create_model(f"Deep{levels}", x=(_nested_lists(levels, int), ...))
+    value: Any = 1
+    for _ in range(levels):
+        value = [value]
+    for written in (deep(x=value), [deep(x=value), deep(x=value)]):
+        _, back = round_trip(written, registry)
+        assert_same(back, written)
+
+
+def test_nested_models_too_deep_to_inline_together_are_still_typed(
+        registry: TypeRegistry) -> None:
+    from pydantic import create_model
+
+    leaf = create_model("DeepLeaf", m=(_nested_lists(7, int), []))
+    mid = create_model("DeepMid", ls=(_nested_lists(6, leaf), []))
+    top = create_model("DeepTop", ms=(_nested_lists(6, mid), []))
+    value = top(ms=[[[[[[mid(ls=[[[[[[leaf(m=[[[[[[[1]]]]]]])]]]]]])]]]]]])
+    data, back = round_trip(value, registry)
+    assert type(data[VALUE]) is list  # typed, one guard function per class
+    assert_same(back, value)
+
+
+def test_wide_nested_models_get_one_guard_per_class_instead_of_inlined_code(
+        registry: TypeRegistry) -> None:
+    from pydantic import create_model
+
+    inner = create_model("WideInner", **{f"i{n}": (int, n) for n in range(30)})
+    middle = create_model("WideMiddle", **{f"m{n}": (inner, inner()) for n in range(30)})
+    outer = create_model("WideOuter", **{f"o{n}": (middle, middle()) for n in range(30)})
+    data, back = round_trip(outer(), registry)
+    assert type(data[VALUE]) is list
+    assert_same(back, outer())

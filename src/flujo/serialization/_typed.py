@@ -63,12 +63,21 @@ _SIMPLE_CHECKS = {
     "uuid": "type({first}) is not UUID",
     "date": "type({first}) is not date",
 }
-# Nested models are checked inline, without a call, down to this many levels.
+# Nested models are checked inline, without a call, down to this many levels, unless the
+# guard code would pass this many lines (wide models nest cubically) or cannot be compiled
+# (CPython allows 20 nested loops and try blocks in one function): then each model class
+# gets its own function.
 _INLINE_LEVELS = 3
+_MAX_INLINED_LINES = 1500
 
 
 class Ineligible(Exception):
     """The class (or a class it contains) cannot take the typed path."""
+
+
+class Uncompilable(Exception):
+    """The guard of an eligible class is too deeply nested for CPython to compile: its
+    values are written in the generic form (the typed form stays readable)."""
 
 
 # pydantic's TzInfo -> the datetime.timezone of its offset. TzInfo compares equal to that
@@ -142,12 +151,13 @@ class _GuardWriter(_SchemaWalker):
     inline: a call per nested model would cost more than its checks.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, inline: bool = True) -> None:
         super().__init__()
         self.namespace: dict[str, Any] = {
             "INT_MIN": INT_MIN, "INT_MAX": INT_MAX, "Decimal": Decimal, "UUID": UUID,
             "date": date, "datetime": datetime, "UTC": UTC, "_plain_offset": _plain_offset,
         }
+        self.inline = inline
         self.functions: dict[type, str] = {}
         self.sources: list[str] = []
         self.counter = 0
@@ -293,17 +303,21 @@ class _GuardWriter(_SchemaWalker):
         if kind == "model":
             cls = self.constant(node["cls"])
             lines = [f"{pad}if type({var}) is not {cls}: return False"]
-            if node["cls"] in self.inlining or level + 1 >= _INLINE_LEVELS:
+            if (not self.inline or node["cls"] in self.inlining
+                    or level + 1 >= _INLINE_LEVELS):
                 function = self.model_function(node)
                 return [*lines, f"{pad}if not {function}({var}): return False"]
             return [*lines, *self.model_checks(node, var, indent, level + 1, depth)]
         raise Ineligible(f"core schema node {kind!r}")
 
-    def list_function(self, node: dict[str, Any]) -> str:
+    def list_function(self, node: dict[str, Any], root: str) -> str:
         """A guard over a whole list of the root class: the model's checks in the loop, so
-        a list of records costs no call per record."""
+        a list of records costs no call per record (a call per record when not inlining)."""
         cls = self.constant(node["cls"])
-        body = self.model_checks(node, "o", 3, 0, 0)
+        if self.inline:
+            body = self.model_checks(node, "o", 3, 0, 0)
+        else:
+            body = [f"            if not {root}(o): return False"]
         self.sources.append("\n".join([
             "def _guard_list(items):", "    try:", "        for o in items:",
             f"            if type(o) is not {cls}: return False", *body,
@@ -311,12 +325,29 @@ class _GuardWriter(_SchemaWalker):
         return "_guard_list"
 
     def build(self, node: dict[str, Any]) -> tuple[Any, Any]:
-        """The guard of the root class and the guard of a list of it."""
+        """The guard of the root class and the guard of a list of it. Raises Uncompilable
+        when the code is too large to inline or too deeply nested to compile."""
         root_node = self.resolve(node)
         root = self.model_function(root_node)
-        many = self.list_function(root_node)
-        exec("\n\n".join(self.sources), self.namespace)  # flujo's own templates, never stored data
+        many = self.list_function(root_node, root)
+        source = "\n\n".join(self.sources)
+        if self.inline and source.count("\n") > _MAX_INLINED_LINES:
+            raise Uncompilable(f"{source.count(chr(10))} lines of inlined guard code")
+        try:
+            code = compile(source, "<flujo typed guard>", "exec")
+        except (SyntaxError, RecursionError) as exc:  # too many nested blocks, too deep
+            raise Uncompilable(str(exc)) from None
+        exec(code, self.namespace)  # flujo's own templates, never stored data
         return self.namespace[root], self.namespace[many]
+
+
+def _build_guards(cls: type[BaseModel]) -> tuple[Any, Any]:
+    """The guards of ``cls``, inlined when that compiles, else one function per class."""
+    try:
+        return _GuardWriter().build(cls.__pydantic_core_schema__)  # type: ignore[arg-type]
+    except Uncompilable:
+        return _GuardWriter(inline=False).build(
+            cls.__pydantic_core_schema__)  # type: ignore[arg-type]
 
 
 def _check_keys(node: dict[str, Any]) -> None:
@@ -480,12 +511,15 @@ def typed_model(cls: type) -> TypedModel | None:
         return _TYPED[cls]
     except KeyError:
         pass
+    typed: TypedModel | None = None
     try:
-        guards = _GuardWriter().build(cls.__pydantic_core_schema__)  # type: ignore[arg-type]
-        typed: TypedModel | None = TypedModel(cls, *guards)
+        typed = TypedModel(cls, *_build_guards(cls))
     except Ineligible:
-        typed = None
+        _ELIGIBLE[cls] = False
+    except Uncompilable:
+        pass  # still eligible: the typed form others wrote stays readable
+    else:
+        _ELIGIBLE[cls] = True  # typed_eligible need not analyse the class again
     _TYPED[cls] = typed
-    _ELIGIBLE[cls] = typed is not None  # typed_eligible need not analyse the class again
     return typed
 
