@@ -5,9 +5,9 @@ no bool in an int field, no ZoneInfo datetime, no NaN, no int beyond 64 bits, ..
 written as the model's own JSON by pydantic-core and read back by its validator with the
 same types. pydantic itself does not check that: it writes a ``str`` subclass, a bool in an
 ``int`` field or a subclass instance in a model field without complaint, and they come back
-as something else. So each eligible class gets a *guard*: Python code generated from the
-class's core schema (by flujo, from flujo's own templates; never from stored data) that
-checks the exact types in one pass. Values that fail the guard take the generic path.
+as something else. So each eligible class gets a *guard* (``_guard``): Python code
+generated from the class's core schema that checks the exact types in one pass. Values that
+fail the guard take the generic path.
 
 Eligible classes use only these core-schema nodes without constraints: str, int, float,
 bool, decimal, uuid, date, datetime (tz_constraint allowed), enum (str/int values), list,
@@ -15,70 +15,24 @@ dict with str keys, nullable, default, nested eligible models, definitions. No v
 or serializers of their own (reading must not run code that writing did not), no aliases,
 no computed or excluded fields, no extra fields, no custom ``__init__``, not strict.
 
-Reading rebuilds fixed-offset datetimes as ``datetime.timezone`` (as the generic path does),
-through an after-validator added to a copy of the core schema.
+Reading runs the class's own validator, then rebuilds pydantic's fixed-offset ``TzInfo``
+as ``datetime.timezone`` (what the generic path gives), by closures composed from the core
+schema.
 """
 
 from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timezone, tzinfo
-from decimal import Decimal
+from datetime import datetime, timezone, tzinfo
 from typing import Any
-from uuid import UUID
 
 from pydantic import BaseModel, TypeAdapter
 from pydantic_core import PydanticSerializationError
 
-from ._codec import INT_MAX, INT_MIN
+from ._guard import GuardWriter, Ineligible, SchemaWalker, Uncompilable, build_guards
 
 __all__ = ["TypedModel", "TypedReader", "typed_eligible", "typed_model"]
-
-_COMMON = frozenset({"type", "ref", "metadata"})
-_ALLOWED_KEYS: dict[str, frozenset[str]] = {
-    "str": _COMMON, "int": _COMMON, "bool": _COMMON, "decimal": _COMMON, "uuid": _COMMON,
-    "date": _COMMON, "float": _COMMON | {"allow_inf_nan"},
-    "datetime": _COMMON | {"tz_constraint", "microseconds_precision"},
-    "enum": _COMMON | {"cls", "members", "sub_type", "missing"},
-    "list": _COMMON | {"items_schema"},
-    "dict": _COMMON | {"keys_schema", "values_schema"},
-    "nullable": _COMMON | {"schema"},
-    "default": _COMMON | {"schema", "default", "default_factory", "default_factory_takes_data",
-                          "validate_default", "copy_default", "on_error"},
-    "model": _COMMON | {"cls", "schema", "config", "custom_init", "root_model", "post_init",
-                        "generic_origin", "frozen"},
-    "model-fields": _COMMON | {"fields", "model_name", "computed_fields", "extra_behavior"},
-    "model-field": _COMMON | {"schema", "frozen"},
-    "definitions": _COMMON | {"schema", "definitions"},
-    "definition-ref": _COMMON | {"schema_ref"},
-}
-_SIMPLE_CHECKS = {
-    # Failure conditions; {first} is the value's first use (it may bind it), {v} the others.
-    "str": "type({first}) is not str",
-    "bool": "type({first}) is not bool",
-    "int": "type({first}) is not int or not (INT_MIN <= {v} <= INT_MAX)",
-    "float": "type({first}) is not float or {v} - {v} != 0.0",
-    "decimal": "type({first}) is not Decimal or not {v}.is_finite()",
-    "uuid": "type({first}) is not UUID",
-    "date": "type({first}) is not date",
-}
-# Nested models are checked inline, without a call, down to this many levels, unless the
-# guard code would pass this many lines (wide models nest cubically) or cannot be compiled
-# (CPython allows 20 nested loops and try blocks in one function): then each model class
-# gets its own function.
-_INLINE_LEVELS = 3
-_MAX_INLINED_LINES = 1500
-
-
-class Ineligible(Exception):
-    """The class (or a class it contains) cannot take the typed path."""
-
-
-class Uncompilable(Exception):
-    """The guard of an eligible class is too deeply nested for CPython to compile: its
-    values are written in the generic form (the typed form stays readable)."""
-
 
 # pydantic's TzInfo -> the datetime.timezone of its offset. TzInfo compares equal to that
 # timezone but does not hash equal, so the TzInfo itself is the key (equal TzInfos, one entry
@@ -94,17 +48,6 @@ def _zone_for(tz: tzinfo) -> timezone:
         _ZONES[tz] = zone
     return zone
 
-
-def _plain_offset(tz: tzinfo) -> bool:
-    """A fixed offset in whole minutes, unnamed: what an ISO string keeps exactly."""
-    if type(tz) is timezone:
-        offset = tz.utcoffset(None)
-        return offset.microseconds == 0 and offset.seconds % 60 == 0 and (
-            tz.tzname(None) == timezone(offset).tzname(None))
-    if type(tz).__module__.startswith("pydantic"):  # pydantic's own TzInfo
-        fixed = tz.utcoffset(None)
-        return fixed is not None and fixed.microseconds == 0 and fixed.seconds % 60 == 0
-    return False
 
 
 _combine = datetime.combine
@@ -122,248 +65,10 @@ def _rebuild_zone(value: datetime | None) -> datetime | None:
     return _combine(value.date(), value.time(), zone if zone is not None else _zone_for(tz))
 
 
-class _SchemaWalker:
-    """Follows a core schema's ``definitions`` / ``definition-ref`` indirections."""
-
-    def __init__(self) -> None:
-        self.definitions: dict[str, Any] = {}
-
-    def inspect(self, node: dict[str, Any]) -> None:
-        """Called on each indirection node before it is followed."""
-
-    def resolve(self, node: dict[str, Any]) -> dict[str, Any]:
-        if node.get("type") == "definitions":
-            self.inspect(node)
-            for definition in node["definitions"]:
-                self.definitions[definition["ref"]] = definition
-            return self.resolve(node["schema"])
-        if node.get("type") == "definition-ref":
-            self.inspect(node)
-            return self.resolve(self.definitions[node["schema_ref"]])
-        return node
-
-
-class _GuardWriter(_SchemaWalker):
-    """Generates one guard function per model class from its core schema.
-
-    A guard reads fields by subscript inside one ``try`` (a missing field is a ``KeyError``),
-    joins the simple checks of consecutive fields into one ``if``, and checks nested models
-    inline: a call per nested model would cost more than its checks.
-    """
-
-    def __init__(self, *, inline: bool = True) -> None:
-        super().__init__()
-        self.namespace: dict[str, Any] = {
-            "INT_MIN": INT_MIN, "INT_MAX": INT_MAX, "Decimal": Decimal, "UUID": UUID,
-            "date": date, "datetime": datetime, "UTC": UTC, "_plain_offset": _plain_offset,
-        }
-        self.inline = inline
-        self.functions: dict[type, str] = {}
-        self.sources: list[str] = []
-        self.counter = 0
-        self.inlining: list[type] = []
-
-    def constant(self, value: object) -> str:
-        self.counter += 1
-        name = f"_c{self.counter}"
-        self.namespace[name] = value
-        return name
-
-    def model_function(self, node: dict[str, Any]) -> str:
-        cls = node["cls"]
-        if cls in self.functions:
-            return self.functions[cls]
-        name = f"_guard{len(self.functions)}"
-        self.functions[cls] = name
-        body = self.model_checks(node, "o", 2, 0, 0)
-        self.sources.append("\n".join([
-            f"def {name}(o):", "    try:", *body,
-            "    except KeyError:", "        return False", "    return True"]))
-        return name
-
-    def model_checks(self, node: dict[str, Any], var: str, indent: int, level: int,
-                     depth: int) -> list[str]:
-        """Statements that ``return False`` unless model ``var`` has exactly its types."""
-        cls = node["cls"]
-        _check_keys(node)
-        if node.get("custom_init") or node.get("root_model"):
-            raise Ineligible(f"{cls.__qualname__} has a custom __init__ or is a RootModel")
-        config = node.get("config") or {}
-        if config.get("strict") or config.get("extra_fields_behavior") == "allow":
-            raise Ineligible(f"{cls.__qualname__} is strict or allows extra fields")
-        fields_node = self.resolve(node["schema"])
-        _check_keys(fields_node)
-        if fields_node["type"] != "model-fields" or fields_node.get("computed_fields") or \
-                fields_node.get("extra_behavior") == "allow":
-            raise Ineligible(f"{cls.__qualname__} has computed or extra fields")
-        pad = "    " * indent
-        state, value = f"d{level}", f"v{level}"
-        lines = [f"{pad}{state} = {var}.__dict__",
-                 f"{pad}if len({state}) != {len(fields_node['fields'])} or "
-                 f"{var}.__pydantic_extra__: return False"]
-        pending: list[str] = []  # simple failure conditions, joined into one statement
-
-        def flush() -> None:
-            if pending:
-                lines.append(f"{pad}if {' or '.join(pending)}: return False")
-                pending.clear()
-
-        self.inlining.append(cls)
-        for field_name, field in fields_node["fields"].items():
-            _check_keys(field)
-            schema = self.resolve(field["schema"])
-            while schema.get("type") == "default":
-                _check_keys(schema)
-                schema = self.resolve(schema["schema"])
-            item = f"{state}[{field_name!r}]"
-            condition = self.condition(schema, item, value)
-            if condition is not None:
-                pending.append(f"({condition})")
-                continue
-            flush()
-            lines.append(f"{pad}{value} = {item}")
-            lines += self.check(schema, value, indent, depth, level)
-        flush()
-        self.inlining.pop()
-        return lines
-
-    def inspect(self, node: dict[str, Any]) -> None:
-        _check_keys(node)
-
-    def condition(self, node: dict[str, Any], item: str, value: str) -> str | None:
-        """One expression, true when ``item`` is not exactly of type ``node``; None when the
-        check needs statements. ``value`` is the name it may bind ``item`` to."""
-        kind = node["type"]
-        if kind in _SIMPLE_CHECKS:
-            _check_keys(node)
-            template = _SIMPLE_CHECKS[kind]
-            first = f"({value} := {item})" if "{v}" in template else item
-            return template.format(first=first, v=value)
-        if kind == "enum":
-            _check_keys(node)
-            return f"type({item}) is not {self.enum_class(node)}"
-        return None
-
-    def enum_class(self, node: dict[str, Any]) -> str:
-        cls = node["cls"]
-        values = [member.value for member in node["members"]]
-        if not all(type(v) is str or (type(v) is int and INT_MIN <= v <= INT_MAX)
-                   for v in values):
-            raise Ineligible(f"enum {cls.__qualname__} has non-JSON values")
-        return self.constant(cls)
-
-    def check(self, node: dict[str, Any], var: str, indent: int, depth: int,
-              level: int) -> list[str]:
-        """Statements that ``return False`` unless ``var`` has exactly the type of ``node``."""
-        node = self.resolve(node)
-        _check_keys(node)
-        kind = node["type"]
-        pad = "    " * indent
-        if kind in _SIMPLE_CHECKS:
-            return [f"{pad}if {_SIMPLE_CHECKS[kind].format(first=var, v=var)}: return False"]
-        if kind == "datetime":
-            constraint = node.get("tz_constraint")
-            tz = f"t{depth}"
-            lines = [f"{pad}if type({var}) is not datetime or {var}.fold: return False",
-                     f"{pad}{tz} = {var}.tzinfo"]
-            if constraint == "aware":
-                lines.append(f"{pad}if {tz} is not UTC and ({tz} is None or not "
-                             f"_plain_offset({tz})): return False")
-            elif constraint == "naive":
-                lines.append(f"{pad}if {tz} is not None: return False")
-            elif constraint is None:
-                lines.append(f"{pad}if {tz} is not None and {tz} is not UTC and not "
-                             f"_plain_offset({tz}): return False")
-            else:
-                raise Ineligible(f"datetime tz_constraint {constraint!r}")
-            return lines
-        if kind == "enum":
-            return [f"{pad}if type({var}) is not {self.enum_class(node)}: return False"]
-        if kind == "default":
-            return self.check(node["schema"], var, indent, depth, level)
-        if kind == "nullable":
-            return [f"{pad}if {var} is not None:",
-                    *self.check(node["schema"], var, indent + 1, depth, level)]
-        if kind == "list":
-            item = f"x{depth}"
-            return [f"{pad}if type({var}) is not list: return False",
-                    f"{pad}for {item} in {var}:",
-                    *self.check(node.get("items_schema", {"type": "any"}), item, indent + 1,
-                                depth + 1, level)]
-        if kind == "dict":
-            keys = self.resolve(node.get("keys_schema", {"type": "any"}))
-            if keys.get("type") != "str" or set(keys) - _COMMON:
-                raise Ineligible("dict keys other than plain str")
-            key, item = f"k{depth}", f"x{depth}"
-            return [f"{pad}if type({var}) is not dict: return False",
-                    f"{pad}for {key}, {item} in {var}.items():",
-                    f"{pad}    if type({key}) is not str: return False",
-                    *self.check(node.get("values_schema", {"type": "any"}), item, indent + 1,
-                                depth + 1, level)]
-        if kind == "model":
-            cls = self.constant(node["cls"])
-            lines = [f"{pad}if type({var}) is not {cls}: return False"]
-            if (not self.inline or node["cls"] in self.inlining
-                    or level + 1 >= _INLINE_LEVELS):
-                function = self.model_function(node)
-                return [*lines, f"{pad}if not {function}({var}): return False"]
-            return [*lines, *self.model_checks(node, var, indent, level + 1, depth)]
-        raise Ineligible(f"core schema node {kind!r}")
-
-    def list_function(self, node: dict[str, Any], root: str) -> str:
-        """A guard over a whole list of the root class: the model's checks in the loop, so
-        a list of records costs no call per record (a call per record when not inlining)."""
-        cls = self.constant(node["cls"])
-        if self.inline:
-            body = self.model_checks(node, "o", 3, 0, 0)
-        else:
-            body = [f"            if not {root}(o): return False"]
-        self.sources.append("\n".join([
-            "def _guard_list(items):", "    try:", "        for o in items:",
-            f"            if type(o) is not {cls}: return False", *body,
-            "    except KeyError:", "        return False", "    return True"]))
-        return "_guard_list"
-
-    def build(self, node: dict[str, Any]) -> tuple[Any, Any]:
-        """The guard of the root class and the guard of a list of it. Raises Uncompilable
-        when the code is too large to inline or too deeply nested to compile."""
-        root_node = self.resolve(node)
-        root = self.model_function(root_node)
-        many = self.list_function(root_node, root)
-        source = "\n\n".join(self.sources)
-        if self.inline and source.count("\n") > _MAX_INLINED_LINES:
-            raise Uncompilable(f"{source.count(chr(10))} lines of inlined guard code")
-        try:
-            code = compile(source, "<flujo typed guard>", "exec")
-        except (SyntaxError, RecursionError) as exc:  # too many nested blocks, too deep
-            raise Uncompilable(str(exc)) from None
-        exec(code, self.namespace)  # flujo's own templates, never stored data
-        return self.namespace[root], self.namespace[many]
-
-
-def _build_guards(cls: type[BaseModel]) -> tuple[Any, Any]:
-    """The guards of ``cls``, inlined when that compiles, else one function per class."""
-    try:
-        return _GuardWriter().build(cls.__pydantic_core_schema__)  # type: ignore[arg-type]
-    except Uncompilable:
-        return _GuardWriter(inline=False).build(
-            cls.__pydantic_core_schema__)  # type: ignore[arg-type]
-
-
-def _check_keys(node: dict[str, Any]) -> None:
-    kind = node.get("type")
-    allowed = _ALLOWED_KEYS.get(kind)  # type: ignore[arg-type]
-    if allowed is None:
-        raise Ineligible(f"core schema node {kind!r}")
-    extra = set(node) - allowed
-    if extra:
-        raise Ineligible(f"{kind} with {sorted(extra)}")
-
-
 Fixer = Callable[[Any], Any]
 
 
-class _FixerBuilder(_SchemaWalker):
+class _FixerBuilder(SchemaWalker):
     """Composes closures that rebuild fixed-offset datetimes as ``datetime.timezone``.
 
     pydantic reads an ISO offset as its own ``TzInfo``; the generic path gives
@@ -490,7 +195,7 @@ def typed_eligible(cls: type) -> bool:
         return _ELIGIBLE[cls]
     except KeyError:
         pass
-    writer = _GuardWriter()
+    writer = GuardWriter()
     try:
         writer.model_function(writer.resolve(cls.__pydantic_core_schema__))  # type: ignore[arg-type]
         eligible = True
@@ -513,7 +218,7 @@ def typed_model(cls: type) -> TypedModel | None:
         pass
     typed: TypedModel | None = None
     try:
-        typed = TypedModel(cls, *_build_guards(cls))
+        typed = TypedModel(cls, *build_guards(cls))
     except Ineligible:
         _ELIGIBLE[cls] = False
     except Uncompilable:
