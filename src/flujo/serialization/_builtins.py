@@ -53,9 +53,9 @@ def _expect(value: Any, kind: type, what: str) -> Any:
 
 # -- UUID ---------------------------------------------------------------------------------
 # pydantic-core writes a UUID in a third of str()'s time and reads one in a fifth of UUID()'s,
-# with the same text
-# (checked for every bit pattern by the tests). Text it does not parse goes to UUID(), which
-# accepts a few more spellings, so what flujo reads is exactly what UUID() reads.
+# with the same text (checked for every bit pattern by the tests). Text it does not parse goes
+# to UUID(), which accepts a few more spellings, so what flujo reads is exactly what UUID()
+# reads.
 _uuid_text: Callable[[UUID], str] = to_jsonable_python
 _parse_uuid = SchemaValidator(core_schema.uuid_schema()).validate_python
 
