@@ -98,6 +98,7 @@ class SchemaWalker:
             return self.resolve(self.definitions[node["schema_ref"]])
         return node
 
+
 class GuardWriter(SchemaWalker):
     """Generates one guard function per model class from its core schema.
 
@@ -167,9 +168,6 @@ class GuardWriter(SchemaWalker):
         for field_name, field in fields_node["fields"].items():
             check_keys(field)
             schema = self.resolve(field["schema"])
-            while schema.get("type") == "default":
-                check_keys(schema)
-                schema = self.resolve(schema["schema"])
             item = f"{state}[{field_name!r}]"
             condition = self.condition(schema, item, value)
             if condition is not None:
@@ -192,11 +190,14 @@ class GuardWriter(SchemaWalker):
         if kind in _SIMPLE_CHECKS:
             check_keys(node)
             template = _SIMPLE_CHECKS[kind]
-            first = f"({value} := {item})" if "{v}" in template else item
-            return template.format(first=first, v=value)
+            bind = "{v}" in template and item != value
+            return template.format(first=f"({value} := {item})" if bind else item, v=value)
         if kind == "enum":
             check_keys(node)
             return f"type({item}) is not {self.enum_class(node)}"
+        if kind == "default":
+            check_keys(node)
+            return self.condition(self.resolve(node["schema"]), item, value)
         return None
 
     def enum_class(self, node: dict[str, Any]) -> str:
@@ -214,8 +215,9 @@ class GuardWriter(SchemaWalker):
         check_keys(node)
         kind = node["type"]
         pad = "    " * indent
-        if kind in _SIMPLE_CHECKS:
-            return [f"{pad}if {_SIMPLE_CHECKS[kind].format(first=var, v=var)}: return False"]
+        condition = self.condition(node, var, var)
+        if condition is not None:
+            return [f"{pad}if {condition}: return False"]
         if kind == "datetime":
             constraint = node.get("tz_constraint")
             tz = f"t{depth}"
@@ -232,8 +234,6 @@ class GuardWriter(SchemaWalker):
             else:
                 raise Ineligible(f"datetime tz_constraint {constraint!r}")
             return lines
-        if kind == "enum":
-            return [f"{pad}if type({var}) is not {self.enum_class(node)}: return False"]
         if kind == "default":
             return self.check(node["schema"], var, indent, depth, level)
         if kind == "nullable":

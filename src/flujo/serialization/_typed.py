@@ -25,7 +25,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable
 from datetime import datetime, timezone, tzinfo
-from typing import Any
+from typing import Any, TypeGuard
 
 from pydantic import BaseModel, TypeAdapter
 from pydantic_core import PydanticSerializationError
@@ -187,9 +187,14 @@ class TypedModel:
 _ELIGIBLE: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
 
 
+def _model_class(cls: type) -> TypeGuard[type[BaseModel]]:
+    return isinstance(cls, type) and issubclass(cls, BaseModel) and cls is not BaseModel
+
+
 def typed_eligible(cls: type) -> bool:
-    """Whether flujo writes ``cls`` in the typed form; decides without compiling anything."""
-    if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or cls is BaseModel:
+    """Whether the typed form fits ``cls`` (flujo writes it, unless the class's guard cannot
+    be compiled, and reads it); decides without compiling anything."""
+    if not _model_class(cls):
         return False
     try:
         return _ELIGIBLE[cls]
@@ -210,7 +215,7 @@ _TYPED: weakref.WeakKeyDictionary[type, TypedModel | None] = weakref.WeakKeyDict
 
 def typed_model(cls: type) -> TypedModel | None:
     """The typed path of ``cls``, or None when it is not eligible (cached per class)."""
-    if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or cls is BaseModel:
+    if not _model_class(cls):
         return None
     try:
         return _TYPED[cls]
