@@ -4,7 +4,8 @@ All of them derive from :class:`FlujoError`, and each also derives from the buil
 exception a caller would naturally catch (``TypeError``, ``ValueError``, ``LookupError``,
 ``RuntimeError``), so ``except ValueError`` keeps working for code that does not know flujo.
 Errors from dependencies (orjson, jsonschema, sqlite3, psycopg, cryptography, ...) are mapped
-to these at the boundary with ``raise ... from exc``; the original stays in ``__cause__``.
+to these at the boundary with ``raise ... from exc`` (``raise caused(..., exc)`` in the
+modules compiled with mypyc); the original stays in ``__cause__``.
 
 The tree::
 
@@ -38,7 +39,7 @@ The tree::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "BackendConfigError",
@@ -205,3 +206,14 @@ class PipelineMismatchError(PipelineError, ValueError):
 
 class StepFailedError(PipelineError):
     """A step raised. The original exception is chained as ``__cause__``."""
+
+
+_E = TypeVar("_E", bound=BaseException)
+
+
+def caused(error: _E, cause: BaseException | None) -> _E:
+    """``raise caused(error, exc)`` is ``raise error from exc`` (and ``caused(error, None)``
+    is ``from None``). The serialization modules that mypyc compiles use it: mypyc ignores
+    the ``from`` clause, which would drop ``__cause__``."""
+    error.__cause__ = cause  # also sets __suppress_context__, as ``from`` does
+    return error

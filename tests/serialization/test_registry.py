@@ -331,10 +331,12 @@ def test_registration_racing_a_decode_cache_miss_does_not_leave_a_stale_plan(
 
 
 def test_deserializer_registered_while_the_serializer_is_being_registered(
-        registry: TypeRegistry) -> None:
+        registry: TypeRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
     """register_custom_deserializer from another thread, in the middle of the serializer's
     registration, must not be lost (it used to land in 'pending' and then be dropped)."""
-    original = registry._custom_codec
+    from flujo.serialization import _registry
+
+    original = _registry.custom_codec
     others: list[threading.Thread] = []
 
     def build_then_race(*args: Any, **kwargs: Any) -> Any:
@@ -347,10 +349,10 @@ def test_deserializer_registered_while_the_serializer_is_being_registered(
             other.join(timeout=0.2)  # it finishes now, unless it has to wait for the lock
         return codec
 
-    registry._custom_codec = build_then_race  # type: ignore[method-assign]
+    monkeypatch.setattr(_registry, "custom_codec", build_then_race)
     registry.register_custom_serializer(Point3, point_to_json, name="point")
     others[0].join()
-    del registry._custom_codec
+    monkeypatch.undo()
     data = safe_serialize(Point3(1, 2, 3), registry=registry)
     assert safe_deserialize(data, registry=registry) == Point3(1, 2, 3)
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..exceptions import DeserializationError, SerializationError
+from ..exceptions import DeserializationError, SerializationError, caused
 from ._codec import INT_MAX, INT_MIN, NO_DIRECT_PLANS, TAG, _note, key_segment
 from ._typed import TypedReader, typed_eligible
 from ._types import Migration, TypeCodec
@@ -101,7 +101,11 @@ def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
             if setter is not None:
                 return setter
             break
-    return lambda obj, value: object.__setattr__(obj, name, value)
+
+    def set_attribute(obj: Any, value: Any) -> None:
+        object.__setattr__(obj, name, value)
+
+    return set_attribute
 
 
 def model_codec(
@@ -181,16 +185,16 @@ def model_codec(
         try:
             return typed_reader().read(body[0])
         except ValidationError as exc:
-            raise DeserializationError(f"{name}: typed form does not fit the class: {exc}") \
-                from exc
+            raise caused(DeserializationError(
+                f"{name}: typed form does not fit the class: {exc}"), exc)
 
     def read_typed_list(items: list[Any]) -> list[BaseModel]:
         accept_typed()
         try:
             return typed_reader().read_list(items)
         except ValidationError as exc:
-            raise DeserializationError(f"{name}: typed form does not fit the class: {exc}") \
-                from exc
+            raise caused(DeserializationError(
+                f"{name}: typed form does not fit the class: {exc}"), exc)
 
     def decode_value(dec: Decoder, body: Any, depth: int) -> BaseModel:
         if type(body) is list:
@@ -282,7 +286,7 @@ def enum_codec(cls: type[enum.Enum], name: str, version: int,
         try:
             return cls(value)
         except ValueError:
-            raise DeserializationError(f"{name}: {value!r} is not a member value") from None
+            raise caused(DeserializationError(f"{name}: {value!r} is not a member value"), None)
 
     native = all(type(m.value) is str or type(m.value) is bool or m.value is None
                  or (type(m.value) is int and INT_MIN <= m.value <= INT_MAX) for m in cls)

@@ -26,7 +26,7 @@ import orjson
 from pydantic import ValidationError
 from pydantic_core import SchemaValidator, core_schema, to_jsonable_python
 
-from ..exceptions import DeserializationError, SerializationError
+from ..exceptions import DeserializationError, SerializationError, caused
 from ._codec import DICT_NAME, DICT_VERSION, MODELS_NAME, MODELS_VERSION
 from ._types import JSONSchema, TypeCodec
 
@@ -172,7 +172,7 @@ def _apply_zone(zone: str, fixed: timezone) -> tzinfo:
     try:
         return ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise DeserializationError(f"unknown time zone {zone!r}") from exc
+        raise caused(DeserializationError(f"unknown time zone {zone!r}"), exc)
 
 
 # Read once at import (a few ms), never while decoding: looking a name up later could import

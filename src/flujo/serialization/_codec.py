@@ -23,6 +23,7 @@ from ..exceptions import (
     NestingTooDeepError,
     SerializationError,
     UnknownTypeError,
+    caused,
 )
 
 if TYPE_CHECKING:
@@ -173,7 +174,7 @@ class Encoder:
             # path, or as a cycle when an object repeats), never as a bare RecursionError.
             error = _stack_exhausted(self.max_depth)
             _note(error, None, obj)
-            raise error from None
+            raise caused(error, None)
 
     # JSON-native subtrees are returned as they are, not rebuilt: a container is copied only
     # from its first item that encodes to something else (so the result may share native
@@ -305,9 +306,9 @@ def run_encoder(encoder: Encoder, obj: Any) -> Any:
         finished = _finish(exc)
         if finished is exc:
             raise
-        raise finished from None
+        raise caused(finished, None)
     except RecursionError:
-        raise _stack_exhausted(encoder.max_depth) from None
+        raise caused(_stack_exhausted(encoder.max_depth), None)
 
 
 class Decoder:
@@ -430,20 +431,20 @@ class Decoder:
         except FlujoError:
             raise
         except RecursionError:  # before max_depth: see Encoder.encode
-            raise _stack_exhausted(self.max_depth) from None
+            raise caused(_stack_exhausted(self.max_depth), None)
         except Exception as exc:
-            raise DeserializationError(
+            raise caused(DeserializationError(
                 f"cannot decode {tag!r} from {_preview(data[VALUE])}: {exc}"
-            ) from exc
+            ), exc)
 
 
 def run_decoder(decoder: Decoder, data: Any) -> Any:
     try:
         return decoder.decode(data, 0)
     except SerializationError as exc:
-        raise _finish(exc) from exc.__cause__
+        raise caused(_finish(exc), exc.__cause__)
     except RecursionError:
-        raise _stack_exhausted(decoder.max_depth) from None
+        raise caused(_stack_exhausted(decoder.max_depth), None)
 
 
 def _preview(value: Any, limit: int = 80) -> str:

@@ -16,6 +16,7 @@ from ..exceptions import (
     MissingMigrationError,
     SerializationError,
     UnserializableTypeError,
+    caused,
 )
 from ._codec import (
     MODELS_NAME,
@@ -97,7 +98,7 @@ def fallback_plan(default: Callable[[Any], Any]) -> EncodePlan:
         except FlujoError:
             raise
         except Exception as exc:
-            raise SerializationError(f"default_serializer raised {exc!r}") from exc
+            raise caused(SerializationError(f"default_serializer raised {exc!r}"), exc)
         if type(replacement) is type(obj):
             raise UnserializableTypeError(
                 type(obj), hint="default_serializer returned the same type again"
@@ -126,9 +127,9 @@ def migrating_plan(codec: TypeCodec, stored: int, decode_value: DecodePlan) -> D
             except FlujoError:
                 raise
             except Exception as exc:
-                raise MigrationError(
+                raise caused(MigrationError(
                     f"migration of {codec.name!r} from v{version} to v{version + 1} raised {exc!r}"
-                ) from exc
+                ), exc)
         return decode_value(dec, value, depth)
 
     return plan

@@ -24,27 +24,22 @@ from pydantic import BaseModel
 
 from ..exceptions import (
     DeserializationError,
-    FlujoError,
     FutureVersionError,
     MissingDeserializerError,
     RegistrationError,
-    SerializationError,
     UnknownTypeError,
     UnserializableTypeError,
 )
 from ._auto import auto_kind, auto_name, derive_codec
 from ._builtins import BUILTIN_CODECS
 from ._codec import (
-    INT_MAX,
-    INT_MIN,
-    TAG,
     BatchPlan,
     DecodePlan,
     Decoder,
     EncodePlan,
     Encoder,
-    _note,
 )
+from ._custom import custom_codec
 from ._plans import (
     batch_plan,
     fallback_plan,
@@ -54,7 +49,7 @@ from ._plans import (
 )
 from ._typed import typed_model
 from ._types import JSONSchema, Migration, TypeCodec
-from ._validation import CompiledSchema, check_schema
+from ._validation import check_schema
 
 _NATIVE = (str, int, float, bool, type(None), list, dict)
 DEFAULT_MAX_DEPTH = 200
@@ -183,7 +178,7 @@ class TypeRegistry:
         # register_custom_deserializer lands either in pending (read here) or on the new codec.
         with self._lock:
             if serializer is not None:
-                codec = self._custom_codec(
+                codec = custom_codec(
                     cls, serializer=serializer,
                     deserializer=deserializer or self._pending_deserializers.get(cls),
                     schema=schema, name=type_name, version=version, migrations=steps,
@@ -216,7 +211,7 @@ class TypeRegistry:
                 self._pending_deserializers[cls] = deserializer
                 return
             assert codec.serializer is not None
-            rebuilt = self._custom_codec(
+            rebuilt = custom_codec(
                 cls, serializer=codec.serializer, deserializer=deserializer,
                 schema=codec.schema if codec.declared_schema else None, name=codec.name,
                 version=codec.version, migrations=codec.migrations,
@@ -261,77 +256,6 @@ class TypeRegistry:
         self._direct_plans.clear()
         self._batch_plans.clear()
         self._decode_plans.clear()
-
-    def _custom_codec(
-        self, cls: type, *, serializer: Callable[[Any], Any],
-        deserializer: Callable[[Any], Any] | None, schema: JSONSchema | None, name: str,
-        version: int, migrations: Mapping[int, Migration], validate: bool,
-        description: str | None,
-    ) -> TypeCodec:
-        compiled = CompiledSchema(schema) if schema is not None and validate else None
-        is_valid = compiled.fast_check if compiled is not None else None
-        label = cls.__qualname__
-
-        def encode_value(enc: Encoder, obj: Any, depth: int) -> Any:
-            try:
-                raw = serializer(obj)
-            except FlujoError:
-                raise
-            except Exception as exc:
-                raise SerializationError(
-                    f"the serializer registered for {label} ({name!r}) raised {exc!r}"
-                ) from exc
-            if type(raw) is type(obj):
-                raise SerializationError(
-                    f"the serializer registered for {label} ({name!r}) returned a {label} "
-                    "again; it must return a JSON-compatible value"
-                )
-            # The usual output, a flat dict of JSON-native values, is checked here: two calls
-            # fewer per object than Encoder.encode -> encode_dict (whose depth check this
-            # keeps: what is written must be readable within max_depth).
-            native = type(raw) is dict and TAG not in raw and depth < enc.max_depth
-            if native:
-                for key, item in raw.items():
-                    ti = type(item)
-                    if type(key) is not str or not (
-                            ti is str or ti is bool or item is None
-                            or (ti is int and INT_MIN <= item <= INT_MAX)
-                            or (ti is float and item - item == 0.0)):
-                        native = False
-                        break
-            if native:
-                value = raw
-            else:
-                try:
-                    value = enc.encode(raw, depth + 1)
-                except SerializationError as exc:
-                    # Containers may call this plan directly (not through Encoder.encode):
-                    # note the object here, so a cycle through a serializer is reported as one.
-                    _note(exc, None, obj)
-                    raise
-            if is_valid is not None and enc.validate and not is_valid(value):
-                compiled.raise_for(value, type_name=name)  # type: ignore[union-attr]
-            return value
-
-        def decode_value(dec: Decoder, v: Any, depth: int) -> Any:
-            value = dec.decode(v, depth)
-            try:
-                return deserializer(value)  # type: ignore[misc]
-            except FlujoError:
-                raise
-            except Exception as exc:
-                raise DeserializationError(
-                    f"the deserializer registered for {label} ({name!r}) raised {exc!r}"
-                ) from exc
-
-        codec = TypeCodec(
-            name, version, "custom", cls, encode_value,
-            decode_value if deserializer is not None else None,
-            schema if schema is not None else {}, validate=compiled is not None,
-            migrations=dict(migrations), description=description or "",
-            declared_schema=schema is not None, serializer=serializer, deserializer=deserializer,
-        )
-        return codec
 
     # -- lookup --------------------------------------------------------------------------
     def codec_for_type(self, cls: type) -> TypeCodec | None:
