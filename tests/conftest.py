@@ -6,6 +6,10 @@ them all at the end of the session, so tests never depend on or disturb anything
 database. Unreachable server: the tests skip with the reason, unless ``FLUJO_REQUIRE_POSTGRES``
 is set (CI), where they fail.
 
+Compiled modules (setup.py builds them in place with ``pip install -e .``) must not be older
+than their sources: the session stops and says to rebuild (or to set FLUJO_PURE_PYTHON=1),
+rather than test code that is not the code in the tree.
+
 Snapshots live in the top-level ``snapshots/`` folder, one directory per test module
 (``snapshots/<test module>/<test name>.json``), so they are easy to review in one place and
 are not scattered through ``tests/``.
@@ -14,6 +18,7 @@ are not scattered through ``tests/``.
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -30,6 +35,22 @@ if TYPE_CHECKING:
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SNAPSHOT_ROOT = REPO_ROOT / "snapshots"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    from flujo.serialization import compiled_modules
+
+    package = REPO_ROOT / "src" / "flujo" / "serialization"
+    stale = []
+    for name in compiled_modules():
+        module = sys.modules[f"flujo.serialization.{name}"]
+        if module.__file__ and Path(module.__file__).parent == package and \
+                (package / f"{name}.py").stat().st_mtime > Path(module.__file__).stat().st_mtime:
+            stale.append(name)
+    if stale:
+        pytest.exit(f"compiled flujo.serialization modules {stale} are older than their "
+                    "sources: rebuild with `pip install -e .`, or run with "
+                    "FLUJO_PURE_PYTHON=1", returncode=3)
 
 
 def _keep_key_order(value: Any) -> Any:

@@ -14,6 +14,9 @@ from typing import Any, Literal, TypeVar
 import orjson
 
 from ..exceptions import SerializationError
+
+# _build first: under FLUJO_PURE_PYTHON=1 it switches compiled modules to their sources.
+from ._build import compiled_modules
 from ._codec import TAG, VALUE, Encoder, UnknownTypeWarning, run_decoder, run_encoder
 from ._plain import CIRCULAR_PLACEHOLDER, to_plain
 from ._registry import DEFAULT_MAX_DEPTH, TypeRegistry
@@ -32,6 +35,7 @@ __all__ = [
     "TypeCodec",
     "TypeRegistry",
     "UnknownTypeWarning",
+    "compiled_modules",
     "default_registry",
     "deserialize_from_json",
     "encode_with_manifest",

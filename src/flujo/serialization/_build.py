@@ -1,0 +1,50 @@
+"""Which serialization modules mypyc compiles, and the switch back to their sources.
+
+``setup.py`` compiles the modules in ``COMPILED_MODULES`` into C extensions when it can
+(``FLUJO_COMPILE=0`` or a missing C compiler leave them as Python). Both forms behave the
+same; the compiled one runs the encoder's and decoder's loops faster. With
+``FLUJO_PURE_PYTHON=1`` in the environment when flujo is first imported, the ``.py`` sources
+are imported even where compiled modules exist: for debugging with Python frames, and so the
+test suite can check both forms.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+COMPILED_MODULES = ("_auto", "_builtins", "_codec", "_custom", "_plans", "_typed")
+PURE_PYTHON_ENV = "FLUJO_PURE_PYTHON"
+_PACKAGE = __name__.rpartition(".")[0]
+_HERE = Path(__file__).parent
+
+
+class _SourceFinder:
+    """Finds the ``.py`` source of each compiled module, ahead of the extension."""
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        package, _, name = fullname.rpartition(".")
+        if package != _PACKAGE or name not in COMPILED_MODULES:
+            return None
+        return importlib.util.spec_from_file_location(fullname, _HERE / f"{name}.py")
+
+
+def compiled_modules() -> list[str]:
+    """The serialization modules running as compiled code in this process (imports them)."""
+    names = []
+    for name in COMPILED_MODULES:
+        module = importlib.import_module(f"{_PACKAGE}.{name}")
+        if not (module.__file__ or "").endswith(".py"):
+            names.append(name)
+    return names
+
+
+if os.environ.get(PURE_PYTHON_ENV) == "1" and not any(
+        isinstance(finder, _SourceFinder) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _SourceFinder())

@@ -1,0 +1,82 @@
+"""The compiled build: which modules mypyc compiles, the pure-Python switch, and chaining.
+
+The whole suite runs against whatever is installed (compiled by ``pip install -e .`` when a C
+compiler is there); CI runs it compiled (``FLUJO_REQUIRE_COMPILED=1``) and runs the
+serialization tests again with ``FLUJO_PURE_PYTHON=1``.
+"""
+
+from __future__ import annotations
+
+import ast
+import decimal
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flujo.exceptions import DeserializationError, caused
+from flujo.serialization import compiled_modules, safe_deserialize
+from flujo.serialization._build import COMPILED_MODULES, PURE_PYTHON_ENV
+
+from ._support import Color
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_setup_compiles_exactly_the_modules_the_library_lists() -> None:
+    tree = ast.parse((REPO_ROOT / "setup.py").read_text())
+    listed = next(node.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                  and any(isinstance(t, ast.Name) and t.id == "COMPILED" for t in node.targets))
+    paths = ast.literal_eval(listed)
+    assert sorted(Path(p).stem for p in paths) == sorted(COMPILED_MODULES)
+    assert all(Path(p).parent == Path("src/flujo/serialization") for p in paths)
+
+
+def test_every_listed_module_exists_as_source() -> None:
+    package = REPO_ROOT / "src" / "flujo" / "serialization"
+    assert all((package / f"{name}.py").is_file() for name in COMPILED_MODULES)
+
+
+@pytest.mark.skipif(os.environ.get("FLUJO_REQUIRE_COMPILED") != "1",
+                    reason="FLUJO_REQUIRE_COMPILED=1 (CI) asks for the compiled build")
+def test_ci_runs_the_compiled_build() -> None:
+    assert os.environ.get(PURE_PYTHON_ENV) != "1", "CI's main run must not switch to sources"
+    assert compiled_modules() == list(COMPILED_MODULES)
+
+
+def test_the_pure_python_switch_imports_every_compiled_module_from_source() -> None:
+    script = (
+        "import flujo.utils, sys\n"  # the way users import it, before anything else
+        "from flujo.serialization import compiled_modules\n"
+        "from flujo.serialization._build import COMPILED_MODULES\n"
+        "assert compiled_modules() == [], compiled_modules()\n"
+        "for name in COMPILED_MODULES:\n"
+        "    assert sys.modules['flujo.serialization.' + name].__file__.endswith('.py')\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, PURE_PYTHON_ENV: "1"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_caused_chains_like_raise_from() -> None:
+    original = KeyError("k")
+    error = caused(DeserializationError("wrapped"), original)
+    assert error.__cause__ is original and error.__suppress_context__
+    quiet = caused(DeserializationError("quiet"), None)
+    assert quiet.__cause__ is None and quiet.__suppress_context__
+
+
+def test_errors_raised_inside_compiled_modules_keep_their_cause() -> None:
+    # mypyc ignores "raise ... from": the modules use caused(), which survives compilation.
+    with pytest.raises(DeserializationError, match="cannot decode 'decimal@1'") as info:
+        safe_deserialize({"$t": "decimal@1", "v": "not a number"})
+    assert isinstance(info.value.__cause__, decimal.InvalidOperation)
+    tag = f"{Color.__module__}:{Color.__qualname__}@1"
+    with pytest.raises(DeserializationError, match="not a member value") as quiet:
+        safe_deserialize({"$t": tag, "v": "nope"})
+    assert quiet.value.__cause__ is None and quiet.value.__suppress_context__
