@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import warnings
 from collections import OrderedDict, defaultdict, deque
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -317,6 +317,54 @@ def test_whatever_encodes_within_max_depth_also_decodes(wrap: Any, leaf: Any) ->
             except NestingTooDeepError:
                 continue
             assert_same(safe_deserialize(data, registry=registry), value)
+
+
+@pytest.mark.parametrize("wrap", [lambda v: [v], lambda v: {"k": v}, lambda v: Box(payload=v)],
+                         ids=["list", "dict", "model"])
+@pytest.mark.parametrize("leaf", [
+    UUID(int=5), date(2024, 1, 1), Decimal("1.5"), datetime(2024, 1, 1, tzinfo=UTC), b"\x00",
+], ids=lambda leaf: type(leaf).__name__)
+def test_what_is_refused_when_written_is_refused_when_read(wrap: Any, leaf: Any) -> None:
+    # Containers read text leaves (UUID, Decimal, ...) inline; past max_depth they must refuse
+    # them as the encoder does.
+    for max_depth in range(4):
+        registry = make_registry()
+        registry.max_depth = max_depth
+        for levels in range(6):
+            value = leaf
+            for _ in range(levels):
+                value = wrap(value)
+            data = safe_serialize(value, registry=make_registry())
+            try:
+                safe_serialize(value, registry=registry)
+            except NestingTooDeepError:
+                with pytest.raises(NestingTooDeepError):
+                    safe_deserialize(data, registry=registry)
+            else:
+                assert_same(safe_deserialize(data, registry=registry), value)
+
+
+@pytest.mark.parametrize(("tag", "text"), [
+    ("decimal@1", "1.2.3"), ("date@1", "2024-13-01"), ("uuid@1", "not-a-uuid"),
+    ("datetime@1", "2024-01-01T00:00:00+00:00[Nowhere/Land]"), ("datetime@1", "yesterday"),
+    ("time@1", "25:00"), ("bytes@1", "%%"), ("bytearray@1", "abc"),
+])
+@pytest.mark.parametrize(("wrap", "path"), [
+    (lambda v: {"k": v}, "$.k"), (lambda v: [1, v], "$[1]"), (lambda v: {"$t": "tuple@1", "v": [v]},
+                                                             "$[0]"),
+], ids=["dict", "list", "tuple"])
+def test_a_bad_text_leaf_fails_the_same_way_wherever_it_sits(
+        tag: str, text: str, wrap: Any, path: str) -> None:
+    bad = {"$t": tag, "v": text}
+    with pytest.raises(DeserializationError) as alone:
+        safe_deserialize(bad)
+    with pytest.raises(DeserializationError) as inside:
+        safe_deserialize(wrap(bad))
+    assert type(inside.value) is type(alone.value)
+    assert inside.value.path == path
+    assert str(inside.value).removesuffix(f" (at {path})") == \
+        str(alone.value).removesuffix(" (at $)")
+    assert type(inside.value.__cause__) is type(alone.value.__cause__)
 
 
 def test_a_changed_max_depth_applies_to_the_next_call() -> None:

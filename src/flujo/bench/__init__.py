@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, TypeAdapter
 
-from ..serialization import TypeRegistry, safe_deserialize, safe_serialize
+from ..serialization import TypeRegistry, compiled_modules, safe_deserialize, safe_serialize
 from ._workloads import SIZES, BenchContext, Money, build, register_bench_types, to_native
 
 __all__ = ["Row", "main", "run"]
@@ -224,8 +224,10 @@ def _fmt_time(seconds: float | None) -> str:
 
 def render(rows: list[Row], memory: dict[str, tuple[float, float]] | None,
            backends: list[tuple[str, str, float, float]], sizes: dict[str, int]) -> str:
+    compiled = compiled_modules()
     lines = [f"Python {platform.python_version()} on {platform.machine()}, "
-             f"{os.cpu_count()} CPUs; records: "
+             f"{os.cpu_count()} CPUs; serialization core "
+             f"{'compiled (mypyc)' if compiled else 'pure Python'}; records: "
              + ", ".join(f"{k} {v}" for k, v in sizes.items()), ""]
     for workload in dict.fromkeys(r.workload for r in rows):
         lines += [f"### {workload}", "",

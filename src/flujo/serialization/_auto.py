@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from ..exceptions import DeserializationError, SerializationError, caused
-from ._codec import INT_MAX, INT_MIN, NO_DIRECT_PLANS, TAG, _note, key_segment
+from ._codec import INT_MAX, INT_MIN, NO_DIRECT_PLANS, _note, key_segment
 from ._typed import TypedReader, typed_eligible
 from ._types import Migration, TypeCodec
 
@@ -54,23 +54,7 @@ def _describe(cls: type) -> str:
 def _decode_fields(dec: Decoder, body: Any, depth: int, name: str) -> dict[str, Any]:
     if type(body) is not dict:
         raise DeserializationError(f"{name}: expected an object of fields, got {body!r:.80}")
-    values: dict[str, Any] = {}
-    decode = dec.decode
-    decode_tagged = dec.decode_tagged
-    key: Any = None
-    try:
-        for key, value in body.items():
-            tv = type(value)
-            if tv is str or tv is int or tv is bool or value is None or tv is float:
-                values[key] = value
-            elif tv is dict and TAG in value:
-                values[key] = decode_tagged(value, depth)
-            else:
-                values[key] = decode(value, depth)
-    except SerializationError as exc:
-        _note(exc, key_segment(key), None)
-        raise
-    return values
+    return dec.decode_object(body, depth)
 
 
 def _check_fields(
@@ -159,39 +143,36 @@ def model_codec(
     set_extra = _slot_setter(cls, "__pydantic_extra__")
     set_private = _slot_setter(cls, "__pydantic_private__")
 
-    readers: list[TypedReader] = []
+    readers: list[TypedReader] = []  # the class's reader, made on first use
 
     def typed_reader() -> TypedReader:
-        if not readers:
-            readers.append(TypedReader(cls))
-        return readers[0]
-
-    def accept_typed() -> None:
+        if readers:
+            return readers[0]
         # Only classes flujo itself would write in the typed form: for the others (sets,
         # tuples, dicts with non-str keys...) pydantic-core would build containers from
         # stored data without flujo's checks (hash flooding, exact types).
-        if readers:  # a reader exists only once the class was found eligible
-            return
         if not typed_eligible(cls):
             raise DeserializationError(
                 f"{name}: stored in the typed form, which this class can no longer take (it "
                 "gained a validator, a set field, ...); bump its version and register a "
                 "migration that returns the generic form")
+        readers.append(TypedReader(cls))
+        return readers[0]
 
     def read_typed(body: list[Any]) -> BaseModel:
-        accept_typed()
+        reader = readers[0] if readers else typed_reader()
         if len(body) != 1:
             raise DeserializationError(f"{name}: the typed form holds exactly one object")
         try:
-            return typed_reader().read(body[0])
+            return reader.read(body[0])
         except ValidationError as exc:
             raise caused(DeserializationError(
                 f"{name}: typed form does not fit the class: {exc}"), exc)
 
     def read_typed_list(items: list[Any]) -> list[BaseModel]:
-        accept_typed()
+        reader = readers[0] if readers else typed_reader()
         try:
-            return typed_reader().read_list(items)
+            return reader.read_list(items)
         except ValidationError as exc:
             raise caused(DeserializationError(
                 f"{name}: typed form does not fit the class: {exc}"), exc)

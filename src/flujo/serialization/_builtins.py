@@ -180,22 +180,22 @@ def _apply_zone(zone: str, fixed: timezone) -> tzinfo:
 _KNOWN_ZONES = frozenset(available_timezones())
 
 
-def _dec_datetime(dec: Decoder, v: Any, depth: int) -> datetime:
-    base, fold, zone = _split_zone(_expect(v, str, "datetime"))
+def _datetime_from_text(text: str) -> datetime:
+    base, fold, zone = _split_zone(text)
     dt = datetime.fromisoformat(base)
     if fold:
         dt = dt.replace(fold=1)
     if zone is None:
         return dt
     if dt.tzinfo is None:
-        raise DeserializationError(f"datetime {v!r} names a zone but has no UTC offset")
+        raise DeserializationError(f"datetime {text!r} names a zone but has no UTC offset")
     tz = _apply_zone(zone, dt.tzinfo)  # type: ignore[arg-type]
     offset = dt.utcoffset()
     local = dt.replace(tzinfo=tz)
     if local.utcoffset() != offset and not fold:  # the offset says which of two wall times
         local = local.replace(fold=1)
     if local.utcoffset() != offset:
-        raise DeserializationError(f"offset of {v!r} does not exist in zone {zone!r}")
+        raise DeserializationError(f"offset of {text!r} does not exist in zone {zone!r}")
     return local
 
 
@@ -205,14 +205,14 @@ def _enc_time(enc: Encoder, t: time, depth: int) -> str:
     return t.isoformat() + (_FOLD if t.fold else "") + _offset_suffix(t.tzinfo)
 
 
-def _dec_time(dec: Decoder, v: Any, depth: int) -> time:
-    base, fold, zone = _split_zone(_expect(v, str, "time"))
+def _time_from_text(text: str) -> time:
+    base, fold, zone = _split_zone(text)
     t = time.fromisoformat(base)
     if fold:
         t = t.replace(fold=1)
     if zone is not None:
         if not zone.startswith("tzname=") or t.tzinfo is None:
-            raise DeserializationError(f"malformed time {v!r}")
+            raise DeserializationError(f"malformed time {text!r}")
         t = t.replace(tzinfo=_apply_zone(zone, t.tzinfo))  # type: ignore[arg-type]
     return t
 
@@ -387,8 +387,35 @@ def _dec_defaultdict(dec: Decoder, v: Any, depth: int) -> defaultdict[Any, Any]:
                                                  "defaultdict"))
 
 
-def _text_decoder(name: str, decode: Callable[[str], Any]) -> DecodePlan:
+# Types stored as one string: the reading ``text -> obj`` of each. Containers call these
+# inline (``TypeCodec.from_text``); the decode plans wrap the same functions.
+_from_base64: Callable[[str], bytes] = partial(binascii.a2b_base64, strict_mode=True)
+
+
+def _bytearray_from_text(text: str) -> bytearray:
+    return bytearray(_from_base64(text))
+
+
+_FROM_TEXT: dict[str, Callable[[str], Any]] = {
+    "datetime": _datetime_from_text,
+    "date": date.fromisoformat,
+    "time": _time_from_text,
+    "uuid": _uuid_from_text,
+    "decimal": Decimal,
+    # b64decode(validate=True) is this call after a Python-level argument check.
+    "bytes": _from_base64,
+    "bytearray": _bytearray_from_text,
+    "path.posix": pathlib.PosixPath,
+    "path.windows": pathlib.WindowsPath,
+    "purepath.posix": pathlib.PurePosixPath,
+    "purepath.windows": pathlib.PureWindowsPath,
+}
+
+
+def _text_plan(name: str) -> DecodePlan:
     """The decode plan of a type stored as one string (the check inline: these are hot)."""
+    decode = _FROM_TEXT[name]
+
     def decode_text(dec: Decoder, v: Any, depth: int) -> Any:
         if type(v) is not str:
             raise DeserializationError(f"{name}: expected str, got {v!r:.80}")
@@ -397,23 +424,13 @@ def _text_decoder(name: str, decode: Callable[[str], Any]) -> DecodePlan:
     return decode_text
 
 
-# b64decode(validate=True) is this call after a Python-level argument check.
-_from_base64: Callable[[str], bytes] = partial(binascii.a2b_base64, strict_mode=True)
-_dec_bytes = _text_decoder("bytes", _from_base64)
-
-
-def _string_codec(name: str, py_type: type, schema: JSONSchema,
-                  decode: Callable[[str], Any]) -> TypeCodec:
-    return TypeCodec(
-        name, 1, "builtin", py_type,
-        lambda enc, obj, depth: str(obj),
-        _text_decoder(name, decode),
-        schema,
-    )
+def _string_codec(name: str, py_type: type, schema: JSONSchema) -> TypeCodec:
+    return TypeCodec(name, 1, "builtin", py_type, lambda enc, obj, depth: str(obj),
+                     _text_plan(name), schema)
 
 
 def _path_codec(name: str, cls: type[pathlib.PurePath]) -> TypeCodec:
-    return _string_codec(name, cls, {"type": "string"}, cls)
+    return _string_codec(name, cls, {"type": "string"})
 
 
 def _dec_models(dec: Decoder, v: Any, depth: int) -> list[Any]:
@@ -424,14 +441,14 @@ def _dec_models(dec: Decoder, v: Any, depth: int) -> list[Any]:
 
 
 _CODECS: tuple[TypeCodec, ...] = (
-    TypeCodec("datetime", 1, "builtin", datetime, _enc_datetime, _dec_datetime,
+    TypeCodec("datetime", 1, "builtin", datetime, _enc_datetime, _text_plan("datetime"),
               {"type": "string", "pattern": f"^{_ISO_DATE}T{_ISO_TIME}{_ZONE}$"},
               description="ISO 8601 (RFC 3339) timestamp; an IANA zone as an RFC 9557 "
                           "suffix, e.g. 2024-03-10T01:30:00-05:00[America/New_York]"),
     TypeCodec("date", 1, "builtin", date, lambda enc, d, depth: d.isoformat(),
-              _text_decoder("date", date.fromisoformat),
+              _text_plan("date"),
               {"type": "string", "pattern": f"^{_ISO_DATE}$"}),
-    TypeCodec("time", 1, "builtin", time, _enc_time, _dec_time,
+    TypeCodec("time", 1, "builtin", time, _enc_time, _text_plan("time"),
               {"type": "string", "pattern": f"^{_ISO_TIME}{_ZONE}$"}),
     TypeCodec("timedelta", 1, "builtin", timedelta,
               lambda enc, td, depth: [td.days, td.seconds, td.microseconds], _dec_timedelta,
@@ -440,9 +457,9 @@ _CODECS: tuple[TypeCodec, ...] = (
     _string_codec("uuid", UUID, {
         "type": "string",
         "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
-    }, _uuid_from_text),
+    }),
     _string_codec("decimal", Decimal, {"type": "string", "pattern":
-                  r"^[+-]?((\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|Infinity|s?NaN\d*)$"}, Decimal),
+                  r"^[+-]?((\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|Infinity|s?NaN\d*)$"}),
     TypeCodec("float", 1, "builtin", float, _enc_float, _dec_float,
               {"enum": ["nan", "inf", "-inf"],
                "description": "only non-finite floats are tagged; finite ones are plain"}),
@@ -455,11 +472,11 @@ _CODECS: tuple[TypeCodec, ...] = (
               {"type": "array", "prefixItems": [VALUE_REF, VALUE_REF], "items": False,
                "minItems": 2, "description": "[real, imag]"}),
     TypeCodec("bytes", 1, "builtin", bytes,
-              lambda enc, b, depth: base64.b64encode(b).decode("ascii"), _dec_bytes,
+              lambda enc, b, depth: base64.b64encode(b).decode("ascii"), _text_plan("bytes"),
               {"type": "string", "contentEncoding": "base64"}),
     TypeCodec("bytearray", 1, "builtin", bytearray,
               lambda enc, b, depth: base64.b64encode(b).decode("ascii"),
-              lambda dec, v, depth: bytearray(_dec_bytes(dec, v, depth)),
+              _text_plan("bytearray"),
               {"type": "string", "contentEncoding": "base64"}),
     TypeCodec("tuple", 1, "builtin", tuple,
               lambda enc, t, depth: enc.encode_items(t, depth + 1),
@@ -524,5 +541,5 @@ _LEAVES: dict[str, Callable[[Any], Any]] = {
     "purepath.windows": str,
 }
 BUILTIN_CODECS: tuple[TypeCodec, ...] = tuple(
-    replace(codec, leaf=_LEAVES[codec.name]) if codec.name in _LEAVES else codec
+    replace(codec, leaf=_LEAVES.get(codec.name), from_text=_FROM_TEXT.get(codec.name))
     for codec in _CODECS)

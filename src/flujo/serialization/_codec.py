@@ -311,14 +311,18 @@ def run_encoder(encoder: Encoder, obj: Any) -> Any:
         raise caused(_stack_exhausted(encoder.max_depth), None)
 
 
+NO_TEXT_READERS: dict[str, Callable[[str], Any]] = {}  # past max_depth: see NO_DIRECT_PLANS
+
+
 class Decoder:
     """One decoding run over JSON data (dict/list/str/int/float/bool/None only)."""
 
-    __slots__ = ("max_depth", "plans", "registry", "strict")
+    __slots__ = ("max_depth", "plans", "registry", "strict", "text_readers")
 
     def __init__(self, registry: TypeRegistry, *, strict: bool, max_depth: int) -> None:
         self.registry = registry
         self.plans = registry._decode_plans
+        self.text_readers = registry._text_readers
         self.strict = strict
         self.max_depth = max_depth
 
@@ -328,47 +332,77 @@ class Decoder:
             return data
         if depth > self.max_depth:
             raise NestingTooDeepError(f"data nested deeper than max_depth={self.max_depth}")
-        child = depth + 1
         if t is dict:
             if TAG in data:
                 return self.decode_tagged(data, depth)
-            out: dict[str, Any] = {}
-            decode = self.decode
-            key: Any = None
-            try:
-                for key, value in data.items():
-                    if type(key) is not str:
-                        raise DeserializationError(
-                            f"object keys must be strings in JSON data, got {key!r}"
-                        )
-                    tv = type(value)
-                    if tv is str or tv is int or tv is bool or value is None or tv is float:
-                        out[key] = value
-                    elif tv is dict and TAG in value:
-                        out[key] = self.decode_tagged(value, child)
-                    else:
-                        out[key] = decode(value, child)
-            except SerializationError as exc:
-                _note(exc, key_segment(key), None)
-                raise
-            return out
+            return self.decode_object(data, depth + 1)
         if t is list:
-            return self.decode_items(data, child)
+            return self.decode_items(data, depth + 1)
         raise DeserializationError(
             f"expected JSON data (dict, list, str, int, float, bool, None), got {t.__name__}"
         )
+
+    # A tagged value of a type stored as one string (a datetime, UUID, Decimal, ...) is read
+    # inline by its text reader. When the reader raises, the value is read again through
+    # decode_tagged, whose error says what and where: the readers are pure, so they fail
+    # the same way twice.
+    def decode_object(self, data: dict[Any, Any], depth: int) -> dict[str, Any]:
+        """The values of a JSON object (or of a model's fields), each at ``depth``."""
+        out: dict[str, Any] = {}
+        decode = self.decode
+        decode_tagged = self.decode_tagged
+        readers = self.text_readers if depth <= self.max_depth else NO_TEXT_READERS
+        key: Any = None
+        try:
+            for key, value in data.items():
+                if type(key) is not str:
+                    raise DeserializationError(
+                        f"object keys must be strings in JSON data, got {key!r}"
+                    )
+                tv = type(value)
+                if tv is str or tv is int or tv is bool or value is None or tv is float:
+                    out[key] = value
+                elif tv is dict and TAG in value:
+                    tag = value[TAG]
+                    read = readers.get(tag) if type(tag) is str else None
+                    if read is not None and len(value) == 2:
+                        text = value.get(VALUE)
+                        if type(text) is str:
+                            try:
+                                out[key] = read(text)
+                                continue
+                            except Exception:  # decode_tagged reports it
+                                pass
+                    out[key] = decode_tagged(value, depth)
+                else:
+                    out[key] = decode(value, depth)
+        except SerializationError as exc:
+            _note(exc, key_segment(key), None)
+            raise
+        return out
 
     def decode_items(self, data: list[Any], depth: int) -> list[Any]:
         items: list[Any] = []
         append = items.append
         decode = self.decode
         decode_tagged = self.decode_tagged
+        readers = self.text_readers if depth <= self.max_depth else NO_TEXT_READERS
         try:
             for item in data:
                 ti = type(item)
                 if ti is str or ti is int or ti is bool or item is None or ti is float:
                     append(item)
                 elif ti is dict and TAG in item:
+                    tag = item[TAG]
+                    read = readers.get(tag) if type(tag) is str else None
+                    if read is not None and len(item) == 2:
+                        text = item.get(VALUE)
+                        if type(text) is str:
+                            try:
+                                append(read(text))
+                                continue
+                            except Exception:  # decode_tagged reports it
+                                pass
                     append(decode_tagged(item, depth))
                 else:
                     append(decode(item, depth))

@@ -84,6 +84,9 @@ class TypeRegistry:
         self._seen: weakref.WeakValueDictionary[str, type] = weakref.WeakValueDictionary()
         self._encode_plans: dict[type, EncodePlan] = {}
         self._decode_plans: dict[str, DecodePlan] = {}
+        # Tag -> the codec's from_text, for current-version tags of types stored as one
+        # string: containers read those inline (Decoder.decode_object).
+        self._text_readers: dict[str, Callable[[str], Any]] = {}
         # Plans that containers may call without Encoder.encode: leaves (no recursion) and
         # custom serializers (which recurse through Encoder.encode and note their object).
         self._direct_plans: dict[type, EncodePlan] = {}
@@ -256,6 +259,7 @@ class TypeRegistry:
         self._direct_plans.clear()
         self._batch_plans.clear()
         self._decode_plans.clear()
+        self._text_readers.clear()
 
     # -- lookup --------------------------------------------------------------------------
     def codec_for_type(self, cls: type) -> TypeCodec | None:
@@ -401,6 +405,8 @@ class TypeRegistry:
             )
         if stored == codec.version:
             plan: DecodePlan = decode_value
+            if codec.from_text is not None:
+                self._cache_plan(self._text_readers, tag, codec.from_text, generation)
         else:
             plan = migrating_plan(codec, stored, decode_value)
         self._cache_plan(self._decode_plans, tag, plan, generation)

@@ -42,6 +42,11 @@ class TypeCodec:
     # directly instead of going through Encoder.encode (a hot-path shortcut).
     leaf: Callable[[Any], Any] | None = None
     deserializer: Callable[[Any], Any] | None = None
+    # The reading counterpart, for types stored as one string: ``text -> obj``, pure (no
+    # decoder, no side effects). Containers call it inline for the current version's tag;
+    # when it raises they read the value again through ``decode_value``, whose error says
+    # what went wrong, so both must refuse exactly the same texts.
+    from_text: Callable[[str], Any] | None = None
 
     @property
     def tag(self) -> str:
