@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 from setuptools import setup
@@ -48,6 +49,11 @@ class OptionalBuildExt(build_ext):
 
 def compiled_extensions() -> list[object]:
     if os.environ.get("FLUJO_COMPILE", "1") == "0":
+        # An earlier editable build left its extensions beside the sources, where they
+        # would still be imported instead of them.
+        for suffix in EXTENSION_SUFFIXES:
+            for built in Path("src/flujo/serialization").glob(f"*{suffix}"):
+                built.unlink()
         return []
     try:
         from mypyc.build import mypycify
