@@ -59,10 +59,9 @@ def tagging_plan(codec: TypeCodec) -> EncodePlan:
 
 def typed_plan(codec: TypeCodec, typed: TypedModel, generic: EncodePlan) -> EncodePlan:
     tag, name, version = codec.tag, codec.name, codec.version
-    dump = typed.dump
 
     def plan(enc: Encoder, obj: Any, depth: int) -> dict[str, Any]:
-        data = dump(obj)
+        data = typed.dump(obj)  # a method call, not a bound method: direct when compiled
         if data is None:  # some value is not exactly of its declared type
             written: dict[str, Any] = generic(enc, obj, depth)
             return written
@@ -76,10 +75,9 @@ def typed_plan(codec: TypeCodec, typed: TypedModel, generic: EncodePlan) -> Enco
 
 def batch_plan(codec: TypeCodec, typed: TypedModel) -> BatchPlan:
     tag, name, version = codec.tag, codec.name, codec.version
-    dump_list = typed.dump_list
 
     def plan(enc: Encoder, items: list[Any], depth: int) -> dict[str, Any] | None:
-        data = dump_list(items)
+        data = typed.dump_list(items)
         if data is None:
             return None
         manifest = enc.manifest
