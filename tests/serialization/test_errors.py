@@ -325,8 +325,8 @@ def test_whatever_encodes_within_max_depth_also_decodes(wrap: Any, leaf: Any) ->
     UUID(int=5), date(2024, 1, 1), Decimal("1.5"), datetime(2024, 1, 1, tzinfo=UTC), b"\x00",
 ], ids=lambda leaf: type(leaf).__name__)
 def test_what_is_refused_when_written_is_refused_when_read(wrap: Any, leaf: Any) -> None:
-    # Containers read text leaves (UUID, Decimal, ...) inline; past max_depth they must refuse
-    # them as the encoder does.
+    # Text leaves (UUID, Decimal, ...) are read without their plan; past max_depth they must
+    # still be refused, as the encoder refuses them.
     for max_depth in range(4):
         registry = make_registry()
         registry.max_depth = max_depth

@@ -51,12 +51,6 @@ def _describe(cls: type) -> str:
     return inspect.cleandoc(own) if isinstance(own, str) else ""
 
 
-def _decode_fields(dec: Decoder, body: Any, depth: int, name: str) -> dict[str, Any]:
-    if type(body) is not dict:
-        raise DeserializationError(f"{name}: expected an object of fields, got {body!r:.80}")
-    return dec.decode_object(body, depth)
-
-
 def _check_fields(
     values: Mapping[str, Any], required: frozenset[str], known: frozenset[str] | None, name: str
 ) -> None:
@@ -103,7 +97,6 @@ def model_codec(
 
     def encode_value(enc: Encoder, obj: BaseModel, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        encode = enc.encode
         child = depth + 1
         state = obj.__dict__
         key: Any = None
@@ -120,11 +113,11 @@ def model_codec(
                     else:
                         leaf = direct.get(tv)
                         out[key] = (leaf(enc, value, child) if leaf is not None
-                                    else encode(value, child))
+                                    else enc.encode(value, child))
             extra = obj.__pydantic_extra__
             if extra:
                 for key, value in extra.items():
-                    out[key] = encode(value, child)
+                    out[key] = enc.encode(value, child)
         except SerializationError as exc:
             _note(exc, key_segment(key), None)
             raise
@@ -180,7 +173,7 @@ def model_codec(
     def decode_value(dec: Decoder, body: Any, depth: int) -> BaseModel:
         if type(body) is list:
             return read_typed(body)
-        values = _decode_fields(dec, body, depth, name)
+        values = dec.decode_object(body, depth, name)
         if direct and len(values) == field_count and known is not None \
                 and known.issuperset(values):
             obj = new(cls)
@@ -220,19 +213,18 @@ def dataclass_codec(cls: type, name: str, version: int,
 
     def encode_value(enc: Encoder, obj: Any, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        encode = enc.encode
         child = depth + 1
         key: Any = None
         try:
             for key in fields:
-                out[key] = encode(getattr(obj, key), child)
+                out[key] = enc.encode(getattr(obj, key), child)
         except SerializationError as exc:
             _note(exc, key_segment(key), None)
             raise
         return out
 
     def decode_value(dec: Decoder, body: Any, depth: int) -> Any:
-        values = _decode_fields(dec, body, depth, name)
+        values = dec.decode_object(body, depth, name)
         _check_fields(values, required, known, name)
         obj: Any = object.__new__(cls)
         for key in fields:

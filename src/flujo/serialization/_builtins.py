@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from decimal import Decimal
 from functools import partial
 from itertools import pairwise
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -71,8 +71,8 @@ def _uuid_from_text(text: str) -> UUID:
 # -- date and time ------------------------------------------------------------------------
 # Suffixes of the zones seen, by identity (timezone equality ignores the name, so equal
 # zones may need different suffixes); each entry holds its zone, so its id is not reused.
-_SUFFIXES: dict[int, tuple[tzinfo, str, bool]] = {}
-_MAX_SUFFIXES = 256
+_SUFFIXES: Final[dict[int, tuple[tzinfo, str, bool]]] = {}
+_MAX_SUFFIXES: Final = 256
 
 
 def _zone_facts(tz: tzinfo) -> tuple[str, bool]:
@@ -117,7 +117,7 @@ def _zone_suffix(tz: tzinfo) -> str:
     )
 
 
-_FOLD = "[fold=1]"
+_FOLD: Final = "[fold=1]"
 
 
 def _split_zone(text: str) -> tuple[str, bool, str | None]:
@@ -177,7 +177,7 @@ def _apply_zone(zone: str, fixed: timezone) -> tzinfo:
 
 # Read once at import (a few ms), never while decoding: looking a name up later could import
 # tzdata resource packages named after it.
-_KNOWN_ZONES = frozenset(available_timezones())
+_KNOWN_ZONES: Final = frozenset(available_timezones())
 
 
 def _datetime_from_text(text: str) -> datetime:
@@ -226,7 +226,7 @@ def _dec_timedelta(dec: Decoder, v: Any, depth: int) -> timedelta:
 
 
 # -- numbers ------------------------------------------------------------------------------
-_FLOAT_NAMES = frozenset({"nan", "inf", "-inf"})
+_FLOAT_NAMES: Final = frozenset({"nan", "inf", "-inf"})
 
 
 def _enc_float(enc: Encoder, x: float, depth: int) -> str:
@@ -278,7 +278,7 @@ def _sorted_items(enc: Encoder, items: set[Any] | frozenset[Any], depth: int) ->
     return sorted(encoded, key=lambda e: orjson.dumps(e, option=orjson.OPT_SORT_KEYS))
 
 
-_MAX_SHARED_HASH = 64
+_MAX_SHARED_HASH: Final = 64
 
 
 def _hash_safe(keys: list[Any], what: str) -> list[Any]:
@@ -349,7 +349,7 @@ def _dec_deque(dec: Decoder, v: Any, depth: int) -> deque[Any]:
                  maxlen=body["maxlen"])
 
 
-_FACTORY_BUILTINS: dict[str, Callable[[], Any]] = {
+_FACTORY_BUILTINS: Final[dict[str, Callable[[], Any]]] = {
     "list": list, "dict": dict, "int": int, "float": float, "str": str, "bool": bool,
 }
 
@@ -396,7 +396,7 @@ def _bytearray_from_text(text: str) -> bytearray:
     return bytearray(_from_base64(text))
 
 
-_FROM_TEXT: dict[str, Callable[[str], Any]] = {
+_FROM_TEXT: Final[dict[str, Callable[[str], Any]]] = {
     "datetime": _datetime_from_text,
     "date": date.fromisoformat,
     "time": _time_from_text,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel
 
@@ -29,22 +29,22 @@ from ..exceptions import (
 if TYPE_CHECKING:
     from ._registry import TypeRegistry
 
-TAG = "$t"
-VALUE = "v"
-DICT_NAME = "dict"  # the escaped form of a dict; its codec is fixed (dict is JSON-native)
-DICT_VERSION = 1
-DICT_TAG = f"{DICT_NAME}@{DICT_VERSION}"
-MODELS_NAME = "models"  # a list of one pydantic model class in its typed form
-MODELS_VERSION = 1
-MODELS_TAG = f"{MODELS_NAME}@{MODELS_VERSION}"
-INT_MIN = -(2**63)
-INT_MAX = 2**64 - 1
+TAG: Final = "$t"
+VALUE: Final = "v"
+DICT_NAME: Final = "dict"  # the escaped form of a dict; its codec is fixed (dict is JSON-native)
+DICT_VERSION: Final = 1
+DICT_TAG: Final = f"{DICT_NAME}@{DICT_VERSION}"
+MODELS_NAME: Final = "models"  # a list of one pydantic model class in its typed form
+MODELS_VERSION: Final = 1
+MODELS_TAG: Final = f"{MODELS_NAME}@{MODELS_VERSION}"
+INT_MIN: Final = -(2**63)
+INT_MAX: Final = 2**64 - 1
 
 EncodePlan = Callable[["Encoder", Any, int], Any]
 # Containers call leaf and custom plans directly, skipping Encoder.encode and its depth check;
 # past max_depth they use this instead, so a value there is refused when written, as it would
 # be when read.
-NO_DIRECT_PLANS: dict[type, EncodePlan] = {}
+NO_DIRECT_PLANS: Final[dict[type, EncodePlan]] = {}
 BatchPlan = Callable[["Encoder", list[Any], int], Any]
 DecodePlan = Callable[["Decoder", Any, int], Any]
 
@@ -182,7 +182,6 @@ class Encoder:
     # would dominate.
     def encode_list(self, obj: list[Any], depth: int) -> list[Any]:
         out: list[Any] | None = None
-        encode = self.encode
         child = depth + 1
         direct = self.direct if child <= self.max_depth else NO_DIRECT_PLANS
         index = 0
@@ -196,7 +195,7 @@ class Encoder:
                         out.append(item)
                     continue
                 leaf = direct.get(ti)
-                encoded = leaf(self, item, child) if leaf is not None else encode(item, child)
+                encoded = leaf(self, item, child) if leaf is not None else self.encode(item, child)
                 if out is None:
                     if encoded is item:
                         continue
@@ -211,7 +210,6 @@ class Encoder:
         if TAG in obj:
             return self.encode_escaped_dict(obj, depth)
         out: dict[str, Any] | None = None
-        encode = self.encode
         child = depth + 1
         direct = self.direct if child <= self.max_depth else NO_DIRECT_PLANS
         key: Any = None
@@ -227,7 +225,7 @@ class Encoder:
                         out[key] = value
                     continue
                 leaf = direct.get(tv)
-                encoded = leaf(self, value, child) if leaf is not None else encode(
+                encoded = leaf(self, value, child) if leaf is not None else self.encode(
                     value, child)
                 if out is None:
                     if encoded is value:
@@ -261,8 +259,6 @@ class Encoder:
     def encode_items(self, items: Any, depth: int) -> list[Any]:
         """Encode an iterable into a list, noting the index of a failing item."""
         out: list[Any] = []
-        append = out.append
-        encode = self.encode
         direct = self.direct if depth <= self.max_depth else NO_DIRECT_PLANS
         try:
             for item in items:
@@ -270,10 +266,11 @@ class Encoder:
                 if (ti is str or ti is bool or item is None
                         or (ti is int and INT_MIN <= item <= INT_MAX)
                         or (ti is float and item - item == 0.0)):
-                    append(item)
+                    out.append(item)
                     continue
                 leaf = direct.get(ti)
-                append(leaf(self, item, depth) if leaf is not None else encode(item, depth))
+                out.append(leaf(self, item, depth) if leaf is not None
+                           else self.encode(item, depth))
         except SerializationError as exc:
             _note(exc, f"[{len(out)}]", None)
             raise
@@ -282,12 +279,11 @@ class Encoder:
     def encode_pairs(self, pairs: Any, depth: int) -> list[list[Any]]:
         """Encode ``(key, value)`` pairs as ``[[k, v], ...]`` (dicts with non-str keys)."""
         out: list[list[Any]] = []
-        encode = self.encode
         key: Any = None
         try:
             for key, value in pairs:
-                encoded_key = encode(key, depth)
-                out.append([encoded_key, encode(value, depth)])
+                encoded_key = self.encode(key, depth)
+                out.append([encoded_key, self.encode(value, depth)])
         except SerializationError as exc:
             _note(exc, key_segment(key), None)
             raise
@@ -309,9 +305,6 @@ def run_encoder(encoder: Encoder, obj: Any) -> Any:
         raise caused(finished, None)
     except RecursionError:
         raise caused(_stack_exhausted(encoder.max_depth), None)
-
-
-NO_TEXT_READERS: dict[str, Callable[[str], Any]] = {}  # past max_depth: see NO_DIRECT_PLANS
 
 
 class Decoder:
@@ -342,16 +335,13 @@ class Decoder:
             f"expected JSON data (dict, list, str, int, float, bool, None), got {t.__name__}"
         )
 
-    # A tagged value of a type stored as one string (a datetime, UUID, Decimal, ...) is read
-    # inline by its text reader. When the reader raises, the value is read again through
-    # decode_tagged, whose error says what and where: the readers are pure, so they fail
-    # the same way twice.
-    def decode_object(self, data: dict[Any, Any], depth: int) -> dict[str, Any]:
-        """The values of a JSON object (or of a model's fields), each at ``depth``."""
+    def decode_object(self, data: Any, depth: int, owner: str = "") -> dict[str, Any]:
+        """The values of a JSON object, each at ``depth``; for the fields of ``owner`` (a
+        type's name), ``data`` is checked to be an object first."""
+        if owner and type(data) is not dict:
+            raise DeserializationError(
+                f"{owner}: expected an object of fields, got {data!r:.80}")
         out: dict[str, Any] = {}
-        decode = self.decode
-        decode_tagged = self.decode_tagged
-        readers = self.text_readers if depth <= self.max_depth else NO_TEXT_READERS
         key: Any = None
         try:
             for key, value in data.items():
@@ -363,19 +353,9 @@ class Decoder:
                 if tv is str or tv is int or tv is bool or value is None or tv is float:
                     out[key] = value
                 elif tv is dict and TAG in value:
-                    tag = value[TAG]
-                    read = readers.get(tag) if type(tag) is str else None
-                    if read is not None and len(value) == 2:
-                        text = value.get(VALUE)
-                        if type(text) is str:
-                            try:
-                                out[key] = read(text)
-                                continue
-                            except Exception:  # decode_tagged reports it
-                                pass
-                    out[key] = decode_tagged(value, depth)
+                    out[key] = self.decode_tagged(value, depth)
                 else:
-                    out[key] = decode(value, depth)
+                    out[key] = self.decode(value, depth)
         except SerializationError as exc:
             _note(exc, key_segment(key), None)
             raise
@@ -383,29 +363,15 @@ class Decoder:
 
     def decode_items(self, data: list[Any], depth: int) -> list[Any]:
         items: list[Any] = []
-        append = items.append
-        decode = self.decode
-        decode_tagged = self.decode_tagged
-        readers = self.text_readers if depth <= self.max_depth else NO_TEXT_READERS
         try:
             for item in data:
                 ti = type(item)
                 if ti is str or ti is int or ti is bool or item is None or ti is float:
-                    append(item)
+                    items.append(item)
                 elif ti is dict and TAG in item:
-                    tag = item[TAG]
-                    read = readers.get(tag) if type(tag) is str else None
-                    if read is not None and len(item) == 2:
-                        text = item.get(VALUE)
-                        if type(text) is str:
-                            try:
-                                append(read(text))
-                                continue
-                            except Exception:  # decode_tagged reports it
-                                pass
-                    append(decode_tagged(item, depth))
+                    items.append(self.decode_tagged(item, depth))
                 else:
-                    append(decode(item, depth))
+                    items.append(self.decode(item, depth))
         except SerializationError as exc:
             _note(exc, f"[{len(items)}]", None)
             raise
@@ -418,8 +384,6 @@ class Decoder:
         not a level of nesting, so whatever nesting encoded within max_depth also decodes.
         """
         pairs: list[tuple[Any, Any]] = []
-        append = pairs.append
-        decode = self.decode
         position = -1  # in the pair being decoded: -1 the pair itself, 0 its key, 1 its value
         try:
             for pair in data:
@@ -428,9 +392,9 @@ class Decoder:
                     raise DeserializationError(
                         f"{what}: expected [key, value] pairs, got {_preview(pair)}")
                 position = 0
-                key = decode(pair[0], depth)
+                key = self.decode(pair[0], depth)
                 position = 1
-                append((key, decode(pair[1], depth)))
+                pairs.append((key, self.decode(pair[1], depth)))
         except SerializationError as exc:
             index = len(pairs)
             _note(exc, f"[{index}]" if position < 0 else f"[{index}][{position}]", None)
@@ -438,7 +402,7 @@ class Decoder:
         return pairs
 
     def decode_tagged(self, data: dict[str, Any], depth: int) -> Any:
-        if depth > self.max_depth:  # containers call this directly, bypassing decode()
+        if depth > self.max_depth:  # containers call this directly, bypassing self.decode()
             raise NestingTooDeepError(f"data nested deeper than max_depth={self.max_depth}")
         tag = data[TAG]
         if type(tag) is not str or len(data) != 2 or VALUE not in data:
@@ -446,6 +410,17 @@ class Decoder:
                 f"malformed tagged object: expected exactly {{{TAG!r}: str, {VALUE!r}: ...}}, "
                 f"got keys {sorted(map(str, data))}"
             )
+        # A type stored as one string (a datetime, UUID, Decimal, ...) is read straight by
+        # its text reader. When the reader raises, the plan reads the value again and its
+        # error says what went wrong: the readers are pure, so they fail the same way twice.
+        read = self.text_readers.get(tag)
+        if read is not None:
+            text = data[VALUE]
+            if type(text) is str:
+                try:
+                    return read(text)
+                except Exception:  # the plan reports it
+                    pass
         plan = self.plans.get(tag)
         try:
             if plan is None:

@@ -85,7 +85,7 @@ class TypeRegistry:
         self._encode_plans: dict[type, EncodePlan] = {}
         self._decode_plans: dict[str, DecodePlan] = {}
         # Tag -> the codec's from_text, for current-version tags of types stored as one
-        # string: containers read those inline (Decoder.decode_object).
+        # string: Decoder.decode_tagged reads those without going through the plan.
         self._text_readers: dict[str, Callable[[str], Any]] = {}
         # Plans that containers may call without Encoder.encode: leaves (no recursion) and
         # custom serializers (which recurse through Encoder.encode and note their object).

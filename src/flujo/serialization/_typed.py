@@ -25,7 +25,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable
 from datetime import datetime, timezone, tzinfo
-from typing import Any, TypeGuard
+from typing import Any, Final, TypeGuard
 
 from pydantic import BaseModel, TypeAdapter
 from pydantic_core import PydanticSerializationError
@@ -37,7 +37,7 @@ __all__ = ["TypedModel", "TypedReader", "typed_eligible", "typed_model"]
 # pydantic's TzInfo -> the datetime.timezone of its offset. TzInfo compares equal to that
 # timezone but does not hash equal, so the TzInfo itself is the key (equal TzInfos, one entry
 # per offset).
-_ZONES: dict[tzinfo, timezone] = {}
+_ZONES: Final[dict[tzinfo, timezone]] = {}
 
 
 def _zone_for(tz: tzinfo) -> timezone:

@@ -43,9 +43,9 @@ class TypeCodec:
     leaf: Callable[[Any], Any] | None = None
     deserializer: Callable[[Any], Any] | None = None
     # The reading counterpart, for types stored as one string: ``text -> obj``, pure (no
-    # decoder, no side effects). Containers call it inline for the current version's tag;
-    # when it raises they read the value again through ``decode_value``, whose error says
-    # what went wrong, so both must refuse exactly the same texts.
+    # decoder, no side effects). The decoder calls it directly for the current version's
+    # tag; when it raises, the value is read again through ``decode_value``, whose error
+    # says what went wrong, so both must refuse exactly the same texts.
     from_text: Callable[[str], Any] | None = None
 
     @property
