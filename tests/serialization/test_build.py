@@ -80,3 +80,43 @@ def test_errors_raised_inside_compiled_modules_keep_their_cause() -> None:
     with pytest.raises(DeserializationError, match="not a member value") as quiet:
         safe_deserialize({"$t": tag, "v": "nope"})
     assert quiet.value.__cause__ is None and quiet.value.__suppress_context__
+
+
+_DEEP = """
+import sys
+from typing import Any
+from pydantic import BaseModel
+from flujo.exceptions import NestingTooDeepError
+from flujo.serialization import TypeRegistry, safe_deserialize, safe_serialize
+
+class Box(BaseModel):
+    payload: Any = None
+
+registry = TypeRegistry(max_depth=10**6)
+def nest(kind, levels):
+    value = None
+    for _ in range(levels):
+        value = {"list": lambda v: [v], "dict": lambda v: {"k": v},
+                 "model": lambda v: Box(payload=v)}[kind](value)
+    return value
+for kind in ("list", "dict", "model"):
+    for call in (safe_serialize, safe_deserialize):
+        if kind == "model" and call is safe_deserialize:
+            continue
+        try:
+            call(nest(kind, 50_000), registry=registry)
+        except NestingTooDeepError as exc:
+            assert "stack ran out before max_depth=1000000" in str(exc), exc
+        else:
+            raise AssertionError(f"{kind} {call.__name__}: 50,000 levels accepted")
+print("ok")
+"""
+
+
+def test_nesting_past_what_the_stack_holds_is_an_error_not_a_crash() -> None:
+    # Compiled code recurses on the C stack, which would crash the process if it ran out;
+    # it stops where pure Python's stack would run out, with the same error.
+    result = subprocess.run([sys.executable, "-c", _DEEP], capture_output=True, text=True,
+                            timeout=300, check=False)
+    assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
+    assert result.stdout.strip() == "ok"

@@ -101,7 +101,7 @@ def model_codec(
         state = obj.__dict__
         key: Any = None
         try:
-            direct = enc.direct if child <= enc.max_depth else NO_DIRECT_PLANS
+            direct = enc.direct if child <= enc.limit else NO_DIRECT_PLANS
             for key in fields:
                 if key in state:
                     value = state[key]

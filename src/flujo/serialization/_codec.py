@@ -10,6 +10,7 @@ tells a cycle from mere depth.
 from __future__ import annotations
 
 import contextlib
+import sys
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -107,11 +108,36 @@ def _set_path(exc: SerializationError, path: str) -> None:
     exc.args = (f"{message} (at {path})", *exc.args[1:])
 
 
-class Encoder:
-    """One encoding run. Cheap to create; the plans it uses are cached on the registry."""
+# Compiled (mypyc) code recurses on the C stack, which crashes the process when it runs out
+# instead of raising RecursionError. So compiled code stops nesting where pure Python's
+# stack would run out (about three frames a level of the recursion limit), and never past
+# COMPILED_MAX_LEVELS (about 3 MB of C stack), with the same NestingTooDeepError.
+COMPILED: Final = not __file__.endswith(".py")
+COMPILED_MAX_LEVELS: Final = 2000
 
-    __slots__ = ("batches", "default", "direct", "manifest", "max_depth", "plans", "registry",
-                 "validate")
+
+def depth_limit(max_depth: int) -> int:
+    """The deepest level this form of the codec goes to for ``max_depth``."""
+    if not COMPILED:
+        return max_depth
+    return min(max_depth, sys.getrecursionlimit() // 3, COMPILED_MAX_LEVELS)
+
+
+def _too_deep(what: str, depth: int, max_depth: int) -> NestingTooDeepError:
+    if depth > max_depth:
+        return NestingTooDeepError(f"{what} nested deeper than max_depth={max_depth}")
+    return _stack_exhausted(max_depth)
+
+
+class Encoder:
+    """One encoding run. Cheap to create; the plans it uses are cached on the registry.
+
+    ``limit`` is ``max_depth`` as far as the stack allows (``depth_limit``): the hot paths
+    compare with it, errors name ``max_depth``.
+    """
+
+    __slots__ = ("batches", "default", "direct", "limit", "manifest", "max_depth", "plans",
+                 "registry", "validate")
 
     def __init__(
         self,
@@ -129,6 +155,7 @@ class Encoder:
         self.validate = validate
         self.default = default
         self.max_depth = max_depth
+        self.limit = depth_limit(max_depth)
         self.manifest = manifest
 
     def encode(self, obj: Any, depth: int) -> Any:
@@ -140,10 +167,8 @@ class Encoder:
         if t is float and obj - obj == 0.0:  # finite; NaN and +-inf go to their tagged form
             return obj
         try:
-            if depth > self.max_depth:
-                raise NestingTooDeepError(
-                    f"value nested deeper than max_depth={self.max_depth}"
-                )
+            if depth > self.limit:
+                raise _too_deep("value", depth, self.max_depth)
             if t is dict:
                 return self.encode_dict(obj, depth)
             if t is list:
@@ -170,7 +195,7 @@ class Encoder:
             _note(exc, None, obj)
             raise
         except RecursionError:
-            # The Python stack ran out before max_depth did: report it as too deep (with the
+            # The Python stack ran out before the limit did: report it as too deep (with the
             # path, or as a cycle when an object repeats), never as a bare RecursionError.
             error = _stack_exhausted(self.max_depth)
             _note(error, None, obj)
@@ -183,7 +208,7 @@ class Encoder:
     def encode_list(self, obj: list[Any], depth: int) -> list[Any]:
         out: list[Any] | None = None
         child = depth + 1
-        direct = self.direct if child <= self.max_depth else NO_DIRECT_PLANS
+        direct = self.direct if child <= self.limit else NO_DIRECT_PLANS
         index = 0
         try:
             for index, item in enumerate(obj):
@@ -211,7 +236,7 @@ class Encoder:
             return self.encode_escaped_dict(obj, depth)
         out: dict[str, Any] | None = None
         child = depth + 1
-        direct = self.direct if child <= self.max_depth else NO_DIRECT_PLANS
+        direct = self.direct if child <= self.limit else NO_DIRECT_PLANS
         key: Any = None
         try:
             for key, value in obj.items():
@@ -259,7 +284,7 @@ class Encoder:
     def encode_items(self, items: Any, depth: int) -> list[Any]:
         """Encode an iterable into a list, noting the index of a failing item."""
         out: list[Any] = []
-        direct = self.direct if depth <= self.max_depth else NO_DIRECT_PLANS
+        direct = self.direct if depth <= self.limit else NO_DIRECT_PLANS
         try:
             for item in items:
                 ti = type(item)
@@ -292,7 +317,7 @@ class Encoder:
 
 def _stack_exhausted(max_depth: int) -> NestingTooDeepError:
     return NestingTooDeepError(
-        f"nested too deeply: the Python stack ran out before max_depth={max_depth}")
+        f"nested too deeply: the stack ran out before max_depth={max_depth}")
 
 
 def run_encoder(encoder: Encoder, obj: Any) -> Any:
@@ -310,7 +335,7 @@ def run_encoder(encoder: Encoder, obj: Any) -> Any:
 class Decoder:
     """One decoding run over JSON data (dict/list/str/int/float/bool/None only)."""
 
-    __slots__ = ("max_depth", "plans", "registry", "strict", "text_readers")
+    __slots__ = ("limit", "max_depth", "plans", "registry", "strict", "text_readers")
 
     def __init__(self, registry: TypeRegistry, *, strict: bool, max_depth: int) -> None:
         self.registry = registry
@@ -318,13 +343,14 @@ class Decoder:
         self.text_readers = registry._text_readers
         self.strict = strict
         self.max_depth = max_depth
+        self.limit = depth_limit(max_depth)  # see Encoder
 
     def decode(self, data: Any, depth: int) -> Any:
         t = type(data)
         if t is str or t is int or t is bool or data is None or t is float:
             return data
-        if depth > self.max_depth:
-            raise NestingTooDeepError(f"data nested deeper than max_depth={self.max_depth}")
+        if depth > self.limit:
+            raise _too_deep("data", depth, self.max_depth)
         if t is dict:
             if TAG in data:
                 return self.decode_tagged(data, depth)
@@ -402,8 +428,8 @@ class Decoder:
         return pairs
 
     def decode_tagged(self, data: dict[str, Any], depth: int) -> Any:
-        if depth > self.max_depth:  # containers call this directly, bypassing self.decode()
-            raise NestingTooDeepError(f"data nested deeper than max_depth={self.max_depth}")
+        if depth > self.limit:  # containers call this directly, bypassing self.decode()
+            raise _too_deep("data", depth, self.max_depth)
         tag = data[TAG]
         if type(tag) is not str or len(data) != 2 or VALUE not in data:
             raise DeserializationError(

@@ -45,7 +45,7 @@ def custom_codec(
         # The usual output, a flat dict of JSON-native values, is checked here: two calls
         # fewer per object than Encoder.encode -> encode_dict (whose depth check this
         # keeps: what is written must be readable within max_depth).
-        native = type(raw) is dict and TAG not in raw and depth < enc.max_depth
+        native = type(raw) is dict and TAG not in raw and depth < enc.limit
         if native:
             for key, item in raw.items():
                 ti = type(item)

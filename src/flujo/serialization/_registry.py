@@ -93,8 +93,8 @@ class TypeRegistry:
         self._generation = 0  # bumped by every registration; a plan made before is not cached
         # Encoders and decoders hold settings only (no per-run state), so the common calls
         # share one per setting instead of building one per call.
-        self._encoders: dict[tuple[bool, int], Encoder] = {}
-        self._decoders: dict[tuple[bool, int], Decoder] = {}
+        self._encoders: dict[tuple[bool, int, int], Encoder] = {}
+        self._decoders: dict[tuple[bool, int, int], Decoder] = {}
         for codec in BUILTIN_CODECS:
             if codec.py_type is not None:
                 self._by_type[codec.py_type] = codec
@@ -102,7 +102,8 @@ class TypeRegistry:
 
     def shared_encoder(self, validate: bool) -> Encoder:
         """The encoder for plain ``safe_serialize`` calls (no default, no manifest)."""
-        key = (validate, self.max_depth)
+        # The recursion limit too: compiled code stops nesting by it (_codec.depth_limit).
+        key = (validate, self.max_depth, sys.getrecursionlimit())
         encoder = self._encoders.get(key)
         if encoder is None:
             encoder = Encoder(self, validate=validate, default=None, max_depth=self.max_depth,
@@ -111,7 +112,7 @@ class TypeRegistry:
         return encoder
 
     def shared_decoder(self, strict: bool) -> Decoder:
-        key = (strict, self.max_depth)
+        key = (strict, self.max_depth, sys.getrecursionlimit())
         decoder = self._decoders.get(key)
         if decoder is None:
             decoder = Decoder(self, strict=strict, max_depth=self.max_depth)
