@@ -95,8 +95,13 @@ def test_unknown_tag_names_the_tag_and_how_to_register(registry: TypeRegistry) -
 def test_non_strict_keeps_unknown_tags_and_warns(registry: TypeRegistry) -> None:
     unknown = {TAG: "acme:Thing@1", VALUE: {"x": [1, 2]}}
     data = {"known": {TAG: "set@1", VALUE: [1]}, "unknown": unknown}
-    with pytest.warns(UnknownTypeWarning, match="acme:Thing@1"):
+    with pytest.warns(UnknownTypeWarning, match="acme:Thing@1") as caught:
         back = safe_deserialize(data, registry=registry, strict=False)
+    assert caught[0].filename == __file__  # the warning points at the caller
+    nested = {"a": [[{"b": unknown}]]}
+    with pytest.warns(UnknownTypeWarning) as caught:
+        safe_deserialize(nested, registry=registry, strict=False)
+    assert caught[0].filename == __file__
     assert back["known"] == {1}
     assert back["unknown"] == unknown
 

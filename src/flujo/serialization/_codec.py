@@ -10,9 +10,11 @@ tells a cycle from mere depth.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import warnings
 from collections.abc import Callable
+from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel
@@ -315,6 +317,23 @@ class Encoder:
         return out
 
 
+_PACKAGE_DIR: Final = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning raised here at the code that called flujo.
+
+    ``warnings.warn`` counts Python frames; compiled functions have none, so the count starts
+    at the innermost Python frame there and at this function's caller otherwise.
+    """
+    frame: FrameType | None = sys._getframe(0 if COMPILED else 1)
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
 def _stack_exhausted(max_depth: int) -> NestingTooDeepError:
     return NestingTooDeepError(
         f"nested too deeply: the stack ran out before max_depth={max_depth}")
@@ -456,9 +475,8 @@ class Decoder:
             if self.strict:
                 _note(exc, None, None)
                 raise
-            warnings.warn(
-                f"{exc}; kept the tagged data undecoded", UnknownTypeWarning, stacklevel=4
-            )
+            warnings.warn(f"{exc}; kept the tagged data undecoded", UnknownTypeWarning,
+                          stacklevel=_caller_stacklevel())
             return data
         except SerializationError as exc:
             _note(exc, None, None)
