@@ -10,7 +10,6 @@ tells a cycle from mere depth.
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -317,7 +316,7 @@ class Encoder:
         return out
 
 
-_PACKAGE_DIR: Final = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_PACKAGE: Final = __name__.rpartition(".")[0]
 
 
 def _caller_stacklevel() -> int:
@@ -328,7 +327,10 @@ def _caller_stacklevel() -> int:
     """
     frame: FrameType | None = sys._getframe(0 if COMPILED else 1)
     level = 1
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+    while frame is not None:
+        module = str(frame.f_globals.get("__name__", ""))
+        if module != _PACKAGE and not module.startswith(_PACKAGE + "."):
+            break
         frame = frame.f_back
         level += 1
     return level
