@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import warnings
 from collections import OrderedDict, defaultdict, deque
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -310,18 +311,23 @@ class _Leaf(BaseModel):
 def test_whatever_encodes_within_max_depth_also_decodes(wrap: Any, leaf: Any) -> None:
     # Containers call leaf and custom plans directly; one level past max_depth they must
     # refuse the value as the decoder would, not write what cannot be read back.
+    for registry, value in _around_max_depth(leaf, wrap):
+        try:
+            data = safe_serialize(value, registry=registry)
+        except NestingTooDeepError:
+            continue
+        assert_same(safe_deserialize(data, registry=registry), value)
+
+
+def _around_max_depth(leaf: Any, wrap: Any) -> Iterator[tuple[TypeRegistry, Any]]:
+    """``leaf`` wrapped 0 to 5 times, with registries of max_depth 0 to 3."""
     for max_depth in range(4):
         registry = make_registry()
         registry.max_depth = max_depth
-        for levels in range(6):
-            value = leaf
-            for _ in range(levels):
-                value = wrap(value)
-            try:
-                data = safe_serialize(value, registry=registry)
-            except NestingTooDeepError:
-                continue
-            assert_same(safe_deserialize(data, registry=registry), value)
+        value = leaf
+        for _ in range(6):
+            yield registry, value
+            value = wrap(value)
 
 
 @pytest.mark.parametrize("wrap", [lambda v: [v], lambda v: {"k": v}, lambda v: Box(payload=v)],
@@ -332,21 +338,15 @@ def test_whatever_encodes_within_max_depth_also_decodes(wrap: Any, leaf: Any) ->
 def test_what_is_refused_when_written_is_refused_when_read(wrap: Any, leaf: Any) -> None:
     # Text leaves (UUID, Decimal, ...) are read without their plan; past max_depth they must
     # still be refused, as the encoder refuses them.
-    for max_depth in range(4):
-        registry = make_registry()
-        registry.max_depth = max_depth
-        for levels in range(6):
-            value = leaf
-            for _ in range(levels):
-                value = wrap(value)
-            data = safe_serialize(value, registry=make_registry())
-            try:
-                safe_serialize(value, registry=registry)
-            except NestingTooDeepError:
-                with pytest.raises(NestingTooDeepError):
-                    safe_deserialize(data, registry=registry)
-            else:
-                assert_same(safe_deserialize(data, registry=registry), value)
+    for registry, value in _around_max_depth(leaf, wrap):
+        data = safe_serialize(value, registry=make_registry())
+        try:
+            safe_serialize(value, registry=registry)
+        except NestingTooDeepError:
+            with pytest.raises(NestingTooDeepError):
+                safe_deserialize(data, registry=registry)
+        else:
+            assert_same(safe_deserialize(data, registry=registry), value)
 
 
 @pytest.mark.parametrize(("tag", "text"), [
