@@ -387,8 +387,8 @@ def _dec_defaultdict(dec: Decoder, v: Any, depth: int) -> defaultdict[Any, Any]:
                                                  "defaultdict"))
 
 
-# Types stored as one string: the reading ``text -> obj`` of each. Containers call these
-# inline (``TypeCodec.from_text``); the decode plans wrap the same functions.
+# Types stored as one string: the reading ``text -> obj`` of each. The decoder calls these
+# directly (``TypeCodec.from_text``); the decode plans wrap the same functions.
 _from_base64: Callable[[str], bytes] = partial(binascii.a2b_base64, strict_mode=True)
 
 
