@@ -39,11 +39,17 @@ def test_every_listed_module_exists_as_source() -> None:
     assert all((package / f"{name}.py").is_file() for name in COMPILED_MODULES)
 
 
-@pytest.mark.skipif(os.environ.get("FLUJO_REQUIRE_COMPILED") != "1",
-                    reason="FLUJO_REQUIRE_COMPILED=1 (CI) asks for the compiled build")
+@pytest.mark.skipif(os.environ.get("FLUJO_REQUIRE_COMPILED") != "1"
+                    or os.environ.get(PURE_PYTHON_ENV) == "1",
+                    reason="FLUJO_REQUIRE_COMPILED=1 (CI's main run) asks for the compiled build")
 def test_ci_runs_the_compiled_build() -> None:
-    assert os.environ.get(PURE_PYTHON_ENV) != "1", "CI's main run must not switch to sources"
     assert compiled_modules() == list(COMPILED_MODULES)
+
+
+@pytest.mark.skipif(os.environ.get(PURE_PYTHON_ENV) != "1",
+                    reason="FLUJO_PURE_PYTHON=1 (CI's second run) asks for the sources")
+def test_the_pure_python_run_runs_the_sources() -> None:
+    assert compiled_modules() == []
 
 
 def test_the_pure_python_switch_imports_every_compiled_module_from_source() -> None:
