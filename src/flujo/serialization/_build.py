@@ -40,7 +40,7 @@ def compiled_modules() -> list[str]:
     names = []
     for name in COMPILED_MODULES:
         module = importlib.import_module(f"{_PACKAGE}.{name}")
-        if not (module.__file__ or "").endswith(".py"):
+        if (module.__file__ or "").endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)):
             names.append(name)
     return names
 

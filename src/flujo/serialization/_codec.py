@@ -13,6 +13,7 @@ import contextlib
 import sys
 import warnings
 from collections.abc import Callable
+from importlib.machinery import EXTENSION_SUFFIXES
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
 
@@ -113,7 +114,7 @@ def _set_path(exc: SerializationError, path: str) -> None:
 # instead of raising RecursionError. So compiled code stops nesting where pure Python's
 # stack would run out (about three frames a level of the recursion limit), and never past
 # COMPILED_MAX_LEVELS (about 3 MB of C stack), with the same NestingTooDeepError.
-COMPILED: Final = not __file__.endswith(".py")
+COMPILED: Final = __file__.endswith(tuple(EXTENSION_SUFFIXES))
 COMPILED_MAX_LEVELS: Final = 2000
 
 
