@@ -138,9 +138,7 @@ def model_codec(
 
     readers: list[TypedReader] = []  # the class's reader, made on first use
 
-    def typed_reader() -> TypedReader:
-        if readers:
-            return readers[0]
+    def new_reader() -> TypedReader:
         # Only classes flujo itself would write in the typed form: for the others (sets,
         # tuples, dicts with non-str keys...) pydantic-core would build containers from
         # stored data without flujo's checks (hash flooding, exact types).
@@ -153,7 +151,7 @@ def model_codec(
         return readers[0]
 
     def read_typed(body: list[Any]) -> BaseModel:
-        reader = readers[0] if readers else typed_reader()
+        reader = readers[0] if readers else new_reader()
         if len(body) != 1:
             raise DeserializationError(f"{name}: the typed form holds exactly one object")
         try:
@@ -163,7 +161,7 @@ def model_codec(
                 f"{name}: typed form does not fit the class: {exc}"), exc)
 
     def read_typed_list(items: list[Any]) -> list[BaseModel]:
-        reader = readers[0] if readers else typed_reader()
+        reader = readers[0] if readers else new_reader()
         try:
             return reader.read_list(items)
         except ValidationError as exc:

@@ -49,7 +49,6 @@ def _zone_for(tz: tzinfo) -> timezone:
     return zone
 
 
-
 _combine = datetime.combine
 
 
