@@ -29,6 +29,7 @@ COMPILED = [
     "src/flujo/serialization/_codec.py",
     "src/flujo/serialization/_custom.py",
     "src/flujo/serialization/_plans.py",
+    "src/flujo/serialization/_rows.py",
     "src/flujo/serialization/_typed.py",
 ]
 

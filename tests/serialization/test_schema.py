@@ -217,3 +217,21 @@ def test_types_without_a_codec_are_refused(registry: TypeRegistry) -> None:
         tagged_format_schema(registry, types=[Nothing])
     with pytest.raises(TypeError):
         type_schema(registry, Nothing)
+
+
+def test_rows_and_their_field_lists_are_described(registry: TypeRegistry) -> None:
+    from .test_rows import customer
+
+    schema = tagged_format_schema(registry)
+    rows = safe_serialize([customer(1), customer(2)], registry=registry)
+    assert rows[TAG] == "rows@1"
+    assert_valid(schema, rows)
+    assert_valid(schema, safe_serialize([customer(1), customer(2)],
+                                        registry=TypeRegistry(model_rows=False)))
+    fields = rows[VALUE][1]
+    for wrong in ([7], [{"a": ["x"], "b": ["y"]}], [{"a": {"set": ["x"]}}],
+                  [{"a": {"list": "x"}}]):
+        forged = {TAG: "rows@1", VALUE: [rows[VALUE][0], wrong, []]}
+        assert not Draft(schema).is_valid(forged)
+        assert not jsonschema_rs.validator_for(schema).is_valid(forged)
+    assert fields[4] == {"addresses": {"list": ["street", "zip"]}}

@@ -184,11 +184,11 @@ def test_classes_pydantic_would_not_round_trip_exactly_stay_generic(
     assert_same(back, value)
 
 
-def test_a_list_of_one_typed_class_is_one_models_object(registry: TypeRegistry) -> None:
+def test_a_list_of_one_typed_class_is_one_rows_object(registry: TypeRegistry) -> None:
     values = [good(i=n) for n in range(3)]
     data, back = round_trip(values, registry)
-    assert data[TAG] == "models@1"
-    assert data[VALUE][0] == f"{Record.__module__}:Record@1" and len(data[VALUE][1]) == 3
+    assert data[TAG] == "rows@1"
+    assert data[VALUE][0] == f"{Record.__module__}:Record@1" and len(data[VALUE][2]) == 3
     assert_same(back, values)
 
 
@@ -229,7 +229,7 @@ def test_migrations_receive_the_form_that_was_stored() -> None:
     old.register_type(ItemV1, name="item", version=1)
     written_typed = safe_serialize(ItemV1(name="a"), registry=old)
     written_batch = safe_serialize([ItemV1(name="b")] * 2, registry=old)
-    assert type(written_typed[VALUE]) is list and written_batch[TAG] == "models@1"
+    assert type(written_typed[VALUE]) is list and written_batch[TAG] == "rows@1"
     new = TypeRegistry()
     new.register_type(Item, name="item", version=2, migrations={1: v1_to_v2})
     assert safe_deserialize(written_typed, registry=new) == Item(name="a", qty=1)

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..exceptions import DeserializationError, SerializationError, caused
 from ._codec import INT_MAX, INT_MIN, NO_DIRECT_PLANS, _note, key_segment
+from ._rows import Shape
 from ._typed import TypedReader, typed_eligible
 from ._types import Migration, TypeCodec
 
@@ -160,10 +161,16 @@ def model_codec(
             raise caused(DeserializationError(
                 f"{name}: typed form does not fit the class: {exc}"), exc)
 
-    def read_typed_list(items: list[Any]) -> list[BaseModel]:
+    def read_typed_list(items: list[Any], rows: Shape | None) -> list[BaseModel]:
+        """``rows``: the stored fields when ``items`` were rows (``_rows``)."""
         reader = readers[0] if readers else new_reader()
+        unknown = None if rows is None else reader.unknown_fields(rows)
+        if unknown:
+            raise DeserializationError(
+                f"{name}: stored field(s) {sorted(unknown)} no longer exist on the class; bump "
+                "the type's version and register a migration that moves or drops them")
         try:
-            return reader.read_list(items)
+            return reader.read_list(items, fields_checked=unknown is not None)
         except ValidationError as exc:
             raise caused(DeserializationError(
                 f"{name}: typed form does not fit the class: {exc}"), exc)

@@ -27,7 +27,8 @@ from pydantic import ValidationError
 from pydantic_core import SchemaValidator, core_schema, to_jsonable_python
 
 from ..exceptions import DeserializationError, SerializationError, caused
-from ._codec import DICT_NAME, DICT_VERSION, MODELS_NAME, MODELS_VERSION
+from ._codec import DICT_NAME, DICT_VERSION, MODELS_NAME, MODELS_VERSION, ROWS_NAME, ROWS_VERSION
+from ._rows import parse_header, rows_to_dicts
 from ._types import JSONSchema, TypeCodec
 
 if TYPE_CHECKING:
@@ -440,6 +441,32 @@ def _dec_models(dec: Decoder, v: Any, depth: int) -> list[Any]:
     return dec.registry.decode_model_batch(dec, body[0], body[1], depth)
 
 
+def _dec_rows(dec: Decoder, v: Any, depth: int) -> list[Any]:
+    body = _expect(v, list, "rows")
+    if len(body) != 3 or type(body[0]) is not str:
+        raise DeserializationError(f"rows: expected [tag, fields, [row, ...]], got {v!r:.80}")
+    shape = parse_header(body[1], depth + 1, dec.limit, dec.max_depth)
+    return dec.registry.decode_model_batch(dec, body[0], rows_to_dicts(body[2], shape), depth,
+                                           shape)
+
+
+# The grammar of _rows; anchors, not $defs, because a codec's schema is embedded in others.
+_ROWS_FIELDS: Final[JSONSchema] = {
+    "$anchor": "flujo-rows-fields", "type": "array",
+    "description": "the field names, in row order; a field holding models is {name: node}",
+    "items": {"anyOf": [
+        {"type": "string"},
+        {"type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": {
+            "$anchor": "flujo-rows-node",
+            "description": "fields (one model as a row), {\"list\": node} or {\"dict\": node}",
+            "anyOf": [
+                {"$ref": "#flujo-rows-fields"},
+                {"type": "object", "minProperties": 1, "maxProperties": 1,
+                 "properties": {"list": {"$ref": "#flujo-rows-node"},
+                                "dict": {"$ref": "#flujo-rows-node"}},
+                 "additionalProperties": False}]}}]},
+}
+
 _CODECS: tuple[TypeCodec, ...] = (
     TypeCodec("datetime", 1, "builtin", datetime, _enc_datetime, _text_plan("datetime"),
               {"type": "string", "pattern": f"^{_ISO_DATE}T{_ISO_TIME}{_ZONE}$"},
@@ -514,6 +541,17 @@ _CODECS: tuple[TypeCodec, ...] = (
               description="A list of instances of one pydantic model class, each in the "
                           "typed form: [tag, [json, ...]] stands for [{\"$t\": tag, \"v\": "
                           "[json]}, ...]."),
+    TypeCodec(ROWS_NAME, ROWS_VERSION, "builtin", None, None, _dec_rows,
+              {"type": "array", "minItems": 3, "items": False, "prefixItems": [
+                  {"type": "string", "pattern": "^[^@$\\s][^@\\s]*@[1-9][0-9]*$",
+                   "description": "the tag of the model class"},
+                  _ROWS_FIELDS,
+                  {"type": "array", "items": {"type": "array"},
+                   "description": "each model as the array of its field values, in the "
+                                  "order of fields"}]},
+              description="A list of instances of one pydantic model class, each in the "
+                          "typed form with its field names written once: [tag, fields, "
+                          "[row, ...]], a row being the array of a model's field values."),
     _path_codec("path.posix", pathlib.PosixPath),
     _path_codec("path.windows", pathlib.WindowsPath),
     _path_codec("purepath.posix", pathlib.PurePosixPath),

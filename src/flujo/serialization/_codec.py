@@ -40,6 +40,9 @@ DICT_TAG: Final = f"{DICT_NAME}@{DICT_VERSION}"
 MODELS_NAME: Final = "models"  # a list of one pydantic model class in its typed form
 MODELS_VERSION: Final = 1
 MODELS_TAG: Final = f"{MODELS_NAME}@{MODELS_VERSION}"
+ROWS_NAME: Final = "rows"  # the same, each model as the array of its field values (_rows)
+ROWS_VERSION: Final = 1
+ROWS_TAG: Final = f"{ROWS_NAME}@{ROWS_VERSION}"
 INT_MIN: Final = -(2**63)
 INT_MAX: Final = 2**64 - 1
 

@@ -22,6 +22,9 @@ from ._codec import (
     MODELS_NAME,
     MODELS_TAG,
     MODELS_VERSION,
+    ROWS_NAME,
+    ROWS_TAG,
+    ROWS_VERSION,
     TAG,
     VALUE,
     BatchPlan,
@@ -30,6 +33,7 @@ from ._codec import (
     EncodePlan,
     Encoder,
 )
+from ._rows import header_of
 from ._typed import TypedModel
 from ._types import Migration, TypeCodec
 
@@ -73,10 +77,20 @@ def typed_plan(codec: TypeCodec, typed: TypedModel, generic: EncodePlan) -> Enco
     return plan
 
 
-def batch_plan(codec: TypeCodec, typed: TypedModel) -> BatchPlan:
+def batch_plan(codec: TypeCodec, typed: TypedModel, *, rows: bool) -> BatchPlan:
     tag, name, version = codec.tag, codec.name, codec.version
+    shape = typed.shape if rows else None  # None also when the class contains itself
 
     def plan(enc: Encoder, items: list[Any], depth: int) -> dict[str, Any] | None:
+        if shape is not None:
+            values = typed.dump_rows(items)
+            if values is None:
+                return None
+            manifest = enc.manifest
+            if manifest is not None:
+                manifest[name] = version
+                manifest[ROWS_NAME] = ROWS_VERSION
+            return {TAG: ROWS_TAG, VALUE: [tag, header_of(shape), values]}
         data = typed.dump_list(items)
         if data is None:
             return None

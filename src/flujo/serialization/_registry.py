@@ -47,6 +47,7 @@ from ._plans import (
     tagging_plan,
     typed_plan,
 )
+from ._rows import Shape
 from ._typed import typed_model
 from ._types import JSONSchema, Migration, TypeCodec
 from ._validation import check_schema
@@ -64,17 +65,20 @@ class TypeRegistry:
     the process but not registered. ``max_depth``: deepest nesting accepted either way.
     ``typed_models``: write pydantic models whose values have exactly their declared types
     in the models' own JSON form, by pydantic-core (docs/format.md, "typed form"); reading
-    that form is always supported.
+    that form is always supported. ``model_rows``: write a list of such models as ``rows@1``
+    (each model an array of its field values); ``False`` writes ``models@1``, which flujo
+    releases before 0.8 read too (for rolling upgrades). Both are always read.
     """
 
     def __init__(
         self, *, validate: bool = True, auto_resolve: bool = True,
-        max_depth: int = DEFAULT_MAX_DEPTH, typed_models: bool = True,
+        max_depth: int = DEFAULT_MAX_DEPTH, typed_models: bool = True, model_rows: bool = True,
     ) -> None:
         self.validate = validate
         self.auto_resolve = auto_resolve
         self.max_depth = max_depth
         self.typed_models = typed_models
+        self.model_rows = model_rows
         self._batch_plans: dict[type, BatchPlan] = {}
         self._lock = threading.RLock()
         self._by_type: dict[type, TypeCodec] = {}
@@ -352,20 +356,24 @@ class TypeRegistry:
             typed = typed_model(cls)
             if typed is not None:
                 plan = typed_plan(codec, typed, plan)
-                self._cache_plan(self._batch_plans, cls, batch_plan(codec, typed), generation)
+                self._cache_plan(self._batch_plans, cls,
+                                 batch_plan(codec, typed, rows=self.model_rows), generation)
         self._cache_plan(self._encode_plans, cls, plan, generation)
         if codec.leaf is not None or codec.kind == "custom":
             self._cache_plan(self._direct_plans, cls, plan, generation)
         return plan
 
-    def decode_model_batch(self, dec: Decoder, tag: Any, items: Any, depth: int) -> list[Any]:
-        """Read ``models@1``: ``[tag, [json, ...]]`` means ``[{"$t": tag, "v": [json]}, ...]``."""
+    def decode_model_batch(self, dec: Decoder, tag: Any, items: Any, depth: int,
+                           rows: Shape | None = None) -> list[Any]:
+        """Read ``models@1``: ``[tag, [json, ...]]`` means ``[{"$t": tag, "v": [json]}, ...]``;
+        and ``rows@1``, whose rows are turned into those dicts first (``rows``: the stored
+        fields)."""
         if type(tag) is not str or type(items) is not list:
             raise DeserializationError("models: expected [tag, [model JSON, ...]]")
         plan = dec.plans.get(tag) or self._decode_plan_for(tag)
         reader = getattr(plan, "read_typed_list", None)
         if reader is not None:  # the tag's current version: pydantic reads the whole list
-            return reader(items)  # type: ignore[no-any-return]
+            return reader(items, rows)  # type: ignore[no-any-return]
         return [plan(dec, [item], depth) for item in items]
 
     def _cache_plan(self, cache: dict[Any, Any], key: Any, plan: Any, generation: int) -> None:

@@ -148,8 +148,10 @@ class _Collector:
         if origin is list:
             array = {"type": "array", "items": self.annotation(args[0]) if args else VALUE_REF}
             if not args or _could_hold_model(args[0]):
-                # two or more instances of one typed model class may be written as `models`
-                return {"anyOf": [array, self.tagged_builtin("models")]}
+                # two or more instances of one typed model class may be written as `rows`
+                # (or `models`, as earlier releases did)
+                return {"anyOf": [array, self.tagged_builtin("models"),
+                                  self.tagged_builtin("rows")]}
             return array
         if origin is dict and args and args[0] is str:
             return {"anyOf": [{"type": "object", "propertyNames": {"not": {"const": TAG}},

@@ -31,6 +31,7 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic_core import PydanticSerializationError
 
 from ._guard import GuardWriter, Ineligible, SchemaWalker, Uncompilable, build_guards
+from ._rows import Shape, ShapeMismatch, rows_from_dicts, shape_of, unknown_fields
 
 __all__ = ["TypedModel", "TypedReader", "typed_eligible", "typed_model"]
 
@@ -38,6 +39,9 @@ __all__ = ["TypedModel", "TypedReader", "typed_eligible", "typed_model"]
 # timezone but does not hash equal, so the TzInfo itself is the key (equal TzInfos, one entry
 # per offset).
 _ZONES: Final[dict[tzinfo, timezone]] = {}
+# Rows are made from pydantic-core's dicts this many models at a time, so the dicts of a
+# long list never all exist at once (see _rows).
+_ROWS_CHUNK: Final = 512
 
 
 def _zone_for(tz: tzinfo) -> timezone:
@@ -137,15 +141,25 @@ class TypedReader:
         self._validate = cls.__pydantic_validator__.validate_python
         self._validate_list = TypeAdapter(list[cls]).validator.validate_python  # type: ignore[valid-type]
         self._fix = _FixerBuilder().build(cls.__pydantic_core_schema__)  # type: ignore[arg-type]
+        self.shape = shape_of(cls.__pydantic_core_schema__)  # type: ignore[arg-type]
 
+    # A stored field the class no longer has is refused, never dropped: extra="forbid" on
+    # every model, nested ones included, whatever the class's own setting.
     def read(self, data: Any) -> BaseModel:
-        obj: BaseModel = self._validate(data)
+        obj: BaseModel = self._validate(data, extra="forbid")
         if self._fix is not None:
             self._fix(obj)
         return obj
 
-    def read_list(self, items: list[Any]) -> list[BaseModel]:
-        objs: list[BaseModel] = self._validate_list(items)
+    def unknown_fields(self, stored: Shape) -> list[str] | None:
+        """The stored row fields this class lacks; None when only the validator can tell
+        (a class that contains itself has no row shape)."""
+        return None if self.shape is None else unknown_fields(stored, self.shape)
+
+    def read_list(self, items: list[Any], *, fields_checked: bool = False) -> list[BaseModel]:
+        """``fields_checked``: every item holds only names ``unknown_fields`` accepted."""
+        objs: list[BaseModel] = self._validate_list(
+            items, extra=None if fields_checked else "forbid")
         fix = self._fix
         if fix is not None:
             for obj in objs:
@@ -162,6 +176,7 @@ class TypedModel:
         self.list_guard = list_guard
         self.to_python = cls.__pydantic_serializer__.to_python
         self.list_to_python = TypeAdapter(list[cls]).serializer.to_python  # type: ignore[valid-type]
+        self.shape: Shape | None = shape_of(cls.__pydantic_core_schema__)  # type: ignore[arg-type]
 
     def dump(self, obj: BaseModel) -> Any | None:
         """The model's JSON form, or None when a value is not exactly of its declared type."""
@@ -180,6 +195,23 @@ class TypedModel:
                 return None
             return self.list_to_python(items, mode="json")
         except (RecursionError, PydanticSerializationError):
+            return None
+
+    def dump_rows(self, items: list[Any]) -> list[Any] | None:
+        """The rows of ``items`` (``_rows``), or None when the list must be written another
+        way: a value not exactly of its declared type, or a class that contains itself."""
+        shape = self.shape
+        if shape is None:
+            return None
+        try:
+            if not self.list_guard(items):
+                return None
+            rows: list[Any] = []
+            for start in range(0, len(items), _ROWS_CHUNK):
+                dicts = self.list_to_python(items[start:start + _ROWS_CHUNK], mode="json")
+                rows_from_dicts(dicts, shape, rows)
+            return rows
+        except (RecursionError, PydanticSerializationError, ShapeMismatch):
             return None
 
 

@@ -33,14 +33,23 @@ _CONSTRAINTS = ("pattern", "format", "minimum", "maximum", "exclusiveMinimum",
                 "exclusiveMaximum", "minLength", "maxLength", "minItems", "maxItems", "enum",
                 "const", "contentEncoding")
 class ExamplePoint(BaseModel):
-    """A model used only to show the ``models`` form in the generated docs."""
+    """A model used only to show the ``models`` and ``rows`` forms in the generated docs."""
 
     x: int
     y: int
 
 
+class ExampleTrack(BaseModel):
+    """A model used only to show nested models in the ``rows`` form of the generated docs."""
+
+    name: str
+    points: list[ExamplePoint]
+
+
 _BUILTIN_EXAMPLES: dict[str, Any] = {
     "models": [ExamplePoint(x=1, y=2), ExamplePoint(x=3, y=4)],
+    "rows": [ExampleTrack(name="a", points=[ExamplePoint(x=1, y=2)]),
+             ExampleTrack(name="b", points=[])],
     "datetime": datetime(2026, 3, 29, 3, 30, 15, 250000, tzinfo=ZoneInfo("Europe/Paris")),
     "date": date(2026, 3, 29),
     "time": time(9, 30, tzinfo=UTC),
@@ -199,6 +208,8 @@ def _fields(registry: TypeRegistry, codec: TypeCodec, body: Any) -> list[FieldDo
 
 def _example(registry: TypeRegistry, codec: TypeCodec, document: Any) -> Any:
     value = _BUILTIN_EXAMPLES.get(codec.name)
+    if codec.name == "models":  # what model_rows=False writes (rows@1 is the default)
+        return safe_serialize(value, registry=TypeRegistry(model_rows=False))
     if codec.kind == "builtin" and value is not None:
         return safe_serialize(value, registry=registry)
     if codec.kind == "enum" and codec.py_type is not None:

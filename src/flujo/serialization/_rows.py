@@ -1,0 +1,288 @@
+"""Rows: the compact typed form of a list of one model class (``rows@1``).
+
+``{"$t": "rows@1", "v": [tag, fields, [row, ...]]}`` holds the same models as the
+``models@1`` batch ``[tag, [json, ...]]``, with the field names taken out of every model's
+JSON and written once, in ``fields``; each model is the array of its field values, in that
+order. ``fields`` also describes the models nested inside a field, which are rows as well::
+
+    fields := [field, ...]
+    field  := "name"            a value with no model inside
+            | {"name": node}    a value holding models
+    node   := fields            one model, as a row
+            | {"list": node}    an array of nodes
+            | {"dict": node}    an object whose values are nodes
+
+``null`` stands for itself wherever a node is expected. Why: a model becomes an array
+instead of an object, so the JSON loses its repeated keys (about a third of it) and the
+Python form built before ``orjson.dumps`` holds lists instead of dicts, half the memory.
+
+Writing takes pydantic-core's JSON dicts and keeps their values (pydantic writes every field,
+in declaration order). Reading turns rows back into those dicts by the *stored* field names,
+so a class that has since gained, lost or reordered fields reads them as it reads
+``models@1``; the names are only ever dict keys, never looked up as code.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from ..exceptions import DeserializationError
+from ._codec import _note, _too_deep, key_segment
+from ._guard import SchemaWalker
+
+__all__ = ["Shape", "ShapeMismatch", "header_of", "parse_header", "rows_from_dicts",
+           "rows_to_dicts", "shape_of", "unknown_fields"]
+
+ROW: Final = 0
+LIST: Final = 1
+DICT: Final = 2
+_NODE_KEYS: Final[dict[str, int]] = {"list": LIST, "dict": DICT}
+
+
+class Shape:
+    """One node of ``fields``: a row (``names`` and the positions of ``nested`` nodes), or
+    a list or dict of the node ``inner``."""
+
+    def __init__(self, kind: int, names: list[str], nested: list[tuple[int, Shape]],
+                 inner: Shape | None) -> None:
+        self.kind = kind
+        self.names = names
+        self.nested = nested
+        self.inner = inner
+
+
+class ShapeMismatch(Exception):
+    """A model dict does not hold its class's fields: the list is written another way."""
+
+
+class Recursive(Exception):
+    """The model contains itself: its rows would need an endless ``fields``."""
+
+
+class _ShapeBuilder(SchemaWalker):
+    """Reads the shape of an eligible model class from its core schema."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[Any] = []
+
+    def node(self, schema: dict[str, Any]) -> Shape | None:
+        """The node of a value typed ``schema``; None when no model is inside."""
+        schema = self.resolve(schema)
+        kind = schema.get("type")
+        if kind in ("nullable", "default"):
+            return self.node(schema["schema"])
+        if kind in ("list", "dict"):
+            inner = self.node(schema.get("items_schema" if kind == "list" else "values_schema",
+                                         {}))
+            if inner is None:
+                return None
+            return Shape(LIST if kind == "list" else DICT, [], [], inner)
+        if kind == "model":
+            return self.row(schema)
+        return None
+
+    def row(self, schema: dict[str, Any]) -> Shape:
+        cls = schema["cls"]
+        if cls in self.stack:
+            raise Recursive(cls.__qualname__)
+        self.stack.append(cls)
+        fields: dict[str, Any] = self.resolve(schema["schema"])["fields"]
+        names = list(fields)
+        nested: list[tuple[int, Shape]] = []
+        for position, name in enumerate(names):
+            inner = self.node(fields[name]["schema"])
+            if inner is not None:
+                nested.append((position, inner))
+        self.stack.pop()
+        return Shape(ROW, names, nested, None)
+
+
+def shape_of(core_schema: dict[str, Any]) -> Shape | None:
+    """The row shape of an eligible model class; None when the model contains itself."""
+    builder = _ShapeBuilder()
+    try:
+        return builder.row(builder.resolve(core_schema))
+    except Recursive:
+        return None
+
+
+def header_of(shape: Shape) -> list[Any]:
+    """``fields`` for a row shape: what the writer stores."""
+    fields: list[Any] = list(shape.names)
+    for position, inner in shape.nested:
+        fields[position] = {shape.names[position]: _node_json(inner)}
+    return fields
+
+
+def _node_json(shape: Shape) -> Any:
+    if shape.kind == ROW:
+        return header_of(shape)
+    assert shape.inner is not None
+    return {"list" if shape.kind == LIST else "dict": _node_json(shape.inner)}
+
+
+def parse_header(data: Any, depth: int, limit: int, max_depth: int) -> Shape:
+    """The row shape stored as ``fields``; refuses anything but the grammar above."""
+    if depth > limit:
+        raise _too_deep("data", depth, max_depth)
+    if type(data) is not list:
+        raise DeserializationError(f"rows: fields must be an array, got {data!r:.80}")
+    names: list[str] = []
+    nested: list[tuple[int, Shape]] = []
+    for field in data:
+        if type(field) is str:
+            names.append(field)
+            continue
+        if type(field) is not dict or len(field) != 1:
+            raise DeserializationError(
+                f"rows: a field is a name or {{name: node}}, got {field!r:.80}")
+        name, node = next(iter(field.items()))
+        nested.append((len(names), _parse_node(node, depth + 1, limit, max_depth)))
+        names.append(name)
+    if len(set(names)) != len(names):
+        raise DeserializationError(f"rows: fields name a field twice: {names!r:.120}")
+    return Shape(ROW, names, nested, None)
+
+
+def _parse_node(data: Any, depth: int, limit: int, max_depth: int) -> Shape:
+    if type(data) is list:
+        return parse_header(data, depth, limit, max_depth)
+    if depth > limit:
+        raise _too_deep("data", depth, max_depth)
+    if type(data) is dict and len(data) == 1:
+        key, inner = next(iter(data.items()))
+        kind = _NODE_KEYS.get(key)
+        if kind is not None:
+            return Shape(kind, [], [], _parse_node(inner, depth + 1, limit, max_depth))
+    raise DeserializationError(
+        f"rows: a node is fields, {{\"list\": node}} or {{\"dict\": node}}, got {data!r:.80}")
+
+
+def unknown_fields(stored: Shape, current: Shape, prefix: str = "") -> list[str]:
+    """The stored field names (dotted into nested models) that the class no longer has.
+
+    Every row holds exactly the stored names, so checking them once stands for pydantic's
+    ``extra="forbid"`` on every model. Where the stored and current nodes differ in kind,
+    the validator judges the values themselves.
+    """
+    fields = set(current.names)
+    unknown = [prefix + name for name in stored.names if name not in fields]
+    current_nested = {current.names[position]: node for position, node in current.nested}
+    for position, node in stored.nested:
+        name = stored.names[position]
+        inner: Shape | None = node
+        now = current_nested.get(name)
+        while inner is not None and now is not None and inner.kind == now.kind:
+            if inner.kind == ROW:
+                unknown += unknown_fields(inner, now, f"{prefix}{name}.")
+                break
+            inner, now = inner.inner, now.inner
+    return unknown
+
+
+# -- writing: pydantic-core's dicts -> rows ------------------------------------------------
+def rows_from_dicts(dicts: list[Any], shape: Shape, out: list[Any]) -> None:
+    """Append the row of each model dict to ``out``; ``ShapeMismatch`` if one does not fit."""
+    width = len(shape.names)
+    nested = shape.nested
+    for data in dicts:
+        row = list(data.values())
+        if len(row) != width:
+            raise ShapeMismatch(shape.names)
+        for position, inner in nested:
+            value = row[position]
+            if value is not None:
+                row[position] = _to_rows(value, inner)
+        out.append(row)
+
+
+def _to_rows(value: Any, shape: Shape) -> Any:
+    kind = shape.kind
+    if kind == ROW:
+        row = list(value.values())
+        if len(row) != len(shape.names):
+            raise ShapeMismatch(shape.names)
+        for position, inner in shape.nested:
+            field: Any = row[position]
+            if field is not None:
+                row[position] = _to_rows(field, inner)
+        return row
+    inner_shape = shape.inner
+    assert inner_shape is not None
+    if kind == LIST:
+        return [_to_rows_or_none(item, inner_shape) for item in value]
+    return {key: _to_rows_or_none(item, inner_shape) for key, item in value.items()}
+
+
+def _to_rows_or_none(value: Any, shape: Shape) -> Any:
+    return None if value is None else _to_rows(value, shape)
+
+
+# -- reading: rows -> the dicts pydantic validates -----------------------------------------
+def rows_to_dicts(rows: Any, shape: Shape) -> list[dict[str, Any]]:
+    """The model dicts that ``rows`` stand for; errors name the row and field."""
+    if type(rows) is not list:
+        raise DeserializationError(f"rows: expected an array of rows, got {rows!r:.80}")
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        try:
+            out.append(_row_dict(row, shape))
+        except DeserializationError as exc:
+            _note(exc, f"[{len(out)}]", None)
+            raise
+    return out
+
+
+def _row_dict(row: Any, shape: Shape) -> dict[str, Any]:
+    names = shape.names
+    if type(row) is not list or len(row) != len(names):
+        raise DeserializationError(
+            f"rows: expected a row of {len(names)} values ({', '.join(names)[:120]}), "
+            f"got {row!r:.80}")
+    data: dict[str, Any] = {}
+    for position in range(len(names)):
+        data[names[position]] = row[position]
+    for position, inner in shape.nested:
+        value = row[position]
+        if value is not None:
+            name = names[position]
+            try:
+                data[name] = _from_rows(value, inner)
+            except DeserializationError as exc:
+                _note(exc, key_segment(name), None)
+                raise
+    return data
+
+
+def _from_rows(value: Any, shape: Shape) -> Any:
+    kind = shape.kind
+    if kind == ROW:
+        return _row_dict(value, shape)
+    inner = shape.inner
+    assert inner is not None
+    if kind == LIST:
+        if type(value) is not list:
+            raise DeserializationError(f"rows: expected an array, got {value!r:.80}")
+        items: list[Any] = []
+        for item in value:
+            try:
+                items.append(_from_rows_or_none(item, inner))
+            except DeserializationError as exc:
+                _note(exc, f"[{len(items)}]", None)
+                raise
+        return items
+    if type(value) is not dict:
+        raise DeserializationError(f"rows: expected an object, got {value!r:.80}")
+    entries: dict[str, Any] = {}
+    for key, entry in value.items():
+        try:
+            entries[key] = _from_rows_or_none(entry, inner)
+        except DeserializationError as exc:
+            _note(exc, key_segment(key), None)
+            raise
+    return entries
+
+
+def _from_rows_or_none(value: Any, shape: Shape) -> Any:
+    return None if value is None else _from_rows(value, shape)
