@@ -275,3 +275,19 @@ def test_model_rows_off_writes_what_earlier_releases_read() -> None:
     assert data[VALUE][1] == [v.model_dump(mode="json") for v in values]
     assert_same(through_json(data, reader), values)
     assert_same(through_json(safe_serialize(values, registry=reader), writer), values)
+
+
+def test_long_lists_are_read_in_chunks_and_errors_keep_whole_list_positions(
+        registry: TypeRegistry) -> None:
+    values = [customer(n % 9) for n in range(1_300)]  # several chunks of the reader
+    stored = orjson.loads(orjson.dumps(safe_serialize({"c": values}, registry=registry)))
+    assert_same(safe_deserialize(stored, registry=registry), {"c": values})
+    rows = stored["c"][VALUE][2]
+    rows[1_100][1] = "not a number"
+    with pytest.raises(DeserializationError, match=r"(?m)^1100\.balance$"):
+        safe_deserialize(stored, registry=registry)
+    rows[1_100][1] = "1.00"
+    rows[1_250].pop()
+    with pytest.raises(DeserializationError, match="expected a row of 8") as caught:
+        safe_deserialize(stored, registry=registry)
+    assert caught.value.path == "$.c[1250]"

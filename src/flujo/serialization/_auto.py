@@ -161,16 +161,24 @@ def model_codec(
             raise caused(DeserializationError(
                 f"{name}: typed form does not fit the class: {exc}"), exc)
 
-    def read_typed_list(items: list[Any], rows: Shape | None) -> list[BaseModel]:
-        """``rows``: the stored fields when ``items`` were rows (``_rows``)."""
+    def read_typed_list(items: list[Any]) -> list[BaseModel]:
         reader = readers[0] if readers else new_reader()
-        unknown = None if rows is None else reader.unknown_fields(rows)
+        try:
+            return reader.read_list(items)
+        except ValidationError as exc:
+            raise caused(DeserializationError(
+                f"{name}: typed form does not fit the class: {exc}"), exc)
+
+    def read_typed_rows(rows: Any, stored: Shape) -> list[BaseModel]:
+        """``rows`` with the stored fields ``stored`` (``_rows``)."""
+        reader = readers[0] if readers else new_reader()
+        unknown = reader.unknown_fields(stored)
         if unknown:
             raise DeserializationError(
                 f"{name}: stored field(s) {sorted(unknown)} no longer exist on the class; bump "
                 "the type's version and register a migration that moves or drops them")
         try:
-            return reader.read_list(items, fields_checked=unknown is not None)
+            return reader.read_rows(rows, stored, fields_checked=unknown is not None)
         except ValidationError as exc:
             raise caused(DeserializationError(
                 f"{name}: typed form does not fit the class: {exc}"), exc)
@@ -202,6 +210,7 @@ def model_codec(
         return obj
 
     decode_value.read_typed_list = read_typed_list  # type: ignore[attr-defined]
+    decode_value.read_typed_rows = read_typed_rows  # type: ignore[attr-defined]
     return TypeCodec(name, version, "model", cls, encode_value, decode_value, None,
                      migrations=migrations, description=_describe(cls))
 

@@ -28,7 +28,7 @@ from pydantic_core import SchemaValidator, core_schema, to_jsonable_python
 
 from ..exceptions import DeserializationError, SerializationError, caused
 from ._codec import DICT_NAME, DICT_VERSION, MODELS_NAME, MODELS_VERSION, ROWS_NAME, ROWS_VERSION
-from ._rows import parse_header, rows_to_dicts
+from ._rows import parse_header
 from ._types import JSONSchema, TypeCodec
 
 if TYPE_CHECKING:
@@ -445,9 +445,8 @@ def _dec_rows(dec: Decoder, v: Any, depth: int) -> list[Any]:
     body = _expect(v, list, "rows")
     if len(body) != 3 or type(body[0]) is not str:
         raise DeserializationError(f"rows: expected [tag, fields, [row, ...]], got {v!r:.80}")
-    shape = parse_header(body[1], depth + 1, dec.limit, dec.max_depth)
-    return dec.registry.decode_model_batch(dec, body[0], rows_to_dicts(body[2], shape), depth,
-                                           shape)
+    stored = parse_header(body[1], depth + 1, dec.limit, dec.max_depth)
+    return dec.registry.decode_model_rows(dec, body[0], stored, body[2], depth)
 
 
 # The grammar of _rows; anchors, not $defs, because a codec's schema is embedded in others.

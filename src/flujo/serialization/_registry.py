@@ -47,7 +47,7 @@ from ._plans import (
     tagging_plan,
     typed_plan,
 )
-from ._rows import Shape
+from ._rows import Shape, check_rows, rows_to_dicts
 from ._typed import typed_model
 from ._types import JSONSchema, Migration, TypeCodec
 from ._validation import check_schema
@@ -363,18 +363,25 @@ class TypeRegistry:
             self._cache_plan(self._direct_plans, cls, plan, generation)
         return plan
 
-    def decode_model_batch(self, dec: Decoder, tag: Any, items: Any, depth: int,
-                           rows: Shape | None = None) -> list[Any]:
-        """Read ``models@1``: ``[tag, [json, ...]]`` means ``[{"$t": tag, "v": [json]}, ...]``;
-        and ``rows@1``, whose rows are turned into those dicts first (``rows``: the stored
-        fields)."""
+    def decode_model_batch(self, dec: Decoder, tag: Any, items: Any, depth: int) -> list[Any]:
+        """Read ``models@1``: ``[tag, [json, ...]]`` means ``[{"$t": tag, "v": [json]}, ...]``."""
         if type(tag) is not str or type(items) is not list:
             raise DeserializationError("models: expected [tag, [model JSON, ...]]")
         plan = dec.plans.get(tag) or self._decode_plan_for(tag)
         reader = getattr(plan, "read_typed_list", None)
         if reader is not None:  # the tag's current version: pydantic reads the whole list
-            return reader(items, rows)  # type: ignore[no-any-return]
+            return reader(items)  # type: ignore[no-any-return]
         return [plan(dec, [item], depth) for item in items]
+
+    def decode_model_rows(self, dec: Decoder, tag: str, stored: Shape, rows: Any,
+                          depth: int) -> list[Any]:
+        """Read ``rows@1`` (``_rows``): the rows stand for a ``models@1`` list."""
+        plan = dec.plans.get(tag) or self._decode_plan_for(tag)
+        reader = getattr(plan, "read_typed_rows", None)
+        if reader is not None:  # the tag's current version
+            return reader(rows, stored)  # type: ignore[no-any-return]
+        # an older version, whose migrations take each model in the one-model typed form
+        return [plan(dec, [item], depth) for item in rows_to_dicts(check_rows(rows), stored)]
 
     def _cache_plan(self, cache: dict[Any, Any], key: Any, plan: Any, generation: int) -> None:
         """Cache ``plan`` unless a registration happened since its codec was looked up.

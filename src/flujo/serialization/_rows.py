@@ -30,7 +30,7 @@ from ..exceptions import DeserializationError
 from ._codec import _note, _too_deep, key_segment
 from ._guard import SchemaWalker
 
-__all__ = ["Shape", "ShapeMismatch", "header_of", "parse_header", "rows_from_dicts",
+__all__ = ["Shape", "ShapeMismatch", "check_rows", "header_of", "parse_header", "rows_from_dicts",
            "rows_to_dicts", "shape_of", "unknown_fields"]
 
 ROW: Final = 0
@@ -220,16 +220,23 @@ def _to_rows_or_none(value: Any, shape: Shape) -> Any:
 
 
 # -- reading: rows -> the dicts pydantic validates -----------------------------------------
-def rows_to_dicts(rows: Any, shape: Shape) -> list[dict[str, Any]]:
-    """The model dicts that ``rows`` stand for; errors name the row and field."""
+def check_rows(rows: Any) -> list[Any]:
     if type(rows) is not list:
         raise DeserializationError(f"rows: expected an array of rows, got {rows!r:.80}")
+    return rows
+
+
+def rows_to_dicts(rows: list[Any], shape: Shape, start: int = 0,
+                  stop: int | None = None) -> list[dict[str, Any]]:
+    """The model dicts that ``rows[start:stop]`` stand for; errors name the row (its index
+    in ``rows``) and the field."""
+    end = len(rows) if stop is None else min(stop, len(rows))
     out: list[dict[str, Any]] = []
-    for row in rows:
+    for index in range(start, end):  # an index, not a slice: no copy of the chunk
         try:
-            out.append(_row_dict(row, shape))
+            out.append(_row_dict(rows[index], shape))
         except DeserializationError as exc:
-            _note(exc, f"[{len(out)}]", None)
+            _note(exc, f"[{index}]", None)
             raise
     return out
 
@@ -240,11 +247,12 @@ def _row_dict(row: Any, shape: Shape) -> dict[str, Any]:
         raise DeserializationError(
             f"rows: expected a row of {len(names)} values ({', '.join(names)[:120]}), "
             f"got {row!r:.80}")
+    values: list[Any] = row  # typed, so that compiled code indexes the list directly
     data: dict[str, Any] = {}
     for position in range(len(names)):
-        data[names[position]] = row[position]
+        data[names[position]] = values[position]
     for position, inner in shape.nested:
-        value = row[position]
+        value = values[position]
         if value is not None:
             name = names[position]
             try:

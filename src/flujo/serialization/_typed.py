@@ -27,11 +27,19 @@ from collections.abc import Callable
 from datetime import datetime, timezone, tzinfo
 from typing import Any, Final, TypeGuard
 
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from ._guard import GuardWriter, Ineligible, SchemaWalker, Uncompilable, build_guards
-from ._rows import Shape, ShapeMismatch, rows_from_dicts, shape_of, unknown_fields
+from ._rows import (
+    Shape,
+    ShapeMismatch,
+    check_rows,
+    rows_from_dicts,
+    rows_to_dicts,
+    shape_of,
+    unknown_fields,
+)
 
 __all__ = ["TypedModel", "TypedReader", "typed_eligible", "typed_model"]
 
@@ -39,8 +47,9 @@ __all__ = ["TypedModel", "TypedReader", "typed_eligible", "typed_model"]
 # timezone but does not hash equal, so the TzInfo itself is the key (equal TzInfos, one entry
 # per offset).
 _ZONES: Final[dict[tzinfo, timezone]] = {}
-# Rows are made from pydantic-core's dicts this many models at a time, so the dicts of a
-# long list never all exist at once (see _rows).
+# Rows are made from pydantic-core's dicts, and read back through them, this many models at
+# a time: the dicts of a long list never all exist at once, and each chunk's are still in
+# the CPU cache when pydantic-core reads them (see _rows).
 _ROWS_CHUNK: Final = 512
 
 
@@ -164,6 +173,23 @@ class TypedReader:
         if fix is not None:
             for obj in objs:
                 fix(obj)
+        return objs
+
+    def read_rows(self, rows: Any, stored: Shape, *, fields_checked: bool) -> list[BaseModel]:
+        """The models ``rows`` (with the stored fields ``stored``) stand for, read chunk by
+        chunk; ``fields_checked`` as for ``read_list``."""
+        rows = check_rows(rows)
+        if len(rows) <= _ROWS_CHUNK:
+            return self.read_list(rows_to_dicts(rows, stored), fields_checked=fields_checked)
+        objs: list[BaseModel] = []
+        for start in range(0, len(rows), _ROWS_CHUNK):
+            chunk = rows_to_dicts(rows, stored, start, start + _ROWS_CHUNK)
+            try:
+                objs += self.read_list(chunk, fields_checked=fields_checked)
+            except ValidationError:
+                # Report positions in the whole list, not in the chunk: read it whole.
+                self.read_list(rows_to_dicts(rows, stored), fields_checked=fields_checked)
+                raise
         return objs
 
 
