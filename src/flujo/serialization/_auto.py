@@ -151,37 +151,43 @@ def model_codec(
         readers.append(TypedReader(cls))
         return readers[0]
 
-    def read_typed(body: list[Any]) -> BaseModel:
-        reader = readers[0] if readers else new_reader()
-        if len(body) != 1:
-            raise DeserializationError(f"{name}: the typed form holds exactly one object")
-        try:
-            return reader.read(body[0])
-        except ValidationError as exc:
-            raise caused(DeserializationError(
-                f"{name}: typed form does not fit the class: {exc}"), exc)
-
-    def read_typed_list(items: list[Any]) -> list[BaseModel]:
-        reader = readers[0] if readers else new_reader()
-        try:
-            return reader.read_list(items)
-        except ValidationError as exc:
-            raise caused(DeserializationError(
-                f"{name}: typed form does not fit the class: {exc}"), exc)
-
-    def read_typed_rows(rows: Any, stored: Shape) -> list[BaseModel]:
-        """``rows`` with the stored fields ``stored`` (``_rows``)."""
-        reader = readers[0] if readers else new_reader()
-        unknown = reader.unknown_fields(stored)
+    def refuse_unknown(unknown: list[str]) -> None:
         if unknown:
             raise DeserializationError(
                 f"{name}: stored field(s) {sorted(unknown)} no longer exist on the class; bump "
                 "the type's version and register a migration that moves or drops them")
+
+    def typed_error(exc: ValidationError) -> DeserializationError:
+        return caused(DeserializationError(f"{name}: typed form does not fit the class: {exc}"),
+                      exc)
+
+    def read_typed(body: list[Any]) -> BaseModel:
+        reader = readers[0] if readers else new_reader()
+        if len(body) != 1:
+            raise DeserializationError(f"{name}: the typed form holds exactly one object")
+        refuse_unknown(reader.unknown_keys(body[0]))
         try:
-            return reader.read_rows(rows, stored, fields_checked=unknown is not None)
+            return reader.read(body[0])
         except ValidationError as exc:
-            raise caused(DeserializationError(
-                f"{name}: typed form does not fit the class: {exc}"), exc)
+            raise typed_error(exc)
+
+    def read_typed_list(items: list[Any]) -> list[BaseModel]:
+        reader = readers[0] if readers else new_reader()
+        for item in items:
+            refuse_unknown(reader.unknown_keys(item))
+        try:
+            return reader.read_list(items)
+        except ValidationError as exc:
+            raise typed_error(exc)
+
+    def read_typed_rows(rows: Any, stored: Shape) -> list[BaseModel]:
+        """``rows`` with the stored fields ``stored`` (``_rows``)."""
+        reader = readers[0] if readers else new_reader()
+        refuse_unknown(reader.unknown_fields(stored))
+        try:
+            return reader.read_rows(rows, stored)
+        except ValidationError as exc:
+            raise typed_error(exc)
 
     def decode_value(dec: Decoder, body: Any, depth: int) -> BaseModel:
         if type(body) is list:

@@ -18,8 +18,12 @@ Python form built before ``orjson.dumps`` holds lists instead of dicts, half the
 
 Writing takes pydantic-core's JSON dicts and keeps their values (pydantic writes every field,
 in declaration order). Reading turns rows back into those dicts by the *stored* field names,
-so a class that has since gained, lost or reordered fields reads them as it reads
-``models@1``; the names are only ever dict keys, never looked up as code.
+so a class that has since gained a defaulted field or reordered its fields reads them; a
+stored field the class no longer has is refused (``unknown_fields``, once per list). The
+names are only ever dict keys, never looked up as code.
+
+The same shapes check the typed forms stored as dicts (one model, ``models@1``) for fields
+the class no longer has (``unknown_keys``): pydantic would drop them silently.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from ._codec import _note, _too_deep, key_segment
 from ._guard import SchemaWalker
 
 __all__ = ["Shape", "ShapeMismatch", "check_rows", "header_of", "parse_header", "rows_from_dicts",
-           "rows_to_dicts", "shape_of", "unknown_fields"]
+           "rows_to_dicts", "shape_of", "unknown_fields", "unknown_keys"]
 
 ROW: Final = 0
 LIST: Final = 1
@@ -41,12 +45,14 @@ _NODE_KEYS: Final[dict[str, int]] = {"list": LIST, "dict": DICT}
 
 class Shape:
     """One node of ``fields``: a row (``names`` and the positions of ``nested`` nodes), or
-    a list or dict of the node ``inner``."""
+    a list or dict of the node ``inner``. The shape of a class that contains itself is a
+    cycle (``shape_of(..., cyclic=True)``): fine for checking data, never written."""
 
     def __init__(self, kind: int, names: list[str], nested: list[tuple[int, Shape]],
                  inner: Shape | None) -> None:
         self.kind = kind
         self.names = names
+        self.known = frozenset(names)
         self.nested = nested
         self.inner = inner
 
@@ -62,9 +68,10 @@ class Recursive(Exception):
 class _ShapeBuilder(SchemaWalker):
     """Reads the shape of an eligible model class from its core schema."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, cyclic: bool) -> None:
         super().__init__()
-        self.stack: list[Any] = []
+        self.cyclic = cyclic
+        self.building: dict[Any, Shape] = {}  # the classes being read, outermost first
 
     def node(self, schema: dict[str, Any]) -> Shape | None:
         """The node of a value typed ``schema``; None when no model is inside."""
@@ -84,23 +91,26 @@ class _ShapeBuilder(SchemaWalker):
 
     def row(self, schema: dict[str, Any]) -> Shape:
         cls = schema["cls"]
-        if cls in self.stack:
-            raise Recursive(cls.__qualname__)
-        self.stack.append(cls)
+        outer = self.building.get(cls)
+        if outer is not None:
+            if not self.cyclic:
+                raise Recursive(cls.__qualname__)
+            return outer
         fields: dict[str, Any] = self.resolve(schema["schema"])["fields"]
-        names = list(fields)
-        nested: list[tuple[int, Shape]] = []
-        for position, name in enumerate(names):
+        shape = Shape(ROW, list(fields), [], None)
+        self.building[cls] = shape
+        for position, name in enumerate(shape.names):
             inner = self.node(fields[name]["schema"])
             if inner is not None:
-                nested.append((position, inner))
-        self.stack.pop()
-        return Shape(ROW, names, nested, None)
+                shape.nested.append((position, inner))
+        del self.building[cls]
+        return shape
 
 
-def shape_of(core_schema: dict[str, Any]) -> Shape | None:
-    """The row shape of an eligible model class; None when the model contains itself."""
-    builder = _ShapeBuilder()
+def shape_of(core_schema: dict[str, Any], *, cyclic: bool = False) -> Shape | None:
+    """The row shape of an eligible model class. A model that contains itself has none
+    (None), unless ``cyclic``: then its shape refers to itself."""
+    builder = _ShapeBuilder(cyclic=cyclic)
     try:
         return builder.row(builder.resolve(core_schema))
     except Recursive:
@@ -166,8 +176,8 @@ def unknown_fields(stored: Shape, current: Shape, prefix: str = "") -> list[str]
     ``extra="forbid"`` on every model. Where the stored and current nodes differ in kind,
     the validator judges the values themselves.
     """
-    fields = set(current.names)
-    unknown = [prefix + name for name in stored.names if name not in fields]
+    known = current.known
+    unknown = [prefix + name for name in stored.names if name not in known]
     current_nested = {current.names[position]: node for position, node in current.nested}
     for position, node in stored.nested:
         name = stored.names[position]
@@ -179,6 +189,71 @@ def unknown_fields(stored: Shape, current: Shape, prefix: str = "") -> list[str]
                 break
             inner, now = inner.inner, now.inner
     return unknown
+
+
+def unknown_keys(data: Any, shape: Shape) -> list[str]:
+    """The keys of the model dict ``data``, and of the model dicts nested in it, that are not
+    fields of their class (dotted paths), for the typed forms stored as dicts. A walk of
+    the data along ``shape``; values of other types are left to the validator."""
+    if not _has_unknown(data, shape):  # the common case, without building paths
+        return []
+    unknown: list[str] = []
+    _collect_unknown(data, shape, "", unknown)
+    return unknown
+
+
+def _has_unknown(value: Any, shape: Shape) -> bool:
+    kind = shape.kind
+    if kind == ROW:
+        if type(value) is not dict:
+            return False
+        data: dict[Any, Any] = value
+        known = shape.known
+        for key in data:
+            if key not in known:
+                return True
+        for position, inner in shape.nested:
+            field = data.get(shape.names[position])
+            if field is not None and _has_unknown(field, inner):
+                return True
+        return False
+    inner_shape = shape.inner
+    assert inner_shape is not None
+    if kind == LIST:
+        if type(value) is list:
+            for item in value:
+                if item is not None and _has_unknown(item, inner_shape):
+                    return True
+        return False
+    if type(value) is dict:
+        for item in value.values():
+            if item is not None and _has_unknown(item, inner_shape):
+                return True
+    return False
+
+
+def _collect_unknown(value: Any, shape: Shape, prefix: str, out: list[str]) -> None:
+    kind = shape.kind
+    if kind == ROW:
+        if type(value) is not dict:
+            return
+        for key in value:
+            if key not in shape.known:
+                path = f"{prefix}{key}"
+                if path not in out:
+                    out.append(path)
+        for position, inner in shape.nested:
+            name = shape.names[position]
+            field = value.get(name)
+            if field is not None:
+                _collect_unknown(field, inner, f"{prefix}{name}.", out)
+        return
+    inner_shape = shape.inner
+    assert inner_shape is not None
+    items = value if type(value) is list else value.values() if type(value) is dict else ()
+    for item in items:
+        if item is not None:
+            _collect_unknown(item, inner_shape, prefix, out)
 
 
 # -- writing: pydantic-core's dicts -> rows ------------------------------------------------
