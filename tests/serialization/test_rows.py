@@ -201,6 +201,7 @@ def _stored(registry: TypeRegistry) -> dict[str, Any]:
     (lambda v: v[1].__setitem__(0, 7), "a field is a name or", "$.customers"),
     (lambda v: v[1].__setitem__(0, {"a": [], "b": []}), "a field is a name or", "$.customers"),
     (lambda v: v[1].__setitem__(1, "name"), "name a field twice", "$.customers"),
+    (lambda v: v[1].__setitem__(3, {3: ["street", "zip"]}), "must be a string", "$.customers"),
     (lambda v: v[1][3].__setitem__("home", {"set": ["street"]}), "a node is", "$.customers"),
     (lambda v: v[1][4].__setitem__("addresses", {"list": "street"}), "a node is",
      "$.customers"),
@@ -306,3 +307,21 @@ def test_long_lists_are_read_in_chunks_and_errors_keep_whole_list_positions(
     with pytest.raises(DeserializationError, match="expected a row of 8") as caught:
         safe_deserialize(stored, registry=registry)
     assert caught.value.path == "$.c[1250]"
+
+
+class Pair(BaseModel):  # every field required: the key check only counts keys
+    left: int
+    right: int
+
+
+@pytest.mark.parametrize("stored", [
+    {"left": 1, "right": 2, "middle": 3},  # one key too many
+    {"left": 1, "middle": 3},  # as many keys as fields, one of them renamed
+])
+def test_a_renamed_or_extra_field_of_an_all_required_class_is_refused(
+        registry: TypeRegistry, stored: dict[str, int]) -> None:
+    tag = f"{Pair.__module__}:Pair@1"
+    for forged in ({TAG: tag, VALUE: [stored]},
+                   {TAG: "models@1", VALUE: [tag, [{"left": 0, "right": 0}, stored]]}):
+        with pytest.raises(DeserializationError, match=r"middle|right"):
+            safe_deserialize(forged, registry=registry)

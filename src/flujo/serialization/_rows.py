@@ -53,6 +53,10 @@ class Shape:
         self.kind = kind
         self.names = names
         self.known = frozenset(names)
+        # Every field is required: a dict with as many keys as there are fields either holds
+        # exactly them or fails validation (a required field is missing), so the key check
+        # can skip comparing names (it costs more than reading the model's fields).
+        self.all_required = False
         self.nested = nested
         self.inner = inner
 
@@ -98,6 +102,8 @@ class _ShapeBuilder(SchemaWalker):
             return outer
         fields: dict[str, Any] = self.resolve(schema["schema"])["fields"]
         shape = Shape(ROW, list(fields), [], None)
+        shape.all_required = all(self.resolve(field["schema"]).get("type") != "default"
+                                 for field in fields.values())
         self.building[cls] = shape
         for position, name in enumerate(shape.names):
             inner = self.node(fields[name]["schema"])
@@ -148,6 +154,8 @@ def parse_header(data: Any, depth: int, limit: int, max_depth: int) -> Shape:
             raise DeserializationError(
                 f"rows: a field is a name or {{name: node}}, got {field!r:.80}")
         name, node = next(iter(field.items()))
+        if type(name) is not str:  # data that never went through JSON
+            raise DeserializationError(f"rows: a field name must be a string, got {name!r:.80}")
         nested.append((len(names), _parse_node(node, depth + 1, limit, max_depth)))
         names.append(name)
     if len(set(names)) != len(names):
@@ -208,10 +216,9 @@ def _has_unknown(value: Any, shape: Shape) -> bool:
         if type(value) is not dict:
             return False
         data: dict[Any, Any] = value
-        known = shape.known
-        for key in data:
-            if key not in known:
-                return True
+        if not (shape.all_required and len(data) == len(shape.names)) and \
+                not data.keys() <= shape.known:
+            return True
         for position, inner in shape.nested:
             field = data.get(shape.names[position])
             if field is not None and _has_unknown(field, inner):
