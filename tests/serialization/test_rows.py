@@ -165,31 +165,6 @@ def test_rows_are_read_by_their_stored_field_names() -> None:
         safe_deserialize(stored, registry=gone)
 
 
-def test_migrations_receive_each_row_in_the_typed_form() -> None:
-    class ItemV1(BaseModel):
-        name: str
-
-    class Item(BaseModel):
-        name: str
-        qty: int
-
-    seen: list[Any] = []
-
-    def v1_to_v2(v: Any) -> Any:
-        seen.append(v)
-        return [{**v[0], "qty": len(seen)}]
-
-    old = TypeRegistry()
-    old.register_type(ItemV1, name="item", version=1)
-    stored = safe_serialize([ItemV1(name="a"), ItemV1(name="b")], registry=old)
-    assert stored[TAG] == "rows@1"
-    new = TypeRegistry()
-    new.register_type(Item, name="item", version=2, migrations={1: v1_to_v2})
-    assert safe_deserialize(stored, registry=new) == [Item(name="a", qty=1),
-                                                      Item(name="b", qty=2)]
-    assert seen == [[{"name": "a"}], [{"name": "b"}]]
-
-
 def _stored(registry: TypeRegistry) -> dict[str, Any]:
     data = safe_serialize({"customers": [customer(1), customer(2)]}, registry=registry)
     return orjson.loads(orjson.dumps(data))  # type: ignore[no-any-return]

@@ -234,9 +234,11 @@ def test_migrations_receive_the_form_that_was_stored() -> None:
     new.register_type(Item, name="item", version=2, migrations={1: v1_to_v2})
     assert safe_deserialize(written_typed, registry=new) == Item(name="a", qty=1)
     assert safe_deserialize(written_batch, registry=new) == [Item(name="b", qty=1)] * 2
+    legacy_batch = {TAG: "models@1", VALUE: [written_batch[VALUE][0], [{"name": "b"}] * 2]}
+    assert safe_deserialize(legacy_batch, registry=new) == [Item(name="b", qty=1)] * 2
     assert safe_deserialize({TAG: "item@1", VALUE: {"name": "c"}}, registry=new) == Item(
         name="c", qty=1)
-    assert seen == ["list", "list", "list", "dict"]
+    assert seen == ["list", "list", "list", "list", "list", "dict"]
 
 
 def test_the_typed_form_is_refused_for_a_class_flujo_would_not_write_that_way() -> None:

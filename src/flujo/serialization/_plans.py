@@ -80,25 +80,28 @@ def typed_plan(codec: TypeCodec, typed: TypedModel, generic: EncodePlan) -> Enco
 def batch_plan(codec: TypeCodec, typed: TypedModel, *, rows: bool) -> BatchPlan:
     tag, name, version = codec.tag, codec.name, codec.version
     shape = typed.shape if rows else None  # None also when the class contains itself
+    if shape is not None:
+        form_name, form_version, form_tag = ROWS_NAME, ROWS_VERSION, ROWS_TAG
+    else:
+        form_name, form_version, form_tag = MODELS_NAME, MODELS_VERSION, MODELS_TAG
 
     def plan(enc: Encoder, items: list[Any], depth: int) -> dict[str, Any] | None:
+        body: list[Any] | None = None
         if shape is not None:
             values = typed.dump_rows(items)
-            if values is None:
-                return None
-            manifest = enc.manifest
-            if manifest is not None:
-                manifest[name] = version
-                manifest[ROWS_NAME] = ROWS_VERSION
-            return {TAG: ROWS_TAG, VALUE: [tag, header_of(shape), values]}
-        data = typed.dump_list(items)
-        if data is None:
+            if values is not None:
+                body = [tag, header_of(shape), values]
+        else:
+            data = typed.dump_list(items)
+            if data is not None:
+                body = [tag, data]
+        if body is None:  # some value is not exactly of its declared type
             return None
         manifest = enc.manifest
         if manifest is not None:
             manifest[name] = version
-            manifest[MODELS_NAME] = MODELS_VERSION
-        return {TAG: MODELS_TAG, VALUE: [tag, data]}
+            manifest[form_name] = form_version
+        return {TAG: form_tag, VALUE: body}
 
     return plan
 

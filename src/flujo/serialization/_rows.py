@@ -354,25 +354,18 @@ def _from_rows(value: Any, shape: Shape) -> Any:
     if kind == LIST:
         if type(value) is not list:
             raise DeserializationError(f"rows: expected an array, got {value!r:.80}")
-        items: list[Any] = []
-        for item in value:
-            try:
-                items.append(_from_rows_or_none(item, inner))
-            except DeserializationError as exc:
-                _note(exc, f"[{len(items)}]", None)
-                raise
-        return items
+        return [_item_from_rows(item, inner, index) for index, item in enumerate(value)]
     if type(value) is not dict:
         raise DeserializationError(f"rows: expected an object, got {value!r:.80}")
-    entries: dict[str, Any] = {}
-    for key, entry in value.items():
-        try:
-            entries[key] = _from_rows_or_none(entry, inner)
-        except DeserializationError as exc:
-            _note(exc, key_segment(key), None)
-            raise
-    return entries
+    return {key: _item_from_rows(entry, inner, key) for key, entry in value.items()}
 
 
-def _from_rows_or_none(value: Any, shape: Shape) -> Any:
-    return None if value is None else _from_rows(value, shape)
+def _item_from_rows(value: Any, shape: Shape, where: int | str) -> Any:
+    """An item of a list (``where``: its index) or dict (its key) of nodes."""
+    if value is None:
+        return None
+    try:
+        return _from_rows(value, shape)
+    except DeserializationError as exc:
+        _note(exc, f"[{where}]" if type(where) is int else key_segment(where), None)
+        raise
