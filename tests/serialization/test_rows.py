@@ -7,6 +7,8 @@ that damaged rows or field lists are refused with the place they are wrong.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -300,3 +302,46 @@ def test_a_renamed_or_extra_field_of_an_all_required_class_is_refused(
                    {TAG: "models@1", VALUE: [tag, [{"left": 0, "right": 0}, stored]]}):
         with pytest.raises(DeserializationError, match=r"middle|right"):
             safe_deserialize(forged, registry=registry)
+
+
+_DEEP_TYPED = """
+from pydantic import BaseModel, Field
+from flujo.exceptions import DeserializationError
+from flujo.serialization import TypeRegistry, safe_deserialize
+
+class Node(BaseModel):
+    label: str
+    children: list["Node"] = Field(default_factory=list)
+
+def chain(levels, stray=False):
+    root = node = {"label": "x", "children": []}
+    for _ in range(levels):
+        child = {"label": "x", "children": []}
+        node["children"].append(child)
+        node = child
+    if stray:
+        node["colour"] = "red"  # a field Node never had, at the bottom
+    return root
+
+tag = "__main__:Node@1"
+for stray in (False, True):
+    for stored in ({"$t": tag, "v": [chain(50_000, stray)]},
+                   {"$t": "models@1", "v": [tag, [chain(1), chain(50_000, stray)]]}):
+        try:
+            safe_deserialize(stored, registry=TypeRegistry())
+        except DeserializationError as exc:
+            expected = "no longer exist" if stray else "maximum validation depth"
+            assert expected in str(exc), str(exc)[:300]
+        else:
+            raise AssertionError("50,000 levels of typed form accepted")
+print("ok")
+"""
+
+
+def test_typed_forms_far_deeper_than_the_stack_are_refused_not_a_crash() -> None:
+    """The check for lost fields walks stored dicts; compiled code must not recurse on the
+    C stack through 50,000 levels (the process would crash)."""
+    result = subprocess.run([sys.executable, "-c", _DEEP_TYPED], capture_output=True,
+                            text=True, timeout=300, check=False)
+    assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
+    assert result.stdout.strip() == "ok"
