@@ -13,7 +13,7 @@ import dataclasses
 import enum
 import inspect
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
@@ -62,12 +62,15 @@ def _check_fields(
             "version and register a migration that fills them"
         )
     if known is not None:
-        unknown = set(values).difference(known)
-        if unknown:
-            raise DeserializationError(
-                f"{name}: stored field(s) {sorted(unknown)} no longer exist on the class; bump "
-                "the type's version and register a migration that moves or drops them"
-            )
+        _refuse_unknown(set(values).difference(known), name)
+
+
+def _refuse_unknown(unknown: Collection[str], name: str) -> None:
+    if unknown:
+        raise DeserializationError(
+            f"{name}: stored field(s) {sorted(unknown)} no longer exist on the class; bump "
+            "the type's version and register a migration that moves or drops them"
+        )
 
 
 def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
@@ -151,12 +154,6 @@ def model_codec(
         readers.append(TypedReader(cls))
         return readers[0]
 
-    def refuse_unknown(unknown: list[str]) -> None:
-        if unknown:
-            raise DeserializationError(
-                f"{name}: stored field(s) {sorted(unknown)} no longer exist on the class; bump "
-                "the type's version and register a migration that moves or drops them")
-
     def typed_error(exc: ValidationError) -> DeserializationError:
         return caused(DeserializationError(f"{name}: typed form does not fit the class: {exc}"),
                       exc)
@@ -165,7 +162,7 @@ def model_codec(
         reader = readers[0] if readers else new_reader()
         if len(body) != 1:
             raise DeserializationError(f"{name}: the typed form holds exactly one object")
-        refuse_unknown(reader.unknown_keys(body[0]))
+        _refuse_unknown(reader.unknown_keys(body[0]), name)
         try:
             return reader.read(body[0])
         except ValidationError as exc:
@@ -174,7 +171,7 @@ def model_codec(
     def read_typed_list(items: list[Any]) -> list[BaseModel]:
         reader = readers[0] if readers else new_reader()
         for item in items:
-            refuse_unknown(reader.unknown_keys(item))
+            _refuse_unknown(reader.unknown_keys(item), name)
         try:
             return reader.read_list(items)
         except ValidationError as exc:
@@ -183,7 +180,7 @@ def model_codec(
     def read_typed_rows(rows: Any, stored: Shape) -> list[BaseModel]:
         """``rows`` with the stored fields ``stored`` (``_rows``)."""
         reader = readers[0] if readers else new_reader()
-        refuse_unknown(reader.unknown_fields(stored))
+        _refuse_unknown(reader.unknown_fields(stored), name)
         try:
             return reader.read_rows(rows, stored)
         except ValidationError as exc:

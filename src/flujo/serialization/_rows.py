@@ -205,12 +205,45 @@ def unknown_keys(data: Any, shape: Shape) -> list[str]:
     fields of their class (dotted paths), for the typed forms stored as dicts. A walk of
     the data along ``shape``; values of other types are left to the validator.
 
-    Past ``_RECURSION`` levels the walks keep their own stack instead of recursing: stored
-    data may nest far deeper than the C stack of compiled code allows (pydantic refuses it
-    afterwards, at 255 models deep, with an error instead of a crash).
+    Past ``_RECURSION`` levels the check goes on with ``_collect_unknown``, which keeps its
+    own stack instead of recursing: stored data may nest far deeper than the C stack of
+    compiled code allows (pydantic refuses it afterwards, at 255 models deep, with an error
+    instead of a crash).
     """
     if not _has_unknown(data, shape, 0):  # the common case, without building paths
         return []
+    return _collect_unknown(data, shape)
+
+
+_RECURSION: Final = 100
+
+
+def _has_unknown(value: Any, shape: Shape, depth: int) -> bool:
+    if depth > _RECURSION:
+        return bool(_collect_unknown(value, shape))
+    kind = shape.kind
+    if kind == ROW:
+        if type(value) is not dict:
+            return False
+        fields: dict[Any, Any] = value
+        if not (shape.all_required and len(fields) == len(shape.names)) and \
+                not fields.keys() <= shape.known:
+            return True
+        for position, inner in shape.nested:
+            field = fields.get(shape.names[position])
+            if field is not None and _has_unknown(field, inner, depth + 1):
+                return True
+        return False
+    inner_shape = shape.inner
+    assert inner_shape is not None
+    for item in _node_items(value, kind):
+        if item is not None and _has_unknown(item, inner_shape, depth + 1):
+            return True
+    return False
+
+
+def _collect_unknown(data: Any, shape: Shape) -> list[str]:
+    """The paths ``unknown_keys`` returns, by a walk with a stack of its own."""
     unknown: list[str] = []
     pending: list[tuple[Any, Shape, str]] = [(data, shape, "")]
     while pending:
@@ -235,58 +268,6 @@ def unknown_keys(data: Any, shape: Shape) -> list[str]:
     return unknown
 
 
-_RECURSION: Final = 100
-
-
-def _has_unknown(value: Any, shape: Shape, depth: int) -> bool:
-    if depth > _RECURSION:
-        return _has_unknown_deep(value, shape)
-    kind = shape.kind
-    if kind == ROW:
-        if type(value) is not dict:
-            return False
-        fields: dict[Any, Any] = value
-        if not (shape.all_required and len(fields) == len(shape.names)) and \
-                not fields.keys() <= shape.known:
-            return True
-        for position, inner in shape.nested:
-            field = fields.get(shape.names[position])
-            if field is not None and _has_unknown(field, inner, depth + 1):
-                return True
-        return False
-    inner_shape = shape.inner
-    assert inner_shape is not None
-    for item in _node_items(value, kind):
-        if item is not None and _has_unknown(item, inner_shape, depth + 1):
-            return True
-    return False
-
-
-def _has_unknown_deep(data: Any, shape: Shape) -> bool:
-    """``_has_unknown`` with a stack of its own (see ``unknown_keys``)."""
-    pending: list[tuple[Any, Shape]] = [(data, shape)]
-    while pending:
-        value, node = pending.pop()
-        if node.kind != ROW:
-            inner = node.inner
-            assert inner is not None
-            for item in _node_items(value, node.kind):
-                if item is not None:
-                    pending.append((item, inner))
-            continue
-        if type(value) is not dict:
-            continue
-        fields: dict[Any, Any] = value
-        if not (node.all_required and len(fields) == len(node.names)) and \
-                not fields.keys() <= node.known:
-            return True
-        for position, nested in node.nested:
-            field = fields.get(node.names[position])
-            if field is not None:
-                pending.append((field, nested))
-    return False
-
-
 def _node_items(value: Any, kind: int) -> Any:
     """The items of a list node's list or a dict node's dict; nothing for other values."""
     if kind == LIST and type(value) is list:
@@ -299,17 +280,8 @@ def _node_items(value: Any, kind: int) -> Any:
 # -- writing: pydantic-core's dicts -> rows ------------------------------------------------
 def rows_from_dicts(dicts: list[Any], shape: Shape, out: list[Any]) -> None:
     """Append the row of each model dict to ``out``; ``ShapeMismatch`` if one does not fit."""
-    width = len(shape.names)
-    nested = shape.nested
     for data in dicts:
-        row = list(data.values())
-        if len(row) != width:
-            raise ShapeMismatch(shape.names)
-        for position, inner in nested:
-            value = row[position]
-            if value is not None:
-                row[position] = _to_rows(value, inner)
-        out.append(row)
+        out.append(_to_rows(data, shape))
 
 
 def _to_rows(value: Any, shape: Shape) -> Any:

@@ -184,16 +184,14 @@ class TypedReader:
         """The models ``rows`` (with the stored fields ``stored``) stand for, read chunk by
         chunk."""
         rows = check_rows(rows)
-        if len(rows) <= _ROWS_CHUNK:
-            return self.read_list(rows_to_dicts(rows, stored))
         objs: list[BaseModel] = []
         for start in range(0, len(rows), _ROWS_CHUNK):
             chunk = rows_to_dicts(rows, stored, start, start + _ROWS_CHUNK)
             try:
                 objs += self.read_list(chunk)
             except ValidationError:
-                # Report positions in the whole list, not in the chunk: read it whole.
-                self.read_list(rows_to_dicts(rows, stored))
+                if start:  # report positions in the whole list, not in the chunk
+                    self.read_list(rows_to_dicts(rows, stored))
                 raise
         return objs
 
