@@ -57,13 +57,20 @@ CUSTOMER_FIELDS = [
 ]
 
 
+def every_field_set(model: Any) -> Any:
+    """``model`` with every field of it (and of the models inside it) in ``model_fields_set``:
+    the typed forms hold only such models (the others keep their fields_set in the generic
+    form)."""
+    return type(model).model_validate(model.model_dump())
+
+
 def customer(n: int) -> Customer:
-    return Customer(
+    return every_field_set(Customer(
         name=f"c{n}", balance=Decimal(f"{n}.50"), since=datetime(2024, 1, n + 1, tzinfo=UTC),
         home=Address(street=f"{n} Main St") if n % 2 else None,
         addresses=[Address(street="a", zip=str(n)), Address(street="b")],
         by_label={"work": Address(street="w", zip="1"), "none": Address(street="x")},
-        history=[[None, Address(street="h")], []], tags=["t", str(n)])
+        history=[[None, Address(street="h")], []], tags=["t", str(n)]))
 
 
 @pytest.fixture
@@ -124,7 +131,8 @@ def test_any_list_of_customers_round_trips_through_rows(values: list[Customer]) 
 
 def test_a_model_that_contains_itself_is_still_written_as_models(
         registry: TypeRegistry) -> None:
-    values = [Tree(label="a", children=[Tree(label="b")]), Tree(label="c")]
+    values = [every_field_set(Tree(label="a", children=[Tree(label="b")])),
+              every_field_set(Tree(label="c"))]
     data = safe_serialize(values, registry=registry)
     assert data[TAG] == "models@1"
     assert_same(through_json(data, registry), values)
@@ -251,7 +259,7 @@ def test_a_stored_field_the_class_lost_is_refused_in_every_typed_form(
 
 def test_a_lost_field_deep_in_a_model_that_contains_itself_is_refused(
         registry: TypeRegistry) -> None:
-    tree = Tree(label="a", children=[Tree(label="b", children=[Tree(label="c")])])
+    tree = every_field_set(Tree(label="a", children=[Tree(label="b", children=[Tree(label="c")])]))
     stored = orjson.loads(orjson.dumps(safe_serialize(tree, registry=registry)))
     assert type(stored[VALUE]) is list  # the typed form
     stored[VALUE][0]["children"][0]["children"][0]["colour"] = "red"
@@ -277,8 +285,9 @@ def test_long_lists_are_read_in_chunks_and_errors_keep_whole_list_positions(
     assert_same(safe_deserialize(stored, registry=registry), {"c": values})
     rows = stored["c"][VALUE][2]
     rows[1_100][1] = "not a number"
-    with pytest.raises(DeserializationError, match=r"(?m)^1100\.balance$"):
+    with pytest.raises(DeserializationError, match="valid decimal") as caught:
         safe_deserialize(stored, registry=registry)
+    assert caught.value.path == "$.c[1100].balance"
     rows[1_100][1] = "1.00"
     rows[1_250].pop()
     with pytest.raises(DeserializationError, match="expected a row of 8") as caught:

@@ -14,14 +14,16 @@ import enum
 import inspect
 import operator
 from collections.abc import Callable, Collection, Mapping
-from typing import TYPE_CHECKING, Any
+from functools import cached_property, partial
+from typing import TYPE_CHECKING, Any, Final
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
 
 from ..exceptions import DeserializationError, SerializationError, caused
-from ._codec import INT_MAX, INT_MIN, NO_DIRECT_PLANS, _note, key_segment
+from ._codec import INT_MAX, INT_MIN, NO_DIRECT_PLANS, WithState, _note, key_segment
 from ._rows import Shape
-from ._typed import TypedReader, typed_eligible
+from ._typed import TypedReader
 from ._types import Migration, TypeCodec
 
 if TYPE_CHECKING:
@@ -52,13 +54,16 @@ def _describe(cls: type) -> str:
     return inspect.cleandoc(own) if isinstance(own, str) else ""
 
 
-def _check_fields(
-    values: Mapping[str, Any], required: frozenset[str], known: frozenset[str] | None, name: str
-) -> None:
-    missing = required.difference(values)
-    if missing:
+_NO_VALUE: Final = object()  # a field without a value (never set, or deleted)
+_STATE_KEYS: Final = frozenset({"set", "missing", "private", "attrs"})
+
+
+def _check_fields(values: Collection[str], required: frozenset[str], missing: Collection[str],
+                  known: frozenset[str] | None, name: str) -> None:
+    lacking = required.difference(values).difference(missing)
+    if lacking:
         raise DeserializationError(
-            f"{name}: stored data lacks required field(s) {sorted(missing)}; bump the type's "
+            f"{name}: stored data lacks required field(s) {sorted(lacking)}; bump the type's "
             "version and register a migration that fills them"
         )
     if known is not None:
@@ -90,16 +95,115 @@ def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
     return set_attribute
 
 
+def _slot_names(cls: type, skip: Collection[str] = ()) -> list[str]:
+    """The instance slots ``cls`` and its bases declare (``__dict__``/``__weakref__`` and
+    ``skip`` aside), outermost class first."""
+    names: list[str] = []
+    for klass in reversed(cls.__mro__):
+        slots = klass.__dict__.get("__slots__", ())
+        for slot in (slots,) if isinstance(slots, str) else slots:
+            if (type(slot) is str and slot not in ("__dict__", "__weakref__")
+                    and slot not in skip and slot not in names):
+                names.append(slot)
+    return names
+
+
+def _cached_properties(cls: type) -> frozenset[str]:
+    """Names of ``functools.cached_property`` attributes: caches the class recomputes, so
+    their values in ``__dict__`` are not part of the stored state."""
+    return frozenset(name for klass in cls.__mro__ for name, value in vars(klass).items()
+                     if isinstance(value, cached_property))
+
+
+def _slot_getters(cls: type, names: list[str]) -> list[tuple[str, Callable[[Any], Any]]]:
+    getters: list[tuple[str, Callable[[Any], Any]]] = []
+    for name in names:
+        for klass in cls.__mro__:
+            descriptor = klass.__dict__.get(name)
+            if descriptor is not None and hasattr(descriptor, "__get__"):
+                getters.append((name, partial(_read_slot, descriptor)))
+                break
+    return getters
+
+
+def _read_slot(descriptor: Any, obj: Any) -> Any:
+    try:
+        return descriptor.__get__(obj, type(obj))
+    except AttributeError:  # an empty slot: pickle skips it too
+        return _NO_VALUE
+
+
+def _state_names(state: Any, key: str, owner: str) -> list[str]:
+    names = state.get(key, [])
+    if type(names) is not list or any(type(n) is not str for n in names):
+        raise DeserializationError(f"{owner}: state {key!r} must be a list of names, got "
+                                   f"{names!r:.80}")
+    return names
+
+
+class _StoredState:
+    """The ``s`` of a model's or dataclass's tagged object, read (docs/format.md)."""
+
+    __slots__ = ("attrs", "fields_set", "has_private", "missing", "private")
+
+    def __init__(self, dec: Decoder, state: Any, depth: int, owner: str,
+                 has_private: bool) -> None:
+        if type(state) is not dict or not state or not _STATE_KEYS.issuperset(state):
+            raise DeserializationError(
+                f"{owner}: an object state must be an object with some of the keys "
+                f"{sorted(_STATE_KEYS)}, got {state!r:.80}")
+        self.fields_set: set[str] | None = (
+            set(_state_names(state, "set", owner)) if "set" in state else None)
+        self.missing: list[str] = _state_names(state, "missing", owner)
+        self.has_private = "private" in state
+        self.private: Any = None
+        if self.has_private:
+            if not has_private:
+                raise DeserializationError(f"{owner}: only pydantic models have private "
+                                           "attributes")
+            self.private = _attribute_dict(dec, state["private"], depth, owner, "private",
+                                           nullable=True)
+        self.attrs: dict[str, Any] | None = None
+        if "attrs" in state:
+            self.attrs = _attribute_dict(dec, state["attrs"], depth, owner, "attrs",
+                                         nullable=False)
+
+
+def _attribute_dict(dec: Decoder, data: Any, depth: int, owner: str, key: str, *,
+                    nullable: bool) -> Any:
+    if data is None and nullable:
+        return None
+    value = dec.decode(data, depth)
+    if type(value) is not dict or any(type(k) is not str for k in value):
+        raise DeserializationError(f"{owner}: state {key!r} must be an object of attributes, "
+                                   f"got {data!r:.80}")
+    return value
+
+
+def _default_getter(field: Any) -> Callable[[dict[str, Any]], Any]:
+    """The field's default (a fresh copy, or its factory's result), as pydantic fills it."""
+    def default(values: dict[str, Any]) -> Any:
+        return field.get_default(call_default_factory=True, validated_data=values)
+
+    return default
+
+
 def model_codec(
     cls: type[BaseModel], name: str, version: int, migrations: Mapping[int, Migration]
 ) -> TypeCodec:
-    fields = tuple(cls.__pydantic_fields__)
-    required = frozenset(n for n, f in cls.__pydantic_fields__.items() if f.is_required())
+    model_fields = cls.__pydantic_fields__
+    fields = tuple(model_fields)
+    required = frozenset(n for n, f in model_fields.items() if f.is_required())
+    defaults = {n: _default_getter(f) for n, f in model_fields.items() if not f.is_required()}
     allows_extra = cls.model_config.get("extra") == "allow"
     field_names = frozenset(fields)
     known = None if allows_extra else field_names
+    private_attributes = dict(cls.__private_attributes__)
+    not_state = field_names | _cached_properties(cls)
+    slot_getters = _slot_getters(cls, _slot_names(
+        cls, ("__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__")))
 
-    def encode_value(enc: Encoder, obj: BaseModel, depth: int) -> dict[str, Any]:
+    def encode_fields(enc: Encoder, obj: BaseModel, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
         child = depth + 1
         state = obj.__dict__
@@ -121,76 +225,145 @@ def model_codec(
             extra = obj.__pydantic_extra__
             if extra:
                 for key, value in extra.items():
+                    if type(key) is not str:
+                        raise SerializationError(
+                            f"{name}: extra field names must be str, got {key!r}")
                     out[key] = enc.encode(value, child)
         except SerializationError as exc:
             _note(exc, key_segment(key), None)
             raise
         return out
 
-    # model_construct does, in Python, what is needed only for some classes: defaults for
-    # missing fields, extras, private attributes, model_post_init. When a record holds every
-    # field of a class that needs none of those, setting the instance state directly gives
-    # the same object (model_construct's own steps) at a fraction of the cost.
-    direct = (not allows_extra and not cls.__private_attributes__
-              and not getattr(cls, "__pydantic_post_init__", None))
+    def encode_state(enc: Encoder, obj: BaseModel, out: dict[str, Any],
+                     depth: int) -> dict[str, Any] | None:
+        """What pickle keeps of ``obj`` beyond its field values, or None when that is only
+        what reading the fields alone gives back."""
+        state: dict[str, Any] = {}
+        attributes = obj.__dict__
+        present = 0
+        missing: list[str] = []
+        for key in fields:
+            if key in attributes:
+                present += 1
+            else:
+                missing.append(key)
+        if missing:
+            state["missing"] = missing
+        fields_set = getattr(obj, "__pydantic_fields_set__", None)
+        if fields_set is not None and fields_set != out.keys():
+            if any(type(n) is not str for n in fields_set):
+                raise SerializationError(f"{name}: model_fields_set holds a name that is not "
+                                         f"a str: {sorted(map(repr, fields_set))}")
+            state["set"] = sorted(fields_set)
+        child = depth + 1
+        private = getattr(obj, "__pydantic_private__", None)
+        if private:
+            kept = {k: v for k, v in private.items() if v is not PydanticUndefined}
+            if kept:
+                state["private"] = _encode_attributes(enc, kept, child)
+        elif private is None and private_attributes:
+            state["private"] = None
+        if len(attributes) != present or slot_getters:
+            plain = {k: v for k, v in attributes.items() if k not in not_state}
+            for slot, read in slot_getters:
+                value = read(obj)
+                if value is not _NO_VALUE:
+                    plain[slot] = value
+            if plain:
+                state["attrs"] = _encode_attributes(enc, plain, child)
+        return state or None
+
+    def encode_object(enc: Encoder, obj: BaseModel, depth: int) -> tuple[Any, Any]:
+        out = encode_fields(enc, obj, depth)
+        return out, encode_state(enc, obj, out, depth)
+
+    def encode_value(enc: Encoder, obj: BaseModel, depth: int) -> Any:
+        return encode_fields(enc, obj, depth)
+
+    # A record that holds every field of a class without private attributes or extras, and
+    # no state, is the instance state itself: set directly, at a fraction of the cost.
+    direct = not allows_extra and not private_attributes
     field_count = len(fields)
     new = object.__new__
     set_dict = _slot_setter(cls, "__dict__")
     set_fields_set = _slot_setter(cls, "__pydantic_fields_set__")
     set_extra = _slot_setter(cls, "__pydantic_extra__")
     set_private = _slot_setter(cls, "__pydantic_private__")
+    set_slots = {slot: _slot_setter(cls, slot) for slot, _ in slot_getters}
 
     readers: list[TypedReader] = []  # the class's reader, made on first use
 
-    def new_reader() -> TypedReader:
-        # Only classes flujo itself would write in the typed form: for the others (sets,
-        # tuples, dicts with non-str keys...) pydantic-core would build containers from
-        # stored data without flujo's checks (hash flooding, exact types).
-        if not typed_eligible(cls):
-            raise DeserializationError(
-                f"{name}: stored in the typed form, which this class can no longer take (it "
-                "gained a validator, a set field, ...); bump its version and register a "
-                "migration that returns the generic form")
-        readers.append(TypedReader(cls))
+    def reader() -> TypedReader:
+        if not readers:
+            readers.append(TypedReader(cls, name))
         return readers[0]
 
-    def typed_error(exc: ValidationError) -> DeserializationError:
-        return caused(DeserializationError(f"{name}: typed form does not fit the class: {exc}"),
-                      exc)
-
     def read_typed(body: list[Any]) -> BaseModel:
-        reader = readers[0] if readers else new_reader()
         if len(body) != 1:
             raise DeserializationError(f"{name}: the typed form holds exactly one object")
-        _refuse_unknown(reader.unknown_keys(body[0]), name)
-        try:
-            return reader.read(body[0])
-        except ValidationError as exc:
-            raise typed_error(exc)
+        return reader().read(body[0])
 
     def read_typed_list(items: list[Any]) -> list[BaseModel]:
-        reader = readers[0] if readers else new_reader()
-        for item in items:
-            _refuse_unknown(reader.unknown_keys(item), name)
-        try:
-            return reader.read_list(items)
-        except ValidationError as exc:
-            raise typed_error(exc)
+        return reader().read_list(items)
 
     def read_typed_rows(rows: Any, stored: Shape) -> list[BaseModel]:
         """``rows`` with the stored fields ``stored`` (``_rows``)."""
-        reader = readers[0] if readers else new_reader()
-        _refuse_unknown(reader.unknown_fields(stored), name)
-        try:
-            return reader.read_rows(rows, stored)
-        except ValidationError as exc:
-            raise typed_error(exc)
+        return reader().read_rows(rows, stored)
+
+    def restore(dec: Decoder, values: dict[str, Any], stored: _StoredState | None) -> BaseModel:
+        missing: Collection[str] = () if stored is None else stored.missing
+        _check_fields(values, required, missing, known, name)
+        attributes: dict[str, Any] = {}
+        for key in fields:
+            if key in values:
+                attributes[key] = values[key]
+            elif key not in missing:
+                attributes[key] = defaults[key](attributes)
+        extra: dict[str, Any] | None = None
+        if allows_extra:
+            extra = {k: v for k, v in values.items() if k not in field_names}
+        fields_set = set(values) if stored is None or stored.fields_set is None \
+            else stored.fields_set
+        private: dict[str, Any] | None = None
+        if stored is not None and stored.has_private:
+            private = stored.private
+            if private is not None:
+                private = dict(private)
+        elif private_attributes:
+            private = {}
+        if private is not None:
+            for key, attribute in private_attributes.items():
+                if key not in private:
+                    default = attribute.get_default()
+                    if default is not PydanticUndefined:
+                        private[key] = default
+        slots: dict[str, Any] = {}
+        if stored is not None and stored.attrs:
+            for key, value in stored.attrs.items():
+                if key in set_slots:
+                    slots[key] = value
+                else:
+                    attributes[key] = value
+        obj = new(cls)
+        set_dict(obj, attributes)
+        set_fields_set(obj, fields_set)
+        set_extra(obj, extra)
+        set_private(obj, private)
+        for key, value in slots.items():
+            set_slots[key](obj, value)
+        return obj
 
     def decode_value(dec: Decoder, body: Any, depth: int) -> BaseModel:
-        if type(body) is list:
+        stored: _StoredState | None = None
+        if type(body) is WithState:
+            if type(body.value) is list:
+                raise DeserializationError(f"{name}: the typed form has no object state")
+            stored = _StoredState(dec, body.state, depth, name, True)
+            body = body.value
+        elif type(body) is list:
             return read_typed(body)
         values = dec.decode_object(body, depth, name)
-        if direct and len(values) == field_count and known is not None \
+        if stored is None and direct and len(values) == field_count and known is not None \
                 and known.issuperset(values):
             obj = new(cls)
             set_dict(obj, values)
@@ -198,24 +371,18 @@ def model_codec(
             set_extra(obj, None)
             set_private(obj, None)
             return obj
-        _check_fields(values, required, known, name)
-        if known is not None:
-            return cls.model_construct(**values)
-        # extra="allow": extras go in after construction, so an extra named like one of
-        # model_construct's own parameters (_fields_set) stays an extra field.
-        declared = {k: v for k, v in values.items() if k in field_names}
-        obj = cls.model_construct(**declared)
-        extras = {k: v for k, v in values.items() if k not in field_names}
-        if extras:
-            object.__setattr__(obj, "__pydantic_extra__", {**(obj.__pydantic_extra__ or {}),
-                                                           **extras})
-            obj.__pydantic_fields_set__.update(extras)
-        return obj
+        return restore(dec, values, stored)
 
     decode_value.read_typed_list = read_typed_list  # type: ignore[attr-defined]
     decode_value.read_typed_rows = read_typed_rows  # type: ignore[attr-defined]
     return TypeCodec(name, version, "model", cls, encode_value, decode_value, None,
-                     migrations=migrations, description=_describe(cls))
+                     migrations=migrations, description=_describe(cls),
+                     encode_object=encode_object)
+
+
+def _encode_attributes(enc: Encoder, attributes: dict[str, Any], depth: int) -> Any:
+    """Attributes by name (a JSON object, or the escaped dict for odd names)."""
+    return enc.encode(attributes, depth)
 
 
 def dataclass_codec(cls: type, name: str, version: int,
@@ -227,35 +394,81 @@ def dataclass_codec(cls: type, name: str, version: int,
                 or f.default_factory is not dataclasses.MISSING}
     required = frozenset(fields).difference(defaults)
     known = frozenset(fields)
+    not_state = known | _cached_properties(cls)
+    slot_names = _slot_names(cls)
+    slot_getters = _slot_getters(cls, slot_names)
+    has_dict = any("__dict__" in klass.__dict__ for klass in cls.__mro__[:-1]) or not any(
+        "__slots__" in klass.__dict__ for klass in cls.__mro__[:-1])
 
-    def encode_value(enc: Encoder, obj: Any, depth: int) -> dict[str, Any]:
+    def instance_state(obj: Any) -> dict[str, Any]:
+        """The attributes pickle would save: ``__dict__`` and the filled slots."""
+        if not slot_getters:
+            attributes: dict[str, Any] = obj.__dict__
+            return attributes
+        state: dict[str, Any] = dict(obj.__dict__) if has_dict else {}
+        for slot, read in slot_getters:
+            value = read(obj)
+            if value is not _NO_VALUE:
+                state[slot] = value
+        return state
+
+    def encode_object(enc: Encoder, obj: Any, depth: int) -> tuple[Any, Any]:
         out: dict[str, Any] = {}
         child = depth + 1
         key: Any = None
+        attributes = instance_state(obj)
+        missing: list[str] = []
         try:
             for key in fields:
-                out[key] = enc.encode(getattr(obj, key), child)
+                if key in attributes:
+                    out[key] = enc.encode(attributes[key], child)
+                else:
+                    missing.append(key)
         except SerializationError as exc:
             _note(exc, key_segment(key), None)
             raise
-        return out
+        state: dict[str, Any] = {}
+        if missing:
+            state["missing"] = missing
+        if len(attributes) != len(out):
+            plain = {k: v for k, v in attributes.items() if k not in not_state}
+            if plain:
+                state["attrs"] = _encode_attributes(enc, plain, child)
+        return out, state or None
+
+    def encode_value(enc: Encoder, obj: Any, depth: int) -> Any:
+        return encode_object(enc, obj, depth)[0]
 
     def decode_value(dec: Decoder, body: Any, depth: int) -> Any:
+        stored: _StoredState | None = None
+        if type(body) is WithState:
+            stored = _StoredState(dec, body.state, depth, name, False)
+            body = body.value
         values = dec.decode_object(body, depth, name)
-        _check_fields(values, required, known, name)
-        obj: Any = object.__new__(cls)
+        missing: Collection[str] = () if stored is None else stored.missing
+        _check_fields(values, required, missing, known, name)
+        attributes: dict[str, Any] = {}
         for key in fields:
             if key in values:
-                value = values[key]
-            else:
+                attributes[key] = values[key]
+            elif key not in missing:
                 spec = defaults[key]
                 factory: Any = spec.default_factory
-                value = spec.default if spec.default is not dataclasses.MISSING else factory()
-            object.__setattr__(obj, key, value)  # frozen dataclasses too, without __init__
+                attributes[key] = (spec.default if spec.default is not dataclasses.MISSING
+                                   else factory())
+        if stored is not None and stored.attrs:
+            attributes.update(stored.attrs)
+        obj: Any = object.__new__(cls)
+        if slot_getters:
+            for key, value in attributes.items():
+                object.__setattr__(obj, key, value)  # frozen dataclasses too, no __init__
+        else:
+            obj.__dict__.update(attributes)
         return obj
 
     return TypeCodec(name, version, "dataclass", cls, encode_value, decode_value, None,
-                     migrations=migrations, description=_describe(cls))
+                     migrations=migrations, description=_describe(cls),
+                     encode_object=encode_object)
 
 
 def enum_codec(cls: type[enum.Enum], name: str, version: int,

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 TAG: Final = "$t"
 VALUE: Final = "v"
+# The instance state of a model or dataclass beyond its field values (fields_set, private and
+# plain attributes, fields without a value): an optional third key of its tagged object.
+STATE: Final = "s"
 DICT_NAME: Final = "dict"  # the escaped form of a dict; its codec is fixed (dict is JSON-native)
 DICT_VERSION: Final = 1
 DICT_TAG: Final = f"{DICT_NAME}@{DICT_VERSION}"
@@ -53,6 +56,20 @@ EncodePlan = Callable[["Encoder", Any, int], Any]
 NO_DIRECT_PLANS: Final[dict[type, EncodePlan]] = {}
 BatchPlan = Callable[["Encoder", list[Any], int], Any]
 DecodePlan = Callable[["Decoder", Any, int], Any]
+
+
+class WithState:
+    """The ``v`` of a tagged object that also has a state (``s``), as its decode plan gets it.
+
+    Only the model and dataclass codecs take it (``TypeRegistry`` tells the decoder which
+    tags those are); migrations see ``value`` and pass the state through unchanged.
+    """
+
+    __slots__ = ("state", "value")
+
+    def __init__(self, value: Any, state: Any) -> None:
+        self.value = value
+        self.state = state
 
 
 class UnknownTypeWarning(UserWarning):
@@ -360,11 +377,13 @@ def run_encoder(encoder: Encoder, obj: Any) -> Any:
 class Decoder:
     """One decoding run over JSON data (dict/list/str/int/float/bool/None only)."""
 
-    __slots__ = ("limit", "max_depth", "plans", "registry", "strict", "text_readers")
+    __slots__ = ("limit", "max_depth", "plans", "registry", "stateful", "strict",
+                 "text_readers")
 
     def __init__(self, registry: TypeRegistry, *, strict: bool, max_depth: int) -> None:
         self.registry = registry
         self.plans = registry._decode_plans
+        self.stateful = registry._stateful_tags
         self.text_readers = registry._text_readers
         self.strict = strict
         self.max_depth = max_depth
@@ -456,11 +475,15 @@ class Decoder:
         if depth > self.limit:  # containers call this directly, bypassing self.decode()
             raise _too_deep("data", depth, self.max_depth)
         tag = data[TAG]
-        if type(tag) is not str or len(data) != 2 or VALUE not in data:
+        size = len(data)
+        if type(tag) is not str or VALUE not in data or not (
+                size == 2 or (size == 3 and STATE in data)):
             raise DeserializationError(
-                f"malformed tagged object: expected exactly {{{TAG!r}: str, {VALUE!r}: ...}}, "
-                f"got keys {sorted(map(str, data))}"
+                f"malformed tagged object: expected exactly {{{TAG!r}: str, {VALUE!r}: ...}} "
+                f"(and {STATE!r} for an object's state), got keys {sorted(map(str, data))}"
             )
+        if size == 3:
+            return self.decode_stateful(data, tag, depth)
         # A type stored as one string (a datetime, UUID, Decimal, ...) is read straight by
         # its text reader. When the reader raises, the plan reads the value again and its
         # error says what went wrong: the readers are pure, so they fail the same way twice.
@@ -490,6 +513,37 @@ class Decoder:
         except FlujoError:
             raise
         except RecursionError:  # before max_depth: see Encoder.encode
+            raise caused(_stack_exhausted(self.max_depth), None)
+        except Exception as exc:
+            raise caused(DeserializationError(
+                f"cannot decode {tag!r} from {_preview(data[VALUE])}: {exc}"
+            ), exc)
+
+
+    def decode_stateful(self, data: dict[str, Any], tag: str, depth: int) -> Any:
+        """A tagged object with a state: only models and dataclasses have one."""
+        plan = self.plans.get(tag)
+        try:
+            if plan is None:
+                plan = self.registry._decode_plan_for(tag)
+            if tag not in self.stateful:
+                raise DeserializationError(
+                    f"{tag!r}: only models and dataclasses have an object state "
+                    f"({STATE!r})")
+            return plan(self, WithState(data[VALUE], data[STATE]), depth + 1)
+        except UnknownTypeError as exc:
+            if self.strict:
+                _note(exc, None, None)
+                raise
+            warnings.warn(f"{exc}; kept the tagged data undecoded", UnknownTypeWarning,
+                          stacklevel=_caller_stacklevel())
+            return data
+        except SerializationError as exc:
+            _note(exc, None, None)
+            raise
+        except FlujoError:
+            raise
+        except RecursionError:
             raise caused(_stack_exhausted(self.max_depth), None)
         except Exception as exc:
             raise caused(DeserializationError(

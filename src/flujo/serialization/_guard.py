@@ -22,23 +22,51 @@ from ._codec import INT_MAX, INT_MIN
 __all__ = ["GuardWriter", "Ineligible", "SchemaWalker", "Uncompilable", "build_guards"]
 
 _COMMON = frozenset({"type", "ref", "metadata"})
+# Keys that change only how a value is *validated*: the writer may ignore them, since the
+# typed form is read by the class's structure alone (``_structure``), none of them applied.
+_STRICT = frozenset({"strict"})
+_NUMBER = _STRICT | {"gt", "ge", "lt", "le", "multiple_of"}
+_SIZED = _STRICT | {"min_length", "max_length"}
+_TEMPORAL = _NUMBER | {"now_op", "now_utc_offset", "microseconds_precision"}
 _ALLOWED_KEYS: dict[str, frozenset[str]] = {
-    "str": _COMMON, "int": _COMMON, "bool": _COMMON, "decimal": _COMMON, "uuid": _COMMON,
-    "date": _COMMON, "float": _COMMON | {"allow_inf_nan"},
-    "datetime": _COMMON | {"tz_constraint", "microseconds_precision"},
-    "enum": _COMMON | {"cls", "members", "sub_type", "missing"},
-    "list": _COMMON | {"items_schema"},
-    "dict": _COMMON | {"keys_schema", "values_schema"},
-    "nullable": _COMMON | {"schema"},
+    "str": _COMMON | _SIZED | {"pattern", "strip_whitespace", "to_lower", "to_upper",
+                              "regex_engine", "coerce_numbers_to_str"},
+    "int": _COMMON | _NUMBER, "bool": _COMMON | _STRICT,
+    "decimal": _COMMON | _NUMBER | {"max_digits", "decimal_places", "allow_inf_nan"},
+    "uuid": _COMMON | _STRICT | {"version"},
+    "date": _COMMON | _TEMPORAL, "float": _COMMON | _NUMBER | {"allow_inf_nan"},
+    "datetime": _COMMON | _TEMPORAL | {"tz_constraint"},
+    "enum": _COMMON | _STRICT | {"cls", "members", "sub_type", "missing"},
+    "list": _COMMON | _SIZED | {"items_schema", "fail_fast"},
+    "dict": _COMMON | _SIZED | {"keys_schema", "values_schema", "fail_fast"},
+    "nullable": _COMMON | _STRICT | {"schema"},
     "default": _COMMON | {"schema", "default", "default_factory", "default_factory_takes_data",
                           "validate_default", "copy_default", "on_error"},
-    "model": _COMMON | {"cls", "schema", "config", "custom_init", "root_model", "post_init",
-                        "generic_origin", "frozen"},
-    "model-fields": _COMMON | {"fields", "model_name", "computed_fields", "extra_behavior"},
-    "model-field": _COMMON | {"schema", "frozen"},
+    "model": _COMMON | _STRICT | {"cls", "schema", "config", "custom_init", "root_model",
+                                  "post_init", "generic_origin", "frozen", "revalidate_instances"},
+    "model-fields": _COMMON | _STRICT | {"fields", "model_name", "computed_fields",
+                                         "extra_behavior", "from_attributes"},
+    "model-field": _COMMON | {"schema", "frozen", "validation_alias", "serialization_alias"},
     "definitions": _COMMON | {"schema", "definitions"},
     "definition-ref": _COMMON | {"schema_ref"},
+    # validators: the writer checks the type they wrap (none of them runs when reading)
+    "function-after": _COMMON | {"function", "schema"},
+    "function-before": _COMMON | {"function", "schema", "json_schema_input_schema"},
+    "function-wrap": _COMMON | {"function", "schema", "json_schema_input_schema"},
 }
+_WRAPPERS = frozenset({"function-after", "function-before", "function-wrap"})
+# Model config that changes only validation, never what pydantic writes for the types the
+# typed form holds (``ser_json_*``, ``serialize_by_alias`` and anything unknown do, or may).
+_VALIDATION_CONFIG = frozenset({
+    "title", "strict", "extra_fields_behavior", "typed_dict_total", "from_attributes",
+    "loc_by_alias", "revalidate_instances", "validate_default", "str_max_length",
+    "str_min_length", "str_strip_whitespace", "str_to_lower", "str_to_upper", "allow_inf_nan",
+    "val_json_bytes", "val_temporal_unit", "hide_input_in_errors", "validation_error_cause",
+    "coerce_numbers_to_str", "regex_engine", "cache_strings", "validate_by_alias",
+    "validate_by_name", "populate_by_name", "frozen", "validate_assignment",
+})
+_MODEL_SLOTS = frozenset({"__dict__", "__weakref__", "__pydantic_fields_set__",
+                          "__pydantic_extra__", "__pydantic_private__"})
 _SIMPLE_CHECKS = {
     # Failure conditions; {first} is the value's first use (it may bind it), {v} the others.
     "str": "type({first}) is not str",
@@ -88,6 +116,9 @@ class SchemaWalker:
         """Called on each indirection node before it is followed."""
 
     def resolve(self, node: dict[str, Any]) -> dict[str, Any]:
+        if node.get("type") in _WRAPPERS:
+            self.inspect(node)
+            return self.resolve(node["schema"])
         if node.get("type") == "definitions":
             self.inspect(node)
             for definition in node["definitions"]:
@@ -126,6 +157,8 @@ class GuardWriter(SchemaWalker):
         return name
 
     def model_function(self, node: dict[str, Any]) -> str:
+        if node.get("type") != "model":  # e.g. a plain validator in place of the model
+            raise Ineligible(f"core schema node {node.get('type')!r}")
         cls = node["cls"]
         if cls in self.functions:
             return self.functions[cls]
@@ -140,13 +173,20 @@ class GuardWriter(SchemaWalker):
     def model_checks(self, node: dict[str, Any], var: str, indent: int, level: int,
                      depth: int) -> list[str]:
         """Statements that ``return False`` unless model ``var`` has exactly its types."""
-        cls = node["cls"]
         check_keys(node)
-        if node.get("custom_init") or node.get("root_model"):
-            raise Ineligible(f"{cls.__qualname__} has a custom __init__ or is a RootModel")
+        if node.get("type") != "model":
+            raise Ineligible(f"core schema node {node.get('type')!r}")
+        cls = node["cls"]
+        if node.get("root_model"):
+            raise Ineligible(f"{cls.__qualname__} is a RootModel")
         config = node.get("config") or {}
-        if config.get("strict") or config.get("extra_fields_behavior") == "allow":
-            raise Ineligible(f"{cls.__qualname__} is strict or allows extra fields")
+        unusual = set(config) - _VALIDATION_CONFIG
+        if unusual or config.get("extra_fields_behavior") == "allow":
+            raise Ineligible(f"{cls.__qualname__} has config {sorted(unusual)} or allows "
+                             "extra fields")
+        if any(slot not in _MODEL_SLOTS for klass in cls.__mro__
+               for slot in _declared_slots(klass)):
+            raise Ineligible(f"{cls.__qualname__} declares slots of its own")
         fields_node = self.resolve(node["schema"])
         check_keys(fields_node)
         if fields_node["type"] != "model-fields" or fields_node.get("computed_fields") or \
@@ -154,9 +194,15 @@ class GuardWriter(SchemaWalker):
             raise Ineligible(f"{cls.__qualname__} has computed or extra fields")
         pad = "    " * indent
         state, value = f"d{level}", f"v{level}"
+        names = self.constant(frozenset(fields_node["fields"]))
+        # Exactly the fields as instance state, all of them set, no extras and no private
+        # values: what the typed form holds (the rest of the state is the generic form's).
+        private = (f"({value} := {var}.__pydantic_private__) is None or {value}"
+                   if cls.__private_attributes__ else f"{var}.__pydantic_private__ is not None")
         lines = [f"{pad}{state} = {var}.__dict__",
                  f"{pad}if len({state}) != {len(fields_node['fields'])} or "
-                 f"{var}.__pydantic_extra__: return False"]
+                 f"{var}.__pydantic_extra__ or {var}.__pydantic_fields_set__ != {names} "
+                 f"or {private}: return False"]
         pending: list[str] = []  # simple failure conditions, joined into one statement
 
         def flush() -> None:
@@ -303,6 +349,11 @@ def build_guards(cls: type[BaseModel]) -> tuple[Any, Any]:
     except Uncompilable:
         return GuardWriter(inline=False).build(
             cls.__pydantic_core_schema__)  # type: ignore[arg-type]
+
+
+def _declared_slots(klass: type) -> tuple[str, ...]:
+    slots = klass.__dict__.get("__slots__", ())
+    return (slots,) if isinstance(slots, str) else tuple(slots)
 
 
 def check_keys(node: dict[str, Any]) -> None:

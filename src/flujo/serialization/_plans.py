@@ -25,6 +25,7 @@ from ._codec import (
     ROWS_NAME,
     ROWS_TAG,
     ROWS_VERSION,
+    STATE,
     TAG,
     VALUE,
     BatchPlan,
@@ -32,6 +33,7 @@ from ._codec import (
     Decoder,
     EncodePlan,
     Encoder,
+    WithState,
 )
 from ._rows import header_of
 from ._typed import TypedModel
@@ -51,6 +53,19 @@ def tagging_plan(codec: TypeCodec) -> EncodePlan:
             return {TAG: tag, VALUE: convert(obj)}
 
         return leaf_plan
+
+    encode_object = codec.encode_object
+    if encode_object is not None:
+        def object_plan(enc: Encoder, obj: Any, depth: int) -> dict[str, Any]:
+            manifest = enc.manifest
+            if manifest is not None:
+                manifest[name] = version
+            value, state = encode_object(enc, obj, depth)
+            if state is None:
+                return {TAG: tag, VALUE: value}
+            return {TAG: tag, VALUE: value, STATE: state}
+
+        return object_plan
 
     def plan(enc: Encoder, obj: Any, depth: int) -> dict[str, Any]:
         manifest = enc.manifest
@@ -135,6 +150,10 @@ def migrating_plan(codec: TypeCodec, stored: int, decode_value: DecodePlan) -> D
         steps.append((version, step))
 
     def plan(dec: Decoder, v: Any, depth: int) -> Any:
+        state: Any = None
+        if type(v) is WithState:  # migrations upgrade v; the object's state passes through
+            state = v.state
+            v = v.value
         value = copy.deepcopy(v)  # migrations may mutate; the caller's data may not
         for version, step in steps:
             try:
@@ -145,6 +164,8 @@ def migrating_plan(codec: TypeCodec, stored: int, decode_value: DecodePlan) -> D
                 raise caused(MigrationError(
                     f"migration of {codec.name!r} from v{version} to v{version + 1} raised {exc!r}"
                 ), exc)
+        if state is not None:
+            value = WithState(value, state)
         return decode_value(dec, value, depth)
 
     return plan

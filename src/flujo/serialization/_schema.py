@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from ._auto import auto_kind
 from ._builtins import VALUE_REF
-from ._codec import INT_MAX, INT_MIN, TAG, VALUE
+from ._codec import INT_MAX, INT_MIN, STATE, TAG, VALUE
 from ._registry import TypeRegistry
 from ._types import JSONSchema, TypeCodec
 
@@ -199,11 +199,32 @@ def _hints(cls: type) -> dict[str, Any]:
         return dict(getattr(cls, "__annotations__", {}))
 
 
+_NAMES: JSONSchema = {"type": "array", "items": {"type": "string"}}
+
+
+def state_schema(kind: str) -> JSONSchema:
+    """The ``s`` of a model's or dataclass's tagged object (docs/format.md)."""
+    properties: JSONSchema = {
+        "set": {**_NAMES, "description": "model_fields_set, when it is not the stored names"},
+        "missing": {**_NAMES, "description": "fields that had no value"},
+        "attrs": {**VALUE_REF, "description": "instance attributes that are not fields"},
+    }
+    if kind == "model":
+        properties["private"] = {"anyOf": [{"type": "null"}, VALUE_REF],
+                                 "description": "the private attributes' values"}
+    return {"type": "object", "minProperties": 1, "properties": properties,
+            "additionalProperties": False,
+            "description": "the instance state beyond the field values"}
+
+
 def tagged_object_schema(codec: TypeCodec, body: JSONSchema) -> JSONSchema:
+    properties: JSONSchema = {TAG: {"const": codec.tag}, VALUE: body}
+    if codec.kind in ("model", "dataclass"):
+        properties[STATE] = state_schema(codec.kind)
     schema: JSONSchema = {
         "title": codec.name,
         "type": "object",
-        "properties": {TAG: {"const": codec.tag}, VALUE: body},
+        "properties": properties,
         "required": [TAG, VALUE],
         "additionalProperties": False,
     }
@@ -225,11 +246,12 @@ def render(collector: _Collector) -> JSONSchema:
             ],
         },
         "tagged": {
-            "description": "a tagged object: the stable type name '@' its version, and the "
-                           "encoded value; known tags are checked against their definitions",
+            "description": "a tagged object: the stable type name '@' its version, the "
+                           "encoded value and, for models and dataclasses, their state; known "
+                           "tags are checked against their definitions",
             "type": "object",
             "properties": {TAG: {"type": "string", "pattern": "^[^@$\\s][^@\\s]*@[1-9][0-9]*$"},
-                           VALUE: True},
+                           VALUE: True, STATE: {"type": "object"}},
             "required": [TAG, VALUE],
             "additionalProperties": False,
             "allOf": [

@@ -28,8 +28,10 @@ from datetime import datetime, timezone, tzinfo
 from typing import Any, Final, TypeGuard
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
-from pydantic_core import PydanticSerializationError
+from pydantic_core import PydanticSerializationError, PydanticUndefined, SchemaValidator
 
+from ..exceptions import DeserializationError, caused
+from ._codec import _note, key_segment
 from ._guard import GuardWriter, Ineligible, SchemaWalker, Uncompilable, build_guards
 from ._rows import (
     Shape,
@@ -41,8 +43,9 @@ from ._rows import (
     unknown_fields,
     unknown_keys,
 )
+from ._structure import MODEL_CLASS, structure_schema
 
-__all__ = ["TypedModel", "TypedReader", "typed_eligible", "typed_model"]
+__all__ = ["TypedModel", "TypedReader", "core_schema_of", "typed_eligible", "typed_model"]
 
 # pydantic's TzInfo -> the datetime.timezone of its offset. TzInfo compares equal to that
 # timezone but does not hash equal, so the TzInfo itself is the key (equal TzInfos, one entry
@@ -81,13 +84,17 @@ def _rebuild_zone(value: datetime | None) -> datetime | None:
 Fixer = Callable[[Any], Any]
 
 
-class _FixerBuilder(SchemaWalker):
-    """Composes closures that rebuild fixed-offset datetimes as ``datetime.timezone``.
+class _Builder(SchemaWalker):
+    """Composes closures that turn what pydantic-core reads with a structure schema
+    (``_structure``) into what the generic form gives:
 
-    pydantic reads an ISO offset as its own ``TzInfo``; the generic path gives
-    ``datetime.timezone``. Both paths must give the same types, so the typed path converts.
+    - each model's ``(fields, extras, fields_set)`` into the instance, made as unpickling
+      makes it (``object.__new__`` and the instance state; no ``__init__``, no hook), its
+      private attributes set to their defaults as the generic path does;
+    - pydantic's fixed-offset ``TzInfo`` into ``datetime.timezone``.
+
     Built from closures, not generated code: this runs while decoding, and decoding compiles
-    nothing. ``None`` means there is no datetime to fix.
+    nothing. ``None`` means the value needs nothing.
     """
 
     def __init__(self) -> None:
@@ -97,7 +104,7 @@ class _FixerBuilder(SchemaWalker):
     def value(self, node: dict[str, Any]) -> Fixer | None:
         node = self.resolve(node)
         kind = node.get("type")
-        if kind == "datetime":
+        if kind == "chain" and node["steps"][-1]["type"] == "datetime":
             return _rebuild_zone
         if kind in ("nullable", "default"):
             inner = self.value(node["schema"])
@@ -114,85 +121,170 @@ class _FixerBuilder(SchemaWalker):
             if entry is None:
                 return None
             return lambda v: {k: entry(x) for k, x in v.items()}
-        if kind == "model":
+        if kind == "model-fields":
             return self.model(node)
         return None
 
-    def model(self, node: dict[str, Any]) -> Fixer | None:
-        cls = node["cls"]
+    def model(self, node: dict[str, Any]) -> Fixer:
+        cls: type[BaseModel] = node["metadata"][MODEL_CLASS]
         known = self.models.get(cls)
-        if known is not None:  # a recursive model: its fixer, once built
-            return lambda v: known[0](v) if known[0] is not None else v
+        if known is not None:  # a recursive model: its builder, once it is made
+            def build_later(read: Any) -> Any:
+                build = known[0]
+                assert build is not None
+                return build(read)
+
+            return build_later
         cell: list[Fixer | None] = [None]
         self.models[cls] = cell
-        fields = [(name, self.value(field["schema"]))
-                  for name, field in self.resolve(node["schema"])["fields"].items()]
+        fields = [(name, self.value(field["schema"])) for name, field in node["fields"].items()]
         fixers = [(name, fix) for name, fix in fields if fix is not None]
-        if not fixers:
-            return None
+        private = _private_defaults(cls)
+        allows_extra = node.get("extra_behavior") == "allow"
+        new = object.__new__
+        set_dict = _slot_setter(cls, "__dict__")
+        set_fields_set = _slot_setter(cls, "__pydantic_fields_set__")
+        set_extra = _slot_setter(cls, "__pydantic_extra__")
+        set_private = _slot_setter(cls, "__pydantic_private__")
 
-        def fix_model(obj: Any) -> Any:
-            state = obj.__dict__
+        def build_model(read: Any) -> Any:
+            state, extra, fields_set = read
             for name, fix in fixers:
-                state[name] = fix(state[name])
+                if name in state:
+                    state[name] = fix(state[name])
+            obj = new(cls)
+            set_dict(obj, state)
+            set_fields_set(obj, fields_set)
+            set_extra(obj, extra if allows_extra else None)
+            set_private(obj, private() if private is not None else None)
             return obj
 
-        cell[0] = fix_model
-        return fix_model
+        cell[0] = build_model
+        return build_model
 
-    def build(self, node: dict[str, Any]) -> Fixer | None:
-        return self.model(self.resolve(node))
+    def build(self, node: dict[str, Any]) -> Fixer:
+        root = self.resolve(node)
+        assert root.get("type") == "model-fields"
+        return self.model(root)
+
+
+def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
+    """The setter of the slot ``name`` on instances of ``cls`` (the descriptor's own)."""
+    for klass in cls.__mro__:
+        descriptor = klass.__dict__.get(name)
+        if descriptor is not None:
+            setter: Callable[[Any, Any], None] | None = getattr(descriptor, "__set__", None)
+            if setter is not None:
+                return setter
+            break
+
+    def set_attribute(obj: Any, value: Any) -> None:
+        object.__setattr__(obj, name, value)
+
+    return set_attribute
+
+
+def _private_defaults(cls: type[BaseModel]) -> Callable[[], dict[str, Any]] | None:
+    """What the generic path gives a model's private attributes when none were stored."""
+    attributes = dict(cls.__private_attributes__)
+    if not attributes:
+        return None
+
+    def defaults() -> dict[str, Any]:
+        private: dict[str, Any] = {}
+        for name, attribute in attributes.items():
+            default = attribute.get_default()
+            if default is not PydanticUndefined:
+                private[name] = default
+        return private
+
+    return defaults
+
+
+def core_schema_of(cls: type[BaseModel]) -> dict[str, Any]:
+    """The class's core schema, built now if pydantic deferred it (``defer_build``)."""
+    if not cls.__pydantic_complete__:
+        try:
+            cls.model_rebuild()
+        except Exception as exc:  # PydanticUndefinedAnnotation, a forward reference...
+            raise caused(DeserializationError(
+                f"{cls.__qualname__}: pydantic cannot build the class's schema: {exc}"), exc)
+    return cls.__pydantic_core_schema__  # type: ignore[return-value]
 
 
 class TypedReader:
-    """Reads the typed form of one eligible model class."""
+    """Reads the typed form of one model class, by its structure (``_structure``): none of
+    the class's validators, constraints or hooks run, whatever the class looks like now."""
 
-    def __init__(self, cls: type[BaseModel]) -> None:
-        self._validate = cls.__pydantic_validator__.validate_python
-        self._validate_list = TypeAdapter(list[cls]).validator.validate_python  # type: ignore[valid-type]
-        self._fix = _FixerBuilder().build(cls.__pydantic_core_schema__)  # type: ignore[arg-type]
-        shape = shape_of(cls.__pydantic_core_schema__, cyclic=True)  # type: ignore[arg-type]
+    def __init__(self, cls: type[BaseModel], name: str) -> None:
+        self.name = name
+        schema = core_schema_of(cls)
+        try:
+            structure = structure_schema(schema)
+            self._validate = SchemaValidator(structure).validate_python
+            self._validate_list = SchemaValidator(
+                structure_schema(schema, many=True)).validate_python
+        except Exception as exc:  # a class pydantic-core cannot describe by its structure
+            raise caused(DeserializationError(
+                f"{name}: stored in the typed form, which this class can no longer be read "
+                f"into ({exc}); bump its version and register a migration"), exc)
+        self._build = _Builder().build(structure)
+        shape = shape_of(schema, cyclic=True)
         assert shape is not None
         self.shape = shape
 
     # A stored field the class no longer has is refused, never dropped (pydantic ignores
-    # it): callers check with these first. Faster than pydantic's extra="forbid", which
-    # costs a quarter of a model's validation.
-    def unknown_fields(self, stored: Shape) -> list[str]:
-        """The fields of stored rows that this class (or a nested class) no longer has."""
-        return unknown_fields(stored, self.shape)
+    # it): faster than pydantic's extra="forbid", which costs a quarter of a model's
+    # validation.
+    def _refuse_unknown(self, unknown: list[str]) -> None:
+        if unknown:
+            raise DeserializationError(
+                f"{self.name}: stored field(s) {sorted(unknown)} no longer exist on the class; "
+                "bump the type's version and register a migration that moves or drops them")
 
-    def unknown_keys(self, data: Any) -> list[str]:
-        """The same for one model stored as a dict."""
-        return unknown_keys(data, self.shape)
+    def _error(self, exc: ValidationError, offset: int = 0) -> DeserializationError:
+        """The first of pydantic's errors, at its place in the data (``$.c[3].balance``)."""
+        first = exc.errors(include_url=False)[0]
+        loc = list(first["loc"])
+        if offset and loc and type(loc[0]) is int:
+            loc[0] += offset
+        error = DeserializationError(
+            f"{self.name}: the typed form does not fit the class: {first['msg']}")
+        for part in reversed(loc):  # innermost first, as the containers note theirs
+            _note(error, f"[{part}]" if type(part) is int else key_segment(part), None)
+        return caused(error, exc)
 
     def read(self, data: Any) -> BaseModel:
-        obj: BaseModel = self._validate(data)
-        if self._fix is not None:
-            self._fix(obj)
+        self._refuse_unknown(unknown_keys(data, self.shape))
+        try:
+            read = self._validate(data)
+        except ValidationError as exc:
+            raise self._error(exc)
+        obj: BaseModel = self._build(read)
         return obj
 
     def read_list(self, items: list[Any]) -> list[BaseModel]:
-        objs: list[BaseModel] = self._validate_list(items)
-        fix = self._fix
-        if fix is not None:
-            for obj in objs:
-                fix(obj)
-        return objs
+        for item in items:
+            self._refuse_unknown(unknown_keys(item, self.shape))
+        return self._read_list(items, 0)
+
+    def _read_list(self, items: list[Any], offset: int) -> list[BaseModel]:
+        try:
+            read: list[Any] = self._validate_list(items)
+        except ValidationError as exc:
+            raise self._error(exc, offset)
+        build = self._build
+        return [build(model) for model in read]
 
     def read_rows(self, rows: Any, stored: Shape) -> list[BaseModel]:
         """The models ``rows`` (with the stored fields ``stored``) stand for, read chunk by
         chunk."""
+        self._refuse_unknown(unknown_fields(stored, self.shape))
         rows = check_rows(rows)
         objs: list[BaseModel] = []
         for start in range(0, len(rows), _ROWS_CHUNK):
             chunk = rows_to_dicts(rows, stored, start, start + _ROWS_CHUNK)
-            try:
-                objs += self.read_list(chunk)
-            except ValidationError:
-                if start:  # report positions in the whole list, not in the chunk
-                    self.read_list(rows_to_dicts(rows, stored))
-                raise
+            objs += self._read_list(chunk, start)  # positions in the whole list
         return objs
 
 

@@ -47,6 +47,10 @@ class TypeCodec:
     # tag; when it raises, the value is read again through ``decode_value``, whose error
     # says what went wrong, so both must refuse exactly the same texts.
     from_text: Callable[[str], Any] | None = None
+    # Models and dataclasses: ``obj -> (v, state or None)``, the state being the tagged
+    # object's ``s`` (the instance state beyond the field values, docs/format.md); their
+    # ``encode_value`` gives ``v`` alone.
+    encode_object: Callable[[Encoder, Any, int], tuple[Any, Any]] | None = None
 
     @property
     def tag(self) -> str:
