@@ -21,7 +21,7 @@ from .serialization import (
     serialize_to_json,
 )
 
-__version__ = "0.8.0"
+__version__ = "0.9.0"
 
 __all__ = [
     "Flujo",

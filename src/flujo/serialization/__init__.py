@@ -17,7 +17,7 @@ from ..exceptions import SerializationError
 
 # _build first: under FLUJO_PURE_PYTHON=1 it switches compiled modules to their sources.
 from ._build import compiled_modules
-from ._codec import TAG, VALUE, Encoder, UnknownTypeWarning, run_decoder, run_encoder
+from ._codec import STATE, TAG, VALUE, Encoder, UnknownTypeWarning, run_decoder, run_encoder
 from ._plain import CIRCULAR_PLACEHOLDER, to_plain
 from ._registry import DEFAULT_MAX_DEPTH, TypeRegistry
 from ._schema import FORMAT_ID, tagged_format_schema, type_schema
@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_MAX_DEPTH",
     "FORMAT_ID",
     "FORMAT_VERSION",
+    "STATE",
     "TAG",
     "VALUE",
     "JSONSchema",

@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
+import functools
 import math
 import pathlib
 import uuid
@@ -119,15 +120,25 @@ def _slot_names(cls: type) -> list[str]:
     return names
 
 
+_PYDANTIC_SLOTS = frozenset({"__pydantic_fields_set__", "__pydantic_extra__",
+                             "__pydantic_private__"})
+
+
 def _attributes(obj: Any) -> dict[str, Any] | None:
-    """An object's instance state (``__dict__`` and slots), or None when it has none."""
+    """An object's instance state (``__dict__`` and slots), or None when it has none.
+    ``functools.cached_property`` values are caches, not state; pydantic's own slots are
+    compared on their own."""
     state: dict[str, Any] = {}
     found = False
     own = getattr(obj, "__dict__", None)
+    cached = {name for klass in type(obj).__mro__ for name, value in vars(klass).items()
+              if isinstance(value, functools.cached_property)}
     if isinstance(own, dict):
-        state.update(own)
+        state.update((k, v) for k, v in own.items() if k not in cached)
         found = True
     for name in _slot_names(type(obj)):
+        if name in _PYDANTIC_SLOTS:
+            continue
         found = True
         value = getattr(obj, name, _MISSING)
         if value is not _MISSING:
@@ -179,10 +190,9 @@ class _Comparer:
         if isinstance(expected, BaseModel):
             return self._diff_model(actual, expected, path)
         if dataclasses.is_dataclass(expected) and not isinstance(expected, type):
-            names = [f.name for f in dataclasses.fields(expected)]
-            return self._diff_attrs(
-                {n: getattr(actual, n, _MISSING) for n in names},
-                {n: getattr(expected, n, _MISSING) for n in names}, path)
+            # the whole instance state: fields, attributes set by __post_init__, extras
+            return self._diff_attrs(_attributes(actual) or {}, _attributes(expected) or {},
+                                    path)
         if isinstance(expected, tuple) and hasattr(expected, "_fields"):  # NamedTuple
             return self._diff_attrs(dict(zip(expected._fields, actual, strict=False)),
                                     dict(zip(expected._fields, expected, strict=False)), path)
@@ -260,17 +270,29 @@ class _Comparer:
         return None
 
     def _diff_model(self, actual: BaseModel, expected: BaseModel, path: str) -> str | None:
-        names = list(type(expected).model_fields)
-        problem = self._diff_attrs(
-            {n: actual.__dict__.get(n, _MISSING) for n in names},
-            {n: expected.__dict__.get(n, _MISSING) for n in names}, path)
+        # what pickle keeps: __dict__ (fields and plain attributes), extras, fields_set and
+        # private attributes
+        problem = self._diff_attrs(_attributes(actual) or {}, _attributes(expected) or {}, path)
         if problem:
             return problem
-        extra_a = actual.__pydantic_extra__ or {}
-        extra_e = expected.__pydantic_extra__ or {}
-        if list(extra_a) != list(extra_e):
-            return (f"{path}: extra fields {list(extra_a)} != expected {list(extra_e)}")
-        return self._diff_attrs(extra_a, extra_e, path)
+        extra_a = getattr(actual, "__pydantic_extra__", None)
+        extra_e = getattr(expected, "__pydantic_extra__", None)
+        if (extra_a is None) != (extra_e is None) or list(extra_a or {}) != list(extra_e or {}):
+            return (f"{path}: extra fields {list(extra_a or {})} != expected "
+                    f"{list(extra_e or {})}")
+        problem = self._diff_attrs(extra_a or {}, extra_e or {}, path)
+        if problem:
+            return problem
+        set_a = getattr(actual, "__pydantic_fields_set__", None)
+        set_e = getattr(expected, "__pydantic_fields_set__", None)
+        if set_a != set_e:
+            return (f"{path}: model_fields_set {sorted(set_a or ())} != expected "
+                    f"{sorted(set_e or ())}")
+        private_a = getattr(actual, "__pydantic_private__", None)
+        private_e = getattr(expected, "__pydantic_private__", None)
+        if (private_a is None) != (private_e is None):
+            return f"{path}: private attributes {private_a!r:.80} != expected {private_e!r:.80}"
+        return self._diff_attrs(private_a or {}, private_e or {}, path)
 
     def _diff_attrs(self, actual: dict[str, Any], expected: dict[str, Any],
                     path: str) -> str | None:
@@ -316,9 +338,10 @@ def assert_identical(actual: Any, expected: Any) -> None:
     ``Decimal("1.00")``, ``0.0`` and ``-0.0``, two datetimes at the same instant in different
     zones, a ``ZoneInfo`` and a fixed offset, different ``fold`` values, a tuple and a list,
     dicts with their keys in another order, ``OrderedDict`` and ``dict``. NaN equals NaN.
-    Pydantic models are compared field by field (extra fields included), dataclasses and
-    NamedTuples field by field, other objects by their attributes (``__dict__`` and slots),
-    and by ``==`` when they define it. Raises AssertionError naming the path
+    Pydantic models and dataclasses are compared by what pickle keeps of them: fields,
+    plain attributes (``__dict__`` and slots), extras, ``model_fields_set`` and private
+    attributes (``functools.cached_property`` caches aside); NamedTuples field by field,
+    other objects by their attributes, and by ``==`` when they define it. Raises AssertionError naming the path
     (``$.lines[0].price``) of the first difference.
     """
     problem = _Comparer().diff(actual, expected, "$")
