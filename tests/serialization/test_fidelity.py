@@ -279,7 +279,7 @@ def evolved_order() -> type[BaseModel]:
     """``OrderV1`` as it is a release later: validators, constraints, a model validator, a
     computed field, a defaulted field, config transforms and an alias (same name, same tag)."""
 
-    class OrderV1(BaseModel):  # noqa: F811 - the same class, later
+    class OrderV1(BaseModel):
         model_config = ConfigDict(str_to_upper=True, frozen=True)
         sku: str = Field(min_length=5, alias="SKU")
         qty: int = Field(gt=0)
@@ -337,7 +337,8 @@ def test_a_field_whose_type_changed_is_refused_naming_it() -> None:
 
     reader = TypeRegistry()
     reader.register_type(OrderV1Changed, name=f"{OrderV1.__module__}:OrderV1")
-    with pytest.raises(DeserializationError, match="qty is now typed as 'set'.*migration") as caught:
+    with pytest.raises(DeserializationError,
+                       match=r"qty is now typed as 'set'.*migration") as caught:
         safe_deserialize(stored, registry=reader)
     assert caught.value.path == "$.qty"
 

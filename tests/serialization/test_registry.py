@@ -467,7 +467,7 @@ def test_every_shape_of_dict_a_serializer_returns_comes_back(content: dict[Any, 
 
 
 def test_slot_setters_fall_back_to_setattr_for_a_name_without_a_descriptor() -> None:
-    from flujo.serialization._auto import _slot_setter
+    from flujo.serialization._typed import slot_setter
 
     class Plain:
         pass
@@ -476,10 +476,10 @@ def test_slot_setters_fall_back_to_setattr_for_a_name_without_a_descriptor() -> 
         x: int
 
     obj = Plain()
-    _slot_setter(Plain, "note")(obj, 5)
+    slot_setter(Plain, "note")(obj, 5)
     assert obj.note == 5  # type: ignore[attr-defined]
     model = Model(x=1)
-    _slot_setter(Model, "__pydantic_extra__")(model, None)
+    slot_setter(Model, "__pydantic_extra__")(model, None)
     assert model.__pydantic_extra__ is None
 
 

@@ -23,7 +23,7 @@ from pydantic_core import PydanticUndefined
 from ..exceptions import DeserializationError, SerializationError, caused
 from ._codec import INT_MAX, INT_MIN, NO_DIRECT_PLANS, WithState, _note, key_segment
 from ._rows import Shape
-from ._typed import TypedReader
+from ._typed import TypedReader, slot_setter
 from ._types import Migration, TypeCodec
 
 if TYPE_CHECKING:
@@ -76,23 +76,6 @@ def _refuse_unknown(unknown: Collection[str], name: str) -> None:
             f"{name}: stored field(s) {sorted(unknown)} no longer exist on the class; bump "
             "the type's version and register a migration that moves or drops them"
         )
-
-
-def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
-    """The setter of the slot ``name`` on instances of ``cls``: the descriptor's own
-    ``__set__``, which costs half of ``object.__setattr__`` (no lookup by name)."""
-    for klass in cls.__mro__:
-        descriptor = klass.__dict__.get(name)
-        if descriptor is not None:
-            setter: Callable[[Any, Any], None] | None = getattr(descriptor, "__set__", None)
-            if setter is not None:
-                return setter
-            break
-
-    def set_attribute(obj: Any, value: Any) -> None:
-        object.__setattr__(obj, name, value)
-
-    return set_attribute
 
 
 def _slot_names(cls: type, skip: Collection[str] = ()) -> list[str]:
@@ -285,11 +268,11 @@ def model_codec(
     direct = not allows_extra and not private_attributes
     field_count = len(fields)
     new = object.__new__
-    set_dict = _slot_setter(cls, "__dict__")
-    set_fields_set = _slot_setter(cls, "__pydantic_fields_set__")
-    set_extra = _slot_setter(cls, "__pydantic_extra__")
-    set_private = _slot_setter(cls, "__pydantic_private__")
-    set_slots = {slot: _slot_setter(cls, slot) for slot, _ in slot_getters}
+    set_dict = slot_setter(cls, "__dict__")
+    set_fields_set = slot_setter(cls, "__pydantic_fields_set__")
+    set_extra = slot_setter(cls, "__pydantic_extra__")
+    set_private = slot_setter(cls, "__pydantic_private__")
+    set_slots = {slot: slot_setter(cls, slot) for slot, _ in slot_getters}
 
     readers: list[TypedReader] = []  # the class's reader, made on first use
 

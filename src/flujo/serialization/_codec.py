@@ -482,13 +482,11 @@ class Decoder:
                 f"malformed tagged object: expected exactly {{{TAG!r}: str, {VALUE!r}: ...}} "
                 f"(and {STATE!r} for an object's state), got keys {sorted(map(str, data))}"
             )
-        if size == 3:
-            return self.decode_stateful(data, tag, depth)
         # A type stored as one string (a datetime, UUID, Decimal, ...) is read straight by
         # its text reader. When the reader raises, the plan reads the value again and its
         # error says what went wrong: the readers are pure, so they fail the same way twice.
         read = self.text_readers.get(tag)
-        if read is not None:
+        if read is not None and size == 2:
             text = data[VALUE]
             if type(text) is str:
                 try:
@@ -499,7 +497,12 @@ class Decoder:
         try:
             if plan is None:
                 plan = self.registry._decode_plan_for(tag)
-            return plan(self, data[VALUE], depth + 1)
+            if size == 2:
+                return plan(self, data[VALUE], depth + 1)
+            if tag not in self.stateful:
+                raise DeserializationError(
+                    f"{tag!r}: only models and dataclasses have an object state ({STATE!r})")
+            return plan(self, WithState(data[VALUE], data[STATE]), depth + 1)
         except UnknownTypeError as exc:
             if self.strict:
                 _note(exc, None, None)
@@ -519,36 +522,6 @@ class Decoder:
                 f"cannot decode {tag!r} from {_preview(data[VALUE])}: {exc}"
             ), exc)
 
-
-    def decode_stateful(self, data: dict[str, Any], tag: str, depth: int) -> Any:
-        """A tagged object with a state: only models and dataclasses have one."""
-        plan = self.plans.get(tag)
-        try:
-            if plan is None:
-                plan = self.registry._decode_plan_for(tag)
-            if tag not in self.stateful:
-                raise DeserializationError(
-                    f"{tag!r}: only models and dataclasses have an object state "
-                    f"({STATE!r})")
-            return plan(self, WithState(data[VALUE], data[STATE]), depth + 1)
-        except UnknownTypeError as exc:
-            if self.strict:
-                _note(exc, None, None)
-                raise
-            warnings.warn(f"{exc}; kept the tagged data undecoded", UnknownTypeWarning,
-                          stacklevel=_caller_stacklevel())
-            return data
-        except SerializationError as exc:
-            _note(exc, None, None)
-            raise
-        except FlujoError:
-            raise
-        except RecursionError:
-            raise caused(_stack_exhausted(self.max_depth), None)
-        except Exception as exc:
-            raise caused(DeserializationError(
-                f"cannot decode {tag!r} from {_preview(data[VALUE])}: {exc}"
-            ), exc)
 
 
 def run_decoder(decoder: Decoder, data: Any) -> Any:

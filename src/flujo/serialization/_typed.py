@@ -45,7 +45,8 @@ from ._rows import (
 )
 from ._structure import MODEL_CLASS, structure_schema
 
-__all__ = ["TypedModel", "TypedReader", "core_schema_of", "typed_eligible", "typed_model"]
+__all__ = ["TypedModel", "TypedReader", "core_schema_of", "slot_setter", "typed_eligible",
+           "typed_model"]
 
 # pydantic's TzInfo -> the datetime.timezone of its offset. TzInfo compares equal to that
 # timezone but does not hash equal, so the TzInfo itself is the key (equal TzInfos, one entry
@@ -142,10 +143,10 @@ class _Builder(SchemaWalker):
         private = _private_defaults(cls)
         allows_extra = node.get("extra_behavior") == "allow"
         new = object.__new__
-        set_dict = _slot_setter(cls, "__dict__")
-        set_fields_set = _slot_setter(cls, "__pydantic_fields_set__")
-        set_extra = _slot_setter(cls, "__pydantic_extra__")
-        set_private = _slot_setter(cls, "__pydantic_private__")
+        set_dict = slot_setter(cls, "__dict__")
+        set_fields_set = slot_setter(cls, "__pydantic_fields_set__")
+        set_extra = slot_setter(cls, "__pydantic_extra__")
+        set_private = slot_setter(cls, "__pydantic_private__")
 
         def build_model(read: Any) -> Any:
             state, extra, fields_set = read
@@ -168,7 +169,7 @@ class _Builder(SchemaWalker):
         return self.model(root)
 
 
-def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
+def slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
     """The setter of the slot ``name`` on instances of ``cls`` (the descriptor's own)."""
     for klass in cls.__mro__:
         descriptor = klass.__dict__.get(name)

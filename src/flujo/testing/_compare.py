@@ -341,8 +341,8 @@ def assert_identical(actual: Any, expected: Any) -> None:
     Pydantic models and dataclasses are compared by what pickle keeps of them: fields,
     plain attributes (``__dict__`` and slots), extras, ``model_fields_set`` and private
     attributes (``functools.cached_property`` caches aside); NamedTuples field by field,
-    other objects by their attributes, and by ``==`` when they define it. Raises AssertionError naming the path
-    (``$.lines[0].price``) of the first difference.
+    other objects by their attributes, and by ``==`` when they define it. Raises
+    AssertionError naming the path (``$.lines[0].price``) of the first difference.
     """
     problem = _Comparer().diff(actual, expected, "$")
     if problem:
