@@ -2,9 +2,10 @@
 
 These need no registration: the class is written under its ``module:qualname`` (or the name
 it was registered with) and, when read back, found among the classes already defined in the
-running process. Decoding never runs validators again: the values were valid when written
-and come back with their exact types, so ``model_construct`` / ``object.__setattr__`` rebuild
-the object as it was (a validator that normalizes would otherwise change the data).
+running process. Objects come back as unpickling brings them back: ``object.__new__`` and
+the instance state as it was stored (fields in ``v``, the rest in ``s``: fields_set, private
+and plain attributes, fields without a value); no validator, ``__init__`` or post-init hook
+runs (a validator that normalizes would otherwise change the data).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from pydantic_core import PydanticUndefined
 
 from ..exceptions import DeserializationError, SerializationError, caused
 from ._codec import INT_MAX, INT_MIN, NO_DIRECT_PLANS, WithState, _note, key_segment
-from ._rows import Shape
-from ._typed import TypedReader, slot_setter
+from ._rows import Shape, refuse_unknown
+from ._typed import TypedReader, fill_private_defaults, slot_setter
 from ._types import Migration, TypeCodec
 
 if TYPE_CHECKING:
@@ -67,15 +68,7 @@ def _check_fields(values: Collection[str], required: frozenset[str], missing: Co
             "version and register a migration that fills them"
         )
     if known is not None:
-        _refuse_unknown(set(values).difference(known), name)
-
-
-def _refuse_unknown(unknown: Collection[str], name: str) -> None:
-    if unknown:
-        raise DeserializationError(
-            f"{name}: stored field(s) {sorted(unknown)} no longer exist on the class; bump "
-            "the type's version and register a migration that moves or drops them"
-        )
+        refuse_unknown(set(values).difference(known), name)
 
 
 def _slot_names(cls: type, skip: Collection[str] = ()) -> list[str]:
@@ -163,6 +156,28 @@ def _attribute_dict(dec: Decoder, data: Any, depth: int, owner: str, key: str, *
     return value
 
 
+def _field_state(fields: tuple[str, ...], values: dict[str, Any], missing: Collection[str],
+                 defaults: Mapping[str, Callable[[dict[str, Any]], Any]]) -> dict[str, Any]:
+    """The instance ``__dict__`` of the stored field ``values``, in field order: a field the
+    class has gained since gets its default, unless it had no value (``missing``)."""
+    attributes: dict[str, Any] = {}
+    for key in fields:
+        if key in values:
+            attributes[key] = values[key]
+        elif key not in missing:
+            attributes[key] = defaults[key](attributes)
+    return attributes
+
+
+def _dataclass_default(field: dataclasses.Field[Any]) -> Callable[[dict[str, Any]], Any]:
+    factory: Any = field.default_factory
+
+    def default(values: dict[str, Any]) -> Any:
+        return field.default if field.default is not dataclasses.MISSING else factory()
+
+    return default
+
+
 def _default_getter(field: Any) -> Callable[[dict[str, Any]], Any]:
     """The field's default (a fresh copy, or its factory's result), as pydantic fills it."""
     def default(values: dict[str, Any]) -> Any:
@@ -180,6 +195,7 @@ def model_codec(
     defaults = {n: _default_getter(f) for n, f in model_fields.items() if not f.is_required()}
     allows_extra = cls.model_config.get("extra") == "allow"
     field_names = frozenset(fields)
+    field_count = len(fields)
     known = None if allows_extra else field_names
     private_attributes = dict(cls.__private_attributes__)
     not_state = field_names | _cached_properties(cls)
@@ -223,15 +239,10 @@ def model_codec(
         what reading the fields alone gives back."""
         state: dict[str, Any] = {}
         attributes = obj.__dict__
-        present = 0
-        missing: list[str] = []
-        for key in fields:
-            if key in attributes:
-                present += 1
-            else:
-                missing.append(key)
-        if missing:
-            state["missing"] = missing
+        extra = obj.__pydantic_extra__
+        present = len(out) - len(extra) if extra else len(out)  # fields with a value
+        if present != field_count:
+            state["missing"] = [key for key in fields if key not in attributes]
         fields_set = getattr(obj, "__pydantic_fields_set__", None)
         if fields_set is not None and fields_set != out.keys():
             if any(type(n) is not str for n in fields_set):
@@ -243,7 +254,7 @@ def model_codec(
         if private:
             kept = {k: v for k, v in private.items() if v is not PydanticUndefined}
             if kept:
-                state["private"] = _encode_attributes(enc, kept, child)
+                state["private"] = enc.encode(kept, child)
         elif private is None and private_attributes:
             state["private"] = None
         if len(attributes) != present or slot_getters:
@@ -253,7 +264,7 @@ def model_codec(
                 if value is not _NO_VALUE:
                     plain[slot] = value
             if plain:
-                state["attrs"] = _encode_attributes(enc, plain, child)
+                state["attrs"] = enc.encode(plain, child)
         return state or None
 
     def encode_object(enc: Encoder, obj: BaseModel, depth: int) -> tuple[Any, Any]:
@@ -266,7 +277,6 @@ def model_codec(
     # A record that holds every field of a class without private attributes or extras, and
     # no state, is the instance state itself: set directly, at a fraction of the cost.
     direct = not allows_extra and not private_attributes
-    field_count = len(fields)
     new = object.__new__
     set_dict = slot_setter(cls, "__dict__")
     set_fields_set = slot_setter(cls, "__pydantic_fields_set__")
@@ -296,12 +306,7 @@ def model_codec(
     def restore(dec: Decoder, values: dict[str, Any], stored: _StoredState | None) -> BaseModel:
         missing: Collection[str] = () if stored is None else stored.missing
         _check_fields(values, required, missing, known, name)
-        attributes: dict[str, Any] = {}
-        for key in fields:
-            if key in values:
-                attributes[key] = values[key]
-            elif key not in missing:
-                attributes[key] = defaults[key](attributes)
+        attributes = _field_state(fields, values, missing, defaults)
         extra: dict[str, Any] | None = None
         if allows_extra:
             extra = {k: v for k, v in values.items() if k not in field_names}
@@ -309,17 +314,11 @@ def model_codec(
             else stored.fields_set
         private: dict[str, Any] | None = None
         if stored is not None and stored.has_private:
-            private = stored.private
-            if private is not None:
-                private = dict(private)
+            private = stored.private  # a dict decoded for this object alone, or None
         elif private_attributes:
             private = {}
         if private is not None:
-            for key, attribute in private_attributes.items():
-                if key not in private:
-                    default = attribute.get_default()
-                    if default is not PydanticUndefined:
-                        private[key] = default
+            fill_private_defaults(private, private_attributes)
         slots: dict[str, Any] = {}
         if stored is not None and stored.attrs:
             for key, value in stored.attrs.items():
@@ -363,16 +362,11 @@ def model_codec(
                      encode_object=encode_object)
 
 
-def _encode_attributes(enc: Encoder, attributes: dict[str, Any], depth: int) -> Any:
-    """Attributes by name (a JSON object, or the escaped dict for odd names)."""
-    return enc.encode(attributes, depth)
-
-
 def dataclass_codec(cls: type, name: str, version: int,
                     migrations: Mapping[int, Migration]) -> TypeCodec:
     all_fields = dataclasses.fields(cls)
     fields = tuple(f.name for f in all_fields)
-    defaults = {f.name: f for f in all_fields
+    defaults = {f.name: _dataclass_default(f) for f in all_fields
                 if f.default is not dataclasses.MISSING
                 or f.default_factory is not dataclasses.MISSING}
     required = frozenset(fields).difference(defaults)
@@ -380,15 +374,14 @@ def dataclass_codec(cls: type, name: str, version: int,
     not_state = known | _cached_properties(cls)
     slot_names = _slot_names(cls)
     slot_getters = _slot_getters(cls, slot_names)
-    has_dict = any("__dict__" in klass.__dict__ for klass in cls.__mro__[:-1]) or not any(
-        "__slots__" in klass.__dict__ for klass in cls.__mro__[:-1])
 
     def instance_state(obj: Any) -> dict[str, Any]:
         """The attributes pickle would save: ``__dict__`` and the filled slots."""
         if not slot_getters:
             attributes: dict[str, Any] = obj.__dict__
             return attributes
-        state: dict[str, Any] = dict(obj.__dict__) if has_dict else {}
+        own = getattr(obj, "__dict__", None)  # slots classes may have one too
+        state: dict[str, Any] = dict(own) if own is not None else {}
         for slot, read in slot_getters:
             value = read(obj)
             if value is not _NO_VALUE:
@@ -416,7 +409,7 @@ def dataclass_codec(cls: type, name: str, version: int,
         if len(attributes) != len(out):
             plain = {k: v for k, v in attributes.items() if k not in not_state}
             if plain:
-                state["attrs"] = _encode_attributes(enc, plain, child)
+                state["attrs"] = enc.encode(plain, child)
         return out, state or None
 
     def encode_value(enc: Encoder, obj: Any, depth: int) -> Any:
@@ -430,15 +423,7 @@ def dataclass_codec(cls: type, name: str, version: int,
         values = dec.decode_object(body, depth, name)
         missing: Collection[str] = () if stored is None else stored.missing
         _check_fields(values, required, missing, known, name)
-        attributes: dict[str, Any] = {}
-        for key in fields:
-            if key in values:
-                attributes[key] = values[key]
-            elif key not in missing:
-                spec = defaults[key]
-                factory: Any = spec.default_factory
-                attributes[key] = (spec.default if spec.default is not dataclasses.MISSING
-                                   else factory())
+        attributes = _field_state(fields, values, missing, defaults)
         if stored is not None and stored.attrs:
             attributes.update(stored.attrs)
         obj: Any = object.__new__(cls)

@@ -523,7 +523,6 @@ class Decoder:
             ), exc)
 
 
-
 def run_decoder(decoder: Decoder, data: Any) -> Any:
     try:
         return decoder.decode(data, 0)

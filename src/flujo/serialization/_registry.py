@@ -88,9 +88,9 @@ class TypeRegistry:
         self._seen: weakref.WeakValueDictionary[str, type] = weakref.WeakValueDictionary()
         self._encode_plans: dict[type, EncodePlan] = {}
         self._decode_plans: dict[str, DecodePlan] = {}
-        # The tags (of planned codecs) whose tagged objects may carry a state: models and
-        # dataclasses.
-        self._stateful_tags: set[str] = set()
+        # Tag -> True for the planned tags whose tagged objects may carry a state (``s``):
+        # models and dataclasses.
+        self._stateful_tags: dict[str, bool] = {}
         # Tag -> the codec's from_text, for current-version tags of types stored as one
         # string: Decoder.decode_tagged reads those without going through the plan.
         self._text_readers: dict[str, Callable[[str], Any]] = {}
@@ -430,9 +430,7 @@ class TypeRegistry:
         else:
             plan = migrating_plan(codec, stored, decode_value)
         if codec.kind in ("model", "dataclass"):
-            with self._lock:
-                if self._generation == generation:
-                    self._stateful_tags.add(tag)
+            self._cache_plan(self._stateful_tags, tag, True, generation)
         self._cache_plan(self._decode_plans, tag, plan, generation)
         return plan
 

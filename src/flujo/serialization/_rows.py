@@ -29,14 +29,15 @@ the class no longer has (``unknown_keys``): pydantic would drop them silently.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, Final
 
 from ..exceptions import DeserializationError
 from ._codec import _note, _too_deep, key_segment
 from ._guard import SchemaWalker
 
-__all__ = ["Shape", "ShapeMismatch", "check_rows", "header_of", "parse_header", "rows_from_dicts",
-           "rows_to_dicts", "shape_of", "unknown_fields", "unknown_keys"]
+__all__ = ["Shape", "ShapeMismatch", "check_rows", "header_of", "parse_header", "refuse_unknown",
+           "rows_from_dicts", "rows_to_dicts", "shape_of", "unknown_fields", "unknown_keys"]
 
 ROW: Final = 0
 LIST: Final = 1
@@ -198,6 +199,14 @@ def unknown_fields(stored: Shape, current: Shape, prefix: str = "") -> list[str]
                 break
             inner, now = inner.inner, now.inner
     return unknown
+
+
+def refuse_unknown(unknown: Collection[str], owner: str) -> None:
+    """Raise for stored fields that no longer exist on the class ``owner`` names."""
+    if unknown:
+        raise DeserializationError(
+            f"{owner}: stored field(s) {sorted(unknown)} no longer exist on the class; bump "
+            "the type's version and register a migration that moves or drops them")
 
 
 def unknown_keys(data: Any, shape: Shape) -> list[str]:

@@ -1,27 +1,29 @@
 """The typed fast path for pydantic models: pydantic-core writes and reads whole models.
 
 A model instance whose every value has *exactly* the type its schema declares (no subclass,
-no bool in an int field, no ZoneInfo datetime, no NaN, no int beyond 64 bits, ...) can be
-written as the model's own JSON by pydantic-core and read back by its validator with the
-same types. pydantic itself does not check that: it writes a ``str`` subclass, a bool in an
-``int`` field or a subclass instance in a model field without complaint, and they come back
-as something else. So each eligible class gets a *guard* (``_guard``): Python code
-generated from the class's core schema that checks the exact types in one pass. Values that
-fail the guard take the generic path.
+no bool in an int field, no ZoneInfo datetime, no NaN, no int beyond 64 bits, ...) and that
+is nothing but its fields (every field set, no extras, private values or other attributes)
+can be written as the model's own JSON by pydantic-core. pydantic itself does not check
+that: it writes a ``str`` subclass, a bool in an ``int`` field or a subclass instance in a
+model field without complaint, and they come back as something else. So each eligible class
+gets a *guard* (``_guard``): Python code generated from the class's core schema that checks
+all of it in one pass. Values that fail the guard take the generic path.
 
-Eligible classes use only these core-schema nodes without constraints: str, int, float,
-bool, decimal, uuid, date, datetime (tz_constraint allowed), enum (str/int values), list,
-dict with str keys, nullable, default, nested eligible models, definitions. No validators
-or serializers of their own (reading must not run code that writing did not), no aliases,
-no computed or excluded fields, no extra fields, no custom ``__init__``, not strict.
+Eligible classes use only these core-schema nodes: str, int, float, bool, decimal, uuid,
+date, datetime, enum (str/int values), list, dict with str keys, nullable, default, nested
+eligible models, definitions; validators, constraints and aliases are allowed (they change
+how pydantic validates, not what it writes); serializers, computed or excluded fields, extra
+fields and config that changes what pydantic writes are not.
 
-Reading runs the class's own validator, then rebuilds pydantic's fixed-offset ``TzInfo``
-as ``datetime.timezone`` (what the generic path gives), by closures composed from the core
-schema.
+Reading never runs the class's validator: ``TypedReader`` reads by the class's structure
+(``_structure``), then builds each instance as the generic path does and rebuilds
+pydantic's fixed-offset ``TzInfo`` as ``datetime.timezone``, by closures composed from that
+structure.
 """
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Callable
 from datetime import datetime, timezone, tzinfo
@@ -32,11 +34,12 @@ from pydantic_core import PydanticSerializationError, PydanticUndefined, SchemaV
 
 from ..exceptions import DeserializationError, caused
 from ._codec import _note, key_segment
-from ._guard import GuardWriter, Ineligible, SchemaWalker, Uncompilable, build_guards
+from ._guard import Ineligible, SchemaWalker, Uncompilable, build_guards
 from ._rows import (
     Shape,
     ShapeMismatch,
     check_rows,
+    refuse_unknown,
     rows_from_dicts,
     rows_to_dicts,
     shape_of,
@@ -45,8 +48,8 @@ from ._rows import (
 )
 from ._structure import MODEL_CLASS, structure_schema
 
-__all__ = ["TypedModel", "TypedReader", "core_schema_of", "slot_setter", "typed_eligible",
-           "typed_model"]
+__all__ = ["TypedModel", "TypedReader", "core_schema_of", "fill_private_defaults",
+           "slot_setter", "typed_model"]
 
 # pydantic's TzInfo -> the datetime.timezone of its offset. TzInfo compares equal to that
 # timezone but does not hash equal, so the TzInfo itself is the key (equal TzInfos, one entry
@@ -185,6 +188,17 @@ def slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
     return set_attribute
 
 
+def fill_private_defaults(private: dict[str, Any], attributes: dict[str, Any]) -> dict[str, Any]:
+    """``private`` with the default of each private attribute (``attributes``, the class's
+    ``__private_attributes__``) it lacks, as pydantic sets them when it makes an instance."""
+    for name, attribute in attributes.items():
+        if name not in private:
+            default = attribute.get_default()
+            if default is not PydanticUndefined:
+                private[name] = default
+    return private
+
+
 def _private_defaults(cls: type[BaseModel]) -> Callable[[], dict[str, Any]] | None:
     """What the generic path gives a model's private attributes when none were stored."""
     attributes = dict(cls.__private_attributes__)
@@ -192,12 +206,7 @@ def _private_defaults(cls: type[BaseModel]) -> Callable[[], dict[str, Any]] | No
         return None
 
     def defaults() -> dict[str, Any]:
-        private: dict[str, Any] = {}
-        for name, attribute in attributes.items():
-            default = attribute.get_default()
-            if default is not PydanticUndefined:
-                private[name] = default
-        return private
+        return fill_private_defaults({}, attributes)
 
     return defaults
 
@@ -234,15 +243,6 @@ class TypedReader:
         assert shape is not None
         self.shape = shape
 
-    # A stored field the class no longer has is refused, never dropped (pydantic ignores
-    # it): faster than pydantic's extra="forbid", which costs a quarter of a model's
-    # validation.
-    def _refuse_unknown(self, unknown: list[str]) -> None:
-        if unknown:
-            raise DeserializationError(
-                f"{self.name}: stored field(s) {sorted(unknown)} no longer exist on the class; "
-                "bump the type's version and register a migration that moves or drops them")
-
     def _error(self, exc: ValidationError, offset: int = 0) -> DeserializationError:
         """The first of pydantic's errors, at its place in the data (``$.c[3].balance``)."""
         first = exc.errors(include_url=False)[0]
@@ -256,7 +256,10 @@ class TypedReader:
         return caused(error, exc)
 
     def read(self, data: Any) -> BaseModel:
-        self._refuse_unknown(unknown_keys(data, self.shape))
+        # A stored field the class no longer has is refused, never dropped (pydantic
+        # ignores it): faster than pydantic's extra="forbid", which costs a quarter of a
+        # model's validation.
+        refuse_unknown(unknown_keys(data, self.shape), self.name)
         try:
             read = self._validate(data)
         except ValidationError as exc:
@@ -266,7 +269,7 @@ class TypedReader:
 
     def read_list(self, items: list[Any]) -> list[BaseModel]:
         for item in items:
-            self._refuse_unknown(unknown_keys(item, self.shape))
+            refuse_unknown(unknown_keys(item, self.shape), self.name)
         return self._read_list(items, 0)
 
     def _read_list(self, items: list[Any], offset: int) -> list[BaseModel]:
@@ -280,7 +283,7 @@ class TypedReader:
     def read_rows(self, rows: Any, stored: Shape) -> list[BaseModel]:
         """The models ``rows`` (with the stored fields ``stored``) stand for, read chunk by
         chunk."""
-        self._refuse_unknown(unknown_fields(stored, self.shape))
+        refuse_unknown(unknown_fields(stored, self.shape), self.name)
         rows = check_rows(rows)
         objs: list[BaseModel] = []
         for start in range(0, len(rows), _ROWS_CHUNK):
@@ -337,30 +340,8 @@ class TypedModel:
             return None
 
 
-_ELIGIBLE: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
-
-
 def _model_class(cls: type) -> TypeGuard[type[BaseModel]]:
     return isinstance(cls, type) and issubclass(cls, BaseModel) and cls is not BaseModel
-
-
-def typed_eligible(cls: type) -> bool:
-    """Whether the typed form fits ``cls`` (flujo writes it, unless the class's guard cannot
-    be compiled, and reads it); decides without compiling anything."""
-    if not _model_class(cls):
-        return False
-    try:
-        return _ELIGIBLE[cls]
-    except KeyError:
-        pass
-    writer = GuardWriter()
-    try:
-        writer.model_function(writer.resolve(cls.__pydantic_core_schema__))  # type: ignore[arg-type]
-        eligible = True
-    except Ineligible:
-        eligible = False
-    _ELIGIBLE[cls] = eligible
-    return eligible
 
 
 _TYPED: weakref.WeakKeyDictionary[type, TypedModel | None] = weakref.WeakKeyDictionary()
@@ -375,14 +356,9 @@ def typed_model(cls: type) -> TypedModel | None:
     except KeyError:
         pass
     typed: TypedModel | None = None
-    try:
+    # Ineligible or Uncompilable: written in the generic form (the typed form stays readable)
+    with contextlib.suppress(Ineligible, Uncompilable):
         typed = TypedModel(cls, *build_guards(cls))
-    except Ineligible:
-        _ELIGIBLE[cls] = False
-    except Uncompilable:
-        pass  # still eligible: the typed form others wrote stays readable
-    else:
-        _ELIGIBLE[cls] = True  # typed_eligible need not analyse the class again
     _TYPED[cls] = typed
     return typed
 
