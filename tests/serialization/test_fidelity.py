@@ -396,3 +396,39 @@ def test_typed_and_generic_forms_read_back_identically(values: list[Node]) -> No
     assert_identical(from_typed, values)
     assert_identical(from_generic, values)
     assert_identical(from_typed, pickle.loads(pickle.dumps(values)))
+
+
+# -- hostile states ---------------------------------------------------------------------------
+_MESSAGE_TAG = f"{Message.__module__}:Message@1"
+
+
+@pytest.mark.parametrize(("state", "message"), [
+    ([], "an object state must be an object"),
+    ({}, "an object state must be an object"),
+    ({"unknown": 1}, "an object state must be an object"),
+    ({"set": "role"}, "state 'set' must be a list of names"),
+    ({"missing": [1]}, "state 'missing' must be a list of names"),
+    ({"private": [1, 2]}, "state 'private' must be an object of attributes"),
+    ({"attrs": {"$t": "dict@1", "v": [[1, 2]]}}, "state 'attrs' must be an object of attributes"),
+    ({"attrs": {"$t": "nowhere:Nothing@1", "v": 1}}, "unknown type tag"),
+], ids=repr)
+def test_a_damaged_state_is_refused_with_a_typed_error(state: Any, message: str) -> None:
+    with pytest.raises(DeserializationError, match=message) as caught:
+        safe_deserialize({"m": {TAG: _MESSAGE_TAG, VALUE: {"role": "user"}, STATE: state}})
+    assert caught.value.path.startswith("$.m")
+
+
+@pytest.mark.parametrize("data", [
+    {TAG: "datetime@1", VALUE: "2024-01-01T00:00:00", STATE: {"set": []}},
+    {TAG: _MESSAGE_TAG, VALUE: [{"role": "user"}], STATE: {"set": []}},
+    {TAG: _MESSAGE_TAG, VALUE: {"role": "user"}, "x": {}},
+], ids=["builtin", "typed-form", "other-key"])
+def test_a_state_where_none_belongs_is_refused(data: dict[str, Any]) -> None:
+    with pytest.raises(DeserializationError):
+        safe_deserialize(data)
+
+
+def test_a_dataclass_has_no_private_attributes() -> None:
+    tag = f"{Late.__module__}:Late@1"
+    with pytest.raises(DeserializationError, match="only pydantic models have private"):
+        safe_deserialize({TAG: tag, VALUE: {"x": 1}, STATE: {"private": {}}})
