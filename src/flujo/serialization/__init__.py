@@ -18,8 +18,9 @@ from ..exceptions import SerializationError
 # _build first: under FLUJO_PURE_PYTHON=1 it switches compiled modules to their sources.
 from ._build import compiled_modules
 from ._codec import STATE, TAG, VALUE, Encoder, UnknownTypeWarning, run_decoder, run_encoder
+from ._names import TRUSTED_MODULES_ENV
 from ._plain import CIRCULAR_PLACEHOLDER, to_plain
-from ._registry import DEFAULT_MAX_DEPTH, TypeRegistry
+from ._registry import DEFAULT_MAX_DEPTH, TypeRegistry, UnportableTypeWarning
 from ._schema import FORMAT_ID, tagged_format_schema, type_schema
 from ._types import JSONSchema, Migration, TypeCodec
 
@@ -30,12 +31,14 @@ __all__ = [
     "FORMAT_VERSION",
     "STATE",
     "TAG",
+    "TRUSTED_MODULES_ENV",
     "VALUE",
     "JSONSchema",
     "Migration",
     "TypeCodec",
     "TypeRegistry",
     "UnknownTypeWarning",
+    "UnportableTypeWarning",
     "compiled_modules",
     "default_registry",
     "deserialize_from_json",
@@ -49,6 +52,7 @@ __all__ = [
     "serializable",
     "serialize_to_json",
     "tagged_format_schema",
+    "trust_modules",
     "type_schema",
 ]
 
@@ -116,7 +120,8 @@ def safe_deserialize(data: Any, *, registry: TypeRegistry | None = None,
 
     Tags written by older versions of a type are upgraded by its registered migrations.
     With ``strict=False`` a tag naming no known type is kept as it is (with an
-    ``UnknownTypeWarning``) instead of raising UnknownTypeError. Nothing is ever imported.
+    ``UnknownTypeWarning``) instead of raising UnknownTypeError. Nothing is imported but
+    modules under the registry's trusted prefixes (``trust_modules``).
     """
     reg = registry or _GLOBAL
     return run_decoder(reg.shared_decoder(strict), data)
@@ -176,6 +181,12 @@ def register_migration(type_or_name: type | str, from_version: int, migration: M
                        registry: TypeRegistry | None = None) -> None:
     """Register the step that upgrades a type's encoded form from ``from_version`` by one."""
     (registry or _GLOBAL).register_migration(type_or_name, from_version, migration)
+
+
+def trust_modules(*prefixes: str, registry: TypeRegistry | None = None) -> None:
+    """Let stored names under these module prefixes import their module, or have a generic
+    model's parametrization created, when this process has not defined the class yet."""
+    (registry or _GLOBAL).trust_modules(*prefixes)
 
 
 def serializable(

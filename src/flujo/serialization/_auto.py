@@ -32,6 +32,19 @@ if TYPE_CHECKING:
 
 
 def auto_name(cls: type) -> str:
+    """``module:QualName``, the name a class is stored under unless registered with another.
+
+    A parametrized generic model is named after its origin (``models:Page[Row]``): pydantic
+    gives it the ``__module__`` of whichever module first parametrized it at top level, which
+    would make one class's name depend on the order a program ran in.
+    """
+    metadata = cls.__dict__.get("__pydantic_generic_metadata__")
+    origin = metadata.get("origin") if isinstance(metadata, dict) else None
+    if isinstance(origin, type):
+        qualname = cls.__qualname__
+        if qualname.startswith(origin.__name__ + "["):
+            qualname = origin.__qualname__ + qualname[len(origin.__name__):]
+        return f"{origin.__module__}:{qualname}"
     return f"{cls.__module__}:{cls.__qualname__}"
 
 

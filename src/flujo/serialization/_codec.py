@@ -340,7 +340,7 @@ class Encoder:
 _PACKAGE: Final = __name__.rpartition(".")[0]
 
 
-def _caller_stacklevel() -> int:
+def caller_stacklevel() -> int:
     """The ``stacklevel`` that points a warning raised here at the code that called flujo.
 
     ``warnings.warn`` counts Python frames; compiled functions have none, so the count starts
@@ -508,7 +508,7 @@ class Decoder:
                 _note(exc, None, None)
                 raise
             warnings.warn(f"{exc}; kept the tagged data undecoded", UnknownTypeWarning,
-                          stacklevel=_caller_stacklevel())
+                          stacklevel=caller_stacklevel())
             return data
         except SerializationError as exc:
             _note(exc, None, None)

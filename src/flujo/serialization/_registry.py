@@ -5,22 +5,20 @@ serves subclasses unless they are registered themselves), then derivation predic
 (pydantic model, dataclass, enum, NamedTuple). Each answer becomes a *plan* cached by type
 (encoding) or by tag (decoding); every registration clears both caches under the lock.
 
-Reading a tag never imports anything. A name resolves to (a) a registered or built-in codec,
-or (b) a model, enum, dataclass or NamedTuple that the running process has already defined,
-found through ``sys.modules`` entries and ``__subclasses__`` without calling ``getattr``.
+A tag's name resolves to (a) a registered or built-in codec, or (b) a model, enum, dataclass
+or NamedTuple that the running process has already defined, or that lies in a module the
+application trusts (``_names``: only there may a module be imported, or a generic model's
+parametrization created, to find it).
 """
 
 from __future__ import annotations
 
-import enum
 import sys
 import threading
-import weakref
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
-
-from pydantic import BaseModel
 
 from ..exceptions import (
     DeserializationError,
@@ -30,7 +28,7 @@ from ..exceptions import (
     UnknownTypeError,
     UnserializableTypeError,
 )
-from ._auto import auto_kind, auto_name, derive_codec
+from ._auto import auto_name, derive_codec
 from ._builtins import BUILTIN_CODECS
 from ._codec import (
     BatchPlan,
@@ -38,8 +36,10 @@ from ._codec import (
     Decoder,
     EncodePlan,
     Encoder,
+    caller_stacklevel,
 )
 from ._custom import custom_codec
+from ._names import TRUSTED_MODULES_ENV, NameResolver
 from ._plans import (
     batch_plan,
     fallback_plan,
@@ -68,12 +68,20 @@ class TypeRegistry:
     that form is always supported. ``model_rows``: write a list of such models as ``rows@1``
     (each model an array of its field values); ``False`` writes ``models@1``, which flujo
     releases before 0.8 read too (for rolling upgrades). Both are always read.
+    ``trusted_modules``: module prefixes under which a stored name may import its module or
+    have its generic parametrization created (docs/custom-types.md, "Reading in a fresh
+    process"); None (default) reads them from ``$FLUJO_TRUSTED_MODULES`` and the
+    ``[tool.flujo] trusted_modules`` list of ``./pyproject.toml`` when first needed.
     """
 
     def __init__(
         self, *, validate: bool = True, auto_resolve: bool = True,
         max_depth: int = DEFAULT_MAX_DEPTH, typed_models: bool = True, model_rows: bool = True,
+        trusted_modules: Iterable[str] | None = None,
     ) -> None:
+        if trusted_modules is not None and not auto_resolve and tuple(trusted_modules):
+            raise RegistrationError(
+                "trusted_modules finds classes by name, which auto_resolve=False switches off")
         self.validate = validate
         self.auto_resolve = auto_resolve
         self.max_depth = max_depth
@@ -85,7 +93,7 @@ class TypeRegistry:
         self._by_name: dict[str, TypeCodec] = {}
         self._derived: dict[type, TypeCodec] = {}
         self._pending_deserializers: dict[type, Callable[[Any], Any]] = {}
-        self._seen: weakref.WeakValueDictionary[str, type] = weakref.WeakValueDictionary()
+        self._names = NameResolver(trusted_modules)
         self._encode_plans: dict[type, EncodePlan] = {}
         self._decode_plans: dict[str, DecodePlan] = {}
         # Tag -> True for the planned tags whose tagged objects may carry a state (``s``):
@@ -245,6 +253,18 @@ class TypeRegistry:
             updated = replace(codec, migrations={**codec.migrations, from_version: migration})
             self._install(codec.py_type, updated)  # type: ignore[arg-type]
 
+    def trust_modules(self, *prefixes: str) -> None:
+        """Trust these module prefixes too (see ``trusted_modules``)."""
+        if not self.auto_resolve:
+            raise RegistrationError(
+                "trust_modules finds classes by name, which auto_resolve=False switches off")
+        self._names.trust(prefixes)
+
+    @property
+    def trusted_modules(self) -> tuple[str, ...]:
+        """The module prefixes in force (read from the configuration on first use)."""
+        return self._names.trusted() if self.auto_resolve else ()
+
     def _install(self, cls: type, codec: TypeCodec) -> None:
         names = (codec.name, *codec.aliases)
         for taken in names:
@@ -293,7 +313,7 @@ class TypeRegistry:
         codec = self._by_name.get(name)
         if codec is not None or not self.auto_resolve:
             return codec
-        cls = self._find_defined_class(name)
+        cls = self._names.find(name)
         return None if cls is None else self.codec_for_type(cls)
 
     def codecs(self) -> list[TypeCodec]:
@@ -314,37 +334,6 @@ class TypeRegistry:
             raise UnknownTypeError(f"defaultdict factory {name!r} is not a known type", tag=name)
         return codec.py_type
 
-    def _find_defined_class(self, name: str) -> type | None:
-        module_name, sep, qualname = name.partition(":")
-        if not sep or not qualname:
-            return None
-        candidates: dict[int, type] = {}
-        seen = self._seen.get(name)
-        if seen is not None:
-            candidates[id(seen)] = seen
-        module = sys.modules.get(module_name)  # only modules already imported; never import
-        if module is not None and "<locals>" not in qualname:
-            found: Any = module
-            for part in qualname.split("."):
-                namespace = getattr(found, "__dict__", None)  # plain attribute: no __getattr__
-                found = namespace.get(part) if isinstance(namespace, Mapping) else None
-                if found is None:
-                    break
-            if isinstance(found, type) and auto_name(found) == name:
-                candidates[id(found)] = found
-        if not candidates:
-            for root in (BaseModel, enum.Enum, tuple):
-                for cls in _subclasses(root):
-                    if cls.__module__ == module_name and cls.__qualname__ == qualname:
-                        candidates[id(cls)] = cls
-        eligible = [c for c in candidates.values() if auto_kind(c) is not None]
-        if len(eligible) > 1:
-            raise UnknownTypeError(
-                f"{len(eligible)} different classes are named {name!r} in this process; "
-                "register the intended one with an explicit name", tag=name,
-            )
-        return eligible[0] if eligible else None
-
     # -- plans (called by the encoder/decoder on a cache miss) ------------------------------
     def _encode_plan_for(self, cls: type, default: Callable[[Any], Any] | None) -> EncodePlan:
         generation = self._generation
@@ -354,7 +343,9 @@ class TypeRegistry:
                 raise UnserializableTypeError(cls)
             return fallback_plan(default)
         if codec.kind not in ("builtin", "custom") and codec.name == auto_name(cls):
-            self._seen[codec.name] = cls
+            self._names.seen[codec.name] = cls
+            if codec.name.startswith("__main__:") or "<locals>" in codec.name:
+                warnings.warn(UnportableTypeWarning(cls), stacklevel=caller_stacklevel())
         plan = tagging_plan(codec)
         if codec.kind == "model" and self.typed_models:
             typed = typed_model(cls)
@@ -406,12 +397,7 @@ class TypeRegistry:
         generation = self._generation
         codec = self.codec_named(name)
         if codec is None:
-            raise UnknownTypeError(
-                f"unknown type tag {tag!r}: nothing named {name!r} is registered or defined in "
-                f"this process; import the module that defines it, or register it with "
-                f"flujo.utils.register_custom_serializer(cls, to_json, deserializer=from_json, "
-                f"name={name!r})", tag=tag,
-            )
+            raise UnknownTypeError(_unknown_name(tag, name, self), tag=tag)
         decode_value = codec.decode_value
         if decode_value is None:
             raise MissingDeserializerError(
@@ -435,12 +421,41 @@ class TypeRegistry:
         return plan
 
 
-def _subclasses(root: type) -> Iterable[type]:
-    stack: list[type] = list(type.__subclasses__(root))
-    while stack:
-        cls = stack.pop()
-        yield cls
-        stack.extend(type.__subclasses__(cls))
+class UnportableTypeWarning(UserWarning):
+    """A class stored under a name that other processes cannot find.
+
+    A class defined in ``__main__`` (a script) is found only by processes running that same
+    script; one defined inside a function by no other process at all.
+    """
+
+    def __init__(self, cls: type) -> None:
+        where = ("is defined in a function" if "<locals>" in auto_name(cls)
+                 else "is defined in the script run as __main__")
+        super().__init__(
+            f"{cls.__qualname__} {where}, so it is stored as {auto_name(cls)!r}, a name other "
+            "processes (flujo state show, another worker) cannot find; define it in an "
+            f"importable module, or give it a stable name: register_type({cls.__name__}, "
+            "name='myapp.Name') in code every reader runs")
+
+
+def _unknown_name(tag: str, name: str, registry: TypeRegistry) -> str:
+    module_name = name.partition(":")[0]
+    if not registry.auto_resolve:
+        hint = "register it (this registry has auto_resolve=False)"
+    elif ":" in name and module_name not in sys.modules and module_name.isascii():
+        hint = (f"import {module_name!r} before reading, or trust it: "
+                f"TypeRegistry(trusted_modules=[...]), ${TRUSTED_MODULES_ENV} or "
+                "[tool.flujo] trusted_modules in pyproject.toml")
+    elif name.endswith("]") and not registry._names.is_trusted(module_name):
+        hint = (f"trust {module_name!r} so that the parametrization can be rebuilt "
+                "(TypeRegistry(trusted_modules=[...]), "
+                f"${TRUSTED_MODULES_ENV} or [tool.flujo] trusted_modules), or create it before "
+                "reading")
+    else:
+        hint = "import the module that defines it, or register it"
+    return (f"unknown type tag {tag!r}: nothing named {name!r} is registered or defined in "
+            f"this process; {hint} (a custom type: flujo.utils.register_custom_serializer("
+            f"cls, to_json, deserializer=from_json, name={name!r}))")
 
 
 def _label(codec: TypeCodec) -> str:
