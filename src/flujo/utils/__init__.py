@@ -12,6 +12,7 @@ from ..serialization import (
     safe_serialize,
     serializable,
     serialize_to_json,
+    trust_modules,
 )
 
 __all__ = [
@@ -26,4 +27,5 @@ __all__ = [
     "safe_serialize",
     "serializable",
     "serialize_to_json",
+    "trust_modules",
 ]
