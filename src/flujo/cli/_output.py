@@ -69,7 +69,8 @@ def exit_code_for(exc: BaseException) -> int:
 
 def _hint(exc: BaseException) -> str:
     if isinstance(exc, UnknownTypeError):
-        return "import the application's types with --module NAME (or [tool.flujo] modules)"
+        return ("import the application's types with --module NAME (or [tool.flujo] modules), "
+                "or trust their modules ([tool.flujo] trusted_modules)")
     if isinstance(exc, EncryptionError):
         return "pass the store's keys with --key-env VAR (see flujo state --help)"
     if isinstance(exc, CorruptStateError):
