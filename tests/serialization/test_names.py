@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, create_model
 
 from flujo.exceptions import RegistrationError, UnknownTypeError
 from flujo.serialization import (
@@ -50,6 +50,7 @@ from typing import Generic, TypeVar
 from pydantic import BaseModel
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 class Row(BaseModel):
@@ -81,7 +82,7 @@ class Pair(BaseModel, Generic[T]):
 WRITER = '''
 import json, sys
 from typing import Literal, Optional
-from {pkg}.models import Color, Page, Pair, Point, Row
+from {pkg}.models import U, Color, Page, Pair, Point, Row
 from flujo.serialization import safe_serialize
 
 values = [
@@ -94,6 +95,7 @@ values = [
     Pair[dict[str, Row | None]](left={{"k": None}}, right={{"k": Row(a=6)}}),
     Page[Literal["a", -1]](items=["a", -1]),
     Page[tuple[Color, ...]](items=[(Color.RED,)]),
+    Page[U](items=[7]),  # partially parametrized, as openai's parse() results are
 ]
 print(json.dumps(safe_serialize(values)))
 '''
@@ -168,6 +170,7 @@ def test_a_fresh_process_imports_trusted_submodules_and_rebuilds_parametrization
         f"{app}.models:Cell[str]", f"{app}.models:Page[Point]",
         f"{app}.models:Pair[dict[str, Union[Row, NoneType]]]",
         f"{app}.models:Page[Literal['a', -1]]", f"{app}.models:Page[tuple[Color, ...]]",
+        f"{app}.models:Page[~U]",
     ]
     assert sorted(result["loaded"]) == [app, f"{app}.models"]
     assert not touched.exists()  # the package's __getattr__ never ran
@@ -259,6 +262,8 @@ def models(app: str, registry: TypeRegistry) -> Any:
     "Literal[Row]",  # a name where a value belongs
     "Literal[1.5]",
     "Nope",  # nothing has that name
+    "~Nope",  # no such type variable
+    "+U",  # U is invariant
 ])
 def test_type_arguments_that_are_not_types_by_name_are_refused(app: str, arguments: str) -> None:
     registry = TypeRegistry(trusted_modules=[app])
@@ -267,6 +272,29 @@ def test_type_arguments_that_are_not_types_by_name_are_refused(app: str, argumen
         safe_deserialize({TAG: f"{app}.models:Page[{arguments}]@1", VALUE: [{"items": []}]},
                          registry=registry)
     assert info.value.path == "$"
+
+
+def test_a_type_argument_is_looked_for_in_the_generics_module_then_the_trusted_ones(
+        app: str) -> None:
+    registry = TypeRegistry(trusted_modules=[app])
+    module = models(app, registry)
+    # classes with the same qualified name elsewhere (and the other tests' apps) do not matter
+    others = [create_model("Row", a=(int, ...), __module__=f"elsewhere{i}") for i in range(2)]
+    made = safe_deserialize({TAG: f"{app}.models:Page[Row]@1", VALUE: [{"items": []}]},
+                            registry=registry)
+    assert type(made) is module.Page[module.Row]
+    # outside the generic's module, one class in the trusted modules is taken...
+    single = create_model("Single", a=(int, ...), __module__=f"{app}.extra")
+    made = safe_deserialize({TAG: f"{app}.models:Page[Single]@1", VALUE: [{"items": []}]},
+                            registry=registry)
+    assert type(made) is module.Page[single]
+    # ...and where nothing decides between several, the name is refused naming them
+    with pytest.raises(UnknownTypeError, match=r"2 different classes are named 'Twin' \(in "
+                       rf"'{app}.models:Page\[Twin\]'\) in this process: one:Twin, two:Twin"):
+        twins = [create_model("Twin", a=(int, ...), __module__=m) for m in ("one", "two")]
+        safe_deserialize({TAG: f"{app}.models:Page[Twin]@1", VALUE: [{"items": []}]},
+                         registry=registry)
+    assert len(others) == len(twins) == 2
 
 
 def test_oversized_or_malformed_type_arguments_are_refused(app: str) -> None:
@@ -286,9 +314,9 @@ def test_a_generic_outside_the_trusted_modules_is_not_parametrized(app: str) -> 
         safe_deserialize(data, registry=registry)
     assert "Page[int]" not in {c.__qualname__ for c in module.Page.__subclasses__()}
     # a trusted generic whose argument is a generic outside the trusted modules: refused too
-    outside = rf"'{Box.__module__}:Box' is a generic model outside"
+    outside = rf"'{OutsideBox.__module__}:OutsideBox' is a generic model outside"
     with pytest.raises(UnknownTypeError, match=outside):
-        safe_deserialize({TAG: f"{app}.models:Page[Box[int]]@1", VALUE: [{"items": []}]},
+        safe_deserialize({TAG: f"{app}.models:Page[OutsideBox[int]]@1", VALUE: [{"items": []}]},
                          registry=TypeRegistry(trusted_modules=[f"{app}.models"]))
 
 
@@ -349,7 +377,7 @@ def test_a_script_class_warns_pointing_at_the_script(tmp_path: Path) -> None:
 
 
 
-class Box(BaseModel, Generic[T]):
+class OutsideBox(BaseModel, Generic[T]):
     """A generic model in a module no test trusts."""
 
     content: T

@@ -37,7 +37,7 @@ import uuid
 import weakref
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -195,11 +195,15 @@ def _attribute_path(start: object, dotted: str) -> object:
     return found
 
 
-def _one(name: str, classes: list[type]) -> type | None:
+def _one(name: str, classes: list[type], *, within: str | None = None) -> type | None:
+    """The one class of ``classes``; ambiguous names (``name``, inside the tag ``within``)
+    are refused rather than guessed."""
     if len(classes) > 1:
+        where = "" if within is None else f" (in {within!r})"
         raise UnknownTypeError(
-            f"{len(classes)} different classes are named {name!r} in this process; "
-            "register the intended one with an explicit name", tag=name)
+            f"{len(classes)} different classes are named {name!r}{where} in this process: "
+            f"{', '.join(sorted(auto_name(c) for c in classes))}; register the intended one "
+            "with an explicit name", tag=within or name)
     return classes[0] if classes else None
 
 
@@ -252,7 +256,8 @@ class _Parametrizer:
         else:  # pydantic names a nested class's parametrization by its __name__ only
             found = [cls for cls in subclasses(BaseModel)
                      if cls.__module__ == module_name and cls.__name__ == origin_name]
-        origin = _one(self.name, [cls for cls in found if _is_generic_origin(cls)])
+        origin = _one(f"{module_name}:{origin_name}",
+                      [cls for cls in found if _is_generic_origin(cls)], within=self.name)
         return origin if origin is None or issubclass(origin, BaseModel) else None
 
     def subscript(self, base: Any, arguments: Any) -> Any:
@@ -281,6 +286,9 @@ class _Parametrizer:
             raise self.unreadable(node)
         if isinstance(node, ast.Constant) and node.value is Ellipsis:
             return ...
+        if isinstance(node, ast.UnaryOp) and isinstance(node.operand, ast.Name) \
+                and isinstance(node.op, ast.Invert | ast.UAdd | ast.USub):
+            return self.type_variable(node.operand.id, node.op)
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
             left = self.argument(node.left, literal=False)
             return self.subscript(typing.Union, (left, self.argument(node.right, literal=False)))
@@ -292,7 +300,7 @@ class _Parametrizer:
             raise self.unreadable(node)
         if dotted in _ARGUMENT_NAMES:
             return _ARGUMENT_NAMES[dotted]
-        found = _one(self.name, self.classes_named(dotted))
+        found = self.class_named(dotted)
         if found is None:
             raise UnknownTypeError(
                 f"cannot rebuild {self.name!r}: no model, enum, dataclass or NamedTuple named "
@@ -300,24 +308,44 @@ class _Parametrizer:
                 tag=self.name)
         return found
 
-    def classes_named(self, qualname: str) -> list[type]:
-        """Models, enums and NamedTuples whose ``__qualname__`` is ``qualname`` (a generic
-        origin: its ``__name__``, as pydantic writes it), and dataclasses at the top of the
-        trusted modules already imported."""
-        found = {id(cls): cls for root in (BaseModel, enum.Enum, tuple)
-                 for cls in subclasses(root)
-                 if auto_kind(cls) is not None and (
-                     (cls.__qualname__ == qualname and not _is_parametrized(cls))
-                     or (_is_generic_origin(cls) and cls.__name__ == qualname))}
-        if not found and "." not in qualname:
-            for module_name, module in list(sys.modules.items()):
-                if not self.resolver.is_trusted(module_name):
-                    continue
-                candidate = _attribute_path(module, qualname)
-                if isinstance(candidate, type) and auto_kind(candidate) == "dataclass" \
-                        and candidate.__qualname__ == qualname:
+    def type_variable(self, name: str, variance: ast.unaryop) -> TypeVar:
+        """The TypeVar ``~name`` (``+`` covariant, ``-`` contravariant), as a partial
+        parametrization such as openai's ``ParsedChatCompletion[~ResponseFormatT]`` has it:
+        found by name in the trusted modules already imported, one object or none."""
+        wanted = (isinstance(variance, ast.UAdd), isinstance(variance, ast.USub))
+        found: dict[int, TypeVar] = {}
+        for module_name, module in list(sys.modules.items()):
+            if self.resolver.is_trusted(module_name):
+                candidate = _attribute_path(module, name)
+                if isinstance(candidate, TypeVar) and candidate.__name__ == name and (
+                        candidate.__covariant__, candidate.__contravariant__) == wanted:
                     found[id(candidate)] = candidate
-        return list(found.values())
+        if len(found) != 1:
+            raise UnknownTypeError(
+                f"cannot rebuild {self.name!r}: {len(found) or 'no'} type variables named "
+                f"{name!r} are defined in the trusted modules", tag=self.name)
+        return next(iter(found.values()))
+
+    def class_named(self, qualname: str) -> type | None:
+        """The model, enum, dataclass or NamedTuple a type argument names by its qualified
+        name (a generic origin: by its ``__name__``, as pydantic writes it). pydantic's names
+        carry no module, so the search narrows: the name in the generic's own module, else
+        the one such class in the trusted modules, else the one in the whole process."""
+        module = sys.modules.get(self.name.partition(":")[0])
+        local = _attribute_path(module, qualname) if module is not None else None
+        if isinstance(local, type) and _named(local, qualname):
+            return local
+        everywhere = {id(cls): cls for root in (BaseModel, enum.Enum, tuple)
+                      for cls in subclasses(root) if _named(cls, qualname)}
+        if "." not in qualname:  # dataclasses have no common base: the trusted modules' tops
+            for module_name, namespace in list(sys.modules.items()):
+                candidate = (_attribute_path(namespace, qualname)
+                             if self.resolver.is_trusted(module_name) else None)
+                if isinstance(candidate, type) and _named(candidate, qualname):
+                    everywhere[id(candidate)] = candidate
+        trusted = [cls for cls in everywhere.values() if self.resolver.is_trusted(cls.__module__)]
+        return (_one(qualname, trusted, within=self.name)
+                or _one(qualname, list(everywhere.values()), within=self.name))
 
     def unreadable(self, node: ast.expr) -> UnknownTypeError:
         return UnknownTypeError(
@@ -333,8 +361,14 @@ def _is_generic_origin(cls: object) -> bool:
     return metadata["origin"] is None and bool(metadata["parameters"])
 
 
-def _is_parametrized(cls: type) -> bool:
-    return issubclass(cls, BaseModel) and cls.__pydantic_generic_metadata__["origin"] is not None
+def _named(cls: type, qualname: str) -> bool:
+    if auto_kind(cls) is None:
+        return False
+    if _is_generic_origin(cls):
+        return qualname in (cls.__name__, cls.__qualname__)
+    parametrized = issubclass(cls, BaseModel) and \
+        cls.__pydantic_generic_metadata__["origin"] is not None
+    return cls.__qualname__ == qualname and not parametrized
 
 
 def _dotted(node: ast.expr) -> str | None:
