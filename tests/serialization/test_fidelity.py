@@ -32,7 +32,7 @@ from pydantic import (
 )
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from flujo.exceptions import DeserializationError
+from flujo.exceptions import DeserializationError, UnserializableTypeError
 from flujo.serialization import STATE, TAG, VALUE, TypeRegistry, safe_deserialize, safe_serialize
 from flujo.testing import assert_identical
 
@@ -432,3 +432,53 @@ def test_a_dataclass_has_no_private_attributes() -> None:
     tag = f"{Late.__module__}:Late@1"
     with pytest.raises(DeserializationError, match="only pydantic models have private"):
         safe_deserialize({TAG: tag, VALUE: {"x": 1}, STATE: {"private": {}}})
+
+
+# -- classes with pickle hooks of their own ---------------------------------------------------
+@dataclasses.dataclass
+class DropsCache:
+    a: int
+    cache: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"a": self.a}  # pickle would come back without the cache
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, cache={"rebuilt": 1})
+
+
+class Reduces(BaseModel):
+    a: int
+
+    def __reduce__(self) -> Any:
+        return (Reduces, (), {"a": 0})
+
+
+class HoldsReduces(BaseModel):
+    inner: Reduces
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FrozenSlots:  # the dataclasses module's own pickle hooks: stored as usual
+    a: int
+
+
+@pytest.mark.parametrize(("value", "owner", "hook", "path"), [
+    (DropsCache(1), "DropsCache", "__getstate__", "$[0]"),
+    (Reduces(a=1), "Reduces", "__reduce__", "$[0]"),
+    (HoldsReduces(inner=Reduces(a=1)), "Reduces", "__reduce__", "$[0].inner"),
+])
+def test_a_class_with_pickle_hooks_of_its_own_is_refused_when_saved(
+        value: Any, owner: str, hook: str, path: str) -> None:
+    with pytest.raises(UnserializableTypeError, match=rf"{owner} defines its own {hook}") as info:
+        safe_serialize([value], registry=TypeRegistry())
+    assert info.value.path == path
+
+
+def test_a_class_with_pickle_hooks_stores_through_its_registered_serializer() -> None:
+    registry = TypeRegistry()
+    registry.register_custom_serializer(DropsCache, lambda d: {"a": d.a},
+                                        deserializer=lambda v: DropsCache(v["a"]))
+    assert safe_deserialize(safe_serialize(DropsCache(2), registry=registry),
+                            registry=registry) == DropsCache(2)
+    assert_as_pickle(FrozenSlots(3))

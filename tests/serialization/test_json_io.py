@@ -12,7 +12,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from flujo.exceptions import SerializationError, UnserializableTypeError
-from flujo.serialization import deserialize_from_json, safe_serialize, serialize_to_json
+from flujo.serialization import (
+    deserialize_from_json,
+    safe_deserialize,
+    safe_serialize,
+    serialize_to_json,
+)
 
 from ._support import Dog, Kennel, Money, assert_same, make_registry, values
 
@@ -50,3 +55,36 @@ def test_errors() -> None:
         deserialize_from_json("{", registry=REGISTRY)
     with pytest.raises(SerializationError, match="not valid JSON"):
         deserialize_from_json(b"\xff", registry=REGISTRY)
+
+
+def test_a_lone_surrogate_is_refused_naming_the_path_of_its_string() -> None:
+    from pydantic import BaseModel
+
+    class Note(BaseModel):
+        lines: list[str]
+        extra: dict[str, str] = {}
+
+    cases = {
+        "$.notes[0].lines[1]": {"notes": [Note(lines=["ok", "a\ud800b"])]},
+        "$.notes[0].extra['k\\udc00']": {"notes": [Note(lines=[], extra={"k\udc00": "v"})]},
+        "$.t[1]": {"t": ("x", "\udfff")},
+    }
+    for path, value in cases.items():
+        with pytest.raises(SerializationError, match="lone surrogate") as info:
+            serialize_to_json(value)
+        assert info.value.path == path
+
+
+def test_a_lone_surrogate_in_a_key_is_never_changed_by_the_typed_form() -> None:
+    from pydantic import BaseModel
+
+    class Keyed(BaseModel):
+        by_name: dict[str, int]
+
+    # pydantic-core would write the key as '\ufffd\ufffd\ufffd': such values go generic
+    values = [Keyed(by_name={"k\udc00": 1}), Keyed(by_name={"é": 2})]
+    data = safe_serialize(values)
+    assert safe_deserialize(data) == values
+    with pytest.raises(SerializationError, match="lone surrogate") as info:
+        serialize_to_json(values)
+    assert info.value.path == "$[0].by_name['k\\udc00']"

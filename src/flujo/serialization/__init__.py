@@ -22,6 +22,7 @@ from ._names import TRUSTED_MODULES_ENV
 from ._plain import CIRCULAR_PLACEHOLDER, to_plain
 from ._registry import DEFAULT_MAX_DEPTH, TypeRegistry, UnportableTypeWarning
 from ._schema import FORMAT_ID, tagged_format_schema, type_schema
+from ._text import lone_surrogate_error
 from ._types import JSONSchema, Migration, TypeCodec
 
 __all__ = [
@@ -136,6 +137,8 @@ def serialize_to_json(obj: Any, *, mode: Literal["tagged", "json"] = "tagged",
     try:
         return orjson.dumps(data).decode("utf-8")
     except (orjson.JSONEncodeError, TypeError) as exc:
+        if "surrogates not allowed" in str(exc):
+            raise lone_surrogate_error(obj, data, "cannot write JSON") from exc
         raise SerializationError(f"cannot write JSON: {exc}") from exc
 
 

@@ -18,6 +18,7 @@ from uuid import UUID
 from pydantic import BaseModel
 
 from ._codec import INT_MAX, INT_MIN
+from ._pickling import own_pickling_hook
 
 __all__ = ["GuardWriter", "Ineligible", "SchemaWalker", "Uncompilable", "build_guards"]
 
@@ -143,6 +144,7 @@ class GuardWriter(SchemaWalker):
         self.namespace: dict[str, Any] = {
             "INT_MIN": INT_MIN, "INT_MAX": INT_MAX, "Decimal": Decimal, "UUID": UUID,
             "date": date, "datetime": datetime, "UTC": UTC, "_plain_offset": _plain_offset,
+            "_unicode": _is_unicode,
         }
         self.inline = inline
         self.functions: dict[type, str] = {}
@@ -187,6 +189,8 @@ class GuardWriter(SchemaWalker):
         if any(slot not in _MODEL_SLOTS for klass in cls.__mro__
                for slot in _declared_slots(klass)):
             raise Ineligible(f"{cls.__qualname__} declares slots of its own")
+        if own_pickling_hook(cls) is not None:  # refused by the generic form, with the reason
+            raise Ineligible(f"{cls.__qualname__} has pickle hooks of its own")
         fields_node = self.resolve(node["schema"])
         check_keys(fields_node)
         if fields_node["type"] != "model-fields" or fields_node.get("computed_fields") or \
@@ -298,7 +302,9 @@ class GuardWriter(SchemaWalker):
             key, item = f"k{depth}", f"x{depth}"
             return [f"{pad}if type({var}) is not dict: return False",
                     f"{pad}for {key}, {item} in {var}.items():",
-                    f"{pad}    if type({key}) is not str: return False",
+                    # pydantic-core writes a key's lone surrogates as U+FFFD: a changed key
+                    f"{pad}    if type({key}) is not str or not ({key}.isascii() or "
+                    f"_unicode({key})): return False",
                     *self.check(node.get("values_schema", {"type": "any"}), item, indent + 1,
                                 depth + 1, level)]
         if kind == "model":
@@ -354,6 +360,15 @@ def build_guards(cls: type[BaseModel]) -> tuple[Any, Any]:
 def _declared_slots(klass: type) -> tuple[str, ...]:
     slots = klass.__dict__.get("__slots__", ())
     return (slots,) if isinstance(slots, str) else tuple(slots)
+
+
+def _is_unicode(text: str) -> bool:
+    """False for text with a lone surrogate, which no UTF-8 (so no JSON) can hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_keys(node: dict[str, Any]) -> None:

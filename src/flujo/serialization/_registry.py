@@ -40,6 +40,7 @@ from ._codec import (
 )
 from ._custom import custom_codec
 from ._names import TRUSTED_MODULES_ENV, NameResolver
+from ._pickling import own_pickling_hook
 from ._plans import (
     batch_plan,
     fallback_plan,
@@ -342,6 +343,8 @@ class TypeRegistry:
             if default is None:
                 raise UnserializableTypeError(cls)
             return fallback_plan(default)
+        if codec.kind in ("model", "dataclass"):
+            _refuse_own_pickling(cls)
         if codec.kind not in ("builtin", "custom") and codec.name == auto_name(cls):
             self._names.seen[codec.name] = cls
             if codec.name.startswith("__main__:") or "<locals>" in codec.name:
@@ -436,6 +439,19 @@ class UnportableTypeWarning(UserWarning):
             "processes (flujo state show, another worker) cannot find; define it in an "
             f"importable module, or give it a stable name: register_type({cls.__name__}, "
             "name='myapp.Name') in code every reader runs")
+
+
+def _refuse_own_pickling(cls: type) -> None:
+    """Refuse a model or dataclass that chose what pickle stores of it, or runs on loading:
+    flujo runs no code of the class when reading, so it cannot bring it back as pickle does."""
+    found = own_pickling_hook(cls)
+    if found is not None:
+        owner, hook = found
+        raise UnserializableTypeError(cls, hint=(
+            f"{owner} defines its own {hook}, so pickle would store or rebuild it through that "
+            "code, and flujo runs no code of a class when reading; register a serializer: "
+            f"register_custom_serializer({cls.__qualname__}, to_json, deserializer=from_json, "
+            "schema=...)"))
 
 
 def _unknown_name(tag: str, name: str, registry: TypeRegistry) -> str:

@@ -40,6 +40,7 @@ from flujo.serialization import (
     encode_with_manifest,
     safe_deserialize,
 )
+from flujo.serialization._text import lone_surrogate_error  # the state's own error
 
 from ._compression import compress, decompress, resolve_compression
 from ._crypto import Encryption
@@ -243,6 +244,8 @@ class EnvelopeCodec:
         try:
             payload_json = dumps(data)
         except JSONError as exc:
+            if "surrogates not allowed" in str(exc):
+                raise lone_surrogate_error(state.to_dict(), data, what) from exc
             raise SerializationError(
                 f"{what}: the encoded state is not JSON-compatible: {exc}"
             ) from exc

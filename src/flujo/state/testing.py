@@ -37,6 +37,7 @@ from flujo.exceptions import (
     InvalidStateError,
     MissingMigrationError,
     RunInProgressError,
+    SerializationError,
     StateConflictError,
     StateError,
     UnserializableTypeError,
@@ -267,6 +268,17 @@ class BackendContract:
         assert record is not None and record.revision == 1
         assert record.state.pipeline_context == {"ok": 1}
         assert await backend.load_state("unser-new") is None
+
+    async def test_a_lone_surrogate_is_refused_at_save_naming_its_path(
+            self, backend: StateBackend) -> None:
+        await backend.save_state("text", _state("text", pipeline_context={"ok": 1}))
+        bad = _state("text", pipeline_context={"notes": ["fine", {"body": "bad \udcff"}]})
+        with pytest.raises(SerializationError, match="lone surrogate") as info:
+            await backend.save_state("text", bad)
+        assert info.value.path == "$.pipeline_context.notes[1].body"
+        record = await backend.load_record("text")
+        assert record is not None and record.revision == 1
+        assert record.state.pipeline_context == {"ok": 1}
 
     @pytest.mark.parametrize("run_id", BAD_RUN_IDS, ids=repr)
     async def test_bad_run_ids_are_refused(self, backend: StateBackend, run_id: Any) -> None:
