@@ -196,3 +196,50 @@ def test_a_fresh_process_that_trusts_the_sdks_reads_every_object(tmp_path: Path)
     assert trusted["parsed_before"] == []
     assert "langchain_core.messages.ai" not in trusted["lazy_before"]
     assert "langchain_core.messages.ai" in trusted["imported"]
+
+
+STORE_WRITER = """
+import asyncio, sys
+from zoo import objects
+from flujo.state import SQLiteBackend, WorkflowState
+
+values = objects.stored()  # pydantic-ai's run_sync runs its own event loop: outside main()
+
+async def main():
+    backend = SQLiteBackend(sys.argv[1])
+    state = WorkflowState(run_id="zoo-run", pipeline_name="zoo", pipeline_context={
+        "parsed": values["openai.parsed"], "chunks": values["langchain.chunks"],
+        "history": values["pydantic_ai.history"]})
+    await backend.save_state("zoo-run", state)
+    await backend.close()
+
+asyncio.run(main())
+"""
+
+
+def test_flujo_state_show_reads_sdk_objects_with_trusted_modules_from_pyproject(
+        tmp_path: Path) -> None:
+    store = tmp_path / "state.db"
+    _python(STORE_WRITER, str(store), env={})
+    flujo = Path(sys.executable).with_name("flujo")
+    environment = {k: v for k, v in os.environ.items() if k != TRUSTED_MODULES_ENV}
+    environment["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(SRC)])
+
+    def show() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(flujo), "state", "show", "zoo-run", "--store", f"sqlite:///{store}"],
+            capture_output=True, text=True, cwd=tmp_path, env=environment, timeout=300,
+            check=False)
+
+    (tmp_path / "pyproject.toml").write_text('[tool.flujo]\nmodules = ["zoo.apps"]\n')
+    refused = show()
+    assert refused.returncode != 0
+    assert "trusted_modules" in refused.stderr
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.flujo]\nmodules = ["zoo.apps"]\n'
+        'trusted_modules = ["openai", "langchain_core", "pydantic_ai"]\n')
+    shown = show()
+    assert shown.returncode == 0, shown.stderr
+    for text in ("ParsedChatCompletion[~ResponseFormatT](", "Answer(city='Paris'",
+                 "AIMessageChunk(content='streamed reply'", "ToolCallPart(tool_name="):
+        assert text in shown.stdout
