@@ -371,6 +371,10 @@ DANGEROUS = [
     "os:system.__call__", "subprocess:Popen.__init__", "this_module_does_not_exist:Anything",
     "os:sys\u0074em", " os:system", "os:system ", "OS:SYSTEM", "os:system\x00", "os\x00:system",
     "<locals>", "os:<locals>.system",
+    # parametrizations: with no trusted module nothing is parsed, imported or created
+    "pydantic.main:BaseModel[__import__('os').system('id')]", f"{__name__}:Money[os.system]",
+    "typing:List[os.system]", "flujo.state.models:WorkflowState[int]",
+    "this_module_does_not_exist:Page[Row]", "os:system[~T]",
 ]
 VALUES: list[Any] = ["id > /tmp/flujo-pwned", ["sh", "-c", "id"], {"args": "id", "shell": True},
                      {"$t": "bytes@1", "v": base64.b64encode(b"cos\nsystem\n.").decode()}]
