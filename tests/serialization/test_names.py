@@ -14,6 +14,7 @@ import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Generic, TypeVar
 
 import pytest
@@ -274,27 +275,107 @@ def test_type_arguments_that_are_not_types_by_name_are_refused(app: str, argumen
     assert info.value.path == "$"
 
 
-def test_a_type_argument_is_looked_for_in_the_generics_module_then_the_trusted_ones(
-        app: str) -> None:
+def test_type_arguments_of_other_modules_are_written_with_their_module(app: str) -> None:
     registry = TypeRegistry(trusted_modules=[app])
     module = models(app, registry)
-    # classes with the same qualified name elsewhere (and the other tests' apps) do not matter
-    others = [create_model("Row", a=(int, ...), __module__=f"elsewhere{i}") for i in range(2)]
-    made = safe_deserialize({TAG: f"{app}.models:Page[Row]@1", VALUE: [{"items": []}]},
-                            registry=registry)
-    assert type(made) is module.Page[module.Row]
-    # outside the generic's module, one class in the trusted modules is taken...
-    single = create_model("Single", a=(int, ...), __module__=f"{app}.extra")
+    extra = ModuleType(f"{app}.extra")  # another module with a class also named Row
+    extra.Row = create_model("Row", a=(str, ...), __module__=f"{app}.extra")  # type: ignore[attr-defined]
+    sys.modules[extra.__name__] = extra
+    try:
+        home = module.Page[module.Row](items=[module.Row(a=1)])
+        other = module.Page[extra.Row](items=[extra.Row(a="x")])
+        data = safe_serialize([home, other], registry=TypeRegistry())
+        assert [d[TAG] for d in data] == [f"{app}.models:Page[Row]@1",
+                                          f"{app}.models:Page[{app}.extra.Row]@1"]
+        assert_identical(safe_deserialize(data, registry=TypeRegistry()), [home, other])
+        # a parametrization not made yet is rebuilt with the class of the named module
+        tag = f"{app}.models:Pair[{app}.extra.Row]@1"
+        value = {TAG: tag, VALUE: [{"left": {"a": "l"}, "right": {"a": "r"}}]}
+        made = safe_deserialize(value, registry=registry)
+        assert type(made) is module.Pair[extra.Row]
+    finally:
+        del sys.modules[extra.__name__]
+
+
+def test_names_without_modules_must_name_one_class_in_the_process(app: str) -> None:
+    """pydantic's spelling (flujo 0.9.0's first builds): the argument has no module."""
+    registry = TypeRegistry(trusted_modules=[app])
+    models(app, registry)
+    single = create_model("Single", a=(int, ...), __module__=f"{app}.elsewhere")
     made = safe_deserialize({TAG: f"{app}.models:Page[Single]@1", VALUE: [{"items": []}]},
                             registry=registry)
-    assert type(made) is module.Page[single]
-    # ...and where nothing decides between several, the name is refused naming them
+    assert type(made).__pydantic_generic_metadata__["args"] == (single,)
+    twins = [create_model("Twin", a=(int, ...), __module__=m) for m in ("one", "two")]
     with pytest.raises(UnknownTypeError, match=r"2 different classes are named 'Twin' \(in "
                        rf"'{app}.models:Page\[Twin\]'\) in this process: one:Twin, two:Twin"):
-        twins = [create_model("Twin", a=(int, ...), __module__=m) for m in ("one", "two")]
         safe_deserialize({TAG: f"{app}.models:Page[Twin]@1", VALUE: [{"items": []}]},
                          registry=registry)
-    assert len(others) == len(twins) == 2
+    assert len(twins) == 2
+
+
+def test_type_variables_of_other_modules_are_written_with_their_module(app: str) -> None:
+    registry = TypeRegistry(trusted_modules=[app])
+    module = models(app, registry)
+    extra = ModuleType(f"{app}.tv")
+    extra.U = TypeVar("U")  # type: ignore[attr-defined]  # a second U, as SDKs have
+    extra.U.__module__ = extra.__name__  # type: ignore[attr-defined]
+    sys.modules[extra.__name__] = extra
+    try:
+        values = [module.Page[module.U](items=[1]), module.Page[extra.U](items=[2])]
+        data = safe_serialize(values, registry=TypeRegistry())
+        assert [d[TAG] for d in data] == [f"{app}.models:Page[~U]@1",
+                                          f"{app}.models:Page[~{app}.tv.U]@1"]
+        assert_identical(safe_deserialize(data, registry=TypeRegistry()), values)
+        made = safe_deserialize({TAG: f"{app}.models:Pair[~{app}.tv.U]@1",
+                                 VALUE: {"left": 1, "right": 2}}, registry=registry)
+        assert type(made) is module.Pair[extra.U]
+    finally:
+        del sys.modules[extra.__name__]
+
+
+def test_rebuilt_parametrizations_are_bounded(app: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flujo.serialization import _names
+
+    monkeypatch.setattr(_names, "MAX_REBUILT", 3)
+    registry = TypeRegistry(trusted_modules=[app])
+    models(app, registry)
+    data = [{TAG: f"{app}.models:Page[{t}]@1", VALUE: [{"items": []}]}
+            for t in ("int", "str", "float", "bool", "bytes")]
+    with pytest.raises(UnknownTypeError, match="already made 3 parametrizations") as info:
+        safe_deserialize(data, registry=registry)
+    assert info.value.path == "$[3]"
+
+
+def test_trusted_dunder_modules_are_never_imported(app: str, tmp_path: Path) -> None:
+    (tmp_path / app / "__main__.py").write_text("raise SystemExit(3)\n")
+    (tmp_path / app / "exits.py").write_text("raise SystemExit(4)\n")
+    registry = TypeRegistry(trusted_modules=[app])
+    with pytest.raises(UnknownTypeError, match="which flujo never imports"):
+        safe_deserialize({TAG: f"{app}.__main__:X@1", VALUE: {}}, registry=registry)
+    with pytest.raises(UnknownTypeError, match="SystemExit: 4"):
+        safe_deserialize({TAG: f"{app}.exits:X@1", VALUE: {}}, registry=registry)
+
+
+def test_names_are_looked_up_without_running_code_of_modules_or_classes(app: str) -> None:
+    class Meta(type):
+        def __getattr__(cls, name: str) -> Any:
+            raise AssertionError(f"the metaclass was asked for {name}")
+
+    class Proxy(ModuleType):
+        def __getattribute__(self, name: str) -> Any:
+            raise AssertionError(f"the module was asked for {name}")
+
+    plain = Meta("Plain", (), {"__module__": f"{app}.proxied"})
+    proxied = Proxy(f"{app}.proxied")
+    ModuleType.__dict__["__dict__"].__get__(proxied)["Plain"] = plain
+    sys.modules[f"{app}.proxied"] = proxied
+    try:
+        for tag in (f"{app}.proxied:Plain@1", f"{app}.proxied:Plain.x@1",
+                    f"{app}.proxied:Nothing@1"):
+            with pytest.raises(UnknownTypeError):
+                safe_deserialize({TAG: tag, VALUE: {}}, registry=TypeRegistry())
+    finally:
+        del sys.modules[f"{app}.proxied"]
 
 
 def test_oversized_or_malformed_type_arguments_are_refused(app: str) -> None:
@@ -381,3 +462,42 @@ class OutsideBox(BaseModel, Generic[T]):
     """A generic model in a module no test trusts."""
 
     content: T
+
+
+def test_a_parametrization_with_a_script_class_argument_warns(app: str) -> None:
+    module = models(app, TypeRegistry(trusted_modules=[app]))
+    script_class = create_model("Item", a=(int, ...), __module__="__main__")
+    value = module.Page[script_class](items=[script_class(a=1)])
+    with pytest.warns(UnportableTypeWarning, match=r"has a type argument defined in the script"):
+        data = safe_serialize(value, registry=TypeRegistry())
+    assert data[TAG] == f"{app}.models:Page[__main__.Item]@1"
+    registry = TypeRegistry()
+    registry.register_type(type(value), name="page-of-items")  # a registered name: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert safe_serialize(value, registry=registry)[TAG] == "page-of-items@1"
+
+
+def test_readers_in_other_threads_wait_for_a_trusted_module_being_imported(
+        app: str, tmp_path: Path) -> None:
+    import threading
+
+    (tmp_path / app / "slow.py").write_text(
+        "import time\ntime.sleep(0.5)\nfrom pydantic import BaseModel\n\n"
+        "class S(BaseModel):\n    a: int\n")
+    registry = TypeRegistry(trusted_modules=[app])
+    results: list[Any] = []
+
+    def read() -> None:
+        try:
+            results.append(type(safe_deserialize({TAG: f"{app}.slow:S@1", VALUE: [{"a": 1}]},
+                                                 registry=registry)).__name__)
+        except Exception as exc:  # collected: the assertion below shows it
+            results.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert results == ["S", "S", "S"]

@@ -269,3 +269,22 @@ def test_importing_flujo_testing_needs_neither_pytest_nor_syrupy() -> None:
                             check=False, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "needs syrupy: pip install" in result.stdout
+
+
+class Lenient(enum.Enum):
+    KNOWN = "known"
+
+    @classmethod
+    def _missing_(cls, value: object) -> Lenient:
+        member = object.__new__(cls)  # a new pseudo-member on every lookup
+        member._name_, member._value_ = str(value).upper(), value
+        return member
+
+
+def test_pseudo_members_made_by_missing_are_compared_by_name_and_value() -> None:
+    assert Lenient("new") is not Lenient("new")
+    assert_round_trip(Lenient("new"))
+    with pytest.raises(AssertionError):
+        assert_identical(Lenient("new"), Lenient("other"))
+    with pytest.raises(AssertionError):
+        assert_identical(Lenient("new"), Lenient.KNOWN)

@@ -77,14 +77,17 @@ def anthropic_objects() -> dict[str, Any]:
     import httpx2  # anthropic's HTTP client (an httpx fork with the same MockTransport)
 
     def reply(request: Any) -> Any:
+        content: list[dict[str, Any]] = [
+            {"type": "text", "text": "Let me check.", "citations": None},
+            {"type": "tool_use", "id": "toolu_1", "name": "get_weather",
+             "input": {"city": "Paris"}}]
+        if json.loads(request.content).get("output_config"):  # structured output: parse()
+            content = [{"type": "text", "citations": None,
+                        "text": '{"city": "Paris", "population": 2100000}'}]
         return httpx2.Response(
             200, headers={"request-id": "req_a1", "anthropic-workspace-id": "wrk_1"}, json={
                 "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
-                "content": [
-                    {"type": "text", "text": "Let me check.", "citations": None},
-                    {"type": "tool_use", "id": "toolu_1", "name": "get_weather",
-                     "input": {"city": "Paris"}}],
-                "stop_reason": "tool_use", "stop_sequence": None,
+                "content": content, "stop_reason": "end_turn", "stop_sequence": None,
                 "usage": {"input_tokens": 10, "output_tokens": 5}})
 
     client = anthropic.Anthropic(
@@ -92,7 +95,10 @@ def anthropic_objects() -> dict[str, Any]:
         http_client=httpx2.Client(transport=httpx2.MockTransport(reply)))
     message = client.messages.create(model="claude-x", max_tokens=10,
                                      messages=[{"role": "user", "content": "hi"}])
-    return {"anthropic.message": message, "anthropic.tool_use": message.content[1]}
+    parsed = client.messages.parse(model="claude-x", max_tokens=10, output_format=Answer,
+                                   messages=[{"role": "user", "content": "hi"}])
+    return {"anthropic.message": message, "anthropic.tool_use": message.content[1],
+            "anthropic.parsed": parsed}
 
 
 def langchain_objects() -> dict[str, Any]:
@@ -192,9 +198,9 @@ BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
 }
 
 
-# pickle itself cannot store these: openai's parse() result is a parametrization with a
+# pickle itself cannot store these: the SDKs' parse() results are parametrizations with a
 # TypeVar argument, which pickle cannot find by name.
-UNPICKLABLE = frozenset({"openai.parsed"})
+UNPICKLABLE = frozenset({"openai.parsed", "anthropic.parsed"})
 
 
 def picklable(values: dict[str, Any]) -> dict[str, Any]:

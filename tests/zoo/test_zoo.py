@@ -189,7 +189,8 @@ def test_a_fresh_process_that_trusts_the_sdks_reads_every_object(tmp_path: Path)
     untrusted = _python(READER, data, pickled, env={})
     assert untrusted["error"] == "UnknownTypeError", untrusted
     trusted = _python(READER, data, pickled, env={
-        TRUSTED_MODULES_ENV: "langchain_core,openai"})
+        # every SDK, as an application using them all would (their type variables share names)
+        TRUSTED_MODULES_ENV: "langchain_core,openai,anthropic,pydantic_ai,mcp,google.genai"})
     assert trusted.get("cases") == sorted(STORED), trusted
     # what the reader had to import or create: lazily loaded langchain submodules, and the
     # parametrization openai makes only inside parse()

@@ -23,6 +23,7 @@ from pydantic_core import PydanticUndefined
 
 from ..exceptions import DeserializationError, SerializationError, caused
 from ._codec import INT_MAX, INT_MIN, NO_DIRECT_PLANS, WithState, _note, key_segment
+from ._generics import parametrized_name
 from ._rows import Shape, refuse_unknown
 from ._typed import TypedReader, fill_private_defaults, slot_setter
 from ._types import Migration, TypeCodec
@@ -34,18 +35,23 @@ if TYPE_CHECKING:
 def auto_name(cls: type) -> str:
     """``module:QualName``, the name a class is stored under unless registered with another.
 
-    A parametrized generic model is named after its origin (``models:Page[Row]``): pydantic
-    gives it the ``__module__`` of whichever module first parametrized it at top level, which
-    would make one class's name depend on the order a program ran in.
+    A parametrized generic model is named after its generic, its type arguments written so
+    that the name means one class in any process (``_generics``).
     """
     metadata = cls.__dict__.get("__pydantic_generic_metadata__")
-    origin = metadata.get("origin") if isinstance(metadata, dict) else None
-    if isinstance(origin, type):
-        qualname = cls.__qualname__
-        if qualname.startswith(origin.__name__ + "["):
-            qualname = origin.__qualname__ + qualname[len(origin.__name__):]
-        return f"{origin.__module__}:{qualname}"
+    if isinstance(metadata, dict) and isinstance(metadata.get("origin"), type):
+        return parametrized_name(cls, metadata["origin"], tuple(metadata.get("args", ())))
     return f"{cls.__module__}:{cls.__qualname__}"
+
+
+# Read through type's own descriptors: a metaclass's __getattr__ or __getattribute__ never
+# runs for a class that stored data names.
+_CLASS_DICT: Final = type.__dict__["__dict__"]
+_CLASS_MRO: Final = type.__dict__["__mro__"]
+
+
+def _defines(cls: type, name: str) -> bool:
+    return any(name in _CLASS_DICT.__get__(klass) for klass in _CLASS_MRO.__get__(cls))
 
 
 def auto_kind(cls: type) -> str | None:
@@ -56,9 +62,9 @@ def auto_kind(cls: type) -> str | None:
         return "model" if cls is not BaseModel else None
     if issubclass(cls, enum.Enum):
         return "enum" if cls.__members__ else None
-    if dataclasses.is_dataclass(cls):
-        return "dataclass"
-    if issubclass(cls, tuple) and hasattr(cls, "_fields") and hasattr(cls, "_make"):
+    if _defines(cls, "__dataclass_fields__"):
+        return "dataclass" if dataclasses.is_dataclass(cls) else None
+    if issubclass(cls, tuple) and _defines(cls, "_fields") and _defines(cls, "_make"):
         return "namedtuple"
     return None
 

@@ -337,7 +337,7 @@ class Encoder:
         return out
 
 
-_PACKAGE: Final = __name__.rpartition(".")[0]
+_PACKAGE: Final = __name__.partition(".")[0]  # flujo: the state API calls in too
 
 
 def caller_stacklevel() -> int:

@@ -24,8 +24,6 @@ created, whatever the data says.
 from __future__ import annotations
 
 import ast
-import datetime
-import decimal
 import enum
 import importlib
 import os
@@ -33,34 +31,23 @@ import sys
 import threading
 import tomllib
 import typing
-import uuid
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from types import ModuleType
+from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel
 
 from ..exceptions import RegistrationError, UnknownTypeError
 from ._auto import auto_kind, auto_name
+from ._generics import ARGUMENT_NAMES, legacy_name
 
 TRUSTED_MODULES_ENV = "FLUJO_TRUSTED_MODULES"
 _PYPROJECT = Path("pyproject.toml")
 _MAX_PARAMETRIZED_NAME = 1000  # longer type-argument text is not parsed (hostile data)
 _MAX_ARGUMENT_NODES = 200
-
-# Names a type argument may use besides classes: what pydantic's display of a type writes.
-_ARGUMENT_NAMES: dict[str, Any] = {
-    **{cls.__name__: cls for cls in (
-        int, str, float, bool, bytes, bytearray, complex, object, list, dict, set, frozenset,
-        tuple, type, datetime.datetime, datetime.date, datetime.time, datetime.timedelta,
-        decimal.Decimal, uuid.UUID, Path)},
-    "NoneType": type(None), "None": None, "Any": Any, "Union": typing.Union,
-    "Optional": typing.Optional, "Literal": typing.Literal, "List": typing.List,  # noqa: UP006
-    "Dict": typing.Dict, "Set": typing.Set, "FrozenSet": typing.FrozenSet,  # noqa: UP006
-    "Tuple": typing.Tuple, "Type": typing.Type,  # noqa: UP006
-}
-
+MAX_REBUILT = 256  # parametrizations one registry makes from stored names: bounded work
 
 def check_prefixes(prefixes: Iterable[object], source: str) -> tuple[str, ...]:
     """``prefixes`` as dotted module names, or RegistrationError naming ``source``."""
@@ -116,6 +103,7 @@ class NameResolver:
         # Classes this process wrote under their derived name: found again without a search,
         # including those no search finds (defined in a function).
         self.seen: weakref.WeakValueDictionary[str, type] = weakref.WeakValueDictionary()
+        self.rebuilt = 0  # parametrizations made from stored names (at most MAX_REBUILT)
 
     def trusted(self) -> tuple[str, ...]:
         if self._trusted is None:
@@ -143,33 +131,72 @@ class NameResolver:
         found = self._defined(name, module_name, qualname)
         if found is not None or not self.is_trusted(module_name):
             return found
-        if module_name not in sys.modules:
-            _import(module_name, name)
-            found = self._defined(name, module_name, qualname)
-            if found is not None:
-                return found
-        if qualname.endswith("]") and "[" in qualname:
-            return _Parametrizer(self, name).parametrize(module_name, qualname)
-        return None
+        # Even when sys.modules has it: another thread may be running its code, and the
+        # import waits for that to finish.
+        import_trusted(module_name, name)
+        found = self._defined(name, module_name, qualname)
+        if found is None and qualname.endswith("]") and "[" in qualname:
+            found = _Parametrizer(self, name).parametrize(module_name, qualname)
+        return found
+
+    def count_rebuilt(self, name: str) -> None:
+        """Count one parametrization made from a stored name; refuse past the limit."""
+        with self._lock:
+            if self.rebuilt >= MAX_REBUILT:
+                raise UnknownTypeError(
+                    f"cannot rebuild {name[:200]!r}: this registry already made {MAX_REBUILT} "
+                    "parametrizations from stored names; register the ones you store "
+                    "(register_type(Page[Row], name=...))", tag=name[:200])
+            self.rebuilt += 1
 
     def _defined(self, name: str, module_name: str, qualname: str) -> type | None:
         candidates: dict[int, type] = {}
         seen = self.seen.get(name)
         if seen is not None:
-            candidates[id(seen)] = seen
+            return seen
         module = sys.modules.get(module_name)  # only modules already imported
         if module is not None and "<locals>" not in qualname:
-            found = _attribute_path(module, qualname)
+            found = attribute_path(module, qualname)
             if isinstance(found, type) and auto_name(found) == name:
                 candidates[id(found)] = found
         if not candidates:
-            for root in (BaseModel, enum.Enum, tuple):
-                for cls in subclasses(root):
-                    # flujo before 0.9 named a parametrization by its own __module__
-                    if (cls.__qualname__ == qualname and cls.__module__ == module_name) \
-                            or auto_name(cls) == name:
-                        candidates[id(cls)] = cls
-        return _one(name, [c for c in candidates.values() if auto_kind(c) is not None])
+            if "[" in qualname:  # only parametrizations can carry such a name
+                head = qualname[:qualname.index("[")].rpartition(".")[2] + "["
+                pool: Iterable[type] = (c for c in subclasses(BaseModel)
+                                        if c.__name__.startswith(head))
+            else:
+                pool = (c for root in (BaseModel, enum.Enum, tuple) for c in subclasses(root)
+                        if c.__qualname__ == qualname)
+            legacy: dict[int, type] = {}
+            for cls in pool:
+                if auto_name(cls) == name:
+                    candidates[id(cls)] = cls
+                # pydantic's names, which flujo wrote before: taken when nothing has the name
+                elif (cls.__qualname__ == qualname and cls.__module__ == module_name) \
+                        or _legacy_name(cls) == name:
+                    legacy[id(cls)] = cls
+            candidates = candidates or legacy
+        return _one(name, _distinct([c for c in candidates.values() if auto_kind(c) is not None]))
+
+
+def _legacy_name(cls: type) -> str | None:
+    metadata = cls.__dict__.get("__pydantic_generic_metadata__")
+    origin = metadata.get("origin") if isinstance(metadata, dict) else None
+    return legacy_name(cls, origin) if isinstance(origin, type) else None
+
+
+def _distinct(classes: list[type]) -> list[type]:
+    """``classes`` without parametrizations equal to an earlier one: ``Box[Optional[int]]``
+    and ``Box[int | None]`` are two classes of one name and the same fields."""
+    kept: list[type] = []
+    for cls in classes:
+        metadata = getattr(cls, "__pydantic_generic_metadata__", None) \
+            if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+        if metadata and metadata["origin"] is not None and any(
+                getattr(k, "__pydantic_generic_metadata__", None) == metadata for k in kept):
+            continue
+        kept.append(cls)
+    return kept
 
 
 def subclasses(root: type) -> Iterable[type]:
@@ -184,12 +211,24 @@ def _is_module_name(text: str) -> bool:
     return bool(text) and all(part.isidentifier() for part in text.split("."))
 
 
-def _attribute_path(start: object, dotted: str) -> object:
-    """``start.a.b`` through ``__dict__`` only (no ``__getattr__``, property or descriptor)."""
+_MODULE_DICT: Final[Any] = vars(ModuleType)["__dict__"]
+_CLASS_DICT: Final[Any] = vars(type)["__dict__"]
+
+
+def attribute_path(start: object, dotted: str) -> object:
+    """``start.a.b`` through the ``__dict__`` of modules and classes only, read by their
+    types' own descriptors: no ``__getattr__``, ``__getattribute__``, property or lazy module
+    loader of theirs runs."""
     found: object = start
     for part in dotted.split("."):
-        namespace = getattr(found, "__dict__", None)
-        found = namespace.get(part) if isinstance(namespace, Mapping) else None
+        kind = type(found)  # type(): isinstance could ask the object for its __class__
+        if issubclass(kind, ModuleType):
+            namespace = _MODULE_DICT.__get__(found)
+        elif issubclass(kind, type):
+            namespace = _CLASS_DICT.__get__(found)
+        else:
+            return None
+        found = namespace.get(part)
         if found is None:
             return None
     return found
@@ -207,12 +246,19 @@ def _one(name: str, classes: list[type], *, within: str | None = None) -> type |
     return classes[0] if classes else None
 
 
-def _import(module_name: str, name: str) -> None:
+def import_trusted(module_name: str, name: str) -> None:
+    """Import the trusted module a stored name names; any failure is an UnknownTypeError.
+
+    Never a ``__main__`` or other dunder module: importing ``pkg.__main__`` runs a program.
+    """
+    if any(part.startswith("__") and part.endswith("__") for part in module_name.split(".")):
+        raise UnknownTypeError(
+            f"{name!r} names the module {module_name!r}, which flujo never imports", tag=name)
     try:
         importlib.import_module(module_name)
-    except Exception as exc:  # not found, or the module's own code failing
+    except (Exception, SystemExit) as exc:  # not found, the module's own code failing or exiting
         raise UnknownTypeError(
-            f"the trusted module {module_name!r} (for {name!r}) cannot be imported: "
+            f"the trusted module {module_name!r} (for {name[:200]!r}) cannot be imported: "
             f"{type(exc).__name__}: {exc}", tag=name) from exc
 
 
@@ -241,7 +287,8 @@ class _Parametrizer:
                 sum(1 for _ in ast.walk(tree)) > _MAX_ARGUMENT_NODES:
             raise UnknownTypeError(f"cannot read the type arguments of {name!r}", tag=name)
         made = self.subscript(origin, self.argument(tree.slice, literal=False))
-        if not isinstance(made, type) or auto_name(made) != name:
+        if not isinstance(made, type) or name not in (auto_name(made),
+                                                       legacy_name(made, origin)):
             made_name = auto_name(made) if isinstance(made, type) else repr(made)
             raise UnknownTypeError(
                 f"rebuilding {name!r} gave {made_name!r}; register the parametrization with "
@@ -250,7 +297,7 @@ class _Parametrizer:
 
     def origin(self, module_name: str, origin_name: str) -> type[BaseModel] | None:
         module = sys.modules.get(module_name)
-        top = _attribute_path(module, origin_name) if module is not None else None
+        top = attribute_path(module, origin_name) if module is not None else None
         if isinstance(top, type):
             found = [top]
         else:  # pydantic names a nested class's parametrization by its __name__ only
@@ -266,6 +313,8 @@ class _Parametrizer:
                 f"cannot rebuild {self.name!r}: {auto_name(base)!r} is a generic model outside "
                 "the trusted modules; trust its module or register the parametrization",
                 tag=self.name)
+        if _is_generic_origin(base):
+            self.resolver.count_rebuilt(self.name)
         try:
             return base[arguments]
         except Exception as exc:  # the class's own parametrization refusing the arguments
@@ -286,9 +335,9 @@ class _Parametrizer:
             raise self.unreadable(node)
         if isinstance(node, ast.Constant) and node.value is Ellipsis:
             return ...
-        if isinstance(node, ast.UnaryOp) and isinstance(node.operand, ast.Name) \
-                and isinstance(node.op, ast.Invert | ast.UAdd | ast.USub):
-            return self.type_variable(node.operand.id, node.op)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Invert | ast.UAdd | ast.USub) \
+                and _dotted(node.operand) is not None:
+            return self.type_variable(str(_dotted(node.operand)), node.op)
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
             left = self.argument(node.left, literal=False)
             return self.subscript(typing.Union, (left, self.argument(node.right, literal=False)))
@@ -298,8 +347,8 @@ class _Parametrizer:
         dotted = _dotted(node)
         if dotted is None:
             raise self.unreadable(node)
-        if dotted in _ARGUMENT_NAMES:
-            return _ARGUMENT_NAMES[dotted]
+        if dotted in ARGUMENT_NAMES:
+            return ARGUMENT_NAMES[dotted]
         found = self.class_named(dotted)
         if found is None:
             raise UnknownTypeError(
@@ -308,44 +357,66 @@ class _Parametrizer:
                 tag=self.name)
         return found
 
-    def type_variable(self, name: str, variance: ast.unaryop) -> TypeVar:
-        """The TypeVar ``~name`` (``+`` covariant, ``-`` contravariant), as a partial
-        parametrization such as openai's ``ParsedChatCompletion[~ResponseFormatT]`` has it:
-        found by name in the trusted modules already imported, one object or none."""
+    def type_variable(self, dotted: str, variance: ast.unaryop) -> TypeVar:
+        """The TypeVar ``~T`` (``+`` covariant, ``-`` contravariant) of a partial
+        parametrization such as openai's ``ParsedChatCompletion[~...ResponseFormatT]``: one of
+        the generic's module, or ``~module.T`` of its module; pydantic's names (no module) are
+        looked for in the trusted modules already imported, and must find one."""
         wanted = (isinstance(variance, ast.UAdd), isinstance(variance, ast.USub))
-        found: dict[int, TypeVar] = {}
-        for module_name, module in list(sys.modules.items()):
-            if self.resolver.is_trusted(module_name):
-                candidate = _attribute_path(module, name)
-                if isinstance(candidate, TypeVar) and candidate.__name__ == name and (
-                        candidate.__covariant__, candidate.__contravariant__) == wanted:
-                    found[id(candidate)] = candidate
-        if len(found) != 1:
-            raise UnknownTypeError(
-                f"cannot rebuild {self.name!r}: {len(found) or 'no'} type variables named "
-                f"{name!r} are defined in the trusted modules", tag=self.name)
-        return next(iter(found.values()))
 
-    def class_named(self, qualname: str) -> type | None:
-        """The model, enum, dataclass or NamedTuple a type argument names by its qualified
-        name (a generic origin: by its ``__name__``, as pydantic writes it). pydantic's names
-        carry no module, so the search narrows: the name in the generic's own module, else
-        the one such class in the trusted modules, else the one in the whole process."""
-        module = sys.modules.get(self.name.partition(":")[0])
-        local = _attribute_path(module, qualname) if module is not None else None
-        if isinstance(local, type) and _named(local, qualname):
+        def fits(candidate: object, name: str) -> TypeVar | None:
+            if isinstance(candidate, TypeVar) and candidate.__name__ == name and (
+                    candidate.__covariant__, candidate.__contravariant__) == wanted:
+                return candidate
+            return None
+
+        module_name, _, name = dotted.rpartition(".")
+        if module_name:
+            if module_name not in sys.modules and self.resolver.is_trusted(module_name):
+                import_trusted(module_name, self.name)
+            module = sys.modules.get(module_name)
+            found = fits(attribute_path(module, name), name) if module is not None else None
+            if found is None:
+                raise UnknownTypeError(f"cannot rebuild {self.name!r}: no type variable "
+                                       f"{dotted!r} is defined", tag=self.name)
+            return found
+        home = sys.modules.get(self.name.partition(":")[0])
+        found = fits(attribute_path(home, name), name) if home is not None else None
+        if found is not None:
+            return found
+        matches = {id(tv): tv for module_name, module in list(sys.modules.items())
+                   if self.resolver.is_trusted(module_name)
+                   and (tv := fits(attribute_path(module, name), name)) is not None}
+        if len(matches) != 1:
+            raise UnknownTypeError(
+                f"cannot rebuild {self.name!r}: {len(matches) or 'no'} type variables named "
+                f"{name!r} are defined in the trusted modules", tag=self.name)
+        return next(iter(matches.values()))
+
+    def class_named(self, dotted: str) -> type | None:
+        """The model, enum, dataclass or NamedTuple a type argument names.
+
+        flujo writes a class of the generic's module by its qualified name and any other with
+        its module (``_generics``): the first is looked up in the generic's module, the second
+        in its own (imported first when trusted). Names written by pydantic (flujo before 0.9)
+        carry no module: such a name must then be one class's in the whole process.
+        """
+        home = sys.modules.get(self.name.partition(":")[0])
+        local = attribute_path(home, dotted) if home is not None else None
+        if isinstance(local, type) and _named(local, dotted.rpartition(".")[2]):
             return local
+        parts = dotted.split(".")
+        for cut in range(len(parts) - 1, 0, -1):
+            module_name, qualname = ".".join(parts[:cut]), ".".join(parts[cut:])
+            if module_name not in sys.modules and self.resolver.is_trusted(module_name):
+                import_trusted(module_name, self.name)
+            module = sys.modules.get(module_name)
+            found = attribute_path(module, qualname) if module is not None else None
+            if isinstance(found, type) and _named(found, qualname):
+                return found
         everywhere = {id(cls): cls for root in (BaseModel, enum.Enum, tuple)
-                      for cls in subclasses(root) if _named(cls, qualname)}
-        if "." not in qualname:  # dataclasses have no common base: the trusted modules' tops
-            for module_name, namespace in list(sys.modules.items()):
-                candidate = (_attribute_path(namespace, qualname)
-                             if self.resolver.is_trusted(module_name) else None)
-                if isinstance(candidate, type) and _named(candidate, qualname):
-                    everywhere[id(candidate)] = candidate
-        trusted = [cls for cls in everywhere.values() if self.resolver.is_trusted(cls.__module__)]
-        return (_one(qualname, trusted, within=self.name)
-                or _one(qualname, list(everywhere.values()), within=self.name))
+                      for cls in subclasses(root) if _named(cls, dotted)}
+        return _one(dotted, list(everywhere.values()), within=self.name)
 
     def unreadable(self, node: ast.expr) -> UnknownTypeError:
         return UnknownTypeError(

@@ -347,7 +347,7 @@ class TypeRegistry:
             _refuse_own_pickling(cls)
         if codec.kind not in ("builtin", "custom") and codec.name == auto_name(cls):
             self._names.seen[codec.name] = cls
-            if codec.name.startswith("__main__:") or "<locals>" in codec.name:
+            if cls not in self._by_type and _unportable(codec.name):
                 warnings.warn(UnportableTypeWarning(cls), stacklevel=caller_stacklevel())
         plan = tagging_plan(codec)
         if codec.kind == "model" and self.typed_models:
@@ -432,10 +432,13 @@ class UnportableTypeWarning(UserWarning):
     """
 
     def __init__(self, cls: type) -> None:
-        where = ("is defined in a function" if "<locals>" in auto_name(cls)
+        name = auto_name(cls)
+        where = ("is defined in a function" if "<locals>" in name
                  else "is defined in the script run as __main__")
+        if "[" in name and not _unportable(name.partition("[")[0]):
+            where = where.replace("is defined", "has a type argument defined")
         super().__init__(
-            f"{cls.__qualname__} {where}, so it is stored as {auto_name(cls)!r}, a name other "
+            f"{cls.__qualname__} {where}, so it is stored as {name!r}, a name other "
             "processes (flujo state show, another worker) cannot find; define it in an "
             f"importable module, or give it a stable name: register_type({cls.__name__}, "
             "name='myapp.Name') in code every reader runs")
@@ -452,6 +455,12 @@ def _refuse_own_pickling(cls: type) -> None:
             "code, and flujo runs no code of a class when reading; register a serializer: "
             f"register_custom_serializer({cls.__qualname__}, to_json, deserializer=from_json, "
             "schema=...)"))
+
+
+def _unportable(name: str) -> bool:
+    """A derived name no other process resolves: a class of a script or of a function, or a
+    parametrization with such a type argument."""
+    return name.startswith("__main__:") or "__main__." in name or "<locals>" in name
 
 
 def _unknown_name(tag: str, name: str, registry: TypeRegistry) -> str:

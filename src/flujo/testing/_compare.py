@@ -170,7 +170,7 @@ class _Comparer:
         if isinstance(expected, dt.tzinfo):
             return _tz_diff(actual, expected, path)
         if isinstance(expected, enum.Enum):
-            if actual is not expected:
+            if actual is not expected and not _same_pseudo_member(actual, expected):
                 return f"{path}: {actual!r} != expected {expected!r}"
             return None
         if isinstance(expected, _PLAIN) and not hasattr(expected, "__dict__"):
@@ -375,6 +375,13 @@ def _json_problem(data: Any, path: str) -> str | None:
     if kind is str or kind is bool or data is None:
         return None
     return f"{path}: {_type_name(kind)} {_short(data)} is not a JSON value"
+
+
+def _same_pseudo_member(actual: enum.Enum, expected: enum.Enum) -> bool:
+    """Members an enum's ``_missing_`` makes on the fly (google-genai does, for values it does
+    not know) are new objects on every lookup: the same value and name is the same member."""
+    return (type(actual) is type(expected) and expected._name_ not in type(expected).__members__
+            and (actual._name_, actual._value_) == (expected._name_, expected._value_))
 
 
 def assert_round_trip(value: Any, *, registry: TypeRegistry | None = None) -> Any:
