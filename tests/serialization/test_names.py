@@ -501,3 +501,15 @@ def test_readers_in_other_threads_wait_for_a_trusted_module_being_imported(
     for thread in threads:
         thread.join(timeout=60)
     assert results == ["S", "S", "S"]
+
+
+def test_a_parametrization_no_reader_can_rebuild_warns(app: str) -> None:
+    from typing import Annotated
+
+    from pydantic import Field
+
+    module = models(app, TypeRegistry(trusted_modules=[app]))
+    value = module.Page[Annotated[int, Field(gt=0)]](items=[1])
+    with pytest.warns(UnportableTypeWarning, match="type arguments that other processes cannot"):
+        data = safe_serialize(value, registry=TypeRegistry())
+    assert "Annotated[int, FieldInfo(" in data[TAG]

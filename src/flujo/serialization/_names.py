@@ -199,6 +199,22 @@ def _distinct(classes: list[type]) -> list[type]:
     return kept
 
 
+_TYPE_SPELLING: Final = (ast.Expression, ast.Subscript, ast.Name, ast.Attribute, ast.Tuple,
+                         ast.Constant, ast.BinOp, ast.BitOr, ast.UnaryOp, ast.Invert, ast.UAdd,
+                         ast.USub, ast.Load)
+
+
+def spells_types(qualname: str) -> bool:
+    """Whether a parametrization's qualified name only uses what a reader parses back (names,
+    subscripts, unions, literal values, type variables): ``Annotated[int, Gt(gt=0)]`` does
+    not."""
+    try:
+        tree = ast.parse(f"_{qualname[qualname.find('['):]}", mode="eval")
+    except (SyntaxError, ValueError):
+        return False
+    return all(isinstance(node, _TYPE_SPELLING) for node in ast.walk(tree))
+
+
 def subclasses(root: type) -> Iterable[type]:
     stack: list[type] = list(type.__subclasses__(root))
     while stack:

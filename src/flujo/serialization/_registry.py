@@ -39,7 +39,7 @@ from ._codec import (
     caller_stacklevel,
 )
 from ._custom import custom_codec
-from ._names import TRUSTED_MODULES_ENV, NameResolver
+from ._names import TRUSTED_MODULES_ENV, NameResolver, spells_types
 from ._pickling import own_pickling_hook
 from ._plans import (
     batch_plan,
@@ -347,7 +347,8 @@ class TypeRegistry:
             _refuse_own_pickling(cls)
         if codec.kind not in ("builtin", "custom") and codec.name == auto_name(cls):
             self._names.seen[codec.name] = cls
-            if cls not in self._by_type and _unportable(codec.name):
+            if cls not in self._by_type and (_unportable(codec.name) or (
+                    codec.name.endswith("]") and not spells_types(codec.name))):
                 warnings.warn(UnportableTypeWarning(cls), stacklevel=caller_stacklevel())
         plan = tagging_plan(codec)
         if codec.kind == "model" and self.typed_models:
@@ -437,6 +438,8 @@ class UnportableTypeWarning(UserWarning):
                  else "is defined in the script run as __main__")
         if "[" in name and not _unportable(name.partition("[")[0]):
             where = where.replace("is defined", "has a type argument defined")
+        if not _unportable(name):
+            where = "has type arguments that other processes cannot read back"
         super().__init__(
             f"{cls.__qualname__} {where}, so it is stored as {name!r}, a name other "
             "processes (flujo state show, another worker) cannot find; define it in an "
