@@ -1,9 +1,10 @@
 """Which class a stored ``module:QualName`` names, and when a module may be imported to find it.
 
 Without configuration nothing is imported: a name resolves only to a class the running process
-has already defined, found through ``sys.modules`` and the classes' ``__dict__`` (never
-``getattr``, so no module ``__getattr__``, property or descriptor runs) or among the
-subclasses of ``BaseModel``, ``Enum`` and ``tuple``.
+has already defined, found through the ``__dict__`` of modules in ``sys.modules`` and of
+classes, read by ``ModuleType``'s and ``type``'s own descriptors (so no ``__getattr__``,
+``__getattribute__``, property or lazy loader of theirs runs), or among the subclasses of
+``BaseModel``, ``Enum`` and ``tuple``.
 
 The application may *trust* module prefixes (``TypeRegistry(trusted_modules=...)``,
 ``$FLUJO_TRUSTED_MODULES``, ``[tool.flujo] trusted_modules`` in ``./pyproject.toml``). A name
@@ -12,13 +13,14 @@ whose module is a trusted prefix or lies below one may then
 * import that module when the process has not imported it yet: the SDKs define their classes
   in submodules that their packages import lazily (``langchain_core.messages.human``);
 * create a parametrization of a generic pydantic model (``Page[Row]``, openai's
-  ``ParsedChatCompletion[Item]``, which exist only once something asked for them), the type
-  arguments parsed from the stored name (``ast``, never ``eval``) and resolved as names of
-  builtins, ``typing`` forms or classes already defined; the class made must carry exactly the
-  stored name.
+  ``ParsedChatCompletion[~...ResponseFormatT]``, which exist only once something asked for
+  them), the type arguments parsed from the stored name (``ast``, never ``eval``; spelt as
+  ``_generics`` writes them) and resolved as builtins, ``typing`` forms, literal values, type
+  variables and classes; the class made must carry exactly the stored name, and one registry
+  makes at most ``MAX_REBUILT``.
 
-A module outside every prefix is never imported, and a parametrization outside them never
-created, whatever the data says.
+A module outside every prefix is never imported, nor a dunder module (``pkg.__main__``) under
+one, and a parametrization outside them never created, whatever the data says.
 """
 
 from __future__ import annotations
