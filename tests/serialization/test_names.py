@@ -103,6 +103,7 @@ print(json.dumps(safe_serialize(values)))
 READER = '''
 import json, sys
 from flujo.serialization import TypeRegistry, safe_deserialize
+from flujo.serialization._auto import auto_name  # flujo's names: pydantic's vary by Python
 trusted = json.loads(sys.argv[1])
 registry = TypeRegistry() if trusted is None else TypeRegistry(trusted_modules=trusted)
 try:
@@ -111,7 +112,7 @@ except Exception as exc:
     print(json.dumps({{"error": type(exc).__name__, "message": str(exc)}}))
 else:
     print(json.dumps({{"repr": [repr(v) for v in values],
-                      "types": [type(v).__module__ + ":" + type(v).__qualname__ for v in values],
+                      "types": [auto_name(type(v)) for v in values],
                       "loaded": [m for m in sys.modules if m.startswith("{pkg}")]}}))
 '''
 
@@ -168,7 +169,7 @@ def test_a_fresh_process_imports_trusted_submodules_and_rebuilds_parametrization
     assert result["types"] == [
         f"{app}.models:Row", f"{app}.models:Page[Row]",
         f"{app}.models:Page[Union[Row, NoneType]]", f"{app}.models:Page[Page[int]]",
-        f"{app}.models:Cell[str]", f"{app}.models:Page[Point]",
+        f"{app}.models:Page.Cell[str]", f"{app}.models:Page[Point]",
         f"{app}.models:Pair[dict[str, Union[Row, NoneType]]]",
         f"{app}.models:Page[Literal['a', -1]]", f"{app}.models:Page[tuple[Color, ...]]",
         f"{app}.models:Page[~U]",
