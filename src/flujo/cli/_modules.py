@@ -11,11 +11,11 @@ Stored data never names a module to import. Used by ``flujo schema`` and ``flujo
 from __future__ import annotations
 
 import importlib
-import tomllib
 from collections.abc import Sequence
-from pathlib import Path
 from types import ModuleType
 
+from ..exceptions import RegistrationError
+from ..serialization._names import tool_table
 from ._output import _UsageError
 
 __all__ = ["configured_modules", "import_application_modules"]
@@ -23,14 +23,11 @@ __all__ = ["configured_modules", "import_application_modules"]
 
 def configured_modules() -> list[str]:
     """``[tool.flujo] modules`` of ./pyproject.toml (``[]`` when there is none)."""
-    pyproject = Path("pyproject.toml")
-    if not pyproject.is_file():
-        return []
     try:
-        table = tomllib.loads(pyproject.read_text("utf-8")).get("tool", {}).get("flujo", {})
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise _UsageError(f"cannot read {pyproject}: {exc}") from exc
-    modules = table.get("modules", []) if isinstance(table, dict) else []
+        table, _ = tool_table()  # the one reader of the table, which also holds trusted_modules
+    except RegistrationError as exc:
+        raise _UsageError(str(exc)) from exc
+    modules = table.get("modules", [])
     if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
         raise _UsageError("[tool.flujo] modules in pyproject.toml must be a list of module names")
     return modules

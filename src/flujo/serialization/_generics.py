@@ -39,10 +39,7 @@ def parametrized_name(cls: type, origin: type, arguments: tuple[Any, ...]) -> st
     if arguments:
         text = ", ".join(_argument(argument, home) for argument in arguments)
         return f"{home}:{origin.__qualname__}[{text}]"
-    qualname = cls.__qualname__  # a parametrization without arguments: pydantic's own name
-    if qualname.startswith(origin.__name__ + "["):
-        qualname = origin.__qualname__ + qualname[len(origin.__name__):]
-    return f"{home}:{qualname}"
+    return legacy_name(cls, origin)  # a parametrization without arguments: pydantic's name
 
 
 def legacy_name(cls: type, origin: type) -> str:

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from ._codec import INT_MAX, INT_MIN
 from ._pickling import own_pickling_hook
+from ._text import is_unicode
 
 __all__ = ["GuardWriter", "Ineligible", "SchemaWalker", "Uncompilable", "build_guards"]
 
@@ -144,7 +145,7 @@ class GuardWriter(SchemaWalker):
         self.namespace: dict[str, Any] = {
             "INT_MIN": INT_MIN, "INT_MAX": INT_MAX, "Decimal": Decimal, "UUID": UUID,
             "date": date, "datetime": datetime, "UTC": UTC, "_plain_offset": _plain_offset,
-            "_unicode": _is_unicode,
+            "_unicode": is_unicode,
         }
         self.inline = inline
         self.functions: dict[type, str] = {}
@@ -360,15 +361,6 @@ def build_guards(cls: type[BaseModel]) -> tuple[Any, Any]:
 def _declared_slots(klass: type) -> tuple[str, ...]:
     slots = klass.__dict__.get("__slots__", ())
     return (slots,) if isinstance(slots, str) else tuple(slots)
-
-
-def _is_unicode(text: str) -> bool:
-    """False for text with a lone surrogate, which no UTF-8 (so no JSON) can hold."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def check_keys(node: dict[str, Any]) -> None:

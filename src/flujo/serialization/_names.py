@@ -66,6 +66,21 @@ def check_prefixes(prefixes: Iterable[object], source: str) -> tuple[str, ...]:
     return tuple(checked)
 
 
+def tool_table() -> tuple[dict[str, Any], str]:
+    """The ``[tool.flujo]`` table of ``./pyproject.toml`` (``{}`` when there is none) and the
+    file's path for messages; RegistrationError when the file cannot be read."""
+    if not _PYPROJECT.is_file():
+        return {}, str(_PYPROJECT)
+    where = str(_PYPROJECT.resolve())
+    try:
+        document = tomllib.loads(_PYPROJECT.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise RegistrationError(f"cannot read {where}: {exc}") from exc
+    tool = document.get("tool")
+    table = tool.get("flujo") if isinstance(tool, dict) else None
+    return (table if isinstance(table, dict) else {}), where
+
+
 def configured_prefixes() -> tuple[str, ...]:
     """The prefixes of ``$FLUJO_TRUSTED_MODULES`` and of ``./pyproject.toml``'s ``[tool.flujo]``.
 
@@ -74,21 +89,14 @@ def configured_prefixes() -> tuple[str, ...]:
     text = os.environ.get(TRUSTED_MODULES_ENV, "")
     found = check_prefixes(
         [part.strip() for part in text.split(",") if part.strip()], f"${TRUSTED_MODULES_ENV}")
-    if _PYPROJECT.is_file():
-        try:
-            document = tomllib.loads(_PYPROJECT.read_text("utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise RegistrationError(f"cannot read {_PYPROJECT.resolve()}: {exc}") from exc
-        tool = document.get("tool")
-        table = tool.get("flujo") if isinstance(tool, dict) else None
-        listed = table.get("trusted_modules", []) if isinstance(table, dict) else []
-        if not isinstance(listed, list):
-            raise RegistrationError(
-                f"{_PYPROJECT.resolve()}: [tool.flujo] trusted_modules must be a list of module "
-                f"names, got {listed!r}")
-        source = f"{_PYPROJECT.resolve()} [tool.flujo] trusted_modules"
-        found += tuple(p for p in check_prefixes(listed, source) if p not in found)
-    return found
+    table, where = tool_table()
+    listed = table.get("trusted_modules", [])
+    if not isinstance(listed, list):
+        raise RegistrationError(
+            f"{where}: [tool.flujo] trusted_modules must be a list of module names, "
+            f"got {listed!r}")
+    source = f"{where} [tool.flujo] trusted_modules"
+    return found + tuple(p for p in check_prefixes(listed, source) if p not in found)
 
 
 class NameResolver:
@@ -375,6 +383,13 @@ class _Parametrizer:
                 tag=self.name)
         return found
 
+    def module(self, module_name: str) -> object:
+        """The ``sys.modules`` entry a type argument names (None when there is none), the
+        module imported first when trusted and not yet loaded; read it with attribute_path."""
+        if module_name not in sys.modules and self.resolver.is_trusted(module_name):
+            import_trusted(module_name, self.name)
+        return sys.modules.get(module_name)
+
     def type_variable(self, dotted: str, variance: ast.unaryop) -> TypeVar:
         """The TypeVar ``~T`` (``+`` covariant, ``-`` contravariant) of a partial
         parametrization such as openai's ``ParsedChatCompletion[~...ResponseFormatT]``: one of
@@ -390,9 +405,7 @@ class _Parametrizer:
 
         module_name, _, name = dotted.rpartition(".")
         if module_name:
-            if module_name not in sys.modules and self.resolver.is_trusted(module_name):
-                import_trusted(module_name, self.name)
-            module = sys.modules.get(module_name)
+            module = self.module(module_name)
             found = fits(attribute_path(module, name), name) if module is not None else None
             if found is None:
                 raise UnknownTypeError(f"cannot rebuild {self.name!r}: no type variable "
@@ -426,9 +439,7 @@ class _Parametrizer:
         parts = dotted.split(".")
         for cut in range(len(parts) - 1, 0, -1):
             module_name, qualname = ".".join(parts[:cut]), ".".join(parts[cut:])
-            if module_name not in sys.modules and self.resolver.is_trusted(module_name):
-                import_trusted(module_name, self.name)
-            module = sys.modules.get(module_name)
+            module = self.module(module_name)
             found = attribute_path(module, qualname) if module is not None else None
             if isinstance(found, type) and _named(found, qualname):
                 return found

@@ -42,7 +42,7 @@ def _first_bad_text(root: Any) -> tuple[str, str] | None:
         path, value = stack.pop()
         visits += 1
         if isinstance(value, str):
-            if _is_bad(value):
+            if not (value.isascii() or is_unicode(value)):
                 return path, value
             continue
         if id(value) in seen:
@@ -77,14 +77,13 @@ def _attributes(path: str, namespace: dict[str, Any]) -> Iterator[tuple[str, Any
         yield f"{path}{key_segment(name)}", item
 
 
-def _is_bad(text: str) -> bool:
-    if text.isascii():
-        return False
+def is_unicode(text: str) -> bool:
+    """False for text with a lone surrogate, which no UTF-8 (so no JSON) can hold."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        return True
-    return False
+        return False
+    return True
 
 
 def _excerpt(text: str) -> str:
