@@ -265,10 +265,10 @@ def inject(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, int], Non
                 raise _fail(code)
             real_fsync(fd)
 
-        def fake_replace(src: Any, dst: Any) -> None:
+        def fake_replace(src: Any, dst: Any, **kwargs: Any) -> None:
             if point == "rename":
                 raise _fail(code)
-            real_replace(src, dst)
+            real_replace(src, dst, **kwargs)
 
         class FailingFile:
             def __init__(self, fd: int, mode: str) -> None:

@@ -787,9 +787,10 @@ def inject_torn_writes() -> None:
     campaign would not be able to see the failures it is looking for.
     """
     from flujo.state import FileBackend
+    from flujo.state.backends._dirs import Directory
 
-    def replace_in_place(self: FileBackend, target: Path, data: bytes) -> None:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    def replace_in_place(self: FileBackend, root: Directory, target: str, data: bytes) -> None:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600, dir_fd=root.fd)
         try:
             half = len(data) // 2
             os.write(fd, data[:half])

@@ -31,6 +31,7 @@ import base64
 import contextlib
 import dataclasses
 import enum
+import functools
 import json
 import os
 import resource
@@ -59,6 +60,7 @@ from pydantic import BaseModel, ConfigDict
 from flujo import Flujo, PipelineContext, Step
 from flujo.exceptions import FlujoError
 from flujo.serialization import (
+    UnportableTypeWarning,
     deserialize_from_json,
     register_custom_serializer,
     register_type,
@@ -75,6 +77,7 @@ from flujo.state import (
     StateBackend,
     WorkflowState,
 )
+from flujo.state.backends._dirs import Directory
 from flujo.state.backends.base import EnvelopeStateBackend
 
 # -- types the corpus aims at ------------------------------------------------------------------
@@ -171,6 +174,24 @@ PATH_EVENTS = {"open", "os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chm
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
 
+def _where(text: str) -> str:
+    """The absolute path of a file an audit event names. The stores name their files
+    relative to a directory descriptor (``dir_fd``, which "open" events do not carry): the
+    ``Directory`` in the caller's frame says which directory that is."""
+    if os.path.isabs(text):
+        return text
+    frame = sys._getframe(2)  # hook <- the audited call's caller
+    for _ in range(3):
+        if frame is None:
+            break
+        for name in ("self", "directory", "root"):
+            candidate = frame.f_locals.get(name)
+            if isinstance(candidate, Directory):
+                return str(candidate.path / text)
+        frame = frame.f_back
+    return text
+
+
 class Audit:
     """Collects the audit events of the input being processed."""
 
@@ -197,7 +218,7 @@ class Audit:
         path = args[0]
         if not isinstance(path, str | bytes | os.PathLike):
             return  # a file descriptor
-        text = os.fsdecode(os.fspath(path))
+        text = _where(os.fsdecode(os.fspath(path)))
         inside = os.path.abspath(text).startswith(self.sandbox)
         if event == "open":
             mode = args[1] if len(args) > 1 else None
@@ -1100,9 +1121,142 @@ def _refused_save(sb: Sandbox, kind: str, make: Callable[[], Any]) -> str:
     return f"refused with {error}; previous record intact"
 
 
+# -- a hostile store directory: links, FIFOs, huge files, odd names (issue 14) --------------
+
+def _planted(sb: Sandbox, plant: Callable[[Path, Path], None],
+             act: Callable[[FileBackend], Any], *, fresh_backend: bool = False) -> str:
+    """Plant something in a new file store (``plant(store, outside)``), then ``act`` on it:
+    it must be refused with a FlujoError, and nothing outside the store may appear or
+    change."""
+    store, outside = sb.root / sb.fresh_id("store"), sb.root / sb.fresh_id("outside")
+    outside.mkdir()
+    (outside / "victim").write_text("victim")
+    backend = None if fresh_backend else FileBackend(store, fsync=False)
+    store.mkdir(exist_ok=True)
+    audit = sb.audit
+    active = audit.active if audit else False
+    if audit:
+        audit.active = False  # planting is the attacker's doing, not flujo's
+    try:
+        plant(store, outside)
+    finally:
+        if audit:
+            audit.active = active
+    try:
+        outcome = refused(lambda: act(backend if backend is not None
+                                      else FileBackend(store, fsync=False)))
+    finally:
+        found = sorted(p.name for p in outside.iterdir())
+        if found != ["victim"] or (outside / "victim").read_text() != "victim":
+            raise CheckFailed(f"a file outside the store was created or changed: {found}")
+    return outcome
+
+
+def _store_cases() -> list[Case]:
+    state = {"pipeline_context": {"n": 1}, "status": "running"}
+    giga = 8 * 1024**3
+
+    def sparse(path: Path) -> None:
+        with open(path, "wb") as handle:
+            handle.truncate(giga)
+
+    plants: list[tuple[str, Callable[[Path, Path], None], str, bool]] = [
+        ("write lock is a link out", lambda s, o: (s / ".locks" / "r.write").symlink_to(
+            o / "x"), "save", False),
+        ("claim lock is a link out", lambda s, o: (s / ".locks" / "r.claim").symlink_to(
+            o / "x"), "claim", False),
+        ("write lock is a link to a victim", lambda s, o: (s / ".locks" / "r.write")
+         .symlink_to(o / "victim"), "delete", False),
+        (".locks is a link to a victim dir", lambda s, o: (os.rmdir(s / ".locks"),
+         (s / ".locks").symlink_to(o)), "save", False),
+        (".locks is a link, at open", lambda s, o: (s / ".locks").symlink_to(o), "open", True),
+        ("record is a link to /dev/zero", lambda s, o: (s / "r.json").symlink_to("/dev/zero"),
+         "load", False),
+        ("record is a link out", lambda s, o: (s / "r.json").symlink_to(o / "victim"),
+         "save", False),
+        ("record is a FIFO", lambda s, o: os.mkfifo(s / "r.json"), "load", False),
+        ("record is a FIFO, listed", lambda s, o: os.mkfifo(s / "r.json"), "list", False),
+        ("record is an 8 GiB sparse file", lambda s, o: sparse(s / "r.json"), "load", False),
+        ("record is a directory", lambda s, o: (s / "r.json").mkdir(), "load", False),
+    ]
+    actions: dict[str, Callable[[Sandbox, FileBackend], Any]] = {
+        "save": lambda sb, b: sb.run(b.save_state("r", state)),
+        "delete": lambda sb, b: sb.run(b.delete_state("r")),
+        "load": lambda sb, b: sb.run(b.load_record("r")),
+        "list": lambda sb, b: sb.run(b.list_runs()),
+        "claim": lambda sb, b: sb.run(_claim_once(b)),
+        "open": lambda sb, b: b,
+    }
+    cases = [Case("hostile store directory", name,
+                  lambda sb, p=plant, a=actions[act], f=fresh: _planted(
+                      sb, p, lambda b: a(sb, b), fresh_backend=f), writes=True, timeout=20)
+             for name, plant, act, fresh in plants]
+    for name in (".r.json.99999999999999999999.x.tmp", ".r.json.-1.x.tmp", ".tmp", "..tmp"):
+        cases.append(Case("hostile store directory", f"temporary file named {name!r}",
+                          lambda sb, n=name: _odd_temp_file(sb, n), writes=True))
+    return cases
+
+
+async def _claim_once(backend: FileBackend) -> None:
+    async with backend.claim("r"):
+        pass
+
+
+def _odd_temp_file(sb: Sandbox, name: str) -> str:
+    store = sb.root / sb.fresh_id("store")
+    store.mkdir()
+    (store / name).write_bytes(b"x")
+    os.utime(store / name, (0, 0))
+    backend = FileBackend(store, fsync=False)
+    if not (store / name).exists():
+        raise CheckFailed("a temporary file whose name names no writer was removed")
+    sb.run(backend.save_state("r", {"pipeline_context": {"n": 1}, "status": "running"}))
+    return "opened, the file kept"
+
+
+def _container_cases() -> list[Case]:
+    """Records whose parsed form costs far more than their size ([[],[],...]) are refused
+    before parsing, on every store, compressed or inline, plain or encrypting."""
+    cases: list[Case] = []
+    for kind in ("memory", "file", "sqlite"):
+        cases.append(Case("container bombs", f"inline JSON of 6,000,000 lists [{kind}]",
+                          lambda sb, k=kind: refused(lambda: _load_placed(
+                              sb, k, _many_lists(), rename=False, run_id="RID")),
+                          writes=True, timeout=30))
+        cases.append(Case("container bombs", f"zlib payload of 21,000,000 lists [{kind}]",
+                          lambda sb, k=kind: refused(lambda: _load_placed(
+                              sb, k, _many_lists_zlib(),
+                              rename=False, run_id="RID")),
+                          writes=True, timeout=30))
+        cases.append(Case("container bombs", f"plaintext in an encrypting store [{kind}]",
+                          lambda sb, k=kind: refused(lambda: _load_placed(
+                              sb, k, _many_lists(), rename=False, run_id="RID",
+                              encrypted=True)),
+                          writes=True, timeout=30))
+    return cases
+
+
+@functools.cache
+def _many_lists() -> bytes:
+    return _envelope_raw(b"[" + b"[]," * (6 * MILLION) + b"[]]")  # 18 MB: 6,000,000 lists
+
+
+@functools.cache
+def _many_lists_zlib() -> bytes:  # 20 KB, inflating to 63 MB: 21,000,000 lists
+    blob = zlib.compress(b"[" + b"[]," * (21 * MILLION) + b"[]]", 9)
+    return _envelope_raw(b'"' + base64.b64encode(blob) + b'"', "json+zlib")
+
+
+def _envelope_raw(payload: bytes, codec: str = "json") -> bytes:
+    """A record around the JSON text ``payload``, built as bytes (never parsed here)."""
+    head = _envelope("@@PAYLOAD@@", codec=codec)
+    return head.replace(b'"@@PAYLOAD@@"', payload)
+
+
 def build_corpus(records: Records, *, postgres: bool, sweep: int) -> list[Case]:
     return [*_tag_cases(), *_process_sweep(sweep), *_method_cases(), *_size_cases(),
-            *_record_cases(records), *_run_id_cases(postgres), *_save_cases()]
+            *_record_cases(records), *_run_id_cases(postgres), *_save_cases(),
+            *_store_cases(), *_container_cases()]
 
 
 # -- running the corpus --------------------------------------------------------------------------
@@ -1112,7 +1266,9 @@ def _warm_up(sb: Sandbox, records: Records) -> None:
     sample = {"d": datetime(2024, 3, 10, 1, 30, tzinfo=UTC), "m": Money(Decimal(1), "EUR"),
               "s": {1, 2}, "b": b"x", "t": (1,), "l": Loose(a=1, z=2), "p": Pair(1, 2),
               "e": Shade.DARK, "v": Versioned(value=1), "tr": Trap(1)}
-    decode(safe_serialize(sample))
+    with warnings.catch_warnings():  # the corpus's own classes live in this script
+        warnings.simplefilter("ignore", UnportableTypeWarning)
+        decode(safe_serialize(sample))
     decode({"$t": "datetime@1", "v": "2024-03-10T01:30:00+01:00[Europe/Paris]"})
     decode({"$t": "hostile.Versioned@1", "v": 1})
     deserialize_from_json("[1]")

@@ -45,7 +45,7 @@ from flujo.serialization._text import lone_surrogate_error  # the state's own er
 from ._compression import compress, decompress, resolve_compression
 from ._crypto import Encryption
 from ._envelope import ENVELOPE_VERSION, FORMAT, Envelope, format_timestamp
-from ._jsonio import JSONError, dumps, loads
+from ._jsonio import JSONError, containers, dumps, loads
 from ._migrations import StateMigrations, default_state_migrations
 from .models import WorkflowState, utc_now
 
@@ -55,11 +55,18 @@ __all__ = [
     "EnvelopeCodec",
     "SealedRecord",
     "associated_data",
+    "record_too_large",
 ]
 
 #: Default cap on a payload's decoded size (64 MiB); see ``max_payload_bytes``.
 DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
 
+_HEADER_ALLOWANCE = 1024 * 1024
+_MIN_CONTAINERS = 2**20
+# An encrypted record is a header and an opaque base64 payload: its only arrays and objects
+# are the record and its manifest (and brackets inside names). More means plaintext. Also
+# the allowance for a header's own brackets in any record.
+_ENCRYPTED_CONTAINERS = 1024
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LEGACY_KEYS = ("pipeline_context", "current_step_index", "step_history", "status")
 
@@ -101,6 +108,17 @@ def associated_data(envelope_fields: dict[str, Any]) -> bytes:
         "key_id": envelope_fields["key_id"],
     }
     return orjson.dumps(bound, option=orjson.OPT_SORT_KEYS)
+
+
+def record_too_large(what: str, size: int, limit: int) -> str:
+    """The message refusing a record of ``size`` bytes, over ``limit``."""
+    return (f"{what}: the record holds {size:,} bytes, over this store's limit of {limit:,}"
+            " bytes for one record (raise max_payload_bytes to read it); nothing was loaded")
+
+
+def _too_many(what: str, part: str, count: int, limit: int) -> str:
+    return (f"{what}: the {part} holds up to {count:,} JSON arrays and objects, over this"
+            f" store's limit of {limit:,} (from max_payload_bytes); refused unparsed")
 
 
 def _splice(header: dict[str, Any], payload_json: bytes) -> bytes:
@@ -228,6 +246,32 @@ class EnvelopeCodec:
         self.codec = "+".join(parts)
 
     @property
+    def max_record_bytes(self) -> int:
+        """The largest stored record this codec reads: a payload of ``max_payload_bytes`` in
+        base64 (4/3 of it) and a header of up to 1 MiB. Larger records are refused before
+        they are read or parsed."""
+        return self.max_payload_bytes * 4 // 3 + _HEADER_ALLOWANCE
+
+    @property
+    def max_containers(self) -> int:
+        """The most arrays and objects (``[``/``{``, see ``_jsonio.containers``) a record or
+        a decompressed payload may hold: 1/16 of ``max_payload_bytes``, at least 2**20.
+        This bounds the memory and time a hostile record costs to a small multiple of
+        ``max_payload_bytes`` (``[[],[],...]`` would otherwise cost 32 times its size)."""
+        return max(_MIN_CONTAINERS, self.max_payload_bytes // 16)
+
+    def _check_size(self, data: bytes, *, what: str) -> int:
+        """Refuse a record over ``max_record_bytes`` or ``max_containers`` before parsing;
+        return its container count."""
+        if len(data) > self.max_record_bytes:
+            raise CorruptStateError(record_too_large(what, len(data), self.max_record_bytes))
+        count = containers(data)
+        limit = self.max_containers + _ENCRYPTED_CONTAINERS  # the payload's and a header's
+        if count > limit:
+            raise CorruptStateError(_too_many(what, "record", count, limit))
+        return count
+
+    @property
     def registry(self) -> TypeRegistry:
         return self._registry if self._registry is not None else default_registry()
 
@@ -255,6 +299,12 @@ class EnvelopeCodec:
                 f" max_payload_bytes={self.max_payload_bytes}; it could not be loaded back, so"
                 " it is not saved"
             )
+        count = containers(payload_json)
+        if count > self.max_containers:
+            raise StateError(
+                f"{what}: the state encodes to {count:,} JSON arrays and objects (or '['/'{{'"
+                f" in its text), over this store's limit of {self.max_containers:,}"
+                " (max_payload_bytes / 16); it could not be loaded back, so it is not saved")
         return EncodedState(
             run_id=state.run_id,
             pipeline_name=state.pipeline_name,
@@ -302,7 +352,13 @@ class EnvelopeCodec:
         text = base64.b64encode(blob).decode("ascii")
         envelope = Envelope.model_validate({**header, "payload": text})
         plain = None if self.encryption is not None else encoded.payload_json
-        return SealedRecord(envelope, _splice(header, dumps(text)), plain)
+        raw = _splice(header, dumps(text))
+        if self.encryption is not None and containers(raw) > _ENCRYPTED_CONTAINERS:
+            raise StateError(  # it would read as plaintext (see parse)
+                f"run {encoded.run_id!r}: the record's header holds over"
+                f" {_ENCRYPTED_CONTAINERS} '['/'{{' (in the pipeline name or type names); an"
+                " encrypting store refuses it, so it is not saved")
+        return SealedRecord(envelope, raw, plain)
 
     def to_bytes(self, envelope: Envelope) -> bytes:
         """The exact stored bytes of ``envelope``."""
@@ -318,9 +374,20 @@ class EnvelopeCodec:
     def parse(
         self, raw: bytes | str, *, what: str, fallback_time: datetime | None = None
     ) -> Envelope:
-        """Parse stored bytes into an :class:`Envelope` (upgrading old layouts in memory)."""
+        """Parse stored bytes into an :class:`Envelope` (upgrading old layouts in memory).
+
+        A record over ``max_record_bytes`` or ``max_containers`` is refused before it is
+        parsed, and so is a plaintext record in a store that requires encryption."""
+        data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+        count = self._check_size(data, what=what)
+        encryption = self.encryption
+        if (encryption is not None and not encryption.accept_plaintext
+                and count > _ENCRYPTED_CONTAINERS):
+            raise EncryptionError(
+                f"{what}: the record is not encrypted (its payload is JSON data, not an"
+                " opaque string) but this backend requires encryption; refused unread")
         try:
-            data = loads(raw)
+            data = loads(data)
         except JSONError as exc:
             raise CorruptStateError(f"{what}: not valid JSON ({exc})") from exc
         return self.parse_data(data, what=what, fallback_time=fallback_time)
@@ -385,6 +452,9 @@ class EnvelopeCodec:
         compression = envelope.compression
         if compression is not None:
             blob = decompress(compression, blob, limit=self.max_payload_bytes, what=what)
+        count = containers(blob)
+        if count > self.max_containers:
+            raise CorruptStateError(_too_many(what, "payload", count, self.max_containers))
         try:
             return loads(blob)
         except JSONError as exc:

@@ -22,6 +22,7 @@ import asyncio
 import base64
 import datetime as dt
 import decimal
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from flujo.exceptions import (
     UnserializableTypeError,
 )
 
+from ._codec import EnvelopeCodec
 from ._crypto import Encryption
 from ._jsonio import dumps, loads
 from ._migrations import StateMigrations
@@ -51,6 +53,25 @@ from .backends.base import StateBackend
 from .models import WorkflowState
 
 __all__ = ["BAD_RUN_IDS", "BackendContract", "assert_same", "sample_values"]
+
+
+#: A store small enough that its limits are quick to exceed (max_containers is 2**20).
+_BOUNDED = 4 * 1024 * 1024
+
+
+def _codec_of(backend: StateBackend) -> EnvelopeCodec:
+    codec = getattr(backend, "codec", None)
+    assert isinstance(codec, EnvelopeCodec), f"{type(backend).__name__} has no EnvelopeCodec"
+    return codec
+
+
+def _record(run_id: str, payload: bytes, codec: str = "json") -> bytes:
+    """A stored record of ``run_id`` around ``payload`` (its JSON), bypassing every check."""
+    return (b'{"format":"flujo.state","envelope_version":1,"run_id":"' + run_id.encode()
+            + b'","revision":1,"state_version":1,"manifest":{},"pipeline_name":"",'
+            b'"status":"running","created_at":"2024-01-01T00:00:00.000000+00:00",'
+            b'"updated_at":"2024-01-01T00:00:00.000000+00:00","codec":"' + codec.encode()
+            + b'","key_id":null,"payload":' + payload + b"}")
 
 
 def _state(run_id: str, **fields: Any) -> WorkflowState:
@@ -444,6 +465,60 @@ class BackendContract:
             await backend.load_state("bad")
         assert await self.get_raw(backend, "bad") == raw
         assert "bad" in await backend.list_run_ids()
+
+    async def test_oversized_records_are_refused_unparsed_and_left_alone(
+        self, tmp_path: Path
+    ) -> None:
+        # A store reads no record over max_record_bytes, and no record or decompressed
+        # payload with more arrays and objects than max_containers: parsing a hostile one
+        # would cost memory and time far beyond its size ([[],[],...] costs 32 times).
+        backend = await self.make_backend(tmp_path, max_payload_bytes=_BOUNDED)
+        zlib_store = await self.make_backend(tmp_path, max_payload_bytes=_BOUNDED,
+                                             compression="zlib")
+        codec = _codec_of(backend)
+        try:
+            cases = {
+                "big": _record("big", b'"' + b"x" * codec.max_record_bytes + b'"'),
+                "many": _record("many", b"[" + b"[]," * (codec.max_containers + 2048) + b"[]]"),
+                "bomb": _record("bomb", b'"' + base64.b64encode(zlib.compress(
+                    b"[" + b"[]," * codec.max_containers + b"[]]", 9)) + b'"', "json+zlib"),
+            }
+            for run_id, raw in cases.items():
+                store = zlib_store if run_id == "bomb" else backend
+                await self.put_raw(store, run_id, raw)
+                with pytest.raises(CorruptStateError, match="over this store's limit"):
+                    await store.load_state(run_id)
+                assert await self.get_raw(store, run_id) == raw
+        finally:
+            await backend.close()
+            await zlib_store.close()
+
+    async def test_an_encrypting_store_refuses_plaintext_before_parsing_it(
+        self, tmp_path: Path
+    ) -> None:
+        secure = await self.make_backend(
+            tmp_path, encryption=Encryption.single(Encryption.generate_key()))
+        try:
+            # Many arrays, then a value no parser accepts: parsing would be a JSON error.
+            raw = _record("p", b"[" + b"[]," * 2000 + b"[]]").replace(b'"json"', b'"json"  ')
+            await self.put_raw(secure, "p", raw)
+            with pytest.raises(EncryptionError, match="not encrypted"):
+                await secure.load_state("p")
+            assert await self.get_raw(secure, "p") == raw
+        finally:
+            await secure.close()
+
+    async def test_a_state_over_the_container_limit_is_refused_at_save(
+        self, tmp_path: Path
+    ) -> None:
+        backend = await self.make_backend(tmp_path, max_payload_bytes=_BOUNDED)
+        try:
+            dense: list[list[int]] = [[] for _ in range(_codec_of(backend).max_containers)]
+            with pytest.raises(StateError, match="arrays and objects"):
+                await backend.save_state("dense", _state("dense", pipeline_context={"d": dense}))
+            assert await backend.load_state("dense") is None
+        finally:
+            await backend.close()
 
     async def test_truncated_real_record(self, backend: StateBackend) -> None:
         await backend.save_state("cut", _state("cut", pipeline_context=sample_values()))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
@@ -19,9 +20,13 @@ from types import ModuleType
 from flujo.exceptions import BackendUnavailableError, RunInProgressError
 
 from .._runid import validate_run_id
+from ._dirs import FILE_MODE, Directory, kind_of, opened
 from .base import RunClaim
 
 __all__ = ["ClaimDirectory", "acquire", "locked", "release"]
+
+_LOCK_FLAGS = (os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+               | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
 
 
 def _fcntl() -> ModuleType:
@@ -34,22 +39,27 @@ def _fcntl() -> ModuleType:
     return fcntl
 
 
-def acquire(path: Path, *, blocking: bool) -> int | None:
-    """Lock ``path`` (created if needed); return the fd, or None if busy and not blocking."""
+def acquire(directory: Directory, name: str, *, blocking: bool) -> int | None:
+    """Lock the file ``name`` of ``directory`` (created 0600 if needed); return the fd, or
+    None if busy and not blocking. A link or anything but a regular file there is refused
+    (never followed, never created through)."""
     fcntl = _fcntl()
     flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
+    path = directory.path / name
     while True:
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except FileNotFoundError:
-            try:  # the lock directory was removed (e.g. by a cleanup job): recreate it
-                path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise BackendUnavailableError(f"cannot create {path.parent}: {exc}") from exc
-            continue
+            fd = os.open(name, _LOCK_FLAGS, FILE_MODE, dir_fd=directory.fd)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise BackendUnavailableError(
+                    f"lock file {path} is a symbolic link; flujo never follows links in a"
+                    " store (remove it)") from exc
             raise BackendUnavailableError(f"cannot open lock file {path}: {exc}") from exc
         try:
+            held = os.fstat(fd)
+            if not stat.S_ISREG(held.st_mode):
+                raise BackendUnavailableError(
+                    f"lock file {path} is {kind_of(held.st_mode)}, not a regular file (remove it)")
             fcntl.flock(fd, flags)
         except OSError as exc:
             os.close(fd)
@@ -60,58 +70,57 @@ def acquire(path: Path, *, blocking: bool) -> int | None:
             os.close(fd)
             raise
         try:
-            on_disk = os.stat(path)
+            on_disk = directory.lstat(name)
         except FileNotFoundError:
             os.close(fd)
             continue
-        held = os.fstat(fd)
         if (on_disk.st_ino, on_disk.st_dev) == (held.st_ino, held.st_dev):
             return fd
         os.close(fd)
 
 
-def release(fd: int, path: Path) -> None:
+def release(directory: Directory, fd: int, name: str) -> None:
     """Remove the lock file (while still holding it) and drop the lock."""
     try:
         with suppress(FileNotFoundError):
-            os.unlink(path)
+            directory.unlink(name)
     finally:
         os.close(fd)
 
 
 @contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Hold the blocking lock on ``path`` for the block (runs in a worker thread)."""
-    fd = acquire(path, blocking=True)
+def locked(directory: Directory, name: str) -> Iterator[None]:
+    """Hold the blocking lock on ``name`` in ``directory`` for the block (runs in a worker
+    thread)."""
+    fd = acquire(directory, name, blocking=True)
     assert fd is not None
     try:
         yield
     finally:
-        release(fd, path)
+        release(directory, fd, name)
 
 
 class ClaimDirectory:
-    """Per-run claims as ``<directory>/<run_id>.claim`` lock files."""
+    """Per-run claims as ``<root>/<folder>/<run_id>.claim`` lock files; ``folder`` is the
+    store's own (a real directory, created 0700), ``root`` the directory its owner named."""
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
+    def __init__(self, root: Path, folder: str) -> None:
+        self.root = root
+        self.folder = folder
 
     @asynccontextmanager
     async def claim(self, run_id: str) -> AsyncIterator[RunClaim]:
         validate_run_id(run_id)
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise BackendUnavailableError(
-                f"cannot create the claim directory {self.directory}: {exc}"
-            ) from exc
-        path = self.directory / f"{run_id}.claim"
-        fd = acquire(path, blocking=False)
-        if fd is None:
-            raise RunInProgressError(
-                f"run {run_id!r} is claimed by another worker (lock file {path})"
-            )
-        try:
-            yield RunClaim(run_id)
-        finally:
-            release(fd, path)
+        name = f"{run_id}.claim"
+        with opened(self.root, create=True) as root, \
+                root.subdirectory(self.folder, create=True) as directory:
+            fd = acquire(directory, name, blocking=False)
+            if fd is None:
+                raise RunInProgressError(
+                    f"run {run_id!r} is claimed by another worker (lock file"
+                    f" {directory.path / name})"
+                )
+            try:
+                yield RunClaim(run_id)
+            finally:
+                release(directory, fd, name)

@@ -8,6 +8,9 @@
   returned the record survives ``kill -9`` (and, with ``fsync=True``, power loss).
 * Saves of one run are serialized across threads and processes by a ``flock`` on
   ``<dir>/.locks/<run_id>.write``; claims use ``<dir>/.locks/<run_id>.claim``.
+* Nothing is done through a symbolic link inside the directory, and only regular files are
+  read, up to the store's record size limit (``_dirs``): a planted link, FIFO or huge file
+  is refused with a typed error, never followed, waited on or loaded.
 * A record that cannot be parsed raises CorruptStateError naming the file. Loads never modify
   files; saves refuse to replace a damaged record (``delete_state`` removes it).
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import stat
 import time
 import uuid
 from contextlib import AbstractAsyncContextManager
@@ -29,13 +33,29 @@ from flujo.exceptions import BackendUnavailableError
 from .._codec import SealedRecord
 from .._runid import validate_run_id
 from ..models import RunSummary
-from . import _flock
+from . import _dirs, _flock
 from .base import CurrentRecord, EnvelopeStateBackend, RunClaim, StoredRecord, WriteRecord
 from .memory import page
 
 __all__ = ["FileBackend"]
 
 _SUFFIX = ".json"
+_LOCKS = ".locks"
+# The earliest and latest times datetime holds: a file time beyond them (a clock set far
+# ahead, a touched file) is clamped, as it only stands in for a missing header timestamp.
+_EARLIEST, _LATEST = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
+
+
+def _file_time(mtime: float) -> datetime:
+    try:
+        return datetime.fromtimestamp(mtime, UTC)
+    except (OverflowError, OSError, ValueError):
+        return _LATEST if mtime > 0 else _EARLIEST
+
+
+# Process ids are positive and, on every POSIX system, fit in 32 bits (os.kill raises
+# OverflowError beyond a C int).
+_MAX_PID = 2**31 - 1
 
 
 def _process_exists(pid: int) -> bool:
@@ -48,37 +68,33 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise BackendUnavailableError(f"cannot fsync the directory {directory}: {exc}") from exc
+def _writer_pid(name: str) -> int | None:
+    """The process id a temporary file ``.<record>.<pid>.<random>.tmp`` names, or None."""
+    parts = name.split(".")
+    if len(parts) < 4 or not parts[-3].isdigit() or len(parts[-3]) > 10:
+        return None
+    pid = int(parts[-3])
+    return pid if 0 < pid <= _MAX_PID else None
 
 
 class FileBackend(EnvelopeStateBackend):
     """Stores each run as ``<path>/<run_id>.json``.
 
     ``fsync=False`` skips the fsync calls: records still survive a process crash (the data
-    is in the OS page cache) but not a power loss. Files are created readable by their owner
-    only (mode 0600).
+    is in the OS page cache) but not a power loss. The directory and its ``.locks`` folder
+    are created readable by their owner only (0700), files likewise (0600). No operation
+    follows a symbolic link inside the store, and a record that is not a regular file or is
+    larger than the store reads is refused before it is read (see ``_dirs``).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True, **codec_options: Any):
         super().__init__(**codec_options)
         self.path = Path(path)
         self.fsync = fsync
-        self._lock_dir = self.path / ".locks"
-        try:
-            self._lock_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise BackendUnavailableError(
-                f"cannot create the state directory {self.path}: {exc}"
-            ) from exc
-        self._claims = _flock.ClaimDirectory(self._lock_dir)
+        with _dirs.opened(self.path, create=True) as root, \
+                root.subdirectory(_LOCKS, create=True):
+            pass
+        self._claims = _flock.ClaimDirectory(self.path, _LOCKS)
         self.remove_stale_temp_files()
 
     def remove_stale_temp_files(self, *, min_age_s: float = 60.0) -> list[Path]:
@@ -88,25 +104,25 @@ class FileBackend(EnvelopeStateBackend):
         no longer exists on this host and the file is older than ``min_age_s`` (so a writer on
         another host sharing the directory is not disturbed by a coincidental pid). Readers
         never look at these files; this only reclaims space. Called when a backend is opened.
+        Names that do not parse, and anything but regular files, are left alone.
         """
         removed: list[Path] = []
         now = time.time()
-        try:
-            candidates = list(self.path.glob(".*.tmp"))
-        except OSError:
-            return removed
-        for tmp in candidates:
-            parts = tmp.name.split(".")
-            pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
-            if pid is None or _process_exists(pid):
-                continue
-            try:
-                if now - tmp.stat().st_mtime < min_age_s:
+        with _dirs.opened(self.path, create=False) as root:
+            for name in root.names():
+                if not (name.startswith(".") and name.endswith(".tmp")):
                     continue
-                tmp.unlink()
-            except OSError:  # gone already, or not ours to remove: leave it
-                continue
-            removed.append(tmp)
+                pid = _writer_pid(name)
+                if pid is None or _process_exists(pid):
+                    continue
+                try:
+                    info = root.lstat(name)
+                    if not stat.S_ISREG(info.st_mode) or now - info.st_mtime < min_age_s:
+                        continue
+                    root.unlink(name)
+                except OSError:  # gone already, or not ours to remove: leave it
+                    continue
+                removed.append(self.path / name)
         return removed
 
     def file_for(self, run_id: str) -> Path:
@@ -119,70 +135,77 @@ class FileBackend(EnvelopeStateBackend):
     # -- reading -------------------------------------------------------------------------
 
     def _read_sync(self, run_id: str) -> StoredRecord | None:
-        path = self.path / f"{run_id}{_SUFFIX}"
-        try:
-            with open(path, "rb") as handle:
-                raw = handle.read()
-                mtime = os.fstat(handle.fileno()).st_mtime
-        except FileNotFoundError:
+        with _dirs.opened(self.path, create=False) as root:
+            return self._read_in(root, run_id)
+
+    def _read_in(self, root: _dirs.Directory, run_id: str) -> StoredRecord | None:
+        found = root.read_regular(f"{run_id}{_SUFFIX}", limit=self.codec.max_record_bytes)
+        if found is None:
             return None
-        except OSError as exc:
-            raise BackendUnavailableError(f"cannot read {path}: {exc}") from exc
-        return StoredRecord(raw, fallback_time=datetime.fromtimestamp(mtime, UTC))
+        raw, info = found
+        return StoredRecord(raw, fallback_time=_file_time(info.st_mtime))
 
     async def _read(self, run_id: str) -> StoredRecord | None:
         return await asyncio.to_thread(self._read_sync, run_id)
 
     # -- writing -------------------------------------------------------------------------
 
-    def _current(self, run_id: str) -> CurrentRecord | None:
-        stored = self._read_sync(run_id)
+    def _current(self, root: _dirs.Directory, run_id: str) -> CurrentRecord | None:
+        stored = self._read_in(root, run_id)
         if stored is None:
             return None
         envelope = self._parse(run_id, stored)  # a damaged record raises: never overwritten
         return CurrentRecord(envelope.revision, envelope.created_at)
 
-    def _replace(self, target: Path, data: bytes) -> None:
-        tmp = self.path / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
+    def _replace(self, root: _dirs.Directory, target: str, data: bytes) -> None:
+        tmp = f".{target}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
+        created = False
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            fd = root.create_exclusive(tmp)
+            created = True
             with open(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 if self.fsync:
                     os.fsync(handle.fileno())
-            os.replace(tmp, target)
+            root.replace(tmp, target)
         except OSError as exc:
-            with contextlib.suppress(OSError):  # keep the original error, not the cleanup's
-                tmp.unlink(missing_ok=True)
-            raise BackendUnavailableError(f"cannot write {target}: {exc}") from exc
+            if created:
+                with contextlib.suppress(OSError):  # keep the original error, not the cleanup's
+                    root.unlink(tmp)
+            raise BackendUnavailableError(f"cannot write {root.path / target}: {exc}") from exc
         except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
+            if created:
+                with contextlib.suppress(OSError):
+                    root.unlink(tmp)
             raise
         if self.fsync:
-            _fsync_dir(self.path)
+            root.fsync()
 
     def _write_sync(self, run_id: str, make: WriteRecord) -> SealedRecord:
-        with _flock.locked(self._lock_dir / f"{run_id}.write"):
-            sealed = make(self._current(run_id))
-            self._replace(self.path / f"{run_id}{_SUFFIX}", sealed.raw)
+        with _dirs.opened(self.path, create=False) as root, \
+                root.subdirectory(_LOCKS, create=True) as locks, \
+                _flock.locked(locks, f"{run_id}.write"):
+            sealed = make(self._current(root, run_id))
+            self._replace(root, f"{run_id}{_SUFFIX}", sealed.raw)
         return sealed
 
     async def _write(self, run_id: str, make: WriteRecord) -> SealedRecord:
         return await asyncio.to_thread(self._write_sync, run_id, make)
 
     def _delete_sync(self, run_id: str) -> None:
-        path = self.path / f"{run_id}{_SUFFIX}"
-        with _flock.locked(self._lock_dir / f"{run_id}.write"):
+        name = f"{run_id}{_SUFFIX}"
+        with _dirs.opened(self.path, create=False) as root, \
+                root.subdirectory(_LOCKS, create=True) as locks, \
+                _flock.locked(locks, f"{run_id}.write"):
             try:
-                path.unlink()
+                root.unlink(name)  # a link named like a record is removed, not followed
             except FileNotFoundError:
                 return
             except OSError as exc:
-                raise BackendUnavailableError(f"cannot delete {path}: {exc}") from exc
+                raise BackendUnavailableError(f"cannot delete {root.path / name}: {exc}") from exc
             if self.fsync:
-                _fsync_dir(self.path)
+                root.fsync()
 
     async def _delete(self, run_id: str) -> None:
         await asyncio.to_thread(self._delete_sync, run_id)
@@ -190,12 +213,13 @@ class FileBackend(EnvelopeStateBackend):
     # -- listing -------------------------------------------------------------------------
 
     def _ids_sync(self) -> list[str]:
+        with _dirs.opened(self.path, create=False) as root:
+            return self._ids_in(root)
+
+    @staticmethod
+    def _ids_in(root: _dirs.Directory) -> list[str]:
         ids: list[str] = []
-        try:
-            names = os.listdir(self.path)
-        except OSError as exc:
-            raise BackendUnavailableError(f"cannot list {self.path}: {exc}") from exc
-        for name in names:
+        for name in root.names():
             if not name.endswith(_SUFFIX) or name.startswith("."):
                 continue
             run_id = name[: -len(_SUFFIX)]
@@ -213,25 +237,26 @@ class FileBackend(EnvelopeStateBackend):
         self, status: str | None, pipeline_name: str | None, limit: int | None, offset: int
     ) -> list[RunSummary]:
         rows: list[RunSummary] = []
-        for run_id in self._ids_sync():
-            stored = self._read_sync(run_id)
-            if stored is None:
-                continue  # deleted while listing
-            env = self._parse(run_id, stored)
-            if status is not None and env.status != status:
-                continue
-            if pipeline_name is not None and env.pipeline_name != pipeline_name:
-                continue
-            rows.append(
-                RunSummary(
-                    run_id=run_id,
-                    pipeline_name=env.pipeline_name,
-                    status=env.status,
-                    revision=env.revision,
-                    created_at=env.created_at,
-                    updated_at=env.updated_at,
+        with _dirs.opened(self.path, create=False) as root:
+            for run_id in self._ids_in(root):
+                stored = self._read_in(root, run_id)
+                if stored is None:
+                    continue  # deleted while listing
+                env = self._parse(run_id, stored)
+                if status is not None and env.status != status:
+                    continue
+                if pipeline_name is not None and env.pipeline_name != pipeline_name:
+                    continue
+                rows.append(
+                    RunSummary(
+                        run_id=run_id,
+                        pipeline_name=env.pipeline_name,
+                        status=env.status,
+                        revision=env.revision,
+                        created_at=env.created_at,
+                        updated_at=env.updated_at,
+                    )
                 )
-            )
         return page(rows, limit, offset)
 
     async def _list(

@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING, Any
 from flujo.exceptions import (
     BackendConfigError,
     BackendUnavailableError,
+    CorruptStateError,
     FutureVersionError,
     RunInProgressError,
     StateConflictError,
     StateError,
 )
 
-from .._codec import SealedRecord
+from .._codec import SealedRecord, record_too_large
 from .._runid import validate_run_id
 from ..models import RunSummary
 from .base import CurrentRecord, EnvelopeStateBackend, RunClaim, StoredRecord, WriteRecord
@@ -245,11 +246,20 @@ class PostgresBackend(EnvelopeStateBackend):
         pool = await self._get_pool()
         with self._errors():
             async with pool.connection() as conn:
+                # The size first: a record over the limit is refused, never fetched.
                 cur = await conn.execute(
-                    self._sql("SELECT envelope::text FROM {table} WHERE run_id = %s"), (run_id,)
+                    self._sql("SELECT pg_catalog.octet_length(envelope::text),"
+                              " CASE WHEN pg_catalog.octet_length(envelope::text) <= %s"
+                              " THEN envelope::text END FROM {table} WHERE run_id = %s"),
+                    (self.codec.max_record_bytes, run_id),
                 )
                 row = await cur.fetchone()
-        return None if row is None else StoredRecord(row[0])
+        if row is None:
+            return None
+        if row[1] is None:
+            raise CorruptStateError(record_too_large(self.describe(run_id), row[0],
+                                                     self.codec.max_record_bytes))
+        return StoredRecord(row[1])
 
     def _row(self, run_id: str, sealed: SealedRecord) -> tuple[Any, ...]:
         env = sealed.envelope

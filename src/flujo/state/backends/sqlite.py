@@ -26,9 +26,14 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Literal
 
-from flujo.exceptions import BackendConfigError, BackendUnavailableError, FutureVersionError
+from flujo.exceptions import (
+    BackendConfigError,
+    BackendUnavailableError,
+    CorruptStateError,
+    FutureVersionError,
+)
 
-from .._codec import SealedRecord
+from .._codec import SealedRecord, record_too_large
 from .._envelope import format_timestamp
 from ..models import RunSummary
 from . import _flock
@@ -129,7 +134,7 @@ class SQLiteBackend(EnvelopeStateBackend):
         # One connection per worker thread, reused: opening one costs more than a save.
         self._local = threading.local()
         self._open: list[sqlite3.Connection] = []
-        self._claims = _flock.ClaimDirectory(Path(f"{self.path}.claims"))
+        self._claims = _flock.ClaimDirectory(self.path.parent, f"{self.path.name}.claims")
 
     def describe(self, run_id: str) -> str:
         return f"run {run_id!r} (SQLite {self.path}, table {self.table})"
@@ -275,11 +280,19 @@ class SQLiteBackend(EnvelopeStateBackend):
     # -- primitives ----------------------------------------------------------------------
 
     def _read_sync(self, run_id: str) -> StoredRecord | None:
+        limit = self.codec.max_record_bytes
         with self._connection() as conn:
+            # The size first: a record over the limit is refused, never fetched.
             row = conn.execute(
-                f'SELECT envelope FROM "{self.table}" WHERE run_id = ?', (run_id,)
+                "SELECT length(CAST(envelope AS BLOB)), CASE WHEN"
+                f' length(CAST(envelope AS BLOB)) <= ? THEN envelope END FROM "{self.table}"'
+                " WHERE run_id = ?", (limit, run_id)
             ).fetchone()
-        return None if row is None else StoredRecord(row[0])
+        if row is None:
+            return None
+        if row[1] is None:
+            raise CorruptStateError(record_too_large(self.describe(run_id), row[0], limit))
+        return StoredRecord(row[1])
 
     async def _read(self, run_id: str) -> StoredRecord | None:
         return await asyncio.to_thread(self._read_sync, run_id)
