@@ -514,3 +514,42 @@ def test_a_parametrization_no_reader_can_rebuild_warns(app: str) -> None:
     with pytest.warns(UnportableTypeWarning, match="type arguments that other processes cannot"):
         data = safe_serialize(value, registry=TypeRegistry())
     assert "Annotated[int, FieldInfo(" in data[TAG]
+
+
+class _Calls:
+    made: list[str] = []
+
+
+class _LazySettings:
+    """Like Django's LazySettings: ``__class__`` is a property that sets things up."""
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        _Calls.made.append("__class__")
+        return type
+
+
+class _Proxy:
+    """Like werkzeug's LocalProxy: every attribute goes through ``__getattr__``."""
+
+    def __getattr__(self, name: str) -> Any:
+        _Calls.made.append(f"__getattr__({name})")
+        raise AttributeError(name)
+
+
+@pytest.mark.parametrize("attribute", ["settings", "proxy", "settings.x", "proxy.Model"])
+def test_names_resolve_without_running_code_of_the_objects_they_name(
+        monkeypatch: pytest.MonkeyPatch, attribute: str) -> None:
+    # was: finding a defined class read found.__class__ through isinstance, which ran a
+    # module attribute's __class__ property or __getattr__ named by the data
+    module = ModuleType(f"flujo_hostile_{uuid.uuid4().hex[:8]}")
+    module.settings = _LazySettings()  # type: ignore[attr-defined]
+    module.proxy = _Proxy()  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    _Calls.made.clear()
+    registry = TypeRegistry(trusted_modules=[module.__name__])
+    for data in ({TAG: f"{module.__name__}:{attribute}@1", VALUE: {}},
+                 {TAG: f"{module.__name__}:{attribute}[int]@1", VALUE: [{}]}):
+        with pytest.raises(UnknownTypeError):
+            safe_deserialize(data, registry=registry)
+    assert _Calls.made == []

@@ -37,7 +37,7 @@ import weakref
 from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeGuard, TypeVar
 
 from pydantic import BaseModel
 
@@ -167,7 +167,7 @@ class NameResolver:
         module = sys.modules.get(module_name)  # only modules already imported
         if module is not None and "<locals>" not in qualname:
             found = attribute_path(module, qualname)
-            if isinstance(found, type) and auto_name(found) == name:
+            if is_class(found) and auto_name(found) == name:
                 candidates[id(found)] = found
         if not candidates:
             if "[" in qualname:  # only parametrizations can carry such a name
@@ -239,6 +239,13 @@ def _is_module_name(text: str) -> bool:
 
 _MODULE_DICT: Final[Any] = vars(ModuleType)["__dict__"]
 _CLASS_DICT: Final[Any] = vars(type)["__dict__"]
+
+
+def is_class(found: object) -> TypeGuard[type]:
+    """Whether ``found`` is a class, by its type alone: ``isinstance(found, type)`` would
+    read ``found.__class__`` when its type is not a class's, running a property or a
+    ``__getattr__`` of an object the data named (a lazy settings object, a proxy)."""
+    return issubclass(type(found), type)
 
 
 def attribute_path(start: object, dotted: str) -> object:
@@ -324,7 +331,7 @@ class _Parametrizer:
     def origin(self, module_name: str, origin_name: str) -> type[BaseModel] | None:
         module = sys.modules.get(module_name)
         top = attribute_path(module, origin_name) if module is not None else None
-        if isinstance(top, type):
+        if is_class(top):
             found = [top]
         else:  # pydantic names a nested class's parametrization by its __name__ only
             found = [cls for cls in subclasses(BaseModel)
@@ -434,14 +441,14 @@ class _Parametrizer:
         """
         home = sys.modules.get(self.name.partition(":")[0])
         local = attribute_path(home, dotted) if home is not None else None
-        if isinstance(local, type) and _named(local, dotted.rpartition(".")[2]):
+        if is_class(local) and _named(local, dotted.rpartition(".")[2]):
             return local
         parts = dotted.split(".")
         for cut in range(len(parts) - 1, 0, -1):
             module_name, qualname = ".".join(parts[:cut]), ".".join(parts[cut:])
             module = self.module(module_name)
             found = attribute_path(module, qualname) if module is not None else None
-            if isinstance(found, type) and _named(found, qualname):
+            if is_class(found) and _named(found, qualname):
                 return found
         everywhere = {id(cls): cls for root in (BaseModel, enum.Enum, tuple)
                       for cls in subclasses(root) if _named(cls, dotted)}
@@ -455,7 +462,7 @@ class _Parametrizer:
 
 
 def _is_generic_origin(cls: object) -> bool:
-    if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
+    if not (is_class(cls) and issubclass(cls, BaseModel)):
         return False
     metadata = cls.__pydantic_generic_metadata__
     return metadata["origin"] is None and bool(metadata["parameters"])
