@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import pytest
 from pydantic import BaseModel, create_model
@@ -517,7 +517,7 @@ def test_a_parametrization_no_reader_can_rebuild_warns(app: str) -> None:
 
 
 class _Calls:
-    made: list[str] = []
+    made: ClassVar[list[str]] = []
 
 
 class _LazySettings:
