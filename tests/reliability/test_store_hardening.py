@@ -3,7 +3,10 @@ it, follow a planted link, block on a FIFO or load an unbounded file."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import sqlite3
 import stat
 import threading
 from collections.abc import Callable
@@ -41,8 +44,6 @@ def finishes(call: Callable[[], Any], seconds: float = 10.0) -> Any:
 
 
 def run(coro: Any) -> Any:
-    import asyncio
-
     return finishes(lambda: asyncio.run(coro))
 
 
@@ -236,3 +237,110 @@ def test_a_store_folder_of_another_user_is_refused(tmp_path: Path) -> None:
     os.chown(store, 65534, 65534)  # now the store's: its .locks is used again
     run(backend.save_state("r1", STATE))
 
+
+
+# -- SQLite: reads never write, a hostile schema is refused, statements are bounded ---------
+
+
+def _other_application_db(path: Path) -> bytes:
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, item TEXT)")
+        conn.execute("INSERT INTO orders (item) VALUES ('book')")
+    conn.close()
+    return path.read_bytes()
+
+
+def test_reading_another_applications_database_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    before = _other_application_db(path)
+    backend = SQLiteBackend(path)
+    assert run(backend.load_state("r1")) is None
+    assert run(backend.list_runs()) == []
+    assert run(backend.list_run_ids()) == []
+    run(backend.close())
+    assert path.read_bytes() == before  # no flujo table, no switch to WAL
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]
+
+
+def test_reading_a_missing_database_creates_nothing(tmp_path: Path) -> None:
+    backend = SQLiteBackend(tmp_path / "nothing" / "state.db")
+    assert run(backend.load_state("r1")) is None
+    assert run(backend.list_runs()) == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_fresh_reader_loads_while_another_process_holds_the_write_lock(
+        tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    run(SQLiteBackend(path).save_state("r1", STATE))
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the write lock, held
+    try:
+        reader = SQLiteBackend(path, busy_timeout=30)
+        record = finishes(lambda: asyncio.run(reader.load_record("r1")), seconds=5)
+        assert record is not None and record.state.pipeline_context == {"n": 1}
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+HOSTILE_SCHEMAS = {
+    "recursive trigger": "CREATE TRIGGER spin BEFORE UPDATE ON flujo_state BEGIN"
+                         " UPDATE flujo_state SET revision = revision + 1; END",
+    "insert trigger": "CREATE TRIGGER copy AFTER INSERT ON flujo_state BEGIN"
+                      " DELETE FROM flujo_state; END",
+    "view in place of the table": "DROP TABLE flujo_state; CREATE VIEW flujo_state AS"
+                                  " WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1"
+                                  " FROM c) SELECT x AS run_id, x AS envelope FROM c",
+    "versions view": "DROP TABLE flujo_schema_versions; CREATE VIEW flujo_schema_versions"
+                     " AS SELECT 'flujo_state' AS component, 1 AS version",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_SCHEMAS))
+def test_a_database_with_objects_flujo_did_not_create_is_refused(
+        tmp_path: Path, name: str) -> None:
+    path = tmp_path / "state.db"
+    run(SQLiteBackend(path).save_state("r1", STATE))
+    with sqlite3.connect(path) as conn:
+        conn.executescript(HOSTILE_SCHEMAS[name])
+    conn.close()
+    before = _dump(path)
+    for attempt in (lambda b: b.load_state("r1"), lambda b: b.list_runs(),
+                    lambda b: b.save_state("r1", STATE)):
+        backend = SQLiteBackend(path)
+        with pytest.raises(BackendUnavailableError, match="flujo's names"):
+            run(attempt(backend))
+        run(backend.close())
+    assert _dump(path) == before
+
+
+def _dump(path: Path) -> list[str]:
+    """The database's content and schema (its file may be checkpointed, not changed)."""
+    with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as conn:
+        return list(conn.iterdump())
+
+
+def test_a_statement_running_past_statement_timeout_is_interrupted(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    backend = SQLiteBackend(path, statement_timeout=0.3)
+    run(backend.save_state("r1", STATE))
+
+    def connect_then_update() -> None:
+        with backend._connection():  # this thread's connection: the schema is checked now
+            pass
+        with sqlite3.connect(path) as other:  # a trigger that never ends, added afterwards
+            other.execute("CREATE TRIGGER spin BEFORE UPDATE ON flujo_state BEGIN SELECT"
+                          " count(*) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT"
+                          " x + 1 FROM c) SELECT x FROM c); END")
+        other.close()
+        with backend._connection() as conn:
+            conn.execute("UPDATE flujo_state SET revision = 2")
+
+    with pytest.raises(BackendUnavailableError, match=r"statement_timeout=0\.3"):
+        finishes(connect_then_update)
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TRIGGER spin")
+    conn.close()
+    record = run(SQLiteBackend(path).load_record("r1"))
+    assert record is not None and record.revision == 1

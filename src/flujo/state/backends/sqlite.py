@@ -8,6 +8,11 @@
   ``i + 1`` and the applied version is kept in ``flujo_schema_versions``. A database written
   by a newer flujo is refused with FutureVersionError.
 * Claims are ``flock`` lock files in ``<database>.claims/`` (see StateBackend.claim).
+* Reads never write: until the backend has saved, they use a read-only connection and
+  find nothing in a missing database or one without flujo's table (no file, table or WAL
+  switch is made). A database whose objects under flujo's names are not the plain tables
+  flujo creates (a view, a trigger) is refused, and every statement is interrupted after
+  ``statement_timeout`` seconds.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import os
 import re
 import resource
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -37,6 +43,7 @@ from .._codec import SealedRecord, record_too_large
 from .._envelope import format_timestamp
 from ..models import RunSummary
 from . import _flock
+from ._dirs import kind_of
 from .base import CurrentRecord, EnvelopeStateBackend, RunClaim, StoredRecord, WriteRecord
 
 __all__ = ["SQLITE_SCHEMA_VERSION", "SQLiteBackend"]
@@ -65,6 +72,8 @@ _MIGRATIONS: list[tuple[str, ...]] = [
 SQLITE_SCHEMA_VERSION = len(_MIGRATIONS)
 
 
+# SQLite calls the progress handler every this many virtual machine instructions (~1 ms).
+_PROGRESS_STEPS = 10_000
 _FILESYSTEM_ERRORS = ("SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_FULL")
 
 
@@ -101,7 +110,8 @@ class SQLiteBackend(EnvelopeStateBackend):
     ``table`` names the table (letters, digits, ``_``); ``busy_timeout`` is how long (seconds)
     a writer waits for another process's transaction before BackendUnavailableError;
     ``synchronous`` is SQLite's durability setting (``FULL`` by default; ``NORMAL`` survives
-    process crashes but may lose the last commits on power loss).
+    process crashes but may lose the last commits on power loss); ``statement_timeout``
+    (seconds) interrupts any statement running longer, with BackendUnavailableError.
     """
 
     def __init__(
@@ -111,6 +121,7 @@ class SQLiteBackend(EnvelopeStateBackend):
         table: str = "flujo_state",
         busy_timeout: float = 30.0,
         synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "FULL",
+        statement_timeout: float = 60.0,
         **codec_options: Any,
     ) -> None:
         super().__init__(**codec_options)
@@ -124,9 +135,14 @@ class SQLiteBackend(EnvelopeStateBackend):
         if synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise BackendConfigError(
                 f"synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
+        if not (isinstance(statement_timeout, int | float) and statement_timeout > 0):
+            raise BackendConfigError(
+                "statement_timeout must be a positive number of seconds, got"
+                f" {statement_timeout!r}")
         self.path = Path(path)
         self.table = table
         self.busy_timeout = busy_timeout
+        self.statement_timeout = float(statement_timeout)
         self.synchronous = synchronous
         self.journal_mode = ""  # set when the database is first opened ("wal")
         self._ready = False
@@ -141,13 +157,23 @@ class SQLiteBackend(EnvelopeStateBackend):
 
     # -- connections and layout ----------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, *, read_only: bool = False) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = None
         try:
-            conn = sqlite3.connect(
-                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
-            )
-            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            if read_only:  # never creates the file, a table, or switches the journal mode
+                uri = f"{self.path.resolve().as_uri()}?mode=ro"
+                conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout,
+                                       isolation_level=None, check_same_thread=False)
+            else:
+                conn = sqlite3.connect(self.path, timeout=self.busy_timeout,
+                                       isolation_level=None, check_same_thread=False)
+                conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            conn.set_progress_handler(self._past_deadline, _PROGRESS_STEPS)
+            self._check_schema(conn)
+        except BackendUnavailableError:
+            assert conn is not None
+            conn.close()  # refused: do not leak its file descriptor
+            raise
         except sqlite3.Error as exc:
             if conn is not None:  # opened, then refused: do not leak its file descriptor
                 conn.close()
@@ -156,29 +182,105 @@ class SQLiteBackend(EnvelopeStateBackend):
             ) from exc
         return conn
 
+    def _past_deadline(self) -> int:
+        """SQLite's progress handler: non-zero interrupts the statement running."""
+        deadline: float | None = getattr(self._local, "deadline", None)
+        return 1 if deadline is not None and time.monotonic() > deadline else 0
+
+    def _check_schema(self, conn: sqlite3.Connection) -> None:
+        """Refuse a database whose objects under flujo's names are not the plain tables flujo
+        made: a view there, or a trigger on them, runs code of the database's author on every
+        read or save (a recursive trigger or view spins forever holding the write lock)."""
+        names = (self.table, "flujo_schema_versions")
+        rows = conn.execute(
+            "SELECT type, name, tbl_name FROM sqlite_master WHERE (name IN (?, ?) AND type"
+            " != 'table') OR (type = 'trigger' AND tbl_name IN (?, ?))", names + names
+        ).fetchall()
+        if rows:
+            found = ", ".join(f"{kind} {name!r}" + (f" on {table!r}" if kind == "trigger" else "")
+                              for kind, name, table in rows)
+            raise BackendUnavailableError(
+                f"SQLite {self.path}: {found} under flujo's names; flujo uses only the plain"
+                f" tables {self.table!r} and 'flujo_schema_versions' it creates, so it does not"
+                " use this database")
+
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection, the database prepared (created, WAL, tables)."""
         self._ensure_ready()
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None or self._local.pid != os.getpid():  # none yet, or inherited by fork
-            conn = self._connect()
-            self._local.conn, self._local.pid = conn, os.getpid()
+        with self._using("conn") as conn:
+            yield conn
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection | None]:
+        """A connection to read with, or None when there is nothing to read: no database
+        file, or no flujo table in it. Reads never create the database, add tables or switch
+        the journal mode: until this backend has written, they use a read-only connection."""
+        if self._ready:
+            with self._using("conn") as conn:
+                yield conn
+            return
+        try:
+            mode = self.path.stat().st_mode
+        except FileNotFoundError:
+            yield None
+            return
+        except OSError as exc:
+            raise BackendUnavailableError(
+                f"cannot open SQLite database {self.path}: {exc}") from exc
+        if not stat.S_ISREG(mode):
+            raise BackendUnavailableError(
+                f"cannot open SQLite database {self.path}: it is {kind_of(mode)}")
+        with self._using("reader") as conn:
+            yield conn if self._has_table(conn) else None
+
+    def _has_table(self, conn: sqlite3.Connection) -> bool:
+        found = {name for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?, ?)",
+            (self.table, "flujo_schema_versions"))}
+        if "flujo_schema_versions" in found:
+            row = conn.execute("SELECT version FROM flujo_schema_versions WHERE component = ?",
+                               (self.table,)).fetchone()
+            if row is not None:
+                self._check_layout(int(row[0]))
+        return self.table in found
+
+    def _check_layout(self, version: int) -> None:
+        if version > SQLITE_SCHEMA_VERSION:
+            raise FutureVersionError(
+                f"SQLite {self.path}: table {self.table} has layout version {version}; this"
+                f" flujo knows up to {SQLITE_SCHEMA_VERSION}. Upgrade flujo",
+                path="$",
+            )
+
+    @contextmanager
+    def _using(self, slot: str) -> Iterator[sqlite3.Connection]:
+        conn: sqlite3.Connection | None = getattr(self._local, slot, None)
+        if conn is None or getattr(self._local, f"{slot}_pid", None) != os.getpid():
+            conn = self._connect(read_only=slot == "reader")  # none yet, or inherited by fork
+            setattr(self._local, slot, conn)
+            setattr(self._local, f"{slot}_pid", os.getpid())
             with self._ready_lock:
                 self._open.append(conn)
+        self._local.deadline = time.monotonic() + self.statement_timeout
         try:
             yield conn
         except sqlite3.Error as exc:
             self._discard(conn)  # a failed connection is not reused
-            raise BackendUnavailableError(
-                f"SQLite {self.path}: {exc}{_diagnosis(self.path, exc)}") from exc
+            why = (f" (a statement ran longer than statement_timeout={self.statement_timeout}s)"
+                   if "interrupted" in str(exc) else _diagnosis(self.path, exc))
+            raise BackendUnavailableError(f"SQLite {self.path}: {exc}{why}") from exc
         except BaseException:
             if conn.in_transaction:  # never hand a half-done transaction to the next call
                 self._discard(conn)
             raise
+        finally:
+            self._local.deadline = None
 
     def _discard(self, conn: sqlite3.Connection) -> None:
-        if getattr(self._local, "conn", None) is conn:
-            self._local.conn = None
+        for slot in ("conn", "reader"):
+            if getattr(self._local, slot, None) is conn:
+                setattr(self._local, slot, None)
         with self._ready_lock:
             if conn in self._open:
                 self._open.remove(conn)
@@ -214,6 +316,7 @@ class SQLiteBackend(EnvelopeStateBackend):
             except OSError as exc:
                 raise BackendUnavailableError(f"cannot create {self.path.parent}: {exc}") from exc
             conn = self._connect()
+            self._local.deadline = time.monotonic() + self.busy_timeout + self.statement_timeout
             try:
                 self.journal_mode = self._enable_wal(conn)
                 with self._transaction(conn):
@@ -223,6 +326,7 @@ class SQLiteBackend(EnvelopeStateBackend):
                     f"cannot prepare SQLite database {self.path}: {exc}{_diagnosis(self.path, exc)}"
                 ) from exc
             finally:
+                self._local.deadline = None
                 conn.close()
             self._ready = True
 
@@ -254,12 +358,7 @@ class SQLiteBackend(EnvelopeStateBackend):
             "SELECT version FROM flujo_schema_versions WHERE component = ?", (self.table,)
         ).fetchone()
         version = 0 if row is None else int(row[0])
-        if version > SQLITE_SCHEMA_VERSION:
-            raise FutureVersionError(
-                f"SQLite {self.path}: table {self.table} has layout version {version}; this"
-                f" flujo knows up to {SQLITE_SCHEMA_VERSION}. Upgrade flujo",
-                path="$",
-            )
+        self._check_layout(version)
         for statements in _MIGRATIONS[version:]:
             for statement in statements:
                 conn.execute(statement.format(t=self.table))
@@ -281,7 +380,9 @@ class SQLiteBackend(EnvelopeStateBackend):
 
     def _read_sync(self, run_id: str) -> StoredRecord | None:
         limit = self.codec.max_record_bytes
-        with self._connection() as conn:
+        with self._reading() as conn:
+            if conn is None:
+                return None
             # The size first: a record over the limit is refused, never fetched.
             row = conn.execute(
                 "SELECT length(CAST(envelope AS BLOB)), CASE WHEN"
@@ -349,7 +450,9 @@ class SQLiteBackend(EnvelopeStateBackend):
             params.append(pipeline_name)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         params.extend([-1 if limit is None else limit, offset])
-        with self._connection() as conn:
+        with self._reading() as conn:
+            if conn is None:
+                return []
             rows = conn.execute(
                 "SELECT run_id, pipeline_name, status, revision, created_at, updated_at"
                 f' FROM "{self.table}"{clause}'
@@ -374,7 +477,9 @@ class SQLiteBackend(EnvelopeStateBackend):
         return await asyncio.to_thread(self._list_sync, status, pipeline_name, limit, offset)
 
     def _ids_sync(self) -> list[str]:
-        with self._connection() as conn:
+        with self._reading() as conn:
+            if conn is None:
+                return []
             return [r[0] for r in conn.execute(f'SELECT run_id FROM "{self.table}"')]
 
     async def _list_ids(self) -> list[str]:
