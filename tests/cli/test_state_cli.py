@@ -124,6 +124,14 @@ class Store:
         result: StateRecord | None = self.run(go, **options)
         return result
 
+    def prepare(self) -> None:
+        """Create the store's database and table (reads never do): a save, then a delete."""
+        async def go(backend: EnvelopeStateBackend) -> None:
+            await backend.save_state("prepare", WorkflowState(run_id="prepare"))
+            await backend.delete_state("prepare")
+
+        self.run(go)
+
     def ids(self) -> list[str]:
         async def go(backend: EnvelopeStateBackend) -> list[str]:
             return await backend.list_run_ids()
@@ -145,7 +153,7 @@ class Store:
         if self.kind == "file":
             Path(self.uri.removeprefix("file://"), f"{run_id}.json").write_bytes(raw)
             return
-        self.ids()  # creates the table
+        self.prepare()
         if self.kind == "sqlite":
             with sqlite3.connect(self.uri.removeprefix("sqlite:///")) as conn:
                 conn.execute(
@@ -283,7 +291,8 @@ def test_ls_table_for_people(cli: Any, tmp_path: Path, request: pytest.FixtureRe
     assert result.code == EXIT_OK
     assert "RUN ID" in result.out and "2/3 price" in result.out and "\t" not in result.out
     empty = make_store("sqlite", tmp_path, request, "empty")
-    assert empty.ids() == []  # creates the database
+    empty.prepare()
+    assert empty.ids() == []
     assert "no runs" in cli("ls", "--format", "table", store=empty).out
 
 

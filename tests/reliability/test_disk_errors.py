@@ -339,8 +339,8 @@ async def test_sqlite_errors_name_a_full_or_read_only_filesystem(
     path = tmp_path / "a-directory"
     path.mkdir()  # SQLite cannot open it: SQLITE_CANTOPEN, like a missing -shm file
     monkeypatch.setattr(sqlite_module.os, "statvfs", lambda _: _Stats(flag, free))
-    with pytest.raises(BackendUnavailableError) as caught:
-        await SQLiteBackend(path).load_record("r")
+    with pytest.raises(BackendUnavailableError) as caught:  # a save opens it (reads: no file)
+        await SQLiteBackend(path).save_state("r", WorkflowState(run_id="r"))
     message = str(caught.value)
     assert "unable to open database file" in message
     if says:

@@ -49,7 +49,7 @@ async def test_a_stored_record_nested_too_deeply_is_corrupt_not_a_crash(tmp_path
     with pytest.raises(CorruptStateError, match="not valid JSON"):
         await files.load_record("r")
     database = SQLiteBackend(tmp_path / "state.db")
-    await database.load_record("r")  # create the table
+    await database.save_state("prepare", {"status": "running"})  # create the table
     import sqlite3
 
     with sqlite3.connect(tmp_path / "state.db") as conn:
