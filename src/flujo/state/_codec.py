@@ -303,8 +303,8 @@ class EnvelopeCodec:
         if count > self.max_containers:
             raise StateError(
                 f"{what}: the state encodes to {count:,} JSON arrays and objects (or '['/'{{'"
-                f" in its text), over this store's limit of {self.max_containers:,}"
-                " (max_payload_bytes / 16); it could not be loaded back, so it is not saved")
+                f" in its text), over this store's limit of {self.max_containers:,} (from"
+                " max_payload_bytes); it could not be loaded back, so it is not saved")
         return EncodedState(
             run_id=state.run_id,
             pipeline_name=state.pipeline_name,

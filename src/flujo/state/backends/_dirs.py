@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from flujo.exceptions import BackendUnavailableError, CorruptStateError
+from flujo.exceptions import BackendUnavailableError, CorruptStateError, StateError
 
 from .._codec import record_too_large
 
@@ -62,9 +62,6 @@ class Directory:
         self.fd = fd
         self.path = path
         self.owner = owner
-
-    def close(self) -> None:
-        os.close(self.fd)
 
     @contextmanager
     def subdirectory(self, name: str, *, create: bool) -> Iterator[Directory]:
@@ -118,30 +115,48 @@ class Directory:
     def lstat(self, name: str) -> os.stat_result:
         return os.stat(name, dir_fd=self.fd, follow_symlinks=False)
 
-    def read_regular(self, name: str, *, limit: int) -> tuple[bytes, os.stat_result] | None:
-        """The bytes of the regular file ``name`` and its status, or None when there is none.
-
-        Refused with CorruptStateError, before anything is read: a link, a FIFO, a device or
-        anything but a regular file (opened non-blocking, so a FIFO never blocks), and a file
-        over ``limit`` bytes (also when it grows while being read).
-        """
+    def open_regular(self, name: str, flags: int, *, what: str,
+                     refuse: type[StateError]) -> tuple[int, os.stat_result] | None:
+        """The descriptor and status of the regular file ``name`` opened with ``flags`` (it is
+        created 0600 with ``O_CREAT``), or None when there is none. A link is never followed
+        and anything but a regular file never used: both are refused with ``refuse``, ``what``
+        naming the file. Opened non-blocking, so a FIFO never blocks."""
         path = self.path / name
         try:
-            fd = os.open(name, os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC, dir_fd=self.fd)
+            fd = os.open(name, flags | _NOFOLLOW | _NONBLOCK | _CLOEXEC, FILE_MODE,
+                         dir_fd=self.fd)
         except FileNotFoundError:
             return None
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise CorruptStateError(
-                    f"{path} is a symbolic link; flujo reads only regular files of the store"
-                    " and never follows links (remove or replace it)") from exc
-            raise BackendUnavailableError(f"cannot read {path}: {exc}") from exc
+                raise refuse(f"{what} {path} is a symbolic link; flujo never follows links in"
+                             " a store (remove it)") from exc
+            raise BackendUnavailableError(f"cannot open {what} {path}: {exc}") from exc
         try:
             info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise CorruptStateError(
-                    f"{path} is {kind_of(info.st_mode)}; flujo reads only regular files of the"
-                    " store (remove or replace it)")
+        except OSError as exc:
+            os.close(fd)
+            raise BackendUnavailableError(f"cannot open {what} {path}: {exc}") from exc
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise refuse(f"{what} {path} is {kind_of(info.st_mode)}, not a regular file; flujo"
+                         " uses only regular files of a store (remove it)")
+        return fd, info
+
+    def read_regular(self, name: str, *, limit: int) -> tuple[bytes, os.stat_result] | None:
+        """The bytes of the regular file ``name`` and its status, or None when there is none.
+
+        Refused with CorruptStateError, before anything is read: a link, a FIFO, a device or
+        anything but a regular file (``open_regular``), and a file over ``limit`` bytes (also
+        when it grows while being read).
+        """
+        path = self.path / name
+        opened_file = self.open_regular(name, os.O_RDONLY, what="record",
+                                        refuse=CorruptStateError)
+        if opened_file is None:
+            return None
+        fd, info = opened_file
+        try:
             if info.st_size > limit:
                 raise CorruptStateError(record_too_large(str(path), info.st_size, limit))
             chunks: list[bytes] = []

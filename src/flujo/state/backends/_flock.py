@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
@@ -20,13 +19,10 @@ from types import ModuleType
 from flujo.exceptions import BackendUnavailableError, RunInProgressError
 
 from .._runid import validate_run_id
-from ._dirs import FILE_MODE, Directory, kind_of, opened
+from ._dirs import Directory, opened
 from .base import RunClaim
 
 __all__ = ["ClaimDirectory", "acquire", "locked", "release"]
-
-_LOCK_FLAGS = (os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-               | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
 
 
 def _fcntl() -> ModuleType:
@@ -47,19 +43,12 @@ def acquire(directory: Directory, name: str, *, blocking: bool) -> int | None:
     flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
     path = directory.path / name
     while True:
+        opened_file = directory.open_regular(name, os.O_RDWR | os.O_CREAT, what="lock file",
+                                             refuse=BackendUnavailableError)
+        if opened_file is None:  # the directory itself is gone
+            raise BackendUnavailableError(f"cannot open lock file {path}: no such directory")
+        fd, held = opened_file
         try:
-            fd = os.open(name, _LOCK_FLAGS, FILE_MODE, dir_fd=directory.fd)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise BackendUnavailableError(
-                    f"lock file {path} is a symbolic link; flujo never follows links in a"
-                    " store (remove it)") from exc
-            raise BackendUnavailableError(f"cannot open lock file {path}: {exc}") from exc
-        try:
-            held = os.fstat(fd)
-            if not stat.S_ISREG(held.st_mode):
-                raise BackendUnavailableError(
-                    f"lock file {path} is {kind_of(held.st_mode)}, not a regular file (remove it)")
             fcntl.flock(fd, flags)
         except OSError as exc:
             os.close(fd)

@@ -91,11 +91,11 @@ class FileBackend(EnvelopeStateBackend):
         super().__init__(**codec_options)
         self.path = Path(path)
         self.fsync = fsync
-        with _dirs.opened(self.path, create=True) as root, \
-                root.subdirectory(_LOCKS, create=True):
-            pass
+        with _dirs.opened(self.path, create=True) as root:
+            with root.subdirectory(_LOCKS, create=True):
+                pass
+            self._remove_stale_temp_files(root, min_age_s=60.0)
         self._claims = _flock.ClaimDirectory(self.path, _LOCKS)
-        self.remove_stale_temp_files()
 
     def remove_stale_temp_files(self, *, min_age_s: float = 60.0) -> list[Path]:
         """Delete temporary files left by writers that were killed mid-write; return them.
@@ -106,23 +106,26 @@ class FileBackend(EnvelopeStateBackend):
         never look at these files; this only reclaims space. Called when a backend is opened.
         Names that do not parse, and anything but regular files, are left alone.
         """
+        with _dirs.opened(self.path, create=False) as root:
+            return self._remove_stale_temp_files(root, min_age_s=min_age_s)
+
+    def _remove_stale_temp_files(self, root: _dirs.Directory, *, min_age_s: float) -> list[Path]:
         removed: list[Path] = []
         now = time.time()
-        with _dirs.opened(self.path, create=False) as root:
-            for name in root.names():
-                if not (name.startswith(".") and name.endswith(".tmp")):
+        for name in root.names():
+            if not (name.startswith(".") and name.endswith(".tmp")):
+                continue
+            pid = _writer_pid(name)
+            if pid is None or _process_exists(pid):
+                continue
+            try:
+                info = root.lstat(name)
+                if not stat.S_ISREG(info.st_mode) or now - info.st_mtime < min_age_s:
                     continue
-                pid = _writer_pid(name)
-                if pid is None or _process_exists(pid):
-                    continue
-                try:
-                    info = root.lstat(name)
-                    if not stat.S_ISREG(info.st_mode) or now - info.st_mtime < min_age_s:
-                        continue
-                    root.unlink(name)
-                except OSError:  # gone already, or not ours to remove: leave it
-                    continue
-                removed.append(self.path / name)
+                root.unlink(name)
+            except OSError:  # gone already, or not ours to remove: leave it
+                continue
+            removed.append(self.path / name)
         return removed
 
     def file_for(self, run_id: str) -> Path:
