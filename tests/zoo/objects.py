@@ -198,13 +198,17 @@ BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
 }
 
 
-# pickle itself cannot store these: the SDKs' parse() results are parametrizations with a
-# TypeVar argument, which pickle cannot find by name.
-UNPICKLABLE = frozenset({"openai.parsed", "anthropic.parsed"})
+def unpicklable(value: Any) -> bool:
+    """pickle itself cannot store the SDKs' parse() results where they are parametrizations
+    with a TypeVar argument (openai's ``ParsedChatCompletion[~ResponseFormatT]``; anthropic's
+    before 2.17 too), which pickle cannot find by name. Decided by the class, since the SDKs
+    change this between releases."""
+    metadata = getattr(type(value), "__pydantic_generic_metadata__", None)
+    return bool(metadata and metadata["origin"] is not None)
 
 
 def picklable(values: dict[str, Any]) -> dict[str, Any]:
-    return {case: value for case, value in values.items() if case not in UNPICKLABLE}
+    return {case: value for case, value in values.items() if not unpicklable(value)}
 
 
 def stored() -> dict[str, Any]:
