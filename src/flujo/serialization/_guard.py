@@ -1,6 +1,11 @@
 """Guards of the typed form: per eligible model class, generated Python that checks every
 value has *exactly* the type the class's core schema declares.
 
+The same generator writes the *row reader* of a class (``build_row_reader``): the guard of
+a list of it that also collects each model's field values as a tuple (its nested models as
+tuples too), in the order of the class's fields. pydantic-core then writes those tuples as
+the rows of ``rows@1`` (``_rows.row_serializer``) without building a dict per model.
+
 pydantic itself writes a ``str`` subclass, a bool in an ``int`` field, a subclass instance in a
 model field, a ZoneInfo datetime or NaN without complaint, and they come back as something
 else; a value that fails its guard takes the generic path instead. The code is generated from
@@ -21,7 +26,8 @@ from ._codec import INT_MAX, INT_MIN
 from ._pickling import own_pickling_hook
 from ._text import is_unicode
 
-__all__ = ["GuardWriter", "Ineligible", "SchemaWalker", "Uncompilable", "build_guards"]
+__all__ = ["GuardWriter", "Ineligible", "SchemaWalker", "Uncompilable", "build_guards",
+           "build_row_reader"]
 
 _COMMON = frozenset({"type", "ref", "metadata"})
 # Keys that change only how a value is *validated*: the writer may ignore them, since the
@@ -138,9 +144,14 @@ class GuardWriter(SchemaWalker):
     A guard reads fields by subscript inside one ``try`` (a missing field is a ``KeyError``),
     joins the simple checks of consecutive fields into one ``if``, and checks nested models
     inline: a call per nested model would cost more than its checks.
+
+    With ``rows``, the functions are row readers: each returns the tuple of its model's field
+    values (nested models as tuples, in lists, dicts or ``None`` as declared) where a guard
+    returns True, and None where a guard returns False; the list function returns the list
+    of those tuples.
     """
 
-    def __init__(self, *, inline: bool = True) -> None:
+    def __init__(self, *, inline: bool = True, rows: bool = False) -> None:
         super().__init__()
         self.namespace: dict[str, Any] = {
             "INT_MIN": INT_MIN, "INT_MAX": INT_MAX, "Decimal": Decimal, "UUID": UUID,
@@ -148,9 +159,12 @@ class GuardWriter(SchemaWalker):
             "_unicode": is_unicode,
         }
         self.inline = inline
+        self.rows = rows
+        self.fail = "return None" if rows else "return False"
         self.functions: dict[type, str] = {}
         self.sources: list[str] = []
         self.counter = 0
+        self.collected = 0  # names the locals that collect nested rows
         self.inlining: list[type] = []
 
     def constant(self, value: object) -> str:
@@ -158,6 +172,10 @@ class GuardWriter(SchemaWalker):
         name = f"_c{self.counter}"
         self.namespace[name] = value
         return name
+
+    def collector(self) -> str:
+        self.collected += 1
+        return f"r{self.collected}"
 
     def model_function(self, node: dict[str, Any]) -> str:
         if node.get("type") != "model":  # e.g. a plain validator in place of the model
@@ -167,15 +185,17 @@ class GuardWriter(SchemaWalker):
             return self.functions[cls]
         name = f"_guard{len(self.functions)}"
         self.functions[cls] = name
-        body = self.model_checks(node, "o", 2, 0, 0)
+        body, row = self.model_checks(node, "o", 2, 0, 0)
+        success = f"return {row}" if self.rows else "return True"
         self.sources.append("\n".join([
-            f"def {name}(o):", "    try:", *body,
-            "    except KeyError:", "        return False", "    return True"]))
+            f"def {name}(o):", "    try:", *body, f"        {success}",
+            "    except KeyError:", f"        {self.fail}"]))
         return name
 
     def model_checks(self, node: dict[str, Any], var: str, indent: int, level: int,
-                     depth: int) -> list[str]:
-        """Statements that ``return False`` unless model ``var`` has exactly its types."""
+                     depth: int) -> tuple[list[str], str]:
+        """Statements that fail unless model ``var`` has exactly its types, and the
+        expression of its row (a tuple of its field values; meaningful with ``rows``)."""
         check_keys(node)
         if node.get("type") != "model":
             raise Ineligible(f"core schema node {node.get('type')!r}")
@@ -198,6 +218,7 @@ class GuardWriter(SchemaWalker):
                 fields_node.get("extra_behavior") == "allow":
             raise Ineligible(f"{cls.__qualname__} has computed or extra fields")
         pad = "    " * indent
+        fail = self.fail
         state, value = f"d{level}", f"v{level}"
         names = self.constant(frozenset(fields_node["fields"]))
         # Exactly the fields as instance state, all of them set, no extras and no private
@@ -207,12 +228,15 @@ class GuardWriter(SchemaWalker):
         lines = [f"{pad}{state} = {var}.__dict__",
                  f"{pad}if len({state}) != {len(fields_node['fields'])} or "
                  f"{var}.__pydantic_extra__ or {var}.__pydantic_fields_set__ != {names} "
-                 f"or {private}: return False"]
+                 f"or {private}: {fail}"]
         pending: list[str] = []  # simple failure conditions, joined into one statement
+        # The row's items: a field's value by subscript (``value`` is rebound by the next
+        # field), or the local that collected the rows of the models inside it.
+        items: list[str] = []
 
         def flush() -> None:
             if pending:
-                lines.append(f"{pad}if {' or '.join(pending)}: return False")
+                lines.append(f"{pad}if {' or '.join(pending)}: {fail}")
                 pending.clear()
 
         self.inlining.append(cls)
@@ -223,13 +247,16 @@ class GuardWriter(SchemaWalker):
             condition = self.condition(schema, item, value)
             if condition is not None:
                 pending.append(f"({condition})")
+                items.append(item)
                 continue
             flush()
             lines.append(f"{pad}{value} = {item}")
-            lines += self.check(schema, value, indent, depth, level)
+            checks, converted = self.check(schema, value, indent, depth, level)
+            lines += checks
+            items.append(item if converted == value else converted)
         flush()
         self.inlining.pop()
-        return lines
+        return lines, f"({', '.join(items)},)"
 
     def inspect(self, node: dict[str, Any]) -> None:
         check_keys(node)
@@ -260,81 +287,113 @@ class GuardWriter(SchemaWalker):
         return self.constant(cls)
 
     def check(self, node: dict[str, Any], var: str, indent: int, depth: int,
-              level: int) -> list[str]:
-        """Statements that ``return False`` unless ``var`` has exactly the type of ``node``."""
+              level: int) -> tuple[list[str], str]:
+        """Statements that fail unless ``var`` has exactly the type of ``node``, and the
+        expression of its value in a row: ``var`` itself, or (with ``rows``, where models
+        are inside) the local that holds it with its models as tuples."""
         node = self.resolve(node)
         check_keys(node)
         kind = node["type"]
         pad = "    " * indent
+        fail = self.fail
         condition = self.condition(node, var, var)
         if condition is not None:
-            return [f"{pad}if {condition}: return False"]
+            return [f"{pad}if {condition}: {fail}"], var
         if kind == "datetime":
             constraint = node.get("tz_constraint")
             tz = f"t{depth}"
-            lines = [f"{pad}if type({var}) is not datetime or {var}.fold: return False",
+            lines = [f"{pad}if type({var}) is not datetime or {var}.fold: {fail}",
                      f"{pad}{tz} = {var}.tzinfo"]
             if constraint == "aware":
                 lines.append(f"{pad}if {tz} is not UTC and ({tz} is None or not "
-                             f"_plain_offset({tz})): return False")
+                             f"_plain_offset({tz})): {fail}")
             elif constraint == "naive":
-                lines.append(f"{pad}if {tz} is not None: return False")
+                lines.append(f"{pad}if {tz} is not None: {fail}")
             elif constraint is None:
                 lines.append(f"{pad}if {tz} is not None and {tz} is not UTC and not "
-                             f"_plain_offset({tz}): return False")
+                             f"_plain_offset({tz}): {fail}")
             else:
                 raise Ineligible(f"datetime tz_constraint {constraint!r}")
-            return lines
+            return lines, var
         if kind == "default":
             return self.check(node["schema"], var, indent, depth, level)
         if kind == "nullable":
-            return [f"{pad}if {var} is not None:",
-                    *self.check(node["schema"], var, indent + 1, depth, level)]
+            inner, converted = self.check(node["schema"], var, indent + 1, depth, level)
+            if converted == var:
+                return [f"{pad}if {var} is not None:", *inner], var
+            rows = self.collector()
+            return [f"{pad}{rows} = None", f"{pad}if {var} is not None:", *inner,
+                    f"{pad}    {rows} = {converted}"], rows
         if kind == "list":
             item = f"x{depth}"
-            return [f"{pad}if type({var}) is not list: return False",
-                    f"{pad}for {item} in {var}:",
-                    *self.check(node.get("items_schema", {"type": "any"}), item, indent + 1,
-                                depth + 1, level)]
+            inner, converted = self.check(node.get("items_schema", {"type": "any"}), item,
+                                          indent + 1, depth + 1, level)
+            lines = [f"{pad}if type({var}) is not list: {fail}"]
+            if converted == item:
+                return [*lines, f"{pad}for {item} in {var}:", *inner], var
+            rows = self.collector()
+            return [*lines, f"{pad}{rows} = []", f"{pad}for {item} in {var}:", *inner,
+                    f"{pad}    {rows}.append({converted})"], rows
         if kind == "dict":
             keys = self.resolve(node.get("keys_schema", {"type": "any"}))
             if keys.get("type") != "str" or set(keys) - _COMMON:
                 raise Ineligible("dict keys other than plain str")
             key, item = f"k{depth}", f"x{depth}"
-            return [f"{pad}if type({var}) is not dict: return False",
-                    f"{pad}for {key}, {item} in {var}.items():",
-                    # pydantic-core writes a key's lone surrogates as U+FFFD: a changed key
-                    f"{pad}    if type({key}) is not str or not ({key}.isascii() or "
-                    f"_unicode({key})): return False",
-                    *self.check(node.get("values_schema", {"type": "any"}), item, indent + 1,
-                                depth + 1, level)]
+            inner, converted = self.check(node.get("values_schema", {"type": "any"}), item,
+                                          indent + 1, depth + 1, level)
+            lines = [f"{pad}if type({var}) is not dict: {fail}",
+                     f"{pad}for {key}, {item} in {var}.items():",
+                     # pydantic-core writes a key's lone surrogates as U+FFFD: a changed key
+                     f"{pad}    if type({key}) is not str or not ({key}.isascii() or "
+                     f"_unicode({key})): {fail}", *inner]
+            if converted == item:
+                return lines, var
+            rows = self.collector()
+            return [f"{pad}{rows} = {{}}", *lines, f"{pad}    {rows}[{key}] = {converted}"], rows
         if kind == "model":
             cls = self.constant(node["cls"])
-            lines = [f"{pad}if type({var}) is not {cls}: return False"]
+            lines = [f"{pad}if type({var}) is not {cls}: {fail}"]
             if (not self.inline or node["cls"] in self.inlining
                     or level + 1 >= _INLINE_LEVELS):
                 function = self.model_function(node)
-                return [*lines, f"{pad}if not {function}({var}): return False"]
-            return [*lines, *self.model_checks(node, var, indent, level + 1, depth)]
+                if not self.rows:
+                    return [*lines, f"{pad}if not {function}({var}): {fail}"], var
+                row = self.collector()
+                return [*lines, f"{pad}{row} = {function}({var})",
+                        f"{pad}if {row} is None: {fail}"], row
+            checks, row_items = self.model_checks(node, var, indent, level + 1, depth)
+            if not self.rows:
+                return [*lines, *checks], var
+            # Into a local at once: the expression reads d{level + 1}, which the next model
+            # at that level rebinds.
+            row = self.collector()
+            return [*lines, *checks, f"{pad}{row} = {row_items}"], row
         raise Ineligible(f"core schema node {kind!r}")
 
     def list_function(self, node: dict[str, Any], root: str) -> str:
-        """A guard over a whole list of the root class: the model's checks in the loop, so
-        a list of records costs no call per record (a call per record when not inlining)."""
+        """A guard over a whole list of the root class (its row reader with ``rows``): the
+        model's checks in the loop, so a list of records costs no call per record (a call
+        per record when not inlining)."""
         cls = self.constant(node["cls"])
         if self.inline:
-            body = self.model_checks(node, "o", 3, 0, 0)
+            body, row = self.model_checks(node, "o", 3, 0, 0)
         else:
-            body = [f"            if not {root}(o): return False"]
+            row = "row"
+            body = ([f"            row = {root}(o)", f"            if row is None: {self.fail}"]
+                    if self.rows else [f"            if not {root}(o): return False"])
+        collect = [f"            rows.append({row})"] if self.rows else []
         self.sources.append("\n".join([
-            "def _guard_list(items):", "    try:", "        for o in items:",
-            f"            if type(o) is not {cls}: return False", *body,
-            "    except KeyError:", "        return False", "    return True"]))
+            "def _guard_list(items):", *(["    rows = []"] if self.rows else []), "    try:",
+            "        for o in items:",
+            f"            if type(o) is not {cls}: {self.fail}", *body, *collect,
+            "    except KeyError:", f"        {self.fail}",
+            f"    return {'rows' if self.rows else 'True'}"]))
         return "_guard_list"
 
     def build(self, node: dict[str, Any]) -> tuple[Any, Any]:
-        """The guard of the root class and the guard of a list of it. Raises Uncompilable
-        when the code is too large to inline or too deeply nested to compile."""
+        """The guard of the root class and the guard of a list of it (their row readers
+        with ``rows``). Raises Uncompilable when the code is too large to inline or too
+        deeply nested to compile."""
         root_node = self.resolve(node)
         root = self.model_function(root_node)
         many = self.list_function(root_node, root)
@@ -356,6 +415,16 @@ def build_guards(cls: type[BaseModel]) -> tuple[Any, Any]:
     except Uncompilable:
         return GuardWriter(inline=False).build(
             cls.__pydantic_core_schema__)  # type: ignore[arg-type]
+
+
+def build_row_reader(cls: type[BaseModel]) -> Any:
+    """The row reader of a list of ``cls`` (see ``GuardWriter``): the list of its models'
+    rows as tuples, or None when a value is not exactly of its declared type."""
+    try:
+        return GuardWriter(rows=True).build(cls.__pydantic_core_schema__)[1]  # type: ignore[arg-type]
+    except Uncompilable:
+        return GuardWriter(inline=False, rows=True).build(
+            cls.__pydantic_core_schema__)[1]  # type: ignore[arg-type]
 
 
 def _declared_slots(klass: type) -> tuple[str, ...]:

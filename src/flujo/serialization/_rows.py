@@ -17,11 +17,13 @@ instead of an object, so the JSON loses its repeated keys (about a third of it) 
 Python form built before ``orjson.dumps`` holds lists instead of dicts (on the benchmark's
 large payload, 16 MB instead of 25 MB).
 
-Writing takes pydantic-core's JSON dicts and keeps their values (pydantic writes every field,
-in declaration order). Reading turns rows back into those dicts by the *stored* field names,
-so a class that has since gained a defaulted field or reordered its fields reads them; a
-stored field the class no longer has is refused (``unknown_fields``, once per list). The
-names are only ever dict keys, never looked up as code.
+Writing takes each model's field values in declaration order, as tuples (the row reader
+that ``_guard`` generates, which also checks every type), and has pydantic-core write those
+tuples with the fields' own schemas (``row_serializer``): exactly the values of the model's
+own JSON, without a dict per model. Reading turns rows back into the model dicts by the
+*stored* field names, so a class that has since gained a defaulted field or reordered its
+fields reads them; a stored field the class no longer has is refused (``unknown_fields``,
+once per list). The names are only ever dict keys, never looked up as code.
 
 The same shapes check the typed forms stored as dicts (one model, ``models@1``) for fields
 the class no longer has (``unknown_keys``): pydantic would drop them silently.
@@ -32,12 +34,14 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any, Final
 
+from pydantic_core import SchemaSerializer
+
 from ..exceptions import DeserializationError
 from ._codec import _note, _too_deep, key_segment
 from ._guard import SchemaWalker
 
-__all__ = ["Shape", "ShapeMismatch", "check_rows", "header_of", "parse_header", "refuse_unknown",
-           "rows_from_dicts", "rows_to_dicts", "shape_of", "unknown_fields", "unknown_keys"]
+__all__ = ["Shape", "check_rows", "header_of", "parse_header", "refuse_unknown",
+           "row_serializer", "rows_to_dicts", "shape_of", "unknown_fields", "unknown_keys"]
 
 ROW: Final = 0
 LIST: Final = 1
@@ -61,10 +65,6 @@ class Shape:
         self.all_required = False
         self.nested = nested
         self.inner = inner
-
-
-class ShapeMismatch(Exception):
-    """A model dict does not hold its class's fields: the list is written another way."""
 
 
 class Recursive(Exception):
@@ -286,33 +286,42 @@ def _node_items(value: Any, kind: int) -> Any:
     return ()
 
 
-# -- writing: pydantic-core's dicts -> rows ------------------------------------------------
-def rows_from_dicts(dicts: list[Any], shape: Shape, out: list[Any]) -> None:
-    """Append the row of each model dict to ``out``; ``ShapeMismatch`` if one does not fit."""
-    for data in dicts:
-        out.append(_to_rows(data, shape))
+# -- writing: the row reader's tuples -> rows ---------------------------------------------
+class _RowSchema(SchemaWalker):
+    """The core schema that writes a model's row tuple (``_guard``'s row reader) as its
+    row: each model a ``tuple`` of its fields' schemas, in field order, inside the same
+    lists, dicts and nullables. The row reader has proven every value exactly of its
+    declared type, and an eligible class changes nothing pydantic writes for those types
+    (no serializers, no ``ser_json_*`` config), so each leaf is written as its model's own
+    JSON writes it (a differential test compares the two)."""
+
+    def node(self, schema: dict[str, Any]) -> dict[str, Any]:
+        schema = self.resolve(schema)
+        kind = schema["type"]
+        if kind == "default":
+            return self.node(schema["schema"])
+        if kind == "nullable":
+            return {"type": "nullable", "schema": self.node(schema["schema"])}
+        if kind == "list":
+            return {"type": "list", "items_schema": self.node(schema["items_schema"])}
+        if kind == "dict":
+            return {"type": "dict", "keys_schema": {"type": "str"},
+                    "values_schema": self.node(schema["values_schema"])}
+        if kind == "model":
+            fields: dict[str, Any] = self.resolve(schema["schema"])["fields"]
+            return {"type": "tuple",
+                    "items_schema": [self.node(field["schema"]) for field in fields.values()]}
+        if kind == "enum":
+            return {key: schema[key] for key in ("type", "cls", "members", "sub_type")
+                    if key in schema}
+        return {"type": kind}  # str, int, bool, float, decimal, uuid, date, datetime
 
 
-def _to_rows(value: Any, shape: Shape) -> Any:
-    kind = shape.kind
-    if kind == ROW:
-        row = list(value.values())
-        if len(row) != len(shape.names):
-            raise ShapeMismatch(shape.names)
-        for position, inner in shape.nested:
-            field: Any = row[position]
-            if field is not None:
-                row[position] = _to_rows(field, inner)
-        return row
-    inner_shape = shape.inner
-    assert inner_shape is not None
-    if kind == LIST:
-        return [_to_rows_or_none(item, inner_shape) for item in value]
-    return {key: _to_rows_or_none(item, inner_shape) for key, item in value.items()}
-
-
-def _to_rows_or_none(value: Any, shape: Shape) -> Any:
-    return None if value is None else _to_rows(value, shape)
+def row_serializer(core_schema: dict[str, Any]) -> SchemaSerializer:
+    """The serializer of a list of row tuples of the eligible, non-recursive model class
+    whose core schema this is (``to_python(rows, mode="json")`` gives ``rows@1``'s rows)."""
+    return SchemaSerializer({"type": "list",
+                             "items_schema": _RowSchema().node(core_schema)})
 
 
 # -- reading: rows -> the dicts pydantic validates -----------------------------------------

@@ -34,13 +34,12 @@ from pydantic_core import PydanticSerializationError, PydanticUndefined, SchemaV
 
 from ..exceptions import DeserializationError, caused
 from ._codec import _note, key_segment
-from ._guard import Ineligible, SchemaWalker, Uncompilable, build_guards
+from ._guard import Ineligible, SchemaWalker, Uncompilable, build_guards, build_row_reader
 from ._rows import (
     Shape,
-    ShapeMismatch,
     check_rows,
     refuse_unknown,
-    rows_from_dicts,
+    row_serializer,
     rows_to_dicts,
     shape_of,
     unknown_fields,
@@ -55,9 +54,9 @@ __all__ = ["TypedModel", "TypedReader", "core_schema_of", "fill_private_defaults
 # timezone but does not hash equal, so the TzInfo itself is the key (equal TzInfos, one entry
 # per offset).
 _ZONES: Final[dict[tzinfo, timezone]] = {}
-# Rows are made from pydantic-core's dicts, and read back through them, this many models at
-# a time: the dicts of a long list never all exist at once, and each chunk's are still in
-# the CPU cache when pydantic-core reads them (see _rows).
+# Rows are written, and read back through pydantic-core's dicts, this many models at a time:
+# the row tuples and dicts of a long list never all exist at once, and each chunk's are still
+# in the CPU cache when pydantic-core reads them (see _rows).
 _ROWS_CHUNK: Final = 512
 
 
@@ -293,7 +292,7 @@ class TypedReader:
 
 
 class TypedModel:
-    """The typed path of one eligible model class: its guard and pydantic's serializers."""
+    """The typed path of one eligible model class: its guards and pydantic's serializers."""
 
     def __init__(self, cls: type[BaseModel], guard: Any, list_guard: Any) -> None:
         self.cls = cls
@@ -301,7 +300,15 @@ class TypedModel:
         self.list_guard = list_guard
         self.to_python = cls.__pydantic_serializer__.to_python
         self.list_to_python = TypeAdapter(list[cls]).serializer.to_python  # type: ignore[valid-type]
-        self.shape: Shape | None = shape_of(cls.__pydantic_core_schema__)  # type: ignore[arg-type]
+        core_schema: dict[str, Any] = cls.__pydantic_core_schema__  # type: ignore[assignment]
+        self.shape: Shape | None = shape_of(core_schema)
+        # Rows: the row reader collects the field values (checking them as the list guard
+        # does), pydantic-core writes them. Built only for classes that have rows.
+        self.read_rows: Any = None
+        self.rows_to_python: Any = None
+        if self.shape is not None:
+            self.read_rows = build_row_reader(cls)
+            self.rows_to_python = row_serializer(core_schema).to_python
 
     def dump(self, obj: BaseModel) -> Any | None:
         """The model's JSON form, or None when a value is not exactly of its declared type."""
@@ -325,18 +332,17 @@ class TypedModel:
     def dump_rows(self, items: list[Any]) -> list[Any] | None:
         """The rows of ``items`` (``_rows``), or None when the list must be written another
         way: a value not exactly of its declared type, or a class that contains itself."""
-        shape = self.shape
-        if shape is None:
+        if self.shape is None:
             return None
         try:
-            if not self.list_guard(items):
-                return None
-            rows: list[Any] = []
+            written: list[Any] = []
             for start in range(0, len(items), _ROWS_CHUNK):
-                dicts = self.list_to_python(items[start:start + _ROWS_CHUNK], mode="json")
-                rows_from_dicts(dicts, shape, rows)
-            return rows
-        except (RecursionError, PydanticSerializationError, ShapeMismatch):
+                rows: list[Any] | None = self.read_rows(items[start:start + _ROWS_CHUNK])
+                if rows is None:
+                    return None
+                written += self.rows_to_python(rows, mode="json")
+            return written
+        except (RecursionError, PydanticSerializationError):
             return None
 
 

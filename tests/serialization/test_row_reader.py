@@ -1,0 +1,198 @@
+"""The row reader is an optimisation of ``rows@1`` with no observable difference.
+
+``rows@1`` is defined by the models' own JSON: each model's row holds the values of
+``model_dump(mode="json")`` in field order, nested models as rows. flujo writes rows another
+way (``_guard``'s row reader collects the field values as tuples while it checks their
+types, ``_rows.row_serializer`` has pydantic-core write them), so these tests generate
+model classes and instances and compare the two, byte for byte, and check that the row
+reader refuses exactly what the list guard refuses.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Annotated, Any
+from uuid import UUID
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    Field,
+    NaiveDatetime,
+    TypeAdapter,
+    create_model,
+)
+
+from flujo.serialization import TAG, VALUE, TypeRegistry, safe_deserialize, safe_serialize
+from flujo.serialization._guard import GuardWriter
+from flujo.serialization._rows import LIST, ROW, Shape
+from flujo.serialization._typed import typed_model
+
+from ._support import assert_same
+
+
+class Colour(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+class Text(str):
+    """A str subclass: the row reader must refuse it where a str is declared."""
+
+
+_ZONES = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=14))]
+_NAMES = itertools.count()
+
+# A field type: its annotation, a strategy of exactly typed values and one of values the
+# guard must refuse (None when every value of the right JSON shape would pass).
+Kind = tuple[Any, st.SearchStrategy[Any], st.SearchStrategy[Any] | None]
+
+_LEAVES: list[Kind] = [
+    (str, st.text(max_size=4), st.builds(Text, st.text(max_size=3))),
+    (int, st.integers(-2**63, 2**63 - 1), st.just(True) | st.just(2**64)),
+    (float, st.floats(allow_nan=False, allow_infinity=False), st.just(float("nan")) | st.just(1)),
+    (bool, st.booleans(), st.just(1)),
+    (Decimal, st.decimals(allow_nan=False, allow_infinity=False), st.just(Decimal("NaN"))),
+    (UUID, st.uuids(), st.just("0" * 32)),
+    (date, st.dates(), st.just(datetime(2024, 1, 1))),
+    (NaiveDatetime, st.datetimes(), st.just(datetime(2024, 1, 1, tzinfo=UTC))),
+    (AwareDatetime, st.datetimes(timezones=st.sampled_from(_ZONES)),
+     st.just(datetime(2024, 1, 1))),
+    (datetime, st.datetimes(timezones=st.none() | st.sampled_from(_ZONES)),
+     st.just(datetime(2024, 10, 27, 2, 30, fold=1))),
+    (Colour, st.sampled_from(Colour), st.just("red")),
+    (Level, st.sampled_from(Level), st.just(1)),
+]
+
+
+def _without_fold(values: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return values.map(lambda v: v.replace(fold=0) if isinstance(v, datetime) else v)
+
+
+@st.composite
+def kinds(draw: st.DrawFn, depth: int = 0) -> Kind:
+    """A field type with the strategies of its values; models nest up to 5 levels, past
+    the 3 levels that the guards inline."""
+    choice = draw(st.integers(0, 5 if depth < 5 else 0))
+    if choice == 0:
+        annotation, good, bad = draw(st.sampled_from(_LEAVES))
+        return annotation, _without_fold(good), bad
+    if choice == 5:
+        return draw(models(depth + 1))
+    annotation, good, bad = draw(kinds(depth + 1))
+    if choice == 1:
+        return (list[annotation], st.lists(good, max_size=3),  # type: ignore[valid-type]
+                None if bad is None else st.lists(bad, min_size=1, max_size=2))
+    if choice == 2:
+        return (dict[str, annotation], st.dictionaries(st.text(max_size=3), good, max_size=3),  # type: ignore[valid-type]
+                None if bad is None else st.dictionaries(st.text(max_size=3), bad, min_size=1,
+                                                         max_size=1))
+    if choice == 3:
+        return annotation | None, st.none() | good, bad
+    # a validator changes how pydantic validates, not what the row holds
+    return Annotated[annotation, AfterValidator(_unchanged)], good, bad
+
+
+def _unchanged(value: Any) -> Any:
+    return value
+
+
+@st.composite
+def models(draw: st.DrawFn, depth: int = 0) -> Kind:
+    """A generated model class, and strategies of its instances (built with
+    ``model_construct``: every field set, no validation, as flujo stores them)."""
+    fields = draw(st.lists(kinds(depth), min_size=1, max_size=4))
+    with_default = draw(st.booleans())
+    definitions: dict[str, Any] = {}
+    for index, (annotation, _, _) in enumerate(fields):
+        default = Field(default=None) if with_default and index == 0 else ...
+        definitions[f"f{index}"] = (annotation, default)
+    cls = create_model(f"Generated{next(_NAMES)}", **definitions)
+
+    def build(values: list[Any]) -> BaseModel:
+        return cls.model_construct(**{f"f{i}": v for i, v in enumerate(values)})
+
+    good = st.tuples(*(g for _, g, _ in fields)).map(lambda vs: build(list(vs)))
+    bad_fields = [(i, b) for i, (_, _, b) in enumerate(fields) if b is not None]
+    bad = None
+    if bad_fields:
+        @st.composite
+        def spoiled(draw: st.DrawFn) -> BaseModel:
+            values = list(draw(st.tuples(*(g for _, g, _ in fields))))
+            index, strategy = draw(st.sampled_from(bad_fields))
+            values[index] = draw(strategy)
+            return build(values)
+        bad = spoiled()
+    return cls, good, bad
+
+
+def reference_row(data: Any, shape: Shape) -> Any:
+    """The row of one model dict of pydantic's JSON, by ``rows@1``'s definition."""
+    if shape.kind == ROW:
+        row = list(data.values())
+        assert len(row) == len(shape.names)
+        for position, inner in shape.nested:
+            if row[position] is not None:
+                row[position] = reference_row(row[position], inner)
+        return row
+    assert shape.inner is not None
+    if shape.kind == LIST:
+        return [None if v is None else reference_row(v, shape.inner) for v in data]
+    return {k: None if v is None else reference_row(v, shape.inner) for k, v in data.items()}
+
+
+def _row_readers(cls: type[BaseModel]) -> list[Callable[[list[Any]], Any]]:
+    """The inlined row reader flujo uses, and the one-function-per-class form it falls
+    back to for classes too large to inline."""
+    schema: dict[str, Any] = cls.__pydantic_core_schema__  # type: ignore[assignment]
+    return [GuardWriter(rows=True).build(schema)[1],
+            GuardWriter(inline=False, rows=True).build(schema)[1]]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_rows_are_the_models_own_json_without_the_names(data: st.DataObject) -> None:
+    cls, good, bad = data.draw(models())
+    typed = typed_model(cls)
+    assert typed is not None and typed.shape is not None
+    items = data.draw(st.lists(good, min_size=2, max_size=4))
+    rows = typed.dump_rows(items)
+    assert rows is not None
+    reference = [reference_row(d, typed.shape) for d in typed.list_to_python(items, mode="json")]
+    assert orjson.dumps(rows) == orjson.dumps(reference)
+    for read in _row_readers(cls):
+        assert orjson.dumps(typed.rows_to_python(read(items), mode="json")) == \
+            orjson.dumps(reference)
+    if bad is not None:  # one value not exactly of its type: refused as the guard refuses it
+        spoiled = [*items, data.draw(bad)]
+        assert not typed.list_guard(spoiled)
+        assert typed.dump_rows(spoiled) is None
+        assert all(read(spoiled) is None for read in _row_readers(cls))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_generated_models_round_trip_through_rows(data: st.DataObject) -> None:
+    cls, good, _ = data.draw(models())
+    items = data.draw(st.lists(good, min_size=2, max_size=4))
+    registry = TypeRegistry()
+    encoded = safe_serialize(items, registry=registry)
+    assert encoded[TAG] == "rows@1"
+    assert_same(safe_deserialize(orjson.loads(orjson.dumps(encoded)), registry=registry), items)
+    shape = typed_model(cls).shape  # type: ignore[union-attr]
+    assert shape is not None
+    dicts = TypeAdapter(list[cls]).dump_python(items, mode="json")  # type: ignore[valid-type]
+    assert encoded[VALUE][2] == [reference_row(d, shape) for d in dicts]
