@@ -15,10 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ConfigDict, PrivateAttr
 
-from flujo import Flujo, Step
-from flujo.exceptions import CorruptStateError
-from flujo.state import FileBackend, InMemoryBackend, SQLiteBackend, WorkflowState
+from flujo import Flujo, PipelineContext, Step
+from flujo.exceptions import (
+    CorruptStateError,
+    FlujoError,
+    PipelineMismatchError,
+)
+from flujo.state import FileBackend, InMemoryBackend, SQLiteBackend, StateBackend, WorkflowState
 
 EDGES = ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"]  # outside years 1-9999 in UTC
 
@@ -239,3 +244,126 @@ async def test_file_times_beyond_the_datetime_range_stand_in_clamped(mtime: floa
         for child in sorted(store.rglob("*"), reverse=True):
             child.rmdir() if child.is_dir() else child.unlink()
         store.rmdir()
+
+
+# -- runner fields inside a stored state ---------------------------------------------------
+
+
+HUGE = "9" * 4400  # over Python's 4,300-digit limit for int <-> str
+RUNNER_EDITS: list[tuple[str, Any, type[FlujoError], str]] = [
+    ("current_step_index", "HUGE", CorruptStateError, "not valid JSON"),
+    ("current_step_index", {"$t": "int@1", "v": "0x" + "f" * 4400}, PipelineMismatchError,
+     "run 'r' is at step an integer of 17600 bits"),
+    ("current_step_index", -1, CorruptStateError, "current_step_index"),
+    ("step_names", 5, CorruptStateError, "run 'r'.*step_names, 5, is not a list"),
+    ("step_names", ["first", 2], CorruptStateError, "run 'r'.*step_names.*not a list"),
+    ("step_history", [1], CorruptStateError, r"run 'r'.*step_history\[0\], 1, is not a step"),
+    ("step_history", [{"name": 5}], CorruptStateError, r"run 'r'.*step_history\[0\].*name"),
+    ("failure", 5, CorruptStateError, "run 'r'.*failure, 5, is not a step result"),
+    ("failure", {"$t": "flujo.StepResult@1", "v": {"name": "second", "attempts": "x"}},
+     CorruptStateError, "run 'r'.*failure is not a valid step result: attempts"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "error", "message"), RUNNER_EDITS)
+async def test_edited_runner_fields_are_refused_before_any_step_runs(
+        tmp_path: Path, field: str, value: Any, error: type[FlujoError], message: str) -> None:
+    # was: ValueError formatting a 4,300-digit index, TypeError from step_names = 5 or a
+    # failure whose attempts is a str, and step_history [1] ran the step and saved before a
+    # pydantic ValidationError escaped; failure = 5 was silently ignored
+    ran: list[str] = []
+    runner = Flujo(_failing_pipeline(ran), state_backend=FileBackend(tmp_path / "runs"))
+    assert not (await runner.run_async(1, run_id="r")).success
+    path = FileBackend(tmp_path / "runs").file_for("r")
+    raw = _edit_json(path.read_bytes(), lambda r: r["payload"].__setitem__(field, value))
+    path.write_bytes(raw.replace(b'"HUGE"', HUGE.encode()))
+    before, ran[:] = path.read_bytes(), []
+    with pytest.raises(error, match=message):
+        await runner.run_async(run_id="r")
+    assert ran == []
+    assert path.read_bytes() == before
+
+
+class Loose(PipelineContext):
+    model_config = ConfigDict(extra="allow")
+    n: int = 0
+    _secret: int = PrivateAttr(default=3)
+
+
+ODD_NAMES = {"_fields_set": "kept", "_secret": 99, "__class__": 1, "__dict__": 2,
+             "__pydantic_extra__": 3, "model_config": 4}
+
+
+async def test_extra_context_fields_with_reserved_names_are_restored_as_extras() -> None:
+    # was: model_construct took "_fields_set" as its own argument (the value lost, and
+    # __pydantic_fields_set__ set to it) and "_secret" as the private attribute's value
+    seen: list[Loose] = []
+
+    def check(data: Any, *, context: Loose) -> Any:
+        seen.append(context)
+        if len(seen) == 1:
+            raise RuntimeError("fail once, so that the run is resumed")
+        return data
+
+    backend = InMemoryBackend()
+    runner = Flujo(Step.from_callable(check), context_model=Loose, state_backend=backend)
+    assert not (await runner.run_async(1, run_id="r", initial_context_data=ODD_NAMES)).success
+    assert (await runner.run_async(run_id="r")).success
+    first, resumed = seen
+    assert first.model_extra == resumed.model_extra == ODD_NAMES
+    assert resumed.model_fields_set == {"run_id", "initial_prompt", "scratchpad", "n"}
+    assert resumed._secret == 3
+    assert resumed.model_dump(exclude_unset=True)["_fields_set"] == "kept"
+
+
+async def test_an_edited_context_with_a_fields_set_key_resumes_with_it_as_an_extra() -> None:
+    backend = InMemoryBackend()
+    runner = Flujo(_failing_pipeline([]), context_model=Loose, state_backend=backend)
+    await runner.run_async(1, run_id="r")
+    raw = _edit_json(backend.raw_records()["r"],
+                     lambda r: r["payload"]["pipeline_context"].__setitem__("_fields_set", 5))
+    backend.put_raw("r", raw)
+    result = await runner.run_async(run_id="r")
+    assert result.final_pipeline_context.model_extra == {"_fields_set": 5}
+    assert isinstance(result.final_pipeline_context.model_fields_set, set)
+
+
+class Rows(PipelineContext):
+    rows: int = 0
+
+
+async def test_an_earlier_flujo_context_that_does_not_fit_the_model_is_a_mismatch() -> None:
+    # was: pydantic ValidationError from parsing the plain-JSON context of earlier flujo
+    backend = InMemoryBackend()
+    earlier = {"run_id": "old", "pipeline_name": "pipeline", "pipeline_version": "1",
+               "current_step_index": 0, "pipeline_context": {"rows": "many"},
+               "step_history": [], "status": "paused"}
+    backend.put_raw("old", json.dumps(earlier).encode())
+    runner = Flujo(Step.from_callable(_unreachable), context_model=Rows, state_backend=backend)
+    with pytest.raises(PipelineMismatchError, match=r"run 'old'.*rows"):
+        await runner.run_async(run_id="old")
+
+
+class DictOnlyBackend(StateBackend):
+    """A custom backend of the earlier, dict-only contract, holding an edited state."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self.state = state
+
+    async def save_state(self, run_id: str, state: Any, *, expected_revision: Any = None) -> None:
+        raise AssertionError("nothing may be saved")
+
+    async def load_state(self, run_id: str) -> dict[str, Any] | None:
+        return self.state
+
+    async def delete_state(self, run_id: str) -> None:
+        raise AssertionError("nothing may be deleted")
+
+
+async def test_an_invalid_state_from_a_dict_only_backend_is_corrupt() -> None:
+    # was: pydantic ValidationError out of Flujo.run
+    backend = DictOnlyBackend({"run_id": "r", "current_step_index": "first"})
+    runner = Flujo(Step.from_callable(_unreachable), state_backend=backend)
+    with pytest.warns(RuntimeWarning, match="no run claim"), \
+            pytest.raises(CorruptStateError, match=r"run 'r'.*current_step_index"):
+        await runner.run_async(run_id="r")
