@@ -3,8 +3,9 @@
 Resume rules (docs/durable-pipelines.md): the state saved after step *i* says "the next step
 is *i + 1*, its input is the output of step *i*". A crash anywhere before the next save is
 therefore repaired by re-running the unfinished step; a step that raised is re-run on
-resume, never skipped; a completed run returns its stored result without running anything.
-Only one worker executes a run at a time (the backend's per-run claim).
+resume, never skipped, from the state saved before it (its own changes to the context are
+dropped, as a crash would drop them); a completed run returns its stored result without
+running anything. Only one worker executes a run at a time (the backend's per-run claim).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ..exceptions import (
     PipelineMismatchError,
     RunIdConflictError,
     RunInProgressError,
+    StateConflictError,
 )
 from ..state import (
     LEGACY_CONTEXT_MARKER,
@@ -188,6 +190,10 @@ class Flujo(Generic[ContextT]):
                         latency_s=time.perf_counter() - started,
                         feedback=f"{type(exc).__name__}: {exc}",
                     )
+                    # The step may have changed its context and input in place before it
+                    # raised; what is saved is the state from before it, as a crash here would
+                    # leave it, so that every attempt starts the step from the same state.
+                    context, data = await self._before_step(rid, revision, step.name)
                     state = self._state(rid, context, index, data, history, "failed",
                                         error=failed.feedback, failure=failed)
                     revision = await self._save(rid, state, revision)
@@ -262,6 +268,20 @@ class Flujo(Generic[ContextT]):
         and the context the next step gets, rebuilt from it."""
         state = self._check_resumable(saved)
         return state, self._restore_context(state, validate=legacy)
+
+    async def _before_step(self, rid: str, revision: int,
+                           step_name: str) -> tuple[PipelineContext, Any]:
+        """The context and input the current step started from, rebuilt from the state saved
+        before it (``revision``): the step cannot have changed what the store holds."""
+        saved, found, legacy = await self._load(rid)
+        if saved is None or found != revision:
+            now = "was deleted" if saved is None else f"is at revision {found}"
+            raise StateConflictError(
+                f"{self._describe(rid)}: step {step_name!r} failed, and the saved run {now}"
+                f" instead of revision {revision}; another writer changed it, so the failure"
+                " is not recorded")
+        state, context = self._resume_point(saved, legacy)
+        return context, state.last_step_output
 
     async def _save(self, rid: str, state: WorkflowState, revision: int) -> int:
         if revision < 0:
