@@ -92,6 +92,31 @@ def build_runner(backend: StateBackend | str) -> Flujo[CrashContext]:
                  pipeline_name="crashy", pipeline_version="1")
 
 
+class CountingContext(PipelineContext):
+    counter: int = 0
+
+
+def start(order: str, *, context: CountingContext) -> list[str]:
+    context.scratchpad["order"] = order
+    return [order]
+
+
+def bump(items: list[str], *, context: CountingContext) -> list[str]:
+    """Changes its context and input in place, then dies (under ``FLUJO_TEST_CRASH_AT=bump``)
+    or fails: either way, none of its changes may reach the saved state."""
+    context.counter += 1
+    context.scratchpad["bumped"] = context.counter
+    items.append("bumped")
+    _enter("bump")
+    raise RuntimeError(f"bump failed with counter {context.counter}")
+
+
+def build_counting_runner(backend: StateBackend | str) -> Flujo[CountingContext]:
+    return Flujo(Step.from_callable(start) >> Step.from_callable(bump),
+                 context_model=CountingContext, state_backend=backend,
+                 pipeline_name="counting", pipeline_version="1")
+
+
 def make_backend(kind: str, location: str, schema: str | None = None) -> StateBackend:
     """The same store from any process: ``file``/``sqlite`` paths or a Postgres DSN."""
     from flujo.state import FileBackend, PostgresBackend, SQLiteBackend

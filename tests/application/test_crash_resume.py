@@ -80,6 +80,36 @@ async def test_sigkill_inside_a_step_then_resume(durable_store: Store, crash_at:
     assert [s.attempts for s in resumed.step_history] == [1] * len(STEP_NAMES)
 
 
+async def test_failed_attempts_save_what_a_sigkill_in_the_step_leaves(durable_store: Store
+                                                                       ) -> None:
+    # The step changes its context and input, then is killed (one run) or raises (the other
+    # run, three times): the failures save exactly what the kill left, so no retry starts
+    # from a previous attempt's changes.
+    killed, failed = (f"{kind}-{uuid.uuid4().hex[:8]}" for kind in ("kill", "fail"))
+    child = _spawn(durable_store, killed, FLUJO_TEST_PIPELINE="counting",
+                   FLUJO_TEST_CRASH_AT="bump")
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == -signal.SIGKILL, err
+    for _ in range(3):
+        child = _spawn(durable_store, failed, FLUJO_TEST_PIPELINE="counting")
+        out, err = child.communicate(timeout=60)
+        assert (child.returncode, out.strip()) == (0, "failed"), err
+    backend = durable_store.open()
+    try:
+        after_kill = await backend.load_state(killed)
+        after_failures = await backend.load_state(failed)
+    finally:
+        await backend.close()
+    assert after_kill is not None and after_failures is not None
+    assert after_failures["pipeline_context"] == {**after_kill["pipeline_context"],
+                                                  "run_id": failed}
+    assert after_failures["pipeline_context"]["counter"] == 0
+    for field in ("current_step_index", "last_step_output"):
+        assert after_failures[field] == after_kill[field]
+    assert after_failures["last_step_output"] == ["order"]
+    assert after_failures["failure"].attempts == 3
+
+
 async def test_a_killed_worker_releases_its_claim_at_once(durable_store: Store,
                                                           tmp_path: Path) -> None:
     rid = f"claim-{uuid.uuid4().hex[:8]}"

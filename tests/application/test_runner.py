@@ -12,7 +12,15 @@ from typing import Any
 
 import orjson
 import pytest
-from crash_pipeline import CRASH_IN_PROCESS, STEP_NAMES, Item, SimulatedCrash, build_runner
+from crash_pipeline import (
+    CRASH_IN_PROCESS,
+    STEP_NAMES,
+    CountingContext,
+    Item,
+    SimulatedCrash,
+    build_counting_runner,
+    build_runner,
+)
 from pydantic import Field
 
 from flujo import Flujo, Pipeline, PipelineContext, PipelineResult, Step, StepResult
@@ -103,8 +111,83 @@ async def test_a_failed_step_is_recorded_and_re_executed_on_resume(backend: Stat
                           state_backend=backend).run_async("in", run_id=rid)
     assert resumed.success
     assert [(s.name, s.attempts) for s in resumed.step_history] == [("a", 1), ("b", 2), ("c", 1)]
-    assert resumed.final_pipeline_context.calls == ["a", "b", "b", "c"]
+    # the failed attempt's append to the context was dropped with the rest of its changes
+    assert failed.final_pipeline_context.calls == ["a"]
+    assert resumed.final_pipeline_context.calls == ["a", "b", "c"]
     assert resumed.output == ((("in", "a"), "b"), "c")
+
+
+async def test_a_failed_step_saves_the_state_from_before_it_as_a_crash_leaves_it(
+        backend: StateBackend) -> None:
+    # was: the step's in-place changes were saved with the failure, so they compounded on
+    # every retry (counter 1, 2, 3...) while a crash at the same point resumed from 0
+    rid, crashed = new_id(), new_id()
+    for attempt in range(1, 4):
+        result = await build_counting_runner(backend).run_async("order", run_id=rid)
+        assert not result.success
+        assert result.step_history[-1].feedback == "RuntimeError: bump failed with counter 1"
+        assert result.step_history[-1].attempts == attempt
+        assert result.final_pipeline_context.counter == 0
+    token = CRASH_IN_PROCESS.set("bump")
+    try:
+        with pytest.raises(SimulatedCrash):
+            await build_counting_runner(backend).run_async("order", run_id=crashed)
+    finally:
+        CRASH_IN_PROCESS.reset(token)
+    failed, after_crash = await backend.load_state(rid), await backend.load_state(crashed)
+    assert failed is not None and after_crash is not None
+    assert failed["pipeline_context"] == {**after_crash["pipeline_context"], "run_id": rid}
+    assert failed["pipeline_context"]["counter"] == 0
+    assert failed["pipeline_context"]["scratchpad"] == {"order": "order"}
+    for field in ("current_step_index", "last_step_output"):
+        assert_same(failed[field], after_crash[field])
+    assert [s.name for s in failed["step_history"]] == ["start"]
+    assert [s.name for s in after_crash["step_history"]] == ["start"]
+    assert failed["last_step_output"] == ["order"]  # the input, as the step got it
+    assert (failed["status"], failed["failure"].attempts) == ("failed", 3)
+
+
+async def test_a_step_that_succeeds_after_failing_saves_its_own_changes_once(
+        backend: StateBackend) -> None:
+    attempts: list[int] = []
+
+    def flaky(data: Any, *, context: CountingContext) -> Any:
+        context.counter += 1
+        attempts.append(context.counter)
+        if len(attempts) < 3:
+            raise RuntimeError("not yet")
+        return context.counter
+
+    rid = new_id()
+    runner = Flujo(Step.from_callable(flaky), context_model=CountingContext,
+                   state_backend=backend)
+    results = [await runner.run_async(None, run_id=rid) for _ in range(3)]
+    assert [r.success for r in results] == [False, False, True]
+    assert attempts == [1, 1, 1]
+    assert results[-1].output == 1 and results[-1].final_pipeline_context.counter == 1
+    saved = await backend.load_state(rid)
+    assert saved is not None and saved["pipeline_context"]["counter"] == 1
+    assert saved["step_history"][-1].attempts == 3
+
+
+async def test_a_failure_right_after_a_version_migration_saves_the_migrated_state() -> None:
+    backend = InMemoryBackend()
+    rid = new_id()
+    await build_counting_runner(backend).run_async("order", run_id=rid)
+
+    def from_v1(state: WorkflowState) -> WorkflowState:
+        context = {**state.pipeline_context, "counter": 10}
+        return state.model_copy(update={"pipeline_context": context})
+
+    pipeline = build_counting_runner(backend).pipeline
+    v2 = Flujo(pipeline, context_model=CountingContext, state_backend=backend,
+               pipeline_name="counting", pipeline_version="2", version_migrations={"1": from_v1})
+    for _ in range(2):  # the second run reads the v2 state the first one saved
+        result = await v2.run_async("order", run_id=rid)
+        assert result.step_history[-1].feedback == "RuntimeError: bump failed with counter 11"
+    saved = await backend.load_state(rid)
+    assert saved is not None
+    assert (saved["pipeline_version"], saved["pipeline_context"]["counter"]) == ("2", 10)
 
 
 @pytest.mark.parametrize("crash_at", STEP_NAMES)

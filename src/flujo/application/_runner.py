@@ -3,8 +3,9 @@
 Resume rules (docs/durable-pipelines.md): the state saved after step *i* says "the next step
 is *i + 1*, its input is the output of step *i*". A crash anywhere before the next save is
 therefore repaired by re-running the unfinished step; a step that raised is re-run on
-resume, never skipped; a completed run returns its stored result without running anything.
-Only one worker executes a run at a time (the backend's per-run claim).
+resume, never skipped, from the state saved before it (its own changes to the context are
+dropped, as a crash would drop them); a completed run returns its stored result without
+running anything. Only one worker executes a run at a time (the backend's per-run claim).
 """
 
 from __future__ import annotations
@@ -19,20 +20,26 @@ import warnings
 from collections.abc import AsyncIterator, Callable, Generator, Mapping
 from typing import Any, Generic, TypeVar, cast
 
+from pydantic import ValidationError
+
 from ..exceptions import (
+    CorruptStateError,
     InvalidRunIdError,
     PipelineError,
     PipelineMismatchError,
     RunIdConflictError,
     RunInProgressError,
+    StateConflictError,
 )
 from ..state import (
     LEGACY_CONTEXT_MARKER,
+    EnvelopeStateBackend,
     InMemoryBackend,
     StateBackend,
     WorkflowState,
     backend_from_uri,
 )
+from ..state.backends.base import shown
 from ._models import PipelineContext, PipelineResult, StepResult
 from ._pipeline import Pipeline, Step
 
@@ -162,8 +169,7 @@ class Flujo(Generic[ContextT]):
                 )
                 revision = await self._save(rid, state, revision)
             else:
-                state = self._check_resumable(saved)
-                context = self._restore_context(state, validate=legacy)
+                state, context = self._resume_point(saved, legacy)
                 if state.status == "completed":
                     outcome.append(self._completed(rid, state, context))
                     return
@@ -184,6 +190,10 @@ class Flujo(Generic[ContextT]):
                         latency_s=time.perf_counter() - started,
                         feedback=f"{type(exc).__name__}: {exc}",
                     )
+                    # The step may have changed its context and input in place before it
+                    # raised; what is saved is the state from before it, as a crash here would
+                    # leave it, so that every attempt starts the step from the same state.
+                    context, data = await self._before_step(rid, revision, step.name)
                     state = self._state(rid, context, index, data, history, "failed",
                                         error=failed.feedback, failure=failed)
                     revision = await self._save(rid, state, revision)
@@ -226,6 +236,12 @@ class Flujo(Generic[ContextT]):
                               output=state.last_step_output)
 
     # -- state --------------------------------------------------------------------------
+    def _describe(self, rid: str) -> str:
+        """How error messages name the run's record (with its file or table, if known)."""
+        if isinstance(self.backend, EnvelopeStateBackend):
+            return self.backend.describe(rid)
+        return f"run {rid!r}"
+
     async def _load(self, rid: str) -> tuple[WorkflowState | None, int, bool]:
         """The saved state, its revision (-1: not tracked) and whether it predates envelopes."""
         try:
@@ -234,12 +250,38 @@ class Flujo(Generic[ContextT]):
             loaded = await self.backend.load_state(rid)
             if loaded is None:
                 return None, -1, False
-            return WorkflowState.model_validate(loaded), -1, True
+            try:
+                return WorkflowState.model_validate(loaded), -1, True
+            except ValidationError as exc:
+                raise CorruptStateError(
+                    f"{self._describe(rid)}: the saved state is not a valid WorkflowState:"
+                    f" {_problems(exc)}") from exc
         if record is None:
             return None, 0, False
         plain = record.envelope.stored_envelope_version == 0 or bool(
             (record.state.model_extra or {}).get(LEGACY_CONTEXT_MARKER))
         return record.state, record.revision, plain
+
+    def _resume_point(self, saved: WorkflowState,
+                      legacy: bool) -> tuple[WorkflowState, PipelineContext]:
+        """The checked (and, for another pipeline version, migrated) state of a saved run,
+        and the context the next step gets, rebuilt from it."""
+        state = self._check_resumable(saved)
+        return state, self._restore_context(state, validate=legacy)
+
+    async def _before_step(self, rid: str, revision: int,
+                           step_name: str) -> tuple[PipelineContext, Any]:
+        """The context and input the current step started from, rebuilt from the state saved
+        before it (``revision``): the step cannot have changed what the store holds."""
+        saved, found, legacy = await self._load(rid)
+        if saved is None or found != revision:
+            now = "was deleted" if saved is None else f"is at revision {found}"
+            raise StateConflictError(
+                f"{self._describe(rid)}: step {step_name!r} failed, and the saved run {now}"
+                f" instead of revision {revision}; another writer changed it, so the failure"
+                " is not recorded")
+        state, context = self._resume_point(saved, legacy)
+        return context, state.last_step_output
 
     async def _save(self, rid: str, state: WorkflowState, revision: int) -> int:
         if revision < 0:
@@ -265,15 +307,26 @@ class Flujo(Generic[ContextT]):
             state = state.model_copy(update={"pipeline_version": self.pipeline_version})
             if state.model_extra is not None:
                 state.model_extra["step_names"] = self.pipeline.step_names
-        stored_names = (state.model_extra or {}).get("step_names")
-        if stored_names is not None and list(stored_names) != self.pipeline.step_names:
+        what = self._describe(state.run_id)
+        extra = state.model_extra or {}
+        stored_names = extra.get("step_names")
+        if stored_names is not None and not (
+                isinstance(stored_names, list) and all(type(n) is str for n in stored_names)):
+            raise CorruptStateError(
+                f"{what}: the stored step_names, {shown(stored_names)}, is not a list of step"
+                " names")
+        if stored_names is not None and stored_names != self.pipeline.step_names:
             raise PipelineMismatchError(
-                f"run {state.run_id!r} was saved by a pipeline with steps {list(stored_names)}; "
+                f"run {state.run_id!r} was saved by a pipeline with steps {stored_names}; "
                 f"this pipeline has {self.pipeline.step_names}")
         if not 0 <= state.current_step_index <= len(self.pipeline):
             raise PipelineMismatchError(
-                f"run {state.run_id!r} is at step {state.current_step_index} of a "
+                f"run {state.run_id!r} is at step {shown(state.current_step_index)} of a "
                 f"{len(self.pipeline)}-step pipeline")
+        for position, item in enumerate(state.step_history):
+            _stored_step(what, f"step_history[{position}]", item)
+        if extra.get("failure") is not None:
+            _stored_step(what, "failure", extra["failure"], legacy=False)
         return state
 
     def _new_context(self, rid: str, initial_input: Any,
@@ -300,8 +353,14 @@ class Flujo(Generic[ContextT]):
                 f"missing {missing}, unknown {unknown}; register a state migration")
         fields["run_id"] = state.run_id
         if validate:  # earlier flujo stored plain JSON: let the model parse it back
-            return model.model_validate(fields)
-        return cast(ContextT, model.model_construct(**fields))
+            try:
+                return model.model_validate(fields)
+            except ValidationError as exc:
+                raise PipelineMismatchError(
+                    f"the saved context of run {state.run_id!r} (plain JSON, saved by earlier"
+                    f" flujo) does not fit {model.__qualname__}: {_problems(exc)}; register a"
+                    " state migration") from exc
+        return _construct(model, fields)
 
     @contextlib.asynccontextmanager
     async def _claim(self, rid: str) -> AsyncIterator[None]:
@@ -354,6 +413,46 @@ def _choose_run_id(run_id: str | None, initial_context_data: Mapping[str, Any] |
     if not isinstance(chosen, str) or not chosen:
         raise InvalidRunIdError(f"run_id must be a non-empty str, got {chosen!r}")
     return chosen
+
+
+def _construct(model: type[ContextT], fields: dict[str, Any]) -> ContextT:
+    """An instance of ``model`` holding exactly ``fields``, unvalidated (the values keep the
+    types they were saved with): the declared fields, and every other name as an extra."""
+    declared = model.__pydantic_fields__
+    extra = {name: value for name, value in fields.items() if name not in declared}
+    context = cast(ContextT, model.model_construct(
+        **{n: v for n, v in fields.items() if n in declared}))
+    if extra:  # only for extra="allow" models (see _restore_context)
+        # Set apart from model_construct, which would take ``_fields_set`` as its own argument
+        # and a private attribute's name as that attribute: extras stay extras.
+        object.__setattr__(context, "__pydantic_extra__",
+                           {**(context.__pydantic_extra__ or {}), **extra})
+    return context
+
+
+def _problems(exc: ValidationError) -> str:
+    """The first few errors of ``exc``, each as ``location: message``."""
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '$'}: {err['msg']}"
+                     for err in exc.errors()[:5])
+
+
+def _stored_step(what: str, where: str, value: Any, *, legacy: bool = True) -> None:
+    """Refuse a step result of a saved state (``where``: ``step_history[2]``, ``failure``)
+    that is not one: a StepResult whose fields have their declared types or, with
+    ``legacy``, a dict that validates as one (how earlier flujo stored the history)."""
+    try:
+        if isinstance(value, StepResult):
+            StepResult.model_validate(value.__dict__, strict=True)
+            return
+        if legacy and isinstance(value, dict):
+            StepResult.model_validate(value)
+            return
+    except ValidationError as exc:
+        raise CorruptStateError(
+            f"{what}: the stored {where} is not a valid step result: {_problems(exc)}"
+        ) from exc
+    raise CorruptStateError(
+        f"{what}: the stored {where}, {shown(value)}, is not a step result")
 
 
 def _context_fields(context: PipelineContext) -> dict[str, Any]:

@@ -144,7 +144,13 @@ class Envelope(BaseModel):
     def _utc(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             raise ValueError("timestamps must carry a UTC offset")
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00: before year 1 in UTC
+            # A ValueError, which pydantic reports naming the field (an OverflowError
+            # would escape the validation as it is).
+            raise ValueError(
+                f"{value.isoformat()} is outside the years 1 to 9999 in UTC") from None
 
     @property
     def stored_envelope_version(self) -> int:

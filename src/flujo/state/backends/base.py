@@ -14,7 +14,7 @@ import abc
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
@@ -48,6 +48,8 @@ __all__ = [
     "StoredRecord",
     "WriteRecord",
     "coerce_state",
+    "shown",
+    "stored_timestamp",
 ]
 
 StateInput = WorkflowState | Mapping[str, Any]
@@ -134,9 +136,82 @@ def _check_expected(expected_revision: int | None) -> None:
 MAX_REVISION = 2**63 - 1
 
 
+def shown(value: object) -> str:
+    """``repr(value)`` cut to a readable length, for messages about stored values (a
+    doctored column can hold a megabyte of text, and the repr of an int of over 4,300
+    digits raises ValueError)."""
+    if type(value) is int and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+
+
+def stored_timestamp(what: str, name: str, value: object) -> datetime:
+    """A timestamp a store keeps beside the envelope (``created_at``/``updated_at`` index
+    columns), as an aware UTC datetime; ``value`` is a datetime or ISO 8601 text.
+
+    flujo writes these itself, so anything else (text that is no timestamp, a naive one, NULL,
+    a number, one beyond year 9999 or before year 1 in UTC) means the store was edited:
+    CorruptStateError naming the record and the field.
+    """
+    parsed: object = value
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            parsed = None
+    if isinstance(parsed, datetime) and parsed.utcoffset() is not None:
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+            pass
+    raise CorruptStateError(
+        f"{what}: the stored {name} {shown(value)} is not a timestamp with a UTC offset"
+        " within the years 1 to 9999 (the store's index was edited)")
+
+
+def check_summary(describe: Callable[[str], str], summary: RunSummary) -> RunSummary:
+    """Refuse a listing row whose fields are not what flujo stores (a doctored index column
+    of a database: ``status=5``, ``revision='abc'``...) with CorruptStateError naming the
+    record (``describe(run_id)``) and the field; return the row, timestamps in UTC."""
+    run_id = summary["run_id"]
+    try:
+        if type(run_id) is not str:
+            raise InvalidRunIdError("not a str")
+        what = describe(validate_run_id(run_id))
+    except InvalidRunIdError:
+        raise CorruptStateError(
+            f"a listed record's stored run_id {shown(run_id)} is not a valid run id (the"
+            " store's index was edited)") from None
+    problems = []
+    if type(summary["pipeline_name"]) is not str:
+        problems.append(f"pipeline_name {shown(summary['pipeline_name'])} is not a str")
+    if type(summary["status"]) is not str or summary["status"] not in RUN_STATUSES:
+        problems.append(f"status {shown(summary['status'])} is not one of"
+                        f" {', '.join(RUN_STATUSES)}")
+    revision = summary["revision"]
+    if type(revision) is not int or not 1 <= revision <= MAX_REVISION:
+        problems.append(f"revision {shown(revision)} is not an integer from 1 to {MAX_REVISION}")
+    if problems:
+        raise CorruptStateError(
+            f"{what}: the stored {'; '.join(problems)} (the store's index was edited)")
+    return RunSummary(
+        run_id=run_id,
+        pipeline_name=summary["pipeline_name"],
+        status=summary["status"],
+        revision=revision,
+        created_at=stored_timestamp(what, "created_at", summary["created_at"]),
+        updated_at=stored_timestamp(what, "updated_at", summary["updated_at"]),
+    )
+
+
 def check_revision(what: str, current: CurrentRecord | None, expected: int | None) -> int:
     """Compare-and-set check; return the revision the new record gets."""
     actual = current.revision if current is not None else 0
+    if current is not None and (type(actual) is not int or actual < 1):  # 'abc', 0, NULL
+        raise CorruptStateError(
+            f"{what}: the stored revision {shown(actual)} is not an integer from 1 to"
+            f" {MAX_REVISION} (the store's index was edited); refusing to save over it")
     if expected is not None and expected != actual:
         found = f"revision {actual}" if current is not None else "no record"
         raise StateConflictError(
@@ -310,7 +385,8 @@ class EnvelopeStateBackend(StateBackend):
 
         def make(current: CurrentRecord | None) -> SealedRecord:
             revision = check_revision(what, current, expected_revision)
-            created = current.created_at if current is not None else None
+            created = (None if current is None
+                       else stored_timestamp(what, "created_at", current.created_at))
             return self.codec.seal(encoded, revision=revision, created_at=created)
 
         sealed = await self._write(run_id, make)
@@ -347,7 +423,8 @@ class EnvelopeStateBackend(StateBackend):
             raise BackendConfigError(
                 f"status must be one of {', '.join(RUN_STATUSES)}, got {status!r}")
         _check_paging(limit, offset)
-        return await self._list(status, pipeline_name, limit, offset)
+        rows = await self._list(status, pipeline_name, limit, offset)
+        return [check_summary(self.describe, row) for row in rows]
 
     async def list_run_ids(self) -> list[str]:
         return sorted(await self._list_ids())

@@ -33,10 +33,12 @@ __all__ = ["InMemoryBackend"]
 class _Entry:
     raw: bytes
     envelope: Envelope | None  # None: stored with put_raw and not parseable
+    problem: str = ""  # why it is not parseable (the error of the parse, naming the field)
 
     def header(self, what: str) -> Envelope:
         if self.envelope is None:
-            raise CorruptStateError(f"{what}: the stored record is not a valid envelope")
+            raise CorruptStateError(self.problem or f"{what}: the stored record is not a valid"
+                                    " envelope")
         return self.envelope
 
     def summary(self, what: str) -> RunSummary:
@@ -128,9 +130,10 @@ class InMemoryBackend(EnvelopeStateBackend):
     def put_raw(self, run_id: str, raw: bytes) -> None:
         """Store bytes verbatim, bypassing every check (for corruption tests)."""
         validate_run_id(run_id)
+        problem = ""
         try:
             env: Envelope | None = self._parse(run_id, StoredRecord(raw))
-        except (StateError, SerializationError):
-            env = None
+        except (StateError, SerializationError) as exc:
+            env, problem = None, str(exc)
         with self._lock:
-            self._entries[run_id] = _Entry(raw, env)
+            self._entries[run_id] = _Entry(raw, env, problem)

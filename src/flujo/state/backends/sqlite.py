@@ -27,7 +27,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
-from datetime import datetime
 from os import PathLike
 from pathlib import Path
 from typing import Any, Literal
@@ -44,7 +43,14 @@ from .._envelope import format_timestamp
 from ..models import RunSummary
 from . import _flock
 from ._dirs import kind_of
-from .base import CurrentRecord, EnvelopeStateBackend, RunClaim, StoredRecord, WriteRecord
+from .base import (
+    CurrentRecord,
+    EnvelopeStateBackend,
+    RunClaim,
+    StoredRecord,
+    WriteRecord,
+    stored_timestamp,
+)
 
 __all__ = ["SQLITE_SCHEMA_VERSION", "SQLiteBackend"]
 
@@ -403,7 +409,8 @@ class SQLiteBackend(EnvelopeStateBackend):
             row = conn.execute(
                 f'SELECT revision, created_at FROM "{self.table}" WHERE run_id = ?', (run_id,)
             ).fetchone()
-            current = None if row is None else CurrentRecord(row[0], datetime.fromisoformat(row[1]))
+            current = None if row is None else CurrentRecord(row[0], stored_timestamp(
+                self.describe(run_id), "created_at", row[1]))
             sealed = make(current)
             env = sealed.envelope
             conn.execute(
@@ -459,14 +466,16 @@ class SQLiteBackend(EnvelopeStateBackend):
                 " ORDER BY updated_at DESC, run_id LIMIT ? OFFSET ?",
                 params,
             ).fetchall()
+        # The columns are checked (EnvelopeStateBackend.list_runs): anyone with SQL access
+        # can put any value of any type into them.
         return [
             RunSummary(
                 run_id=r[0],
                 pipeline_name=r[1],
                 status=r[2],
                 revision=r[3],
-                created_at=datetime.fromisoformat(r[4]),
-                updated_at=datetime.fromisoformat(r[5]),
+                created_at=stored_timestamp(self.describe(str(r[0])), "created_at", r[4]),
+                updated_at=stored_timestamp(self.describe(str(r[0])), "updated_at", r[5]),
             )
             for r in rows
         ]
