@@ -18,6 +18,7 @@ import pty
 import re
 import select
 import sqlite3
+import stat
 import subprocess
 import sys
 import textwrap
@@ -777,6 +778,63 @@ def test_failed_export_leaves_no_file(cli: Any, tmp_path: Path,
     dump = tmp_path / "backup.jsonl"
     assert cli("export", "--out", str(dump), store=store).code == EXIT_CORRUPT
     assert not dump.exists() and not (tmp_path / ".backup.jsonl.partial").exists()
+
+
+def test_export_file_is_private_and_replaces_the_target(cli: Any, tmp_path: Path,
+                                                        request: pytest.FixtureRequest) -> None:
+    # was: 0644 (the umask's), while the stores' own files are 0600
+    store = make_store("file", tmp_path, request)
+    store.save(sample_state("r1"))
+    dump = tmp_path / "backup.jsonl"
+    dump.write_text("yesterday's\n")
+    dump.chmod(0o644)
+    assert cli("export", "--out", str(dump), store=store).code == EXIT_OK
+    assert stat.S_IMODE(dump.stat().st_mode) == 0o600
+    assert [json.loads(line)["run_id"] for line in dump.read_text().splitlines()] == ["r1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-runs", "backup.jsonl"]
+
+
+@pytest.mark.parametrize("planted", ["link to a file", "dangling link", "file", "directory"])
+def test_export_never_writes_through_a_planted_partial_file(
+        planted: str, cli: Any, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    # was: open(".FILE.partial", "wb") followed a planted link and overwrote its target
+    store = make_store("file", tmp_path, request)
+    store.save(sample_state("r1"))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim = outside / "victim"
+    victim.write_text("victim")
+    dump = tmp_path / "backup.jsonl"
+    partial = tmp_path / ".backup.jsonl.partial"
+    if planted == "link to a file":
+        partial.symlink_to(victim)
+    elif planted == "dangling link":
+        partial.symlink_to(outside / "created")
+    elif planted == "file":
+        partial.write_text("another export's")
+    else:
+        partial.mkdir()
+    result = cli("export", "--out", str(dump), store=store)
+    assert result.code == EXIT_USAGE
+    assert f"{partial} already exists" in result.err and "left as it is" in result.err
+    assert not dump.exists()
+    assert sorted(p.name for p in outside.iterdir()) == ["victim"]
+    assert victim.read_text() == "victim"
+    if planted == "file":
+        assert partial.read_text() == "another export's"
+    assert partial.is_symlink() == ("link" in planted)  # still there, as it was
+
+
+def test_export_to_a_path_that_names_no_file_is_a_usage_error(cli: Any, tmp_path: Path,
+                                                              request: pytest.FixtureRequest
+                                                              ) -> None:
+    store = make_store("file", tmp_path, request)
+    store.save(sample_state("r1"))
+    for out in (str(tmp_path / ".."), str(tmp_path / "missing" / "backup.jsonl")):
+        result = cli("export", "--out", out, store=store)
+        assert result.code == EXIT_USAGE and "cannot write" in result.err
+    assert cli("export", "--out", str(tmp_path), store=store).code == EXIT_USAGE  # a folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-runs"]
 
 
 # -- stores that cannot be used ----------------------------------------------------------------

@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any
 
 from ..exceptions import (
@@ -21,6 +19,7 @@ from ..exceptions import (
 )
 from ..serialization import safe_serialize
 from ..state import LEGACY_CONTEXT_MARKER, Envelope, EnvelopeStateBackend, RunSummary
+from ._outfile import private_output_file
 from ._output import (
     EXIT_CORRUPT,
     EXIT_NOT_FOUND,
@@ -243,7 +242,7 @@ async def _show(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _output_file(path: str | None) -> Iterator[IO[bytes]]:
-    """The export sink: stdout, or a file that appears only once it is complete."""
+    """The export sink: stdout, or a private file that appears only once it is complete."""
     if path is None or path == "-":
         stream = getattr(sys.stdout, "buffer", None)
         if stream is None:  # pragma: no cover - a text-only stdout replacement
@@ -251,20 +250,8 @@ def _output_file(path: str | None) -> Iterator[IO[bytes]]:
         yield stream
         stream.flush()
         return
-    target = Path(path)
-    partial = target.with_name(f".{target.name}.partial")
-    try:
-        with open(partial, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, target)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise _UsageError(f"cannot write {target}: {exc}") from exc
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    with private_output_file(path) as handle:
+        yield handle
 
 
 def _export_line(backend: EnvelopeStateBackend, envelope: Envelope) -> bytes:
