@@ -13,9 +13,16 @@ import base64
 import datetime as dt
 import io
 import json
+import os
+import pty
+import re
+import select
 import sqlite3
+import stat
+import subprocess
 import sys
 import textwrap
+import unicodedata
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +34,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import BaseModel
 
+import flujo
 from flujo.cli import _output, _state_write
 from flujo.cli._state import (
     EXIT_CODES,
@@ -61,6 +69,15 @@ DAMAGED = b'{"format": "something else"}'
 class Customer(BaseModel):
     name: str
     since: dt.date
+
+
+class Tally(BaseModel):
+    n: int
+
+
+@dataclass
+class Cell:
+    value: int
 
 
 def sample_state(run_id: str, **fields: Any) -> WorkflowState:
@@ -763,6 +780,63 @@ def test_failed_export_leaves_no_file(cli: Any, tmp_path: Path,
     assert not dump.exists() and not (tmp_path / ".backup.jsonl.partial").exists()
 
 
+def test_export_file_is_private_and_replaces_the_target(cli: Any, tmp_path: Path,
+                                                        request: pytest.FixtureRequest) -> None:
+    # was: 0644 (the umask's), while the stores' own files are 0600
+    store = make_store("file", tmp_path, request)
+    store.save(sample_state("r1"))
+    dump = tmp_path / "backup.jsonl"
+    dump.write_text("yesterday's\n")
+    dump.chmod(0o644)
+    assert cli("export", "--out", str(dump), store=store).code == EXIT_OK
+    assert stat.S_IMODE(dump.stat().st_mode) == 0o600
+    assert [json.loads(line)["run_id"] for line in dump.read_text().splitlines()] == ["r1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-runs", "backup.jsonl"]
+
+
+@pytest.mark.parametrize("planted", ["link to a file", "dangling link", "file", "directory"])
+def test_export_never_writes_through_a_planted_partial_file(
+        planted: str, cli: Any, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    # was: open(".FILE.partial", "wb") followed a planted link and overwrote its target
+    store = make_store("file", tmp_path, request)
+    store.save(sample_state("r1"))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim = outside / "victim"
+    victim.write_text("victim")
+    dump = tmp_path / "backup.jsonl"
+    partial = tmp_path / ".backup.jsonl.partial"
+    if planted == "link to a file":
+        partial.symlink_to(victim)
+    elif planted == "dangling link":
+        partial.symlink_to(outside / "created")
+    elif planted == "file":
+        partial.write_text("another export's")
+    else:
+        partial.mkdir()
+    result = cli("export", "--out", str(dump), store=store)
+    assert result.code == EXIT_USAGE
+    assert f"{partial} already exists" in result.err and "left as it is" in result.err
+    assert not dump.exists()
+    assert sorted(p.name for p in outside.iterdir()) == ["victim"]
+    assert victim.read_text() == "victim"
+    if planted == "file":
+        assert partial.read_text() == "another export's"
+    assert partial.is_symlink() == ("link" in planted)  # still there, as it was
+
+
+def test_export_to_a_path_that_names_no_file_is_a_usage_error(cli: Any, tmp_path: Path,
+                                                              request: pytest.FixtureRequest
+                                                              ) -> None:
+    store = make_store("file", tmp_path, request)
+    store.save(sample_state("r1"))
+    for out in (str(tmp_path / ".."), str(tmp_path / "missing" / "backup.jsonl")):
+        result = cli("export", "--out", out, store=store)
+        assert result.code == EXIT_USAGE and "cannot write" in result.err
+    assert cli("export", "--out", str(tmp_path), store=store).code == EXIT_USAGE  # a folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-runs"]
+
+
 # -- stores that cannot be used ----------------------------------------------------------------
 
 
@@ -877,6 +951,143 @@ def test_modules_from_pyproject(cli: Any, tmp_path: Path, monkeypatch: pytest.Mo
     assert result.code == EXIT_USAGE and "no_such_module_x" in result.err
     (tmp_path / "pyproject.toml").write_text('[tool.flujo]\nmodules = "not a list"\n')
     assert cli("ls", "--store", f"file://{tmp_path}").code == EXIT_USAGE
+
+
+# -- what reaches the operator's terminal (issue 14) -------------------------------------------
+
+#: Stored text aimed at the operator's terminal: rich markup that crashes (``[/bold]``) or
+#: makes a hyperlink, OSC 52 (writes the clipboard), CSI (clears the screen), a C1 CSI, DEL,
+#: a bidi override.
+HOSTILE = ("[/bold]\x1b]52;c;aGk=\x07[link=https://evil.example]x[/link]\x1b[2J\x9b2J\x7f"
+           "\u202eevil")
+HOSTILE_RUN = "r\u202eevil"  # a valid run id (bidi characters are not control characters)
+SRC = Path(flujo.__file__).resolve().parents[1]
+_SGR = re.compile(rb"\x1b\[[0-9;]*m")  # rich's colours, the only escapes expected
+
+
+def hostile_state() -> WorkflowState:
+    return WorkflowState(
+        run_id=HOSTILE_RUN, pipeline_name=HOSTILE, pipeline_version=HOSTILE, status="failed",
+        error=HOSTILE, current_step_index=1, step_names=["fetch", HOSTILE],
+        pipeline_context={HOSTILE: [HOSTILE, {HOSTILE}], "big": 2**20000, "n": 2**80})
+
+
+def flujo_process(*argv: str, terminal: bool) -> tuple[int, bytes, bytes]:
+    """Run ``python -m flujo.cli ARGV``: the exact bytes it writes to stdout (a pipe, or a
+    pseudo-terminal, where rich draws its tables) and stderr."""
+    env = {**os.environ, "PYTHONPATH": str(SRC), "TERM": "xterm-256color", "COLUMNS": "400"}
+    env.pop("NO_COLOR", None)
+    command = [sys.executable, "-m", "flujo.cli", *argv]
+    if not terminal:
+        proc = subprocess.run(command, capture_output=True, env=env, timeout=120, check=False)
+        return proc.returncode, proc.stdout, proc.stderr
+    master, slave = pty.openpty()
+    try:
+        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=slave,
+                                 stderr=subprocess.PIPE, env=env)
+    finally:
+        os.close(slave)
+    out = bytearray()
+    try:
+        while select.select([master], [], [], 120)[0]:
+            try:
+                chunk = os.read(master, 1 << 16)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(master)
+    assert child.stderr is not None
+    err = child.stderr.read()
+    child.stderr.close()
+    return child.wait(timeout=120), bytes(out), err
+
+
+def assert_inert(data: bytes) -> None:
+    """Nothing in ``data`` can act on a terminal: no ESC but rich's colours, no BEL, no
+    other control, bidi or format character (no OSC 52, no OSC 8 hyperlink, no CSI)."""
+    text = _SGR.sub(b"", data).decode("utf-8")
+    acting = sorted({char for char in text if char not in "\t\r\n"
+                     and unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp")})
+    assert acting == [], f"{acting} in {text[:2000]!r}"
+    assert "\x1b]8;" not in text and "evil.example\x1b" not in text
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["piped", "terminal"])
+@pytest.mark.parametrize("argv", [["ls"], ["ls", "--format", "json"], ["show", HOSTILE_RUN],
+                                  ["show", HOSTILE_RUN, "--json"],
+                                  ["show", HOSTILE_RUN, "--raw"]],
+                         ids=["ls", "ls-json", "show", "show-json", "show-raw"])
+def test_stored_text_reaches_the_terminal_escaped(argv: list[str], terminal: bool,
+                                                  tmp_path: Path,
+                                                  request: pytest.FixtureRequest) -> None:
+    # was: `ls` and `show` crashed on a terminal (rich MarkupError on "[/bold]"), or wrote
+    # the ESC, BEL, C1 and bidi characters as they were (OSC 52, CSI, hyperlinks)
+    store = make_store("sqlite", tmp_path, request)
+    store.save(hostile_state())
+    code, out, err = flujo_process("state", *argv, "--store", store.uri, terminal=terminal)
+    assert code == EXIT_OK, err.decode(errors="replace")
+    assert_inert(out)
+    assert_inert(err)
+    text = _SGR.sub(b"", out).decode()
+    if argv[-1] in ("--json", "--raw") or "json" in argv:  # JSON: the same data, escaped
+        assert "[/bold]\\u001b]52;c;aGk=\\u0007[link=" in text
+        assert "\\u009b2J\\u007f\\u202eevil" in text
+        documents = [json.loads(line) for line in text.splitlines()] if "ls" in argv else [
+            json.loads(text)]
+        assert documents[0]["pipeline_name"] == HOSTILE
+    else:  # text: each character shown as an escape
+        assert "[/bold]\\x1b]52;c;aGk=\\x07[link=https://evil.example]x[/link]" in text
+        assert "\\x9b2J\\x7f\\u202eevil" in text
+
+
+def test_messages_on_stderr_show_stored_text_escaped(cli: Any, tmp_path: Path,
+                                                     request: pytest.FixtureRequest) -> None:
+    source = make_store("sqlite", tmp_path, request)
+    source.save(hostile_state())
+    dump = tmp_path / "runs.jsonl"
+    assert cli("export", "--out", str(dump), store=source).code == EXIT_OK
+    result = cli("import", str(dump), store=source)  # refused: the run is in the store
+    assert result.code == EXIT_NOT_FOUND
+    assert "refused (already in the store): r\\u202eevil" in result.err
+    assert_inert(result.err.encode())
+
+    result = cli("ls", "--format", "tsv", "--no-header", store=source)
+    assert result.out.split("\t")[0] == "r\\u202eevil"  # one cell, no raw bidi override
+    assert_inert(result.out.encode())
+
+
+def test_a_state_with_an_int_too_long_for_decimal_digits_is_shown(
+        cli: Any, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    # was: ValueError "Exceeds the limit (4300 digits) for integer string conversion" from
+    # `show` and `show --json` (a legitimately stored 2**20000)
+    big, huge = 2**20000, -(3**300_000)  # 6,021 digits; 475,489 bits
+    store = make_store("sqlite", tmp_path, request)
+    store.save(WorkflowState(run_id="r1", pipeline_context={
+        "big": big, "huge": huge, "n": 2**80, "in_model": Tally(n=big), "in_set": {big},
+        "in_dataclass": Cell(big)}))
+    result = cli("show", "r1", store=store)
+    assert result.code == EXIT_OK, result.err
+    shown = f"<int with 6021 digits: {big // 10**6013}…{big % 10**8:08d}>"
+    assert shown == "<int with 6021 digits: 39802768…06309376>"
+    assert f"'big': {shown}" in result.out
+    assert f"'in_model': Tally(n={shown})" in result.out
+    assert f"'in_set': {{{shown}}}" in result.out
+    assert f"'in_dataclass': Cell(value={shown})" in result.out
+    assert f"'huge': <int of 475489 bits: -0x{-huge >> 475457:x}…" in result.out
+    assert f"'n': {2**80}" in result.out
+
+    result = cli("show", "r1", "--json", store=store)
+    assert result.code == EXIT_OK, result.err
+    context = json.loads(result.out)["pipeline_context"]
+    assert context["big"] == {"$t": "int@1", "v": hex(big)}  # as flujo stores it: lossless
+    assert context["huge"] == {"$t": "int@1", "v": hex(huge)}
+    assert context["in_model"] == {"n": {"$t": "int@1", "v": hex(big)}}
+    assert context["n"] == 2**80  # JSON numbers while they have at most 4,300 digits
+    raw = json.loads(cli("show", "r1", "--raw", store=store).out)
+    assert raw["payload"]["pipeline_context"]["big"] == {"$t": "int@1", "v": hex(big)}
 
 
 # -- help and helpers --------------------------------------------------------------------------

@@ -4,7 +4,7 @@ The corpus run feeds about 5,000 malicious inputs to flujo in watched worker pro
 every one must end in a flujo error or a correct decode: never another exception, never an
 import, exec or process creation (Python audit events), never a file written outside the
 store, never a hang past the time limit, never a dead interpreter, never a changed record
-after a refused save.
+after a refused save, never stored text that acts on the terminal `flujo state` prints to.
 
 The tests after the corpus pin bugs that the corpus and the fuzzing found in
 ``flujo.serialization`` (fixed there): an extra field named ``_fields_set``, hash-flooded
@@ -63,7 +63,7 @@ def test_hostile_corpus(tmp_path: Path) -> None:
     assert outcomes.get("typed", 0) + outcomes.get("decoded", 0) >= report["inputs"] - known
     for category in ("dangerous tags", "methods named in the payload", "huge inputs",
                      "deep nesting", "decompression bombs", "encrypted records", "run ids",
-                     "refused saves", "process sweep: callables"):
+                     "refused saves", "process sweep: callables", "hostile terminal text"):
         assert report["by_category"].get(category, 0) > 0, category
     # a bomb that would inflate to 256 MiB costs at most about twice max_payload_bytes
     assert report["isolated_growth_mb"], summary

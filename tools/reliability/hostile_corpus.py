@@ -5,7 +5,8 @@
 Every input is fed to flujo the way stored data reaches it (``safe_deserialize``,
 ``deserialize_from_json``, a backend's ``load_record`` over bytes placed in a real file,
 SQLite row or memory store, ``save_state`` of hostile values, hostile run ids on every
-backend) inside a forked worker process that
+backend, ``flujo state ls``/``show`` of a store holding text aimed at the terminal) inside
+a forked worker process that
 
 * records Python audit events while the input is processed, and the modules added to
   ``sys.modules``: any ``import``, ``exec``,
@@ -32,8 +33,10 @@ import contextlib
 import dataclasses
 import enum
 import functools
+import io
 import json
 import os
+import re
 import resource
 import select
 import signal
@@ -42,6 +45,7 @@ import sys
 import tempfile
 import time
 import traceback
+import unicodedata
 import warnings
 import zlib
 from collections import Counter
@@ -1253,10 +1257,110 @@ def _envelope_raw(payload: bytes, codec: str = "json") -> bytes:
     return head.replace(b'"@@PAYLOAD@@"', payload)
 
 
+# -- hostile terminal text: what `flujo state` shows of a store (issue 14) ---------------------
+
+#: Stored text aimed at the operator's terminal.
+TERMINAL_TEXTS: dict[str, str] = {
+    "OSC 52 clipboard write": "\x1b]52;c;aGVsbG8=\x07",
+    "OSC 8 hyperlink": "\x1b]8;;https://evil.example\x1b\\click\x1b]8;;\x1b\\",
+    "CSI clear screen, cursor home": "\x1b[2J\x1b[H",
+    "C1 CSI and OSC": "\x9b2J\x9d0;title\x9c",
+    "BEL, BS, CR, DEL": "ok\x07\x08\x08\rforged\x7f",
+    "bidi override and isolate": "\u202eevil\u2066x\u2069\u200f",
+    "zero-width and tag characters": "a\u200b\u2060\ufeff\U000e0041",
+    "rich markup that crashes": "[/bold]",
+    "rich markup hyperlink": "[link=https://evil.example]click[/link]",
+    "rich markup styles": "[blink red on white]x[/]",
+    "line separators": "a\u2028b\u2029c\x85d",
+}
+#: (arguments after `flujo state`, whether rich draws on a terminal)
+TERMINAL_COMMANDS: list[tuple[list[str], bool]] = [
+    (["ls"], False), (["ls", "--format", "json"], False), (["ls"], True),
+    (["show", "{run}"], False), (["show", "{run}", "--json"], False),
+    (["show", "{run}", "--raw"], False), (["show", "{run}"], True),
+    (["show", "{run}", "--json"], True),
+]
+_SGR = re.compile(rb"\x1b\[[0-9;]*m")  # colours: the only escapes rich may write
+
+
+def _terminal_cases() -> list[Case]:
+    cases: list[Case] = []
+    for name, text in TERMINAL_TEXTS.items():
+        for argv, rich in TERMINAL_COMMANDS:
+            label = " ".join(a for a in argv if a != "{run}") + (" (terminal)" if rich else "")
+            cases.append(Case("hostile terminal text", f"{name}: {label}",
+                              lambda sb, t=text, a=argv, r=rich: _shown_inert(sb, t, a, r),
+                              writes=True))
+    return cases
+
+
+def _hostile_text_state(run_id: str, text: str) -> WorkflowState:
+    return WorkflowState(run_id=run_id, pipeline_name=f"p{text}", pipeline_version=text,
+                         status="failed", error=f"boom {text}", current_step_index=1,
+                         step_names=["a", text], pipeline_context={text: [text, {text}]})
+
+
+@contextlib.contextmanager
+def _captured_cli(workdir: Path, rich: bool) -> Iterator[tuple[io.BytesIO, io.BytesIO]]:
+    """The CLI's stdout and stderr as bytes; in ``workdir`` (no ./pyproject.toml of the
+    caller's is read); with ``rich``, as if both were a terminal."""
+    from flujo.cli import _output
+
+    out, err = io.BytesIO(), io.BytesIO()
+    streams = [io.TextIOWrapper(buf, encoding="utf-8", newline="\n") for buf in (out, err)]
+    saved = (sys.stdout, sys.stderr, os.getcwd(), _output._is_tty)
+    sys.stdout, sys.stderr = streams
+    os.chdir(workdir)
+    if rich:  # rich draws in colour: FORCE_COLOR is set by the warm-up (os.putenv is audited)
+        _output._is_tty = lambda stream: True
+    try:
+        yield out, err
+    finally:
+        for stream in streams:
+            stream.flush()
+            stream.detach()  # a collected wrapper would close the buffer
+        sys.stdout, sys.stderr = saved[0], saved[1]
+        os.chdir(saved[2])
+        _output._is_tty = saved[3]
+
+
+def _acting(data: bytes) -> list[str]:
+    """Characters of ``data`` that act on a terminal (rich's colours aside)."""
+    text = _SGR.sub(b"", data).decode("utf-8")
+    return sorted({c for c in text if c not in "\t\n"
+                   and unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp")})
+
+
+def _shown_inert(sb: Sandbox, text: str, argv: list[str], rich: bool) -> str:
+    """Store ``text`` in every field a person sees, run `flujo state ARGV` on the store: it
+    must succeed and write nothing that acts on a terminal, on stdout or stderr."""
+    from flujo.cli import main
+
+    if sb.audit is not None:
+        sb.audit.sockets_ok = True  # asyncio.run's self-pipe is a socket pair
+    folder = sb.root / sb.fresh_id("cli")
+    folder.mkdir()
+    run_id = f"{sb.fresh_id('r')}\u202e[blink red]"  # a valid run id: bidi and markup
+    backend = SQLiteBackend(folder / "state.db", synchronous="NORMAL")
+    sb.run(backend.save_state(run_id, _hostile_text_state(run_id, text)))
+    sb.run(backend.close())
+    args = ["state", *(run_id if a == "{run}" else a for a in argv),
+            "--store", f"sqlite:///{folder / 'state.db'}"]
+    with _captured_cli(folder, rich) as (out, err):
+        code = main(args)
+    if code != 0:
+        raise CheckFailed(f"exit code {code}: {err.getvalue()[:300]!r}")
+    for stream, data in (("stdout", out.getvalue()), ("stderr", err.getvalue())):
+        acting = _acting(data)
+        if acting:
+            raise CheckFailed(f"{stream} holds {acting}: {data[:300]!r}")
+    return "shown inert"
+
+
 def build_corpus(records: Records, *, postgres: bool, sweep: int) -> list[Case]:
     return [*_tag_cases(), *_process_sweep(sweep), *_method_cases(), *_size_cases(),
             *_record_cases(records), *_run_id_cases(postgres), *_save_cases(),
-            *_store_cases(), *_container_cases()]
+            *_store_cases(), *_container_cases(), *_terminal_cases()]
 
 
 # -- running the corpus --------------------------------------------------------------------------
@@ -1304,6 +1408,10 @@ def _warm_up(sb: Sandbox, records: Records) -> None:
         _round_trip_id(sb, "postgres", "warm")
         with contextlib.suppress(FlujoError):
             _run_id_op(sb, "postgres", "..", "claim")
+    os.environ.update(FORCE_COLOR="1", COLUMNS="300")  # rich: colours, as on a terminal
+    for argv, rich in TERMINAL_COMMANDS:  # the CLI's and rich's lazy imports
+        with contextlib.suppress(CheckFailed):  # the run id is hostile: judged in the cases
+            _shown_inert(sb, "warm", argv, rich)
     traceback.format_exc()
 
 

@@ -20,6 +20,7 @@ from ..tools import MODES
 from ._modules import import_application_modules
 from ._output import _UsageError
 from ._state import add_state_commands
+from ._terminal import visible
 
 __all__ = ["main"]
 
@@ -145,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(args)
     except FlujoError as exc:
-        print(f"flujo: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"flujo: {type(exc).__name__}: {visible(str(exc))}", file=sys.stderr)
         return 2
     return code
 

@@ -3,12 +3,16 @@
 Rich output (tables, pretty printing, progress bars) only when a person is watching the
 stream and ``rich`` is installed; plain tab-separated text otherwise. ``rich`` is imported
 only when it is used, so piped output works without it.
+
+Everything printed that can come from a store (names, ids, messages, values) goes through
+``_terminal``: text through :func:`~._terminal.visible` (in :func:`_cell`, :func:`_err`,
+:func:`_rich_cell`), JSON through :func:`~._terminal.json_text`; rich output is built from
+``Text`` objects, never from markup.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -24,6 +28,7 @@ from ..exceptions import (
     MigrationError,
     UnknownTypeError,
 )
+from ._terminal import int_text, json_text, visible
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
@@ -102,40 +107,59 @@ def _use_rich(stream: IO[str]) -> bool:
     return _is_tty(stream) and _rich_available()
 
 
-def _err(message: str) -> None:
-    print(f"{_PROG}: {message}", file=sys.stderr)
+def _err(message: str, *more: str) -> None:
+    """Report on stderr: ``message`` after the program's name, then each of ``more`` on a
+    line of its own; control characters in them are shown as escapes (they may be stored
+    text, such as an error naming a stored value)."""
+    print(f"{_PROG}: {visible(message)}", file=sys.stderr)
+    for line in more:
+        print(visible(line), file=sys.stderr)
 
 
 def _report_error(exc: BaseException) -> None:
     name = "error" if isinstance(exc, _UsageError) else type(exc).__name__
-    lines = [f"{name}: {exc}"]
-    lines += [f"  {note}" for note in getattr(exc, "__notes__", ())]
+    lines = [f"  {note}" for note in getattr(exc, "__notes__", ())]
     hint = _hint(exc)
     if hint:
         lines.append(f"  hint: {hint}")
-    _err("\n".join(lines))
+    _err(f"{name}: {exc}", *lines)
 
 
-def _plain_cell(value: object) -> str:
-    """One TSV cell: tabs and line breaks in free text must not break the columns."""
-    text = "" if value is None else str(value)
-    return text.replace("\t", " ").replace("\r", " ").replace("\n", " ")
+def _cell(value: object) -> str:
+    """One value as printable text: one line (tabs and line breaks are escaped too, so
+    free text cannot break TSV columns), no control characters, integers of any size."""
+    if value is None:
+        return ""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int_text(value)
+    return visible(str(value))
+
+
+def _rich_cell(value: object, style: str = "") -> Any:
+    """:func:`_cell` as a rich ``Text``: shown as it is, never read as markup."""
+    from rich.text import Text
+
+    return Text(_cell(value), style=style)
 
 
 def _print_tsv(rows: Sequence[Sequence[object]], header: Sequence[str] | None) -> None:
     if header is not None:
         print("\t".join(header))
     for row in rows:
-        print("\t".join(_plain_cell(cell) for cell in row))
+        print("\t".join(_cell(cell) for cell in row))
 
 
 def _print_json(document: Any) -> None:
+    text = json_text(document, indent=2)
     if _use_rich(sys.stdout):
         from rich.console import Console
+        from rich.highlighter import JSONHighlighter
+        from rich.text import Text
 
-        Console(file=sys.stdout).print_json(data=document, ensure_ascii=False)
+        colored = JSONHighlighter()(Text(text, no_wrap=True))  # as rich.json draws it
+        Console(file=sys.stdout).print(colored, soft_wrap=True)
     else:
-        print(json.dumps(document, indent=2, ensure_ascii=False))
+        print(text)
 
 
 def _not_found(run_id: str) -> int:

@@ -5,12 +5,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import pprint
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any
 
 from ..exceptions import (
@@ -22,20 +19,23 @@ from ..exceptions import (
 )
 from ..serialization import safe_serialize
 from ..state import LEGACY_CONTEXT_MARKER, Envelope, EnvelopeStateBackend, RunSummary
+from ._outfile import private_output_file
 from ._output import (
     EXIT_CORRUPT,
     EXIT_NOT_FOUND,
     EXIT_OK,
+    _cell,
     _err,
     _not_found,
-    _plain_cell,
     _print_json,
     _print_tsv,
     _Progress,
+    _rich_cell,
     _UsageError,
     _use_rich,
 )
 from ._store import _check_run_ids, _open_store
+from ._terminal import json_text, pretty
 
 # -- ls ----------------------------------------------------------------------------------------
 
@@ -134,13 +134,13 @@ async def _ls(args: argparse.Namespace) -> int:
         fmt = "table" if _use_rich(sys.stdout) else "tsv"
     if fmt == "json":
         for row, step in zip(rows, steps, strict=True):
-            print(json.dumps({
+            print(json_text({
                 "run_id": row["run_id"], "status": row["status"],
                 "pipeline_name": row["pipeline_name"], "step": step.index,
                 "step_name": step.name(), "steps": None if step.names is None else len(step.names),
                 "revision": row["revision"], "created_at": row["created_at"].isoformat(),
                 "updated_at": row["updated_at"].isoformat(),
-            }, ensure_ascii=False))
+            }))
     elif fmt == "table":
         from rich.console import Console
         from rich.table import Table
@@ -149,10 +149,11 @@ async def _ls(args: argparse.Namespace) -> int:
         for column in ("RUN ID", "STATUS", "PIPELINE", "STEP", "REV", "UPDATED (UTC)"):
             table.add_column(column, no_wrap=column != "PIPELINE")
         for row, step in zip(rows, steps, strict=True):
-            style = _STATUS_STYLE.get(row["status"], "")
-            table.add_row(row["run_id"], f"[{style}]{row['status']}[/]" if style else row["status"],
-                          row["pipeline_name"], step.text(), str(row["revision"]),
-                          row["updated_at"].strftime("%Y-%m-%d %H:%M:%S"))
+            table.add_row(_rich_cell(row["run_id"]),
+                          _rich_cell(row["status"], _STATUS_STYLE.get(row["status"], "")),
+                          _rich_cell(row["pipeline_name"]), _rich_cell(step.text()),
+                          _rich_cell(row["revision"]),
+                          _rich_cell(row["updated_at"].strftime("%Y-%m-%d %H:%M:%S")))
         console = Console(file=sys.stdout)
         console.print(table)
         if not rows:
@@ -215,23 +216,24 @@ async def _show(args: argparse.Namespace) -> int:
     ]
     if _use_rich(sys.stdout):
         from rich.console import Console
-        from rich.pretty import Pretty
+        from rich.highlighter import ReprHighlighter
         from rich.table import Table
+        from rich.text import Text
 
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="bold")
         grid.add_column()
         for key, value in header:
-            grid.add_row(key, value)
+            grid.add_row(key, _rich_cell(value))
         console = Console(file=sys.stdout)
         console.print(grid)
         console.print()
-        console.print(Pretty(values, expand_all=False, indent_guides=True))
+        console.print(ReprHighlighter()(Text(pretty(values, width=console.width))))
     else:
         for key, value in header:
-            print(f"{key}:\t{_plain_cell(value)}")
+            print(f"{key}:\t{_cell(value)}")
         print()
-        print(pprint.pformat(values, sort_dicts=False, width=100))
+        print(pretty(values))
     return EXIT_OK
 
 
@@ -240,7 +242,7 @@ async def _show(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _output_file(path: str | None) -> Iterator[IO[bytes]]:
-    """The export sink: stdout, or a file that appears only once it is complete."""
+    """The export sink: stdout, or a private file that appears only once it is complete."""
     if path is None or path == "-":
         stream = getattr(sys.stdout, "buffer", None)
         if stream is None:  # pragma: no cover - a text-only stdout replacement
@@ -248,20 +250,8 @@ def _output_file(path: str | None) -> Iterator[IO[bytes]]:
         yield stream
         stream.flush()
         return
-    target = Path(path)
-    partial = target.with_name(f".{target.name}.partial")
-    try:
-        with open(partial, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, target)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise _UsageError(f"cannot write {target}: {exc}") from exc
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    with private_output_file(path) as handle:
+        yield handle
 
 
 def _export_line(backend: EnvelopeStateBackend, envelope: Envelope) -> bytes:

@@ -21,11 +21,13 @@ from ._output import (
     _hint,
     _print_tsv,
     _Progress,
+    _rich_cell,
     _UsageError,
     _use_rich,
     exit_code_for,
 )
 from ._store import _check_run_ids, _exists, _open_store
+from ._terminal import visible
 
 # -- import ------------------------------------------------------------------------------------
 
@@ -130,7 +132,7 @@ def _print_report(report: MigrationReport) -> None:
             for column in ("RUN ID", "FROM REV", "TO REV", "WHY"):
                 table.add_column(column)
             for row in rows:
-                table.add_row(*(str(cell) for cell in row))
+                table.add_row(*(_rich_cell(cell) for cell in row))
             Console(file=sys.stdout).print(table)
         else:
             _print_tsv(rows, None)
@@ -203,7 +205,8 @@ async def _delete(args: argparse.Namespace) -> int:
     if not args.yes:
         if not _output._is_tty(sys.stdin):  # via the module: the one place to stub it
             raise _UsageError("refusing to delete without confirmation: pass --yes")
-        answer = input(f"delete {len(args.run_ids)} run(s): {', '.join(args.run_ids)}? [y/N] ")
+        answer = input(visible(f"delete {len(args.run_ids)} run(s): {', '.join(args.run_ids)}?")
+                       + " [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             _err("nothing deleted")
             return EXIT_NOT_FOUND
@@ -215,5 +218,5 @@ async def _delete(args: argparse.Namespace) -> int:
                 missing += 1
                 continue
             await backend.delete_state(run_id)
-            print(f"deleted\t{run_id}")
+            _print_tsv([("deleted", run_id)], None)
     return EXIT_NOT_FOUND if missing else EXIT_OK
