@@ -37,6 +37,7 @@ from ._codec import (
     EncodePlan,
     Encoder,
     caller_stacklevel,
+    stack_levels,
 )
 from ._custom import custom_codec
 from ._names import TRUSTED_MODULES_ENV, NameResolver, spells_types
@@ -109,8 +110,8 @@ class TypeRegistry:
         self._generation = 0  # bumped by every registration; a plan made before is not cached
         # Encoders and decoders hold settings only (no per-run state), so the common calls
         # share one per setting instead of building one per call.
-        self._encoders: dict[tuple[bool, int, int], Encoder] = {}
-        self._decoders: dict[tuple[bool, int, int], Decoder] = {}
+        self._encoders: dict[tuple[bool, int, int, int], Encoder] = {}
+        self._decoders: dict[tuple[bool, int, int, int], Decoder] = {}
         for codec in BUILTIN_CODECS:
             if codec.py_type is not None:
                 self._by_type[codec.py_type] = codec
@@ -118,8 +119,9 @@ class TypeRegistry:
 
     def shared_encoder(self, validate: bool) -> Encoder:
         """The encoder for plain ``safe_serialize`` calls (no default, no manifest)."""
-        # The recursion limit too: compiled code stops nesting by it (_codec.depth_limit).
-        key = (validate, self.max_depth, sys.getrecursionlimit())
+        # Keyed by what the depth the codec stops at depends on: the recursion limit and
+        # the calling thread's stack (_codec.depth_limit).
+        key = (validate, self.max_depth, sys.getrecursionlimit(), stack_levels())
         encoder = self._encoders.get(key)
         if encoder is None:
             encoder = Encoder(self, validate=validate, default=None, max_depth=self.max_depth,
@@ -128,7 +130,7 @@ class TypeRegistry:
         return encoder
 
     def shared_decoder(self, strict: bool) -> Decoder:
-        key = (strict, self.max_depth, sys.getrecursionlimit())
+        key = (strict, self.max_depth, sys.getrecursionlimit(), stack_levels())
         decoder = self._decoders.get(key)
         if decoder is None:
             decoder = Decoder(self, strict=strict, max_depth=self.max_depth)
