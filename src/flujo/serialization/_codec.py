@@ -604,7 +604,7 @@ class Decoder:
         plan = self.plans.get(tag)
         try:
             if plan is None:
-                plan = self.registry._decode_plan_for(tag)
+                plan = self.registry._decode_plan_for(tag, not self.strict)
             if size == 2:
                 return plan(self, data[VALUE], depth + 1)
             if tag not in self.stateful:
