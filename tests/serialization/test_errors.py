@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import warnings
 from collections import OrderedDict, defaultdict, deque
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from types import ModuleType
 from typing import Any
 from uuid import UUID
 
@@ -37,6 +39,7 @@ from flujo.serialization import (
     safe_deserialize,
     safe_serialize,
 )
+from flujo.serialization._registry import MAX_UNKNOWN_NAMES
 
 from ._support import Box, Money, Pair, Point, assert_same, make_registry
 
@@ -105,6 +108,72 @@ def test_non_strict_keeps_unknown_tags_and_warns(registry: TypeRegistry) -> None
     assert caught[0].filename == __file__
     assert back["known"] == {1}
     assert back["unknown"] == unknown
+
+
+def _count_searches(monkeypatch: pytest.MonkeyPatch, registry: TypeRegistry) -> list[str]:
+    """The names the registry searches the process for, from now on."""
+    searched: list[str] = []
+    find = registry._names.find
+
+    def counted(name: str) -> type | None:
+        searched.append(name)
+        return find(name)
+
+    monkeypatch.setattr(registry._names, "find", counted)
+    return searched
+
+
+def test_non_strict_searches_for_an_unknown_name_once(
+        registry: TypeRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each search walks every class of the process (100-250 µs): a record of many unknown
+    # tags read with strict=False would cost that for each.
+    searched = _count_searches(monkeypatch, registry)
+    data = [{TAG: f"acme:Thing@{version}", VALUE: i} for i in range(50) for version in (1, 2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownTypeWarning)
+        assert safe_deserialize(data, registry=registry, strict=False) == data
+        assert safe_deserialize(data, registry=registry, strict=False) == data
+    assert searched == (["acme:Thing"] if registry.auto_resolve else [])
+
+
+def test_strict_reads_search_again_every_time(
+        registry: TypeRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    searched = _count_searches(monkeypatch, registry)
+    for _ in range(2):
+        with pytest.raises(UnknownTypeError):
+            safe_deserialize({TAG: "acme:Thing@1", VALUE: 1}, registry=registry)
+    assert len(searched) == (2 if registry.auto_resolve else 0)
+
+
+def test_a_name_found_unknown_is_seen_once_registered_or_imported(
+        registry: TypeRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Thing(BaseModel):
+        x: int
+
+    stored = {TAG: "acme:Thing@1", VALUE: {"x": 1}}
+    with pytest.warns(UnknownTypeWarning):
+        assert safe_deserialize(stored, registry=registry, strict=False) == stored
+    registry.register_type(Thing, name="acme:Thing")
+    assert safe_deserialize(stored, registry=registry, strict=False) == Thing(x=1)
+    if not registry.auto_resolve:
+        return
+    # A module imported since the search may define the class: searched again.
+    searched = _count_searches(monkeypatch, registry)
+    other = {TAG: "acme:Other@1", VALUE: 1}
+    with pytest.warns(UnknownTypeWarning):
+        safe_deserialize([other, other], registry=registry, strict=False)
+    monkeypatch.setitem(sys.modules, "acme_stand_in", ModuleType("acme_stand_in"))
+    with pytest.warns(UnknownTypeWarning):
+        safe_deserialize(other, registry=registry, strict=False)
+    assert searched == ["acme:Other", "acme:Other"]
+
+
+def test_the_names_remembered_as_unknown_are_bounded(registry: TypeRegistry) -> None:
+    data = [{TAG: f"acme:Thing{i}@1", VALUE: i} for i in range(MAX_UNKNOWN_NAMES + 500)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownTypeWarning)
+        assert safe_deserialize(data, registry=registry, strict=False) == data
+    assert len(registry._unknown_names) <= MAX_UNKNOWN_NAMES
 
 
 def test_strict_mode_does_not_warn(registry: TypeRegistry) -> None:

@@ -316,9 +316,9 @@ def test_registration_racing_a_decode_cache_miss_does_not_leave_a_stale_plan(
     original = registry.codec_named
     raced = False
 
-    def lookup_then_race(name: str) -> Any:
+    def lookup_then_race(name: str, *rest: Any) -> Any:
         nonlocal raced
-        codec = original(name)
+        codec = original(name, *rest)
         if name == "point" and not raced:
             raced = True
             registry.register_custom_deserializer(Point3, lambda v: Point3(0, 0, 0))

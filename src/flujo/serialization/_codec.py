@@ -10,7 +10,9 @@ tells a cycle from mere depth.
 from __future__ import annotations
 
 import contextlib
+import ctypes  # here, not when first used: reading data imports nothing
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 from importlib.machinery import EXTENSION_SUFFIXES
@@ -131,18 +133,124 @@ def _set_path(exc: SerializationError, path: str) -> None:
 
 
 # Compiled (mypyc) code recurses on the C stack, which crashes the process when it runs out
-# instead of raising RecursionError. So compiled code stops nesting where pure Python's
-# stack would run out (about three frames a level of the recursion limit), and never past
-# COMPILED_MAX_LEVELS (about 3 MB of C stack), with the same NestingTooDeepError.
+# instead of raising RecursionError (as pure Python does where a level goes through C: a
+# defaultdict's items). So the codec stops nesting, with the same NestingTooDeepError:
+# - where the calling thread's C stack would run out (stack_levels), in both forms;
+# - in compiled code, also where pure Python's stack would run out (about three frames a
+#   level of the recursion limit), and never past COMPILED_MAX_LEVELS.
 COMPILED: Final = __file__.endswith(tuple(EXTENSION_SUFFIXES))
 COMPILED_MAX_LEVELS: Final = 2000
+# A level of nesting takes at most about 1.5 KiB of C stack in the compiled core (x86-64,
+# gcc -O3; the heaviest: a custom type or a model written, a migrated dataclass read): twice
+# that, for other compilers and platforms. The deepest level's own work (a custom
+# serializer, pydantic-core, building the error) gets STACK_RESERVE.
+STACK_LEVEL_BYTES: Final = 3 * 1024
+STACK_RESERVE: Final = 16 * 1024
+# Where a thread's stack cannot be located: its size is taken as RLIMIT_STACK (the main
+# thread) or threading.stack_size(), else this (macOS's default for threads), with
+# STACK_RESERVE of it taken as already in use.
+FALLBACK_STACK_BYTES: Final = 512 * 1024
+_threads: Final = threading.local()
+_NATIVE: Final[dict[str, Any]] = {}
 
 
 def depth_limit(max_depth: int) -> int:
-    """The deepest level this form of the codec goes to for ``max_depth``."""
-    if not COMPILED:
-        return max_depth
-    return min(max_depth, sys.getrecursionlimit() // 3, COMPILED_MAX_LEVELS)
+    """The deepest level this form of the codec goes to for ``max_depth`` in this thread."""
+    # Two at a time: called once a run, and min() of more arguments builds a tuple.
+    limit = min(stack_levels(), max_depth)
+    if COMPILED:
+        limit = min(limit, sys.getrecursionlimit() // 3)
+        limit = min(limit, COMPILED_MAX_LEVELS)
+    return limit
+
+
+def stack_levels() -> int:
+    """The levels of nesting the calling thread's C stack holds, measured on its first call.
+
+    Measured once per thread, where flujo is first called in it: the stack a later call
+    starts from deeper down must fit in STACK_RESERVE.
+    """
+    levels: int | None = getattr(_threads, "levels", None)
+    if levels is None:
+        levels = max(0, (free_stack() - STACK_RESERVE) // STACK_LEVEL_BYTES)
+        _threads.levels = levels
+    return levels
+
+
+def free_stack() -> int:
+    """The bytes of C stack left below the caller in this thread.
+
+    Measured where the C library says where the thread's stack lies (Linux:
+    ``pthread_getattr_np``), from an address on the stack here; estimated elsewhere.
+    """
+    libc = _libc()
+    if libc is not None:
+        bounds = _stack_bounds(libc)
+        here = _stack_address(libc)
+        if bounds is not None and here is not None and bounds[0] < here <= bounds[1]:
+            return here - bounds[0]  # stacks grow down on every platform Python runs on
+    size = 0
+    if threading.current_thread() is threading.main_thread():
+        try:
+            import resource
+            soft = resource.getrlimit(resource.RLIMIT_STACK)[0]
+            size = soft if soft > 0 and soft != resource.RLIM_INFINITY else 0
+        except (ImportError, OSError, ValueError):  # no resource module: Windows
+            size = 0
+    else:
+        size = threading.stack_size()
+    return (size or FALLBACK_STACK_BYTES) - STACK_RESERVE
+
+
+def _libc() -> Any:
+    """The C library through ctypes (PyDLL: calls keep the GIL), or None off Linux."""
+    if "libc" not in _NATIVE:
+        libc: Any = None
+        if sys.platform.startswith("linux"):
+            try:
+                libc = ctypes.PyDLL(None)
+                libc.pthread_self.restype = ctypes.c_void_p  # a pthread_t: unsigned long
+                libc.pthread_self.argtypes = ()
+                libc.pthread_getattr_np.argtypes = (ctypes.c_void_p, ctypes.c_void_p)
+                libc.pthread_attr_getstack.argtypes = (ctypes.c_void_p, ctypes.c_void_p,
+                                                       ctypes.c_void_p)
+                libc.pthread_attr_destroy.argtypes = (ctypes.c_void_p,)
+                libc.dl_iterate_phdr.argtypes = (ctypes.c_void_p, ctypes.c_void_p)
+            except (OSError, AttributeError):  # a C library without these functions
+                libc = None
+        _NATIVE["libc"] = libc
+    return _NATIVE["libc"]
+
+
+def _stack_bounds(libc: Any) -> tuple[int, int] | None:
+    """The lowest and highest address of the calling thread's stack (no guard page)."""
+    attr = (ctypes.c_uint64 * 32)()  # a pthread_attr_t: 56 bytes on x86-64, 64 on arm64
+    if libc.pthread_getattr_np(libc.pthread_self(), attr) != 0:
+        return None
+    low = ctypes.c_void_p()
+    size = ctypes.c_size_t()
+    try:
+        failed = libc.pthread_attr_getstack(attr, ctypes.byref(low), ctypes.byref(size))
+    finally:
+        libc.pthread_attr_destroy(attr)
+    if failed != 0 or not low.value:
+        return None
+    return int(low.value), int(low.value) + int(size.value)
+
+
+def _stack_address(libc: Any) -> int | None:
+    """An address on the calling thread's stack, a little below the caller's frame: that of
+    the local ``dl_iterate_phdr`` hands its callback (glibc and musl alike)."""
+    found: list[int] = []
+
+    def note(info: int | None, size: int, data: int | None) -> int:
+        found.append(info or 0)
+        return 1  # one call is enough
+
+    callback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t,
+                                ctypes.c_void_p)(note)
+    libc.dl_iterate_phdr(callback, None)
+    return found[0] if found and found[0] else None
 
 
 def _too_deep(what: str, depth: int, max_depth: int) -> NestingTooDeepError:
@@ -496,7 +604,7 @@ class Decoder:
         plan = self.plans.get(tag)
         try:
             if plan is None:
-                plan = self.registry._decode_plan_for(tag)
+                plan = self.registry._decode_plan_for(tag, not self.strict)
             if size == 2:
                 return plan(self, data[VALUE], depth + 1)
             if tag not in self.stateful:

@@ -37,6 +37,7 @@ from ._codec import (
     EncodePlan,
     Encoder,
     caller_stacklevel,
+    stack_levels,
 )
 from ._custom import custom_codec
 from ._names import TRUSTED_MODULES_ENV, NameResolver, spells_types
@@ -55,6 +56,8 @@ from ._validation import check_schema
 
 _NATIVE = (str, int, float, bool, type(None), list, dict)
 DEFAULT_MAX_DEPTH = 200
+# Names a strict=False read found no class for, remembered per registry: at most this many.
+MAX_UNKNOWN_NAMES = 4096
 
 
 class TypeRegistry:
@@ -95,6 +98,11 @@ class TypeRegistry:
         self._derived: dict[type, TypeCodec] = {}
         self._pending_deserializers: dict[type, Callable[[Any], Any]] = {}
         self._names = NameResolver(trusted_modules)
+        # Name -> len(sys.modules) when a strict=False read found no class of that name:
+        # such a read keeps going, and would search the process again for each tag (100
+        # to 250 µs). Forgotten on a registration, trust_modules, when a module has been
+        # imported since, or when the process writes a class of that name.
+        self._unknown_names: dict[str, int] = {}
         self._encode_plans: dict[type, EncodePlan] = {}
         self._decode_plans: dict[str, DecodePlan] = {}
         # Tag -> True for the planned tags whose tagged objects may carry a state (``s``):
@@ -109,8 +117,8 @@ class TypeRegistry:
         self._generation = 0  # bumped by every registration; a plan made before is not cached
         # Encoders and decoders hold settings only (no per-run state), so the common calls
         # share one per setting instead of building one per call.
-        self._encoders: dict[tuple[bool, int, int], Encoder] = {}
-        self._decoders: dict[tuple[bool, int, int], Decoder] = {}
+        self._encoders: dict[tuple[bool, int, int, int], Encoder] = {}
+        self._decoders: dict[tuple[bool, int, int, int], Decoder] = {}
         for codec in BUILTIN_CODECS:
             if codec.py_type is not None:
                 self._by_type[codec.py_type] = codec
@@ -118,8 +126,9 @@ class TypeRegistry:
 
     def shared_encoder(self, validate: bool) -> Encoder:
         """The encoder for plain ``safe_serialize`` calls (no default, no manifest)."""
-        # The recursion limit too: compiled code stops nesting by it (_codec.depth_limit).
-        key = (validate, self.max_depth, sys.getrecursionlimit())
+        # Keyed by what the depth the codec stops at depends on: the recursion limit and
+        # the calling thread's stack (_codec.depth_limit).
+        key = (validate, self.max_depth, sys.getrecursionlimit(), stack_levels())
         encoder = self._encoders.get(key)
         if encoder is None:
             encoder = Encoder(self, validate=validate, default=None, max_depth=self.max_depth,
@@ -128,7 +137,7 @@ class TypeRegistry:
         return encoder
 
     def shared_decoder(self, strict: bool) -> Decoder:
-        key = (strict, self.max_depth, sys.getrecursionlimit())
+        key = (strict, self.max_depth, sys.getrecursionlimit(), stack_levels())
         decoder = self._decoders.get(key)
         if decoder is None:
             decoder = Decoder(self, strict=strict, max_depth=self.max_depth)
@@ -260,6 +269,7 @@ class TypeRegistry:
             raise RegistrationError(
                 "trust_modules finds classes by name, which auto_resolve=False switches off")
         self._names.trust(prefixes)
+        self._unknown_names.clear()
 
     @property
     def trusted_modules(self) -> tuple[str, ...]:
@@ -290,6 +300,7 @@ class TypeRegistry:
         self._decode_plans.clear()
         self._stateful_tags.clear()
         self._text_readers.clear()
+        self._unknown_names.clear()
 
     # -- lookup --------------------------------------------------------------------------
     def codec_for_type(self, cls: type) -> TypeCodec | None:
@@ -309,13 +320,25 @@ class TypeRegistry:
             self._derived[cls] = derived
         return derived
 
-    def codec_named(self, name: str) -> TypeCodec | None:
-        """The codec that reads tags named ``name``; None when nothing known has that name."""
+    def codec_named(self, name: str, remember_unknown: bool = False) -> TypeCodec | None:
+        """The codec that reads tags named ``name``; None when nothing known has that name.
+
+        ``remember_unknown`` (strict=False reads): a name no class had is not searched for
+        again until something may have changed (see ``_unknown_names``).
+        """
         codec = self._by_name.get(name)
         if codec is not None or not self.auto_resolve:
             return codec
+        if remember_unknown and self._unknown_names.get(name) == len(sys.modules):
+            return None
         cls = self._names.find(name)
-        return None if cls is None else self.codec_for_type(cls)
+        if cls is not None:
+            return self.codec_for_type(cls)
+        if remember_unknown:
+            if len(self._unknown_names) >= MAX_UNKNOWN_NAMES:
+                self._unknown_names.clear()  # bounded; the names still in use come back
+            self._unknown_names[name] = len(sys.modules)
+        return None
 
     def codecs(self) -> list[TypeCodec]:
         """Built-in and registered codecs (not the derived ones), sorted by name."""
@@ -347,6 +370,7 @@ class TypeRegistry:
             _refuse_own_pickling(cls)
         if codec.kind not in ("builtin", "custom") and codec.name == auto_name(cls):
             self._names.seen[codec.name] = cls
+            self._unknown_names.pop(codec.name, None)
             if cls not in self._by_type and (_unportable(codec.name) or (
                     codec.name.endswith("]") and not spells_types(codec.name))):
                 warnings.warn(UnportableTypeWarning(cls), stacklevel=caller_stacklevel())
@@ -366,7 +390,7 @@ class TypeRegistry:
         """Read ``models@1``: ``[tag, [json, ...]]`` means ``[{"$t": tag, "v": [json]}, ...]``."""
         if type(tag) is not str or type(items) is not list:
             raise DeserializationError("models: expected [tag, [model JSON, ...]]")
-        plan = dec.plans.get(tag) or self._decode_plan_for(tag)
+        plan = dec.plans.get(tag) or self._decode_plan_for(tag, not dec.strict)
         reader = getattr(plan, "read_typed_list", None)
         if reader is not None:  # the tag's current version: pydantic reads the whole list
             return reader(items)  # type: ignore[no-any-return]
@@ -375,7 +399,7 @@ class TypeRegistry:
     def decode_model_rows(self, dec: Decoder, tag: str, stored: Shape, rows: Any,
                           depth: int) -> list[Any]:
         """Read ``rows@1`` (``_rows``): the rows stand for a ``models@1`` list."""
-        plan = dec.plans.get(tag) or self._decode_plan_for(tag)
+        plan = dec.plans.get(tag) or self._decode_plan_for(tag, not dec.strict)
         reader = getattr(plan, "read_typed_rows", None)
         if reader is not None:  # the tag's current version
             return reader(rows, stored)  # type: ignore[no-any-return]
@@ -392,14 +416,14 @@ class TypeRegistry:
             if self._generation == generation:
                 cache[key] = plan
 
-    def _decode_plan_for(self, tag: str) -> DecodePlan:
+    def _decode_plan_for(self, tag: str, remember_unknown: bool = False) -> DecodePlan:
         name, sep, version_text = tag.rpartition("@")
         if (not sep or not name or not version_text.isascii() or not version_text.isdecimal()
                 or version_text.startswith("0")):  # isdecimal() alone: non-ASCII digits too
             raise DeserializationError(f"malformed type tag {tag!r}: expected 'name@version'")
         stored = int(version_text)
         generation = self._generation
-        codec = self.codec_named(name)
+        codec = self.codec_named(name, remember_unknown)
         if codec is None:
             raise UnknownTypeError(_unknown_name(tag, name, self), tag=tag)
         decode_value = codec.decode_value
