@@ -23,7 +23,13 @@ from ..exceptions import (
     EncryptionError,
     InvalidRunIdError,
 )
-from ..state import Encryption, EnvelopeStateBackend, backend_from_uri, validate_run_id
+from ..state import (
+    Encryption,
+    EnvelopeStateBackend,
+    PostgresBackend,
+    backend_from_uri,
+    validate_run_id,
+)
 from ._output import _UsageError
 
 #: Environment variable holding the store URI when ``--store`` is not given.
@@ -131,9 +137,18 @@ async def _open_store(
         await backend.close()
         raise _UsageError(f"{type(backend).__name__} does not support the operator tools")
     try:
+        if must_exist:
+            await _require_schema(backend)
         yield backend
     finally:
         await backend.close()
+
+
+async def _require_schema(backend: EnvelopeStateBackend) -> None:
+    """Refuse to read a PostgreSQL schema that does not exist (reads create nothing; a typo in
+    ``--pg-schema`` is no store, as a missing SQLite file is)."""
+    if isinstance(backend, PostgresBackend) and not await backend.schema_exists():
+        raise BackendUnavailableError(f"no schema {backend.schema!r} in the PostgreSQL database")
 
 
 # -- run ids ---------------------------------------------------------------------------------

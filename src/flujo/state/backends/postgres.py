@@ -9,6 +9,10 @@
 * Saves run in a transaction: ``SELECT ... FOR UPDATE`` of the row, build, upsert.
 * The table layout is versioned like SQLite's (``flujo_schema_versions`` in the same schema);
   layout changes run under a transaction-level advisory lock so concurrent starters are safe.
+* Reads never create or change anything: until the backend has written, ``load_state``,
+  ``list_runs``, ``list_run_ids`` and ``delete_state`` look for flujo's table first and find
+  nothing in a missing schema or table. The schema, tables and migrations are made by the
+  first write; a layout newer than this flujo knows is refused by reads and writes alike.
 * Claims hold ``pg_try_advisory_lock`` on a dedicated connection; the server releases it when
   that connection ends, including when the worker process is killed.
 """
@@ -121,7 +125,8 @@ class PostgresBackend(EnvelopeStateBackend):
         self.connect_timeout = connect_timeout
         self.queryable_payload = queryable_payload
         self._pool: AsyncConnectionPool[Any] | None = None
-        self._ready = False
+        self._ready = False  # the schema, tables and migrations are in place (first write)
+        self._found = False  # reads have seen flujo's table, with a layout this flujo knows
         self._ready_lock = asyncio.Lock()
 
     def describe(self, run_id: str) -> str:
@@ -160,7 +165,8 @@ class PostgresBackend(EnvelopeStateBackend):
             ) from exc
 
     async def _get_pool(self) -> AsyncConnectionPool[Any]:
-        if self._pool is not None and self._ready:
+        """The connection pool, opened on first use; nothing in the database is created."""
+        if self._pool is not None:
             return self._pool
         async with self._ready_lock:
             if self._pool is None:
@@ -177,11 +183,65 @@ class PostgresBackend(EnvelopeStateBackend):
                 with self._errors():
                     await pool.open(wait=True, timeout=self.connect_timeout)
                 self._pool = pool
-            if not self._ready:
-                with self._errors():
-                    await self._migrate(self._pool)
-                self._ready = True
         return self._pool
+
+    async def _prepared_pool(self) -> AsyncConnectionPool[Any]:
+        """The pool, with the schema and tables created and migrated: for writes."""
+        pool = await self._get_pool()
+        if not self._ready:
+            async with self._ready_lock:
+                if not self._ready:
+                    with self._errors():
+                        await self._migrate(pool)
+                    self._ready = True
+        return pool
+
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[AsyncConnection[Any] | None]:
+        """A connection to read with, or None when there is nothing to read: no schema, or no
+        flujo table in it. Until this backend has written, it looks for the table (and checks
+        its layout version) instead of creating it, so reads never change the database."""
+        pool = await self._get_pool()
+        with self._errors():
+            async with pool.connection() as conn:
+                if not (self._ready or self._found):
+                    self._found = await self._has_table(conn)
+                yield conn if self._ready or self._found else None
+
+    async def _has_table(self, conn: AsyncConnection[Any]) -> bool:
+        """Whether flujo's table exists; FutureVersionError if its layout is newer than known."""
+        cur = await conn.execute(
+            "SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
+            " ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname IN (%s, %s)",
+            (self.schema, self.table, "flujo_schema_versions"),
+        )
+        found = {row[0] for row in await cur.fetchall()}
+        if "flujo_schema_versions" in found:
+            cur = await conn.execute(
+                self._sql("SELECT version FROM {versions} WHERE component = %s"), (self.table,)
+            )
+            row = await cur.fetchone()
+            if row is not None:
+                self._check_layout(int(row[0]))
+        return self.table in found
+
+    def _check_layout(self, version: int) -> None:
+        if version > POSTGRES_SCHEMA_VERSION:
+            raise FutureVersionError(
+                f"PostgreSQL table {self.schema}.{self.table} has layout version {version};"
+                f" this flujo knows up to {POSTGRES_SCHEMA_VERSION}. Upgrade flujo",
+                path="$",
+            )
+
+    async def schema_exists(self) -> bool:
+        """Whether this backend's schema exists in the database (nothing is created)."""
+        pool = await self._get_pool()
+        with self._errors():
+            async with pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", (self.schema,)
+                )
+                return await cur.fetchone() is not None
 
     async def _migrate(self, pool: AsyncConnectionPool[Any]) -> None:
         async with pool.connection() as conn, conn.transaction():
@@ -205,12 +265,7 @@ class PostgresBackend(EnvelopeStateBackend):
             )
             row = await cur.fetchone()
             version = 0 if row is None else int(row[0])
-            if version > POSTGRES_SCHEMA_VERSION:
-                raise FutureVersionError(
-                    f"PostgreSQL table {self.schema}.{self.table} has layout version {version};"
-                    f" this flujo knows up to {POSTGRES_SCHEMA_VERSION}. Upgrade flujo",
-                    path="$",
-                )
+            self._check_layout(version)
             for statements in _MIGRATIONS[version:]:
                 for statement in statements:
                     await conn.execute(self._sql(statement))
@@ -224,7 +279,7 @@ class PostgresBackend(EnvelopeStateBackend):
 
     async def schema_version(self) -> int:
         """The table layout version stored in the database (after preparing it)."""
-        pool = await self._get_pool()
+        pool = await self._prepared_pool()
         with self._errors():
             async with pool.connection() as conn:
                 cur = await conn.execute(
@@ -236,24 +291,24 @@ class PostgresBackend(EnvelopeStateBackend):
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
-        self._ready = False
+        self._ready = self._found = False
         if pool is not None:
             await pool.close()
 
     # -- primitives ----------------------------------------------------------------------
 
     async def _read(self, run_id: str) -> StoredRecord | None:
-        pool = await self._get_pool()
-        with self._errors():
-            async with pool.connection() as conn:
-                # The size first: a record over the limit is refused, never fetched.
-                cur = await conn.execute(
-                    self._sql("SELECT pg_catalog.octet_length(envelope::text),"
-                              " CASE WHEN pg_catalog.octet_length(envelope::text) <= %s"
-                              " THEN envelope::text END FROM {table} WHERE run_id = %s"),
-                    (self.codec.max_record_bytes, run_id),
-                )
-                row = await cur.fetchone()
+        async with self._reading() as conn:
+            if conn is None:
+                return None
+            # The size first: a record over the limit is refused, never fetched.
+            cur = await conn.execute(
+                self._sql("SELECT pg_catalog.octet_length(envelope::text),"
+                          " CASE WHEN pg_catalog.octet_length(envelope::text) <= %s"
+                          " THEN envelope::text END FROM {table} WHERE run_id = %s"),
+                (self.codec.max_record_bytes, run_id),
+            )
+            row = await cur.fetchone()
         if row is None:
             return None
         if row[1] is None:
@@ -281,7 +336,7 @@ class PostgresBackend(EnvelopeStateBackend):
         )
 
     async def _write(self, run_id: str, make: WriteRecord) -> SealedRecord:
-        pool = await self._get_pool()
+        pool = await self._prepared_pool()
         for _ in range(_INSERT_RETRIES):
             try:
                 with self._errors():
@@ -327,15 +382,14 @@ class PostgresBackend(EnvelopeStateBackend):
         return sealed
 
     async def _delete(self, run_id: str) -> None:
-        pool = await self._get_pool()
-        with self._errors():
-            async with pool.connection() as conn, conn.transaction():
+        # Nothing to delete in a missing table: deleting creates nothing either.
+        async with self._reading() as conn:
+            if conn is not None:
                 await conn.execute(self._sql("DELETE FROM {table} WHERE run_id = %s"), (run_id,))
 
     async def _list(
         self, status: str | None, pipeline_name: str | None, limit: int | None, offset: int
     ) -> list[RunSummary]:
-        pool = await self._get_pool()
         where: list[str] = []
         params: list[Any] = []
         if status is not None:
@@ -350,10 +404,11 @@ class PostgresBackend(EnvelopeStateBackend):
             "SELECT run_id, pipeline_name, status, revision, created_at, updated_at"
             " FROM {table}" + clause + " ORDER BY updated_at DESC, run_id LIMIT %s OFFSET %s"
         )
-        with self._errors():
-            async with pool.connection() as conn:
-                cur = await conn.execute(query, params)
-                rows = await cur.fetchall()
+        async with self._reading() as conn:
+            if conn is None:
+                return []
+            cur = await conn.execute(query, params)
+            rows = await cur.fetchall()
         return [
             RunSummary(
                 run_id=r[0],
@@ -367,11 +422,11 @@ class PostgresBackend(EnvelopeStateBackend):
         ]
 
     async def _list_ids(self) -> list[str]:
-        pool = await self._get_pool()
-        with self._errors():
-            async with pool.connection() as conn:
-                cur = await conn.execute(self._sql("SELECT run_id FROM {table}"))
-                return [r[0] for r in await cur.fetchall()]
+        async with self._reading() as conn:
+            if conn is None:
+                return []
+            cur = await conn.execute(self._sql("SELECT run_id FROM {table}"))
+            return [r[0] for r in await cur.fetchall()]
 
     # -- claims --------------------------------------------------------------------------
 
