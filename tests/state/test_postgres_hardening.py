@@ -1,20 +1,29 @@
 """PostgreSQL against a hostile or mistaken setup (issue 14), on the real server.
 
 * Reads (API and CLI) never create or change anything: a mistyped schema stays missing.
+* The DSN's password appears in no message, traceback, log record or warning.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from state_helpers import PostgresTarget
 
 from flujo.cli import main as flujo_main
-from flujo.cli._state import EXIT_NOT_FOUND, EXIT_OK, EXIT_UNAVAILABLE
-from flujo.exceptions import FutureVersionError
-from flujo.state import PostgresBackend, WorkflowState
+from flujo.cli._state import EXIT_NOT_FOUND, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
+from flujo.exceptions import (
+    BackendConfigError,
+    FutureVersionError,
+    StateError,
+)
+from flujo.state import PostgresBackend, WorkflowState, backend_from_uri
+from flujo.state._redact import redact_dsn
 
 pytestmark = pytest.mark.postgres
 
@@ -146,3 +155,88 @@ def test_cli_reads_a_schema_without_flujos_table_as_empty(
     assert run_cli(capsys, "show", "r1", *store)[0] == EXIT_NOT_FOUND
     assert run_cli(capsys, "delete", "-y", "r1", *store)[0] == EXIT_NOT_FOUND
     assert tables_in(dsn, schema) == []
+
+
+# -- passwords are never shown -----------------------------------------------------------------
+
+PASSWORD = "S3cr3t-hunter2"
+
+# Each refused within connect_timeout; libpq echoes the two malformed ones in its errors.
+SECRET_DSNS = {
+    "uri, unreachable port": f"postgresql://flujo:{PASSWORD}@127.0.0.1:1/db",
+    "keywords, unreachable port": f"host=127.0.0.1 port=1 user=flujo password={PASSWORD}",
+    "quoted keyword": f"host=127.0.0.1 port=1 password='{PASSWORD}'",
+    "percent-encoded": "postgresql://flujo:S3cr3t%2Dhunter2@127.0.0.1:1/db",
+    "malformed uri": f"postgresql://flujo:{PASSWORD}@[::1/db",
+    "malformed uri, password in the query": f"postgresql://[::1/db?password={PASSWORD}",
+}
+
+
+@pytest.fixture
+def psycopg_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    for name in ("psycopg", "psycopg.pool"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    yield caplog
+
+
+def shown(exc: BaseException) -> str:
+    """Everything a traceback of ``exc`` shows, causes included."""
+    return "".join(traceback.format_exception(exc))
+
+
+@pytest.mark.parametrize("dsn", SECRET_DSNS.values(), ids=SECRET_DSNS.keys())
+async def test_the_password_is_never_shown(dsn: str,
+                                           psycopg_logs: pytest.LogCaptureFixture) -> None:
+    errors: list[BaseException] = []
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        backend = PostgresBackend(dsn, schema="s", table="t", connect_timeout=1)
+        try:
+            for operation in (backend.load_state("r1"), backend.list_run_ids(),
+                              backend.save_state("r1", state("r1"))):
+                with pytest.raises(StateError) as caught:
+                    await operation
+                errors.append(caught.value)
+            with pytest.raises(StateError) as caught:
+                async with backend.claim("r1"):
+                    pass
+            errors.append(caught.value)
+        finally:
+            await backend.close()
+    for error in errors:
+        assert PASSWORD not in shown(error)
+        cause = error.__cause__
+        while cause is not None:
+            assert PASSWORD not in str(cause)
+            cause = cause.__cause__
+    records = [record.getMessage() + (record.exc_text or "") for record in psycopg_logs.records]
+    assert any("error connecting" in record for record in records)  # psycopg_pool did log
+    assert not [record for record in records if PASSWORD in record]
+    assert not [str(w.message) for w in warned if PASSWORD in str(w.message)]
+
+
+@pytest.mark.parametrize("uri", [f"postgress://flujo:{PASSWORD}@db/app",
+                                 f"sqlite:postgresql://flujo:{PASSWORD}@db/app",
+                                 f"postgres:/db/app?user=a&password={PASSWORD}"])
+def test_a_mistyped_uri_is_quoted_without_its_password(uri: str) -> None:
+    with pytest.raises(BackendConfigError) as caught:
+        backend_from_uri(uri)
+    assert PASSWORD not in shown(caught.value) and "***" in str(caught.value)
+
+
+def test_the_cli_quotes_a_keyword_dsn_without_its_password(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, output = run_cli(capsys, "ls", "--store", f"host=db user=flujo password={PASSWORD}")
+    assert code == EXIT_USAGE and "password=***" in output and PASSWORD not in output
+
+
+@pytest.mark.parametrize(("dsn", "masked"), [
+    ("postgresql://app:pw@db:5432/app", "postgresql://app:***@db:5432/app"),
+    ("postgresql://app:p@ss@db/app", "postgresql://app:***@db/app"),  # @ unencoded
+    ("postgresql://db/app?user=a&password=pw&sslmode=require",
+     "postgresql://db/app?user=a&password=***&sslmode=require"),
+    ("host=db password = 'p w\\'x' user=a", "host=db password = *** user=a"),
+    ("postgresql://app@db/app", "postgresql://app@db/app"),
+])
+def test_every_form_of_password_is_masked(dsn: str, masked: str) -> None:
+    assert redact_dsn(dsn) == masked

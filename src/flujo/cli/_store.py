@@ -30,6 +30,7 @@ from ..state import (
     backend_from_uri,
     validate_run_id,
 )
+from ..state._redact import redact_dsn
 from ._output import _UsageError
 
 #: Environment variable holding the store URI when ``--store`` is not given.
@@ -48,22 +49,8 @@ def _scheme(uri: str) -> str:
 
 
 def redact_uri(uri: str) -> str:
-    """``uri`` with any password replaced by ``***`` (for messages)."""
-    scheme, sep, rest = uri.partition("://")
-    if not sep:
-        return uri
-    authority, slash, tail = rest.partition("/")
-    if "@" in authority:
-        userinfo, _, host = authority.rpartition("@")
-        if ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":***"
-        authority = f"{userinfo}@{host}"
-    if "password=" in tail:
-        parts = tail.split("password=")
-        tail = parts[0] + "".join(
-            "password=***" + (p[p.index("&"):] if "&" in p else "") for p in parts[1:]
-        )
-    return f"{scheme}{sep}{authority}{slash}{tail}"
+    """``uri`` with any password replaced by ``***`` (for messages); keyword DSNs too."""
+    return redact_dsn(uri)
 
 
 def _keys(var_names: Sequence[str]) -> dict[str, bytes]:

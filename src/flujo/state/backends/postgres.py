@@ -15,6 +15,7 @@
   first write; a layout newer than this flujo knows is refused by reads and writes alike.
 * Claims hold ``pg_try_advisory_lock`` on a dedicated connection; the server releases it when
   that connection ends, including when the worker process is killed.
+* The DSN's password is masked in every message flujo builds and in psycopg's log records.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from flujo.exceptions import (
 )
 
 from .._codec import SealedRecord, record_too_large
+from .._redact import dsn_secrets, hide_in_logs, redact
 from .._runid import validate_run_id
 from ..models import RunSummary
 from .base import CurrentRecord, EnvelopeStateBackend, RunClaim, StoredRecord, WriteRecord
@@ -114,6 +116,8 @@ class PostgresBackend(EnvelopeStateBackend):
     ) -> None:
         super().__init__(**codec_options)
         _modules()
+        if not isinstance(dsn, str):
+            raise BackendConfigError(f"dsn must be a str, got {type(dsn).__name__}")
         for what, name in (("schema", schema), ("table", table)):
             if not _IDENT.match(name):
                 raise BackendConfigError(f"{what} name {name!r} must match {_IDENT.pattern}")
@@ -124,6 +128,8 @@ class PostgresBackend(EnvelopeStateBackend):
         self.max_size = max_size
         self.connect_timeout = connect_timeout
         self.queryable_payload = queryable_payload
+        self._secrets = dsn_secrets(dsn)
+        hide_in_logs(self._secrets)  # psycopg_pool logs every failed connection attempt
         self._pool: AsyncConnectionPool[Any] | None = None
         self._ready = False  # the schema, tables and migrations are in place (first write)
         self._found = False  # reads have seen flujo's table, with a layout this flujo knows
@@ -153,16 +159,24 @@ class PostgresBackend(EnvelopeStateBackend):
             yield
         except psycopg_pool.PoolTimeout as exc:
             raise BackendUnavailableError(
-                f"PostgreSQL ({self.schema}.{self.table}): no connection available: {exc}"
-            ) from exc
+                self._message(": no connection available: ", exc)) from self._cause(exc)
         except psycopg.OperationalError as exc:
             raise BackendUnavailableError(
-                f"PostgreSQL ({self.schema}.{self.table}) is unavailable: {exc}"
-            ) from exc
+                self._message(" is unavailable: ", exc)) from self._cause(exc)
         except psycopg.Error as exc:
             raise StateError(
-                f"PostgreSQL ({self.schema}.{self.table}) refused the operation: {exc}"
-            ) from exc
+                self._message(" refused the operation: ", exc)) from self._cause(exc)
+
+    def _message(self, what: str, exc: Exception) -> str:
+        """The message for psycopg's ``exc``, with the DSN's password masked."""
+        return f"PostgreSQL ({self.schema}.{self.table}){what}{redact(str(exc), self._secrets)}"
+
+    def _cause(self, exc: Exception) -> Exception | None:
+        """``exc`` to chain as the cause, or None when its text shows the password (libpq
+        echoes a connection string it cannot parse, and a traceback prints causes as they
+        are): the message has its text, masked."""
+        text = str(exc)
+        return exc if redact(text, self._secrets) == text else None
 
     async def _get_pool(self) -> AsyncConnectionPool[Any]:
         """The connection pool, opened on first use; nothing in the database is created."""
@@ -180,8 +194,12 @@ class PostgresBackend(EnvelopeStateBackend):
                     kwargs={"connect_timeout": max(1, round(self.connect_timeout))},
                     check=psycopg_pool.AsyncConnectionPool.check_connection,
                 )
-                with self._errors():
-                    await pool.open(wait=True, timeout=self.connect_timeout)
+                try:
+                    with self._errors():
+                        await pool.open(wait=True, timeout=self.connect_timeout)
+                except BaseException:
+                    await pool.close()  # or it keeps reconnecting (and logging) in the background
+                    raise
                 self._pool = pool
         return self._pool
 
