@@ -2,12 +2,15 @@
 
 * Reads (API and CLI) never create or change anything: a mistyped schema stays missing.
 * The DSN's password appears in no message, traceback, log record or warning.
+* A function, operator or type planted in a schema on the connections' search path is never
+  used by flujo's statements.
 """
 
 from __future__ import annotations
 
 import logging
 import traceback
+import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -240,3 +243,58 @@ def test_the_cli_quotes_a_keyword_dsn_without_its_password(
 ])
 def test_every_form_of_password_is_masked(dsn: str, masked: str) -> None:
     assert redact_dsn(dsn) == masked
+
+
+# -- a planted search path ---------------------------------------------------------------------
+
+RAISES = "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'a planted object ran'; END $$"
+PLANTED = [
+    f"CREATE FUNCTION {{evil}}.hijacked() RETURNS boolean {RAISES}",
+    f"CREATE FUNCTION {{evil}}.hashtextextended(text, bigint) RETURNS bigint {RAISES}",
+    f"CREATE FUNCTION {{evil}}.pg_advisory_xact_lock(bigint) RETURNS void {RAISES}",
+    f"CREATE FUNCTION {{evil}}.pg_try_advisory_lock(bigint) RETURNS boolean {RAISES}",
+    f"CREATE FUNCTION {{evil}}.pg_advisory_unlock(bigint) RETURNS boolean {RAISES}",
+    f"CREATE FUNCTION {{evil}}.octet_length(text) RETURNS integer {RAISES}",
+    f"CREATE FUNCTION {{evil}}.set_config(text, text, boolean) RETURNS text {RAISES}",
+    f"CREATE FUNCTION {{evil}}.text_eq(text, text) RETURNS boolean {RAISES}",
+    "CREATE OPERATOR {evil}.= (LEFTARG = text, RIGHTARG = text, FUNCTION = {evil}.text_eq)",
+    "CREATE DOMAIN {evil}.json AS pg_catalog.text CHECK ({evil}.hijacked())",
+]
+
+
+async def test_objects_planted_on_the_search_path_are_never_used(
+        postgres_schemas: Callable[[str], tuple[str, str]]) -> None:
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    dsn, evil = postgres_schemas("flujo_evil")
+    _, schema = postgres_schemas("flujo_victim")
+    catalog(dsn, f'CREATE SCHEMA "{evil}"')
+    for statement in PLANTED:
+        catalog(dsn, statement.format(evil=f'"{evil}"'))
+    # The role's search path, as an attacker with CREATE on a schema in it would like it.
+    planted_dsn = make_conninfo(dsn, options=f"-c search_path={evil},pg_catalog,public")
+    for planted_call in ("SELECT hashtextextended('k', 0)", "SELECT octet_length('x'::text)",
+                         "SELECT 'a'::text = 'a'", "SELECT pg_try_advisory_lock(1)"):
+        with pytest.raises(psycopg.errors.RaiseException, match="planted"):  # they do take over
+            catalog(planted_dsn, planted_call)
+
+    backend = PostgresBackend(planted_dsn, schema=schema)
+    try:
+        assert await backend.save_state("r1", state("r1")) == 1
+        assert await backend.save_state("r1", state("r1"), expected_revision=1) == 2
+        loaded = await backend.load_state("r1")
+        assert loaded is not None and loaded["pipeline_context"] == {"n": 1}
+        assert [run["run_id"] for run in await backend.list_runs(status="running")] == ["r1"]
+        assert await backend.list_run_ids() == ["r1"]
+        async with backend.claim("r1"):
+            pass
+        await backend.delete_state("r1")
+        assert await backend.list_run_ids() == []
+    finally:
+        await backend.close()
+    fresh = PostgresBackend(planted_dsn, schema=schema, table=f"t_{uuid.uuid4().hex[:8]}")
+    try:  # the reads of a backend that has not written yet look the table up first
+        assert await fresh.load_state("r1") is None
+    finally:
+        await fresh.close()

@@ -15,6 +15,9 @@
   first write; a layout newer than this flujo knows is refused by reads and writes alike.
 * Claims hold ``pg_try_advisory_lock`` on a dedicated connection; the server releases it when
   that connection ends, including when the worker process is killed.
+* Every connection flujo opens resolves names in ``pg_catalog`` alone (``search_path``), and
+  every function flujo calls is written ``pg_catalog.<name>``: nothing planted in a schema on
+  the role's or the database's search path runs in flujo's statements.
 * The DSN's password is masked in every message flujo builds and in psycopg's log records.
 """
 
@@ -76,6 +79,11 @@ _MIGRATIONS: list[tuple[str, ...]] = [
 #: The table layout version this code creates and expects.
 POSTGRES_SCHEMA_VERSION = len(_MIGRATIONS)
 
+# Run on every connection flujo opens. Unqualified names (operators such as ``=``, types such
+# as ``json``) then resolve in pg_catalog, never in a schema someone could plant an object of
+# the same name in; pg_temp goes last (by default it is searched first, for relations).
+_SEARCH_PATH = "SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)"
+
 
 def _modules() -> tuple[Any, Any, Any]:
     try:
@@ -91,6 +99,12 @@ def _modules() -> tuple[Any, Any, Any]:
 
 class _LostInsertRace(Exception):
     """Another transaction inserted the run between our SELECT and INSERT; retry."""
+
+
+async def _configure(conn: AsyncConnection[Any]) -> None:
+    """The pool's set-up of each new connection: names resolve in pg_catalog only."""
+    await conn.execute(_SEARCH_PATH)
+    await conn.commit()  # the pool takes only idle connections
 
 
 class PostgresBackend(EnvelopeStateBackend):
@@ -192,6 +206,7 @@ class PostgresBackend(EnvelopeStateBackend):
                     open=False,
                     timeout=self.connect_timeout,
                     kwargs={"connect_timeout": max(1, round(self.connect_timeout))},
+                    configure=_configure,
                     check=psycopg_pool.AsyncConnectionPool.check_connection,
                 )
                 try:
@@ -264,11 +279,11 @@ class PostgresBackend(EnvelopeStateBackend):
     async def _migrate(self, pool: AsyncConnectionPool[Any]) -> None:
         async with pool.connection() as conn, conn.transaction():
             await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(%s, 0))",
                 (f"flujo-schema:{self.schema}",),
             )
             cur = await conn.execute(
-                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
+                "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", (self.schema,)
             )
             if await cur.fetchone() is None:
                 await conn.execute(self._sql("CREATE SCHEMA {schema}"))
@@ -460,8 +475,10 @@ class PostgresBackend(EnvelopeStateBackend):
             )
         try:
             with self._errors():
+                await conn.execute(_SEARCH_PATH)
                 cur = await conn.execute(
-                    "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)
+                    "SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtextextended(%s, 0))",
+                    (key,),
                 )
                 row = await cur.fetchone()
             if row is None or not row[0]:
@@ -473,6 +490,9 @@ class PostgresBackend(EnvelopeStateBackend):
             finally:
                 # Closing the connection below releases the lock even if this fails.
                 with contextlib.suppress(psycopg.Error):
-                    await conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+                    await conn.execute(
+                        "SELECT pg_catalog.pg_advisory_unlock(pg_catalog.hashtextextended(%s, 0))",
+                        (key,),
+                    )
         finally:
             await conn.close()
