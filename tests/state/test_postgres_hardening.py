@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
 import traceback
 import uuid
@@ -216,6 +218,19 @@ async def test_the_password_is_never_shown(dsn: str,
     assert any("error connecting" in record for record in records)  # psycopg_pool did log
     assert not [record for record in records if PASSWORD in record]
     assert not [str(w.message) for w in warned if PASSWORD in str(w.message)]
+
+
+async def test_a_pool_whose_opening_is_cancelled_is_closed() -> None:
+    from psycopg_pool import AsyncConnectionPool
+
+    dsn = f"postgresql://flujo@127.0.0.1:1/cancelled_{uuid.uuid4().hex}"
+    backend = PostgresBackend(dsn, connect_timeout=30)
+    with pytest.raises(TimeoutError):  # the caller gives up long before connect_timeout
+        await asyncio.wait_for(backend.list_run_ids(), 0.5)
+    await backend.close()
+    # A pool left open would go on reconnecting, and logging, in the background.
+    assert not [pool for pool in gc.get_objects() if isinstance(pool, AsyncConnectionPool)
+                and pool.conninfo == dsn and not pool.closed]
 
 
 @pytest.mark.parametrize("uri", [f"postgress://flujo:{PASSWORD}@db/app",

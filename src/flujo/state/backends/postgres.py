@@ -213,7 +213,9 @@ class PostgresBackend(EnvelopeStateBackend):
                     with self._errors():
                         await pool.open(wait=True, timeout=self.connect_timeout)
                 except BaseException:
-                    await pool.close()  # or it keeps reconnecting (and logging) in the background
+                    # psycopg_pool closes it after a timeout, not when the wait is cancelled:
+                    # left open, it would go on reconnecting (and logging) in the background.
+                    await pool.close()
                     raise
                 self._pool = pool
         return self._pool
