@@ -111,9 +111,10 @@ class PostgresBackend(EnvelopeStateBackend):
     """Stores runs in ``<schema>.<table>`` of a PostgreSQL database.
 
     ``dsn`` is a libpq connection string or URI. ``schema`` and ``table`` (letters, digits,
-    ``_``) are created if missing. ``min_size``/``max_size`` size the pool;
-    ``connect_timeout`` (seconds) bounds connecting. ``queryable_payload=False`` skips the
-    ``jsonb`` copy of the payload (halving storage) for stores nobody queries.
+    ``_``) are created by the first write if missing (reads find nothing there).
+    ``min_size``/``max_size`` size the pool; ``connect_timeout`` (seconds) bounds
+    connecting. ``queryable_payload=False`` skips the ``jsonb`` copy of the payload (halving
+    storage) for stores nobody queries.
     """
 
     def __init__(
