@@ -245,9 +245,16 @@ PIPELINE = (_make_step(0) >> _make_step(1) >> _make_step(2) >> _make_step(3)
             >> _make_step(4))
 
 
+# PostgreSQL releases a killed worker's claim when its server process sees the connection
+# close, a moment after the kill: the next worker, forked at once, waits for it as any worker
+# waiting for a claim would (a claim still held after this long is a failure).
+CLAIM_TIMEOUT = 10.0
+
+
 def build_runner(backend: StateBackend) -> Flujo[CrashCtx]:
     return Flujo(PIPELINE, context_model=CrashCtx, state_backend=backend,
-                 pipeline_name="crash-campaign", pipeline_version="1")
+                 pipeline_name="crash-campaign", pipeline_version="1",
+                 claim_timeout=CLAIM_TIMEOUT)
 
 
 def _instrument(backend: StateBackend, *, migrating: bool) -> None:

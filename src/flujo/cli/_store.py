@@ -23,7 +23,14 @@ from ..exceptions import (
     EncryptionError,
     InvalidRunIdError,
 )
-from ..state import Encryption, EnvelopeStateBackend, backend_from_uri, validate_run_id
+from ..state import (
+    Encryption,
+    EnvelopeStateBackend,
+    PostgresBackend,
+    backend_from_uri,
+    validate_run_id,
+)
+from ..state._redact import redact_dsn
 from ._output import _UsageError
 
 #: Environment variable holding the store URI when ``--store`` is not given.
@@ -42,22 +49,8 @@ def _scheme(uri: str) -> str:
 
 
 def redact_uri(uri: str) -> str:
-    """``uri`` with any password replaced by ``***`` (for messages)."""
-    scheme, sep, rest = uri.partition("://")
-    if not sep:
-        return uri
-    authority, slash, tail = rest.partition("/")
-    if "@" in authority:
-        userinfo, _, host = authority.rpartition("@")
-        if ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":***"
-        authority = f"{userinfo}@{host}"
-    if "password=" in tail:
-        parts = tail.split("password=")
-        tail = parts[0] + "".join(
-            "password=***" + (p[p.index("&"):] if "&" in p else "") for p in parts[1:]
-        )
-    return f"{scheme}{sep}{authority}{slash}{tail}"
+    """``uri`` with any password replaced by ``***`` (for messages); keyword DSNs too."""
+    return redact_dsn(uri)
 
 
 def _keys(var_names: Sequence[str]) -> dict[str, bytes]:
@@ -131,9 +124,18 @@ async def _open_store(
         await backend.close()
         raise _UsageError(f"{type(backend).__name__} does not support the operator tools")
     try:
+        if must_exist:
+            await _require_schema(backend)
         yield backend
     finally:
         await backend.close()
+
+
+async def _require_schema(backend: EnvelopeStateBackend) -> None:
+    """Refuse to read a PostgreSQL schema that does not exist (reads create nothing; a typo in
+    ``--pg-schema`` is no store, as a missing SQLite file is)."""
+    if isinstance(backend, PostgresBackend) and not await backend.schema_exists():
+        raise BackendUnavailableError(f"no schema {backend.schema!r} in the PostgreSQL database")
 
 
 # -- run ids ---------------------------------------------------------------------------------

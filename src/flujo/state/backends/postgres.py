@@ -9,8 +9,16 @@
 * Saves run in a transaction: ``SELECT ... FOR UPDATE`` of the row, build, upsert.
 * The table layout is versioned like SQLite's (``flujo_schema_versions`` in the same schema);
   layout changes run under a transaction-level advisory lock so concurrent starters are safe.
+* Reads never create or change anything: until the backend has written, ``load_state``,
+  ``list_runs``, ``list_run_ids`` and ``delete_state`` look for flujo's table first and find
+  nothing in a missing schema or table. The schema, tables and migrations are made by the
+  first write; a layout newer than this flujo knows is refused by reads and writes alike.
 * Claims hold ``pg_try_advisory_lock`` on a dedicated connection; the server releases it when
   that connection ends, including when the worker process is killed.
+* Every connection flujo opens resolves names in ``pg_catalog`` alone (``search_path``), and
+  every function flujo calls is written ``pg_catalog.<name>``: nothing planted in a schema on
+  the role's or the database's search path runs in flujo's statements.
+* The DSN's password is masked in every message flujo builds and in psycopg's log records.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from flujo.exceptions import (
 )
 
 from .._codec import SealedRecord, record_too_large
+from .._redact import dsn_secrets, hide_in_logs, redact
 from .._runid import validate_run_id
 from ..models import RunSummary
 from .base import CurrentRecord, EnvelopeStateBackend, RunClaim, StoredRecord, WriteRecord
@@ -70,6 +79,11 @@ _MIGRATIONS: list[tuple[str, ...]] = [
 #: The table layout version this code creates and expects.
 POSTGRES_SCHEMA_VERSION = len(_MIGRATIONS)
 
+# Run on every connection flujo opens. Unqualified names (operators such as ``=``, types such
+# as ``json``) then resolve in pg_catalog, never in a schema someone could plant an object of
+# the same name in; pg_temp goes last (by default it is searched first, for relations).
+_SEARCH_PATH = "SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)"
+
 
 def _modules() -> tuple[Any, Any, Any]:
     try:
@@ -87,13 +101,20 @@ class _LostInsertRace(Exception):
     """Another transaction inserted the run between our SELECT and INSERT; retry."""
 
 
+async def _configure(conn: AsyncConnection[Any]) -> None:
+    """The pool's set-up of each new connection: names resolve in pg_catalog only."""
+    await conn.execute(_SEARCH_PATH)
+    await conn.commit()  # the pool takes only idle connections
+
+
 class PostgresBackend(EnvelopeStateBackend):
     """Stores runs in ``<schema>.<table>`` of a PostgreSQL database.
 
     ``dsn`` is a libpq connection string or URI. ``schema`` and ``table`` (letters, digits,
-    ``_``) are created if missing. ``min_size``/``max_size`` size the pool;
-    ``connect_timeout`` (seconds) bounds connecting. ``queryable_payload=False`` skips the
-    ``jsonb`` copy of the payload (halving storage) for stores nobody queries.
+    ``_``) are created by the first write if missing (reads find nothing there).
+    ``min_size``/``max_size`` size the pool; ``connect_timeout`` (seconds) bounds
+    connecting. ``queryable_payload=False`` skips the ``jsonb`` copy of the payload (halving
+    storage) for stores nobody queries.
     """
 
     def __init__(
@@ -110,6 +131,8 @@ class PostgresBackend(EnvelopeStateBackend):
     ) -> None:
         super().__init__(**codec_options)
         _modules()
+        if not isinstance(dsn, str):
+            raise BackendConfigError(f"dsn must be a str, got {type(dsn).__name__}")
         for what, name in (("schema", schema), ("table", table)):
             if not _IDENT.match(name):
                 raise BackendConfigError(f"{what} name {name!r} must match {_IDENT.pattern}")
@@ -120,8 +143,11 @@ class PostgresBackend(EnvelopeStateBackend):
         self.max_size = max_size
         self.connect_timeout = connect_timeout
         self.queryable_payload = queryable_payload
+        self._secrets = dsn_secrets(dsn)
+        hide_in_logs(self._secrets)  # psycopg_pool logs every failed connection attempt
         self._pool: AsyncConnectionPool[Any] | None = None
-        self._ready = False
+        self._ready = False  # the schema, tables and migrations are in place (first write)
+        self._found = False  # reads have seen flujo's table, with a layout this flujo knows
         self._ready_lock = asyncio.Lock()
 
     def describe(self, run_id: str) -> str:
@@ -148,19 +174,28 @@ class PostgresBackend(EnvelopeStateBackend):
             yield
         except psycopg_pool.PoolTimeout as exc:
             raise BackendUnavailableError(
-                f"PostgreSQL ({self.schema}.{self.table}): no connection available: {exc}"
-            ) from exc
+                self._message(": no connection available: ", exc)) from self._cause(exc)
         except psycopg.OperationalError as exc:
             raise BackendUnavailableError(
-                f"PostgreSQL ({self.schema}.{self.table}) is unavailable: {exc}"
-            ) from exc
+                self._message(" is unavailable: ", exc)) from self._cause(exc)
         except psycopg.Error as exc:
             raise StateError(
-                f"PostgreSQL ({self.schema}.{self.table}) refused the operation: {exc}"
-            ) from exc
+                self._message(" refused the operation: ", exc)) from self._cause(exc)
+
+    def _message(self, what: str, exc: Exception) -> str:
+        """The message for psycopg's ``exc``, with the DSN's password masked."""
+        return f"PostgreSQL ({self.schema}.{self.table}){what}{redact(str(exc), self._secrets)}"
+
+    def _cause(self, exc: Exception) -> Exception | None:
+        """``exc`` to chain as the cause, or None when its text shows the password (libpq
+        echoes a connection string it cannot parse, and a traceback prints causes as they
+        are): the message has its text, masked."""
+        text = str(exc)
+        return exc if redact(text, self._secrets) == text else None
 
     async def _get_pool(self) -> AsyncConnectionPool[Any]:
-        if self._pool is not None and self._ready:
+        """The connection pool, opened on first use; nothing in the database is created."""
+        if self._pool is not None:
             return self._pool
         async with self._ready_lock:
             if self._pool is None:
@@ -172,25 +207,86 @@ class PostgresBackend(EnvelopeStateBackend):
                     open=False,
                     timeout=self.connect_timeout,
                     kwargs={"connect_timeout": max(1, round(self.connect_timeout))},
+                    configure=_configure,
                     check=psycopg_pool.AsyncConnectionPool.check_connection,
                 )
-                with self._errors():
-                    await pool.open(wait=True, timeout=self.connect_timeout)
+                try:
+                    with self._errors():
+                        await pool.open(wait=True, timeout=self.connect_timeout)
+                except BaseException:
+                    # psycopg_pool closes it after a timeout, not when the wait is cancelled:
+                    # left open, it would go on reconnecting (and logging) in the background.
+                    await pool.close()
+                    raise
                 self._pool = pool
-            if not self._ready:
-                with self._errors():
-                    await self._migrate(self._pool)
-                self._ready = True
         return self._pool
+
+    async def _prepared_pool(self) -> AsyncConnectionPool[Any]:
+        """The pool, with the schema and tables created and migrated: for writes."""
+        pool = await self._get_pool()
+        if not self._ready:
+            async with self._ready_lock:
+                if not self._ready:
+                    with self._errors():
+                        await self._migrate(pool)
+                    self._ready = True
+        return pool
+
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[AsyncConnection[Any] | None]:
+        """A connection to read with, or None when there is nothing to read: no schema, or no
+        flujo table in it. Until this backend has written, it looks for the table (and checks
+        its layout version) instead of creating it, so reads never change the database."""
+        pool = await self._get_pool()
+        with self._errors():
+            async with pool.connection() as conn:
+                if not (self._ready or self._found):
+                    self._found = await self._has_table(conn)
+                yield conn if self._ready or self._found else None
+
+    async def _has_table(self, conn: AsyncConnection[Any]) -> bool:
+        """Whether flujo's table exists; FutureVersionError if its layout is newer than known."""
+        cur = await conn.execute(
+            "SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
+            " ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname IN (%s, %s)",
+            (self.schema, self.table, "flujo_schema_versions"),
+        )
+        found = {row[0] for row in await cur.fetchall()}
+        if "flujo_schema_versions" in found:
+            cur = await conn.execute(
+                self._sql("SELECT version FROM {versions} WHERE component = %s"), (self.table,)
+            )
+            row = await cur.fetchone()
+            if row is not None:
+                self._check_layout(int(row[0]))
+        return self.table in found
+
+    def _check_layout(self, version: int) -> None:
+        if version > POSTGRES_SCHEMA_VERSION:
+            raise FutureVersionError(
+                f"PostgreSQL table {self.schema}.{self.table} has layout version {version};"
+                f" this flujo knows up to {POSTGRES_SCHEMA_VERSION}. Upgrade flujo",
+                path="$",
+            )
+
+    async def schema_exists(self) -> bool:
+        """Whether this backend's schema exists in the database (nothing is created)."""
+        pool = await self._get_pool()
+        with self._errors():
+            async with pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", (self.schema,)
+                )
+                return await cur.fetchone() is not None
 
     async def _migrate(self, pool: AsyncConnectionPool[Any]) -> None:
         async with pool.connection() as conn, conn.transaction():
             await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(%s, 0))",
                 (f"flujo-schema:{self.schema}",),
             )
             cur = await conn.execute(
-                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
+                "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", (self.schema,)
             )
             if await cur.fetchone() is None:
                 await conn.execute(self._sql("CREATE SCHEMA {schema}"))
@@ -205,12 +301,7 @@ class PostgresBackend(EnvelopeStateBackend):
             )
             row = await cur.fetchone()
             version = 0 if row is None else int(row[0])
-            if version > POSTGRES_SCHEMA_VERSION:
-                raise FutureVersionError(
-                    f"PostgreSQL table {self.schema}.{self.table} has layout version {version};"
-                    f" this flujo knows up to {POSTGRES_SCHEMA_VERSION}. Upgrade flujo",
-                    path="$",
-                )
+            self._check_layout(version)
             for statements in _MIGRATIONS[version:]:
                 for statement in statements:
                     await conn.execute(self._sql(statement))
@@ -224,7 +315,7 @@ class PostgresBackend(EnvelopeStateBackend):
 
     async def schema_version(self) -> int:
         """The table layout version stored in the database (after preparing it)."""
-        pool = await self._get_pool()
+        pool = await self._prepared_pool()
         with self._errors():
             async with pool.connection() as conn:
                 cur = await conn.execute(
@@ -236,24 +327,24 @@ class PostgresBackend(EnvelopeStateBackend):
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
-        self._ready = False
+        self._ready = self._found = False
         if pool is not None:
             await pool.close()
 
     # -- primitives ----------------------------------------------------------------------
 
     async def _read(self, run_id: str) -> StoredRecord | None:
-        pool = await self._get_pool()
-        with self._errors():
-            async with pool.connection() as conn:
-                # The size first: a record over the limit is refused, never fetched.
-                cur = await conn.execute(
-                    self._sql("SELECT pg_catalog.octet_length(envelope::text),"
-                              " CASE WHEN pg_catalog.octet_length(envelope::text) <= %s"
-                              " THEN envelope::text END FROM {table} WHERE run_id = %s"),
-                    (self.codec.max_record_bytes, run_id),
-                )
-                row = await cur.fetchone()
+        async with self._reading() as conn:
+            if conn is None:
+                return None
+            # The size first: a record over the limit is refused, never fetched.
+            cur = await conn.execute(
+                self._sql("SELECT pg_catalog.octet_length(envelope::text),"
+                          " CASE WHEN pg_catalog.octet_length(envelope::text) <= %s"
+                          " THEN envelope::text END FROM {table} WHERE run_id = %s"),
+                (self.codec.max_record_bytes, run_id),
+            )
+            row = await cur.fetchone()
         if row is None:
             return None
         if row[1] is None:
@@ -281,7 +372,7 @@ class PostgresBackend(EnvelopeStateBackend):
         )
 
     async def _write(self, run_id: str, make: WriteRecord) -> SealedRecord:
-        pool = await self._get_pool()
+        pool = await self._prepared_pool()
         for _ in range(_INSERT_RETRIES):
             try:
                 with self._errors():
@@ -327,15 +418,14 @@ class PostgresBackend(EnvelopeStateBackend):
         return sealed
 
     async def _delete(self, run_id: str) -> None:
-        pool = await self._get_pool()
-        with self._errors():
-            async with pool.connection() as conn, conn.transaction():
+        # Nothing to delete in a missing table: deleting creates nothing either.
+        async with self._reading() as conn:
+            if conn is not None:
                 await conn.execute(self._sql("DELETE FROM {table} WHERE run_id = %s"), (run_id,))
 
     async def _list(
         self, status: str | None, pipeline_name: str | None, limit: int | None, offset: int
     ) -> list[RunSummary]:
-        pool = await self._get_pool()
         where: list[str] = []
         params: list[Any] = []
         if status is not None:
@@ -350,10 +440,11 @@ class PostgresBackend(EnvelopeStateBackend):
             "SELECT run_id, pipeline_name, status, revision, created_at, updated_at"
             " FROM {table}" + clause + " ORDER BY updated_at DESC, run_id LIMIT %s OFFSET %s"
         )
-        with self._errors():
-            async with pool.connection() as conn:
-                cur = await conn.execute(query, params)
-                rows = await cur.fetchall()
+        async with self._reading() as conn:
+            if conn is None:
+                return []
+            cur = await conn.execute(query, params)
+            rows = await cur.fetchall()
         return [
             RunSummary(
                 run_id=r[0],
@@ -367,11 +458,11 @@ class PostgresBackend(EnvelopeStateBackend):
         ]
 
     async def _list_ids(self) -> list[str]:
-        pool = await self._get_pool()
-        with self._errors():
-            async with pool.connection() as conn:
-                cur = await conn.execute(self._sql("SELECT run_id FROM {table}"))
-                return [r[0] for r in await cur.fetchall()]
+        async with self._reading() as conn:
+            if conn is None:
+                return []
+            cur = await conn.execute(self._sql("SELECT run_id FROM {table}"))
+            return [r[0] for r in await cur.fetchall()]
 
     # -- claims --------------------------------------------------------------------------
 
@@ -387,8 +478,10 @@ class PostgresBackend(EnvelopeStateBackend):
             )
         try:
             with self._errors():
+                await conn.execute(_SEARCH_PATH)
                 cur = await conn.execute(
-                    "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)
+                    "SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtextextended(%s, 0))",
+                    (key,),
                 )
                 row = await cur.fetchone()
             if row is None or not row[0]:
@@ -400,6 +493,9 @@ class PostgresBackend(EnvelopeStateBackend):
             finally:
                 # Closing the connection below releases the lock even if this fails.
                 with contextlib.suppress(psycopg.Error):
-                    await conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+                    await conn.execute(
+                        "SELECT pg_catalog.pg_advisory_unlock(pg_catalog.hashtextextended(%s, 0))",
+                        (key,),
+                    )
         finally:
             await conn.close()
