@@ -100,6 +100,10 @@ def safe_serialize(
     NestingTooDeepError (all SerializationError), each naming the path to the value.
     """
     if mode == "tagged":
+        if default_serializer is None:  # the common call, without _encode's frame
+            reg = registry or _GLOBAL
+            return run_encoder(reg.shared_encoder(reg.validate if validate is None else validate),
+                               obj)
         return _encode(obj, registry, validate, default_serializer, None)
     if mode == "json":
         return to_plain(obj, registry or _GLOBAL, default_serializer)
