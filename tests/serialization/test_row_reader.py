@@ -10,7 +10,6 @@ reader refuses exactly what the list guard refuses.
 
 from __future__ import annotations
 
-import enum
 import itertools
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -36,17 +35,7 @@ from flujo.serialization._guard import GuardWriter
 from flujo.serialization._rows import LIST, ROW, Shape
 from flujo.serialization._typed import typed_model
 
-from ._support import assert_same
-
-
-class Colour(enum.Enum):
-    RED = "red"
-    BLUE = "blue"
-
-
-class Level(enum.IntEnum):
-    LOW = 1
-    HIGH = 2
+from ._support import Color, Priority, assert_same
 
 
 class Text(str):
@@ -73,8 +62,8 @@ _LEAVES: list[Kind] = [
      st.just(datetime(2024, 1, 1))),
     (datetime, st.datetimes(timezones=st.none() | st.sampled_from(_ZONES)),
      st.just(datetime(2024, 10, 27, 2, 30, fold=1))),
-    (Colour, st.sampled_from(Colour), st.just("red")),
-    (Level, st.sampled_from(Level), st.just(1)),
+    (Color, st.sampled_from(Color), st.just("red")),
+    (Priority, st.sampled_from(Priority), st.just(1)),
 ]
 
 
