@@ -39,6 +39,7 @@ import mmap
 import os
 import random
 import signal
+import socket
 import struct
 import sys
 import tempfile
@@ -570,15 +571,31 @@ class Driver:
             self.report.hangs += 1
             self.report.problem(f"worker {pid} ({life.mode}) did not finish in {watchdog}s")
             self.killed.add(pid)
+            self._expire_claims(pid)
             return "hung", phase
         if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
             self.killed.add(pid)
+            self._expire_claims(pid)
             return "killed", phase
         if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
             return "exited", phase
         self.report.worker_errors += 1
         self.report.problem(f"worker {pid} ({life.mode}) ended with status {status}")
         return "failed", phase
+
+    def _expire_claims(self, pid: int) -> None:
+        """PostgreSQL: end the leases of a worker that is dead (reaped), as their expiry would
+        a moment later; the next worker need not wait for them (expiry itself is tested by
+        tests/state/test_postgres_leases.py and the crash tests of the runner)."""
+        if self.store.kind != "postgres":
+            return
+        import psycopg
+
+        claims = f'"{self.store.schema}"."{self.store.table}_claims"'
+        with psycopg.connect(self.store.location, autocommit=True) as conn, \
+                contextlib.suppress(psycopg.errors.UndefinedTable):  # killed before any claim
+            conn.execute(f"DELETE FROM {claims} WHERE holder LIKE %s",
+                         (f"{socket.gethostname()}:{pid}:%",))
 
     @staticmethod
     def _fork_worker(life: Life, work: Callable[[], Any]) -> int:
