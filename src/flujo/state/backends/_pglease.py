@@ -155,9 +155,12 @@ class Renewer:
         self.thread.start()
 
     def stop(self) -> None:
-        """Stop renewing. Waits for the thread, at most as long as one renewal can take
-        (connecting, then the statement's own timeout)."""
+        """Stop renewing (the thread ends after the renewal it may be in); see :meth:`join`."""
         self._stop.set()
+
+    def join(self) -> None:
+        """Wait for the stopped thread, at most as long as one renewal can take (connecting,
+        then the statement's own timeout)."""
         if self.thread.is_alive():
             self.thread.join(timeout=self._connect_timeout + self._period + 1.0)
 

@@ -550,8 +550,8 @@ class PostgresBackend(EnvelopeStateBackend):
         try:
             yield RunClaim(run_id, epoch=epoch, watch=watch)
         finally:
-            # (the thread stops within one renewal; it holds no lock the loop needs)
-            await asyncio.to_thread(renewer.stop)
+            renewer.stop()  # at once, even if what follows is interrupted
+            await asyncio.to_thread(renewer.join)  # within one renewal, off the event loop
             # Nothing left to do if the release fails: the lease expires by itself.
             with contextlib.suppress(StateError):
                 await self._release(run_id, epoch)
