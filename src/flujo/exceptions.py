@@ -32,6 +32,7 @@ The tree::
     │   └── BackendUnavailableError              the store cannot be reached or opened
     └── PipelineError (RuntimeError)             the runner refuses or fails a run
         ├── RunInProgressError                   another worker holds the run
+        │   └── ClaimLostError                   this worker lost its claim; it stops the run
         ├── RunIdConflictError (ValueError)      run_id= and the context's run_id disagree
         ├── PipelineMismatchError (ValueError)   saved run does not match this pipeline
         └── StepFailedError                      a step raised; original in ``__cause__``
@@ -45,6 +46,7 @@ __all__ = [
     "BackendConfigError",
     "BackendUnavailableError",
     "CircularReferenceError",
+    "ClaimLostError",
     "CorruptStateError",
     "DeserializationError",
     "EncryptionError",
@@ -194,6 +196,16 @@ class PipelineError(FlujoError, RuntimeError):
 
 class RunInProgressError(PipelineError):
     """Another worker is executing this run right now."""
+
+
+class ClaimLostError(RunInProgressError):
+    """This worker's claim on the run ended while it held it (a PostgreSQL lease that could
+    not be renewed in time, or that another worker took over after it expired).
+
+    The worker stops: an async step is cancelled, and nothing more is saved (a save under
+    the lost claim is refused, with nothing written). Another worker may be executing the
+    run now, so, like its parent :class:`RunInProgressError`, it means "try the run later".
+    """
 
 
 class RunIdConflictError(PipelineError, ValueError):

@@ -117,6 +117,10 @@ def build_counting_runner(backend: StateBackend | str) -> Flujo[CountingContext]
                  pipeline_name="counting", pipeline_version="1")
 
 
+#: PostgreSQL claim lease of the crash tests' workers (seconds).
+CLAIM_LEASE = 1.0
+
+
 def make_backend(kind: str, location: str, schema: str | None = None) -> StateBackend:
     """The same store from any process: ``file``/``sqlite`` paths or a Postgres DSN."""
     from flujo.state import FileBackend, PostgresBackend, SQLiteBackend
@@ -126,5 +130,7 @@ def make_backend(kind: str, location: str, schema: str | None = None) -> StateBa
     if kind == "sqlite":
         return SQLiteBackend(location)
     if kind == "postgres":
-        return PostgresBackend(location, schema=schema or "public", min_size=1, max_size=2)
+        # A killed worker's claim frees when its lease expires: keep that short here.
+        return PostgresBackend(location, schema=schema or "public", min_size=1, max_size=2,
+                               claim_lease=CLAIM_LEASE)
     raise ValueError(f"unknown backend kind {kind!r}")

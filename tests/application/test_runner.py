@@ -474,3 +474,25 @@ async def test_leaving_an_iteration_early_releases_the_claim(backend: StateBacke
                           state_backend=backend).run_async("x", run_id=rid)
     assert resumed.success
     assert resumed.final_pipeline_context.calls == ["a", "b", "c"]
+
+
+async def test_saves_pass_the_claim_only_to_a_save_state_that_takes_it() -> None:
+    # A wrapper written for earlier flujo (no claim=) keeps working; the built-in save_state
+    # gets the run's claim.
+    backend = InMemoryBackend()
+    seen: list[object] = []
+    save_state = backend.save_state
+
+    async def old_style(run_id: str, state: Any, *, expected_revision: int | None = None) -> int:
+        return await save_state(run_id, state, expected_revision=expected_revision)
+
+    async def new_style(run_id: str, state: Any, **options: Any) -> int:
+        seen.append(options.get("claim"))
+        return await save_state(run_id, state, **options)
+
+    step = Step.from_callable(lambda data: f"{data}!", name="shout")
+    for wrapper in (old_style, new_style):
+        backend.save_state = wrapper  # type: ignore[method-assign]
+        result = await Flujo(step, state_backend=backend).run_async("x", run_id=new_id())
+        assert result.success and result.output == "x!"
+    assert len(seen) == 2 and all(getattr(c, "run_id", None) for c in seen)

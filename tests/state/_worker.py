@@ -29,7 +29,8 @@ def make_backend(cfg: dict[str, Any]) -> StateBackend:
         return FileBackend(cfg["path"])
     if cfg["kind"] == "sqlite":
         return SQLiteBackend(cfg["path"])
-    return PostgresBackend(cfg["dsn"], schema=cfg["schema"], table=cfg["table"], max_size=2)
+    return PostgresBackend(cfg["dsn"], schema=cfg["schema"], table=cfg["table"], max_size=2,
+                           claim_lease=cfg.get("claim_lease", 30.0))
 
 
 def state(run_id: str, context: dict[str, Any]) -> WorkflowState:

@@ -26,6 +26,7 @@ from flujo.state import (
     WorkflowState,
 )
 from flujo.state._jsonio import dumps
+from flujo.state.backends.postgres import POSTGRES_SCHEMA_VERSION
 
 
 def state(run_id: str, **context: object) -> WorkflowState:
@@ -241,7 +242,7 @@ async def test_postgres_payload_is_queryable_jsonb(pg: PostgresBackend) -> None:
         "::int, pg_typeof(payload)::text, pg_typeof(envelope)::text FROM {t}",
     )
     assert rows == [("ACME", 12, "jsonb", "json")]
-    assert await pg.schema_version() == 1
+    assert await pg.schema_version() == POSTGRES_SCHEMA_VERSION == 2
 
 
 @pytest.mark.postgres

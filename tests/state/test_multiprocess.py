@@ -4,7 +4,8 @@ These run File, SQLite and PostgreSQL backends in worker subprocesses (``_worker
 compare-and-set from several processes never loses an update, concurrent unconditional saves
 never produce a torn record, a process killed mid-write leaves the previous state loadable
 (and nothing that ``save_state`` had returned is lost), and a killed worker's claim is free
-again at once.
+again: at once for File and SQLite (the OS drops the lock), once its lease (1 s here)
+expires for PostgreSQL.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
     if kind == "sqlite":
         return {"kind": kind, "path": str(tmp_path / "state.db")}
     target: PostgresTarget = request.getfixturevalue("postgres_target")
-    return {"kind": kind, "dsn": target.dsn, "schema": target.schema, "table": target.new_table()}
+    return {"kind": kind, "dsn": target.dsn, "schema": target.schema, "table": target.new_table(),
+            "claim_lease": 1.0}
 
 
 def backend_for(cfg: dict[str, Any]) -> StateBackend:
@@ -48,7 +50,8 @@ def backend_for(cfg: dict[str, Any]) -> StateBackend:
         return FileBackend(cfg["path"])
     if cfg["kind"] == "sqlite":
         return SQLiteBackend(cfg["path"])
-    return PostgresBackend(cfg["dsn"], schema=cfg["schema"], table=cfg["table"], max_size=2)
+    return PostgresBackend(cfg["dsn"], schema=cfg["schema"], table=cfg["table"], max_size=2,
+                           claim_lease=cfg["claim_lease"])
 
 
 async def _with_backend(cfg: dict[str, Any], action: Any) -> Any:

@@ -80,7 +80,8 @@ async def test_reads_in_a_missing_schema_create_nothing(
         assert not schema_exists(dsn, schema)
         await backend.save_state("r1", state("r1"))  # the first write creates it
         assert await backend.list_run_ids() == ["r1"]
-        assert tables_in(dsn, schema) == ["flujo_schema_versions", "flujo_state"]
+        assert tables_in(dsn, schema) == ["flujo_schema_versions", "flujo_state",
+                                          "flujo_state_claims"]
     finally:
         await backend.close()
 

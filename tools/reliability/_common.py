@@ -70,6 +70,11 @@ def postgres_schema(dsn: str, prefix: str) -> Iterator[str]:
         drop_schema(dsn, schema)
 
 
+#: The campaigns' PostgreSQL claim lease (seconds): a killed worker's runs are free again
+#: once it expires, so it is short to keep campaigns quick.
+PG_CLAIM_LEASE = 2.0
+
+
 @dataclass(frozen=True)
 class Store:
     """Where a backend keeps its data, so that any (forked or spawned) process can open it."""
@@ -85,6 +90,7 @@ class Store:
         if self.kind == "sqlite":
             return SQLiteBackend(self.location, table=self.table, **options)
         if self.kind == "postgres":
+            options.setdefault("claim_lease", PG_CLAIM_LEASE)
             return PostgresBackend(self.location, schema=self.schema, table=self.table,
                                    min_size=1, max_size=2, **options)
         raise ValueError(f"unknown backend kind {self.kind!r}")

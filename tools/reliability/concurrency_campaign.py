@@ -143,11 +143,12 @@ async def worker(store: Store, runs: int, seed: int, start_at: float) -> None:
     save_state = backend.save_state
     latencies: list[float] = []
 
-    async def timed_save(run_id: str, state: Any, *, expected_revision: int | None = None
-                         ) -> int | None:
+    async def timed_save(run_id: str, state: Any, *, expected_revision: int | None = None,
+                         claim: Any = None) -> int | None:
         began = time.perf_counter()
         try:
-            return await save_state(run_id, state, expected_revision=expected_revision)
+            return await save_state(run_id, state, expected_revision=expected_revision,
+                                    claim=claim)
         finally:
             latencies.append(time.perf_counter() - began)
             if len(latencies) >= 20:

@@ -39,6 +39,7 @@ import mmap
 import os
 import random
 import signal
+import socket
 import struct
 import sys
 import tempfile
@@ -245,9 +246,9 @@ PIPELINE = (_make_step(0) >> _make_step(1) >> _make_step(2) >> _make_step(3)
             >> _make_step(4))
 
 
-# PostgreSQL releases a killed worker's claim when its server process sees the connection
-# close, a moment after the kill: the next worker, forked at once, waits for it as any worker
-# waiting for a claim would (a claim still held after this long is a failure).
+# PostgreSQL frees a killed worker's claim when its lease (_common.PG_CLAIM_LEASE) expires:
+# the next worker, forked at once, waits for it as any worker waiting for a claim would (a
+# claim still held after this long is a failure).
 CLAIM_TIMEOUT = 10.0
 
 
@@ -265,8 +266,8 @@ def _instrument(backend: StateBackend, *, migrating: bool) -> None:
     read_envelope = backend.read_envelope
     idle = MIG_READ if migrating else RUNNER
 
-    async def tracked_save(run_id: str, state: Any, *, expected_revision: int | None = None
-                           ) -> int:
+    async def tracked_save(run_id: str, state: Any, *, expected_revision: int | None = None,
+                           claim: Any = None) -> int:
         G.shared.phase(MIG_ENCODE if migrating else SAVE_ENCODE)
         if G.life.mode == "save":
             _counters["saves"] += 1
@@ -279,17 +280,18 @@ def _instrument(backend: StateBackend, *, migrating: bool) -> None:
                                  daemon=True).start()
         started = time.perf_counter()
         try:
-            return await save_state(run_id, state, expected_revision=expected_revision)
+            return await save_state(run_id, state, expected_revision=expected_revision,
+                                    claim=claim)
         finally:
             took = time.perf_counter() - started
             shared = G.shared.get()
             G.shared.set(ema_save=0.9 * shared["ema_save"] + 0.1 * took)
             G.shared.phase(idle)
 
-    async def tracked_write(run_id: str, make: Any) -> Any:
+    async def tracked_write(run_id: str, make: Any, **fenced: Any) -> Any:
         G.shared.phase(MIG_WRITE if migrating else SAVE_WRITE)
         try:
-            return await write(run_id, make)
+            return await write(run_id, make, **fenced)
         finally:
             G.shared.phase(MIG_ENCODE if migrating else SAVE_ENCODE)
 
@@ -569,15 +571,31 @@ class Driver:
             self.report.hangs += 1
             self.report.problem(f"worker {pid} ({life.mode}) did not finish in {watchdog}s")
             self.killed.add(pid)
+            self._expire_claims(pid)
             return "hung", phase
         if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
             self.killed.add(pid)
+            self._expire_claims(pid)
             return "killed", phase
         if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
             return "exited", phase
         self.report.worker_errors += 1
         self.report.problem(f"worker {pid} ({life.mode}) ended with status {status}")
         return "failed", phase
+
+    def _expire_claims(self, pid: int) -> None:
+        """PostgreSQL: end the leases of a worker that is dead (reaped), as their expiry would
+        a moment later; the next worker need not wait for them (expiry itself is tested by
+        tests/state/test_postgres_leases.py and the crash tests of the runner)."""
+        if self.store.kind != "postgres":
+            return
+        import psycopg
+
+        claims = f'"{self.store.schema}"."{self.store.table}_claims"'
+        with psycopg.connect(self.store.location, autocommit=True) as conn, \
+                contextlib.suppress(psycopg.errors.UndefinedTable):  # killed before any claim
+            conn.execute(f"DELETE FROM {claims} WHERE holder LIKE %s",
+                         (f"{socket.gethostname()}:{pid}:%",))
 
     @staticmethod
     def _fork_worker(life: Life, work: Callable[[], Any]) -> int:

@@ -6,6 +6,9 @@ therefore repaired by re-running the unfinished step; a step that raised is re-r
 resume, never skipped, from the state saved before it (its own changes to the context are
 dropped, as a crash would drop them); a completed run returns its stored result without
 running anything. Only one worker executes a run at a time (the backend's per-run claim).
+A claim that can end while held (a PostgreSQL lease) is watched: when it is lost, an async
+step is cancelled, a sync step (which cannot be interrupted) is not followed by anything,
+nothing more is saved, and ClaimLostError is raised.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any, Generic, TypeVar, cast
 from pydantic import ValidationError
 
 from ..exceptions import (
+    ClaimLostError,
     CorruptStateError,
     InvalidRunIdError,
     PipelineError,
@@ -39,7 +43,7 @@ from ..state import (
     WorkflowState,
     backend_from_uri,
 )
-from ..state.backends.base import shown
+from ..state.backends.base import RunClaim, shown
 from ._models import PipelineContext, PipelineResult, StepResult
 from ._pipeline import Pipeline, Step
 
@@ -157,7 +161,7 @@ class Flujo(Generic[ContextT]):
                        initial_context_data: Mapping[str, Any] | None,
                        outcome: list[PipelineResult]) -> AsyncIterator[StepResult]:
         rid = _choose_run_id(run_id, initial_context_data)
-        async with self._claim(rid):
+        async with self._claim(rid) as claim:
             saved, revision, legacy = await self._load(rid)
             if saved is None:
                 context = self._new_context(rid, initial_input, initial_context_data)
@@ -167,7 +171,7 @@ class Flujo(Generic[ContextT]):
                     pipeline_context=_context_fields(context), last_step_output=initial_input,
                     step_history=[], status="running", step_names=self.pipeline.step_names,
                 )
-                revision = await self._save(rid, state, revision)
+                revision = await self._save(rid, state, revision, claim)
             else:
                 state, context = self._resume_point(saved, legacy)
                 if state.status == "completed":
@@ -181,10 +185,14 @@ class Flujo(Generic[ContextT]):
                 attempts = 1
                 if isinstance(failure, StepResult) and failure.name == step.name:
                     attempts = failure.attempts + 1
+                if claim is not None:
+                    claim.check()  # never start a step under a lost claim
                 started = time.perf_counter()
                 try:
-                    output = await _call(step, data, context)
+                    output = await _guarded(step, data, context, claim)
                 except Exception as exc:
+                    if isinstance(exc, ClaimLostError) and claim is not None and claim.lost:
+                        raise  # this worker's claim, not the step's own error: stop here
                     failed = StepResult(
                         name=step.name, success=False, attempts=attempts,
                         latency_s=time.perf_counter() - started,
@@ -196,7 +204,7 @@ class Flujo(Generic[ContextT]):
                     context, data = await self._before_step(rid, revision, step.name)
                     state = self._state(rid, context, index, data, history, "failed",
                                         error=failed.feedback, failure=failed)
-                    revision = await self._save(rid, state, revision)
+                    revision = await self._save(rid, state, revision, claim)
                     yield failed
                     outcome.append(PipelineResult(
                         run_id=rid, step_history=[*history, failed],
@@ -209,10 +217,12 @@ class Flujo(Generic[ContextT]):
                 last = index + 1 == len(self.pipeline)
                 state = self._state(rid, context, index + 1, output, history,
                                     "completed" if last else "running")
-                revision = await self._save(rid, state, revision)
+                revision = await self._save(rid, state, revision, claim)
                 yield done
             result = self._completed(rid, state, context)
             if self.delete_on_completion:
+                if claim is not None:
+                    claim.check()
                 await self.backend.delete_state(rid)
             outcome.append(result)
 
@@ -283,11 +293,17 @@ class Flujo(Generic[ContextT]):
         state, context = self._resume_point(saved, legacy)
         return context, state.last_step_output
 
-    async def _save(self, rid: str, state: WorkflowState, revision: int) -> int:
+    async def _save(self, rid: str, state: WorkflowState, revision: int,
+                    claim: RunClaim | None) -> int:
+        fenced: dict[str, Any] = {}
+        if claim is not None:
+            claim.check()
+            if _takes_claim(self.backend.save_state):
+                fenced["claim"] = claim  # the backend checks it in the write's transaction
         if revision < 0:
-            await self.backend.save_state(rid, state)
+            await self.backend.save_state(rid, state, **fenced)
             return -1
-        saved = await self.backend.save_state(rid, state, expected_revision=revision)
+        saved = await self.backend.save_state(rid, state, expected_revision=revision, **fenced)
         return revision + 1 if saved is None else saved
 
     def _check_resumable(self, state: WorkflowState) -> WorkflowState:
@@ -363,17 +379,19 @@ class Flujo(Generic[ContextT]):
         return _construct(model, fields)
 
     @contextlib.asynccontextmanager
-    async def _claim(self, rid: str) -> AsyncIterator[None]:
+    async def _claim(self, rid: str) -> AsyncIterator[RunClaim | None]:
+        """The backend's claim on the run (None for backends without claims, or whose claim
+        yields no RunClaim), waiting up to ``claim_timeout`` for another worker's."""
         deadline = None if self.claim_timeout is None else time.monotonic() + self.claim_timeout
         while True:
             try:
                 claim = self.backend.claim(rid)
-                await claim.__aenter__()
+                held = await claim.__aenter__()
             except NotImplementedError:
                 warnings.warn(
                     f"{type(self.backend).__name__} provides no run claim: two workers could "
                     "execute the same run at once", RuntimeWarning, stacklevel=4)
-                yield
+                yield None
                 return
             except RunInProgressError:
                 if deadline is None or time.monotonic() >= deadline:
@@ -382,7 +400,7 @@ class Flujo(Generic[ContextT]):
                 continue
             break
         try:
-            yield
+            yield held if isinstance(held, RunClaim) else None
         except BaseException as exc:
             if not await claim.__aexit__(type(exc), exc, exc.__traceback__):
                 raise
@@ -459,6 +477,42 @@ def _context_fields(context: PipelineContext) -> dict[str, Any]:
     fields = {name: getattr(context, name) for name in type(context).__pydantic_fields__}
     fields.update(context.__pydantic_extra__ or {})
     return fields
+
+
+def _takes_claim(save: Callable[..., Any]) -> bool:
+    """Whether a ``save_state`` accepts ``claim=`` (backends and wrappers written for earlier
+    flujo do not; their saves are not fenced, the runner's own checks still apply)."""
+    try:
+        parameters = inspect.signature(save).parameters
+    except (TypeError, ValueError):
+        return False
+    found = parameters.get("claim")
+    if found is not None:
+        return found.kind in (inspect.Parameter.KEYWORD_ONLY,
+                              inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
+async def _guarded(step: Step, data: Any, context: PipelineContext,
+                   claim: RunClaim | None) -> Any:
+    """Run the step; if the claim is lost meanwhile, cancel it (an async step) and raise
+    ClaimLostError. A sync step runs on the event loop and cannot be interrupted: its loss
+    is found when it returns, and its result is dropped."""
+    if claim is None or claim.watch is None:
+        return await _call(step, data, context)
+    running = asyncio.ensure_future(_call(step, data, context))
+    lost = asyncio.ensure_future(claim.watch.wait())
+    try:
+        await asyncio.wait((running, lost), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        lost.cancel()
+        if not running.done():
+            # The claim was lost, or this run itself is being cancelled: either way the step
+            # must have ended before anything else happens (cancellation is cooperative).
+            running.cancel()
+            await asyncio.wait((running,))
+    claim.check()
+    return running.result()
 
 
 async def _call(step: Step, data: Any, context: PipelineContext) -> Any:

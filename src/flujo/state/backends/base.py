@@ -11,6 +11,10 @@ four built-in backends and any new custom backend subclass it (see docs/custom-b
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
+import threading
+import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -22,6 +26,7 @@ from pydantic import ValidationError
 
 from flujo.exceptions import (
     BackendConfigError,
+    ClaimLostError,
     CorruptStateError,
     EncryptionError,
     InvalidRunIdError,
@@ -39,6 +44,7 @@ from .._runid import validate_run_id
 from ..models import RUN_STATUSES, RunSummary, StateRecord, WorkflowState, utc_now
 
 __all__ = [
+    "ClaimWatch",
     "CurrentRecord",
     "EnvelopeStateBackend",
     "RunClaim",
@@ -55,12 +61,107 @@ __all__ = [
 StateInput = WorkflowState | Mapping[str, Any]
 
 
+class ClaimWatch:
+    """Tells the holder of a claim that can end while held (a lease) that it has ended.
+
+    The claim is lost once :meth:`lose` is called (from any thread), or once the monotonic
+    ``deadline`` passes before :meth:`extend` moves it on; a lost claim stays lost. ``what``
+    names the run in :class:`~flujo.exceptions.ClaimLostError`.
+    """
+
+    def __init__(self, what: str, deadline: float | None = None) -> None:
+        self._what = what
+        self._deadline = deadline
+        self._reason: str | None = None
+        self._lock = threading.Lock()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def _reason_locked(self) -> str | None:
+        if (self._reason is None and self._deadline is not None
+                and time.monotonic() >= self._deadline):
+            self._reason = "it could not be renewed in time"
+        return self._reason
+
+    @property
+    def reason(self) -> str | None:
+        """Why the claim was lost, or None while it is held."""
+        with self._lock:
+            return self._reason_locked()
+
+    def extend(self, deadline: float) -> bool:
+        """Move the deadline on (a renewal succeeded); False if the claim is already lost."""
+        with self._lock:
+            if self._reason_locked() is not None:
+                return False
+            self._deadline = deadline
+            return True
+
+    def lose(self, reason: str) -> None:
+        """Mark the claim lost (the first reason stays) and wake every :meth:`wait`."""
+        with self._lock:
+            if self._reason_locked() is None:
+                self._reason = reason
+            waiters, self._waiters = self._waiters, []
+        for loop, waiter in waiters:
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                loop.call_soon_threadsafe(_wake, waiter)
+
+    def check(self) -> None:
+        """Raise ClaimLostError if the claim is lost."""
+        reason = self.reason
+        if reason is not None:
+            raise ClaimLostError(f"{self._what}: this worker lost its claim on the run"
+                                 f" ({reason}); it stops, saving nothing more")
+
+    async def wait(self) -> str:
+        """Wait until the claim is lost; return why."""
+        loop = asyncio.get_running_loop()
+        while True:
+            waiter: asyncio.Future[None] = loop.create_future()
+            with self._lock:
+                reason = self._reason_locked()
+                if reason is not None:
+                    return reason
+                deadline = self._deadline
+                self._waiters.append((loop, waiter))
+            try:
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter, timeout)
+            finally:
+                with self._lock, contextlib.suppress(ValueError):
+                    self._waiters.remove((loop, waiter))
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 @dataclass(frozen=True)
 class RunClaim:
-    """Proof that this worker holds the exclusive claim on ``run_id`` (see ``claim``)."""
+    """Proof that this worker holds the exclusive claim on ``run_id`` (see ``claim``).
+
+    ``epoch`` is the fencing token of a claim a backend can check at write time (PostgreSQL:
+    it grows with every claim of the run, and a save under an older one is refused); None
+    for claims that are not fenced. ``watch`` tells the runner when a claim that can end
+    while held (a lease) has ended; None for claims that last until released.
+    """
 
     run_id: str
     acquired_at: datetime = field(default_factory=utc_now)
+    epoch: int | None = None
+    watch: ClaimWatch | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def lost(self) -> bool:
+        """Whether the claim ended while held (it can no longer be used to save)."""
+        return self.watch is not None and self.watch.reason is not None
+
+    def check(self) -> None:
+        """Raise :class:`~flujo.exceptions.ClaimLostError` if the claim was lost."""
+        if self.watch is not None:
+            self.watch.check()
 
 
 @dataclass(frozen=True)
@@ -321,7 +422,8 @@ class EnvelopeStateBackend(StateBackend):
     * ``_list(status, pipeline_name, limit, offset) -> list[RunSummary]``
     * ``_list_ids() -> list[str]``
 
-    plus :meth:`claim`. Run ids reaching the primitives are already validated.
+    plus :meth:`claim`. Run ids reaching the primitives are already validated. A backend
+    that can fence writes by claim epoch also overrides ``_write_claimed``.
     """
 
     def __init__(
@@ -369,7 +471,8 @@ class EnvelopeStateBackend(StateBackend):
     # -- the API -------------------------------------------------------------------------
 
     async def save_state(
-        self, run_id: str, state: StateInput, *, expected_revision: int | None = None
+        self, run_id: str, state: StateInput, *, expected_revision: int | None = None,
+        claim: RunClaim | None = None,
     ) -> int:
         """Encode and store ``state``; return its new revision.
 
@@ -377,6 +480,10 @@ class EnvelopeStateBackend(StateBackend):
         not exist yet", ``N`` means "the stored revision must still be N"; otherwise
         StateConflictError is raised and nothing is written. Serialization errors (a type
         with no serializer, ...) are raised here, before anything is stored.
+
+        ``claim``: the claim on the run this save is made under. A backend that fences
+        (PostgreSQL) checks in the same transaction that it is still the run's current
+        claim and otherwise raises ClaimLostError, writing nothing; the others ignore it.
         """
         validate_run_id(run_id)
         _check_expected(expected_revision)
@@ -389,7 +496,7 @@ class EnvelopeStateBackend(StateBackend):
                        else stored_timestamp(what, "created_at", current.created_at))
             return self.codec.seal(encoded, revision=revision, created_at=created)
 
-        sealed = await self._write(run_id, make)
+        sealed = await self._write_as(run_id, make, claim)
         return sealed.envelope.revision
 
     async def load_state(self, run_id: str) -> dict[str, Any] | None:
@@ -446,11 +553,13 @@ class EnvelopeStateBackend(StateBackend):
         return envelope
 
     async def write_envelope(
-        self, envelope: Envelope, *, expected_revision: int | None = None
+        self, envelope: Envelope, *, expected_revision: int | None = None,
+        claim: RunClaim | None = None,
     ) -> int:
         """Store ``envelope`` unchanged except for its revision, which the backend assigns.
 
         Meant for tools (import, repair). An encrypting backend refuses plaintext envelopes.
+        ``claim`` fences the write as in :meth:`save_state`.
         """
         run_id = validate_run_id(envelope.run_id)
         _check_expected(expected_revision)
@@ -469,5 +578,21 @@ class EnvelopeStateBackend(StateBackend):
             plain = dumps(stored.payload) if stored.codec == "json" else None
             return SealedRecord(stored, raw, plain)
 
-        sealed = await self._write(run_id, make)
+        sealed = await self._write_as(run_id, make, claim)
         return sealed.envelope.revision
+
+    async def _write_as(self, run_id: str, make: WriteRecord,
+                        claim: RunClaim | None) -> SealedRecord:
+        if claim is None:
+            return await self._write(run_id, make)
+        if not isinstance(claim, RunClaim) or claim.run_id != run_id:
+            raise BackendConfigError(
+                f"{self.describe(run_id)}: claim= must be this run's RunClaim, got {claim!r}")
+        return await self._write_claimed(run_id, make, claim)
+
+    async def _write_claimed(self, run_id: str, make: WriteRecord,
+                             claim: RunClaim) -> SealedRecord:
+        """``_write`` under ``claim``. A backend that can fence overrides it to check, in the
+        same critical section as the write, that ``claim`` is still the run's current claim
+        (ClaimLostError otherwise, nothing written); by default the claim is not checked."""
+        return await self._write(run_id, make)

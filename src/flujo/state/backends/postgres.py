@@ -13,8 +13,12 @@
   ``list_runs``, ``list_run_ids`` and ``delete_state`` look for flujo's table first and find
   nothing in a missing schema or table. The schema, tables and migrations are made by the
   first write; a layout newer than this flujo knows is refused by reads and writes alike.
-* Claims hold ``pg_try_advisory_lock`` on a dedicated connection; the server releases it when
-  that connection ends, including when the worker process is killed.
+* Claims are leases (``_pglease``): a row of ``<table>_claims`` with a growing ``epoch``,
+  taken only when free or expired, renewed every third of ``claim_lease`` by a thread with
+  its own connection (reconnecting after a lost session), so a lost session or a killed
+  worker frees the run only when its lease expires. A worker that cannot renew in time
+  loses the claim (the runner stops; ClaimLostError), and every save under a claim checks
+  the epoch in its own transaction (fencing): a stale worker's save writes nothing.
 * Every connection flujo opens resolves names in ``pg_catalog`` alone (``search_path``), and
   every function flujo calls is written ``pg_catalog.<name>``: nothing planted in a schema on
   the role's or the database's search path runs in flujo's statements.
@@ -26,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC
@@ -34,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from flujo.exceptions import (
     BackendConfigError,
     BackendUnavailableError,
+    ClaimLostError,
     CorruptStateError,
     FutureVersionError,
     RunInProgressError,
@@ -45,7 +51,15 @@ from .._codec import SealedRecord, record_too_large
 from .._redact import dsn_secrets, hide_in_logs, redact
 from .._runid import validate_run_id
 from ..models import RunSummary
-from .base import CurrentRecord, EnvelopeStateBackend, RunClaim, StoredRecord, WriteRecord
+from . import _pglease
+from .base import (
+    ClaimWatch,
+    CurrentRecord,
+    EnvelopeStateBackend,
+    RunClaim,
+    StoredRecord,
+    WriteRecord,
+)
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -75,6 +89,9 @@ _MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX {idx_pipeline} ON {table} (pipeline_name, updated_at DESC)",
         "CREATE INDEX {idx_updated} ON {table} (updated_at DESC)",
     ),
+    # Version 2: claims are leases with epochs (an older flujo, which claims with advisory
+    # locks, refuses the store from now on instead of claiming runs past the leases).
+    _pglease.CLAIM_MIGRATION,
 ]
 #: The table layout version this code creates and expects.
 POSTGRES_SCHEMA_VERSION = len(_MIGRATIONS)
@@ -114,7 +131,10 @@ class PostgresBackend(EnvelopeStateBackend):
     ``_``) are created by the first write if missing (reads find nothing there).
     ``min_size``/``max_size`` size the pool; ``connect_timeout`` (seconds) bounds
     connecting. ``queryable_payload=False`` skips the ``jsonb`` copy of the payload (halving
-    storage) for stores nobody queries.
+    storage) for stores nobody queries. ``claim_lease`` (seconds, default 30) is how long a
+    run's claim outlives a worker that stops renewing it (a killed process, a lost network):
+    claims are renewed every third of it, and a worker that could not renew for two thirds
+    of it gives the run up (see docs/backends.md).
     """
 
     def __init__(
@@ -127,6 +147,7 @@ class PostgresBackend(EnvelopeStateBackend):
         max_size: int = 10,
         connect_timeout: float = 10.0,
         queryable_payload: bool = True,
+        claim_lease: float = _pglease.DEFAULT_CLAIM_LEASE,
         **codec_options: Any,
     ) -> None:
         super().__init__(**codec_options)
@@ -143,6 +164,7 @@ class PostgresBackend(EnvelopeStateBackend):
         self.max_size = max_size
         self.connect_timeout = connect_timeout
         self.queryable_payload = queryable_payload
+        self.claim_lease = _pglease.check_lease(claim_lease)
         self._secrets = dsn_secrets(dsn)
         hide_in_logs(self._secrets)  # psycopg_pool logs every failed connection attempt
         self._pool: AsyncConnectionPool[Any] | None = None
@@ -164,6 +186,10 @@ class PostgresBackend(EnvelopeStateBackend):
             idx_status=sql.Identifier(f"{self.table}_status_updated"),
             idx_pipeline=sql.Identifier(f"{self.table}_pipeline_updated"),
             idx_updated=sql.Identifier(f"{self.table}_updated"),
+            claims=sql.Identifier(self.schema, f"{self.table}_claims"),
+            epochs=sql.Identifier(self.schema, f"{self.table}_claim_epochs"),
+            # (names match _IDENT: quoting them needs no escaping)
+            epochs_name=sql.Literal(f'"{self.schema}"."{self.table}_claim_epochs"'),
         )
         return composed
 
@@ -371,18 +397,39 @@ class PostgresBackend(EnvelopeStateBackend):
             queryable,
         )
 
-    async def _write(self, run_id: str, make: WriteRecord) -> SealedRecord:
+    async def _write(self, run_id: str, make: WriteRecord, *,
+                     claim: RunClaim | None = None) -> SealedRecord:
         pool = await self._prepared_pool()
         for _ in range(_INSERT_RETRIES):
             try:
                 with self._errors():
                     async with pool.connection() as conn, conn.transaction():
+                        if claim is not None:
+                            await self._fence(conn, claim)
                         return await self._write_in(conn, run_id, make)
             except _LostInsertRace:
                 continue
         raise StateConflictError(
             f"{self.describe(run_id)}: gave up after {_INSERT_RETRIES} concurrent first saves"
         )
+
+    async def _write_claimed(self, run_id: str, make: WriteRecord,
+                             claim: RunClaim) -> SealedRecord:
+        if claim.epoch is None:
+            raise BackendConfigError(
+                f"{self.describe(run_id)}: claim= must come from a PostgresBackend's claim"
+                " (it has no epoch)")
+        return await self._write(run_id, make, claim=claim)
+
+    async def _fence(self, conn: AsyncConnection[Any], claim: RunClaim) -> None:
+        """Refuse the write in progress unless ``claim`` is still the run's current claim;
+        the row stays locked until the write commits, so no claim can be taken meanwhile."""
+        cur = await conn.execute(self._sql(_pglease.FENCE), (claim.run_id, claim.epoch))
+        if await cur.fetchone() is None:
+            raise ClaimLostError(
+                f"{self.describe(claim.run_id)}: the save was refused: this worker's claim"
+                f" (epoch {claim.epoch}) is no longer the run's claim (its lease expired and"
+                " another worker may have claimed the run); nothing was written")
 
     async def _write_in(
         self, conn: AsyncConnection[Any], run_id: str, make: WriteRecord
@@ -468,34 +515,49 @@ class PostgresBackend(EnvelopeStateBackend):
 
     @asynccontextmanager
     async def claim(self, run_id: str) -> AsyncIterator[RunClaim]:
-        """Claim via ``pg_try_advisory_lock`` held on a dedicated connection."""
+        """Claim the run with a lease (``_pglease``), renewed until the block exits.
+
+        The claim, like a write, creates flujo's tables when missing. The yielded claim has
+        an ``epoch`` (pass it to saves as ``claim=`` to fence them) and a ``watch`` that
+        reports its loss.
+        """
         validate_run_id(run_id)
-        psycopg, _, _ = _modules()
-        key = f"flujo-claim:{self.schema}.{self.table}:{run_id}"
+        pool = await self._prepared_pool()
+        holder = _pglease.holder_name()
+        started = time.monotonic()
         with self._errors():
-            conn = await psycopg.AsyncConnection.connect(
-                self.dsn, autocommit=True, connect_timeout=max(1, round(self.connect_timeout))
-            )
-        try:
-            with self._errors():
-                await conn.execute(_SEARCH_PATH)
+            async with pool.connection() as conn, conn.transaction():
                 cur = await conn.execute(
-                    "SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtextextended(%s, 0))",
-                    (key,),
-                )
+                    self._sql(_pglease.TAKE),
+                    {"run_id": run_id, "holder": holder, "lease": self.claim_lease})
                 row = await cur.fetchone()
-            if row is None or not row[0]:
-                raise RunInProgressError(
-                    f"{self.describe(run_id)}: the run is claimed by another worker"
-                )
-            try:
-                yield RunClaim(run_id)
-            finally:
-                # Closing the connection below releases the lock even if this fails.
-                with contextlib.suppress(psycopg.Error):
-                    await conn.execute(
-                        "SELECT pg_catalog.pg_advisory_unlock(pg_catalog.hashtextextended(%s, 0))",
-                        (key,),
-                    )
+                if row is None:
+                    cur = await conn.execute(self._sql(_pglease.HOLDER), (run_id,))
+                    held = await cur.fetchone()
+        if row is None:
+            by = "" if held is None else (
+                f" ({held[0]}) until {held[1].astimezone(UTC).isoformat()} unless renewed")
+            raise RunInProgressError(
+                f"{self.describe(run_id)}: the run is claimed by another worker{by}")
+        epoch = int(row[0])
+        watch = ClaimWatch(self.describe(run_id),
+                           started + self.claim_lease - _pglease.margin(self.claim_lease))
+        renewer = _pglease.Renewer(
+            dsn=self.dsn, connect_timeout=self.connect_timeout, renew=self._sql(_pglease.RENEW),
+            run_id=run_id, epoch=epoch, lease=self.claim_lease, started=started, watch=watch,
+            secrets=self._secrets)
+        renewer.start()
+        try:
+            yield RunClaim(run_id, epoch=epoch, watch=watch)
         finally:
-            await conn.close()
+            renewer.stop()  # at once, even if what follows is interrupted
+            await asyncio.to_thread(renewer.join)  # within one renewal, off the event loop
+            # Nothing left to do if the release fails: the lease expires by itself.
+            with contextlib.suppress(StateError):
+                await self._release(run_id, epoch)
+
+    async def _release(self, run_id: str, epoch: int) -> None:
+        pool = await self._get_pool()
+        with self._errors():
+            async with pool.connection() as conn, conn.transaction():
+                await conn.execute(self._sql(_pglease.RELEASE), (run_id, epoch))
