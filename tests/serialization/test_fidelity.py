@@ -32,7 +32,7 @@ from pydantic import (
 )
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from flujo.exceptions import DeserializationError, UnserializableTypeError
+from flujo.exceptions import DeserializationError, SerializationError, UnserializableTypeError
 from flujo.serialization import STATE, TAG, VALUE, TypeRegistry, safe_deserialize, safe_serialize
 from flujo.testing import assert_identical
 
@@ -482,3 +482,24 @@ def test_a_class_with_pickle_hooks_stores_through_its_registered_serializer() ->
     assert safe_deserialize(safe_serialize(DropsCache(2), registry=registry),
                             registry=registry) == DropsCache(2)
     assert_as_pickle(FrozenSlots(3))
+
+
+class _Slotted(BaseModel):
+    a: int
+
+
+@pytest.mark.parametrize("slot", ["__pydantic_extra__", "__pydantic_private__",
+                                  "__pydantic_fields_set__"])
+@pytest.mark.parametrize("many", [False, True])
+def test_an_instance_missing_a_pydantic_slot_is_refused_naming_class_and_path(
+        slot: str, many: bool) -> None:
+    """pickle fails on such an instance too; flujo refuses it with a typed error (it raised
+    a bare AttributeError, or would have stored it as if the slot were empty)."""
+    broken = _Slotted(a=1)
+    object.__delattr__(broken, slot)
+    with pytest.raises(AttributeError):
+        pickle.dumps(broken)
+    value = {"items": [_Slotted(a=0), broken] if many else broken}
+    with pytest.raises(SerializationError, match=f"_Slotted.*no {slot}") as caught:
+        safe_serialize(value)
+    assert caught.value.path == ("$.items[1]" if many else "$.items")

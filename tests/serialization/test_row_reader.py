@@ -103,8 +103,8 @@ def _unchanged(value: Any) -> Any:
 def models(draw: st.DrawFn, depth: int = 0) -> Kind:
     """A generated model class, and strategies of its instances (built with
     ``model_construct``: every field set, no validation, as flujo stores them)."""
-    fields = draw(st.lists(kinds(depth), min_size=1, max_size=4))
-    with_default = draw(st.booleans())
+    fields = draw(st.lists(kinds(depth), min_size=0 if depth else 1, max_size=4))
+    with_default = draw(st.booleans()) and bool(fields)
     definitions: dict[str, Any] = {}
     for index, (annotation, _, _) in enumerate(fields):
         default = Field(default=None) if with_default and index == 0 else ...
@@ -129,10 +129,12 @@ def models(draw: st.DrawFn, depth: int = 0) -> Kind:
 
 
 def reference_row(data: Any, shape: Shape) -> Any:
-    """The row of one model dict of pydantic's JSON, by ``rows@1``'s definition."""
+    """The row of one model dict of pydantic's JSON, by ``rows@1``'s definition: its values
+    in the order of the class's fields (pydantic writes them in the instance's ``__dict__``
+    order, which need not be that)."""
     if shape.kind == ROW:
-        row = list(data.values())
-        assert len(row) == len(shape.names)
+        assert data.keys() == set(shape.names)
+        row = [data[name] for name in shape.names]
         for position, inner in shape.nested:
             if row[position] is not None:
                 row[position] = reference_row(row[position], inner)
@@ -185,3 +187,38 @@ def test_generated_models_round_trip_through_rows(data: st.DataObject) -> None:
     assert shape is not None
     dicts = TypeAdapter(list[cls]).dump_python(items, mode="json")  # type: ignore[valid-type]
     assert encoded[VALUE][2] == [reference_row(d, shape) for d in dicts]
+
+
+class Empty(BaseModel):
+    pass
+
+
+class HoldsEmpty(BaseModel):
+    a: int
+    e: Empty
+    es: list[Empty]
+
+
+def test_models_without_fields_have_rows_too() -> None:
+    """A class without fields (or holding one) keeps the typed form: its row is ``[]``."""
+    items = [HoldsEmpty(a=n, e=Empty(), es=[Empty()] * n) for n in range(3)]
+    encoded = safe_serialize(items)
+    assert encoded[TAG] == "rows@1"
+    assert encoded[VALUE][1:] == [["a", {"e": []}, {"es": {"list": []}}],
+                                  [[0, [], []], [1, [], [[]]], [2, [], [[], []]]]]
+    assert_same(safe_deserialize(orjson.loads(orjson.dumps(encoded))), items)
+    assert safe_serialize([Empty(), Empty()])[VALUE][1:] == [[], [[], []]]
+
+
+def test_rows_follow_the_class_fields_whatever_the_instance_dict_order() -> None:
+    """A field popped from ``__dict__`` and set again moves to its end; pydantic writes the
+    dict's order, the row holds the class's."""
+    items = [HoldsEmpty(a=n, e=Empty(), es=[]) for n in range(2)]
+    moved = items[0].__dict__.pop("a")
+    items[0].__dict__["a"] = moved
+    assert list(items[0].__dict__) == ["e", "es", "a"]
+    encoded = safe_serialize(items)
+    assert encoded[VALUE][2] == [[0, [], []], [1, [], []]]
+    back = safe_deserialize(orjson.loads(orjson.dumps(encoded)))
+    # the same fields and values; the instance dict in the class's order again
+    assert back == items and all(type(b) is HoldsEmpty for b in back)

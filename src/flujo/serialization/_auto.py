@@ -205,6 +205,17 @@ def _default_getter(field: Any) -> Callable[[dict[str, Any]], Any]:
     return default
 
 
+def _pydantic_slot(obj: BaseModel, slot: str, owner: str) -> Any:
+    """One of the slots every pydantic instance has; refused where one was deleted (pickle
+    fails on such an instance too), instead of taken as empty."""
+    value = getattr(obj, slot, _NO_VALUE)
+    if value is _NO_VALUE:
+        raise SerializationError(
+            f"{owner}: the instance has no {slot} (deleted, or the instance was not built by"
+            " pydantic), so its state cannot be stored")
+    return value
+
+
 def model_codec(
     cls: type[BaseModel], name: str, version: int, migrations: Mapping[int, Migration]
 ) -> TypeCodec:
@@ -225,6 +236,7 @@ def model_codec(
         out: dict[str, Any] = {}
         child = depth + 1
         state = obj.__dict__
+        extra = _pydantic_slot(obj, "__pydantic_extra__", name)
         key: Any = None
         try:
             direct = enc.direct if child <= enc.limit else NO_DIRECT_PLANS
@@ -240,7 +252,6 @@ def model_codec(
                         leaf = direct.get(tv)
                         out[key] = (leaf(enc, value, child) if leaf is not None
                                     else enc.encode(value, child))
-            extra = obj.__pydantic_extra__
             if extra:
                 for key, value in extra.items():
                     if type(key) is not str:
@@ -262,14 +273,14 @@ def model_codec(
         present = len(out) - len(extra) if extra else len(out)  # fields with a value
         if present != field_count:
             state["missing"] = [key for key in fields if key not in attributes]
-        fields_set = getattr(obj, "__pydantic_fields_set__", None)
+        fields_set = _pydantic_slot(obj, "__pydantic_fields_set__", name)
         if fields_set is not None and fields_set != out.keys():
             if any(type(n) is not str for n in fields_set):
                 raise SerializationError(f"{name}: model_fields_set holds a name that is not "
                                          f"a str: {sorted(map(repr, fields_set))}")
             state["set"] = sorted(fields_set)
         child = depth + 1
-        private = getattr(obj, "__pydantic_private__", None)
+        private = _pydantic_slot(obj, "__pydantic_private__", name)
         if private:
             kept = {k: v for k, v in private.items() if v is not PydanticUndefined}
             if kept:

@@ -141,7 +141,8 @@ class SchemaWalker:
 class GuardWriter(SchemaWalker):
     """Generates one guard function per model class from its core schema.
 
-    A guard reads fields by subscript inside one ``try`` (a missing field is a ``KeyError``),
+    A guard reads fields by subscript inside one ``try`` (a missing field is a ``KeyError``, a
+    deleted pydantic slot an ``AttributeError``: the generic form refuses that instance),
     joins the simple checks of consecutive fields into one ``if``, and checks nested models
     inline: a call per nested model would cost more than its checks.
 
@@ -189,7 +190,7 @@ class GuardWriter(SchemaWalker):
         success = f"return {row}" if self.rows else "return True"
         self.sources.append("\n".join([
             f"def {name}(o):", "    try:", *body, f"        {success}",
-            "    except KeyError:", f"        {self.fail}"]))
+            "    except (KeyError, AttributeError):", f"        {self.fail}"]))
         return name
 
     def model_checks(self, node: dict[str, Any], var: str, indent: int, level: int,
@@ -256,7 +257,7 @@ class GuardWriter(SchemaWalker):
             items.append(item if converted == value else converted)
         flush()
         self.inlining.pop()
-        return lines, f"({', '.join(items)},)"
+        return lines, f"({', '.join(items)},)" if items else "()"
 
     def inspect(self, node: dict[str, Any]) -> None:
         check_keys(node)
@@ -386,7 +387,7 @@ class GuardWriter(SchemaWalker):
             "def _guard_list(items):", *(["    rows = []"] if self.rows else []), "    try:",
             "        for o in items:",
             f"            if type(o) is not {cls}: {self.fail}", *body, *collect,
-            "    except KeyError:", f"        {self.fail}",
+            "    except (KeyError, AttributeError):", f"        {self.fail}",
             f"    return {'rows' if self.rows else 'True'}"]))
         return "_guard_list"
 
