@@ -550,6 +550,11 @@ def test_bad_key_env_is_a_usage_error(value: str, cli: Any, tmp_path: Path,
     assert result.code == EXIT_USAGE
     assert cli("ls", "--key-env", "TEST_FLUJO_UNSET_VAR", store=store).code == EXIT_USAGE
     assert cli("ls", "--accept-plaintext", store=store).code == EXIT_USAGE
+    assert cli("ls", "--store-name", "orders", store=store).code == EXIT_USAGE
+    assert cli("ls", "--accept-unbound", store=store).code == EXIT_USAGE
+    monkeypatch.setenv("TEST_FLUJO_GOOD_KEY", "k1:" + base64.b64encode(bytes(32)).decode())
+    result = cli("ls", "--key-env", "TEST_FLUJO_GOOD_KEY", "--accept-unbound", store=store)
+    assert result.code == EXIT_USAGE and "store's name" in result.err
 
 
 # -- migrate -----------------------------------------------------------------------------------
@@ -636,6 +641,25 @@ def test_migrate_encrypts_a_store_with_accept_plaintext(cli: Any, tmp_path: Path
     assert result.code == EXIT_OK, result.err
     assert store.codec_of("r1") == "json+aesgcm"
     assert b"ACME" not in store.get_raw("r1")
+
+
+def test_migrate_binds_an_encrypted_store_to_its_name(cli: Any, tmp_path: Path,
+                                                      request: pytest.FixtureRequest,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    key = Encryption.generate_key()
+    monkeypatch.setenv("TEST_FLUJO_KEY", "k1:" + base64.b64encode(key).decode())
+    store = make_store("sqlite", tmp_path, request)
+    store.save(sample_state("r1"), encryption=Encryption.single(key, "k1"))
+    named = ["--key-env", "TEST_FLUJO_KEY", "--store-name", "orders-prod"]
+    result = cli("show", "r1", *named, store=store)
+    assert result.code == EXIT_ERROR and "authentication" in result.err
+    assert "--accept-unbound" in result.err
+    result = cli("migrate", *named, "--accept-unbound", store=store)
+    assert result.code == EXIT_OK, result.err
+    assert tsv(result.out) == [["r1", "1", "2", "bound to store 'orders-prod'"]]
+    assert cli("show", "r1", *named, store=store).code == EXIT_OK
+    result = cli("show", "r1", "--key-env", "TEST_FLUJO_KEY", store=store)
+    assert result.code == EXIT_ERROR and "authentication" in result.err
 
 
 def test_migrate_rotates_keys_and_keeps_compression_only_when_told(

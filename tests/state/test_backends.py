@@ -15,6 +15,7 @@ from state_helpers import PostgresTarget
 from flujo.exceptions import (
     BackendUnavailableError,
     CorruptStateError,
+    EncryptionError,
     FutureVersionError,
     RunInProgressError,
 )
@@ -98,6 +99,36 @@ async def test_file_record_copied_to_another_name_is_refused(tmp_path: Path) -> 
     (tmp_path / "b.json").write_bytes((tmp_path / "a.json").read_bytes())
     with pytest.raises(CorruptStateError, match="belongs to run 'a'"):
         await backend.load_state("b")
+
+
+async def test_an_encrypted_record_copied_to_another_store_sharing_the_key_is_refused(
+        tmp_path: Path) -> None:
+    """Two stores that share a key, one SQLite table and one directory: a record copied from
+    one to the other fails authentication there, because each store has its own name; the
+    same bytes load back in a store of the original name."""
+    key = Encryption.generate_key()
+    orders = SQLiteBackend(tmp_path / "state.db", table="orders",
+                           encryption=Encryption.single(key, store="orders"))
+    await orders.save_state("r", state("r", total=5))
+    billing = SQLiteBackend(tmp_path / "state.db", table="billing",
+                            encryption=Encryption.single(key, store="billing"))
+    await billing.save_state("x", state("x"))
+    with sqlite3.connect(tmp_path / "state.db") as conn:
+        conn.execute("INSERT INTO billing SELECT * FROM orders")
+    with pytest.raises(EncryptionError, match="copied from another run or store"):
+        await billing.load_state("r")
+    files = FileBackend(tmp_path / "files", encryption=Encryption.single(key, store="files"))
+    await files.save_state("x", state("x"))
+    envelope = await orders.read_envelope("r")
+    assert envelope is not None
+    await files.write_envelope(envelope)
+    with pytest.raises(EncryptionError, match="copied from another run or store"):
+        await files.load_state("r")
+    renamed = FileBackend(tmp_path / "files", encryption=Encryption.single(key, store="orders"))
+    loaded = await renamed.load_state("r")
+    assert loaded is not None and loaded["pipeline_context"] == {"total": 5}
+    await orders.close()
+    await billing.close()
 
 
 async def test_file_leaves_no_temporary_or_lock_files(tmp_path: Path) -> None:

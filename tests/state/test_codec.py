@@ -265,3 +265,54 @@ def test_failing_deserializer_is_reported_as_undecodable() -> None:
     with pytest.raises(CorruptStateError, match="KeyError") as info:
         codec.open(envelope, what="run 'r-1'")
     assert "run 'r-1'" in str(info.value)
+
+
+def test_a_named_store_refuses_records_of_another_store_or_of_none() -> None:
+    """A record copied between stores that share a key loads only in the store it was
+    written for (the name is bound into its associated data, and written nowhere)."""
+    orders = EnvelopeCodec(encryption=Encryption.single(KEY, store="orders-prod"))
+    billing = EnvelopeCodec(encryption=Encryption.single(KEY, store="billing-prod"))
+    unnamed = EnvelopeCodec(encryption=Encryption.single(KEY))
+    sealed = orders.seal(orders.encode_state(state(a=1)), revision=1)
+    assert b"orders-prod" not in sealed.raw
+    envelope = orders.parse(sealed.raw, what="x")
+    assert orders.open(envelope, what="x").pipeline_context == {"a": 1}
+    for other in (billing, unnamed):
+        with pytest.raises(EncryptionError, match="authentication"):
+            other.open(envelope, what="x")
+    with pytest.raises(EncryptionError, match=r"another run or store .*'billing-prod'"):
+        billing.open(envelope, what="x")
+    unbound = unnamed.parse(unnamed.seal(unnamed.encode_state(state(b=2)), revision=1).raw,
+                            what="y")
+    with pytest.raises(EncryptionError, match="authentication"):
+        orders.open(unbound, what="y")
+
+
+def test_unbound_records_read_only_in_the_accept_unbound_window() -> None:
+    unnamed = EnvelopeCodec(encryption=Encryption.single(KEY))
+    unbound = unnamed.seal(unnamed.encode_state(state(b=2)), revision=1).envelope
+    window = EnvelopeCodec(encryption=Encryption(
+        {"default": KEY}, "default", store="orders-prod", accept_unbound=True))
+    assert window.open(unbound, what="y").pipeline_context == {"b": 2}
+    assert window.outdated(unbound) == ["bound to store 'orders-prod'"]
+    bound = window.seal(window.encode_state(state(b=2)), revision=2).envelope
+    assert window.outdated(bound) == []
+    assert EnvelopeCodec(encryption=Encryption.single(KEY, store="orders-prod")).open(
+        bound, what="y").pipeline_context == {"b": 2}
+    # the window does not open another store's records
+    billing = EnvelopeCodec(encryption=Encryption.single(KEY, store="billing-prod"))
+    foreign = billing.seal(billing.encode_state(state(c=3)), revision=1).envelope
+    with pytest.raises(EncryptionError, match="authentication"):
+        window.open(foreign, what="z")
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"store": ""}, "printable str of 1 to 256"),
+    ({"store": "x" * 257}, "printable str of 1 to 256"),
+    ({"store": "a\nb"}, "printable str"),
+    ({"store": 5}, "printable str"),
+    ({"accept_unbound": True}, "needs the store's name"),
+])
+def test_bad_store_names_are_refused(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(EncryptionError, match=message):
+        Encryption({"a": KEY}, active_key_id="a", **options)

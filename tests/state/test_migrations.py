@@ -12,6 +12,7 @@ import pytest
 from flujo.exceptions import (
     BackendConfigError,
     CorruptStateError,
+    EncryptionError,
     FutureVersionError,
     MigrationError,
     MissingMigrationError,
@@ -294,3 +295,23 @@ async def test_migrate_all_needs_an_envelope_backend() -> None:
 
     with pytest.raises(BackendConfigError, match="EnvelopeStateBackend"):
         await migrate_all(Minimal())
+
+
+async def test_migrate_all_binds_records_to_the_store_name() -> None:
+    key = Encryption.generate_key()
+    before = InMemoryBackend(encryption=Encryption.single(key, "k1"))
+    await before.save_state("a", state("a", n=1))
+    window = InMemoryBackend(encryption=Encryption(
+        {"k1": key}, "k1", store="orders-prod", accept_unbound=True))
+    window.put_raw("a", before.raw_records()["a"])
+    report = await migrate_all(window)
+    assert {c.run_id: c.reasons for c in report.changed} == {
+        "a": ("bound to store 'orders-prod'",)}
+    assert (await migrate_all(window)).up_to_date == ["a"]
+    named = InMemoryBackend(encryption=Encryption.single(key, "k1", store="orders-prod"))
+    named.put_raw("a", window.raw_records()["a"])
+    loaded = await named.load_state("a")
+    assert loaded is not None and loaded["pipeline_context"] == {"n": 1}
+    before.put_raw("a", window.raw_records()["a"])
+    with pytest.raises(EncryptionError):  # no longer what a store without the name reads
+        await before.load_state("a")

@@ -77,6 +77,9 @@ def _hint(exc: BaseException) -> str:
         return ("import the application's types with --module NAME (or [tool.flujo] modules), "
                 "or trust their modules ([tool.flujo] trusted_modules)")
     if isinstance(exc, EncryptionError):
+        if "failed authentication" in str(exc):
+            return ("a store with a name needs it: --store-name NAME (records encrypted before"
+                    " it had one: --accept-unbound); else the record was changed or copied")
         return "pass the store's keys with --key-env VAR (see flujo state --help)"
     if isinstance(exc, CorruptStateError):
         return "the record was left exactly as it was found"

@@ -110,6 +110,12 @@ def _store_options() -> argparse.ArgumentParser:
     group.add_argument("--accept-plaintext", action="store_true",
                        help="with --key-env: also read unencrypted records (to encrypt a store"
                             " with migrate)")
+    group.add_argument("--store-name", metavar="NAME",
+                       help="with --key-env: the name the store's records are encrypted for"
+                            " (Encryption(store=...))")
+    group.add_argument("--accept-unbound", action="store_true",
+                       help="with --store-name: also read records encrypted before the store"
+                            " had a name (to bind them with migrate)")
     return common
 
 

@@ -88,12 +88,17 @@ def _backend_options(args: argparse.Namespace, uri: str) -> dict[str, Any]:
         keys = _keys(args.key_env)
         try:
             options["encryption"] = Encryption(
-                keys, active_key_id=next(iter(keys)), accept_plaintext=args.accept_plaintext
+                keys, active_key_id=next(iter(keys)), accept_plaintext=args.accept_plaintext,
+                store=args.store_name, accept_unbound=args.accept_unbound,
             )
         except EncryptionError as exc:
             raise _UsageError(str(exc)) from exc
-    elif args.accept_plaintext:
-        raise _UsageError("--accept-plaintext needs the keys (--key-env)")
+    else:
+        for flag, given in (("--accept-plaintext", args.accept_plaintext),
+                            ("--store-name", args.store_name is not None),
+                            ("--accept-unbound", args.accept_unbound)):
+            if given:
+                raise _UsageError(f"{flag} needs the keys (--key-env)")
     return options
 
 

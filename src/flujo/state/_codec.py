@@ -93,11 +93,14 @@ class SealedRecord:
     payload_json: bytes | None
 
 
-def associated_data(envelope_fields: dict[str, Any]) -> bytes:
-    """The AES-GCM associated data: the header fields that must not change without the key.
+def associated_data(envelope_fields: dict[str, Any], store: str | None = None) -> bytes:
+    """The AES-GCM associated data: the header fields that must not change without the key,
+    and the name of the store (``Encryption(store=...)``) when it has one.
 
     Binding ``run_id`` makes a ciphertext copied into another run fail to decrypt; binding the
-    manifest, state version, codec and key id makes a doctored header fail as well.
+    manifest, state version, codec and key id makes a doctored header fail as well; binding
+    the store's name makes a record copied into another store that shares the key fail. A
+    store without a name binds none (the associated data of every record before names).
     """
     bound = {
         "format": envelope_fields["format"],
@@ -107,6 +110,8 @@ def associated_data(envelope_fields: dict[str, Any]) -> bytes:
         "codec": envelope_fields["codec"],
         "key_id": envelope_fields["key_id"],
     }
+    if store is not None:
+        bound["store"] = store
     return orjson.dumps(bound, option=orjson.OPT_SORT_KEYS)
 
 
@@ -348,7 +353,7 @@ class EnvelopeCodec:
         if self.compression:
             blob = compress(self.compression, blob, self.compression_level)
         if self.encryption is not None:
-            blob = self.encryption.encrypt(blob, associated_data(header))
+            blob = self.encryption.encrypt(blob, associated_data(header, self.encryption.store))
         text = base64.b64encode(blob).decode("ascii")
         envelope = Envelope.model_validate({**header, "payload": text})
         plain = None if self.encryption is not None else encoded.payload_json
@@ -436,8 +441,11 @@ class EnvelopeCodec:
                     " backend has no encryption configured"
                 )
             blob = self._b64(envelope, what, EncryptionError)
+            header = envelope.header()
+            store = self.encryption.store
             blob = self.encryption.decrypt(
-                envelope.key_id, blob, associated_data(envelope.header()), what=what
+                envelope.key_id, blob, associated_data(header, store), what=what,
+                unbound_aad=associated_data(header) if self.encryption.accept_unbound else None,
             )
         else:
             if self.encryption is not None and not self.encryption.accept_plaintext:
@@ -531,4 +539,17 @@ class EnvelopeCodec:
             reasons.append(f"codec {envelope.codec} -> {self.codec}")
         elif self.encryption is not None and envelope.key_id != self.encryption.active_key_id:
             reasons.append(f"key {envelope.key_id} -> {self.encryption.active_key_id}")
+        elif self.encryption is not None and self.encryption.store is not None and \
+                envelope.encrypted and not self._bound(envelope, self.encryption):
+            reasons.append(f"bound to store {self.encryption.store!r}")
         return reasons
+
+    def _bound(self, envelope: Envelope, encryption: Encryption) -> bool:
+        """Whether ``envelope``'s ciphertext is bound to the name of ``encryption``'s store
+        (header alone cannot say: the name is only in the associated data)."""
+        try:
+            blob = self._b64(envelope, "", EncryptionError)
+        except EncryptionError:
+            return True  # damaged: reading it reports what is wrong, rewriting cannot help
+        return encryption.authenticates(envelope.key_id, blob,
+                                        associated_data(envelope.header(), encryption.store))
