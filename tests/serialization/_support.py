@@ -7,8 +7,10 @@ application's types are found: among the classes already defined in the process.
 from __future__ import annotations
 
 import enum
+import ipaddress
 import math
 import pathlib
+import re
 from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -213,10 +215,14 @@ def _same_tz(a: tzinfo | None, b: tzinfo | None, path: str) -> None:
     elif a is not None:
         assert a == b, f"{path}: tzinfo {a!r} != {b!r}"
         assert a.tzname(None) == b.tzname(None), f"{path}: tzname {a!r} vs {b!r}"  # type: ignore[union-attr]
+        if type(a) is timezone:  # timezone.utc and timezone(timedelta(0), "UTC") differ
+            assert a.__getinitargs__() == b.__getinitargs__(), f"{path}: {a!r} vs {b!r}"  # type: ignore[attr-defined]
 
 
 _PLAIN_EQ = (str, int, bool, type(None), bytes, bytearray, date, timedelta, UUID,
              pathlib.PurePath)
+IP_TYPES = (ipaddress.IPv4Address, ipaddress.IPv6Address, ipaddress.IPv4Network,
+            ipaddress.IPv6Network, ipaddress.IPv4Interface, ipaddress.IPv6Interface)
 
 
 def assert_same(a: Any, b: Any, path: str = "$") -> None:
@@ -241,6 +247,12 @@ def assert_same(a: Any, b: Any, path: str = "$") -> None:
         assert a.replace(tzinfo=None, fold=0) == b.replace(tzinfo=None, fold=0), \
             f"{path}: {a!r} != {b!r}"
         _same_tz(a.tzinfo, b.tzinfo, path)
+    elif isinstance(a, IP_TYPES):
+        assert a == b and str(a) == str(b), f"{path}: {a!r} != {b!r}"
+    elif isinstance(a, tzinfo):
+        _same_tz(a, b, path)
+    elif isinstance(a, re.Pattern):
+        assert (a.pattern, a.flags) == (b.pattern, b.flags), f"{path}: {a!r} != {b!r}"
     elif isinstance(a, _PLAIN_EQ):
         assert a == b, f"{path}: {_r(a)} != {_r(b)}"
     elif isinstance(a, deque):
@@ -345,10 +357,32 @@ paths = st.one_of(
     path_text.map(pathlib.PureWindowsPath).filter(lambda p: pathlib.PureWindowsPath(str(p)) == p),
 )
 
+ipv4s = st.ip_addresses(v=4)
+ipv6s = st.ip_addresses(v=6) | st.builds(
+    lambda a, scope: ipaddress.IPv6Address(f"{a}%{scope}"), st.ip_addresses(v=6),
+    st.text(alphabet="abcxyz019_.-", min_size=1, max_size=5))
+ip_values = st.one_of(
+    ipv4s, ipv6s,
+    st.builds(lambda a, n: ipaddress.IPv4Network((a, n), strict=False), ipv4s,
+              st.integers(0, 32)),
+    st.builds(lambda a, n: ipaddress.IPv6Network((a, n), strict=False),
+              st.ip_addresses(v=6), st.integers(0, 128)),
+    st.builds(lambda a, n: ipaddress.IPv4Interface((a, n)), ipv4s, st.integers(0, 32)),
+    st.builds(lambda a, n: ipaddress.IPv6Interface(f"{a}/{n}"), ipv6s, st.integers(0, 128)),
+)
+_PATTERN_SOURCES = ["", "a+b", r"(?P<x>\d+)-\w*", "[^]]", r"\bé\B", "(?i)x", "a{2,3}?"]
+patterns = st.one_of(
+    st.builds(re.compile, st.sampled_from(_PATTERN_SOURCES),
+              st.sampled_from([0, re.I, re.M | re.S, re.X, re.A, re.I | re.U])),
+    st.builds(re.compile, st.sampled_from([s.encode() for s in _PATTERN_SOURCES if s.isascii()]),
+              st.sampled_from([0, re.I, re.L, re.M | re.S | re.X])),
+)
+zones = st.one_of(st.just(UTC), zone_infos, fixed_offsets())
+
 hashable_leaves = st.one_of(
     st.none(), st.booleans(), ints, floats, texts, st.binary(max_size=8), quiet_decimals,
     datetimes, st.dates(), times, st.timedeltas(), st.uuids(), st.sampled_from(ENUM_MEMBERS),
-    st.complex_numbers(allow_nan=True, allow_infinity=True), paths,
+    st.complex_numbers(allow_nan=True, allow_infinity=True), paths, ip_values, patterns, zones,
     st.builds(Version, ints, ints),
     st.builds(Coord, floats, floats),
     st.builds(Money, st.decimals(allow_nan=False, allow_infinity=False, places=2),

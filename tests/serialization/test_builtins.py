@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import pathlib
+import re
 from collections import Counter, OrderedDict, defaultdict, deque
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
@@ -116,6 +118,24 @@ BUILTIN_VALUES: dict[str, Any] = {
     "defaultdict-list": defaultdict(list, {"a": [1]}),
     "defaultdict-int": defaultdict(int, {1: 2}),
     "defaultdict-none": defaultdict(None, {1: 2}),
+    "ipv4address": ipaddress.IPv4Address("192.168.0.1"),
+    "ipv6address": ipaddress.IPv6Address("2001:db8::1"),
+    "ipv6address-scoped": ipaddress.IPv6Address("fe80::1%eth0"),
+    "ipv6address-v4-mapped": ipaddress.IPv6Address("::ffff:10.0.0.1"),
+    "ipv4network": ipaddress.IPv4Network("10.0.0.0/8"),
+    "ipv6network": ipaddress.IPv6Network("2001:db8::/32"),
+    "ipv4interface": ipaddress.IPv4Interface("10.0.0.1/24"),
+    "ipv6interface": ipaddress.IPv6Interface("fe80::1%eth0/64"),
+    "zoneinfo": ZoneInfo("Europe/Paris"),
+    "timezone-utc": UTC,
+    "timezone-utc-named": timezone(timedelta(0), "UTC"),
+    "timezone-offset": timezone(timedelta(hours=-5, minutes=-30)),
+    "timezone-named": timezone(timedelta(hours=1), "CET"),
+    "timezone-odd": timezone(-timedelta(hours=23, minutes=59, seconds=59, microseconds=999999)),
+    "pattern": re.compile(r"(?P<n>\d+)\s*é", re.IGNORECASE | re.MULTILINE),
+    "pattern-ascii": re.compile(r"\w+", re.ASCII),
+    "pattern-bytes": re.compile(b"\\x00[\x80-\xff]+", re.LOCALE | re.DOTALL),
+    "dict-ip-keys": {ipaddress.IPv4Address("1.2.3.4"): "a", ipaddress.IPv6Address("::1"): "b"},
 }
 
 
@@ -472,3 +492,114 @@ def test_datetime_text_by_pydantic_core_is_isoformat(
 
     value = value.replace(tzinfo=zone, fold=fold)
     assert _datetime_text(value) == value.isoformat() + ("[fold=1]" if fold else "")
+
+
+def test_timezone_utc_comes_back_as_itself(registry: TypeRegistry) -> None:
+    assert round_trip(UTC, registry) is UTC
+    assert round_trip(timezone(timedelta(0), "UTC"), registry) is not UTC
+    assert safe_serialize(UTC, registry=registry) == {
+        TAG: "timezone@1", VALUE: {"offset_us": 0, "name": None}}
+
+
+def test_zone_codecs_leave_the_datetime_form_unchanged(registry: TypeRegistry) -> None:
+    value = [datetime(2024, 7, 4, 12, tzinfo=NY), NY,
+             datetime(2024, 1, 1, tzinfo=timezone(timedelta(hours=-5), "EST"))]
+    assert safe_serialize(value, registry=registry) == [
+        {TAG: "datetime@1", VALUE: "2024-07-04T12:00:00-04:00[America/New_York]"},
+        {TAG: "zoneinfo@1", VALUE: "America/New_York"},
+        {TAG: "datetime@1", VALUE: "2024-01-01T00:00:00-05:00[tzname=EST]"},
+    ]
+
+
+@pytest.mark.parametrize(("tag", "text"), [
+    ("ipv4address@1", "010.0.0.1"),
+    ("ipv4address@1", " 10.0.0.1"),
+    ("ipv4address@1", "10.0.0.1/32"),
+    ("ipv6address@1", "FE80::1"),
+    ("ipv6address@1", "fe80:0:0:0:0:0:0:1"),
+    ("ipv6address@1", "fe80::1%"),
+    ("ipv4network@1", "10.0.0.1/8"),
+    ("ipv4network@1", "10.0.0.0/255.0.0.0"),
+    ("ipv4network@1", "10.0.0.0"),
+    ("ipv6network@1", "2001:DB8::/32"),
+    ("ipv4interface@1", "10.0.0.1"),
+    ("ipv6interface@1", "::1/0128"),
+    ("zoneinfo@1", "posix/Europe/Paris"),
+    ("zoneinfo@1", "../../etc/passwd"),
+    ("zoneinfo@1", "Not/A_Zone"),
+])
+def test_non_canonical_texts_are_refused(tag: str, text: str, registry: TypeRegistry) -> None:
+    from flujo.exceptions import DeserializationError
+
+    with pytest.raises(DeserializationError, match=r"at \$\[1\]"):
+        safe_deserialize([1, {TAG: tag, VALUE: text}], registry=registry)
+
+
+@pytest.mark.parametrize("v", [
+    {"offset_us": 86_400_000_000, "name": None},
+    {"offset_us": 1.5, "name": None},
+    {"offset_us": True, "name": None},
+    {"offset_us": 0, "name": 3},
+    {"offset_us": 0},
+    {"offset_us": 0, "name": None, "x": 1},
+    [0, None],
+])
+def test_malformed_timezones_are_refused(v: Any, registry: TypeRegistry) -> None:
+    from flujo.exceptions import DeserializationError
+
+    with pytest.raises(DeserializationError, match=r"timezone.*at \$\.z"):
+        safe_deserialize({"z": {TAG: "timezone@1", VALUE: v}}, registry=registry)
+
+
+@pytest.mark.parametrize("v", [
+    {"pattern": "a", "flags": 2},  # a str pattern always has re.UNICODE
+    {"pattern": "a", "flags": int(re.I | re.U | re.DEBUG)},
+    {"pattern": "a", "flags": int(re.U | re.TEMPLATE)},
+    {"pattern": "a", "flags": -1},
+    {"pattern": "a", "flags": int(re.L | re.U)},
+    {"bytes": "YQ==", "flags": int(re.U)},
+    {"bytes": "not base64!", "flags": 0},
+    {"pattern": "(", "flags": 32},
+    {"pattern": "a" * 10_001, "flags": 32},
+    {"bytes": "YWFh" * 3_400, "flags": 0},
+    {"pattern": b"a".decode(), "flags": 32, "bytes": "YQ=="},
+    {"pattern": 1, "flags": 32},
+    {"flags": 32},
+    "a",
+])
+def test_malformed_patterns_are_refused(v: Any, registry: TypeRegistry) -> None:
+    from flujo.exceptions import DeserializationError
+
+    with pytest.raises(DeserializationError, match=r"at \$\[0\]"):
+        safe_deserialize([{TAG: "pattern@1", VALUE: v}], registry=registry)
+
+
+def test_patterns_that_cannot_be_read_back_are_refused_when_written(
+        registry: TypeRegistry) -> None:
+    with pytest.raises(SerializationError, match=r"10000.*at \$\.p"):
+        safe_serialize({"p": re.compile("a" * 10_001)}, registry=registry)
+    with pytest.warns(DeprecationWarning):
+        template = re.compile("a", re.TEMPLATE)
+    with pytest.raises(SerializationError, match=r"DEBUG.*at \$\.p"):
+        safe_serialize({"p": template}, registry=registry)
+    assert round_trip(re.compile("a" * 10_000), registry).pattern == "a" * 10_000
+
+
+def test_other_tzinfo_classes_are_refused_naming_the_class(registry: TypeRegistry) -> None:
+    from datetime import tzinfo
+
+    from flujo.exceptions import UnserializableTypeError
+
+    class Custom(tzinfo):
+        pass
+
+    with pytest.raises(UnserializableTypeError, match=r"Custom.*at \$\.tz"):
+        safe_serialize({"tz": Custom()}, registry=registry)
+
+    class MyZone(ZoneInfo):
+        pass
+
+    with pytest.raises(UnserializableTypeError, match=r"MyZone.*at \$\[0\]"):
+        safe_serialize([MyZone("UTC")], registry=registry)
+    with pytest.raises(SerializationError, match="not in the time zone database"):
+        safe_serialize([ZoneInfo("posix/UTC")], registry=registry)

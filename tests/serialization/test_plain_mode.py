@@ -182,3 +182,16 @@ def test_a_remote_schema_ref_is_refused_at_registration_without_fetching() -> No
     with pytest.raises(RegistrationError, match="Retrieval is disabled"):
         TypeRegistry().register_custom_serializer(
             Remote, lambda r: {}, schema={"$ref": "https://example.invalid/remote.json"})
+
+
+def test_addresses_zones_and_patterns_in_plain_json(registry: TypeRegistry) -> None:
+    import ipaddress
+    import re
+    from datetime import UTC, timedelta, timezone
+    from zoneinfo import ZoneInfo
+
+    value = [ipaddress.IPv6Address("fe80::1%eth0"), ipaddress.IPv4Network("10.0.0.0/8"),
+             ZoneInfo("Europe/Paris"), UTC, timezone(timedelta(hours=1), "CET"),
+             re.compile(r"\d+", re.I), re.compile(b"\xff")]
+    assert safe_serialize(value, registry=registry, mode="json") == [
+        "fe80::1%eth0", "10.0.0.0/8", "Europe/Paris", "UTC", "CET", r"\d+", "/w=="]

@@ -6,8 +6,10 @@ new type version (and a migration), not a snapshot update.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import pathlib
+import re
 from collections import Counter, OrderedDict, defaultdict, deque
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
@@ -106,6 +108,12 @@ CORPUS: dict[str, Any] = {
     "model-any-fields": Box(payload={"when": date(2024, 1, 1)}, extras={"d": Decimal("0.5")}),
     "model-extra-allow": Loose(kind="k", x_extra={1, 2}),
     "custom-type": Money(Decimal("12.50"), "USD"),
+    "ip": [ipaddress.IPv4Address("10.0.0.1"), ipaddress.IPv6Address("fe80::1%eth0"),
+           ipaddress.IPv4Network("10.0.0.0/8"), ipaddress.IPv6Network("2001:db8::/32"),
+           ipaddress.IPv4Interface("10.0.0.1/24"), ipaddress.IPv6Interface("::1/128")],
+    "zones": [NY, UTC, timezone(timedelta(0), "UTC"),
+              timezone(-timedelta(hours=5, microseconds=1), "odd")],
+    "patterns": [re.compile(r"^(?P<id>\d+)$", re.I), re.compile(b"\\xff+", re.L)],
 }
 
 

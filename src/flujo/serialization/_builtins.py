@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import math
 import pathlib
+import re
 from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import replace
@@ -388,6 +390,152 @@ def _dec_defaultdict(dec: Decoder, v: Any, depth: int) -> defaultdict[Any, Any]:
                                                  "defaultdict"))
 
 
+# -- IP addresses, networks and interfaces -------------------------------------------------
+# Stored as str(): only the text str() writes is read back (no leading zeros, lower-case hex,
+# a network without host bits, ...), so one value has exactly one stored form.
+def _canonical(value: Any, text: str, kind: str) -> Any:
+    if str(value) != text:
+        raise DeserializationError(
+            f"{text!r} is not the canonical text of an {kind} (that is {str(value)!r})")
+    return value
+
+
+def _ipv4address_from_text(text: str) -> ipaddress.IPv4Address:
+    return _canonical(ipaddress.IPv4Address(text), text, "IPv4Address")  # type: ignore[no-any-return]
+
+
+def _ipv6address_from_text(text: str) -> ipaddress.IPv6Address:
+    return _canonical(ipaddress.IPv6Address(text), text, "IPv6Address")  # type: ignore[no-any-return]
+
+
+def _ipv4network_from_text(text: str) -> ipaddress.IPv4Network:
+    return _canonical(ipaddress.IPv4Network(text), text, "IPv4Network")  # type: ignore[no-any-return]
+
+
+def _ipv6network_from_text(text: str) -> ipaddress.IPv6Network:
+    return _canonical(ipaddress.IPv6Network(text), text, "IPv6Network")  # type: ignore[no-any-return]
+
+
+def _ipv4interface_from_text(text: str) -> ipaddress.IPv4Interface:
+    return _canonical(ipaddress.IPv4Interface(text), text, "IPv4Interface")  # type: ignore[no-any-return]
+
+
+def _ipv6interface_from_text(text: str) -> ipaddress.IPv6Interface:
+    return _canonical(ipaddress.IPv6Interface(text), text, "IPv6Interface")  # type: ignore[no-any-return]
+
+
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = rf"{_OCTET}(\.{_OCTET}){{3}}"
+_IPV6 = r"[0-9a-f:.]*:[0-9a-f:.]*(%[^%/]+)?"  # the exact text is checked when read
+
+
+# -- time zones on their own ----------------------------------------------------------------
+def _zoneinfo_text(tz: ZoneInfo) -> str:
+    return _zone_suffix(tz)[1:-1]  # "[Zone/Key]", checked to be in the database's list
+
+
+def _zoneinfo_from_text(text: str) -> ZoneInfo:
+    # Only names in the time zone database (see _apply_zone): never a lookup by stored text.
+    if text not in _KNOWN_ZONES:
+        raise DeserializationError(f"unknown time zone {text!r}")
+    try:
+        return ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise caused(DeserializationError(f"unknown time zone {text!r}"), exc)
+
+
+_DAY_US: Final = 86_400_000_000
+
+
+def _timezone_value(tz: timezone) -> dict[str, Any]:
+    # __getinitargs__ tells an explicit name from none: timezone(timedelta(0), "UTC") is not
+    # timezone.utc, though they are equal and say the same tzname().
+    args = tz.__getinitargs__()  # type: ignore[attr-defined]
+    offset: timedelta = args[0]
+    micros = (offset.days * 86_400 + offset.seconds) * 1_000_000 + offset.microseconds
+    return {"offset_us": micros, "name": args[1] if len(args) > 1 else None}
+
+
+def _enc_timezone(enc: Encoder, tz: timezone, depth: int) -> dict[str, Any]:
+    return _timezone_value(tz)
+
+
+def _dec_timezone(dec: Decoder, v: Any, depth: int) -> timezone:
+    body = _expect(v, dict, "timezone")
+    if len(body) != 2 or "offset_us" not in body or "name" not in body:
+        raise DeserializationError(
+            f"timezone: expected {{\"offset_us\": int, \"name\": str or null}}, got {v!r:.80}")
+    micros = body["offset_us"]
+    name = body["name"]
+    if type(micros) is not int or not -_DAY_US < micros < _DAY_US:
+        raise DeserializationError(
+            f"timezone: offset_us must be an integer strictly within a day, got {micros!r:.80}")
+    offset = timedelta(microseconds=micros)
+    if name is None:
+        return timezone(offset)  # timezone(timedelta(0)) is timezone.utc itself
+    return timezone(offset, _expect(name, str, "timezone name"))
+
+
+# -- compiled regular expressions ----------------------------------------------------------
+# A pattern is data, not code, but compiling it costs CPU: stored patterns are bounded.
+MAX_PATTERN_LENGTH: Final = 10_000
+# DEBUG prints while compiling and TEMPLATE is gone from newer Pythons: neither is stored.
+_PATTERN_FLAGS: Final = int(re.ASCII | re.IGNORECASE | re.LOCALE | re.UNICODE | re.MULTILINE
+                            | re.DOTALL | re.VERBOSE)
+
+
+def _pattern_value(p: re.Pattern[Any]) -> dict[str, Any]:
+    flags = p.flags
+    if flags & ~_PATTERN_FLAGS:
+        raise SerializationError(
+            f"cannot store the regular expression {p.pattern!r:.80} with flags {flags:#x}: "
+            "re.DEBUG and re.TEMPLATE are not stored")
+    source = p.pattern
+    if len(source) > MAX_PATTERN_LENGTH:
+        raise SerializationError(
+            f"a regular expression of {len(source)} characters is longer than the "
+            f"{MAX_PATTERN_LENGTH} that are read back")
+    if type(source) is str:
+        return {"pattern": source, "flags": flags}
+    return {"bytes": base64.b64encode(source).decode("ascii"), "flags": flags}
+
+
+def _enc_pattern(enc: Encoder, p: re.Pattern[Any], depth: int) -> dict[str, Any]:
+    return _pattern_value(p)
+
+
+def _dec_pattern(dec: Decoder, v: Any, depth: int) -> re.Pattern[Any]:
+    body = _expect(v, dict, "pattern")
+    flags = body.get("flags")
+    if len(body) != 2 or type(flags) is not int or flags & ~_PATTERN_FLAGS:
+        raise DeserializationError(
+            "pattern: expected {\"pattern\": str, \"flags\": int} or {\"bytes\": base64, "
+            f"\"flags\": int}} with flags among re.A|I|L|U|M|S|X, got {v!r:.80}")
+    source: str | bytes
+    if "pattern" in body:
+        source = _expect(body["pattern"], str, "pattern")
+    elif "bytes" in body:
+        text = _expect(body["bytes"], str, "pattern bytes")
+        if len(text) > (MAX_PATTERN_LENGTH + 2) // 3 * 4:
+            raise DeserializationError(
+                f"pattern: longer than {MAX_PATTERN_LENGTH} bytes, refused")
+        source = _from_base64(text)
+    else:
+        raise DeserializationError(f"pattern: expected a pattern or bytes key, got {v!r:.80}")
+    if len(source) > MAX_PATTERN_LENGTH:
+        raise DeserializationError(
+            f"pattern: {len(source)} characters, longer than the {MAX_PATTERN_LENGTH} allowed")
+    try:
+        compiled = re.compile(source, flags)
+    except (re.error, ValueError, OverflowError, RecursionError) as exc:
+        raise caused(DeserializationError(
+            f"pattern: {source!r:.80} does not compile: {exc}"), exc)
+    if compiled.flags != flags:  # e.g. a str pattern stored without re.UNICODE
+        raise DeserializationError(
+            f"pattern: stored flags {flags:#x} but the pattern compiles with {compiled.flags:#x}")
+    return compiled
+
+
 # Types stored as one string: the reading ``text -> obj`` of each. The decoder calls these
 # directly (``TypeCodec.from_text``); the decode plans wrap the same functions.
 _from_base64: Callable[[str], bytes] = partial(binascii.a2b_base64, strict_mode=True)
@@ -410,6 +558,13 @@ _FROM_TEXT: Final[dict[str, Callable[[str], Any]]] = {
     "path.windows": pathlib.WindowsPath,
     "purepath.posix": pathlib.PurePosixPath,
     "purepath.windows": pathlib.PureWindowsPath,
+    "ipv4address": _ipv4address_from_text,
+    "ipv6address": _ipv6address_from_text,
+    "ipv4network": _ipv4network_from_text,
+    "ipv6network": _ipv6network_from_text,
+    "ipv4interface": _ipv4interface_from_text,
+    "ipv6interface": _ipv6interface_from_text,
+    "zoneinfo": _zoneinfo_from_text,
 }
 
 
@@ -555,6 +710,43 @@ _CODECS: tuple[TypeCodec, ...] = (
     _path_codec("path.windows", pathlib.WindowsPath),
     _path_codec("purepath.posix", pathlib.PurePosixPath),
     _path_codec("purepath.windows", pathlib.PureWindowsPath),
+    _string_codec("ipv4address", ipaddress.IPv4Address,
+                  {"type": "string", "pattern": f"^{_IPV4}$"}),
+    _string_codec("ipv6address", ipaddress.IPv6Address,
+                  {"type": "string", "pattern": f"^{_IPV6}$",
+                   "description": "str(): compressed lower-case hex, a scope id after %"}),
+    _string_codec("ipv4network", ipaddress.IPv4Network,
+                  {"type": "string", "pattern": f"^{_IPV4}/[0-9]{{1,2}}$"}),
+    _string_codec("ipv6network", ipaddress.IPv6Network,
+                  {"type": "string", "pattern": f"^{_IPV6}/[0-9]{{1,3}}$"}),
+    _string_codec("ipv4interface", ipaddress.IPv4Interface,
+                  {"type": "string", "pattern": f"^{_IPV4}/[0-9]{{1,2}}$"}),
+    _string_codec("ipv6interface", ipaddress.IPv6Interface,
+                  {"type": "string", "pattern": f"^{_IPV6}/[0-9]{{1,3}}$"}),
+    TypeCodec("zoneinfo", 1, "builtin", ZoneInfo,
+              lambda enc, tz, depth: _zoneinfo_text(tz), _text_plan("zoneinfo"),
+              {"type": "string", "pattern": "^[A-Za-z0-9_+\\-/]+$"},
+              description="the zone's key, one of the time zone database's list of zones"),
+    TypeCodec("timezone", 1, "builtin", timezone, _enc_timezone, _dec_timezone,
+              {"type": "object", "properties": {
+                  "offset_us": {"type": "integer", "exclusiveMinimum": -_DAY_US,
+                                "exclusiveMaximum": _DAY_US,
+                                "description": "the UTC offset in microseconds"},
+                  "name": {"type": ["string", "null"],
+                           "description": "the name given to timezone(), null for none"}},
+               "required": ["offset_us", "name"], "additionalProperties": False},
+              description="a datetime.timezone; timezone.utc is offset 0 without a name"),
+    TypeCodec("pattern", 1, "builtin", re.Pattern, _enc_pattern, _dec_pattern,
+              {"type": "object", "oneOf": [
+                  {"properties": {"pattern": {"type": "string", "maxLength": 10_000},
+                                  "flags": {"type": "integer", "minimum": 0}},
+                   "required": ["pattern", "flags"], "additionalProperties": False},
+                  {"properties": {"bytes": {"type": "string", "contentEncoding": "base64"},
+                                  "flags": {"type": "integer", "minimum": 0}},
+                   "required": ["bytes", "flags"], "additionalProperties": False}]},
+              description="a compiled regular expression (re.compile): its pattern, str or "
+                          "base64 bytes, and its flags (Pattern.flags, re.UNICODE included "
+                          "for str patterns); at most 10,000 characters"),
 )
 
 def _base64(data: bytes | bytearray) -> str:
@@ -576,6 +768,15 @@ _LEAVES: dict[str, Callable[[Any], Any]] = {
     "path.windows": str,
     "purepath.posix": str,
     "purepath.windows": str,
+    "ipv4address": str,
+    "ipv6address": str,
+    "ipv4network": str,
+    "ipv6network": str,
+    "ipv4interface": str,
+    "ipv6interface": str,
+    "zoneinfo": _zoneinfo_text,
+    "timezone": _timezone_value,
+    "pattern": _pattern_value,
 }
 BUILTIN_CODECS: tuple[TypeCodec, ...] = tuple(
     replace(codec, leaf=_LEAVES.get(codec.name), from_text=_FROM_TEXT.get(codec.name))

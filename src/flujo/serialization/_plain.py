@@ -2,7 +2,9 @@
 
 Matches what earlier flujo releases produced: datetimes/dates/times as ISO strings, UUID and
 Decimal as strings, enums as their value, models and dataclasses as field dicts, sets and
-tuples as lists, bytes as base64, non-finite floats as "nan"/"inf"/"-inf", a circular
+tuples as lists, bytes as base64, IP addresses, networks and interfaces as ``str()``, a
+``ZoneInfo`` as its key, a ``timezone`` as its ``tzname``, a compiled regular expression as
+its pattern (bytes ones in base64), non-finite floats as "nan"/"inf"/"-inf", a circular
 reference as "<circular-ref>". Unknown types still fail loudly (or go to
 ``default_serializer``): nothing is silently replaced by its ``repr``.
 """
@@ -12,14 +14,17 @@ from __future__ import annotations
 import base64
 import dataclasses
 import enum
+import ipaddress
 import math
+import re
 from collections import deque
 from collections.abc import Callable
-from datetime import date, time, timedelta
+from datetime import date, time, timedelta, timezone
 from decimal import Decimal
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
 
@@ -35,6 +40,8 @@ if TYPE_CHECKING:
     from ._registry import TypeRegistry
 
 CIRCULAR_PLACEHOLDER = "<circular-ref>"
+_IP_TYPES = (ipaddress.IPv4Address, ipaddress.IPv6Address, ipaddress.IPv4Network,
+             ipaddress.IPv6Network, ipaddress.IPv4Interface, ipaddress.IPv6Interface)
 
 
 def to_plain(obj: Any, registry: TypeRegistry, default: Callable[[Any], Any] | None) -> Any:
@@ -133,8 +140,15 @@ class _PlainWalker:
             return obj.isoformat()
         if isinstance(obj, timedelta):
             return obj.total_seconds()
-        if isinstance(obj, (UUID, Decimal, PurePath)):
+        if isinstance(obj, (UUID, Decimal, PurePath, *_IP_TYPES)):
             return str(obj)
+        if isinstance(obj, ZoneInfo) and obj.key is not None:
+            return obj.key
+        if isinstance(obj, timezone):
+            return obj.tzname(None)
+        if isinstance(obj, re.Pattern):
+            source = obj.pattern
+            return source if isinstance(source, str) else base64.b64encode(source).decode("ascii")
         if isinstance(obj, (bytes, bytearray)):
             return base64.b64encode(obj).decode("ascii")
         if isinstance(obj, complex):

@@ -11,8 +11,11 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
+import ipaddress
 import math
+import re
 import uuid
+import zoneinfo
 from pathlib import PurePosixPath
 from typing import Any, NamedTuple
 
@@ -98,6 +101,10 @@ def sample_values() -> dict[str, Any]:
         "counter": collections.Counter("abracadabra"),
         "deque": collections.deque([1, 2, 3], maxlen=10),
         "path": PurePosixPath("/srv/data/file.csv"),
+        "ip": [ipaddress.IPv4Address("192.0.2.1"), ipaddress.IPv6Address("fe80::1%eth0"),
+               ipaddress.IPv4Network("192.0.2.0/24"), ipaddress.IPv6Interface("2001:db8::1/64")],
+        "zones": [zoneinfo.ZoneInfo("Europe/Madrid"), dt.UTC, madrid],
+        "pattern": re.compile(r"^[A-Z]-\d+$", re.IGNORECASE),
         "complex": complex(1.5, -2),
         "enum": SampleColor.GREEN,
         "namedtuple": SamplePoint(1, 2.5),

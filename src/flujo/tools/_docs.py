@@ -11,13 +11,14 @@ import dataclasses
 import enum
 import html
 import inspect
+import ipaddress
 import json
 import os
 import re
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -68,6 +69,15 @@ _BUILTIN_EXAMPLES: dict[str, Any] = {
     "path.posix": Path("/var/lib/flujo/state.db") if os.name == "posix" else None,
     "purepath.posix": PurePosixPath("/var/lib/flujo"),
     "purepath.windows": PureWindowsPath("C:/flujo/state.db"),
+    "ipv4address": ipaddress.IPv4Address("192.0.2.1"),
+    "ipv6address": ipaddress.IPv6Address("fe80::1%eth0"),
+    "ipv4network": ipaddress.IPv4Network("192.0.2.0/24"),
+    "ipv6network": ipaddress.IPv6Network("2001:db8::/32"),
+    "ipv4interface": ipaddress.IPv4Interface("192.0.2.1/24"),
+    "ipv6interface": ipaddress.IPv6Interface("2001:db8::1/64"),
+    "zoneinfo": ZoneInfo("Europe/Paris"),
+    "timezone": timezone(timedelta(hours=-5), "EST"),
+    "pattern": re.compile(r"^(?P<id>\d+)-[a-z]+$", re.IGNORECASE),
 }
 _STRING_CANDIDATES = ("text", "EUR", "1.10", "2026-01-01", "a1", "0x1f", "nan")
 
