@@ -393,35 +393,18 @@ def _dec_defaultdict(dec: Decoder, v: Any, depth: int) -> defaultdict[Any, Any]:
 # -- IP addresses, networks and interfaces -------------------------------------------------
 # Stored as str(): only the text str() writes is read back (no leading zeros, lower-case hex,
 # a network without host bits, ...), so one value has exactly one stored form.
-def _canonical(value: Any, text: str, kind: str) -> Any:
-    if str(value) != text:
-        raise DeserializationError(
-            f"{text!r} is not the canonical text of an {kind} (that is {str(value)!r})")
-    return value
+def _canonical_parser(cls: type) -> Callable[[str], Any]:
+    """``cls(text)``, refused unless ``str()`` of it is ``text`` exactly."""
+    kind = cls.__name__
 
+    def parse(text: str) -> Any:
+        value = cls(text)
+        if str(value) != text:
+            raise DeserializationError(
+                f"{text!r} is not the canonical text of an {kind} (that is {str(value)!r})")
+        return value
 
-def _ipv4address_from_text(text: str) -> ipaddress.IPv4Address:
-    return _canonical(ipaddress.IPv4Address(text), text, "IPv4Address")  # type: ignore[no-any-return]
-
-
-def _ipv6address_from_text(text: str) -> ipaddress.IPv6Address:
-    return _canonical(ipaddress.IPv6Address(text), text, "IPv6Address")  # type: ignore[no-any-return]
-
-
-def _ipv4network_from_text(text: str) -> ipaddress.IPv4Network:
-    return _canonical(ipaddress.IPv4Network(text), text, "IPv4Network")  # type: ignore[no-any-return]
-
-
-def _ipv6network_from_text(text: str) -> ipaddress.IPv6Network:
-    return _canonical(ipaddress.IPv6Network(text), text, "IPv6Network")  # type: ignore[no-any-return]
-
-
-def _ipv4interface_from_text(text: str) -> ipaddress.IPv4Interface:
-    return _canonical(ipaddress.IPv4Interface(text), text, "IPv4Interface")  # type: ignore[no-any-return]
-
-
-def _ipv6interface_from_text(text: str) -> ipaddress.IPv6Interface:
-    return _canonical(ipaddress.IPv6Interface(text), text, "IPv6Interface")  # type: ignore[no-any-return]
+    return parse
 
 
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
@@ -558,12 +541,12 @@ _FROM_TEXT: Final[dict[str, Callable[[str], Any]]] = {
     "path.windows": pathlib.WindowsPath,
     "purepath.posix": pathlib.PurePosixPath,
     "purepath.windows": pathlib.PureWindowsPath,
-    "ipv4address": _ipv4address_from_text,
-    "ipv6address": _ipv6address_from_text,
-    "ipv4network": _ipv4network_from_text,
-    "ipv6network": _ipv6network_from_text,
-    "ipv4interface": _ipv4interface_from_text,
-    "ipv6interface": _ipv6interface_from_text,
+    "ipv4address": _canonical_parser(ipaddress.IPv4Address),
+    "ipv6address": _canonical_parser(ipaddress.IPv6Address),
+    "ipv4network": _canonical_parser(ipaddress.IPv4Network),
+    "ipv6network": _canonical_parser(ipaddress.IPv6Network),
+    "ipv4interface": _canonical_parser(ipaddress.IPv4Interface),
+    "ipv6interface": _canonical_parser(ipaddress.IPv6Interface),
     "zoneinfo": _zoneinfo_from_text,
 }
 

@@ -411,21 +411,21 @@ class GuardWriter(SchemaWalker):
 
 def build_guards(cls: type[BaseModel]) -> tuple[Any, Any]:
     """The guards of ``cls``, inlined when that compiles, else one function per class."""
-    try:
-        return GuardWriter().build(cls.__pydantic_core_schema__)  # type: ignore[arg-type]
-    except Uncompilable:
-        return GuardWriter(inline=False).build(
-            cls.__pydantic_core_schema__)  # type: ignore[arg-type]
+    return _build(cls, rows=False)
 
 
 def build_row_reader(cls: type[BaseModel]) -> Any:
     """The row reader of a list of ``cls`` (see ``GuardWriter``): the list of its models'
     rows as tuples, or None when a value is not exactly of its declared type."""
+    return _build(cls, rows=True)[1]
+
+
+def _build(cls: type[BaseModel], *, rows: bool) -> tuple[Any, Any]:
+    schema: dict[str, Any] = cls.__pydantic_core_schema__  # type: ignore[assignment]
     try:
-        return GuardWriter(rows=True).build(cls.__pydantic_core_schema__)[1]  # type: ignore[arg-type]
+        return GuardWriter(rows=rows).build(schema)
     except Uncompilable:
-        return GuardWriter(inline=False, rows=True).build(
-            cls.__pydantic_core_schema__)[1]  # type: ignore[arg-type]
+        return GuardWriter(inline=False, rows=rows).build(schema)
 
 
 def _declared_slots(klass: type) -> tuple[str, ...]:
