@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..exceptions import NestingTooDeepError
+from ..serialization import check_expanded_size
 
 __all__ = ["int_text", "json_text", "pretty", "visible"]
 
@@ -207,6 +208,10 @@ def _named_parts(value: Any) -> Iterable[tuple[str | None, Any]] | None:
 
 
 def pretty(value: Any, *, width: int = 100) -> str:
-    """The pretty-printed form of a decoded value, safe to print (see the module docstring)."""
+    """The pretty-printed form of a decoded value, safe to print (see the module docstring).
+
+    Raises SerializationError for a value whose shared objects would print as more values
+    than any terminal holds (``check_expanded_size``)."""
+    check_expanded_size(value)
     text = _StatePrinter(width=width, sort_dicts=False).pformat(value)
     return "\n".join(visible(line) for line in text.split("\n"))

@@ -17,19 +17,30 @@ from ..exceptions import SerializationError
 
 # _build first: under FLUJO_PURE_PYTHON=1 it switches compiled modules to their sources.
 from ._build import compiled_modules
-from ._codec import STATE, TAG, VALUE, Encoder, UnknownTypeWarning, run_decoder, run_encoder
+from ._codec import (
+    ANCHOR,
+    STATE,
+    TAG,
+    VALUE,
+    Encoder,
+    UnknownTypeWarning,
+    run_decoder,
+    run_encoder,
+)
 from ._names import TRUSTED_MODULES_ENV
-from ._plain import CIRCULAR_PLACEHOLDER, to_plain
+from ._plain import CIRCULAR_PLACEHOLDER, MAX_EXPANDED_VALUES, check_expanded_size, to_plain
 from ._registry import DEFAULT_MAX_DEPTH, TypeRegistry, UnportableTypeWarning
 from ._schema import FORMAT_ID, tagged_format_schema, type_schema
 from ._text import lone_surrogate_error
 from ._types import JSONSchema, Migration, TypeCodec
 
 __all__ = [
+    "ANCHOR",
     "CIRCULAR_PLACEHOLDER",
     "DEFAULT_MAX_DEPTH",
     "FORMAT_ID",
     "FORMAT_VERSION",
+    "MAX_EXPANDED_VALUES",
     "STATE",
     "TAG",
     "TRUSTED_MODULES_ENV",
@@ -40,6 +51,7 @@ __all__ = [
     "TypeRegistry",
     "UnknownTypeWarning",
     "UnportableTypeWarning",
+    "check_expanded_size",
     "compiled_modules",
     "default_registry",
     "deserialize_from_json",

@@ -333,7 +333,8 @@ def model_codec(
         """``rows`` with the stored fields ``stored`` (``_rows``)."""
         return reader().read_rows(rows, stored)
 
-    def restore(dec: Decoder, values: dict[str, Any], stored: _StoredState | None) -> BaseModel:
+    def restore(dec: Decoder, obj: BaseModel, values: dict[str, Any],
+                stored: _StoredState | None) -> BaseModel:
         missing: Collection[str] = () if stored is None else stored.missing
         _check_fields(values, required, missing, known, name)
         attributes = _field_state(fields, values, missing, defaults)
@@ -356,7 +357,6 @@ def model_codec(
                     slots[key] = value
                 else:
                     attributes[key] = value
-        obj = new(cls)
         set_dict(obj, attributes)
         set_fields_set(obj, fields_set)
         set_extra(obj, extra)
@@ -366,24 +366,28 @@ def model_codec(
         return obj
 
     def decode_value(dec: Decoder, body: Any, depth: int) -> BaseModel:
-        stored: _StoredState | None = None
+        state: Any = None
         if type(body) is WithState:
             if type(body.value) is list:
                 raise DeserializationError(f"{name}: the typed form has no object state")
-            stored = _StoredState(dec, body.state, depth, name, True)
+            state = body.state
             body = body.value
         elif type(body) is list:
             return read_typed(body)
+        # The instance exists before its contents are read: a reference inside them to it
+        # (a cycle) finds it. Fields, then the state: the order they were written in.
+        obj = new(cls)
+        dec.bind(obj)
         values = dec.decode_object(body, depth, name)
-        if stored is None and direct and len(values) == field_count and known is not None \
+        if state is None and direct and len(values) == field_count and known is not None \
                 and known.issuperset(values):
-            obj = new(cls)
             set_dict(obj, values)
             set_fields_set(obj, set(values))
             set_extra(obj, None)
             set_private(obj, None)
             return obj
-        return restore(dec, values, stored)
+        stored = None if state is None else _StoredState(dec, state, depth, name, True)
+        return restore(dec, obj, values, stored)
 
     decode_value.read_typed_list = read_typed_list  # type: ignore[attr-defined]
     decode_value.read_typed_rows = read_typed_rows  # type: ignore[attr-defined]
@@ -446,17 +450,19 @@ def dataclass_codec(cls: type, name: str, version: int,
         return encode_object(enc, obj, depth)[0]
 
     def decode_value(dec: Decoder, body: Any, depth: int) -> Any:
-        stored: _StoredState | None = None
+        state: Any = None
         if type(body) is WithState:
-            stored = _StoredState(dec, body.state, depth, name, False)
+            state = body.state
             body = body.value
+        obj: Any = object.__new__(cls)
+        dec.bind(obj)  # before its contents, as for models
         values = dec.decode_object(body, depth, name)
+        stored = None if state is None else _StoredState(dec, state, depth, name, False)
         missing: Collection[str] = () if stored is None else stored.missing
         _check_fields(values, required, missing, known, name)
         attributes = _field_state(fields, values, missing, defaults)
         if stored is not None and stored.attrs:
             attributes.update(stored.attrs)
-        obj: Any = object.__new__(cls)
         if slot_getters:
             for key, value in attributes.items():
                 object.__setattr__(obj, key, value)  # frozen dataclasses too, no __init__

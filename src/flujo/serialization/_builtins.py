@@ -29,7 +29,18 @@ from pydantic import ValidationError
 from pydantic_core import SchemaValidator, core_schema, to_jsonable_python
 
 from ..exceptions import DeserializationError, SerializationError, caused
-from ._codec import DICT_NAME, DICT_VERSION, MODELS_NAME, MODELS_VERSION, ROWS_NAME, ROWS_VERSION
+from ._codec import (
+    DICT_NAME,
+    DICT_VERSION,
+    LIST_NAME,
+    LIST_VERSION,
+    MODELS_NAME,
+    MODELS_VERSION,
+    REF_NAME,
+    REF_VERSION,
+    ROWS_NAME,
+    ROWS_VERSION,
+)
 from ._rows import parse_header
 from ._types import JSONSchema, TypeCodec
 
@@ -270,14 +281,32 @@ def _sorted_items(enc: Encoder, items: set[Any] | frozenset[Any], depth: int) ->
     """
     if len(set(map(type, items))) == 1 and type(next(iter(items))) is str:
         return sorted(items)  # str order is total, and strings are written as they are
+    ordered: list[Any] = []
     try:
         ordered = sorted(items)
         total = all(a < b for a, b in pairwise(ordered))
     except Exception:  # not only TypeError: Decimal('NaN') < x raises InvalidOperation
         total = False
+    if enc.shared is not None:  # the second pass of a value with shared objects
+        return _shared_items(enc, ordered if total else items, depth + 1, sort=not total)
     if total:
         return enc.encode_items(ordered, depth + 1)
     encoded = enc.encode_items(items, depth + 1)
+    return sorted(encoded, key=lambda e: orjson.dumps(e, option=orjson.OPT_SORT_KEYS))
+
+
+def _shared_items(enc: Encoder, items: Any, depth: int, *, sort: bool) -> list[Any]:
+    """A set's elements where a value holds shared objects: they are hashed when read back
+    (``Encoder.hashing``), and an anchor must come before its references in the document,
+    so elements holding anchors or references are not reordered after being written."""
+    marks = enc.anchors, enc.refs
+    enc.hashing += 1
+    try:
+        encoded = enc.encode_items(items, depth)
+    finally:
+        enc.hashing -= 1
+    if not sort or (enc.anchors, enc.refs) != marks:
+        return encoded
     return sorted(encoded, key=lambda e: orjson.dumps(e, option=orjson.OPT_SORT_KEYS))
 
 
@@ -314,8 +343,24 @@ def _dec_tuple(dec: Decoder, v: Any, depth: int) -> tuple[Any, ...]:
     return tuple(dec.decode_items(_expect(v, list, "tuple"), depth))
 
 
+# The containers that can hold themselves bind the empty container (Decoder.bind) before
+# reading their contents: a reference inside then finds it.
+def _dec_list(dec: Decoder, v: Any, depth: int) -> list[Any]:
+    out: list[Any] = []
+    dec.bind(out)
+    out += dec.decode_items(_expect(v, list, "list"), depth)
+    return out
+
+
+def _dec_ref(dec: Decoder, v: Any, depth: int) -> Any:
+    return dec.resolve(v)
+
+
 def _dec_set(dec: Decoder, v: Any, depth: int) -> set[Any]:
-    return set(_hash_safe(dec.decode_items(_expect(v, list, "set"), depth), "set"))
+    out: set[Any] = set()
+    dec.bind(out)
+    out.update(_hash_safe(dec.decode_items(_expect(v, list, "set"), depth), "set"))
+    return out
 
 
 def _dec_frozenset(dec: Decoder, v: Any, depth: int) -> frozenset[Any]:
@@ -323,19 +368,29 @@ def _dec_frozenset(dec: Decoder, v: Any, depth: int) -> frozenset[Any]:
                                 "frozenset"))
 
 
+# Three frames a level, like the other containers: nesting that was written is read.
 def _dec_dict(dec: Decoder, v: Any, depth: int) -> dict[Any, Any]:
-    return dict(_hash_safe_pairs(dec.decode_pairs(_expect(v, list, "dict"), depth, "dict"),
-                                 "dict"))
+    out: dict[Any, Any] = {}
+    dec.bind(out)
+    out.update(_hash_safe_pairs(dec.decode_pairs(_expect(v, list, "dict"), depth, "dict"),
+                                "dict"))
+    return out
 
 
 def _dec_ordereddict(dec: Decoder, v: Any, depth: int) -> OrderedDict[Any, Any]:
-    return OrderedDict(_hash_safe_pairs(
+    out: OrderedDict[Any, Any] = OrderedDict()
+    dec.bind(out)
+    out.update(_hash_safe_pairs(
         dec.decode_pairs(_expect(v, list, "ordereddict"), depth, "ordereddict"), "ordereddict"))
+    return out
 
 
 def _dec_counter(dec: Decoder, v: Any, depth: int) -> Counter[Any]:
-    return Counter(dict(_hash_safe_pairs(
-        dec.decode_pairs(_expect(v, list, "counter"), depth, "counter"), "counter")))
+    out: Counter[Any] = Counter()
+    dec.bind(out)
+    dict.update(out, _hash_safe_pairs(  # the counts as stored: Counter.update would add them
+        dec.decode_pairs(_expect(v, list, "counter"), depth, "counter"), "counter"))
+    return out
 
 
 def _enc_dict_pairs(enc: Encoder, d: dict[Any, Any], depth: int) -> list[list[Any]]:
@@ -348,8 +403,10 @@ def _enc_deque(enc: Encoder, d: deque[Any], depth: int) -> dict[str, Any]:
 
 def _dec_deque(dec: Decoder, v: Any, depth: int) -> deque[Any]:
     body = _expect(v, dict, "deque")
-    return deque(dec.decode_items(_expect(body["items"], list, "deque items"), depth),
-                 maxlen=body["maxlen"])
+    out: deque[Any] = deque(maxlen=body["maxlen"])
+    dec.bind(out)
+    out.extend(dec.decode_items(_expect(body["items"], list, "deque items"), depth))
+    return out
 
 
 _FACTORY_BUILTINS: Final[dict[str, Callable[[], Any]]] = {
@@ -386,8 +443,10 @@ def _dec_defaultdict(dec: Decoder, v: Any, depth: int) -> defaultdict[Any, Any]:
     else:
         factory = dec.registry.factory_named(_expect(name, str, "defaultdict factory"))
     items = _expect(body["items"], list, "defaultdict items")
-    return defaultdict(factory, _hash_safe_pairs(dec.decode_pairs(items, depth, "defaultdict"),
-                                                 "defaultdict"))
+    out: defaultdict[Any, Any] = defaultdict(factory)
+    dec.bind(out)
+    out.update(_hash_safe_pairs(dec.decode_pairs(items, depth, "defaultdict"), "defaultdict"))
+    return out
 
 
 # -- IP addresses, networks and interfaces -------------------------------------------------
@@ -655,6 +714,15 @@ _CODECS: tuple[TypeCodec, ...] = (
               _dec_dict,
               {**_PAIRS, "description": "a dict with a non-str key or the reserved '$t' key, "
                                         "as [key, value] pairs in insertion order"}),
+    TypeCodec(LIST_NAME, LIST_VERSION, "builtin", None, None, _dec_list, _ITEMS,
+              description="A list reached more than once in the value (shared, or in a "
+                          "cycle), where it first occurs: it carries the anchor that "
+                          "references to it name."),
+    TypeCodec(REF_NAME, REF_VERSION, "builtin", None, None, _dec_ref,
+              {"type": "integer", "minimum": 1,
+               "description": "the anchor of an object written earlier in the value"},
+              description="Another occurrence of an object reached more than once in the "
+                          "value: the number of its anchor, written where it first occurs."),
     TypeCodec("ordereddict", 1, "builtin", OrderedDict, _enc_dict_pairs,
               _dec_ordereddict,
               _PAIRS),
@@ -745,8 +813,7 @@ _LEAVES: dict[str, Callable[[Any], Any]] = {
     "timedelta": lambda td: [td.days, td.seconds, td.microseconds],
     "uuid": _uuid_text,
     "decimal": str,
-    "bytes": _base64,
-    "bytearray": _base64,
+    "bytes": _base64,  # bytearray is mutable, so not a leaf: its identity is kept
     "path.posix": str,
     "path.windows": str,
     "purepath.posix": str,

@@ -48,6 +48,16 @@ MODELS_TAG: Final = f"{MODELS_NAME}@{MODELS_VERSION}"
 ROWS_NAME: Final = "rows"  # the same, each model as the array of its field values (_rows)
 ROWS_VERSION: Final = 1
 ROWS_TAG: Final = f"{ROWS_NAME}@{ROWS_VERSION}"
+# Shared references (docs/format.md): an object reached more than once in one value is
+# written in full where it first occurs, its tagged object carrying ANCHOR (its number, 1, 2,
+# ... in document order), and as {"$t": "ref@1", "v": number} wherever it occurs again.
+ANCHOR: Final = "id"
+REF_NAME: Final = "ref"
+REF_VERSION: Final = 1
+REF_TAG: Final = f"{REF_NAME}@{REF_VERSION}"
+LIST_NAME: Final = "list"  # an anchored list (a list is JSON-native otherwise)
+LIST_VERSION: Final = 1
+LIST_TAG: Final = f"{LIST_NAME}@{LIST_VERSION}"
 INT_MIN: Final = -(2**63)
 INT_MAX: Final = 2**64 - 1
 
@@ -72,6 +82,19 @@ class WithState:
     def __init__(self, value: Any, state: Any) -> None:
         self.value = value
         self.state = state
+
+
+class _Building:
+    """The anchor slot of an object whose decoding has started but that does not exist yet
+    (one built from its finished contents: a tuple, a registered type)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<being built>"
+
+
+BUILDING: Final = _Building()
 
 
 class UnknownTypeWarning(UserWarning):
@@ -264,10 +287,21 @@ class Encoder:
 
     ``limit`` is ``max_depth`` as far as the stack allows (``depth_limit``): the hot paths
     compare with it, errors name ``max_depth``.
+
+    Shared references (``run_encoder``): the first pass writes the value as if nothing were
+    shared and notes, in ``seen``, every object whose identity is kept (lists, dicts, sets
+    and the other mutable containers, models, dataclasses, registered types): the object
+    itself, so no id is reused while the run lasts. Only when an object was noted twice (or
+    the value nested too deeply, which a cycle does) does a second pass find the objects
+    reached more than once: it writes every such object once and references it after,
+    noting which were referenced (``hits``; its output is dropped). The third pass writes the
+    value with anchors on exactly those. ``shared`` maps an object's id to its anchor: 0
+    before it is written, -n while ``encode_shared`` hands it to ``encode``, n after.
     """
 
-    __slots__ = ("batches", "default", "direct", "limit", "manifest", "max_depth", "plans",
-                 "registry", "validate")
+    __slots__ = ("anchors", "batches", "busy", "default", "direct", "hashing", "hits", "limit",
+                 "manifest", "max_depth", "open", "plans", "refs", "registry", "seen",
+                 "shared", "validate")
 
     def __init__(
         self,
@@ -287,6 +321,23 @@ class Encoder:
         self.max_depth = max_depth
         self.limit = depth_limit(max_depth)
         self.manifest = manifest
+        # Per run (reset by run_encoder; a run inside a run gets an encoder of its own).
+        self.busy = False
+        self.seen: list[Any] = []
+        self.shared: dict[int, int] | None = None
+        # Second pass only: the objects being written (id -> built from its finished value,
+        # so it cannot contain itself), anchors and references written so far, and how many
+        # set elements or dict keys are being written around the current value.
+        self.open: dict[int, bool] = {}
+        self.anchors = 0
+        self.refs = 0
+        self.hashing = 0
+        self.hits: set[int] | None = None  # the objects referenced, while finding them
+
+    def fresh(self) -> Encoder:
+        """An encoder with the same settings for a run inside this one's run."""
+        return Encoder(self.registry, validate=self.validate, default=self.default,
+                       max_depth=self.max_depth, manifest=self.manifest)
 
     def encode(self, obj: Any, depth: int) -> Any:
         t = type(obj)
@@ -296,12 +347,26 @@ class Encoder:
             return obj
         if t is float and obj - obj == 0.0:  # finite; NaN and +-inf go to their tagged form
             return obj
+        shared = self.shared
+        if shared is not None:
+            if self.hashing and not _hashes_contents(t):
+                return self.encode_unhashed(obj, depth)
+            anchor = shared.get(id(obj))
+            if anchor is None and self.hits is not None and (
+                    t is list or t is dict or self.registry.keeps_identity(t)):
+                anchor = 0  # finding what is shared: every object whose identity is kept
+            if anchor is not None:
+                if anchor >= 0:
+                    return self.encode_shared(obj, anchor, depth)
+                shared[id(obj)] = -anchor  # from encode_shared: write it here
         try:
             if depth > self.limit:
                 raise _too_deep("value", depth, self.max_depth)
             if t is dict:
+                self.seen.append(obj)
                 return self.encode_dict(obj, depth)
             if t is list:
+                self.seen.append(obj)
                 if len(obj) > 1:  # a list of one typed model class: one pydantic-core call
                     first = type(obj[0])
                     batch = self.batches.get(first)
@@ -330,6 +395,79 @@ class Encoder:
             error = _stack_exhausted(self.max_depth)
             _note(error, None, obj)
             raise caused(error, None)
+
+    def encode_shared(self, obj: Any, anchor: int, depth: int) -> Any:
+        """Second pass: ``obj`` is reached more than once. The first time it is written in
+        full, with an anchor; every other time as a reference to that anchor."""
+        key = id(obj)
+        if anchor:
+            late = self.open.get(key)
+            if late is not None:  # inside itself: a cycle
+                if late:
+                    error = CircularReferenceError(
+                        f"circular reference: the {type(obj).__qualname__} here contains "
+                        "itself, and a registered type is built from its finished value, so "
+                        "it cannot be part of a cycle; let a list, dict, model or dataclass "
+                        "hold the back reference instead")
+                    _note(error, None, obj)
+                    raise error
+                if self.hashing and _hashes_contents(type(obj)):
+                    error = CircularReferenceError(
+                        f"circular reference: the {type(obj).__qualname__} here is a set "
+                        "element or dict key inside itself, and its hash depends on its "
+                        "contents, which do not exist yet when it is read back")
+                    _note(error, None, obj)
+                    raise error
+            self.refs += 1
+            if self.hits is not None:
+                self.hits.add(key)
+            manifest = self.manifest
+            if manifest is not None:
+                manifest[REF_NAME] = REF_VERSION
+            return {TAG: REF_TAG, VALUE: anchor}
+        self.anchors += 1
+        anchor = self.anchors
+        self.shared[key] = -anchor  # type: ignore[index]
+        self.open[key] = self.registry.built_when_finished(type(obj))
+        try:
+            out = self.encode(obj, depth)
+        finally:
+            del self.open[key]
+        if type(out) is dict:
+            if TAG in out and out is not obj:  # a tagged object written for obj
+                out[ANCHOR] = anchor
+                return out
+            return self.anchored(DICT_NAME, DICT_VERSION, DICT_TAG,
+                                 [[k, v] for k, v in out.items()], anchor)
+        return self.anchored(LIST_NAME, LIST_VERSION, LIST_TAG, out, anchor)
+
+    def encode_unhashed(self, obj: Any, depth: int) -> Any:
+        """Inside a set element or dict key, an object whose hash is not computed from what
+        it holds (hashed by identity, or not hashable): what it holds is not hashed."""
+        hashing = self.hashing
+        self.hashing = 0
+        try:
+            return self.encode(obj, depth)
+        finally:
+            self.hashing = hashing
+
+    def anchored(self, name: str, version: int, tag: str, value: Any,
+                 anchor: int) -> dict[str, Any]:
+        manifest = self.manifest
+        if manifest is not None:
+            manifest[name] = version
+        return {TAG: tag, VALUE: value, ANCHOR: anchor}
+
+    def unshared(self, start: int) -> bool:
+        """Whether no object noted in ``seen`` from ``start`` on is shared: where the typed
+        form, which holds no references, may write them."""
+        shared = self.shared
+        if shared is None:
+            return True
+        if self.hits is not None:  # finding what is shared: each object written on its own
+            return False
+        seen = self.seen
+        return all(id(seen[i]) not in shared for i in range(start, len(seen)))
 
     # JSON-native subtrees are returned as they are, not rebuilt: a container is copied only
     # from its first item that encodes to something else (so the result may share native
@@ -435,9 +573,17 @@ class Encoder:
         """Encode ``(key, value)`` pairs as ``[[k, v], ...]`` (dicts with non-str keys)."""
         out: list[list[Any]] = []
         key: Any = None
+        sharing = self.shared is not None  # keys are hashed when read back (encode_shared)
         try:
             for key, value in pairs:
-                encoded_key = self.encode(key, depth)
+                if sharing:
+                    self.hashing += 1
+                    try:
+                        encoded_key = self.encode(key, depth)
+                    finally:
+                        self.hashing -= 1
+                else:
+                    encoded_key = self.encode(key, depth)
                 out.append([encoded_key, self.encode(value, depth)])
         except SerializationError as exc:
             _note(exc, key_segment(key), None)
@@ -471,8 +617,11 @@ def _stack_exhausted(max_depth: int) -> NestingTooDeepError:
 
 
 def run_encoder(encoder: Encoder, obj: Any) -> Any:
+    if encoder.busy:  # called again from inside a run (a custom serializer's own call)
+        encoder = encoder.fresh()
+    encoder.busy = True
     try:
-        return encoder.encode(obj, 0)
+        return _encode_run(encoder, obj)
     except SerializationError as exc:
         finished = _finish(exc)
         if finished is exc:
@@ -480,13 +629,69 @@ def run_encoder(encoder: Encoder, obj: Any) -> Any:
         raise caused(finished, None)
     except RecursionError:
         raise caused(_stack_exhausted(encoder.max_depth), None)
+    finally:
+        # Let go of the objects (the seen list keeps every one alive) and the run's state.
+        encoder.seen = []
+        encoder.shared = None
+        encoder.hits = None
+        encoder.open = {}
+        encoder.busy = False
+
+
+def _encode_run(encoder: Encoder, obj: Any) -> Any:
+    """The first pass, and the other two when something is shared (see ``Encoder``)."""
+    first = encoder.seen
+    try:
+        out = encoder.encode(obj, 0)
+    except NestingTooDeepError:
+        if not encoder.registry.references or not _repeats(first):
+            raise
+        # A cycle (or depth and sharing at once): the next passes write references.
+    else:
+        if len(first) < 2 or not encoder.registry.references or not _repeats(first):
+            return out
+    # ``first`` (and each pass's seen) stays alive until the run ends: no id of an object
+    # noted is reused meanwhile, by a temporary object of a later pass.
+    direct = encoder.direct
+    encoder.direct = NO_DIRECT_PLANS  # so every object goes through encode's shared check
+    try:
+        hits: set[int] = set()
+        _start_pass(encoder, {}, hits)
+        encoder.encode(obj, 0)
+        finding = encoder.seen
+        _start_pass(encoder, dict.fromkeys(hits, 0), None)
+        out = encoder.encode(obj, 0)
+        del finding
+        return out
+    finally:
+        encoder.direct = direct
+
+
+def _start_pass(encoder: Encoder, shared: dict[int, int], hits: set[int] | None) -> None:
+    encoder.shared = shared
+    encoder.hits = hits
+    encoder.seen = []
+    encoder.open = {}
+    encoder.anchors = encoder.refs = encoder.hashing = 0
+    if encoder.manifest is not None:
+        encoder.manifest.clear()
+
+
+def _hashes_contents(cls: type) -> bool:
+    """Whether instances of ``cls`` hash by what they hold (not by identity, and hashable)."""
+    own: object = cls.__hash__
+    return own is not None and own is not object.__hash__
+
+
+def _repeats(seen: list[Any]) -> bool:
+    return len(set(map(id, seen))) != len(seen)
 
 
 class Decoder:
     """One decoding run over JSON data (dict/list/str/int/float/bool/None only)."""
 
-    __slots__ = ("limit", "max_depth", "plans", "registry", "stateful", "strict",
-                 "text_readers")
+    __slots__ = ("anchors", "busy", "limit", "max_depth", "pending", "plans", "registry",
+                 "stateful", "strict", "text_readers")
 
     def __init__(self, registry: TypeRegistry, *, strict: bool, max_depth: int) -> None:
         self.registry = registry
@@ -496,6 +701,42 @@ class Decoder:
         self.strict = strict
         self.max_depth = max_depth
         self.limit = depth_limit(max_depth)  # see Encoder
+        # Per run (reset by run_decoder). ``anchors[n - 1]`` is the object of anchor n, or
+        # BUILDING until it exists. ``pending`` is the anchor the next ``bind`` fills: the
+        # tagged object being decoded carries it, and the plans of objects that can contain
+        # themselves (lists, dicts, sets, models, dataclasses, ...) bind the empty object
+        # before decoding what it holds, so a reference inside it finds it.
+        self.busy = False
+        self.anchors: list[Any] = []
+        self.pending = 0
+
+    def fresh(self) -> Decoder:
+        return Decoder(self.registry, strict=self.strict, max_depth=self.max_depth)
+
+    def bind(self, obj: Any) -> None:
+        """Called by a plan with the object it is building, before decoding its contents."""
+        anchor = self.pending
+        if anchor:
+            self.anchors[anchor - 1] = obj
+            self.pending = 0
+
+    def resolve(self, anchor: Any) -> Any:
+        """The object a reference (``ref@1``) names: one whose anchor came before it."""
+        if type(anchor) is not int:
+            raise DeserializationError(f"{REF_TAG}: expected an anchor number, got "
+                                       f"{_preview(anchor)}")
+        anchors = self.anchors
+        if not 1 <= anchor <= len(anchors):
+            raise DeserializationError(
+                f"{REF_TAG}: no anchor {anchor} before this reference ({len(anchors)} so far):"
+                " a reference may only name an object written before it")
+        obj = anchors[anchor - 1]
+        if obj is BUILDING:
+            raise DeserializationError(
+                f"{REF_TAG}: anchor {anchor} names an object that is still being read and is "
+                "built from its finished contents (a tuple, a registered type), so it "
+                "cannot contain itself")
+        return obj
 
     def decode(self, data: Any, depth: int) -> Any:
         t = type(data)
@@ -584,11 +825,16 @@ class Decoder:
             raise _too_deep("data", depth, self.max_depth)
         tag = data[TAG]
         size = len(data)
+        anchor = 0  # in this frame, not another: a shared level costs no more stack
+        if size != 2 and ANCHOR in data:
+            anchor = self.open_anchor(data)
+            size -= 1
         if type(tag) is not str or VALUE not in data or not (
                 size == 2 or (size == 3 and STATE in data)):
             raise DeserializationError(
                 f"malformed tagged object: expected exactly {{{TAG!r}: str, {VALUE!r}: ...}} "
-                f"(and {STATE!r} for an object's state), got keys {sorted(map(str, data))}"
+                f"(and {STATE!r} for an object's state, {ANCHOR!r} for an anchor), got keys "
+                f"{sorted(map(str, data))}"
             )
         # A type stored as one string (a datetime, UUID, Decimal, ...) is read straight by
         # its text reader. When the reader raises, the plan reads the value again and its
@@ -598,26 +844,31 @@ class Decoder:
             text = data[VALUE]
             if type(text) is str:
                 try:
-                    return read(text)
+                    obj = read(text)
                 except Exception:  # the plan reports it
                     pass
+                else:
+                    return obj if not anchor else self.close_anchor(anchor, obj)
         plan = self.plans.get(tag)
+        # The anchor this object carries, for its plan to bind (none for what it holds).
+        self.pending = anchor
         try:
             if plan is None:
                 plan = self.registry._decode_plan_for(tag, not self.strict)
             if size == 2:
-                return plan(self, data[VALUE], depth + 1)
-            if tag not in self.stateful:
+                obj = plan(self, data[VALUE], depth + 1)
+            elif tag not in self.stateful:
                 raise DeserializationError(
                     f"{tag!r}: only models and dataclasses have an object state ({STATE!r})")
-            return plan(self, WithState(data[VALUE], data[STATE]), depth + 1)
+            else:
+                obj = plan(self, WithState(data[VALUE], data[STATE]), depth + 1)
         except UnknownTypeError as exc:
             if self.strict:
                 _note(exc, None, None)
                 raise
             warnings.warn(f"{exc}; kept the tagged data undecoded", UnknownTypeWarning,
                           stacklevel=caller_stacklevel())
-            return data
+            obj = data
         except SerializationError as exc:
             _note(exc, None, None)
             raise
@@ -629,15 +880,49 @@ class Decoder:
             raise caused(DeserializationError(
                 f"cannot decode {tag!r} from {_preview(data[VALUE])}: {exc}"
             ), exc)
+        return obj if not anchor else self.close_anchor(anchor, obj)
+
+    def open_anchor(self, data: dict[str, Any]) -> int:
+        """The anchor of a tagged object (the first occurrence of a shared object): checked
+        to be the next number, its slot reserved until the object exists."""
+        anchor = data[ANCHOR]
+        anchors = self.anchors
+        if type(anchor) is not int or anchor != len(anchors) + 1:
+            raise DeserializationError(
+                f"malformed anchor {_preview(anchor)}: anchors are numbered 1, 2, 3, ... in "
+                f"the order they occur, so this one must be {len(anchors) + 1}")
+        if data[TAG] == REF_TAG:
+            raise DeserializationError("malformed reference: a reference has no anchor")
+        anchors.append(BUILDING)
+        return anchor
+
+    def close_anchor(self, anchor: int, obj: Any) -> Any:
+        if self.pending == anchor:  # its plan built no object before returning
+            self.pending = 0
+        bound = self.anchors[anchor - 1]
+        if bound is BUILDING:
+            self.anchors[anchor - 1] = obj
+        elif bound is not obj:
+            raise DeserializationError(
+                f"anchor {anchor} was bound to another object than the one read")
+        return obj
 
 
 def run_decoder(decoder: Decoder, data: Any) -> Any:
+    if decoder.busy:  # called again from inside a run (a custom deserializer's own call)
+        decoder = decoder.fresh()
+    decoder.busy = True
     try:
         return decoder.decode(data, 0)
     except SerializationError as exc:
         raise caused(_finish(exc), exc.__cause__)
     except RecursionError:
         raise caused(_stack_exhausted(decoder.max_depth), None)
+    finally:
+        if decoder.anchors:
+            decoder.anchors = []
+        decoder.pending = 0
+        decoder.busy = False
 
 
 def _preview(value: Any, limit: int = 80) -> str:

@@ -55,6 +55,11 @@ def custom_codec(
                         or (ti is float and item - item == 0.0)):
                     native = False
                     break
+        # A value with shared objects is written in three passes (_codec.Encoder): the first
+        # has no references and checks the schema; the later ones check it only where the
+        # serializer's output holds no reference (a schema describes it without them).
+        marks = -1 if enc.shared is None else (
+            -2 if enc.hits is not None else enc.anchors + enc.refs)
         if native:
             value = raw
         else:
@@ -65,7 +70,8 @@ def custom_codec(
                 # note the object here, so a cycle through a serializer is reported as one.
                 _note(exc, None, obj)
                 raise
-        if is_valid is not None and enc.validate and not is_valid(value):
+        if is_valid is not None and enc.validate and (
+                marks == -1 or marks == enc.anchors + enc.refs) and not is_valid(value):
             assert checker is not None
             checker.raise_for(value, type_name=name)
         return value

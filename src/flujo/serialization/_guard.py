@@ -141,7 +141,9 @@ class SchemaWalker:
 class GuardWriter(SchemaWalker):
     """Generates one guard function per model class from its core schema.
 
-    A guard reads fields by subscript inside one ``try`` (a missing field is a ``KeyError``, a
+    A guard takes the model and ``keep``, which it calls with the model and every model, list
+    and dict inside it (the objects whose identity the encoder keeps). It reads fields by
+    subscript inside one ``try`` (a missing field is a ``KeyError``, a
     deleted pydantic slot an ``AttributeError``: the generic form refuses that instance),
     joins the simple checks of consecutive fields into one ``if``, and checks nested models
     inline: a call per nested model would cost more than its checks.
@@ -189,7 +191,7 @@ class GuardWriter(SchemaWalker):
         body, row = self.model_checks(node, "o", 2, 0, 0)
         success = f"return {row}" if self.rows else "return True"
         self.sources.append("\n".join([
-            f"def {name}(o):", "    try:", *body, f"        {success}",
+            f"def {name}(o, keep):", "    try:", *body, f"        {success}",
             "    except (KeyError, AttributeError):", f"        {self.fail}"]))
         return name
 
@@ -226,7 +228,8 @@ class GuardWriter(SchemaWalker):
         # values: what the typed form holds (the rest of the state is the generic form's).
         private = (f"({value} := {var}.__pydantic_private__) is None or {value}"
                    if cls.__private_attributes__ else f"{var}.__pydantic_private__ is not None")
-        lines = [f"{pad}{state} = {var}.__dict__",
+        lines = [f"{pad}keep({var})",  # the objects whose identity is kept: Encoder.seen
+                 f"{pad}{state} = {var}.__dict__",
                  f"{pad}if len({state}) != {len(fields_node['fields'])} or "
                  f"{var}.__pydantic_extra__ or {var}.__pydantic_fields_set__ != {names} "
                  f"or {private}: {fail}"]
@@ -329,7 +332,7 @@ class GuardWriter(SchemaWalker):
             item = f"x{depth}"
             inner, converted = self.check(node.get("items_schema", {"type": "any"}), item,
                                           indent + 1, depth + 1, level)
-            lines = [f"{pad}if type({var}) is not list: {fail}"]
+            lines = [f"{pad}if type({var}) is not list: {fail}", f"{pad}keep({var})"]
             if converted == item:
                 return [*lines, f"{pad}for {item} in {var}:", *inner], var
             rows = self.collector()
@@ -342,7 +345,7 @@ class GuardWriter(SchemaWalker):
             key, item = f"k{depth}", f"x{depth}"
             inner, converted = self.check(node.get("values_schema", {"type": "any"}), item,
                                           indent + 1, depth + 1, level)
-            lines = [f"{pad}if type({var}) is not dict: {fail}",
+            lines = [f"{pad}if type({var}) is not dict: {fail}", f"{pad}keep({var})",
                      f"{pad}for {key}, {item} in {var}.items():",
                      # pydantic-core writes a key's lone surrogates as U+FFFD: a changed key
                      f"{pad}    if type({key}) is not str or not ({key}.isascii() or "
@@ -358,9 +361,9 @@ class GuardWriter(SchemaWalker):
                     or level + 1 >= _INLINE_LEVELS):
                 function = self.model_function(node)
                 if not self.rows:
-                    return [*lines, f"{pad}if not {function}({var}): {fail}"], var
+                    return [*lines, f"{pad}if not {function}({var}, keep): {fail}"], var
                 row = self.collector()
-                return [*lines, f"{pad}{row} = {function}({var})",
+                return [*lines, f"{pad}{row} = {function}({var}, keep)",
                         f"{pad}if {row} is None: {fail}"], row
             checks, row_items = self.model_checks(node, var, indent, level + 1, depth)
             if not self.rows:
@@ -380,11 +383,12 @@ class GuardWriter(SchemaWalker):
             body, row = self.model_checks(node, "o", 3, 0, 0)
         else:
             row = "row"
-            body = ([f"            row = {root}(o)", f"            if row is None: {self.fail}"]
-                    if self.rows else [f"            if not {root}(o): return False"])
+            body = ([f"            row = {root}(o, keep)",
+                     f"            if row is None: {self.fail}"]
+                    if self.rows else [f"            if not {root}(o, keep): return False"])
         collect = [f"            rows.append({row})"] if self.rows else []
         self.sources.append("\n".join([
-            "def _guard_list(items):", *(["    rows = []"] if self.rows else []), "    try:",
+            "def _guard_list(items, keep):", *(["    rows = []"] if self.rows else []), "    try:",
             "        for o in items:",
             f"            if type(o) is not {cls}: {self.fail}", *body, *collect,
             "    except (KeyError, AttributeError):", f"        {self.fail}",

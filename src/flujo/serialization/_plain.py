@@ -5,8 +5,9 @@ Decimal as strings, enums as their value, models and dataclasses as field dicts,
 tuples as lists, bytes as base64, IP addresses, networks and interfaces as ``str()``, a
 ``ZoneInfo`` as its key, a ``timezone`` as its ``tzname``, a compiled regular expression as
 its pattern (bytes ones in base64), non-finite floats as "nan"/"inf"/"-inf", a circular
-reference as "<circular-ref>". Unknown types still fail loudly (or go to
-``default_serializer``): nothing is silently replaced by its ``repr``.
+reference as "<circular-ref>", a shared object written out in each place it is reached (a
+value that would expand past ``MAX_EXPANDED_VALUES`` is refused). Unknown types still fail
+loudly (or go to ``default_serializer``): nothing is silently replaced by its ``repr``.
 """
 
 from __future__ import annotations
@@ -44,7 +45,82 @@ _IP_TYPES = (ipaddress.IPv4Address, ipaddress.IPv6Address, ipaddress.IPv4Network
              ipaddress.IPv6Network, ipaddress.IPv4Interface, ipaddress.IPv6Interface)
 
 
+# A stored value may hold one object in many places (references): written out as a tree,
+# a few kilobytes can stand for more values than any memory holds. Plain JSON and printing
+# refuse a value beyond this many.
+MAX_EXPANDED_VALUES = 10_000_000
+
+
+def expanded_size(value: Any, limit: int = MAX_EXPANDED_VALUES) -> int:
+    """How many values ``value`` holds when written out as a tree (each shared object once
+    per place it is reached, a cycle cut where it closes), counted up to just past ``limit``
+    in time linear in its distinct objects, without recursion (any depth)."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+    frames: list[list[Any]] = []  # [id, its children's iterator, its size so far]
+
+    def start(obj: Any) -> int | None:
+        """The size of ``obj`` when known at once; None when a frame was pushed for it."""
+        children = _children(obj)
+        if children is None:
+            return 1
+        key = id(obj)
+        known = sizes.get(key)
+        if known is not None:
+            return known
+        if key in active:  # a cycle closes here
+            return 1
+        active.add(key)
+        frames.append([key, iter(children), 1])
+        return None
+
+    first = start(value)
+    if first is not None:
+        return first
+    while True:
+        frame = frames[-1]
+        if frame[2] > limit:
+            return limit + 1
+        child = next(frame[1], _DONE)
+        if child is not _DONE:
+            size = start(child)
+            if size is not None:
+                frame[2] += size
+            continue
+        frames.pop()
+        active.discard(frame[0])
+        sizes[frame[0]] = frame[2]
+        if not frames:
+            return int(frame[2])
+        frames[-1][2] += frame[2]
+
+
+_DONE = object()
+
+
+def _children(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return [*obj.keys(), *obj.values()]
+    if isinstance(obj, (list, tuple, set, frozenset, deque)):
+        return obj
+    if isinstance(obj, BaseModel):
+        return [*obj.__dict__.values(), *(obj.__pydantic_extra__ or {}).values()]
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return [getattr(obj, f.name, None) for f in dataclasses.fields(obj)]
+    return None
+
+
+def check_expanded_size(value: Any) -> None:
+    """Refuse a value too large to write out as a tree (plain JSON, printing)."""
+    if expanded_size(value) > MAX_EXPANDED_VALUES:
+        raise SerializationError(
+            f"the value holds more than {MAX_EXPANDED_VALUES:,} values when written out: "
+            "shared objects are written out once per place they are reached, and this one "
+            "reaches some very many times; keep it in the tagged form")
+
+
 def to_plain(obj: Any, registry: TypeRegistry, default: Callable[[Any], Any] | None) -> Any:
+    check_expanded_size(obj)
     walker = _PlainWalker(registry, default)
     try:
         return walker.walk(obj, 0)

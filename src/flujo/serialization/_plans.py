@@ -39,6 +39,18 @@ from ._rows import header_of
 from ._typed import TypedModel
 from ._types import Migration, TypeCodec
 
+# Values whose identity is kept (docs/format.md, "Shared references and cycles"): mutable
+# containers, models, dataclasses and registered types. Strings, numbers, dates, tuples,
+# frozensets, NamedTuples and enum members are values: equal is as good as identical.
+_IDENTITY_KINDS = frozenset({"custom", "model", "dataclass"})
+_MUTABLE_BUILTINS = frozenset({"set", "deque", "defaultdict", "ordereddict", "counter",
+                               "bytearray"})
+
+
+def keeps_identity(codec: TypeCodec) -> bool:
+    return codec.kind in _IDENTITY_KINDS or (
+        codec.kind == "builtin" and codec.name in _MUTABLE_BUILTINS)
+
 
 def tagging_plan(codec: TypeCodec) -> EncodePlan:
     tag, name, version = codec.tag, codec.name, codec.version
@@ -46,6 +58,7 @@ def tagging_plan(codec: TypeCodec) -> EncodePlan:
     assert encode_value is not None
     convert = codec.leaf
     if convert is not None:
+        assert not keeps_identity(codec)  # a leaf plan is called without Encoder.encode
         def leaf_plan(enc: Encoder, obj: Any, depth: int) -> dict[str, Any]:
             manifest = enc.manifest
             if manifest is not None:
@@ -57,6 +70,7 @@ def tagging_plan(codec: TypeCodec) -> EncodePlan:
     encode_object = codec.encode_object
     if encode_object is not None:
         def object_plan(enc: Encoder, obj: Any, depth: int) -> dict[str, Any]:
+            enc.seen.append(obj)  # models and dataclasses
             manifest = enc.manifest
             if manifest is not None:
                 manifest[name] = version
@@ -66,6 +80,16 @@ def tagging_plan(codec: TypeCodec) -> EncodePlan:
             return {TAG: tag, VALUE: value, STATE: state}
 
         return object_plan
+
+    if keeps_identity(codec):
+        def identity_plan(enc: Encoder, obj: Any, depth: int) -> dict[str, Any]:
+            enc.seen.append(obj)
+            manifest = enc.manifest
+            if manifest is not None:
+                manifest[name] = version
+            return {TAG: tag, VALUE: encode_value(enc, obj, depth)}
+
+        return identity_plan
 
     def plan(enc: Encoder, obj: Any, depth: int) -> dict[str, Any]:
         manifest = enc.manifest
@@ -80,8 +104,15 @@ def typed_plan(codec: TypeCodec, typed: TypedModel, generic: EncodePlan) -> Enco
     tag, name, version = codec.tag, codec.name, codec.version
 
     def plan(enc: Encoder, obj: Any, depth: int) -> dict[str, Any]:
-        data = typed.dump(obj)  # a method call, not a bound method: direct when compiled
-        if data is None:  # some value is not exactly of its declared type
+        seen = enc.seen
+        start = len(seen)
+        # A method call, not a bound method: direct when compiled. The guard notes obj and
+        # the models, lists and dicts inside it in seen; the typed form holds no reference,
+        # so none of those may be shared (obj itself may: its tagged object takes an anchor).
+        data = typed.dump(obj, seen.append)
+        if data is None or not enc.unshared(start + 1):
+            # some value is not exactly of its declared type, or something is shared
+            del seen[start:]
             written: dict[str, Any] = generic(enc, obj, depth)
             return written
         manifest = enc.manifest
@@ -102,15 +133,19 @@ def batch_plan(codec: TypeCodec, typed: TypedModel, *, rows: bool) -> BatchPlan:
 
     def plan(enc: Encoder, items: list[Any], depth: int) -> dict[str, Any] | None:
         body: list[Any] | None = None
+        seen = enc.seen
+        start = len(seen)  # the list itself is noted already: see typed_plan
         if shape is not None:
-            values = typed.dump_rows(items)
+            values = typed.dump_rows(items, seen.append)
             if values is not None:
                 body = [tag, header_of(shape), values]
         else:
-            data = typed.dump_list(items)
+            data = typed.dump_list(items, seen.append)
             if data is not None:
                 body = [tag, data]
-        if body is None:  # some value is not exactly of its declared type
+        if body is None or not enc.unshared(start):
+            # some value is not exactly of its declared type, or something is shared
+            del seen[start:]
             return None
         manifest = enc.manifest
         if manifest is not None:

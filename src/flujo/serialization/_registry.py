@@ -45,6 +45,7 @@ from ._pickling import own_pickling_hook
 from ._plans import (
     batch_plan,
     fallback_plan,
+    keeps_identity,
     migrating_plan,
     tagging_plan,
     typed_plan,
@@ -72,6 +73,10 @@ class TypeRegistry:
     that form is always supported. ``model_rows``: write a list of such models as ``rows@1``
     (each model an array of its field values); ``False`` writes ``models@1``, which flujo
     releases before 0.8 read too (for rolling upgrades). Both are always read.
+    ``references``: write an object reached more than once in a value (shared, or in a
+    cycle) once, with references to it elsewhere (docs/format.md, "Shared references and
+    cycles"); ``False`` writes each occurrence in full and refuses cycles, as flujo before
+    0.9 did and reads (for rolling upgrades). References are always read.
     ``trusted_modules``: module prefixes under which a stored name may import its module or
     have its generic parametrization created (docs/custom-types.md, "Reading in a fresh
     process"); None (default) reads them from ``$FLUJO_TRUSTED_MODULES`` and the
@@ -81,7 +86,7 @@ class TypeRegistry:
     def __init__(
         self, *, validate: bool = True, auto_resolve: bool = True,
         max_depth: int = DEFAULT_MAX_DEPTH, typed_models: bool = True, model_rows: bool = True,
-        trusted_modules: Iterable[str] | None = None,
+        references: bool = True, trusted_modules: Iterable[str] | None = None,
     ) -> None:
         if trusted_modules is not None and not auto_resolve and tuple(trusted_modules):
             raise RegistrationError(
@@ -91,6 +96,7 @@ class TypeRegistry:
         self.max_depth = max_depth
         self.typed_models = typed_models
         self.model_rows = model_rows
+        self.references = references
         self._batch_plans: dict[type, BatchPlan] = {}
         self._lock = threading.RLock()
         self._by_type: dict[type, TypeCodec] = {}
@@ -114,11 +120,11 @@ class TypeRegistry:
         # Plans that containers may call without Encoder.encode: leaves (no recursion) and
         # custom serializers (which recurse through Encoder.encode and note their object).
         self._direct_plans: dict[type, EncodePlan] = {}
+        self._identity: dict[type, bool] = {}  # keeps_identity, by type
         self._generation = 0  # bumped by every registration; a plan made before is not cached
-        # Encoders and decoders hold settings only (no per-run state), so the common calls
-        # share one per setting instead of building one per call.
-        self._encoders: dict[tuple[bool, int, int, int], Encoder] = {}
-        self._decoders: dict[tuple[bool, int, int, int], Decoder] = {}
+        # The common calls share one encoder or decoder per setting and thread instead of
+        # building one per call: a run's state lives on it (the objects seen, the anchors).
+        self._threads = threading.local()
         for codec in BUILTIN_CODECS:
             if codec.py_type is not None:
                 self._by_type[codec.py_type] = codec
@@ -129,20 +135,46 @@ class TypeRegistry:
         # Keyed by what the depth the codec stops at depends on: the recursion limit and
         # the calling thread's stack (_codec.depth_limit).
         key = (validate, self.max_depth, sys.getrecursionlimit(), stack_levels())
-        encoder = self._encoders.get(key)
+        encoders: dict[tuple[bool, int, int, int], Encoder] | None = getattr(
+            self._threads, "encoders", None)
+        if encoders is None:
+            encoders = self._threads.encoders = {}
+        encoder = encoders.get(key)
         if encoder is None:
             encoder = Encoder(self, validate=validate, default=None, max_depth=self.max_depth,
                               manifest=None)
-            self._encoders[key] = encoder
+            encoders[key] = encoder
         return encoder
 
     def shared_decoder(self, strict: bool) -> Decoder:
         key = (strict, self.max_depth, sys.getrecursionlimit(), stack_levels())
-        decoder = self._decoders.get(key)
+        decoders: dict[tuple[bool, int, int, int], Decoder] | None = getattr(
+            self._threads, "decoders", None)
+        if decoders is None:
+            decoders = self._threads.decoders = {}
+        decoder = decoders.get(key)
         if decoder is None:
             decoder = Decoder(self, strict=strict, max_depth=self.max_depth)
-            self._decoders[key] = decoder
+            decoders[key] = decoder
         return decoder
+
+    def keeps_identity(self, cls: type) -> bool:
+        """Whether an object of ``cls`` reached twice in a value is written once (lists,
+        dicts and the types ``_plans.keeps_identity`` names)."""
+        kept = self._identity.get(cls)
+        if kept is None:
+            codec = self.codec_for_type(cls)
+            kept = codec is not None and keeps_identity(codec)
+            self._cache_plan(self._identity, cls, kept, self._generation)
+        return kept
+
+    def built_when_finished(self, cls: type) -> bool:
+        """Whether a value of ``cls`` is made from its finished encoded value (a registered
+        type's deserializer), so that it cannot be part of a cycle."""
+        if cls is list or cls is dict:
+            return False
+        codec = self.codec_for_type(cls)
+        return codec is not None and codec.kind == "custom"
 
     # -- registration ------------------------------------------------------------------
     def register_type(
@@ -296,6 +328,7 @@ class TypeRegistry:
         self._derived.clear()
         self._encode_plans.clear()
         self._direct_plans.clear()
+        self._identity.clear()
         self._batch_plans.clear()
         self._decode_plans.clear()
         self._stateful_tags.clear()

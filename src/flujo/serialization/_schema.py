@@ -21,7 +21,8 @@ from pydantic import BaseModel
 
 from ._auto import auto_kind
 from ._builtins import VALUE_REF
-from ._codec import INT_MAX, INT_MIN, STATE, TAG, VALUE
+from ._codec import ANCHOR, INT_MAX, INT_MIN, REF_TAG, STATE, TAG, VALUE
+from ._plans import keeps_identity
 from ._registry import TypeRegistry
 from ._types import JSONSchema, TypeCodec
 
@@ -147,16 +148,17 @@ class _Collector:
             return {"enum": [a.value if isinstance(a, enum.Enum) else a for a in args]}
         if origin is list:
             array = {"type": "array", "items": self.annotation(args[0]) if args else VALUE_REF}
+            # a list reached twice: anchored where it first occurs, a reference elsewhere
+            forms = [array, self.tagged_builtin("list"), self.tagged_builtin("ref")]
             if not args or _could_hold_model(args[0]):
                 # two or more instances of one typed model class may be written as `rows`
                 # (or `models`, as earlier releases did)
-                return {"anyOf": [array, self.tagged_builtin("models"),
-                                  self.tagged_builtin("rows")]}
-            return array
+                forms += [self.tagged_builtin("models"), self.tagged_builtin("rows")]
+            return {"anyOf": forms}
         if origin is dict and args and args[0] is str:
             return {"anyOf": [{"type": "object", "propertyNames": {"not": {"const": TAG}},
                                "additionalProperties": self.annotation(args[1])},
-                              self.tagged_builtin("dict")]}
+                              self.tagged_builtin("dict"), self.tagged_builtin("ref")]}
         cls = origin if isinstance(origin, type) else hint
         if isinstance(cls, type):
             codec = self.registry.codec_for_type(cls)
@@ -166,8 +168,10 @@ class _Collector:
                     self.annotation(arg)  # collect element types for their $defs
                 if codec.kind in ("model", "dataclass") or (
                         isinstance(cls, type) and issubclass(cls, BaseModel)):
-                    return {"anyOf": [ref(codec), TAGGED_REF],
+                    return {"anyOf": [ref(codec), TAGGED_REF],  # a reference is tagged too
                             "description": f"{codec.name} or a subclass under its own tag"}
+                if keeps_identity(codec):
+                    return {"anyOf": [ref(codec), self.tagged_builtin("ref")]}
                 return ref(codec)
         return VALUE_REF
 
@@ -217,10 +221,18 @@ def state_schema(kind: str) -> JSONSchema:
             "description": "the instance state beyond the field values"}
 
 
+_ANCHOR: JSONSchema = {"type": "integer", "minimum": 1,
+                       "description": "the anchor of an object the value holds more than "
+                                      "once, where it first occurs: 1, 2, 3, ... in document "
+                                      "order; ref@1 objects name it"}
+
+
 def tagged_object_schema(codec: TypeCodec, body: JSONSchema) -> JSONSchema:
     properties: JSONSchema = {TAG: {"const": codec.tag}, VALUE: body}
     if codec.kind in ("model", "dataclass"):
         properties[STATE] = state_schema(codec.kind)
+    if codec.tag != REF_TAG:
+        properties[ANCHOR] = _ANCHOR
     schema: JSONSchema = {
         "title": codec.name,
         "type": "object",
@@ -247,11 +259,12 @@ def render(collector: _Collector) -> JSONSchema:
         },
         "tagged": {
             "description": "a tagged object: the stable type name '@' its version, the "
-                           "encoded value and, for models and dataclasses, their state; known "
+                           "encoded value, for models and dataclasses their state, and for "
+                           "an object the value holds more than once its anchor; known "
                            "tags are checked against their definitions",
             "type": "object",
             "properties": {TAG: {"type": "string", "pattern": "^[^@$\\s][^@\\s]*@[1-9][0-9]*$"},
-                           VALUE: True, STATE: {"type": "object"}},
+                           VALUE: True, STATE: {"type": "object"}, ANCHOR: _ANCHOR},
             "required": [TAG, VALUE],
             "additionalProperties": False,
             "allOf": [

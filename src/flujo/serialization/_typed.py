@@ -310,10 +310,13 @@ class TypedModel:
             self.read_rows = build_row_reader(cls)
             self.rows_to_python = row_serializer(core_schema).to_python
 
-    def dump(self, obj: BaseModel) -> Any | None:
-        """The model's JSON form, or None when a value is not exactly of its declared type."""
+    def dump(self, obj: BaseModel, keep: Callable[[Any], Any]) -> Any | None:
+        """The model's JSON form, or None when a value is not exactly of its declared type.
+
+        ``keep`` is called with the model and every model, list and dict inside it (the
+        objects whose identity the encoder keeps, ``Encoder.seen``)."""
         try:
-            if not self.guard(obj):
+            if not self.guard(obj, keep):
                 return None
             # The guard has proven every type exact; pydantic's own checks would only repeat it
             # (and "error" mode costs 40 % more). A mismatch would still warn, never pass silently.
@@ -321,15 +324,15 @@ class TypedModel:
         except (RecursionError, PydanticSerializationError):
             return None  # a cycle or a very deep chain: the generic path reports it properly
 
-    def dump_list(self, items: list[Any]) -> Any | None:
+    def dump_list(self, items: list[Any], keep: Callable[[Any], Any]) -> Any | None:
         try:
-            if not self.list_guard(items):
+            if not self.list_guard(items, keep):
                 return None
             return self.list_to_python(items, mode="json")
         except (RecursionError, PydanticSerializationError):
             return None
 
-    def dump_rows(self, items: list[Any]) -> list[Any] | None:
+    def dump_rows(self, items: list[Any], keep: Callable[[Any], Any]) -> list[Any] | None:
         """The rows of ``items`` (``_rows``), or None when the list must be written another
         way: a value not exactly of its declared type, or a class that contains itself."""
         if self.shape is None:
@@ -337,7 +340,8 @@ class TypedModel:
         try:
             written: list[Any] = []
             for start in range(0, len(items), _ROWS_CHUNK):
-                rows: list[Any] | None = self.read_rows(items[start:start + _ROWS_CHUNK])
+                rows: list[Any] | None = self.read_rows(items[start:start + _ROWS_CHUNK],
+                                                        keep)
                 if rows is None:
                     return None
                 written += self.rows_to_python(rows, mode="json")

@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from ..serialization import TypeCodec, TypeRegistry, safe_serialize, type_schema
+from ..serialization import ANCHOR, TypeCodec, TypeRegistry, safe_serialize, type_schema
 
 _CONSTRAINTS = ("pattern", "format", "minimum", "maximum", "exclusiveMinimum",
                 "exclusiveMaximum", "minLength", "maxLength", "minItems", "maxItems", "enum",
@@ -47,7 +47,14 @@ class ExampleTrack(BaseModel):
     points: list[ExamplePoint]
 
 
+def _self_containing_list() -> list[Any]:
+    loop: list[Any] = ["item"]
+    loop.append(loop)
+    return loop
+
+
 _BUILTIN_EXAMPLES: dict[str, Any] = {
+    "list": _self_containing_list(),  # an anchored list: one that holds itself
     "models": [ExamplePoint(x=1, y=2), ExamplePoint(x=3, y=4)],
     "rows": [ExampleTrack(name="a", points=[ExamplePoint(x=1, y=2)]),
              ExampleTrack(name="b", points=[])],
@@ -263,8 +270,10 @@ class _Synth:
         kind = schema.get("type")
         kind = next((k for k in kind if k != "null"), "null") if isinstance(kind, list) else kind
         if kind == "object" or "properties" in schema:
-            return {name: self.value(prop, depth + 1)
-                    for name, prop in schema.get("properties", {}).items()}
+            properties = schema.get("properties", {})
+            return {name: self.value(prop, depth + 1) for name, prop in properties.items()
+                    # a tagged object has an anchor only where the value holds it twice
+                    if not (name == ANCHOR and "$t" in properties)}
         if kind == "array":
             if "prefixItems" in schema:
                 return [self.value(item, depth + 1) for item in schema["prefixItems"]]
