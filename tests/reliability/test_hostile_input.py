@@ -63,7 +63,8 @@ def test_hostile_corpus(tmp_path: Path) -> None:
     assert outcomes.get("typed", 0) + outcomes.get("decoded", 0) >= report["inputs"] - known
     for category in ("dangerous tags", "methods named in the payload", "huge inputs",
                      "deep nesting", "decompression bombs", "encrypted records", "run ids",
-                     "refused saves", "process sweep: callables", "hostile terminal text"):
+                     "refused saves", "process sweep: callables", "hostile terminal text",
+                     "references"):
         assert report["by_category"].get(category, 0) > 0, category
     # a bomb that would inflate to 256 MiB costs at most about twice max_payload_bytes
     assert report["isolated_growth_mb"], summary

@@ -59,6 +59,10 @@ if sys.argv[1:]:  # the zoo, as one process wrote it (SDK objects carry fresh id
 corpus["unserializable"] = ({"a": [1, object()]}, None)
 corpus["lone-surrogate"] = ({"a": ["ok", "\ud800"]}, None)
 corpus["cycle"] = ((lambda l: (l.append(l), l)[1])([]), None)
+corpus["cycle-refused"] = (corpus["cycle"][0], TypeRegistry(references=False))
+from serialization import test_references
+corpus.update({f"references:{k}": (v, test_references.REGISTRY)
+               for k, v in test_references.graphs().items()})
 results = {case: outcome(lambda: both_ways(value, registry))
            for case, (value, registry) in corpus.items()}
 
@@ -77,6 +81,7 @@ damaged = {
     "rows-short": {"$t": "rows@1", "v": [Item, ["name", "price", "at"], [["a", "1"]]]},
     "deep": json.loads("[" * 250 + "]" * 250),
     "set-of-list": {"$t": "set@1", "v": [[1]]},
+    **{f"reference:{k}": v for k, v in test_references.HOSTILE.items()},
 }
 import serialization._support  # the models the damaged records name
 results.update({f"damaged:{k}": outcome(lambda: repr(safe_deserialize(v)))

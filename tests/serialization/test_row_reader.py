@@ -10,6 +10,7 @@ reader refuses exactly what the list guard refuses.
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -145,7 +146,13 @@ def reference_row(data: Any, shape: Shape) -> Any:
     return {k: None if v is None else reference_row(v, shape.inner) for k, v in data.items()}
 
 
-def _row_readers(cls: type[BaseModel]) -> list[Callable[[list[Any]], Any]]:
+def _distinct(items: list[Any]) -> list[Any]:
+    """Copies, so that no object is in two items: shared objects are written as references
+    (test_references.py), never as rows."""
+    return [copy.deepcopy(item) for item in items]
+
+
+def _row_readers(cls: type[BaseModel]) -> list[Callable[[list[Any], Any], Any]]:
     """The inlined row reader flujo uses, and the one-function-per-class form it falls
     back to for classes too large to inline."""
     schema: dict[str, Any] = cls.__pydantic_core_schema__  # type: ignore[assignment]
@@ -159,26 +166,26 @@ def test_rows_are_the_models_own_json_without_the_names(data: st.DataObject) -> 
     cls, good, bad = data.draw(models())
     typed = typed_model(cls)
     assert typed is not None and typed.shape is not None
-    items = data.draw(st.lists(good, min_size=2, max_size=4))
-    rows = typed.dump_rows(items)
+    items = _distinct(data.draw(st.lists(good, min_size=2, max_size=4)))
+    rows = typed.dump_rows(items, [].append)
     assert rows is not None
     reference = [reference_row(d, typed.shape) for d in typed.list_to_python(items, mode="json")]
     assert orjson.dumps(rows) == orjson.dumps(reference)
     for read in _row_readers(cls):
-        assert orjson.dumps(typed.rows_to_python(read(items), mode="json")) == \
+        assert orjson.dumps(typed.rows_to_python(read(items, [].append), mode="json")) == \
             orjson.dumps(reference)
     if bad is not None:  # one value not exactly of its type: refused as the guard refuses it
         spoiled = [*items, data.draw(bad)]
-        assert not typed.list_guard(spoiled)
-        assert typed.dump_rows(spoiled) is None
-        assert all(read(spoiled) is None for read in _row_readers(cls))
+        assert not typed.list_guard(spoiled, [].append)
+        assert typed.dump_rows(spoiled, [].append) is None
+        assert all(read(spoiled, [].append) is None for read in _row_readers(cls))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_generated_models_round_trip_through_rows(data: st.DataObject) -> None:
     cls, good, _ = data.draw(models())
-    items = data.draw(st.lists(good, min_size=2, max_size=4))
+    items = _distinct(data.draw(st.lists(good, min_size=2, max_size=4)))
     registry = TypeRegistry()
     encoded = safe_serialize(items, registry=registry)
     assert encoded[TAG] == "rows@1"
@@ -201,7 +208,7 @@ class HoldsEmpty(BaseModel):
 
 def test_models_without_fields_have_rows_too() -> None:
     """A class without fields (or holding one) keeps the typed form: its row is ``[]``."""
-    items = [HoldsEmpty(a=n, e=Empty(), es=[Empty()] * n) for n in range(3)]
+    items = [HoldsEmpty(a=n, e=Empty(), es=[Empty() for _ in range(n)]) for n in range(3)]
     encoded = safe_serialize(items)
     assert encoded[TAG] == "rows@1"
     assert encoded[VALUE][1:] == [["a", {"e": []}, {"es": {"list": []}}],

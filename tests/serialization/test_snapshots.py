@@ -46,9 +46,9 @@ from ._support import (
     Point,
     Priority,
     Version,
-    assert_same,
     make_registry,
 )
+from .test_references import assert_same_graph
 
 
 def snapshot_registry() -> TypeRegistry:
@@ -59,6 +59,28 @@ def snapshot_registry() -> TypeRegistry:
         registry.register_type(cls, name=f"test.{cls.__name__.lower()}")
     registry.register_type(Page[Item], name="test.page[item]")
     return registry
+
+
+def _shared() -> Any:
+    """One list, dict, set, model and custom object, each in two places."""
+    items = [1, 2]
+    names = {"a": "b"}
+    tags = {"x"}
+    model = Item(name="shared", price=Decimal("1"), at=datetime(2024, 1, 1, tzinfo=UTC))
+    money = Money(Decimal("2.00"), "EUR")
+    return {"items": items, "names": names, "tags": tags, "model": model, "money": money,
+            "again": [items, names, tags, model, money]}
+
+
+def _cycles() -> Any:
+    """A list, a dict and a dataclass that contain themselves."""
+    loop: list[Any] = ["head"]
+    loop.append(loop)
+    table: dict[Any, Any] = {1: "one"}
+    table["self"] = table
+    pair = Pair(1)
+    pair.right = [pair]
+    return [loop, table, pair]
 
 
 REGISTRY = snapshot_registry()
@@ -114,6 +136,8 @@ CORPUS: dict[str, Any] = {
     "zones": [NY, UTC, timezone(timedelta(0), "UTC"),
               timezone(-timedelta(hours=5, microseconds=1), "odd")],
     "patterns": [re.compile(r"^(?P<id>\d+)$", re.I), re.compile(b"\\xff+", re.L)],
+    "shared-references": _shared(),
+    "cycles": _cycles(),
 }
 
 
@@ -122,7 +146,7 @@ def test_serialized_form(value: Any, snapshot: SnapshotAssertion) -> None:
     data = safe_serialize(value, registry=REGISTRY)
     assert data == snapshot
     back = safe_deserialize(orjson.loads(orjson.dumps(data)), registry=REGISTRY)
-    assert_same(value, back)
+    assert_same_graph(value, back)
 
 
 def test_manifest(snapshot: SnapshotAssertion) -> None:

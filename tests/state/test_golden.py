@@ -18,7 +18,7 @@ import enum
 import os
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -76,7 +76,17 @@ class Money:
     currency: str
 
 
+@dataclass(eq=False)
+class GoldenNode:
+    """A tree whose nodes point to their parent: a cycle (the references golden)."""
+
+    name: str
+    parent: GoldenNode | None = None
+    children: list[GoldenNode] = field(default_factory=list)
+
+
 def _register_shared(registry: TypeRegistry) -> TypeRegistry:
+    registry.register_type(GoldenNode, name="golden.Node")
     registry.register_type(GoldenColor, name="golden.Color")
     registry.register_type(GoldenPoint, name="golden.Point")
     registry.register_type(GoldenLine, name="golden.Line")
@@ -255,3 +265,59 @@ def test_write_missing_goldens() -> None:
         encoded = codec.encode_state(golden_state(run_id))
         sealed = codec.seal(encoded, revision=3, created_at=CREATED, updated_at=UPDATED)
         target.write_bytes(sealed.raw + b"\n")
+
+
+# -- shared references and cycles (docs/format.md), written by flujo 0.9 ---------------------
+REFERENCES = GOLDEN.parent / "references" / "v1.json"
+
+
+def references_context() -> dict[str, Any]:
+    line = GoldenLine(sku="A-1", quantity=3, price=decimal.Decimal("9.99"))
+    order = GoldenOrder(id=uuid.UUID("6f1b0b3e-4d5c-4a8e-9a7b-2c3d4e5f6a7b"), lines=[line, line],
+                        placed_at=datetime(2024, 5, 31, 23, 59, tzinfo=UTC),
+                        color=GoldenColor.RED)
+    tags = ["urgent", "eu"]
+    root = GoldenNode("root")
+    root.children = [GoldenNode("a", parent=root), GoldenNode("b", parent=root)]
+    loop: list[Any] = ["loop"]
+    loop.append(loop)
+    return {"order": order, "same_order": order, "tags": tags, "labels": {"tags": tags},
+            "tree": root, "loop": loop, "unshared": [["x"], ["x"]]}
+
+
+def _check_references(context: dict[str, Any]) -> None:
+    order = context["order"]
+    assert context["same_order"] is order and order.lines[0] is order.lines[1]
+    assert order.lines[0] == GoldenLine(sku="A-1", quantity=3, price=decimal.Decimal("9.99"))
+    assert context["labels"]["tags"] is context["tags"] == ["urgent", "eu"]
+    root = context["tree"]
+    assert [c.name for c in root.children] == ["a", "b"]
+    assert all(child.parent is root for child in root.children)
+    assert context["loop"][1] is context["loop"] and context["loop"][0] == "loop"
+    assert context["unshared"] == [["x"], ["x"]]
+    assert context["unshared"][0] is not context["unshared"][1]
+
+
+async def test_golden_references_load(tmp_path: Path) -> None:
+    """Shared objects and cycles as 0.9 first wrote them keep reading back with their
+    identity (never regenerate the file; see tests/golden/state/README.md)."""
+    shutil.copyfile(REFERENCES, tmp_path / "golden-references.json")
+    record = await reader(tmp_path, encrypted=False).load_record("golden-references")
+    assert record is not None
+    _check_references(record.state.pipeline_context)
+    assert {"list", "ref"} <= set(record.envelope.manifest)
+
+
+@pytest.mark.skipif(not os.environ.get("FLUJO_WRITE_GOLDEN"), reason="set FLUJO_WRITE_GOLDEN=1")
+def test_write_missing_references_golden() -> None:
+    if REFERENCES.exists():
+        return
+    REFERENCES.parent.mkdir(parents=True, exist_ok=True)
+    codec = EnvelopeCodec(registry=writer_registry(),
+                          migrations=StateMigrations(current_version=2))
+    state = golden_state("golden-references")
+    state.pipeline_context = references_context()
+    _check_references(references_context())
+    encoded = codec.encode_state(state)
+    sealed = codec.seal(encoded, revision=1, created_at=CREATED, updated_at=UPDATED)
+    REFERENCES.write_bytes(sealed.raw + b"\n")

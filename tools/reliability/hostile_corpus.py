@@ -457,6 +457,58 @@ def _typed_or_decoded(action: Callable[[], Any]) -> str:
     return value if isinstance(value, str) else describe(value)
 
 
+def _reference_cases() -> list[Case]:
+    """Shared references (docs/format.md): a reference may only name an anchor written
+    before it, anchors count up, nothing is built from a reference but a lookup."""
+    empty = {"$t": "list@1", "v": [], "id": 1}
+    hostile: list[tuple[str, Any]] = [
+        ("forward reference", [{"$t": "ref@1", "v": 1}, empty]),
+        ("reference to nothing", {"$t": "ref@1", "v": 7}),
+        ("reference 0", [empty, {"$t": "ref@1", "v": 0}]),
+        ("reference -1", [empty, {"$t": "ref@1", "v": -1}]),
+        ("reference 2**80", [empty, {"$t": "ref@1", "v": 2**80}]),
+        ("reference true", [empty, {"$t": "ref@1", "v": True}]),
+        ("reference as text", [empty, {"$t": "ref@1", "v": "1"}]),
+        ("reference to a list", [empty, {"$t": "ref@1", "v": [1]}]),
+        ("anchor skips a number", {"$t": "list@1", "v": [], "id": 2}),
+        ("anchor repeats", [empty, {"$t": "list@1", "v": [], "id": 1}]),
+        ("anchor 0", {"$t": "list@1", "v": [], "id": 0}),
+        ("anchor as text", {"$t": "list@1", "v": [], "id": "1"}),
+        ("anchored reference", [empty, {"$t": "ref@1", "v": 1, "id": 2}]),
+        ("reference with a state", [empty, {"$t": "ref@1", "v": 1, "s": {}}]),
+        ("anchor and an extra key", {"$t": "list@1", "v": [], "id": 1, "x": 0}),
+        ("tuple inside itself", {"$t": "tuple@1", "v": [{"$t": "ref@1", "v": 1}], "id": 1}),
+        ("frozenset inside itself",
+         {"$t": "frozenset@1", "v": [{"$t": "ref@1", "v": 1}], "id": 1}),
+        ("list as a dict key", [empty, {"$t": "dict@1", "v": [[{"$t": "ref@1", "v": 1}, 0]]}]),
+        ("list as a set element", [empty, {"$t": "set@1", "v": [{"$t": "ref@1", "v": 1}]}]),
+        ("set inside itself as its element",
+         {"$t": "set@1", "v": [{"$t": "ref@1", "v": 1}], "id": 1}),
+        ("anchored list that is an object", {"$t": "list@1", "v": {"a": 1}, "id": 1}),
+        ("reference inside a typed model", {"$t": f"{__name__}:Strict@1",
+                                            "v": [{"a": {"$t": "ref@1", "v": 1}}]}),
+        ("100,000 anchors, the last referenced ahead",
+         [*({"$t": "list@1", "v": [], "id": n} for n in range(1, 100_001)),
+          {"$t": "ref@1", "v": 100_002}]),
+    ]
+    cases = [Case("references", name, lambda sb, d=data: refused(lambda: decode(d)))
+             for name, data in hostile]
+    # 31 levels each holding the previous one 10 times: 10**30 values as a tree, read as 31
+    # lists; plain JSON refuses to write it out
+    bomb: list[Any] = [{"$t": "list@1", "v": [0], "id": 1}]
+    for n in range(2, 32):
+        bomb.append({"$t": "list@1", "v": [{"$t": "ref@1", "v": n - 1}] * 10, "id": n})
+    cases.append(Case("references", "reference bomb: read",
+                      lambda sb: _typed_or_decoded(lambda: decode(bomb))))
+    cases.append(Case("references", "reference bomb: written out as plain JSON",
+                      lambda sb: refused(lambda: safe_serialize(decode(bomb), mode="json"))))
+    chain: list[Any] = [{"$t": "list@1", "v": [], "id": 1}]
+    chain += [{"$t": "ref@1", "v": 1}] * 1_000_000
+    cases.append(Case("references", "a million references to one list",
+                      lambda sb: _typed_or_decoded(lambda: decode(chain))))
+    return cases
+
+
 def _process_sweep(limit: int) -> list[Case]:
     """Tags naming every class and callable the process has defined (a sample of callables)."""
     cases: list[Case] = []
@@ -1069,10 +1121,19 @@ class Unstorable:
     pass
 
 
-def _cycle() -> list[Any]:
-    loop: list[Any] = []
-    loop.append(loop)
-    return loop
+@dataclass(frozen=True)
+class HashedByName:
+    name: str
+    holder: Any = field(default=None, compare=False)
+
+
+def _unbuildable_cycle() -> Any:
+    """A set element hashed by its contents inside itself: it would be hashed before its
+    contents exist when read back (docs/format.md), so the save is refused."""
+    holder: list[Any] = []
+    element = HashedByName("k", holder)
+    holder.append({element})
+    return element
 
 
 def _save_cases() -> list[Case]:
@@ -1080,7 +1141,7 @@ def _save_cases() -> list[Case]:
     values: list[tuple[str, Callable[[], Any]]] = [
         ("unserializable value after 1,000,000 items", lambda: huge_bad),
         ("nested 100,000 levels", lambda: nested_list(100_000)),
-        ("a cycle", _cycle),
+        ("a cycle that cannot be rebuilt", _unbuildable_cycle),
         ("over max_payload_bytes", lambda: "x" * (2 * 1024 * 1024)),
         ("custom serializer output violating its schema", lambda: Money(Decimal(1), 5)),
         ("dict key unstorable", lambda: {Unstorable(): 1}),
@@ -1358,7 +1419,7 @@ def _shown_inert(sb: Sandbox, text: str, argv: list[str], rich: bool) -> str:
 
 
 def build_corpus(records: Records, *, postgres: bool, sweep: int) -> list[Case]:
-    return [*_tag_cases(), *_process_sweep(sweep), *_method_cases(), *_size_cases(),
+    return [*_tag_cases(), *_reference_cases(), *_process_sweep(sweep), *_method_cases(), *_size_cases(),
             *_record_cases(records), *_run_id_cases(postgres), *_save_cases(),
             *_store_cases(), *_container_cases(), *_terminal_cases()]
 
