@@ -496,3 +496,35 @@ async def test_saves_pass_the_claim_only_to_a_save_state_that_takes_it() -> None
         result = await Flujo(step, state_backend=backend).run_async("x", run_id=new_id())
         assert result.success and result.output == "x!"
     assert len(seen) == 2 and all(getattr(c, "run_id", None) for c in seen)
+
+
+class SharedCtx(PipelineContext):
+    a: list[str] = Field(default_factory=list)
+    b: Any = None
+
+
+async def test_objects_the_context_shares_stay_shared_on_resume(backend: StateBackend) -> None:
+    """Two fields holding one list: after a failure and a resume from the store, a step that
+    appends to one sees it in the other (docs/format.md, "Shared references and cycles")."""
+    def alias(data: str, *, context: SharedCtx) -> str:
+        context.b = {"same": context.a}
+        context.a.append("x")
+        return data
+
+    def check(fail: bool) -> Step:
+        def step(data: str, *, context: SharedCtx) -> Any:
+            if fail:
+                raise RuntimeError("not yet")
+            context.a.append("y")
+            return context.b["same"] is context.a, list(context.b["same"])
+        return Step.from_callable(step, name="check")
+
+    rid = new_id()
+    first = await Flujo(Step.from_callable(alias, name="alias") >> check(True),
+                        context_model=SharedCtx, state_backend=backend).run_async("in", run_id=rid)
+    assert not first.success
+    resumed = await Flujo(Step.from_callable(alias, name="alias") >> check(False),
+                          context_model=SharedCtx, state_backend=backend).run_async("in",
+                                                                                   run_id=rid)
+    assert resumed.success
+    assert resumed.output == (True, ["x", "y"])

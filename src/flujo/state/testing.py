@@ -138,6 +138,27 @@ class BackendContract:
         assert loaded["created_at"] == state.created_at
         assert loaded["updated_at"] == state.updated_at
 
+    async def test_round_trip_shared_objects_and_cycles(self, backend: StateBackend) -> None:
+        """An object the state holds in two places loads as one object, a cycle loads
+        (docs/format.md, "Shared references and cycles"), across the context and the last
+        output alike: the whole state is one value."""
+        model = sample_values()["model"]
+        items: list[Any] = [1, 2]
+        loop: dict[str, Any] = {"name": "loop"}
+        loop["self"] = loop
+        context = {"items": items, "again": {"items": items}, "model": model, "loop": loop,
+                   "copies": [[1, 2], [1, 2]]}
+        await backend.save_state("shared", _state("shared", pipeline_context=context,
+                                                  last_step_output=model))
+        loaded = await backend.load_state("shared")
+        assert loaded is not None
+        back = loaded["pipeline_context"]
+        assert back["again"]["items"] is back["items"] == [1, 2]
+        assert loaded["last_step_output"] is back["model"]
+        assert_same(back["model"], model)
+        assert back["loop"]["self"] is back["loop"] and back["loop"]["name"] == "loop"
+        assert back["copies"][0] is not back["copies"][1]
+
     async def test_saved_values_are_a_snapshot(self, backend: StateBackend) -> None:
         context: dict[str, Any] = {"items": [1]}
         await backend.save_state("snap", _state("snap", pipeline_context=context))
