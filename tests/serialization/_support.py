@@ -6,11 +6,13 @@ application's types are found: among the classes already defined in the process.
 
 from __future__ import annotations
 
+import array
 import enum
 import ipaddress
 import math
 import pathlib
 import re
+import time as clock
 from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -251,6 +253,14 @@ def assert_same(a: Any, b: Any, path: str = "$") -> None:
         assert a == b and str(a) == str(b), f"{path}: {a!r} != {b!r}"
     elif isinstance(a, tzinfo):
         _same_tz(a, b, path)
+    elif isinstance(a, memoryview):
+        assert (a.tobytes(), a.format, a.shape, a.readonly) == (
+            b.tobytes(), b.format, b.shape, b.readonly), f"{path}: {a!r} != {b!r}"
+    elif isinstance(a, array.array):
+        assert (a.typecode, a.tobytes()) == (b.typecode, b.tobytes()), f"{path}: {a!r} != {b!r}"
+    elif isinstance(a, clock.struct_time):
+        assert (tuple(a), a.tm_zone, a.tm_gmtoff) == (tuple(b), b.tm_zone, b.tm_gmtoff), \
+            f"{path}: {a!r} != {b!r}"
     elif isinstance(a, re.Pattern):
         assert (a.pattern, a.flags) == (b.pattern, b.flags), f"{path}: {a!r} != {b!r}"
     elif isinstance(a, _PLAIN_EQ):
@@ -378,11 +388,32 @@ patterns = st.one_of(
               st.sampled_from([0, re.I, re.L, re.M | re.S | re.X])),
 )
 zones = st.one_of(st.just(UTC), zone_infos, fixed_offsets())
+struct_times = st.builds(
+    lambda numbers, zone, offset: clock.struct_time((*numbers, zone, offset)),
+    st.tuples(*[st.integers(-(2**31), 2**31 - 1)] * 9), st.none() | st.text(max_size=4),
+    st.none() | st.integers(-86_400, 86_400))
+_ARRAY_ITEMS: dict[str, st.SearchStrategy[Any]] = {
+    "b": st.integers(-128, 127), "B": st.integers(0, 255), "h": st.integers(-(2**15), 2**15 - 1),
+    "H": st.integers(0, 2**16 - 1), "i": st.integers(-(2**31), 2**31 - 1),
+    "l": st.integers(-(2**31), 2**31 - 1), "q": st.integers(-(2**63), 2**63 - 1),
+    "Q": st.integers(0, 2**64 - 1), "f": st.floats(width=32), "d": st.floats(),
+}
+arrays = st.sampled_from(sorted(_ARRAY_ITEMS)).flatmap(
+    lambda code: st.lists(_ARRAY_ITEMS[code], max_size=4).map(
+        lambda xs, c=code: array.array(c, xs)))
+buffers = st.one_of(
+    arrays,
+    st.binary(max_size=8).map(memoryview),
+    st.binary(max_size=8).map(lambda b: memoryview(bytearray(b))),
+    arrays.map(memoryview),
+    st.binary(min_size=6, max_size=6).map(lambda b: memoryview(b).cast("B", [2, 3])),
+)
 
 hashable_leaves = st.one_of(
     st.none(), st.booleans(), ints, floats, texts, st.binary(max_size=8), quiet_decimals,
     datetimes, st.dates(), times, st.timedeltas(), st.uuids(), st.sampled_from(ENUM_MEMBERS),
     st.complex_numbers(allow_nan=True, allow_infinity=True), paths, ip_values, patterns, zones,
+    struct_times,
     st.builds(Version, ints, ints),
     st.builds(Coord, floats, floats),
     st.builds(Money, st.decimals(allow_nan=False, allow_infinity=False, places=2),
@@ -399,6 +430,7 @@ leaves = st.one_of(
     hashable_leaves,
     decimals,
     st.binary(max_size=8).map(bytearray),
+    buffers,
 )
 
 finite_decimals = st.decimals(allow_nan=False, allow_infinity=False, places=3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import pathlib
 import re
@@ -603,3 +604,95 @@ def test_other_tzinfo_classes_are_refused_naming_the_class(registry: TypeRegistr
         safe_serialize([MyZone("UTC")], registry=registry)
     with pytest.raises(SerializationError, match="not in the time zone database"):
         safe_serialize([ZoneInfo("posix/UTC")], registry=registry)
+
+
+# -- buffers and struct_time (_stdlib) ----------------------------------------------------------
+def test_buffers_and_struct_time_round_trip_exactly(registry: TypeRegistry) -> None:
+    import array
+    import time as clock
+
+    values = [
+        memoryview(b"abc"), memoryview(bytearray(b"xy")),
+        memoryview(array.array("i", [1, -2])), memoryview(bytes(range(6))).cast("B", [2, 3]),
+        memoryview(array.array("d", [1.5])).cast("B").cast("d", []),
+        array.array("q", [-(2**63), 2**63 - 1]), array.array("f", [1.5, math.inf]),
+        array.array("B"), clock.gmtime(0), clock.struct_time((2024, 1, 2, 3, 4, 5, 6, 7, -1)),
+    ]
+    for value in values:
+        back = round_trip(value, registry)
+        assert_same(value, back)
+        assert type(back) is type(value)
+    writable = round_trip(memoryview(bytearray(b"ab")), registry)
+    writable[0] = ord("z")  # a bytearray of its own
+    assert writable.tobytes() == b"zb"
+    with pytest.raises(TypeError):
+        round_trip(memoryview(b"ab"), registry)[0] = 1  # read-only, as over bytes
+
+
+def test_an_array_is_written_little_endian_whatever_the_machine(registry: TypeRegistry) -> None:
+    import array
+
+    data = safe_serialize(array.array("H", [1, 258]), registry=registry)
+    assert data == {TAG: "array@1", VALUE: {"typecode": "H", "itemsize": 2,
+                                            "data": "AQACAQ=="}}  # 01 00 02 01
+
+
+def test_memoryviews_that_cannot_be_rebuilt_are_refused_when_written(
+        registry: TypeRegistry) -> None:
+    import ctypes
+
+    with pytest.raises(SerializationError, match=r"format.*at \$\.m"):
+        safe_serialize({"m": memoryview((ctypes.c_int * 2)())}, registry=registry)
+
+
+@pytest.mark.parametrize(("tag", "v"), [
+    ("memoryview@1", {"data": "YWI=", "format": "B", "itemsize": 1, "shape": [3],
+                      "readonly": True}),  # 2 bytes for 3 items
+    ("memoryview@1", {"data": "YWI=", "format": "x", "itemsize": 1, "shape": [2],
+                      "readonly": True}),
+    ("memoryview@1", {"data": "YWI=", "format": "i", "itemsize": 2, "shape": [1],
+                      "readonly": True}),  # another platform's item size
+    ("memoryview@1", {"data": "YWI=", "format": "B", "itemsize": 1, "shape": [-2],
+                      "readonly": True}),
+    ("memoryview@1", {"data": "YWI=", "format": "B", "itemsize": 1, "shape": [1] * 65,
+                      "readonly": True}),
+    ("memoryview@1", {"data": "YWI=", "format": "B", "itemsize": 1, "shape": [2],
+                      "readonly": 1}),
+    ("memoryview@1", {"data": "!!", "format": "B", "itemsize": 1, "shape": [2],
+                      "readonly": True}),
+    ("memoryview@1", {"data": "YWI=", "format": "B", "itemsize": 1, "shape": [2]}),
+    ("memoryview@1", "YWI="),
+    ("array@1", {"typecode": "i", "itemsize": 4, "data": "AQAA"}),  # 3 bytes
+    ("array@1", {"typecode": "l", "itemsize": 3, "data": ""}),
+    ("array@1", {"typecode": "z", "itemsize": 4, "data": ""}),
+    ("array@1", {"typecode": "ii", "itemsize": 4, "data": ""}),
+    ("array@1", {"typecode": "i", "itemsize": 4}),
+    ("array@1", [1, 2]),
+    ("struct_time@1", [2024, 1, 1, 0, 0, 0, 0, 1, 0]),
+    ("struct_time@1", [2024, 1, 1, 0, 0, 0, 0, 1, 0, 5, 0]),
+    ("struct_time@1", [2024, 1, 1, 0, 0, 0, 0, 1.5, 0, None, None]),
+    ("struct_time@1", {"tm_year": 2024}),
+])
+def test_malformed_buffers_and_struct_times_are_refused(tag: str, v: Any,
+                                                        registry: TypeRegistry) -> None:
+    from flujo.exceptions import DeserializationError
+
+    with pytest.raises(DeserializationError, match=r"at \$\[0\]"):
+        safe_deserialize([{TAG: tag, VALUE: v}], registry=registry)
+
+
+def test_serialize_to_json_takes_the_formatting_keywords_of_json_dumps() -> None:
+    from flujo.serialization import serialize_to_json
+
+    value = {"b": Decimal("1.5"), "a": [1, {"c": None}]}
+    assert serialize_to_json(value, indent=2) == json.dumps(safe_serialize(value), indent=2)
+    assert serialize_to_json(value, mode="json", sort_keys=True, separators=(",", ":")) == \
+        '{"a":[1,{"c":null}],"b":"1.5"}'
+    assert serialize_to_json({"é": 1}, ensure_ascii=False) == '{"é": 1}'
+    assert serialize_to_json({"é": 1}) == '{"é":1}'  # orjson, compact, when none is given
+    with pytest.raises(SerializationError, match="sort_keys"):
+        serialize_to_json(value, sort_keys=True)  # a tagged value's dict order is its own
+    with pytest.raises(TypeError, match="default"):
+        serialize_to_json(value, default=str)
+    with pytest.raises(SerializationError, match="surrogate"):
+        serialize_to_json({"a": "\ud800"}, indent=2)

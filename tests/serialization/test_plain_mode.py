@@ -195,3 +195,13 @@ def test_addresses_zones_and_patterns_in_plain_json(registry: TypeRegistry) -> N
              re.compile(r"\d+", re.I), re.compile(b"\xff")]
     assert safe_serialize(value, registry=registry, mode="json") == [
         "fe80::1%eth0", "10.0.0.0/8", "Europe/Paris", "UTC", "CET", r"\d+", "/w=="]
+
+
+def test_buffers_and_struct_times_in_plain_json(registry: TypeRegistry) -> None:
+    import array
+    import time
+
+    value = [memoryview(b"\xff"), memoryview(bytes(range(4))).cast("B", [2, 2]),
+             array.array("h", [1, -2]), time.struct_time((2024, 1, 2, 3, 4, 5, 6, 7, 0))]
+    assert safe_serialize(value, registry=registry, mode="json") == [
+        "/w==", "AAECAw==", [1, -2], [2024, 1, 2, 3, 4, 5, 6, 7, 0]]

@@ -565,3 +565,45 @@ def test_plain_json_and_printing_refuse_a_value_that_expands_past_the_limit() ->
     assert safe_serialize({"a": shared, "b": shared, "c": loop}, mode="json") == {
         "a": [1], "b": [1], "c": [[1], "<circular-ref>"]}
     assert expanded_size({"a": shared, "b": shared}) == 7
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 30), min_size=0, max_size=200), st.integers(0, 3))
+def test_finding_repeats_by_reference_counts_agrees_with_a_set_of_ids(
+        picks: list[int], extra: int) -> None:
+    """The reference-count prefilter of ``_repeats`` (``EXACT_REFCOUNTS``) is an
+    optimisation: it answers exactly as a set of every id does, for objects held once, held
+    by more containers, noted twice, or held by nothing but the list itself."""
+    from flujo.serialization._codec import _repeats
+
+    pool: list[Any] = [[n] for n in range(31)]
+    holders = [[item] for item in pool[:extra * 5]]  # more references to some objects
+    seen = [pool[i] for i in picks] + [[-1] for _ in range(extra)]  # and temporaries
+    assert _repeats(seen) == (len({id(x) for x in seen}) != len(seen))
+    assert len(seen) == len(picks) + extra  # the probe is gone
+    del holders
+
+
+def test_the_probe_counts_as_an_object_held_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where reference counts are exact, objects held once are never candidates: the probe
+    of ``_repeats`` has their count (compiled code frees locals and keeps temporaries
+    differently from the interpreter; both forms run this test)."""
+    import sys
+
+    from flujo.serialization import _codec
+
+    if not _codec.EXACT_REFCOUNTS:
+        pytest.skip("reference counts are not exact here: _repeats uses a set of every id")
+    counted: list[int] = []
+    real = sys.getrefcount
+
+    def recording(obj: Any) -> int:
+        counted.append(real(obj))
+        return counted[-1]
+
+    holders = [[[n]] for n in range(100)]
+    seen = [holder[0] for holder in holders]
+    monkeypatch.setattr(sys, "getrefcount", recording)
+    assert not _codec._repeats(seen)
+    monkeypatch.undo()
+    assert len(set(counted)) == 1, counted  # the 100 objects and the probe alike

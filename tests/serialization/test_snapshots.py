@@ -6,10 +6,12 @@ new type version (and a migration), not a snapshot update.
 
 from __future__ import annotations
 
+import array
 import ipaddress
 import math
 import pathlib
 import re
+import time as time_module
 from collections import Counter, OrderedDict, defaultdict, deque
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
@@ -136,6 +138,9 @@ CORPUS: dict[str, Any] = {
     "zones": [NY, UTC, timezone(timedelta(0), "UTC"),
               timezone(-timedelta(hours=5, microseconds=1), "odd")],
     "patterns": [re.compile(r"^(?P<id>\d+)$", re.I), re.compile(b"\\xff+", re.L)],
+    "buffers": [memoryview(b"ab"), memoryview(bytearray(b"\x00\xff")).cast("B", [1, 2]),
+                array.array("h", [1, -2]), array.array("d", [0.5])],
+    "struct-time": time_module.struct_time((2024, 5, 17, 13, 45, 30, 4, 138, 0, "UTC", 0)),
     "shared-references": _shared(),
     "cycles": _cycles(),
 }

@@ -8,6 +8,7 @@ registering your own types.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, TypeVar
 
@@ -40,6 +41,7 @@ __all__ = [
     "DEFAULT_MAX_DEPTH",
     "FORMAT_ID",
     "FORMAT_VERSION",
+    "JSON_DUMPS_OPTIONS",
     "MAX_EXPANDED_VALUES",
     "STATE",
     "TAG",
@@ -144,18 +146,45 @@ def safe_deserialize(data: Any, *, registry: TypeRegistry | None = None,
     return run_decoder(reg.shared_decoder(strict), data)
 
 
+# The json.dumps keywords serialize_to_json takes (earlier flujo passed its keywords on to
+# json.dumps): the ones that format the text. The data is JSON-native by then, so default=,
+# cls= and skipkeys= would have nothing to do, and are refused with the others.
+JSON_DUMPS_OPTIONS = frozenset({"indent", "sort_keys", "ensure_ascii", "separators"})
+
+
 def serialize_to_json(obj: Any, *, mode: Literal["tagged", "json"] = "tagged",
                       registry: TypeRegistry | None = None, validate: bool | None = None,
-                      default_serializer: Callable[[Any], Any] | None = None) -> str:
-    """:func:`safe_serialize` then orjson, as a ``str``."""
+                      default_serializer: Callable[[Any], Any] | None = None,
+                      **dumps_options: Any) -> str:
+    """:func:`safe_serialize` then orjson, as a ``str``.
+
+    ``indent``, ``sort_keys``, ``ensure_ascii`` and ``separators`` format the text as
+    ``json.dumps`` does (which then writes it instead of orjson). ``sort_keys=True`` is for
+    ``mode="json"``: the order of a dict's keys is part of a tagged value, and a reference
+    must follow the object it names.
+    """
+    unknown = sorted(set(dumps_options) - JSON_DUMPS_OPTIONS)
+    if unknown:
+        raise TypeError(
+            f"serialize_to_json() got unexpected keyword arguments {unknown}; of json.dumps's "
+            f"it takes {sorted(JSON_DUMPS_OPTIONS)}")
+    if mode == "tagged" and dumps_options.get("sort_keys"):
+        raise SerializationError(
+            "sort_keys=True would reorder the dicts of a tagged value (their order is part of "
+            "it, and a reference must follow the object it names); use mode=\"json\" for "
+            "sorted plain JSON")
     data = safe_serialize(obj, mode=mode, registry=registry, validate=validate,
                           default_serializer=default_serializer)
     try:
-        return orjson.dumps(data).decode("utf-8")
+        text = orjson.dumps(data).decode("utf-8")
     except (orjson.JSONEncodeError, TypeError) as exc:
         if "surrogates not allowed" in str(exc):
             raise lone_surrogate_error(obj, data, "cannot write JSON") from exc
         raise SerializationError(f"cannot write JSON: {exc}") from exc
+    if not dumps_options:
+        return text
+    # orjson has checked the data (JSON-native, no lone surrogates); json.dumps formats it
+    return json.dumps(data, allow_nan=False, **dumps_options)
 
 
 def deserialize_from_json(text: str | bytes, *, registry: TypeRegistry | None = None,

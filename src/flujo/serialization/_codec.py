@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes  # here, not when first used: reading data imports nothing
 import sys
+import sysconfig
 import threading
 import warnings
 from collections.abc import Callable
@@ -174,6 +175,10 @@ STACK_RESERVE: Final = 16 * 1024
 # STACK_RESERVE of it taken as already in use.
 FALLBACK_STACK_BYTES: Final = 512 * 1024
 _threads: Final = threading.local()
+# CPython with a GIL counts references exactly (immortal objects count very many, which only
+# makes them candidates in _repeats); free-threaded builds and other interpreters need not.
+EXACT_REFCOUNTS: Final = (sys.implementation.name == "cpython" and hasattr(sys, "getrefcount")
+                          and not sysconfig.get_config_var("Py_GIL_DISABLED"))
 _NATIVE: Final[dict[str, Any]] = {}
 
 
@@ -683,8 +688,38 @@ def _hashes_contents(cls: type) -> bool:
     return own is not None and own is not object.__hash__
 
 
+def _probe_holder() -> list[Any]:
+    return [object()]
+
+
 def _repeats(seen: list[Any]) -> bool:
-    return len(set(map(id, seen))) != len(seen)
+    """Whether an object is in ``seen`` twice.
+
+    A set of every id costs about as much again as noting them. Where CPython counts every
+    reference exactly (its builds with a GIL), an object held by one container of the value
+    and noted once has exactly as many references as a probe held the same way, counted in
+    the same call; only the others can repeat, so only they go into the set.
+    """
+    if not EXACT_REFCOUNTS or len(seen) < 64:
+        return len(set(map(id, seen))) != len(seen)
+    # The probe: one container holds it, as one holds a value's object. Made in a function
+    # of its own, whose temporaries are gone when it returns (compiled code keeps them to
+    # the end of the function), and added without one.
+    holder = _probe_holder()
+    seen.extend(holder)
+    try:
+        counts: list[int] = list(map(sys.getrefcount, seen))
+    finally:
+        seen.pop()
+        holder.clear()  # used after the count: compiled code frees a local after its last use
+    baseline: int = counts.pop()
+    if counts.count(baseline) == len(counts):  # the usual answer, at C speed
+        return False
+    candidates: list[Any] = []
+    for index in range(len(counts)):  # typed: native int comparisons when compiled
+        if counts[index] != baseline:
+            candidates.append(seen[index])
+    return len(set(map(id, candidates))) != len(candidates)
 
 
 class Decoder:

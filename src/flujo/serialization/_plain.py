@@ -12,6 +12,7 @@ loudly (or go to ``default_serializer``): nothing is silently replaced by its ``
 
 from __future__ import annotations
 
+import array
 import base64
 import dataclasses
 import enum
@@ -225,8 +226,11 @@ class _PlainWalker:
         if isinstance(obj, re.Pattern):
             source = obj.pattern
             return source if isinstance(source, str) else base64.b64encode(source).decode("ascii")
-        if isinstance(obj, (bytes, bytearray)):
-            return base64.b64encode(obj).decode("ascii")
+        if isinstance(obj, (bytes, bytearray, memoryview)):
+            raw = obj.tobytes() if isinstance(obj, memoryview) else obj
+            return base64.b64encode(raw).decode("ascii")
+        if isinstance(obj, array.array):
+            return self._items(obj.tolist(), depth)
         if isinstance(obj, complex):
             return {"real": self.walk(obj.real, depth), "imag": self.walk(obj.imag, depth)}
         if isinstance(obj, int):

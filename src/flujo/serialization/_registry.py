@@ -51,6 +51,7 @@ from ._plans import (
     typed_plan,
 )
 from ._rows import Shape, check_rows, rows_to_dicts
+from ._stdlib import STDLIB_CODECS
 from ._typed import typed_model
 from ._types import JSONSchema, Migration, TypeCodec
 from ._validation import check_schema
@@ -125,7 +126,7 @@ class TypeRegistry:
         # The common calls share one encoder or decoder per setting and thread instead of
         # building one per call: a run's state lives on it (the objects seen, the anchors).
         self._threads = threading.local()
-        for codec in BUILTIN_CODECS:
+        for codec in (*BUILTIN_CODECS, *STDLIB_CODECS):
             if codec.py_type is not None:
                 self._by_type[codec.py_type] = codec
             self._by_name[codec.name] = codec

@@ -7,6 +7,7 @@ deterministic so a test can keep the committed pages current.
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import enum
 import html
@@ -15,6 +16,7 @@ import ipaddress
 import json
 import os
 import re
+import time as clock
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -55,6 +57,9 @@ def _self_containing_list() -> list[Any]:
 
 _BUILTIN_EXAMPLES: dict[str, Any] = {
     "list": _self_containing_list(),  # an anchored list: one that holds itself
+    "memoryview": memoryview(b"flujo"),
+    "array": array.array("h", [1, -2, 3]),
+    "struct_time": clock.gmtime(0),
     "models": [ExamplePoint(x=1, y=2), ExamplePoint(x=3, y=4)],
     "rows": [ExampleTrack(name="a", points=[ExamplePoint(x=1, y=2)]),
              ExampleTrack(name="b", points=[])],
