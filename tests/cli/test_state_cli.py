@@ -350,6 +350,33 @@ def test_show_raw_and_json(store: Store, cli: Any) -> None:
     assert plain["pipeline_context"]["customer"] == {"name": "ACME", "since": "2020-02-29"}
 
 
+def test_show_masks_secrets_and_refuses_a_reference_bomb(store: Store, cli: Any) -> None:
+    """Secrets are stored so that they come back, and never shown: not decoded, not raw,
+    not as JSON. A value whose shared objects would print as more values than any terminal
+    holds is refused, not printed (docs/format.md, "Shared references and cycles")."""
+    from pydantic import SecretBytes, SecretStr
+
+    state = sample_state("s1")
+    state.pipeline_context["token"] = SecretStr("hunter2")
+    state.pipeline_context["key"] = SecretBytes(b"opensesame")
+    store.save(state)
+    for extra in ([], ["--raw"], ["--json"]):
+        result = cli("show", "s1", *extra, store=store)
+        assert result.code == EXIT_OK, result.err
+        assert "hunter2" not in result.out and "b3BlbnNlc2FtZQ" not in result.out
+        assert "opensesame" not in result.out and "**********" in result.out
+    level: list[Any] = [0]
+    for _ in range(30):
+        level = [level] * 10
+    bomb = sample_state("b1")
+    bomb.pipeline_context["bomb"] = level
+    store.save(bomb)
+    for extra in ([], ["--json"]):
+        result = cli("show", "b1", *extra, store=store)
+        assert result.code != EXIT_OK and "written out" in result.err
+    assert cli("show", "b1", "--raw", store=store).code == EXIT_OK  # as stored: linear
+
+
 def test_show_missing_run(store: Store, cli: Any) -> None:
     store.save(sample_state("r1"))
     for extra in ([], ["--raw"]):

@@ -188,7 +188,8 @@ def settings_objects() -> dict[str, Any]:
     finally:
         del os.environ["FLUJO_ZOO_RETRIES"]
     return {"settings": settings,
-            "extra_types.contact": Contact(email="x@y.org", lat=45.5, place=(1.0, 2.0))}
+            "extra_types.contact": Contact(email="x@y.org", lat=45.5, place=(1.0, 2.0)),
+            "pydantic.http_url": Link(url="https://a.b/c", owner="Al <al@x.org>")}
 
 
 BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
@@ -232,7 +233,5 @@ def refused() -> dict[str, tuple[Any, str, str]]:
         "langchain.chat_prompt": (
             ChatPromptTemplate.from_messages([("system", "be {style}")]), "ModelMetaclass",
             "$.messages[0]._msg_class"),
-        "pydantic.http_url": (Link(url="https://a.b/c", owner="Al <al@x.org>"), "HttpUrl",
-                              "$.url"),
         "extra_types.color": (Paint(color="red"), "Color", "$.color"),
     }

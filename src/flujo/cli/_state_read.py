@@ -17,7 +17,7 @@ from ..exceptions import (
     FlujoError,
     MigrationError,
 )
-from ..serialization import safe_serialize
+from ..serialization import mask_secrets, safe_serialize
 from ..state import LEGACY_CONTEXT_MARKER, Envelope, EnvelopeStateBackend, RunSummary
 from ._outfile import private_output_file
 from ._output import (
@@ -174,10 +174,12 @@ async def _ls(args: argparse.Namespace) -> int:
 
 
 def _envelope_document(envelope: Envelope) -> Any:
-    """The envelope as it is stored: header fields, then the payload."""
+    """The envelope as it is stored: header fields, then the payload, with the value of every
+    stored secret masked (``flujo state export`` keeps them: it is for machines)."""
+    payload = mask_secrets(envelope.payload, budget=sys.maxsize)
     if envelope.stored_envelope_version == 0:  # earlier flujo: the bare state dict
-        return envelope.payload
-    return {**envelope.header(), "payload": envelope.payload}
+        return payload
+    return {**envelope.header(), "payload": payload}
 
 
 

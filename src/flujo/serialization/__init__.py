@@ -30,6 +30,7 @@ from ._codec import (
 )
 from ._names import TRUSTED_MODULES_ENV
 from ._plain import CIRCULAR_PLACEHOLDER, MAX_EXPANDED_VALUES, check_expanded_size, to_plain
+from ._pydantic_types import mask_secrets
 from ._registry import DEFAULT_MAX_DEPTH, TypeRegistry, UnportableTypeWarning
 from ._schema import FORMAT_ID, tagged_format_schema, type_schema
 from ._text import lone_surrogate_error
@@ -58,6 +59,7 @@ __all__ = [
     "default_registry",
     "deserialize_from_json",
     "encode_with_manifest",
+    "mask_secrets",
     "register_custom_deserializer",
     "register_custom_serializer",
     "register_migration",

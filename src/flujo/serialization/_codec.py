@@ -31,6 +31,7 @@ from ..exceptions import (
     UnknownTypeError,
     caused,
 )
+from ._pydantic_types import mask_secrets
 
 if TYPE_CHECKING:
     from ._registry import TypeRegistry
@@ -96,6 +97,16 @@ class _Building:
 
 
 BUILDING: Final = _Building()
+
+
+class SharedObjectsFound(Exception):
+    """Raised by ``Encoder.note`` in the first pass to hand over to the passes that write
+    shared objects once; never leaves ``run_encoder``."""
+
+
+# Objects noted before the first look for repeats (Encoder.note): past the medium workload's
+# 5,000, so that values with no sharing pay for one look, at the end.
+FIRST_CHECKPOINT: Final = 65_536
 
 
 class UnknownTypeWarning(UserWarning):
@@ -304,9 +315,9 @@ class Encoder:
     before it is written, -n while ``encode_shared`` hands it to ``encode``, n after.
     """
 
-    __slots__ = ("anchors", "batches", "busy", "default", "direct", "hashing", "hits", "limit",
-                 "manifest", "max_depth", "open", "plans", "refs", "registry", "seen",
-                 "shared", "validate")
+    __slots__ = ("anchors", "batches", "busy", "checkpoint", "default", "direct", "hashing",
+                 "hits", "limit", "manifest", "max_depth", "open", "plans", "refs", "registry",
+                 "seen", "shared", "validate")
 
     def __init__(
         self,
@@ -329,6 +340,7 @@ class Encoder:
         # Per run (reset by run_encoder; a run inside a run gets an encoder of its own).
         self.busy = False
         self.seen: list[Any] = []
+        self.checkpoint = FIRST_CHECKPOINT  # see note()
         self.shared: dict[int, int] | None = None
         # Second pass only: the objects being written (id -> built from its finished value,
         # so it cannot contain itself), anchors and references written so far, and how many
@@ -368,10 +380,10 @@ class Encoder:
             if depth > self.limit:
                 raise _too_deep("value", depth, self.max_depth)
             if t is dict:
-                self.seen.append(obj)
+                self.note(obj)
                 return self.encode_dict(obj, depth)
             if t is list:
-                self.seen.append(obj)
+                self.note(obj)
                 if len(obj) > 1:  # a list of one typed model class: one pydantic-core call
                     first = type(obj[0])
                     batch = self.batches.get(first)
@@ -400,6 +412,18 @@ class Encoder:
             error = _stack_exhausted(self.max_depth)
             _note(error, None, obj)
             raise caused(error, None)
+
+    def note(self, obj: Any) -> None:
+        """Note an object whose identity is kept (``seen``). Past each checkpoint of the
+        first pass, look for one noted twice: a value that reaches a few objects very many
+        times (a tree of references, written out) stops being walked there, and the later
+        passes, which write each object once, take over."""
+        seen = self.seen
+        seen.append(obj)
+        if len(seen) > self.checkpoint:
+            self.checkpoint *= 2  # amortized: the checks cost at most twice the notes
+            if self.shared is None and self.registry.references and _repeats(seen):
+                raise SharedObjectsFound
 
     def encode_shared(self, obj: Any, anchor: int, depth: int) -> Any:
         """Second pass: ``obj`` is reached more than once. The first time it is written in
@@ -637,6 +661,7 @@ def run_encoder(encoder: Encoder, obj: Any) -> Any:
     finally:
         # Let go of the objects (the seen list keeps every one alive) and the run's state.
         encoder.seen = []
+        encoder.checkpoint = FIRST_CHECKPOINT
         encoder.shared = None
         encoder.hits = None
         encoder.open = {}
@@ -648,6 +673,8 @@ def _encode_run(encoder: Encoder, obj: Any) -> Any:
     first = encoder.seen
     try:
         out = encoder.encode(obj, 0)
+    except SharedObjectsFound:
+        pass  # found early (Encoder.note): the next passes write references
     except NestingTooDeepError:
         if not encoder.registry.references or not _repeats(first):
             raise
@@ -961,5 +988,6 @@ def run_decoder(decoder: Decoder, data: Any) -> Any:
 
 
 def _preview(value: Any, limit: int = 80) -> str:
-    text = repr(value)
+    """The start of stored data for an error message, stored secrets masked."""
+    text = repr(mask_secrets(value))
     return text if len(text) <= limit else text[: limit - 3] + "..."

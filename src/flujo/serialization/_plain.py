@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel
+from pydantic import BaseModel, NameEmail, SecretBytes, SecretStr
+from pydantic.networks import _BaseMultiHostUrl, _BaseUrl
+from pydantic_core import MultiHostUrl, Url
 
 from ..exceptions import (
     FlujoError,
@@ -37,6 +39,7 @@ from ..exceptions import (
     UnserializableTypeError,
 )
 from ._codec import _finish, _note, key_segment
+from ._pydantic_types import MASK
 
 if TYPE_CHECKING:
     from ._registry import TypeRegistry
@@ -226,6 +229,10 @@ class _PlainWalker:
         if isinstance(obj, re.Pattern):
             source = obj.pattern
             return source if isinstance(source, str) else base64.b64encode(source).decode("ascii")
+        if isinstance(obj, (SecretStr, SecretBytes)):
+            return MASK  # a secret is never shown
+        if isinstance(obj, (_BaseUrl, _BaseMultiHostUrl, Url, MultiHostUrl, NameEmail)):
+            return str(obj)
         if isinstance(obj, (bytes, bytearray, memoryview)):
             raw = obj.tobytes() if isinstance(obj, memoryview) else obj
             return base64.b64encode(raw).decode("ascii")

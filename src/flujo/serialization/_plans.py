@@ -70,7 +70,7 @@ def tagging_plan(codec: TypeCodec) -> EncodePlan:
     encode_object = codec.encode_object
     if encode_object is not None:
         def object_plan(enc: Encoder, obj: Any, depth: int) -> dict[str, Any]:
-            enc.seen.append(obj)  # models and dataclasses
+            enc.note(obj)  # models and dataclasses
             manifest = enc.manifest
             if manifest is not None:
                 manifest[name] = version
@@ -83,7 +83,7 @@ def tagging_plan(codec: TypeCodec) -> EncodePlan:
 
     if keeps_identity(codec):
         def identity_plan(enc: Encoder, obj: Any, depth: int) -> dict[str, Any]:
-            enc.seen.append(obj)
+            enc.note(obj)
             manifest = enc.manifest
             if manifest is not None:
                 manifest[name] = version
@@ -109,7 +109,7 @@ def typed_plan(codec: TypeCodec, typed: TypedModel, generic: EncodePlan) -> Enco
         # A method call, not a bound method: direct when compiled. The guard notes obj and
         # the models, lists and dicts inside it in seen; the typed form holds no reference,
         # so none of those may be shared (obj itself may: its tagged object takes an anchor).
-        data = typed.dump(obj, seen.append)
+        data = typed.dump(obj, enc.note)
         if data is None or not enc.unshared(start + 1):
             # some value is not exactly of its declared type, or something is shared
             del seen[start:]
@@ -136,11 +136,11 @@ def batch_plan(codec: TypeCodec, typed: TypedModel, *, rows: bool) -> BatchPlan:
         seen = enc.seen
         start = len(seen)  # the list itself is noted already: see typed_plan
         if shape is not None:
-            values = typed.dump_rows(items, seen.append)
+            values = typed.dump_rows(items, enc.note)
             if values is not None:
                 body = [tag, header_of(shape), values]
         else:
-            data = typed.dump_list(items, seen.append)
+            data = typed.dump_list(items, enc.note)
             if data is not None:
                 body = [tag, data]
         if body is None or not enc.unshared(start):

@@ -50,6 +50,7 @@ from ._plans import (
     tagging_plan,
     typed_plan,
 )
+from ._pydantic_types import PYDANTIC_CODECS
 from ._rows import Shape, check_rows, rows_to_dicts
 from ._stdlib import STDLIB_CODECS
 from ._typed import typed_model
@@ -126,7 +127,7 @@ class TypeRegistry:
         # The common calls share one encoder or decoder per setting and thread instead of
         # building one per call: a run's state lives on it (the objects seen, the anchors).
         self._threads = threading.local()
-        for codec in (*BUILTIN_CODECS, *STDLIB_CODECS):
+        for codec in (*BUILTIN_CODECS, *STDLIB_CODECS, *PYDANTIC_CODECS):
             if codec.py_type is not None:
                 self._by_type[codec.py_type] = codec
             self._by_name[codec.name] = codec
