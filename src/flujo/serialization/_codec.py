@@ -493,10 +493,17 @@ class Encoder:
         shared = self.shared
         if shared is None:
             return True
-        if self.hits is not None:  # finding what is shared: each object written on its own
-            return False
         seen = self.seen
-        return all(id(seen[i]) not in shared for i in range(start, len(seen)))
+        if self.hits is None:
+            return all(id(seen[i]) not in shared for i in range(start, len(seen)))
+        # Finding what is shared: the typed form may take the objects if none was met
+        # before, here or elsewhere; they are then met, and meeting one again is a hit.
+        ids = [id(seen[i]) for i in range(start, len(seen))]
+        if len(set(ids)) != len(ids) or any(key in shared for key in ids):
+            return False
+        for key in ids:
+            shared[key] = 1  # written (any anchor: this pass's output is dropped)
+        return True
 
     # JSON-native subtrees are returned as they are, not rebuilt: a container is copied only
     # from its first item that encodes to something else (so the result may share native
