@@ -666,12 +666,11 @@ def run_encoder(encoder: Encoder, obj: Any) -> Any:
     except RecursionError:
         raise caused(_stack_exhausted(encoder.max_depth), None)
     finally:
-        # Let go of the objects (the seen list keeps every one alive) and the run's state.
+        # Let go of the objects (the seen list keeps every one alive); the later passes
+        # reset the rest of their state themselves (_encode_run).
         encoder.seen = []
-        encoder.checkpoint = FIRST_CHECKPOINT
-        encoder.shared = None
-        encoder.hits = None
-        encoder.open = {}
+        if encoder.checkpoint != FIRST_CHECKPOINT:  # a large first pass moved it on
+            encoder.checkpoint = FIRST_CHECKPOINT
         encoder.busy = False
 
 
@@ -704,6 +703,9 @@ def _encode_run(encoder: Encoder, obj: Any) -> Any:
         return out
     finally:
         encoder.direct = direct
+        encoder.shared = encoder.hits = None
+        encoder.open = {}
+        encoder.checkpoint = FIRST_CHECKPOINT
 
 
 def _start_pass(encoder: Encoder, shared: dict[int, int], hits: set[int] | None) -> None:
@@ -734,8 +736,16 @@ def _repeats(seen: list[Any]) -> bool:
     and noted once has exactly as many references as a probe held the same way, counted in
     the same call; only the others can repeat, so only they go into the set.
     """
-    if not EXACT_REFCOUNTS or len(seen) < 64:
-        return len(set(map(id, seen))) != len(seen)
+    size = len(seen)
+    if size <= 16:  # a small value: comparing every pair costs less than a set
+        for i in range(size - 1):
+            item = seen[i]
+            for j in range(i + 1, size):
+                if seen[j] is item:
+                    return True
+        return False
+    if not EXACT_REFCOUNTS or size < 64:
+        return len(set(map(id, seen))) != size
     # The probe: one container holds it, as one holds a value's object. Made in a function
     # of its own, whose temporaries are gone when it returns (compiled code keeps them to
     # the end of the function), and added without one.
