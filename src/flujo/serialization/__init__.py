@@ -30,9 +30,9 @@ from ._codec import (
 )
 from ._names import TRUSTED_MODULES_ENV
 from ._plain import CIRCULAR_PLACEHOLDER, MAX_EXPANDED_VALUES, check_expanded_size, to_plain
-from ._pydantic_types import mask_secrets
 from ._registry import DEFAULT_MAX_DEPTH, TypeRegistry, UnportableTypeWarning
 from ._schema import FORMAT_ID, tagged_format_schema, type_schema
+from ._secrets import mask_secrets
 from ._text import lone_surrogate_error
 from ._types import JSONSchema, Migration, TypeCodec
 

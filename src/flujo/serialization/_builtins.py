@@ -179,14 +179,7 @@ def _datetime_text(dt: datetime) -> str:
 def _apply_zone(zone: str, fixed: timezone) -> tzinfo:
     if zone.startswith("tzname="):
         return timezone(fixed.utcoffset(None), zone[len("tzname="):])
-    # Only names in the time zone database: for any other name ZoneInfo would go looking
-    # for it, importing tzdata submodules named after it, i.e. chosen by stored data.
-    if zone not in _KNOWN_ZONES:
-        raise DeserializationError(f"unknown time zone {zone!r}")
-    try:
-        return ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise caused(DeserializationError(f"unknown time zone {zone!r}"), exc)
+    return _zoneinfo_from_text(zone)
 
 
 # Read once at import (a few ms), never while decoding: looking a name up later could import
@@ -291,7 +284,11 @@ def _sorted_items(enc: Encoder, items: set[Any] | frozenset[Any], depth: int) ->
         return _shared_items(enc, ordered if total else items, depth + 1, sort=not total)
     if total:
         return enc.encode_items(ordered, depth + 1)
-    encoded = enc.encode_items(items, depth + 1)
+    return _by_bytes(enc.encode_items(items, depth + 1))
+
+
+def _by_bytes(encoded: list[Any]) -> list[Any]:
+    """Encoded elements in the order of their JSON bytes (keys sorted)."""
     return sorted(encoded, key=lambda e: orjson.dumps(e, option=orjson.OPT_SORT_KEYS))
 
 
@@ -307,7 +304,7 @@ def _shared_items(enc: Encoder, items: Any, depth: int, *, sort: bool) -> list[A
         enc.hashing -= 1
     if not sort or (enc.anchors, enc.refs) != marks:
         return encoded
-    return sorted(encoded, key=lambda e: orjson.dumps(e, option=orjson.OPT_SORT_KEYS))
+    return _by_bytes(encoded)
 
 
 _MAX_SHARED_HASH: Final = 64
@@ -477,7 +474,8 @@ def _zoneinfo_text(tz: ZoneInfo) -> str:
 
 
 def _zoneinfo_from_text(text: str) -> ZoneInfo:
-    # Only names in the time zone database (see _apply_zone): never a lookup by stored text.
+    # Only names in the time zone database: for any other name ZoneInfo would go looking
+    # for it, importing tzdata submodules named after it, i.e. chosen by stored data.
     if text not in _KNOWN_ZONES:
         raise DeserializationError(f"unknown time zone {text!r}")
     try:

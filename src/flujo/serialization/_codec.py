@@ -31,7 +31,7 @@ from ..exceptions import (
     UnknownTypeError,
     caused,
 )
-from ._pydantic_types import mask_secrets
+from ._secrets import mask_secrets
 
 if TYPE_CHECKING:
     from ._registry import TypeRegistry

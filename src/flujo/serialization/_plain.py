@@ -39,7 +39,7 @@ from ..exceptions import (
     UnserializableTypeError,
 )
 from ._codec import _finish, _note, key_segment
-from ._pydantic_types import MASK
+from ._secrets import MASK
 
 if TYPE_CHECKING:
     from ._registry import TypeRegistry

@@ -9,57 +9,26 @@ the generic form (the typed form holds only plain JSON types).
 
 Secrets (``SecretStr``, ``SecretBytes``) are stored as their value, so that they come back
 exactly; whatever flujo shows a person masks them (``mode="json"``, ``flujo state show``,
-error messages: ``mask_secrets``). Encrypt a store that holds secrets (docs/backends.md).
+error messages: ``_secrets.mask_secrets``). Encrypt a store that holds secrets (docs/backends.md).
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 import pydantic.networks
 import pydantic_core
 from pydantic import ByteSize, NameEmail, SecretBytes, SecretStr, ValidationError
 
-from ..exceptions import DeserializationError, NestingTooDeepError, caused
+from ..exceptions import DeserializationError
+from ._stdlib import unbase64
 from ._types import TypeCodec
 
 if TYPE_CHECKING:
     from ._codec import Decoder, Encoder
-
-SECRET_NAMES: Final = frozenset({"secretstr", "secretbytes"})
-MASK: Final = "**********"  # what pydantic shows of a secret
-
-
-def mask_secrets(value: Any, budget: int = 1000) -> Any:
-    """``value`` (stored data) with the value of every stored secret replaced by ``MASK``,
-    for messages and displays; at most ``budget`` containers are looked into (a copy: the
-    data itself is left as it is)."""
-    left = [budget]
-
-    def walk(node: Any) -> Any:  # recursion: stored data is nested at most max_depth
-        if left[0] <= 0:
-            return node
-        if type(node) is dict:
-            left[0] -= 1
-            tag = node.get("$t")
-            if type(tag) is str and tag.partition("@")[0] in SECRET_NAMES:
-                return {**node, "v": MASK}
-            return {key: walk(item) for key, item in node.items()}
-        if type(node) is list:
-            left[0] -= 1
-            return [walk(item) for item in node]
-        return node
-
-    try:
-        return walk(value)
-    except RecursionError:  # deeper than any value flujo writes: never shown unmasked
-        raise NestingTooDeepError("stored data nested too deeply to show with its secrets "
-                                  "masked") from None
-
 
 def _text(what: str) -> Callable[[Decoder, Any, int], str]:
     def text(dec: Decoder, v: Any, depth: int) -> str:
@@ -75,11 +44,7 @@ def _dec_secret_str(dec: Decoder, v: Any, depth: int) -> SecretStr:
 
 
 def _dec_secret_bytes(dec: Decoder, v: Any, depth: int) -> SecretBytes:
-    text = _text("secretbytes")(dec, v, depth)
-    try:
-        return SecretBytes(binascii.a2b_base64(text, strict_mode=True))
-    except (binascii.Error, ValueError) as exc:  # not the text itself: it is a secret
-        raise caused(DeserializationError("secretbytes: not valid base64"), None) from exc
+    return SecretBytes(unbase64(v, "secretbytes"))  # its errors never quote the text
 
 
 def _url_codec(cls: type, name: str) -> TypeCodec:

@@ -137,10 +137,7 @@ class TypeRegistry:
         # Keyed by what the depth the codec stops at depends on: the recursion limit and
         # the calling thread's stack (_codec.depth_limit).
         key = (validate, self.max_depth, sys.getrecursionlimit(), stack_levels())
-        encoders: dict[tuple[bool, int, int, int], Encoder] | None = getattr(
-            self._threads, "encoders", None)
-        if encoders is None:
-            encoders = self._threads.encoders = {}
+        encoders: dict[tuple[bool, int, int, int], Encoder] = self._per_thread("encoders")
         encoder = encoders.get(key)
         if encoder is None:
             encoder = Encoder(self, validate=validate, default=None, max_depth=self.max_depth,
@@ -150,10 +147,7 @@ class TypeRegistry:
 
     def shared_decoder(self, strict: bool) -> Decoder:
         key = (strict, self.max_depth, sys.getrecursionlimit(), stack_levels())
-        decoders: dict[tuple[bool, int, int, int], Decoder] | None = getattr(
-            self._threads, "decoders", None)
-        if decoders is None:
-            decoders = self._threads.decoders = {}
+        decoders: dict[tuple[bool, int, int, int], Decoder] = self._per_thread("decoders")
         decoder = decoders.get(key)
         if decoder is None:
             decoder = Decoder(self, strict=strict, max_depth=self.max_depth)
@@ -169,6 +163,14 @@ class TypeRegistry:
             kept = codec is not None and keeps_identity(codec)
             self._cache_plan(self._identity, cls, kept, self._generation)
         return kept
+
+    def _per_thread(self, name: str) -> dict[Any, Any]:
+        """The calling thread's dict ``name`` (its encoders or decoders)."""
+        cache: dict[Any, Any] | None = getattr(self._threads, name, None)
+        if cache is None:
+            cache = {}
+            setattr(self._threads, name, cache)
+        return cache
 
     def built_when_finished(self, cls: type) -> bool:
         """Whether a value of ``cls`` is made from its finished encoded value (a registered

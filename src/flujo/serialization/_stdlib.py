@@ -10,7 +10,6 @@ refused when read on a platform whose item sizes differ.
 from __future__ import annotations
 
 import array
-import base64
 import binascii
 import math
 import struct
@@ -19,6 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any, Final
 
 from ..exceptions import DeserializationError, SerializationError
+from ._builtins import _base64, _from_base64
 from ._types import JSONSchema, TypeCodec
 
 if TYPE_CHECKING:
@@ -30,15 +30,12 @@ _CAST_FORMATS: Final = frozenset("bBhHiIlLqQnNfdc?e")
 _MAX_DIMENSIONS: Final = 64  # memoryview's own limit (PyBUF_MAX_NDIM)
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _unb64(text: Any, what: str) -> bytes:
+def unbase64(text: Any, what: str) -> bytes:
+    """Stored base64 text, checked (strict) and decoded."""
     if type(text) is not str:
-        raise DeserializationError(f"{what}: expected base64 text, got {text!r:.80}")
+        raise DeserializationError(f"{what}: expected base64 text, got {type(text).__name__}")
     try:
-        return binascii.a2b_base64(text, strict_mode=True)
+        return _from_base64(text)
     except (binascii.Error, ValueError) as exc:
         raise DeserializationError(f"{what}: not valid base64: {exc}") from exc
 
@@ -63,10 +60,8 @@ def _enc_memoryview(enc: Encoder, view: memoryview, depth: int) -> dict[str, Any
         # cast() cannot make such a view again
         raise SerializationError(f"memoryview of shape {view.shape}: a view with no items in "
                                  "more than one dimension cannot be rebuilt")
-    data = view.tobytes()  # C order, whatever the strides
-    if view.format not in "bBc?" and itemsize > 1:
-        data = _little_endian(data, itemsize)
-    return {"data": _b64(data), "format": view.format, "itemsize": itemsize,
+    data = _little_endian(view.tobytes(), itemsize)  # C order, whatever the strides
+    return {"data": _base64(data), "format": view.format, "itemsize": itemsize,
             "shape": list(view.shape or ()), "readonly": view.readonly}
 
 
@@ -91,13 +86,12 @@ def _dec_memoryview(dec: Decoder, v: Any, depth: int) -> memoryview:
             or any(type(n) is not int or n < 0 for n in shape)):
         raise DeserializationError(f"memoryview: shape must be a list of at most "
                                    f"{_MAX_DIMENSIONS} sizes, got {shape!r:.80}")
-    data = _unb64(v["data"], "memoryview")
+    data = unbase64(v["data"], "memoryview")
     if len(data) != itemsize * math.prod(shape):
         raise DeserializationError(
             f"memoryview: {len(data)} bytes do not fill the shape {shape} of {itemsize}-byte "
             "items")
-    if fmt not in "bBc?" and itemsize > 1:
-        data = _little_endian(data, itemsize)  # the swap is its own inverse
+    data = _little_endian(data, itemsize)  # the swap is its own inverse
     return _view(data if readonly else bytearray(data), fmt, shape)
 
 
@@ -111,7 +105,7 @@ def _view(buffer: bytes | bytearray, fmt: str, shape: list[int]) -> memoryview:
 # -- array.array ------------------------------------------------------------------------------
 def _enc_array(enc: Encoder, values: array.array[Any], depth: int) -> dict[str, Any]:
     data = _little_endian(values.tobytes(), values.itemsize)
-    return {"typecode": values.typecode, "itemsize": values.itemsize, "data": _b64(data)}
+    return {"typecode": values.typecode, "itemsize": values.itemsize, "data": _base64(data)}
 
 
 def _dec_array(dec: Decoder, v: Any, depth: int) -> array.array[Any]:
@@ -126,7 +120,7 @@ def _dec_array(dec: Decoder, v: Any, depth: int) -> array.array[Any]:
         raise DeserializationError(
             f"array: items of typecode {typecode!r} were {itemsize!r:.20} bytes where written "
             f"and are {values.itemsize} here (the C type's size differs between platforms)")
-    data = _unb64(v["data"], "array")
+    data = unbase64(v["data"], "array")
     if len(data) % itemsize:
         raise DeserializationError(
             f"array: {len(data)} bytes are not a whole number of {itemsize}-byte items")
