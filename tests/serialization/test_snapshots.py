@@ -53,11 +53,33 @@ from ._support import (
 from .test_references import assert_same_graph
 
 
+class Label(str):
+    pass
+
+
+class Cents(int):
+    pass
+
+
+class Ratio(float):
+    pass
+
+
+class Blob(bytes):
+    pass
+
+
+def _subclasses() -> list[Any]:
+    label = Label("ocr text")
+    label.confidence = 0.5  # type: ignore[attr-defined]
+    return [label, Label(""), Cents(-2**70), Ratio(math.nan), Blob(b"\x00")]
+
+
 def snapshot_registry() -> TypeRegistry:
     """Stable names, so the snapshots do not depend on where the test module is imported from."""
     registry = make_registry()
     for cls in (Animal, Box, Color, Dog, Item, Kennel, Labeled, Loose, Mode, Pair, Perm, Point,
-                Priority, Version):
+                Priority, Version, Label, Cents, Ratio, Blob):
         registry.register_type(cls, name=f"test.{cls.__name__.lower()}")
     registry.register_type(Page[Item], name="test.page[item]")
     return registry
@@ -143,6 +165,7 @@ CORPUS: dict[str, Any] = {
     "struct-time": time_module.struct_time((2024, 5, 17, 13, 45, 30, 4, 138, 0, "UTC", 0)),
     "shared-references": _shared(),
     "cycles": _cycles(),
+    "builtin-subclasses": _subclasses(),
 }
 
 

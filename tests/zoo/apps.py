@@ -6,6 +6,20 @@ from __future__ import annotations
 from pydantic import BaseModel, EmailStr, HttpUrl, NameEmail
 from pydantic_extra_types.color import Color
 from pydantic_extra_types.coordinate import Coordinate, Latitude
+from pydantic_extra_types.country import CountryAlpha2, CountryAlpha3, CountryShortName
+from pydantic_extra_types.currency_code import Currency
+from pydantic_extra_types.isbn import ISBN
+from pydantic_extra_types.language_code import LanguageName
+from pydantic_extra_types.mac_address import MacAddress
+from pydantic_extra_types.mime_types import MimeType
+from pydantic_extra_types.mongo_object_id import MongoObjectId
+from pydantic_extra_types.payment import PaymentCardNumber
+from pydantic_extra_types.pendulum_dt import DateTime
+from pydantic_extra_types.phone_numbers import PhoneNumber
+from pydantic_extra_types.routing_number import ABARoutingNumber
+from pydantic_extra_types.semantic_version import SemanticVersion
+from pydantic_extra_types.timezone_name import TimeZoneName
+from pydantic_extra_types.ulid import ULID
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -35,3 +49,30 @@ class Link(BaseModel):
 
 class Paint(BaseModel):
     color: Color
+
+
+class Customer(BaseModel):
+    """pydantic-extra-types' field types: their values are str subclasses (country, card,
+    language, ...), plain strings (phone, currency, MAC, ISBN) or classes of their own
+    (Color, ULID, SemanticVersion, bson's ObjectId)."""
+
+    country: CountryAlpha2
+    country3: CountryAlpha3
+    country_name: CountryShortName
+    language: LanguageName
+    card: PaymentCardNumber
+    phone: PhoneNumber
+    currency: Currency
+    mac: MacAddress
+    isbn: ISBN
+    routing: ABARoutingNumber
+    mime: MimeType
+    zone: TimeZoneName
+    favourite: Color
+    id: ULID
+    client: SemanticVersion
+    mongo_id: MongoObjectId
+
+
+class When(BaseModel):
+    at: DateTime

@@ -10,7 +10,9 @@ import os
 import pytest
 
 PACKAGES = ["openai", "anthropic", "httpx2", "langchain_core", "pydantic_ai", "mcp",
-            "google.genai", "pydantic_settings", "pydantic_extra_types", "email_validator"]
+            "google.genai", "pydantic_settings", "pydantic_extra_types", "email_validator",
+            # what pydantic-extra-types[all] brings for the types the zoo stores
+            "pycountry", "phonenumbers", "ulid", "semver", "bson", "pendulum"]
 
 
 def _missing(name: str) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from .apps import Answer, Contact, Link, Paint, ZooSettings
+from .apps import Answer, Contact, Customer, Link, Paint, When, ZooSettings
 
 CHAT_COMPLETION = {
     "id": "chatcmpl-1", "object": "chat.completion", "created": 1700000000, "model": "gpt-4o",
@@ -108,6 +108,7 @@ def langchain_objects() -> dict[str, Any]:
         GenericFakeChatModel,
     )
     from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+    from langchain_core.outputs import ChatGeneration, ChatResult
     from langchain_core.prompts import ChatPromptTemplate, PromptTemplate
 
     chunks = list(GenericFakeChatModel(messages=iter([AIMessage("streamed reply")])).stream("hi"))
@@ -124,6 +125,8 @@ def langchain_objects() -> dict[str, Any]:
         "langchain.prompt_value": prompt.invoke({"style": "brief", "q": "why"}),
         "langchain.prompt_template": PromptTemplate.from_template("Hi {name}"),
         "langchain.document": Document(page_content="text", metadata={"source": "a"}, id="d1"),
+        # .text of each generation is a TextAccessor, a str subclass
+        "langchain.chat_result": ChatResult(generations=[ChatGeneration(message=AIMessage("x"))]),
     }
 
 
@@ -192,10 +195,32 @@ def settings_objects() -> dict[str, Any]:
             "pydantic.http_url": Link(url="https://a.b/c", owner="Al <al@x.org>")}
 
 
+def extra_types_objects() -> dict[str, Any]:
+    import semver
+    from pydantic_extra_types.color import Color
+    from pydantic_extra_types.country import CountryAlpha2
+
+    customer = Customer(
+        country="FR", country3="FRA", country_name="France", language="French",
+        card="4000000000000002", phone="+14155552671", currency="EUR",
+        mac="00:11:22:33:44:55", isbn="9780306406157", routing="122105155",
+        mime="text/plain", zone="Europe/Paris", favourite=(10, 20, 30, 0.5),
+        id="01ARZ3NDEKTSV4RRFFQ69G5FAV", client="1.2.3-rc.1+build.5",
+        mongo_id="507f1f77bcf86cd799439011")
+    return {
+        "extra_types.customer": customer,
+        "extra_types.color": Paint(color="red"),
+        "extra_types.hsl": Paint(color="hsl(270, 60%, 50%)"),
+        "extra_types.standalone": [Color("#0f08"), CountryAlpha2("DE"), customer.card,
+                                   customer.id, customer.client, customer.mongo_id,
+                                   semver.Version.parse("2.0.0-alpha")],
+    }
+
+
 BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
     "openai": openai_objects, "anthropic": anthropic_objects, "langchain_core": langchain_objects,
     "pydantic_ai": pydantic_ai_objects, "mcp": mcp_objects, "google.genai": google_genai_objects,
-    "pydantic_settings": settings_objects,
+    "pydantic_settings": settings_objects, "pydantic_extra_types": extra_types_objects,
 }
 
 
@@ -221,17 +246,14 @@ def stored() -> dict[str, Any]:
 
 def refused() -> dict[str, tuple[Any, str, str]]:
     """Case -> (value, class named by the error, path named by the error)."""
-    from langchain_core.messages import AIMessage
-    from langchain_core.outputs import ChatGeneration, ChatResult
     from langchain_core.prompts import ChatPromptTemplate
+    from pydantic_extra_types.pendulum_dt import DateTime
+
     return {
-        # .text is a TextAccessor, a str subclass (not a str): flujo stores no str subclasses
-        "langchain.chat_result": (
-            ChatResult(generations=[ChatGeneration(message=AIMessage("x"))]), "TextAccessor",
-            "$.generations[0].text"),
         # a message template keeps the message class itself: flujo stores no classes
         "langchain.chat_prompt": (
             ChatPromptTemplate.from_messages([("system", "be {style}")]), "ModelMetaclass",
             "$.messages[0]._msg_class"),
-        "extra_types.color": (Paint(color="red"), "Color", "$.color"),
+        # a datetime subclass (pendulum's): flujo stores the datetimes of the standard library
+        "extra_types.pendulum": (When(at=DateTime(2024, 1, 2, 3, 4, 5)), "DateTime", "$.at"),
     }

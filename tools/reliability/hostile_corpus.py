@@ -1419,7 +1419,8 @@ def _shown_inert(sb: Sandbox, text: str, argv: list[str], rich: bool) -> str:
 
 
 def build_corpus(records: Records, *, postgres: bool, sweep: int) -> list[Case]:
-    return [*_tag_cases(), *_reference_cases(), *_process_sweep(sweep), *_method_cases(), *_size_cases(),
+    return [*_tag_cases(), *_reference_cases(), *_process_sweep(sweep), *_method_cases(),
+            *_size_cases(),
             *_record_cases(records), *_run_id_cases(postgres), *_save_cases(),
             *_store_cases(), *_container_cases(), *_terminal_cases()]
 

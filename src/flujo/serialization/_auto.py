@@ -1,4 +1,5 @@
-"""Codecs derived from a class itself: pydantic models, dataclasses, enums, NamedTuples.
+"""Codecs derived from a class itself: pydantic models, dataclasses, enums, NamedTuples,
+subclasses of str, int, float and bytes (``_scalars``).
 
 These need no registration: the class is written under its ``module:qualname`` (or the name
 it was registered with) and, when read back, found among the classes already defined in the
@@ -25,6 +26,7 @@ from ..exceptions import DeserializationError, SerializationError, caused
 from ._codec import INT_MAX, INT_MIN, NO_DIRECT_PLANS, WithState, _note, key_segment
 from ._generics import parametrized_name
 from ._rows import Shape, refuse_unknown
+from ._scalars import scalar_base, scalar_codec
 from ._typed import TypedReader, fill_private_defaults, slot_setter
 from ._types import Migration, TypeCodec
 
@@ -66,6 +68,8 @@ def auto_kind(cls: type) -> str | None:
         return "dataclass" if dataclasses.is_dataclass(cls) else None
     if issubclass(cls, tuple) and _defines(cls, "_fields") and _defines(cls, "_make"):
         return "namedtuple"
+    if scalar_base(cls) is not None and not _slot_names(cls):
+        return "scalar"
     return None
 
 
@@ -523,6 +527,7 @@ DERIVERS = {
     "dataclass": dataclass_codec,
     "enum": enum_codec,
     "namedtuple": namedtuple_codec,
+    "scalar": scalar_codec,
 }
 
 

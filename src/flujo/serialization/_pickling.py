@@ -13,15 +13,23 @@ _PICKLE_HOOKS: Final = ("__reduce_ex__", "__reduce__", "__getstate__", "__setsta
                         "__getnewargs_ex__", "__getnewargs__")
 
 
+# The builtins whose subclasses flujo stores (``_scalars``): their hooks (``__getnewargs__``)
+# are the standard ones that flujo's writing and reading follow.
+_FOLLOWED_BASES: Final = frozenset({str, int, float, bytes})
+
+
 def own_pickling_hook(cls: type) -> tuple[str, str] | None:
     """(class, hook) when ``cls`` has a pickle hook of its own, else None.
 
     A class with its own ``__setstate__`` (or ``__reduce__``, ...) comes back from pickle
     through that code, which flujo never runs when reading. pydantic's and the dataclasses
-    module's hooks are the standard ones that flujo's reading follows.
+    module's hooks, and those of str, int, float and bytes, are the standard ones that
+    flujo's reading follows.
     """
     for hook in _PICKLE_HOOKS:
         for klass in cls.__mro__[:-1]:
+            if klass in _FOLLOWED_BASES:
+                break
             function = klass.__dict__.get(hook)
             if function is None:
                 continue

@@ -39,6 +39,8 @@ from ..exceptions import (
     UnserializableTypeError,
 )
 from ._codec import _finish, _note, key_segment
+from ._library_types import LIBRARY_CODEC_NAMES
+from ._scalars import scalar_base
 from ._secrets import MASK
 
 if TYPE_CHECKING:
@@ -242,6 +244,11 @@ class _PlainWalker:
             return {"real": self.walk(obj.real, depth), "imag": self.walk(obj.imag, depth)}
         if isinstance(obj, int):
             return int(obj)
+        base = scalar_base(t)
+        if base is not None:  # a str or float subclass: its builtin value, as pickle takes it
+            return self.walk(getattr(base, "__getnewargs__")(obj)[0], depth)  # noqa: B009
+        if codec is not None and codec.name in LIBRARY_CODEC_NAMES:
+            return str(obj)  # a Color's name or hex, a version's text, as pydantic dumps it
         if self.default is not None:
             try:
                 replacement = self.default(obj)

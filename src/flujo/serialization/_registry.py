@@ -40,6 +40,7 @@ from ._codec import (
     stack_levels,
 )
 from ._custom import custom_codec
+from ._library_types import LIBRARY_CODECS, library_codec_for
 from ._names import TRUSTED_MODULES_ENV, NameResolver, spells_types
 from ._pickling import own_pickling_hook
 from ._plans import (
@@ -54,7 +55,7 @@ from ._pydantic_types import PYDANTIC_CODECS
 from ._rows import Shape, check_rows, rows_to_dicts
 from ._stdlib import STDLIB_CODECS
 from ._typed import typed_model
-from ._types import JSONSchema, Migration, TypeCodec
+from ._types import STATEFUL_KINDS, JSONSchema, Migration, TypeCodec
 from ._validation import check_schema
 
 _NATIVE = (str, int, float, bool, type(None), list, dict)
@@ -130,6 +131,8 @@ class TypeRegistry:
         for codec in (*BUILTIN_CODECS, *STDLIB_CODECS, *PYDANTIC_CODECS):
             if codec.py_type is not None:
                 self._by_type[codec.py_type] = codec
+            self._by_name[codec.name] = codec
+        for _, codec in LIBRARY_CODECS:  # their classes are found when met (codec_for_type)
             self._by_name[codec.name] = codec
 
     def shared_encoder(self, validate: bool) -> Encoder:
@@ -351,7 +354,7 @@ class TypeRegistry:
                 return inherited
         derived = self._derived.get(cls)
         if derived is None:
-            derived = derive_codec(cls)
+            derived = library_codec_for(cls) or derive_codec(cls)
             if derived is None:
                 return None
             self._derived[cls] = derived
@@ -403,7 +406,7 @@ class TypeRegistry:
             if default is None:
                 raise UnserializableTypeError(cls)
             return fallback_plan(default)
-        if codec.kind in ("model", "dataclass"):
+        if codec.kind in STATEFUL_KINDS:
             _refuse_own_pickling(cls)
         if codec.kind not in ("builtin", "custom") and codec.name == auto_name(cls):
             self._names.seen[codec.name] = cls
@@ -480,7 +483,7 @@ class TypeRegistry:
                 self._cache_plan(self._text_readers, tag, codec.from_text, generation)
         else:
             plan = migrating_plan(codec, stored, decode_value)
-        if codec.kind in ("model", "dataclass"):
+        if codec.kind in STATEFUL_KINDS:
             self._cache_plan(self._stateful_tags, tag, True, generation)
         self._cache_plan(self._decode_plans, tag, plan, generation)
         return plan

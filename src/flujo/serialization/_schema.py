@@ -24,7 +24,8 @@ from ._builtins import VALUE_REF
 from ._codec import ANCHOR, INT_MAX, INT_MIN, REF_TAG, STATE, TAG, VALUE
 from ._plans import keeps_identity
 from ._registry import TypeRegistry
-from ._types import JSONSchema, TypeCodec
+from ._scalars import scalar_base
+from ._types import STATEFUL_KINDS, JSONSchema, TypeCodec
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 FORMAT_ID = "https://flujo.dev/schemas/tagged-format.schema.json"
@@ -90,6 +91,10 @@ class _Collector:
                    for v in values):  # written as themselves (a big int would be tagged)
                 return {"enum": values}
             return VALUE_REF
+        if kind == "scalar":
+            base = scalar_base(cls)
+            assert base is not None
+            return self.annotation(base)
         hints = _hints(cls)
         if kind == "namedtuple":
             names = cls._fields  # type: ignore[attr-defined]
@@ -213,6 +218,10 @@ def state_schema(kind: str) -> JSONSchema:
         "missing": {**_NAMES, "description": "fields that had no value"},
         "attrs": {**VALUE_REF, "description": "instance attributes that are not fields"},
     }
+    if kind == "scalar":
+        return {"type": "object", "properties": {"attrs": properties["attrs"]},
+                "required": ["attrs"], "additionalProperties": False,
+                "description": "the instance attributes"}
     if kind == "model":
         properties["private"] = {"anyOf": [{"type": "null"}, VALUE_REF],
                                  "description": "the private attributes' values"}
@@ -229,7 +238,7 @@ _ANCHOR: JSONSchema = {"type": "integer", "minimum": 1,
 
 def tagged_object_schema(codec: TypeCodec, body: JSONSchema) -> JSONSchema:
     properties: JSONSchema = {TAG: {"const": codec.tag}, VALUE: body}
-    if codec.kind in ("model", "dataclass"):
+    if codec.kind in STATEFUL_KINDS:
         properties[STATE] = state_schema(codec.kind)
     if codec.tag != REF_TAG:
         properties[ANCHOR] = _ANCHOR

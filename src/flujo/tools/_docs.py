@@ -266,6 +266,8 @@ class _Synth:
             return self.value(self.defs.get(tag, {}), depth + 1)
         if "const" in schema:
             return schema["const"]
+        if schema.get("examples"):
+            return schema["examples"][0]
         if "enum" in schema:
             return schema["enum"][0]
         for key in ("anyOf", "oneOf"):

@@ -1,0 +1,202 @@
+"""Codecs for value classes of libraries flujo does not depend on: pydantic-extra-types'
+``Color`` and ``SemanticVersion``, python-ulid's ``ULID``, semver's ``Version`` and bson's
+(pymongo's) ``ObjectId`` — the classes pydantic-extra-types' field types give values of that
+are neither models, dataclasses nor subclasses of a builtin (those are derived: ``_auto``,
+``_scalars``).
+
+Each is stored under a stable name of its own, never an import path, and found by a fixed
+table: writing one looks its class up by where its library defines it (and only takes the
+class that is there); reading one imports that fixed module, which is the library's own, not
+a module the data names. A process without the library reads such a value as an unknown
+type (``UnknownTypeError``; ``strict=False`` keeps it as stored).
+
+Reading builds the value as the library parses its stored text (a version, an id), and
+refuses a text the library would write differently; a ``Color`` comes back with the value
+it was made from and its parsed channels, set as unpickling sets them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..exceptions import DeserializationError, UnknownTypeError
+from ._types import JSONSchema, TypeCodec
+
+if TYPE_CHECKING:
+    from ._codec import Decoder, Encoder
+
+
+@dataclass(frozen=True)
+class LibraryClass:
+    """Where a library defines a class: ``module`` and attribute ``name``, and what to
+    install to have it."""
+
+    module: str
+    name: str
+    install: str
+
+    def loaded(self) -> type | None:
+        """The class, if its module is imported (writing: a value of it exists)."""
+        module = sys.modules.get(self.module)
+        found = getattr(module, self.name, None) if module is not None else None
+        return found if isinstance(found, type) else None
+
+    def load(self, tag: str) -> type:
+        """The class, importing its (fixed) module (reading)."""
+        found = self.loaded()
+        if found is not None:
+            return found
+        try:
+            importlib.import_module(self.module)
+        except ImportError as exc:
+            raise UnknownTypeError(
+                f"{tag} is a {self.module}.{self.name}, and this process cannot import "
+                f"{self.module}: install {self.install}", tag=tag) from exc
+        found = self.loaded()
+        if found is None:
+            raise UnknownTypeError(f"{tag}: {self.module} no longer defines {self.name}",
+                                   tag=tag)
+        return found
+
+
+def _text(name: str, v: Any) -> str:
+    if type(v) is not str:
+        raise DeserializationError(f"{name}: expected text, got {type(v).__name__}")
+    return v
+
+
+def _parsed_text_codec(name: str, where: LibraryClass, parse: Callable[[type, str], Any],
+                       schema: JSONSchema, description: str) -> TypeCodec:
+    """A class stored as ``str()`` of it and read back by the library's parser, which must
+    give a value that writes the same text (one value, one stored form)."""
+
+    def decode(dec: Decoder, v: Any, depth: int) -> Any:
+        text = _text(name, v)
+        cls = where.load(f"{name}@1")
+        try:
+            value = parse(cls, text)
+        except (ValueError, TypeError) as exc:
+            raise DeserializationError(
+                f"{name}: {text!r:.60} is not a valid {where.name}: {exc}") from exc
+        if str(value) != text:
+            raise DeserializationError(
+                f"{name}: {text!r:.60} is not the text {where.name} writes for its value")
+        return value
+
+    return TypeCodec(name, 1, "builtin", None, lambda enc, obj, depth: str(obj), decode,
+                     schema, description=description)
+
+
+_COLOR = LibraryClass("pydantic_extra_types.color", "Color", "pydantic-extra-types")
+_RGBA = LibraryClass("pydantic_extra_types.color", "RGBA", "pydantic-extra-types")
+_CHANNEL: JSONSchema = {"type": "number", "minimum": 0, "maximum": 1}
+
+
+def _encode_color(enc: Encoder, color: Any, depth: int) -> dict[str, Any]:
+    rgba = color._rgba
+    return {"original": enc.encode(color._original, depth + 1),
+            "rgba": [rgba.r, rgba.g, rgba.b, rgba.alpha]}
+
+
+def _channel(value: Any, nullable: bool) -> bool:
+    if value is None:
+        return nullable
+    return type(value) is float and math.isfinite(value) and 0.0 <= value <= 1.0
+
+
+def _decode_color(dec: Decoder, v: Any, depth: int) -> Any:
+    name = "pydantic_extra_types.Color"
+    if type(v) is not dict or set(v) != {"original", "rgba"}:
+        raise DeserializationError(f"{name}: expected {{original, rgba}}, got {v!r:.80}")
+    rgba = v["rgba"]
+    if (type(rgba) is not list or len(rgba) != 4
+            or not all(_channel(c, False) for c in rgba[:3]) or not _channel(rgba[3], True)):
+        raise DeserializationError(
+            f"{name}: rgba must be [r, g, b, alpha] in 0..1 (alpha may be null), got "
+            f"{rgba!r:.80}")
+    original = dec.decode(v["original"], depth)
+    if type(original) not in (str, tuple, list):
+        raise DeserializationError(f"{name}: the original value must be text, a tuple or a "
+                                   f"list, got {type(original).__name__}")
+    color_class = _COLOR.load(f"{name}@1")
+    rgba_class = _RGBA.load(f"{name}@1")
+    # As unpickling does: the slots set, no parsing of the original (Color.__init__).
+    color: Any = object.__new__(color_class)
+    color._original = original
+    color._rgba = rgba_class(*rgba)  # RGBA.__init__ only assigns the four channels
+    return color
+
+
+_COLOR_CODEC = TypeCodec(
+    "pydantic_extra_types.Color", 1, "builtin", None, _encode_color, _decode_color,
+    {"type": "object",
+     "properties": {"original": {"$ref": "#/$defs/value",
+                                 "description": "the value the Color was made from"},
+                    "rgba": {"type": "array", "prefixItems": [_CHANNEL, _CHANNEL, _CHANNEL,
+                                                              {"anyOf": [_CHANNEL,
+                                                                         {"type": "null"}]}],
+                             "items": False, "minItems": 4}},
+     "required": ["original", "rgba"], "additionalProperties": False,
+     "examples": [{"original": "red", "rgba": [1.0, 0.0, 0.0, None]}]},
+    description="a pydantic-extra-types Color: the value it was made from and its red, "
+                "green, blue and alpha channels")
+
+_SEMVER = LibraryClass("semver.version", "Version", "semver")
+_SEMANTIC_VERSION = LibraryClass("pydantic_extra_types.semantic_version", "SemanticVersion",
+                                 "pydantic-extra-types[semver]")
+_ULID = LibraryClass("ulid", "ULID", "python-ulid")
+_OBJECT_ID = LibraryClass("bson.objectid", "ObjectId", "pymongo")
+_VERSION_SCHEMA: JSONSchema = {"type": "string", "minLength": 5,
+                               "description": "MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD]",
+                               "examples": ["1.2.3-rc.1+build.5"]}
+
+
+def _parse_version(cls: type, text: str) -> Any:
+    return cls.parse(text)  # type: ignore[attr-defined]
+
+
+def _parse_ulid(cls: type, text: str) -> Any:
+    return cls.from_str(text)  # type: ignore[attr-defined]
+
+
+def _parse_object_id(cls: type, text: str) -> Any:
+    if len(text) != 24:  # ObjectId also takes 12 raw bytes; stored ids are the hex form
+        raise ValueError("an ObjectId is 24 hexadecimal digits")
+    return cls(text)
+
+
+LIBRARY_CODECS: tuple[tuple[LibraryClass, TypeCodec], ...] = (
+    (_COLOR, _COLOR_CODEC),
+    (_SEMVER, _parsed_text_codec(
+        "semver.Version", _SEMVER, _parse_version, _VERSION_SCHEMA,
+        "a semver Version, as str() writes it")),
+    (_SEMANTIC_VERSION, _parsed_text_codec(
+        "pydantic_extra_types.SemanticVersion", _SEMANTIC_VERSION, _parse_version,
+        _VERSION_SCHEMA, "a pydantic-extra-types SemanticVersion, as str() writes it")),
+    (_ULID, _parsed_text_codec(
+        "ulid.ULID", _ULID, _parse_ulid,
+        {"type": "string", "pattern": "^[0-7][0-9A-HJKMNP-TV-Z]{25}$",
+         "examples": ["01ARZ3NDEKTSV4RRFFQ69G5FAV"]},
+        "a python-ulid ULID, in its 26-character Crockford base32 form")),
+    (_OBJECT_ID, _parsed_text_codec(
+        "bson.ObjectId", _OBJECT_ID, _parse_object_id,
+        {"type": "string", "pattern": "^[0-9a-f]{24}$",
+         "examples": ["507f1f77bcf86cd799439011"]},
+        "a bson (pymongo) ObjectId, in hexadecimal")),
+)
+
+
+def library_codec_for(cls: type) -> TypeCodec | None:
+    """The codec of ``cls`` when it is one of the classes above, defined where its library
+    defines it (a class of the same name elsewhere is not taken for it)."""
+    for where, codec in LIBRARY_CODECS:
+        if where.name == cls.__name__ and where.loaded() is cls:
+            return codec
+    return None
+
+LIBRARY_CODEC_NAMES: frozenset[str] = frozenset(codec.name for _, codec in LIBRARY_CODECS)
