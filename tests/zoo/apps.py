@@ -3,6 +3,8 @@ application's would be: a structured output, settings, models using pydantic add
 
 from __future__ import annotations
 
+import warnings
+
 from pydantic import BaseModel, EmailStr, HttpUrl, NameEmail
 from pydantic_extra_types.color import Color
 from pydantic_extra_types.coordinate import Coordinate, Latitude
@@ -76,3 +78,24 @@ class Customer(BaseModel):
 
 class When(BaseModel):
     at: DateTime
+
+
+with warnings.catch_warnings():  # pydantic.v1 warns on Python 3.14+
+    warnings.simplefilter("ignore")
+    from pydantic import v1
+
+
+class LegacyItem(v1.BaseModel):
+    """A pydantic.v1 model, as older SDKs and applications still carry."""
+
+    sku: str
+    quantity: int = 1
+
+
+class LegacyOrder(v1.BaseModel):
+    items: list[LegacyItem]
+    api_key: v1.SecretStr
+    _cursor: str = v1.PrivateAttr("start")
+
+    class Config:
+        extra = "allow"

@@ -15,7 +15,16 @@ from typing import Any
 
 import httpx
 
-from .apps import Answer, Contact, Customer, Link, Paint, When, ZooSettings
+from .apps import (
+    Answer,
+    Contact,
+    Customer,
+    LegacyOrder,
+    Link,
+    Paint,
+    When,
+    ZooSettings,
+)
 
 CHAT_COMPLETION = {
     "id": "chatcmpl-1", "object": "chat.completion", "created": 1700000000, "model": "gpt-4o",
@@ -190,7 +199,9 @@ def settings_objects() -> dict[str, Any]:
         settings = ZooSettings()
     finally:
         del os.environ["FLUJO_ZOO_RETRIES"]
-    return {"settings": settings,
+    order = LegacyOrder(items=[{"sku": "a-1", "quantity": 2}], api_key="sk-legacy", note="gift")
+    order._cursor = "page-2"
+    return {"settings": settings, "pydantic.v1_model": order,
             "extra_types.contact": Contact(email="x@y.org", lat=45.5, place=(1.0, 2.0)),
             "pydantic.http_url": Link(url="https://a.b/c", owner="Al <al@x.org>")}
 

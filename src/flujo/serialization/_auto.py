@@ -1,5 +1,5 @@
 """Codecs derived from a class itself: pydantic models, dataclasses, enums, NamedTuples,
-subclasses of str, int, float and bytes (``_scalars``).
+subclasses of str, int, float and bytes (``_scalars``), pydantic.v1 models (``_pydantic_v1``).
 
 These need no registration: the class is written under its ``module:qualname`` (or the name
 it was registered with) and, when read back, found among the classes already defined in the
@@ -25,6 +25,7 @@ from pydantic_core import PydanticUndefined
 from ..exceptions import DeserializationError, SerializationError, caused
 from ._codec import INT_MAX, INT_MIN, NO_DIRECT_PLANS, WithState, _note, key_segment
 from ._generics import parametrized_name
+from ._pydantic_v1 import is_v1_model, v1_model_codec
 from ._rows import Shape, refuse_unknown
 from ._scalars import scalar_base, scalar_codec
 from ._typed import TypedReader, fill_private_defaults, slot_setter
@@ -70,6 +71,8 @@ def auto_kind(cls: type) -> str | None:
         return "namedtuple"
     if scalar_base(cls) is not None and not _slot_names(cls):
         return "scalar"
+    if is_v1_model(cls):
+        return "v1model"
     return None
 
 
@@ -528,6 +531,7 @@ DERIVERS = {
     "enum": enum_codec,
     "namedtuple": namedtuple_codec,
     "scalar": scalar_codec,
+    "v1model": v1_model_codec,
 }
 
 

@@ -1,6 +1,7 @@
-"""Codecs for value classes of libraries flujo does not depend on: pydantic-extra-types'
-``Color`` and ``SemanticVersion``, python-ulid's ``ULID``, semver's ``Version`` and bson's
-(pymongo's) ``ObjectId`` — the classes pydantic-extra-types' field types give values of that
+"""Codecs for value classes of libraries flujo does not depend on, or does not import:
+pydantic.v1's ``SecretStr`` and ``SecretBytes``, pydantic-extra-types' ``Color`` and
+``SemanticVersion``, python-ulid's ``ULID``, semver's ``Version`` and bson's (pymongo's)
+``ObjectId`` — the classes pydantic-extra-types' field types give values of that
 are neither models, dataclasses nor subclasses of a builtin (those are derived: ``_auto``,
 ``_scalars``).
 
@@ -17,6 +18,7 @@ it was made from and its parsed channels, set as unpickling sets them.
 
 from __future__ import annotations
 
+import base64
 import importlib
 import math
 import sys
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import DeserializationError, UnknownTypeError
+from ._stdlib import unbase64
 from ._types import JSONSchema, TypeCodec
 
 if TYPE_CHECKING:
@@ -170,7 +173,35 @@ def _parse_object_id(cls: type, text: str) -> Any:
     return cls(text)
 
 
+_V1_SECRET_STR = LibraryClass("pydantic.v1.types", "SecretStr", "pydantic")
+_V1_SECRET_BYTES = LibraryClass("pydantic.v1.types", "SecretBytes", "pydantic")
+
+
+def _decode_v1_secret_str(dec: Decoder, v: Any, depth: int) -> Any:
+    text = _text("pydantic.v1.SecretStr", v)
+    return _V1_SECRET_STR.load("pydantic.v1.SecretStr@1")(text)
+
+
+def _decode_v1_secret_bytes(dec: Decoder, v: Any, depth: int) -> Any:
+    raw = unbase64(v, "pydantic.v1.SecretBytes")  # its errors never quote the text
+    return _V1_SECRET_BYTES.load("pydantic.v1.SecretBytes@1")(raw)
+
+
 LIBRARY_CODECS: tuple[tuple[LibraryClass, TypeCodec], ...] = (
+    # pydantic.v1's secrets (pydantic.v1 is loaded only by applications using it)
+    (_V1_SECRET_STR, TypeCodec(
+        "pydantic.v1.SecretStr", 1, "builtin", None,
+        lambda enc, secret, depth: secret.get_secret_value(), _decode_v1_secret_str,
+        {"type": "string", "writeOnly": True},
+        description="a pydantic.v1 SecretStr: its value, stored so that it comes back; "
+                    "masked wherever flujo shows data (encrypt stores holding secrets)")),
+    (_V1_SECRET_BYTES, TypeCodec(
+        "pydantic.v1.SecretBytes", 1, "builtin", None,
+        lambda enc, secret, depth: base64.b64encode(secret.get_secret_value()).decode("ascii"),
+        _decode_v1_secret_bytes,
+        {"type": "string", "contentEncoding": "base64", "writeOnly": True},
+        description="a pydantic.v1 SecretBytes: its value in base64; masked wherever flujo "
+                    "shows data (encrypt stores holding secrets)")),
     (_COLOR, _COLOR_CODEC),
     (_SEMVER, _parsed_text_codec(
         "semver.Version", _SEMVER, _parse_version, _VERSION_SCHEMA,

@@ -40,8 +40,9 @@ from ..exceptions import (
 )
 from ._codec import _finish, _note, key_segment
 from ._library_types import LIBRARY_CODEC_NAMES
+from ._pydantic_v1 import is_v1_model
 from ._scalars import scalar_base
-from ._secrets import MASK
+from ._secrets import MASK, SECRET_NAMES
 
 if TYPE_CHECKING:
     from ._registry import TypeRegistry
@@ -202,6 +203,8 @@ class _PlainWalker:
                 raise SerializationError(f"serializer for {t.__qualname__} raised {exc!r}") from exc
         if isinstance(obj, dict):
             return self._pairs(obj.items(), depth)
+        if is_v1_model(t):  # its __dict__: the fields, then the extras
+            return self._pairs(obj.__dict__.items(), depth)
         if isinstance(obj, BaseModel):
             fields = {k: v for k, v in obj.__dict__.items() if k in type(obj).__pydantic_fields__}
             return self._pairs([*fields.items(), *(obj.__pydantic_extra__ or {}).items()], depth)
@@ -247,6 +250,8 @@ class _PlainWalker:
         base = scalar_base(t)
         if base is not None:  # a str or float subclass: its builtin value, as pickle takes it
             return self.walk(getattr(base, "__getnewargs__")(obj)[0], depth)  # noqa: B009
+        if codec is not None and codec.name in SECRET_NAMES:
+            return MASK  # pydantic.v1's secrets
         if codec is not None and codec.name in LIBRARY_CODEC_NAMES:
             return str(obj)  # a Color's name or hex, a version's text, as pydantic dumps it
         if self.default is not None:

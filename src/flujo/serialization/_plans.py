@@ -42,7 +42,7 @@ from ._types import Migration, TypeCodec
 # Values whose identity is kept (docs/format.md, "Shared references and cycles"): mutable
 # containers, models, dataclasses and registered types. Strings, numbers, dates, tuples,
 # frozensets, NamedTuples and enum members are values: equal is as good as identical.
-_IDENTITY_KINDS = frozenset({"custom", "model", "dataclass"})
+_IDENTITY_KINDS = frozenset({"custom", "model", "dataclass", "v1model"})
 _MUTABLE_BUILTINS = frozenset({"set", "deque", "defaultdict", "ordereddict", "counter",
                                "bytearray", "array"})
 

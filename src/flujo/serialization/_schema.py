@@ -95,6 +95,15 @@ class _Collector:
             base = scalar_base(cls)
             assert base is not None
             return self.annotation(base)
+        if kind == "v1model":
+            v1_fields = cls.__fields__  # type: ignore[attr-defined]
+            extra = cls.__config__.extra  # type: ignore[attr-defined]
+            return {"type": "object",
+                    "properties": {n: self.annotation(f.annotation)
+                                   for n, f in v1_fields.items()},
+                    "required": sorted(n for n, f in v1_fields.items() if f.required),
+                    "additionalProperties": VALUE_REF
+                    if getattr(extra, "value", extra) == "allow" else False}
         hints = _hints(cls)
         if kind == "namedtuple":
             names = cls._fields  # type: ignore[attr-defined]
@@ -171,7 +180,7 @@ class _Collector:
                 self.add(codec)
                 for arg in args:
                     self.annotation(arg)  # collect element types for their $defs
-                if codec.kind in ("model", "dataclass") or (
+                if codec.kind in ("model", "dataclass", "v1model") or (
                         isinstance(cls, type) and issubclass(cls, BaseModel)):
                     return {"anyOf": [ref(codec), TAGGED_REF],  # a reference is tagged too
                             "description": f"{codec.name} or a subclass under its own tag"}
@@ -222,7 +231,7 @@ def state_schema(kind: str) -> JSONSchema:
         return {"type": "object", "properties": {"attrs": properties["attrs"]},
                 "required": ["attrs"], "additionalProperties": False,
                 "description": "the instance attributes"}
-    if kind == "model":
+    if kind in ("model", "v1model"):
         properties["private"] = {"anyOf": [{"type": "null"}, VALUE_REF],
                                  "description": "the private attributes' values"}
     return {"type": "object", "minProperties": 1, "properties": properties,

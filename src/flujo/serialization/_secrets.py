@@ -1,4 +1,5 @@
-"""Masking stored secrets (pydantic ``SecretStr``/``SecretBytes``, ``_pydantic_types``)
+"""Masking stored secrets (pydantic ``SecretStr``/``SecretBytes``, ``_pydantic_types``, and
+pydantic.v1's, ``_library_types``)
 wherever flujo shows stored data to a person: error messages, ``flujo state show``."""
 
 from __future__ import annotations
@@ -7,7 +8,8 @@ from typing import Any, Final
 
 from ..exceptions import NestingTooDeepError
 
-SECRET_NAMES: Final = frozenset({"secretstr", "secretbytes"})
+SECRET_NAMES: Final = frozenset({"secretstr", "secretbytes", "pydantic.v1.SecretStr",
+                                  "pydantic.v1.SecretBytes"})
 MASK: Final = "**********"  # what pydantic shows of a secret
 
 

@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from ._codec import Decoder, Encoder
 
-Kind = Literal["builtin", "custom", "model", "dataclass", "enum", "namedtuple", "scalar"]
+Kind = Literal["builtin", "custom", "model", "dataclass", "enum", "namedtuple", "scalar",
+               "v1model"]
 # The kinds whose tagged objects may carry a state (``s``, docs/format.md).
-STATEFUL_KINDS: frozenset[str] = frozenset({"model", "dataclass", "scalar"})
+STATEFUL_KINDS: frozenset[str] = frozenset({"model", "dataclass", "scalar", "v1model"})
 Migration = Callable[[Any], Any]
 JSONSchema = dict[str, Any]
 
