@@ -56,6 +56,9 @@ if sys.argv[1:]:  # the zoo, as one process wrote it (SDK objects carry fresh id
     stored = deserialize_from_json(open(sys.argv[1], "rb").read())
     corpus.update({f"zoo:{k}": (v, None) for k, v in stored.items()})
     corpus.update({f"zoo-refused:{k}": (v[0], None) for k, v in objects.refused().items()})
+from serialization import test_numpy
+corpus.update({f"numpy:{k}": ({"a": v, "again": v, "scalars": test_numpy.SCALARS}, None)
+               for k, v in test_numpy.ARRAYS.items()})
 corpus["unserializable"] = ({"a": [1, object()]}, None)
 corpus["lone-surrogate"] = ({"a": ["ok", "\ud800"]}, None)
 corpus["cycle"] = ((lambda l: (l.append(l), l)[1])([]), None)

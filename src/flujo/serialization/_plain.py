@@ -40,6 +40,7 @@ from ..exceptions import (
 )
 from ._codec import _finish, _note, key_segment
 from ._library_types import LIBRARY_CODEC_NAMES
+from ._numpy import ARRAY, SCALAR
 from ._pydantic_v1 import is_v1_model
 from ._scalars import scalar_base
 from ._secrets import MASK, SECRET_NAMES
@@ -250,6 +251,10 @@ class _PlainWalker:
         base = scalar_base(t)
         if base is not None:  # a str or float subclass: its builtin value, as pickle takes it
             return self.walk(getattr(base, "__getnewargs__")(obj)[0], depth)  # noqa: B009
+        if codec is not None and codec.name == ARRAY:
+            return self.walk(obj.tolist(), depth)  # nested lists of Python values
+        if codec is not None and codec.name == SCALAR:
+            return self.walk(obj.item(), depth)
         if codec is not None and codec.name in SECRET_NAMES:
             return MASK  # pydantic.v1's secrets
         if codec is not None and codec.name in LIBRARY_CODEC_NAMES:

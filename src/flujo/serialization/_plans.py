@@ -44,7 +44,7 @@ from ._types import Migration, TypeCodec
 # frozensets, NamedTuples and enum members are values: equal is as good as identical.
 _IDENTITY_KINDS = frozenset({"custom", "model", "dataclass", "v1model"})
 _MUTABLE_BUILTINS = frozenset({"set", "deque", "defaultdict", "ordereddict", "counter",
-                               "bytearray", "array"})
+                               "bytearray", "array", "numpy.ndarray"})
 
 
 def keeps_identity(codec: TypeCodec) -> bool:

@@ -42,6 +42,7 @@ from ._codec import (
 from ._custom import custom_codec
 from ._library_types import LIBRARY_CODECS, library_codec_for
 from ._names import TRUSTED_MODULES_ENV, NameResolver, spells_types
+from ._numpy import NUMPY_CODECS, numpy_codec_for
 from ._pickling import own_pickling_hook
 from ._plans import (
     batch_plan,
@@ -132,7 +133,8 @@ class TypeRegistry:
             if codec.py_type is not None:
                 self._by_type[codec.py_type] = codec
             self._by_name[codec.name] = codec
-        for _, codec in LIBRARY_CODECS:  # their classes are found when met (codec_for_type)
+        # Classes of other libraries: found when met (codec_for_type)
+        for codec in (*(codec for _, codec in LIBRARY_CODECS), *NUMPY_CODECS):
             self._by_name[codec.name] = codec
 
     def shared_encoder(self, validate: bool) -> Encoder:
@@ -354,7 +356,7 @@ class TypeRegistry:
                 return inherited
         derived = self._derived.get(cls)
         if derived is None:
-            derived = library_codec_for(cls) or derive_codec(cls)
+            derived = library_codec_for(cls) or numpy_codec_for(cls) or derive_codec(cls)
             if derived is None:
                 return None
             self._derived[cls] = derived
