@@ -6,6 +6,7 @@ Kept apart from :mod:`flujo.state.testing` (which needs pytest) so the values an
 
 from __future__ import annotations
 
+import array
 import collections
 import dataclasses
 import datetime as dt
@@ -14,18 +15,20 @@ import enum
 import ipaddress
 import math
 import re
+import time
 import uuid
 import zoneinfo
 from pathlib import PurePosixPath
 from typing import Any, NamedTuple
 
-from pydantic import BaseModel
+from pydantic import AnyUrl, BaseModel, ByteSize, NameEmail, SecretBytes, SecretStr
 
 __all__ = [
     "BAD_RUN_IDS",
     "NoSerializer",
     "SampleBatch",
     "SampleColor",
+    "SampleLabel",
     "SampleLine",
     "SampleOrder",
     "SamplePoint",
@@ -60,6 +63,10 @@ class SampleOrder(BaseModel):
     lines: list[SampleLine]
     placed: dt.datetime
     color: SampleColor
+
+
+class SampleLabel(str):
+    """A subclass of a builtin, as libraries make (pydantic-extra-types' country codes)."""
 
 
 class NoSerializer:
@@ -117,7 +124,31 @@ def sample_values() -> dict[str, Any]:
         ),
         "key_order": {"b": 1, "a": 2, "c": 3},
         "deep": [[[[{"x": [1, {2, 3}]}]]]],
+        "buffers": [memoryview(b"view"), array.array("h", [1, -2])],
+        "struct_time": time.struct_time((2024, 5, 17, 13, 45, 30, 4, 138, 0, "UTC", 0)),
+        "pydantic_values": [SecretStr("s3cret"), SecretBytes(b"\x00k"),
+                            AnyUrl("https://example.com/a?b=1"), NameEmail("Al", "al@x.org"),
+                            ByteSize(2**40)],
+        "builtin_subclass": _label("FR", source="ocr"),
+        **_numpy_values(),
     }
+
+
+def _label(text: str, **attributes: Any) -> SampleLabel:
+    label = SampleLabel(text)
+    label.__dict__.update(attributes)
+    return label
+
+
+def _numpy_values() -> dict[str, Any]:
+    """numpy arrays and scalars, when numpy (the ``flujo[numpy]`` extra) is installed."""
+    try:
+        import numpy
+    except ImportError:
+        return {}
+    return {"numpy": [numpy.arange(6, dtype=">i4").reshape(2, 3),
+                      numpy.asfortranarray(numpy.ones((2, 2))), numpy.float32(1.5),
+                      numpy.datetime64("2024-01-01T00:00", "ns")]}
 
 
 def assert_same(actual: Any, expected: Any, path: str = "$") -> None:
@@ -125,6 +156,20 @@ def assert_same(actual: Any, expected: Any, path: str = "$") -> None:
     assert type(actual) is type(expected), (
         f"{path}: {type(actual).__name__} != {type(expected).__name__}"
     )
+    if type(expected).__module__ == "numpy":  # arrays and scalars: dtype, shape and bytes
+        assert actual.dtype.str == expected.dtype.str and actual.shape == expected.shape, (
+            f"{path}: {actual.dtype.str}{actual.shape} != {expected.dtype.str}{expected.shape}")
+        order = "F" if getattr(expected, "flags", None) is not None and \
+            expected.flags.f_contiguous and not expected.flags.c_contiguous else "C"
+        assert actual.tobytes(order=order) == expected.tobytes(order=order), (
+            f"{path}: {actual!r} != {expected!r}")
+        return
+    if isinstance(expected, SecretStr | SecretBytes):
+        assert actual.get_secret_value() == expected.get_secret_value(), f"{path}: secrets"
+        return
+    if isinstance(expected, str) and type(expected) is not str:
+        assert actual == expected and vars(actual) == vars(expected), f"{path}: {actual!r}"
+        return
     if isinstance(expected, float):
         if math.isnan(expected):
             assert math.isnan(actual), f"{path}: {actual!r} is not NaN"
