@@ -128,10 +128,14 @@ def _decode_color(dec: Decoder, v: Any, depth: int) -> Any:
                                    f"list, got {type(original).__name__}")
     color_class = _COLOR.load(f"{name}@1")
     rgba_class = _RGBA.load(f"{name}@1")
-    # As unpickling does: the slots set, no parsing of the original (Color.__init__).
+    # As unpickling does: the slots set, no parsing of the original (no Color.__init__).
+    channels: Any = object.__new__(rgba_class)
+    for slot, value in zip(("r", "g", "b", "alpha"), rgba, strict=True):
+        object.__setattr__(channels, slot, value)
+    object.__setattr__(channels, "_tuple", tuple(rgba))
     color: Any = object.__new__(color_class)
-    color._original = original
-    color._rgba = rgba_class(*rgba)  # RGBA.__init__ only assigns the four channels
+    object.__setattr__(color, "_original", original)
+    object.__setattr__(color, "_rgba", channels)
     return color
 
 
