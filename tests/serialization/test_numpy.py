@@ -164,7 +164,7 @@ def _array(dtype: Any = "<i8", shape: Any = (2,), order: str = "C",
     (_array(shape=(-1,)), "shape must be"),
     (_array(shape=[1] * 65), "shape must be"),
     (_array(shape=(10**30, 10**30)), "do not make shape"),
-    (_array(dtype="|V0", shape=(2**40, 2**40), data=""), "do not make shape"),
+    (_array(dtype="|V0", shape=(2**40, 2**40), data=""), "no size"),
     (_array(dtype="|O"), "holding Python objects"),
     (_array(dtype="object"), "holding Python objects"),
     (_array(dtype="int64"), "not the form numpy writes"),
@@ -247,3 +247,91 @@ def test_long_doubles_are_written_as_the_same_text_every_time() -> None:
                                                                          for i in range(3)])]))
              for _ in range(20)}
     assert len(texts) == 1
+
+
+@pytest.mark.parametrize("value", [np.str_(""), np.bytes_(b"")], ids=["str", "bytes"])
+def test_empty_text_scalars_come_back(value: Any) -> None:
+    back = _round_trip([value])[0]
+    assert type(back) is type(value) and back == value
+
+
+def test_structured_fields_with_titles_come_back() -> None:
+    value = np.zeros(2, dtype=np.dtype({"names": ["a", "b"], "formats": ["i1", "<f4"],
+                                        "titles": ["Title A", "Title B"]}))
+    value["a"] = [1, 2]
+    back = _round_trip(value)
+    assert back.dtype == value.dtype and back.dtype.fields == value.dtype.fields
+    assert back.tobytes() == value.tobytes()
+
+
+@pytest.mark.parametrize("value", [
+    np.zeros(3, dtype=[("a", "u1", (0,))]),
+    np.zeros(2, dtype=np.dtype("i4", metadata={"unit": "m"})),
+], ids=["no-size", "metadata"])
+def test_dtypes_the_stored_form_cannot_hold_are_refused_when_saved(value: Any) -> None:
+    with pytest.raises(SerializationError, match="not stored") as info:
+        safe_serialize({"x": value})
+    assert info.value.path == "$.x"
+
+
+@pytest.mark.parametrize("dtype", ["|S0", "<U0", "|V0", [["a", "|u1", [0]]]])
+def test_stored_dtypes_of_no_size_are_refused_before_allocating(dtype: Any) -> None:
+    with pytest.raises(DeserializationError, match="no size"):
+        safe_deserialize(_array(dtype=dtype, shape=(2**31,), data=""))
+
+
+@pytest.mark.parametrize("data", ["AAARAA==", "AADYAA=="])
+def test_text_past_the_last_code_point_is_refused_on_read(data: str) -> None:
+    with pytest.raises(DeserializationError, match="code point"):
+        safe_deserialize(_array(dtype="<U1", shape=(1,), data=data))
+    with pytest.raises(DeserializationError, match="code point"):
+        safe_deserialize({"$t": "numpy.scalar@1", "v": {"dtype": "<U1", "data": data}})
+
+
+def test_a_subclass_of_a_numpy_scalar_type_is_refused_when_saved() -> None:
+    class Name(np.str_):
+        pass
+
+    with pytest.raises(SerializationError, match="Name"):
+        safe_serialize(Name("ab"))
+
+
+def test_long_doubles_show_as_the_nearest_python_numbers() -> None:
+    plain = safe_serialize([np.longdouble(1.5), np.clongdouble(1 + 2j),
+                            np.array([0.25], dtype=np.longdouble)], mode="json")
+    assert plain == [1.5, {"real": 1.0, "imag": 2.0}, [0.25]]
+
+
+def test_an_empty_array_has_the_strides_of_a_new_one() -> None:
+    back = _round_trip(np.zeros((0, 3)))
+    assert back.strides == np.empty((0, 3)).strides
+
+
+def test_numpy_types_as_defaultdict_factories_are_refused_when_saved() -> None:
+    from collections import defaultdict
+
+    for factory in (np.float64, np.ndarray):
+        with pytest.raises(SerializationError, match="factory"):
+            safe_serialize(defaultdict(factory))
+
+
+def test_concurrent_first_reads_wait_for_numpy_to_be_imported(tmp_path: Path) -> None:
+    code = """
+import threading
+from flujo.serialization import safe_deserialize
+data = {"$t": "numpy.scalar@1", "v": {"dtype": "<f4", "data": "AADAPw=="}}
+errors = []
+def read():
+    try:
+        assert float(safe_deserialize(data)) == 1.5
+    except Exception as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=read) for _ in range(40)]
+for thread in threads: thread.start()
+for thread in threads: thread.join()
+print(len(errors), errors[:1])
+"""
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env={"PYTHONPATH": str(SRC)}, timeout=120, check=True)
+        assert done.stdout.strip() == "0 []", done.stdout

@@ -140,7 +140,7 @@ def test_a_field_the_class_gained_since_gets_its_default() -> None:
 @pytest.mark.parametrize(("v", "s", "message"), [
     ({"age": 1}, None, "lacks required field"),
     ({"a": 1, "b": 2}, None, "no longer exist"),
-    ({"a": 1}, {"attrs": {"x": 1}}, "no attributes besides"),
+    ({"a": 1}, {"attrs": {"a": 2}}, "besides its fields"),
     ({"a": 1}, {"private": {"_nope": 1}}, "does not declare"),
     ([1], None, "expected an object of fields"),
 ])
@@ -193,3 +193,11 @@ def test_flujo_does_not_import_pydantic_v1() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={"PYTHONPATH": str(src)}, timeout=120, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_construct_with_names_that_are_no_fields_comes_back_as_pickle_brings_it_back() -> None:
+    value = Strict.construct(a=1, zzz=2, **{"$t": 3})
+    back = _round_trip(value)
+    assert_identical(back, pickle.loads(pickle.dumps(value)))
+    assert list(back.__dict__) == ["a", "zzz", "$t"]
+    assert back.__fields_set__ == {"a", "zzz", "$t"}

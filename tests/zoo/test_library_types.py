@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 import pickle
+import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -26,7 +28,12 @@ from pydantic_extra_types.semantic_version import SemanticVersion
 from syrupy.assertion import SnapshotAssertion
 from ulid import ULID
 
-from flujo.exceptions import DeserializationError, UnknownTypeError, UnserializableTypeError
+from flujo.exceptions import (
+    DeserializationError,
+    SerializationError,
+    UnknownTypeError,
+    UnserializableTypeError,
+)
 from flujo.serialization import (
     TypeRegistry,
     safe_deserialize,
@@ -285,3 +292,112 @@ def test_library_values_serialized_form(snapshot: SnapshotAssertion) -> None:
               SemanticVersion.parse("0.0.1"), ULID.from_str("01ARZ3NDEKTSV4RRFFQ69G5FAV"),
               ObjectId("507f1f77bcf86cd799439011")]
     assert safe_serialize(values) == snapshot
+
+
+class HookMixin:
+    def __reduce__(self) -> Any:
+        return (str, ("REDUCED",))
+
+
+class StateMixin:
+    def __getstate__(self) -> Any:
+        return {"from_getstate": 1}
+
+
+class MixedLabel(str, HookMixin):
+    pass
+
+
+class MixedCount(int, StateMixin):
+    pass
+
+
+@pytest.mark.parametrize("value", [MixedLabel("abc"), MixedCount(5)],
+                         ids=["reduce", "getstate"])
+def test_pickle_hooks_of_a_base_after_the_builtin_are_refused(value: Any) -> None:
+    with pytest.raises(UnserializableTypeError, match=type(value).__name__) as info:
+        safe_serialize({"x": value})
+    assert info.value.path == "$.x"
+
+
+@pytest.mark.parametrize("factory", [semver.Version, Color, ULID, ObjectId])
+def test_library_classes_as_defaultdict_factories_are_refused_when_saved(factory: type) -> None:
+    from collections import defaultdict
+
+    with pytest.raises(SerializationError, match="factory"):
+        safe_serialize({"d": defaultdict(factory)})
+
+
+@pytest.mark.parametrize("version", [
+    semver.Version(1, 2, 3, prerelease="01"), semver.Version(1, 2, 3, prerelease=""),
+    semver.Version(1, 2, 3, build="x+y"), SemanticVersion(1, 2, 3, prerelease="é"),
+], ids=["leading-zero", "empty", "plus-in-build", "non-ascii"])
+def test_a_version_whose_text_does_not_read_back_is_refused_when_saved(version: Any) -> None:
+    with pytest.raises(SerializationError, match="does not read back") as info:
+        safe_serialize({"v": version})
+    assert info.value.path == "$.v"
+
+
+def test_a_color_made_from_a_str_subclass_comes_back() -> None:
+    color = Color(Label("red"))
+    back = _json_round_trip(color)
+    assert type(back.original()) is Label and back == color
+
+
+def test_an_unstorable_color_original_is_named_by_its_path() -> None:
+    color = Color("red")
+    object.__setattr__(color, "_original", (1, 2, object()))
+    with pytest.raises(UnserializableTypeError) as info:
+        safe_serialize({"c": color})
+    assert info.value.path == "$.c.original[2]"
+
+
+def test_a_null_state_is_refused() -> None:
+    with pytest.raises(DeserializationError, match="must be"):
+        safe_deserialize({"$t": SUBCLASS_TAG, "v": "x", "s": None})
+
+
+def test_stored_secrets_are_masked_in_error_messages() -> None:
+    attrs = {"$t": "dict@1", "v": [[1, {"$t": "secretstr@1", "v": "hunter2"}]]}
+    with pytest.raises(DeserializationError) as info:
+        safe_deserialize({"$t": SUBCLASS_TAG, "v": "x", "s": {"attrs": attrs}})
+    assert "hunter2" not in str(info.value) and "**********" in str(info.value)
+
+
+class Loud(int):
+    def __int__(self) -> int:
+        return 42
+
+
+def test_plain_json_shows_the_builtin_value_and_plain_keys() -> None:
+    plain = safe_serialize({"i": Loud(5), Label("k"): 1}, mode="json")
+    assert plain == {"i": 5, "k": 1}
+    assert all(type(key) is str for key in plain)
+
+
+def test_concurrent_first_reads_of_library_values_all_succeed(tmp_path: Path) -> None:
+    data = tmp_path / "values.json"
+    data.write_bytes(orjson.dumps(safe_serialize(
+        [Color("red"), SemanticVersion.parse("1.0.0"), ULID.from_str(
+            "01ARZ3NDEKTSV4RRFFQ69G5FAV"), ObjectId("507f1f77bcf86cd799439011")])))
+    code = """
+import sys, threading, orjson
+from flujo.serialization import safe_deserialize
+data = orjson.loads(open(sys.argv[1], "rb").read())
+errors = []
+def read(item):
+    try:
+        safe_deserialize(item)
+    except Exception as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=read, args=(data[k % 4],)) for k in range(40)]
+for thread in threads: thread.start()
+for thread in threads: thread.join()
+print(len(errors), errors[:1])
+"""
+    src = Path(__file__).resolve().parents[2] / "src"
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-c", code, str(data)], capture_output=True,
+                              text=True, env={"PYTHONPATH": str(src)}, timeout=120,
+                              check=True)
+        assert done.stdout.strip() == "0 []", done.stdout

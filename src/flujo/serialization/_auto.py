@@ -28,6 +28,7 @@ from ._generics import parametrized_name
 from ._pydantic_v1 import is_v1_model, v1_model_codec
 from ._rows import Shape, refuse_unknown
 from ._scalars import scalar_base, scalar_codec
+from ._secrets import preview
 from ._typed import TypedReader, fill_private_defaults, slot_setter
 from ._types import Migration, TypeCodec
 
@@ -139,7 +140,7 @@ def _state_names(state: Any, key: str, owner: str) -> list[str]:
     names = state.get(key, [])
     if type(names) is not list or any(type(n) is not str for n in names):
         raise DeserializationError(f"{owner}: state {key!r} must be a list of names, got "
-                                   f"{names!r:.80}")
+                                   f"{preview(names)}")
     return names
 
 
@@ -153,7 +154,7 @@ class _StoredState:
         if type(state) is not dict or not state or not _STATE_KEYS.issuperset(state):
             raise DeserializationError(
                 f"{owner}: an object state must be an object with some of the keys "
-                f"{sorted(_STATE_KEYS)}, got {state!r:.80}")
+                f"{sorted(_STATE_KEYS)}, got {preview(state)}")
         self.fields_set: set[str] | None = (
             set(_state_names(state, "set", owner)) if "set" in state else None)
         self.missing: list[str] = _state_names(state, "missing", owner)
@@ -178,7 +179,7 @@ def _attribute_dict(dec: Decoder, data: Any, depth: int, owner: str, key: str, *
     value = dec.decode(data, depth)
     if type(value) is not dict or any(type(k) is not str for k in value):
         raise DeserializationError(f"{owner}: state {key!r} must be an object of attributes, "
-                                   f"got {data!r:.80}")
+                                   f"got {preview(data)}")
     return value
 
 
@@ -518,7 +519,8 @@ def namedtuple_codec(cls: type, name: str, version: int,
 
     def decode_value(dec: Decoder, v: Any, depth: int) -> Any:
         if type(v) is not list or len(v) != width:
-            raise DeserializationError(f"{name}: expected a list of {width} items, got {v!r:.80}")
+            raise DeserializationError(
+                f"{name}: expected a list of {width} items, got {preview(v)}")
         return cls._make(dec.decode_items(v, depth))  # type: ignore[attr-defined]
 
     return TypeCodec(name, version, "namedtuple", cls, encode_value, decode_value, None,

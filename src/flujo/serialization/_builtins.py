@@ -42,6 +42,7 @@ from ._codec import (
     ROWS_VERSION,
 )
 from ._rows import parse_header
+from ._secrets import preview
 from ._types import JSONSchema, TypeCodec
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ _ZONE = r"(\[fold=1\])?(\[[A-Za-z0-9_+\-/]+\]|\[tzname=[\s\S]*\])?"  # tznames m
 
 def _expect(value: Any, kind: type, what: str) -> Any:
     if type(value) is not kind:
-        raise DeserializationError(f"{what}: expected {kind.__name__}, got {value!r:.80}")
+        raise DeserializationError(f"{what}: expected {kind.__name__}, got {preview(value)}")
     return value
 
 
@@ -504,12 +505,12 @@ def _dec_timezone(dec: Decoder, v: Any, depth: int) -> timezone:
     body = _expect(v, dict, "timezone")
     if len(body) != 2 or "offset_us" not in body or "name" not in body:
         raise DeserializationError(
-            f"timezone: expected {{\"offset_us\": int, \"name\": str or null}}, got {v!r:.80}")
+            f"timezone: expected {{\"offset_us\": int, \"name\": str or null}}, got {preview(v)}")
     micros = body["offset_us"]
     name = body["name"]
     if type(micros) is not int or not -_DAY_US < micros < _DAY_US:
         raise DeserializationError(
-            f"timezone: offset_us must be an integer strictly within a day, got {micros!r:.80}")
+            f"timezone: offset_us must be an integer strictly within a day, got {preview(micros)}")
     offset = timedelta(microseconds=micros)
     if name is None:
         return timezone(offset)  # timezone(timedelta(0)) is timezone.utc itself
@@ -528,7 +529,7 @@ def _pattern_value(p: re.Pattern[Any]) -> dict[str, Any]:
     flags = p.flags
     if flags & ~_PATTERN_FLAGS:
         raise SerializationError(
-            f"cannot store the regular expression {p.pattern!r:.80} with flags {flags:#x}: "
+            f"cannot store the regular expression {preview(p.pattern)} with flags {flags:#x}: "
             "re.DEBUG and re.TEMPLATE are not stored")
     source = p.pattern
     if len(source) > MAX_PATTERN_LENGTH:
@@ -550,7 +551,7 @@ def _dec_pattern(dec: Decoder, v: Any, depth: int) -> re.Pattern[Any]:
     if len(body) != 2 or type(flags) is not int or flags & ~_PATTERN_FLAGS:
         raise DeserializationError(
             "pattern: expected {\"pattern\": str, \"flags\": int} or {\"bytes\": base64, "
-            f"\"flags\": int}} with flags among re.A|I|L|U|M|S|X, got {v!r:.80}")
+            f"\"flags\": int}} with flags among re.A|I|L|U|M|S|X, got {preview(v)}")
     source: str | bytes
     if "pattern" in body:
         source = _expect(body["pattern"], str, "pattern")
@@ -561,7 +562,7 @@ def _dec_pattern(dec: Decoder, v: Any, depth: int) -> re.Pattern[Any]:
                 f"pattern: longer than {MAX_PATTERN_LENGTH} bytes, refused")
         source = _from_base64(text)
     else:
-        raise DeserializationError(f"pattern: expected a pattern or bytes key, got {v!r:.80}")
+        raise DeserializationError(f"pattern: expected a pattern or bytes key, got {preview(v)}")
     if len(source) > MAX_PATTERN_LENGTH:
         raise DeserializationError(
             f"pattern: {len(source)} characters, longer than the {MAX_PATTERN_LENGTH} allowed")
@@ -569,7 +570,7 @@ def _dec_pattern(dec: Decoder, v: Any, depth: int) -> re.Pattern[Any]:
         compiled = re.compile(source, flags)
     except (re.error, ValueError, OverflowError, RecursionError) as exc:
         raise caused(DeserializationError(
-            f"pattern: {source!r:.80} does not compile: {exc}"), exc)
+            f"pattern: {preview(source)} does not compile: {exc}"), exc)
     if compiled.flags != flags:  # e.g. a str pattern stored without re.UNICODE
         raise DeserializationError(
             f"pattern: stored flags {flags:#x} but the pattern compiles with {compiled.flags:#x}")
@@ -614,7 +615,7 @@ def _text_plan(name: str) -> DecodePlan:
 
     def decode_text(dec: Decoder, v: Any, depth: int) -> Any:
         if type(v) is not str:
-            raise DeserializationError(f"{name}: expected str, got {v!r:.80}")
+            raise DeserializationError(f"{name}: expected str, got {preview(v)}")
         return decode(v)
 
     return decode_text
@@ -632,14 +633,14 @@ def _path_codec(name: str, cls: type[pathlib.PurePath]) -> TypeCodec:
 def _dec_models(dec: Decoder, v: Any, depth: int) -> list[Any]:
     body = _expect(v, list, "models")
     if len(body) != 2:
-        raise DeserializationError(f"models: expected [tag, [model JSON, ...]], got {v!r:.80}")
+        raise DeserializationError(f"models: expected [tag, [model JSON, ...]], got {preview(v)}")
     return dec.registry.decode_model_batch(dec, body[0], body[1], depth)
 
 
 def _dec_rows(dec: Decoder, v: Any, depth: int) -> list[Any]:
     body = _expect(v, list, "rows")
     if len(body) != 3 or type(body[0]) is not str:
-        raise DeserializationError(f"rows: expected [tag, fields, [row, ...]], got {v!r:.80}")
+        raise DeserializationError(f"rows: expected [tag, fields, [row, ...]], got {preview(v)}")
     stored = parse_header(body[1], depth + 1, dec.limit, dec.max_depth)
     return dec.registry.decode_model_rows(dec, body[0], stored, body[2], depth)
 

@@ -31,7 +31,7 @@ from ..exceptions import (
     UnknownTypeError,
     caused,
 )
-from ._secrets import mask_secrets
+from ._secrets import preview as _preview
 
 if TYPE_CHECKING:
     from ._registry import TypeRegistry
@@ -838,7 +838,7 @@ class Decoder:
         type's name), ``data`` is checked to be an object first."""
         if owner and type(data) is not dict:
             raise DeserializationError(
-                f"{owner}: expected an object of fields, got {data!r:.80}")
+                f"{owner}: expected an object of fields, got {_preview(data)}")
         out: dict[str, Any] = {}
         key: Any = None
         try:
@@ -1004,7 +1004,3 @@ def run_decoder(decoder: Decoder, data: Any) -> Any:
         decoder.busy = False
 
 
-def _preview(value: Any, limit: int = 80) -> str:
-    """The start of stored data for an error message, stored secrets masked."""
-    text = repr(mask_secrets(value))
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -22,16 +22,35 @@ import base64
 import importlib
 import math
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..exceptions import DeserializationError, UnknownTypeError
+from ..exceptions import DeserializationError, SerializationError, UnknownTypeError
+from ._codec import _note
+from ._secrets import preview
 from ._stdlib import unbase64
 from ._types import JSONSchema, TypeCodec
 
 if TYPE_CHECKING:
     from ._codec import Decoder, Encoder
+
+
+# flujo's own imports of the libraries' fixed modules, one at a time: two readers importing
+# modules that import each other could otherwise each hold a lock the other waits for.
+_IMPORTS = threading.Lock()
+
+
+def fixed_module(name: str) -> Any:
+    """The module ``name`` (one of flujo's fixed table), imported if need be; never a module
+    another thread is still running the top of (its classes may not be defined yet)."""
+    module = sys.modules.get(name)
+    if module is not None and not getattr(getattr(module, "__spec__", None), "_initializing",
+                                          False):
+        return module
+    with _IMPORTS:
+        return importlib.import_module(name)  # waits for an import under way to finish
 
 
 @dataclass(frozen=True)
@@ -51,16 +70,15 @@ class LibraryClass:
 
     def load(self, tag: str) -> type:
         """The class, importing its (fixed) module (reading)."""
-        found = self.loaded()
-        if found is not None:
-            return found
         try:
-            importlib.import_module(self.module)
-        except ImportError as exc:
-            raise UnknownTypeError(
+            module = fixed_module(self.module)
+        except Exception as exc:  # ImportError, or the RuntimeError of a missing optional
+            raise UnknownTypeError(  # dependency (pydantic-extra-types raises those)
                 f"{tag} is a {self.module}.{self.name}, and this process cannot import "
-                f"{self.module}: install {self.install}", tag=tag) from exc
-        found = self.loaded()
+                f"{self.module} ({type(exc).__name__}: {exc}): install {self.install}",
+                tag=tag) from exc
+        found = getattr(module, self.name, None)
+        found = found if isinstance(found, type) else None
         if found is None:
             raise UnknownTypeError(f"{tag}: {self.module} no longer defines {self.name}",
                                    tag=tag)
@@ -73,10 +91,29 @@ def _text(name: str, v: Any) -> str:
     return v
 
 
+def _equal(a: Any, b: Any) -> bool:
+    return bool(a == b)
+
+
 def _parsed_text_codec(name: str, where: LibraryClass, parse: Callable[[type, str], Any],
-                       schema: JSONSchema, description: str) -> TypeCodec:
+                       schema: JSONSchema, description: str,
+                       same: Callable[[Any, Any], bool] = _equal) -> TypeCodec:
     """A class stored as ``str()`` of it and read back by the library's parser, which must
-    give a value that writes the same text (one value, one stored form)."""
+    give a value that writes the same text (one value, one stored form). Writing checks that
+    the text reads back as the value (``same``): a value the library's constructor accepted
+    but its parser would not (a semver prerelease ``"01"``) is refused when saved."""
+
+    def encode(enc: Encoder, obj: Any, depth: int) -> str:
+        text = str(obj)
+        try:
+            back = parse(type(obj), text)
+        except (ValueError, TypeError) as exc:
+            back = exc
+        if isinstance(back, Exception) or not same(back, obj):
+            raise SerializationError(
+                f"{name}: {text!r:.60} does not read back as the {where.name} it was written "
+                "from, so it cannot be stored exactly; build it with the library's parser")
+        return text
 
     def decode(dec: Decoder, v: Any, depth: int) -> Any:
         text = _text(name, v)
@@ -85,14 +122,14 @@ def _parsed_text_codec(name: str, where: LibraryClass, parse: Callable[[type, st
             value = parse(cls, text)
         except (ValueError, TypeError) as exc:
             raise DeserializationError(
-                f"{name}: {text!r:.60} is not a valid {where.name}: {exc}") from exc
+                f"{name}: {preview(text, 60)} is not a valid {where.name}: {exc}") from exc
         if str(value) != text:
             raise DeserializationError(
-                f"{name}: {text!r:.60} is not the text {where.name} writes for its value")
+                f"{name}: {preview(text, 60)} is not the text {where.name} writes for its value")
         return value
 
-    return TypeCodec(name, 1, "builtin", None, lambda enc, obj, depth: str(obj), decode,
-                     schema, description=description)
+    return TypeCodec(name, 1, "builtin", None, encode, decode, schema,
+                     description=description)
 
 
 _COLOR = LibraryClass("pydantic_extra_types.color", "Color", "pydantic-extra-types")
@@ -102,8 +139,12 @@ _CHANNEL: JSONSchema = {"type": "number", "minimum": 0, "maximum": 1}
 
 def _encode_color(enc: Encoder, color: Any, depth: int) -> dict[str, Any]:
     rgba = color._rgba
-    return {"original": enc.encode(color._original, depth + 1),
-            "rgba": [rgba.r, rgba.g, rgba.b, rgba.alpha]}
+    try:
+        original = enc.encode(color._original, depth + 1)
+    except SerializationError as exc:
+        _note(exc, ".original", None)
+        raise
+    return {"original": original, "rgba": [rgba.r, rgba.g, rgba.b, rgba.alpha]}
 
 
 def _channel(value: Any, nullable: bool) -> bool:
@@ -115,15 +156,15 @@ def _channel(value: Any, nullable: bool) -> bool:
 def _decode_color(dec: Decoder, v: Any, depth: int) -> Any:
     name = "pydantic_extra_types.Color"
     if type(v) is not dict or set(v) != {"original", "rgba"}:
-        raise DeserializationError(f"{name}: expected {{original, rgba}}, got {v!r:.80}")
+        raise DeserializationError(f"{name}: expected {{original, rgba}}, got {preview(v)}")
     rgba = v["rgba"]
     if (type(rgba) is not list or len(rgba) != 4
             or not all(_channel(c, False) for c in rgba[:3]) or not _channel(rgba[3], True)):
         raise DeserializationError(
             f"{name}: rgba must be [r, g, b, alpha] in 0..1 (alpha may be null), got "
-            f"{rgba!r:.80}")
+            f"{preview(rgba)}")
     original = dec.decode(v["original"], depth)
-    if type(original) not in (str, tuple, list):
+    if not isinstance(original, str | tuple | list):  # subclasses too, as Color takes them
         raise DeserializationError(f"{name}: the original value must be text, a tuple or a "
                                    f"list, got {type(original).__name__}")
     color_class = _COLOR.load(f"{name}@1")
@@ -165,6 +206,13 @@ _VERSION_SCHEMA: JSONSchema = {"type": "string", "minLength": 5,
 
 def _parse_version(cls: type, text: str) -> Any:
     return cls.parse(text)  # type: ignore[attr-defined]
+
+
+def _same_version(a: Any, b: Any) -> bool:
+    """The same five parts, of the same types (a prerelease ``""`` is not ``None``)."""
+    parts_a, parts_b = a.to_tuple(), b.to_tuple()
+    return bool(parts_a == parts_b) and all(
+        type(x) is type(y) for x, y in zip(parts_a, parts_b, strict=True))
 
 
 def _parse_ulid(cls: type, text: str) -> Any:
@@ -209,10 +257,11 @@ LIBRARY_CODECS: tuple[tuple[LibraryClass, TypeCodec], ...] = (
     (_COLOR, _COLOR_CODEC),
     (_SEMVER, _parsed_text_codec(
         "semver.Version", _SEMVER, _parse_version, _VERSION_SCHEMA,
-        "a semver Version, as str() writes it")),
+        "a semver Version, as str() writes it", _same_version)),
     (_SEMANTIC_VERSION, _parsed_text_codec(
         "pydantic_extra_types.SemanticVersion", _SEMANTIC_VERSION, _parse_version,
-        _VERSION_SCHEMA, "a pydantic-extra-types SemanticVersion, as str() writes it")),
+        _VERSION_SCHEMA, "a pydantic-extra-types SemanticVersion, as str() writes it",
+        _same_version)),
     (_ULID, _parsed_text_codec(
         "ulid.ULID", _ULID, _parse_ulid,
         {"type": "string", "pattern": "^[0-7][0-9A-HJKMNP-TV-Z]{25}$",

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import importlib
 import sys
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import DeserializationError, SerializationError, UnknownTypeError
+from ._library_types import fixed_module
+from ._secrets import preview
 from ._types import JSONSchema, TypeCodec
 
 if TYPE_CHECKING:
@@ -40,14 +41,12 @@ _MAX_DIMENSIONS = 64  # numpy's own limit
 
 
 def _numpy(tag: str) -> Any:
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
-        return numpy
     try:
-        return importlib.import_module("numpy")
-    except ImportError as exc:
+        return fixed_module("numpy")
+    except Exception as exc:  # ImportError, or a broken installation
         raise UnknownTypeError(f"{tag} is a numpy value, and this process cannot import "
-                               "numpy: install flujo[numpy]", tag=tag) from exc
+                               f"numpy ({type(exc).__name__}: {exc}): install flujo[numpy]",
+                               tag=tag) from exc
 
 
 def numpy_codec_for(cls: type) -> TypeCodec | None:
@@ -64,27 +63,42 @@ def numpy_codec_for(cls: type) -> TypeCodec | None:
 
 # -- dtypes ----------------------------------------------------------------------------------
 
-def _describe_dtype(numpy: Any, dtype: Any, name: str) -> Any:
+def _describe_dtype(numpy: Any, dtype: Any, name: str, *, empty_ok: bool = False) -> Any:
     """The stored form of ``dtype``: its ``str``, or its ``descr`` as lists when it has
-    fields; refused when it holds objects or the form would not rebuild it exactly."""
+    fields; refused when it holds objects, has no size (``empty_ok``: an empty string
+    scalar), carries metadata, or the form would not rebuild it exactly."""
     if dtype.hasobject:
-        raise SerializationError(f"{name}: a dtype holding Python objects ({dtype}) is not stored; "
-                       "store a list of the items instead")
+        raise SerializationError(f"{name}: a dtype holding Python objects ({dtype}) is not "
+                                 "stored; store a list of the items instead")
+    if dtype.itemsize == 0 and not empty_ok:
+        raise SerializationError(f"{name}: a dtype of no size ({dtype}) is not stored")
+    if dtype.metadata is not None or (dtype.fields is not None and any(
+            field[0].metadata is not None for field in dtype.fields.values())):
+        raise SerializationError(f"{name}: a dtype with metadata ({dtype}) is not stored: "
+                                 "the stored form has no place for it")
     if dtype.fields is None and dtype.subdtype is None:
         return dtype.str
     described = _as_lists(dtype.descr)
-    if numpy.dtype(_as_tuples(described)) != dtype:
-        raise SerializationError(f"{name}: the structured dtype {dtype} has no exact description "
-                       "(aligned fields or offsets of its own); register a serializer")
+    try:
+        _check_described(described, name, [_MAX_FIELDS])
+        same = numpy.dtype(_as_tuples(described)) == dtype
+    except (DeserializationError, TypeError, ValueError):
+        same = False
+    if not same:
+        raise SerializationError(f"{name}: the structured dtype {dtype} has no exact "
+                                 "description (aligned fields, offsets of its own, titles "
+                                 "that are not text); register a serializer")
     return described
 
 
 def _as_lists(descr: Any) -> Any:
+    """numpy's ``descr`` as JSON lists: ``[name or [title, name], dtype, shape?]``."""
     if isinstance(descr, str):
         return descr
     out: list[Any] = []
     for entry in descr:
-        item: list[Any] = [entry[0], _as_lists(entry[1])]
+        label = list(entry[0]) if isinstance(entry[0], tuple) else entry[0]
+        item: list[Any] = [label, _as_lists(entry[1])]
         if len(entry) > 2:
             item.append(list(entry[2]))
         out.append(item)
@@ -96,44 +110,74 @@ def _as_tuples(described: Any) -> Any:
         return described
     out: list[tuple[Any, ...]] = []
     for entry in described:
+        label = tuple(entry[0]) if isinstance(entry[0], list) else entry[0]
         shape = (tuple(entry[2]),) if len(entry) > 2 else ()
-        out.append((entry[0], _as_tuples(entry[1]), *shape))
+        out.append((label, _as_tuples(entry[1]), *shape))
     return out
+
+
+def _label(value: Any) -> bool:
+    """A field's name, or ``[title, name]``: text."""
+    if type(value) is list:
+        return len(value) == 2 and all(type(part) is str for part in value)
+    return type(value) is str
 
 
 def _check_described(described: Any, name: str, budget: list[int], depth: int = 0) -> None:
     if type(described) is str:
         return
     if type(described) is not list or not described or depth > 8:
-        raise DeserializationError(f"{name}: a dtype must be a string or a list of fields, "
-                                   f"got {described!r:.80}")
+        raise DeserializationError(f"{name}: a dtype must be a string or a list of fields "
+                                   f"at most 8 deep, got {preview(described)}")
     for entry in described:
         budget[0] -= 1
         if budget[0] < 0:
             raise DeserializationError(f"{name}: a dtype of more than {_MAX_FIELDS} fields")
-        if (type(entry) is not list or len(entry) not in (2, 3) or type(entry[0]) is not str
+        if (type(entry) is not list or len(entry) not in (2, 3) or not _label(entry[0])
                 or (len(entry) == 3 and (type(entry[2]) is not list or not all(
                     type(n) is int and 0 <= n < 2**31 for n in entry[2])))):
             raise DeserializationError(f"{name}: a dtype field must be [name, dtype] or "
-                                       f"[name, dtype, shape], got {entry!r:.80}")
+                                       f"[name, dtype, shape], got {preview(entry)}")
         _check_described(entry[1], name, budget, depth + 1)
 
 
-def _read_dtype(numpy: Any, described: Any, name: str) -> Any:
+def _read_dtype(numpy: Any, described: Any, name: str, *, empty_ok: bool = False) -> Any:
     _check_described(described, name, [_MAX_FIELDS])
     try:
         dtype = numpy.dtype(_as_tuples(described))
     except (TypeError, ValueError, KeyError, OverflowError) as exc:
-        raise DeserializationError(f"{name}: {described!r:.80} is not a numpy dtype: "
+        raise DeserializationError(f"{name}: {preview(described)} is not a numpy dtype: "
                                    f"{exc}") from exc
     if dtype.hasobject:
         raise DeserializationError(f"{name}: a dtype holding Python objects is never read "
-                                   f"({described!r:.80})")
+                                   f"({preview(described)})")
+    if dtype.itemsize == 0 and not empty_ok:
+        raise DeserializationError(f"{name}: a dtype of no size ({preview(described)}) is "
+                                   "never read")
     if (type(described) is str and dtype.str != described) or (
             type(described) is list and _as_lists(dtype.descr) != described):
-        raise DeserializationError(f"{name}: {described!r:.80} is not the form numpy writes "
-                                   "for its dtype")
+        raise DeserializationError(f"{name}: {preview(described)} is not the form numpy "
+                                   "writes for its dtype")
     return dtype
+
+
+def _check_text(numpy: Any, array: Any, name: str) -> None:
+    """Refuse text fields holding numbers that are no Unicode code point: numpy would build
+    them, and fail on them later (``tolist()``, ``repr``) with a SystemError."""
+    dtype = array.dtype
+    if dtype.fields is not None:
+        for field in dtype.names:
+            _check_text(numpy, array[field], name)
+        return
+    if dtype.subdtype is not None:
+        dtype = dtype.subdtype[0]
+    if dtype.kind != "U" or array.size == 0:
+        return
+    order = ">" if dtype.byteorder == ">" else "<"
+    codes = numpy.ascontiguousarray(array).view(f"{order}u4")
+    if int(codes.max()) > 0x10FFFF:
+        raise DeserializationError(f"{name}: the text holds a number past the last Unicode "
+                                   "code point")
 
 
 def _read_bytes(v: Any, name: str) -> bytes:
@@ -175,25 +219,28 @@ def _encode_array(enc: Encoder, array: Any, depth: int) -> dict[str, Any]:
 def _decode_array(dec: Decoder, v: Any, depth: int) -> Any:
     if type(v) is not dict or set(v) != {"dtype", "shape", "order", "data"}:
         raise DeserializationError(f"{ARRAY}: expected {{dtype, shape, order, data}}, got "
-                                   f"{v!r:.80}")
+                                   f"{preview(v)}")
     shape, order = v["shape"], v["order"]
     if (type(shape) is not list or len(shape) > _MAX_DIMENSIONS
             or not all(type(n) is int and n >= 0 for n in shape)):
         raise DeserializationError(f"{ARRAY}: shape must be a list of at most "
-                                   f"{_MAX_DIMENSIONS} sizes, got {shape!r:.80}")
+                                   f"{_MAX_DIMENSIONS} sizes, got {preview(shape)}")
     if order not in ("C", "F"):
-        raise DeserializationError(f"{ARRAY}: order must be 'C' or 'F', got {order!r:.20}")
+        raise DeserializationError(f"{ARRAY}: order must be 'C' or 'F', got {preview(order, 20)}")
     numpy = _numpy(f"{ARRAY}@1")
     dtype = _read_dtype(numpy, v["dtype"], ARRAY)
     raw = _read_bytes(v["data"], ARRAY)
     count = 1
     for size in shape:
         count *= size  # Python ints: no overflow
-    if count * dtype.itemsize != len(raw) or (dtype.itemsize == 0 and count > 2**31):
+    if count * dtype.itemsize != len(raw):  # the dtype has a size: count <= len(raw)
         raise DeserializationError(
             f"{ARRAY}: {len(raw)} bytes of data do not make shape {shape} of {dtype}")
     try:
+        if count == 0:  # nothing to copy: strides as numpy gives a new array
+            return numpy.empty(tuple(shape), dtype=dtype, order=order)
         view = numpy.ndarray(tuple(shape), dtype=dtype, buffer=raw, order=order)
+        _check_text(numpy, view, ARRAY)
         return view.copy(order="K")  # owning writable memory in that order, as from pickle
     except (ValueError, TypeError, OverflowError) as exc:
         raise DeserializationError(f"{ARRAY}: cannot build the array: {exc}") from exc
@@ -203,20 +250,33 @@ def _decode_array(dec: Decoder, v: Any, depth: int) -> Any:
 
 def _encode_scalar(enc: Encoder, scalar: Any, depth: int) -> dict[str, Any]:
     numpy = sys.modules["numpy"]
-    return {"dtype": _describe_dtype(numpy, scalar.dtype, SCALAR),
-            "data": base64.b64encode(_raw_bytes(numpy, scalar, "C")).decode("ascii")}
+    dtype = scalar.dtype
+    # An empty np.str_ or np.bytes_ has a dtype of no size (and tobytes() gives padding).
+    empty_text = dtype.itemsize == 0 and dtype.kind in "SU"
+    raw = b"" if empty_text else _raw_bytes(numpy, scalar, "C")
+    return {"dtype": _describe_dtype(numpy, dtype, SCALAR, empty_ok=empty_text),
+            "data": base64.b64encode(raw).decode("ascii")}
 
 
 def _decode_scalar(dec: Decoder, v: Any, depth: int) -> Any:
     if type(v) is not dict or set(v) != {"dtype", "data"}:
-        raise DeserializationError(f"{SCALAR}: expected {{dtype, data}}, got {v!r:.80}")
+        raise DeserializationError(f"{SCALAR}: expected {{dtype, data}}, got {preview(v)}")
     numpy = _numpy(f"{SCALAR}@1")
-    dtype = _read_dtype(numpy, v["dtype"], SCALAR)
+    dtype = _read_dtype(numpy, v["dtype"], SCALAR, empty_ok=True)
     raw = _read_bytes(v["data"], SCALAR)
     if len(raw) != dtype.itemsize:
         raise DeserializationError(f"{SCALAR}: {len(raw)} bytes of data for a {dtype} "
                                    f"scalar of {dtype.itemsize}")
-    scalar = numpy.frombuffer(raw, dtype=dtype)[0]
+    if dtype.itemsize == 0:
+        if dtype.kind not in "SU":
+            raise DeserializationError(f"{SCALAR}: a {dtype} scalar of no size is never read")
+        return dtype.type()  # np.str_("") or np.bytes_(b"")
+    try:
+        values = numpy.frombuffer(raw, dtype=dtype)
+        _check_text(numpy, values, SCALAR)
+        scalar = values[0]
+    except (ValueError, TypeError) as exc:
+        raise DeserializationError(f"{SCALAR}: cannot build the scalar: {exc}") from exc
     if dtype.fields is not None:  # a structured scalar: np.void over its own copy
         scalar = scalar.copy()
     return scalar

@@ -29,7 +29,7 @@ def own_pickling_hook(cls: type) -> tuple[str, str] | None:
     for hook in _PICKLE_HOOKS:
         for klass in cls.__mro__[:-1]:
             if klass in _FOLLOWED_BASES:
-                break
+                continue  # a mixin after it (``class S(str, Mixin)``) may still have one
             function = klass.__dict__.get(hook)
             if function is None:
                 continue

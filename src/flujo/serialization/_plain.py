@@ -173,7 +173,7 @@ class _PlainWalker:
         key: Any = None
         try:
             for key, value in items:
-                name = key if isinstance(key, str) else str(self.walk(key, depth))
+                name = key if type(key) is str else str(self.walk(key, depth))
                 if name in out:  # e.g. 1 and "1": keeping one would silently drop the other
                     raise SerializationError(
                         f"keys {key!r} and another key both become {name!r} in plain JSON")
@@ -246,15 +246,16 @@ class _PlainWalker:
             return self._items(obj.tolist(), depth)
         if isinstance(obj, complex):
             return {"real": self.walk(obj.real, depth), "imag": self.walk(obj.imag, depth)}
-        if isinstance(obj, int):
-            return int(obj)
         base = scalar_base(t)
-        if base is not None:  # a str or float subclass: its builtin value, as pickle takes it
+        if base is not None:  # a str, int or float subclass: its builtin value, as pickle
             return self.walk(getattr(base, "__getnewargs__")(obj)[0], depth)  # noqa: B009
         if codec is not None and codec.name == ARRAY:
             return self.walk(obj.tolist(), depth)  # nested lists of Python values
         if codec is not None and codec.name == SCALAR:
-            return self.walk(obj.item(), depth)
+            value: Any = obj.item()
+            if type(value) is t:  # a long double has no Python counterpart: the nearest
+                value = complex(obj) if obj.dtype.kind == "c" else float(obj)
+            return self.walk(value, depth)
         if codec is not None and codec.name in SECRET_NAMES:
             return MASK  # pydantic.v1's secrets
         if codec is not None and codec.name in LIBRARY_CODEC_NAMES:

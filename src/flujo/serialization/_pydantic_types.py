@@ -24,6 +24,7 @@ import pydantic_core
 from pydantic import ByteSize, NameEmail, SecretBytes, SecretStr, ValidationError
 
 from ..exceptions import DeserializationError
+from ._secrets import preview
 from ._stdlib import unbase64
 from ._types import TypeCodec
 
@@ -94,14 +95,14 @@ def _dec_name_email(dec: Decoder, v: Any, depth: int) -> NameEmail:
     if type(v) is not dict or set(v) != {"name", "email"} or any(
             type(part) is not str for part in v.values()):
         raise DeserializationError(f"pydantic.NameEmail: expected {{name, email}} texts, got "
-                                   f"{v!r:.80}")
+                                   f"{preview(v)}")
     return NameEmail(v["name"], v["email"])
 
 
 def _dec_byte_size(dec: Decoder, v: Any, depth: int) -> ByteSize:
     v = dec.decode(v, depth)  # a size past 64 bits is a tagged int
     if type(v) is not int:
-        raise DeserializationError(f"pydantic.ByteSize: expected an int, got {v!r:.40}")
+        raise DeserializationError(f"pydantic.ByteSize: expected an int, got {preview(v, 40)}")
     return ByteSize(v)
 
 

@@ -61,17 +61,23 @@ def v1_model_codec(cls: type, name: str, version: int,
         child = depth + 1
         values: dict[str, Any] = obj.__dict__
         out: dict[str, Any] = {}
+        others: dict[str, Any] = {}  # in __dict__, not a field, in a model without extras
         key: Any = None
         try:
             for key, value in values.items():
-                out[key] = enc.encode(value, child)
+                if allows_extra or key in known:
+                    out[key] = enc.encode(value, child)
+                else:  # construct(unknown=...) keeps them, as pickle does
+                    others[key] = value
         except SerializationError as exc:
             _note(exc, key_segment(key), None)
             raise
         state: dict[str, Any] = {}
         fields_set = obj.__fields_set__
-        if fields_set != values.keys():
+        if fields_set != out.keys():
             state["set"] = sorted(fields_set)
+        if others:
+            state["attrs"] = enc.encode(others, child)  # escaped, paths noted by the dict
         missing = [n for n in field_names if n not in values]
         if missing:
             state["missing"] = missing
@@ -104,9 +110,11 @@ def v1_model_codec(cls: type, name: str, version: int,
         dec.bind(obj)  # before its contents: a cycle through it finds it
         values = dec.decode_object(body, depth, name)
         stored = None if state is None else _StoredState(dec, state, depth, name, True)
-        if stored is not None and stored.attrs:
-            raise DeserializationError(f"{name}: a pydantic.v1 model has no attributes "
-                                       "besides its fields, extras and private attributes")
+        if stored is not None and stored.attrs and (
+                allows_extra or not known.isdisjoint(stored.attrs)):
+            raise DeserializationError(
+                f"{name}: the attributes of a pydantic.v1 model besides its fields are its "
+                "extras, except in a model without extras (construct() keeps unknown names)")
         missing: Collection[str] = () if stored is None else stored.missing
         _check_fields(values, required, missing, None if allows_extra else known, name)
         attributes: dict[str, Any] = {}
@@ -118,6 +126,8 @@ def v1_model_codec(cls: type, name: str, version: int,
         for key, value in values.items():
             if key not in known:
                 attributes[key] = value
+        if stored is not None and stored.attrs:
+            attributes.update(stored.attrs)
         set_attribute(obj, "__dict__", attributes)
         fields_set = set(values) if stored is None or stored.fields_set is None \
             else stored.fields_set

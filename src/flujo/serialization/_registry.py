@@ -392,7 +392,12 @@ class TypeRegistry:
         return {codec.name: codec.version for codec in self.codecs()}
 
     def codec_for_factory(self, factory: object) -> TypeCodec | None:
-        return self.codec_for_type(factory) if isinstance(factory, type) else None
+        """The codec whose class is ``factory`` (read back by ``factory_named``): not one
+        that writes several classes, or a class it finds only when met (numpy's, ...)."""
+        if not isinstance(factory, type):
+            return None
+        codec = self.codec_for_type(factory)
+        return codec if codec is not None and codec.py_type is factory else None
 
     def factory_named(self, name: str) -> Callable[[], Any]:
         codec = self.codec_named(name)

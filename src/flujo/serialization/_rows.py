@@ -39,6 +39,7 @@ from pydantic_core import SchemaSerializer
 from ..exceptions import DeserializationError
 from ._codec import _note, _too_deep, key_segment
 from ._guard import SchemaWalker
+from ._secrets import preview
 
 __all__ = ["Shape", "check_rows", "header_of", "parse_header", "refuse_unknown",
            "row_serializer", "rows_to_dicts", "shape_of", "unknown_fields", "unknown_keys"]
@@ -145,7 +146,7 @@ def parse_header(data: Any, depth: int, limit: int, max_depth: int) -> Shape:
     if depth > limit:
         raise _too_deep("data", depth, max_depth)
     if type(data) is not list:
-        raise DeserializationError(f"rows: fields must be an array, got {data!r:.80}")
+        raise DeserializationError(f"rows: fields must be an array, got {preview(data)}")
     names: list[str] = []
     nested: list[tuple[int, Shape]] = []
     for field in data:
@@ -154,14 +155,14 @@ def parse_header(data: Any, depth: int, limit: int, max_depth: int) -> Shape:
             continue
         if type(field) is not dict or len(field) != 1:
             raise DeserializationError(
-                f"rows: a field is a name or {{name: node}}, got {field!r:.80}")
+                f"rows: a field is a name or {{name: node}}, got {preview(field)}")
         name, node = next(iter(field.items()))
         if type(name) is not str:  # data that never went through JSON
-            raise DeserializationError(f"rows: a field name must be a string, got {name!r:.80}")
+            raise DeserializationError(f"rows: a field name must be a string, got {preview(name)}")
         nested.append((len(names), _parse_node(node, depth + 1, limit, max_depth)))
         names.append(name)
     if len(set(names)) != len(names):
-        raise DeserializationError(f"rows: fields name a field twice: {names!r:.120}")
+        raise DeserializationError(f"rows: fields name a field twice: {preview(names, 120)}")
     return Shape(ROW, names, nested, None)
 
 
@@ -176,7 +177,7 @@ def _parse_node(data: Any, depth: int, limit: int, max_depth: int) -> Shape:
         if kind is not None:
             return Shape(kind, [], [], _parse_node(inner, depth + 1, limit, max_depth))
     raise DeserializationError(
-        f"rows: a node is fields, {{\"list\": node}} or {{\"dict\": node}}, got {data!r:.80}")
+        f"rows: a node is fields, {{\"list\": node}} or {{\"dict\": node}}, got {preview(data)}")
 
 
 def unknown_fields(stored: Shape, current: Shape, prefix: str = "") -> list[str]:
@@ -327,7 +328,7 @@ def row_serializer(core_schema: dict[str, Any]) -> SchemaSerializer:
 # -- reading: rows -> the dicts pydantic validates -----------------------------------------
 def check_rows(rows: Any) -> list[Any]:
     if type(rows) is not list:
-        raise DeserializationError(f"rows: expected an array of rows, got {rows!r:.80}")
+        raise DeserializationError(f"rows: expected an array of rows, got {preview(rows)}")
     return rows
 
 
@@ -351,7 +352,7 @@ def _row_dict(row: Any, shape: Shape) -> dict[str, Any]:
     if type(row) is not list or len(row) != len(names):
         raise DeserializationError(
             f"rows: expected a row of {len(names)} values ({', '.join(names)[:120]}), "
-            f"got {row!r:.80}")
+            f"got {preview(row)}")
     values: list[Any] = row  # typed, so that compiled code indexes the list directly
     data: dict[str, Any] = {}
     for position in range(len(names)):
@@ -376,10 +377,10 @@ def _from_rows(value: Any, shape: Shape) -> Any:
     assert inner is not None
     if kind == LIST:
         if type(value) is not list:
-            raise DeserializationError(f"rows: expected an array, got {value!r:.80}")
+            raise DeserializationError(f"rows: expected an array, got {preview(value)}")
         return [_item_from_rows(item, inner, index) for index, item in enumerate(value)]
     if type(value) is not dict:
-        raise DeserializationError(f"rows: expected an object, got {value!r:.80}")
+        raise DeserializationError(f"rows: expected an object, got {preview(value)}")
     return {key: _item_from_rows(entry, inner, key) for key, entry in value.items()}
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..exceptions import DeserializationError
 from ._codec import WithState
+from ._secrets import preview
 from ._types import Migration, TypeCodec
 
 if TYPE_CHECKING:
@@ -62,16 +63,15 @@ def scalar_codec(cls: type, name: str, version: int,
         return encode_object(enc, obj, depth)[0]
 
     def decode_value(dec: Decoder, body: Any, depth: int) -> Any:
-        state: Any = None
-        if type(body) is WithState:
-            state = body.state
+        attributes = None
+        if type(body) is WithState:  # "s" present: it must hold attributes
+            attributes = _attributes(dec, body.state, depth, name, has_dict)
             body = body.value
         value = dec.decode(body, depth)
         if type(value) is not base:
             raise DeserializationError(
                 f"{name}: expected a stored {base_name}, got {type(value).__name__} "
-                f"{value!r:.60}")
-        attributes = None if state is None else _attributes(dec, state, depth, name, has_dict)
+                f"{preview(value, 60)}")
         obj = make(cls, value)
         if attributes:
             obj.__dict__.update(attributes)
@@ -89,12 +89,12 @@ def _attributes(dec: Decoder, state: Any, depth: int, owner: str,
     if type(state) is not dict or set(state) != {"attrs"}:
         raise DeserializationError(
             f"{owner}: the state of a {owner} must be {{\"attrs\": {{...}}}}, got "
-            f"{state!r:.80}")
+            f"{preview(state)}")
     if not has_dict:
         raise DeserializationError(f"{owner}: its instances have no attributes, but the "
                                    "stored value has some")
     attributes = dec.decode(state["attrs"], depth)
     if type(attributes) is not dict or any(type(k) is not str for k in attributes):
         raise DeserializationError(f"{owner}: state 'attrs' must be an object of attributes, "
-                                   f"got {state['attrs']!r:.80}")
+                                   f"got {preview(state['attrs'])}")
     return attributes

@@ -38,3 +38,12 @@ def mask_secrets(value: Any, budget: int = 1000) -> Any:
     except RecursionError:  # deeper than any value flujo writes: never shown unmasked
         raise NestingTooDeepError("stored data nested too deeply to show with its secrets "
                                   "masked") from None
+
+
+def preview(value: Any, limit: int = 80) -> str:
+    """The start of stored data for an error message, stored secrets masked."""
+    try:
+        text = repr(mask_secrets(value))
+    except NestingTooDeepError:
+        text = f"<{type(value).__name__} nested too deeply to show>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..exceptions import DeserializationError, SerializationError
 from ._builtins import _base64, _from_base64
+from ._secrets import preview
 from ._types import JSONSchema, TypeCodec
 
 if TYPE_CHECKING:
@@ -69,23 +70,23 @@ def _dec_memoryview(dec: Decoder, v: Any, depth: int) -> memoryview:
     if type(v) is not dict or set(v) != {"data", "format", "itemsize", "shape", "readonly"}:
         raise DeserializationError(
             "memoryview: expected {data, format, itemsize, shape, readonly}, got "
-            f"{v!r:.80}")
+            f"{preview(v)}")
     fmt, itemsize, shape, readonly = v["format"], v["itemsize"], v["shape"], v["readonly"]
     if type(fmt) is not str or fmt not in _CAST_FORMATS:
-        raise DeserializationError(f"memoryview: format {fmt!r:.20} is not one memoryview "
+        raise DeserializationError(f"memoryview: format {preview(fmt, 20)} is not one memoryview "
                                    "can be cast to")
     if type(readonly) is not bool:
         raise DeserializationError(f"memoryview: readonly must be true or false, got "
-                                   f"{readonly!r:.20}")
+                                   f"{preview(readonly, 20)}")
     native = struct.calcsize(fmt)
     if type(itemsize) is not int or itemsize != native:
         raise DeserializationError(
-            f"memoryview: items of format {fmt!r} were {itemsize!r:.20} bytes where written "
+            f"memoryview: items of format {fmt!r} were {preview(itemsize, 20)} bytes where written "
             f"and are {native} here; rebuild it from its bytes yourself")
     if (type(shape) is not list or len(shape) > _MAX_DIMENSIONS
             or any(type(n) is not int or n < 0 for n in shape)):
         raise DeserializationError(f"memoryview: shape must be a list of at most "
-                                   f"{_MAX_DIMENSIONS} sizes, got {shape!r:.80}")
+                                   f"{_MAX_DIMENSIONS} sizes, got {preview(shape)}")
     data = unbase64(v["data"], "memoryview")
     if len(data) != itemsize * math.prod(shape):
         raise DeserializationError(
@@ -111,14 +112,15 @@ def _enc_array(enc: Encoder, values: array.array[Any], depth: int) -> dict[str, 
 def _dec_array(dec: Decoder, v: Any, depth: int) -> array.array[Any]:
     if type(v) is not dict or set(v) != {"typecode", "itemsize", "data"}:
         raise DeserializationError(
-            f"array: expected {{typecode, itemsize, data}}, got {v!r:.80}")
+            f"array: expected {{typecode, itemsize, data}}, got {preview(v)}")
     typecode, itemsize = v["typecode"], v["itemsize"]
     if type(typecode) is not str or len(typecode) != 1 or typecode not in array.typecodes:
-        raise DeserializationError(f"array: unknown typecode {typecode!r:.20}")
+        raise DeserializationError(f"array: unknown typecode {preview(typecode, 20)}")
     values = array.array(typecode)
     if type(itemsize) is not int or itemsize != values.itemsize:
         raise DeserializationError(
-            f"array: items of typecode {typecode!r} were {itemsize!r:.20} bytes where written "
+            f"array: items of typecode {typecode!r} were {preview(itemsize, 20)} bytes where "
+            "written "
             f"and are {values.itemsize} here (the C type's size differs between platforms)")
     data = unbase64(v["data"], "array")
     if len(data) % itemsize:
@@ -140,13 +142,13 @@ def _enc_struct_time(enc: Encoder, value: time.struct_time, depth: int) -> list[
 def _dec_struct_time(dec: Decoder, v: Any, depth: int) -> time.struct_time:
     if type(v) is not list or len(v) != 11:
         raise DeserializationError(
-            f"struct_time: expected its 9 numbers, zone and UTC offset, got {v!r:.80}")
+            f"struct_time: expected its 9 numbers, zone and UTC offset, got {preview(v)}")
     numbers, zone, offset = v[:9], v[9], v[10]
     if any(type(n) is not int for n in numbers) or type(zone) not in (str, type(None)) or \
             type(offset) not in (int, type(None)):
         raise DeserializationError(
             f"struct_time: expected 9 ints, a zone name or null and an offset or null, got "
-            f"{v!r:.80}")
+            f"{preview(v)}")
     return time.struct_time((*numbers, zone, offset))
 
 
