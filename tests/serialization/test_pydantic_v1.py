@@ -14,6 +14,8 @@ from typing import Any
 import jsonschema
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flujo.exceptions import DeserializationError, UnserializableTypeError
 from flujo.serialization import (
@@ -201,3 +203,17 @@ def test_construct_with_names_that_are_no_fields_comes_back_as_pickle_brings_it_
     assert_identical(back, pickle.loads(pickle.dumps(value)))
     assert list(back.__dict__) == ["a", "zzz", "$t"]
     assert back.__fields_set__ == {"a", "zzz", "$t"}
+
+
+@given(name=st.text(), age=st.integers(), cities=st.lists(st.text(), max_size=4),
+       extra=st.dictionaries(st.text(min_size=1).filter(lambda k: k not in Loose.__fields__),
+                             st.integers() | st.text() | st.none(), max_size=3),
+       session=st.text())
+@settings(max_examples=80, deadline=None)
+def test_any_v1_model_comes_back_as_pickle_brings_it_back(
+        name: str, age: int, cities: list[str], extra: dict[str, Any], session: str) -> None:
+    person = Person(name=name, age=age, friends=[{"city": c} for c in cities])
+    person._session = session
+    loose = Loose(a=age, **extra)
+    for value in (person, loose):
+        assert_identical(_round_trip(value), pickle.loads(pickle.dumps(value)))
