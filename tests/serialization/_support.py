@@ -67,6 +67,22 @@ class Coord(NamedTuple):
     lon: float
 
 
+class Label(str):
+    """A subclass of a builtin (_scalars), as libraries make them."""
+
+
+class Cents(int):
+    pass
+
+
+class Ratio(float):
+    pass
+
+
+class Blob(bytes):
+    pass
+
+
 @dataclass
 class Pair:
     left: Any

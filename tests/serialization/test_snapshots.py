@@ -33,11 +33,14 @@ from flujo.serialization import (
 from ._support import (
     Animal,
     Bag,
+    Blob,
     Box,
+    Cents,
     Color,
     Dog,
     Item,
     Kennel,
+    Label,
     Labeled,
     Loose,
     Mode,
@@ -47,26 +50,11 @@ from ._support import (
     Perm,
     Point,
     Priority,
+    Ratio,
     Version,
     make_registry,
 )
 from .test_references import assert_same_graph
-
-
-class Label(str):
-    pass
-
-
-class Cents(int):
-    pass
-
-
-class Ratio(float):
-    pass
-
-
-class Blob(bytes):
-    pass
 
 
 def _subclasses() -> list[Any]:

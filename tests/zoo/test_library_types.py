@@ -42,22 +42,7 @@ from flujo.serialization import (
 )
 from flujo.serialization._library_types import LibraryClass
 from flujo.testing import assert_identical
-
-
-class Label(str):
-    pass
-
-
-class Cents(int):
-    pass
-
-
-class Ratio(float):
-    pass
-
-
-class Blob(bytes):
-    pass
+from serialization._support import Blob, Cents, Label, Ratio
 
 
 class Shouty(str):
@@ -159,7 +144,7 @@ def test_plain_json_mode_gives_the_builtin_values() -> None:
     assert all(type(item) in (str, int) for item in plain)
 
 
-SUBCLASS_TAG = f"{__name__}:Label@1"
+SUBCLASS_TAG = "serialization._support:Label@1"
 
 
 @pytest.mark.parametrize(("v", "s", "message"), [

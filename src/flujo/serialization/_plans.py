@@ -68,9 +68,12 @@ def tagging_plan(codec: TypeCodec) -> EncodePlan:
         return leaf_plan
 
     encode_object = codec.encode_object
-    if encode_object is not None and keeps_identity(codec):
+    if encode_object is not None:
+        keep = keeps_identity(codec)  # not subclasses of str, int, ...: values
+
         def object_plan(enc: Encoder, obj: Any, depth: int) -> dict[str, Any]:
-            enc.note(obj)  # models and dataclasses
+            if keep:
+                enc.note(obj)  # models and dataclasses
             manifest = enc.manifest
             if manifest is not None:
                 manifest[name] = version
@@ -80,18 +83,6 @@ def tagging_plan(codec: TypeCodec) -> EncodePlan:
             return {TAG: tag, VALUE: value, STATE: state}
 
         return object_plan
-
-    if encode_object is not None:
-        def value_object_plan(enc: Encoder, obj: Any, depth: int) -> dict[str, Any]:
-            manifest = enc.manifest  # subclasses of str, int, ...: values, with a state
-            if manifest is not None:
-                manifest[name] = version
-            value, state = encode_object(enc, obj, depth)
-            if state is None:
-                return {TAG: tag, VALUE: value}
-            return {TAG: tag, VALUE: value, STATE: state}
-
-        return value_object_plan
 
     if keeps_identity(codec):
         def identity_plan(enc: Encoder, obj: Any, depth: int) -> dict[str, Any]:
