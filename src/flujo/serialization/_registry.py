@@ -234,8 +234,9 @@ class TypeRegistry:
             codec = derive_codec(cls, type_name, version, steps)
             if codec is None:
                 raise RegistrationError(
-                    f"{cls.__qualname__} is not a pydantic model, dataclass, enum or NamedTuple: "
-                    "pass serializer= (and deserializer=) to register it"
+                    f"{cls.__qualname__} is not a pydantic model, dataclass, enum, NamedTuple "
+                    "or subclass of str, int, float or bytes: pass serializer= (and "
+                    "deserializer=) to register it"
                 )
         else:
             if not callable(serializer) or (
