@@ -335,3 +335,16 @@ print(len(errors), errors[:1])
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                               env={"PYTHONPATH": str(SRC)}, timeout=120, check=True)
         assert done.stdout.strip() == "0 []", done.stdout
+
+
+def test_assert_identical_tells_numpy_values_apart() -> None:
+    from flujo.testing import assert_identical
+
+    value = np.arange(4, dtype="<i4")
+    assert_identical(value.copy(), value)
+    assert_identical(np.float32(1.5), np.float32(1.5))
+    for other in (value.astype(">i4"), value.reshape(2, 2), value + 1, np.float64(1.5)):
+        with pytest.raises(AssertionError):
+            assert_identical(other, value if other.dtype.kind == "i" else np.float32(1.5))
+    with pytest.raises(AssertionError, match="Fortran"):
+        assert_identical(np.ones((2, 2)), np.asfortranarray(np.ones((2, 2))))

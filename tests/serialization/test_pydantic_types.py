@@ -15,6 +15,7 @@ from pydantic import (
     AnyUrl,
     BaseModel,
     ByteSize,
+    ConfigDict,
     FileUrl,
     HttpUrl,
     MongoDsn,
@@ -109,6 +110,24 @@ def test_secrets_are_masked_wherever_flujo_shows_data() -> None:
     with pytest.raises(DeserializationError) as info:
         safe_deserialize(broken)
     assert "hunter2" not in str(info.value) and "**********" in str(info.value)
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    api_key: SecretStr
+
+
+def test_masking_never_fails_open() -> None:
+    # past any number of containers
+    many = safe_serialize({"rows": [{"i": i} for i in range(5000)], "key": SecretStr("s-1")})
+    assert mask_secrets(many)["key"]["v"] == "**********"
+    # a bounded mask (a preview) hides what is past its budget instead of showing it
+    bounded = mask_secrets(many, budget=3)
+    assert "s-1" not in repr(bounded) and "<not shown>" in repr(bounded)
+    # an extra field named "$t" makes a model's fields look like a secret: its other fields
+    # are still looked into
+    request = Request.model_validate({"api_key": "sk-live", "$t": "secretstr@1"})
+    assert "sk-live" not in repr(mask_secrets(safe_serialize({"r": request})))
 
 
 def test_a_dsn_is_not_quoted_in_errors() -> None:

@@ -233,6 +233,27 @@ def test_a_value_without_sharing_is_written_as_without_references() -> None:
     assert safe_serialize(value) == safe_serialize(value, registry=registry)
 
 
+@pytest.mark.parametrize("value", [
+    {"": bytearray(b""), None: None},
+    {"a": [1], "b": {"c": [2]}, "d": Typed(label="x", tags=["t"]), 3: "x"},
+    {"a": {"b": [1], 2: [3]}, "c": [{"d": [4], 5: 6}]},
+], ids=["bytearray", "several", "nested"])
+def test_values_before_a_non_str_key_are_written_once(value: Any) -> None:
+    """A dict turns out to need its [key, value] form at its first non-str key: the values
+    before it, written already, are taken as written (writing them again would make their
+    objects look held twice, and anchor them in output thrown away)."""
+    data = safe_serialize(value)
+    assert data == safe_serialize(value, registry=TypeRegistry(references=False))
+    assert "ref@1" not in orjson.dumps(data).decode()
+    assert_same(safe_deserialize(orjson.loads(orjson.dumps(data))), value)
+
+
+def test_a_list_shared_across_a_non_str_key_stays_shared() -> None:
+    items = [1]
+    back = safe_deserialize(safe_serialize({"a": items, 1: items, "b": {"c": items, 2: 0}}))
+    assert back["a"] is back[1] is back["b"]["c"]
+
+
 def test_equal_immutable_values_are_not_references() -> None:
     """Strings, numbers, dates, tuples: equal is as good as identical, so one object in two
     places is written twice (pickle's memo aside, as earlier flujo releases did)."""

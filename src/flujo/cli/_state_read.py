@@ -176,7 +176,7 @@ async def _ls(args: argparse.Namespace) -> int:
 def _envelope_document(envelope: Envelope) -> Any:
     """The envelope as it is stored: header fields, then the payload, with the value of every
     stored secret masked (``flujo state export`` keeps them: it is for machines)."""
-    payload = mask_secrets(envelope.payload, budget=sys.maxsize)
+    payload = mask_secrets(envelope.payload)
     if envelope.stored_envelope_version == 0:  # earlier flujo: the bare state dict
         return payload
     return {**envelope.header(), "payload": payload}

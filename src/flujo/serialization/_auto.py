@@ -70,7 +70,7 @@ def auto_kind(cls: type) -> str | None:
         return "dataclass" if dataclasses.is_dataclass(cls) else None
     if issubclass(cls, tuple) and _defines(cls, "_fields") and _defines(cls, "_make"):
         return "namedtuple"
-    if scalar_base(cls) is not None and not _slot_names(cls):
+    if scalar_base(cls) is not None:
         return "scalar"
     if is_v1_model(cls):
         return "v1model"

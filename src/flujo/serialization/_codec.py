@@ -571,8 +571,28 @@ class Encoder:
             _note(exc, key_segment(key), None)
             raise
         # A non-str key: written as the escaped dict (outside the try, which would otherwise
-        # add this key's segment to the path of an error inside the escaped form).
-        return self.encode_escaped_dict(obj, depth)
+        # add this key's segment to the path of an error inside the escaped form). The values
+        # before it are written already, and their objects noted: they are taken as written,
+        # never written twice (a second time would look like an object held twice).
+        return self._escaped_from(obj, key, out, depth)
+
+    def _escaped_from(self, obj: dict[Any, Any], stop: Any, written: dict[str, Any] | None,
+                      depth: int) -> dict[str, Any]:
+        pairs: list[list[Any]] = []
+        rest: list[tuple[Any, Any]] = []
+        items = iter(obj.items())
+        for earlier, kept in items:
+            if earlier is stop:
+                rest.append((earlier, kept))
+                break
+            # unchanged values are themselves when nothing before them changed (out is None)
+            pairs.append([earlier, written[earlier] if written is not None else kept])
+        rest.extend(items)
+        pairs.extend(self.encode_pairs(rest, depth + 1))
+        manifest = self.manifest
+        if manifest is not None:
+            manifest[DICT_NAME] = DICT_VERSION
+        return {TAG: DICT_TAG, VALUE: pairs}
 
     def encode_escaped_dict(self, obj: dict[Any, Any], depth: int) -> dict[str, Any]:
         """A dict with a non-str or reserved key, as the ``dict`` type's ``[[k, v], ...]``.

@@ -8,8 +8,9 @@ langchain's ``TextAccessor`` is one too. Pickle stores such a value as its built
 (``__init__``, a validator, its own ``__str__``) runs when writing or reading.
 
 The tagged object holds the builtin value in ``v`` (as the builtin is written) and the
-instance attributes, when it has any, in ``s`` (``{"attrs": {...}}``, docs/format.md). Like
-strings and numbers, these values keep no identity.
+instance attributes (``__dict__`` and filled slots), when it has any, in ``s``
+(``{"attrs": {...}}``, docs/format.md). Like strings and numbers, these values keep no
+identity.
 """
 
 from __future__ import annotations
@@ -44,8 +45,15 @@ def scalar_base(cls: type) -> type | None:
 
 def scalar_codec(cls: type, name: str, version: int,
                  migrations: Mapping[int, Migration]) -> TypeCodec:
+    from ._auto import _NO_VALUE, _slot_getters, _slot_names  # _auto derives through here
+    from ._typed import slot_setter
+
     base = scalar_base(cls)
     assert base is not None
+    # A float subclass may declare slots (str, int and bytes ones cannot have non-empty
+    # ones): pickle keeps the filled ones with the __dict__, and so does flujo.
+    slot_getters = _slot_getters(cls, _slot_names(cls))
+    slot_setters = {slot: slot_setter(cls, slot) for slot, _ in slot_getters}
     # What pickle stores: the base's __getnewargs__, never the subclass's own __str__.
     builtin_value: Callable[[Any], tuple[Any]] = getattr(base, "__getnewargs__")  # noqa: B009
     make: Callable[[type, Any], Any] = base.__new__
@@ -54,10 +62,14 @@ def scalar_codec(cls: type, name: str, version: int,
 
     def encode_object(enc: Encoder, obj: Any, depth: int) -> tuple[Any, Any]:
         value = enc.encode(builtin_value(obj)[0], depth + 1)
-        attributes = obj.__dict__ if has_dict else None
+        attributes: dict[str, Any] = dict(obj.__dict__) if has_dict else {}
+        for slot, read in slot_getters:
+            slot_value = read(obj)
+            if slot_value is not _NO_VALUE:
+                attributes[slot] = slot_value
         if not attributes:
             return value, None
-        return value, {"attrs": enc.encode(dict(attributes), depth + 1)}
+        return value, {"attrs": enc.encode(attributes, depth + 1)}
 
     def encode_value(enc: Encoder, obj: Any, depth: int) -> Any:
         return encode_object(enc, obj, depth)[0]
@@ -65,7 +77,7 @@ def scalar_codec(cls: type, name: str, version: int,
     def decode_value(dec: Decoder, body: Any, depth: int) -> Any:
         attributes = None
         if type(body) is WithState:  # "s" present: it must hold attributes
-            attributes = _attributes(dec, body.state, depth, name, has_dict)
+            attributes = _attributes(dec, body.state, depth, name)
             body = body.value
         value = dec.decode(body, depth)
         if type(value) is not base:
@@ -74,7 +86,16 @@ def scalar_codec(cls: type, name: str, version: int,
                 f"{preview(value, 60)}")
         obj = make(cls, value)
         if attributes:
-            obj.__dict__.update(attributes)
+            for key, item in attributes.items():
+                setter = slot_setters.get(key)
+                if setter is not None:
+                    setter(obj, item)  # the slot's own descriptor: no code of the class
+                elif has_dict:
+                    obj.__dict__[key] = item
+                else:
+                    raise DeserializationError(
+                        f"{name}: its instances have no attribute {key!r:.60}, but the "
+                        "stored value has one")
         return obj
 
     return TypeCodec(name, version, "scalar", cls, encode_value, decode_value, None,
@@ -84,15 +105,11 @@ def scalar_codec(cls: type, name: str, version: int,
                      encode_object=encode_object)
 
 
-def _attributes(dec: Decoder, state: Any, depth: int, owner: str,
-                has_dict: bool) -> dict[str, Any]:
+def _attributes(dec: Decoder, state: Any, depth: int, owner: str) -> dict[str, Any]:
     if type(state) is not dict or set(state) != {"attrs"}:
         raise DeserializationError(
             f"{owner}: the state of a {owner} must be {{\"attrs\": {{...}}}}, got "
             f"{preview(state)}")
-    if not has_dict:
-        raise DeserializationError(f"{owner}: its instances have no attributes, but the "
-                                   "stored value has some")
     attributes = dec.decode(state["attrs"], depth)
     if type(attributes) is not dict or any(type(k) is not str for k in attributes):
         raise DeserializationError(f"{owner}: state 'attrs' must be an object of attributes, "

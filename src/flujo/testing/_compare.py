@@ -173,6 +173,8 @@ class _Comparer:
             if actual is not expected and not _same_pseudo_member(actual, expected):
                 return f"{path}: {actual!r} != expected {expected!r}"
             return None
+        if type(expected).__module__ == "numpy" and hasattr(expected, "dtype"):
+            return _numpy_diff(actual, expected, path)
         if isinstance(expected, _PLAIN) and not hasattr(expected, "__dict__"):
             if actual != expected:
                 return f"{path}: {_short(actual)} != expected {_short(expected)}"
@@ -329,6 +331,25 @@ class _Comparer:
         except Exception as exc:
             return f"{path}: cannot compare {_short(expected)} with == ({type(exc).__name__})"
         return None if equal else f"{path}: {_short(actual)} != expected {_short(expected)}"
+
+
+def _numpy_diff(actual: Any, expected: Any, path: str) -> str | None:
+    """numpy arrays and scalars: dtype (byte order and unit), shape, memory order, values."""
+    if actual.dtype.str != expected.dtype.str or actual.dtype != expected.dtype:
+        return f"{path}: dtype {actual.dtype!r} != expected {expected.dtype!r}"
+    if actual.shape != expected.shape:
+        return f"{path}: shape {actual.shape} != expected {expected.shape}"
+    fortran = bool(getattr(expected, "flags", None) is not None and expected.ndim > 1
+                   and expected.flags.f_contiguous and not expected.flags.c_contiguous)
+    if fortran and not (actual.flags.f_contiguous and not actual.flags.c_contiguous):
+        return f"{path}: C order != expected Fortran order"
+    if expected.dtype.char in "gG":  # x87 long doubles: their padding bytes are arbitrary
+        import numpy
+
+        same = bool(numpy.array_equal(actual, expected, equal_nan=True))
+    else:
+        same = actual.tobytes() == expected.tobytes()
+    return None if same else f"{path}: {_short(actual)} != expected {_short(expected)}"
 
 
 def assert_identical(actual: Any, expected: Any) -> None:
