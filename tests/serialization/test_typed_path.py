@@ -392,3 +392,24 @@ def test_wide_nested_models_get_one_guard_per_class_instead_of_inlined_code(
     data, back = round_trip(value, registry)
     assert type(data[VALUE]) is list
     assert_same(back, value)
+
+
+def test_the_generated_guard_source_is_shown_in_tracebacks() -> None:
+    import linecache
+    import traceback
+
+    from flujo.serialization._typed import typed_model
+
+    typed = typed_model(Record)
+    assert typed is not None
+    filename = typed.guard.__code__.co_filename
+    assert "Record" in filename
+    assert linecache.getline(filename, 1).startswith("def _guard")
+
+    def explode(obj: Any) -> None:
+        raise RuntimeError("inside the guard")
+
+    with pytest.raises(RuntimeError) as info:
+        typed.guard(good(), explode)
+    shown = "".join(traceback.format_exception(info.value))
+    assert "keep(o)" in shown  # the generated line itself, not just a file name

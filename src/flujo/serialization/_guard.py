@@ -15,6 +15,8 @@ never while decoding.
 
 from __future__ import annotations
 
+import itertools
+import linecache
 from datetime import UTC, date, datetime, timezone, tzinfo
 from decimal import Decimal
 from typing import Any
@@ -395,20 +397,23 @@ class GuardWriter(SchemaWalker):
             f"    return {'rows' if self.rows else 'True'}"]))
         return "_guard_list"
 
-    def build(self, node: dict[str, Any]) -> tuple[Any, Any]:
+    def build(self, node: dict[str, Any], label: str = "") -> tuple[Any, Any]:
         """The guard of the root class and the guard of a list of it (their row readers
         with ``rows``). Raises Uncompilable when the code is too large to inline or too
-        deeply nested to compile."""
+        deeply nested to compile. The source is registered with ``linecache`` under a name
+        of its own (``label``: the class), so that tracebacks and debuggers show it."""
         root_node = self.resolve(node)
         root = self.model_function(root_node)
         many = self.list_function(root_node, root)
-        source = "\n\n".join(self.sources)
+        source = "\n\n".join(self.sources) + "\n"
         if self.inline and source.count("\n") > _MAX_INLINED_LINES:
             raise Uncompilable(f"{source.count(chr(10))} lines of inlined guard code")
+        filename = f"<flujo typed guard {label}{' rows' if self.rows else ''} #{next(_BUILT)}>"
         try:
-            code = compile(source, "<flujo typed guard>", "exec")
+            code = compile(source, filename, "exec")
         except (SyntaxError, RecursionError) as exc:  # too many nested blocks, too deep
             raise Uncompilable(str(exc)) from None
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         exec(code, self.namespace)  # flujo's own templates, never stored data
         return self.namespace[root], self.namespace[many]
 
@@ -424,12 +429,17 @@ def build_row_reader(cls: type[BaseModel]) -> Any:
     return _build(cls, rows=True)[1]
 
 
+# Numbers the guards' source names: linecache keeps one entry per name.
+_BUILT = itertools.count(1)
+
+
 def _build(cls: type[BaseModel], *, rows: bool) -> tuple[Any, Any]:
     schema: dict[str, Any] = cls.__pydantic_core_schema__  # type: ignore[assignment]
+    label = f"{cls.__module__}.{cls.__qualname__}"
     try:
-        return GuardWriter(rows=rows).build(schema)
+        return GuardWriter(rows=rows).build(schema, label)
     except Uncompilable:
-        return GuardWriter(inline=False, rows=rows).build(schema)
+        return GuardWriter(inline=False, rows=rows).build(schema, label)
 
 
 def _declared_slots(klass: type) -> tuple[str, ...]:
