@@ -509,6 +509,80 @@ def _reference_cases() -> list[Case]:
     return cases
 
 
+class HostileLabel(str):
+    """A subclass of a builtin (docs/format.md): stored as its str and attributes."""
+
+
+class HostileRatio(float):
+    __slots__ = ("unit",)
+
+
+def _library_value_cases() -> list[Case]:
+    """Malformed stored values of the codecs for subclasses of builtins, pydantic.v1 models,
+    library value classes and numpy: each refused with a flujo error, in bounded work, no
+    import beyond the fixed modules (loaded here first, as a reading process would have)."""
+    for module in ("numpy", "pydantic_extra_types.color", "semver.version", "ulid",
+                   "bson.objectid", "pydantic.v1.types"):
+        with contextlib.suppress(Exception):  # a library not installed: its cases still run
+            __import__(module)
+    label = f"{__name__}:HostileLabel@1"
+    ratio = f"{__name__}:HostileRatio@1"
+
+    def array(dtype: Any = "<i8", shape: Any = (1,), order: str = "C",
+              data: Any = "AAAAAAAAAAA=") -> dict[str, Any]:
+        return {"$t": "numpy.ndarray@1",
+                "v": {"dtype": dtype, "shape": list(shape), "order": order, "data": data}}
+
+    deep_dtype: Any = "<i8"
+    for _ in range(200):
+        deep_dtype = [["f", deep_dtype]]
+    hostile: list[tuple[str, Any]] = [
+        ("str subclass: an int value", {"$t": label, "v": 5}),
+        ("str subclass: a null state", {"$t": label, "v": "x", "s": None}),
+        ("str subclass: a state of fields set", {"$t": label, "v": "x", "s": {"set": []}}),
+        ("str subclass: attributes not an object", {"$t": label, "v": "x", "s": {"attrs": 1}}),
+        ("float subclass: an attribute it has no slot for",
+         {"$t": ratio, "v": 1.5, "s": {"attrs": {"__class__": 1}}}),
+        ("float subclass: a str value", {"$t": ratio, "v": "1.5"}),
+        ("Color: text", {"$t": "pydantic_extra_types.Color@1", "v": "red"}),
+        ("Color: a channel past 1", {"$t": "pydantic_extra_types.Color@1",
+                                     "v": {"original": "red", "rgba": [9.0, 0.0, 0.0, None]}}),
+        ("Color: a NaN channel", {"$t": "pydantic_extra_types.Color@1",
+                                  "v": {"original": "red", "rgba": [0.0, 0.0, 0.0, "nan"]}}),
+        ("Color: an original that is a number", {"$t": "pydantic_extra_types.Color@1",
+                                                 "v": {"original": 5,
+                                                       "rgba": [0.0, 0.0, 0.0, None]}}),
+        ("semver: 10,000 digits", {"$t": "semver.Version@1", "v": "1" * 10_000 + ".0.0"}),
+        ("semver: not a version", {"$t": "semver.Version@1", "v": "../../etc/passwd"}),
+        ("ULID: past 128 bits", {"$t": "ulid.ULID@1", "v": "8ZZZZZZZZZZZZZZZZZZZZZZZZZ"}),
+        ("ULID: lower case", {"$t": "ulid.ULID@1", "v": "01arz3ndektsv4rrffq69g5fav"}),
+        ("ObjectId: 12 raw characters", {"$t": "bson.ObjectId@1", "v": "abcdefghijkl"}),
+        ("ObjectId: upper case", {"$t": "bson.ObjectId@1", "v": "507F1F77BCF86CD799439011"}),
+        ("v1 secret: a number", {"$t": "pydantic.v1.SecretStr@1", "v": 5}),
+        ("v1 secret bytes: not base64", {"$t": "pydantic.v1.SecretBytes@1", "v": "!!"}),
+        ("numpy: object dtype", array(dtype="|O")),
+        ("numpy: object dtype by name", array(dtype="object")),
+        ("numpy: object field", array(dtype=[["a", "|O"]])),
+        ("numpy: a dtype name numpy does not write", array(dtype="int64")),
+        ("numpy: a dtype 200 levels deep", array(dtype=deep_dtype)),
+        ("numpy: 100,000 fields", array(dtype=[["f", "<i8"]] * 100_000)),
+        ("numpy: 2**40 by 2**40 of 8 bytes", array(shape=(2**40, 2**40))),
+        ("numpy: 2**31 of no size", array(dtype="|S0", shape=(2**31,), data="")),
+        ("numpy: 65 dimensions", array(shape=[1] * 65)),
+        ("numpy: a negative dimension", array(shape=(-1,))),
+        ("numpy: a dimension of 10**30", array(shape=(10**30,))),
+        ("numpy: text past the last code point", array(dtype="<U1", data="AAARAA==")),
+        ("numpy: not base64", array(data="***")),
+        ("numpy: order K", array(order="K")),
+        ("numpy scalar: bytes of the wrong size",
+         {"$t": "numpy.scalar@1", "v": {"dtype": "<f8", "data": "AAAA"}}),
+        ("numpy scalar: a structured void of no size",
+         {"$t": "numpy.scalar@1", "v": {"dtype": "|V0", "data": ""}}),
+    ]
+    return [Case("library values", name, lambda sb, d=data: refused(lambda: decode(d)))
+            for name, data in hostile]
+
+
 def _process_sweep(limit: int) -> list[Case]:
     """Tags naming every class and callable the process has defined (a sample of callables)."""
     cases: list[Case] = []
@@ -1419,8 +1493,8 @@ def _shown_inert(sb: Sandbox, text: str, argv: list[str], rich: bool) -> str:
 
 
 def build_corpus(records: Records, *, postgres: bool, sweep: int) -> list[Case]:
-    return [*_tag_cases(), *_reference_cases(), *_process_sweep(sweep), *_method_cases(),
-            *_size_cases(),
+    return [*_tag_cases(), *_reference_cases(), *_library_value_cases(),
+            *_process_sweep(sweep), *_method_cases(), *_size_cases(),
             *_record_cases(records), *_run_id_cases(postgres), *_save_cases(),
             *_store_cases(), *_container_cases(), *_terminal_cases()]
 
