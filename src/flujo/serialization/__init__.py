@@ -35,6 +35,7 @@ from ._schema import FORMAT_ID, tagged_format_schema, type_schema
 from ._secrets import mask_secrets
 from ._text import lone_surrogate_error
 from ._types import JSONSchema, Migration, TypeCodec
+from ._undecoded import UndecodedValue
 
 __all__ = [
     "ANCHOR",
@@ -52,6 +53,7 @@ __all__ = [
     "Migration",
     "TypeCodec",
     "TypeRegistry",
+    "UndecodedValue",
     "UnknownTypeWarning",
     "UnportableTypeWarning",
     "check_expanded_size",

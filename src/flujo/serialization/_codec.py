@@ -32,6 +32,7 @@ from ..exceptions import (
     caused,
 )
 from ._secrets import preview as _preview
+from ._undecoded import UndecodedValue
 
 if TYPE_CHECKING:
     from ._registry import TypeRegistry
@@ -967,7 +968,7 @@ class Decoder:
                 raise
             warnings.warn(f"{exc}; kept the tagged data undecoded", UnknownTypeWarning,
                           stacklevel=caller_stacklevel())
-            obj = data
+            obj = UndecodedValue(data)  # written back as it was stored (_undecoded)
         except SerializationError as exc:
             _note(exc, None, None)
             raise

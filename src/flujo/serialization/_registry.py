@@ -57,6 +57,7 @@ from ._rows import Shape, check_rows, rows_to_dicts
 from ._stdlib import STDLIB_CODECS
 from ._typed import typed_model
 from ._types import STATEFUL_KINDS, JSONSchema, Migration, TypeCodec
+from ._undecoded import UndecodedValue, written_back
 from ._validation import check_schema
 
 _NATIVE = (str, int, float, bool, type(None), list, dict)
@@ -409,6 +410,8 @@ class TypeRegistry:
     # -- plans (called by the encoder/decoder on a cache miss) ------------------------------
     def _encode_plan_for(self, cls: type, default: Callable[[Any], Any] | None) -> EncodePlan:
         generation = self._generation
+        if cls is UndecodedValue:  # kept by a strict=False read: written back as stored
+            return _write_back_plan
         codec = self.codec_for_type(cls)
         if codec is None:
             if default is None:
@@ -495,6 +498,10 @@ class TypeRegistry:
             self._cache_plan(self._stateful_tags, tag, True, generation)
         self._cache_plan(self._decode_plans, tag, plan, generation)
         return plan
+
+
+def _write_back_plan(enc: Encoder, obj: Any, depth: int) -> Any:
+    return written_back(obj)
 
 
 class UnportableTypeWarning(UserWarning):
