@@ -172,6 +172,22 @@ class _StoredState:
                                          nullable=False)
 
 
+def open_object(dec: Decoder, cls: type, body: Any, depth: int, owner: str,
+                has_private: bool) -> tuple[Any, dict[str, Any], _StoredState | None]:
+    """A dataclass's or pydantic.v1 model's tagged object, opened: the new instance (bound
+    to its anchor before its contents are read, so that a cycle through it finds it), its
+    stored field values and its state (``s``), if any."""
+    state: Any = None
+    if type(body) is WithState:
+        state = body.state
+        body = body.value
+    obj: Any = object.__new__(cls)
+    dec.bind(obj)
+    values = dec.decode_object(body, depth, owner)
+    stored = None if state is None else _StoredState(dec, state, depth, owner, has_private)
+    return obj, values, stored
+
+
 def _attribute_dict(dec: Decoder, data: Any, depth: int, owner: str, key: str, *,
                     nullable: bool) -> Any:
     if data is None and nullable:
@@ -458,14 +474,7 @@ def dataclass_codec(cls: type, name: str, version: int,
         return encode_object(enc, obj, depth)[0]
 
     def decode_value(dec: Decoder, body: Any, depth: int) -> Any:
-        state: Any = None
-        if type(body) is WithState:
-            state = body.state
-            body = body.value
-        obj: Any = object.__new__(cls)
-        dec.bind(obj)  # before its contents, as for models
-        values = dec.decode_object(body, depth, name)
-        stored = None if state is None else _StoredState(dec, state, depth, name, False)
+        obj, values, stored = open_object(dec, cls, body, depth, name, False)
         missing: Collection[str] = () if stored is None else stored.missing
         _check_fields(values, required, missing, known, name)
         attributes = _field_state(fields, values, missing, defaults)

@@ -18,7 +18,7 @@ from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import DeserializationError, SerializationError
-from ._codec import WithState, _note, key_segment
+from ._codec import _note, key_segment
 from ._types import Migration, TypeCodec
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def _no_default() -> object:
 
 def v1_model_codec(cls: type, name: str, version: int,
                    migrations: Mapping[int, Migration]) -> TypeCodec:
-    from ._auto import _check_fields, _StoredState  # _auto derives through this module
+    from ._auto import _check_fields, open_object  # _auto derives through this module
 
     model_fields: dict[str, Any] = cls.__fields__  # type: ignore[attr-defined]
     field_names = tuple(model_fields)
@@ -102,14 +102,7 @@ def v1_model_codec(cls: type, name: str, version: int,
         return encode_object(enc, obj, depth)[0]
 
     def decode_value(dec: Decoder, body: Any, depth: int) -> Any:
-        state: Any = None
-        if type(body) is WithState:
-            state = body.state
-            body = body.value
-        obj: Any = object.__new__(cls)
-        dec.bind(obj)  # before its contents: a cycle through it finds it
-        values = dec.decode_object(body, depth, name)
-        stored = None if state is None else _StoredState(dec, state, depth, name, True)
+        obj, values, stored = open_object(dec, cls, body, depth, name, True)
         if stored is not None and stored.attrs and (
                 allows_extra or not known.isdisjoint(stored.attrs)):
             raise DeserializationError(
