@@ -590,10 +590,7 @@ class Encoder:
             pairs.append([earlier, written[earlier] if written is not None else kept])
         rest.extend(items)
         pairs.extend(self.encode_pairs(rest, depth + 1))
-        manifest = self.manifest
-        if manifest is not None:
-            manifest[DICT_NAME] = DICT_VERSION
-        return {TAG: DICT_TAG, VALUE: pairs}
+        return self._escaped(pairs)
 
     def encode_escaped_dict(self, obj: dict[Any, Any], depth: int) -> dict[str, Any]:
         """A dict with a non-str or reserved key, as the ``dict`` type's ``[[k, v], ...]``.
@@ -601,10 +598,13 @@ class Encoder:
         Written here rather than through the dict codec's plan: a level of nested escaped
         dicts then costs three Python frames instead of six, so max_depth is reachable.
         """
+        return self._escaped(self.encode_pairs(obj.items(), depth + 1))
+
+    def _escaped(self, pairs: list[list[Any]]) -> dict[str, Any]:
         manifest = self.manifest
         if manifest is not None:
             manifest[DICT_NAME] = DICT_VERSION
-        return {TAG: DICT_TAG, VALUE: self.encode_pairs(obj.items(), depth + 1)}
+        return {TAG: DICT_TAG, VALUE: pairs}
 
     def encode_items(self, items: Any, depth: int) -> list[Any]:
         """Encode an iterable into a list, noting the index of a failing item."""

@@ -18,7 +18,6 @@ it was made from and its parsed channels, set as unpickling sets them.
 
 from __future__ import annotations
 
-import base64
 import importlib
 import math
 import sys
@@ -28,9 +27,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import DeserializationError, SerializationError, UnknownTypeError
+from ._builtins import _base64
 from ._codec import _note
 from ._secrets import preview
-from ._stdlib import unbase64
+from ._stdlib import expect_text, unbase64
 from ._types import JSONSchema, TypeCodec
 
 if TYPE_CHECKING:
@@ -85,12 +85,6 @@ class LibraryClass:
         return found
 
 
-def _text(name: str, v: Any) -> str:
-    if type(v) is not str:
-        raise DeserializationError(f"{name}: expected text, got {type(v).__name__}")
-    return v
-
-
 def _equal(a: Any, b: Any) -> bool:
     return bool(a == b)
 
@@ -116,7 +110,7 @@ def _parsed_text_codec(name: str, where: LibraryClass, parse: Callable[[type, st
         return text
 
     def decode(dec: Decoder, v: Any, depth: int) -> Any:
-        text = _text(name, v)
+        text = expect_text(v, name)
         cls = where.load(f"{name}@1")
         try:
             value = parse(cls, text)
@@ -230,7 +224,7 @@ _V1_SECRET_BYTES = LibraryClass("pydantic.v1.types", "SecretBytes", "pydantic")
 
 
 def _decode_v1_secret_str(dec: Decoder, v: Any, depth: int) -> Any:
-    text = _text("pydantic.v1.SecretStr", v)
+    text = expect_text(v, "pydantic.v1.SecretStr")
     return _V1_SECRET_STR.load("pydantic.v1.SecretStr@1")(text)
 
 
@@ -249,7 +243,7 @@ LIBRARY_CODECS: tuple[tuple[LibraryClass, TypeCodec], ...] = (
                     "masked wherever flujo shows data (encrypt stores holding secrets)")),
     (_V1_SECRET_BYTES, TypeCodec(
         "pydantic.v1.SecretBytes", 1, "builtin", None,
-        lambda enc, secret, depth: base64.b64encode(secret.get_secret_value()).decode("ascii"),
+        lambda enc, secret, depth: _base64(secret.get_secret_value()),
         _decode_v1_secret_bytes,
         {"type": "string", "contentEncoding": "base64", "writeOnly": True},
         description="a pydantic.v1 SecretBytes: its value in base64; masked wherever flujo "

@@ -21,14 +21,14 @@ and dtype account for exactly the stored bytes before anything is allocated.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import sys
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import DeserializationError, SerializationError, UnknownTypeError
+from ._builtins import _base64
 from ._library_types import fixed_module
 from ._secrets import preview
+from ._stdlib import unbase64
 from ._types import JSONSchema, TypeCodec
 
 if TYPE_CHECKING:
@@ -180,15 +180,6 @@ def _check_text(numpy: Any, array: Any, name: str) -> None:
                                    "code point")
 
 
-def _read_bytes(v: Any, name: str) -> bytes:
-    if type(v) is not str:
-        raise DeserializationError(f"{name}: data must be base64 text, got {type(v).__name__}")
-    try:
-        return base64.b64decode(v, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise DeserializationError(f"{name}: data is not valid base64") from exc
-
-
 def _raw_bytes(numpy: Any, array: Any, order: str) -> bytes:
     """The array's bytes in ``order``. x87 extended precision (``np.longdouble`` where it is
     80 bits in 12 or 16 bytes) leaves the bytes past the tenth of each number unset: they are
@@ -213,7 +204,7 @@ def _encode_array(enc: Encoder, array: Any, depth: int) -> dict[str, Any]:
     order = "F" if fortran else "C"
     return {"dtype": _describe_dtype(numpy, array.dtype, ARRAY),
             "shape": list(array.shape), "order": order,
-            "data": base64.b64encode(_raw_bytes(numpy, array, order)).decode("ascii")}
+            "data": _base64(_raw_bytes(numpy, array, order))}
 
 
 def _decode_array(dec: Decoder, v: Any, depth: int) -> Any:
@@ -229,7 +220,7 @@ def _decode_array(dec: Decoder, v: Any, depth: int) -> Any:
         raise DeserializationError(f"{ARRAY}: order must be 'C' or 'F', got {preview(order, 20)}")
     numpy = _numpy(f"{ARRAY}@1")
     dtype = _read_dtype(numpy, v["dtype"], ARRAY)
-    raw = _read_bytes(v["data"], ARRAY)
+    raw = unbase64(v["data"], ARRAY)
     count = 1
     for size in shape:
         count *= size  # Python ints: no overflow
@@ -255,7 +246,7 @@ def _encode_scalar(enc: Encoder, scalar: Any, depth: int) -> dict[str, Any]:
     empty_text = dtype.itemsize == 0 and dtype.kind in "SU"
     raw = b"" if empty_text else _raw_bytes(numpy, scalar, "C")
     return {"dtype": _describe_dtype(numpy, dtype, SCALAR, empty_ok=empty_text),
-            "data": base64.b64encode(raw).decode("ascii")}
+            "data": _base64(raw)}
 
 
 def _decode_scalar(dec: Decoder, v: Any, depth: int) -> Any:
@@ -263,7 +254,7 @@ def _decode_scalar(dec: Decoder, v: Any, depth: int) -> Any:
         raise DeserializationError(f"{SCALAR}: expected {{dtype, data}}, got {preview(v)}")
     numpy = _numpy(f"{SCALAR}@1")
     dtype = _read_dtype(numpy, v["dtype"], SCALAR, empty_ok=True)
-    raw = _read_bytes(v["data"], SCALAR)
+    raw = unbase64(v["data"], SCALAR)
     if len(raw) != dtype.itemsize:
         raise DeserializationError(f"{SCALAR}: {len(raw)} bytes of data for a {dtype} "
                                    f"scalar of {dtype.itemsize}")

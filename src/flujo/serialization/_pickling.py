@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from typing import Final
 
+from ._scalars import SCALAR_BASES
+
 _PICKLE_HOOKS: Final = ("__reduce_ex__", "__reduce__", "__getstate__", "__setstate__",
                         "__getnewargs_ex__", "__getnewargs__")
 
 
 # The builtins whose subclasses flujo stores (``_scalars``): their hooks (``__getnewargs__``)
 # are the standard ones that flujo's writing and reading follow.
-_FOLLOWED_BASES: Final = frozenset({str, int, float, bytes})
+_FOLLOWED_BASES: Final = frozenset(SCALAR_BASES)
 
 
 def own_pickling_hook(cls: type) -> tuple[str, str] | None:

@@ -14,8 +14,6 @@ error messages: ``_secrets.mask_secrets``). Encrypt a store that holds secrets (
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pydantic
@@ -24,24 +22,16 @@ import pydantic_core
 from pydantic import ByteSize, NameEmail, SecretBytes, SecretStr, ValidationError
 
 from ..exceptions import DeserializationError
+from ._builtins import _base64
 from ._secrets import preview
-from ._stdlib import unbase64
+from ._stdlib import expect_text, unbase64
 from ._types import TypeCodec
 
 if TYPE_CHECKING:
     from ._codec import Decoder, Encoder
 
-def _text(what: str) -> Callable[[Decoder, Any, int], str]:
-    def text(dec: Decoder, v: Any, depth: int) -> str:
-        if type(v) is not str:
-            raise DeserializationError(f"{what}: expected text, got {type(v).__name__}")
-        return v
-
-    return text
-
-
 def _dec_secret_str(dec: Decoder, v: Any, depth: int) -> SecretStr:
-    return SecretStr(_text("secretstr")(dec, v, depth))
+    return SecretStr(expect_text(v, "secretstr"))
 
 
 def _dec_secret_bytes(dec: Decoder, v: Any, depth: int) -> SecretBytes:
@@ -55,7 +45,7 @@ def _url_codec(cls: type, name: str) -> TypeCodec:
         return str(url)
 
     def decode(dec: Decoder, v: Any, depth: int) -> Any:
-        text = _text(name)(dec, v, depth)
+        text = expect_text(v, name)
         # Messages leave the text out: a DSN may hold a password.
         try:
             url = cls(text)
@@ -113,8 +103,7 @@ PYDANTIC_CODECS: tuple[TypeCodec, ...] = (
               description="a pydantic SecretStr: its value, stored so that it comes back; "
                           "masked wherever flujo shows data (encrypt stores holding secrets)"),
     TypeCodec("secretbytes", 1, "builtin", SecretBytes,
-              lambda enc, secret, depth: base64.b64encode(
-                  secret.get_secret_value()).decode("ascii"),
+              lambda enc, secret, depth: _base64(secret.get_secret_value()),
               _dec_secret_bytes,
               {"type": "string", "contentEncoding": "base64", "writeOnly": True},
               description="a pydantic SecretBytes: its value in base64; masked wherever "

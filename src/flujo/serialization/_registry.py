@@ -411,6 +411,7 @@ class TypeRegistry:
     def _encode_plan_for(self, cls: type, default: Callable[[Any], Any] | None) -> EncodePlan:
         generation = self._generation
         if cls is UndecodedValue:  # kept by a strict=False read: written back as stored
+            self._cache_plan(self._encode_plans, cls, _write_back_plan, generation)
             return _write_back_plan
         codec = self.codec_for_type(cls)
         if codec is None:

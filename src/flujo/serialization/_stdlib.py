@@ -31,6 +31,14 @@ _CAST_FORMATS: Final = frozenset("bBhHiIlLqQnNfdc?e")
 _MAX_DIMENSIONS: Final = 64  # memoryview's own limit (PyBUF_MAX_NDIM)
 
 
+def expect_text(value: Any, what: str) -> str:
+    """Stored text, checked to be a ``str`` (its type named, never its content: it may be a
+    secret)."""
+    if type(value) is not str:
+        raise DeserializationError(f"{what}: expected text, got {type(value).__name__}")
+    return value
+
+
 def unbase64(text: Any, what: str) -> bytes:
     """Stored base64 text, checked (strict) and decoded."""
     if type(text) is not str:
