@@ -1,6 +1,7 @@
 """flujo: durable, resumable pipelines whose persisted state keeps its exact Python types."""
 
 from .application import (
+    FailedAttempt,
     Flujo,
     Pipeline,
     PipelineContext,
@@ -9,7 +10,7 @@ from .application import (
     Step,
     StepResult,
 )
-from .exceptions import FlujoError
+from .exceptions import FlujoError, PauseForInput
 from .serialization import (
     TypeRegistry,
     deserialize_from_json,
@@ -24,8 +25,10 @@ from .serialization import (
 __version__ = "0.9.0"
 
 __all__ = [
+    "FailedAttempt",
     "Flujo",
     "FlujoError",
+    "PauseForInput",
     "Pipeline",
     "PipelineContext",
     "PipelineResult",

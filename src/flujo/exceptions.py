@@ -35,7 +35,13 @@ The tree::
         │   └── ClaimLostError                   this worker lost its claim; it stops the run
         ├── RunIdConflictError (ValueError)      run_id= and the context's run_id disagree
         ├── PipelineMismatchError (ValueError)   saved run does not match this pipeline
+        ├── RunNotFoundError (LookupError)       no saved run has this id
+        ├── RunNotPausedError                    an answer for a run that awaits none
+        ├── InvalidInputError (ValueError)       an answer the paused step's model refuses
         └── StepFailedError                      a step raised; original in ``__cause__``
+
+Not an error, and not a :class:`FlujoError`: :class:`PauseForInput`, raised by a step to
+pause its run until a person answers (the runner catches it; see docs/durable-pipelines.md).
 """
 
 from __future__ import annotations
@@ -52,17 +58,21 @@ __all__ = [
     "EncryptionError",
     "FlujoError",
     "FutureVersionError",
+    "InvalidInputError",
     "InvalidRunIdError",
     "InvalidStateError",
     "MigrationError",
     "MissingDeserializerError",
     "MissingMigrationError",
     "NestingTooDeepError",
+    "PauseForInput",
     "PipelineError",
     "PipelineMismatchError",
     "RegistrationError",
     "RunIdConflictError",
     "RunInProgressError",
+    "RunNotFoundError",
+    "RunNotPausedError",
     "SchemaValidationError",
     "SerializationError",
     "StateConflictError",
@@ -214,6 +224,45 @@ class RunIdConflictError(PipelineError, ValueError):
 
 class PipelineMismatchError(PipelineError, ValueError):
     """The saved run was made by a pipeline that does not match the current one."""
+
+
+class RunNotFoundError(PipelineError, LookupError):
+    """No run is saved under the id given to ``resume`` or ``cancel``."""
+
+
+class RunNotPausedError(PipelineError):
+    """An answer (``resume_input=``) was given for a run that is not waiting for one.
+
+    Nothing was applied: the run is running, failed, completed or cancelled, or its pause
+    was already answered with a different value.
+    """
+
+
+class InvalidInputError(PipelineError, ValueError):
+    """The answer to a paused run does not validate against the model its pause declared.
+
+    ``errors`` lists pydantic's errors (``loc``, ``msg``, ``type``); the message names the
+    first fields. Nothing was consumed: the run is still paused.
+    """
+
+    def __init__(self, message: str, *, errors: list[dict[str, Any]] | None = None) -> None:
+        self.errors = list(errors or [])
+        super().__init__(message)
+
+
+class PauseForInput(Exception):
+    """Raised by a step to pause its run until a person answers with an ``input_model``.
+
+    The runner saves the run as ``paused`` with ``message``, the model's stable name and its
+    JSON Schema, and the context as the step left it. ``runner.resume(run_id, answer)``
+    validates the answer against the model and makes it the step's output: the step is not
+    run again. Not a :class:`FlujoError`: it is how a step asks, not something that failed.
+    """
+
+    def __init__(self, input_model: type[Any], message: str = "") -> None:
+        self.input_model = input_model
+        self.message = message
+        super().__init__(message or f"waiting for {getattr(input_model, '__name__', input_model)}")
 
 
 class StepFailedError(PipelineError):

@@ -263,16 +263,34 @@ def test_uri_string_backend(tmp_path: Path) -> None:
 async def test_legacy_initial_context_run_id(backend: StateBackend) -> None:
     rid = new_id()
     runner = Flujo(counting_pipeline(), context_model=Ctx, state_backend=backend)
-    result = await runner.run_async("x", initial_context_data={"run_id": rid})
+    with pytest.warns(DeprecationWarning, match=r"pass run_id=") as caught:
+        result = await runner.run_async("x", initial_context_data={"run_id": rid})
+    assert caught[0].filename == __file__  # the warning points at the caller's line
     assert result.run_id == rid
     assert await backend.load_state(rid) is not None
-    same = await runner.run_async("x", run_id=rid, initial_context_data={"run_id": rid})
+    with pytest.warns(DeprecationWarning):
+        same = await runner.run_async("x", run_id=rid, initial_context_data={"run_id": rid})
     assert same.success
+
+
+async def test_legacy_constructor_initial_context_data(backend: StateBackend) -> None:
+    """Upstream flujo took initial_context_data (run_id included) in the constructor."""
+    rid = new_id()
+    runner = Flujo(counting_pipeline(), context_model=Ctx, state_backend=backend,
+                   initial_context_data={"run_id": rid, "initial_prompt": "from init"})
+    with pytest.warns(DeprecationWarning, match=r"pass run_id="):
+        result = await runner.run_async("x")
+    assert result.run_id == rid and result.final_pipeline_context.run_id == rid
+    assert result.final_pipeline_context.initial_prompt == "from init"
+    with pytest.warns(DeprecationWarning):  # the per-run argument wins over the constructor's
+        other = await runner.run_async("x", initial_context_data={"run_id": rid + "-2"})
+    assert other.run_id == rid + "-2"
 
 
 async def test_conflicting_run_ids_are_refused() -> None:
     runner = Flujo(counting_pipeline(), context_model=Ctx)
-    with pytest.raises(RunIdConflictError, match="disagree") as info:
+    with pytest.raises(RunIdConflictError, match="disagree") as info, \
+            pytest.warns(DeprecationWarning):
         await runner.run_async("x", run_id="a", initial_context_data={"run_id": "b"})
     assert isinstance(info.value, ValueError)
     assert isinstance(info.value, FlujoError)

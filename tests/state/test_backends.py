@@ -273,7 +273,7 @@ async def test_postgres_payload_is_queryable_jsonb(pg: PostgresBackend) -> None:
         "::int, pg_typeof(payload)::text, pg_typeof(envelope)::text FROM {t}",
     )
     assert rows == [("ACME", 12, "jsonb", "json")]
-    assert await pg.schema_version() == POSTGRES_SCHEMA_VERSION == 2
+    assert await pg.schema_version() == POSTGRES_SCHEMA_VERSION == 3
 
 
 @pytest.mark.postgres

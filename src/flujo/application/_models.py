@@ -7,8 +7,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..serialization import register_type
+from ..state import PauseRequest, RunStatus
 
-__all__ = ["PipelineContext", "PipelineResult", "StepResult"]
+__all__ = ["FailedAttempt", "PipelineContext", "PipelineResult", "StepResult"]
 
 
 class PipelineContext(BaseModel):
@@ -25,8 +26,25 @@ class PipelineContext(BaseModel):
     scratchpad: dict[str, Any] = Field(default_factory=dict)
 
 
+class FailedAttempt(BaseModel):
+    """One attempt of a step that raised: which, how long it ran, and the error.
+
+    ``series`` counts the step's attempt series: the first call of the run makes series 1;
+    re-running a run that failed once its retries were spent starts the next series.
+    """
+
+    attempt: int
+    series: int = 1
+    error: str
+    latency_s: float = 0.0
+
+
 class StepResult(BaseModel):
-    """The outcome of one step: its output, or the exception it raised as ``feedback``."""
+    """The outcome of one step: its output, or the exception it raised as ``feedback``.
+
+    ``attempts`` counts every attempt of the step in this run, across series;
+    ``failed_attempts`` keeps each failed one (its error and duration), in order.
+    """
 
     name: str
     output: Any = None
@@ -34,19 +52,28 @@ class StepResult(BaseModel):
     attempts: int = 1
     latency_s: float = 0.0
     feedback: str | None = None
+    failed_attempts: list[FailedAttempt] = Field(default_factory=list)
 
 
 class PipelineResult(BaseModel):
-    """The outcome of a run. ``output`` is the last step's output."""
+    """The outcome of a run. ``output`` is the last step's output.
+
+    ``status`` is the run's status as saved: ``completed`` (``success``), ``failed``,
+    ``paused`` (``pause`` says for what: message, input model name and JSON Schema) or
+    ``cancelled``.
+    """
 
     run_id: str
     step_history: list[StepResult] = Field(default_factory=list)
     final_pipeline_context: Any = None
     success: bool = False
     output: Any = None
+    status: RunStatus = "completed"
+    pause: PauseRequest | None = None
 
 
 # Stable names: stored runs must not depend on where these classes live in the package.
 register_type(PipelineContext, name="flujo.PipelineContext")
 register_type(StepResult, name="flujo.StepResult")
+register_type(FailedAttempt, name="flujo.FailedAttempt")
 register_type(PipelineResult, name="flujo.PipelineResult")

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
+
 from ..exceptions import PipelineError
 
-__all__ = ["Pipeline", "Step"]
+__all__ = ["Backoff", "Pipeline", "Step"]
+
+#: Seconds before retry ``n`` (1 for the first retry), or a base number of seconds doubled
+#: for each retry up to :data:`MAX_BACKOFF_S`: ``backoff=0.5`` waits 0.5, 1, 2, ... seconds.
+Backoff = float | Callable[[int], float]
+MAX_BACKOFF_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -17,22 +25,65 @@ class Step:
     """One named unit of work: ``func(data)`` or ``func(data, *, context=...)``, sync or async.
 
     The name identifies the step in saved state, so it must be unique within a pipeline and
-    stable across deployments (a renamed step makes old runs refuse to resume).
+    stable across deployments (a renamed step makes old runs refuse to resume). The other
+    fields are the step's policy; see :meth:`from_callable` and :meth:`human`.
     """
 
     name: str
-    func: Callable[..., Any]
+    func: Callable[..., Any] | None
+    retries: int = 0
+    backoff: Backoff = 0.0
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    timeout: float | None = None
+    interruptible: bool = False
+    input_model: type[BaseModel] | None = None
+    prompt: str = ""
+
+    def __post_init__(self) -> None:
+        _check_policy(self)
 
     @classmethod
-    def from_callable(cls, func: Callable[..., Any], *, name: str | None = None) -> Step:
+    def from_callable(
+        cls, func: Callable[..., Any], *, name: str | None = None, retries: int = 0,
+        backoff: Backoff = 0.0,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
+        timeout: float | None = None, interruptible: bool = False,
+    ) -> Step:
+        """A step running ``func``.
+
+        ``retries``: how many times a failed attempt is tried again (the context and input
+        of every attempt are those from before the first); only errors that are instances of
+        ``retry_on`` are retried. ``backoff``: seconds to wait before retry *n* (see
+        :data:`Backoff`). ``timeout``: seconds an attempt of an async step may take before it
+        is cancelled and fails with ``TimeoutError``. ``interruptible``: an async step that may
+        be cancelled at once when the run's cancellation is requested (by default a
+        cancellation waits for the step to end).
+        """
         step_name = name or getattr(func, "__name__", "")
         if not step_name or step_name == "<lambda>":
             raise PipelineError(
                 f"give the step for {func!r} a name: Step.from_callable(f, name=...)")
-        return cls(step_name, func)
+        if not callable(func):
+            raise PipelineError(f"step {step_name!r}: {func!r} is not callable")
+        errors = retry_on if isinstance(retry_on, tuple) else (retry_on,)
+        return cls(step_name, func, retries=retries, backoff=backoff, retry_on=errors,
+                   timeout=timeout, interruptible=interruptible)
+
+    @classmethod
+    def human(cls, name: str, *, input_model: type[BaseModel], prompt: str = "") -> Step:
+        """A step that pauses the run until a person answers with an ``input_model``.
+
+        The answer (``runner.resume(run_id, answer)``) is validated against ``input_model``
+        and becomes this step's output, handed to the next step.
+        """
+        if not isinstance(name, str) or not name:
+            raise PipelineError(f"a human step needs a name, got {name!r}")
+        return cls(name, None, input_model=input_model, prompt=prompt)
 
     @property
     def wants_context(self) -> bool:
+        if self.func is None:
+            return False
         try:
             parameters = inspect.signature(self.func).parameters
         except (TypeError, ValueError):
@@ -41,10 +92,64 @@ class Step:
 
     @property
     def is_async(self) -> bool:
-        return inspect.iscoroutinefunction(self.func)
+        return _is_async(self.func)
+
+    def backoff_delay(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (1 for the first retry)."""
+        if callable(self.backoff):
+            delay = self.backoff(retry)
+            if (isinstance(delay, bool) or not isinstance(delay, int | float)
+                    or not math.isfinite(delay) or delay < 0):
+                raise PipelineError(
+                    f"step {self.name!r}: backoff({retry}) returned {delay!r}; it must return a"
+                    " finite number of seconds >= 0")
+            return float(delay)
+        return min(float(self.backoff) * 2.0 ** min(retry - 1, 64), MAX_BACKOFF_S)
 
     def __rshift__(self, other: Step | Pipeline) -> Pipeline:
         return Pipeline([self]) >> other
+
+
+def _is_async(func: Callable[..., Any] | None) -> bool:
+    if func is None:
+        return False
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__call__", None))  # noqa: B004 - an async __call__ counts too
+
+
+def _check_policy(step: Step) -> None:
+    """Refuse a policy that cannot work, naming the step and the value."""
+    what = f"step {step.name!r}"
+    if isinstance(step.retries, bool) or not isinstance(step.retries, int) or step.retries < 0:
+        raise PipelineError(f"{what}: retries must be an int >= 0, got {step.retries!r}")
+    if not callable(step.backoff) and (
+            isinstance(step.backoff, bool) or not isinstance(step.backoff, int | float)
+            or not math.isfinite(step.backoff) or step.backoff < 0):
+        raise PipelineError(
+            f"{what}: backoff must be seconds (a finite number >= 0) or a function of the"
+            f" retry number, got {step.backoff!r}")
+    if not step.retry_on or not all(
+            isinstance(e, type) and issubclass(e, BaseException) for e in step.retry_on):
+        raise PipelineError(
+            f"{what}: retry_on must be exception classes, got {step.retry_on!r}")
+    if step.timeout is not None and (
+            isinstance(step.timeout, bool) or not isinstance(step.timeout, int | float)
+            or not math.isfinite(step.timeout) or step.timeout <= 0):
+        raise PipelineError(f"{what}: timeout must be seconds > 0, got {step.timeout!r}")
+    if (step.timeout is not None or step.interruptible) and not _is_async(step.func):
+        # A sync function runs to its end: nothing can stop it without killing the process.
+        raise PipelineError(
+            f"{what}: timeout= and interruptible= need an async step (a sync function cannot"
+            " be stopped); wrap it: `async def f(x): return await asyncio.to_thread(g, x)`")
+    if step.func is None:
+        model = step.input_model
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise PipelineError(
+                f"{what}: input_model must be a pydantic model class, got {model!r}")
+        if not isinstance(step.prompt, str):
+            raise PipelineError(f"{what}: prompt must be a str, got {step.prompt!r}")
+    elif step.input_model is not None:
+        raise PipelineError(f"{what}: input_model is for Step.human steps")
 
 
 class Pipeline:

@@ -9,50 +9,59 @@ running anything. Only one worker executes a run at a time (the backend's per-ru
 A claim that can end while held (a PostgreSQL lease) is watched: when it is lost, an async
 step is cancelled, a sync step (which cannot be interrupted) is not followed by anything,
 nothing more is saved, and ClaimLostError is raised.
+
+A step that pauses (``Step.human``, ``PauseForInput``) saves the run as ``paused``; an answer
+is applied by one compare-and-set save (``_control``). Retries save after every failed
+attempt, so a crash during a backoff resumes the same attempt series. A cancellation is
+carried out at a step boundary (or at once for an interruptible step, or during a backoff);
+``KeyboardInterrupt`` and task cancellation save the run as ``cancelled`` before going on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
-import os
 import time
-import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable, Generator, Mapping
-from typing import Any, Generic, TypeVar, cast
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ..exceptions import (
     ClaimLostError,
     CorruptStateError,
-    InvalidRunIdError,
+    PauseForInput,
     PipelineError,
     PipelineMismatchError,
-    RunIdConflictError,
     RunInProgressError,
+    RunNotFoundError,
     StateConflictError,
 )
-from ..state import (
-    LEGACY_CONTEXT_MARKER,
-    EnvelopeStateBackend,
-    InMemoryBackend,
-    StateBackend,
-    WorkflowState,
-    backend_from_uri,
-)
+from ..state import LEGACY_CONTEXT_MARKER, StateBackend, WorkflowState
 from ..state.backends.base import RunClaim, shown
-from ._models import PipelineContext, PipelineResult, StepResult
+from . import _control
+from ._attempts import CancelRequested, attempt, wait_before_retry
+from ._human import accept_answer, input_model_for, pause_request
+from ._models import FailedAttempt, PipelineContext, PipelineResult, StepResult
 from ._pipeline import Pipeline, Step
+from ._restore import (
+    STATE_URI_ENV,
+    choose_run_id,
+    construct,
+    context_fields,
+    problems,
+    resolve_backend,
+    stored_step,
+)
 
 __all__ = ["STATE_URI_ENV", "Flujo", "RunHandle", "VersionMigration"]
 
-STATE_URI_ENV = "FLUJO_STATE_URI"
 ContextT = TypeVar("ContextT", bound=PipelineContext)
 VersionMigration = Callable[[WorkflowState], WorkflowState]
 _CLAIM_POLL_S = 0.05
+_NO_ANSWER: Any = object()  # resume_input not given (None is an answer a caller may give)
 
 
 class RunHandle:
@@ -97,6 +106,21 @@ class RunHandle:
         return self._finish().__await__()
 
 
+@dataclass
+class _Run:
+    """Where a run being executed stands: what the next save writes."""
+
+    rid: str
+    claim: RunClaim | None
+    revision: int
+    context: PipelineContext
+    data: Any
+    history: list[StepResult]
+    status: str
+    failure: StepResult | None = None
+    outcome: list[PipelineResult] = field(default_factory=list)
+
+
 class Flujo(Generic[ContextT]):
     """Runs ``pipeline`` durably.
 
@@ -106,7 +130,10 @@ class Flujo(Generic[ContextT]):
     this runner (nothing is written to disk unasked). ``pipeline_version`` is stored with
     each run; resuming a run saved by another version needs ``version_migrations[old]``.
     ``claim_timeout``: seconds to wait for another worker's claim on the same run (default:
-    fail at once with RunInProgressError).
+    fail at once with RunInProgressError). ``cancel_poll_interval``: how often an
+    interruptible step or a backoff asks the store whether the run's cancellation was
+    requested. ``initial_context_data``: context fields of every new run (earlier flujo's
+    argument; per run, pass it to :meth:`run`).
     """
 
     def __init__(
@@ -120,137 +147,300 @@ class Flujo(Generic[ContextT]):
         delete_on_completion: bool = False,
         version_migrations: Mapping[str, VersionMigration] | None = None,
         claim_timeout: float | None = None,
+        cancel_poll_interval: float = 0.5,
+        initial_context_data: Mapping[str, Any] | None = None,
     ) -> None:
         self.pipeline = pipeline if isinstance(pipeline, Pipeline) else Pipeline([pipeline])
         if not (isinstance(context_model, type) and issubclass(context_model, PipelineContext)):
             raise PipelineError(
                 f"context_model must subclass PipelineContext, got {context_model!r}")
+        if (isinstance(cancel_poll_interval, bool)
+                or not isinstance(cancel_poll_interval, int | float)
+                or not 0 < cancel_poll_interval < float("inf")):
+            raise PipelineError(
+                f"cancel_poll_interval must be seconds > 0, got {cancel_poll_interval!r}")
         self.context_model = context_model
-        self.backend = _resolve_backend(state_backend)
+        self.backend = resolve_backend(state_backend)
         self.pipeline_name = pipeline_name
         self.pipeline_version = pipeline_version
         self.delete_on_completion = delete_on_completion
         self.version_migrations = dict(version_migrations or {})
         self.claim_timeout = claim_timeout
+        self.cancel_poll_interval = float(cancel_poll_interval)
+        self.initial_context_data = dict(initial_context_data or {})
 
     # -- entry points -------------------------------------------------------------------
     def run(self, initial_input: Any = None, *, run_id: str | None = None,
-            initial_context_data: Mapping[str, Any] | None = None) -> PipelineResult:
-        """Run (or resume, given the ``run_id`` of a saved run) to the end; blocking."""
+            initial_context_data: Mapping[str, Any] | None = None,
+            resume_input: Any = _NO_ANSWER, resume_cancelled: bool = False) -> PipelineResult:
+        """Run (or resume, given the ``run_id`` of a saved run) until it ends or pauses;
+        blocking. See :meth:`run_async` for ``resume_input`` and ``resume_cancelled``."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self._run_to_end(initial_input, run_id, initial_context_data))
+            handle = self._handle(initial_input, run_id, initial_context_data, resume_input,
+                                  resume_cancelled)
+            return asyncio.run(_finish(handle))
         raise PipelineError("Flujo.run() cannot block inside a running event loop; "
                             "use `await runner.run_async(...)`")
 
     def run_async(self, initial_input: Any = None, *, run_id: str | None = None,
-                  initial_context_data: Mapping[str, Any] | None = None) -> RunHandle:
-        """Like :meth:`run`, as ``await runner.run_async(...)`` or ``async for step in ...``."""
+                  initial_context_data: Mapping[str, Any] | None = None,
+                  resume_input: Any = _NO_ANSWER, resume_cancelled: bool = False) -> RunHandle:
+        """Like :meth:`run`, as ``await runner.run_async(...)`` or ``async for step in ...``.
+
+        ``resume_input``: the answer to the pause of the paused run ``run_id``; it is
+        validated against the model the pause declared, becomes the pausing step's output
+        and the run goes on. ``resume_cancelled``: run a cancelled run on from where it
+        stopped (a cancelled run is otherwise returned as it is).
+        """
+        return self._handle(initial_input, run_id, initial_context_data, resume_input,
+                            resume_cancelled)
+
+    def resume(self, run_id: str, answer: Any) -> PipelineResult:
+        """Answer the pause of the paused run ``run_id`` and run it on; blocking."""
+        return self.run(run_id=run_id, resume_input=answer)
+
+    def cancel(self, run_id: str) -> str:
+        """Cancel ``run_id``; blocking. See :meth:`cancel_async`."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.cancel_async(run_id))
+        raise PipelineError("Flujo.cancel() cannot block inside a running event loop; "
+                            "use `await runner.cancel_async(...)`")
+
+    async def cancel_async(self, run_id: str) -> str:
+        """Cancel ``run_id`` from any process sharing the store; return its status then.
+
+        A run no worker executes (paused, failed, interrupted) is saved as ``cancelled`` at
+        once: ``"cancelled"``. A run a worker executes is asked to stop: that worker saves it
+        as ``cancelled`` at its next step boundary (at once for an ``interruptible`` step or
+        during a retry's backoff): ``"running"``. A completed run stays ``"completed"``.
+        """
+        rid = choose_run_id(run_id, None, stacklevel=3)
+        return await _control.cancel_run(self.backend, rid)
+
+    def _handle(self, initial_input: Any, run_id: str | None,
+                initial_context_data: Mapping[str, Any] | None, answer: Any,
+                resume_cancelled: bool) -> RunHandle:
+        data = {**self.initial_context_data, **(initial_context_data or {})}
+        rid = choose_run_id(run_id, data, stacklevel=4)
         outcome: list[PipelineResult] = []
-        steps = self._execute(initial_input, run_id, initial_context_data, outcome)
+        steps = self._execute(rid, initial_input, data, answer, resume_cancelled, outcome)
         return RunHandle(steps, outcome)
 
-    async def _run_to_end(self, initial_input: Any, run_id: str | None,
-                          initial_context_data: Mapping[str, Any] | None) -> PipelineResult:
-        return await self.run_async(initial_input, run_id=run_id,
-                                    initial_context_data=initial_context_data)
-
     # -- the run ------------------------------------------------------------------------
-    async def _execute(self, initial_input: Any, run_id: str | None,
-                       initial_context_data: Mapping[str, Any] | None,
+    async def _execute(self, rid: str, initial_input: Any, context_data: dict[str, Any],
+                       answer: Any, resume_cancelled: bool,
                        outcome: list[PipelineResult]) -> AsyncIterator[StepResult]:
-        rid = _choose_run_id(run_id, initial_context_data)
         async with self._claim(rid) as claim:
             saved, revision, legacy = await self._load(rid)
             if saved is None:
-                context = self._new_context(rid, initial_input, initial_context_data)
-                state = WorkflowState(
-                    run_id=rid, pipeline_name=self.pipeline_name,
-                    pipeline_version=self.pipeline_version, current_step_index=0,
-                    pipeline_context=_context_fields(context), last_step_output=initial_input,
-                    step_history=[], status="running", step_names=self.pipeline.step_names,
-                )
-                revision = await self._save(rid, state, revision, claim)
+                if answer is not _NO_ANSWER:
+                    raise RunNotFoundError(f"{self._describe(rid)}: no such run to answer")
+                context = self._new_context(rid, initial_input, context_data)
+                run = _Run(rid, claim, revision, context, initial_input, [], "running")
+                run.revision = await self._save(run, 0)
+                start = 0
             else:
                 state, context = self._resume_point(saved, legacy)
-                if state.status == "completed":
-                    outcome.append(self._completed(rid, state, context))
+                run = _Run(rid, claim, revision, context, state.last_step_output,
+                           list(state.step_history), state.status, state.failure)
+                start = state.current_step_index
+                if state.status == "completed" or (
+                        state.status == "cancelled" and not resume_cancelled):
+                    if answer is not _NO_ANSWER:
+                        _control.pause_of(self._describe(rid), state)  # raises: not paused
+                    outcome.append(self._result(run, state.status))
                     return
-            history: list[StepResult] = list(state.step_history)
-            data = state.last_step_output
-            failure = (state.model_extra or {}).get("failure")
-            for index in range(state.current_step_index, len(self.pipeline)):
-                step = self.pipeline.steps[index]
-                attempts = 1
-                if isinstance(failure, StepResult) and failure.name == step.name:
-                    attempts = failure.attempts + 1
-                if claim is not None:
-                    claim.check()  # never start a step under a lost claim
-                started = time.perf_counter()
-                try:
-                    output = await _guarded(step, data, context, claim)
-                except Exception as exc:
-                    if isinstance(exc, ClaimLostError) and claim is not None and claim.lost:
-                        raise  # this worker's claim, not the step's own error: stop here
-                    failed = StepResult(
-                        name=step.name, success=False, attempts=attempts,
-                        latency_s=time.perf_counter() - started,
-                        feedback=f"{type(exc).__name__}: {exc}",
-                    )
-                    # The step may have changed its context and input in place before it
-                    # raised; what is saved is the state from before it, as a crash here would
-                    # leave it, so that every attempt starts the step from the same state.
-                    context, data = await self._before_step(rid, revision, step.name)
-                    state = self._state(rid, context, index, data, history, "failed",
-                                        error=failed.feedback, failure=failed)
-                    revision = await self._save(rid, state, revision, claim)
-                    yield failed
-                    outcome.append(PipelineResult(
-                        run_id=rid, step_history=[*history, failed],
-                        final_pipeline_context=context, success=False, output=None))
-                    return
-                done = StepResult(name=step.name, output=output, attempts=attempts,
-                                  latency_s=time.perf_counter() - started)
-                history.append(done)
-                data, failure = output, None
-                last = index + 1 == len(self.pipeline)
-                state = self._state(rid, context, index + 1, output, history,
-                                    "completed" if last else "running")
-                revision = await self._save(rid, state, revision, claim)
+                # A run paused by earlier flujo stores no pause: it runs on, as it used to.
+                if state.status == "paused" and state.pause is not None:
+                    if answer is _NO_ANSWER:
+                        outcome.append(self._result(run, "paused", state.pause))
+                        return
+                    done = await self._answer(run, state, answer)
+                    yield done
+                    start += 1
+                elif answer is not _NO_ANSWER:
+                    _control.pause_of(self._describe(rid), state)  # raises: not paused
+                if resume_cancelled:
+                    await self._clear_cancel_request(rid)
+            try:
+                async for result in self._steps_from(run, start):
+                    yield result
+            except (KeyboardInterrupt, asyncio.CancelledError):
+                if claim is None or not claim.lost:
+                    await self._save_interrupted(run)
+                raise
+            outcome.extend(run.outcome)
+
+    async def _steps_from(self, run: _Run, start: int) -> AsyncIterator[StepResult]:
+        for index in range(start, len(self.pipeline)):
+            step = self.pipeline.steps[index]
+            if run.claim is not None:
+                run.claim.check()  # never start a step under a lost claim
+            if await self._cancel_requested(run.rid):
+                await self._stop_cancelled(run, index)
+                return
+            if step.func is None:  # Step.human
+                await self._pause(run, index, step, step.input_model, step.prompt)
+                return
+            try:
+                done = await self._attempts(run, index, step)
+            except PauseForInput as signal:
+                await self._pause(run, index, step, signal.input_model, signal.message)
+                return
+            except CancelRequested:  # during an interruptible step or a backoff
+                await self._stop_cancelled(run, index, reload=True)
+                return
+            if not done.success:
                 yield done
-            result = self._completed(rid, state, context)
-            if self.delete_on_completion:
-                if claim is not None:
-                    claim.check()
-                await self.backend.delete_state(rid)
-            outcome.append(result)
+                run.outcome.append(self._result(run, "failed", history=[*run.history, done]))
+                return
+            run.history.append(done)
+            run.data, run.failure = done.output, None
+            last = index + 1 == len(self.pipeline)
+            run.status = "completed" if last else "running"
+            run.revision = await self._save(run, index + 1)
+            yield done
+        if self.delete_on_completion:
+            if run.claim is not None:
+                run.claim.check()
+            await self.backend.delete_state(run.rid)
+        await self._clear_cancel_request(run.rid)  # one that came too late to matter
+        run.outcome.append(self._result(run, "completed"))
 
-    def _state(self, rid: str, context: PipelineContext, next_index: int, next_input: Any,
-               history: list[StepResult], status: str, *, error: str | None = None,
-               failure: StepResult | None = None) -> WorkflowState:
-        extra: dict[str, Any] = {"step_names": self.pipeline.step_names}
-        if failure is not None:
-            extra["failure"] = failure
-        return WorkflowState(
-            run_id=rid, pipeline_name=self.pipeline_name, pipeline_version=self.pipeline_version,
-            current_step_index=next_index, pipeline_context=_context_fields(context),
-            last_step_output=next_input, step_history=list(history), status=status,
-            error=error, **extra,
-        )
+    async def _attempts(self, run: _Run, index: int, step: Step) -> StepResult:
+        """Run ``step`` until it succeeds or its retries are spent; every failed attempt is
+        saved (the state from before the step, with the attempts so far) before the next."""
+        prior = run.failure if isinstance(run.failure, StepResult) and \
+            run.failure.name == step.name else None
+        failed = list(prior.failed_attempts) if prior is not None else []
+        total = prior.attempts if prior is not None else 0
+        series = failed[-1].series if failed else 1
+        if prior is not None and run.status != "running":
+            series += 1  # a run that failed for good, run again: a new attempt series
+        used = sum(1 for f in failed if f.series == series)
+        check = self._cancel_check(run.rid)
+        while True:
+            total += 1
+            used += 1
+            started = time.perf_counter()
+            try:
+                output = await attempt(step, run.data, run.context, run.claim, check,
+                                       self.cancel_poll_interval)
+            except (PauseForInput, CancelRequested):
+                raise
+            except Exception as exc:
+                if isinstance(exc, ClaimLostError) and run.claim is not None and run.claim.lost:
+                    raise  # this worker's claim, not the step's own error: stop here
+                latency = time.perf_counter() - started
+                error = f"{type(exc).__name__}: {exc}"
+                failed.append(FailedAttempt(attempt=total, series=series, error=error,
+                                            latency_s=latency))
+                result = StepResult(name=step.name, success=False, attempts=total,
+                                    latency_s=latency, feedback=error,
+                                    failed_attempts=list(failed))
+                # The step may have changed its context and input in place before it
+                # raised; what is saved is the state from before it, as a crash here would
+                # leave it, so that every attempt starts the step from the same state.
+                run.context, run.data = await self._before_step(run, step.name)
+                run.failure = result
+                retry = used <= step.retries and isinstance(exc, step.retry_on)
+                run.status = "running" if retry else "failed"
+                run.revision = await self._save(run, index, error=error)
+                if not retry:
+                    return result
+                await wait_before_retry(step.backoff_delay(used), run.claim, check,
+                                        self.cancel_poll_interval)
+                continue
+            return StepResult(name=step.name, output=output, attempts=total,
+                              latency_s=time.perf_counter() - started,
+                              failed_attempts=failed)
 
-    def _completed(self, rid: str, state: WorkflowState,
-                   context: PipelineContext) -> PipelineResult:
-        return PipelineResult(run_id=rid, step_history=list(state.step_history),
-                              final_pipeline_context=context, success=True,
-                              output=state.last_step_output)
+    # -- pauses, answers, cancellation --------------------------------------------------
+    async def _pause(self, run: _Run, index: int, step: Step, model: object,
+                     message: object) -> None:
+        pause = pause_request(step.name, model, message, _control.registry_of(self.backend))
+        run.status, run.failure = "paused", None
+        run.revision = await self._save(run, index, pause=pause)
+        run.outcome.append(self._result(run, "paused", pause))
+
+    async def _answer(self, run: _Run, state: WorkflowState, answer: Any) -> StepResult:
+        """Apply ``answer`` to the paused ``state``: one compare-and-set save, so an answer
+        is consumed once, or not at all (an invalid one leaves the run paused)."""
+        what = self._describe(run.rid)
+        pause = _control.pause_of(what, state)
+        step = self.pipeline.steps[state.current_step_index] \
+            if state.current_step_index < len(self.pipeline) else None
+        if step is None or step.name != pause.step:
+            raise CorruptStateError(
+                f"{what}: the run paused at step {pause.step!r}, but its next step is"
+                f" {shown(None if step is None else step.name)} (the record was altered)")
+        registry = _control.registry_of(self.backend)
+        model = input_model_for(what, pause, step, registry)
+        value: BaseModel = accept_answer(what, pause, model, answer, registry)
+        answered, done = _control.answered_state(state, value)
+        run.history = list(answered.step_history)
+        run.data, run.failure, run.status = value, None, answered.status
+        run.revision = await self._save(run, answered.current_step_index)
+        if answered.status == "completed":
+            await self._clear_cancel_request(run.rid)
+        return done
+
+    def _cancel_check(self, rid: str) -> Callable[[], Any] | None:
+        if type(self.backend).cancel_requested is StateBackend.cancel_requested:
+            return None  # a backend that keeps no requests: none can come
+
+        async def check() -> bool:
+            return await self._cancel_requested(rid)
+
+        return check
+
+    async def _cancel_requested(self, rid: str) -> bool:
+        try:
+            return await self.backend.cancel_requested(rid)
+        except NotImplementedError:
+            return False
+
+    async def _clear_cancel_request(self, rid: str) -> None:
+        with contextlib.suppress(NotImplementedError):
+            await self.backend.clear_cancel_request(rid)
+
+    async def _stop_cancelled(self, run: _Run, index: int, *, reload: bool = False) -> None:
+        """Save the run as cancelled at step ``index``, with the state from before that step
+        (``reload``: read back from the store, for a step that may have changed it)."""
+        if reload:
+            run.context, run.data = await self._before_step(run, self.pipeline.steps[index].name)
+        run.status = "cancelled"
+        run.revision = await self._save(run, index)
+        await self._clear_cancel_request(run.rid)
+        run.outcome.append(self._result(run, "cancelled"))
+
+    async def _save_interrupted(self, run: _Run) -> None:
+        """After KeyboardInterrupt or task cancellation: mark the stored run ``cancelled``,
+        on top of whatever it holds (a save that was under way may have landed)."""
+        for _ in range(3):
+            with contextlib.suppress(StateConflictError):
+                state, revision = await _control.load_run(self.backend, run.rid)
+                if state is None or state.status in ("completed", "cancelled"):
+                    return
+                await _control.save_run(self.backend,
+                                        state.model_copy(update={"status": "cancelled"}),
+                                        revision, run.claim)
+                return
 
     # -- state --------------------------------------------------------------------------
     def _describe(self, rid: str) -> str:
-        """How error messages name the run's record (with its file or table, if known)."""
-        if isinstance(self.backend, EnvelopeStateBackend):
-            return self.backend.describe(rid)
-        return f"run {rid!r}"
+        return _control.describe_run(self.backend, rid)
+
+    def _result(self, run: _Run, status: str, pause: Any = None, *,
+                history: list[StepResult] | None = None) -> PipelineResult:
+        return PipelineResult(
+            run_id=run.rid, step_history=list(run.history if history is None else history),
+            final_pipeline_context=run.context, success=status == "completed",
+            output=run.data if status == "completed" else None, status=status, pause=pause)
 
     async def _load(self, rid: str) -> tuple[WorkflowState | None, int, bool]:
         """The saved state, its revision (-1: not tracked) and whether it predates envelopes."""
@@ -265,7 +455,7 @@ class Flujo(Generic[ContextT]):
             except ValidationError as exc:
                 raise CorruptStateError(
                     f"{self._describe(rid)}: the saved state is not a valid WorkflowState:"
-                    f" {_problems(exc)}") from exc
+                    f" {problems(exc)}") from exc
         if record is None:
             return None, 0, False
         plain = record.envelope.stored_envelope_version == 0 or bool(
@@ -279,32 +469,29 @@ class Flujo(Generic[ContextT]):
         state = self._check_resumable(saved)
         return state, self._restore_context(state, validate=legacy)
 
-    async def _before_step(self, rid: str, revision: int,
-                           step_name: str) -> tuple[PipelineContext, Any]:
+    async def _before_step(self, run: _Run, step_name: str) -> tuple[PipelineContext, Any]:
         """The context and input the current step started from, rebuilt from the state saved
-        before it (``revision``): the step cannot have changed what the store holds."""
-        saved, found, legacy = await self._load(rid)
-        if saved is None or found != revision:
+        before it (``run.revision``): the step cannot have changed what the store holds."""
+        saved, found, legacy = await self._load(run.rid)
+        if saved is None or found != run.revision:
             now = "was deleted" if saved is None else f"is at revision {found}"
             raise StateConflictError(
-                f"{self._describe(rid)}: step {step_name!r} failed, and the saved run {now}"
-                f" instead of revision {revision}; another writer changed it, so the failure"
-                " is not recorded")
+                f"{self._describe(run.rid)}: step {step_name!r} ended, and the saved run {now}"
+                f" instead of revision {run.revision}; another writer changed it, so the"
+                " outcome is not recorded")
         state, context = self._resume_point(saved, legacy)
         return context, state.last_step_output
 
-    async def _save(self, rid: str, state: WorkflowState, revision: int,
-                    claim: RunClaim | None) -> int:
-        fenced: dict[str, Any] = {}
-        if claim is not None:
-            claim.check()
-            if _takes_claim(self.backend.save_state):
-                fenced["claim"] = claim  # the backend checks it in the write's transaction
-        if revision < 0:
-            await self.backend.save_state(rid, state, **fenced)
-            return -1
-        saved = await self.backend.save_state(rid, state, expected_revision=revision, **fenced)
-        return revision + 1 if saved is None else saved
+    async def _save(self, run: _Run, next_index: int, *, error: str | None = None,
+                    pause: Any = None) -> int:
+        state = WorkflowState(
+            run_id=run.rid, pipeline_name=self.pipeline_name,
+            pipeline_version=self.pipeline_version, current_step_index=next_index,
+            pipeline_context=context_fields(run.context), last_step_output=run.data,
+            step_history=list(run.history), status=run.status, error=error,
+            step_names=self.pipeline.step_names, failure=run.failure, pause=pause,
+        )
+        return await _control.save_run(self.backend, state, run.revision, run.claim)
 
     def _check_resumable(self, state: WorkflowState) -> WorkflowState:
         if state.pipeline_name != self.pipeline_name:
@@ -320,34 +507,26 @@ class Flujo(Generic[ContextT]):
                     f"Flujo(..., version_migrations={{{state.pipeline_version!r}: fn}}) to "
                     "adapt its state")
             state = migrate(state)
-            state = state.model_copy(update={"pipeline_version": self.pipeline_version})
-            if state.model_extra is not None:
-                state.model_extra["step_names"] = self.pipeline.step_names
+            state = state.model_copy(update={"pipeline_version": self.pipeline_version,
+                                             "step_names": self.pipeline.step_names})
         what = self._describe(state.run_id)
-        extra = state.model_extra or {}
-        stored_names = extra.get("step_names")
-        if stored_names is not None and not (
-                isinstance(stored_names, list) and all(type(n) is str for n in stored_names)):
-            raise CorruptStateError(
-                f"{what}: the stored step_names, {shown(stored_names)}, is not a list of step"
-                " names")
-        if stored_names is not None and stored_names != self.pipeline.step_names:
+        if state.step_names is not None and state.step_names != self.pipeline.step_names:
             raise PipelineMismatchError(
-                f"run {state.run_id!r} was saved by a pipeline with steps {stored_names}; "
+                f"run {state.run_id!r} was saved by a pipeline with steps {state.step_names}; "
                 f"this pipeline has {self.pipeline.step_names}")
         if not 0 <= state.current_step_index <= len(self.pipeline):
             raise PipelineMismatchError(
                 f"run {state.run_id!r} is at step {shown(state.current_step_index)} of a "
                 f"{len(self.pipeline)}-step pipeline")
         for position, item in enumerate(state.step_history):
-            _stored_step(what, f"step_history[{position}]", item)
-        if extra.get("failure") is not None:
-            _stored_step(what, "failure", extra["failure"], legacy=False)
+            stored_step(what, f"step_history[{position}]", item)
+        if state.failure is not None:
+            stored_step(what, "failure", state.failure, legacy=False)
         return state
 
     def _new_context(self, rid: str, initial_input: Any,
-                     initial_context_data: Mapping[str, Any] | None) -> PipelineContext:
-        data = dict(initial_context_data or {})
+                     initial_context_data: Mapping[str, Any]) -> PipelineContext:
+        data = dict(initial_context_data)
         data["run_id"] = rid
         if "initial_prompt" not in data and isinstance(initial_input, str):
             data["initial_prompt"] = initial_input
@@ -374,9 +553,9 @@ class Flujo(Generic[ContextT]):
             except ValidationError as exc:
                 raise PipelineMismatchError(
                     f"the saved context of run {state.run_id!r} (plain JSON, saved by earlier"
-                    f" flujo) does not fit {model.__qualname__}: {_problems(exc)}; register a"
+                    f" flujo) does not fit {model.__qualname__}: {problems(exc)}; register a"
                     " state migration") from exc
-        return _construct(model, fields)
+        return construct(model, fields)
 
     @contextlib.asynccontextmanager
     async def _claim(self, rid: str) -> AsyncIterator[RunClaim | None]:
@@ -408,116 +587,6 @@ class Flujo(Generic[ContextT]):
             await claim.__aexit__(None, None, None)
 
 
-def _resolve_backend(spec: StateBackend | str | None) -> StateBackend:
-    if isinstance(spec, StateBackend):
-        return spec
-    if isinstance(spec, str):
-        return backend_from_uri(spec)
-    if spec is not None:
-        raise PipelineError(f"state_backend must be a StateBackend or a URI, got {spec!r}")
-    uri = os.environ.get(STATE_URI_ENV)
-    return backend_from_uri(uri) if uri else InMemoryBackend()
+async def _finish(handle: RunHandle) -> PipelineResult:
+    return await handle
 
-
-def _choose_run_id(run_id: str | None, initial_context_data: Mapping[str, Any] | None) -> str:
-    legacy = (initial_context_data or {}).get("run_id")
-    if run_id is not None and legacy is not None and legacy != run_id:
-        raise RunIdConflictError(
-            f"run_id={run_id!r} and initial_context_data['run_id']={legacy!r} disagree; "
-            "pass only run_id=")
-    chosen = run_id if run_id is not None else legacy
-    if chosen is None:
-        return f"run_{uuid.uuid4().hex}"
-    if not isinstance(chosen, str) or not chosen:
-        raise InvalidRunIdError(f"run_id must be a non-empty str, got {chosen!r}")
-    return chosen
-
-
-def _construct(model: type[ContextT], fields: dict[str, Any]) -> ContextT:
-    """An instance of ``model`` holding exactly ``fields``, unvalidated (the values keep the
-    types they were saved with): the declared fields, and every other name as an extra."""
-    declared = model.__pydantic_fields__
-    extra = {name: value for name, value in fields.items() if name not in declared}
-    context = cast(ContextT, model.model_construct(
-        **{n: v for n, v in fields.items() if n in declared}))
-    if extra:  # only for extra="allow" models (see _restore_context)
-        # Set apart from model_construct, which would take ``_fields_set`` as its own argument
-        # and a private attribute's name as that attribute: extras stay extras.
-        object.__setattr__(context, "__pydantic_extra__",
-                           {**(context.__pydantic_extra__ or {}), **extra})
-    return context
-
-
-def _problems(exc: ValidationError) -> str:
-    """The first few errors of ``exc``, each as ``location: message``."""
-    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '$'}: {err['msg']}"
-                     for err in exc.errors()[:5])
-
-
-def _stored_step(what: str, where: str, value: Any, *, legacy: bool = True) -> None:
-    """Refuse a step result of a saved state (``where``: ``step_history[2]``, ``failure``)
-    that is not one: a StepResult whose fields have their declared types or, with
-    ``legacy``, a dict that validates as one (how earlier flujo stored the history)."""
-    try:
-        if isinstance(value, StepResult):
-            StepResult.model_validate(value.__dict__, strict=True)
-            return
-        if legacy and isinstance(value, dict):
-            StepResult.model_validate(value)
-            return
-    except ValidationError as exc:
-        raise CorruptStateError(
-            f"{what}: the stored {where} is not a valid step result: {_problems(exc)}"
-        ) from exc
-    raise CorruptStateError(
-        f"{what}: the stored {where}, {shown(value)}, is not a step result")
-
-
-def _context_fields(context: PipelineContext) -> dict[str, Any]:
-    fields = {name: getattr(context, name) for name in type(context).__pydantic_fields__}
-    fields.update(context.__pydantic_extra__ or {})
-    return fields
-
-
-def _takes_claim(save: Callable[..., Any]) -> bool:
-    """Whether a ``save_state`` accepts ``claim=`` (backends and wrappers written for earlier
-    flujo do not; their saves are not fenced, the runner's own checks still apply)."""
-    try:
-        parameters = inspect.signature(save).parameters
-    except (TypeError, ValueError):
-        return False
-    found = parameters.get("claim")
-    if found is not None:
-        return found.kind in (inspect.Parameter.KEYWORD_ONLY,
-                              inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-
-
-async def _guarded(step: Step, data: Any, context: PipelineContext,
-                   claim: RunClaim | None) -> Any:
-    """Run the step; if the claim is lost meanwhile, cancel it (an async step) and raise
-    ClaimLostError. A sync step runs on the event loop and cannot be interrupted: its loss
-    is found when it returns, and its result is dropped."""
-    if claim is None or claim.watch is None:
-        return await _call(step, data, context)
-    running = asyncio.ensure_future(_call(step, data, context))
-    lost = asyncio.ensure_future(claim.watch.wait())
-    try:
-        await asyncio.wait((running, lost), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        lost.cancel()
-        if not running.done():
-            # The claim was lost, or this run itself is being cancelled: either way the step
-            # must have ended before anything else happens (cancellation is cooperative).
-            running.cancel()
-            await asyncio.wait((running,))
-    claim.check()
-    return running.result()
-
-
-async def _call(step: Step, data: Any, context: PipelineContext) -> Any:
-    kwargs = {"context": context} if step.wants_context else {}
-    result = step.func(data, **kwargs)
-    if inspect.isawaitable(result):
-        result = await result
-    return result

@@ -36,7 +36,7 @@ from .backends import (
     SQLiteBackend,
     StateBackend,
 )
-from .models import RunStatus, RunSummary, StateRecord, WorkflowState
+from .models import PauseRequest, RunStatus, RunSummary, StateRecord, WorkflowState
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
@@ -52,6 +52,7 @@ __all__ = [
     "MigrationChange",
     "MigrationFailure",
     "MigrationReport",
+    "PauseRequest",
     "PostgresBackend",
     "RunClaim",
     "RunStatus",

@@ -115,6 +115,18 @@ def associated_data(envelope_fields: dict[str, Any], store: str | None = None) -
     return orjson.dumps(bound, option=orjson.OPT_SORT_KEYS)
 
 
+#: WorkflowState fields the store keeps in the header, not in the payload.
+STORE_OWNED_FIELDS = frozenset({"created_at", "updated_at"})
+
+
+def _stored_fields(state: WorkflowState) -> dict[str, Any]:
+    """What the payload holds: every field but the store's timestamps."""
+    data = state.to_dict()
+    for name in STORE_OWNED_FIELDS:
+        data.pop(name, None)
+    return data
+
+
 def record_too_large(what: str, size: int, limit: int) -> str:
     """The message refusing a record of ``size`` bytes, over ``limit``."""
     return (f"{what}: the record holds {size:,} bytes, over this store's limit of {limit:,}"
@@ -286,7 +298,7 @@ class EnvelopeCodec:
         """Serialize ``state``; every serialization error surfaces here, at save time."""
         what = f"run {state.run_id!r}"
         try:
-            data, manifest = encode_with_manifest(state.to_dict(), registry=self.registry)
+            data, manifest = encode_with_manifest(_stored_fields(state), registry=self.registry)
         except SerializationError as exc:
             exc.add_note(f"while saving {what}")
             raise
@@ -506,6 +518,10 @@ class EnvelopeCodec:
                     f"{what}: the header says {name}={getattr(envelope, name)!r} but the payload"
                     f" says {fields.get(name, default)!r}; the record was altered"
                 )
+        # The store owns the timestamps (see WorkflowState): the header's, whatever an
+        # earlier flujo also wrote into the payload (there, the time of every save).
+        fields["created_at"] = envelope.created_at
+        fields["updated_at"] = envelope.updated_at
         fields = self.migrations.migrate(fields, envelope.state_version, what=what)
         try:
             state = WorkflowState.model_validate(fields)

@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from flujo.serialization import register_type
+
 if TYPE_CHECKING:
     from ._envelope import Envelope
 
-__all__ = ["RunStatus", "RunSummary", "StateRecord", "WorkflowState", "utc_now"]
+__all__ = ["PauseRequest", "RunStatus", "RunSummary", "StateRecord", "WorkflowState", "utc_now"]
 
 RunStatus = Literal["running", "paused", "completed", "failed", "cancelled"]
 RUN_STATUSES: tuple[str, ...] = ("running", "paused", "completed", "failed", "cancelled")
@@ -27,12 +29,41 @@ def _aware(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
+class PauseRequest(BaseModel):
+    """What a paused run waits for: stored with the run, shown to operators.
+
+    ``input_type`` is the stable name of the model the answer must validate against (its
+    registered name, or the name flujo derives for it), ``input_version`` that model's version
+    when the run paused, and ``input_schema`` its JSON Schema then: what a person answering
+    from another machine, without the application's code, needs to write a valid answer.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    step: str
+    message: str = ""
+    input_type: str
+    input_version: int = Field(default=1, ge=1)
+    input_schema: dict[str, Any] = Field(default_factory=dict)
+    requested_at: datetime = Field(default_factory=utc_now)
+
+
 class WorkflowState(BaseModel):
     """Snapshot of a pipeline run: where it is, what it has produced, and how it ended.
 
     ``pipeline_context``, ``last_step_output`` and ``step_history`` hold arbitrary values; they
     are persisted through the type registry and come back with their exact types (a ``Decimal``
     stays a ``Decimal``, a user model stays that model).
+
+    ``step_names`` are the names of the pipeline's steps (a resume checks them), ``failure``
+    the :class:`~flujo.StepResult` of the step that failed, or whose retries are under way,
+    and ``pause`` what a ``paused`` run waits for.
+
+    ``created_at`` and ``updated_at`` belong to the store: a backend sets them when it saves
+    (the first save's time, this save's time) and fills them in when it loads, from the
+    record's header, so :meth:`StateBackend.load_state` and ``list_runs`` agree. The values
+    a caller puts here are not saved, except ``created_at`` set explicitly on a run's first
+    save (an import keeps its original creation time).
 
     Unknown keys are kept (``extra="allow"``): records written by earlier flujo versions carry
     fields such as ``pipeline_id`` or ``metadata`` and load without losing them. Naive
@@ -53,6 +84,9 @@ class WorkflowState(BaseModel):
     created_at: datetime = Field(default_factory=utc_now)
     updated_at: datetime = Field(default_factory=utc_now)
     error: str | None = None
+    step_names: list[str] | None = None
+    failure: Any = None
+    pause: PauseRequest | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -109,3 +143,7 @@ class StateRecord:
     state: WorkflowState
     revision: int
     envelope: Envelope
+
+
+# A stable name: stored pauses must not depend on where this class lives in the package.
+register_type(PauseRequest, name="flujo.PauseRequest")

@@ -135,8 +135,10 @@ class BackendContract:
             "paused",
             "boom",
         )
-        assert loaded["created_at"] == state.created_at
-        assert loaded["updated_at"] == state.updated_at
+        # The store owns the timestamps: load_state and list_runs say the same.
+        [row] = [r for r in await backend.list_runs() if r["run_id"] == "types"]
+        assert (loaded["created_at"], loaded["updated_at"]) == (
+            row["created_at"], row["updated_at"])
 
     async def test_round_trip_shared_objects_and_cycles(self, backend: StateBackend) -> None:
         """An object the state holds in two places loads as one object, a cycle loads
@@ -196,6 +198,22 @@ class BackendContract:
         assert record.revision == 2 and record.state.current_step_index == 1
         assert record.envelope.created_at == first.created_at
         assert record.envelope.updated_at >= first.updated_at
+        # One owner for each timestamp: the loaded state says what the header and list say.
+        assert (record.state.created_at, record.state.updated_at) == (
+            first.created_at, record.envelope.updated_at)
+        [row] = [r for r in await backend.list_runs() if r["run_id"] == "ow"]
+        assert (row["created_at"], row["updated_at"]) == (
+            record.state.created_at, record.state.updated_at)
+
+    async def test_an_explicit_created_at_is_kept_on_a_runs_first_save_only(
+            self, backend: StateBackend) -> None:
+        then = dt.datetime(2021, 5, 4, 3, 2, 1, 123456, tzinfo=dt.UTC)
+        assert await backend.save_state("imp", _state("imp", created_at=then)) == 1
+        later = dt.datetime(2022, 1, 1, tzinfo=dt.UTC)
+        assert await backend.save_state("imp", _state("imp", created_at=later)) == 2
+        loaded = await backend.load_state("imp")
+        assert loaded is not None and loaded["created_at"] == then
+        assert loaded["updated_at"] > later
 
     async def test_delete(self, backend: StateBackend) -> None:
         await backend.save_state("del", _state("del"))

@@ -91,7 +91,11 @@ def locked(directory: Directory, name: str) -> Iterator[None]:
 
 class ClaimDirectory:
     """Per-run claims as ``<root>/<folder>/<run_id>.claim`` lock files; ``folder`` is the
-    store's own (a real directory, created 0700), ``root`` the directory its owner named."""
+    store's own (a real directory, created 0700), ``root`` the directory its owner named.
+
+    Cancel requests live beside them as empty ``<run_id>.cancel`` files: created once
+    (``O_EXCL``: asking twice is asking once), seen by every process, removed when done.
+    """
 
     def __init__(self, root: Path, folder: str) -> None:
         self.root = root
@@ -113,3 +117,45 @@ class ClaimDirectory:
                 yield RunClaim(run_id)
             finally:
                 release(directory, fd, name)
+
+    def _marker(self, run_id: str) -> str:
+        return f"{validate_run_id(run_id)}.cancel"
+
+    def request_cancel(self, run_id: str) -> None:
+        name = self._marker(run_id)
+        with opened(self.root, create=True) as root, \
+                root.subdirectory(self.folder, create=True) as directory:
+            try:
+                os.close(directory.create_exclusive(name))
+            except FileExistsError:
+                if directory.kind(name) != "a regular file":
+                    raise BackendUnavailableError(
+                        f"cannot request the cancellation of run {run_id!r}:"
+                        f" {directory.path / name} is {directory.kind(name)}, not a regular"
+                        " file (remove it)") from None
+                return
+            except OSError as exc:
+                raise BackendUnavailableError(
+                    f"cannot request the cancellation of run {run_id!r}: cannot create"
+                    f" {directory.path / name}: {exc}") from exc
+            with suppress(OSError):  # the request exists either way; make it durable
+                directory.fsync()
+
+    def cancel_requested(self, run_id: str) -> bool:
+        name = self._marker(run_id)
+        with opened(self.root, create=True) as root, \
+                root.subdirectory(self.folder, create=True) as directory:
+            return directory.kind(name) == "a regular file"
+
+    def clear_cancel(self, run_id: str) -> None:
+        name = self._marker(run_id)
+        with opened(self.root, create=True) as root, \
+                root.subdirectory(self.folder, create=True) as directory:
+            try:
+                directory.unlink(name)
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                raise BackendUnavailableError(
+                    f"cannot clear the cancellation request of run {run_id!r}:"
+                    f" {directory.path / name}: {exc}") from exc

@@ -387,6 +387,23 @@ class StateBackend(abc.ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} does not support claim")
 
+    async def request_cancel(self, run_id: str) -> None:
+        """Ask the worker executing ``run_id`` to stop at its next step boundary.
+
+        The request is kept in the store (any process sharing it sees it) until the run is
+        saved as cancelled, completes, or :meth:`clear_cancel_request` drops it; asking twice
+        is asking once. ``Flujo.cancel`` calls it for a run another worker holds.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support cancel requests")
+
+    async def cancel_requested(self, run_id: str) -> bool:
+        """Whether a cancellation of ``run_id`` was requested and not yet carried out."""
+        raise NotImplementedError(f"{type(self).__name__} does not support cancel requests")
+
+    async def clear_cancel_request(self, run_id: str) -> None:
+        """Drop the cancellation request of ``run_id``, if any."""
+        raise NotImplementedError(f"{type(self).__name__} does not support cancel requests")
+
     async def close(self) -> None:
         """Release connections and other resources. The default does nothing."""
         return None
@@ -487,12 +504,17 @@ class EnvelopeStateBackend(StateBackend):
         """
         validate_run_id(run_id)
         _check_expected(expected_revision)
-        encoded = self.codec.encode_state(coerce_state(run_id, state))
         what = self.describe(run_id)
+
+        # The store owns created_at (see WorkflowState): the first save's time, or the one a
+        # caller set explicitly on a run's first save (an import keeps its own).
+        coerced = coerce_state(run_id, state)
+        first_created = coerced.created_at if "created_at" in coerced.model_fields_set else None
+        encoded = self.codec.encode_state(coerced)
 
         def make(current: CurrentRecord | None) -> SealedRecord:
             revision = check_revision(what, current, expected_revision)
-            created = (None if current is None
+            created = (first_created if current is None
                        else stored_timestamp(what, "created_at", current.created_at))
             return self.codec.seal(encoded, revision=revision, created_at=created)
 
@@ -518,6 +540,28 @@ class EnvelopeStateBackend(StateBackend):
     async def delete_state(self, run_id: str) -> None:
         validate_run_id(run_id)
         await self._delete(run_id)
+
+    async def request_cancel(self, run_id: str) -> None:
+        await self._request_cancel(validate_run_id(run_id))
+
+    async def cancel_requested(self, run_id: str) -> bool:
+        return await self._cancel_requested(validate_run_id(run_id))
+
+    async def clear_cancel_request(self, run_id: str) -> None:
+        await self._clear_cancel(validate_run_id(run_id))
+
+    # Cancel requests are kept apart from the records (a request must not conflict with the
+    # saves of the worker that holds the run); ``_delete`` drops a run's request with it.
+    # The built-in backends implement these three; a custom backend that does not cannot be
+    # asked to cancel a run another worker holds.
+    async def _request_cancel(self, run_id: str) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not support cancel requests")
+
+    async def _cancel_requested(self, run_id: str) -> bool:
+        raise NotImplementedError(f"{type(self).__name__} does not support cancel requests")
+
+    async def _clear_cancel(self, run_id: str) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not support cancel requests")
 
     async def list_runs(
         self,

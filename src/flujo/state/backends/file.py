@@ -212,6 +212,7 @@ class FileBackend(EnvelopeStateBackend):
 
     async def _delete(self, run_id: str) -> None:
         await asyncio.to_thread(self._delete_sync, run_id)
+        await asyncio.to_thread(self._claims.clear_cancel, run_id)
 
     # -- listing -------------------------------------------------------------------------
 
@@ -272,3 +273,14 @@ class FileBackend(EnvelopeStateBackend):
     def claim(self, run_id: str) -> AbstractAsyncContextManager[RunClaim]:
         """Claim via ``flock`` on ``<dir>/.locks/<run_id>.claim``; see StateBackend.claim."""
         return self._claims.claim(run_id)
+
+    # -- cancel requests: ``<dir>/.locks/<run_id>.cancel`` (see _flock.ClaimDirectory) --------
+
+    async def _request_cancel(self, run_id: str) -> None:
+        await asyncio.to_thread(self._claims.request_cancel, run_id)
+
+    async def _cancel_requested(self, run_id: str) -> bool:
+        return await asyncio.to_thread(self._claims.cancel_requested, run_id)
+
+    async def _clear_cancel(self, run_id: str) -> None:
+        await asyncio.to_thread(self._claims.clear_cancel, run_id)

@@ -69,6 +69,7 @@ class InMemoryBackend(EnvelopeStateBackend):
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
         self._claims: set[str] = set()
+        self._cancel_requests: set[str] = set()
 
     async def _read(self, run_id: str) -> StoredRecord | None:
         with self._lock:
@@ -90,6 +91,7 @@ class InMemoryBackend(EnvelopeStateBackend):
     async def _delete(self, run_id: str) -> None:
         with self._lock:
             self._entries.pop(run_id, None)
+            self._cancel_requests.discard(run_id)
 
     async def _list(
         self, status: str | None, pipeline_name: str | None, limit: int | None, offset: int
@@ -121,6 +123,18 @@ class InMemoryBackend(EnvelopeStateBackend):
         finally:
             with self._lock:
                 self._claims.discard(run_id)
+
+    async def _request_cancel(self, run_id: str) -> None:
+        with self._lock:
+            self._cancel_requests.add(run_id)
+
+    async def _cancel_requested(self, run_id: str) -> bool:
+        with self._lock:
+            return run_id in self._cancel_requests
+
+    async def _clear_cancel(self, run_id: str) -> None:
+        with self._lock:
+            self._cancel_requests.discard(run_id)
 
     def raw_records(self) -> dict[str, bytes]:
         """A copy of the stored bytes by run id (for tests and debugging)."""

@@ -92,6 +92,14 @@ _MIGRATIONS: list[tuple[str, ...]] = [
     # Version 2: claims are leases with epochs (an older flujo, which claims with advisory
     # locks, refuses the store from now on instead of claiming runs past the leases).
     _pglease.CLAIM_MIGRATION,
+    # Version 3: cancel requests, kept apart from the records so that asking does not
+    # conflict with the saves of the worker executing the run.
+    (
+        """CREATE TABLE {cancels} (
+            run_id text PRIMARY KEY,
+            requested_at timestamptz NOT NULL
+        )""",
+    ),
 ]
 #: The table layout version this code creates and expects.
 POSTGRES_SCHEMA_VERSION = len(_MIGRATIONS)
@@ -187,6 +195,7 @@ class PostgresBackend(EnvelopeStateBackend):
             idx_pipeline=sql.Identifier(f"{self.table}_pipeline_updated"),
             idx_updated=sql.Identifier(f"{self.table}_updated"),
             claims=sql.Identifier(self.schema, f"{self.table}_claims"),
+            cancels=sql.Identifier(self.schema, f"{self.table}_cancel_requests"),
             epochs=sql.Identifier(self.schema, f"{self.table}_claim_epochs"),
             # (names match _IDENT: quoting them needs no escaping)
             epochs_name=sql.Literal(f'"{self.schema}"."{self.table}_claim_epochs"'),
@@ -467,8 +476,14 @@ class PostgresBackend(EnvelopeStateBackend):
     async def _delete(self, run_id: str) -> None:
         # Nothing to delete in a missing table: deleting creates nothing either.
         async with self._reading() as conn:
-            if conn is not None:
+            if conn is None:
+                return
+        pool = await self._prepared_pool()  # the table exists: bring its layout up to date
+        with self._errors():
+            async with pool.connection() as conn, conn.transaction():
                 await conn.execute(self._sql("DELETE FROM {table} WHERE run_id = %s"), (run_id,))
+                await conn.execute(
+                    self._sql("DELETE FROM {cancels} WHERE run_id = %s"), (run_id,))
 
     async def _list(
         self, status: str | None, pipeline_name: str | None, limit: int | None, offset: int
@@ -561,3 +576,29 @@ class PostgresBackend(EnvelopeStateBackend):
         with self._errors():
             async with pool.connection() as conn, conn.transaction():
                 await conn.execute(self._sql(_pglease.RELEASE), (run_id, epoch))
+
+    # -- cancel requests ------------------------------------------------------------------
+
+    async def _request_cancel(self, run_id: str) -> None:
+        pool = await self._prepared_pool()
+        with self._errors():
+            async with pool.connection() as conn:
+                await conn.execute(self._sql(
+                    "INSERT INTO {cancels} (run_id, requested_at) VALUES"
+                    " (%s, pg_catalog.clock_timestamp()) ON CONFLICT (run_id) DO NOTHING"),
+                    (run_id,))
+
+    async def _cancel_requested(self, run_id: str) -> bool:
+        pool = await self._prepared_pool()
+        with self._errors():
+            async with pool.connection() as conn:
+                cur = await conn.execute(
+                    self._sql("SELECT 1 FROM {cancels} WHERE run_id = %s"), (run_id,))
+                return await cur.fetchone() is not None
+
+    async def _clear_cancel(self, run_id: str) -> None:
+        pool = await self._prepared_pool()
+        with self._errors():
+            async with pool.connection() as conn:
+                await conn.execute(
+                    self._sql("DELETE FROM {cancels} WHERE run_id = %s"), (run_id,))

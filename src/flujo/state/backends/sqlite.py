@@ -443,6 +443,7 @@ class SQLiteBackend(EnvelopeStateBackend):
 
     async def _delete(self, run_id: str) -> None:
         await asyncio.to_thread(self._delete_sync, run_id)
+        await asyncio.to_thread(self._claims.clear_cancel, run_id)
 
     def _list_sync(
         self, status: str | None, pipeline_name: str | None, limit: int | None, offset: int
@@ -497,3 +498,14 @@ class SQLiteBackend(EnvelopeStateBackend):
     def claim(self, run_id: str) -> AbstractAsyncContextManager[RunClaim]:
         """Claim via ``flock`` on ``<database>.claims/<run_id>.claim``."""
         return self._claims.claim(run_id)
+
+    # -- cancel requests: ``<database>.claims/<run_id>.cancel`` (see _flock.ClaimDirectory) --------
+
+    async def _request_cancel(self, run_id: str) -> None:
+        await asyncio.to_thread(self._claims.request_cancel, run_id)
+
+    async def _cancel_requested(self, run_id: str) -> bool:
+        return await asyncio.to_thread(self._claims.cancel_requested, run_id)
+
+    async def _clear_cancel(self, run_id: str) -> None:
+        await asyncio.to_thread(self._claims.clear_cancel, run_id)

@@ -1,0 +1,188 @@
+"""Operations on a stored run that need no pipeline: answer its pause, cancel it.
+
+The runner uses them under the claim it holds; ``flujo state resume`` / ``flujo state cancel``
+and :meth:`Flujo.cancel` use them under a claim taken for the operation. Each is one
+compare-and-set save: an answer is applied exactly once, and a run another process changed
+meanwhile is not overwritten (StateConflictError).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from ..exceptions import (
+    CorruptStateError,
+    PipelineError,
+    RunInProgressError,
+    RunNotFoundError,
+    RunNotPausedError,
+)
+from ..serialization import TypeRegistry, default_registry
+from ..state import EnvelopeStateBackend, PauseRequest, RunStatus, StateBackend, WorkflowState
+from ..state.backends.base import RunClaim, shown
+from ..state.models import utc_now
+from ._models import StepResult
+
+__all__ = [
+    "answered_state",
+    "cancel_run",
+    "describe_run",
+    "load_run",
+    "pause_of",
+    "registry_of",
+    "save_run",
+    "takes_claim",
+]
+
+
+def registry_of(backend: StateBackend) -> TypeRegistry:
+    """The type registry the backend stores values with."""
+    if isinstance(backend, EnvelopeStateBackend):
+        return backend.codec.registry
+    return default_registry()
+
+
+def describe_run(backend: StateBackend, run_id: str) -> str:
+    """How messages name the run's record (with its file or table, if known)."""
+    if isinstance(backend, EnvelopeStateBackend):
+        return backend.describe(run_id)
+    return f"run {run_id!r}"
+
+
+async def load_run(backend: StateBackend, run_id: str) -> tuple[WorkflowState | None, int]:
+    """The stored state and its revision (-1 for a backend that keeps none)."""
+    try:
+        record = await backend.load_record(run_id)
+    except NotImplementedError:  # a backend written for the earlier, dict-only contract
+        loaded = await backend.load_state(run_id)
+        if loaded is None:
+            return None, -1
+        try:
+            return WorkflowState.model_validate(loaded), -1
+        except ValidationError as exc:
+            raise CorruptStateError(
+                f"{describe_run(backend, run_id)}: the saved state is not a valid"
+                f" WorkflowState: {exc}") from exc
+    if record is None:
+        return None, 0
+    return record.state, record.revision
+
+
+async def save_run(backend: StateBackend, state: WorkflowState, revision: int,
+                   claim: RunClaim | None) -> int:
+    """Save ``state`` if the stored run is still at ``revision`` (-1: not tracked); return
+    the new revision."""
+    fenced: dict[str, Any] = {}
+    if claim is not None:
+        claim.check()
+        if takes_claim(backend.save_state):
+            fenced["claim"] = claim
+    if revision < 0:
+        await backend.save_state(state.run_id, state, **fenced)
+        return -1
+    saved = await backend.save_state(state.run_id, state, expected_revision=revision,
+                                     **fenced)
+    return revision + 1 if saved is None else saved
+
+
+def takes_claim(save: Callable[..., Any]) -> bool:
+    """Whether a ``save_state`` accepts ``claim=`` (backends and wrappers written for earlier
+    flujo do not; their saves are not fenced, the runner's own checks still apply)."""
+    try:
+        parameters = inspect.signature(save).parameters
+    except (TypeError, ValueError):
+        return False
+    found = parameters.get("claim")
+    if found is not None:
+        return found.kind in (inspect.Parameter.KEYWORD_ONLY,
+                              inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
+def pause_of(what: str, state: WorkflowState) -> PauseRequest:
+    """The pause a ``paused`` state waits on; RunNotPausedError for any other status."""
+    if state.status != "paused":
+        raise RunNotPausedError(
+            f"{what} is {state.status}, not paused: no answer is awaited and nothing was"
+            " applied (an answer already saved made it run on: run it by its id)")
+    if state.pause is None:
+        raise RunNotPausedError(
+            f"{what} was paused by earlier flujo, which stored no input model to check an"
+            " answer against: run it on by its id, without an answer")
+    if not isinstance(state.pause, PauseRequest):  # pragma: no cover - WorkflowState checks
+        raise CorruptStateError(f"{what}: the stored pause {shown(state.pause)} is not one")
+    return state.pause
+
+
+def answered_state(state: WorkflowState, value: BaseModel) -> tuple[WorkflowState, StepResult]:
+    """The state after ``value`` answered the pause of ``state``: the pausing step has
+    ``value`` as its output, and the next step (if any) gets it as its input."""
+    pause = state.pause
+    assert isinstance(pause, PauseRequest)
+    waited = max(0.0, (utc_now() - pause.requested_at).total_seconds())
+    done = StepResult(name=pause.step, output=value, latency_s=waited)
+    next_index = state.current_step_index + 1
+    names = state.step_names
+    last = names is not None and next_index >= len(names)
+    answered = state.model_copy(update={
+        "current_step_index": next_index, "last_step_output": value,
+        "step_history": [*state.step_history, done],
+        "status": "completed" if last else "running", "pause": None, "error": None,
+        "failure": None,
+    })
+    return answered, done
+
+
+@contextlib.asynccontextmanager
+async def _claimed(backend: StateBackend, run_id: str) -> AsyncIterator[RunClaim | None]:
+    """The run's claim for one operation (None for a backend without claims)."""
+    try:
+        manager = backend.claim(run_id)
+        held = await manager.__aenter__()
+    except NotImplementedError:
+        yield None
+        return
+    try:
+        yield held if isinstance(held, RunClaim) else None
+    except BaseException as exc:
+        if not await manager.__aexit__(type(exc), exc, exc.__traceback__):
+            raise
+    else:
+        await manager.__aexit__(None, None, None)
+
+
+async def cancel_run(backend: StateBackend, run_id: str) -> RunStatus:
+    """Cancel ``run_id``; return its status afterwards.
+
+    A run nobody executes (paused, failed, or left ``running`` by a crash) is saved as
+    ``cancelled`` at once. A run another worker executes gets a cancel request in the store,
+    which that worker honours at its next step boundary: ``"running"`` is returned. A run
+    that is completed or already cancelled is left as it is.
+    """
+    what = describe_run(backend, run_id)
+    try:
+        async with _claimed(backend, run_id) as claim:
+            state, revision = await load_run(backend, run_id)
+            if state is None:
+                raise RunNotFoundError(f"{what}: no such run")
+            if state.status in ("completed", "cancelled"):
+                return state.status
+            cancelled = state.model_copy(update={"status": "cancelled"})
+            await save_run(backend, cancelled, revision, claim)
+            with contextlib.suppress(NotImplementedError):
+                await backend.clear_cancel_request(run_id)
+            return "cancelled"
+    except RunInProgressError:
+        try:
+            await backend.request_cancel(run_id)
+        except NotImplementedError:
+            raise PipelineError(
+                f"{what} is being executed by another worker, and"
+                f" {type(backend).__name__} keeps no cancel requests to tell it to stop"
+            ) from None
+        return "running"

@@ -1,0 +1,141 @@
+"""Human-in-the-loop: what a paused run stores, and how an answer to it is checked.
+
+A pause names its input model by the model's stable name in the type registry (never by
+import path) with the model's version and JSON Schema then. An answer is validated against
+the model this process knows under that name: a dict or JSON text written for an older
+version of the model goes through the model's registered migrations first, as stored data
+does. Nothing here writes: the runner saves what these functions return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from ..exceptions import (
+    FutureVersionError,
+    InvalidInputError,
+    MigrationError,
+    MissingMigrationError,
+    PipelineError,
+    PipelineMismatchError,
+)
+from ..serialization import TypeRegistry
+from ..state import PauseRequest
+from ..state._jsonio import JSONError, loads
+from ._pipeline import Step
+
+__all__ = ["accept_answer", "input_model_for", "pause_request"]
+
+#: Errors named in an InvalidInputError's message (all of them are in ``errors``).
+_SHOWN_ERRORS = 5
+
+
+def pause_request(step: str, input_model: object, message: object,
+                  registry: TypeRegistry) -> PauseRequest:
+    """The :class:`PauseRequest` a run stores when ``step`` pauses for ``input_model``."""
+    if not (isinstance(input_model, type) and issubclass(input_model, BaseModel)):
+        raise PipelineError(
+            f"step {step!r} paused for {input_model!r}; the input model must be a pydantic"
+            " model class")
+    if not isinstance(message, str):
+        raise PipelineError(f"step {step!r} paused with message {message!r}; it must be a str")
+    codec = registry.codec_for_type(input_model)
+    if codec is None or codec.py_type is not input_model:
+        raise PipelineError(
+            f"step {step!r} paused for {input_model.__qualname__}, which flujo cannot store;"
+            f" register it: register_type({input_model.__qualname__}, name=...)")
+    return PauseRequest(step=step, message=message, input_type=codec.name,
+                        input_version=codec.version,
+                        input_schema=input_model.model_json_schema())
+
+
+def input_model_for(what: str, pause: PauseRequest, step: Step,
+                    registry: TypeRegistry) -> type[BaseModel]:
+    """The model an answer to ``pause`` must fit: the class this process knows under the
+    pause's stable name (a ``Step.human`` step's own model, else the registry's)."""
+    declared = step.input_model
+    if declared is not None:
+        codec = registry.codec_for_type(declared)
+        if codec is not None and pause.input_type in (codec.name, *codec.aliases):
+            return declared
+    codec = registry.codec_named(pause.input_type)
+    model = None if codec is None else codec.py_type
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return model
+    raise PipelineMismatchError(
+        f"{what} waits for {pause.input_type!r}, which this process does not know: import"
+        " the module that defines it, or register it under that name (register_type)")
+
+
+def accept_answer(what: str, pause: PauseRequest, model: type[BaseModel], answer: object,
+                  registry: TypeRegistry) -> BaseModel:
+    """``answer`` validated as ``model``: an instance of it, a mapping, or JSON text of one.
+
+    A mapping or text is taken as written for the model's version at the pause and brought
+    to today's version by its registered migrations first. Refused with
+    :class:`InvalidInputError` naming the fields; nothing is consumed.
+    """
+    expected = f"{model.__qualname__} ({pause.input_type})"
+    if type(answer) is model:
+        data: Any = answer.model_dump(mode="python", round_trip=True, by_alias=True)
+    elif isinstance(answer, Mapping):
+        data = _current(what, pause, dict(answer), registry)
+    elif isinstance(answer, str | bytes | bytearray):
+        try:
+            data = loads(bytes(answer) if not isinstance(answer, str) else answer)
+        except JSONError as exc:
+            raise InvalidInputError(
+                f"{what}: the answer is not JSON text ({exc}); expected {expected}") from exc
+        if not isinstance(data, dict):
+            raise InvalidInputError(
+                f"{what}: the answer is JSON {type(data).__name__}, not an object of the"
+                f" fields of {expected}")
+        data = _current(what, pause, data, registry)
+    else:
+        raise InvalidInputError(
+            f"{what}: an answer must be a {model.__qualname__}, a dict or JSON text, got"
+            f" {type(answer).__qualname__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors: list[dict[str, Any]] = [dict(e) for e in exc.errors(include_url=False)]
+        shown = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '$'}: {e['msg']}"
+                          for e in errors[:_SHOWN_ERRORS])
+        more = f" (and {len(errors) - _SHOWN_ERRORS} more)" if len(errors) > _SHOWN_ERRORS else ""
+        raise InvalidInputError(
+            f"{what}: the answer does not fit {expected}: {shown}{more}; the run stays paused",
+            errors=errors) from exc
+
+
+def _current(what: str, pause: PauseRequest, data: dict[str, Any],
+             registry: TypeRegistry) -> dict[str, Any]:
+    """``data``, written for the model's version at the pause, at today's version."""
+    codec = registry.codec_named(pause.input_type)
+    if codec is None or codec.version == pause.input_version:
+        return data
+    if pause.input_version > codec.version:
+        raise FutureVersionError(
+            f"{what} waits for {pause.input_type} version {pause.input_version}, newer than"
+            f" this process's version {codec.version}; answer it with the newer application")
+    for version in range(pause.input_version, codec.version):
+        step = codec.migrations.get(version)
+        if step is None:
+            raise MissingMigrationError(
+                f"{what}: the answer is written for {pause.input_type} version"
+                f" {pause.input_version}, and no migration from version {version} to"
+                f" {version + 1} is registered")
+        try:
+            migrated = step(data)
+        except Exception as exc:
+            raise MigrationError(
+                f"{what}: migrating the answer from {pause.input_type} version {version}"
+                f" raised {type(exc).__name__}: {exc}") from exc
+        if not isinstance(migrated, dict):
+            raise MigrationError(
+                f"{what}: the migration of {pause.input_type} from version {version} returned"
+                f" {type(migrated).__name__}, not the answer's fields")
+        data = migrated
+    return data
