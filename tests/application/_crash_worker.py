@@ -1,18 +1,35 @@
 """Child process for the crash tests: ``_crash_worker.py KIND LOCATION RUN_ID [SCHEMA]``.
 
-Runs ``build_runner``'s pipeline, or ``build_counting_runner``'s with
-``FLUJO_TEST_PIPELINE=counting``.
+Runs ``build_runner``'s pipeline, or the one ``FLUJO_TEST_PIPELINE`` names (``counting``,
+``hitl``, ``flaky``). ``FLUJO_TEST_ANSWER``: JSON text answering the run's pause.
+``FLUJO_TEST_HANG_AFTER``: once the run returns, wait to be killed.
 """
 
 import os
 import sys
+import time
 
-from crash_pipeline import build_counting_runner, build_runner, make_backend
+from crash_pipeline import (
+    build_counting_runner,
+    build_flaky_runner,
+    build_hitl_runner,
+    build_runner,
+    make_backend,
+)
+
+BUILDERS = {"counting": build_counting_runner, "hitl": build_hitl_runner,
+            "flaky": build_flaky_runner}
 
 if __name__ == "__main__":
     kind, location, run_id = sys.argv[1:4]
     schema = sys.argv[4] if len(sys.argv) > 4 else None
-    build = build_counting_runner if os.environ.get("FLUJO_TEST_PIPELINE") == "counting" \
-        else build_runner
-    result = build(make_backend(kind, location, schema)).run("order", run_id=run_id)
-    print("success" if result.success else "failed", flush=True)
+    build = BUILDERS.get(os.environ.get("FLUJO_TEST_PIPELINE", ""), build_runner)
+    runner = build(make_backend(kind, location, schema))
+    answer = os.environ.get("FLUJO_TEST_ANSWER")
+    if answer is not None:
+        result = runner.resume(run_id, answer)
+    else:
+        result = runner.run("order", run_id=run_id)
+    print(result.status, flush=True)
+    if os.environ.get("FLUJO_TEST_HANG_AFTER"):
+        time.sleep(60)

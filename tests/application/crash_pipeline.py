@@ -117,6 +117,52 @@ def build_counting_runner(backend: StateBackend | str) -> Flujo[CountingContext]
                  pipeline_name="counting", pipeline_version="1")
 
 
+class Approval(BaseModel):
+    approved: bool
+    reviewer: str
+
+
+def draft(order: str, *, context: CountingContext) -> str:
+    _enter("draft")
+    context.counter += 1
+    return f"ship {order}"
+
+
+def apply(answer: Approval, *, context: CountingContext) -> str:
+    _enter("apply")
+    return f"{answer.reviewer}: {'yes' if answer.approved else 'no'}"
+
+
+def build_hitl_runner(backend: StateBackend | str) -> Flujo[CountingContext]:
+    """draft >> approve (a human step) >> apply."""
+    return Flujo(Step.from_callable(draft) >> Step.human("approve", input_model=Approval)
+                 >> Step.from_callable(apply),
+                 context_model=CountingContext, state_backend=backend,
+                 pipeline_name="hitl", pipeline_version="1")
+
+
+def prepare(order: str, *, context: CountingContext) -> str:
+    _enter("prepare")
+    return order
+
+
+def fetch(order: str, *, context: CountingContext) -> str:
+    """Fails while ``FLUJO_TEST_FAIL_FETCH`` is set; changes its context first."""
+    context.counter += 1
+    _enter("fetch")
+    if os.environ.get("FLUJO_TEST_FAIL_FETCH"):
+        raise ConnectionError("upstream is down")
+    return f"fetched {order} with counter {context.counter}"
+
+
+def build_flaky_runner(backend: StateBackend | str) -> Flujo[CountingContext]:
+    """prepare >> fetch (3 retries, a 60 s backoff, so a test can kill it while it waits)."""
+    return Flujo(Step.from_callable(prepare)
+                 >> Step.from_callable(fetch, retries=3, backoff=60.0),
+                 context_model=CountingContext, state_backend=backend,
+                 pipeline_name="flaky", pipeline_version="1", cancel_poll_interval=0.05)
+
+
 #: PostgreSQL claim lease of the crash tests' workers (seconds).
 CLAIM_LEASE = 1.0
 
