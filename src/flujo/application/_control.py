@@ -31,6 +31,7 @@ from ._models import StepResult
 __all__ = [
     "answered_state",
     "cancel_run",
+    "claimed",
     "describe_run",
     "load_run",
     "pause_of",
@@ -139,7 +140,7 @@ def answered_state(state: WorkflowState, value: BaseModel) -> tuple[WorkflowStat
 
 
 @contextlib.asynccontextmanager
-async def _claimed(backend: StateBackend, run_id: str) -> AsyncIterator[RunClaim | None]:
+async def claimed(backend: StateBackend, run_id: str) -> AsyncIterator[RunClaim | None]:
     """The run's claim for one operation (None for a backend without claims)."""
     try:
         manager = backend.claim(run_id)
@@ -166,7 +167,7 @@ async def cancel_run(backend: StateBackend, run_id: str) -> RunStatus:
     """
     what = describe_run(backend, run_id)
     try:
-        async with _claimed(backend, run_id) as claim:
+        async with claimed(backend, run_id) as claim:
             state, revision = await load_run(backend, run_id)
             if state is None:
                 raise RunNotFoundError(f"{what}: no such run")

@@ -52,11 +52,11 @@ def pause_request(step: str, input_model: object, message: object,
                         input_schema=input_model.model_json_schema())
 
 
-def input_model_for(what: str, pause: PauseRequest, step: Step,
+def input_model_for(what: str, pause: PauseRequest, step: Step | None,
                     registry: TypeRegistry) -> type[BaseModel]:
     """The model an answer to ``pause`` must fit: the class this process knows under the
     pause's stable name (a ``Step.human`` step's own model, else the registry's)."""
-    declared = step.input_model
+    declared = None if step is None else step.input_model
     if declared is not None:
         codec = registry.codec_for_type(declared)
         if codec is not None and pause.input_type in (codec.name, *codec.aliases):

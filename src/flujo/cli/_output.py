@@ -24,8 +24,11 @@ from ..exceptions import (
     CorruptStateError,
     DeserializationError,
     EncryptionError,
+    InvalidInputError,
     InvalidRunIdError,
     MigrationError,
+    PipelineMismatchError,
+    RunNotFoundError,
     UnknownTypeError,
 )
 from ._terminal import int_text, json_text, visible
@@ -42,7 +45,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
     EXIT_NOT_FOUND: "run not found, or a check failed (migrate --check, import refused)",
     EXIT_USAGE: "usage error: bad arguments, bad store URI or option (BackendConfigError),"
-    " a module that cannot be imported",
+    " a module that cannot be imported, an answer its pause refuses (InvalidInputError)",
     EXIT_UNAVAILABLE: "the store cannot be reached or opened (BackendUnavailableError)",
     EXIT_CORRUPT: "a stored or imported record is damaged (CorruptStateError, "
     "DeserializationError)",
@@ -61,8 +64,10 @@ class _UsageError(Exception):
 
 def exit_code_for(exc: BaseException) -> int:
     """The exit code for an error (see :data:`EXIT_CODES`)."""
-    if isinstance(exc, _UsageError | InvalidRunIdError | BackendConfigError):
+    if isinstance(exc, _UsageError | InvalidRunIdError | BackendConfigError | InvalidInputError):
         return EXIT_USAGE
+    if isinstance(exc, RunNotFoundError):
+        return EXIT_NOT_FOUND
     if isinstance(exc, BackendUnavailableError):
         return EXIT_UNAVAILABLE
     if isinstance(exc, MigrationError):  # readable data this code cannot bring up to date
@@ -73,7 +78,7 @@ def exit_code_for(exc: BaseException) -> int:
 
 
 def _hint(exc: BaseException) -> str:
-    if isinstance(exc, UnknownTypeError):
+    if isinstance(exc, UnknownTypeError | PipelineMismatchError):
         return ("import the application's types with --module NAME (or [tool.flujo] modules), "
                 "or trust their modules ([tool.flujo] trusted_modules)")
     if isinstance(exc, EncryptionError):

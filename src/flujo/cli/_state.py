@@ -1,13 +1,15 @@
 """``flujo state ...``: operators' tools for a state store given by URI.
 
-``ls``, ``show``, ``export``, ``import``, ``migrate`` and ``delete`` work on any built-in
-backend (``sqlite:///state.db``, ``file:///dir``, ``postgresql://...``; see docs/cli.md).
+``ls``, ``show``, ``export``, ``import``, ``migrate``, ``resume``, ``cancel`` and ``delete``
+work on any built-in backend (``sqlite:///state.db``, ``file:///dir``, ``postgresql://...``;
+see docs/cli.md).
 Output is a rich table / pretty print when a person is watching (stdout is a terminal) and
 plain tab-separated text when piped; progress bars go to stderr when it is a terminal. The
 exit code says what went wrong (:data:`EXIT_CODES`).
 
 This module wires the commands into argparse; the work is done in ``_state_read`` (ls, show,
-export) and ``_state_write`` (import, migrate, delete), on a store opened by ``_store``, with
+export), ``_state_write`` (import, migrate, delete) and ``_state_control`` (resume, cancel),
+on a store opened by ``_store``, with
 output and exit codes from ``_output``. The names below stay importable from here.
 """
 
@@ -35,6 +37,7 @@ from ._output import (
     _UsageError,
     exit_code_for,
 )
+from ._state_control import _cancel, _resume
 from ._state_read import _export, _ls, _show
 from ._state_write import _delete, _import, _migrate
 from ._store import STORE_ENV, redact_uri
@@ -123,8 +126,8 @@ def add_state_commands(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> None:
     """Add the ``state`` command group (``ls``, ``show``, ``export``, ``import``, ``migrate``,
-    ``delete``) to a parser's subcommands. Each command sets ``handler``: a function of the
-    parsed arguments returning the exit code."""
+    ``resume``, ``cancel``, ``delete``) to a parser's subcommands. Each command sets
+    ``handler``: a function of the parsed arguments returning the exit code."""
     common = _store_options()
     raw = argparse.RawDescriptionHelpFormatter
     state = subparsers.add_parser(
@@ -174,6 +177,14 @@ def add_state_commands(
     migrate.add_argument("--dry-run", action="store_true", help="report, write nothing")
     migrate.add_argument("--check", action="store_true",
                          help="like --dry-run; exit 1 if any run needs rewriting")
+
+    resume = add("resume", "answer a paused run (validated against its input model)", _resume)
+    resume.add_argument("run_id", metavar="RUN_ID")
+    resume.add_argument("--input", required=True, metavar="FILE",
+                        help="the answer as a JSON object ('-' for stdin)")
+
+    cancel = add("cancel", "cancel a run (a running one stops at its next step)", _cancel)
+    cancel.add_argument("run_id", metavar="RUN_ID")
 
     delete = add("delete", "delete runs", _delete)
     delete.add_argument("run_ids", nargs="+", metavar="RUN_ID")

@@ -17,8 +17,14 @@ from ..exceptions import (
     FlujoError,
     MigrationError,
 )
-from ..serialization import mask_secrets, safe_serialize
-from ..state import LEGACY_CONTEXT_MARKER, Envelope, EnvelopeStateBackend, RunSummary
+from ..serialization import mask_secrets, safe_deserialize, safe_serialize
+from ..state import (
+    LEGACY_CONTEXT_MARKER,
+    Envelope,
+    EnvelopeStateBackend,
+    PauseRequest,
+    RunSummary,
+)
 from ._outfile import private_output_file
 from ._output import (
     EXIT_CORRUPT,
@@ -45,6 +51,7 @@ class _Step:
     index: int | None
     names: tuple[str, ...] | None
     note: str = ""  # why the step is unknown: "locked" (encrypted), "damaged", ...
+    pause: PauseRequest | None = None  # what a paused run waits for
 
     def text(self) -> str:
         if self.index is None:
@@ -86,7 +93,26 @@ async def _step_of(
     ok_names = (
         tuple(names) if isinstance(names, list) and all(isinstance(n, str) for n in names) else None
     )
-    return _Step(ok_index, ok_names)
+    return _Step(ok_index, ok_names, pause=_pause_in(backend, data.get("pause")))
+
+
+def _pause_in(backend: EnvelopeStateBackend, stored: Any) -> PauseRequest | None:
+    """The pause stored in a payload (flujo's own type: no application type is needed)."""
+    if stored is None:
+        return None
+    try:
+        pause = safe_deserialize(stored, registry=backend.codec.registry)
+    except FlujoError:
+        return None
+    return pause if isinstance(pause, PauseRequest) else None
+
+
+def _waiting(step: _Step) -> str:
+    """What a paused run waits for, for a person: the message and the input model's name."""
+    if step.pause is None:
+        return ""
+    message = step.pause.message or "(no message)"
+    return f"{message} [{step.pause.input_type}]"
 
 
 async def _list_by_reading(
@@ -129,6 +155,8 @@ async def _ls(args: argparse.Namespace) -> int:
             rows = await _list_by_reading(backend, args, damaged)
         steps = [await _step_of(backend, row["run_id"], damaged) for row in rows]
 
+    # Listing paused runs shows what each waits for (read from its record, as the step is).
+    paused = args.status == "paused"
     fmt = args.format
     if fmt == "auto":
         fmt = "table" if _use_rich(sys.stdout) else "tsv"
@@ -140,20 +168,25 @@ async def _ls(args: argparse.Namespace) -> int:
                 "step_name": step.name(), "steps": None if step.names is None else len(step.names),
                 "revision": row["revision"], "created_at": row["created_at"].isoformat(),
                 "updated_at": row["updated_at"].isoformat(),
+                "pause": None if step.pause is None else {
+                    "step": step.pause.step, "message": step.pause.message,
+                    "input_type": step.pause.input_type},
             }))
     elif fmt == "table":
         from rich.console import Console
         from rich.table import Table
 
         table = Table(box=None, header_style="bold", pad_edge=False)
-        for column in ("RUN ID", "STATUS", "PIPELINE", "STEP", "REV", "UPDATED (UTC)"):
-            table.add_column(column, no_wrap=column != "PIPELINE")
+        columns = ["RUN ID", "STATUS", "PIPELINE", "STEP", "REV", "UPDATED (UTC)"]
+        for column in columns + (["WAITING FOR"] if paused else []):
+            table.add_column(column, no_wrap=column not in ("PIPELINE", "WAITING FOR"))
         for row, step in zip(rows, steps, strict=True):
-            table.add_row(_rich_cell(row["run_id"]),
-                          _rich_cell(row["status"], _STATUS_STYLE.get(row["status"], "")),
-                          _rich_cell(row["pipeline_name"]), _rich_cell(step.text()),
-                          _rich_cell(row["revision"]),
-                          _rich_cell(row["updated_at"].strftime("%Y-%m-%d %H:%M:%S")))
+            cells = [_rich_cell(row["run_id"]),
+                     _rich_cell(row["status"], _STATUS_STYLE.get(row["status"], "")),
+                     _rich_cell(row["pipeline_name"]), _rich_cell(step.text()),
+                     _rich_cell(row["revision"]),
+                     _rich_cell(row["updated_at"].strftime("%Y-%m-%d %H:%M:%S"))]
+            table.add_row(*cells, *([_rich_cell(_waiting(step))] if paused else []))
         console = Console(file=sys.stdout)
         console.print(table)
         if not rows:
@@ -161,9 +194,11 @@ async def _ls(args: argparse.Namespace) -> int:
     else:
         _print_tsv(
             [(r["run_id"], r["status"], r["pipeline_name"], s.text(), r["revision"],
-              r["updated_at"].isoformat()) for r, s in zip(rows, steps, strict=True)],
+              r["updated_at"].isoformat(), *([_waiting(s)] if paused else []))
+             for r, s in zip(rows, steps, strict=True)],
             None if args.no_header else
-            ("RUN_ID", "STATUS", "PIPELINE", "STEP", "REVISION", "UPDATED"),
+            ("RUN_ID", "STATUS", "PIPELINE", "STEP", "REVISION", "UPDATED",
+             *(["WAITING_FOR"] if paused else [])),
         )
     for run_id, exc in sorted(damaged.items()):
         _err(f"damaged record {run_id!r}: {exc}")

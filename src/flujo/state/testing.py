@@ -215,6 +215,30 @@ class BackendContract:
         assert loaded is not None and loaded["created_at"] == then
         assert loaded["updated_at"] > later
 
+    async def test_cancel_requests(self, backend: StateBackend) -> None:
+        assert not await backend.cancel_requested("cr")
+        await backend.request_cancel("cr")  # a run need not be stored to be asked to stop
+        await backend.request_cancel("cr")  # asking twice is asking once
+        assert await backend.cancel_requested("cr")
+        assert not await backend.cancel_requested("cr-other")
+        await backend.clear_cancel_request("cr")
+        assert not await backend.cancel_requested("cr")
+        await backend.clear_cancel_request("cr")  # clearing nothing is fine
+        await backend.save_state("cr", _state("cr"))
+        await backend.request_cancel("cr")
+        record = await backend.load_record("cr")
+        assert record is not None and record.revision == 1  # a request is not a save
+        await backend.delete_state("cr")  # a deleted run's request goes with it
+        assert not await backend.cancel_requested("cr")
+
+    @pytest.mark.parametrize("run_id", BAD_RUN_IDS)
+    async def test_cancel_requests_refuse_bad_run_ids(self, backend: StateBackend,
+                                                      run_id: Any) -> None:
+        with pytest.raises(InvalidRunIdError):
+            await backend.request_cancel(run_id)
+        with pytest.raises(InvalidRunIdError):
+            await backend.cancel_requested(run_id)
+
     async def test_delete(self, backend: StateBackend) -> None:
         await backend.save_state("del", _state("del"))
         await backend.delete_state("del")
