@@ -17,18 +17,7 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel
-from test_state_cli import (  # noqa: F401 - fixtures
-    EXIT_ERROR,
-    EXIT_NOT_FOUND,
-    EXIT_OK,
-    EXIT_USAGE,
-    Store,
-    cli,
-    make_store,
-    pg,
-    store,
-    tsv,
-)
+from test_state_cli import EXIT_ERROR, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, Store, tsv
 
 import flujo
 from flujo import Flujo, PipelineContext, Step
@@ -161,10 +150,10 @@ def test_resume_from_a_fresh_process_knows_the_model_through_module(tmp_path: Pa
     command = [sys.executable, "-m", "flujo.cli", "state", "resume", "fresh", "--input",
                str(answer), "--store", uri]
     unknown = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120,
-                             cwd=tmp_path)
+                             cwd=tmp_path, check=False)
     assert unknown.returncode != 0 and "app.approval" in unknown.stderr  # without --module
     done = subprocess.run([*command, "--module", "hitl_app"], env=env, capture_output=True,
-                          text=True, timeout=120, cwd=tmp_path)
+                          text=True, timeout=120, cwd=tmp_path, check=False)
     assert done.returncode == 0, done.stderr
     result = app.build(uri).run(run_id="fresh")
     assert result.success and result.output == "eve"
