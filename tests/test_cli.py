@@ -58,6 +58,11 @@ def test_demo_survives_a_killed_child_and_restores_every_type(tmp_path: Path) ->
     assert "child killed with SIGKILL (signal 9)" in out
     assert (out.count("running step fetch"), out.count("running step price"),
             out.count("running step ship")) == (1, 2, 1)  # step 2 re-runs; step 1 does not
+    assert "the run is paused at step 'approve'" in out  # the human step waits...
+    assert "refused: approver: Field required" in out  # ...refuses an incomplete answer...
+    assert "accepted; run finished: status=completed" in out  # ...and goes on with a valid one
+    assert out.index("refused:") < out.index("running step ship")  # ship only after it
+    assert "ok  approval       Approval" in out  # kept with its type in the history
     assert "every value came back with its type" in out
     assert "BAD" not in result.stdout
     assert (tmp_path / "flujo-demo.db").exists()

@@ -67,6 +67,7 @@ async def read_everything(backend: PostgresBackend) -> None:
     assert await backend.list_runs() == []
     assert await backend.list_runs(status="failed", pipeline_name="p", limit=5) == []
     assert await backend.list_run_ids() == []
+    assert not await backend.cancel_requested("r1")
     await backend.delete_state("r1")
 
 
@@ -81,6 +82,7 @@ async def test_reads_in_a_missing_schema_create_nothing(
         await backend.save_state("r1", state("r1"))  # the first write creates it
         assert await backend.list_run_ids() == ["r1"]
         assert tables_in(dsn, schema) == ["flujo_schema_versions", "flujo_state",
+                                          "flujo_state_cancel_requests",
                                           "flujo_state_claims"]
     finally:
         await backend.close()

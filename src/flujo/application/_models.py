@@ -72,8 +72,25 @@ class PipelineResult(BaseModel):
     pause: PauseRequest | None = None
 
 
+def _step_result_v1_to_v2(value: Any) -> Any:
+    """flujo 0.9 kept no failed attempts: a step result of then had none recorded."""
+    if isinstance(value, dict):
+        return {**value, "failed_attempts": []}
+    return value
+
+
+def _pipeline_result_v1_to_v2(value: Any) -> Any:
+    """flujo 0.9 had no status: a run then either completed or failed, and never paused."""
+    if isinstance(value, dict):
+        return {**value, "status": "completed" if value.get("success") is True else "failed",
+                "pause": None}
+    return value
+
+
 # Stable names: stored runs must not depend on where these classes live in the package.
 register_type(PipelineContext, name="flujo.PipelineContext")
-register_type(StepResult, name="flujo.StepResult")
+register_type(StepResult, name="flujo.StepResult", version=2,
+              migrations={1: _step_result_v1_to_v2})
 register_type(FailedAttempt, name="flujo.FailedAttempt")
-register_type(PipelineResult, name="flujo.PipelineResult")
+register_type(PipelineResult, name="flujo.PipelineResult", version=2,
+              migrations={1: _pipeline_result_v1_to_v2})

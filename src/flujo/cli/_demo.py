@@ -1,11 +1,14 @@
-"""``flujo demo``: a three-step pipeline killed mid-run and resumed by its run id.
+"""``flujo demo``: a pipeline killed mid-run and resumed by its run id, then paused for a
+person's typed approval and resumed with it.
 
 A child process runs the pipeline on the embedded SQLite store (``flujo-demo.db`` in the
 chosen folder) and is killed with SIGKILL in the middle of step 2. The parent, a different
 process, runs the same pipeline with the same ``run_id``: step 1 is not run again, step 2
-is re-executed, step 3 runs, and every value in the persisted state comes back with its
-type: a user pydantic model, a registered plain class with a JSON Schema, a Decimal, a
-datetime with its IANA zone, a set.
+is re-executed, and step 3 (a human step) pauses the run for an ``Approval``. An answer
+missing a field is refused, leaving the run paused; a valid one resumes it, and step 4 runs.
+Every value in the persisted state comes back with its type: a user pydantic model, a
+registered plain class with a JSON Schema, a Decimal, a datetime with its IANA zone, a set,
+and the approval itself.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from ..application import Flujo, PipelineContext, Step
+from ..exceptions import InvalidInputError
 from ..serialization import register_custom_serializer, register_type
 from ..state import SQLiteBackend
 
@@ -77,6 +81,16 @@ register_custom_serializer(
     schema=MONEY_SCHEMA, name="demo.money", version=1)
 
 
+class Approval(BaseModel):
+    """What the human step waits for: validated before the run goes on."""
+
+    approved: bool
+    approver: str = Field(min_length=1)
+
+
+register_type(Approval, name="demo.approval")
+
+
 class OrderContext(PipelineContext):
     customer: Customer | None = None
     ordered_at: datetime | None = None
@@ -98,17 +112,23 @@ def price(customer: Customer, *, context: OrderContext) -> Money:
     context.scratchpad["discount_rate"] = Decimal("0.075")
     if os.environ.get(CRASH_ENV) == "price":
         os.kill(os.getpid(), signal.SIGKILL)  # the crash: nothing after this line runs
-    return Money(Decimal("1234.50") * (1 - context.scratchpad["discount_rate"]), "EUR")
+    total = Money(Decimal("1234.50") * (1 - context.scratchpad["discount_rate"]), "EUR")
+    context.scratchpad["total"] = total
+    return total
 
 
-def ship(total: Money, *, context: OrderContext) -> dict[str, Any]:
+def ship(approval: Approval, *, context: OrderContext) -> dict[str, Any]:
     _say("ship")
-    return {"total": total, "tags": {"gift", "priority"},
+    return {"total": context.scratchpad["total"], "approved_by": approval.approver,
+            "tags": {"gift", "priority"},
             "shipped_at": datetime(2026, 10, 26, 9, 0, tzinfo=MADRID)}
 
 
 def build_runner(store: Path) -> Flujo[OrderContext]:
-    pipeline = Step.from_callable(fetch) >> Step.from_callable(price) >> Step.from_callable(ship)
+    pipeline = (Step.from_callable(fetch) >> Step.from_callable(price)
+                >> Step.human("approve", input_model=Approval,
+                              prompt="Ship order-42 for the discounted total?")
+                >> Step.from_callable(ship))
     return Flujo(pipeline, context_model=OrderContext, state_backend=SQLiteBackend(store),
                  pipeline_name="orders", pipeline_version="1")
 
@@ -126,6 +146,7 @@ def _checks(context: OrderContext, output: dict[str, Any]) -> list[tuple[str, An
         ("ordered_at", context.ordered_at, datetime(2026, 10, 25, 2, 30, fold=1, tzinfo=MADRID)),
         ("discount_rate", context.scratchpad.get("discount_rate"), Decimal("0.075")),
         ("total", output.get("total"), expected_total),
+        ("approved_by", output.get("approved_by"), "Grace Hopper"),
         ("tags", output.get("tags"), {"gift", "priority"}),
         ("shipped_at", output.get("shipped_at"), datetime(2026, 10, 26, 9, 0, tzinfo=MADRID)),
     ]
@@ -152,13 +173,29 @@ def run_demo(folder: Path) -> int:
         return 1
     print(f"2. saved before the crash (envelope revision {envelope.revision}), resuming at "
           f"step index {envelope.payload['current_step_index']}:")
-    result = runner.run("order-42", run_id=RUN_ID)
-    print(f"   run finished: success={result.success}, steps "
+    paused = runner.run("order-42", run_id=RUN_ID)
+    if paused.status != "paused" or paused.pause is None:
+        print(f"demo failed: the run is {paused.status}, not paused", file=sys.stderr)
+        return 1
+    print(f"   the run is {paused.status} at step {paused.pause.step!r}: "
+          f"{paused.pause.message!r}, waiting for a {paused.pause.input_type!r} with fields "
+          f"{sorted(paused.pause.input_schema['properties'])}\n")
+
+    print("3. a person answers (a different call; the run waited in the store):")
+    try:
+        runner.resume(RUN_ID, {"approved": True})
+        print("demo failed: an answer without 'approver' was accepted", file=sys.stderr)
+        return 1
+    except InvalidInputError as exc:
+        print(f"   refused: {exc.errors[0]['loc'][0]}: {exc.errors[0]['msg']} (the run stays"
+              " paused)")
+    result = runner.resume(RUN_ID, {"approved": True, "approver": "Grace Hopper"})
+    print(f"   accepted; run finished: status={result.status}, steps "
           f"{[(s.name, s.attempts) for s in result.step_history]} (name, attempts)\n")
 
     final = asyncio.run(runner.backend.read_envelope(RUN_ID))
     assert final is not None
-    print("3. the persisted envelope (payload abridged):")
+    print("4. the persisted envelope (payload abridged):")
     shown = final.model_dump(mode="json")
     shown["payload"] = {k: shown["payload"][k] for k in (
         "current_step_index", "status", "pipeline_context", "last_step_output")}
@@ -167,9 +204,12 @@ def run_demo(folder: Path) -> int:
     record = asyncio.run(runner.backend.load_record(RUN_ID))
     assert record is not None
     context = runner.restore_context(record.state)
-    print("\n4. loaded back, value by value:")
+    print("\n5. loaded back, value by value:")
     failures = 0
-    for name, value, expected in _checks(context, record.state.last_step_output):
+    answer = record.state.step_history[2].output
+    checks = [*_checks(context, record.state.last_step_output),
+              ("approval", answer, Approval(approved=True, approver="Grace Hopper"))]
+    for name, value, expected in checks:
         same = type(value) is type(expected) and value == expected
         if isinstance(expected, datetime):
             same = same and getattr(value.tzinfo, "key", None) == "Europe/Madrid" \

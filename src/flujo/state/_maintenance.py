@@ -114,9 +114,10 @@ async def _migrate_one(backend: EnvelopeStateBackend, run_id: str,
         state = backend.codec.open(envelope, what=what)
         new_revision = None
         if not report.dry_run:
-            new_revision = await backend.save_state(
-                run_id, state, expected_revision=envelope.revision
-            )
+            # A rewrite is not activity of the run: it keeps its updated_at (and so its
+            # place in listings, most recently updated first).
+            new_revision = await backend._save_state(
+                run_id, state, envelope.revision, None, updated_at=envelope.updated_at)
     except FlujoError as exc:
         report.failed.append(MigrationFailure(run_id, exc))
         return

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..serialization import FORMAT_ID, TypeRegistry, tagged_format_schema, type_schema
-from ..state import ENVELOPE_VERSION, envelope_json_schema
+from ..state import ENVELOPE_VERSION, WorkflowState, envelope_json_schema
 
 SCHEMA_BASE = FORMAT_ID.rsplit("/", 1)[0]
 
@@ -40,7 +40,14 @@ def schema_documents(registry: TypeRegistry, types: list[type]) -> dict[str, Any
 
 
 def _state_documents() -> dict[str, Any]:
-    return {f"envelope.v{ENVELOPE_VERSION}.schema.json": envelope_json_schema()}
+    state = WorkflowState.model_json_schema()
+    state["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    state["$id"] = f"{SCHEMA_BASE}/workflow-state.v1.schema.json"
+    state["description"] = (
+        "The fields of a run's state once its payload is decoded (the payload holds them as"
+        " tagged values; created_at and updated_at come from the envelope header).")
+    return {f"envelope.v{ENVELOPE_VERSION}.schema.json": envelope_json_schema(),
+            "workflow-state.v1.schema.json": state}
 
 
 def export(out_dir: Path, registry: TypeRegistry, types: list[type]) -> list[Path]:

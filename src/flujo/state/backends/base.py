@@ -42,6 +42,7 @@ from .._jsonio import dumps
 from .._migrations import StateMigrations
 from .._runid import validate_run_id
 from ..models import RUN_STATUSES, RunSummary, StateRecord, WorkflowState, utc_now
+from ._admin import UpstreamAdminCalls
 
 __all__ = [
     "ClaimWatch",
@@ -424,7 +425,7 @@ class StateBackend(abc.ABC):
         await self.close()
 
 
-class EnvelopeStateBackend(StateBackend):
+class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
     """The full backend API implemented over five storage primitives.
 
     A subclass stores opaque envelope bytes keyed by run id and implements:
@@ -502,6 +503,12 @@ class EnvelopeStateBackend(StateBackend):
         (PostgreSQL) checks in the same transaction that it is still the run's current
         claim and otherwise raises ClaimLostError, writing nothing; the others ignore it.
         """
+        return await self._save_state(run_id, state, expected_revision, claim)
+
+    async def _save_state(self, run_id: str, state: StateInput, expected_revision: int | None,
+                          claim: RunClaim | None, *, updated_at: datetime | None = None) -> int:
+        """``save_state``; ``updated_at``: the time to record instead of now (a maintenance
+        rewrite, ``migrate_all``, keeps the run's own)."""
         validate_run_id(run_id)
         _check_expected(expected_revision)
         what = self.describe(run_id)
@@ -516,7 +523,8 @@ class EnvelopeStateBackend(StateBackend):
             revision = check_revision(what, current, expected_revision)
             created = (first_created if current is None
                        else stored_timestamp(what, "created_at", current.created_at))
-            return self.codec.seal(encoded, revision=revision, created_at=created)
+            return self.codec.seal(encoded, revision=revision, created_at=created,
+                                   updated_at=updated_at)
 
         sealed = await self._write_as(run_id, make, claim)
         return sealed.envelope.revision
@@ -579,6 +587,10 @@ class EnvelopeStateBackend(StateBackend):
 
     async def list_run_ids(self) -> list[str]:
         return sorted(await self._list_ids())
+
+    def _plain_fields(self, envelope: Envelope) -> Any:
+        """The payload of ``envelope`` as JSON data, no value decoded (for listings)."""
+        return self.codec.payload_data(envelope, what=self.describe(envelope.run_id))
 
     async def read_envelope(self, run_id: str) -> Envelope | None:
         validate_run_id(run_id)

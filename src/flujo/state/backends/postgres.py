@@ -589,12 +589,18 @@ class PostgresBackend(EnvelopeStateBackend):
                     (run_id,))
 
     async def _cancel_requested(self, run_id: str) -> bool:
-        pool = await self._prepared_pool()
-        with self._errors():
-            async with pool.connection() as conn:
-                cur = await conn.execute(
-                    self._sql("SELECT 1 FROM {cancels} WHERE run_id = %s"), (run_id,))
-                return await cur.fetchone() is not None
+        # A read: it creates nothing, and a store at an older layout has no request table.
+        async with self._reading() as conn:
+            if conn is None:
+                return False
+            cur = await conn.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL",
+                                     (f'"{self.schema}"."{self.table}_cancel_requests"',))
+            found = await cur.fetchone()
+            if found is None or not found[0]:
+                return False
+            cur = await conn.execute(
+                self._sql("SELECT 1 FROM {cancels} WHERE run_id = %s"), (run_id,))
+            return await cur.fetchone() is not None
 
     async def _clear_cancel(self, run_id: str) -> None:
         pool = await self._prepared_pool()

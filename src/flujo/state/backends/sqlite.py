@@ -43,6 +43,15 @@ from .._envelope import format_timestamp
 from ..models import RunSummary
 from . import _flock
 from ._dirs import kind_of
+from ._upstream_sqlite import (
+    UPSTREAM_TABLE,
+    delete_upstream,
+    upstream_columns,
+    upstream_created_at,
+    upstream_ids,
+    upstream_record,
+    upstream_summaries,
+)
 from .base import (
     CurrentRecord,
     EnvelopeStateBackend,
@@ -198,9 +207,11 @@ class SQLiteBackend(EnvelopeStateBackend):
         made: a view there, or a trigger on them, runs code of the database's author on every
         read or save (a recursive trigger or view spins forever holding the write lock)."""
         names = (self.table, "flujo_schema_versions")
+        # Upstream flujo's table too: a run found there is deleted from it.
         rows = conn.execute(
             "SELECT type, name, tbl_name FROM sqlite_master WHERE (name IN (?, ?) AND type"
-            " != 'table') OR (type = 'trigger' AND tbl_name IN (?, ?))", names + names
+            " != 'table') OR (type = 'trigger' AND tbl_name IN (?, ?, ?))",
+            (*names, *names, UPSTREAM_TABLE)
         ).fetchall()
         if rows:
             found = ", ".join(f"{kind} {name!r}" + (f" on {table!r}" if kind == "trigger" else "")
@@ -222,6 +233,24 @@ class SQLiteBackend(EnvelopeStateBackend):
         """A connection to read with, or None when there is nothing to read: no database
         file, or no flujo table in it. Reads never create the database, add tables or switch
         the journal mode: until this backend has written, they use a read-only connection."""
+        with self._read_connection() as conn:
+            yield conn if conn is not None and (self._ready or self._has_table(conn)) else None
+
+    @contextmanager
+    def _upstream_reading(self) -> Iterator[tuple[sqlite3.Connection, tuple[str, ...]] | None]:
+        """A connection and the columns to read upstream flujo's table with, or None when
+        the database has no such table (see ``_upstream_sqlite``)."""
+        if self.table == UPSTREAM_TABLE:
+            yield None
+            return
+        with self._read_connection() as conn:
+            columns = None if conn is None else upstream_columns(conn)
+            yield None if conn is None or columns is None else (conn, columns)
+
+    @contextmanager
+    def _read_connection(self) -> Iterator[sqlite3.Connection | None]:
+        """This thread's connection once the backend has written, else a read-only one; None
+        when there is no database file."""
         if self._ready:
             with self._using("conn") as conn:
                 yield conn
@@ -238,7 +267,7 @@ class SQLiteBackend(EnvelopeStateBackend):
             raise BackendUnavailableError(
                 f"cannot open SQLite database {self.path}: it is {kind_of(mode)}")
         with self._using("reader") as conn:
-            yield conn if self._has_table(conn) else None
+            yield conn
 
     def _has_table(self, conn: sqlite3.Connection) -> bool:
         found = {name for (name,) in conn.execute(
@@ -388,7 +417,7 @@ class SQLiteBackend(EnvelopeStateBackend):
         limit = self.codec.max_record_bytes
         with self._reading() as conn:
             if conn is None:
-                return None
+                return self._read_upstream(run_id)
             # The size first: a record over the limit is refused, never fetched.
             row = conn.execute(
                 "SELECT length(CAST(envelope AS BLOB)), CASE WHEN"
@@ -396,10 +425,19 @@ class SQLiteBackend(EnvelopeStateBackend):
                 " WHERE run_id = ?", (limit, run_id)
             ).fetchone()
         if row is None:
-            return None
+            return self._read_upstream(run_id)
         if row[1] is None:
             raise CorruptStateError(record_too_large(self.describe(run_id), row[0], limit))
         return StoredRecord(row[1])
+
+    def _read_upstream(self, run_id: str) -> StoredRecord | None:
+        with self._upstream_reading() as found:
+            if found is None:
+                return None
+            conn, columns = found
+            raw = upstream_record(conn, columns, run_id, limit=self.codec.max_record_bytes,
+                                  path=self.path)
+        return None if raw is None else StoredRecord(raw)
 
     async def _read(self, run_id: str) -> StoredRecord | None:
         return await asyncio.to_thread(self._read_sync, run_id)
@@ -411,6 +449,11 @@ class SQLiteBackend(EnvelopeStateBackend):
             ).fetchone()
             current = None if row is None else CurrentRecord(row[0], stored_timestamp(
                 self.describe(run_id), "created_at", row[1]))
+            if current is None and upstream_columns(conn) is not None \
+                    and self.table != UPSTREAM_TABLE:
+                # A run upstream flujo saved is at revision 1, as it is read.
+                created = upstream_created_at(conn, run_id, path=self.path)
+                current = None if created is None else CurrentRecord(1, created)
             sealed = make(current)
             env = sealed.envelope
             conn.execute(
@@ -440,13 +483,16 @@ class SQLiteBackend(EnvelopeStateBackend):
     def _delete_sync(self, run_id: str) -> None:
         with self._connection() as conn, self._transaction(conn):
             conn.execute(f'DELETE FROM "{self.table}" WHERE run_id = ?', (run_id,))
+            if self.table != UPSTREAM_TABLE and upstream_columns(conn) is not None:
+                delete_upstream(conn, run_id)  # else the run would come back from there
 
     async def _delete(self, run_id: str) -> None:
         await asyncio.to_thread(self._delete_sync, run_id)
         await asyncio.to_thread(self._claims.clear_cancel, run_id)
 
     def _list_sync(
-        self, status: str | None, pipeline_name: str | None, limit: int | None, offset: int
+        self, status: str | None, pipeline_name: str | None, limit: int | None, offset: int,
+        *, upstream_too: bool = True,
     ) -> list[RunSummary]:
         where: list[str] = []
         params: list[Any] = []
@@ -457,11 +503,22 @@ class SQLiteBackend(EnvelopeStateBackend):
             where.append("pipeline_name = ?")
             params.append(pipeline_name)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
+        with self._upstream_reading() as upstream:
+            older = [] if upstream is None or not upstream_too else upstream_summaries(
+                upstream[0], self.table if self._has_table(upstream[0]) else None, status,
+                pipeline_name, path=self.path)
+        if older:  # merged with flujo's rows, then paged here
+            end = None if limit is None else offset + limit
+            rows = sorted([*older, *self._list_sync(status, pipeline_name, None, 0,
+                                                    upstream_too=False)],
+                          key=lambda r: r["run_id"])
+            rows.sort(key=lambda r: r["updated_at"], reverse=True)
+            return rows[offset:end]
         params.extend([-1 if limit is None else limit, offset])
         with self._reading() as conn:
             if conn is None:
                 return []
-            rows = conn.execute(
+            found = conn.execute(
                 "SELECT run_id, pipeline_name, status, revision, created_at, updated_at"
                 f' FROM "{self.table}"{clause}'
                 " ORDER BY updated_at DESC, run_id LIMIT ? OFFSET ?",
@@ -478,7 +535,7 @@ class SQLiteBackend(EnvelopeStateBackend):
                 created_at=stored_timestamp(self.describe(str(r[0])), "created_at", r[4]),
                 updated_at=stored_timestamp(self.describe(str(r[0])), "updated_at", r[5]),
             )
-            for r in rows
+            for r in found
         ]
 
     async def _list(
@@ -487,10 +544,13 @@ class SQLiteBackend(EnvelopeStateBackend):
         return await asyncio.to_thread(self._list_sync, status, pipeline_name, limit, offset)
 
     def _ids_sync(self) -> list[str]:
+        with self._upstream_reading() as upstream:
+            older = [] if upstream is None else upstream_ids(
+                upstream[0], self.table if self._has_table(upstream[0]) else None)
         with self._reading() as conn:
             if conn is None:
-                return []
-            return [r[0] for r in conn.execute(f'SELECT run_id FROM "{self.table}"')]
+                return older
+            return [*older, *(r[0] for r in conn.execute(f'SELECT run_id FROM "{self.table}"'))]
 
     async def _list_ids(self) -> list[str]:
         return await asyncio.to_thread(self._ids_sync)
