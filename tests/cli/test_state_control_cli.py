@@ -61,6 +61,8 @@ def test_ls_paused_shows_what_each_run_waits_for(store: Store, cli: Any) -> None
     assert json.loads(line)["pause"] == {"step": "approve", "message": "Ship it?",
                                          "input_type": "tests.cli.shipment"}
     assert "Ship it?" in cli("ls", "--status", "paused", "--format", "table", store=store).out
+    shown = cli("show", rid, store=store)
+    assert "waiting for:\tShip it? [tests.cli.shipment] (version 1" in shown.out, shown.err
 
 
 def test_resume_records_a_valid_answer_and_refuses_an_invalid_one(
@@ -106,7 +108,9 @@ def test_cancel(store: Store, cli: Any) -> None:
     run(store, rid)
     result = cli("cancel", rid, store=store)
     assert (result.code, result.out.strip()) == (EXIT_OK, f"cancelled: run {rid}")
-    assert store.record(rid).state.status == "cancelled"  # type: ignore[union-attr]
+    cancelled = store.record(rid)
+    assert cancelled is not None and cancelled.state.status == "cancelled"
+    assert cancelled.state.pause is None  # a cancelled run waits for nothing
     assert run(store, rid).status == "cancelled"  # not resumed unless asked
     assert run(store, rid, resume_cancelled=True).status == "paused"
     assert cli("cancel", "nope", store=store).code == EXIT_NOT_FOUND

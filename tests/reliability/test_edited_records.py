@@ -255,8 +255,11 @@ RUNNER_EDITS: list[tuple[str, Any, type[FlujoError], str]] = [
     ("current_step_index", {"$t": "int@1", "v": "0x" + "f" * 4400}, PipelineMismatchError,
      "run 'r' is at step an integer of 17600 bits"),
     ("current_step_index", -1, CorruptStateError, "current_step_index"),
-    ("step_names", 5, CorruptStateError, "run 'r'.*step_names, 5, is not a list"),
-    ("step_names", ["first", 2], CorruptStateError, "run 'r'.*step_names.*not a list"),
+    # step_names is a declared field of WorkflowState: refused when the record is decoded.
+    ("step_names", 5, CorruptStateError,
+     r"(?s)run 'r'.*not a valid WorkflowState.*step_names\n.*valid list"),
+    ("step_names", ["first", 2], CorruptStateError,
+     r"(?s)run 'r'.*not a valid WorkflowState.*step_names\.1\n.*valid string"),
     ("step_history", [1], CorruptStateError, r"run 'r'.*step_history\[0\], 1, is not a step"),
     ("step_history", [{"name": 5}], CorruptStateError, r"run 'r'.*step_history\[0\].*name"),
     ("failure", 5, CorruptStateError, "run 'r'.*failure, 5, is not a step result"),

@@ -173,7 +173,9 @@ async def cancel_run(backend: StateBackend, run_id: str) -> RunStatus:
                 raise RunNotFoundError(f"{what}: no such run")
             if state.status in ("completed", "cancelled"):
                 return state.status
-            cancelled = state.model_copy(update={"status": "cancelled"})
+            # A cancelled run waits for nothing (run on with resume_cancelled, a human step
+            # asks again).
+            cancelled = state.model_copy(update={"status": "cancelled", "pause": None})
             await save_run(backend, cancelled, revision, claim)
             with contextlib.suppress(NotImplementedError):
                 await backend.clear_cancel_request(run_id)

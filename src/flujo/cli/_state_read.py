@@ -251,6 +251,10 @@ async def _show(args: argparse.Namespace) -> int:
                      f"{envelope.state_version}, types "
                      + (", ".join(f"{k}@{v}" for k, v in envelope.manifest.items()) or "-")),
     ]
+    if state.pause is not None:  # what an operator answering needs first
+        header.insert(3, ("waiting for", _waiting(_Step(None, None, pause=state.pause))
+                          + f" (version {state.pause.input_version}; its JSON Schema is"
+                          " pause.input_schema below)"))
     if _use_rich(sys.stdout):
         from rich.console import Console
         from rich.highlighter import ReprHighlighter

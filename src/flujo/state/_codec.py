@@ -30,6 +30,7 @@ from flujo.exceptions import (
     DeserializationError,
     EncryptionError,
     FutureVersionError,
+    InvalidStateError,
     MissingMigrationError,
     SerializationError,
     StateError,
@@ -115,16 +116,49 @@ def associated_data(envelope_fields: dict[str, Any], store: str | None = None) -
     return orjson.dumps(bound, option=orjson.OPT_SORT_KEYS)
 
 
-#: WorkflowState fields the store keeps in the header, not in the payload.
+#: WorkflowState fields the store owns: set when sealing, read back from the header.
 STORE_OWNED_FIELDS = frozenset({"created_at", "updated_at"})
+#: The payload's copy of the header's timestamps, ``[created_at, updated_at]`` as the header
+#: writes them. The payload is what encryption authenticates (the header is not): a reader
+#: refuses a record whose header timestamps differ from it. Records before flujo 0.10 lack it.
+TIMESTAMPS_KEY = "flujo_timestamps"
 
 
 def _stored_fields(state: WorkflowState) -> dict[str, Any]:
-    """What the payload holds: every field but the store's timestamps."""
+    """What the payload holds (before the timestamps are added when sealing): every field
+    but the store's timestamps."""
     data = state.to_dict()
     for name in STORE_OWNED_FIELDS:
         data.pop(name, None)
+    if TIMESTAMPS_KEY in data:
+        raise InvalidStateError(
+            f"run {state.run_id!r}: {TIMESTAMPS_KEY!r} is the name of flujo's own payload"
+            " field; a state cannot carry an extra field of that name")
     return data
+
+
+def _with_timestamps(payload_json: bytes, created: str, updated: str) -> bytes:
+    """``payload_json`` (a JSON object) with the timestamps appended as its last field."""
+    stamps = b'"' + TIMESTAMPS_KEY.encode() + b'":["' + created.encode() + b'","' \
+        + updated.encode() + b'"]}'
+    return payload_json[:-1] + (stamps if payload_json == b"{}" else b"," + stamps)
+
+
+def _check_timestamps(what: str, envelope: Envelope, stamps: Any) -> None:
+    """Refuse a record whose header timestamps are not the ones its payload was sealed with."""
+    expected = [envelope.created_at, envelope.updated_at]
+    found: list[datetime | None] = []
+    if isinstance(stamps, list) and len(stamps) == 2:
+        for text in stamps:
+            try:
+                found.append(datetime.fromisoformat(text) if isinstance(text, str) else None)
+            except ValueError:
+                found.append(None)
+    if found != expected:
+        raise CorruptStateError(
+            f"{what}: the header says created_at={format_timestamp(envelope.created_at)},"
+            f" updated_at={format_timestamp(envelope.updated_at)} but the payload was sealed"
+            f" with {repr(stamps)[:120]}; the record was altered")
 
 
 def record_too_large(what: str, size: int, limit: int) -> str:
@@ -356,19 +390,20 @@ class EnvelopeCodec:
             "codec": self.codec,
             "key_id": self.encryption.active_key_id if self.encryption else None,
         }
+        payload_json = _with_timestamps(encoded.payload_json, header["created_at"],
+                                        header["updated_at"])
         if self.codec == "json":
-            envelope = Envelope.model_validate({**header, "payload": encoded.data})
-            return SealedRecord(
-                envelope, _splice(header, encoded.payload_json), encoded.payload_json
-            )
-        blob = encoded.payload_json
+            data = {**encoded.data, TIMESTAMPS_KEY: [header["created_at"], header["updated_at"]]}
+            envelope = Envelope.model_validate({**header, "payload": data})
+            return SealedRecord(envelope, _splice(header, payload_json), payload_json)
+        blob = payload_json
         if self.compression:
             blob = compress(self.compression, blob, self.compression_level)
         if self.encryption is not None:
             blob = self.encryption.encrypt(blob, associated_data(header, self.encryption.store))
         text = base64.b64encode(blob).decode("ascii")
         envelope = Envelope.model_validate({**header, "payload": text})
-        plain = None if self.encryption is not None else encoded.payload_json
+        plain = None if self.encryption is not None else payload_json
         raw = _splice(header, dumps(text))
         if self.encryption is not None and containers(raw) > _ENCRYPTED_CONTAINERS:
             raise StateError(  # it would read as plaintext (see parse)
@@ -518,8 +553,11 @@ class EnvelopeCodec:
                     f"{what}: the header says {name}={getattr(envelope, name)!r} but the payload"
                     f" says {fields.get(name, default)!r}; the record was altered"
                 )
-        # The store owns the timestamps (see WorkflowState): the header's, whatever an
-        # earlier flujo also wrote into the payload (there, the time of every save).
+        # The store owns the timestamps (see WorkflowState): the header's, checked against
+        # the payload's copy (authenticated when encrypted); whatever an earlier flujo
+        # wrote into the payload's own fields (there, the time of every save) is ignored.
+        if TIMESTAMPS_KEY in fields:
+            _check_timestamps(what, envelope, fields.pop(TIMESTAMPS_KEY))
         fields["created_at"] = envelope.created_at
         fields["updated_at"] = envelope.updated_at
         fields = self.migrations.migrate(fields, envelope.state_version, what=what)
