@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, RootModel, field_validator
 
 from conftest import Store
 from flujo import Flujo, PauseForInput, PipelineContext, Step
@@ -318,9 +318,98 @@ async def test_pausing_for_something_that_is_not_a_model_fails_the_step_clearly(
     def ask(x: Any) -> Any:
         raise PauseForInput(dict, message="?")  # type: ignore[arg-type]
 
-    runner = Flujo(Step.from_callable(ask), state_backend=InMemoryBackend())
-    with pytest.raises(PipelineError, match="pydantic model class"):
-        await runner.run_async("x")
+    backend = InMemoryBackend()
+    runner = Flujo(Step.from_callable(ask), state_backend=backend)
+    result = await runner.run_async("x", run_id="not-a-model")
+    assert result.status == "failed"  # recorded as the step's error, not left "running"
+    assert "pydantic model class" in (result.step_history[-1].feedback or "")
+    stored = await backend.load_state("not-a-model")
+    assert stored is not None and stored["status"] == "failed"
+
+
+class Opaque:
+    pass
+
+
+class NoSchema(BaseModel):
+    model_config = {"arbitrary_types_allowed": True}
+    thing: Opaque | None = None
+
+
+async def test_a_model_without_a_json_schema_cannot_be_asked_for() -> None:
+    with pytest.raises(PipelineError, match="JSON Schema cannot be generated"):
+        Step.human("ask", input_model=NoSchema)
+
+    def ask(x: Any) -> Any:
+        raise PauseForInput(NoSchema)
+
+    backend = InMemoryBackend()
+    result = await Flujo(Step.from_callable(ask), state_backend=backend).run_async(
+        "x", run_id="no-schema")
+    assert result.status == "failed"
+    assert "JSON Schema cannot be generated" in (result.step_history[-1].feedback or "")
+
+
+class Secret(BaseModel):
+    approved: bool
+    token: str = Field(exclude=True)
+
+
+class Shout(BaseModel):
+    word: str
+
+    @field_validator("word")
+    @classmethod
+    def _bang(cls, value: str) -> str:
+        return value + "!"
+
+
+register_type(Secret, name="tests.secret-answer")
+register_type(Shout, name="tests.shout-answer")
+
+
+@pytest.mark.parametrize("answer", [Secret(approved=True, token="t"), Shout(word="hi")])
+async def test_an_instance_answer_is_taken_as_it_is(answer: BaseModel) -> None:
+    backend = InMemoryBackend()
+    runner = Flujo(Step.human("ask", input_model=type(answer)), state_backend=backend)
+    await runner.run_async(run_id="inst")
+    result = await runner.run_async(run_id="inst", resume_input=answer)
+    assert result.success and result.output == answer  # "hi!" stays "hi!", token kept
+    stored = await backend.load_state("inst")
+    assert stored is not None and stored["step_history"][0].output == answer
+
+
+class Tags(RootModel[list[str]]):
+    pass
+
+
+register_type(Tags, name="tests.tags-answer")
+
+
+@pytest.mark.parametrize("answer", ['["a", "b"]', ["a", "b"], Tags(["a", "b"])])
+async def test_a_root_model_is_answered_with_its_value(answer: Any) -> None:
+    runner = Flujo(Step.human("tags", input_model=Tags), state_backend=InMemoryBackend())
+    await runner.run_async(run_id="tags")
+    result = await runner.run_async(run_id="tags", resume_input=answer)
+    assert result.output == Tags(["a", "b"])
+
+
+async def test_failed_attempts_before_a_pause_stay_in_the_answers_record() -> None:
+    calls: list[int] = []
+
+    def flaky_then_ask(x: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("down")
+        raise PauseForInput(Review, message="?")
+
+    backend = InMemoryBackend()
+    runner = Flujo(Step.from_callable(flaky_then_ask, retries=2), state_backend=backend)
+    assert (await runner.run_async("x", run_id="p-retry")).status == "paused"
+    result = await runner.run_async(run_id="p-retry", resume_input={"verdict": "accept"})
+    [answered] = result.step_history
+    assert answered.attempts == 2
+    assert [f.error for f in answered.failed_attempts] == ["ConnectionError: down"]
 
 
 def test_human_steps_are_checked_when_defined() -> None:

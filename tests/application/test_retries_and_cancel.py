@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from typing import Any
 
 import pytest
 from pydantic import Field
 
-from flujo import FailedAttempt, Flujo, PipelineContext, Step
-from flujo.exceptions import PipelineError, RunNotFoundError
+from flujo import FailedAttempt, Flujo, PauseForInput, PipelineContext, Step
+from flujo.exceptions import (
+    InvalidRunIdError,
+    PipelineError,
+    RunInProgressError,
+    RunNotFoundError,
+)
 from flujo.state import InMemoryBackend, StateBackend
 
 
@@ -132,7 +138,7 @@ async def test_a_steps_own_timeout_error_is_not_taken_for_the_limit() -> None:
     ({"retries": True}, "retries must be an int >= 0"),
     ({"backoff": float("nan")}, "backoff must be seconds"),
     ({"backoff": -1}, "backoff must be seconds"),
-    ({"retry_on": (42,)}, "retry_on must be exception classes"),
+    ({"retry_on": (42,)}, "retry_on must be Exception classes"),
     ({"timeout": 0}, "timeout must be seconds > 0"),
 ])
 def test_bad_policies_are_refused_when_the_step_is_defined(options: dict[str, Any],
@@ -154,11 +160,14 @@ def test_a_timeout_on_a_sync_step_is_refused_it_could_not_be_stopped() -> None:
         Step.from_callable(blocking, interruptible=True)
 
 
-async def test_a_backoff_function_returning_nonsense_fails_clearly() -> None:
+async def test_a_backoff_function_returning_nonsense_fails_the_run_clearly() -> None:
+    backend = InMemoryBackend()
     runner = Flujo(Step.from_callable(flaky(1), retries=1, backoff=lambda n: -5),
-                   context_model=Ctx, state_backend=InMemoryBackend())
-    with pytest.raises(PipelineError, match=r"backoff\(1\) returned -5"):
-        await runner.run_async("x")
+                   context_model=Ctx, state_backend=backend)
+    result = await runner.run_async("x", run_id="nonsense")
+    assert result.status == "failed"
+    assert "not retried: step 'fetch': backoff(1) returned -5" in (
+        result.step_history[-1].feedback or "")
 
 
 def test_numeric_backoff_doubles_up_to_a_cap() -> None:
@@ -347,3 +356,174 @@ async def test_created_at_is_the_first_saves_and_load_and_list_agree(
     assert row["revision"] == 3 and stored["created_at"] < stored["updated_at"]
     envelope = await backend.read_envelope(rid)
     assert envelope is not None and envelope.created_at == stored["created_at"]
+
+
+# -- found by review -----------------------------------------------------------------------
+
+
+async def test_a_backoff_function_that_raises_fails_the_run_saying_why(
+        backend: StateBackend) -> None:
+    def backoff(retry: int) -> float:
+        raise ValueError("no delay for you")
+
+    runner = Flujo(Step.from_callable(flaky(5), retries=3, backoff=backoff), context_model=Ctx,
+                   state_backend=backend)
+    rid = new_id()
+    result = await runner.run_async("x", run_id=rid)
+    assert result.status == "failed"
+    stored = await backend.load_state(rid)
+    assert stored is not None and stored["status"] == "failed"  # not left "running"
+    assert "backoff(1) raised ValueError: no delay for you" in stored["error"]
+    assert len(stored["failure"].failed_attempts) == 1
+
+
+def test_retry_on_takes_only_exception_classes() -> None:
+    class Halt(BaseException):
+        pass
+
+    with pytest.raises(PipelineError, match="retry_on must be Exception classes"):
+        Step.from_callable(flaky(0), retries=1, retry_on=Halt)
+
+
+async def test_a_request_made_while_a_step_runs_that_then_fails_cancels_the_run(
+        backend: StateBackend) -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def boom(data: Any) -> Any:
+        started.set()
+        await release.wait()
+        raise RuntimeError("failed after the request")
+
+    runner = Flujo(Step.from_callable(boom), state_backend=backend)
+    rid = new_id()
+    running = asyncio.ensure_future(runner.run_async("x", run_id=rid))
+    await asyncio.wait_for(started.wait(), 10)
+    assert await runner.cancel_async(rid) == "running"
+    release.set()
+    result = await asyncio.wait_for(running, 10)
+    assert result.status == "cancelled"  # the request was honoured, not left behind
+    stored = await backend.load_state(rid)
+    assert stored is not None and stored["status"] == "cancelled"
+    assert stored["failure"].feedback == "RuntimeError: failed after the request"
+    assert not await backend.cancel_requested(rid)
+
+
+async def test_a_request_made_while_a_step_runs_that_then_pauses_cancels_the_run(
+        backend: StateBackend) -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def ask(data: Any) -> Any:
+        started.set()
+        await release.wait()
+        raise PauseForInput(Ctx, message="?")
+
+    runner = Flujo(Step.from_callable(ask), state_backend=backend)
+    rid = new_id()
+    running = asyncio.ensure_future(runner.run_async("x", run_id=rid))
+    await asyncio.wait_for(started.wait(), 10)
+    assert await runner.cancel_async(rid) == "running"
+    release.set()
+    assert (await asyncio.wait_for(running, 10)).status == "cancelled"
+    assert not await backend.cancel_requested(rid)
+
+
+class _FinishesFirst(InMemoryBackend):
+    """A store whose run is held by a worker that finishes just after ``cancel`` asks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.busy = True
+
+    @contextlib.asynccontextmanager
+    async def claim(self, run_id: str) -> Any:  # type: ignore[override]
+        if self.busy:
+            self.busy = False  # the worker ends now: the next claim succeeds
+            raise RunInProgressError("held")
+        async with super().claim(run_id) as held:
+            yield held
+
+
+async def test_a_request_that_arrives_after_the_run_completed_is_dropped() -> None:
+    backend = _FinishesFirst()
+    backend.busy = False
+    runner = Flujo(Step.from_callable(lambda x: x, name="same"), state_backend=backend,
+                   delete_on_completion=False)
+    rid = new_id()
+    assert (await runner.run_async("x", run_id=rid)).success
+    backend.busy = True
+    assert await runner.cancel_async(rid) == "completed"  # looked again after asking
+    assert not await backend.cancel_requested(rid)  # nothing left to cancel a later run
+
+
+async def test_an_interruptible_step_that_swallows_its_cancellation_is_still_cancelled(
+        backend: StateBackend) -> None:
+    entered = asyncio.Event()
+
+    async def stubborn(data: Any) -> str:
+        entered.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            return "swallowed"
+        return "slept"
+
+    runner = Flujo(Step.from_callable(stubborn, interruptible=True), state_backend=backend,
+                   cancel_poll_interval=0.05)
+    rid = new_id()
+    running = asyncio.ensure_future(runner.run_async("x", run_id=rid))
+    await asyncio.wait_for(entered.wait(), 10)
+    assert await runner.cancel_async(rid) == "running"
+    result = await asyncio.wait_for(running, 10)
+    assert result.status == "cancelled" and result.output is None
+
+
+async def test_cancel_needs_a_run_id() -> None:
+    runner = Flujo(Step.from_callable(lambda x: x, name="same"), state_backend=InMemoryBackend())
+    with pytest.raises(InvalidRunIdError):
+        await runner.cancel_async(None)  # type: ignore[arg-type]
+
+
+async def test_resuming_a_run_cancelled_during_a_backoff_continues_its_series(
+        backend: StateBackend) -> None:
+    failed_once = asyncio.Event()
+    calls: list[int] = []
+
+    def fetch(data: Any) -> str:
+        calls.append(1)
+        failed_once.set()
+        if len(calls) < 3:
+            raise ConnectionError("down")
+        return "up"
+
+    worker = Flujo(Step.from_callable(fetch, retries=2, backoff=lambda n: 60 if n == 1 else 0),
+                   state_backend=backend, cancel_poll_interval=0.05)
+    rid = new_id()
+    running = asyncio.ensure_future(worker.run_async("x", run_id=rid))
+    await asyncio.wait_for(failed_once.wait(), 10)
+    await asyncio.sleep(0.1)
+    await worker.cancel_async(rid)
+    assert (await asyncio.wait_for(running, 10)).status == "cancelled"
+    result = await worker.run_async(run_id=rid, resume_cancelled=True)
+    assert result.success
+    assert [(f.attempt, f.series) for f in result.step_history[0].failed_attempts] == [
+        (1, 1), (2, 1)]  # the same series: retries=2 allowed three attempts in all
+
+
+async def test_cancel_rewrites_an_encrypted_compressed_record_without_decoding_it() -> None:
+    from flujo.serialization import TypeRegistry
+    from flujo.state import Encryption
+
+    key = Encryption.single(Encryption.generate_key(), "k1")
+    backend = InMemoryBackend(encryption=key, compression="zlib")
+    runner = Flujo(Step.human("ask", input_model=Ctx), state_backend=backend)
+    await runner.run_async(run_id="enc")
+    # A reader that knows none of the types cancels it (status and pause only).
+    reader = InMemoryBackend(encryption=key, compression="zlib", registry=TypeRegistry())
+    reader.put_raw("enc", backend.raw_records()["enc"])
+    assert await Flujo(Step.from_callable(lambda x: x, name="ask"),
+                       state_backend=reader).cancel_async("enc") == "cancelled"
+    backend.put_raw("enc", reader.raw_records()["enc"])
+    record = await backend.load_record("enc")
+    assert record is not None
+    assert (record.revision, record.state.status, record.state.pause) == (3, "cancelled", None)
+    assert record.envelope.codec == "json+zlib+aesgcm"

@@ -131,7 +131,8 @@ register_type(Approval, name="app.approval")
 
 
 def build(uri):
-    pipeline = (Step.from_callable(lambda x: x, name="start")
+    pipeline = (Step.from_callable(lambda x: Approval(approved=False, reviewer=x),
+                                   name="start")
                 >> Step.human("approve", input_model=Approval, prompt="Approve?")
                 >> Step.from_callable(lambda a: a.reviewer, name="done"))
     return Flujo(pipeline, state_backend=uri, pipeline_name="app")
@@ -161,4 +162,13 @@ def test_resume_from_a_fresh_process_knows_the_model_through_module(tmp_path: Pa
     assert done.returncode == 0, done.stderr
     result = app.build(uri).run(run_id="fresh")
     assert result.success and result.output == "eve"
+    # cancel needs no --module: it decodes none of the run's values (an app.approval here)
+    assert app.build(uri).run("y", run_id="other").status == "paused"
+    cancel = [sys.executable, "-m", "flujo.cli", "state", "cancel", "other", "--store", uri]
+    cancelled = subprocess.run(cancel, env=env, capture_output=True, text=True, timeout=120,
+                               cwd=tmp_path, check=False)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout.strip() == "cancelled: run other"
+    again = app.build(uri).run(run_id="other", resume_cancelled=True)
+    assert again.status == "paused" and type(again.step_history[0].output) is app.Approval
     del sys.modules["hitl_app"]

@@ -176,3 +176,30 @@ def test_flujo_state_migrate_converts_an_upstream_database(upstream_db: Path,
     assert args.handler(args) == 0
 
 
+
+
+async def test_rows_no_run_id_can_name_are_not_listed(upstream_db: Path) -> None:
+    """Upstream's ``run_id TEXT PRIMARY KEY`` admits NULL and, in SQLite, any type."""
+    with sqlite3.connect(upstream_db) as conn:
+        row = conn.execute("SELECT * FROM workflow_state WHERE run_id = 'up-running'").fetchone()
+        for odd in (None, b"blob-id", "../escape"):
+            conn.execute(f"INSERT INTO workflow_state VALUES ({', '.join('?' * len(row))})",
+                         (odd, *row[1:]))
+    backend = SQLiteBackend(upstream_db)
+    assert await backend.list_run_ids() == RUN_IDS
+    assert sorted(r["run_id"] for r in await backend.list_runs()) == RUN_IDS
+    assert (await backend.get_workflow_stats())["total_workflows"] == 4
+    await backend.close()
+
+
+async def test_a_damaged_upstream_index_column_is_named(upstream_db: Path) -> None:
+    with sqlite3.connect(upstream_db) as conn:
+        conn.execute("PRAGMA ignore_check_constraints = ON")  # status's CHECK (...)
+        conn.execute("UPDATE workflow_state SET status = 'lost', pipeline_name = x'07'"
+                     " WHERE run_id = 'up-paused'")  # a BLOB keeps its type in a TEXT column
+    backend = SQLiteBackend(upstream_db)
+    with pytest.raises(CorruptStateError,
+                       match=r"up-paused.*workflow_state.*pipeline_name b'\\x07' is not text"
+                             r".*status 'lost' is not one of"):
+        await backend.load_state("up-paused")
+    await backend.close()

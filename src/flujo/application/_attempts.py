@@ -43,8 +43,10 @@ async def attempt(step: Step, data: Any, context: PipelineContext, claim: RunCla
     stoppers: list[asyncio.Future[Any]] = []
     if watch is not None:
         stoppers.append(asyncio.ensure_future(watch.wait()))
+    requested: asyncio.Future[Any] | None = None
     if interrupt is not None:
-        stoppers.append(asyncio.ensure_future(_until_requested(interrupt, poll_s)))
+        requested = asyncio.ensure_future(_until_requested(interrupt, poll_s))
+        stoppers.append(requested)
     try:
         await asyncio.wait((running, *stoppers), return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -58,7 +60,12 @@ async def attempt(step: Step, data: Any, context: PipelineContext, claim: RunCla
         await asyncio.gather(*stoppers, return_exceptions=True)
     if claim is not None:
         claim.check()
-    if running.cancelled():
+    if requested is not None and requested.done() and not requested.cancelled():
+        problem = requested.exception()
+        if problem is not None:  # the store could not be asked: that is the error
+            raise problem
+        # Asked to stop: the step's result (one that swallowed its cancellation and
+        # returned, too) is dropped, as for a step that was cut short.
         raise CancelRequested
     return running.result()
 

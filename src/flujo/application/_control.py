@@ -23,7 +23,14 @@ from ..exceptions import (
     RunNotPausedError,
 )
 from ..serialization import TypeRegistry, default_registry
-from ..state import EnvelopeStateBackend, PauseRequest, RunStatus, StateBackend, WorkflowState
+from ..state import (
+    EnvelopeStateBackend,
+    PauseRequest,
+    RunStatus,
+    StateBackend,
+    WorkflowState,
+    validate_run_id,
+)
 from ..state.backends.base import RunClaim, shown
 from ..state.models import utc_now
 from ._models import StepResult
@@ -126,7 +133,11 @@ def answered_state(state: WorkflowState, value: BaseModel) -> tuple[WorkflowStat
     pause = state.pause
     assert isinstance(pause, PauseRequest)
     waited = max(0.0, (utc_now() - pause.requested_at).total_seconds())
-    done = StepResult(name=pause.step, output=value, latency_s=waited)
+    prior = state.failure if isinstance(state.failure, StepResult) \
+        and state.failure.name == pause.step else None  # attempts that failed before it paused
+    done = StepResult(name=pause.step, output=value, latency_s=waited,
+                      attempts=1 if prior is None else prior.attempts,
+                      failed_attempts=[] if prior is None else list(prior.failed_attempts))
     next_index = state.current_step_index + 1
     names = state.step_names
     last = names is not None and next_index >= len(names)
@@ -163,29 +174,56 @@ async def cancel_run(backend: StateBackend, run_id: str) -> RunStatus:
     A run nobody executes (paused, failed, or left ``running`` by a crash) is saved as
     ``cancelled`` at once. A run another worker executes gets a cancel request in the store,
     which that worker honours at its next step boundary: ``"running"`` is returned. A run
-    that is completed or already cancelled is left as it is.
+    that is completed or already cancelled is left as it is. No value of the run is decoded
+    (the operator's ``flujo state cancel`` needs none of the application's types).
     """
-    what = describe_run(backend, run_id)
+    validate_run_id(run_id)
     try:
-        async with claimed(backend, run_id) as claim:
-            state, revision = await load_run(backend, run_id)
-            if state is None:
-                raise RunNotFoundError(f"{what}: no such run")
-            if state.status in ("completed", "cancelled"):
-                return state.status
-            # A cancelled run waits for nothing (run on with resume_cancelled, a human step
-            # asks again).
-            cancelled = state.model_copy(update={"status": "cancelled", "pause": None})
-            await save_run(backend, cancelled, revision, claim)
-            with contextlib.suppress(NotImplementedError):
-                await backend.clear_cancel_request(run_id)
-            return "cancelled"
+        return await _cancel_claimed(backend, run_id)
     except RunInProgressError:
-        try:
-            await backend.request_cancel(run_id)
-        except NotImplementedError:
-            raise PipelineError(
-                f"{what} is being executed by another worker, and"
-                f" {type(backend).__name__} keeps no cancel requests to tell it to stop"
-            ) from None
+        pass
+    try:
+        await backend.request_cancel(run_id)
+    except NotImplementedError:
+        raise PipelineError(
+            f"{describe_run(backend, run_id)} is being executed by another worker, and"
+            f" {type(backend).__name__} keeps no cancel requests to tell it to stop"
+        ) from None
+    # The worker may have finished between the claim refused above and the request: then
+    # nobody would honour or drop the request. Look again; a worker still holding the run
+    # sees the request (it checks before each step and when it pauses or fails).
+    try:
+        return await _cancel_claimed(backend, run_id)
+    except RunInProgressError:
         return "running"
+
+
+async def _cancel_claimed(backend: StateBackend, run_id: str) -> RunStatus:
+    """Cancel a run nobody else executes (RunInProgressError when one does)."""
+    what = describe_run(backend, run_id)
+    async with claimed(backend, run_id) as claim:
+        if isinstance(backend, EnvelopeStateBackend):
+            envelope = await backend.read_envelope(run_id)
+            if envelope is None:
+                status: str | None = None
+            else:
+                status = envelope.status
+                if status not in ("completed", "cancelled"):
+                    await backend.rewrite_status(run_id, "cancelled",
+                                                 expected_revision=envelope.revision,
+                                                 claim=claim)
+        else:
+            state, revision = await load_run(backend, run_id)
+            status = None if state is None else state.status
+            if state is not None and status not in ("completed", "cancelled"):
+                # A cancelled run waits for nothing (run on with resume_cancelled, a human
+                # step asks again).
+                await save_run(backend, state.model_copy(
+                    update={"status": "cancelled", "pause": None}), revision, claim)
+        with contextlib.suppress(NotImplementedError):
+            await backend.clear_cancel_request(run_id)
+        if status is None:
+            raise RunNotFoundError(f"{what}: no such run")
+        if status in ("completed", "cancelled"):
+            return status  # type: ignore[return-value]
+        return "cancelled"

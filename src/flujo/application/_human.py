@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, RootModel, ValidationError
 
 from ..exceptions import (
     FutureVersionError,
@@ -24,7 +24,7 @@ from ..exceptions import (
 )
 from ..serialization import TypeRegistry
 from ..state import PauseRequest
-from ..state._jsonio import JSONError, loads
+from ..state._jsonio import JSONError, dumps, loads
 from ._pipeline import Step
 
 __all__ = ["accept_answer", "input_model_for", "pause_request"]
@@ -48,8 +48,21 @@ def pause_request(step: str, input_model: object, message: object,
             f"step {step!r} paused for {input_model.__qualname__}, which flujo cannot store;"
             f" register it: register_type({input_model.__qualname__}, name=...)")
     return PauseRequest(step=step, message=message, input_type=codec.name,
-                        input_version=codec.version,
-                        input_schema=input_model.model_json_schema())
+                        input_version=codec.version, input_schema=input_schema(step, input_model))
+
+
+def input_schema(step: str, input_model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON Schema an answer must follow (what a person answering without the code
+    reads); a model that has none cannot be asked for."""
+    try:
+        schema = input_model.model_json_schema()
+        dumps(schema)
+    except Exception as exc:  # pydantic's schema errors, or a schema that is not JSON
+        raise PipelineError(
+            f"step {step!r} pauses for {input_model.__qualname__}, whose JSON Schema cannot"
+            f" be generated ({type(exc).__name__}: {exc}); an answer must be describable to"
+            " the person who gives it") from exc
+    return schema
 
 
 def input_model_for(what: str, pause: PauseRequest, step: Step | None,
@@ -79,8 +92,11 @@ def accept_answer(what: str, pause: PauseRequest, model: type[BaseModel], answer
     :class:`InvalidInputError` naming the fields; nothing is consumed.
     """
     expected = f"{model.__qualname__} ({pause.input_type})"
+    rooted = issubclass(model, RootModel)
     if type(answer) is model:
-        data: Any = answer.model_dump(mode="python", round_trip=True, by_alias=True)
+        # Built by the model, so validated then: taken as it is (validating it again would
+        # run its validators twice), unless the model asks for instances to be revalidated.
+        data: Any = answer
     elif isinstance(answer, Mapping):
         data = _current(what, pause, dict(answer), registry)
     elif isinstance(answer, str | bytes | bytearray):
@@ -89,11 +105,14 @@ def accept_answer(what: str, pause: PauseRequest, model: type[BaseModel], answer
         except JSONError as exc:
             raise InvalidInputError(
                 f"{what}: the answer is not JSON text ({exc}); expected {expected}") from exc
-        if not isinstance(data, dict):
+        if not isinstance(data, dict) and not rooted:
             raise InvalidInputError(
                 f"{what}: the answer is JSON {type(data).__name__}, not an object of the"
                 f" fields of {expected}")
-        data = _current(what, pause, data, registry)
+        if isinstance(data, dict):
+            data = _current(what, pause, data, registry)
+    elif rooted and not isinstance(answer, BaseModel):
+        data = answer  # a RootModel's value (a list, a number...): the model checks it
     else:
         raise InvalidInputError(
             f"{what}: an answer must be a {model.__qualname__}, a dict or JSON text, got"

@@ -97,7 +97,12 @@ class Step:
     def backoff_delay(self, retry: int) -> float:
         """Seconds to wait before retry number ``retry`` (1 for the first retry)."""
         if callable(self.backoff):
-            delay = self.backoff(retry)
+            try:
+                delay = self.backoff(retry)
+            except Exception as exc:
+                raise PipelineError(
+                    f"step {self.name!r}: backoff({retry}) raised {type(exc).__name__}: {exc}"
+                ) from exc
             if (isinstance(delay, bool) or not isinstance(delay, int | float)
                     or not math.isfinite(delay) or delay < 0):
                 raise PipelineError(
@@ -129,9 +134,10 @@ def _check_policy(step: Step) -> None:
             f"{what}: backoff must be seconds (a finite number >= 0) or a function of the"
             f" retry number, got {step.backoff!r}")
     if not step.retry_on or not all(
-            isinstance(e, type) and issubclass(e, BaseException) for e in step.retry_on):
+            isinstance(e, type) and issubclass(e, Exception) for e in step.retry_on):
+        # Not BaseException: KeyboardInterrupt, SystemExit and cancellation stop a run.
         raise PipelineError(
-            f"{what}: retry_on must be exception classes, got {step.retry_on!r}")
+            f"{what}: retry_on must be Exception classes, got {step.retry_on!r}")
     if step.timeout is not None and (
             isinstance(step.timeout, bool) or not isinstance(step.timeout, int | float)
             or not math.isfinite(step.timeout) or step.timeout <= 0):
@@ -148,6 +154,9 @@ def _check_policy(step: Step) -> None:
                 f"{what}: input_model must be a pydantic model class, got {model!r}")
         if not isinstance(step.prompt, str):
             raise PipelineError(f"{what}: prompt must be a str, got {step.prompt!r}")
+        from ._human import input_schema  # (a cycle at import time otherwise)
+
+        input_schema(step.name, model)  # one that has no JSON Schema is refused now
     elif step.input_model is not None:
         raise PipelineError(f"{what}: input_model is for Step.human steps")
 

@@ -39,7 +39,7 @@ from ..exceptions import (
     RunNotFoundError,
     StateConflictError,
 )
-from ..state import LEGACY_CONTEXT_MARKER, StateBackend, WorkflowState
+from ..state import LEGACY_CONTEXT_MARKER, PauseRequest, StateBackend, WorkflowState
 from ..state.backends.base import RunClaim, shown
 from . import _control
 from ._attempts import CancelRequested, attempt, wait_before_retry
@@ -218,8 +218,7 @@ class Flujo(Generic[ContextT]):
         as ``cancelled`` at its next step boundary (at once for an ``interruptible`` step or
         during a retry's backoff): ``"running"``. A completed run stays ``"completed"``.
         """
-        rid = choose_run_id(run_id, None, stacklevel=3)
-        return await _control.cancel_run(self.backend, rid)
+        return await _control.cancel_run(self.backend, run_id)
 
     def _handle(self, initial_input: Any, run_id: str | None,
                 initial_context_data: Mapping[str, Any] | None, answer: Any,
@@ -273,7 +272,12 @@ class Flujo(Generic[ContextT]):
                 if claim is None or not claim.lost:
                     await self._save_interrupted(run)
                 raise
-            outcome.extend(run.outcome)
+        if run.outcome and run.outcome[0].status == "completed":
+            # A request that came too late to matter is dropped, once the claim is released:
+            # one written while this worker was finishing was seen by ``cancel``'s own check
+            # (it takes the claim after writing), or is cleared here.
+            await self._clear_cancel_request(rid)
+        outcome.extend(run.outcome)
 
     async def _steps_from(self, run: _Run, start: int) -> AsyncIterator[StepResult]:
         for index in range(start, len(self.pipeline)):
@@ -284,18 +288,33 @@ class Flujo(Generic[ContextT]):
                 await self._stop_cancelled(run, index)
                 return
             if step.func is None:  # Step.human
-                await self._pause(run, index, step, step.input_model, step.prompt)
+                try:
+                    request = pause_request(step.name, step.input_model, step.prompt,
+                                            _control.registry_of(self.backend))
+                except PipelineError as exc:  # a model flujo cannot store: the step failed
+                    done = StepResult(name=step.name, success=False,
+                                      feedback=f"{type(exc).__name__}: {exc}")
+                    run.failure, run.status = done, "failed"
+                    run.revision = await self._save(run, index, error=done.feedback)
+                    yield done
+                    run.outcome.append(self._result(run, "failed",
+                                                    history=[*run.history, done]))
+                    return
+                await self._pause(run, index, request)
                 return
             try:
                 done = await self._attempts(run, index, step)
-            except PauseForInput as signal:
-                await self._pause(run, index, step, signal.input_model, signal.message)
+            except _Paused as paused:
+                await self._pause(run, index, paused.request)
                 return
             except CancelRequested:  # during an interruptible step or a backoff
                 await self._stop_cancelled(run, index, reload=True)
                 return
             if not done.success:
                 yield done
+                if await self._cancel_requested(run.rid):  # asked while the step ran
+                    await self._stop_cancelled(run, index)
+                    return
                 run.outcome.append(self._result(run, "failed", history=[*run.history, done]))
                 return
             run.history.append(done)
@@ -308,35 +327,52 @@ class Flujo(Generic[ContextT]):
             if run.claim is not None:
                 run.claim.check()
             await self.backend.delete_state(run.rid)
-        await self._clear_cancel_request(run.rid)  # one that came too late to matter
         run.outcome.append(self._result(run, "completed"))
 
     async def _attempts(self, run: _Run, index: int, step: Step) -> StepResult:
         """Run ``step`` until it succeeds or its retries are spent; every failed attempt is
-        saved (the state from before the step, with the attempts so far) before the next."""
+        saved (the state from before the step, with the attempts so far) before the next.
+        A step that pauses raises _Paused with its (checked) request."""
         prior = run.failure if isinstance(run.failure, StepResult) and \
             run.failure.name == step.name else None
         failed = list(prior.failed_attempts) if prior is not None else []
         total = prior.attempts if prior is not None else 0
         series = failed[-1].series if failed else 1
-        if prior is not None and run.status != "running":
+        if prior is not None and run.status == "failed":
             series += 1  # a run that failed for good, run again: a new attempt series
         used = sum(1 for f in failed if f.series == series)
         check = self._cancel_check(run.rid)
+        registry = _control.registry_of(self.backend)
         while True:
             total += 1
             used += 1
             started = time.perf_counter()
             try:
-                output = await attempt(step, run.data, run.context, run.claim, check,
-                                       self.cancel_poll_interval)
-            except (PauseForInput, CancelRequested):
+                try:
+                    output = await attempt(step, run.data, run.context, run.claim, check,
+                                           self.cancel_poll_interval)
+                except PauseForInput as signal:
+                    # A pause the runner cannot store is this attempt's error.
+                    raise _Paused(pause_request(step.name, signal.input_model, signal.message,
+                                                registry)) from None
+            except (_Paused, CancelRequested):
+                if failed:  # the attempts before this one stay in the step's record
+                    run.failure = StepResult(name=step.name, success=False, attempts=total,
+                                             feedback=failed[-1].error,
+                                             failed_attempts=list(failed))
                 raise
             except Exception as exc:
                 if isinstance(exc, ClaimLostError) and run.claim is not None and run.claim.lost:
                     raise  # this worker's claim, not the step's own error: stop here
                 latency = time.perf_counter() - started
                 error = f"{type(exc).__name__}: {exc}"
+                retry = used <= step.retries and isinstance(exc, step.retry_on)
+                delay = 0.0
+                if retry:
+                    try:
+                        delay = step.backoff_delay(used)
+                    except PipelineError as problem:  # the run fails, saying why
+                        retry, error = False, f"{error} (not retried: {problem})"
                 failed.append(FailedAttempt(attempt=total, series=series, error=error,
                                             latency_s=latency))
                 result = StepResult(name=step.name, success=False, attempts=total,
@@ -347,23 +383,24 @@ class Flujo(Generic[ContextT]):
                 # leave it, so that every attempt starts the step from the same state.
                 run.context, run.data = await self._before_step(run, step.name)
                 run.failure = result
-                retry = used <= step.retries and isinstance(exc, step.retry_on)
                 run.status = "running" if retry else "failed"
                 run.revision = await self._save(run, index, error=error)
                 if not retry:
                     return result
-                await wait_before_retry(step.backoff_delay(used), run.claim, check,
-                                        self.cancel_poll_interval)
+                await wait_before_retry(delay, run.claim, check, self.cancel_poll_interval)
                 continue
             return StepResult(name=step.name, output=output, attempts=total,
                               latency_s=time.perf_counter() - started,
                               failed_attempts=failed)
 
     # -- pauses, answers, cancellation --------------------------------------------------
-    async def _pause(self, run: _Run, index: int, step: Step, model: object,
-                     message: object) -> None:
-        pause = pause_request(step.name, model, message, _control.registry_of(self.backend))
-        run.status, run.failure = "paused", None
+    async def _pause(self, run: _Run, index: int, pause: PauseRequest) -> None:
+        """Save the run as paused at step ``index`` (its failed attempts, if any, kept in
+        ``failure`` for the answer's record), or as cancelled if that was asked meanwhile."""
+        if await self._cancel_requested(run.rid):
+            await self._stop_cancelled(run, index)
+            return
+        run.status = "paused"
         run.revision = await self._save(run, index, pause=pause)
         run.outcome.append(self._result(run, "paused", pause))
 
@@ -385,8 +422,6 @@ class Flujo(Generic[ContextT]):
         run.history = list(answered.step_history)
         run.data, run.failure, run.status = value, None, answered.status
         run.revision = await self._save(run, answered.current_step_index)
-        if answered.status == "completed":
-            await self._clear_cancel_request(run.rid)
         return done
 
     def _cancel_check(self, rid: str) -> Callable[[], Any] | None:
@@ -585,6 +620,14 @@ class Flujo(Generic[ContextT]):
                 raise
         else:
             await claim.__aexit__(None, None, None)
+
+
+class _Paused(Exception):
+    """A step paused; ``request`` is what the run will wait for (checked, storable)."""
+
+    def __init__(self, request: PauseRequest) -> None:
+        super().__init__(request.step)
+        self.request = request
 
 
 async def _finish(handle: RunHandle) -> PipelineResult:

@@ -20,7 +20,8 @@ from flujo.exceptions import CorruptStateError
 
 from .._codec import record_too_large
 from .._jsonio import JSONError, dumps, loads
-from ..models import RunSummary
+from .._runid import validate_run_id
+from ..models import RUN_STATUSES, RunSummary
 from .base import shown
 
 __all__ = [
@@ -39,6 +40,7 @@ _REQUIRED = ("run_id", "pipeline_id", "pipeline_name", "pipeline_version", "curr
 # Added by upstream's own schema migrations: absent from databases of its first releases.
 _OPTIONAL = ("step_history", "total_steps", "error_message", "execution_time_ms",
              "memory_usage_mb")
+_TEXT_COLUMNS = ("run_id", "pipeline_name", "pipeline_version")
 _JSON_COLUMNS: dict[str, Any] = {"pipeline_context": {}, "last_step_output": None,
                                  "step_history": []}
 
@@ -68,15 +70,17 @@ def upstream_record(conn: sqlite3.Connection, columns: tuple[str, ...], run_id: 
     parse is refused naming the column (CorruptStateError; the row is left as it is)."""
     what = _what(path, run_id)
     size = " + ".join(f'coalesce(length(CAST("{c}" AS BLOB)), 0)' for c in columns)
-    found = conn.execute(f'SELECT {size} FROM "{UPSTREAM_TABLE}" WHERE run_id = ?',
+    found = conn.execute(f'SELECT max({size}) FROM "{UPSTREAM_TABLE}" WHERE run_id = ?',
                          (run_id,)).fetchone()
+    if found is not None and found[0] is None:
+        found = None  # no row
     if found is None:
         return None
     if found[0] > limit:
         raise CorruptStateError(record_too_large(what, found[0], limit))
     names = ", ".join(f'"{c}"' for c in columns)
-    row = conn.execute(f'SELECT {names} FROM "{UPSTREAM_TABLE}" WHERE run_id = ?',
-                       (run_id,)).fetchone()
+    row = conn.execute(f'SELECT {names} FROM "{UPSTREAM_TABLE}" WHERE run_id = ?'
+                       " ORDER BY updated_at DESC LIMIT 1", (run_id,)).fetchone()
     if row is None:  # deleted in between
         return None
     state: dict[str, Any] = {}
@@ -85,6 +89,17 @@ def upstream_record(conn: sqlite3.Connection, columns: tuple[str, ...], run_id: 
             state[name] = _json(what, name, value)
         else:
             state[name] = value
+    problems = [f"{name} {shown(state[name])} is not text" for name in _TEXT_COLUMNS
+                if type(state[name]) is not str]
+    if state["status"] not in RUN_STATUSES:
+        problems.append(f"status {shown(state['status'])} is not one of"
+                        f" {', '.join(RUN_STATUSES)}")
+    index = state["current_step_index"]
+    if type(index) is not int or index < 0:
+        problems.append(f"current_step_index {shown(index)} is not an integer >= 0")
+    if problems:
+        raise CorruptStateError(f"{what}: the column {'; the column '.join(problems)}"
+                                " (the row was left as it is)")
     state.setdefault("step_history", [])
     for name in ("created_at", "updated_at"):
         state[name] = _timestamp(what, name, state[name]).isoformat()
@@ -141,19 +156,39 @@ def upstream_summaries(conn: sqlite3.Connection, flujo_table: str | None, status
     if pipeline_name is not None:
         where.append("pipeline_name = ?")
         params.append(pipeline_name)
+    # One row per run (a table without upstream's primary key may hold a run twice: the
+    # latest is the run, as reading it by id takes).
     rows = conn.execute(
-        "SELECT run_id, pipeline_name, status, created_at, updated_at"
-        f' FROM "{UPSTREAM_TABLE}" WHERE {" AND ".join(where)}{_shadowing(flujo_table)}',
-        params).fetchall()
+        "SELECT run_id, pipeline_name, status, created_at, MAX(updated_at)"
+        f' FROM "{UPSTREAM_TABLE}" WHERE {" AND ".join(where)}{_addressable()}'
+        f"{_shadowing(flujo_table)} GROUP BY run_id", params).fetchall()
     return [RunSummary(run_id=r[0], pipeline_name=r[1], status=r[2], revision=1,
-                       created_at=_timestamp(_what(path, str(r[0])), "created_at", r[3]),
-                       updated_at=_timestamp(_what(path, str(r[0])), "updated_at", r[4]))
-            for r in rows]
+                       created_at=_timestamp(_what(path, r[0]), "created_at", r[3]),
+                       updated_at=_timestamp(_what(path, r[0]), "updated_at", r[4]))
+            for r in rows if _valid_id(r[0])]
 
 
 def upstream_ids(conn: sqlite3.Connection, flujo_table: str | None) -> list[str]:
     return [r[0] for r in conn.execute(
-        f'SELECT run_id FROM "{UPSTREAM_TABLE}" WHERE 1 = 1{_shadowing(flujo_table)}')]
+        f'SELECT DISTINCT run_id FROM "{UPSTREAM_TABLE}" WHERE 1 = 1{_addressable()}'
+        f"{_shadowing(flujo_table)}") if _valid_id(r[0])]
+
+
+def _addressable() -> str:
+    """Rows a run id can name: upstream's ``run_id TEXT PRIMARY KEY`` admits NULL (and, in
+    SQLite, any type); such a row is no run flujo could load, save or delete, so it is not
+    listed (it stays in upstream's table, untouched)."""
+    return " AND typeof(run_id) = 'text'"
+
+
+def _valid_id(run_id: str) -> bool:
+    """Whether ``run_id`` is one flujo can address (``validate_run_id``); others are not
+    listed either, for the same reason."""
+    try:
+        validate_run_id(run_id)
+    except ValueError:
+        return False
+    return True
 
 
 def delete_upstream(conn: sqlite3.Connection, run_id: str) -> None:

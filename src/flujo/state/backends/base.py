@@ -35,7 +35,13 @@ from flujo.exceptions import (
 )
 from flujo.serialization import TypeRegistry
 
-from .._codec import DEFAULT_MAX_PAYLOAD_BYTES, EnvelopeCodec, SealedRecord
+from .._codec import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    TIMESTAMPS_KEY,
+    EncodedState,
+    EnvelopeCodec,
+    SealedRecord,
+)
 from .._crypto import Encryption
 from .._envelope import Envelope
 from .._jsonio import dumps
@@ -635,6 +641,42 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
             return SealedRecord(stored, raw, plain)
 
         sealed = await self._write_as(run_id, make, claim)
+        return sealed.envelope.revision
+
+    async def rewrite_status(self, run_id: str, status: str, *, expected_revision: int,
+                             claim: RunClaim | None = None) -> int:
+        """Store the run again with ``status`` and no pause, everything else as stored, and
+        no value decoded (an operator's tool needs none of the application's types); return
+        the new revision. Compare-and-set on ``expected_revision``, fenced by ``claim``."""
+        if status not in RUN_STATUSES:
+            raise BackendConfigError(
+                f"status must be one of {', '.join(RUN_STATUSES)}, got {status!r}")
+        what = self.describe(run_id)
+        envelope = await self.read_envelope(run_id)
+        if envelope is None:
+            raise StateConflictError(f"{what}: expected revision {expected_revision} but"
+                                     " found no record")
+        data = self.codec.payload_data(envelope, what=what)
+        if not isinstance(data, dict):
+            raise CorruptStateError(f"{what}: the payload is not an object of state fields")
+        data = {k: v for k, v in data.items() if k != TIMESTAMPS_KEY}
+        data.update(status=status, pause=None)
+        try:
+            payload_json = dumps(data)
+        except ValueError as exc:  # pragma: no cover - it was read from JSON
+            raise CorruptStateError(f"{what}: the payload cannot be written again: {exc}") from exc
+        encoded = EncodedState(run_id=run_id, pipeline_name=envelope.pipeline_name,
+                               status=status, state_version=envelope.state_version,
+                               manifest=dict(envelope.manifest), data=data,
+                               payload_json=payload_json)
+
+        def make(current: CurrentRecord | None) -> SealedRecord:
+            revision = check_revision(what, current, expected_revision)
+            assert current is not None  # check_revision refused a missing record
+            created = stored_timestamp(what, "created_at", current.created_at)
+            return self.codec.seal(encoded, revision=revision, created_at=created)
+
+        sealed = await self._write_as(validate_run_id(run_id), make, claim)
         return sealed.envelope.revision
 
     async def _write_as(self, run_id: str, make: WriteRecord,
