@@ -527,3 +527,65 @@ async def test_cancel_rewrites_an_encrypted_compressed_record_without_decoding_i
     assert record is not None
     assert (record.revision, record.state.status, record.state.pause) == (3, "cancelled", None)
     assert record.envelope.codec == "json+zlib+aesgcm"
+
+
+class DictOnly(StateBackend):
+    """A backend of the earlier contract: save/load/delete of plain JSON dicts."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, Any]] = {}
+
+    async def save_state(self, run_id: str, state: Any, *,
+                         expected_revision: int | None = None) -> None:
+        self.rows[run_id] = state.model_dump(mode="json")
+
+    async def load_state(self, run_id: str) -> dict[str, Any] | None:
+        return self.rows.get(run_id)
+
+    async def delete_state(self, run_id: str) -> None:
+        self.rows.pop(run_id, None)
+
+
+async def test_retries_and_reruns_on_a_backend_of_the_earlier_contract() -> None:
+    backend = DictOnly()
+    fetch = flaky(3)
+    with pytest.warns(RuntimeWarning, match="no run claim"):
+        runner = Flujo(Step.from_callable(fetch, retries=2), context_model=Ctx,
+                       state_backend=backend)
+        failed = await runner.run_async("x", run_id="legacy")
+    assert failed.status == "failed" and len(fetch.seen) == 3  # every attempt was made
+    assert backend.rows["legacy"]["failure"]["attempts"] == 3  # stored as a plain dict
+    with pytest.warns(RuntimeWarning):
+        again = await runner.run_async(run_id="legacy")  # the stored dict is a failure again
+    assert again.success and again.step_history[0].attempts == 4
+
+
+async def test_delete_on_completion_holds_when_iteration_stops_at_the_last_step(
+        backend: StateBackend) -> None:
+    runner = Flujo(Step.from_callable(lambda x: x, name="a")
+                   >> Step.from_callable(lambda x: x, name="b"), state_backend=backend,
+                   delete_on_completion=True)
+    rid = new_id()
+    async with runner.run_async("x", run_id=rid) as run:
+        async for step in run:
+            if step.name == "b":
+                break
+    assert await backend.load_state(rid) is None
+
+
+async def test_a_rewrite_refuses_an_altered_header_instead_of_sealing_it() -> None:
+    from flujo.exceptions import CorruptStateError
+    from flujo.state import Encryption
+
+    backend = InMemoryBackend(encryption=Encryption.single(Encryption.generate_key(), "k"))
+    runner = Flujo(Step.human("ask", input_model=Ctx), state_backend=backend)
+    await runner.run_async(run_id="altered")
+    raw = backend.raw_records()["altered"]
+    envelope = await backend.read_envelope("altered")
+    assert envelope is not None
+    created = envelope.header()["created_at"].encode()
+    backend.put_raw("altered", raw.replace(created, b"1999-01-01T00:00:00.000000+00:00", 1))
+    before = backend.raw_records()["altered"]
+    with pytest.raises(CorruptStateError, match="altered"):
+        await runner.cancel_async("altered")
+    assert backend.raw_records()["altered"] == before  # left as it was found

@@ -322,12 +322,18 @@ class Flujo(Generic[ContextT]):
             last = index + 1 == len(self.pipeline)
             run.status = "completed" if last else "running"
             run.revision = await self._save(run, index + 1)
+            if last:  # before the last yield: a caller may stop iterating at it
+                await self._delete_completed(run)
             yield done
+        if start == len(self.pipeline):  # nothing ran: an answer completed the run
+            await self._delete_completed(run)
+        run.outcome.append(self._result(run, "completed"))
+
+    async def _delete_completed(self, run: _Run) -> None:
         if self.delete_on_completion:
             if run.claim is not None:
                 run.claim.check()
             await self.backend.delete_state(run.rid)
-        run.outcome.append(self._result(run, "completed"))
 
     async def _attempts(self, run: _Run, index: int, step: Step) -> StepResult:
         """Run ``step`` until it succeeds or its retries are spent; every failed attempt is
@@ -501,7 +507,7 @@ class Flujo(Generic[ContextT]):
                       legacy: bool) -> tuple[WorkflowState, PipelineContext]:
         """The checked (and, for another pipeline version, migrated) state of a saved run,
         and the context the next step gets, rebuilt from it."""
-        state = self._check_resumable(saved)
+        state = self._check_resumable(saved, legacy=legacy)
         return state, self._restore_context(state, validate=legacy)
 
     async def _before_step(self, run: _Run, step_name: str) -> tuple[PipelineContext, Any]:
@@ -528,7 +534,7 @@ class Flujo(Generic[ContextT]):
         )
         return await _control.save_run(self.backend, state, run.revision, run.claim)
 
-    def _check_resumable(self, state: WorkflowState) -> WorkflowState:
+    def _check_resumable(self, state: WorkflowState, *, legacy: bool = False) -> WorkflowState:
         if state.pipeline_name != self.pipeline_name:
             raise PipelineMismatchError(
                 f"run {state.run_id!r} belongs to pipeline {state.pipeline_name!r}, not "
@@ -556,7 +562,11 @@ class Flujo(Generic[ContextT]):
         for position, item in enumerate(state.step_history):
             stored_step(what, f"step_history[{position}]", item)
         if state.failure is not None:
-            stored_step(what, "failure", state.failure, legacy=False)
+            # A backend of the earlier dict-only contract gives back the dict it stored.
+            stored_step(what, "failure", state.failure, legacy=legacy)
+            if isinstance(state.failure, dict):
+                state = state.model_copy(
+                    update={"failure": StepResult.model_validate(state.failure)})
         return state
 
     def _new_context(self, rid: str, initial_input: Any,

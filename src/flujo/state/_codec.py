@@ -547,17 +547,11 @@ class EnvelopeCodec:
             raise CorruptStateError(
                 f"{what}: the payload decodes to {type(fields).__name__}, expected a dict"
             )
-        for name, default in (("pipeline_name", ""), ("status", "running")):
-            if fields.get(name, default) != getattr(envelope, name):
-                raise CorruptStateError(
-                    f"{what}: the header says {name}={getattr(envelope, name)!r} but the payload"
-                    f" says {fields.get(name, default)!r}; the record was altered"
-                )
+        self.check_header(envelope, fields, what=what)
         # The store owns the timestamps (see WorkflowState): the header's, checked against
-        # the payload's copy (authenticated when encrypted); whatever an earlier flujo
-        # wrote into the payload's own fields (there, the time of every save) is ignored.
-        if TIMESTAMPS_KEY in fields:
-            _check_timestamps(what, envelope, fields.pop(TIMESTAMPS_KEY))
+        # the payload's copy above; whatever an earlier flujo wrote into the payload's own
+        # fields (there, the time of every save) is ignored.
+        fields.pop(TIMESTAMPS_KEY, None)
         fields["created_at"] = envelope.created_at
         fields["updated_at"] = envelope.updated_at
         fields = self.migrations.migrate(fields, envelope.state_version, what=what)
@@ -573,6 +567,19 @@ class EnvelopeCodec:
                 f"{what}: the payload belongs to run {state.run_id!r}, not {envelope.run_id!r}"
             )
         return state
+
+    @staticmethod
+    def check_header(envelope: Envelope, fields: dict[str, Any], *, what: str) -> None:
+        """Refuse a record whose header says what its payload (authenticated when
+        encrypted) does not: the pipeline name, the status, the timestamps."""
+        for name, default in (("pipeline_name", ""), ("status", "running")):
+            if fields.get(name, default) != getattr(envelope, name):
+                raise CorruptStateError(
+                    f"{what}: the header says {name}={getattr(envelope, name)!r} but the payload"
+                    f" says {fields.get(name, default)!r}; the record was altered"
+                )
+        if TIMESTAMPS_KEY in fields:
+            _check_timestamps(what, envelope, fields[TIMESTAMPS_KEY])
 
     def outdated(self, envelope: Envelope) -> list[str]:
         """Why ``envelope`` differs from what this codec would write now (empty: current)."""

@@ -659,6 +659,9 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
         data = self.codec.payload_data(envelope, what=what)
         if not isinstance(data, dict):
             raise CorruptStateError(f"{what}: the payload is not an object of state fields")
+        # An altered header is refused here as when the record is read: a rewrite must not
+        # seal its values into a record that then looks authentic.
+        self.codec.check_header(envelope, data, what=what)
         data = {k: v for k, v in data.items() if k != TIMESTAMPS_KEY}
         data.update(status=status, pause=None)
         try:
