@@ -8,8 +8,10 @@ meanwhile is not overwritten (StateConflictError).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -36,6 +38,7 @@ from ..state.models import utc_now
 from ._models import StepResult
 
 __all__ = [
+    "CLAIM_POLL_S",
     "answered_state",
     "cancel_run",
     "claimed",
@@ -46,6 +49,10 @@ __all__ = [
     "save_run",
     "takes_claim",
 ]
+
+
+#: How often a claim held by another worker is tried again while waiting for it (seconds).
+CLAIM_POLL_S = 0.05
 
 
 def registry_of(backend: StateBackend) -> TypeRegistry:
@@ -151,14 +158,28 @@ def answered_state(state: WorkflowState, value: BaseModel) -> tuple[WorkflowStat
 
 
 @contextlib.asynccontextmanager
-async def claimed(backend: StateBackend, run_id: str) -> AsyncIterator[RunClaim | None]:
-    """The run's claim for one operation (None for a backend without claims)."""
-    try:
-        manager = backend.claim(run_id)
-        held = await manager.__aenter__()
-    except NotImplementedError:
-        yield None
-        return
+async def claimed(backend: StateBackend, run_id: str, *, timeout: float | None = None,
+                  unsupported: Callable[[], None] | None = None
+                  ) -> AsyncIterator[RunClaim | None]:
+    """The backend's claim on the run: None for a backend without claims (after calling
+    ``unsupported``), or whose claim yields no RunClaim. Another worker's claim is waited
+    for up to ``timeout`` seconds (None: RunInProgressError at once)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            manager = backend.claim(run_id)
+            held = await manager.__aenter__()
+        except NotImplementedError:
+            if unsupported is not None:
+                unsupported()
+            yield None
+            return
+        except RunInProgressError:
+            if deadline is None or time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(CLAIM_POLL_S)
+            continue
+        break
     try:
         yield held if isinstance(held, RunClaim) else None
     except BaseException as exc:

@@ -35,7 +35,6 @@ from ..exceptions import (
     PauseForInput,
     PipelineError,
     PipelineMismatchError,
-    RunInProgressError,
     RunNotFoundError,
     StateConflictError,
 )
@@ -60,7 +59,6 @@ __all__ = ["STATE_URI_ENV", "Flujo", "RunHandle", "VersionMigration"]
 
 ContextT = TypeVar("ContextT", bound=PipelineContext)
 VersionMigration = Callable[[WorkflowState], WorkflowState]
-_CLAIM_POLL_S = 0.05
 _NO_ANSWER: Any = object()  # resume_input not given (None is an answer a caller may give)
 
 
@@ -602,34 +600,16 @@ class Flujo(Generic[ContextT]):
                     " state migration") from exc
         return construct(model, fields)
 
-    @contextlib.asynccontextmanager
-    async def _claim(self, rid: str) -> AsyncIterator[RunClaim | None]:
-        """The backend's claim on the run (None for backends without claims, or whose claim
-        yields no RunClaim), waiting up to ``claim_timeout`` for another worker's."""
-        deadline = None if self.claim_timeout is None else time.monotonic() + self.claim_timeout
-        while True:
-            try:
-                claim = self.backend.claim(rid)
-                held = await claim.__aenter__()
-            except NotImplementedError:
-                warnings.warn(
-                    f"{type(self.backend).__name__} provides no run claim: two workers could "
-                    "execute the same run at once", RuntimeWarning, stacklevel=4)
-                yield None
-                return
-            except RunInProgressError:
-                if deadline is None or time.monotonic() >= deadline:
-                    raise
-                await asyncio.sleep(_CLAIM_POLL_S)
-                continue
-            break
-        try:
-            yield held if isinstance(held, RunClaim) else None
-        except BaseException as exc:
-            if not await claim.__aexit__(type(exc), exc, exc.__traceback__):
-                raise
-        else:
-            await claim.__aexit__(None, None, None)
+    def _claim(self, rid: str) -> contextlib.AbstractAsyncContextManager[RunClaim | None]:
+        """The backend's claim on the run, waiting up to ``claim_timeout`` for another
+        worker's (None, with a warning, for a backend that has no claims)."""
+        def unsupported() -> None:
+            warnings.warn(
+                f"{type(self.backend).__name__} provides no run claim: two workers could "
+                "execute the same run at once", RuntimeWarning, stacklevel=6)
+
+        return _control.claimed(self.backend, rid, timeout=self.claim_timeout,
+                                unsupported=unsupported)
 
 
 class _Paused(Exception):

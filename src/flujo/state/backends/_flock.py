@@ -9,6 +9,7 @@ so no two holders can ever coexist and no lock files pile up.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import stat
@@ -23,7 +24,7 @@ from .._runid import validate_run_id
 from ._dirs import Directory, opened
 from .base import RunClaim
 
-__all__ = ["ClaimDirectory", "acquire", "locked", "release"]
+__all__ = ["CancelRequestFiles", "ClaimDirectory", "acquire", "locked", "release"]
 
 
 def _fcntl() -> ModuleType:
@@ -168,3 +169,19 @@ class ClaimDirectory:
                 raise BackendUnavailableError(
                     f"cannot clear the cancellation request of run {run_id!r}:"
                     f" {directory.path / name}: {exc}") from exc
+
+
+class CancelRequestFiles:
+    """The cancel-request primitives of a backend whose claims are a :class:`ClaimDirectory`
+    (``self._claims``): the file and SQLite backends."""
+
+    _claims: ClaimDirectory
+
+    async def _request_cancel(self, run_id: str) -> None:
+        await asyncio.to_thread(self._claims.request_cancel, run_id)
+
+    async def _cancel_requested(self, run_id: str) -> bool:
+        return self._claims.cancel_requested(run_id)  # one lstat: not worth a thread
+
+    async def _clear_cancel(self, run_id: str) -> None:
+        await asyncio.to_thread(self._claims.clear_cancel, run_id)

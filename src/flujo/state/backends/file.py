@@ -77,7 +77,7 @@ def _writer_pid(name: str) -> int | None:
     return pid if 0 < pid <= _MAX_PID else None
 
 
-class FileBackend(EnvelopeStateBackend):
+class FileBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
     """Stores each run as ``<path>/<run_id>.json``.
 
     ``fsync=False`` skips the fsync calls: records still survive a process crash (the data
@@ -274,13 +274,3 @@ class FileBackend(EnvelopeStateBackend):
         """Claim via ``flock`` on ``<dir>/.locks/<run_id>.claim``; see StateBackend.claim."""
         return self._claims.claim(run_id)
 
-    # -- cancel requests: ``<dir>/.locks/<run_id>.cancel`` (see _flock.ClaimDirectory) --------
-
-    async def _request_cancel(self, run_id: str) -> None:
-        await asyncio.to_thread(self._claims.request_cancel, run_id)
-
-    async def _cancel_requested(self, run_id: str) -> bool:
-        return self._claims.cancel_requested(run_id)  # one lstat: not worth a thread
-
-    async def _clear_cancel(self, run_id: str) -> None:
-        await asyncio.to_thread(self._claims.clear_cancel, run_id)

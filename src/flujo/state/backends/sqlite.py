@@ -119,7 +119,7 @@ def _diagnosis(path: Path, exc: sqlite3.Error) -> str:
     return ""
 
 
-class SQLiteBackend(EnvelopeStateBackend):
+class SQLiteBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
     """Stores runs in one table of a SQLite database file.
 
     ``table`` names the table (letters, digits, ``_``); ``busy_timeout`` is how long (seconds)
@@ -559,13 +559,3 @@ class SQLiteBackend(EnvelopeStateBackend):
         """Claim via ``flock`` on ``<database>.claims/<run_id>.claim``."""
         return self._claims.claim(run_id)
 
-    # -- cancel requests: ``<database>.claims/<run_id>.cancel`` (see _flock.ClaimDirectory) --------
-
-    async def _request_cancel(self, run_id: str) -> None:
-        await asyncio.to_thread(self._claims.request_cancel, run_id)
-
-    async def _cancel_requested(self, run_id: str) -> bool:
-        return self._claims.cancel_requested(run_id)  # one lstat: not worth a thread
-
-    async def _clear_cancel(self, run_id: str) -> None:
-        await asyncio.to_thread(self._claims.clear_cancel, run_id)
