@@ -10,8 +10,14 @@ from typing import Any, TypeVar, cast
 
 from pydantic import ValidationError
 
-from ..exceptions import CorruptStateError, InvalidRunIdError, PipelineError, RunIdConflictError
-from ..state import InMemoryBackend, StateBackend, backend_from_uri
+from ..exceptions import (
+    CorruptStateError,
+    InvalidRunIdError,
+    PipelineError,
+    PipelineMismatchError,
+    RunIdConflictError,
+)
+from ..state import InMemoryBackend, StateBackend, WorkflowState, backend_from_uri
 from ..state.backends.base import shown
 from ._models import PipelineContext, StepResult
 
@@ -22,6 +28,7 @@ __all__ = [
     "context_fields",
     "problems",
     "resolve_backend",
+    "restore_context",
     "stored_step",
 ]
 
@@ -61,6 +68,30 @@ def choose_run_id(run_id: str | None, initial_context_data: Mapping[str, Any] | 
     return chosen
 
 
+def restore_context(model: type[ContextT], state: WorkflowState, *,
+                    validate: bool) -> ContextT:
+    """The ``model`` instance of a saved state's context: exactly as saved, or (``validate``:
+    earlier flujo stored plain JSON) parsed back by the model."""
+    fields = dict(state.pipeline_context)
+    missing = [n for n, f in model.__pydantic_fields__.items()
+               if f.is_required() and n not in fields]
+    unknown = [n for n in fields if n not in model.__pydantic_fields__]
+    if (missing or unknown) and model.model_config.get("extra") != "allow":
+        raise PipelineMismatchError(
+            f"the saved context of run {state.run_id!r} does not fit {model.__qualname__}: "
+            f"missing {missing}, unknown {unknown}; register a state migration")
+    fields["run_id"] = state.run_id
+    if validate:
+        try:
+            return model.model_validate(fields)
+        except ValidationError as exc:
+            raise PipelineMismatchError(
+                f"the saved context of run {state.run_id!r} (plain JSON, saved by earlier"
+                f" flujo) does not fit {model.__qualname__}: {problems(exc)}; register a"
+                " state migration") from exc
+    return construct(model, fields)
+
+
 def construct(model: type[ContextT], fields: dict[str, Any]) -> ContextT:
     """An instance of ``model`` holding exactly ``fields``, unvalidated (the values keep the
     types they were saved with): the declared fields, and every other name as an extra."""
@@ -68,7 +99,7 @@ def construct(model: type[ContextT], fields: dict[str, Any]) -> ContextT:
     extra = {name: value for name, value in fields.items() if name not in declared}
     context = cast(ContextT, model.model_construct(
         **{n: v for n, v in fields.items() if n in declared}))
-    if extra:  # only for extra="allow" models (see Flujo._restore_context)
+    if extra:  # only for extra="allow" models (see restore_context)
         # Set apart from model_construct, which would take ``_fields_set`` as its own argument
         # and a private attribute's name as that attribute: extras stay extras.
         object.__setattr__(context, "__pydantic_extra__",

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Generator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -42,16 +42,17 @@ from ..state import LEGACY_CONTEXT_MARKER, PauseRequest, StateBackend, WorkflowS
 from ..state.backends.base import RunClaim, shown
 from . import _control
 from ._attempts import CancelRequested, attempt, wait_before_retry
+from ._handle import RunHandle
 from ._human import accept_answer, input_model_for, pause_request
 from ._models import FailedAttempt, PipelineContext, PipelineResult, StepResult
 from ._pipeline import Pipeline, Step
 from ._restore import (
     STATE_URI_ENV,
     choose_run_id,
-    construct,
     context_fields,
     problems,
     resolve_backend,
+    restore_context,
     stored_step,
 )
 
@@ -60,48 +61,6 @@ __all__ = ["STATE_URI_ENV", "Flujo", "RunHandle", "VersionMigration"]
 ContextT = TypeVar("ContextT", bound=PipelineContext)
 VersionMigration = Callable[[WorkflowState], WorkflowState]
 _NO_ANSWER: Any = object()  # resume_input not given (None is an answer a caller may give)
-
-
-class RunHandle:
-    """What ``run_async`` returns: await it for the result, or ``async for`` its step results.
-
-    After an ``async for`` loop ends, :attr:`result` holds the :class:`PipelineResult`.
-    """
-
-    def __init__(self, steps: AsyncIterator[StepResult], outcome: list[PipelineResult]) -> None:
-        self._steps = steps
-        self._outcome = outcome
-
-    @property
-    def result(self) -> PipelineResult:
-        if not self._outcome:
-            raise PipelineError("the run has not finished; await it or iterate it to the end")
-        return self._outcome[0]
-
-    def __aiter__(self) -> AsyncIterator[StepResult]:
-        return self._steps
-
-    async def aclose(self) -> None:
-        """Stop a run left unfinished (e.g. after ``break``): its claim is released now.
-
-        Without it, a generator abandoned mid-iteration keeps the claim until it is
-        garbage-collected. ``async with runner.run_async(...) as run:`` calls it for you.
-        """
-        await self._steps.aclose()  # type: ignore[attr-defined]
-
-    async def __aenter__(self) -> RunHandle:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    async def _finish(self) -> PipelineResult:
-        async for _ in self._steps:
-            pass
-        return self.result
-
-    def __await__(self) -> Generator[Any, None, PipelineResult]:
-        return self._finish().__await__()
 
 
 @dataclass
@@ -580,25 +539,7 @@ class Flujo(Generic[ContextT]):
         return self._restore_context(state, validate=False)
 
     def _restore_context(self, state: WorkflowState, *, validate: bool) -> ContextT:
-        fields = dict(state.pipeline_context)
-        model = self.context_model
-        missing = [n for n, f in model.__pydantic_fields__.items()
-                   if f.is_required() and n not in fields]
-        unknown = [n for n in fields if n not in model.__pydantic_fields__]
-        if (missing or unknown) and model.model_config.get("extra") != "allow":
-            raise PipelineMismatchError(
-                f"the saved context of run {state.run_id!r} does not fit {model.__qualname__}: "
-                f"missing {missing}, unknown {unknown}; register a state migration")
-        fields["run_id"] = state.run_id
-        if validate:  # earlier flujo stored plain JSON: let the model parse it back
-            try:
-                return model.model_validate(fields)
-            except ValidationError as exc:
-                raise PipelineMismatchError(
-                    f"the saved context of run {state.run_id!r} (plain JSON, saved by earlier"
-                    f" flujo) does not fit {model.__qualname__}: {problems(exc)}; register a"
-                    " state migration") from exc
-        return construct(model, fields)
+        return restore_context(self.context_model, state, validate=validate)
 
     def _claim(self, rid: str) -> contextlib.AbstractAsyncContextManager[RunClaim | None]:
         """The backend's claim on the run, waiting up to ``claim_timeout`` for another
