@@ -593,11 +593,12 @@ class PostgresBackend(EnvelopeStateBackend):
         async with self._reading() as conn:
             if conn is None:
                 return False
-            cur = await conn.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL",
-                                     (f'"{self.schema}"."{self.table}_cancel_requests"',))
-            found = await cur.fetchone()
-            if found is None or not found[0]:
-                return False
+            if not self._ready:  # (once this backend has written, its layout is current)
+                cur = await conn.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL",
+                                         (f'"{self.schema}"."{self.table}_cancel_requests"',))
+                found = await cur.fetchone()
+                if found is None or not found[0]:
+                    return False
             cur = await conn.execute(
                 self._sql("SELECT 1 FROM {cancels} WHERE run_id = %s"), (run_id,))
             return await cur.fetchone() is not None
