@@ -1,9 +1,10 @@
 """One attempt of one step, and the waits between attempts.
 
-An attempt ends in one of four ways: the step's output, the step's exception (re-raised as
-it is), :class:`CancelRequested` (the run's cancellation was requested and the step is
-``interruptible``, or it came during a backoff) or ClaimLostError (this worker lost the run;
-the step is cancelled if it is async, its result dropped otherwise).
+An attempt ends in one of four ways: the step's output; the step's exception, re-raised as
+it is (a ``Step.human`` step raises PauseForInput); :class:`CancelRequested` (the run's
+cancellation was requested and the step is ``interruptible``, or it came during a backoff);
+or ClaimLostError (this worker lost the run; the step is cancelled if it is async, its
+result dropped otherwise).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..exceptions import PauseForInput
 from ..state.backends.base import RunClaim
 from ._models import PipelineContext
 from ._pipeline import Step
@@ -107,7 +109,9 @@ async def _timed(step: Step, data: Any, context: PipelineContext) -> Any:
 
 
 async def _call(step: Step, data: Any, context: PipelineContext) -> Any:
-    assert step.func is not None  # human steps never get here
+    if step.func is None:  # Step.human: it asks, as a step raising PauseForInput does
+        assert step.input_model is not None  # checked when the step was defined
+        raise PauseForInput(step.input_model, step.prompt)
     kwargs = {"context": context} if step.wants_context else {}
     result = step.func(data, **kwargs)
     if inspect.isawaitable(result):

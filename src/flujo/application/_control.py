@@ -26,6 +26,7 @@ from ..exceptions import (
 )
 from ..serialization import TypeRegistry, default_registry
 from ..state import (
+    LEGACY_CONTEXT_MARKER,
     EnvelopeStateBackend,
     PauseRequest,
     RunStatus,
@@ -36,6 +37,7 @@ from ..state import (
 from ..state.backends.base import RunClaim, shown
 from ..state.models import utc_now
 from ._models import StepResult
+from ._restore import problems
 
 __all__ = [
     "CLAIM_POLL_S",
@@ -69,23 +71,27 @@ def describe_run(backend: StateBackend, run_id: str) -> str:
     return f"run {run_id!r}"
 
 
-async def load_run(backend: StateBackend, run_id: str) -> tuple[WorkflowState | None, int]:
-    """The stored state and its revision (-1 for a backend that keeps none)."""
+async def load_run(backend: StateBackend,
+                   run_id: str) -> tuple[WorkflowState | None, int, bool]:
+    """The stored state, its revision (-1 for a backend that keeps none) and whether its
+    context is the plain JSON earlier flujo stored (the context model parses it back)."""
     try:
         record = await backend.load_record(run_id)
     except NotImplementedError:  # a backend written for the earlier, dict-only contract
         loaded = await backend.load_state(run_id)
         if loaded is None:
-            return None, -1
+            return None, -1, False
         try:
-            return WorkflowState.model_validate(loaded), -1
+            return WorkflowState.model_validate(loaded), -1, True
         except ValidationError as exc:
             raise CorruptStateError(
                 f"{describe_run(backend, run_id)}: the saved state is not a valid"
-                f" WorkflowState: {exc}") from exc
+                f" WorkflowState: {problems(exc)}") from exc
     if record is None:
-        return None, 0
-    return record.state, record.revision
+        return None, 0, False
+    plain = record.envelope.stored_envelope_version == 0 or bool(
+        (record.state.model_extra or {}).get(LEGACY_CONTEXT_MARKER))
+    return record.state, record.revision, plain
 
 
 async def save_run(backend: StateBackend, state: WorkflowState, revision: int,
@@ -230,11 +236,9 @@ async def _cancel_claimed(backend: StateBackend, run_id: str) -> RunStatus:
             else:
                 status = envelope.status
                 if status not in ("completed", "cancelled"):
-                    await backend.rewrite_status(run_id, "cancelled",
-                                                 expected_revision=envelope.revision,
-                                                 claim=claim)
+                    await backend.rewrite_status(envelope, "cancelled", claim=claim)
         else:
-            state, revision = await load_run(backend, run_id)
+            state, revision, _ = await load_run(backend, run_id)
             status = None if state is None else state.status
             if state is not None and status not in ("completed", "cancelled"):
                 # A cancelled run waits for nothing (run on with resume_cancelled, a human

@@ -103,8 +103,7 @@ class Step:
                 raise PipelineError(
                     f"step {self.name!r}: backoff({retry}) raised {type(exc).__name__}: {exc}"
                 ) from exc
-            if (isinstance(delay, bool) or not isinstance(delay, int | float)
-                    or not math.isfinite(delay) or delay < 0):
+            if not is_seconds(delay, zero=True):
                 raise PipelineError(
                     f"step {self.name!r}: backoff({retry}) returned {delay!r}; it must return a"
                     " finite number of seconds >= 0")
@@ -113,6 +112,15 @@ class Step:
 
     def __rshift__(self, other: Step | Pipeline) -> Pipeline:
         return Pipeline([self]) >> other
+
+
+def is_seconds(value: object, *, zero: bool) -> bool:
+    """Whether ``value`` is a finite number of seconds (a bool is not), > 0 or (``zero``)
+    >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not math.isfinite(value):
+        return False
+    return value >= 0 if zero else value > 0
 
 
 def _is_async(func: Callable[..., Any] | None) -> bool:
@@ -127,9 +135,7 @@ def _check_policy(step: Step) -> None:
     what = f"step {step.name!r}"
     if isinstance(step.retries, bool) or not isinstance(step.retries, int) or step.retries < 0:
         raise PipelineError(f"{what}: retries must be an int >= 0, got {step.retries!r}")
-    if not callable(step.backoff) and (
-            isinstance(step.backoff, bool) or not isinstance(step.backoff, int | float)
-            or not math.isfinite(step.backoff) or step.backoff < 0):
+    if not callable(step.backoff) and not is_seconds(step.backoff, zero=True):
         raise PipelineError(
             f"{what}: backoff must be seconds (a finite number >= 0) or a function of the"
             f" retry number, got {step.backoff!r}")
@@ -138,9 +144,7 @@ def _check_policy(step: Step) -> None:
         # Not BaseException: KeyboardInterrupt, SystemExit and cancellation stop a run.
         raise PipelineError(
             f"{what}: retry_on must be Exception classes, got {step.retry_on!r}")
-    if step.timeout is not None and (
-            isinstance(step.timeout, bool) or not isinstance(step.timeout, int | float)
-            or not math.isfinite(step.timeout) or step.timeout <= 0):
+    if step.timeout is not None and not is_seconds(step.timeout, zero=False):
         raise PipelineError(f"{what}: timeout must be seconds > 0, got {step.timeout!r}")
     if (step.timeout is not None or step.interruptible) and not _is_async(step.func):
         # A sync function runs to its end: nothing can stop it without killing the process.

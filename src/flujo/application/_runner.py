@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from ..exceptions import (
     ClaimLostError,
@@ -38,19 +38,18 @@ from ..exceptions import (
     RunNotFoundError,
     StateConflictError,
 )
-from ..state import LEGACY_CONTEXT_MARKER, PauseRequest, StateBackend, WorkflowState
+from ..state import PauseRequest, StateBackend, WorkflowState
 from ..state.backends.base import RunClaim, shown
 from . import _control
 from ._attempts import CancelRequested, attempt, wait_before_retry
 from ._handle import RunHandle
 from ._human import accept_answer, input_model_for, pause_request
 from ._models import FailedAttempt, PipelineContext, PipelineResult, StepResult
-from ._pipeline import Pipeline, Step
+from ._pipeline import Pipeline, Step, is_seconds
 from ._restore import (
     STATE_URI_ENV,
     choose_run_id,
     context_fields,
-    problems,
     resolve_backend,
     restore_context,
     stored_step,
@@ -111,9 +110,7 @@ class Flujo(Generic[ContextT]):
         if not (isinstance(context_model, type) and issubclass(context_model, PipelineContext)):
             raise PipelineError(
                 f"context_model must subclass PipelineContext, got {context_model!r}")
-        if (isinstance(cancel_poll_interval, bool)
-                or not isinstance(cancel_poll_interval, int | float)
-                or not 0 < cancel_poll_interval < float("inf")):
+        if not is_seconds(cancel_poll_interval, zero=False):
             raise PipelineError(
                 f"cancel_poll_interval must be seconds > 0, got {cancel_poll_interval!r}")
         self.context_model = context_model
@@ -243,21 +240,6 @@ class Flujo(Generic[ContextT]):
                 run.claim.check()  # never start a step under a lost claim
             if await self._cancel_requested(run.rid):
                 await self._stop_cancelled(run, index)
-                return
-            if step.func is None:  # Step.human
-                try:
-                    request = pause_request(step.name, step.input_model, step.prompt,
-                                            _control.registry_of(self.backend))
-                except PipelineError as exc:  # a model flujo cannot store: the step failed
-                    done = StepResult(name=step.name, success=False,
-                                      feedback=f"{type(exc).__name__}: {exc}")
-                    run.failure, run.status = done, "failed"
-                    run.revision = await self._save(run, index, error=done.feedback)
-                    yield done
-                    run.outcome.append(self._result(run, "failed",
-                                                    history=[*run.history, done]))
-                    return
-                await self._pause(run, index, request)
                 return
             try:
                 done = await self._attempts(run, index, step)
@@ -421,7 +403,7 @@ class Flujo(Generic[ContextT]):
         on top of whatever it holds (a save that was under way may have landed)."""
         for _ in range(3):
             with contextlib.suppress(StateConflictError):
-                state, revision = await _control.load_run(self.backend, run.rid)
+                state, revision, _ = await _control.load_run(self.backend, run.rid)
                 if state is None or state.status in ("completed", "cancelled"):
                     return
                 await _control.save_run(self.backend,
@@ -441,24 +423,7 @@ class Flujo(Generic[ContextT]):
             output=run.data if status == "completed" else None, status=status, pause=pause)
 
     async def _load(self, rid: str) -> tuple[WorkflowState | None, int, bool]:
-        """The saved state, its revision (-1: not tracked) and whether it predates envelopes."""
-        try:
-            record = await self.backend.load_record(rid)
-        except NotImplementedError:  # a backend written for the earlier, dict-only contract
-            loaded = await self.backend.load_state(rid)
-            if loaded is None:
-                return None, -1, False
-            try:
-                return WorkflowState.model_validate(loaded), -1, True
-            except ValidationError as exc:
-                raise CorruptStateError(
-                    f"{self._describe(rid)}: the saved state is not a valid WorkflowState:"
-                    f" {problems(exc)}") from exc
-        if record is None:
-            return None, 0, False
-        plain = record.envelope.stored_envelope_version == 0 or bool(
-            (record.state.model_extra or {}).get(LEGACY_CONTEXT_MARKER))
-        return record.state, record.revision, plain
+        return await _control.load_run(self.backend, rid)
 
     def _resume_point(self, saved: WorkflowState,
                       legacy: bool) -> tuple[WorkflowState, PipelineContext]:

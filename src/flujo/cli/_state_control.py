@@ -51,7 +51,7 @@ async def _resume(args: argparse.Namespace) -> int:
     async with _open_store(args) as backend:
         what = backend.describe(args.run_id)
         async with _control.claimed(backend, args.run_id) as claim:
-            state, revision = await _control.load_run(backend, args.run_id)
+            state, revision, _ = await _control.load_run(backend, args.run_id)
             if state is None:
                 raise RunNotFoundError(f"{what}: no such run")
             pause = _control.pause_of(what, state)

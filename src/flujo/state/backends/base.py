@@ -643,19 +643,17 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
         sealed = await self._write_as(run_id, make, claim)
         return sealed.envelope.revision
 
-    async def rewrite_status(self, run_id: str, status: str, *, expected_revision: int,
+    async def rewrite_status(self, envelope: Envelope, status: str, *,
                              claim: RunClaim | None = None) -> int:
-        """Store the run again with ``status`` and no pause, everything else as stored, and
-        no value decoded (an operator's tool needs none of the application's types); return
-        the new revision. Compare-and-set on ``expected_revision``, fenced by ``claim``."""
+        """Store the run of ``envelope`` (as :meth:`read_envelope` gave it) again with
+        ``status`` and no pause, everything else as stored, and no value decoded (an
+        operator's tool needs none of the application's types); return the new revision.
+        Compare-and-set on the envelope's revision, fenced by ``claim``."""
         if status not in RUN_STATUSES:
             raise BackendConfigError(
                 f"status must be one of {', '.join(RUN_STATUSES)}, got {status!r}")
+        run_id = envelope.run_id
         what = self.describe(run_id)
-        envelope = await self.read_envelope(run_id)
-        if envelope is None:
-            raise StateConflictError(f"{what}: expected revision {expected_revision} but"
-                                     " found no record")
         data = self.codec.payload_data(envelope, what=what)
         if not isinstance(data, dict):
             raise CorruptStateError(f"{what}: the payload is not an object of state fields")
@@ -674,7 +672,7 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
                                payload_json=payload_json)
 
         def make(current: CurrentRecord | None) -> SealedRecord:
-            revision = check_revision(what, current, expected_revision)
+            revision = check_revision(what, current, envelope.revision)
             assert current is not None  # check_revision refused a missing record
             created = stored_timestamp(what, "created_at", current.created_at)
             return self.codec.seal(encoded, revision=revision, created_at=created)
