@@ -344,7 +344,8 @@ def test_show_raw_and_json(store: Store, cli: Any) -> None:
     raw = json.loads(cli("show", "r1", "--raw", store=store).out)
     assert (raw["format"], raw["run_id"], raw["revision"], raw["codec"]) == (
         "flujo.state", "r1", 1, "json")
-    assert raw["payload"]["pipeline_context"]["total"] == {"$t": "decimal@1", "v": "10.90"}
+    assert raw["payload"]["fields"]["pipeline_context"]["total"] == {"$t": "decimal@1",
+                                                                     "v": "10.90"}
     plain = json.loads(cli("show", "r1", "--json", store=store).out)
     assert plain["pipeline_context"]["total"] == "10.90"
     assert plain["pipeline_context"]["customer"] == {"name": "ACME", "since": "2020-02-29"}
@@ -622,9 +623,9 @@ def test_migrate_brings_earlier_flujo_records_up_to_date(cli: Any, tmp_path: Pat
     store.save(sample_state("new"))
     result = cli("migrate", store=store)
     assert result.code == EXIT_OK, result.err
-    assert tsv(result.out) == [["old-1", "1", "2", "envelope format 0 -> 1"]]
+    assert tsv(result.out) == [["old-1", "1", "2", "envelope format 0 -> 2"]]
     assert "1 up to date, rewrote 1" in result.err
-    assert json.loads(store.get_raw("old-1"))["envelope_version"] == 1
+    assert json.loads(store.get_raw("old-1"))["envelope_version"] == 2
 
 
 def test_migrate_stops_before_rewriting_anything_when_a_run_fails(
@@ -1138,7 +1139,7 @@ def test_a_state_with_an_int_too_long_for_decimal_digits_is_shown(
     assert context["in_model"] == {"n": {"$t": "int@1", "v": hex(big)}}
     assert context["n"] == 2**80  # JSON numbers while they have at most 4,300 digits
     raw = json.loads(cli("show", "r1", "--raw", store=store).out)
-    assert raw["payload"]["pipeline_context"]["big"] == {"$t": "int@1", "v": hex(big)}
+    assert raw["payload"]["fields"]["pipeline_context"]["big"] == {"$t": "int@1", "v": hex(big)}
 
 
 # -- help and helpers --------------------------------------------------------------------------

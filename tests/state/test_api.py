@@ -109,7 +109,7 @@ async def test_stored_envelopes_match_the_schema(tmp_path: Path) -> None:
     plain = FileBackend(tmp_path / "plain")
     await plain.save_state("r", WorkflowState(run_id="r"))
     validator.validate(json.loads((tmp_path / "plain" / "r.json").read_bytes()))
-    bad = json.loads((tmp_path / "r.json").read_bytes()) | {"envelope_version": 2}
+    bad = json.loads((tmp_path / "r.json").read_bytes()) | {"envelope_version": 3}
     with pytest.raises(jsonschema.ValidationError):
         validator.validate(bad)
     assert Envelope.model_json_schema()["title"] == "FlujoStateEnvelope"

@@ -28,6 +28,7 @@ from flujo.state import (
 )
 from flujo.state._jsonio import dumps
 from flujo.state.backends.postgres import POSTGRES_SCHEMA_VERSION
+from flujo.state.backends.sqlite import SQLITE_SCHEMA_VERSION
 
 
 def state(run_id: str, **context: object) -> WorkflowState:
@@ -139,8 +140,12 @@ async def test_file_leaves_no_temporary_or_lock_files(tmp_path: Path) -> None:
         assert [p.name for p in (tmp_path / ".locks").iterdir()] == ["r.claim"]
     await backend.save_state("gone", state("gone"))
     await backend.delete_state("gone")
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".locks", "r.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".history", ".locks", "r.json"]
     assert list((tmp_path / ".locks").iterdir()) == []
+    # The earlier records of "r" are its history; nothing is left of "gone"
+    assert sorted(p.name for p in (tmp_path / ".history").iterdir()) == ["r"]
+    assert sorted(p.name for p in (tmp_path / ".history" / "r").iterdir()) == ["1.json",
+                                                                              "2.json"]
     assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o600
 
 
@@ -186,18 +191,20 @@ async def test_sqlite_layout_wal_and_sql_access(tmp_path: Path) -> None:
     db = tmp_path / "state.db"
     backend = SQLiteBackend(db, table="runs")
     await backend.save_state("r", state("r", customer="ACME"))
-    assert backend.schema_version() == 1 and backend.journal_mode == "wal"
+    assert backend.schema_version() == SQLITE_SCHEMA_VERSION == 2
+    assert backend.journal_mode == "wal"
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         indexes = {r[1] for r in conn.execute("PRAGMA index_list(runs)")}
         assert {"runs_status_updated", "runs_pipeline_updated", "runs_updated"} <= indexes
         row = conn.execute(
-            "SELECT status, revision, json_extract(envelope, '$.payload.pipeline_context.customer')"
+            "SELECT status, revision,"
+            " json_extract(envelope, '$.payload.fields.pipeline_context.customer')"
             " FROM runs WHERE run_id = 'r'"
         ).fetchone()
         assert row == ("running", 1, "ACME")
         versions = conn.execute("SELECT * FROM flujo_schema_versions").fetchall()
-        assert versions == [("runs", 1)]
+        assert versions == [("runs", 2)]
 
 
 async def test_sqlite_refuses_a_newer_layout(tmp_path: Path) -> None:
@@ -265,15 +272,20 @@ async def _query(backend: PostgresBackend, sql: str) -> list[tuple[object, ...]]
 
 
 @pytest.mark.postgres
-async def test_postgres_payload_is_queryable_jsonb(pg: PostgresBackend) -> None:
+async def test_postgres_payload_is_queryable_jsonb(postgres_target: PostgresTarget) -> None:
+    pg = PostgresBackend(postgres_target.dsn, schema=postgres_target.schema,
+                         table=postgres_target.new_table(), queryable_payload=True)
     await pg.save_state("q", state("q", customer="ACME", amount=12))
+    await pg.save_state("q", state("q", customer="ACME", amount=13))  # a whole state again
     rows = await _query(
         pg,
-        "SELECT payload->'pipeline_context'->>'customer', (payload->'pipeline_context'->>'amount')"
-        "::int, pg_typeof(payload)::text, pg_typeof(envelope)::text FROM {t}",
+        "SELECT payload->'fields'->'pipeline_context'->>'customer',"
+        " (payload->'fields'->'pipeline_context'->>'amount')::int, pg_typeof(payload)::text,"
+        " pg_typeof(envelope)::text FROM {t}",
     )
-    assert rows == [("ACME", 12, "jsonb", "json")]
-    assert await pg.schema_version() == POSTGRES_SCHEMA_VERSION == 3
+    assert rows == [("ACME", 13, "jsonb", "json")]
+    assert await pg.schema_version() == POSTGRES_SCHEMA_VERSION == 4
+    await pg.close()
 
 
 @pytest.mark.postgres

@@ -55,10 +55,16 @@ def test_plain_envelope_layout() -> None:
         "updated_at",
         "codec",
         "key_id",
+        "kind",
+        "base",
+        "step",
+        "attempt",
         "payload",
     ]
     assert data["format"] == FORMAT == "flujo.state"
-    assert data["envelope_version"] == ENVELOPE_VERSION == 1
+    assert data["envelope_version"] == ENVELOPE_VERSION == 2
+    assert (data["kind"], data["base"], data["step"], data["attempt"]) == ("state", 7, None, None)
+    assert list(data["payload"]) == ["fields", "history", "flujo_timestamps", "flujo_label"]
     assert (data["run_id"], data["revision"], data["codec"], data["key_id"]) == (
         "r-1",
         7,
@@ -67,7 +73,8 @@ def test_plain_envelope_layout() -> None:
     )
     # The timestamps live in the header only (the store owns them), so no datetime tag.
     assert data["manifest"] == {"decimal": 1}
-    assert data["payload"]["pipeline_context"] == {"price": {"$t": "decimal@1", "v": "1.5"}}
+    assert data["payload"]["fields"]["pipeline_context"] == {
+        "price": {"$t": "decimal@1", "v": "1.5"}}
     assert "created_at" not in data["payload"] and "updated_at" not in data["payload"]
     assert len(data["created_at"]) == len("2024-01-01T00:00:00.000000+00:00")
     assert codec.to_bytes(sealed.envelope) == sealed.raw
@@ -205,8 +212,8 @@ def test_compression_options_are_checked() -> None:
 def test_future_and_foreign_envelopes() -> None:
     codec = EnvelopeCodec()
     good = orjson.loads(codec.seal(codec.encode_state(state()), revision=1).raw)
-    with pytest.raises(FutureVersionError, match="version 2"):
-        codec.parse(dumps({**good, "envelope_version": 2}), what="x")
+    with pytest.raises(FutureVersionError, match="version 3"):
+        codec.parse(dumps({**good, "envelope_version": 3}), what="x")
     with pytest.raises(CorruptStateError, match="invalid envelope_version"):
         codec.parse(dumps({**good, "envelope_version": "1"}), what="x")
     with pytest.raises(CorruptStateError, match="codec"):

@@ -321,3 +321,62 @@ def test_write_missing_references_golden() -> None:
     encoded = codec.encode_state(state)
     sealed = codec.seal(encoded, revision=1, created_at=CREATED, updated_at=UPDATED)
     REFERENCES.write_bytes(sealed.raw + b"\n")
+
+
+# -- checkpoint chains (envelope version 2): a whole state, then deltas ----------------------
+CHAIN = GOLDEN.parent / "chains" / "v2"
+CHAIN_RUN = "golden-chain"
+
+
+def chain_states() -> list[WorkflowState]:
+    """The states the chain golden saved, in order: each step appends a point and a history
+    entry; the last one pauses."""
+    states = []
+    context = written_context()
+    history: list[Any] = []
+    for step in range(4):
+        context = {**context, "points": [*context["points"], GoldenPoint(step, step / 2)],
+                   "ratio": step / 10}
+        history = [*history, {"step": f"s{step}", "ok": True}]
+        states.append(WorkflowState(
+            run_id=CHAIN_RUN, pipeline_name="golden", pipeline_version="1.4.0",
+            current_step_index=step + 1, pipeline_context=context,
+            last_step_output=[GoldenPoint(step, 0.5)], step_history=history,
+            status="paused" if step == 3 else "running"))
+    return states
+
+
+async def test_golden_chain_loads_and_migrates(tmp_path: Path) -> None:
+    """A run stored as a whole state and the deltas after it, by 0.10 (never regenerate)."""
+    shutil.copytree(CHAIN, tmp_path / "store")
+    backend = reader(tmp_path / "store", encrypted=False)
+    envelope = await backend._read(CHAIN_RUN)
+    assert envelope is not None and b'"kind":"delta"' in envelope.raw
+    record = await backend.load_record(CHAIN_RUN)
+    assert record is not None and record.envelope.kind == "delta"
+    expected = chain_states()[-1]
+    context = dict(expected.pipeline_context)
+    context["total"] = Money(decimal.Decimal("1234.50"), "EUR")  # golden.Money 1 -> 2
+    context["customer"] = context.pop("client")  # state schema 1 -> 2
+    assert_same(record.state.pipeline_context, context)
+    assert record.state.step_history == expected.step_history
+    assert (record.state.status, record.state.current_step_index) == ("paused", 4)
+    report = await migrate_all(backend)  # rewrites the head as one whole, current record
+    assert report.ok and [c.run_id for c in report.changed] == [CHAIN_RUN]
+    again = await backend.load_record(CHAIN_RUN)
+    assert again is not None and again.envelope.kind == "state"
+    assert_same(again.state.pipeline_context, context)
+
+
+@pytest.mark.skipif(not os.environ.get("FLUJO_WRITE_GOLDEN"), reason="set FLUJO_WRITE_GOLDEN=1")
+async def test_write_missing_chain_golden() -> None:
+    if CHAIN.exists():
+        return
+    CHAIN.mkdir(parents=True)
+    backend = FileBackend(CHAIN, registry=writer_registry(),
+                          migrations=StateMigrations(current_version=1))
+    for saved in chain_states():
+        await backend.save_state(CHAIN_RUN, saved)
+    for path in CHAIN.rglob("*"):
+        if path.is_dir() and path.name == ".locks":
+            shutil.rmtree(path)

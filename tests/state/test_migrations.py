@@ -225,7 +225,7 @@ async def test_migrate_all_rewrites_what_it_can_and_reports_the_rest(tmp_path: P
     report = await migrate_all(v2)
     assert not report.ok and len(report.changed) == 2
     legacy_change = next(c for c in report.changed if c.run_id == "legacy")
-    assert "envelope format 0 -> 1" in legacy_change.reasons
+    assert "envelope format 0 -> 2" in legacy_change.reasons
     for run_id, name in [("old", "ACME"), ("legacy", "Old")]:
         record = await v2.load_record(run_id)
         assert record is not None and record.envelope.state_version == 2

@@ -83,7 +83,7 @@ async def test_reads_in_a_missing_schema_create_nothing(
         assert await backend.list_run_ids() == ["r1"]
         assert tables_in(dsn, schema) == ["flujo_schema_versions", "flujo_state",
                                           "flujo_state_cancel_requests",
-                                          "flujo_state_claims"]
+                                          "flujo_state_claims", "flujo_state_history"]
     finally:
         await backend.close()
 

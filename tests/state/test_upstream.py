@@ -104,7 +104,7 @@ async def test_migrate_converts_every_upstream_run_and_keeps_the_old_rows(
     assert (await migrate_all(backend)).up_to_date == RUN_IDS
     for rid in RUN_IDS:
         record = await backend.load_record(rid)
-        assert record is not None and record.envelope.stored_envelope_version == 1
+        assert record is not None and record.envelope.stored_envelope_version == 2
         assert record.state.to_dict() == {**loaded[rid], "updated_at": record.state.updated_at,
                                           "context_is_plain_json": True}
     assert upstream_rows(upstream_db) == before  # copied, never rewritten

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import inspect
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -114,6 +115,20 @@ async def save_run(backend: StateBackend, state: WorkflowState, revision: int,
 def takes_claim(save: Callable[..., Any]) -> bool:
     """Whether a ``save_state`` accepts ``claim=`` (backends and wrappers written for earlier
     flujo do not; their saves are not fenced, the runner's own checks still apply)."""
+    function = getattr(save, "__func__", None)
+    if function is None:
+        return _takes_claim(save)
+    known = _TAKES_CLAIM.get(function)
+    if known is None:
+        known = _TAKES_CLAIM[function] = _takes_claim(save)
+    return known
+
+
+# By function (a backend's save_state): the runner asks before every save.
+_TAKES_CLAIM: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+def _takes_claim(save: Callable[..., Any]) -> bool:
     try:
         parameters = inspect.signature(save).parameters
     except (TypeError, ValueError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import inspect
 import math
 from collections.abc import Callable, Iterable, Iterator
@@ -171,7 +172,9 @@ class Pipeline:
     def __init__(self, steps: Iterable[Step]) -> None:
         self.steps: tuple[Step, ...] = tuple(steps)
         names = [step.name for step in self.steps]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
+        self._names = tuple(names)
+        counts = collections.Counter(names)
+        duplicates = sorted(n for n, count in counts.items() if count > 1)
         if duplicates:
             raise PipelineError(f"step names must be unique in a pipeline; repeated: {duplicates}")
         if not self.steps:
@@ -179,7 +182,7 @@ class Pipeline:
 
     @property
     def step_names(self) -> list[str]:
-        return [step.name for step in self.steps]
+        return list(self._names)
 
     def __rshift__(self, other: Step | Pipeline) -> Pipeline:
         tail = other.steps if isinstance(other, Pipeline) else (other,)

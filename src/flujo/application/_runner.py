@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -58,6 +58,7 @@ from ._restore import (
 __all__ = ["STATE_URI_ENV", "Flujo", "RunHandle", "VersionMigration"]
 
 ContextT = TypeVar("ContextT", bound=PipelineContext)
+T = TypeVar("T")
 VersionMigration = Callable[[WorkflowState], WorkflowState]
 _NO_ANSWER: Any = object()  # resume_input not given (None is an answer a caller may give)
 
@@ -134,7 +135,7 @@ class Flujo(Generic[ContextT]):
         except RuntimeError:
             handle = self._handle(initial_input, run_id, initial_context_data, resume_input,
                                   resume_cancelled)
-            return asyncio.run(_finish(handle))
+            return _blocking(handle)
         raise PipelineError("Flujo.run() cannot block inside a running event loop; "
                             "use `await runner.run_async(...)`")
 
@@ -160,7 +161,7 @@ class Flujo(Generic[ContextT]):
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.cancel_async(run_id))
+            return _blocking(self.cancel_async(run_id))
         raise PipelineError("Flujo.cancel() cannot block inside a running event loop; "
                             "use `await runner.cancel_async(...)`")
 
@@ -526,6 +527,15 @@ class _Paused(Exception):
         self.request = request
 
 
-async def _finish(handle: RunHandle) -> PipelineResult:
-    return await handle
+def _blocking(awaitable: Awaitable[T]) -> T:
+    """``asyncio.run(awaitable)``, its result passed out beside the task: Python 3.11's
+    ``asyncio.run`` formats the main task, result included, when it restores the SIGINT
+    handler, which for a long run's result costs milliseconds."""
+    box: list[T] = []
+
+    async def main() -> None:
+        box.append(await awaitable)
+
+    asyncio.run(main())
+    return box[0]
 

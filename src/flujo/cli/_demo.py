@@ -172,7 +172,7 @@ def run_demo(folder: Path) -> int:
         print("demo failed: nothing was saved before the crash", file=sys.stderr)
         return 1
     print(f"2. saved before the crash (envelope revision {envelope.revision}), resuming at "
-          f"step index {envelope.payload['current_step_index']}:")
+          f"step index {runner.backend.plain_fields(envelope)['current_step_index']}:")
     paused = runner.run("order-42", run_id=RUN_ID)
     if paused.status != "paused" or paused.pause is None:
         print(f"demo failed: the run is {paused.status}, not paused", file=sys.stderr)
@@ -197,8 +197,10 @@ def run_demo(folder: Path) -> int:
     assert final is not None
     print("4. the persisted envelope (payload abridged):")
     shown = final.model_dump(mode="json")
-    shown["payload"] = {k: shown["payload"][k] for k in (
-        "current_step_index", "status", "pipeline_context", "last_step_output")}
+    fields = shown["payload"]["fields"]
+    shown["payload"] = {"fields": {k: fields[k] for k in (
+        "current_step_index", "status", "pipeline_context", "last_step_output")},
+        "history": f"[{len(shown['payload']['history'])} step results]"}
     print(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
 
     record = asyncio.run(runner.backend.load_record(RUN_ID))

@@ -77,7 +77,7 @@ async def _step_of(
         envelope = await backend.read_envelope(run_id)
         if envelope is None:
             return _Step(None, None, "deleted")
-        data = backend.codec.payload_data(envelope, what=backend.describe(run_id))
+        data = backend.plain_fields(envelope)
     except EncryptionError:
         return _Step(None, None, "locked")
     except MigrationError:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +44,17 @@ from flujo.serialization import (
 )
 from flujo.serialization._text import lone_surrogate_error  # the state's own error
 
+from ._chain import (
+    ChainTip,
+    Delta,
+    History,
+    HistoryEntry,
+    checkpoint_label,
+    delta_payload,
+    encode_history,
+    rebuild,
+    state_payload,
+)
 from ._compression import compress, decompress, resolve_compression
 from ._crypto import Encryption
 from ._envelope import ENVELOPE_VERSION, FORMAT, Envelope, format_timestamp
@@ -74,15 +86,30 @@ _LEGACY_KEYS = ("pipeline_context", "current_step_index", "step_history", "statu
 
 @dataclass(frozen=True)
 class EncodedState:
-    """A state serialized for one save: the tagged data, its manifest and its JSON bytes."""
+    """A state serialized for one save: its fields document, its history entries, the
+    manifest of both and the label of the checkpoint (step, attempt).
+
+    ``data`` and ``payload_json`` are the whole-state payload; a delta is built from the
+    parts instead (see :mod:`._chain`)."""
 
     run_id: str
     pipeline_name: str
     status: str
     state_version: int
     manifest: dict[str, int]
-    data: Any
-    payload_json: bytes
+    fields: Any
+    fields_json: bytes
+    history: History
+    step: str | None = None
+    attempt: int | None = None
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return {"fields": self.fields, "history": [entry.doc for entry in self.history.entries]}
+
+    @functools.cached_property
+    def payload_json(self) -> bytes:
+        return state_payload(self.fields_json, self.history)
 
 
 @dataclass(frozen=True)
@@ -137,11 +164,28 @@ def _stored_fields(state: WorkflowState) -> dict[str, Any]:
     return data
 
 
-def _with_timestamps(payload_json: bytes, created: str, updated: str) -> bytes:
-    """``payload_json`` (a JSON object) with the timestamps appended as its last field."""
+#: The payload's copy of the header's checkpoint label, ``[step, attempt]`` (version 2 on).
+LABEL_KEY = "flujo_label"
+
+
+def _with_timestamps(payload_json: bytes, created: str, updated: str,
+                     label: tuple[str | None, int | None] | None = None) -> bytes:
+    """``payload_json`` (a JSON object) with the timestamps (and the label) appended as its
+    last fields."""
     stamps = b'"' + TIMESTAMPS_KEY.encode() + b'":["' + created.encode() + b'","' \
-        + updated.encode() + b'"]}'
+        + updated.encode() + b'"]'
+    if label is not None:
+        stamps += b',"' + LABEL_KEY.encode() + b'":' + dumps(list(label))
+    stamps += b"}"
     return payload_json[:-1] + (stamps if payload_json == b"{}" else b"," + stamps)
+
+
+def _check_label(what: str, envelope: Envelope, payload: Any) -> None:
+    found = payload.get(LABEL_KEY) if isinstance(payload, dict) else None
+    if found != [envelope.step, envelope.attempt]:
+        raise CorruptStateError(
+            f"{what}: the header says step={envelope.step!r}, attempt={envelope.attempt!r} but"
+            f" the payload was sealed with {repr(found)[:120]}; the record was altered")
 
 
 def _check_timestamps(what: str, envelope: Envelope, stamps: Any) -> None:
@@ -159,6 +203,30 @@ def _check_timestamps(what: str, envelope: Envelope, stamps: Any) -> None:
             f"{what}: the header says created_at={format_timestamp(envelope.created_at)},"
             f" updated_at={format_timestamp(envelope.updated_at)} but the payload was sealed"
             f" with {repr(stamps)[:120]}; the record was altered")
+
+
+def _stamps_of(payload: Any) -> Any:
+    return payload.get(TIMESTAMPS_KEY) if isinstance(payload, dict) else None
+
+
+def check_chain(chain: list[Envelope], *, what: str) -> None:
+    """Refuse records that do not form one chain: a whole-state record, then deltas of it at
+    consecutive revisions."""
+    first = chain[0]
+    if first.kind != "state":
+        raise CorruptStateError(
+            f"{what}: revision {first.revision} is a delta of revision {first.base}, which is"
+            " missing; the chain is damaged")
+    previous = first
+    for envelope in chain[1:]:
+        if envelope.kind != "delta" or envelope.base != first.revision \
+                or envelope.revision != previous.revision + 1 \
+                or envelope.run_id != first.run_id:
+            raise CorruptStateError(
+                f"{what}: revision {envelope.revision} ({envelope.kind} of revision"
+                f" {envelope.base}) does not follow revision {previous.revision} in the chain"
+                f" starting at revision {first.revision}; the chain is damaged")
+        previous = envelope
 
 
 def record_too_large(what: str, size: int, limit: int) -> str:
@@ -226,7 +294,7 @@ def upgrade_envelope(
     """
     if "format" not in data:
         if isinstance(data.get("run_id"), str) and any(k in data for k in _LEGACY_KEYS):
-            return _from_legacy(data, fallback_time), 0
+            return _v1_to_v2(_from_legacy(data, fallback_time)), 0
         raise CorruptStateError(f"{what}: not a flujo state record (no 'format' field)")
     if data["format"] != FORMAT:
         raise CorruptStateError(
@@ -254,8 +322,15 @@ def upgrade_envelope(
     return data, stored
 
 
-# Envelope layout upgrades, by the version they upgrade from. Empty: 1 is the first layout.
-_UPGRADES: dict[int, Any] = {}
+def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 added checkpoint chains: every version 1 record holds a whole state (in
+    one document; see :meth:`EnvelopeCodec.open`) and starts a chain of its own."""
+    return {**data, "envelope_version": 2, "kind": "state", "base": data.get("revision"),
+            "step": None, "attempt": None}
+
+
+# Envelope layout upgrades, by the version they upgrade from.
+_UPGRADES: dict[int, Any] = {1: _v1_to_v2}
 
 
 class EnvelopeCodec:
@@ -328,43 +403,65 @@ class EnvelopeCodec:
 
     # -- writing -------------------------------------------------------------------------
 
-    def encode_state(self, state: WorkflowState) -> EncodedState:
-        """Serialize ``state``; every serialization error surfaces here, at save time."""
+    def encode_state(self, state: WorkflowState, tip: ChainTip | None = None) -> EncodedState:
+        """Serialize ``state``; every serialization error surfaces here, at save time.
+
+        History entries that are the very objects ``tip`` encoded, at the same positions,
+        are not encoded again (see :mod:`._chain`)."""
         what = f"run {state.run_id!r}"
+        stored = _stored_fields(state)
+        entries = stored.pop("step_history", [])
         try:
-            data, manifest = encode_with_manifest(_stored_fields(state), registry=self.registry)
+            fields, manifest = encode_with_manifest(stored, registry=self.registry)
         except SerializationError as exc:
             exc.add_note(f"while saving {what}")
             raise
+        history = encode_history(entries, tip, self.registry, what)
         try:
-            payload_json = dumps(data)
+            fields_json = dumps(fields)
+            size = len(fields_json) + history.size
         except JSONError as exc:
             if "surrogates not allowed" in str(exc):
-                raise lone_surrogate_error(state.to_dict(), data, what) from exc
+                raise lone_surrogate_error(state.to_dict(), self._data_of(fields, history),
+                                           what) from exc
             raise SerializationError(
                 f"{what}: the encoded state is not JSON-compatible: {exc}"
             ) from exc
-        if len(payload_json) > self.max_payload_bytes:
+        if size > self.max_payload_bytes:
             raise StateError(
-                f"{what}: the state encodes to {len(payload_json)} bytes, over"
+                f"{what}: the state encodes to {size} bytes, over"
                 f" max_payload_bytes={self.max_payload_bytes}; it could not be loaded back, so"
                 " it is not saved"
             )
-        count = containers(payload_json)
+        count = containers(fields_json) + history.containers + 2
         if count > self.max_containers:
             raise StateError(
                 f"{what}: the state encodes to {count:,} JSON arrays and objects (or '['/'{{'"
                 f" in its text), over this store's limit of {self.max_containers:,} (from"
                 " max_payload_bytes); it could not be loaded back, so it is not saved")
+        manifest.update(history.manifest)
+        step, attempt = checkpoint_label(state.__dict__)
         return EncodedState(
             run_id=state.run_id,
             pipeline_name=state.pipeline_name,
             status=state.status,
             state_version=self.migrations.current_version,
-            manifest=dict(manifest),
-            data=data,
-            payload_json=payload_json,
+            manifest=dict(sorted(manifest.items())),
+            fields=fields,
+            fields_json=fields_json,
+            history=history,
+            step=step,
+            attempt=attempt,
         )
+
+    @staticmethod
+    def _data_of(fields: Any, history: History) -> dict[str, Any]:
+        return {"fields": fields, "history": [entry.doc for entry in history.entries]}
+
+    @staticmethod
+    def delta(tip: ChainTip, encoded: EncodedState, revision: int) -> Delta:
+        """The payload of ``encoded`` as a delta of ``tip`` (the record at ``revision - 1``)."""
+        return delta_payload(tip, encoded.fields, encoded.history, revision)
 
     def seal(
         self,
@@ -373,9 +470,14 @@ class EnvelopeCodec:
         revision: int,
         created_at: datetime | None = None,
         updated_at: datetime | None = None,
+        delta: Delta | None = None,
+        base: int | None = None,
     ) -> SealedRecord:
-        """Build the envelope for ``encoded`` at ``revision``, compressing and encrypting."""
+        """Build the envelope for ``encoded`` at ``revision``, compressing and encrypting:
+        a whole-state record, or, given ``delta`` (from :meth:`delta`), a delta record in the
+        chain starting at ``base``."""
         now = updated_at or utc_now()
+        kind = "state" if delta is None else "delta"
         header: dict[str, Any] = {
             "format": FORMAT,
             "envelope_version": ENVELOPE_VERSION,
@@ -389,25 +491,61 @@ class EnvelopeCodec:
             "updated_at": format_timestamp(now),
             "codec": self.codec,
             "key_id": self.encryption.active_key_id if self.encryption else None,
+            "kind": kind,
+            "base": revision if delta is None or base is None else base,
+            "step": encoded.step,
+            "attempt": encoded.attempt,
         }
-        payload_json = _with_timestamps(encoded.payload_json, header["created_at"],
-                                        header["updated_at"])
+        body = encoded.payload_json if delta is None else delta.json
+        label = (encoded.step, encoded.attempt)
+        payload_json = _with_timestamps(body, header["created_at"], header["updated_at"], label)
         if self.codec == "json":
-            data = {**encoded.data, TIMESTAMPS_KEY: [header["created_at"], header["updated_at"]]}
+            data = {**(encoded.data if delta is None else delta.data),
+                    TIMESTAMPS_KEY: [header["created_at"], header["updated_at"]],
+                    LABEL_KEY: list(label)}
             envelope = Envelope.model_validate({**header, "payload": data})
             return SealedRecord(envelope, _splice(header, payload_json), payload_json)
+        return self._sealed(header, payload_json)
+
+    def seal_version1(self, encoded: EncodedState, *, revision: int,
+                      created_at: datetime) -> SealedRecord:
+        """A record of envelope version 1 (one document, ``encoded.fields``, holding every
+        field): what an operator's status change writes over a version 1 record, whose
+        document cannot be split without decoding it."""
+        now = format_timestamp(utc_now())
+        header: dict[str, Any] = {
+            "format": FORMAT, "envelope_version": 1, "run_id": encoded.run_id,
+            "revision": revision, "state_version": encoded.state_version,
+            "manifest": encoded.manifest, "pipeline_name": encoded.pipeline_name,
+            "status": encoded.status, "created_at": format_timestamp(created_at),
+            "updated_at": now, "codec": self.codec,
+            "key_id": self.encryption.active_key_id if self.encryption else None,
+        }
+        payload_json = _with_timestamps(encoded.fields_json, header["created_at"], now)
+        if self.codec == "json":
+            raw = _splice(header, payload_json)
+        else:
+            raw = _splice(header, dumps(self._protect(header, payload_json)))
+        envelope = self.parse(raw, what=f"run {encoded.run_id!r}")
+        return SealedRecord(envelope, raw, None if self.encryption else payload_json)
+
+    def _protect(self, header: dict[str, Any], payload_json: bytes) -> str:
+        """The payload as stored by a compressing or encrypting codec: base64 text."""
         blob = payload_json
         if self.compression:
             blob = compress(self.compression, blob, self.compression_level)
         if self.encryption is not None:
             blob = self.encryption.encrypt(blob, associated_data(header, self.encryption.store))
-        text = base64.b64encode(blob).decode("ascii")
+        return base64.b64encode(blob).decode("ascii")
+
+    def _sealed(self, header: dict[str, Any], payload_json: bytes) -> SealedRecord:
+        text = self._protect(header, payload_json)
         envelope = Envelope.model_validate({**header, "payload": text})
         plain = None if self.encryption is not None else payload_json
         raw = _splice(header, dumps(text))
         if self.encryption is not None and containers(raw) > _ENCRYPTED_CONTAINERS:
             raise StateError(  # it would read as plaintext (see parse)
-                f"run {encoded.run_id!r}: the record's header holds over"
+                f"run {header['run_id']!r}: the record's header holds over"
                 f" {_ENCRYPTED_CONTAINERS} '['/'{{' (in the pipeline name or type names); an"
                 " encrypting store refuses it, so it is not saved")
         return SealedRecord(envelope, raw, plain)
@@ -525,16 +663,78 @@ class EnvelopeCodec:
             raise error(f"{what}: the payload is not valid base64") from exc
 
     def open(self, envelope: Envelope, *, what: str) -> WorkflowState:
-        """Decode ``envelope`` into a current :class:`WorkflowState` (never writes anything).
+        """Decode a whole-state ``envelope`` into a current :class:`WorkflowState` (never
+        writes anything); a delta needs its chain (:meth:`open_chain`).
 
         Raises FutureVersionError / MissingMigrationError / MigrationError / UnknownTypeError
         when the code cannot bring the record up to date, EncryptionError for key problems
         and CorruptStateError when the record itself is damaged.
         """
-        self.check_versions(envelope, what=what)
-        data = self.payload_data(envelope, what=what)
+        return self.open_chain([envelope], what=what)[0]
+
+    def open_chain(self, chain: list[Envelope], *,
+                   what: str) -> tuple[WorkflowState, ChainTip | None]:
+        """Decode the state at the last record of ``chain``: a whole-state record followed by
+        the deltas after it, in revision order. Returns the state and the tip to write the
+        next save as a delta of it (None for a record of envelope version 1, which starts
+        no chain)."""
+        head, first = chain[-1], chain[0]
+        self.check_versions(head, what=what)
+        check_chain(chain, what=what)
+        payload = self.payload_data(first, what=what)
+        tip: ChainTip | None = None
+        if first.stored_envelope_version < 2:
+            fields = self._decode(payload, what=what)
+            if not isinstance(fields, dict):
+                raise CorruptStateError(
+                    f"{what}: the payload decodes to {type(fields).__name__}, expected a dict")
+            stamps = fields.pop(TIMESTAMPS_KEY, None)
+            if stamps is not None:
+                _check_timestamps(what, first, stamps)
+        else:
+            deltas: list[tuple[int, int, Any]] = []
+            for envelope in chain[1:]:
+                deltas.append((envelope.revision, envelope.base, self._checked_payload(
+                    envelope, what=f"{what}, revision {envelope.revision}")))
+            self._check_sealed(first, payload, what=what)
+            fields_doc, history_docs = rebuild(payload, deltas, base=first.revision, what=what)
+            fields_json = dumps(fields_doc)  # before decoding, which may share its lists
+            fields = self._decode(fields_doc, what=what)
+            if not isinstance(fields, dict):
+                raise CorruptStateError(
+                    f"{what}: the fields decode to {type(fields).__name__}, expected a dict")
+            fields["step_history"] = [self._decode(doc, what=f"{what}, step_history[{i}]")
+                                      for i, doc in enumerate(history_docs)]
+            tip = ChainTip(
+                revision=head.revision, created_at=head.created_at,
+                updated_at=head.updated_at, base=first.revision,
+                snapshot_bytes=0, chain_bytes=0,  # the backend knows the stored sizes
+                chain_length=len(deltas), fields_json=fields_json,
+                history=History([HistoryEntry(doc, {}) for doc in history_docs],
+                                [None] * len(history_docs)))
+        self.check_header(head, fields, what=what)
+        # The store owns the timestamps (see WorkflowState): the header's, checked against
+        # the payload's copy above; whatever an earlier flujo wrote into the payload's own
+        # fields (there, the time of every save) is ignored.
+        fields["created_at"] = head.created_at
+        fields["updated_at"] = head.updated_at
+        fields = self.migrations.migrate(fields, head.state_version, what=what)
         try:
-            fields = safe_deserialize(data, registry=self.registry)
+            state = WorkflowState.model_validate(fields)
+        except ValidationError as exc:
+            raise CorruptStateError(
+                f"{what}: the decoded state is not a valid WorkflowState (damaged record or a"
+                f" faulty state migration): {exc}"
+            ) from exc
+        if state.run_id != head.run_id:
+            raise CorruptStateError(
+                f"{what}: the payload belongs to run {state.run_id!r}, not {head.run_id!r}"
+            )
+        return state, tip
+
+    def _decode(self, data: Any, *, what: str) -> Any:
+        try:
+            return safe_deserialize(data, registry=self.registry)
         except DeserializationError as exc:
             if type(exc) is DeserializationError:  # malformed data, or a deserializer failed
                 raise CorruptStateError(f"{what}: the payload cannot be decoded: {exc}") from exc
@@ -543,35 +743,62 @@ class EnvelopeCodec:
         except SerializationError as exc:
             exc.add_note(f"while loading {what}")
             raise
+
+    def plain_chain(self, chain: list[Envelope], *, what: str) -> dict[str, Any]:
+        """The whole-state payload at the last record of ``chain`` as JSON data, no value
+        decoded (for tools: an operator's status change, a listing, an export); every
+        record's sealed copies of its header are checked. A version 1 record gives its one
+        document of fields."""
+        check_chain(chain, what=what)
+        first, head = chain[0], chain[-1]
+        payload = self.payload_data(first, what=what)
+        if first.stored_envelope_version < 2:
+            if not isinstance(payload, dict):
+                raise CorruptStateError(f"{what}: the payload is not an object of state fields")
+            self.check_header(head, payload, what=what)
+            return payload
+        self._check_sealed(first, payload, what=what)
+        deltas = [(envelope.revision, envelope.base, self._checked_payload(
+            envelope, what=f"{what}, revision {envelope.revision}")) for envelope in chain[1:]]
+        fields, history = rebuild(payload, deltas, base=first.revision, what=what)
         if not isinstance(fields, dict):
-            raise CorruptStateError(
-                f"{what}: the payload decodes to {type(fields).__name__}, expected a dict"
-            )
-        self.check_header(envelope, fields, what=what)
-        # The store owns the timestamps (see WorkflowState): the header's, checked against
-        # the payload's copy above; whatever an earlier flujo wrote into the payload's own
-        # fields (there, the time of every save) is ignored.
-        fields.pop(TIMESTAMPS_KEY, None)
-        fields["created_at"] = envelope.created_at
-        fields["updated_at"] = envelope.updated_at
-        fields = self.migrations.migrate(fields, envelope.state_version, what=what)
-        try:
-            state = WorkflowState.model_validate(fields)
-        except ValidationError as exc:
-            raise CorruptStateError(
-                f"{what}: the decoded state is not a valid WorkflowState (damaged record or a"
-                f" faulty state migration): {exc}"
-            ) from exc
-        if state.run_id != envelope.run_id:
-            raise CorruptStateError(
-                f"{what}: the payload belongs to run {state.run_id!r}, not {envelope.run_id!r}"
-            )
-        return state
+            raise CorruptStateError(f"{what}: the fields document is not an object")
+        self.check_header(head, fields, what=what)
+        return {"fields": fields, "history": history,
+                TIMESTAMPS_KEY: [format_timestamp(head.created_at),
+                                 format_timestamp(head.updated_at)],
+                LABEL_KEY: [head.step, head.attempt]}
+
+    def _checked_payload(self, envelope: Envelope, *, what: str) -> Any:
+        payload = self.payload_data(envelope, what=what)
+        self._check_sealed(envelope, payload, what=what)
+        return payload
+
+    @staticmethod
+    def _check_sealed(envelope: Envelope, payload: Any, *, what: str) -> None:
+        """The timestamps and label a version 2 record's payload was sealed with (encryption
+        authenticates them) must be its header's."""
+        _check_timestamps(what, envelope, _stamps_of(payload))
+        _check_label(what, envelope, payload)
+
+    def reseal(self, head: Envelope, payload: dict[str, Any]) -> Envelope:
+        """A whole-state envelope with ``head``'s header and ``payload`` (from
+        :meth:`plain_chain` of ``head``'s chain), stored the way this codec stores records."""
+        header = {**head.header(), "envelope_version": ENVELOPE_VERSION, "kind": "state",
+                  "base": head.revision, "codec": self.codec,
+                  "key_id": self.encryption.active_key_id if self.encryption else None}
+        if head.stored_envelope_version < 2:
+            return head
+        payload_json = dumps(payload)
+        if self.codec == "json":
+            return Envelope.model_validate({**header, "payload": payload})
+        return self._sealed(header, payload_json).envelope
 
     @staticmethod
     def check_header(envelope: Envelope, fields: dict[str, Any], *, what: str) -> None:
         """Refuse a record whose header says what its payload (authenticated when
-        encrypted) does not: the pipeline name, the status, the timestamps."""
+        encrypted) does not: the pipeline name, the status (and, for records of version 1
+        that carry them, the timestamps)."""
         for name, default in (("pipeline_name", ""), ("status", "running")):
             if fields.get(name, default) != getattr(envelope, name):
                 raise CorruptStateError(

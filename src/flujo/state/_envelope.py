@@ -2,7 +2,7 @@
 
 This module is the single source of truth for the envelope's format name (:data:`FORMAT`) and
 format version (:data:`ENVELOPE_VERSION`). ``docs/envelope.md`` describes the format and
-``schemas/envelope.v1.schema.json`` is generated from :class:`Envelope` by
+``schemas/envelope.v2.schema.json`` is generated from :class:`Envelope` by
 :func:`envelope_json_schema` (``flujo schema export`` writes it; a test checks it is current).
 """
 
@@ -20,12 +20,14 @@ from pydantic import (
     StrictInt,
     StrictStr,
     field_validator,
+    model_validator,
 )
 
 __all__ = [
     "CODECS",
     "ENVELOPE_VERSION",
     "FORMAT",
+    "KINDS",
     "Envelope",
     "envelope_json_schema",
     "envelope_schema_text",
@@ -35,7 +37,12 @@ __all__ = [
 #: The ``format`` field of every envelope.
 FORMAT = "flujo.state"
 #: The envelope format version this code writes. Readers accept every version up to this one.
-ENVELOPE_VERSION = 1
+ENVELOPE_VERSION = 2
+
+#: What a record holds: ``state``, the whole state; ``delta``, the edits that turn the record
+#: before it (``revision - 1``) into this one, in a chain that starts at the whole-state
+#: record ``base``.
+KINDS: tuple[str, ...] = ("state", "delta")
 
 #: Every payload codec this code can read and write. ``json`` keeps the tagged payload inline
 #: as JSON; the others store it as base64 text of the JSON bytes after the named stages.
@@ -48,7 +55,7 @@ CODECS: tuple[str, ...] = (
     "json+zstd+aesgcm",
 )
 
-_SCHEMA_ID = "urn:flujo:schema:state-envelope:1"
+_SCHEMA_ID = f"urn:flujo:schema:state-envelope:{ENVELOPE_VERSION}"
 
 
 def format_timestamp(value: datetime) -> str:
@@ -107,6 +114,18 @@ class Envelope(BaseModel):
     key_id: StrictStr | None = Field(
         default=None, description="Id of the encryption key; null when not encrypted."
     )
+    kind: StrictStr = Field(
+        default="state", json_schema_extra={"enum": list(KINDS)},
+        description="'state': the payload holds the whole state. 'delta': it holds the edits"
+                    " that turn revision - 1 into this revision.")
+    base: StrictInt = Field(
+        ge=1, description="The whole-state record this record's chain starts at: its own"
+                          " revision for 'state', an earlier one for 'delta'.")
+    step: StrictStr | None = Field(
+        default=None, description="The step this checkpoint records (the last finished, or"
+                                  " the one failing, pausing); null before the first.")
+    attempt: StrictInt | None = Field(
+        default=None, ge=1, description="That step's attempt count; null when none.")
     payload: Any = Field(
         description=(
             "codec 'json': the tagged payload inline. Otherwise: base64 of the payload bytes."
@@ -139,6 +158,23 @@ class Envelope(BaseModel):
             raise ValueError(f"codec must be one of {', '.join(CODECS)}")
         return value
 
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        if value not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _chain(self) -> Envelope:
+        if self.kind == "state" and self.base != self.revision:
+            raise ValueError(f"a whole-state record is its own base: base {self.base} !="
+                             f" revision {self.revision}")
+        if self.kind == "delta" and self.base >= self.revision:
+            raise ValueError(f"a delta's base {self.base} must be an earlier revision than"
+                             f" its own, {self.revision}")
+        return self
+
     @field_validator("created_at", "updated_at")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
@@ -167,7 +203,20 @@ class Envelope(BaseModel):
         return next((p for p in parts if p in ("zlib", "zstd")), None)
 
     def header(self) -> dict[str, Any]:
-        """Every field except ``payload``, as JSON-ready values, in storage order."""
+        """Every field except ``payload``, as JSON-ready values, in storage order: in the
+        layout the record was stored in (a version 1 record's header has no chain fields,
+        and its payload is one document, so it is written back as version 1)."""
+        if self._stored_envelope_version < 2:
+            return {**self._common_header(), "envelope_version": 1}
+        return {
+            **self._common_header(),
+            "kind": self.kind,
+            "base": self.base,
+            "step": self.step,
+            "attempt": self.attempt,
+        }
+
+    def _common_header(self) -> dict[str, Any]:
         return {
             "format": self.format,
             "envelope_version": self.envelope_version,
@@ -190,5 +239,6 @@ def envelope_json_schema() -> dict[str, Any]:
 
 
 def envelope_schema_text() -> str:
-    """The committed text of ``schemas/envelope.v1.schema.json``: sorted, indented, newline."""
+    """The committed text of ``schemas/envelope.v<ENVELOPE_VERSION>.schema.json``: sorted,
+    indented, newline."""
     return json.dumps(envelope_json_schema(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"

@@ -38,7 +38,7 @@ class UpstreamAdminCalls:
     async def read_envelope(self, run_id: str) -> Envelope | None:
         raise NotImplementedError  # pragma: no cover - the backend's own
 
-    def _plain_fields(self, envelope: Envelope) -> Any:
+    def plain_fields(self, envelope: Envelope) -> Any:
         raise NotImplementedError  # pragma: no cover - the backend's own
 
     async def _workflow(self, row: RunSummary) -> dict[str, Any]:
@@ -47,7 +47,7 @@ class UpstreamAdminCalls:
         try:
             envelope = await self.read_envelope(row["run_id"])
             if envelope is not None:
-                fields = self._plain_fields(envelope)
+                fields = self.plain_fields(envelope)
         except FlujoError:  # damaged, or encrypted without the key: the index still says
             fields = None
         if not isinstance(fields, dict):

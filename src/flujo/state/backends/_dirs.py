@@ -14,6 +14,7 @@ flujo creates are 0700, files 0600.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -187,6 +188,22 @@ class Directory:
 
     def unlink(self, name: str) -> None:
         os.unlink(name, dir_fd=self.fd)
+
+    def rmdir(self, name: str) -> None:
+        os.rmdir(name, dir_fd=self.fd)
+
+    def link_from(self, source: Directory, name: str, target: str, temporary: str) -> None:
+        """Give the file ``name`` of ``source`` a second name, ``target`` here (replacing
+        whatever has that name), through the unused name ``temporary``: a hard link, so no
+        byte is copied, made whole or not at all. A link is linked, never followed."""
+        os.link(name, temporary, src_dir_fd=source.fd, dst_dir_fd=self.fd,
+                follow_symlinks=False)
+        try:
+            os.replace(temporary, target, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary, dir_fd=self.fd)
+            raise
 
     def fsync(self) -> None:
         try:

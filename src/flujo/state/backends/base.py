@@ -20,7 +20,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from pydantic import ValidationError
 
@@ -35,6 +35,7 @@ from flujo.exceptions import (
 )
 from flujo.serialization import TypeRegistry
 
+from .._chain import MAX_CHAIN, ChainTip, History, HistoryEntry
 from .._codec import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     TIMESTAMPS_KEY,
@@ -184,10 +185,15 @@ class StoredRecord:
 
 @dataclass(frozen=True)
 class CurrentRecord:
-    """The revision and creation time of the record being replaced (``None`` when new)."""
+    """The revision and timestamps of the record being replaced (``None`` when new).
+
+    ``updated_at`` (None when the store cannot tell it cheaply) lets a save be written as a
+    delta of the record the backend remembers: only when revision and both timestamps match
+    is the stored head that record."""
 
     revision: int
     created_at: datetime
+    updated_at: datetime | None = None
 
 
 #: Called by ``_write`` inside the backend's per-run critical section with the current record
@@ -448,7 +454,17 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
 
     plus :meth:`claim`. Run ids reaching the primitives are already validated. A backend
     that can fence writes by claim epoch also overrides ``_write_claimed``.
+
+    A backend that keeps checkpoint history sets ``keeps_history = True``: its ``_write``
+    keeps the record it replaces, under that record's revision, and it implements
+    ``_read_history`` and ``_compact``. Saves are then written as deltas of the record
+    before (:mod:`flujo.state._chain`). A backend that does not keep history stores a whole
+    state at every save, as before.
     """
+
+    keeps_history: ClassVar[bool] = False
+    #: How many runs' chain tips a backend remembers (the runs it is executing).
+    TIPS = 256
 
     def __init__(
         self,
@@ -468,6 +484,8 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
             encryption=encryption,
             max_payload_bytes=max_payload_bytes,
         )
+        self._tips: dict[str, ChainTip] = {}
+        self._tips_lock = threading.Lock()
 
     # -- primitives ----------------------------------------------------------------------
 
@@ -512,9 +530,11 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
         return await self._save_state(run_id, state, expected_revision, claim)
 
     async def _save_state(self, run_id: str, state: StateInput, expected_revision: int | None,
-                          claim: RunClaim | None, *, updated_at: datetime | None = None) -> int:
+                          claim: RunClaim | None, *, updated_at: datetime | None = None,
+                          whole: bool = False) -> int:
         """``save_state``; ``updated_at``: the time to record instead of now (a maintenance
-        rewrite, ``migrate_all``, keeps the run's own)."""
+        rewrite, ``migrate_all``, keeps the run's own); ``whole``: store the whole state, not
+        a delta (a rewrite brings every part of the record up to date)."""
         validate_run_id(run_id)
         _check_expected(expected_revision)
         what = self.describe(run_id)
@@ -523,28 +543,149 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
         # caller set explicitly on a run's first save (an import keeps its own).
         coerced = coerce_state(run_id, state)
         first_created = coerced.created_at if "created_at" in coerced.model_fields_set else None
-        encoded = self.codec.encode_state(coerced)
+        tip = None if whole or not self._writes_deltas() else self._tip(run_id)
+        encoded = self.codec.encode_state(coerced, tip)
+        written: list[ChainTip | None] = [None]
 
         def make(current: CurrentRecord | None) -> SealedRecord:
             revision = check_revision(what, current, expected_revision)
             created = (first_created if current is None
                        else stored_timestamp(what, "created_at", current.created_at))
-            return self.codec.seal(encoded, revision=revision, created_at=created,
-                                   updated_at=updated_at)
+            if tip is not None and current is not None and created is not None and \
+                    tip.matches(current.revision, created, current.updated_at) and \
+                    tip.chain_length < MAX_CHAIN:
+                delta = self.codec.delta(tip, encoded, revision)
+                sealed = self.codec.seal(encoded, revision=revision, created_at=created,
+                                         updated_at=updated_at, delta=delta, base=tip.base)
+                size = len(sealed.raw)
+                if tip.chain_bytes + size <= tip.snapshot_bytes:
+                    written[0] = self._next_tip(sealed.envelope, encoded, tip.base,
+                                                tip.snapshot_bytes, tip.chain_bytes + size,
+                                                tip.chain_length + 1)
+                    return sealed
+            sealed = self.codec.seal(encoded, revision=revision, created_at=created,
+                                     updated_at=updated_at)
+            written[0] = self._next_tip(sealed.envelope, encoded, revision, len(sealed.raw), 0, 0)
+            return sealed
 
         sealed = await self._write_as(run_id, make, claim)
+        self._keep_tip(run_id, written[0] if sealed.envelope.status == "running" else None)
         return sealed.envelope.revision
+
+    @staticmethod
+    def _next_tip(envelope: Envelope, encoded: EncodedState, base: int, snapshot_bytes: int,
+                  chain_bytes: int, chain_length: int) -> ChainTip:
+        return ChainTip(revision=envelope.revision, created_at=envelope.created_at,
+                        updated_at=envelope.updated_at, base=base,
+                        snapshot_bytes=snapshot_bytes, chain_bytes=chain_bytes,
+                        chain_length=chain_length, fields_json=encoded.fields_json,
+                        history=encoded.history)
+
+    def _writes_deltas(self) -> bool:
+        """Whether saves may be written as deltas (a backend that keeps history can decline,
+        e.g. to keep a queryable copy of the whole state)."""
+        return self.keeps_history
+
+    def _tip(self, run_id: str) -> ChainTip | None:
+        with self._tips_lock:
+            return self._tips.get(run_id)
+
+    def _keep_tip(self, run_id: str, tip: ChainTip | None) -> None:
+        """Remember ``tip`` as the run's last record (forget the run's tip when None). Only
+        the tips of running runs are kept: a paused or finished run's next save, if any,
+        comes much later, often from another process."""
+        with self._tips_lock:
+            if tip is None or not self.keeps_history:
+                self._tips.pop(run_id, None)
+                return
+            known = self._tips.get(run_id)
+            if known is not None and known.revision > tip.revision:
+                return  # a later save (another task of this process) was remembered first
+            self._tips.pop(run_id, None)
+            self._tips[run_id] = tip
+            while len(self._tips) > self.TIPS:
+                del self._tips[next(iter(self._tips))]
 
     async def load_state(self, run_id: str) -> dict[str, Any] | None:
         record = await self.load_record(run_id)
         return None if record is None else record.state.to_dict()
 
     async def load_record(self, run_id: str) -> StateRecord | None:
-        envelope = await self.read_envelope(run_id)
-        if envelope is None:
+        validate_run_id(run_id)
+        chain = await self._read_chain(run_id)
+        if chain is None:
             return None
-        state = self.codec.open(envelope, what=self.describe(run_id))
-        return StateRecord(state=state, revision=envelope.revision, envelope=envelope)
+        envelopes = [envelope for envelope, _ in chain]
+        state, tip = self.codec.open_chain(envelopes, what=self.describe(run_id))
+        head = envelopes[-1]
+        if tip is not None and self.keeps_history and state.status == "running":
+            tip.snapshot_bytes = chain[0][1]
+            tip.chain_bytes = sum(size for _, size in chain[1:])
+            self._keep_tip(run_id, tip)
+        return StateRecord(state=state, revision=head.revision, envelope=head)
+
+    async def _read_chain(self, run_id: str) -> list[tuple[Envelope, int]] | None:
+        """The run's head record and, when it is a delta, the records of its chain before
+        it (from the whole-state record it starts at), each with its stored size; None when
+        the run does not exist.
+
+        The records below the head never change once written, but a compaction can remove
+        them between the two reads: then the head is read again."""
+        what = self.describe(run_id)
+        for _ in range(3):
+            stored = await self._read(run_id)
+            if stored is None:
+                return None
+            head = self._parse(run_id, stored)
+            if head.kind == "state":
+                return [(head, len(stored.raw))]
+            if not self.keeps_history:
+                raise CorruptStateError(
+                    f"{what}: the record is a delta of revision {head.base}, but"
+                    f" {type(self).__name__} keeps no earlier records")
+            if head.revision - head.base > MAX_CHAIN:
+                raise CorruptStateError(
+                    f"{what}: the record is a delta in a chain of {head.revision - head.base}"
+                    f" records, over the {MAX_CHAIN} flujo writes; the store was edited")
+            older = await self._read_history(run_id, head.base, head.revision - 1)
+            chain = self._parse_history(run_id, older)
+            if [envelope.revision for envelope, _ in chain] == \
+                    list(range(head.base, head.revision)):
+                total = sum(size for _, size in chain) + len(stored.raw)
+                if total > 2 * self.codec.max_record_bytes:
+                    raise CorruptStateError(
+                        f"{what}: the records of the chain hold {total:,} bytes, over twice"
+                        " this store's record limit; refused unread")
+                return [*chain, (head, len(stored.raw))]
+        raise CorruptStateError(
+            f"{what}: revision {head.revision} is a delta, and the records of its chain from"
+            f" revision {head.base} are not all stored; the history is damaged")
+
+    def _parse_history(self, run_id: str,
+                       records: list[tuple[int, StoredRecord]]) -> list[tuple[Envelope, int]]:
+        parsed = []
+        for revision, stored in records:
+            envelope = self._parse(run_id, stored)
+            if envelope.revision != revision:
+                raise CorruptStateError(
+                    f"{self.describe(run_id)}: the record stored as revision {revision} says"
+                    f" it is revision {envelope.revision}; the history was edited")
+            parsed.append((envelope, len(stored.raw)))
+        return parsed
+
+    async def _read_history(self, run_id: str, first: int,
+                            last: int) -> list[tuple[int, StoredRecord]]:
+        """The kept records of revisions ``first`` to ``last`` (all below the head), in
+        revision order; missing ones are left out. Backends with ``keeps_history``."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no checkpoint history")
+
+    async def _compact(self, run_id: str, make: WriteRecord) -> SealedRecord:
+        """Inside the run's critical section: call ``make(current)`` for a whole-state
+        record at the current revision, store it as the head in place of the current one
+        (not kept in the history) and delete every record below it, atomically where the
+        store can (a crash may otherwise leave some of them, which a later compaction
+        removes). Backends with ``keeps_history``."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no checkpoint history")
 
     async def load_workflow_state(self, run_id: str) -> WorkflowState | None:
         """Like :meth:`load_state` but returns the :class:`WorkflowState` model."""
@@ -594,16 +735,28 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
     async def list_run_ids(self) -> list[str]:
         return sorted(await self._list_ids())
 
-    def _plain_fields(self, envelope: Envelope) -> Any:
-        """The payload of ``envelope`` as JSON data, no value decoded (for listings)."""
-        return self.codec.payload_data(envelope, what=self.describe(envelope.run_id))
+    def plain_fields(self, envelope: Envelope) -> Any:
+        """The state fields of a whole-state ``envelope`` as JSON data, no value decoded (for
+        listings): the step history as a list of tagged documents."""
+        what = self.describe(envelope.run_id)
+        data = self.codec.plain_chain([envelope], what=what)
+        if envelope.stored_envelope_version < 2:
+            return data
+        return {**data["fields"], "step_history": data["history"]}
 
     async def read_envelope(self, run_id: str) -> Envelope | None:
+        """The run's current record as one whole-state envelope: the stored head, or, when
+        the head is a delta, the state its chain builds, sealed as this store seals records
+        (nothing is written)."""
         validate_run_id(run_id)
-        stored = await self._read(run_id)
-        if stored is None:
+        chain = await self._read_chain(run_id)
+        if chain is None:
             return None
-        return self._parse(run_id, stored)
+        envelopes = [envelope for envelope, _ in chain]
+        if len(envelopes) == 1:
+            return envelopes[0]
+        what = self.describe(run_id)
+        return self.codec.reseal(envelopes[-1], self.codec.plain_chain(envelopes, what=what))
 
     def _parse(self, run_id: str, stored: StoredRecord) -> Envelope:
         what = self.describe(run_id)
@@ -635,12 +788,18 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
 
         def make(current: CurrentRecord | None) -> SealedRecord:
             revision = check_revision(what, current, expected_revision)
-            stored = envelope.model_copy(update={"revision": revision})
+            stored = envelope.model_copy(update={"revision": revision, "base": revision})
+            stored._stored_envelope_version = envelope.stored_envelope_version
             raw = self.codec.to_bytes(stored)
             plain = dumps(stored.payload) if stored.codec == "json" else None
             return SealedRecord(stored, raw, plain)
 
+        if envelope.kind != "state":
+            raise BackendConfigError(
+                f"{what}: write_envelope stores whole-state records; this one is a delta of"
+                f" revision {envelope.base} (read_envelope gives the whole state)")
         sealed = await self._write_as(run_id, make, claim)
+        self._keep_tip(run_id, None)
         return sealed.envelope.revision
 
     async def rewrite_status(self, envelope: Envelope, status: str, *,
@@ -654,30 +813,35 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
                 f"status must be one of {', '.join(RUN_STATUSES)}, got {status!r}")
         run_id = envelope.run_id
         what = self.describe(run_id)
-        data = self.codec.payload_data(envelope, what=what)
-        if not isinstance(data, dict):
-            raise CorruptStateError(f"{what}: the payload is not an object of state fields")
         # An altered header is refused here as when the record is read: a rewrite must not
         # seal its values into a record that then looks authentic.
-        self.codec.check_header(envelope, data, what=what)
-        data = {k: v for k, v in data.items() if k != TIMESTAMPS_KEY}
-        data.update(status=status, pause=None)
+        data = self.codec.plain_chain([envelope], what=what)
+        legacy = envelope.stored_envelope_version < 2
+        fields = dict(data) if legacy else dict(data["fields"])
+        fields.pop(TIMESTAMPS_KEY, None)
+        fields.update(status=status, pause=None)
         try:
-            payload_json = dumps(data)
+            fields_json = dumps(fields)
         except ValueError as exc:  # pragma: no cover - it was read from JSON
             raise CorruptStateError(f"{what}: the payload cannot be written again: {exc}") from exc
+        docs = [] if legacy else data["history"]
+        history = History.of([HistoryEntry(doc, {}) for doc in docs], [None] * len(docs))
         encoded = EncodedState(run_id=run_id, pipeline_name=envelope.pipeline_name,
                                status=status, state_version=envelope.state_version,
-                               manifest=dict(envelope.manifest), data=data,
-                               payload_json=payload_json)
+                               manifest=dict(envelope.manifest), fields=fields,
+                               fields_json=fields_json, history=history,
+                               step=envelope.step, attempt=envelope.attempt)
 
         def make(current: CurrentRecord | None) -> SealedRecord:
             revision = check_revision(what, current, envelope.revision)
             assert current is not None  # check_revision refused a missing record
             created = stored_timestamp(what, "created_at", current.created_at)
+            if legacy:  # its one document cannot be split: it stays a version 1 record
+                return self.codec.seal_version1(encoded, revision=revision, created_at=created)
             return self.codec.seal(encoded, revision=revision, created_at=created)
 
         sealed = await self._write_as(validate_run_id(run_id), make, claim)
+        self._keep_tip(run_id, None)
         return sealed.envelope.revision
 
     async def _write_as(self, run_id: str, make: WriteRecord,

@@ -8,6 +8,10 @@
   returned the record survives ``kill -9`` (and, with ``fsync=True``, power loss).
 * Saves of one run are serialized across threads and processes by a ``flock`` on
   ``<dir>/.locks/<run_id>.write``; claims use ``<dir>/.locks/<run_id>.claim``.
+* A run's earlier records (its checkpoint history) are kept as
+  ``<dir>/.history/<run_id>/<revision>.json``: before a save replaces the record, the record
+  gets that second name (a hard link, no copy), and the directory is fsynced, so a crash
+  leaves every record of the chain in place.
 * Nothing is done through a symbolic link inside the directory, and only regular files are
   read, up to the store's record size limit (``_dirs``): a planted link, FIFO or huge file
   is refused with a typed error, never followed, waited on or loaded.
@@ -41,6 +45,7 @@ __all__ = ["FileBackend"]
 
 _SUFFIX = ".json"
 _LOCKS = ".locks"
+_HISTORY = ".history"
 # The earliest and latest times datetime holds: a file time beyond them (a clock set far
 # ahead, a touched file) is clamped, as it only stands in for a missing header timestamp.
 _EARLIEST, _LATEST = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
@@ -78,7 +83,7 @@ def _writer_pid(name: str) -> int | None:
 
 
 class FileBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
-    """Stores each run as ``<path>/<run_id>.json``.
+    """Stores each run as ``<path>/<run_id>.json``, its earlier records under ``.history``.
 
     ``fsync=False`` skips the fsync calls: records still survive a process crash (the data
     is in the OS page cache) but not a power loss. The directory and its ``.locks`` folder
@@ -86,6 +91,8 @@ class FileBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
     follows a symbolic link inside the store, and a record that is not a regular file or is
     larger than the store reads is refused before it is read (see ``_dirs``).
     """
+
+    keeps_history = True
 
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True, **codec_options: Any):
         super().__init__(**codec_options)
@@ -158,7 +165,7 @@ class FileBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
         if stored is None:
             return None
         envelope = self._parse(run_id, stored)  # a damaged record raises: never overwritten
-        return CurrentRecord(envelope.revision, envelope.created_at)
+        return CurrentRecord(envelope.revision, envelope.created_at, envelope.updated_at)
 
     def _replace(self, root: _dirs.Directory, target: str, data: bytes) -> None:
         tmp = f".{target}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
@@ -189,9 +196,78 @@ class FileBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
         with _dirs.opened(self.path, create=False) as root, \
                 root.subdirectory(_LOCKS, create=True) as locks, \
                 _flock.locked(locks, f"{run_id}.write"):
-            sealed = make(self._current(root, run_id))
+            current = self._current(root, run_id)
+            sealed = make(current)
+            if current is not None:
+                self._keep(root, run_id, current.revision)
             self._replace(root, f"{run_id}{_SUFFIX}", sealed.raw)
         return sealed
+
+    def _keep(self, root: _dirs.Directory, run_id: str, revision: int) -> None:
+        """Give the current record its history name, durably, before it is replaced."""
+        record = f"{run_id}{_SUFFIX}"
+        try:
+            with root.subdirectory(_HISTORY, create=True) as history, \
+                    history.subdirectory(run_id, create=True) as kept:
+                kept.link_from(root, record, f"{revision}{_SUFFIX}",
+                               f".{revision}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
+                if self.fsync:
+                    kept.fsync()
+                    history.fsync()
+        except OSError as exc:
+            raise BackendUnavailableError(
+                f"cannot keep {root.path / record} as history: {exc}") from exc
+
+    def _read_history_sync(self, run_id: str, first: int,
+                           last: int) -> list[tuple[int, StoredRecord]]:
+        found: list[tuple[int, StoredRecord]] = []
+        with _dirs.opened(self.path, create=False) as root:
+            if root.kind(_HISTORY) == "missing":
+                return found
+            with root.subdirectory(_HISTORY, create=False) as history:
+                if history.kind(run_id) == "missing":
+                    return found
+                with history.subdirectory(run_id, create=False) as kept:
+                    for revision in range(first, last + 1):
+                        read = kept.read_regular(f"{revision}{_SUFFIX}",
+                                                 limit=self.codec.max_record_bytes)
+                        if read is not None:
+                            found.append((revision, StoredRecord(read[0])))
+        return found
+
+    async def _read_history(self, run_id: str, first: int,
+                            last: int) -> list[tuple[int, StoredRecord]]:
+        return await asyncio.to_thread(self._read_history_sync, run_id, first, last)
+
+    def _drop_history(self, root: _dirs.Directory, run_id: str) -> None:
+        """Remove the run's kept records (under the run's write lock)."""
+        if root.kind(_HISTORY) == "missing":
+            return
+        try:
+            with root.subdirectory(_HISTORY, create=False) as history:
+                if history.kind(run_id) == "missing":
+                    return
+                with history.subdirectory(run_id, create=False) as kept:
+                    for name in kept.names():
+                        kept.unlink(name)
+                history.rmdir(run_id)
+                if self.fsync:
+                    history.fsync()
+        except OSError as exc:
+            raise BackendUnavailableError(
+                f"cannot remove the history of {self.describe(run_id)}: {exc}") from exc
+
+    def _compact_sync(self, run_id: str, make: WriteRecord) -> SealedRecord:
+        with _dirs.opened(self.path, create=False) as root, \
+                root.subdirectory(_LOCKS, create=True) as locks, \
+                _flock.locked(locks, f"{run_id}.write"):
+            sealed = make(self._current(root, run_id))
+            self._replace(root, f"{run_id}{_SUFFIX}", sealed.raw)
+            self._drop_history(root, run_id)
+        return sealed
+
+    async def _compact(self, run_id: str, make: WriteRecord) -> SealedRecord:
+        return await asyncio.to_thread(self._compact_sync, run_id, make)
 
     async def _write(self, run_id: str, make: WriteRecord) -> SealedRecord:
         return await asyncio.to_thread(self._write_sync, run_id, make)
@@ -204,11 +280,13 @@ class FileBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
             try:
                 root.unlink(name)  # a link named like a record is removed, not followed
             except FileNotFoundError:
-                return
+                pass
             except OSError as exc:
                 raise BackendUnavailableError(f"cannot delete {root.path / name}: {exc}") from exc
-            if self.fsync:
-                root.fsync()
+            else:
+                if self.fsync:
+                    root.fsync()
+            self._drop_history(root, run_id)
 
     async def _delete(self, run_id: str) -> None:
         await asyncio.to_thread(self._delete_sync, run_id)

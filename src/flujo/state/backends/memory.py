@@ -62,12 +62,16 @@ def page(rows: list[RunSummary], limit: int | None, offset: int) -> list[RunSumm
 
 
 class InMemoryBackend(EnvelopeStateBackend):
-    """Keeps encoded envelopes in a dict. Claims are exclusive within this backend instance."""
+    """Keeps encoded envelopes in a dict, each run's earlier records (its checkpoint history)
+    beside it. Claims are exclusive within this backend instance."""
+
+    keeps_history = True
 
     def __init__(self, **codec_options: Any) -> None:
         super().__init__(**codec_options)
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
+        self._history: dict[str, dict[int, bytes]] = {}
         self._claims: set[str] = set()
         self._cancel_requests: set[str] = set()
 
@@ -83,14 +87,37 @@ class InMemoryBackend(EnvelopeStateBackend):
                 current = None
             else:
                 env = entry.header(self.describe(run_id))
-                current = CurrentRecord(env.revision, env.created_at)
+                current = CurrentRecord(env.revision, env.created_at, env.updated_at)
+            sealed = make(current)
+            if entry is not None:
+                self._history.setdefault(run_id, {})[entry.header(run_id).revision] = entry.raw
+            self._entries[run_id] = _Entry(bytes(sealed.raw), sealed.envelope)
+        return sealed
+
+    async def _read_history(self, run_id: str, first: int,
+                            last: int) -> list[tuple[int, StoredRecord]]:
+        with self._lock:
+            kept = dict(self._history.get(run_id, {}))
+        return [(revision, StoredRecord(kept[revision]))
+                for revision in range(first, last + 1) if revision in kept]
+
+    async def _compact(self, run_id: str, make: WriteRecord) -> SealedRecord:
+        with self._lock:
+            entry = self._entries.get(run_id)
+            if entry is None:
+                current = None
+            else:
+                env = entry.header(self.describe(run_id))
+                current = CurrentRecord(env.revision, env.created_at, env.updated_at)
             sealed = make(current)
             self._entries[run_id] = _Entry(bytes(sealed.raw), sealed.envelope)
+            self._history.pop(run_id, None)
         return sealed
 
     async def _delete(self, run_id: str) -> None:
         with self._lock:
             self._entries.pop(run_id, None)
+            self._history.pop(run_id, None)
             self._cancel_requests.discard(run_id)
 
     async def _list(

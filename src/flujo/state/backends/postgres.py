@@ -100,6 +100,16 @@ _MIGRATIONS: list[tuple[str, ...]] = [
             requested_at timestamptz NOT NULL
         )""",
     ),
+    # Version 4: checkpoint history. A save moves the record it replaces here, in its
+    # transaction.
+    (
+        """CREATE TABLE {history} (
+            run_id text NOT NULL,
+            revision bigint NOT NULL,
+            envelope json NOT NULL,
+            PRIMARY KEY (run_id, revision)
+        )""",
+    ),
 ]
 #: The table layout version this code creates and expects.
 POSTGRES_SCHEMA_VERSION = len(_MIGRATIONS)
@@ -138,12 +148,16 @@ class PostgresBackend(EnvelopeStateBackend):
     ``dsn`` is a libpq connection string or URI. ``schema`` and ``table`` (letters, digits,
     ``_``) are created by the first write if missing (reads find nothing there).
     ``min_size``/``max_size`` size the pool; ``connect_timeout`` (seconds) bounds
-    connecting. ``queryable_payload=False`` skips the ``jsonb`` copy of the payload (halving
-    storage) for stores nobody queries. ``claim_lease`` (seconds, default 30) is how long a
-    run's claim outlives a worker that stops renewing it (a killed process, a lost network):
-    claims are renewed every third of it, and a worker that could not renew for two thirds
-    of it gives the run up (see docs/backends.md).
+    connecting. ``queryable_payload=True`` keeps a ``jsonb`` copy of the current whole state
+    in the ``payload`` column, for SQL queries; every save then writes the whole state (a
+    delta would leave nothing to query), so it is off by default. Earlier records of a run
+    (its checkpoint history) are kept in ``<table>_history``. ``claim_lease`` (seconds,
+    default 30) is how long a run's claim outlives a worker that stops renewing it (a
+    killed process, a lost network): claims are renewed every third of it, and a worker
+    that could not renew for two thirds of it gives the run up (see docs/backends.md).
     """
+
+    keeps_history = True
 
     def __init__(
         self,
@@ -154,7 +168,7 @@ class PostgresBackend(EnvelopeStateBackend):
         min_size: int = 1,
         max_size: int = 10,
         connect_timeout: float = 10.0,
-        queryable_payload: bool = True,
+        queryable_payload: bool = False,
         claim_lease: float = _pglease.DEFAULT_CLAIM_LEASE,
         **codec_options: Any,
     ) -> None:
@@ -196,6 +210,7 @@ class PostgresBackend(EnvelopeStateBackend):
             idx_updated=sql.Identifier(f"{self.table}_updated"),
             claims=sql.Identifier(self.schema, f"{self.table}_claims"),
             cancels=sql.Identifier(self.schema, f"{self.table}_cancel_requests"),
+            history=sql.Identifier(self.schema, f"{self.table}_history"),
             epochs=sql.Identifier(self.schema, f"{self.table}_claim_epochs"),
             # (names match _IDENT: quoting them needs no escaping)
             epochs_name=sql.Literal(f'"{self.schema}"."{self.table}_claim_epochs"'),
@@ -443,12 +458,8 @@ class PostgresBackend(EnvelopeStateBackend):
     async def _write_in(
         self, conn: AsyncConnection[Any], run_id: str, make: WriteRecord
     ) -> SealedRecord:
-        cur = await conn.execute(
-            self._sql("SELECT revision, created_at FROM {table} WHERE run_id = %s FOR UPDATE"),
-            (run_id,),
-        )
-        row = await cur.fetchone()
-        sealed = make(None if row is None else CurrentRecord(int(row[0]), row[1].astimezone(UTC)))
+        row = await self._current(conn, run_id)
+        sealed = make(row)
         params = self._row(run_id, sealed)
         if row is None:
             cur = await conn.execute(
@@ -463,6 +474,11 @@ class PostgresBackend(EnvelopeStateBackend):
             if cur.rowcount != 1:
                 raise _LostInsertRace
         else:
+            await conn.execute(  # the replaced record becomes history
+                self._sql("INSERT INTO {history} (run_id, revision, envelope) SELECT run_id,"
+                          " revision, envelope FROM {table} WHERE run_id = %s"
+                          " ON CONFLICT (run_id, revision) DO UPDATE SET"
+                          " envelope = excluded.envelope"), (run_id,))
             await conn.execute(
                 self._sql(
                     "UPDATE {table} SET revision = %s, status = %s, pipeline_name = %s,"
@@ -471,6 +487,51 @@ class PostgresBackend(EnvelopeStateBackend):
                 ),
                 (*params[1:], run_id),
             )
+        return sealed
+
+    async def _current(self, conn: AsyncConnection[Any], run_id: str) -> CurrentRecord | None:
+        cur = await conn.execute(
+            self._sql("SELECT revision, created_at, updated_at FROM {table} WHERE run_id = %s"
+                      " FOR UPDATE"), (run_id,))
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        return CurrentRecord(int(row[0]), row[1].astimezone(UTC), row[2].astimezone(UTC))
+
+    def _writes_deltas(self) -> bool:
+        return not self.queryable_payload
+
+    async def _read_history(self, run_id: str, first: int,
+                            last: int) -> list[tuple[int, StoredRecord]]:
+        limit = self.codec.max_record_bytes
+        async with self._reading() as conn:
+            if conn is None:
+                return []
+            cur = await conn.execute(
+                self._sql("SELECT revision, pg_catalog.octet_length(envelope::text), CASE WHEN"
+                          " pg_catalog.octet_length(envelope::text) <= %s THEN envelope::text"
+                          " END FROM {history} WHERE run_id = %s AND revision BETWEEN %s AND"
+                          " %s ORDER BY revision"), (limit, run_id, first, last))
+            rows = await cur.fetchall()
+        found = []
+        for revision, size, raw in rows:
+            if raw is None:
+                raise CorruptStateError(record_too_large(
+                    f"{self.describe(run_id)}, revision {revision}", size, limit))
+            found.append((int(revision), StoredRecord(raw)))
+        return found
+
+    async def _compact(self, run_id: str, make: WriteRecord) -> SealedRecord:
+        pool = await self._prepared_pool()
+        with self._errors():
+            async with pool.connection() as conn, conn.transaction():
+                sealed = make(await self._current(conn, run_id))
+                params = self._row(run_id, sealed)
+                await conn.execute(
+                    self._sql("UPDATE {table} SET envelope = %s::json, payload = %s::jsonb"
+                              " WHERE run_id = %s"), (params[7], params[8], run_id))
+                await conn.execute(self._sql("DELETE FROM {history} WHERE run_id = %s"),
+                                   (run_id,))
         return sealed
 
     async def _delete(self, run_id: str) -> None:
@@ -482,6 +543,8 @@ class PostgresBackend(EnvelopeStateBackend):
         with self._errors():
             async with pool.connection() as conn, conn.transaction():
                 await conn.execute(self._sql("DELETE FROM {table} WHERE run_id = %s"), (run_id,))
+                await conn.execute(self._sql("DELETE FROM {history} WHERE run_id = %s"),
+                                   (run_id,))
                 await conn.execute(
                     self._sql("DELETE FROM {cancels} WHERE run_id = %s"), (run_id,))
 

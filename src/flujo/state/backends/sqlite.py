@@ -82,6 +82,15 @@ _MIGRATIONS: list[tuple[str, ...]] = [
         'CREATE INDEX "{t}_pipeline_updated" ON "{t}" (pipeline_name, updated_at)',
         'CREATE INDEX "{t}_updated" ON "{t}" (updated_at)',
     ),
+    # 2: checkpoint history. A save moves the record it replaces here, in one transaction.
+    (
+        """CREATE TABLE "{t}_history" (
+            run_id TEXT NOT NULL,
+            revision INTEGER NOT NULL,
+            envelope TEXT NOT NULL,
+            PRIMARY KEY (run_id, revision)
+        ) WITHOUT ROWID""",
+    ),
 ]
 #: The table layout version this code creates and expects.
 SQLITE_SCHEMA_VERSION = len(_MIGRATIONS)
@@ -127,7 +136,11 @@ class SQLiteBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
     ``synchronous`` is SQLite's durability setting (``FULL`` by default; ``NORMAL`` survives
     process crashes but may lose the last commits on power loss); ``statement_timeout``
     (seconds) interrupts any statement running longer, with BackendUnavailableError.
+
+    Earlier records of a run (its checkpoint history) are kept in ``<table>_history``.
     """
+
+    keeps_history = True
 
     def __init__(
         self,
@@ -444,11 +457,12 @@ class SQLiteBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
 
     def _write_sync(self, run_id: str, make: WriteRecord) -> SealedRecord:
         with self._connection() as conn, self._transaction(conn):
-            row = conn.execute(
-                f'SELECT revision, created_at FROM "{self.table}" WHERE run_id = ?', (run_id,)
-            ).fetchone()
-            current = None if row is None else CurrentRecord(row[0], stored_timestamp(
-                self.describe(run_id), "created_at", row[1]))
+            current = self._current(conn, run_id)
+            if current is not None:
+                conn.execute(  # the replaced record becomes history
+                    f'INSERT OR REPLACE INTO "{self.table}_history" (run_id, revision, envelope)'
+                    f' SELECT run_id, revision, envelope FROM "{self.table}" WHERE run_id = ?',
+                    (run_id,))
             if current is None and upstream_columns(conn) is not None \
                     and self.table != UPSTREAM_TABLE:
                 # A run upstream flujo saved is at revision 1, as it is read.
@@ -480,9 +494,54 @@ class SQLiteBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
     async def _write(self, run_id: str, make: WriteRecord) -> SealedRecord:
         return await asyncio.to_thread(self._write_sync, run_id, make)
 
+    def _current(self, conn: sqlite3.Connection, run_id: str) -> CurrentRecord | None:
+        row = conn.execute(
+            f'SELECT revision, created_at, updated_at FROM "{self.table}" WHERE run_id = ?',
+            (run_id,)).fetchone()
+        if row is None:
+            return None
+        what = self.describe(run_id)
+        return CurrentRecord(row[0], stored_timestamp(what, "created_at", row[1]),
+                             stored_timestamp(what, "updated_at", row[2]))
+
+    def _read_history_sync(self, run_id: str, first: int,
+                           last: int) -> list[tuple[int, StoredRecord]]:
+        limit = self.codec.max_record_bytes
+        with self._reading() as conn:
+            if conn is None:
+                return []
+            rows = conn.execute(
+                "SELECT revision, length(CAST(envelope AS BLOB)), CASE WHEN"
+                f' length(CAST(envelope AS BLOB)) <= ? THEN envelope END FROM'
+                f' "{self.table}_history" WHERE run_id = ? AND revision BETWEEN ? AND ?'
+                " ORDER BY revision", (limit, run_id, first, last)).fetchall()
+        found = []
+        for revision, size, raw in rows:
+            if raw is None:
+                raise CorruptStateError(record_too_large(
+                    f"{self.describe(run_id)}, revision {revision}", size, limit))
+            found.append((revision, StoredRecord(raw)))
+        return found
+
+    async def _read_history(self, run_id: str, first: int,
+                            last: int) -> list[tuple[int, StoredRecord]]:
+        return await asyncio.to_thread(self._read_history_sync, run_id, first, last)
+
+    def _compact_sync(self, run_id: str, make: WriteRecord) -> SealedRecord:
+        with self._connection() as conn, self._transaction(conn):
+            sealed = make(self._current(conn, run_id))
+            conn.execute(f'UPDATE "{self.table}" SET envelope = ? WHERE run_id = ?',
+                         (sealed.raw.decode("utf-8"), run_id))
+            conn.execute(f'DELETE FROM "{self.table}_history" WHERE run_id = ?', (run_id,))
+        return sealed
+
+    async def _compact(self, run_id: str, make: WriteRecord) -> SealedRecord:
+        return await asyncio.to_thread(self._compact_sync, run_id, make)
+
     def _delete_sync(self, run_id: str) -> None:
         with self._connection() as conn, self._transaction(conn):
             conn.execute(f'DELETE FROM "{self.table}" WHERE run_id = ?', (run_id,))
+            conn.execute(f'DELETE FROM "{self.table}_history" WHERE run_id = ?', (run_id,))
             if self.table != UPSTREAM_TABLE and upstream_columns(conn) is not None:
                 delete_upstream(conn, run_id)  # else the run would come back from there
 
