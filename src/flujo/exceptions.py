@@ -36,6 +36,7 @@ The tree::
         ├── RunIdConflictError (ValueError)      run_id= and the context's run_id disagree
         ├── PipelineMismatchError (ValueError)   saved run does not match this pipeline
         ├── RunNotFoundError (LookupError)       no saved run has this id
+        │   └── CheckpointNotFoundError          the run has no (kept) checkpoint there
         ├── RunNotPausedError                    an answer for a run that awaits none
         ├── InvalidInputError (ValueError)       an answer the paused step's model refuses
         └── StepFailedError                      a step raised; original in ``__cause__``
@@ -51,6 +52,7 @@ from typing import Any, TypeVar
 __all__ = [
     "BackendConfigError",
     "BackendUnavailableError",
+    "CheckpointNotFoundError",
     "CircularReferenceError",
     "ClaimLostError",
     "CorruptStateError",
@@ -228,6 +230,11 @@ class PipelineMismatchError(PipelineError, ValueError):
 
 class RunNotFoundError(PipelineError, LookupError):
     """No run is saved under the id given to ``resume`` or ``cancel``."""
+
+
+class CheckpointNotFoundError(RunNotFoundError):
+    """The run has no stored checkpoint for the step or revision asked for (the step never
+    finished in it, or its checkpoint was pruned)."""
 
 
 class RunNotPausedError(PipelineError):

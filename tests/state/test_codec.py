@@ -59,11 +59,13 @@ def test_plain_envelope_layout() -> None:
         "base",
         "step",
         "attempt",
+        "steps_done",
         "payload",
     ]
     assert data["format"] == FORMAT == "flujo.state"
     assert data["envelope_version"] == ENVELOPE_VERSION == 2
-    assert (data["kind"], data["base"], data["step"], data["attempt"]) == ("state", 7, None, None)
+    assert (data["kind"], data["base"], data["step"], data["attempt"], data["steps_done"]) == (
+        "state", 7, None, None, 0)
     assert list(data["payload"]) == ["fields", "history", "flujo_timestamps", "flujo_label"]
     assert (data["run_id"], data["revision"], data["codec"], data["key_id"]) == (
         "r-1",

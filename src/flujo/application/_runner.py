@@ -38,9 +38,9 @@ from ..exceptions import (
     RunNotFoundError,
     StateConflictError,
 )
-from ..state import PauseRequest, StateBackend, WorkflowState
+from ..state import Checkpoint, PauseRequest, StateBackend, WorkflowState
 from ..state.backends.base import RunClaim, shown
-from . import _control
+from . import _control, _history
 from ._attempts import CancelRequested, attempt, wait_before_retry
 from ._handle import RunHandle
 from ._human import accept_answer, input_model_for, pause_request
@@ -164,6 +164,48 @@ class Flujo(Generic[ContextT]):
             return _blocking(self.cancel_async(run_id))
         raise PipelineError("Flujo.cancel() cannot block inside a running event loop; "
                             "use `await runner.cancel_async(...)`")
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def history(self, run_id: str) -> list[Checkpoint]:
+        """The run's checkpoints (one per save: step, attempt, status, time, size), oldest
+        first; blocking. RunNotFoundError for an unknown run."""
+        return _blocking(self.history_async(run_id))
+
+    async def history_async(self, run_id: str) -> list[Checkpoint]:
+        return await _history.checkpoints_of(self.backend, run_id)
+
+    def state_at(self, run_id: str, step: str | int | None = None, *,
+                 revision: int | None = None) -> WorkflowState:
+        """The exact state saved right after ``step`` (a step name or index) finished, or at
+        checkpoint ``revision``, or the latest; blocking. ``restore_context(state)`` gives
+        its typed context. CheckpointNotFoundError when there is none (never reached, or
+        pruned)."""
+        return _blocking(self.state_at_async(run_id, step, revision=revision))
+
+    async def state_at_async(self, run_id: str, step: str | int | None = None, *,
+                             revision: int | None = None) -> WorkflowState:
+        state, _ = await _history.state_after(self, run_id, step=step, revision=revision)
+        return state
+
+    def fork(self, run_id: str, *, at_step: str | int | None = None,
+             revision: int | None = None, new_run_id: str | None = None,
+             edit: Callable[[ContextT], ContextT | None] | None = None) -> str:
+        """Start a new run from the state after ``at_step`` (or at ``revision``; the latest
+        when neither) of ``run_id``; blocking. Returns the new run's id (``new_run_id``, or
+        ``<run_id>-fork-<random>``); run it with ``run(run_id=...)``, which runs the
+        remaining steps.
+
+        ``edit(context)`` may change the context first (in place, or by returning a new
+        one); the result is validated by the context model and saved like any state. The
+        new run records where it came from (``WorkflowState.forked_from``)."""
+        return _blocking(self.fork_async(run_id, at_step=at_step, revision=revision,
+                                         new_run_id=new_run_id, edit=edit))
+
+    async def fork_async(self, run_id: str, *, at_step: str | int | None = None,
+                         revision: int | None = None, new_run_id: str | None = None,
+                         edit: Callable[[ContextT], ContextT | None] | None = None) -> str:
+        return await _history.fork_run(self, run_id, at_step=at_step, revision=revision,
+                                       new_run_id=new_run_id, edit=edit)
 
     async def cancel_async(self, run_id: str) -> str:
         """Cancel ``run_id`` from any process sharing the store; return its status then.

@@ -172,7 +172,7 @@ def run_demo(folder: Path) -> int:
         print("demo failed: nothing was saved before the crash", file=sys.stderr)
         return 1
     print(f"2. saved before the crash (envelope revision {envelope.revision}), resuming at "
-          f"step index {runner.backend.plain_fields(envelope)['current_step_index']}:")
+          f"step index {envelope.steps_done}:")
     paused = runner.run("order-42", run_id=RUN_ID)
     if paused.status != "paused" or paused.pause is None:
         print(f"demo failed: the run is {paused.status}, not paused", file=sys.stderr)

@@ -1,15 +1,15 @@
 """``flujo state ...``: operators' tools for a state store given by URI.
 
-``ls``, ``show``, ``export``, ``import``, ``migrate``, ``resume``, ``cancel`` and ``delete``
-work on any built-in backend (``sqlite:///state.db``, ``file:///dir``, ``postgresql://...``;
-see docs/cli.md).
+``ls``, ``show``, ``history``, ``export``, ``import``, ``migrate``, ``resume``, ``cancel``,
+``fork``, ``prune`` and ``delete`` work on any built-in backend (``sqlite:///state.db``,
+``file:///dir``, ``postgresql://...``; see docs/cli.md).
 Output is a rich table / pretty print when a person is watching (stdout is a terminal) and
 plain tab-separated text when piped; progress bars go to stderr when it is a terminal. The
 exit code says what went wrong (:data:`EXIT_CODES`).
 
 This module wires the commands into argparse; the work is done in ``_state_read`` (ls, show,
-export), ``_state_write`` (import, migrate, delete) and ``_state_control`` (resume, cancel),
-on a store opened by ``_store``, with
+export), ``_state_write`` (import, migrate, delete), ``_state_control`` (resume, cancel) and
+``_state_history`` (history, fork, prune, show --at), on a store opened by ``_store``, with
 output and exit codes from ``_output``. The names below stay importable from here.
 """
 
@@ -38,6 +38,7 @@ from ._output import (
     exit_code_for,
 )
 from ._state_control import _cancel, _resume
+from ._state_history import _fork, _history, _prune, parse_age, show_options
 from ._state_read import _export, _ls, _show
 from ._state_write import _delete, _import, _migrate
 from ._store import STORE_ENV, redact_uri
@@ -159,6 +160,38 @@ def add_state_commands(
                       help="the stored envelope as JSON (nothing decoded or decrypted)")
     mode.add_argument("--json", action="store_true",
                       help="the state as plain JSON (types not kept; for people and jq)")
+    show_options(show)
+
+    history = add("history", "list a run's checkpoints (one per save), oldest first", _history)
+    history.add_argument("run_id", metavar="RUN_ID")
+    history.add_argument("--format", choices=("auto", "table", "tsv", "json"), default="auto",
+                         help="auto: a table on a terminal, tab-separated when piped")
+    history.add_argument("--no-header", action="store_true", help="tsv: no header line")
+
+    fork = add("fork", "start a new run from a checkpoint of a run (its remaining steps run"
+                       " when it is run by its id)", _fork)
+    fork.add_argument("run_id", metavar="RUN_ID")
+    at = fork.add_mutually_exclusive_group()
+    at.add_argument("--at", metavar="STEP",
+                    help="fork from the state right after this step (a name, or an index from"
+                         " 0); default: the latest checkpoint")
+    at.add_argument("--revision", type=int, metavar="N", help="fork from checkpoint N")
+    fork.add_argument("--new-run-id", metavar="ID",
+                      help="the new run's id (default: RUN_ID-fork-<random>)")
+
+    prune = add("prune", "delete finished runs, or all but their last checkpoint; running and"
+                         " paused runs are never touched", _prune)
+    prune.add_argument("--older-than", type=parse_age, metavar="AGE",
+                       help="only runs last saved longer ago than AGE (30d, 12h, 90m, 2w)")
+    prune.add_argument("--keep-last", type=_non_negative, metavar="N",
+                       help="keep the N most recently saved finished runs of each pipeline")
+    prune.add_argument("--status", action="append", choices=("completed", "failed",
+                                                              "cancelled"),
+                       help="only runs with this status (repeatable; default: all three)")
+    prune.add_argument("--history-only", action="store_true",
+                       help="keep the runs, drop all their checkpoints but the last")
+    prune.add_argument("--dry-run", action="store_true", help="report, remove nothing")
+    prune.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
 
     export = add("export", "write runs as JSON lines (one stored envelope per line)", _export)
     export.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="default: every run")

@@ -24,6 +24,7 @@ from ..state import (
     EnvelopeStateBackend,
     PauseRequest,
     RunSummary,
+    StateRecord,
 )
 from ._outfile import private_output_file
 from ._output import (
@@ -40,6 +41,7 @@ from ._output import (
     _UsageError,
     _use_rich,
 )
+from ._state_history import checkpoint_record
 from ._store import _check_run_ids, _open_store
 from ._terminal import json_text, pretty
 
@@ -221,13 +223,22 @@ def _envelope_document(envelope: Envelope) -> Any:
 async def _show(args: argparse.Namespace) -> int:
     _check_run_ids([args.run_id])
     async with _open_store(args) as backend:
-        if args.raw:
+        at = args.at is not None or args.revision is not None
+        if args.raw and not at:
             envelope = await backend.read_envelope(args.run_id)
             if envelope is None:
                 return _not_found(args.run_id)
             _print_json(_envelope_document(envelope))
             return EXIT_OK
-        record = await backend.load_record(args.run_id)
+        if at:  # a checkpoint from the history
+            record: StateRecord | None = await checkpoint_record(
+                backend, args.run_id, args.at, args.revision)
+            if args.raw:
+                assert record is not None
+                _print_json(_envelope_document(record.envelope))
+                return EXIT_OK
+        else:
+            record = await backend.load_record(args.run_id)
     if record is None:
         return _not_found(args.run_id)
     state, envelope = record.state, record.envelope

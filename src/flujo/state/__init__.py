@@ -1,7 +1,9 @@
 """Durable, versioned persistence of workflow state.
 
-Every state is stored as one self-describing :class:`Envelope` (docs/envelope.md) by one of
-the backends (docs/backends.md), all implementing :class:`StateBackend`. Old records keep
+Every save is stored as one self-describing :class:`Envelope` (docs/envelope.md), a whole
+state or a delta of the save before, by one of the backends (docs/backends.md), all
+implementing :class:`StateBackend`; the backends keep every checkpoint (``history``,
+``state_at``) until it is pruned (``prune``, ``compact``). Old records keep
 loading: per-type migrations run inside the serialization layer, whole-state migrations are
 registered here (docs/migrations.md), and :func:`migrate_all` rewrites a store in place.
 """
@@ -36,24 +38,36 @@ from .backends import (
     SQLiteBackend,
     StateBackend,
 )
-from .models import PauseRequest, RunStatus, RunSummary, StateRecord, WorkflowState
+from .backends._history import Checkpoint, PruneReport
+from .models import (
+    ForkOrigin,
+    PauseRequest,
+    RunStatus,
+    RunSummary,
+    StateRecord,
+    WorkflowState,
+    forked_state,
+)
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
     "ENVELOPE_VERSION",
     "FORMAT",
     "LEGACY_CONTEXT_MARKER",
+    "Checkpoint",
     "Encryption",
     "Envelope",
     "EnvelopeCodec",
     "EnvelopeStateBackend",
     "FileBackend",
+    "ForkOrigin",
     "InMemoryBackend",
     "MigrationChange",
     "MigrationFailure",
     "MigrationReport",
     "PauseRequest",
     "PostgresBackend",
+    "PruneReport",
     "RunClaim",
     "RunStatus",
     "RunSummary",
@@ -67,6 +81,7 @@ __all__ = [
     "default_state_migrations",
     "envelope_json_schema",
     "envelope_schema_text",
+    "forked_state",
     "migrate_all",
     "register_state_migration",
     "set_state_version",

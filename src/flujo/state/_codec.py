@@ -87,7 +87,7 @@ _LEGACY_KEYS = ("pipeline_context", "current_step_index", "step_history", "statu
 @dataclass(frozen=True)
 class EncodedState:
     """A state serialized for one save: its fields document, its history entries, the
-    manifest of both and the label of the checkpoint (step, attempt).
+    manifest of both and the label of the checkpoint (step, attempt, steps done).
 
     ``data`` and ``payload_json`` are the whole-state payload; a delta is built from the
     parts instead (see :mod:`._chain`)."""
@@ -102,6 +102,7 @@ class EncodedState:
     history: History
     step: str | None = None
     attempt: int | None = None
+    steps_done: int = 0
 
     @property
     def data(self) -> dict[str, Any]:
@@ -164,12 +165,13 @@ def _stored_fields(state: WorkflowState) -> dict[str, Any]:
     return data
 
 
-#: The payload's copy of the header's checkpoint label, ``[step, attempt]`` (version 2 on).
+#: The payload's copy of the header's checkpoint label, ``[step, attempt, steps_done]``
+#: (version 2 on).
 LABEL_KEY = "flujo_label"
 
 
 def _with_timestamps(payload_json: bytes, created: str, updated: str,
-                     label: tuple[str | None, int | None] | None = None) -> bytes:
+                     label: tuple[str | None, int | None, int] | None = None) -> bytes:
     """``payload_json`` (a JSON object) with the timestamps (and the label) appended as its
     last fields."""
     stamps = b'"' + TIMESTAMPS_KEY.encode() + b'":["' + created.encode() + b'","' \
@@ -182,9 +184,10 @@ def _with_timestamps(payload_json: bytes, created: str, updated: str,
 
 def _check_label(what: str, envelope: Envelope, payload: Any) -> None:
     found = payload.get(LABEL_KEY) if isinstance(payload, dict) else None
-    if found != [envelope.step, envelope.attempt]:
+    if found != [envelope.step, envelope.attempt, envelope.steps_done]:
         raise CorruptStateError(
-            f"{what}: the header says step={envelope.step!r}, attempt={envelope.attempt!r} but"
+            f"{what}: the header says step={envelope.step!r}, attempt={envelope.attempt!r},"
+            f" steps_done={envelope.steps_done!r} but"
             f" the payload was sealed with {repr(found)[:120]}; the record was altered")
 
 
@@ -326,7 +329,7 @@ def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     """Version 2 added checkpoint chains: every version 1 record holds a whole state (in
     one document; see :meth:`EnvelopeCodec.open`) and starts a chain of its own."""
     return {**data, "envelope_version": 2, "kind": "state", "base": data.get("revision"),
-            "step": None, "attempt": None}
+            "step": None, "attempt": None, "steps_done": 0}
 
 
 # Envelope layout upgrades, by the version they upgrade from.
@@ -452,6 +455,7 @@ class EnvelopeCodec:
             history=history,
             step=step,
             attempt=attempt,
+            steps_done=state.current_step_index,
         )
 
     @staticmethod
@@ -495,9 +499,10 @@ class EnvelopeCodec:
             "base": revision if delta is None or base is None else base,
             "step": encoded.step,
             "attempt": encoded.attempt,
+            "steps_done": encoded.steps_done,
         }
         body = encoded.payload_json if delta is None else delta.json
-        label = (encoded.step, encoded.attempt)
+        label = (encoded.step, encoded.attempt, encoded.steps_done)
         payload_json = _with_timestamps(body, header["created_at"], header["updated_at"], label)
         if self.codec == "json":
             data = {**(encoded.data if delta is None else delta.data),
@@ -767,7 +772,7 @@ class EnvelopeCodec:
         return {"fields": fields, "history": history,
                 TIMESTAMPS_KEY: [format_timestamp(head.created_at),
                                  format_timestamp(head.updated_at)],
-                LABEL_KEY: [head.step, head.attempt]}
+                LABEL_KEY: [head.step, head.attempt, head.steps_done]}
 
     def _checked_payload(self, envelope: Envelope, *, what: str) -> Any:
         payload = self.payload_data(envelope, what=what)

@@ -126,6 +126,9 @@ class Envelope(BaseModel):
                                   " the one failing, pausing); null before the first.")
     attempt: StrictInt | None = Field(
         default=None, ge=1, description="That step's attempt count; null when none.")
+    steps_done: StrictInt = Field(
+        default=0, ge=0, description="How many of the pipeline's steps the state has"
+                                     " finished (its current_step_index).")
     payload: Any = Field(
         description=(
             "codec 'json': the tagged payload inline. Otherwise: base64 of the payload bytes."
@@ -214,6 +217,7 @@ class Envelope(BaseModel):
             "base": self.base,
             "step": self.step,
             "attempt": self.attempt,
+            "steps_done": self.steps_done,
         }
 
     def _common_header(self) -> dict[str, Any]:

@@ -13,7 +13,15 @@ from flujo.serialization import register_type
 if TYPE_CHECKING:
     from ._envelope import Envelope
 
-__all__ = ["PauseRequest", "RunStatus", "RunSummary", "StateRecord", "WorkflowState", "utc_now"]
+__all__ = [
+    "ForkOrigin",
+    "PauseRequest",
+    "RunStatus",
+    "RunSummary",
+    "StateRecord",
+    "WorkflowState",
+    "utc_now",
+]
 
 RunStatus = Literal["running", "paused", "completed", "failed", "cancelled"]
 RUN_STATUSES: tuple[str, ...] = ("running", "paused", "completed", "failed", "cancelled")
@@ -48,6 +56,18 @@ class PauseRequest(BaseModel):
     requested_at: datetime = Field(default_factory=utc_now)
 
 
+class ForkOrigin(BaseModel):
+    """Where a forked run came from: the run, the checkpoint (its revision) and the step that
+    checkpoint recorded, with how many steps were done then."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    run_id: str
+    revision: int = Field(ge=1)
+    step: str | None = None
+    steps_done: int = Field(default=0, ge=0)
+
+
 class WorkflowState(BaseModel):
     """Snapshot of a pipeline run: where it is, what it has produced, and how it ended.
 
@@ -57,7 +77,8 @@ class WorkflowState(BaseModel):
 
     ``step_names`` are the names of the pipeline's steps (a resume checks them), ``failure``
     the :class:`~flujo.StepResult` of the step that failed, or whose retries are under way,
-    and ``pause`` what a ``paused`` run waits for.
+    ``pause`` what a ``paused`` run waits for, and ``forked_from`` the run and checkpoint a
+    forked run started from (its lineage).
 
     ``created_at`` and ``updated_at`` belong to the store: a backend sets them when it saves
     (the first save's time, this save's time) and fills them in when it loads, from the
@@ -87,6 +108,7 @@ class WorkflowState(BaseModel):
     step_names: list[str] | None = None
     failure: Any = None
     pause: PauseRequest | None = None
+    forked_from: ForkOrigin | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -147,3 +169,21 @@ class StateRecord:
 
 # A stable name: stored pauses must not depend on where this class lives in the package.
 register_type(PauseRequest, name="flujo.PauseRequest")
+register_type(ForkOrigin, name="flujo.ForkOrigin")
+
+
+def forked_state(state: WorkflowState, new_run_id: str, origin: ForkOrigin,
+                 context: dict[str, Any] | None = None) -> WorkflowState:
+    """A new run ``new_run_id`` starting from ``state`` (a checkpoint of ``origin.run_id``):
+    its context (``context`` when given: the fields of an edited one), last output and step
+    history, running, with no failure, pause or error, and its lineage."""
+    fields = dict(state.pipeline_context if context is None else context)
+    if "run_id" in fields:
+        fields["run_id"] = new_run_id  # the context names its run (PipelineContext.run_id)
+    return WorkflowState(
+        run_id=new_run_id, pipeline_name=state.pipeline_name,
+        pipeline_version=state.pipeline_version,
+        current_step_index=state.current_step_index, pipeline_context=fields,
+        last_step_output=state.last_step_output, step_history=list(state.step_history),
+        status="running", step_names=state.step_names, forked_from=origin,
+        **(state.model_extra or {}))

@@ -15,10 +15,10 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
@@ -49,7 +49,9 @@ from .._jsonio import dumps
 from .._migrations import StateMigrations
 from .._runid import validate_run_id
 from ..models import RUN_STATUSES, RunSummary, StateRecord, WorkflowState, utc_now
+from . import _history
 from ._admin import UpstreamAdminCalls
+from ._history import Checkpoint, PruneReport
 
 __all__ = [
     "ClaimWatch",
@@ -687,6 +689,41 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
         removes). Backends with ``keeps_history``."""
         raise NotImplementedError(f"{type(self).__name__} keeps no checkpoint history")
 
+    # -- checkpoint history (see _history) ----------------------------------------------
+
+    async def history(self, run_id: str) -> list[Checkpoint]:
+        """Every stored checkpoint of ``run_id`` (one per save), oldest first; empty for an
+        unknown run. Read from the records' headers: no value is decoded."""
+        return await _history.history(self, run_id)
+
+    async def state_at(self, run_id: str, revision: int) -> StateRecord | None:
+        """The state ``run_id`` had at checkpoint ``revision``, exactly as that save stored
+        it; None when the run or that checkpoint is not stored."""
+        return await _history.state_at(self, run_id, revision)
+
+    async def compact(self, run_id: str) -> int:
+        """Keep only the last checkpoint of the finished run ``run_id``, stored whole;
+        return how many records were removed (StateConflictError for a run that is not
+        finished or was saved meanwhile)."""
+        return await _history.compact(self, run_id)
+
+    async def prune(
+        self,
+        *,
+        older_than: timedelta | datetime | None = None,
+        keep_last: int | None = None,
+        status: str | Iterable[str] | None = None,
+        history_only: bool = False,
+        dry_run: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> PruneReport:
+        """Remove finished runs (or, ``history_only``, all their checkpoints but the last)
+        last saved before ``older_than`` and not among the ``keep_last`` newest of their
+        pipeline; see :func:`flujo.state.backends._history.prune`."""
+        return await _history.prune(self, older_than=older_than, keep_last=keep_last,
+                                    status=status, history_only=history_only,
+                                    dry_run=dry_run, progress=progress)
+
     async def load_workflow_state(self, run_id: str) -> WorkflowState | None:
         """Like :meth:`load_state` but returns the :class:`WorkflowState` model."""
         record = await self.load_record(run_id)
@@ -830,7 +867,8 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
                                status=status, state_version=envelope.state_version,
                                manifest=dict(envelope.manifest), fields=fields,
                                fields_json=fields_json, history=history,
-                               step=envelope.step, attempt=envelope.attempt)
+                               step=envelope.step, attempt=envelope.attempt,
+                               steps_done=envelope.steps_done)
 
         def make(current: CurrentRecord | None) -> SealedRecord:
             revision = check_revision(what, current, envelope.revision)

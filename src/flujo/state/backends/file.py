@@ -51,6 +51,17 @@ _HISTORY = ".history"
 _EARLIEST, _LATEST = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
 
 
+def _revisions(names: list[str]) -> list[int]:
+    """The revisions of the kept records among a history directory's ``names`` (other
+    names, temporary files among them, are not records)."""
+    found = []
+    for name in names:
+        digits = name[: -len(_SUFFIX)] if name.endswith(_SUFFIX) else ""
+        if digits.isascii() and digits.isdigit() and len(digits) <= 19 and digits[0] != "0":
+            found.append(int(digits))
+    return found
+
+
 def _file_time(mtime: float) -> datetime:
     try:
         return datetime.fromtimestamp(mtime, UTC)
@@ -228,7 +239,9 @@ class FileBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
                 if history.kind(run_id) == "missing":
                     return found
                 with history.subdirectory(run_id, create=False) as kept:
-                    for revision in range(first, last + 1):
+                    for revision in sorted(_revisions(kept.names())):
+                        if not first <= revision <= last:
+                            continue
                         read = kept.read_regular(f"{revision}{_SUFFIX}",
                                                  limit=self.codec.max_record_bytes)
                         if read is not None:

@@ -99,7 +99,7 @@ class InMemoryBackend(EnvelopeStateBackend):
         with self._lock:
             kept = dict(self._history.get(run_id, {}))
         return [(revision, StoredRecord(kept[revision]))
-                for revision in range(first, last + 1) if revision in kept]
+                for revision in sorted(kept) if first <= revision <= last]
 
     async def _compact(self, run_id: str, make: WriteRecord) -> SealedRecord:
         with self._lock:

@@ -1,0 +1,203 @@
+"""``flujo state history``, ``fork`` and ``prune``, and the checkpoint ``show --at`` reads.
+
+They need no pipeline: a step is named by its name (from the names the run stored) or its
+index, and a checkpoint by its revision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from datetime import timedelta
+from typing import Any
+
+from .. import state as _state
+from ..application._history import choose_checkpoint
+from ..exceptions import RunNotFoundError
+from ..state import Checkpoint, EnvelopeStateBackend, ForkOrigin, StateRecord, forked_state
+from . import _output
+from ._output import (
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    _err,
+    _print_tsv,
+    _Progress,
+    _rich_cell,
+    _UsageError,
+    _use_rich,
+)
+from ._store import _check_run_ids, _open_store
+from ._terminal import json_text, visible
+
+__all__ = ["_fork", "_history", "_prune", "checkpoint_record", "parse_age"]
+
+_AGE = re.compile(r"^(\d{1,9})([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_age(text: str) -> timedelta:
+    """``30d``, ``12h``, ``90m``, ``45s``, ``2w``: an age for ``--older-than``."""
+    found = _AGE.match(text.strip())
+    if found is None:
+        raise argparse.ArgumentTypeError(
+            f"not an age: {text!r} (a number and a unit: s, m, h, d or w, e.g. 30d)")
+    return timedelta(**{_UNITS[found[2]]: int(found[1])})
+
+
+def _step_arg(text: str) -> str | int:
+    return int(text) if text.isascii() and text.isdigit() else text
+
+
+async def _names_of(backend: EnvelopeStateBackend, run_id: str) -> list[str]:
+    """The step names the run stored (read without decoding any value)."""
+    envelope = await backend.read_envelope(run_id)
+    names = None if envelope is None else backend.plain_fields(envelope).get("step_names")
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
+async def _chosen(backend: EnvelopeStateBackend, run_id: str, step: str | None,
+                  revision: int | None) -> Checkpoint:
+    checkpoints = await backend.history(run_id)
+    if not checkpoints:
+        raise RunNotFoundError(f"{backend.describe(run_id)}: no such run")
+    names = await _names_of(backend, run_id) if step is not None else []
+    return choose_checkpoint(checkpoints, names, backend.describe(run_id),
+                             step=None if step is None else _step_arg(step), revision=revision)
+
+
+async def checkpoint_record(backend: EnvelopeStateBackend, run_id: str, step: str | None,
+                            revision: int | None) -> StateRecord:
+    """The state after ``step`` (a name or an index) or at ``revision`` (``show --at``)."""
+    chosen = await _chosen(backend, run_id, step, revision)
+    record = await backend.state_at(run_id, chosen.revision)
+    if record is None:
+        raise RunNotFoundError(f"{backend.describe(run_id)}: the checkpoint at revision"
+                               f" {chosen.revision} is no longer stored")
+    return record
+
+
+# -- history -----------------------------------------------------------------------------------
+
+
+def _row(checkpoint: Checkpoint) -> tuple[Any, ...]:
+    return (checkpoint.revision, checkpoint.steps_done, checkpoint.step or "-",
+            checkpoint.attempt or "-", checkpoint.status, checkpoint.kind, checkpoint.size,
+            checkpoint.saved_at.isoformat())
+
+
+_COLUMNS = ("REVISION", "DONE", "STEP", "ATTEMPT", "STATUS", "KIND", "BYTES", "SAVED")
+
+
+async def _history(args: argparse.Namespace) -> int:
+    _check_run_ids([args.run_id])
+    async with _open_store(args) as backend:
+        checkpoints = await backend.history(args.run_id)
+    if not checkpoints:
+        _err(f"no run {args.run_id!r} in the store")
+        return EXIT_NOT_FOUND
+    fmt = args.format
+    if fmt == "auto":
+        fmt = "table" if _use_rich(sys.stdout) else "tsv"
+    if fmt == "json":
+        for c in checkpoints:
+            print(json_text({"revision": c.revision, "steps_done": c.steps_done,
+                             "step": c.step, "attempt": c.attempt, "status": c.status,
+                             "kind": c.kind, "size": c.size,
+                             "saved_at": c.saved_at.isoformat()}))
+    elif fmt == "table":
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        for column in _COLUMNS:
+            table.add_column(column, no_wrap=column != "STEP")
+        for c in checkpoints:
+            table.add_row(*(_rich_cell(v) for v in _row(c)))
+        Console(file=sys.stdout).print(table)
+    else:
+        _print_tsv([_row(c) for c in checkpoints], None if args.no_header else _COLUMNS)
+    return EXIT_OK
+
+
+# -- fork --------------------------------------------------------------------------------------
+
+
+async def _fork(args: argparse.Namespace) -> int:
+    _check_run_ids([args.run_id] + ([args.new_run_id] if args.new_run_id else []))
+    async with _open_store(args) as backend:
+        chosen = await _chosen(backend, args.run_id, args.at, args.revision)
+        record = await backend.state_at(args.run_id, chosen.revision)
+        if record is None:
+            raise RunNotFoundError(f"{backend.describe(args.run_id)}: the checkpoint at"
+                                   f" revision {chosen.revision} is no longer stored")
+        new_id = args.new_run_id or f"{args.run_id}-fork-{_state_suffix()}"
+        origin = ForkOrigin(run_id=args.run_id, revision=chosen.revision, step=chosen.step,
+                            steps_done=chosen.steps_done)
+        await backend.save_state(new_id, forked_state(record.state, new_id, origin),
+                                 expected_revision=0)
+    _print_tsv([("forked", args.run_id, chosen.revision, new_id)], None)
+    _err(f"run {new_id!r} starts from revision {chosen.revision} of {args.run_id!r}"
+         f" ({chosen.steps_done} step(s) done); run it by its id to run the remaining steps")
+    return EXIT_OK
+
+
+def _state_suffix() -> str:
+    import uuid
+
+    return uuid.uuid4().hex[:8]
+
+
+# -- prune -------------------------------------------------------------------------------------
+
+
+async def _prune(args: argparse.Namespace) -> int:
+    if args.older_than is None and args.keep_last is None:
+        raise _UsageError("prune needs --older-than AGE or --keep-last N (it never removes"
+                          " every finished run)")
+    statuses = args.status or None
+    async with _open_store(args) as backend:
+        if not args.dry_run and not args.yes:
+            preview = await backend.prune(older_than=args.older_than, keep_last=args.keep_last,
+                                          status=statuses, history_only=args.history_only,
+                                          dry_run=True)
+            if not (preview.deleted or preview.compacted):
+                _err(preview.summary())
+                return EXIT_OK
+            if not _confirm(preview):
+                _err("nothing pruned")
+                return EXIT_NOT_FOUND
+        with _Progress("pruning", None) as bar:
+            report = await backend.prune(
+                older_than=args.older_than, keep_last=args.keep_last, status=statuses,
+                history_only=args.history_only, dry_run=args.dry_run, progress=bar.update)
+    action = ("would compact" if args.dry_run else "compacted") if args.history_only else \
+        ("would delete" if args.dry_run else "deleted")
+    _print_tsv([(action, run_id) for run_id in report.compacted or report.deleted], None)
+    for run_id, why in sorted(report.skipped.items()):
+        _err(f"skipped {run_id!r}: {why}")
+    _err(report.summary())
+    return EXIT_OK
+
+
+def _confirm(preview: _state.PruneReport) -> bool:
+    if not _output._is_tty(sys.stdin):  # via the module: the one place to stub it
+        raise _UsageError("refusing to prune without confirmation: pass --yes (or"
+                          " --dry-run to see what would go)")
+    runs = preview.compacted or preview.deleted
+    what = "compact the history of" if preview.compacted else "delete"
+    try:
+        answer = input(visible(f"{what} {len(runs)} run(s) ({preview.records_removed}"
+                               f" record(s), {preview.bytes_removed:,} bytes)?") + " [y/N] ")
+    except EOFError:
+        answer = ""
+    return answer.strip().lower() in ("y", "yes")
+
+
+def show_options(show: argparse.ArgumentParser) -> None:
+    """``show --at STEP`` / ``--revision N``."""
+    at = show.add_mutually_exclusive_group()
+    at.add_argument("--at", metavar="STEP",
+                    help="the state saved right after this step (a name, or an index from 0)"
+                         " finished, from the run's checkpoint history")
+    at.add_argument("--revision", type=int, metavar="N", help="the state at checkpoint N")
