@@ -1,11 +1,13 @@
 """CI run of the crash campaign (tools/reliability/crash_campaign.py): real SIGKILLs.
 
 For each durable backend: at least 200 kills of workers running pipelines (inside steps,
-during save_state, anywhere at random) and 50 kills during migrate_all rewrites. Every kill
-must be survived: every record the dead worker touched loads and equals what an
-uninterrupted run saved at the same step, every run finishes with exactly the result of an
-uninterrupted run, and no finished step ever runs again. The three campaigns run in parallel
-child processes (each forks its own workers), so they share the machine's cores.
+during save_state, anywhere at random), 50 kills during migrate_all rewrites and 40 while
+finished runs' histories are compacted. Every kill must be survived: every record the dead
+worker touched, and every checkpoint kept in its history (whole states and deltas), loads
+and equals what an uninterrupted run saved at the same step, every run finishes with
+exactly the result of an uninterrupted run, and no finished step ever runs again. The three
+campaigns run in parallel child processes (each forks its own workers), so they share the
+machine's cores.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ TOOLS = Path(__file__).resolve().parents[2] / "tools" / "reliability"
 CAMPAIGN = TOOLS / "crash_campaign.py"
 KILLS = 200
 MIGRATION_KILLS = 50
+COMPACTION_KILLS = 40
 TIMEOUT = 600
 BACKENDS = ("file", "sqlite", "postgres")
 SCHEMA = new_schema_name("flujo_crash_ci")  # dropped by the fixture, even after a timeout
@@ -58,7 +61,8 @@ def campaigns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
                 running[kind] = reason
                 continue
         running[kind] = _launch(kind, workdir, seed, "--kills", str(KILLS),
-                                "--migration-kills", str(MIGRATION_KILLS))
+                                "--migration-kills", str(MIGRATION_KILLS),
+                                "--compaction-kills", str(COMPACTION_KILLS))
     running["seed"] = seed
     yield running
     for value in running.values():
@@ -96,6 +100,10 @@ def test_every_kill_is_survived(kind: str, campaigns: dict[str, Any]) -> None:
     assert report["migration_kills_made"] >= MIGRATION_KILLS, context
     assert report["migration_kills_survived"] == report["migration_kills_made"], context
     assert report["migration_final_ok"], context
+    assert report["compaction_kills_made"] >= COMPACTION_KILLS, context
+    assert report["compaction_kills_survived"] == report["compaction_kills_made"], context
+    assert report["compaction_by_phase"].get("compaction: the backend's write", 0) > 0, context
+    assert report["delta_checkpoints"] > 0, context  # the kills hit chains of deltas
     assert report["unreadable_records"] == 0 and report["inconsistent_records"] == 0, context
     assert report["runs"] > 0 and report["runs_exact"] == report["runs"], context
     assert report["effect_log_violations"] == 0 and report["worker_errors"] == 0, context

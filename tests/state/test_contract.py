@@ -31,6 +31,15 @@ class TestInMemoryBackend(BackendContract):
         assert isinstance(backend, InMemoryBackend)
         backend.put_raw(run_id, raw)
 
+    async def put_kept_raw(self, backend: StateBackend, run_id: str, revision: int,
+                           raw: bytes | None) -> None:
+        assert isinstance(backend, InMemoryBackend)
+        kept = backend._history.setdefault(run_id, {})
+        if raw is None:
+            kept.pop(revision, None)
+        else:
+            kept[revision] = raw
+
 
 class TestFileBackend(BackendContract):
     async def make_backend(self, tmp_path: Path, **options: Any) -> StateBackend:
@@ -43,6 +52,14 @@ class TestFileBackend(BackendContract):
     async def put_raw(self, backend: StateBackend, run_id: str, raw: bytes) -> None:
         assert isinstance(backend, FileBackend)
         backend.file_for(run_id).write_bytes(raw)
+
+    async def put_kept_raw(self, backend: StateBackend, run_id: str, revision: int,
+                           raw: bytes | None) -> None:
+        assert isinstance(backend, FileBackend)
+        path = backend.path / ".history" / run_id / f"{revision}.json"
+        path.unlink(missing_ok=True)  # a hard link: never write through it
+        if raw is not None:
+            path.write_bytes(raw)
 
 
 class TestSQLiteBackend(BackendContract):
@@ -73,6 +90,16 @@ class TestSQLiteBackend(BackendContract):
                 " ON CONFLICT(run_id) DO UPDATE SET envelope = excluded.envelope",
                 (run_id, value),
             )
+
+    async def put_kept_raw(self, backend: StateBackend, run_id: str, revision: int,
+                           raw: bytes | None) -> None:
+        assert isinstance(backend, SQLiteBackend)
+        with backend._connection() as conn:
+            conn.execute(f'DELETE FROM "{backend.table}_history" WHERE run_id = ? AND'
+                         " revision = ?", (run_id, revision))
+            if raw is not None:
+                conn.execute(f'INSERT INTO "{backend.table}_history" (run_id, revision,'
+                             " envelope) VALUES (?, ?, ?)", (run_id, revision, raw.decode()))
 
 
 @pytest.mark.postgres
@@ -122,3 +149,16 @@ class TestPostgresBackend(BackendContract):
                 )
         except (UnicodeDecodeError, psycopg.errors.InvalidTextRepresentation):
             pytest.skip("a PostgreSQL json column cannot hold text that is not JSON")
+
+    async def put_kept_raw(self, backend: StateBackend, run_id: str, revision: int,
+                           raw: bytes | None) -> None:
+        import psycopg
+
+        assert isinstance(backend, PostgresBackend)
+        table = f'"{backend.schema}"."{backend.table}_history"'
+        async with await psycopg.AsyncConnection.connect(backend.dsn) as conn:
+            await conn.execute(f"DELETE FROM {table} WHERE run_id = %s AND revision = %s",
+                               (run_id, revision))
+            if raw is not None:
+                await conn.execute(f"INSERT INTO {table} (run_id, revision, envelope)"
+                                   " VALUES (%s, %s, %s::json)", (run_id, revision, raw.decode()))

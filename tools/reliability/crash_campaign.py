@@ -16,7 +16,8 @@ worker dies is chosen at random for each kill:
   after a random fraction of a typical save's duration (serializing, inside the write).
 
 After each kill every record the dead worker touched must load without any error, and must
-equal the state an uninterrupted run saved after the same step (values and exact types). The
+equal the state an uninterrupted run saved after the same step (values and exact types); so
+must every checkpoint kept in its history (the whole states and the deltas between them). The
 next worker resumes where the last one died. At the end every run is resumed to completion and
 must equal an uninterrupted run, and the side-effect log must show that no step was skipped
 and that a step ran again only right after its worker was killed.
@@ -25,6 +26,10 @@ Migration kills: a second store of finished runs is rewritten by ``migrate_all``
 compression and encryption keys, plus a whole-state migration) while workers are killed at
 random; after each kill every record must load and decode to the expected state. A final
 ``migrate_all`` must succeed and leave every record current.
+
+Compaction kills: a third store of finished runs, each a chain of checkpoints, is compacted
+(``prune(history_only=True)``) while workers are killed at random; after each kill every run
+must load its last state exactly and its history must be either whole or that one checkpoint.
 
 The JSON report has the figures quoted in docs/reliability.md.
 """
@@ -151,8 +156,11 @@ PHASES = {
     6: "migrate_all: serializing a rewrite",
     7: "migrate_all: the backend's write",
     8: "finished",
+    9: "compaction: reading the history",
+    10: "compaction: the backend's write",
 }
-STARTUP, RUNNER, STEP, SAVE_ENCODE, SAVE_WRITE, MIG_READ, MIG_ENCODE, MIG_WRITE, DONE = range(9)
+STARTUP, RUNNER, STEP, SAVE_ENCODE, SAVE_WRITE, MIG_READ, MIG_ENCODE, MIG_WRITE, DONE, \
+    COMPACT_READ, COMPACT_WRITE = range(11)
 
 
 class Shared:
@@ -440,6 +448,12 @@ class Report:
     migration_passes_completed: int = 0
     migration_records: int = 0
     migration_final_ok: bool = False
+    checkpoints_checked: int = 0
+    delta_checkpoints: int = 0
+    compaction_kills_made: int = 0
+    compaction_kills_survived: int = 0
+    compaction_by_phase: Counter[str] = field(default_factory=Counter)
+    runs_compacted: int = 0
     temp_files_left: int = 0
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
@@ -452,6 +466,7 @@ class Report:
     def ok(self) -> bool:
         return (self.kills_survived == self.kills_made
                 and self.migration_kills_survived == self.migration_kills_made
+                and self.compaction_kills_survived == self.compaction_kills_made
                 and self.runs_exact == self.runs and not self.problems
                 and (self.migration_kills_made == 0 or self.migration_final_ok))
 
@@ -516,12 +531,36 @@ class Driver:
                     continue
                 if record is None:
                     continue
-                found = self._compare(await self.snapshot(index), record.state)
+                snapshot = await self.snapshot(index)
+                found = self._compare(snapshot, record.state)
                 if found:
                     self.report.inconsistent_records += 1
                     problems.append(f"{rid(index)}: {found}")
+                problems += await self._check_checkpoints(backend, rid(index), snapshot)
         finally:
             await backend.close()
+        return problems
+
+    async def _check_checkpoints(self, backend: StateBackend, run_id: str,
+                                 snapshot: Snapshot) -> list[str]:
+        """Every kept checkpoint of the run rebuilds what an uninterrupted run saved after
+        the same number of steps (a kill must not damage the chain of deltas either)."""
+        assert isinstance(backend, EnvelopeStateBackend)
+        problems = []
+        for checkpoint in await backend.history(run_id):
+            self.report.checkpoints_checked += 1
+            self.report.delta_checkpoints += checkpoint.kind == "delta"
+            try:
+                record = await backend.state_at(run_id, checkpoint.revision)
+            except Exception as exc:
+                self.report.unreadable_records += 1
+                problems.append(f"{run_id} revision {checkpoint.revision} unreadable:"
+                                f" {type(exc).__name__}: {exc}")
+                continue
+            found = "not stored" if record is None else self._compare(snapshot, record.state)
+            if found:
+                self.report.inconsistent_records += 1
+                problems.append(f"{run_id} revision {checkpoint.revision}: {found}")
         return problems
 
     @staticmethod
@@ -805,6 +844,128 @@ class Driver:
         return ok and not await self._check_migrated(store, expected)
 
 
+async def _compact_worker(store: Store) -> None:
+    """Compact the history of every finished run of the store (the driver kills it)."""
+    backend = store.open()
+    assert isinstance(backend, EnvelopeStateBackend)
+    compact = backend._compact
+
+    async def tracked_compact(run_id: str, make: Any) -> Any:
+        G.shared.phase(COMPACT_WRITE)
+        if G.life.mode == "save":
+            _counters["compactions"] += 1
+            if _counters["compactions"] == G.life.target:
+                delay = random.Random(G.life.seed).uniform(0, 0.003)
+                threading.Thread(target=lambda: (time.sleep(delay), _kill_now()),
+                                 daemon=True).start()
+        try:
+            return await compact(run_id, make)
+        finally:
+            G.shared.phase(COMPACT_READ)
+
+    backend._compact = tracked_compact  # type: ignore[method-assign]
+    G.shared.phase(COMPACT_READ)
+    began = time.perf_counter()
+    await backend.prune(keep_last=0, history_only=True)
+    G.shared.set(per_run=time.perf_counter() - began)
+    await backend.close()
+    G.shared.phase(DONE)
+
+
+class Compaction:
+    """Kills while a worker compacts finished runs' histories: after each, every run loads
+    its last state exactly, and its history is whole or compacted to that one checkpoint."""
+
+    def __init__(self, driver: Driver, records: int) -> None:
+        self.driver = driver
+        self.report = driver.report
+        self.store = driver.store.sibling("compaction")
+        self.records = records
+        self.generation = 0
+        self.expected: dict[str, tuple[list[int], dict[str, Any]]] = {}
+
+    def run(self, kills: int) -> None:
+        asyncio.run(self._populate())
+        made = 0
+        lives = 0
+        while made < kills and lives < 20 * kills:
+            lives += 1
+            mode = self.driver.rng.choice(("timer", "save"))
+            life = Life(mode, 0, self.driver.rng.randrange(2**31))
+            delay = None
+            if mode == "timer":
+                per_pass = G.shared.get()["per_run"] if self.generation > 1 else 0.5
+                delay = self.driver.rng.uniform(0, 1.2 * per_pass + 0.05)
+            else:  # inside a compaction's write
+                life.target = self.driver.rng.randint(1, self.records)
+            _counters.clear()
+            outcome, phase = self.driver.life(life, lambda: _compact_worker(self.store), delay)
+            if outcome in ("killed", "hung"):
+                made += 1
+                self.report.compaction_kills_made += 1
+                self.report.compaction_by_phase[PHASES.get(phase, str(phase))] += 1
+            problems, left = asyncio.run(self._check())
+            if outcome == "killed" and not problems:
+                self.report.compaction_kills_survived += 1
+            for problem in problems:
+                self.report.problem(f"compaction kill {made}: {problem}")
+            if not left:  # every history is compacted: new runs to compact
+                asyncio.run(self._populate())
+
+    async def _populate(self) -> None:
+        self.generation += 1
+        backend = self.store.open()
+        try:
+            runner = build_runner(backend)
+            with _quiet():
+                for index in range(self.records):
+                    run_id = f"{rid(index)}-g{self.generation}"
+                    await runner.run_async(order_of(index), run_id=run_id)
+            for index in range(self.records):
+                run_id = f"{rid(index)}-g{self.generation}"
+                assert isinstance(backend, EnvelopeStateBackend)
+                revisions = [c.revision for c in await backend.history(run_id)]
+                record = await backend.load_record(run_id)
+                assert record is not None and len(revisions) > 1
+                self.expected[run_id] = (revisions, record.state.to_dict())
+        finally:
+            await backend.close()
+
+    async def _check(self) -> tuple[list[str], int]:
+        problems: list[str] = []
+        left = 0
+        backend = self.store.open()
+        assert isinstance(backend, EnvelopeStateBackend)
+        try:
+            for run_id, (revisions, want) in self.expected.items():
+                self.report.records_checked += 1
+                try:
+                    record = await backend.load_record(run_id)
+                    found = [c.revision for c in await backend.history(run_id)]
+                except Exception as exc:
+                    self.report.unreadable_records += 1
+                    problems.append(f"{run_id} unreadable: {type(exc).__name__}: {exc}")
+                    continue
+                if record is None:
+                    problems.append(f"{run_id} vanished")
+                    continue
+                difference_found = difference(record.state.to_dict(), want)
+                if difference_found:
+                    self.report.inconsistent_records += 1
+                    problems.append(f"{run_id}: {difference_found}")
+                if found == revisions:
+                    left += 1
+                elif found != revisions[-1:]:
+                    problems.append(f"{run_id}: history {found}, neither whole ({revisions})"
+                                    " nor compacted")
+            self.report.runs_compacted = sum(
+                1 for run_id, (revisions, _) in self.expected.items()
+                if len(revisions) > 1) - left
+        finally:
+            await backend.close()
+        return problems, left
+
+
 def inject_torn_writes() -> None:
     """Self-test: make FileBackend write records in place, non-atomically.
 
@@ -828,7 +989,8 @@ def inject_torn_writes() -> None:
 
 
 def run_campaign(kind: str, workdir: Path, *, kills: int, migration_kills: int,
-                 migration_records: int = 30, seed: int = 0, dsn: str | None = None,
+                 migration_records: int = 30, compaction_kills: int = 0,
+                 seed: int = 0, dsn: str | None = None,
                  schema: str | None = None, progress: bool = False,
                  fault: str | None = None) -> Report:
     if fault == "torn-write":
@@ -848,6 +1010,8 @@ def run_campaign(kind: str, workdir: Path, *, kills: int, migration_kills: int,
     driver.run_kills(kills)
     if migration_kills:
         driver.migration_kills(migration_kills, migration_records)
+    if compaction_kills:
+        Compaction(driver, records=10).run(compaction_kills)
     report.seconds = round(time.perf_counter() - started, 2)
     return report
 
@@ -859,6 +1023,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--migration-kills", type=int, default=1000,
                         help="kills during migrate_all rewrites")
     parser.add_argument("--migration-records", type=int, default=30)
+    parser.add_argument("--compaction-kills", type=int, default=500,
+                        help="kills while a worker compacts finished runs' histories")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--workdir", help="where stores and logs go (default: a temp dir)")
     parser.add_argument("--dsn", default=None, help="PostgreSQL DSN (FLUJO_TEST_POSTGRES_DSN)")
@@ -878,7 +1044,8 @@ def main(argv: list[str] | None = None) -> int:
             schema = args.schema or stack.enter_context(postgres_schema(dsn, "flujo_crash"))
         report = run_campaign(args.backend, workdir, kills=args.kills,
                               migration_kills=args.migration_kills,
-                              migration_records=args.migration_records, seed=seed, dsn=dsn,
+                              migration_records=args.migration_records,
+                              compaction_kills=args.compaction_kills, seed=seed, dsn=dsn,
                               schema=schema, progress=True, fault=args.fault)
     data = report.to_json()
     data["seed"] = seed

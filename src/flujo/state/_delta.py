@@ -110,9 +110,12 @@ def apply_edits(data: Any, edits: Any, *, what: str) -> Any:
                                     f" {str(edit)[:80]}")
         kind, path = edit[0], edit[1]
         if not path:
-            if kind != "=":
-                raise CorruptStateError(f"{what}: edit {number} of the delta has an empty path")
-            data = edit[2]
+            if kind == "=":
+                data = edit[2]
+            elif kind == "+" and type(data) is list and type(edit[2]) is list:
+                data.extend(edit[2])
+            else:
+                raise _misfit(what, path)
             continue
         parent = data
         for step in path[:-1]:

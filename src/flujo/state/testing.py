@@ -11,6 +11,9 @@ that damage stored records::
         async def make_backend(self, tmp_path, **options):
             return MyBackend(tmp_path / uuid.uuid4().hex, **options)
 
+A backend that keeps checkpoint history also implements
+:meth:`~BackendContract.put_kept_raw` to run the damaged-history tests.
+
 ``make_backend`` must return a backend on fresh, empty storage each time it is called and
 pass ``options`` (``compression=``, ``encryption=``, ``migrations=``, ``registry=``,
 ``max_payload_bytes=``) to the backend's constructor.
@@ -46,6 +49,7 @@ from flujo.exceptions import (
 )
 
 from ._codec import EnvelopeCodec
+from ._contract_history import HistoryContract
 from ._crypto import Encryption
 from ._jsonio import dumps, loads
 from ._migrations import StateMigrations
@@ -81,7 +85,7 @@ def _state(run_id: str, **fields: Any) -> WorkflowState:
     )
 
 
-class BackendContract:
+class BackendContract(HistoryContract):
     """Behaviour every backend must have. See the module docstring for how to use it."""
 
     pytestmark = pytest.mark.asyncio

@@ -192,6 +192,10 @@ class Directory:
     def rmdir(self, name: str) -> None:
         os.rmdir(name, dir_fd=self.fd)
 
+    def rename(self, source: str, target: str) -> None:
+        """Rename ``source`` to the unused name ``target`` in this directory."""
+        os.rename(source, target, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+
     def link_from(self, source: Directory, name: str, target: str, temporary: str) -> None:
         """Give the file ``name`` of ``source`` a second name, ``target`` here (replacing
         whatever has that name), through the unused name ``temporary``: a hard link, so no

@@ -113,6 +113,7 @@ class FileBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
             with root.subdirectory(_LOCKS, create=True):
                 pass
             self._remove_stale_temp_files(root, min_age_s=60.0)
+            self._remove_stale_trash(root)
         self._claims = _flock.ClaimDirectory(self.path, _LOCKS)
 
     def remove_stale_temp_files(self, *, min_age_s: float = 60.0) -> list[Path]:
@@ -253,22 +254,45 @@ class FileBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
         return await asyncio.to_thread(self._read_history_sync, run_id, first, last)
 
     def _drop_history(self, root: _dirs.Directory, run_id: str) -> None:
-        """Remove the run's kept records (under the run's write lock)."""
+        """Remove the run's kept records (under the run's write lock): all or none. The
+        folder is first renamed out of the way in one step (a crash then leaves a
+        ``.<run>.<pid>.<random>.trash`` folder, removed when a backend next opens the store,
+        never a history with holes), then emptied."""
         if root.kind(_HISTORY) == "missing":
             return
+        trash = f".{run_id}.{os.getpid()}.{uuid.uuid4().hex[:12]}.trash"
         try:
             with root.subdirectory(_HISTORY, create=False) as history:
                 if history.kind(run_id) == "missing":
                     return
-                with history.subdirectory(run_id, create=False) as kept:
-                    for name in kept.names():
-                        kept.unlink(name)
-                history.rmdir(run_id)
+                history.rename(run_id, trash)
                 if self.fsync:
                     history.fsync()
+                self._empty(history, trash)
         except OSError as exc:
             raise BackendUnavailableError(
                 f"cannot remove the history of {self.describe(run_id)}: {exc}") from exc
+
+    @staticmethod
+    def _empty(history: _dirs.Directory, name: str) -> None:
+        with history.subdirectory(name, create=False) as kept:
+            for entry in kept.names():
+                kept.unlink(entry)
+        history.rmdir(name)
+
+    def _remove_stale_trash(self, root: _dirs.Directory) -> None:
+        """Empty the history folders a killed compaction or delete left (see _drop_history)."""
+        if root.kind(_HISTORY) == "missing":
+            return
+        with root.subdirectory(_HISTORY, create=False) as history:
+            for name in history.names():
+                if not (name.startswith(".") and name.endswith(".trash")):
+                    continue
+                pid = _writer_pid(name[:-len(".trash")] + ".tmp")
+                if pid is None or _process_exists(pid):
+                    continue
+                with contextlib.suppress(OSError, BackendUnavailableError):
+                    self._empty(history, name)
 
     def _compact_sync(self, run_id: str, make: WriteRecord) -> SealedRecord:
         with _dirs.opened(self.path, create=False) as root, \
