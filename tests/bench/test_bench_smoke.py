@@ -13,10 +13,12 @@ from flujo.bench._workloads import build
 @pytest.mark.slow
 def test_quick_benchmark_completes_losslessly(tmp_path: Path) -> None:
     out = tmp_path / "bench.md"
-    assert main(["--quick", "--backends", "memory,sqlite", "--out", str(out)]) == 0
+    assert main(["--quick", "--backends", "memory,sqlite", "--steps", "sqlite,file",
+                 "--out", str(out)]) == 0
     report = out.read_text()
     for section in ("### small", "### medium", "### large", "### custom", "### backends",
-                    "peak memory"):
+                    "peak memory", "### checkpoint history", "| sqlite | 50 |",
+                    "sqlite baseline (model_dump_json", "| file | 50 |"):
         assert section in report
     assert "| flujo safe_serialize + orjson |" in report
 

@@ -1,10 +1,12 @@
 """flujo's own benchmark: ``python -m flujo.bench [--quick] [--out results.md]``.
 
 Measures serialize / deserialize (validation on and off) / save / load on the small, medium,
-large and custom payloads, beside the orjson limit line (the same data pre-reduced to JSON
-types), the ``mode="json"`` path of earlier flujo releases, stdlib ``json`` and pydantic's
-``dump_json``. Reports median time per call, ratio to the limit line, output size, peak
-memory (large payload) and whether every type came back, as a Markdown table.
+large and custom payloads, and (``--steps``) the N-step append pipeline of checkpoint history
+(bytes and time per step as a run grows, see ``_steps``), beside the orjson limit line (the
+same data pre-reduced to JSON types), the ``mode="json"`` path of earlier flujo releases,
+stdlib ``json`` and pydantic's ``dump_json``. Reports median time per call, ratio to the limit
+line, output size, peak memory (large payload) and whether every type came back, as Markdown
+tables.
 
 Times on a shared machine are noisy: compare ratios from one run, not absolute numbers
 across runs. The benchmark is not a test; CI runs ``--quick`` only to prove it completes and
@@ -252,8 +254,10 @@ def render(rows: list[Row], memory: dict[str, tuple[float, float]] | None,
     return "\n".join(lines)
 
 
-def run(workloads: Sequence[str], backends: Sequence[str], *, quick: bool) -> tuple[str, bool]:
-    """Run the benchmark; returns the Markdown report and whether the flujo rows were lossless."""
+def run(workloads: Sequence[str], backends: Sequence[str], *, quick: bool,
+        steps: Sequence[str] = ()) -> tuple[str, bool]:
+    """Run the benchmark; returns the Markdown report and whether the flujo rows were lossless.
+    ``steps``: the backends to run the N-step append pipeline on (see ``_steps``)."""
     sizes = {w: (min(SIZES[w], 50) if quick else SIZES[w]) for w in workloads}
     target_s, rounds = (0.02, 3) if quick else (0.5, 7)
     rows: list[Row] = []
@@ -264,7 +268,12 @@ def run(workloads: Sequence[str], backends: Sequence[str], *, quick: bool) -> tu
     backend_rows = bench_backends(backends, records=sizes.get("medium", 1000) if not quick
                                   else 50, target_s=target_s, rounds=rounds) if backends else []
     lossless = all(r.lossless for r in rows if r.contestant.startswith("flujo safe"))
-    return render(rows, memory, backend_rows, sizes), lossless
+    report = render(rows, memory, backend_rows, sizes)
+    if steps:
+        from ._steps import bench_steps, render_steps
+
+        report += "\n" + render_steps(*bench_steps(steps, quick=quick))
+    return report, lossless
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -274,14 +283,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workloads", default="small,medium,large,custom")
     parser.add_argument("--backends", default="memory,file,sqlite,postgres",
                         help="comma-separated; empty for none")
+    parser.add_argument("--steps", default="file,sqlite,postgres",
+                        help="backends to run the N-step append pipeline on (checkpoint"
+                             " history: bytes and time per step as a run grows); empty for"
+                             " none")
     parser.add_argument("--out", help="also write the Markdown report to this file")
     args = parser.parse_args(argv)
     workloads = [w for w in args.workloads.split(",") if w]
     unknown = set(workloads) - set(SIZES)
     if unknown:
         parser.error(f"unknown workloads {sorted(unknown)}; choose from {sorted(SIZES)}")
+    steps = [b for b in args.steps.split(",") if b]
+    unknown = set(steps) - {"file", "sqlite", "postgres"}
+    if unknown:
+        parser.error(f"--steps: unknown backends {sorted(unknown)}; choose from file, sqlite,"
+                     " postgres")
     report, lossless = run(workloads, [b for b in args.backends.split(",") if b],
-                           quick=args.quick)
+                           quick=args.quick, steps=steps)
     print(report)
     if args.out:
         Path(args.out).write_text(report, encoding="utf-8")

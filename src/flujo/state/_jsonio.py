@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any
 
 import orjson
@@ -18,8 +17,16 @@ import orjson
 __all__ = ["JSONError", "containers", "dumps", "loads"]
 
 # 19 consecutive digits or more may be an integer orjson would read as a float. Digits inside
-# strings also match; that only costs the slower (still exact) stdlib parser.
-_LONG_DIGITS = re.compile(rb"\d{19}")
+# strings also count; that only costs the slower (still exact) stdlib parser. Found by mapping
+# every digit to "0" and everything else to " ", then a substring search: both at C speed
+# (the regex \d{19} retries at every digit of every shorter run, 10x slower on number-heavy
+# records).
+_DIGITS_ONLY = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
+_LONG_RUN = b"0" * 19
+
+
+def _long_digits(data: bytes) -> bool:
+    return _LONG_RUN in data.translate(_DIGITS_ONLY)
 
 
 class JSONError(ValueError):
@@ -63,7 +70,7 @@ def loads(raw: bytes | str) -> Any:
     """Parse JSON text exactly (integers of any size stay integers)."""
     data = raw.encode("utf-8") if isinstance(raw, str) else raw
     try:
-        if _LONG_DIGITS.search(data) is None:
+        if not _long_digits(data):
             return orjson.loads(data)
         return json.loads(
             data.decode("utf-8"), parse_float=_finite, parse_constant=_refuse_constant
