@@ -116,7 +116,7 @@ def _open(kind: str, folder: Path, schema: str) -> EnvelopeStateBackend:
     return PostgresBackend(_pg_dsn(), schema=schema, table=f"steps_{name}")
 
 
-def _median(samples: list[float]) -> float:
+def _median(samples: Sequence[float]) -> float:
     return statistics.median(samples)
 
 
