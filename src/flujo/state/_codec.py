@@ -813,17 +813,29 @@ class EnvelopeCodec:
         if TIMESTAMPS_KEY in fields:
             _check_timestamps(what, envelope, fields[TIMESTAMPS_KEY])
 
-    def outdated(self, envelope: Envelope) -> list[str]:
-        """Why ``envelope`` differs from what this codec would write now (empty: current)."""
+    def chain_outdated(self, chain: list[Envelope]) -> list[str]:
+        """Why the records of a chain (its head last) differ from what this codec would write
+        now: the head's versions, and how every record of the chain is stored (a record
+        under an old key or codec is needed to read the head)."""
+        reasons = self.outdated(chain[-1])
+        for envelope in chain[:-1]:
+            for reason in self.outdated(envelope, storage_only=True):
+                if reason not in reasons:
+                    reasons.append(reason)
+        return reasons
+
+    def outdated(self, envelope: Envelope, *, storage_only: bool = False) -> list[str]:
+        """Why ``envelope`` differs from what this codec would write now (empty: current);
+        ``storage_only``: only how it is stored (layout, codec, key), not its versions."""
         reasons: list[str] = []
         stored = envelope.stored_envelope_version
         if stored < ENVELOPE_VERSION:
             reasons.append(f"envelope format {stored} -> {ENVELOPE_VERSION}")
-        if envelope.state_version < self.migrations.current_version:
+        if not storage_only and envelope.state_version < self.migrations.current_version:
             reasons.append(
                 f"state schema {envelope.state_version} -> {self.migrations.current_version}"
             )
-        current = self.registry.current_versions()
+        current = {} if storage_only else self.registry.current_versions()
         for name, version in sorted(envelope.manifest.items()):
             known = current.get(name)
             if known is not None and version < known:

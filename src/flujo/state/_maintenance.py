@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from flujo.exceptions import BackendConfigError, FlujoError
 
+from ._runid import validate_run_id
 from .backends.base import EnvelopeStateBackend, StateBackend
 
 __all__ = ["MigrationChange", "MigrationFailure", "MigrationReport", "migrate_all"]
@@ -101,23 +102,28 @@ async def _migrate_one(backend: EnvelopeStateBackend, run_id: str,
                        report: MigrationReport) -> None:
     report.scanned += 1
     try:
-        envelope = await backend.read_envelope(run_id)
-        if envelope is None:
+        validate_run_id(run_id)
+        chain = await backend._read_chain(run_id)
+        if chain is None:
             report.scanned -= 1  # deleted since it was listed
             return
+        records = [record for record, _ in chain]
+        envelope = records[-1]
         what = backend.describe(run_id)
         backend.codec.check_versions(envelope, what=what)  # newer than this code: fail
-        reasons = backend.codec.outdated(envelope)
+        reasons = backend.codec.chain_outdated(records)
         if not reasons:
             report.up_to_date.append(run_id)
             return
-        state = backend.codec.open(envelope, what=what)
+        state, _ = backend.codec.open_chain(records, what=what)
         new_revision = None
         if not report.dry_run:
             # A rewrite is not activity of the run: it keeps its updated_at (and so its
-            # place in listings, most recently updated first).
+            # place in listings, most recently updated first); it is one whole state, so
+            # reading the run needs none of the old records (an old key can go).
             new_revision = await backend._save_state(
-                run_id, state, envelope.revision, None, updated_at=envelope.updated_at)
+                run_id, state, envelope.revision, None, updated_at=envelope.updated_at,
+                whole=True)
     except FlujoError as exc:
         report.failed.append(MigrationFailure(run_id, exc))
         return
