@@ -106,6 +106,8 @@ async def test_fork_with_an_edit_runs_the_remaining_steps(backend: StateBackend)
     assert state.pipeline_context["run_id"] == forked
     result = await flow.run_async(run_id=forked)
     assert CALLS == ["s2", "s3", "s4"]  # the remaining steps only
+    finished = await flow.state_at_async(forked)
+    assert finished.forked_from == state.forked_from  # every save keeps the lineage
     assert result.success and result.final_pipeline_context.run_id == forked
     assert [line.price for line in result.final_pipeline_context.lines][:2] == [
         Decimal("0.50"), Decimal("0.01")]

@@ -119,7 +119,7 @@ def test_the_campaign_sees_torn_writes(tmp_path: Path) -> None:
     """Self-test: with a FileBackend that writes in place, the campaign must fail loudly."""
     started = time.monotonic()
     proc, out = _launch("file", tmp_path, 1, "--kills", "40", "--migration-kills", "0",
-                        "--fault", "torn-write")
+                        "--compaction-kills", "0", "--fault", "torn-write")
     report = _result(proc, out)
     assert proc.returncode == 1
     assert not report["ok"]

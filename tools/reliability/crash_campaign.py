@@ -546,8 +546,13 @@ class Driver:
         """Every kept checkpoint of the run rebuilds what an uninterrupted run saved after
         the same number of steps (a kill must not damage the chain of deltas either)."""
         assert isinstance(backend, EnvelopeStateBackend)
-        problems = []
-        for checkpoint in await backend.history(run_id):
+        problems: list[str] = []
+        try:
+            checkpoints = await backend.history(run_id)
+        except Exception as exc:
+            self.report.unreadable_records += 1
+            return [f"{run_id} history unreadable: {type(exc).__name__}: {exc}"]
+        for checkpoint in checkpoints:
             self.report.checkpoints_checked += 1
             self.report.delta_checkpoints += checkpoint.kind == "delta"
             try:

@@ -38,7 +38,7 @@ from ..exceptions import (
     RunNotFoundError,
     StateConflictError,
 )
-from ..state import Checkpoint, PauseRequest, StateBackend, WorkflowState
+from ..state import Checkpoint, ForkOrigin, PauseRequest, StateBackend, WorkflowState
 from ..state.backends.base import RunClaim, shown
 from . import _control, _history
 from ._attempts import CancelRequested, attempt, wait_before_retry
@@ -76,6 +76,7 @@ class _Run:
     status: str
     failure: StepResult | None = None
     outcome: list[PipelineResult] = field(default_factory=list)
+    forked_from: ForkOrigin | None = None  # kept by every save of a forked run
 
 
 class Flujo(Generic[ContextT]):
@@ -242,7 +243,8 @@ class Flujo(Generic[ContextT]):
             else:
                 state, context = self._resume_point(saved, legacy)
                 run = _Run(rid, claim, revision, context, state.last_step_output,
-                           list(state.step_history), state.status, state.failure)
+                           list(state.step_history), state.status, state.failure,
+                           forked_from=state.forked_from)
                 start = state.current_step_index
                 if state.status == "completed" or (
                         state.status == "cancelled" and not resume_cancelled):
@@ -496,6 +498,7 @@ class Flujo(Generic[ContextT]):
             pipeline_context=context_fields(run.context), last_step_output=run.data,
             step_history=list(run.history), status=run.status, error=error,
             step_names=self.pipeline.step_names, failure=run.failure, pause=pause,
+            forked_from=run.forked_from,
         )
         return await _control.save_run(self.backend, state, run.revision, run.claim)
 
