@@ -810,23 +810,30 @@ class Driver:
         reader = store.open(**reader_options())
         try:
             for run_id, want in expected.items():
-                self.report.records_checked += 1
-                try:
-                    record = await reader.load_record(run_id)
-                except Exception as exc:
-                    self.report.unreadable_records += 1
-                    problems.append(f"{run_id} unreadable: {type(exc).__name__}: {exc}")
-                    continue
-                if record is None:
-                    problems.append(f"{run_id} vanished")
-                    continue
-                found = difference(record.state.to_dict(), want)
-                if found:
-                    self.report.inconsistent_records += 1
-                    problems.append(f"{run_id}: {found}")
+                await self.check_loaded(reader, run_id, want, problems)
         finally:
             await reader.close()
         return problems
+
+    async def check_loaded(self, backend: StateBackend, run_id: str, want: dict[str, Any],
+                           problems: list[str]) -> bool:
+        """Whether ``run_id`` loads; a problem is added when it does not, or differs from
+        ``want`` (its decoded fields)."""
+        self.report.records_checked += 1
+        try:
+            record = await backend.load_record(run_id)
+        except Exception as exc:
+            self.report.unreadable_records += 1
+            problems.append(f"{run_id} unreadable: {type(exc).__name__}: {exc}")
+            return False
+        if record is None:
+            problems.append(f"{run_id} vanished")
+            return False
+        found = difference(record.state.to_dict(), want)
+        if found:
+            self.report.inconsistent_records += 1
+            problems.append(f"{run_id}: {found}")
+        return True
 
     async def _final_migration(self, store: Store, config: int,
                                expected: dict[str, dict[str, Any]]) -> bool:
@@ -943,21 +950,14 @@ class Compaction:
         assert isinstance(backend, EnvelopeStateBackend)
         try:
             for run_id, (revisions, want) in self.expected.items():
-                self.report.records_checked += 1
+                if not await self.driver.check_loaded(backend, run_id, want, problems):
+                    continue
                 try:
-                    record = await backend.load_record(run_id)
                     found = [c.revision for c in await backend.history(run_id)]
                 except Exception as exc:
                     self.report.unreadable_records += 1
-                    problems.append(f"{run_id} unreadable: {type(exc).__name__}: {exc}")
+                    problems.append(f"{run_id} history unreadable: {exc!r}")
                     continue
-                if record is None:
-                    problems.append(f"{run_id} vanished")
-                    continue
-                difference_found = difference(record.state.to_dict(), want)
-                if difference_found:
-                    self.report.inconsistent_records += 1
-                    problems.append(f"{run_id}: {difference_found}")
                 if found == revisions:
                     left += 1
                 elif found != revisions[-1:]:

@@ -80,17 +80,19 @@ class InMemoryBackend(EnvelopeStateBackend):
             entry = self._entries.get(run_id)
         return None if entry is None else StoredRecord(entry.raw)
 
+    def _current_locked(self, run_id: str) -> tuple[_Entry | None, CurrentRecord | None]:
+        entry = self._entries.get(run_id)
+        if entry is None:
+            return None, None
+        env = entry.header(self.describe(run_id))
+        return entry, CurrentRecord(env.revision, env.created_at, env.updated_at)
+
     async def _write(self, run_id: str, make: WriteRecord) -> SealedRecord:
         with self._lock:
-            entry = self._entries.get(run_id)
-            if entry is None:
-                current = None
-            else:
-                env = entry.header(self.describe(run_id))
-                current = CurrentRecord(env.revision, env.created_at, env.updated_at)
+            entry, current = self._current_locked(run_id)
             sealed = make(current)
-            if entry is not None:
-                self._history.setdefault(run_id, {})[entry.header(run_id).revision] = entry.raw
+            if entry is not None and current is not None:
+                self._history.setdefault(run_id, {})[current.revision] = entry.raw
             self._entries[run_id] = _Entry(bytes(sealed.raw), sealed.envelope)
         return sealed
 
@@ -103,13 +105,7 @@ class InMemoryBackend(EnvelopeStateBackend):
 
     async def _compact(self, run_id: str, make: WriteRecord) -> SealedRecord:
         with self._lock:
-            entry = self._entries.get(run_id)
-            if entry is None:
-                current = None
-            else:
-                env = entry.header(self.describe(run_id))
-                current = CurrentRecord(env.revision, env.created_at, env.updated_at)
-            sealed = make(current)
+            sealed = make(self._current_locked(run_id)[1])
             self._entries[run_id] = _Entry(bytes(sealed.raw), sealed.envelope)
             self._history.pop(run_id, None)
         return sealed
