@@ -90,7 +90,7 @@ def test_fork_then_run_the_rest(store: Store, cli: Any) -> None:
     assert (record.state.forked_from.run_id, record.state.forked_from.steps_done) == (rid, 2)
     assert record.state.pipeline_context["run_id"] == f"{rid}-2"
     again = cli("fork", rid, "--new-run-id", f"{rid}-2", store=store)
-    assert again.code != EXIT_OK and "expected revision 0" in again.err
+    assert again.code != EXIT_OK and "already exists" in again.err
     finished_run(store, f"{rid}-2")  # runs steps 2 and 3 only
     done = store.record(f"{rid}-2")
     assert done is not None and done.state.status == "completed"
@@ -122,3 +122,22 @@ def test_prune_dry_run_confirmation_and_summary(store: Store, cli: Any,
     with pytest.raises(SystemExit) as bad:  # argparse refuses it (exit 2, usage)
         cli("prune", "--older-than", "soon", store=store)
     assert bad.value.code == EXIT_USAGE
+
+
+def test_a_step_named_with_digits_is_found_by_its_name(store: Store, cli: Any) -> None:
+    # was: --at 0 was taken as index 0 even when a step is named "0"
+    rid = f"d-{uuid.uuid4().hex[:8]}"
+
+    async def go() -> None:
+        backend = store.open()
+        async with backend:
+            steps = [Step.from_callable(lambda x, n=n: [*x, n], name=n) for n in ("1", "0")]
+            flow = Flujo(Pipeline(steps), state_backend=backend, pipeline_name="digits")
+            assert (await flow.run_async([], run_id=rid)).success
+
+    asyncio.run(go())
+    named = json.loads(cli("show", rid, "--at", "0", "--json", store=store).out)
+    assert named["current_step_index"] == 2 and named["last_step_output"] == ["1", "0"]
+    by_index = json.loads(cli("show", rid, "--at", "5", "--json", store=store).out
+                          or "null")
+    assert by_index is None  # neither a step named "5" nor index 5: refused

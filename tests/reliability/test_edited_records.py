@@ -277,8 +277,17 @@ async def test_edited_runner_fields_are_refused_before_any_step_runs(
     ran: list[str] = []
     runner = Flujo(_failing_pipeline(ran), state_backend=FileBackend(tmp_path / "runs"))
     assert not (await runner.run_async(1, run_id="r")).success
-    path = FileBackend(tmp_path / "runs").file_for("r")
-    raw = _edit_json(path.read_bytes(), lambda r: r["payload"].__setitem__(field, value))
+    backend = FileBackend(tmp_path / "runs")
+    await backend.compact("r")  # the run's last checkpoint as one whole state, to edit
+    path = backend.file_for("r")
+
+    def edit(record: dict[str, Any]) -> None:
+        if field == "step_history":
+            record["payload"]["history"] = value
+        else:
+            record["payload"]["fields"][field] = value
+
+    raw = _edit_json(path.read_bytes(), edit)
     path.write_bytes(raw.replace(b'"HUGE"', HUGE.encode()))
     before, ran[:] = path.read_bytes(), []
     with pytest.raises(error, match=message):
@@ -323,8 +332,9 @@ async def test_an_edited_context_with_a_fields_set_key_resumes_with_it_as_an_ext
     backend = InMemoryBackend()
     runner = Flujo(_failing_pipeline([]), context_model=Loose, state_backend=backend)
     await runner.run_async(1, run_id="r")
-    raw = _edit_json(backend.raw_records()["r"],
-                     lambda r: r["payload"]["pipeline_context"].__setitem__("_fields_set", 5))
+    await backend.compact("r")  # the run's last checkpoint as one whole state, to edit
+    raw = _edit_json(backend.raw_records()["r"], lambda r: r["payload"]["fields"][
+        "pipeline_context"].__setitem__("_fields_set", 5))
     backend.put_raw("r", raw)
     result = await runner.run_async(run_id="r")
     assert result.final_pipeline_context.model_extra == {"_fields_set": 5}

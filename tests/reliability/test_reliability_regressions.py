@@ -80,7 +80,8 @@ async def test_saving_over_a_revision_at_the_64_bit_limit_is_a_typed_error(
     files = FileBackend(tmp_path / "files")
     await files.save_state("r", WorkflowState(run_id="r"))
     path = files.file_for("r")
-    path.write_bytes(path.read_bytes().replace(b'"revision":1', b'"revision":%d' % 2**70))
+    path.write_bytes(path.read_bytes().replace(b'"revision":1', b'"revision":%d' % 2**70)
+                     .replace(b'"base":1', b'"base":%d' % 2**70))
     with pytest.raises(CorruptStateError, match="out of range"):
         await files.save_state("r", WorkflowState(run_id="r"))
 

@@ -121,3 +121,127 @@ async def test_a_doctored_delta_header_is_refused(tmp_path: Path) -> None:
     path.write_bytes(json.dumps(data).encode())
     record = await backend.load_record("doctored")
     assert record is not None and record.state.current_step_index == 5
+
+
+# -- found by an adversarial review -----------------------------------------------------------
+
+
+async def test_a_none_history_entry_after_a_load_is_stored_as_none() -> None:
+    # was: after load_record the tip's unknown sources were None, so a None entry matched
+    # and the loaded entry's encoding was reused
+    from flujo import StepResult
+    from flujo.state import InMemoryBackend
+
+    backend = InMemoryBackend()
+    state = WorkflowState(run_id="n", step_history=[StepResult(name="a", output="old")])
+    await backend.save_state("n", state)
+    record = await backend.load_record("n")
+    assert record is not None
+    record.state.step_history[0] = None
+    await backend.save_state("n", record.state)
+    again = await backend.load_record("n")
+    assert again is not None and again.state.step_history == [None]
+
+
+async def test_an_older_whole_state_put_in_a_chains_place_is_refused(tmp_path: Path) -> None:
+    # was: with encryption, rev 1 copied over rev 4 (the base of 5 and 6) with its header
+    # renumbered loaded a state no save had stored
+    backend = FileBackend(tmp_path, encryption=Encryption.single(K1, "k1"))
+    for state in _states("moved", 10):
+        await backend.save_state("moved", state)
+    kinds = {c.revision: c.kind for c in await backend.history("moved")}
+    head = max(kinds)
+    base = max(r for r, kind in kinds.items() if kind == "state" and r < head)
+    assert kinds[head] == "delta" and base > 1
+    history = tmp_path / ".history" / "moved"
+    older = json.loads((history / "1.json").read_bytes())
+    (history / f"{base}.json").unlink()
+    (history / f"{base}.json").write_bytes(
+        json.dumps({**older, "revision": base, "base": base}).encode())
+    with pytest.raises(CorruptStateError, match="moved or replaced"):
+        await backend.load_record("moved")
+
+
+@pytest.mark.postgres
+async def test_compaction_keeps_the_queryable_payload_a_whole_state(
+        postgres_target: Any) -> None:
+    # was: compact() wrote the whole envelope into the payload jsonb column
+    import psycopg
+
+    from flujo.state import PostgresBackend
+
+    backend = PostgresBackend(postgres_target.dsn, schema=postgres_target.schema,
+                              table=postgres_target.new_table(), queryable_payload=True)
+    try:
+        for state in _states("q", 4):
+            await backend.save_state("q", state.model_copy(update={"status": "completed"}))
+        assert await backend.compact("q") == 3
+        async with await psycopg.AsyncConnection.connect(backend.dsn) as conn:
+            cur = await conn.execute(
+                "SELECT payload->'fields'->'pipeline_context'->>'n' FROM"
+                f' "{backend.schema}"."{backend.table}"')
+            assert await cur.fetchall() == [("3",)]
+    finally:
+        await backend.close()
+
+
+async def test_state_at_races_a_save_and_a_compaction(tmp_path: Path) -> None:
+    # was: state_at(head) returned None when the run was saved meanwhile, and a compaction
+    # between its reads was reported as a damaged store
+    class Racing(SQLiteBackend):
+        race: Any = None
+
+        async def load_record(self, run_id: str) -> Any:
+            if self.race is not None:
+                race, self.race = self.race, None
+                await race()
+            return await super().load_record(run_id)
+
+    backend = Racing(tmp_path / "race.db")
+    states = _states("r", 5)
+    for state in states:
+        await backend.save_state("r", state)
+
+    async def save_again() -> None:
+        await backend.save_state("r", states[-1].model_copy(update={"status": "completed"}))
+
+    backend.race = save_again
+    record = await backend.state_at("r", 5)
+    assert record is not None and record.revision == 5
+    assert_same(record.state.pipeline_context, states[-1].pipeline_context)
+    await backend.compact("r")
+    assert await backend.state_at("r", 3) is None  # compacted away: not stored, not damaged
+    await backend.close()
+
+
+async def test_a_revision_beyond_64_bits_in_a_header_is_a_typed_error(tmp_path: Path) -> None:
+    # was: OverflowError from SQLite binding the history's range
+    import sqlite3
+
+    backend = SQLiteBackend(tmp_path / "huge.db")
+    for state in _states("h", 3):
+        await backend.save_state("h", state)
+    with sqlite3.connect(tmp_path / "huge.db") as conn:
+        (raw,) = conn.execute("SELECT envelope FROM flujo_state").fetchone()
+        data = json.loads(raw)
+        conn.execute("UPDATE flujo_state SET envelope = ?",
+                     (json.dumps({**data, "revision": 2**64, "base": 2**64,
+                                  "kind": "state"}),))
+    with pytest.raises(CorruptStateError, match="out of range"):
+        await backend.history("h")
+    await backend.close()
+
+
+async def test_a_store_made_to_encrypt_compacts_its_plaintext_history(tmp_path: Path) -> None:
+    # was: history, compact and prune raised EncryptionError for kept plaintext records
+    plain = FileBackend(tmp_path)
+    for state in _states("p", 6):
+        await plain.save_state("p", state.model_copy(update={"status": "completed"}))
+    converting = FileBackend(tmp_path, encryption=Encryption(
+        {"k1": K1}, active_key_id="k1", accept_plaintext=True))
+    assert (await migrate_all(converting)).ok
+    report = await converting.prune(keep_last=0, history_only=True)
+    assert report.compacted == ["p"] and not report.skipped
+    strict = FileBackend(tmp_path, encryption=Encryption.single(K1, "k1"))
+    assert [c.revision for c in await strict.history("p")] == [7]
+    assert not list((tmp_path / ".history").glob("p/*"))

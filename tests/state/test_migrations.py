@@ -265,10 +265,10 @@ async def test_migrate_all_re_encrypts_and_encrypts_plaintext() -> None:
 class _RacingBackend(InMemoryBackend):
     """Saves the run behind migrate_all's back between its read and its write."""
 
-    async def read_envelope(self, run_id: str) -> Any:
-        envelope = await super().read_envelope(run_id)
+    async def _read_chain(self, run_id: str) -> Any:
+        chain = await super()._read_chain(run_id)
         await self.save_state(run_id, state(run_id, client="concurrent"))
-        return envelope
+        return chain
 
 
 async def test_migrate_all_never_overwrites_a_concurrent_save() -> None:

@@ -18,6 +18,7 @@ from ..exceptions import (
     InvalidStateError,
     PipelineError,
     RunNotFoundError,
+    StateConflictError,
 )
 from ..state import (
     Checkpoint,
@@ -127,7 +128,11 @@ async def fork_run(runner: Flujo[Any], run_id: str, *, at_step: str | int | None
         edited = edit(context)
         fields = _checked_context(runner, context if edited is None else edited, new_id)
     forked = forked_state(state, new_id, origin, fields)
-    await save_run(runner.backend, forked, 0, None)  # a new run: refused if the id is taken
+    try:
+        await save_run(runner.backend, forked, 0, None)  # a new run: refused if the id is taken
+    except StateConflictError as exc:
+        raise StateConflictError(f"run {new_id!r} already exists: give the fork another"
+                                 " new_run_id") from exc
     return new_id
 
 

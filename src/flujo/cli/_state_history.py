@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import state as _state
 from ..application._history import choose_checkpoint
-from ..exceptions import RunNotFoundError
+from ..exceptions import RunNotFoundError, StateConflictError
 from ..state import Checkpoint, EnvelopeStateBackend, ForkOrigin, StateRecord, forked_state
 from . import _output
 from ._output import (
@@ -45,8 +45,12 @@ def parse_age(text: str) -> timedelta:
     return timedelta(**{_UNITS[found[2]]: int(found[1])})
 
 
-def _step_arg(text: str) -> str | int:
-    return int(text) if text.isascii() and text.isdigit() else text
+def _step_arg(text: str, names: list[str]) -> str | int:
+    """A step's name (when the run has a step of that name, even one made of digits), else
+    an index written in digits, else a name (refused, listing the names)."""
+    if text in names or not (text.isascii() and text.isdigit()):
+        return text
+    return int(text)
 
 
 async def _names_of(backend: EnvelopeStateBackend, run_id: str) -> list[str]:
@@ -63,7 +67,8 @@ async def _chosen(backend: EnvelopeStateBackend, run_id: str, step: str | None,
         raise RunNotFoundError(f"{backend.describe(run_id)}: no such run")
     names = await _names_of(backend, run_id) if step is not None else []
     return choose_checkpoint(checkpoints, names, backend.describe(run_id),
-                             step=None if step is None else _step_arg(step), revision=revision)
+                             step=None if step is None else _step_arg(step, names),
+                             revision=revision)
 
 
 async def checkpoint_record(backend: EnvelopeStateBackend, run_id: str, step: str | None,
@@ -134,8 +139,12 @@ async def _fork(args: argparse.Namespace) -> int:
         new_id = args.new_run_id or f"{args.run_id}-fork-{_state_suffix()}"
         origin = ForkOrigin(run_id=args.run_id, revision=chosen.revision, step=chosen.step,
                             steps_done=chosen.steps_done)
-        await backend.save_state(new_id, forked_state(record.state, new_id, origin),
-                                 expected_revision=0)
+        try:
+            await backend.save_state(new_id, forked_state(record.state, new_id, origin),
+                                     expected_revision=0)
+        except StateConflictError as exc:
+            raise StateConflictError(f"run {new_id!r} already exists: give the fork another"
+                                     " --new-run-id") from exc
     _print_tsv([("forked", args.run_id, chosen.revision, new_id)], None)
     _err(f"run {new_id!r} starts from revision {chosen.revision} of {args.run_id!r}"
          f" ({chosen.steps_done} step(s) done); run it by its id to run the remaining steps")

@@ -40,20 +40,27 @@ from flujo.exceptions import CorruptStateError, SerializationError
 from flujo.serialization import TypeRegistry, encode_with_manifest
 
 from ._delta import apply_edits, diff
+from ._envelope import format_timestamp
 from ._jsonio import containers, dumps, loads
 
 __all__ = [
     "MAX_CHAIN",
+    "UNKNOWN",
     "ChainTip",
     "Delta",
     "History",
     "HistoryEntry",
+    "Link",
     "checkpoint_label",
     "delta_payload",
     "encode_history",
     "rebuild",
     "state_payload",
 ]
+
+#: The source of a history entry read from the store: no object is the very one it was
+#: encoded from (None is a value a history can hold, so it cannot say "unknown").
+UNKNOWN: object = object()
 
 #: The most deltas after one whole-state record: a save writes a whole-state record once the
 #: deltas since the last one reach this many, or hold as many bytes as it does, so loading
@@ -65,12 +72,13 @@ MAX_CHAIN = 1000
 class HistoryEntry:
     """One step history entry as stored: its document and, lazily, that document's JSON.
 
-    ``source`` is the object it was encoded from or decoded into (None when unknown): a
-    later save finding the very same object at the same position reuses the encoding."""
+    ``source`` is the object it was encoded from (:data:`UNKNOWN` for one read from the
+    store): a later save finding the very same object at the same position reuses the
+    encoding."""
 
     doc: Any
     manifest: dict[str, int]
-    source: object = None
+    source: object = UNKNOWN
     _json: bytes | None = None
     _containers: int = -1
 
@@ -89,8 +97,9 @@ class HistoryEntry:
 
 @dataclass
 class History:
-    """A step history as encoded: its entries, the objects they were encoded from (None
-    where unknown), and their total JSON size, container count and manifest."""
+    """A step history as encoded: its entries, the objects they were encoded from
+    (:data:`UNKNOWN` where not known), and their total JSON size, container count and
+    manifest."""
 
     entries: list[HistoryEntry] = field(default_factory=list)
     sources: list[object] = field(default_factory=list)
@@ -193,7 +202,8 @@ def delta_payload(tip: ChainTip, fields: Any, history: History, revision: int) -
     keep = _common_prefix(known, now)
     while keep < len(known) and keep < len(now) and known[keep].json == now[keep].json:
         keep += 1
-    body = {"base": tip.base, "parent": revision - 1, "keep": keep,
+    body = {"base": tip.base, "parent": revision - 1,
+            "parent_at": format_timestamp(tip.updated_at), "keep": keep,
             "fields": diff(tip.fields, fields)}
     head = dumps(body)
     added = now[keep:]
@@ -224,24 +234,41 @@ def checkpoint_label(fields: dict[str, Any]) -> tuple[str | None, int | None]:
     return None, None
 
 
-def rebuild(first: Any, deltas: list[tuple[int, int, Any]], *, base: int,
-            what: str) -> tuple[Any, list[Any]]:
+@dataclass(frozen=True)
+class Link:
+    """A delta of a chain as read: its revision and base (from its header), the time its
+    parent was saved (the header of the record before it) and its payload."""
+
+    revision: int
+    base: int
+    parent_at: str
+    payload: Any
+
+
+def rebuild(first: Any, deltas: list[Link], *, base: int, what: str) -> tuple[Any, list[Any]]:
     """The fields document and history documents after applying ``deltas`` to the
-    whole-state payload ``first`` (revision ``base``). Each delta is ``(revision, base,
-    payload)``, in revision order. The payloads are owned: they are changed in place."""
+    whole-state payload ``first`` (revision ``base``), in revision order. The payloads are
+    owned: they are changed in place.
+
+    Each delta names, inside its payload (authenticated when encrypted), its chain's base,
+    its parent's revision and its parent's save time: a record moved within or between
+    chains, or another record put in its parent's place, is refused."""
     fields, history = split_state(first, what=f"{what}, revision {base}")
-    for revision, delta_base, payload in deltas:
-        where = f"{what}, revision {revision}"
+    for link in deltas:
+        where = f"{what}, revision {link.revision}"
+        payload = link.payload
         body = payload.get("delta") if isinstance(payload, dict) else None
         if not isinstance(body, dict):
             raise CorruptStateError(f"{where}: the header says 'delta' but the payload holds"
                                     " no delta")
-        expected = {"base": delta_base, "parent": revision - 1}
-        found = {"base": body.get("base"), "parent": body.get("parent")}
-        if found != expected or delta_base != base:
+        expected = {"base": link.base, "parent": link.revision - 1,
+                    "parent_at": link.parent_at}
+        found = {key: body.get(key) for key in expected}
+        if found != expected or link.base != base:
             raise CorruptStateError(
                 f"{where}: the delta was written as {found}, but it is stored at"
-                f" {expected} of a chain starting at revision {base}; the record was moved")
+                f" {expected} of a chain starting at revision {base}; a record was moved or"
+                " replaced")
         keep, added = body.get("keep"), body.get("history")
         if type(keep) is not int or not 0 <= keep <= len(history) or type(added) is not list:
             raise CorruptStateError(f"{where}: the delta's history part is damaged")
@@ -251,10 +278,17 @@ def rebuild(first: Any, deltas: list[tuple[int, int, Any]], *, base: int,
     return fields, history
 
 
+_STATE_KEYS = frozenset({"fields", "history", "flujo_timestamps", "flujo_label"})
+
+
 def split_state(payload: Any, *, what: str) -> tuple[Any, list[Any]]:
     """The fields document and the history documents of a current whole-state payload."""
     if not isinstance(payload, dict) or not isinstance(payload.get("fields"), dict) \
             or not isinstance(payload.get("history"), list):
         raise CorruptStateError(f"{what}: the payload is not a whole state (an object with"
                                 " 'fields' and 'history')")
+    unknown = sorted(set(payload) - _STATE_KEYS)
+    if unknown:
+        raise CorruptStateError(f"{what}: the payload holds keys a whole state has not:"
+                                f" {str(unknown)[:120]}")
     return payload["fields"], payload["history"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import itertools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -45,10 +46,12 @@ from flujo.serialization import (
 from flujo.serialization._text import lone_surrogate_error  # the state's own error
 
 from ._chain import (
+    UNKNOWN,
     ChainTip,
     Delta,
     History,
     HistoryEntry,
+    Link,
     checkpoint_label,
     delta_payload,
     encode_history,
@@ -697,10 +700,7 @@ class EnvelopeCodec:
             if stamps is not None:
                 _check_timestamps(what, first, stamps)
         else:
-            deltas: list[tuple[int, int, Any]] = []
-            for envelope in chain[1:]:
-                deltas.append((envelope.revision, envelope.base, self._checked_payload(
-                    envelope, what=f"{what}, revision {envelope.revision}")))
+            deltas = self._links(chain, what=what)
             self._check_sealed(first, payload, what=what)
             fields_doc, history_docs = rebuild(payload, deltas, base=first.revision, what=what)
             fields_json = dumps(fields_doc)  # before decoding, which may share its lists
@@ -716,7 +716,7 @@ class EnvelopeCodec:
                 snapshot_bytes=0, chain_bytes=0,  # the backend knows the stored sizes
                 chain_length=len(deltas), fields_json=fields_json,
                 history=History([HistoryEntry(doc, {}) for doc in history_docs],
-                                [None] * len(history_docs)))
+                                [UNKNOWN] * len(history_docs)))
         self.check_header(head, fields, what=what)
         # The store owns the timestamps (see WorkflowState): the header's, checked against
         # the payload's copy above; whatever an earlier flujo wrote into the payload's own
@@ -763,9 +763,8 @@ class EnvelopeCodec:
             self.check_header(head, payload, what=what)
             return payload
         self._check_sealed(first, payload, what=what)
-        deltas = [(envelope.revision, envelope.base, self._checked_payload(
-            envelope, what=f"{what}, revision {envelope.revision}")) for envelope in chain[1:]]
-        fields, history = rebuild(payload, deltas, base=first.revision, what=what)
+        fields, history = rebuild(payload, self._links(chain, what=what), base=first.revision,
+                                  what=what)
         if not isinstance(fields, dict):
             raise CorruptStateError(f"{what}: the fields document is not an object")
         self.check_header(head, fields, what=what)
@@ -773,6 +772,13 @@ class EnvelopeCodec:
                 TIMESTAMPS_KEY: [format_timestamp(head.created_at),
                                  format_timestamp(head.updated_at)],
                 LABEL_KEY: [head.step, head.attempt, head.steps_done]}
+
+    def _links(self, chain: list[Envelope], *, what: str) -> list[Link]:
+        """The deltas of ``chain`` (after its first record), payloads read and checked."""
+        return [Link(envelope.revision, envelope.base, format_timestamp(parent.updated_at),
+                     self._checked_payload(envelope, what=f"{what}, revision"
+                                                     f" {envelope.revision}"))
+                for parent, envelope in itertools.pairwise(chain)]
 
     def _checked_payload(self, envelope: Envelope, *, what: str) -> Any:
         payload = self.payload_data(envelope, what=what)

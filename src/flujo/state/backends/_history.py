@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from flujo.exceptions import (
     BackendConfigError,
     CorruptStateError,
+    FlujoError,
     RunInProgressError,
     StateConflictError,
 )
@@ -28,6 +29,7 @@ from flujo.exceptions import (
 from .._chain import MAX_CHAIN
 from .._codec import SealedRecord
 from .._envelope import Envelope
+from .._jsonio import dumps
 from .._runid import validate_run_id
 from ..models import RUN_STATUSES, RunSummary, StateRecord, utc_now
 
@@ -76,7 +78,7 @@ class PruneReport:
         parts = [f"{verb} {self.records_removed} record(s), {self.bytes_removed:,} bytes:",
                  f"{len(self.deleted)} run(s) deleted, {len(self.compacted)} compacted"]
         if self.skipped:
-            parts.append(f"{len(self.skipped)} skipped (changed or in use meanwhile)")
+            parts.append(f"{len(self.skipped)} skipped (changed, in use or unreadable)")
         return " ".join(parts)
 
 
@@ -100,7 +102,7 @@ async def history(backend: EnvelopeStateBackend, run_id: str) -> list[Checkpoint
         older = backend._parse_history(
             run_id, await backend._read_history(run_id, 1, head.revision - 1))
     return [_checkpoint(envelope, size) for envelope, size in older] + [
-        _checkpoint(head, len(stored.raw))]
+        _checkpoint(head, stored.size)]
 
 async def state_at(backend: EnvelopeStateBackend, run_id: str,
                    revision: int) -> StateRecord | None:
@@ -120,26 +122,34 @@ async def state_at(backend: EnvelopeStateBackend, run_id: str,
         record = await backend.load_record(run_id)
         if record is not None and record.revision == revision:
             return record
-        return None  # saved again meanwhile: read it from the history below
-    target = backend._parse_history(run_id, await backend._read_history(run_id, revision,
-                                                                  revision))
-    if not target:
+        # saved again meanwhile: the record is in the history now
+    if not backend.keeps_history:
         return None
-    envelope = target[0][0]
-    if revision - envelope.base > MAX_CHAIN:
-        raise CorruptStateError(f"{what}: its chain is longer than flujo writes")
-    chain = backend._parse_history(run_id, await backend._read_history(
-        run_id, envelope.base, revision))
-    if [e.revision for e, _ in chain] != list(range(envelope.base, revision + 1)):
-        raise CorruptStateError(f"{what}: the records of its chain from revision"
-                                f" {envelope.base} are not all stored")
-    state, _ = backend.codec.open_chain([e for e, _ in chain], what=what)
-    return StateRecord(state=state, revision=revision, envelope=envelope)
+    base = revision
+    for _ in range(3):
+        target = backend._parse_history(
+            run_id, await backend._read_history(run_id, revision, revision))
+        if not target:
+            return None  # never kept, or pruned
+        envelope = target[0][0]
+        base = envelope.base
+        if revision - base > MAX_CHAIN:
+            raise CorruptStateError(f"{what}: its chain is longer than flujo writes")
+        chain = backend._parse_history(run_id, await backend._read_history(
+            run_id, base, revision))
+        if [e.revision for e, _ in chain] == list(range(base, revision + 1)):
+            state, _ = backend.codec.open_chain([e for e, _ in chain], what=what)
+            return StateRecord(state=state, revision=revision, envelope=envelope)
+        # a compaction removed records meanwhile: read again (the target itself may be gone)
+    raise CorruptStateError(f"{what}: the records of its chain from revision {base} are"
+                            " not all stored")
+
 
 async def compact(backend: EnvelopeStateBackend, run_id: str) -> int:
     """Drop every checkpoint of the finished run ``run_id`` but the last, which is
     stored as one whole state; return how many records were removed. Refused
-    (StateConflictError) for a running or paused run, or one saved meanwhile."""
+    (StateConflictError) for a running or paused run, or one saved meanwhile. Kept records
+    are removed unread (a store made to encrypt can compact away its plaintext history)."""
     envelope = await backend.read_envelope(run_id)
     if envelope is None:
         return 0
@@ -148,23 +158,27 @@ async def compact(backend: EnvelopeStateBackend, run_id: str) -> int:
         raise StateConflictError(
             f"{what} is {envelope.status}: only finished runs ({', '.join(FINISHED)}) are"
             " compacted")
-    before = await history(backend, run_id) if backend.keeps_history else []
-    if len(before) <= 1 and envelope.kind == "state":
+    kept = (await backend._read_history(run_id, 1, envelope.revision - 1)
+            if backend.keeps_history and envelope.revision > 1 else [])
+    if not kept and envelope.kind == "state":
         return 0  # nothing to drop
     raw = backend.codec.to_bytes(envelope)
+    plain = dumps(envelope.payload) if envelope.codec == "json" else None
 
     def make(current: CurrentRecord | None) -> SealedRecord:
-        if current is None or current.revision != envelope.revision:
+        if current is None or current.revision != envelope.revision \
+                or current.created_at != envelope.created_at \
+                or current.updated_at not in (None, envelope.updated_at):
             found = "deleted" if current is None else f"at revision {current.revision}"
             raise StateConflictError(
-                f"{what}: expected revision {envelope.revision} but it is {found};"
-                " nothing was compacted")
-        plain = raw if envelope.codec == "json" else None
+                f"{what}: expected revision {envelope.revision} but it is {found} (or was"
+                " saved again); nothing was compacted")
         return SealedRecord(envelope, raw, plain)
 
     await backend._compact(run_id, make)
     backend._keep_tip(run_id, None)
-    return sum(1 for c in before if c.revision < envelope.revision)
+    return len(kept)
+
 
 async def prune(
     backend: EnvelopeStateBackend,
@@ -202,6 +216,8 @@ async def prune(
             await _prune_one(backend, row, history_only, dry_run, report)
         except (StateConflictError, RunInProgressError) as exc:
             report.skipped[run_id] = str(exc)
+        except FlujoError as exc:  # a damaged or locked record: the others go on
+            report.skipped[run_id] = f"{type(exc).__name__}: {exc}"
         if progress is not None:
             progress(number, len(candidates))
     return report
@@ -258,22 +274,27 @@ async def _prune_one(backend: EnvelopeStateBackend, row: RunSummary, history_onl
     except NotImplementedError:
         claim = contextlib.nullcontext()
     async with claim:
-        checkpoints = await history(backend, run_id)
-        if not checkpoints or checkpoints[-1].revision != row["revision"] \
-                or checkpoints[-1].status not in FINISHED:
+        stored = await backend._read(run_id)
+        head = None if stored is None else backend._parse(run_id, stored)
+        if head is None or stored is None or head.revision != row["revision"] \
+                or head.status not in FINISHED:
             raise StateConflictError(f"{backend.describe(run_id)} changed since it was listed")
-        older = checkpoints[:-1]
+        # Counted unread: a kept record this store cannot read (plaintext history in a store
+        # that now encrypts) is still removed.
+        older = (await backend._read_history(run_id, 1, head.revision - 1)
+                 if backend.keeps_history and head.revision > 1 else [])
+        sizes = [record.size for _, record in older]
         if history_only:
             if not older:
                 return
             report.compacted.append(run_id)
             report.records_removed += len(older)
-            report.bytes_removed += sum(c.size for c in older)
+            report.bytes_removed += sum(sizes)
             if not dry_run:
                 await compact(backend, run_id)
             return
         report.deleted.append(run_id)
-        report.records_removed += len(checkpoints)
-        report.bytes_removed += sum(c.size for c in checkpoints)
+        report.records_removed += len(older) + 1
+        report.bytes_removed += sum(sizes) + stored.size
         if not dry_run:
             await backend.delete_state(run_id)

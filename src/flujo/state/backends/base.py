@@ -35,7 +35,7 @@ from flujo.exceptions import (
 )
 from flujo.serialization import TypeRegistry
 
-from .._chain import MAX_CHAIN, ChainTip, History, HistoryEntry
+from .._chain import MAX_CHAIN, UNKNOWN, ChainTip, History, HistoryEntry
 from .._codec import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     TIMESTAMPS_KEY,
@@ -183,6 +183,12 @@ class StoredRecord:
 
     raw: bytes | str
     fallback_time: datetime | None = None
+
+    @property
+    def size(self) -> int:
+        """The record's size in bytes (a database may return its text as ``str``)."""
+        raw = self.raw
+        return len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "surrogatepass"))
 
 
 @dataclass(frozen=True)
@@ -550,12 +556,17 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
         written: list[ChainTip | None] = [None]
 
         def make(current: CurrentRecord | None) -> SealedRecord:
+            nonlocal encoded
             revision = check_revision(what, current, expected_revision)
             created = (first_created if current is None
                        else stored_timestamp(what, "created_at", current.created_at))
-            if tip is not None and current is not None and created is not None and \
-                    tip.matches(current.revision, created, current.updated_at) and \
-                    tip.chain_length < MAX_CHAIN:
+            matches = tip is not None and current is not None and created is not None and \
+                tip.matches(current.revision, created, current.updated_at)
+            if tip is not None and not matches and tip.history.entries:
+                # Another writer saved the run since: history entries this backend encoded
+                # before are not reused (that writer may have stored them otherwise).
+                encoded = self.codec.encode_state(coerced)
+            if tip is not None and matches and tip.chain_length < MAX_CHAIN:
                 delta = self.codec.delta(tip, encoded, revision)
                 sealed = self.codec.seal(encoded, revision=revision, created_at=created,
                                          updated_at=updated_at, delta=delta, base=tip.base)
@@ -640,7 +651,7 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
                 return None
             head = self._parse(run_id, stored)
             if head.kind == "state":
-                return [(head, len(stored.raw))]
+                return [(head, stored.size)]
             if not self.keeps_history:
                 raise CorruptStateError(
                     f"{what}: the record is a delta of revision {head.base}, but"
@@ -653,12 +664,12 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
             chain = self._parse_history(run_id, older)
             if [envelope.revision for envelope, _ in chain] == \
                     list(range(head.base, head.revision)):
-                total = sum(size for _, size in chain) + len(stored.raw)
+                total = sum(size for _, size in chain) + stored.size
                 if total > 2 * self.codec.max_record_bytes:
                     raise CorruptStateError(
                         f"{what}: the records of the chain hold {total:,} bytes, over twice"
                         " this store's record limit; refused unread")
-                return [*chain, (head, len(stored.raw))]
+                return [*chain, (head, stored.size)]
         raise CorruptStateError(
             f"{what}: revision {head.revision} is a delta, and the records of its chain from"
             f" revision {head.base} are not all stored; the history is damaged")
@@ -672,7 +683,7 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
                 raise CorruptStateError(
                     f"{self.describe(run_id)}: the record stored as revision {revision} says"
                     f" it is revision {envelope.revision}; the history was edited")
-            parsed.append((envelope, len(stored.raw)))
+            parsed.append((envelope, stored.size))
         return parsed
 
     async def _read_history(self, run_id: str, first: int,
@@ -798,6 +809,10 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
     def _parse(self, run_id: str, stored: StoredRecord) -> Envelope:
         what = self.describe(run_id)
         envelope = self.codec.parse(stored.raw, what=what, fallback_time=stored.fallback_time)
+        if envelope.revision > MAX_REVISION:  # a database column cannot even hold it
+            raise CorruptStateError(
+                f"{what}: the stored revision {shown(envelope.revision)} is out of range (1 to"
+                f" {MAX_REVISION}); the record was edited")
         if envelope.run_id != run_id:
             raise CorruptStateError(
                 f"{what}: the record belongs to run {envelope.run_id!r} (was it copied or renamed?)"
@@ -862,7 +877,7 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
         except ValueError as exc:  # pragma: no cover - it was read from JSON
             raise CorruptStateError(f"{what}: the payload cannot be written again: {exc}") from exc
         docs = [] if legacy else data["history"]
-        history = History.of([HistoryEntry(doc, {}) for doc in docs], [None] * len(docs))
+        history = History.of([HistoryEntry(doc, {}) for doc in docs], [UNKNOWN] * len(docs))
         encoded = EncodedState(run_id=run_id, pipeline_name=envelope.pipeline_name,
                                status=status, state_version=envelope.state_version,
                                manifest=dict(envelope.manifest), fields=fields,
