@@ -10,7 +10,7 @@ registered here (docs/migrations.md), and :func:`migrate_all` rewrites a store i
 
 from __future__ import annotations
 
-from ._codec import DEFAULT_MAX_PAYLOAD_BYTES, LEGACY_CONTEXT_MARKER, EnvelopeCodec
+from ._codec import DEFAULT_MAX_PAYLOAD_BYTES, EnvelopeCodec
 from ._crypto import Encryption
 from ._envelope import (
     ENVELOPE_VERSION,
@@ -28,6 +28,7 @@ from ._migrations import (
     set_state_version,
 )
 from ._runid import validate_run_id
+from ._upgrade import LEGACY_CONTEXT_MARKER
 from ._uri import backend_from_uri
 from .backends import (
     EnvelopeStateBackend,

@@ -20,7 +20,7 @@ import binascii
 import functools
 import itertools
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -33,7 +33,6 @@ from flujo.exceptions import (
     EncryptionError,
     FutureVersionError,
     InvalidStateError,
-    MissingMigrationError,
     SerializationError,
     StateError,
 )
@@ -63,6 +62,16 @@ from ._crypto import Encryption
 from ._envelope import ENVELOPE_VERSION, FORMAT, Envelope, format_timestamp
 from ._jsonio import JSONError, containers, dumps, loads
 from ._migrations import StateMigrations, default_state_migrations
+from ._sealing import (
+    LABEL_KEY,
+    TIMESTAMPS_KEY,
+    check_chain,
+    check_label,
+    check_timestamps,
+    stamps_of,
+    with_timestamps,
+)
+from ._upgrade import upgrade_envelope
 from .models import WorkflowState, utc_now
 
 __all__ = [
@@ -83,8 +92,6 @@ _MIN_CONTAINERS = 2**20
 # are the record and its manifest (and brackets inside names). More means plaintext. Also
 # the allowance for a header's own brackets in any record.
 _ENCRYPTED_CONTAINERS = 1024
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_LEGACY_KEYS = ("pipeline_context", "current_step_index", "step_history", "status")
 
 
 @dataclass(frozen=True)
@@ -149,10 +156,6 @@ def associated_data(envelope_fields: dict[str, Any], store: str | None = None) -
 
 #: WorkflowState fields the store owns: set when sealing, read back from the header.
 STORE_OWNED_FIELDS = frozenset({"created_at", "updated_at"})
-#: The payload's copy of the header's timestamps, ``[created_at, updated_at]`` as the header
-#: writes them. The payload is what encryption authenticates (the header is not): a reader
-#: refuses a record whose header timestamps differ from it. Records before flujo 0.10 lack it.
-TIMESTAMPS_KEY = "flujo_timestamps"
 
 
 def _stored_fields(state: WorkflowState) -> dict[str, Any]:
@@ -166,73 +169,6 @@ def _stored_fields(state: WorkflowState) -> dict[str, Any]:
             f"run {state.run_id!r}: {TIMESTAMPS_KEY!r} is the name of flujo's own payload"
             " field; a state cannot carry an extra field of that name")
     return data
-
-
-#: The payload's copy of the header's checkpoint label, ``[step, attempt, steps_done]``
-#: (version 2 on).
-LABEL_KEY = "flujo_label"
-
-
-def _with_timestamps(payload_json: bytes, created: str, updated: str,
-                     label: tuple[str | None, int | None, int] | None = None) -> bytes:
-    """``payload_json`` (a JSON object) with the timestamps (and the label) appended as its
-    last fields."""
-    stamps = b'"' + TIMESTAMPS_KEY.encode() + b'":["' + created.encode() + b'","' \
-        + updated.encode() + b'"]'
-    if label is not None:
-        stamps += b',"' + LABEL_KEY.encode() + b'":' + dumps(list(label))
-    stamps += b"}"
-    return payload_json[:-1] + (stamps if payload_json == b"{}" else b"," + stamps)
-
-
-def _check_label(what: str, envelope: Envelope, payload: Any) -> None:
-    found = payload.get(LABEL_KEY) if isinstance(payload, dict) else None
-    if found != [envelope.step, envelope.attempt, envelope.steps_done]:
-        raise CorruptStateError(
-            f"{what}: the header says step={envelope.step!r}, attempt={envelope.attempt!r},"
-            f" steps_done={envelope.steps_done!r} but"
-            f" the payload was sealed with {repr(found)[:120]}; the record was altered")
-
-
-def _check_timestamps(what: str, envelope: Envelope, stamps: Any) -> None:
-    """Refuse a record whose header timestamps are not the ones its payload was sealed with."""
-    expected = [envelope.created_at, envelope.updated_at]
-    found: list[datetime | None] = []
-    if isinstance(stamps, list) and len(stamps) == 2:
-        for text in stamps:
-            try:
-                found.append(datetime.fromisoformat(text) if isinstance(text, str) else None)
-            except ValueError:
-                found.append(None)
-    if found != expected:
-        raise CorruptStateError(
-            f"{what}: the header says created_at={format_timestamp(envelope.created_at)},"
-            f" updated_at={format_timestamp(envelope.updated_at)} but the payload was sealed"
-            f" with {repr(stamps)[:120]}; the record was altered")
-
-
-def _stamps_of(payload: Any) -> Any:
-    return payload.get(TIMESTAMPS_KEY) if isinstance(payload, dict) else None
-
-
-def check_chain(chain: list[Envelope], *, what: str) -> None:
-    """Refuse records that do not form one chain: a whole-state record, then deltas of it at
-    consecutive revisions."""
-    first = chain[0]
-    if first.kind != "state":
-        raise CorruptStateError(
-            f"{what}: revision {first.revision} is a delta of revision {first.base}, which is"
-            " missing; the chain is damaged")
-    previous = first
-    for envelope in chain[1:]:
-        if envelope.kind != "delta" or envelope.base != first.revision \
-                or envelope.revision != previous.revision + 1 \
-                or envelope.run_id != first.run_id:
-            raise CorruptStateError(
-                f"{what}: revision {envelope.revision} ({envelope.kind} of revision"
-                f" {envelope.base}) does not follow revision {previous.revision} in the chain"
-                f" starting at revision {first.revision}; the chain is damaged")
-        previous = envelope
 
 
 def record_too_large(what: str, size: int, limit: int) -> str:
@@ -249,94 +185,6 @@ def _too_many(what: str, part: str, count: int, limit: int) -> str:
 def _splice(header: dict[str, Any], payload_json: bytes) -> bytes:
     head = dumps(header)
     return head[:-1] + b',"payload":' + payload_json + b"}"
-
-
-def _timestamp(value: Any, fallback: datetime) -> datetime:
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            return fallback
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
-    return fallback
-
-
-LEGACY_CONTEXT_MARKER = "context_is_plain_json"
-
-
-def _from_legacy(data: dict[str, Any], fallback_time: datetime | None) -> dict[str, Any]:
-    """Wrap a bare state dict written by earlier flujo (envelope version 0) in a v1 envelope."""
-    fallback = fallback_time or _EPOCH
-    created = _timestamp(data.get("created_at"), fallback)
-    name = data.get("pipeline_name")
-    status = data.get("status")
-    return {
-        "format": FORMAT,
-        "envelope_version": 1,
-        "run_id": data["run_id"],
-        "revision": 1,
-        "state_version": 1,
-        "manifest": {},
-        "pipeline_name": name if isinstance(name, str) else "",
-        "status": status if isinstance(status, str) else "running",
-        "created_at": created,
-        "updated_at": _timestamp(data.get("updated_at"), created),
-        "codec": "json",
-        "key_id": None,
-        # Earlier flujo stored the context as plain JSON (datetimes as strings...). The
-        # marker survives a migration rewrite, so a runner still parses such a context.
-        "payload": {**data, LEGACY_CONTEXT_MARKER: True},
-    }
-
-
-def upgrade_envelope(
-    data: dict[str, Any], *, what: str, fallback_time: datetime | None = None
-) -> tuple[dict[str, Any], int]:
-    """Bring a stored envelope dict to the current layout; return it and its stored version.
-
-    Version 0 is a bare state dict from earlier flujo. Future layout changes add a step to
-    ``_UPGRADES`` (``n -> n+1``) and bump ``ENVELOPE_VERSION``; golden files under
-    ``tests/golden/`` keep every released layout loading.
-    """
-    if "format" not in data:
-        if isinstance(data.get("run_id"), str) and any(k in data for k in _LEGACY_KEYS):
-            return _v1_to_v2(_from_legacy(data, fallback_time)), 0
-        raise CorruptStateError(f"{what}: not a flujo state record (no 'format' field)")
-    if data["format"] != FORMAT:
-        raise CorruptStateError(
-            f"{what}: not a flujo state record (format {data['format']!r}, expected {FORMAT!r})"
-        )
-    version = data.get("envelope_version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise CorruptStateError(f"{what}: invalid envelope_version {version!r}")
-    stored = version
-    if version > ENVELOPE_VERSION:
-        raise FutureVersionError(
-            f"{what}: written in envelope format version {version}; this flujo reads up to"
-            f" version {ENVELOPE_VERSION}. Upgrade flujo to read it",
-            path="$.envelope_version",
-        )
-    while version < ENVELOPE_VERSION:
-        step = _UPGRADES.get(version)
-        if step is None:
-            raise MissingMigrationError(
-                f"{what}: no upgrade from envelope format version {version}",
-                path="$.envelope_version",
-            )
-        data = step(data)
-        version = data["envelope_version"]
-    return data, stored
-
-
-def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
-    """Version 2 added checkpoint chains: every version 1 record holds a whole state (in
-    one document; see :meth:`EnvelopeCodec.open`) and starts a chain of its own."""
-    return {**data, "envelope_version": 2, "kind": "state", "base": data.get("revision"),
-            "step": None, "attempt": None, "steps_done": 0}
-
-
-# Envelope layout upgrades, by the version they upgrade from.
-_UPGRADES: dict[int, Any] = {1: _v1_to_v2}
 
 
 class EnvelopeCodec:
@@ -506,7 +354,7 @@ class EnvelopeCodec:
         }
         body = encoded.payload_json if delta is None else delta.json
         label = (encoded.step, encoded.attempt, encoded.steps_done)
-        payload_json = _with_timestamps(body, header["created_at"], header["updated_at"], label)
+        payload_json = with_timestamps(body, header["created_at"], header["updated_at"], label)
         if self.codec == "json":
             data = {**(encoded.data if delta is None else delta.data),
                     TIMESTAMPS_KEY: [header["created_at"], header["updated_at"]],
@@ -529,7 +377,7 @@ class EnvelopeCodec:
             "updated_at": now, "codec": self.codec,
             "key_id": self.encryption.active_key_id if self.encryption else None,
         }
-        payload_json = _with_timestamps(encoded.fields_json, header["created_at"], now)
+        payload_json = with_timestamps(encoded.fields_json, header["created_at"], now)
         if self.codec == "json":
             raw = _splice(header, payload_json)
         else:
@@ -698,7 +546,7 @@ class EnvelopeCodec:
                     f"{what}: the payload decodes to {type(fields).__name__}, expected a dict")
             stamps = fields.pop(TIMESTAMPS_KEY, None)
             if stamps is not None:
-                _check_timestamps(what, first, stamps)
+                check_timestamps(what, first, stamps)
         else:
             deltas = self._links(chain, what=what)
             self._check_sealed(first, payload, what=what)
@@ -789,8 +637,8 @@ class EnvelopeCodec:
     def _check_sealed(envelope: Envelope, payload: Any, *, what: str) -> None:
         """The timestamps and label a version 2 record's payload was sealed with (encryption
         authenticates them) must be its header's."""
-        _check_timestamps(what, envelope, _stamps_of(payload))
-        _check_label(what, envelope, payload)
+        check_timestamps(what, envelope, stamps_of(payload))
+        check_label(what, envelope, payload)
 
     def reseal(self, head: Envelope, payload: dict[str, Any]) -> Envelope:
         """A whole-state envelope with ``head``'s header and ``payload`` (from
@@ -817,7 +665,7 @@ class EnvelopeCodec:
                     f" says {fields.get(name, default)!r}; the record was altered"
                 )
         if TIMESTAMPS_KEY in fields:
-            _check_timestamps(what, envelope, fields[TIMESTAMPS_KEY])
+            check_timestamps(what, envelope, fields[TIMESTAMPS_KEY])
 
     def chain_outdated(self, chain: list[Envelope]) -> list[str]:
         """Why the records of a chain (its head last) differ from what this codec would write

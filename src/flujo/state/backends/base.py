@@ -11,34 +11,23 @@ four built-in backends and any new custom backend subclass it (see docs/custom-b
 from __future__ import annotations
 
 import abc
-import asyncio
-import contextlib
 import threading
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
-from pydantic import ValidationError
-
 from flujo.exceptions import (
     BackendConfigError,
-    ClaimLostError,
     CorruptStateError,
     EncryptionError,
-    InvalidRunIdError,
-    InvalidStateError,
-    StateConflictError,
 )
 from flujo.serialization import TypeRegistry
 
 from .._chain import MAX_CHAIN, UNKNOWN, ChainTip, History, HistoryEntry
 from .._codec import (
     DEFAULT_MAX_PAYLOAD_BYTES,
-    TIMESTAMPS_KEY,
     EncodedState,
     EnvelopeCodec,
     SealedRecord,
@@ -48,10 +37,26 @@ from .._envelope import Envelope
 from .._jsonio import dumps
 from .._migrations import StateMigrations
 from .._runid import validate_run_id
-from ..models import RUN_STATUSES, RunSummary, StateRecord, WorkflowState, utc_now
+from .._sealing import TIMESTAMPS_KEY
+from ..models import RUN_STATUSES, RunSummary, StateRecord, WorkflowState
 from . import _history
 from ._admin import UpstreamAdminCalls
+from ._claims import ClaimWatch, RunClaim
 from ._history import Checkpoint, PruneReport
+from ._records import (
+    MAX_REVISION,
+    CurrentRecord,
+    StateInput,
+    StoredRecord,
+    WriteRecord,
+    check_expected,
+    check_paging,
+    check_revision,
+    check_summary,
+    coerce_state,
+    shown,
+    stored_timestamp,
+)
 
 __all__ = [
     "ClaimWatch",
@@ -67,285 +72,6 @@ __all__ = [
     "shown",
     "stored_timestamp",
 ]
-
-StateInput = WorkflowState | Mapping[str, Any]
-
-
-class ClaimWatch:
-    """Tells the holder of a claim that can end while held (a lease) that it has ended.
-
-    The claim is lost once :meth:`lose` is called (from any thread), or once the monotonic
-    ``deadline`` passes before :meth:`extend` moves it on; a lost claim stays lost. ``what``
-    names the run in :class:`~flujo.exceptions.ClaimLostError`.
-    """
-
-    def __init__(self, what: str, deadline: float | None = None) -> None:
-        self._what = what
-        self._deadline = deadline
-        self._reason: str | None = None
-        self._lock = threading.Lock()
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
-
-    def _reason_locked(self) -> str | None:
-        if (self._reason is None and self._deadline is not None
-                and time.monotonic() >= self._deadline):
-            self._reason = "it could not be renewed in time"
-        return self._reason
-
-    @property
-    def reason(self) -> str | None:
-        """Why the claim was lost, or None while it is held."""
-        with self._lock:
-            return self._reason_locked()
-
-    def extend(self, deadline: float) -> bool:
-        """Move the deadline on (a renewal succeeded); False if the claim is already lost."""
-        with self._lock:
-            if self._reason_locked() is not None:
-                return False
-            self._deadline = deadline
-            return True
-
-    def lose(self, reason: str) -> None:
-        """Mark the claim lost (the first reason stays) and wake every :meth:`wait`."""
-        with self._lock:
-            if self._reason_locked() is None:
-                self._reason = reason
-            waiters, self._waiters = self._waiters, []
-        for loop, waiter in waiters:
-            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
-                loop.call_soon_threadsafe(_wake, waiter)
-
-    def check(self) -> None:
-        """Raise ClaimLostError if the claim is lost."""
-        reason = self.reason
-        if reason is not None:
-            raise ClaimLostError(f"{self._what}: this worker lost its claim on the run"
-                                 f" ({reason}); it stops, saving nothing more")
-
-    async def wait(self) -> str:
-        """Wait until the claim is lost; return why."""
-        loop = asyncio.get_running_loop()
-        while True:
-            waiter: asyncio.Future[None] = loop.create_future()
-            with self._lock:
-                reason = self._reason_locked()
-                if reason is not None:
-                    return reason
-                deadline = self._deadline
-                self._waiters.append((loop, waiter))
-            try:
-                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter, timeout)
-            finally:
-                with self._lock, contextlib.suppress(ValueError):
-                    self._waiters.remove((loop, waiter))
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-@dataclass(frozen=True)
-class RunClaim:
-    """Proof that this worker holds the exclusive claim on ``run_id`` (see ``claim``).
-
-    ``epoch`` is the fencing token of a claim a backend can check at write time (PostgreSQL:
-    it grows with every claim of the run, and a save under an older one is refused); None
-    for claims that are not fenced. ``watch`` tells the runner when a claim that can end
-    while held (a lease) has ended; None for claims that last until released.
-    """
-
-    run_id: str
-    acquired_at: datetime = field(default_factory=utc_now)
-    epoch: int | None = None
-    watch: ClaimWatch | None = field(default=None, compare=False, repr=False)
-
-    @property
-    def lost(self) -> bool:
-        """Whether the claim ended while held (it can no longer be used to save)."""
-        return self.watch is not None and self.watch.reason is not None
-
-    def check(self) -> None:
-        """Raise :class:`~flujo.exceptions.ClaimLostError` if the claim was lost."""
-        if self.watch is not None:
-            self.watch.check()
-
-
-@dataclass(frozen=True)
-class StoredRecord:
-    """What a backend's ``_read`` returns: the stored envelope bytes.
-
-    ``fallback_time`` is used only for records written by earlier flujo without timestamps.
-    """
-
-    raw: bytes | str
-    fallback_time: datetime | None = None
-
-    @property
-    def size(self) -> int:
-        """The record's size in bytes (a database may return its text as ``str``)."""
-        raw = self.raw
-        return len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "surrogatepass"))
-
-
-@dataclass(frozen=True)
-class CurrentRecord:
-    """The revision and timestamps of the record being replaced (``None`` when new).
-
-    ``updated_at`` (None when the store cannot tell it cheaply) lets a save be written as a
-    delta of the record the backend remembers: only when revision and both timestamps match
-    is the stored head that record."""
-
-    revision: int
-    created_at: datetime
-    updated_at: datetime | None = None
-
-
-#: Called by ``_write`` inside the backend's per-run critical section with the current record
-#: (or None); returns the record to store, or raises (then nothing is written).
-WriteRecord = Callable[[CurrentRecord | None], SealedRecord]
-
-
-def coerce_state(run_id: str, state: StateInput) -> WorkflowState:
-    """Accept a :class:`WorkflowState` or an earlier-flujo-style dict for ``run_id``."""
-    if isinstance(state, WorkflowState):
-        result = state
-    elif isinstance(state, Mapping):
-        data = dict(state)
-        data.setdefault("run_id", run_id)
-        try:
-            result = WorkflowState.model_validate(data)
-        except ValidationError as exc:
-            raise InvalidStateError(
-                f"state for run {run_id!r} is not a valid WorkflowState: {exc}"
-            ) from exc
-    else:
-        raise InvalidStateError(
-            f"state for run {run_id!r} must be a WorkflowState or a mapping,"
-            f" got {type(state).__name__}"
-        )
-    if result.run_id != run_id:
-        raise InvalidRunIdError(
-            f"state.run_id {result.run_id!r} does not match the run id {run_id!r} it is saved as"
-        )
-    return result
-
-
-def _check_paging(limit: int | None, offset: int) -> None:
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise BackendConfigError(f"limit must be None or an int >= 0, got {limit!r}")
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise BackendConfigError(f"offset must be an int >= 0, got {offset!r}")
-
-
-def _check_expected(expected_revision: int | None) -> None:
-    if expected_revision is None:
-        return
-    if (
-        isinstance(expected_revision, bool)
-        or not isinstance(expected_revision, int)
-        or expected_revision < 0
-    ):
-        raise BackendConfigError(
-            f"expected_revision must be None or an int >= 0, got {expected_revision!r}"
-        )
-
-
-#: Largest revision a record can have: SQLite INTEGER and PostgreSQL bigint hold 64 bits.
-MAX_REVISION = 2**63 - 1
-
-
-def shown(value: object) -> str:
-    """``repr(value)`` cut to a readable length, for messages about stored values (a
-    doctored column can hold a megabyte of text, and the repr of an int of over 4,300
-    digits raises ValueError)."""
-    if type(value) is int and value.bit_length() > 64:
-        return f"an integer of {value.bit_length()} bits"
-    text = repr(value)
-    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
-
-
-def stored_timestamp(what: str, name: str, value: object) -> datetime:
-    """A timestamp a store keeps beside the envelope (``created_at``/``updated_at`` index
-    columns), as an aware UTC datetime; ``value`` is a datetime or ISO 8601 text.
-
-    flujo writes these itself, so anything else (text that is no timestamp, a naive one, NULL,
-    a number, one beyond year 9999 or before year 1 in UTC) means the store was edited:
-    CorruptStateError naming the record and the field.
-    """
-    parsed: object = value
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            parsed = None
-    if isinstance(parsed, datetime) and parsed.utcoffset() is not None:
-        try:
-            return parsed.astimezone(UTC)
-        except OverflowError:  # 0001-01-01T00:00:00+14:00 is before year 1 in UTC
-            pass
-    raise CorruptStateError(
-        f"{what}: the stored {name} {shown(value)} is not a timestamp with a UTC offset"
-        " within the years 1 to 9999 (the store's index was edited)")
-
-
-def check_summary(describe: Callable[[str], str], summary: RunSummary) -> RunSummary:
-    """Refuse a listing row whose fields are not what flujo stores (a doctored index column
-    of a database: ``status=5``, ``revision='abc'``...) with CorruptStateError naming the
-    record (``describe(run_id)``) and the field; return the row, timestamps in UTC."""
-    run_id = summary["run_id"]
-    try:
-        if type(run_id) is not str:
-            raise InvalidRunIdError("not a str")
-        what = describe(validate_run_id(run_id))
-    except InvalidRunIdError:
-        raise CorruptStateError(
-            f"a listed record's stored run_id {shown(run_id)} is not a valid run id (the"
-            " store's index was edited)") from None
-    problems = []
-    if type(summary["pipeline_name"]) is not str:
-        problems.append(f"pipeline_name {shown(summary['pipeline_name'])} is not a str")
-    if type(summary["status"]) is not str or summary["status"] not in RUN_STATUSES:
-        problems.append(f"status {shown(summary['status'])} is not one of"
-                        f" {', '.join(RUN_STATUSES)}")
-    revision = summary["revision"]
-    if type(revision) is not int or not 1 <= revision <= MAX_REVISION:
-        problems.append(f"revision {shown(revision)} is not an integer from 1 to {MAX_REVISION}")
-    if problems:
-        raise CorruptStateError(
-            f"{what}: the stored {'; '.join(problems)} (the store's index was edited)")
-    return RunSummary(
-        run_id=run_id,
-        pipeline_name=summary["pipeline_name"],
-        status=summary["status"],
-        revision=revision,
-        created_at=stored_timestamp(what, "created_at", summary["created_at"]),
-        updated_at=stored_timestamp(what, "updated_at", summary["updated_at"]),
-    )
-
-
-def check_revision(what: str, current: CurrentRecord | None, expected: int | None) -> int:
-    """Compare-and-set check; return the revision the new record gets."""
-    actual = current.revision if current is not None else 0
-    if current is not None and (type(actual) is not int or actual < 1):  # 'abc', 0, NULL
-        raise CorruptStateError(
-            f"{what}: the stored revision {shown(actual)} is not an integer from 1 to"
-            f" {MAX_REVISION} (the store's index was edited); refusing to save over it")
-    if expected is not None and expected != actual:
-        found = f"revision {actual}" if current is not None else "no record"
-        raise StateConflictError(
-            f"{what}: expected revision {expected} but found {found}; another writer saved"
-            " it first (reload and retry, or give up the run)"
-        )
-    if not 0 <= actual < MAX_REVISION:  # only a damaged or doctored record gets here
-        raise CorruptStateError(
-            f"{what}: the stored revision {actual} is out of range (1 to {MAX_REVISION});"
-            " refusing to save over it"
-        )
-    return actual + 1
 
 
 class StateBackend(abc.ABC):
@@ -544,7 +270,7 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
         rewrite, ``migrate_all``, keeps the run's own); ``whole``: store the whole state, not
         a delta (a rewrite brings every part of the record up to date)."""
         validate_run_id(run_id)
-        _check_expected(expected_revision)
+        check_expected(expected_revision)
         what = self.describe(run_id)
 
         # The store owns created_at (see WorkflowState): the first save's time, or the one a
@@ -776,7 +502,7 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
         if status is not None and status not in RUN_STATUSES:
             raise BackendConfigError(
                 f"status must be one of {', '.join(RUN_STATUSES)}, got {status!r}")
-        _check_paging(limit, offset)
+        check_paging(limit, offset)
         rows = await self._list(status, pipeline_name, limit, offset)
         return [check_summary(self.describe, row) for row in rows]
 
@@ -829,7 +555,7 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
         ``claim`` fences the write as in :meth:`save_state`.
         """
         run_id = validate_run_id(envelope.run_id)
-        _check_expected(expected_revision)
+        check_expected(expected_revision)
         encryption = self.codec.encryption
         if encryption is not None and not envelope.encrypted and not encryption.accept_plaintext:
             raise EncryptionError(
