@@ -202,3 +202,16 @@ async def test_a_backend_without_history_is_refused_clearly() -> None:
 
     with pytest.raises(PipelineError, match="keeps no checkpoints"):
         await runner(Earlier()).history_async("x")
+
+
+async def test_steps_are_named_as_the_runs_own_pipeline_version_named_them(
+        backend: StateBackend) -> None:
+    # was: a newer pipeline's names picked the checkpoint, so "s1" of v2 (its third step)
+    # chose the state after the run's third step
+    rid = new_id()
+    await runner(backend, steps=3).run_async(Decimal(0), run_id=rid)
+    newer = Flujo(Pipeline([_add(0), _add(9), _add(1), _add(2)]), context_model=Cart,
+                  state_backend=backend, pipeline_name="cart", pipeline_version="2",
+                  version_migrations={"1": lambda state: state})
+    state = await newer.state_at_async(rid, "s1")
+    assert state.current_step_index == 2 and len(state.pipeline_context["lines"]) == 2

@@ -141,3 +141,27 @@ def test_a_step_named_with_digits_is_found_by_its_name(store: Store, cli: Any) -
     by_index = json.loads(cli("show", rid, "--at", "5", "--json", store=store).out
                           or "null")
     assert by_index is None  # neither a step named "5" nor index 5: refused
+
+
+def test_raw_checkpoints_need_no_key_and_unknown_steps_are_usage_errors(
+        tmp_path: Any, cli: Any) -> None:
+    # was: show --raw --revision decoded the state first (exit 5 without the key), and an
+    # unknown step exited 5
+    import base64
+
+    from flujo.state import Encryption
+
+    key = bytes(range(32))
+    uri = f"sqlite:///{tmp_path / 'secret.db'}"
+    secret = Store("sqlite", uri, options={"encryption": Encryption.single(key, "k1")})
+    finished_run(secret, "enc")
+    plain = Store("sqlite", uri)
+    raw = cli("show", "enc", "--revision", "2", "--raw", store=plain)
+    assert raw.code == EXIT_OK, raw.err
+    assert json.loads(raw.out)["revision"] == 2 and json.loads(raw.out)["codec"].endswith(
+        "aesgcm")
+    assert base64.b64decode(json.loads(raw.out)["payload"])  # untouched ciphertext
+    by_index = cli("show", "enc", "--at", "1", "--raw", store=plain)  # names are encrypted
+    assert by_index.code == EXIT_OK and json.loads(by_index.out)["steps_done"] == 2
+    by_name = cli("show", "enc", "--at", "book1", "--raw", store=plain)
+    assert by_name.code == EXIT_USAGE and "without its key" in by_name.err

@@ -245,3 +245,70 @@ async def test_a_store_made_to_encrypt_compacts_its_plaintext_history(tmp_path: 
     strict = FileBackend(tmp_path, encryption=Encryption.single(K1, "k1"))
     assert [c.revision for c in await strict.history("p")] == [7]
     assert not list((tmp_path / ".history").glob("p/*"))
+
+
+# -- found by a second adversarial review -----------------------------------------------------
+
+
+async def test_a_store_of_an_earlier_layout_lists_its_current_record(tmp_path: Path) -> None:
+    # was: history()/state_at raised "no such table: flujo_state_history" on a table of
+    # layout 1 not written to since
+    import sqlite3
+
+    writer = SQLiteBackend(tmp_path / "old.db")
+    for state in _states("o", 2):  # whole states, as a table of layout 1 holds
+        await writer._save_state("o", state, None, None, whole=True)
+    await writer.close()
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        conn.execute("DROP TABLE flujo_state_history")
+        conn.execute("UPDATE flujo_schema_versions SET version = 1")
+    reader = SQLiteBackend(tmp_path / "old.db")
+    try:
+        assert [c.revision for c in await reader.history("o")] == [2]
+        assert await reader.state_at("o", 1) is None
+        assert (await reader.state_at("o", 2)) is not None
+    finally:
+        await reader.close()
+
+
+async def test_prune_reports_only_what_it_removed(tmp_path: Path) -> None:
+    # was: a compaction that failed (no key for the delta head) was counted as done
+    from datetime import timedelta
+
+    secret = FileBackend(tmp_path, encryption=Encryption.single(K1, "k1"))
+    states = _states("s", 8)
+    for state in states:  # running, then completed: the last record is a delta
+        await secret.save_state("s", state.model_copy(
+            update={"status": "completed" if state is states[-1] else "running"}))
+    assert (await secret.history("s"))[-1].kind == "delta"
+    keyless = FileBackend(tmp_path)
+    report = await keyless.prune(older_than=timedelta(0), history_only=True)
+    assert report.compacted == [] and report.records_removed == 0
+    assert "EncryptionError" in report.skipped["s"]
+    assert len(await secret.history("s")) == 8
+    assert (await keyless.prune(older_than=timedelta.max)).deleted == []  # was OverflowError
+
+
+async def test_a_deleted_run_created_again_is_saved_as_deltas_again() -> None:
+    from flujo.state import InMemoryBackend
+
+    backend = InMemoryBackend()
+    for state in _states("d", 6):
+        await backend.save_state("d", state)
+    await backend.delete_state("d")
+    for state in _states("d", 4):
+        await backend.save_state("d", state)
+    assert "delta" in {c.kind for c in await backend.history("d")}
+
+
+def test_fork_ids_and_earlier_errors() -> None:
+    from flujo.state import ForkOrigin, fork_run_id, forked_state, validate_run_id
+
+    long_id = "x" * 190
+    assert validate_run_id(fork_run_id(long_id, "abcd1234")).endswith("-fork-abcd1234")
+    assert len(fork_run_id(long_id, "abcd1234").encode()) <= 200
+    earlier = WorkflowState.model_validate({"run_id": "e", "status": "failed",
+                                            "error_message": "upstream step exploded"})
+    assert earlier.error == "upstream step exploded"
+    fork = forked_state(earlier, "f", ForkOrigin(run_id="e", revision=1))
+    assert fork.error is None and fork.status == "running"

@@ -26,6 +26,7 @@ from ..state import (
     ForkOrigin,
     StateBackend,
     WorkflowState,
+    fork_run_id,
     forked_state,
     validate_run_id,
 )
@@ -36,7 +37,7 @@ from ._restore import context_fields, problems
 if TYPE_CHECKING:
     from ._runner import Flujo
 
-__all__ = ["checkpoints_of", "fork_run", "state_after"]
+__all__ = ["checkpoints_of", "choose_checkpoint", "fork_run", "state_after", "stored_step_names"]
 
 #: ``edit`` of :meth:`Flujo.fork`: gets the context at the checkpoint; changes it in place or
 #: returns the context to use instead.
@@ -60,9 +61,15 @@ async def checkpoints_of(backend: StateBackend, run_id: str) -> list[Checkpoint]
     return found
 
 
-def _position(step: str | int, names: list[str], what: str) -> int:
+def _position(step: str | int, names: list[str] | None, what: str) -> int:
     if isinstance(step, bool) or not isinstance(step, str | int):
         raise PipelineError(f"step must be a step name or index, got {step!r}")
+    if names is None:  # the run's names cannot be read here
+        if isinstance(step, int) and step >= 0:
+            return step
+        raise PipelineError(f"{what}: the run's step names cannot be read without its key"
+                            f" (it is encrypted), so step {step!r} cannot be found by name;"
+                            " give its index, or the key")
     if isinstance(step, int):
         if not 0 <= step < len(names):
             raise PipelineError(f"{what}: step index {step} is out of range: the pipeline has"
@@ -73,10 +80,10 @@ def _position(step: str | int, names: list[str], what: str) -> int:
     return names.index(step)
 
 
-def choose_checkpoint(checkpoints: list[Checkpoint], names: list[str], what: str, *,
+def choose_checkpoint(checkpoints: list[Checkpoint], names: list[str] | None, what: str, *,
                       step: str | int | None, revision: int | None) -> Checkpoint:
-    """The checkpoint after ``step`` (a name or an index of ``names``), or the one at
-    ``revision``, or (neither given) the latest."""
+    """The checkpoint after ``step`` (a name or an index of ``names``; None: names not
+    known, an index only), or the one at ``revision``, or (neither given) the latest."""
     if step is not None and revision is not None:
         raise PipelineError("give step or revision, not both")
     if revision is not None:
@@ -98,14 +105,27 @@ def choose_checkpoint(checkpoints: list[Checkpoint], names: list[str], what: str
         " did was pruned")
 
 
+async def stored_step_names(backend: EnvelopeStateBackend, run_id: str) -> list[str] | None:
+    """The step names the run stored (its pipeline version's), read without decoding any
+    value; None when it stored none (earlier flujo)."""
+    envelope = await backend.read_envelope(run_id)
+    names = None if envelope is None else backend.plain_fields(envelope).get("step_names")
+    if isinstance(names, list) and all(isinstance(name, str) for name in names):
+        return names
+    return None
+
+
 async def state_after(runner: Flujo[Any], run_id: str, *, step: str | int | None,
                       revision: int | None) -> tuple[WorkflowState, Checkpoint]:
-    """The state saved after ``step`` (or at ``revision``; the latest when neither)."""
+    """The state saved after ``step`` (or at ``revision``; the latest when neither). A step
+    is named as the run's own pipeline version named it (the runner's own names for a run
+    that stored none)."""
     backend = _history_backend(runner.backend)
     what = describe_run(backend, run_id)
     checkpoints = await checkpoints_of(backend, run_id)
-    chosen = choose_checkpoint(checkpoints, runner.pipeline.step_names, what, step=step,
-                               revision=revision)
+    names = None if step is None else await stored_step_names(backend, run_id)
+    chosen = choose_checkpoint(checkpoints, names or runner.pipeline.step_names, what,
+                               step=step, revision=revision)
     record = await backend.state_at(run_id, chosen.revision)
     if record is None:  # pruned or compacted between the two reads
         raise CheckpointNotFoundError(f"{what}: the checkpoint at revision {chosen.revision}"
@@ -119,7 +139,7 @@ async def fork_run(runner: Flujo[Any], run_id: str, *, at_step: str | int | None
     """Start a new run from a checkpoint of ``run_id``; return the new run's id."""
     state, chosen = await state_after(runner, run_id, step=at_step, revision=revision)
     new_id = validate_run_id(new_run_id if new_run_id is not None
-                             else f"{run_id}-fork-{uuid.uuid4().hex[:8]}")
+                             else fork_run_id(run_id, uuid.uuid4().hex[:8]))
     origin = ForkOrigin(run_id=run_id, revision=chosen.revision, step=chosen.step,
                         steps_done=chosen.steps_done)
     fields = None

@@ -13,9 +13,23 @@ from datetime import timedelta
 from typing import Any
 
 from .. import state as _state
-from ..application._history import choose_checkpoint
-from ..exceptions import RunNotFoundError, StateConflictError
-from ..state import Checkpoint, EnvelopeStateBackend, ForkOrigin, StateRecord, forked_state
+from ..application._history import choose_checkpoint, stored_step_names
+from ..exceptions import (
+    CheckpointNotFoundError,
+    EncryptionError,
+    PipelineError,
+    RunNotFoundError,
+    StateConflictError,
+)
+from ..state import (
+    Checkpoint,
+    Envelope,
+    EnvelopeStateBackend,
+    ForkOrigin,
+    StateRecord,
+    fork_run_id,
+    forked_state,
+)
 from . import _output
 from ._output import (
     EXIT_NOT_FOUND,
@@ -30,7 +44,8 @@ from ._output import (
 from ._store import _check_run_ids, _open_store
 from ._terminal import json_text, visible
 
-__all__ = ["_fork", "_history", "_prune", "checkpoint_record", "parse_age"]
+__all__ = ["_fork", "_history", "_prune", "checkpoint_envelope", "checkpoint_record",
+           "parse_age"]
 
 _AGE = re.compile(r"^(\d{1,9})([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -42,22 +57,19 @@ def parse_age(text: str) -> timedelta:
     if found is None:
         raise argparse.ArgumentTypeError(
             f"not an age: {text!r} (a number and a unit: s, m, h, d or w, e.g. 30d)")
-    return timedelta(**{_UNITS[found[2]]: int(found[1])})
+    try:
+        return timedelta(**{_UNITS[found[2]]: int(found[1])})
+    except OverflowError:
+        raise argparse.ArgumentTypeError(
+            f"age {text!r} is longer than Python can count (at most 999999999 days)") from None
 
 
-def _step_arg(text: str, names: list[str]) -> str | int:
+def _step_arg(text: str, names: list[str] | None) -> str | int:
     """A step's name (when the run has a step of that name, even one made of digits), else
     an index written in digits, else a name (refused, listing the names)."""
-    if text in names or not (text.isascii() and text.isdigit()):
+    if (names is not None and text in names) or not (text.isascii() and text.isdigit()):
         return text
     return int(text)
-
-
-async def _names_of(backend: EnvelopeStateBackend, run_id: str) -> list[str]:
-    """The step names the run stored (read without decoding any value)."""
-    envelope = await backend.read_envelope(run_id)
-    names = None if envelope is None else backend.plain_fields(envelope).get("step_names")
-    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
 
 
 async def _chosen(backend: EnvelopeStateBackend, run_id: str, step: str | None,
@@ -65,10 +77,32 @@ async def _chosen(backend: EnvelopeStateBackend, run_id: str, step: str | None,
     checkpoints = await backend.history(run_id)
     if not checkpoints:
         raise RunNotFoundError(f"{backend.describe(run_id)}: no such run")
-    names = await _names_of(backend, run_id) if step is not None else []
-    return choose_checkpoint(checkpoints, names, backend.describe(run_id),
-                             step=None if step is None else _step_arg(step, names),
-                             revision=revision)
+    names: list[str] | None = []
+    if step is not None:
+        try:
+            names = await stored_step_names(backend, run_id) or []
+        except EncryptionError:  # no key given: an index still finds the checkpoint
+            names = None
+    try:
+        return choose_checkpoint(checkpoints, names, backend.describe(run_id),
+                                 step=None if step is None else _step_arg(step, names),
+                                 revision=revision)
+    except CheckpointNotFoundError:
+        raise
+    except PipelineError as exc:  # no such step: the command line named it wrong
+        raise _UsageError(str(exc)) from exc
+
+
+async def checkpoint_envelope(backend: EnvelopeStateBackend, run_id: str, step: str | None,
+                              revision: int | None) -> Envelope:
+    """The record of the checkpoint after ``step`` or at ``revision`` as stored (a delta
+    holds only what changed), nothing decoded or decrypted (``show --raw --at``)."""
+    chosen = await _chosen(backend, run_id, step, revision)
+    envelope = await backend.read_record(run_id, chosen.revision)
+    if envelope is None:
+        raise RunNotFoundError(f"{backend.describe(run_id)}: the checkpoint at revision"
+                               f" {chosen.revision} is no longer stored")
+    return envelope
 
 
 async def checkpoint_record(backend: EnvelopeStateBackend, run_id: str, step: str | None,
@@ -136,7 +170,7 @@ async def _fork(args: argparse.Namespace) -> int:
         if record is None:
             raise RunNotFoundError(f"{backend.describe(args.run_id)}: the checkpoint at"
                                    f" revision {chosen.revision} is no longer stored")
-        new_id = args.new_run_id or f"{args.run_id}-fork-{_state_suffix()}"
+        new_id = args.new_run_id or fork_run_id(args.run_id, _state_suffix())
         origin = ForkOrigin(run_id=args.run_id, revision=chosen.revision, step=chosen.step,
                             steps_done=chosen.steps_done)
         try:

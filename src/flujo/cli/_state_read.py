@@ -41,7 +41,7 @@ from ._output import (
     _UsageError,
     _use_rich,
 )
-from ._state_history import checkpoint_record
+from ._state_history import checkpoint_envelope, checkpoint_record
 from ._store import _check_run_ids, _open_store
 from ._terminal import json_text, pretty
 
@@ -230,13 +230,13 @@ async def _show(args: argparse.Namespace) -> int:
                 return _not_found(args.run_id)
             _print_json(_envelope_document(envelope))
             return EXIT_OK
+        if at and args.raw:  # a checkpoint's stored record: nothing decoded
+            _print_json(_envelope_document(await checkpoint_envelope(
+                backend, args.run_id, args.at, args.revision)))
+            return EXIT_OK
         if at:  # a checkpoint from the history
             record: StateRecord | None = await checkpoint_record(
                 backend, args.run_id, args.at, args.revision)
-            if args.raw:
-                assert record is not None
-                _print_json(_envelope_document(record.envelope))
-                return EXIT_OK
         else:
             record = await backend.load_record(args.run_id)
     if record is None:
@@ -332,9 +332,12 @@ async def _export(args: argparse.Namespace) -> int:
                 bar.advance()
                 try:
                     envelope = await backend.read_envelope(run_id)
-                except (CorruptStateError, DeserializationError) as exc:
+                except (CorruptStateError, DeserializationError, EncryptionError) as exc:
                     if not args.skip_damaged:
-                        exc.add_note("pass --skip-damaged to export the other runs")
+                        exc.add_note("pass --skip-damaged to export the other runs"
+                                     + (" (or --key-env: a run saved since its last whole"
+                                        " state is exported rebuilt from its chain)"
+                                        if isinstance(exc, EncryptionError) else ""))
                         raise
                     skipped[run_id] = exc
                     continue

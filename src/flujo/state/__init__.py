@@ -47,6 +47,7 @@ from .models import (
     RunSummary,
     StateRecord,
     WorkflowState,
+    fork_run_id,
     forked_state,
 )
 
@@ -82,6 +83,7 @@ __all__ = [
     "default_state_migrations",
     "envelope_json_schema",
     "envelope_schema_text",
+    "fork_run_id",
     "forked_state",
     "migrate_all",
     "register_state_migration",

@@ -172,6 +172,20 @@ register_type(PauseRequest, name="flujo.PauseRequest")
 register_type(ForkOrigin, name="flujo.ForkOrigin")
 
 
+def fork_run_id(run_id: str, suffix: str) -> str:
+    """The default id of a fork of ``run_id``: ``<run_id>-fork-<suffix>``, the source's id
+    shortened as needed to keep within a run id's 200 bytes."""
+    tail = f"-fork-{suffix}"
+    base = run_id
+    while len((base + tail).encode("utf-8")) > 200:
+        base = base[:-1]
+    return base.rstrip() + tail
+
+
+# Fields of an earlier flujo's record that would bring back what a fork starts without.
+_NOT_FORKED = frozenset({"error_message"})
+
+
 def forked_state(state: WorkflowState, new_run_id: str, origin: ForkOrigin,
                  context: dict[str, Any] | None = None) -> WorkflowState:
     """A new run ``new_run_id`` starting from ``state`` (a checkpoint of ``origin.run_id``):
@@ -186,4 +200,4 @@ def forked_state(state: WorkflowState, new_run_id: str, origin: ForkOrigin,
         current_step_index=state.current_step_index, pipeline_context=fields,
         last_step_output=state.last_step_output, step_history=list(state.step_history),
         status="running", step_names=state.step_names, forked_from=origin,
-        **(state.model_extra or {}))
+        **{k: v for k, v in (state.model_extra or {}).items() if k not in _NOT_FORKED})

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from flujo.exceptions import (
@@ -241,7 +241,10 @@ def _cutoff(older_than: timedelta | datetime | None) -> datetime | None:
     if isinstance(older_than, timedelta):
         if older_than < timedelta(0):
             raise BackendConfigError(f"older_than must not be negative, got {older_than!r}")
-        return utc_now() - older_than
+        try:
+            return utc_now() - older_than
+        except OverflowError:  # older than year 1: nothing is that old
+            return datetime.min.replace(tzinfo=UTC)
     if isinstance(older_than, datetime):
         if older_than.tzinfo is None:
             raise BackendConfigError("older_than must be an aware datetime (with a UTC offset)")
@@ -287,14 +290,14 @@ async def _prune_one(backend: EnvelopeStateBackend, row: RunSummary, history_onl
         if history_only:
             if not older:
                 return
-            report.compacted.append(run_id)
-            report.records_removed += len(older)
-            report.bytes_removed += sum(sizes)
             if not dry_run:
                 await compact(backend, run_id)
+            report.compacted.append(run_id)  # counted once done
+            report.records_removed += len(older)
+            report.bytes_removed += sum(sizes)
             return
+        if not dry_run:
+            await backend.delete_state(run_id)
         report.deleted.append(run_id)
         report.records_removed += len(older) + 1
         report.bytes_removed += sum(sizes) + stored.size
-        if not dry_run:
-            await backend.delete_state(run_id)

@@ -438,6 +438,24 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
         it; None when the run or that checkpoint is not stored."""
         return await _history.state_at(self, run_id, revision)
 
+    async def read_record(self, run_id: str, revision: int) -> Envelope | None:
+        """The stored record of checkpoint ``revision`` as it is (a delta holds only what
+        its save changed), header parsed, payload untouched; None when not stored."""
+        validate_run_id(run_id)
+        if isinstance(revision, bool) or not isinstance(revision, int) or revision < 1:
+            raise BackendConfigError(f"revision must be an int >= 1, got {revision!r}")
+        stored = await self._read(run_id)
+        if stored is None:
+            return None
+        head = self._parse(run_id, stored)
+        if revision == head.revision:
+            return head
+        if not self.keeps_history or not 1 <= revision < head.revision:
+            return None
+        found = self._parse_history(run_id, await self._read_history(run_id, revision,
+                                                                     revision))
+        return found[0][0] if found else None
+
     async def compact(self, run_id: str) -> int:
         """Keep only the last checkpoint of the finished run ``run_id``, stored whole;
         return how many records were removed (StateConflictError for a run that is not
@@ -468,7 +486,9 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
 
     async def delete_state(self, run_id: str) -> None:
         validate_run_id(run_id)
+        self._keep_tip(run_id, None)
         await self._delete(run_id)
+        self._keep_tip(run_id, None)  # a save racing the delete remembered a record gone now
 
     async def request_cancel(self, run_id: str) -> None:
         await self._request_cancel(validate_run_id(run_id))

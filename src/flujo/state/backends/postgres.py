@@ -507,6 +507,12 @@ class PostgresBackend(EnvelopeStateBackend):
         async with self._reading() as conn:
             if conn is None:
                 return []
+            cur = await conn.execute(  # a schema of layout 3 or less (not written to since)
+                "SELECT pg_catalog.to_regclass(%s) IS NOT NULL",
+                (f'"{self.schema}"."{self.table}_history"',))
+            found = await cur.fetchone()
+            if found is None or not found[0]:
+                return []
             cur = await conn.execute(
                 self._sql("SELECT revision, pg_catalog.octet_length(envelope::text), CASE WHEN"
                           " pg_catalog.octet_length(envelope::text) <= %s THEN envelope::text"

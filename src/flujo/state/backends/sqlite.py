@@ -508,7 +508,9 @@ class SQLiteBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
                            last: int) -> list[tuple[int, StoredRecord]]:
         limit = self.codec.max_record_bytes
         with self._reading() as conn:
-            if conn is None:
+            if conn is None or conn.execute(  # a table of layout 1 (not written to since)
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                    (f"{self.table}_history",)).fetchone() is None:
                 return []
             rows = conn.execute(
                 "SELECT revision, length(CAST(envelope AS BLOB)), CASE WHEN"
