@@ -93,6 +93,11 @@ async def _chosen(backend: EnvelopeStateBackend, run_id: str, step: str | None,
         raise _UsageError(str(exc)) from exc
 
 
+def _gone(backend: EnvelopeStateBackend, run_id: str, revision: int) -> RunNotFoundError:
+    return RunNotFoundError(f"{backend.describe(run_id)}: the checkpoint at revision"
+                            f" {revision} is no longer stored")
+
+
 async def checkpoint_envelope(backend: EnvelopeStateBackend, run_id: str, step: str | None,
                               revision: int | None) -> Envelope:
     """The record of the checkpoint after ``step`` or at ``revision`` as stored (a delta
@@ -100,20 +105,19 @@ async def checkpoint_envelope(backend: EnvelopeStateBackend, run_id: str, step: 
     chosen = await _chosen(backend, run_id, step, revision)
     envelope = await backend.read_record(run_id, chosen.revision)
     if envelope is None:
-        raise RunNotFoundError(f"{backend.describe(run_id)}: the checkpoint at revision"
-                               f" {chosen.revision} is no longer stored")
+        raise _gone(backend, run_id, chosen.revision)
     return envelope
 
 
 async def checkpoint_record(backend: EnvelopeStateBackend, run_id: str, step: str | None,
-                            revision: int | None) -> StateRecord:
-    """The state after ``step`` (a name or an index) or at ``revision`` (``show --at``)."""
+                            revision: int | None) -> tuple[StateRecord, Checkpoint]:
+    """The state after ``step`` (a name or an index) or at ``revision`` (``show --at``,
+    ``fork``), and that checkpoint."""
     chosen = await _chosen(backend, run_id, step, revision)
     record = await backend.state_at(run_id, chosen.revision)
     if record is None:
-        raise RunNotFoundError(f"{backend.describe(run_id)}: the checkpoint at revision"
-                               f" {chosen.revision} is no longer stored")
-    return record
+        raise _gone(backend, run_id, chosen.revision)
+    return record, chosen
 
 
 # -- history -----------------------------------------------------------------------------------
@@ -165,11 +169,8 @@ async def _history(args: argparse.Namespace) -> int:
 async def _fork(args: argparse.Namespace) -> int:
     _check_run_ids([args.run_id] + ([args.new_run_id] if args.new_run_id else []))
     async with _open_store(args) as backend:
-        chosen = await _chosen(backend, args.run_id, args.at, args.revision)
-        record = await backend.state_at(args.run_id, chosen.revision)
-        if record is None:
-            raise RunNotFoundError(f"{backend.describe(args.run_id)}: the checkpoint at"
-                                   f" revision {chosen.revision} is no longer stored")
+        record, chosen = await checkpoint_record(backend, args.run_id, args.at,
+                                                 args.revision)
         new_id = args.new_run_id or fork_run_id(args.run_id, _state_suffix())
         origin = ForkOrigin(run_id=args.run_id, revision=chosen.revision, step=chosen.step,
                             steps_done=chosen.steps_done)

@@ -235,8 +235,8 @@ async def _show(args: argparse.Namespace) -> int:
                 backend, args.run_id, args.at, args.revision)))
             return EXIT_OK
         if at:  # a checkpoint from the history
-            record: StateRecord | None = await checkpoint_record(
-                backend, args.run_id, args.at, args.revision)
+            record: StateRecord | None = (await checkpoint_record(
+                backend, args.run_id, args.at, args.revision))[0]
         else:
             record = await backend.load_record(args.run_id)
     if record is None:
