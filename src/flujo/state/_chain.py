@@ -216,7 +216,8 @@ def delta_payload(tip: ChainTip, fields: Any, history: History, revision: int) -
 def checkpoint_label(fields: dict[str, Any]) -> tuple[str | None, int | None]:
     """The step a state records and its attempt count, for the record's header: the step
     failing or retrying (``failure``), else the one the run waits on (``pause``), else the
-    last one finished. Read from flujo's own models only (no user code runs)."""
+    last one finished. Read from the models' ``__dict__`` (no user code runs: no property,
+    no ``__getattr__``)."""
     failure = fields.get("failure")
     if isinstance(failure, BaseModel):
         name, attempts = failure.__dict__.get("name"), failure.__dict__.get("attempts")
