@@ -220,4 +220,14 @@ def run_demo(folder: Path) -> int:
         print(f"   {'ok ' if same else 'BAD'} {name:<14} {type(value).__name__:<9} {value!r}")
     print("\nevery value came back with its type" if not failures
           else f"\n{failures} value(s) lost their type")
+
+    print("\n6. its checkpoints, one per save (a delta holds only what that save changed):")
+    for checkpoint in runner.history(RUN_ID):
+        print(f"   revision {checkpoint.revision}: {checkpoint.kind:<5}"
+              f" {checkpoint.size:>6,} bytes, {checkpoint.steps_done} step(s) done,"
+              f" {checkpoint.status}")
+    before = runner.state_at(RUN_ID, "price")
+    print(f"   the state right after step 'price': runner.state_at({RUN_ID!r}, 'price')"
+          f" -> {before.current_step_index} steps done, output"
+          f" {type(before.last_step_output).__name__}")
     return 1 if failures or not result.success else 0
