@@ -55,6 +55,7 @@ __all__ = [
     "delta_payload",
     "encode_history",
     "rebuild",
+    "state_data",
     "state_payload",
 ]
 
@@ -179,6 +180,11 @@ def encode_history(entries: list[Any], tip: ChainTip | None, registry: TypeRegis
     if reused == len(known.entries):
         return known.extended(added, sources)
     return History.of(known.entries[:reused] + added, known.sources[:reused] + sources)
+
+
+def state_data(fields: Any, history: History) -> dict[str, Any]:
+    """A whole-state payload as data (for a store that keeps payloads inline)."""
+    return {"fields": fields, "history": [entry.doc for entry in history.entries]}
 
 
 def state_payload(fields_json: bytes, history: History) -> bytes:

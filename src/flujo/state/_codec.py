@@ -55,6 +55,7 @@ from ._chain import (
     delta_payload,
     encode_history,
     rebuild,
+    state_data,
     state_payload,
 )
 from ._compression import compress, decompress, resolve_compression
@@ -116,7 +117,7 @@ class EncodedState:
 
     @property
     def data(self) -> dict[str, Any]:
-        return {"fields": self.fields, "history": [entry.doc for entry in self.history.entries]}
+        return state_data(self.fields, self.history)
 
     @functools.cached_property
     def payload_json(self) -> bytes:
@@ -276,7 +277,7 @@ class EnvelopeCodec:
             size = len(fields_json) + history.size
         except JSONError as exc:
             if "surrogates not allowed" in str(exc):
-                raise lone_surrogate_error(state.to_dict(), self._data_of(fields, history),
+                raise lone_surrogate_error(state.to_dict(), state_data(fields, history),
                                            what) from exc
             raise SerializationError(
                 f"{what}: the encoded state is not JSON-compatible: {exc}"
@@ -310,10 +311,6 @@ class EnvelopeCodec:
         )
 
     @staticmethod
-    def _data_of(fields: Any, history: History) -> dict[str, Any]:
-        return {"fields": fields, "history": [entry.doc for entry in history.entries]}
-
-    @staticmethod
     def delta(tip: ChainTip, encoded: EncodedState, revision: int) -> Delta:
         """The payload of ``encoded`` as a delta of ``tip`` (the record at ``revision - 1``)."""
         return delta_payload(tip, encoded.fields, encoded.history, revision)
@@ -331,22 +328,9 @@ class EnvelopeCodec:
         """Build the envelope for ``encoded`` at ``revision``, compressing and encrypting:
         a whole-state record, or, given ``delta`` (from :meth:`delta`), a delta record in the
         chain starting at ``base``."""
-        now = updated_at or utc_now()
-        kind = "state" if delta is None else "delta"
-        header: dict[str, Any] = {
-            "format": FORMAT,
-            "envelope_version": ENVELOPE_VERSION,
-            "run_id": encoded.run_id,
-            "revision": revision,
-            "state_version": encoded.state_version,
-            "manifest": encoded.manifest,
-            "pipeline_name": encoded.pipeline_name,
-            "status": encoded.status,
-            "created_at": format_timestamp(created_at or now),
-            "updated_at": format_timestamp(now),
-            "codec": self.codec,
-            "key_id": self.encryption.active_key_id if self.encryption else None,
-            "kind": kind,
+        header = {
+            **self._header(encoded, ENVELOPE_VERSION, revision, created_at, updated_at),
+            "kind": "state" if delta is None else "delta",
             "base": revision if delta is None or base is None else base,
             "step": encoded.step,
             "attempt": encoded.attempt,
@@ -368,22 +352,34 @@ class EnvelopeCodec:
         """A record of envelope version 1 (one document, ``encoded.fields``, holding every
         field): what an operator's status change writes over a version 1 record, whose
         document cannot be split without decoding it."""
-        now = format_timestamp(utc_now())
-        header: dict[str, Any] = {
-            "format": FORMAT, "envelope_version": 1, "run_id": encoded.run_id,
-            "revision": revision, "state_version": encoded.state_version,
-            "manifest": encoded.manifest, "pipeline_name": encoded.pipeline_name,
-            "status": encoded.status, "created_at": format_timestamp(created_at),
-            "updated_at": now, "codec": self.codec,
-            "key_id": self.encryption.active_key_id if self.encryption else None,
-        }
-        payload_json = with_timestamps(encoded.fields_json, header["created_at"], now)
+        header = self._header(encoded, 1, revision, created_at, None)
+        payload_json = with_timestamps(encoded.fields_json, header["created_at"],
+                                       header["updated_at"])
         if self.codec == "json":
             raw = _splice(header, payload_json)
         else:
             raw = _splice(header, dumps(self._protect(header, payload_json)))
         envelope = self.parse(raw, what=f"run {encoded.run_id!r}")
         return SealedRecord(envelope, raw, None if self.encryption else payload_json)
+
+    def _header(self, encoded: EncodedState, layout: int, revision: int,
+                created_at: datetime | None, updated_at: datetime | None) -> dict[str, Any]:
+        """The header fields every envelope layout has, in storage order."""
+        now = updated_at or utc_now()
+        return {
+            "format": FORMAT,
+            "envelope_version": layout,
+            "run_id": encoded.run_id,
+            "revision": revision,
+            "state_version": encoded.state_version,
+            "manifest": encoded.manifest,
+            "pipeline_name": encoded.pipeline_name,
+            "status": encoded.status,
+            "created_at": format_timestamp(created_at or now),
+            "updated_at": format_timestamp(now),
+            "codec": self.codec,
+            "key_id": self.encryption.active_key_id if self.encryption else None,
+        }
 
     def _protect(self, header: dict[str, Any], payload_json: bytes) -> str:
         """The payload as stored by a compressing or encrypting codec: base64 text."""
@@ -536,10 +532,9 @@ class EnvelopeCodec:
         no chain)."""
         head, first = chain[-1], chain[0]
         self.check_versions(head, what=what)
-        check_chain(chain, what=what)
-        payload = self.payload_data(first, what=what)
+        payload, history_docs = self._documents(chain, what=what)
         tip: ChainTip | None = None
-        if first.stored_envelope_version < 2:
+        if history_docs is None:  # a version 1 record: one document
             fields = self._decode(payload, what=what)
             if not isinstance(fields, dict):
                 raise CorruptStateError(
@@ -548,9 +543,7 @@ class EnvelopeCodec:
             if stamps is not None:
                 check_timestamps(what, first, stamps)
         else:
-            deltas = self._links(chain, what=what)
-            self._check_sealed(first, payload, what=what)
-            fields_doc, history_docs = rebuild(payload, deltas, base=first.revision, what=what)
+            fields_doc = payload
             fields_json = dumps(fields_doc)  # before decoding, which may share its lists
             fields = self._decode(fields_doc, what=what)
             if not isinstance(fields, dict):
@@ -562,7 +555,7 @@ class EnvelopeCodec:
                 revision=head.revision, created_at=head.created_at,
                 updated_at=head.updated_at, base=first.revision,
                 snapshot_bytes=0, chain_bytes=0,  # the backend knows the stored sizes
-                chain_length=len(deltas), fields_json=fields_json,
+                chain_length=len(chain) - 1, fields_json=fields_json,
                 history=History([HistoryEntry(doc, {}) for doc in history_docs],
                                 [UNKNOWN] * len(history_docs)))
         self.check_header(head, fields, what=what)
@@ -602,17 +595,13 @@ class EnvelopeCodec:
         decoded (for tools: an operator's status change, a listing, an export); every
         record's sealed copies of its header are checked. A version 1 record gives its one
         document of fields."""
-        check_chain(chain, what=what)
-        first, head = chain[0], chain[-1]
-        payload = self.payload_data(first, what=what)
-        if first.stored_envelope_version < 2:
-            if not isinstance(payload, dict):
+        head = chain[-1]
+        fields, history = self._documents(chain, what=what)
+        if history is None:  # a version 1 record: one document
+            if not isinstance(fields, dict):
                 raise CorruptStateError(f"{what}: the payload is not an object of state fields")
-            self.check_header(head, payload, what=what)
-            return payload
-        self._check_sealed(first, payload, what=what)
-        fields, history = rebuild(payload, self._links(chain, what=what), base=first.revision,
-                                  what=what)
+            self.check_header(head, fields, what=what)
+            return fields
         if not isinstance(fields, dict):
             raise CorruptStateError(f"{what}: the fields document is not an object")
         self.check_header(head, fields, what=what)
@@ -620,6 +609,19 @@ class EnvelopeCodec:
                 TIMESTAMPS_KEY: [format_timestamp(head.created_at),
                                  format_timestamp(head.updated_at)],
                 LABEL_KEY: [head.step, head.attempt, head.steps_done]}
+
+    def _documents(self, chain: list[Envelope], *,
+                   what: str) -> tuple[Any, list[Any] | None]:
+        """The fields document and the history documents at the last record of ``chain``,
+        nothing decoded, every record's sealed header copies checked; for a version 1
+        record, its one document and None."""
+        check_chain(chain, what=what)
+        first = chain[0]
+        payload = self.payload_data(first, what=what)
+        if first.stored_envelope_version < 2:
+            return payload, None
+        self._check_sealed(first, payload, what=what)
+        return rebuild(payload, self._links(chain, what=what), base=first.revision, what=what)
 
     def _links(self, chain: list[Envelope], *, what: str) -> list[Link]:
         """The deltas of ``chain`` (after its first record), payloads read and checked."""
@@ -643,11 +645,11 @@ class EnvelopeCodec:
     def reseal(self, head: Envelope, payload: dict[str, Any]) -> Envelope:
         """A whole-state envelope with ``head``'s header and ``payload`` (from
         :meth:`plain_chain` of ``head``'s chain), stored the way this codec stores records."""
-        header = {**head.header(), "envelope_version": ENVELOPE_VERSION, "kind": "state",
-                  "base": head.revision, "codec": self.codec,
-                  "key_id": self.encryption.active_key_id if self.encryption else None}
         if head.stored_envelope_version < 2:
-            return head
+            return head  # a version 1 record is a whole state already
+        header = {**head.header(), "kind": "state", "base": head.revision,
+                  "codec": self.codec,
+                  "key_id": self.encryption.active_key_id if self.encryption else None}
         payload_json = dumps(payload)
         if self.codec == "json":
             return Envelope.model_validate({**header, "payload": payload})
