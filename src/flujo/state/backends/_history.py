@@ -34,7 +34,7 @@ from .._runid import validate_run_id
 from ..models import RUN_STATUSES, RunSummary, StateRecord, utc_now
 
 if TYPE_CHECKING:
-    from .base import CurrentRecord, EnvelopeStateBackend
+    from .base import CurrentRecord, EnvelopeStateBackend, StoredRecord
 
 __all__ = ["FINISHED", "Checkpoint", "PruneReport", "compact", "history", "prune", "state_at"]
 
@@ -150,9 +150,15 @@ async def compact(backend: EnvelopeStateBackend, run_id: str) -> int:
     stored as one whole state; return how many records were removed. Refused
     (StateConflictError) for a running or paused run, or one saved meanwhile. Kept records
     are removed unread (a store made to encrypt can compact away its plaintext history)."""
+    return len(await _compacted(backend, run_id))
+
+
+async def _compacted(backend: EnvelopeStateBackend,
+                     run_id: str) -> list[tuple[int, StoredRecord]]:
+    """``compact``; the kept records it removed."""
     envelope = await backend.read_envelope(run_id)
     if envelope is None:
-        return 0
+        return []
     what = backend.describe(run_id)
     if envelope.status not in FINISHED:
         raise StateConflictError(
@@ -161,7 +167,7 @@ async def compact(backend: EnvelopeStateBackend, run_id: str) -> int:
     kept = (await backend._read_history(run_id, 1, envelope.revision - 1)
             if backend.keeps_history and envelope.revision > 1 else [])
     if not kept and envelope.kind == "state":
-        return 0  # nothing to drop
+        return []  # nothing to drop
     raw = backend.codec.to_bytes(envelope)
     plain = dumps(envelope.payload) if envelope.codec == "json" else None
 
@@ -177,7 +183,7 @@ async def compact(backend: EnvelopeStateBackend, run_id: str) -> int:
 
     await backend._compact(run_id, make)
     backend._keep_tip(run_id, None)
-    return len(kept)
+    return kept
 
 
 async def prune(
@@ -284,17 +290,17 @@ async def _prune_one(backend: EnvelopeStateBackend, row: RunSummary, history_onl
             raise StateConflictError(f"{backend.describe(run_id)} changed since it was listed")
         # Counted unread: a kept record this store cannot read (plaintext history in a store
         # that now encrypts) is still removed.
-        older = (await backend._read_history(run_id, 1, head.revision - 1)
-                 if backend.keeps_history and head.revision > 1 else [])
+        if history_only and not dry_run:
+            older = await _compacted(backend, run_id)
+        else:
+            older = (await backend._read_history(run_id, 1, head.revision - 1)
+                     if backend.keeps_history and head.revision > 1 else [])
         sizes = [record.size for _, record in older]
         if history_only:
-            if not older:
-                return
-            if not dry_run:
-                await compact(backend, run_id)
-            report.compacted.append(run_id)  # counted once done
-            report.records_removed += len(older)
-            report.bytes_removed += sum(sizes)
+            if older:  # counted once done
+                report.compacted.append(run_id)
+                report.records_removed += len(older)
+                report.bytes_removed += sum(sizes)
             return
         if not dry_run:
             await backend.delete_state(run_id)
