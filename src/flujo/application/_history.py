@@ -108,8 +108,8 @@ def choose_checkpoint(checkpoints: list[Checkpoint], names: list[str] | None, wh
 async def stored_step_names(backend: EnvelopeStateBackend, run_id: str) -> list[str] | None:
     """The step names the run stored (its pipeline version's), read without decoding any
     value; None when it stored none (earlier flujo)."""
-    envelope = await backend.read_envelope(run_id)
-    names = None if envelope is None else backend.plain_fields(envelope).get("step_names")
+    fields = await backend.plain_state(run_id)
+    names = fields.get("step_names") if isinstance(fields, dict) else None
     if isinstance(names, list) and all(isinstance(name, str) for name in names):
         return names
     return None

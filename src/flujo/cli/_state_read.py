@@ -76,10 +76,9 @@ async def _step_of(
 ) -> _Step:
     """Where a run is, read from its payload without decoding any value (no types needed)."""
     try:
-        envelope = await backend.read_envelope(run_id)
-        if envelope is None:
+        data = await backend.plain_state(run_id)
+        if data is None:
             return _Step(None, None, "deleted")
-        data = backend.plain_fields(envelope)
     except EncryptionError:
         return _Step(None, None, "locked")
     except MigrationError:

@@ -19,7 +19,6 @@ from typing import Any
 
 from flujo.exceptions import BackendConfigError, FlujoError
 
-from .._envelope import Envelope
 from ..models import RunSummary, utc_now
 
 __all__ = ["UpstreamAdminCalls"]
@@ -35,19 +34,14 @@ class UpstreamAdminCalls:
     async def delete_state(self, run_id: str) -> None:
         raise NotImplementedError  # pragma: no cover - the backend's own
 
-    async def read_envelope(self, run_id: str) -> Envelope | None:
-        raise NotImplementedError  # pragma: no cover - the backend's own
-
-    def plain_fields(self, envelope: Envelope) -> Any:
+    async def plain_state(self, run_id: str) -> Any:
         raise NotImplementedError  # pragma: no cover - the backend's own
 
     async def _workflow(self, row: RunSummary) -> dict[str, Any]:
         """A listing row with upstream's keys (and flujo's revision)."""
         fields: Any = None
         try:
-            envelope = await self.read_envelope(row["run_id"])
-            if envelope is not None:
-                fields = self.plain_fields(envelope)
+            fields = await self.plain_state(row["run_id"])
         except FlujoError:  # damaged, or encrypted without the key: the index still says
             fields = None
         if not isinstance(fields, dict):

@@ -532,9 +532,17 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
     def plain_fields(self, envelope: Envelope) -> Any:
         """The state fields of a whole-state ``envelope`` as JSON data, no value decoded (for
         listings): the step history as a list of tagged documents."""
-        what = self.describe(envelope.run_id)
-        data = self.codec.plain_chain([envelope], what=what)
-        if envelope.stored_envelope_version < 2:
+        return self._plain([envelope])
+
+    async def plain_state(self, run_id: str) -> Any:
+        """The current state fields of ``run_id`` as JSON data, as :meth:`plain_fields` gives
+        them, rebuilt from its chain (nothing resealed); None when the run does not exist."""
+        chain = await self._read_chain(validate_run_id(run_id))
+        return None if chain is None else self._plain([envelope for envelope, _ in chain])
+
+    def _plain(self, chain: list[Envelope]) -> Any:
+        data = self.codec.plain_chain(chain, what=self.describe(chain[-1].run_id))
+        if chain[0].stored_envelope_version < 2:
             return data
         return {**data["fields"], "step_history": data["history"]}
 
