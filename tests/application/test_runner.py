@@ -431,6 +431,37 @@ def test_pipeline_definition_errors() -> None:
     assert os.environ.get("FLUJO_TEST_CRASH_AT") is None
 
 
+def test_pipelines_built_with_rshift_are_independent_values() -> None:
+    steps = [Step(f"s{i}", lambda data: data) for i in range(6)]
+    base = steps[0] >> steps[1]
+    longer = base >> steps[2]  # appends to the line base belongs to
+    branch = base >> steps[3]  # base is no longer the longest: a copy
+    both = longer >> (steps[4] >> steps[5])
+    assert base.step_names == ["s0", "s1"] and len(base) == 2
+    assert longer.step_names == ["s0", "s1", "s2"]
+    assert branch.step_names == ["s0", "s1", "s3"]
+    assert [s.name for s in both] == ["s0", "s1", "s2", "s4", "s5"] and len(both) == 5
+    assert longer.steps == (steps[0], steps[1], steps[2])
+    again = longer >> steps[3]  # s3 is in a branch, not in this line: allowed
+    assert again.step_names == ["s0", "s1", "s2", "s3"]
+    # refused on the appending path (again is the longest of its line) and on the copying
+    # one (longer is not), for a step, a pipeline, and a pipeline made from a list
+    for head in (again, longer):
+        for repeat in (steps[1], steps[5] >> steps[0], Pipeline([steps[5], steps[2]])):
+            with pytest.raises(PipelineError, match="repeated"):
+                head >> repeat
+    assert again.step_names == ["s0", "s1", "s2", "s3"]  # a refused >> changed nothing
+    assert (again >> steps[4]).step_names == ["s0", "s1", "s2", "s3", "s4"]
+
+
+def test_a_long_pipeline_built_step_by_step_keeps_every_step() -> None:
+    steps = [Step(f"s{i}", lambda data: data) for i in range(3000)]
+    pipeline = steps[0]
+    for step in steps[1:]:
+        pipeline = pipeline >> step  # linear: this loop was quadratic (0.3 s at 2,000)
+    assert isinstance(pipeline, Pipeline) and pipeline.steps == tuple(steps)
+
+
 class LegacyCtx(PipelineContext):
     client: str = ""
     rows: int = 0

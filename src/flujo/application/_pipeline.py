@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import inspect
 import math
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -166,33 +167,71 @@ def _check_policy(step: Step) -> None:
         raise PipelineError(f"{what}: input_model is for Step.human steps")
 
 
+class _Chain:
+    """The steps of a line of pipelines built by ``>>``: ``a >> b >> c`` makes three
+    pipelines that are prefixes of one list. Extending the longest of them appends to the
+    list; extending a shorter one (a branch) copies its prefix. So building a pipeline of N
+    steps step by step costs O(N), not O(N^2)."""
+
+    __slots__ = ("lock", "positions", "steps")
+
+    def __init__(self, steps: tuple[Step, ...]) -> None:
+        self.steps = list(steps)
+        self.positions = {step.name: index for index, step in enumerate(steps)}
+        self.lock = threading.Lock()
+
+
 class Pipeline:
     """An ordered list of uniquely named steps."""
 
     def __init__(self, steps: Iterable[Step]) -> None:
-        self.steps: tuple[Step, ...] = tuple(steps)
-        names = [step.name for step in self.steps]
-        self._names = tuple(names)
-        counts = collections.Counter(names)
+        given = tuple(steps)
+        if not given:
+            raise PipelineError("a pipeline needs at least one step")
+        counts = collections.Counter(step.name for step in given)
         duplicates = sorted(n for n, count in counts.items() if count > 1)
         if duplicates:
             raise PipelineError(f"step names must be unique in a pipeline; repeated: {duplicates}")
-        if not self.steps:
-            raise PipelineError("a pipeline needs at least one step")
+        self._chain = _Chain(given)
+        self._length = len(given)
+        self._steps: tuple[Step, ...] | None = given
+        self._names: tuple[str, ...] | None = None
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        steps = self._steps
+        if steps is None:
+            steps = self._steps = tuple(self._chain.steps[:self._length])
+        return steps
 
     @property
     def step_names(self) -> list[str]:
-        return list(self._names)
+        names = self._names
+        if names is None:
+            names = self._names = tuple(step.name for step in self.steps)
+        return list(names)
 
     def __rshift__(self, other: Step | Pipeline) -> Pipeline:
         tail = other.steps if isinstance(other, Pipeline) else (other,)
-        return Pipeline([*self.steps, *tail])
+        chain, length = self._chain, self._length
+        with chain.lock:
+            if len(chain.steps) == length:  # the longest pipeline of its line: append
+                repeated = sorted({step.name for step in tail if step.name in chain.positions})
+                if not repeated and len({step.name for step in tail}) == len(tail):
+                    for step in tail:
+                        chain.positions[step.name] = len(chain.steps)
+                        chain.steps.append(step)
+                    extended = object.__new__(Pipeline)
+                    extended._chain, extended._length = chain, length + len(tail)
+                    extended._steps = extended._names = None
+                    return extended
+        return Pipeline([*self.steps, *tail])  # a branch, or repeated names to report
 
     def __iter__(self) -> Iterator[Step]:
         return iter(self.steps)
 
     def __len__(self) -> int:
-        return len(self.steps)
+        return self._length
 
     def __repr__(self) -> str:
         return f"Pipeline({' >> '.join(self.step_names)})"
