@@ -33,6 +33,8 @@ class FailedAttempt(BaseModel):
     re-running a run that failed once its retries were spent starts the next series.
     """
 
+    model_config = ConfigDict(defer_build=True)  # built on first use, not on import
+
     attempt: int
     series: int = 1
     error: str
@@ -45,6 +47,8 @@ class StepResult(BaseModel):
     ``attempts`` counts every attempt of the step in this run, across series;
     ``failed_attempts`` keeps each failed one (its error and duration), in order.
     """
+
+    model_config = ConfigDict(defer_build=True)  # built on first use, not on import
 
     name: str
     output: Any = None
@@ -62,6 +66,8 @@ class PipelineResult(BaseModel):
     ``paused`` (``pause`` says for what: message, input model name and JSON Schema) or
     ``cancelled``.
     """
+
+    model_config = ConfigDict(defer_build=True)  # built on first use, not on import
 
     run_id: str
     step_history: list[StepResult] = Field(default_factory=list)

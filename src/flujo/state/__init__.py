@@ -10,6 +10,8 @@ registered here (docs/migrations.md), and :func:`migrate_all` rewrites a store i
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._codec import DEFAULT_MAX_PAYLOAD_BYTES, EnvelopeCodec
 from ._crypto import Encryption
 from ._envelope import (
@@ -30,15 +32,7 @@ from ._migrations import (
 from ._runid import validate_run_id
 from ._upgrade import LEGACY_CONTEXT_MARKER
 from ._uri import backend_from_uri
-from .backends import (
-    EnvelopeStateBackend,
-    FileBackend,
-    InMemoryBackend,
-    PostgresBackend,
-    RunClaim,
-    SQLiteBackend,
-    StateBackend,
-)
+from .backends import EnvelopeStateBackend, InMemoryBackend, RunClaim, StateBackend
 from .backends._history import Checkpoint, PruneReport
 from .models import (
     ForkOrigin,
@@ -50,6 +44,23 @@ from .models import (
     fork_run_id,
     forked_state,
 )
+
+if TYPE_CHECKING:
+    from .backends.file import FileBackend
+    from .backends.postgres import PostgresBackend
+    from .backends.sqlite import SQLiteBackend
+
+
+def __getattr__(name: str) -> Any:
+    """The file, SQLite and PostgreSQL backends, imported when first named."""
+    if name not in ("FileBackend", "PostgresBackend", "SQLiteBackend"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import backends
+
+    value = getattr(backends, name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",

@@ -84,6 +84,7 @@ class Envelope(BaseModel):
             "$id": _SCHEMA_ID,
         },
         title="FlujoStateEnvelope",
+        defer_build=True,
     )
 
     format: StrictStr = Field(

@@ -46,7 +46,7 @@ class PauseRequest(BaseModel):
     from another machine, without the application's code, needs to write a valid answer.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     step: str
     message: str = ""
@@ -60,7 +60,7 @@ class ForkOrigin(BaseModel):
     """Where a forked run came from: the run, the checkpoint (its revision) and the step that
     checkpoint recorded, with how many steps were done then."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     run_id: str
     revision: int = Field(ge=1)
@@ -92,7 +92,7 @@ class WorkflowState(BaseModel):
     is absent.
     """
 
-    model_config = ConfigDict(extra="allow", validate_default=True)
+    model_config = ConfigDict(extra="allow", validate_default=True, defer_build=True)
 
     run_id: str
     pipeline_name: str = ""
