@@ -22,7 +22,7 @@ from .serialization import (
     serialize_to_json,
 )
 
-__version__ = "0.11.0"
+__version__ = "0.12.0"
 
 __all__ = [
     "FailedAttempt",

@@ -15,7 +15,7 @@ import itertools
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import orjson
@@ -44,6 +44,21 @@ class Text(str):
 
 
 _ZONES = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=14))]
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.text(max_size=3)
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner,
+                                                                max_size=3),
+    max_leaves=6)
+
+
+def _deep(levels: int) -> list[Any]:
+    """JSON nested past what the typed form takes in an Any field (the generic form checks
+    such a value against max_depth)."""
+    value: list[Any] = []
+    for _ in range(levels):
+        value = [value]
+    return value
 _NAMES = itertools.count()
 
 # A field type: its annotation, a strategy of exactly typed values and one of values the
@@ -65,6 +80,14 @@ _LEAVES: list[Kind] = [
      st.just(datetime(2024, 10, 27, 2, 30, fold=1))),
     (Color, st.sampled_from(Color), st.just("red")),
     (Priority, st.sampled_from(Priority), st.just(1)),
+    # a literal's values with their types: 1 == True == 1.0, and a str subclass is not a str
+    (Literal["a", "b"], st.sampled_from(["a", "b"]), st.builds(Text, st.just("a"))),
+    (Literal[1, True, None, "x"], st.sampled_from([1, True, None, "x"]),
+     st.sampled_from([1.0, False, 0, Text("x")])),
+    # Any holds exactly JSON: anything else would come back as its JSON type
+    (Any, _JSON, st.sampled_from([(1, 2), Decimal("1"), float("nan"), 2**64, {1: "a"},
+                                  datetime(2024, 1, 1), {"k": {"\ud800": 1}}, [{3.5}]])
+     | st.builds(Text, st.text(max_size=2)) | st.builds(_deep, st.just(40))),
 ]
 
 

@@ -11,7 +11,7 @@ import enum
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -413,3 +413,106 @@ def test_the_generated_guard_source_is_shown_in_tracebacks() -> None:
         typed.guard(good(), explode)
     shown = "".join(traceback.format_exception(info.value))
     assert "keep(o)" in shown  # the generated line itself, not just a file name
+
+
+class Call(BaseModel):
+    role: Literal["user", "assistant"]
+    flag: Literal[1, True, None, "x"]
+    arguments: dict[str, Any]
+    extra: Any
+    items: list[Any]
+
+
+def _call(**changes: Any) -> Call:
+    values: dict[str, Any] = {
+        "role": "user", "flag": True, "extra": None, "items": [1, "a", [2.5, {"b": None}]],
+        "arguments": {"q": "x", "n": 3, "f": -0.0, "big": 2**64 - 1, "$t": "not a tag",
+                      "nested": {"deep": [True, None, {"k": "v"}]}}}
+    values.update(changes)
+    return Call.model_construct(**values)
+
+
+def test_literal_and_any_fields_holding_exactly_json_take_the_typed_form(
+        registry: TypeRegistry) -> None:
+    value = _call()
+    data, back = round_trip(value, registry)
+    assert type(data[VALUE]) is list, "written by pydantic-core"
+    assert data[VALUE][0]["arguments"]["$t"] == "not a tag"  # never read as a tag
+    assert_same(back, value)
+    assert back.flag is True and type(back.arguments["big"]) is int
+    data, back = round_trip([_call(flag=n) for n in (1, True, None, "x")], registry)
+    assert data[TAG] == "rows@1"
+    assert [(type(c.flag), c.flag) for c in back] == [
+        (int, 1), (bool, True), (type(None), None), (str, "x")]
+
+
+@pytest.mark.parametrize("trap", [
+    {"flag": 1.0}, {"flag": False}, {"role": Loud("user")},
+    {"extra": (1, 2)}, {"extra": Decimal("1")}, {"extra": float("nan")}, {"extra": 2**64},
+    {"extra": datetime(2024, 1, 1, tzinfo=UTC)}, {"extra": {1: "a"}}, {"extra": Loud("a")},
+    {"extra": Level.LOW}, {"items": [{1, 2}]},
+    {"items": [Color.RED]},
+], ids=lambda trap: next(iter(trap)) + ":" + type(next(iter(trap.values()))).__name__)
+def test_a_literal_or_any_value_pydantic_would_change_takes_the_generic_path(
+        registry: TypeRegistry, trap: dict[str, Any]) -> None:
+    value = _call(**trap)
+    data, back = round_trip(value, registry)
+    assert type(data[VALUE]) is dict, "the trap must not be written by pydantic-core"
+    assert_same(back, value)
+
+
+def test_a_key_pydantic_would_rewrite_in_an_any_value_takes_the_generic_path(
+        registry: TypeRegistry) -> None:
+    # pydantic-core writes a key's lone surrogate as U+FFFD; the generic form keeps the key
+    # (and writing it as JSON then fails with an error naming it, as for any such text)
+    data = safe_serialize(_call(arguments={"k": {"\ud800": 1}}), registry=registry)
+    assert type(data[VALUE]) is dict and data[VALUE]["arguments"]["k"] == {"\ud800": 1}
+
+
+def test_a_list_shared_inside_any_fields_keeps_its_identity(registry: TypeRegistry) -> None:
+    shared = [1, 2]
+    value = _call(extra=shared, items=[shared])
+    data, back = round_trip(value, registry)
+    assert type(data[VALUE]) is dict
+    assert back.extra is back.items[0] and back.extra == [1, 2]
+
+
+def test_any_values_nested_deeper_than_the_typed_form_takes_are_written_generically(
+        registry: TypeRegistry) -> None:
+    deep: Any = "leaf"
+    for _ in range(40):
+        deep = {"d": deep}
+    data, back = round_trip(_call(extra=deep), registry)
+    assert type(data[VALUE]) is dict
+    assert_same(back, _call(extra=deep))
+
+
+def test_a_literal_of_enum_members_stays_generic(registry: TypeRegistry) -> None:
+    class Pick(BaseModel):
+        color: Literal[Color.RED]
+
+    data, back = round_trip(Pick(color=Color.RED), registry)
+    assert type(data[VALUE]) is dict and back.color is Color.RED
+
+
+def test_typed_literal_and_any_values_read_as_stored_after_the_class_changed() -> None:
+    """Reading runs no validation: a value today's Literal no longer allows comes back as it
+    was stored, as unpickling would bring it back."""
+    class Before(BaseModel):
+        role: Literal["user", "tool"]
+        data: dict[str, Any]
+
+    registry = TypeRegistry()
+    registry.register_type(Before, name="t.Message")
+    stored = orjson.loads(orjson.dumps(safe_serialize(
+        Before(role="tool", data={"a": [1]}), registry=registry)))
+    assert type(stored[VALUE]) is list
+
+    class After(BaseModel):
+        role: Literal["user"]
+        data: dict[str, Any]
+
+    later = TypeRegistry()
+    later.register_type(After, name="t.Message")
+    back = safe_deserialize(stored, registry=later)
+    assert type(back) is After and back.role == "tool" and back.data == {"a": [1]}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import linecache
+import math
 from datetime import UTC, date, datetime, timezone, tzinfo
 from decimal import Decimal
 from typing import Any
@@ -29,7 +30,7 @@ from ._pickling import own_pickling_hook
 from ._text import is_unicode
 
 __all__ = ["GuardWriter", "Ineligible", "SchemaWalker", "Uncompilable", "build_guards",
-           "build_row_reader"]
+           "build_row_reader", "plain_json"]
 
 _COMMON = frozenset({"type", "ref", "metadata"})
 # Keys that change only how a value is *validated*: the writer may ignore them, since the
@@ -59,6 +60,8 @@ _ALLOWED_KEYS: dict[str, frozenset[str]] = {
     "model-field": _COMMON | {"schema", "frozen", "validation_alias", "serialization_alias"},
     "definitions": _COMMON | {"schema", "definitions"},
     "definition-ref": _COMMON | {"schema_ref"},
+    "any": _COMMON,
+    "literal": _COMMON | {"expected"},
     # validators: the writer checks the type they wrap (none of them runs when reading)
     "function-after": _COMMON | {"function", "schema"},
     "function-before": _COMMON | {"function", "schema", "json_schema_input_schema"},
@@ -161,7 +164,7 @@ class GuardWriter(SchemaWalker):
         self.namespace: dict[str, Any] = {
             "INT_MIN": INT_MIN, "INT_MAX": INT_MAX, "Decimal": Decimal, "UUID": UUID,
             "date": date, "datetime": datetime, "UTC": UTC, "_plain_offset": _plain_offset,
-            "_unicode": is_unicode,
+            "_unicode": is_unicode, "_plain_json": plain_json,
         }
         self.inline = inline
         self.rows = rows
@@ -279,10 +282,33 @@ class GuardWriter(SchemaWalker):
         if kind == "enum":
             check_keys(node)
             return f"type({item}) is not {self.enum_class(node)}"
+        if kind == "literal":
+            check_keys(node)
+            return self.literal_condition(node, item)
+        if kind == "any":
+            check_keys(node)
+            # a str inline (the common case); anything else exactly JSON (plain_json)
+            first = f"({value} := {item})" if item != value else item
+            return f"type({first}) is not str and not _plain_json({value}, keep, 0)"
         if kind == "default":
             check_keys(node)
             return self.condition(self.resolve(node["schema"]), item, value)
         return None
+
+    def literal_condition(self, node: dict[str, Any], item: str) -> str:
+        """True when ``item`` is not exactly one of the literal's values: its type too, since
+        ``1 == True == 1.0`` (pydantic writes what it is given, and it would come back as
+        another value)."""
+        expected = node["expected"]
+        if not all(v is None or type(v) in (str, bool) or (type(v) is int and
+                                                            INT_MIN <= v <= INT_MAX)
+                   for v in expected) or not all(is_unicode(v) for v in expected
+                                                 if type(v) is str):
+            raise Ineligible(f"literal of {expected!r}")  # enum members, bytes, ...
+        if all(type(v) is str for v in expected):
+            return f"type({item}) is not str or {item} not in {self.constant(frozenset(expected))}"
+        pairs = self.constant(frozenset((type(v), v) for v in expected))
+        return f"(type({item}), {item}) not in {pairs}"
 
     def enum_class(self, node: dict[str, Any]) -> str:
         cls = node["cls"]
@@ -416,6 +442,44 @@ class GuardWriter(SchemaWalker):
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         exec(code, self.namespace)  # flujo's own templates, never stored data
         return self.namespace[root], self.namespace[many]
+
+
+# Values of an ``Any`` field nested deeper than this take the generic form, which checks
+# them against max_depth (the typed form is written without counting levels).
+_PLAIN_DEPTH = 32
+
+
+def plain_json(value: Any, keep: Any, depth: int) -> bool:
+    """Whether ``value`` (in an ``Any`` field) is exactly JSON: str, bool, None, an int
+    within 64 bits, a finite float, and lists and dicts of them with str keys, none a
+    subclass. pydantic writes such a value as it is, and reading it as ``Any`` gives it back
+    (a tuple, set, subclass or datetime would come back as something else). ``keep`` notes
+    each list and dict, as the guards do."""
+    t = type(value)
+    if t is str or t is bool or value is None:
+        return True
+    if t is int:
+        return bool(INT_MIN <= value <= INT_MAX)
+    if t is float:
+        return math.isfinite(value)
+    if depth >= _PLAIN_DEPTH:
+        return False
+    if t is list:
+        keep(value)
+        for item in value:
+            if type(item) is not str and not plain_json(item, keep, depth + 1):
+                return False
+        return True
+    if t is dict:
+        keep(value)
+        for key, item in value.items():
+            # pydantic-core writes a key's lone surrogates as U+FFFD: a changed key
+            if type(key) is not str or not (key.isascii() or is_unicode(key)):
+                return False
+            if type(item) is not str and not plain_json(item, keep, depth + 1):
+                return False
+        return True
+    return False
 
 
 def build_guards(cls: type[BaseModel]) -> tuple[Any, Any]:

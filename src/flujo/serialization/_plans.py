@@ -103,8 +103,14 @@ def tagging_plan(codec: TypeCodec) -> EncodePlan:
     return plan
 
 
-def typed_plan(codec: TypeCodec, typed: TypedModel, generic: EncodePlan) -> EncodePlan:
+def typed_plan(codec: TypeCodec, typed: TypedModel) -> EncodePlan:
+    """The plan of a typed-eligible model class: its typed form when the guard passes, else
+    its generic form, written here rather than by calling the generic plan (``tagging_plan``'s
+    ``object_plan``): a model nested in a model nested in ... costs one Python frame less a
+    level, so max_depth stays reachable in the pure-Python form too."""
     tag, name, version = codec.tag, codec.name, codec.version
+    encode_object = codec.encode_object
+    assert encode_object is not None and keeps_identity(codec)
 
     def plan(enc: Encoder, obj: Any, depth: int) -> dict[str, Any]:
         seen = enc.seen
@@ -113,15 +119,19 @@ def typed_plan(codec: TypeCodec, typed: TypedModel, generic: EncodePlan) -> Enco
         # the models, lists and dicts inside it in seen; the typed form holds no reference,
         # so none of those may be shared (obj itself may: its tagged object takes an anchor).
         data = typed.dump(obj, enc.note)
-        if data is None or not enc.unshared(start + 1):
-            # some value is not exactly of its declared type, or something is shared
-            del seen[start:]
-            written: dict[str, Any] = generic(enc, obj, depth)
-            return written
         manifest = enc.manifest
         if manifest is not None:
             manifest[name] = version
-        return {TAG: tag, VALUE: [data]}
+        if data is not None and enc.unshared(start + 1):
+            return {TAG: tag, VALUE: [data]}
+        # some value is not exactly of its declared type, or something is shared: the
+        # generic form, as object_plan writes it
+        del seen[start:]
+        enc.note(obj)
+        value, state = encode_object(enc, obj, depth)
+        if state is None:
+            return {TAG: tag, VALUE: value}
+        return {TAG: tag, VALUE: value, STATE: state}
 
     return plan
 

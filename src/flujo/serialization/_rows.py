@@ -48,6 +48,7 @@ ROW: Final = 0
 LIST: Final = 1
 DICT: Final = 2
 _NODE_KEYS: Final[dict[str, int]] = {"list": LIST, "dict": DICT}
+_ANY: Final[dict[str, Any]] = {"type": "any"}
 
 
 class Shape:
@@ -304,10 +305,11 @@ class _RowSchema(SchemaWalker):
         if kind == "nullable":
             return {"type": "nullable", "schema": self.node(schema["schema"])}
         if kind == "list":
-            return {"type": "list", "items_schema": self.node(schema["items_schema"])}
+            return {"type": "list",
+                    "items_schema": self.node(schema.get("items_schema", _ANY))}
         if kind == "dict":
             return {"type": "dict", "keys_schema": {"type": "str"},
-                    "values_schema": self.node(schema["values_schema"])}
+                    "values_schema": self.node(schema.get("values_schema", _ANY))}
         if kind == "model":
             fields: dict[str, Any] = self.resolve(schema["schema"])["fields"]
             return {"type": "tuple",
@@ -315,7 +317,9 @@ class _RowSchema(SchemaWalker):
         if kind == "enum":
             return {key: schema[key] for key in ("type", "cls", "members", "sub_type")
                     if key in schema}
-        return {"type": kind}  # str, int, bool, float, decimal, uuid, date, datetime
+        if kind == "literal":  # one of its values, which the row reader has checked
+            return dict(_ANY)
+        return {"type": kind}  # str, int, bool, float, decimal, uuid, date, datetime, any
 
 
 def row_serializer(core_schema: dict[str, Any]) -> SchemaSerializer:

@@ -35,6 +35,7 @@ __all__ = ["MODEL_CLASS", "structure_schema"]
 MODEL_CLASS: Final = "flujo_model_class"
 
 _STRICT_STR: Final = {"type": "str", "strict": True}
+_ANY: Final[dict[str, Any]] = {"type": "any"}
 _PARSED: Final = frozenset({"decimal", "uuid", "date", "datetime"})
 _DEFAULT_KEYS: Final = ("default", "default_factory", "default_factory_takes_data",
                         "copy_default")
@@ -57,6 +58,22 @@ def _refusal(owner: str, field: str, kind: str) -> dict[str, Any]:
         raise PydanticCustomError("flujo_field_type_changed", message)
 
     return core_schema.no_info_plain_validator_function(refuse)  # type: ignore[return-value]
+
+
+def _literal(expected: list[Any]) -> dict[str, Any]:
+    """A literal's values are read by their JSON type alone, as any value of that type (the
+    writer stored one of them; which ones the class allows today is validation)."""
+    choices: list[dict[str, Any]] = []
+    for kind, cls in (("str", str), ("bool", bool), ("int", int)):
+        if any(type(value) is cls for value in expected):
+            choices.append({"type": kind, "strict": True})
+    if any(value is None for value in expected):
+        choices.append({"type": "none"})
+    if not all(value is None or type(value) in (str, bool, int) for value in expected):
+        raise _Unsupported("literal")  # of enum members or bytes: never written typed
+    if len(choices) == 1:
+        return choices[0]
+    return {"type": "union", "choices": choices, "mode": "left_to_right"}
 
 
 class _Structure:
@@ -100,18 +117,20 @@ class _Structure:
         elif kind == "enum":
             out = {key: node[key] for key in ("type", "cls", "members", "sub_type")
                    if key in node}
+        elif kind == "any":  # exactly JSON when written (the guard's plain_json)
+            out = {"type": "any"}
+        elif kind == "literal":
+            out = _literal(node["expected"])
         elif kind == "list":
-            if "items_schema" not in node:
-                raise _Unsupported("list[Any]")
-            out = {"type": "list", "items_schema": self.node(node["items_schema"])}
+            out = {"type": "list", "items_schema": self.node(node.get("items_schema", _ANY))}
         elif kind == "dict":
             keys = node.get("keys_schema", {"type": "any"})
             while keys.get("type") in _WRAPPERS:
                 keys = keys["schema"]
-            if keys.get("type") != "str" or "values_schema" not in node:
+            if keys.get("type") != "str":
                 raise _Unsupported("dict")
             out = {"type": "dict", "keys_schema": dict(_STRICT_STR),
-                   "values_schema": self.node(node["values_schema"])}
+                   "values_schema": self.node(node.get("values_schema", _ANY))}
         else:
             raise _Unsupported(kind)
         return self.with_ref(out, node.get("ref"))
