@@ -18,9 +18,36 @@ def test_quick_benchmark_completes_losslessly(tmp_path: Path) -> None:
     report = out.read_text()
     for section in ("### small", "### medium", "### large", "### custom", "### backends",
                     "peak memory", "### checkpoint history", "| sqlite | 50 |",
-                    "sqlite baseline (model_dump_json", "| file | 50 |"):
+                    "sqlite baseline (model_dump_json", "| file | 50 |",
+                    "### against pydantic told the exact type", "| agents | 20 |",
+                    "| events | 200 |", "| wide | 50 |", "| tree | 4 |", "| plain | 500 |",
+                    "### scaling and memory (events)"):
         assert section in report
     assert "| flujo safe_serialize + orjson |" in report
+    # flujo keeps every type of every realistic workload (the row's 9th cell)
+    realistic = [line.split(" | ") for line in report.splitlines()
+                 if line.startswith(("| agents |", "| events |", "| wide |", "| tree |",
+                                     "| plain |"))]
+    assert len(realistic) == 5 and all(cells[8] == "yes" for cells in realistic)
+
+
+def test_same_detects_a_changed_zone_fields_set_or_extra() -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+    from zoneinfo import ZoneInfo
+
+    from pydantic_core import TzInfo
+
+    paris = datetime(2026, 7, 1, 12, tzinfo=ZoneInfo("Europe/Paris"))
+    assert same(paris, paris.replace())
+    assert not same(paris, paris.astimezone(timezone(timedelta(hours=2))))  # same instant
+    # pydantic's fixed offset comes back as datetime.timezone (docs/format.md)
+    assert same(datetime(2026, 1, 1, tzinfo=TzInfo(0)), datetime(2026, 1, 1, tzinfo=UTC))
+    from flujo.bench._realistic import Usage
+
+    usage = Usage(prompt_tokens=1, completion_tokens=2)
+    assert same(usage, usage.model_copy())
+    assert not same(usage, Usage.model_construct(prompt_tokens=1, completion_tokens=2,
+                                                 _fields_set={"prompt_tokens"}))
 
 
 def test_same_detects_a_type_change() -> None:

@@ -1,7 +1,9 @@
 """flujo's own benchmark: ``python -m flujo.bench [--quick] [--out results.md]``.
 
 Measures serialize / deserialize (validation on and off) / save / load on the small, medium,
-large and custom payloads, and (``--steps``) the N-step append pipeline of checkpoint history
+large and custom payloads; (``--realistic``) workloads shaped like application data against
+pydantic told the exact type, with (``--scale``) per-record time and peak memory as the
+records grow; and (``--steps``) the N-step append pipeline of checkpoint history
 (bytes and time per step as a run grows, see ``_steps``), beside the orjson limit line (the
 same data pre-reduced to JSON types), the ``mode="json"`` path of earlier flujo releases,
 stdlib ``json`` and pydantic's ``dump_json``. Reports median time per call, ratio to the limit
@@ -29,6 +31,7 @@ import tracemalloc
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -72,12 +75,25 @@ def same(a: Any, b: Any) -> bool:
     if type(a) is not type(b):
         return False
     if isinstance(a, BaseModel):
-        return all(same(getattr(a, k), getattr(b, k)) for k in type(a).__pydantic_fields__)
+        return a.model_fields_set == b.model_fields_set and same(
+            a.model_extra, b.model_extra) and all(
+            same(getattr(a, k), getattr(b, k)) for k in type(a).__pydantic_fields__)
     if isinstance(a, dict):
         return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
     if isinstance(a, list | tuple):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, datetime):  # the same instant in another zone is another value
+        return a == b and a.fold == b.fold and _same_zone(a.tzinfo, b.tzinfo)
     return bool(a == b)
+
+
+def _same_zone(a: tzinfo | None, b: tzinfo | None) -> bool:
+    # flujo reads pydantic's fixed-offset TzInfo back as the datetime.timezone of the same
+    # offset (docs/format.md); a ZoneInfo must come back as itself
+    fixed = (timezone, *(type(z) for z in (a, b) if type(z).__module__.startswith("pydantic")))
+    if a is not None and b is not None and isinstance(a, fixed) and isinstance(b, fixed):
+        return a.utcoffset(None) == b.utcoffset(None)
+    return type(a) is type(b) and a == b
 
 
 def _contestants(obj: BenchContext, native: Any, registry: TypeRegistry,
@@ -255,9 +271,12 @@ def render(rows: list[Row], memory: dict[str, tuple[float, float]] | None,
 
 
 def run(workloads: Sequence[str], backends: Sequence[str], *, quick: bool,
-        steps: Sequence[str] = ()) -> tuple[str, bool]:
+        steps: Sequence[str] = (), realistic: Sequence[str] = (),
+        scale: int = 0) -> tuple[str, bool]:
     """Run the benchmark; returns the Markdown report and whether the flujo rows were lossless.
-    ``steps``: the backends to run the N-step append pipeline on (see ``_steps``)."""
+    ``steps``: the backends to run the N-step append pipeline on (see ``_steps``);
+    ``realistic``: the workloads measured against pydantic told the type (``_realistic``);
+    ``scale``: the records of the scaling and memory run of the events workload (0: none)."""
     sizes = {w: (min(SIZES[w], 50) if quick else SIZES[w]) for w in workloads}
     target_s, rounds = (0.02, 3) if quick else (0.5, 7)
     rows: list[Row] = []
@@ -269,6 +288,14 @@ def run(workloads: Sequence[str], backends: Sequence[str], *, quick: bool,
                                   else 50, target_s=target_s, rounds=rounds) if backends else []
     lossless = all(r.lossless for r in rows if r.contestant.startswith("flujo safe"))
     report = render(rows, memory, backend_rows, sizes)
+    if realistic:
+        from ._realistic import REALISTIC, against_pydantic, render_realistic, scaling
+
+        against = [against_pydantic(name, REALISTIC[name][1 if quick else 0],
+                                    target_s=target_s, rounds=rounds) for name in realistic]
+        lossless = lossless and all(r.flujo_lossless for r in against)
+        scaled = scaling("events", 1_000, scale) if scale else None
+        report += "\n" + render_realistic(against, scaled)
     if steps:
         from ._steps import bench_steps, render_steps
 
@@ -287,6 +314,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="backends to run the N-step append pipeline on (checkpoint"
                              " history: bytes and time per step as a run grows); empty for"
                              " none")
+    parser.add_argument("--realistic", default="agents,events,wide,tree,plain",
+                        help="workloads shaped like application data, each measured against"
+                             " pydantic told the exact type; empty for none")
+    parser.add_argument("--scale", type=int, default=None,
+                        help="records of the events workload's scaling and memory run"
+                             " (per-record time against 1,000 records; peak heap against"
+                             " pydantic); default 300000, 5000 with --quick, 0 for none")
     parser.add_argument("--out", help="also write the Markdown report to this file")
     args = parser.parse_args(argv)
     workloads = [w for w in args.workloads.split(",") if w]
@@ -298,8 +332,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"--steps: unknown backends {sorted(unknown)}; choose from file, sqlite,"
                      " postgres")
+    from ._realistic import REALISTIC
+
+    realistic = [w for w in args.realistic.split(",") if w]
+    unknown = set(realistic) - set(REALISTIC)
+    if unknown:
+        parser.error(f"--realistic: unknown workloads {sorted(unknown)}; choose from"
+                     f" {sorted(REALISTIC)}")
+    scale = args.scale if args.scale is not None else (5_000 if args.quick else 300_000)
+    if scale < 0 or 0 < scale < 1_000:
+        parser.error(f"--scale must be 0 or at least 1000, got {scale}")
     report, lossless = run(workloads, [b for b in args.backends.split(",") if b],
-                           quick=args.quick, steps=steps)
+                           quick=args.quick, steps=steps, realistic=realistic, scale=scale)
     print(report)
     if args.out:
         Path(args.out).write_text(report, encoding="utf-8")
