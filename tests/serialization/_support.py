@@ -294,6 +294,13 @@ def assert_same(a: Any, b: Any, path: str = "$") -> None:
         _same_set(a, b, path)
     elif isinstance(a, BaseModel):
         _same_sequence(list(a.__dict__.items()), list(b.__dict__.items()), path, items=True)
+        assert a.__pydantic_fields_set__ == b.__pydantic_fields_set__, \
+            f"{path}: fields set {a.__pydantic_fields_set__} vs {b.__pydantic_fields_set__}"
+        private_a, private_b = a.__pydantic_private__, b.__pydantic_private__
+        assert (private_a is None) == (private_b is None), f"{path}: private values differ"
+        if private_a is not None:
+            _same_sequence(sorted(private_a.items()), sorted(private_b.items()), path,
+                           items=True)
         extra_a, extra_b = a.__pydantic_extra__, b.__pydantic_extra__
         assert (extra_a is None) == (extra_b is None), f"{path}: extra {extra_a} vs {extra_b}"
         if extra_a is not None:

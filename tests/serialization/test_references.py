@@ -274,7 +274,7 @@ def test_the_typed_form_is_not_used_where_it_would_copy_a_shared_object() -> Non
     # a list of unshared models keeps its rows, even where the list itself is shared
     many = [Typed(label="a", tags=["x"]), Typed(label="b", tags=["y"])]
     data = safe_serialize({"p": many, "q": many})
-    assert data["p"]["$t"] == "rows@1" and data["p"]["id"] == 1
+    assert data["p"]["$t"] == "rows@2" and data["p"]["id"] == 1
     back = safe_deserialize(data)
     assert back["p"] is back["q"]
     assert_same_graph({"p": many, "q": many}, back)

@@ -85,7 +85,7 @@ def through_json(data: Any, registry: TypeRegistry) -> Any:
 def test_a_list_of_one_typed_class_is_written_as_rows(registry: TypeRegistry) -> None:
     values = [customer(n) for n in range(3)]
     data = safe_serialize(values, registry=registry)
-    assert data[TAG] == "rows@1"
+    assert data[TAG] == "rows@2"
     tag, fields, rows = data[VALUE]
     assert tag == CUSTOMER_TAG and fields == CUSTOMER_FIELDS
     assert rows[1] == [
@@ -122,7 +122,7 @@ _SHARED = TypeRegistry()
 def test_any_list_of_customers_round_trips_through_rows(values: list[Customer]) -> None:
     registry = _SHARED
     data = safe_serialize(values, registry=registry)
-    assert data[TAG] == "rows@1"
+    assert data[TAG] == "rows@2"
     fields, rows = data[VALUE][1:]
     assert rows_to_dicts(rows, parse_header(fields, 0, 100, 100)) == [
         v.model_dump(mode="json") for v in values]

@@ -63,7 +63,7 @@ def test_format_schema_is_valid_draft_2020_12(registry: TypeRegistry) -> None:
     Draft.check_schema(schema)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["$id"] == FORMAT_ID
-    assert {f"{c.name}@1" for c in BUILTIN_CODECS} <= set(schema["$defs"])
+    assert {c.tag for c in BUILTIN_CODECS} <= set(schema["$defs"])
     assert "money@1" in schema["$defs"]
     full = tagged_format_schema(registry, types=SCHEMA_TYPES)
     Draft.check_schema(full)
@@ -75,7 +75,10 @@ def test_type_schema_of_a_model_lists_its_fields(registry: TypeRegistry) -> None
     Draft.check_schema(schema)
     tag = f"{Item.__module__}:Item@1"
     generic, typed = schema["$defs"][tag]["properties"][VALUE]["anyOf"]
-    assert typed["type"] == "array" and typed["minItems"] == 1  # the typed form
+    own_json, one_row = typed["anyOf"]  # the typed forms
+    assert own_json["type"] == "array" and own_json["minItems"] == 1
+    assert one_row["minItems"] == 2 and one_row["prefixItems"][0] == {
+        "$ref": "#flujo-rows-fields"}
     body = generic
     assert set(body["properties"]) == {"name", "price", "at"}
     assert body["required"] == ["at", "name", "price"]
@@ -224,14 +227,14 @@ def test_rows_and_their_field_lists_are_described(registry: TypeRegistry) -> Non
 
     schema = tagged_format_schema(registry)
     rows = safe_serialize([customer(1), customer(2)], registry=registry)
-    assert rows[TAG] == "rows@1"
+    assert rows[TAG] == "rows@2"
     assert_valid(schema, rows)
     assert_valid(schema, safe_serialize([customer(1), customer(2)],
                                         registry=TypeRegistry(model_rows=False)))
     fields = rows[VALUE][1]
     for wrong in ([7], [{"a": ["x"], "b": ["y"]}], [{"a": {"set": ["x"]}}],
                   [{"a": {"list": "x"}}]):
-        forged = {TAG: "rows@1", VALUE: [rows[VALUE][0], wrong, []]}
+        forged = {TAG: "rows@2", VALUE: [rows[VALUE][0], wrong, []]}
         assert not Draft(schema).is_valid(forged)
         assert not jsonschema_rs.validator_for(schema).is_valid(forged)
     assert fields[4] == {"addresses": {"list": ["street", "zip"]}}

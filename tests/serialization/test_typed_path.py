@@ -204,7 +204,7 @@ def test_classes_pydantic_would_not_round_trip_exactly_stay_generic(
 def test_a_list_of_one_typed_class_is_one_rows_object(registry: TypeRegistry) -> None:
     values = [good(i=n) for n in range(3)]
     data, back = round_trip(values, registry)
-    assert data[TAG] == "rows@1"
+    assert data[TAG] == "rows@2"
     assert data[VALUE][0] == f"{Record.__module__}:Record@1" and len(data[VALUE][2]) == 3
     assert_same(back, values)
 
@@ -246,7 +246,7 @@ def test_migrations_receive_the_form_that_was_stored() -> None:
     old.register_type(ItemV1, name="item", version=1)
     written_typed = safe_serialize(ItemV1(name="a"), registry=old)
     written_batch = safe_serialize([ItemV1(name="b"), ItemV1(name="b")], registry=old)
-    assert type(written_typed[VALUE]) is list and written_batch[TAG] == "rows@1"
+    assert type(written_typed[VALUE]) is list and written_batch[TAG] == "rows@2"
     new = TypeRegistry()
     new.register_type(Item, name="item", version=2, migrations={1: v1_to_v2})
     assert safe_deserialize(written_typed, registry=new) == Item(name="a", qty=1)
@@ -441,7 +441,7 @@ def test_literal_and_any_fields_holding_exactly_json_take_the_typed_form(
     assert_same(back, value)
     assert back.flag is True and type(back.arguments["big"]) is int
     data, back = round_trip([_call(flag=n) for n in (1, True, None, "x")], registry)
-    assert data[TAG] == "rows@1"
+    assert data[TAG] == "rows@2"
     assert [(type(c.flag), c.flag) for c in back] == [
         (int, 1), (bool, True), (type(None), None), (str, "x")]
 
@@ -516,3 +516,159 @@ def test_typed_literal_and_any_values_read_as_stored_after_the_class_changed() -
     later.register_type(After, name="t.Message")
     back = safe_deserialize(stored, registry=later)
     assert type(back) is After and back.role == "tool" and back.data == {"a": [1]}
+
+
+class Usage(BaseModel):
+    tokens: int
+    cached: bool = False
+
+
+class Reply(BaseModel):
+    text: str
+    name: str | None = None
+    usage: Usage | None = None
+    tags: list[str] = Field(default_factory=list)
+
+
+def test_a_model_with_unset_fields_takes_the_one_row_form_and_keeps_its_fields_set(
+        registry: TypeRegistry) -> None:
+    # parsed from an API's JSON: the absent optional fields are unset, as in SDK objects
+    value = Reply.model_validate({"text": "hi", "usage": {"tokens": 3}})
+    data, back = round_trip(value, registry)
+    fields, row = data[VALUE]
+    assert fields == ["text", "name", {"usage": ["tokens", "cached", "$unset"]}, "tags",
+                      "$unset"]
+    assert row == ["hi", None, [3, False, ["cached"]], [], ["name", "tags"]]
+    assert_same(back, value)
+    assert back.model_fields_set == {"text", "usage"} and back.usage is not None
+    assert back.usage.model_fields_set == {"tokens"}
+    # every field set: the model's own JSON, as before
+    assert safe_serialize(Reply(text="a", name=None, usage=None, tags=[]),
+                          registry=registry)[VALUE] == [
+        {"text": "a", "name": None, "usage": None, "tags": []}]
+
+
+def test_an_unset_field_keeps_its_stored_value_not_the_default(registry: TypeRegistry) -> None:
+    # model_construct may leave a field unset with any value; unpickling keeps it
+    value = Reply.model_construct(_fields_set={"text"}, text="x", name="not the default",
+                                  usage=None, tags=["t"])
+    data, back = round_trip(value, registry)
+    assert type(data[VALUE]) is list and data[VALUE][1][-1] == ["name", "tags", "usage"]
+    assert_same(back, value)
+
+
+def test_lists_with_unset_fields_are_rows_noting_them(registry: TypeRegistry) -> None:
+    values = [Reply.model_validate(item) for item in (
+        {"text": "a"}, {"text": "b", "name": "n", "usage": {"tokens": 1, "cached": True},
+                        "tags": ["x"]}, {"text": "c", "tags": []})]
+    data, back = round_trip(values, registry)
+    assert data[TAG] == "rows@2"
+    assert data[VALUE][1][-1] == "$unset"
+    assert [row[-1] for row in data[VALUE][2]] == [["name", "tags", "usage"], None,
+                                                   ["name", "usage"]]
+    assert_same(back, values)
+    # no model with an unset field: the same rows without the unset names
+    full = [Reply(text="a", name=None, usage=None, tags=[]) for _ in range(2)]
+    assert safe_serialize(full, registry=registry)[VALUE][1] == [
+        "text", "name", {"usage": ["tokens", "cached"]}, "tags"]
+
+
+def test_the_one_row_form_reads_after_the_class_changed() -> None:
+    """A changed default does not replace the stored value of an unset field; a field
+    the class lost is refused, unset or not."""
+    class Before(BaseModel):
+        text: str
+        mood: str = "calm"
+        gone: int = 0
+
+    registry = TypeRegistry()
+    registry.register_type(Before, name="t.Reply")
+    stored = orjson.loads(orjson.dumps(safe_serialize(Before(text="x"), registry=registry)))
+
+    class After(BaseModel):
+        text: str
+        mood: str = "angry"
+        gone: int = 0
+        added: list[int] = Field(default_factory=list)
+
+    later = TypeRegistry()
+    later.register_type(After, name="t.Reply")
+    back = safe_deserialize(stored, registry=later)
+    assert type(back) is After and back.mood == "calm" and back.added == []
+    assert back.model_fields_set == {"text"}
+
+    class Smaller(BaseModel):
+        text: str
+        mood: str = "calm"
+
+    smaller = TypeRegistry()
+    smaller.register_type(Smaller, name="t.Reply")
+    from flujo.exceptions import DeserializationError
+
+    with pytest.raises(DeserializationError, match=r"\['gone'\] no longer exist"):
+        safe_deserialize(stored, registry=smaller)
+
+
+@pytest.mark.parametrize("forged, message", [
+    ([["text", "$unset"], ["x", ["nope"]]], "names 'nope', which is not one of"),
+    ([["text", "$unset"], ["x", [1]]], "typed form does not fit"),
+    ([["$unset", "text"], [None, "x"]], "is the last field"),
+    ([["text", {"$unset": ["a"]}], ["x", None]], "is the last field"),
+    ([["text"], ["x", None]], "expected a row of 1 values"),
+])
+def test_a_forged_one_row_form_is_refused(forged: list[Any], message: str) -> None:
+    from flujo.exceptions import DeserializationError
+
+    registry = TypeRegistry()
+    registry.register_type(Reply, name="t.Reply")
+    with pytest.raises(DeserializationError, match=message):
+        safe_deserialize({TAG: "t.Reply@1", VALUE: forged}, registry=registry)
+
+
+def test_a_fields_set_that_is_not_a_set_takes_the_generic_path(registry: TypeRegistry) -> None:
+    value = Reply(text="a")
+    object.__setattr__(value, "__pydantic_fields_set__", frozenset({"text"}))
+    data = safe_serialize(value, registry=registry)
+    assert type(data[VALUE]) is dict
+
+
+def test_migrations_receive_models_with_unset_fields_in_the_one_model_form() -> None:
+    class NoteV1(BaseModel):
+        text: str
+        lang: str = "en"
+
+    class Note(BaseModel):
+        body: str
+        lang: str = "en"
+
+    seen: list[Any] = []
+
+    def v1_to_v2(v: Any) -> Any:
+        """text was renamed body; the unset names (when any) come along with the fields."""
+        seen.append(v)
+        model = dict(v[0])
+        model["body"] = model.pop("text")
+        return [model]
+
+    old = TypeRegistry()
+    old.register_type(NoteV1, name="note", version=1)
+    one = safe_serialize(NoteV1(text="a"), registry=old)
+    many = safe_serialize([NoteV1(text="b"), NoteV1(text="c", lang="fr")], registry=old)
+    assert len(one[VALUE]) == 2 and many[TAG] == "rows@2"  # the one-row form, rows@2
+    new = TypeRegistry()
+    new.register_type(Note, name="note", version=2, migrations={1: v1_to_v2})
+    back = safe_deserialize(orjson.loads(orjson.dumps(one)), registry=new)
+    assert back == Note(body="a") and back.model_fields_set == {"body"}
+    back_many = safe_deserialize(orjson.loads(orjson.dumps(many)), registry=new)
+    assert [n.model_fields_set for n in back_many] == [{"body"}, {"body", "lang"}]
+    assert seen[0] == [{"text": "a", "lang": "en", "$unset": ["lang"]}]
+    assert seen[2] == [{"text": "c", "lang": "fr", "$unset": None}]
+
+
+def test_without_rows_a_model_with_unset_fields_is_written_as_earlier_releases_read_it() -> None:
+    registry = TypeRegistry(model_rows=False)  # for readers before 0.12 (docs/format.md)
+    value = Reply.model_validate({"text": "hi"})
+    assert type(safe_serialize(value, registry=registry)[VALUE]) is dict
+    assert safe_serialize([value, Reply(text="a", name=None, usage=None, tags=[])],
+                          registry=registry)[0][TAG] == f"{Reply.__module__}:Reply@1"
+    assert_same(safe_deserialize(safe_serialize(value, registry=registry)), value)

@@ -26,7 +26,7 @@ from ..exceptions import DeserializationError, SerializationError, caused
 from ._codec import INT_MAX, INT_MIN, NO_DIRECT_PLANS, WithState, _note, key_segment
 from ._generics import parametrized_name
 from ._pydantic_v1 import is_v1_model, v1_model_codec
-from ._rows import Shape, refuse_unknown
+from ._rows import Shape, parse_header, refuse_unknown
 from ._scalars import scalar_base, scalar_codec
 from ._secrets import preview
 from ._typed import TypedReader, fill_private_defaults, slot_setter
@@ -345,10 +345,14 @@ def model_codec(
             readers.append(TypedReader(cls, name))
         return readers[0]
 
-    def read_typed(body: list[Any]) -> BaseModel:
-        if len(body) != 1:
-            raise DeserializationError(f"{name}: the typed form holds exactly one object")
-        return reader().read(body[0])
+    def read_typed(dec: Decoder, body: list[Any], depth: int) -> BaseModel:
+        if len(body) == 1:  # the model's own JSON
+            return reader().read(body[0])
+        if len(body) == 2:  # one row (rows@2): [fields, row]
+            stored = parse_header(body[0], depth + 1, dec.limit, dec.max_depth)
+            return reader().read_row(body[1], stored)
+        raise DeserializationError(
+            f"{name}: the typed form holds the model's JSON or [fields, row]")
 
     def read_typed_list(items: list[Any]) -> list[BaseModel]:
         return reader().read_list(items)
@@ -397,7 +401,7 @@ def model_codec(
             state = body.state
             body = body.value
         elif type(body) is list:
-            return read_typed(body)
+            return read_typed(dec, body, depth)
         # The instance exists before its contents are read: a reference inside them to it
         # (a cycle) finds it. Fields, then the state: the order they were written in.
         obj = new(cls)

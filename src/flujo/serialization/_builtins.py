@@ -637,6 +637,11 @@ def _dec_models(dec: Decoder, v: Any, depth: int) -> list[Any]:
     return dec.registry.decode_model_batch(dec, body[0], body[1], depth)
 
 
+def _rows_v1_to_v2(v: Any) -> Any:
+    """rows@1 is rows@2 without unset fields: the same value."""
+    return v
+
+
 def _dec_rows(dec: Decoder, v: Any, depth: int) -> list[Any]:
     body = _expect(v, list, "rows")
     if len(body) != 3 or type(body[0]) is not str:
@@ -755,7 +760,10 @@ _CODECS: tuple[TypeCodec, ...] = (
                                   "order of fields"}]},
               description="A list of instances of one pydantic model class, each in the "
                           "typed form with its field names written once: [tag, fields, "
-                          "[row, ...]], a row being the array of a model's field values."),
+                          "[row, ...]], a row being the array of a model's field values. "
+                          "Version 2: fields may end with \"$unset\", and each row of that "
+                          "model then ends with null or the names of its unset fields.",
+              migrations={1: _rows_v1_to_v2}),
     _path_codec("path.posix", pathlib.PosixPath),
     _path_codec("path.windows", pathlib.WindowsPath),
     _path_codec("purepath.posix", pathlib.PurePosixPath),

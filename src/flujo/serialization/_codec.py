@@ -49,7 +49,8 @@ MODELS_NAME: Final = "models"  # a list of one pydantic model class in its typed
 MODELS_VERSION: Final = 1
 MODELS_TAG: Final = f"{MODELS_NAME}@{MODELS_VERSION}"
 ROWS_NAME: Final = "rows"  # the same, each model as the array of its field values (_rows)
-ROWS_VERSION: Final = 1
+# 2: a model's rows may note its unset fields (flujo 0.12); rows@1 reads as rows@2
+ROWS_VERSION: Final = 2
 ROWS_TAG: Final = f"{ROWS_NAME}@{ROWS_VERSION}"
 # Shared references (docs/format.md): an object reached more than once in one value is
 # written in full where it first occurs, its tagged object carrying ANCHOR (its number, 1, 2,

@@ -20,7 +20,7 @@ import linecache
 import math
 from datetime import UTC, date, datetime, timezone, tzinfo
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 from uuid import UUID
 
 from pydantic import BaseModel
@@ -29,9 +29,12 @@ from ._codec import INT_MAX, INT_MIN
 from ._pickling import own_pickling_hook
 from ._text import is_unicode
 
-__all__ = ["GuardWriter", "Ineligible", "SchemaWalker", "Uncompilable", "build_guards",
-           "build_row_reader", "plain_json"]
+__all__ = ["UNSET", "GuardWriter", "Ineligible", "SchemaWalker", "Uncompilable", "build_guards",
+           "build_row_reader", "has_defaults", "plain_json"]
 
+# The pseudo-field of a row that names its model's unset fields (``_rows``); no field of a
+# Python class can be named so.
+UNSET: Final = "$unset"
 _COMMON = frozenset({"type", "ref", "metadata"})
 # Keys that change only how a value is *validated*: the writer may ignore them, since the
 # typed form is read by the class's structure alone (``_structure``), none of them applied.
@@ -159,8 +162,11 @@ class GuardWriter(SchemaWalker):
     of those tuples.
     """
 
-    def __init__(self, *, inline: bool = True, rows: bool = False) -> None:
+    def __init__(self, *, inline: bool = True, rows: bool = False, unset: bool = False) -> None:
         super().__init__()
+        # Row readers only: models of a class with defaulted fields may leave fields unset;
+        # their rows end with an item more, None or the sorted names of the unset fields.
+        self.unset = unset and rows
         self.namespace: dict[str, Any] = {
             "INT_MIN": INT_MIN, "INT_MAX": INT_MAX, "Decimal": Decimal, "UUID": UUID,
             "date": date, "datetime": datetime, "UTC": UTC, "_plain_offset": _plain_offset,
@@ -228,16 +234,27 @@ class GuardWriter(SchemaWalker):
         pad = "    " * indent
         fail = self.fail
         state, value = f"d{level}", f"v{level}"
+        if UNSET in fields_node["fields"]:
+            raise Ineligible(f"{cls.__qualname__} has a field named {UNSET!r}")
         names = self.constant(frozenset(fields_node["fields"]))
-        # Exactly the fields as instance state, all of them set, no extras and no private
-        # values: what the typed form holds (the rest of the state is the generic form's).
+        # Exactly the fields as instance state, all of them set (or, with unset, the unset
+        # ones noted in the row), no extras and no private values: what the typed form holds
+        # (the rest of the state is the generic form's).
         private = (f"({value} := {var}.__pydantic_private__) is None or {value}"
                    if cls.__private_attributes__ else f"{var}.__pydantic_private__ is not None")
+        stateful = self.unset and has_defaults(fields_node, self.resolve)
+        unset = self.collector() if stateful else ""
+        fields_set = (f"type({unset} := {var}.__pydantic_fields_set__) is not set or not "
+                      f"{unset} <= {names}" if stateful
+                      else f"{var}.__pydantic_fields_set__ != {names}")
         lines = [f"{pad}keep({var})",  # the objects whose identity is kept: Encoder.seen
                  f"{pad}{state} = {var}.__dict__",
                  f"{pad}if len({state}) != {len(fields_node['fields'])} or "
-                 f"{var}.__pydantic_extra__ or {var}.__pydantic_fields_set__ != {names} "
+                 f"{var}.__pydantic_extra__ or {fields_set} "
                  f"or {private}: {fail}"]
+        if stateful:  # into its local at once: the next model at this level rebinds it
+            lines.append(f"{pad}{unset} = None if len({unset}) == {len(fields_node['fields'])}"
+                         f" else sorted({names} - {unset})")
         pending: list[str] = []  # simple failure conditions, joined into one statement
         # The row's items: a field's value by subscript (``value`` is rebound by the next
         # field), or the local that collected the rows of the models inside it.
@@ -265,6 +282,8 @@ class GuardWriter(SchemaWalker):
             items.append(item if converted == value else converted)
         flush()
         self.inlining.pop()
+        if stateful:
+            items.append(unset)
         return lines, f"({', '.join(items)},)" if items else "()"
 
     def inspect(self, node: dict[str, Any]) -> None:
@@ -487,23 +506,32 @@ def build_guards(cls: type[BaseModel]) -> tuple[Any, Any]:
     return _build(cls, rows=False)
 
 
-def build_row_reader(cls: type[BaseModel]) -> Any:
+def build_row_reader(cls: type[BaseModel], *, unset: bool = False) -> Any:
     """The row reader of a list of ``cls`` (see ``GuardWriter``): the list of its models'
-    rows as tuples, or None when a value is not exactly of its declared type."""
-    return _build(cls, rows=True)[1]
+    rows as tuples, or None when a value is not exactly of its declared type. With
+    ``unset``, models of classes with defaulted fields may leave fields unset (their rows
+    end with the unset names, ``_rows``)."""
+    return _build(cls, rows=True, unset=unset)[1]
+
+
+def has_defaults(fields_node: dict[str, Any], resolve: Any) -> bool:
+    """Whether a model-fields node has a field with a default: the models whose rows carry
+    the unset names (``_rows``)."""
+    return any(resolve(field["schema"]).get("type") == "default"
+               for field in fields_node["fields"].values())
 
 
 # Numbers the guards' source names: linecache keeps one entry per name.
 _BUILT = itertools.count(1)
 
 
-def _build(cls: type[BaseModel], *, rows: bool) -> tuple[Any, Any]:
+def _build(cls: type[BaseModel], *, rows: bool, unset: bool = False) -> tuple[Any, Any]:
     schema: dict[str, Any] = cls.__pydantic_core_schema__  # type: ignore[assignment]
-    label = f"{cls.__module__}.{cls.__qualname__}"
+    label = f"{cls.__module__}.{cls.__qualname__}{' unset' if unset else ''}"
     try:
-        return GuardWriter(rows=rows).build(schema, label)
+        return GuardWriter(rows=rows, unset=unset).build(schema, label)
     except Uncompilable:
-        return GuardWriter(inline=False, rows=rows).build(schema, label)
+        return GuardWriter(inline=False, rows=rows, unset=unset).build(schema, label)
 
 
 def _declared_slots(klass: type) -> tuple[str, ...]:

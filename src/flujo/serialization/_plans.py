@@ -35,7 +35,7 @@ from ._codec import (
     Encoder,
     WithState,
 )
-from ._rows import header_of
+from ._rows import header_of, parse_header, rows_to_dicts
 from ._typed import TypedModel
 from ._types import Migration, TypeCodec
 
@@ -103,14 +103,18 @@ def tagging_plan(codec: TypeCodec) -> EncodePlan:
     return plan
 
 
-def typed_plan(codec: TypeCodec, typed: TypedModel) -> EncodePlan:
+def typed_plan(codec: TypeCodec, typed: TypedModel, *, rows: bool) -> EncodePlan:
     """The plan of a typed-eligible model class: its typed form when the guard passes, else
     its generic form, written here rather than by calling the generic plan (``tagging_plan``'s
     ``object_plan``): a model nested in a model nested in ... costs one Python frame less a
-    level, so max_depth stays reachable in the pure-Python form too."""
+    level, so max_depth stays reachable in the pure-Python form too. With ``rows``, a model
+    that leaves fields unset takes the one-row form (``rows@2``)."""
     tag, name, version = codec.tag, codec.name, codec.version
     encode_object = codec.encode_object
     assert encode_object is not None and keeps_identity(codec)
+    # the one-row form is rows@2: not with TypeRegistry(model_rows=False)
+    unset_shape = typed.unset_shape if rows else None
+    unset_header = header_of(unset_shape) if unset_shape is not None else None
 
     def plan(enc: Encoder, obj: Any, depth: int) -> dict[str, Any]:
         seen = enc.seen
@@ -124,9 +128,16 @@ def typed_plan(codec: TypeCodec, typed: TypedModel) -> EncodePlan:
             manifest[name] = version
         if data is not None and enc.unshared(start + 1):
             return {TAG: tag, VALUE: [data]}
+        del seen[start:]
+        if unset_shape is not None:  # fields left unset (SDK objects parsed from JSON)?
+            rows = typed.dump_unset_rows([obj], enc.note)
+            if rows is not None and enc.unshared(start + 1):
+                if manifest is not None:
+                    manifest[ROWS_NAME] = ROWS_VERSION
+                return {TAG: tag, VALUE: [unset_header, rows[0]]}
+            del seen[start:]
         # some value is not exactly of its declared type, or something is shared: the
         # generic form, as object_plan writes it
-        del seen[start:]
         enc.note(obj)
         value, state = encode_object(enc, obj, depth)
         if state is None:
@@ -144,6 +155,9 @@ def batch_plan(codec: TypeCodec, typed: TypedModel, *, rows: bool) -> BatchPlan:
     else:
         form_name, form_version, form_tag = MODELS_NAME, MODELS_VERSION, MODELS_TAG
 
+    unset_shape = typed.unset_shape if shape is not None else None
+    unset_header = header_of(unset_shape) if unset_shape is not None else None
+
     def plan(enc: Encoder, items: list[Any], depth: int) -> dict[str, Any] | None:
         body: list[Any] | None = None
         seen = enc.seen
@@ -152,6 +166,11 @@ def batch_plan(codec: TypeCodec, typed: TypedModel, *, rows: bool) -> BatchPlan:
             values = typed.dump_rows(items, enc.note)
             if values is not None:
                 body = [tag, header_of(shape), values]
+            elif unset_shape is not None:  # fields left unset (SDK objects parsed from JSON)?
+                del seen[start:]
+                values = typed.dump_unset_rows(items, enc.note)
+                if values is not None:
+                    body = [tag, unset_header, values]
         else:
             data = typed.dump_list(items, enc.note)
             if data is not None:
@@ -196,12 +215,18 @@ def migrating_plan(codec: TypeCodec, stored: int, decode_value: DecodePlan) -> D
                 f"v{version + 1} is registered (register_migration({codec.name!r}, {version}, fn))"
             )
         steps.append((version, step))
+    one_row = codec.kind == "model"
 
     def plan(dec: Decoder, v: Any, depth: int) -> Any:
         state: Any = None
         if type(v) is WithState:  # migrations upgrade v; the object's state passes through
             state = v.state
             v = v.value
+        if one_row and type(v) is list and len(v) == 2:
+            # the one-row typed form: migrations take the one-model form, [{field: value}]
+            # (with "$unset" when fields are unset), whichever typed form was stored
+            v = rows_to_dicts([v[1]], parse_header(v[0], depth + 1, dec.limit,
+                                                   dec.max_depth))
         value = copy.deepcopy(v)  # migrations may mutate; the caller's data may not
         for version, step in steps:
             try:

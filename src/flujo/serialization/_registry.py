@@ -430,7 +430,7 @@ class TypeRegistry:
         if codec.kind == "model" and self.typed_models:
             typed = typed_model(cls)
             if typed is not None:
-                plan = typed_plan(codec, typed)
+                plan = typed_plan(codec, typed, rows=self.model_rows)
                 self._cache_plan(self._batch_plans, cls,
                                  batch_plan(codec, typed, rows=self.model_rows), generation)
         self._cache_plan(self._encode_plans, cls, plan, generation)

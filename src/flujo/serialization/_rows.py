@@ -38,11 +38,12 @@ from pydantic_core import SchemaSerializer
 
 from ..exceptions import DeserializationError
 from ._codec import _note, _too_deep, key_segment
-from ._guard import SchemaWalker
+from ._guard import UNSET, SchemaWalker, has_defaults
 from ._secrets import preview
 
-__all__ = ["Shape", "check_rows", "header_of", "parse_header", "refuse_unknown",
-           "row_serializer", "rows_to_dicts", "shape_of", "unknown_fields", "unknown_keys"]
+__all__ = ["UNSET", "Shape", "check_rows", "has_unset", "header_of", "parse_header",
+           "refuse_unknown", "row_serializer", "rows_to_dicts", "shape_of", "unknown_fields",
+           "unknown_keys"]
 
 ROW: Final = 0
 LIST: Final = 1
@@ -54,13 +55,15 @@ _ANY: Final[dict[str, Any]] = {"type": "any"}
 class Shape:
     """One node of ``fields``: a row (``names`` and the positions of ``nested`` nodes), or
     a list or dict of the node ``inner``. The shape of a class that contains itself is a
-    cycle (``shape_of(..., cyclic=True)``): fine for checking data, never written."""
+    cycle (``shape_of(..., cyclic=True)``): fine for checking data, never written. ``names``
+    may end with ``UNSET``: the rows then end with the names of the model's unset fields."""
 
     def __init__(self, kind: int, names: list[str], nested: list[tuple[int, Shape]],
                  inner: Shape | None) -> None:
         self.kind = kind
         self.names = names
-        self.known = frozenset(names)
+        # UNSET is never a field the class lacks: it is what the typed reader applies
+        self.known = frozenset(names) | {UNSET}
         # Every field is required: a dict with as many keys as there are fields either holds
         # exactly them or fails validation (a required field is missing), so the key check
         # can skip comparing names (it costs more than reading the model's fields).
@@ -76,9 +79,10 @@ class Recursive(Exception):
 class _ShapeBuilder(SchemaWalker):
     """Reads the shape of an eligible model class from its core schema."""
 
-    def __init__(self, *, cyclic: bool) -> None:
+    def __init__(self, *, cyclic: bool, unset: bool = False) -> None:
         super().__init__()
         self.cyclic = cyclic
+        self.unset = unset
         self.building: dict[Any, Shape] = {}  # the classes being read, outermost first
 
     def node(self, schema: dict[str, Any]) -> Shape | None:
@@ -104,12 +108,16 @@ class _ShapeBuilder(SchemaWalker):
             if not self.cyclic:
                 raise Recursive(cls.__qualname__)
             return outer
-        fields: dict[str, Any] = self.resolve(schema["schema"])["fields"]
-        shape = Shape(ROW, list(fields), [], None)
+        fields_node = self.resolve(schema["schema"])
+        fields: dict[str, Any] = fields_node["fields"]
+        names = list(fields)
+        if self.unset and has_defaults(fields_node, self.resolve):
+            names.append(UNSET)
+        shape = Shape(ROW, names, [], None)
         shape.all_required = all(self.resolve(field["schema"]).get("type") != "default"
                                  for field in fields.values())
         self.building[cls] = shape
-        for position, name in enumerate(shape.names):
+        for position, name in enumerate(fields):
             inner = self.node(fields[name]["schema"])
             if inner is not None:
                 shape.nested.append((position, inner))
@@ -117,14 +125,25 @@ class _ShapeBuilder(SchemaWalker):
         return shape
 
 
-def shape_of(core_schema: dict[str, Any], *, cyclic: bool = False) -> Shape | None:
+def shape_of(core_schema: dict[str, Any], *, cyclic: bool = False,
+             unset: bool = False) -> Shape | None:
     """The row shape of an eligible model class. A model that contains itself has none
-    (None), unless ``cyclic``: then its shape refers to itself."""
-    builder = _ShapeBuilder(cyclic=cyclic)
+    (None), unless ``cyclic``: then its shape refers to itself. With ``unset``, the rows of
+    classes with defaulted fields end with ``UNSET`` (``rows@2``)."""
+    builder = _ShapeBuilder(cyclic=cyclic, unset=unset)
     try:
         return builder.row(builder.resolve(core_schema))
     except Recursive:
         return None
+
+
+def has_unset(shape: Shape) -> bool:
+    """Whether the rows of ``shape`` note unset fields anywhere (``rows@2``)."""
+    if shape.kind != ROW:
+        assert shape.inner is not None
+        return has_unset(shape.inner)
+    return (bool(shape.names) and shape.names[-1] == UNSET) or any(
+        has_unset(inner) for _, inner in shape.nested)
 
 
 def header_of(shape: Shape) -> list[Any]:
@@ -164,6 +183,9 @@ def parse_header(data: Any, depth: int, limit: int, max_depth: int) -> Shape:
         names.append(name)
     if len(set(names)) != len(names):
         raise DeserializationError(f"rows: fields name a field twice: {preview(names, 120)}")
+    if UNSET in names and (names[-1] != UNSET or (nested and nested[-1][0] == len(names) - 1)):
+        raise DeserializationError(
+            f"rows: {UNSET!r} is the last field, a plain name, got {preview(data, 120)}")
     return Shape(ROW, names, nested, None)
 
 
@@ -188,7 +210,7 @@ def unknown_fields(stored: Shape, current: Shape, prefix: str = "") -> list[str]
     ``extra="forbid"`` on every model. Where the stored and current nodes differ in kind,
     the validator judges the values themselves.
     """
-    known = current.known
+    known = current.known  # holds UNSET
     unknown = [prefix + name for name in stored.names if name not in known]
     current_nested = {current.names[position]: node for position, node in current.nested}
     for position, node in stored.nested:
@@ -297,6 +319,8 @@ class _RowSchema(SchemaWalker):
     (no serializers, no ``ser_json_*`` config), so each leaf is written as its model's own
     JSON writes it (a differential test compares the two)."""
 
+    unset = False  # rows@2: a class with defaulted fields has the unset names last
+
     def node(self, schema: dict[str, Any]) -> dict[str, Any]:
         schema = self.resolve(schema)
         kind = schema["type"]
@@ -311,9 +335,12 @@ class _RowSchema(SchemaWalker):
             return {"type": "dict", "keys_schema": {"type": "str"},
                     "values_schema": self.node(schema.get("values_schema", _ANY))}
         if kind == "model":
-            fields: dict[str, Any] = self.resolve(schema["schema"])["fields"]
-            return {"type": "tuple",
-                    "items_schema": [self.node(field["schema"]) for field in fields.values()]}
+            fields_node = self.resolve(schema["schema"])
+            items = [self.node(field["schema"]) for field in fields_node["fields"].values()]
+            if self.unset and has_defaults(fields_node, self.resolve):
+                items.append({"type": "nullable", "schema": {
+                    "type": "list", "items_schema": {"type": "str"}}})
+            return {"type": "tuple", "items_schema": items}
         if kind == "enum":
             return {key: schema[key] for key in ("type", "cls", "members", "sub_type")
                     if key in schema}
@@ -322,11 +349,13 @@ class _RowSchema(SchemaWalker):
         return {"type": kind}  # str, int, bool, float, decimal, uuid, date, datetime, any
 
 
-def row_serializer(core_schema: dict[str, Any]) -> SchemaSerializer:
+def row_serializer(core_schema: dict[str, Any], *, unset: bool = False) -> SchemaSerializer:
     """The serializer of a list of row tuples of the eligible, non-recursive model class
-    whose core schema this is (``to_python(rows, mode="json")`` gives ``rows@1``'s rows)."""
-    return SchemaSerializer({"type": "list",
-                             "items_schema": _RowSchema().node(core_schema)})
+    whose core schema this is (``to_python(rows, mode="json")`` gives ``rows@1``'s rows;
+    with ``unset``, ``rows@2``'s, from the row reader built with ``unset``)."""
+    writer = _RowSchema()
+    writer.unset = unset
+    return SchemaSerializer({"type": "list", "items_schema": writer.node(core_schema)})
 
 
 # -- reading: rows -> the dicts pydantic validates -----------------------------------------

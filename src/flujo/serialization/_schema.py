@@ -136,9 +136,17 @@ class _Collector:
         except Exception:  # a model pydantic cannot describe (arbitrary types): stay loose
             document = {"type": "object"}
         self.extra_defs[key] = _rebase_refs(document, def_ref(key))
-        return {"type": "array", "prefixItems": [{"$ref": def_ref(key)}], "items": False,
-                "minItems": 1, "description": "typed form: the model's own JSON, written when "
-                                              "every value has exactly its declared type"}
+        self.tagged_builtin("rows")  # the one-row form's field list is rows' grammar
+        return {"anyOf": [
+            {"type": "array", "prefixItems": [{"$ref": def_ref(key)}], "items": False,
+             "minItems": 1, "description": "typed form: the model's own JSON, written when "
+                                           "every value has exactly its declared type"},
+            {"type": "array", "prefixItems": [{"$ref": "#flujo-rows-fields"},
+                                              {"type": "array"}],
+             "items": False, "minItems": 2,
+             "description": "typed form as one row (rows@2): [fields, row], written when "
+                            "every value has exactly its declared type and some fields are "
+                            "unset"}]}
 
     @staticmethod
     def _described(schema: JSONSchema, description: str | None) -> JSONSchema:

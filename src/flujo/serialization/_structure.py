@@ -13,6 +13,8 @@ own, keeping only its *structure*:
   ``_missing_`` hook), definitions and their refs;
 - validators (``function-after/before/wrap``) replaced by the schema they wrap; constraints,
   aliases, config transforms, strictness settings, ``custom_init`` and ``post_init`` dropped;
+- ``$unset`` (``_rows``), the names of the model's unset fields, read as an optional field
+  of every model: the builder (``_typed``) applies it to ``model_fields_set``;
 - leaves read strictly from exactly the JSON type the typed writer produces: ``str``,
   ``int`` (not bool), ``bool``, ``float`` (a JSON float), and ``str`` parsed into
   ``Decimal``, ``UUID``, ``date`` or ``datetime``.
@@ -28,6 +30,8 @@ import copy
 from typing import Any, Final
 
 from pydantic_core import PydanticCustomError, core_schema
+
+from ._guard import UNSET
 
 __all__ = ["MODEL_CLASS", "structure_schema"]
 
@@ -160,6 +164,10 @@ class _Structure:
         fields = {name: {"type": "model-field", "validation_alias": name,
                          "schema": self.field(field["schema"], cls.__qualname__, name)}
                   for name, field in fields_node["fields"].items()}
+        if UNSET not in fields:  # any class: the stored data may have it whatever the class
+            fields[UNSET] = {"type": "model-field", "validation_alias": UNSET, "schema": {
+                "type": "default", "default": None, "schema": {"type": "nullable", "schema": {
+                    "type": "list", "items_schema": dict(_STRICT_STR)}}}}
         # model-fields, not model: pydantic-core would validate a model schema of a complete
         # class with the class's own validator (its "prebuilt" reuse), validators and all.
         # This gives (fields, extras, fields_set); flujo builds the instance (_typed).

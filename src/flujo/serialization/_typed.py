@@ -34,10 +34,11 @@ from pydantic_core import PydanticSerializationError, PydanticUndefined, SchemaV
 
 from ..exceptions import DeserializationError, caused
 from ._codec import _note, key_segment
-from ._guard import Ineligible, SchemaWalker, Uncompilable, build_guards, build_row_reader
+from ._guard import UNSET, Ineligible, SchemaWalker, Uncompilable, build_guards, build_row_reader
 from ._rows import (
     Shape,
     check_rows,
+    has_unset,
     refuse_unknown,
     row_serializer,
     rows_to_dicts,
@@ -152,6 +153,9 @@ class _Builder(SchemaWalker):
 
         def build_model(read: Any) -> Any:
             state, extra, fields_set = read
+            unset = state.pop(UNSET, None)  # the structure gives every model one (_structure)
+            if unset is not None or UNSET in fields_set:
+                fields_set = _unset_applied(cls, state, fields_set, unset)
             for name, fix in fixers:
                 if name in state:
                     state[name] = fix(state[name])
@@ -169,6 +173,19 @@ class _Builder(SchemaWalker):
         root = self.resolve(node)
         assert root.get("type") == "model-fields"
         return self.model(root)
+
+
+def _unset_applied(cls: type, state: dict[str, Any], fields_set: set[str],
+                   unset: list[str] | None) -> set[str]:
+    """``fields_set`` without the stored model's unset fields (``rows@2``)."""
+    fields_set.discard(UNSET)
+    for name in unset or ():
+        if name not in state:
+            raise DeserializationError(
+                f"{cls.__qualname__}: the stored {UNSET} names {name!r}, which is not one of "
+                "the model's fields")
+        fields_set.discard(name)
+    return fields_set
 
 
 def slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
@@ -279,6 +296,16 @@ class TypedReader:
         build = self._build
         return [build(model) for model in read]
 
+    def read_row(self, row: Any, stored: Shape) -> BaseModel:
+        """The model of the one-row form (``[fields, row]``)."""
+        refuse_unknown(unknown_fields(stored, self.shape), self.name)
+        try:
+            read = self._validate(rows_to_dicts([row], stored)[0])
+        except ValidationError as exc:
+            raise self._error(exc)
+        obj: BaseModel = self._build(read)
+        return obj
+
     def read_rows(self, rows: Any, stored: Shape) -> list[BaseModel]:
         """The models ``rows`` (with the stored fields ``stored``) stand for, read chunk by
         chunk."""
@@ -309,6 +336,26 @@ class TypedModel:
         if self.shape is not None:
             self.read_rows = build_row_reader(cls)
             self.rows_to_python = row_serializer(core_schema).to_python
+        # rows@2 (unset fields noted in the rows): for classes with defaulted fields, built
+        # when first needed
+        unset_shape = shape_of(core_schema, unset=True)
+        self.unset_shape: Shape | None = unset_shape if unset_shape is not None and \
+            has_unset(unset_shape) else None
+        self._unset_writer: tuple[Any, Any] | None = None
+
+    def _unset_rows(self, items: list[Any], keep: Callable[[Any], Any]) -> list[Any] | None:
+        writer = self._unset_writer
+        if writer is None:
+            core_schema: dict[str, Any] = self.cls.__pydantic_core_schema__  # type: ignore[assignment]
+            writer = self._unset_writer = (build_row_reader(self.cls, unset=True),
+                                           row_serializer(core_schema, unset=True).to_python)
+        written: list[Any] = []
+        for start in range(0, len(items), _ROWS_CHUNK):
+            rows: list[Any] | None = writer[0](items[start:start + _ROWS_CHUNK], keep)
+            if rows is None:
+                return None
+            written += writer[1](rows, mode="json")
+        return written
 
     def dump(self, obj: BaseModel, keep: Callable[[Any], Any]) -> Any | None:
         """The model's JSON form, or None when a value is not exactly of its declared type.
@@ -329,6 +376,15 @@ class TypedModel:
             if not self.list_guard(items, keep):
                 return None
             return self.list_to_python(items, mode="json")
+        except (RecursionError, PydanticSerializationError):
+            return None
+
+    def dump_unset_rows(self, items: list[Any],
+                        keep: Callable[[Any], Any]) -> list[Any] | None:
+        """The ``rows@2`` rows of ``items`` (fields may be unset), or None (see
+        ``dump_rows``); only for classes with an ``unset_shape``."""
+        try:
+            return self._unset_rows(items, keep)
         except (RecursionError, PydanticSerializationError):
             return None
 
