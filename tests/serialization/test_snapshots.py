@@ -139,6 +139,8 @@ CORPUS: dict[str, Any] = {
     "generic-model": Page[Item](items=[Item(name="a", price=Decimal("1"),
                                             at=datetime(2024, 1, 1))], total=1),
     "model-subclass-field": Kennel(resident=Dog(name="rex", breed="pug")),
+    "models-with-unset-fields": [Dog(name="rex", breed="pug"),
+                                 Dog(name="ace", breed="lab", good=False)],
     "model-any-fields": Box(payload={"when": date(2024, 1, 1)}, extras={"d": Decimal("0.5")}),
     "model-extra-allow": Loose(kind="k", x_extra={1, 2}),
     "custom-type": Money(Decimal("12.50"), "USD"),
