@@ -649,6 +649,53 @@ class Encoder:
         return out
 
 
+# Values of an ``Any`` field nested deeper than this take the generic form, which checks
+# them against max_depth (the typed form is written without counting levels).
+_PLAIN_DEPTH: Final = 32
+
+
+def plain_json(value: Any, keep: Any, depth: int) -> bool:
+    """Whether ``value`` (in an ``Any`` field) is exactly JSON: str, bool, None, an int
+    within 64 bits, a finite float, and lists and dicts of them with str keys, none a
+    subclass. pydantic writes such a value as it is, and reading it as ``Any`` gives it back
+    (a tuple, set, subclass or datetime would come back as something else). ``keep`` notes
+    each list and dict, as the guards do."""
+    t = type(value)
+    if t is str or t is bool or value is None:
+        return True
+    if t is int:
+        return bool(INT_MIN <= value <= INT_MAX)
+    if t is float:
+        return bool(value - value == 0.0)  # finite
+    if depth >= _PLAIN_DEPTH:
+        return False
+    if t is list:
+        keep(value)
+        for item in value:
+            if type(item) is not str and not plain_json(item, keep, depth + 1):
+                return False
+        return True
+    if t is dict:
+        keep(value)
+        for key, item in value.items():
+            # pydantic-core writes a key's lone surrogates as U+FFFD: a changed key
+            if type(key) is not str or not (key.isascii() or _utf8(key)):
+                return False
+            if type(item) is not str and not plain_json(item, keep, depth + 1):
+                return False
+        return True
+    return False
+
+
+def _utf8(text: str) -> bool:
+    """False for text with a lone surrogate (``_text.is_unicode``, which imports this)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 _PACKAGE: Final = __name__.partition(".")[0]  # flujo: the state API calls in too
 
 

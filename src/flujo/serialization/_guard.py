@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import linecache
-import math
 from datetime import UTC, date, datetime, timezone, tzinfo
 from decimal import Decimal
 from typing import Any, Final
@@ -25,12 +24,12 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
-from ._codec import INT_MAX, INT_MIN
+from ._codec import INT_MAX, INT_MIN, plain_json
 from ._pickling import own_pickling_hook
 from ._text import is_unicode
 
 __all__ = ["UNSET", "GuardWriter", "Ineligible", "SchemaWalker", "Uncompilable", "build_guards",
-           "build_row_reader", "has_defaults", "plain_json"]
+           "build_row_reader", "has_defaults"]
 
 # The pseudo-field of a row that names its model's unset fields (``_rows``); no field of a
 # Python class can be named so.
@@ -461,44 +460,6 @@ class GuardWriter(SchemaWalker):
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         exec(code, self.namespace)  # flujo's own templates, never stored data
         return self.namespace[root], self.namespace[many]
-
-
-# Values of an ``Any`` field nested deeper than this take the generic form, which checks
-# them against max_depth (the typed form is written without counting levels).
-_PLAIN_DEPTH = 32
-
-
-def plain_json(value: Any, keep: Any, depth: int) -> bool:
-    """Whether ``value`` (in an ``Any`` field) is exactly JSON: str, bool, None, an int
-    within 64 bits, a finite float, and lists and dicts of them with str keys, none a
-    subclass. pydantic writes such a value as it is, and reading it as ``Any`` gives it back
-    (a tuple, set, subclass or datetime would come back as something else). ``keep`` notes
-    each list and dict, as the guards do."""
-    t = type(value)
-    if t is str or t is bool or value is None:
-        return True
-    if t is int:
-        return bool(INT_MIN <= value <= INT_MAX)
-    if t is float:
-        return math.isfinite(value)
-    if depth >= _PLAIN_DEPTH:
-        return False
-    if t is list:
-        keep(value)
-        for item in value:
-            if type(item) is not str and not plain_json(item, keep, depth + 1):
-                return False
-        return True
-    if t is dict:
-        keep(value)
-        for key, item in value.items():
-            # pydantic-core writes a key's lone surrogates as U+FFFD: a changed key
-            if type(key) is not str or not (key.isascii() or is_unicode(key)):
-                return False
-            if type(item) is not str and not plain_json(item, keep, depth + 1):
-                return False
-        return True
-    return False
 
 
 def build_guards(cls: type[BaseModel]) -> tuple[Any, Any]:
