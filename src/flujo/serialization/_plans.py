@@ -35,7 +35,7 @@ from ._codec import (
     Encoder,
     WithState,
 )
-from ._rows import header_of, parse_header, rows_to_dicts
+from ._rows import header_of, parse_header, row_to_dict
 from ._typed import TypedModel
 from ._types import Migration, TypeCodec
 
@@ -225,8 +225,7 @@ def migrating_plan(codec: TypeCodec, stored: int, decode_value: DecodePlan) -> D
         if one_row and type(v) is list and len(v) == 2:
             # the one-row typed form: migrations take the one-model form, [{field: value}]
             # (with "$unset" when fields are unset), whichever typed form was stored
-            v = rows_to_dicts([v[1]], parse_header(v[0], depth + 1, dec.limit,
-                                                   dec.max_depth))
+            v = [row_to_dict(v[1], parse_header(v[0], depth + 1, dec.limit, dec.max_depth))]
         value = copy.deepcopy(v)  # migrations may mutate; the caller's data may not
         for version, step in steps:
             try:

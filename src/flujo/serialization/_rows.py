@@ -42,8 +42,8 @@ from ._guard import UNSET, SchemaWalker, has_defaults
 from ._secrets import preview
 
 __all__ = ["UNSET", "Shape", "check_rows", "has_unset", "header_of", "parse_header",
-           "refuse_unknown", "row_serializer", "rows_to_dicts", "shape_of", "unknown_fields",
-           "unknown_keys"]
+           "refuse_unknown", "row_serializer", "row_to_dict", "rows_to_dicts", "shape_of",
+           "unknown_fields", "unknown_keys"]
 
 ROW: Final = 0
 LIST: Final = 1
@@ -378,6 +378,11 @@ def rows_to_dicts(rows: list[Any], shape: Shape, start: int = 0,
             _note(exc, f"[{index}]", None)
             raise
     return out
+
+
+def row_to_dict(row: Any, shape: Shape) -> dict[str, Any]:
+    """The model dict that one row stands for (the one-row typed form)."""
+    return _row_dict(row, shape)
 
 
 def _row_dict(row: Any, shape: Shape) -> dict[str, Any]:

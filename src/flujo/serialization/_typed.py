@@ -41,6 +41,7 @@ from ._rows import (
     has_unset,
     refuse_unknown,
     row_serializer,
+    row_to_dict,
     rows_to_dicts,
     shape_of,
     unknown_fields,
@@ -300,7 +301,7 @@ class TypedReader:
         """The model of the one-row form (``[fields, row]``)."""
         refuse_unknown(unknown_fields(stored, self.shape), self.name)
         try:
-            read = self._validate(rows_to_dicts([row], stored)[0])
+            read = self._validate(row_to_dict(row, stored))
         except ValidationError as exc:
             raise self._error(exc)
         obj: BaseModel = self._build(read)
