@@ -325,8 +325,10 @@ class GuardWriter(SchemaWalker):
             raise Ineligible(f"literal of {expected!r}")  # enum members, bytes, ...
         if all(type(v) is str for v in expected):
             return f"type({item}) is not str or {item} not in {self.constant(frozenset(expected))}"
+        # the type first: only values of the literal's types are hashed (a list is not)
+        types = self.constant(frozenset(type(v) for v in expected))
         pairs = self.constant(frozenset((type(v), v) for v in expected))
-        return f"(type({item}), {item}) not in {pairs}"
+        return f"type({item}) not in {types} or (type({item}), {item}) not in {pairs}"
 
     def enum_class(self, node: dict[str, Any]) -> str:
         cls = node["cls"]

@@ -128,6 +128,8 @@ class _Builder(SchemaWalker):
             return lambda v: {k: entry(x) for k, x in v.items()}
         if kind == "model-fields":
             return self.model(node)
+        if kind == "any":  # pydantic-core hands back the stored lists and dicts themselves
+            return _fresh_json
         return None
 
     def model(self, node: dict[str, Any]) -> Fixer:
@@ -154,12 +156,14 @@ class _Builder(SchemaWalker):
 
         def build_model(read: Any) -> Any:
             state, extra, fields_set = read
+            for name, fix in fixers:
+                # only stored values: a field the class gained since holds today's default,
+                # already what the class makes (a model instance, not what is read)
+                if name in fields_set:
+                    state[name] = fix(state[name])
             unset = state.pop(UNSET, None)  # the structure gives every model one (_structure)
             if unset is not None or UNSET in fields_set:
                 fields_set = _unset_applied(cls, state, fields_set, unset)
-            for name, fix in fixers:
-                if name in state:
-                    state[name] = fix(state[name])
             obj = new(cls)
             set_dict(obj, state)
             set_fields_set(obj, fields_set)
@@ -174,6 +178,29 @@ class _Builder(SchemaWalker):
         root = self.resolve(node)
         assert root.get("type") == "model-fields"
         return self.model(root)
+
+
+# An Any value is written at most 32 levels deep (_codec.plain_json); deeper stored data is
+# damaged, and is refused rather than copied without end.
+_FRESH_DEPTH: Final = 64
+
+
+def _fresh_json(value: Any, depth: int = 0) -> Any:
+    """A copy of the lists and dicts of an ``Any`` value read from the typed form, as the
+    generic form builds them: a decoded object never shares them with the stored data (or
+    with another decode of it)."""
+    t = type(value)
+    if t is list:
+        if depth >= _FRESH_DEPTH:
+            raise DeserializationError(f"an Any value is nested deeper than {_FRESH_DEPTH} "
+                                       "levels, which the typed form never writes")
+        return [_fresh_json(item, depth + 1) for item in value]
+    if t is dict:
+        if depth >= _FRESH_DEPTH:
+            raise DeserializationError(f"an Any value is nested deeper than {_FRESH_DEPTH} "
+                                       "levels, which the typed form never writes")
+        return {key: _fresh_json(item, depth + 1) for key, item in value.items()}
+    return value
 
 
 def _unset_applied(cls: type, state: dict[str, Any], fields_set: set[str],
