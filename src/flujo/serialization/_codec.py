@@ -679,7 +679,7 @@ def plain_json(value: Any, keep: Any, depth: int) -> bool:
         keep(value)
         for key, item in value.items():
             # pydantic-core writes a key's lone surrogates as U+FFFD: a changed key
-            if type(key) is not str or not (key.isascii() or _utf8(key)):
+            if type(key) is not str or not (key.isascii() or is_unicode(key)):
                 return False
             if type(item) is not str and not plain_json(item, keep, depth + 1):
                 return False
@@ -687,8 +687,8 @@ def plain_json(value: Any, keep: Any, depth: int) -> bool:
     return False
 
 
-def _utf8(text: str) -> bool:
-    """False for text with a lone surrogate (``_text.is_unicode``, which imports this)."""
+def is_unicode(text: str) -> bool:
+    """False for text with a lone surrogate, which no UTF-8 (so no JSON) can hold."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

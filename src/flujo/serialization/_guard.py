@@ -24,9 +24,8 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
-from ._codec import INT_MAX, INT_MIN, plain_json
+from ._codec import INT_MAX, INT_MIN, is_unicode, plain_json
 from ._pickling import own_pickling_hook
-from ._text import is_unicode
 
 __all__ = ["UNSET", "GuardWriter", "Ineligible", "SchemaWalker", "Uncompilable", "build_guards",
            "build_row_reader", "has_defaults"]

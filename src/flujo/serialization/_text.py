@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..exceptions import SerializationError
-from ._codec import key_segment
+from ._codec import is_unicode, key_segment
 
 _MAX_VISITS = 1_000_000
 
@@ -75,15 +75,6 @@ def _children(path: str, value: Any) -> Iterator[tuple[str, Any]]:
 def _attributes(path: str, namespace: dict[str, Any]) -> Iterator[tuple[str, Any]]:
     for name, item in namespace.items():
         yield f"{path}{key_segment(name)}", item
-
-
-def is_unicode(text: str) -> bool:
-    """False for text with a lone surrogate, which no UTF-8 (so no JSON) can hold."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _excerpt(text: str) -> str:
