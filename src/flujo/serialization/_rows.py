@@ -12,10 +12,14 @@ order. ``fields`` also describes the models nested inside a field, which are row
             | {"list": node}    an array of nodes
             | {"dict": node}    an object whose values are nodes
 
-``null`` stands for itself wherever a node is expected. Why: a model becomes an array
-instead of an object, so the JSON loses its repeated keys (about a third of it) and the
-Python form built before ``orjson.dumps`` holds lists instead of dicts (on the benchmark's
-large payload, 16 MB instead of 25 MB).
+``null`` stands for itself wherever a node is expected. ``rows@2`` (flujo 0.12) adds one
+name: a field list may end with ``"$unset"`` (``UNSET``, which no Python field can be
+named), and each row of that node then ends with ``null`` or the sorted names of its model's
+fields that are not in ``model_fields_set``; ``rows@1`` is ``rows@2`` without it.
+
+Why rows: a model becomes an array instead of an object, so the JSON loses its repeated
+keys (about a third of it) and the Python form built before ``orjson.dumps`` holds lists
+instead of dicts (on the benchmark's large payload, 16 MB instead of 25 MB).
 
 Writing takes each model's field values in declaration order, as tuples (the row reader
 that ``_guard`` generates, which also checks every type), and has pydantic-core write those

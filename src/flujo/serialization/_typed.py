@@ -3,15 +3,17 @@
 A model instance whose every value has *exactly* the type its schema declares (no subclass,
 no bool in an int field, no ZoneInfo datetime, no NaN, no int beyond 64 bits, ...) and that
 is nothing but its fields (every field set, no extras, private values or other attributes)
-can be written as the model's own JSON by pydantic-core. pydantic itself does not check
+can be written as the model's own JSON by pydantic-core; one that leaves defaulted fields
+unset, as rows that name them (``rows@2``, ``_rows``). pydantic itself does not check
 that: it writes a ``str`` subclass, a bool in an ``int`` field or a subclass instance in a
 model field without complaint, and they come back as something else. So each eligible class
 gets a *guard* (``_guard``): Python code generated from the class's core schema that checks
 all of it in one pass. Values that fail the guard take the generic path.
 
 Eligible classes use only these core-schema nodes: str, int, float, bool, decimal, uuid,
-date, datetime, enum (str/int values), list, dict with str keys, nullable, default, nested
-eligible models, definitions; validators, constraints and aliases are allowed (they change
+date, datetime, enum (str/int values), literal (str/int/bool/None values), any (holding
+exactly JSON), list, dict with str keys, nullable, default, nested eligible models,
+definitions; validators, constraints and aliases are allowed (they change
 how pydantic validates, not what it writes); serializers, computed or excluded fields, extra
 fields and config that changes what pydantic writes are not.
 
