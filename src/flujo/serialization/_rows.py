@@ -115,11 +115,11 @@ class _ShapeBuilder(SchemaWalker):
         fields_node = self.resolve(schema["schema"])
         fields: dict[str, Any] = fields_node["fields"]
         names = list(fields)
-        if self.unset and has_defaults(fields_node, self.resolve):
+        defaulted = has_defaults(fields_node, self.resolve)
+        if self.unset and defaulted:
             names.append(UNSET)
         shape = Shape(ROW, names, [], None)
-        shape.all_required = all(self.resolve(field["schema"]).get("type") != "default"
-                                 for field in fields.values())
+        shape.all_required = not defaulted
         self.building[cls] = shape
         for position, name in enumerate(fields):
             inner = self.node(fields[name]["schema"])

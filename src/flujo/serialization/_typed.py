@@ -192,17 +192,14 @@ def _fresh_json(value: Any, depth: int = 0) -> Any:
     generic form builds them: a decoded object never shares them with the stored data (or
     with another decode of it)."""
     t = type(value)
+    if t is not list and t is not dict:
+        return value
+    if depth >= _FRESH_DEPTH:
+        raise DeserializationError(f"an Any value is nested deeper than {_FRESH_DEPTH} "
+                                   "levels, which the typed form never writes")
     if t is list:
-        if depth >= _FRESH_DEPTH:
-            raise DeserializationError(f"an Any value is nested deeper than {_FRESH_DEPTH} "
-                                       "levels, which the typed form never writes")
         return [_fresh_json(item, depth + 1) for item in value]
-    if t is dict:
-        if depth >= _FRESH_DEPTH:
-            raise DeserializationError(f"an Any value is nested deeper than {_FRESH_DEPTH} "
-                                       "levels, which the typed form never writes")
-        return {key: _fresh_json(item, depth + 1) for key, item in value.items()}
-    return value
+    return {key: _fresh_json(item, depth + 1) for key, item in value.items()}
 
 
 def _unset_applied(cls: type, state: dict[str, Any], fields_set: set[str],

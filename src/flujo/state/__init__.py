@@ -53,10 +53,10 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     """The file, SQLite and PostgreSQL backends, imported when first named."""
-    if name not in ("FileBackend", "PostgresBackend", "SQLiteBackend"):
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from . import backends
 
+    if name not in backends._LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(backends, name)
     globals()[name] = value
     return value
