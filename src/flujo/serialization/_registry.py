@@ -18,6 +18,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
+from types import MappingProxyType
 from typing import Any
 
 from ..exceptions import (
@@ -127,6 +128,7 @@ class TypeRegistry:
         self._direct_plans: dict[type, EncodePlan] = {}
         self._identity: dict[type, bool] = {}  # keeps_identity, by type
         self._generation = 0  # bumped by every registration; a plan made before is not cached
+        self._versions: tuple[int, Mapping[str, int]] | None = None  # current_versions()
         # The common calls share one encoder or decoder per setting and thread instead of
         # building one per call: a run's state lives on it (the objects seen, the anchors).
         self._threads = threading.local()
@@ -390,8 +392,16 @@ class TypeRegistry:
         unique.update({id(c): c for c in self._by_name.values()})
         return sorted(unique.values(), key=lambda c: c.name)
 
-    def current_versions(self) -> dict[str, int]:
-        return {codec.name: codec.version for codec in self.codecs()}
+    def current_versions(self) -> Mapping[str, int]:
+        """Each built-in and registered codec's version, by name (read on every load, so
+        kept until the next registration)."""
+        generation = self._generation
+        cached = self._versions
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        versions = MappingProxyType({codec.name: codec.version for codec in self.codecs()})
+        self._versions = (generation, versions)
+        return versions
 
     def codec_for_factory(self, factory: object) -> TypeCodec | None:
         """The codec whose class is ``factory`` (read back by ``factory_named``): not one

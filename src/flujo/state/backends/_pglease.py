@@ -33,7 +33,7 @@ from .base import ClaimWatch
 
 if TYPE_CHECKING:
     from psycopg import Connection
-    from psycopg.sql import Composed
+    from psycopg.sql import SQL
 
 __all__ = [
     "CLAIM_MIGRATION",
@@ -130,7 +130,7 @@ class Renewer:
     been set to expire before ``started + lease``.
     """
 
-    def __init__(self, *, dsn: str, connect_timeout: float, renew: Composed, run_id: str,
+    def __init__(self, *, dsn: str, connect_timeout: float, renew: SQL, run_id: str,
                  epoch: int, lease: float, started: float, watch: ClaimWatch,
                  secrets: frozenset[str]) -> None:
         self._dsn = dsn

@@ -369,36 +369,58 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
         the run does not exist.
 
         The records below the head never change once written, but a compaction can remove
-        them between the two reads: then the head is read again."""
-        what = self.describe(run_id)
+        them between the two reads: then the head is read again. (A backend that can read
+        both at once overrides this with the same steps: ``_chain_head``, ``_chain_below``,
+        ``_broken_chain``.)"""
         for _ in range(3):
             stored = await self._read(run_id)
             if stored is None:
                 return None
-            head = self._parse(run_id, stored)
-            if head.kind == "state":
+            head, first = self._chain_head(run_id, stored)
+            if first is None:
                 return [(head, stored.size)]
-            if not self.keeps_history:
-                raise CorruptStateError(
-                    f"{what}: the record is a delta of revision {head.base}, but"
-                    f" {type(self).__name__} keeps no earlier records")
-            if head.revision - head.base > MAX_CHAIN:
-                raise CorruptStateError(
-                    f"{what}: the record is a delta in a chain of {head.revision - head.base}"
-                    f" records, over the {MAX_CHAIN} flujo writes; the store was edited")
-            older = await self._read_history(run_id, head.base, head.revision - 1)
-            chain = self._parse_history(run_id, older)
-            if [envelope.revision for envelope, _ in chain] == \
-                    list(range(head.base, head.revision)):
-                total = sum(size for _, size in chain) + stored.size
-                if total > 2 * self.codec.max_record_bytes:
-                    raise CorruptStateError(
-                        f"{what}: the records of the chain hold {total:,} bytes, over twice"
-                        " this store's record limit; refused unread")
-                return [*chain, (head, stored.size)]
-        raise CorruptStateError(
-            f"{what}: revision {head.revision} is a delta, and the records of its chain from"
-            f" revision {head.base} are not all stored; the history is damaged")
+            chain = self._chain_below(run_id, head, stored, await self._read_history(
+                run_id, first, head.revision - 1))
+            if chain is not None:
+                return chain
+        raise self._broken_chain(run_id, head)
+
+    def _chain_head(self, run_id: str, stored: StoredRecord) -> tuple[Envelope, int | None]:
+        """The head record parsed, and the first revision of its chain (None for a
+        whole-state record)."""
+        head = self._parse(run_id, stored)
+        if head.kind == "state":
+            return head, None
+        what = self.describe(run_id)
+        if not self.keeps_history:
+            raise CorruptStateError(
+                f"{what}: the record is a delta of revision {head.base}, but"
+                f" {type(self).__name__} keeps no earlier records")
+        if head.revision - head.base > MAX_CHAIN:
+            raise CorruptStateError(
+                f"{what}: the record is a delta in a chain of {head.revision - head.base}"
+                f" records, over the {MAX_CHAIN} flujo writes; the store was edited")
+        return head, head.base
+
+    def _chain_below(self, run_id: str, head: Envelope, stored: StoredRecord,
+                     older: list[tuple[int, StoredRecord]]) -> list[tuple[Envelope, int]] | None:
+        """The whole chain of ``head``, or None when ``older`` misses some of its records
+        (a compaction removed them since the head was read)."""
+        chain = self._parse_history(run_id, older)
+        if [envelope.revision for envelope, _ in chain] != list(range(head.base,
+                                                                      head.revision)):
+            return None
+        total = sum(size for _, size in chain) + stored.size
+        if total > 2 * self.codec.max_record_bytes:
+            raise CorruptStateError(
+                f"{self.describe(run_id)}: the records of the chain hold {total:,} bytes, over"
+                " twice this store's record limit; refused unread")
+        return [*chain, (head, stored.size)]
+
+    def _broken_chain(self, run_id: str, head: Envelope) -> CorruptStateError:
+        return CorruptStateError(
+            f"{self.describe(run_id)}: revision {head.revision} is a delta, and the records of"
+            f" its chain from revision {head.base} are not all stored; the history is damaged")
 
     def _parse_history(self, run_id: str,
                        records: list[tuple[int, StoredRecord]]) -> list[tuple[Envelope, int]]:

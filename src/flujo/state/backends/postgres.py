@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import select
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -41,6 +42,7 @@ from flujo.exceptions import (
     BackendUnavailableError,
     ClaimLostError,
     CorruptStateError,
+    FlujoError,
     FutureVersionError,
     RunInProgressError,
     StateConflictError,
@@ -48,6 +50,7 @@ from flujo.exceptions import (
 )
 
 from .._codec import SealedRecord, record_too_large
+from .._envelope import Envelope
 from .._redact import dsn_secrets, hide_in_logs, redact
 from .._runid import validate_run_id
 from ..models import RunSummary
@@ -63,7 +66,7 @@ from .base import (
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
-    from psycopg.sql import Composed
+    from psycopg.sql import SQL, Composed
     from psycopg_pool import AsyncConnectionPool
 
 __all__ = ["POSTGRES_SCHEMA_VERSION", "PostgresBackend"]
@@ -137,9 +140,27 @@ class _LostInsertRace(Exception):
 
 
 async def _configure(conn: AsyncConnection[Any]) -> None:
-    """The pool's set-up of each new connection: names resolve in pg_catalog only."""
+    """The pool's set-up of each new connection: names resolve in pg_catalog only, and
+    statements outside ``conn.transaction()`` commit alone (autocommit). A read is then one
+    round trip: no ``BEGIN`` before it, no ``ROLLBACK`` when the pool takes it back."""
+    await conn.set_autocommit(True)
     await conn.execute(_SEARCH_PATH)
-    await conn.commit()  # the pool takes only idle connections
+
+
+def _unwell(conn: AsyncConnection[Any]) -> bool:
+    """Whether an idle connection may be broken: closed, or with something to read, which
+    an idle session has only when the server ended it (its termination message, or the end
+    of the stream)."""
+    return conn.closed or bool(select.select([conn.pgconn.socket], [], [], 0)[0])
+
+
+async def _check(conn: AsyncConnection[Any]) -> None:
+    """The pool's check of a connection it hands out, with a round trip only when it may be
+    broken (``_unwell``): psycopg_pool's ``check_connection`` then fails on a broken one,
+    and the pool replaces it."""
+    _, psycopg_pool, _ = _modules()
+    if _unwell(conn):
+        await psycopg_pool.AsyncConnectionPool.check_connection(conn)
 
 
 class PostgresBackend(EnvelopeStateBackend):
@@ -193,13 +214,25 @@ class PostgresBackend(EnvelopeStateBackend):
         self._ready = False  # the schema, tables and migrations are in place (first write)
         self._found = False  # reads have seen flujo's table, with a layout this flujo knows
         self._ready_lock = asyncio.Lock()
+        self._rendered: dict[str, SQL] = {}
+        self._spare: AsyncConnection[Any] | None = None  # see _lend
 
     def describe(self, run_id: str) -> str:
         return f"run {run_id!r} (PostgreSQL table {self.schema}.{self.table})"
 
     # -- plumbing ------------------------------------------------------------------------
 
-    def _sql(self, template: str) -> Composed:
+    def _sql(self, template: str) -> SQL:
+        """``template`` with this backend's names filled in (rendered once per template)."""
+        rendered = self._rendered.get(template)
+        if rendered is None:
+            _, _, sql = _modules()
+            # The names match _IDENT: quoting them needs no connection's encoding.
+            rendered = sql.SQL(self._compose(template).as_string())
+            self._rendered[template] = rendered
+        return rendered
+
+    def _compose(self, template: str) -> Composed:
         _, _, sql = _modules()
         composed: Composed = sql.SQL(template).format(
             table=sql.Identifier(self.schema, self.table),
@@ -258,7 +291,7 @@ class PostgresBackend(EnvelopeStateBackend):
                     timeout=self.connect_timeout,
                     kwargs={"connect_timeout": max(1, round(self.connect_timeout))},
                     configure=_configure,
-                    check=psycopg_pool.AsyncConnectionPool.check_connection,
+                    check=_check,
                 )
                 try:
                     with self._errors():
@@ -270,6 +303,32 @@ class PostgresBackend(EnvelopeStateBackend):
                     raise
                 self._pool = pool
         return self._pool
+
+    @asynccontextmanager
+    async def _lend(self, pool: AsyncConnectionPool[Any]) -> AsyncIterator[AsyncConnection[Any]]:
+        """A connection of ``pool`` for one operation.
+
+        The last connection given back idle is kept for the next operation instead of going
+        back to the pool: taking one from psycopg_pool and giving it back costs more than a
+        round trip to the server, and a run's saves and loads come one after another. It
+        counts against the pool's ``max_size`` like any connection in use; concurrent
+        operations take theirs from the pool. Before reuse it gets the pool's check
+        (``_check``); ``close()`` gives it back."""
+        idle = _modules()[0].pq.TransactionStatus.IDLE
+        conn, self._spare = self._spare, None
+        if conn is not None and (conn.info.transaction_status != idle or _unwell(conn)):
+            await pool.putconn(conn)  # the pool resets or replaces it
+            conn = None
+        if conn is None:
+            conn = await pool.getconn()
+        try:
+            yield conn
+        finally:
+            if self._spare is None and self._pool is pool and not conn.closed \
+                    and conn.info.transaction_status == idle:
+                self._spare = conn
+            else:
+                await pool.putconn(conn)
 
     async def _prepared_pool(self) -> AsyncConnectionPool[Any]:
         """The pool, with the schema and tables created and migrated: for writes."""
@@ -289,7 +348,7 @@ class PostgresBackend(EnvelopeStateBackend):
         its layout version) instead of creating it, so reads never change the database."""
         pool = await self._get_pool()
         with self._errors():
-            async with pool.connection() as conn:
+            async with self._lend(pool) as conn:
                 if not (self._ready or self._found):
                     self._found = await self._has_table(conn)
                 yield conn if self._ready or self._found else None
@@ -323,14 +382,14 @@ class PostgresBackend(EnvelopeStateBackend):
         """Whether this backend's schema exists in the database (nothing is created)."""
         pool = await self._get_pool()
         with self._errors():
-            async with pool.connection() as conn:
+            async with self._lend(pool) as conn:
                 cur = await conn.execute(
                     "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", (self.schema,)
                 )
                 return await cur.fetchone() is not None
 
     async def _migrate(self, pool: AsyncConnectionPool[Any]) -> None:
-        async with pool.connection() as conn, conn.transaction():
+        async with self._lend(pool) as conn, conn.transaction():
             await conn.execute(
                 "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(%s, 0))",
                 (f"flujo-schema:{self.schema}",),
@@ -367,7 +426,7 @@ class PostgresBackend(EnvelopeStateBackend):
         """The table layout version stored in the database (after preparing it)."""
         pool = await self._prepared_pool()
         with self._errors():
-            async with pool.connection() as conn:
+            async with self._lend(pool) as conn:
                 cur = await conn.execute(
                     self._sql("SELECT version FROM {versions} WHERE component = %s"),
                     (self.table,),
@@ -377,6 +436,9 @@ class PostgresBackend(EnvelopeStateBackend):
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
+        spare, self._spare = self._spare, None
+        if spare is not None and pool is not None:
+            await pool.putconn(spare)
         self._ready = self._found = False
         if pool is not None:
             await pool.close()
@@ -385,16 +447,35 @@ class PostgresBackend(EnvelopeStateBackend):
 
     async def _read(self, run_id: str) -> StoredRecord | None:
         async with self._reading() as conn:
+            return None if conn is None else await self._read_in(conn, run_id)
+
+    async def _read_chain(self, run_id: str) -> list[tuple[Envelope, int]] | None:
+        # The head and its chain on one connection of the pool, not two.
+        async with self._reading() as conn:
             if conn is None:
                 return None
-            # The size first: a record over the limit is refused, never fetched.
-            cur = await conn.execute(
-                self._sql("SELECT pg_catalog.octet_length(envelope::text),"
-                          " CASE WHEN pg_catalog.octet_length(envelope::text) <= %s"
-                          " THEN envelope::text END FROM {table} WHERE run_id = %s"),
-                (self.codec.max_record_bytes, run_id),
-            )
-            row = await cur.fetchone()
+            for _ in range(3):
+                stored = await self._read_in(conn, run_id)
+                if stored is None:
+                    return None
+                head, first = self._chain_head(run_id, stored)
+                if first is None:
+                    return [(head, stored.size)]
+                chain = self._chain_below(run_id, head, stored, await self._read_history_in(
+                    conn, run_id, first, head.revision - 1))
+                if chain is not None:
+                    return chain
+        raise self._broken_chain(run_id, head)
+
+    async def _read_in(self, conn: AsyncConnection[Any], run_id: str) -> StoredRecord | None:
+        # The size first: a record over the limit is refused, never fetched.
+        cur = await conn.execute(
+            self._sql("SELECT pg_catalog.octet_length(envelope::text),"
+                      " CASE WHEN pg_catalog.octet_length(envelope::text) <= %s"
+                      " THEN envelope::text END FROM {table} WHERE run_id = %s"),
+            (self.codec.max_record_bytes, run_id),
+        )
+        row = await cur.fetchone()
         if row is None:
             return None
         if row[1] is None:
@@ -424,10 +505,25 @@ class PostgresBackend(EnvelopeStateBackend):
     async def _write(self, run_id: str, make: WriteRecord, *,
                      claim: RunClaim | None = None) -> SealedRecord:
         pool = await self._prepared_pool()
+        tip = self._tip(run_id)
+        if tip is not None and tip.updated_at is not None:
+            # The record this process wrote last is most likely still the run's current one:
+            # build the next on it and write it with one statement, if it still is.
+            assumed = CurrentRecord(tip.revision, tip.created_at, tip.updated_at)
+            try:
+                sealed: SealedRecord | None = make(assumed)
+            except FlujoError:  # e.g. expected_revision is not the assumed one: see below
+                sealed = None
+            if sealed is not None:
+                with self._errors():
+                    async with self._lend(pool) as conn:
+                        if await self._write_over(conn, run_id, assumed, sealed, claim):
+                            return sealed
+        # Under the row lock: the stored record, the claim checked first (or a first save).
         for _ in range(_INSERT_RETRIES):
             try:
                 with self._errors():
-                    async with pool.connection() as conn, conn.transaction():
+                    async with self._lend(pool) as conn, conn.transaction():
                         if claim is not None:
                             await self._fence(conn, claim)
                         return await self._write_in(conn, run_id, make)
@@ -436,6 +532,33 @@ class PostgresBackend(EnvelopeStateBackend):
         raise StateConflictError(
             f"{self.describe(run_id)}: gave up after {_INSERT_RETRIES} concurrent first saves"
         )
+
+    async def _write_over(self, conn: AsyncConnection[Any], run_id: str,
+                          assumed: CurrentRecord, sealed: SealedRecord,
+                          claim: RunClaim | None) -> bool:
+        """Replace the run's record by ``sealed`` in one statement (autocommit: atomic), if
+        the stored record is still ``assumed`` (and ``claim`` still the run's claim); False,
+        writing nothing, if not. The ``FOR UPDATE`` row lock makes a concurrent writer's
+        statement wait and then find the record changed."""
+        params = self._row(run_id, sealed)
+        fence = ("AND EXISTS (SELECT 1 FROM {claims} WHERE run_id = %s AND epoch = %s"
+                 " FOR SHARE)" if claim is not None else "")
+        cur = await conn.execute(
+            self._sql(
+                "WITH old AS (SELECT run_id, revision, envelope FROM {table} WHERE run_id = %s"
+                " AND revision = %s AND created_at = %s AND updated_at = %s " + fence +
+                " FOR UPDATE), done AS (UPDATE {table} t SET revision = %s, status = %s,"
+                " pipeline_name = %s, state_version = %s, created_at = %s, updated_at = %s,"
+                " envelope = %s::json, payload = %s::jsonb FROM old"
+                " WHERE t.run_id = old.run_id RETURNING 1)"
+                # the replaced record becomes history
+                " INSERT INTO {history} (run_id, revision, envelope) SELECT run_id, revision,"
+                " envelope FROM old ON CONFLICT (run_id, revision) DO UPDATE SET"
+                " envelope = excluded.envelope RETURNING (SELECT count(*) FROM done)"),
+            (run_id, assumed.revision, assumed.created_at, assumed.updated_at,
+             *((claim.run_id, claim.epoch) if claim is not None else ()), *params[1:]))
+        row = await cur.fetchone()
+        return row is not None and row[0] == 1
 
     async def _write_claimed(self, run_id: str, make: WriteRecord,
                              claim: RunClaim) -> SealedRecord:
@@ -467,11 +590,11 @@ class PostgresBackend(EnvelopeStateBackend):
                     "INSERT INTO {table} (run_id, revision, status, pipeline_name, state_version,"
                     " created_at, updated_at, envelope, payload)"
                     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s::json, %s::jsonb)"
-                    " ON CONFLICT (run_id) DO NOTHING"
+                    " ON CONFLICT (run_id) DO NOTHING RETURNING 1"
                 ),
                 params,
             )
-            if cur.rowcount != 1:
+            if await cur.fetchone() is None:
                 raise _LostInsertRace
         else:
             await conn.execute(  # the replaced record becomes history
@@ -503,22 +626,27 @@ class PostgresBackend(EnvelopeStateBackend):
 
     async def _read_history(self, run_id: str, first: int,
                             last: int) -> list[tuple[int, StoredRecord]]:
-        limit = self.codec.max_record_bytes
         async with self._reading() as conn:
-            if conn is None:
+            return [] if conn is None else await self._read_history_in(conn, run_id, first,
+                                                                       last)
+
+    async def _read_history_in(self, conn: AsyncConnection[Any], run_id: str, first: int,
+                               last: int) -> list[tuple[int, StoredRecord]]:
+        limit = self.codec.max_record_bytes
+        # A schema of layout 3 or less (not written to since) has no history table; once
+        # this backend has prepared the schema (_ready), it has.
+        if not self._ready:
+            cur = await conn.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL",
+                                     (f'"{self.schema}"."{self.table}_history"',))
+            exists = await cur.fetchone()
+            if exists is None or not exists[0]:
                 return []
-            cur = await conn.execute(  # a schema of layout 3 or less (not written to since)
-                "SELECT pg_catalog.to_regclass(%s) IS NOT NULL",
-                (f'"{self.schema}"."{self.table}_history"',))
-            found = await cur.fetchone()
-            if found is None or not found[0]:
-                return []
-            cur = await conn.execute(
-                self._sql("SELECT revision, pg_catalog.octet_length(envelope::text), CASE WHEN"
-                          " pg_catalog.octet_length(envelope::text) <= %s THEN envelope::text"
-                          " END FROM {history} WHERE run_id = %s AND revision BETWEEN %s AND"
-                          " %s ORDER BY revision"), (limit, run_id, first, last))
-            rows = await cur.fetchall()
+        cur = await conn.execute(
+            self._sql("SELECT revision, pg_catalog.octet_length(envelope::text), CASE WHEN"
+                      " pg_catalog.octet_length(envelope::text) <= %s THEN envelope::text"
+                      " END FROM {history} WHERE run_id = %s AND revision BETWEEN %s AND"
+                      " %s ORDER BY revision"), (limit, run_id, first, last))
+        rows = await cur.fetchall()
         found = []
         for revision, size, raw in rows:
             if raw is None:
@@ -530,7 +658,7 @@ class PostgresBackend(EnvelopeStateBackend):
     async def _compact(self, run_id: str, make: WriteRecord) -> SealedRecord:
         pool = await self._prepared_pool()
         with self._errors():
-            async with pool.connection() as conn, conn.transaction():
+            async with self._lend(pool) as conn, conn.transaction():
                 sealed = make(await self._current(conn, run_id))
                 params = self._row(run_id, sealed)
                 await conn.execute(
@@ -547,7 +675,7 @@ class PostgresBackend(EnvelopeStateBackend):
                 return
         pool = await self._prepared_pool()  # the table exists: bring its layout up to date
         with self._errors():
-            async with pool.connection() as conn, conn.transaction():
+            async with self._lend(pool) as conn, conn.transaction():
                 await conn.execute(self._sql("DELETE FROM {table} WHERE run_id = %s"), (run_id,))
                 await conn.execute(self._sql("DELETE FROM {history} WHERE run_id = %s"),
                                    (run_id,))
@@ -610,7 +738,7 @@ class PostgresBackend(EnvelopeStateBackend):
         holder = _pglease.holder_name()
         started = time.monotonic()
         with self._errors():
-            async with pool.connection() as conn, conn.transaction():
+            async with self._lend(pool) as conn, conn.transaction():
                 cur = await conn.execute(
                     self._sql(_pglease.TAKE),
                     {"run_id": run_id, "holder": holder, "lease": self.claim_lease})
@@ -643,7 +771,7 @@ class PostgresBackend(EnvelopeStateBackend):
     async def _release(self, run_id: str, epoch: int) -> None:
         pool = await self._get_pool()
         with self._errors():
-            async with pool.connection() as conn, conn.transaction():
+            async with self._lend(pool) as conn, conn.transaction():
                 await conn.execute(self._sql(_pglease.RELEASE), (run_id, epoch))
 
     # -- cancel requests ------------------------------------------------------------------
@@ -651,7 +779,7 @@ class PostgresBackend(EnvelopeStateBackend):
     async def _request_cancel(self, run_id: str) -> None:
         pool = await self._prepared_pool()
         with self._errors():
-            async with pool.connection() as conn:
+            async with self._lend(pool) as conn:
                 await conn.execute(self._sql(
                     "INSERT INTO {cancels} (run_id, requested_at) VALUES"
                     " (%s, pg_catalog.clock_timestamp()) ON CONFLICT (run_id) DO NOTHING"),
@@ -675,6 +803,6 @@ class PostgresBackend(EnvelopeStateBackend):
     async def _clear_cancel(self, run_id: str) -> None:
         pool = await self._prepared_pool()
         with self._errors():
-            async with pool.connection() as conn:
+            async with self._lend(pool) as conn:
                 await conn.execute(
                     self._sql("DELETE FROM {cancels} WHERE run_id = %s"), (run_id,))

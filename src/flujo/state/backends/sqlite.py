@@ -39,7 +39,7 @@ from flujo.exceptions import (
 )
 
 from .._codec import SealedRecord, record_too_large
-from .._envelope import format_timestamp
+from .._envelope import Envelope, format_timestamp
 from ..models import RunSummary
 from . import _flock
 from ._dirs import kind_of
@@ -508,7 +508,11 @@ class SQLiteBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
                            last: int) -> list[tuple[int, StoredRecord]]:
         limit = self.codec.max_record_bytes
         with self._reading() as conn:
-            if conn is None or conn.execute(  # a table of layout 1 (not written to since)
+            if conn is None:
+                return []
+            # A table of layout 1 (not written to since) has no history table; once this
+            # backend has prepared the database (_ready), it has.
+            if not self._ready and conn.execute(
                     "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
                     (f"{self.table}_history",)).fetchone() is None:
                 return []
@@ -528,6 +532,24 @@ class SQLiteBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
     async def _read_history(self, run_id: str, first: int,
                             last: int) -> list[tuple[int, StoredRecord]]:
         return await asyncio.to_thread(self._read_history_sync, run_id, first, last)
+
+    def _read_chain_sync(self, run_id: str) -> list[tuple[Envelope, int]] | None:
+        for _ in range(3):
+            stored = self._read_sync(run_id)
+            if stored is None:
+                return None
+            head, first = self._chain_head(run_id, stored)
+            if first is None:
+                return [(head, stored.size)]
+            chain = self._chain_below(run_id, head, stored, self._read_history_sync(
+                run_id, first, head.revision - 1))
+            if chain is not None:
+                return chain
+        raise self._broken_chain(run_id, head)
+
+    async def _read_chain(self, run_id: str) -> list[tuple[Envelope, int]] | None:
+        # The head and its chain in one trip to a worker thread, not two.
+        return await asyncio.to_thread(self._read_chain_sync, run_id)
 
     def _compact_sync(self, run_id: str, make: WriteRecord) -> SealedRecord:
         with self._connection() as conn, self._transaction(conn):
