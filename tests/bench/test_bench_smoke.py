@@ -14,15 +14,24 @@ from flujo.bench._workloads import build
 def test_quick_benchmark_completes_losslessly(tmp_path: Path) -> None:
     out = tmp_path / "bench.md"
     assert main(["--quick", "--backends", "memory,sqlite", "--steps", "sqlite,file",
-                 "--out", str(out)]) == 0
+                 "--savers", "sqlite", "--out", str(out)]) == 0
     report = out.read_text()
     for section in ("### small", "### medium", "### large", "### custom", "### backends",
                     "peak memory", "### checkpoint history", "| sqlite | 50 |",
                     "sqlite baseline (model_dump_json", "| file | 50 |",
                     "### against pydantic told the exact type", "| agents | 20 |",
                     "| events | 200 |", "| wide | 50 |", "| tree | 4 |", "| plain | 500 |",
-                    "### scaling and memory (events)"):
+                    "### scaling and memory (events)",
+                    "### saves and loads against LangGraph's checkpoint savers"):
         assert section in report
+    # flujo's saver rows, on both states, load what was saved with its types; LangGraph's
+    # savers (the bench extra, in dev) were measured beside them
+    savers = [line.split(" | ") for line in report.splitlines() if line.startswith("| sqlite |")
+              and ("LangGraph" in line or "flujo SQLiteBackend" in line)]
+    assert [cells[2] for cells in savers if "flujo" in cells[2]] == \
+        ["flujo SQLiteBackend (async)"] * 2
+    assert all(cells[5].startswith("yes") for cells in savers if "flujo" in cells[2])
+    assert sum("LangGraph" in cells[2] for cells in savers) == 4
     assert "| flujo safe_serialize + orjson |" in report
     # flujo keeps every type of every realistic workload (the row's 9th cell)
     realistic = [line.split(" | ") for line in report.splitlines()

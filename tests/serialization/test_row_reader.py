@@ -275,3 +275,61 @@ def test_generated_models_with_unset_fields_round_trip_through_rows(
             assert type(tagged[VALUE]) is list, "a typed form"
         assert_same(safe_deserialize(orjson.loads(orjson.dumps(encoded)), registry=registry),
                     value)
+
+
+def _guards_with_table(cls: type[BaseModel], table_min: int) -> list[Any]:
+    """The guard, list guard and row reader of ``cls``, with the fields ``exact_fields``
+    checks checked by it once a model has ``table_min`` of them."""
+    from flujo.serialization import _guard
+
+    schema: dict[str, Any] = cls.__pydantic_core_schema__  # type: ignore[assignment]
+    saved = _guard._TABLE_MIN
+    _guard._TABLE_MIN = table_min
+    try:
+        return [*GuardWriter().build(schema), GuardWriter(rows=True).build(schema)[1]]
+    finally:
+        _guard._TABLE_MIN = saved
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_checking_fields_in_one_compiled_call_changes_nothing(data: st.DataObject) -> None:
+    """``exact_fields`` (wide models' fields in one call) accepts, refuses, reads and notes
+    exactly what the inline checks do: the same generated models, with every such field in
+    the call and with none."""
+    cls, good, bad = data.draw(models())
+    table, inline = _guards_with_table(cls, 1), _guards_with_table(cls, 10**9)
+    items = _distinct(data.draw(st.lists(good, min_size=1, max_size=3)))
+    if bad is not None:
+        items.append(data.draw(bad))
+    for one in items:
+        noted: tuple[list[int], list[int]] = ([], [])
+        verdicts = [guard(one, lambda o, n=n: n.append(id(o)))
+                    for guard, n in ((table[0], noted[0]), (inline[0], noted[1]))]
+        assert verdicts[0] == verdicts[1]
+        if verdicts[0]:
+            assert sorted(noted[0]) == sorted(noted[1])
+    assert table[1](items, [].append) == inline[1](items, [].append)
+    assert table[2](items, [].append) == inline[2](items, [].append)
+
+
+def test_a_wide_models_guard_checks_its_simple_fields_in_one_call() -> None:
+    from flujo.serialization import _guard
+
+    wide = create_model("Wide60", **{f"f{i}": ((int, str, float | None, AwareDatetime,
+                                                 list[int], Decimal)[i % 6], ...)
+                                     for i in range(60)})
+    writer = GuardWriter()
+    writer.build(wide.__pydantic_core_schema__)  # type: ignore[arg-type]
+    source = "\n".join(writer.sources)
+    assert source.count("_exact(") == 2  # the model's guard, and the list's (inlined)
+    assert "d0['f59']" not in source and _guard._TABLE_MIN <= 60
+    values = {f"f{i}": (1, "s", None, datetime(2024, 1, 1, tzinfo=UTC), [1, 2],
+                        Decimal("1.5"))[i % 6] for i in range(60)}
+    obj = wide.model_construct(**values)
+    assert writer.namespace["_guard0"](obj, [].append)
+    for name, wrong in (("f0", True), ("f2", float("inf")), ("f3", datetime(2024, 1, 1)),
+                        ("f4", [1, "2"]), ("f5", Decimal("NaN")), ("f1", None)):
+        spoiled = wide.model_construct(**{**values, name: wrong})
+        assert not writer.namespace["_guard0"](spoiled, [].append), name
+    assert safe_deserialize(safe_serialize([obj, obj.model_copy()]))[1] == obj

@@ -3,7 +3,8 @@
 Measures serialize / deserialize (validation on and off) / save / load on the small, medium,
 large and custom payloads; (``--realistic``) workloads shaped like application data against
 pydantic told the exact type, with (``--scale``) per-record time and peak memory as the
-records grow; and (``--steps``) the N-step append pipeline of checkpoint history
+records grow; (``--savers``) saves and loads against LangGraph's checkpoint savers; and
+(``--steps``) the N-step append pipeline of checkpoint history
 (bytes and time per step as a run grows, see ``_steps``), beside the orjson limit line (the
 same data pre-reduced to JSON types), the ``mode="json"`` path of earlier flujo releases,
 stdlib ``json`` and pydantic's ``dump_json``. Reports median time per call, ratio to the limit
@@ -272,11 +273,12 @@ def render(rows: list[Row], memory: dict[str, tuple[float, float]] | None,
 
 def run(workloads: Sequence[str], backends: Sequence[str], *, quick: bool,
         steps: Sequence[str] = (), realistic: Sequence[str] = (),
-        scale: int = 0) -> tuple[str, bool]:
+        scale: int = 0, savers: Sequence[str] = ()) -> tuple[str, bool]:
     """Run the benchmark; returns the Markdown report and whether the flujo rows were lossless.
     ``steps``: the backends to run the N-step append pipeline on (see ``_steps``);
     ``realistic``: the workloads measured against pydantic told the type (``_realistic``);
-    ``scale``: the records of the scaling and memory run of the events workload (0: none)."""
+    ``scale``: the records of the scaling and memory run of the events workload (0: none);
+    ``savers``: the stores (sqlite, postgres) to measure against LangGraph's savers on."""
     sizes = {w: (min(SIZES[w], 50) if quick else SIZES[w]) for w in workloads}
     target_s, rounds = (0.02, 3) if quick else (0.5, 7)
     rows: list[Row] = []
@@ -296,6 +298,10 @@ def run(workloads: Sequence[str], backends: Sequence[str], *, quick: bool,
         lossless = lossless and all(r.flujo_lossless for r in against)
         scaled = scaling("events", 1_000, scale) if scale else None
         report += "\n" + render_realistic(against, scaled)
+    if savers:
+        from ._savers import bench_savers, render_savers
+
+        report += "\n" + render_savers(*bench_savers(list(savers), quick=quick))
     if steps:
         from ._steps import bench_steps, render_steps
 
@@ -321,6 +327,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="records of the events workload's scaling and memory run"
                              " (per-record time against 1,000 records; peak heap against"
                              " pydantic); default 300000, 5000 with --quick, 0 for none")
+    parser.add_argument("--savers", default="sqlite,postgres",
+                        help="stores on which flujo's saves and loads are measured against"
+                             " LangGraph's checkpoint savers (pip install 'flujo[bench]');"
+                             " empty for none")
     parser.add_argument("--out", help="also write the Markdown report to this file")
     args = parser.parse_args(argv)
     workloads = [w for w in args.workloads.split(",") if w]
@@ -342,8 +352,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     scale = args.scale if args.scale is not None else (5_000 if args.quick else 300_000)
     if scale < 0 or 0 < scale < 1_000:
         parser.error(f"--scale must be 0 or at least 1000, got {scale}")
+    savers = [b for b in args.savers.split(",") if b]
+    unknown = set(savers) - {"sqlite", "postgres"}
+    if unknown:
+        parser.error(f"--savers: unknown stores {sorted(unknown)}; choose from sqlite,"
+                     " postgres")
     report, lossless = run(workloads, [b for b in args.backends.split(",") if b],
-                           quick=args.quick, steps=steps, realistic=realistic, scale=scale)
+                           quick=args.quick, steps=steps, realistic=realistic, scale=scale,
+                           savers=savers)
     print(report)
     if args.out:
         Path(args.out).write_text(report, encoding="utf-8")

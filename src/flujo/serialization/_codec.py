@@ -16,9 +16,12 @@ import sysconfig
 import threading
 import warnings
 from collections.abc import Callable
+from datetime import UTC, date, datetime, timezone, tzinfo
+from decimal import Decimal
 from importlib.machinery import EXTENSION_SUFFIXES
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
+from uuid import UUID
 
 from pydantic import BaseModel
 
@@ -684,6 +687,94 @@ def plain_json(value: Any, keep: Any, depth: int) -> bool:
             if type(item) is not str and not plain_json(item, keep, depth + 1):
                 return False
         return True
+    return False
+
+
+# The checks ``exact_fields`` makes, by code: a kind, a simple type (_guard._SIMPLE_CHECKS)
+# or a datetime with its time zone constraint, and the flags below.
+STR: Final = 0
+BOOL: Final = 1
+INT: Final = 2
+FLOAT: Final = 3
+DECIMAL: Final = 4
+UUID_: Final = 5
+DATE: Final = 6
+DATETIME: Final = 7  # no constraint: naive, UTC or a plain offset
+AWARE_DATETIME: Final = 8
+NAIVE_DATETIME: Final = 9
+_KIND: Final = 15
+NULLABLE: Final = 16  # None passes too (the item's, for a LIST_OF)
+LIST_OF: Final = 32  # a list of values of the kind
+NULLABLE_LIST: Final = 64  # with LIST_OF: None passes too
+_EXACT_TYPES: Final[tuple[type, ...]] = (str, bool, int, float, Decimal, UUID, date, datetime,
+                                         datetime, datetime)
+
+
+def exact_fields(fields: dict[str, Any], names: tuple[str, ...], checks: tuple[int, ...],
+                 keep: Callable[[Any], Any]) -> bool:
+    """Whether each of ``names`` in a model's ``fields`` (its ``__dict__``) holds a value
+    that passes the check at the same position, as the guards' own checks of those types
+    (``_guard``): exactly the type, an int within 64 bits, a finite float or Decimal, a
+    datetime without ``fold`` whose zone is as constrained and kept exactly (UTC or a plain
+    offset); with LIST_OF, a list (noted with ``keep``, as the guards note it) of such values.
+    A missing name raises KeyError, as the guards' subscripts do. One call in a guard
+    instead of a condition per field: a wide model's guard compiles that much faster, and
+    runs no slower."""
+    for i in range(len(names)):
+        value: Any = fields[names[i]]
+        check = checks[i]
+        if check & LIST_OF:
+            if value is None and check & NULLABLE_LIST:
+                continue
+            found: type = type(value)  # (compared as a type: value stays Any)
+            if found is not list:
+                return False
+            keep(value)
+            item_check = check & (NULLABLE | _KIND)
+            for item in value:
+                if not _exact(item, item_check):
+                    return False
+        elif not _exact(value, check):
+            return False
+    return True
+
+
+def _exact(value: Any, check: int) -> bool:
+    if value is None and check & NULLABLE:
+        return True
+    check &= _KIND
+    found: type = type(value)
+    if found is not _EXACT_TYPES[check]:
+        return False
+    if check == INT:
+        return bool(INT_MIN <= value <= INT_MAX)
+    if check == FLOAT:
+        return bool(value - value == 0.0)
+    if check == DECIMAL:
+        return bool(value.is_finite())
+    return check < DATETIME or _datetime_kept(value, check)
+
+
+def _datetime_kept(value: datetime, check: int) -> bool:
+    if value.fold:
+        return False
+    zone = value.tzinfo
+    if check == NAIVE_DATETIME:
+        return zone is None
+    if zone is None:
+        return check == DATETIME
+    return zone is UTC or plain_offset(zone)
+
+
+def plain_offset(zone: tzinfo) -> bool:
+    """A fixed offset in whole minutes, unnamed: what an ISO string keeps exactly."""
+    if type(zone) is timezone:
+        offset = zone.utcoffset(None)
+        return offset.microseconds == 0 and offset.seconds % 60 == 0 and (
+            zone.tzname(None) == timezone(offset).tzname(None))
+    if type(zone).__module__.startswith("pydantic"):  # pydantic's own TzInfo
+        fixed = zone.utcoffset(None)
+        return fixed is not None and fixed.microseconds == 0 and fixed.seconds % 60 == 0
     return False
 
 

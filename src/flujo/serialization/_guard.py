@@ -17,14 +17,34 @@ from __future__ import annotations
 
 import itertools
 import linecache
-from datetime import UTC, date, datetime, timezone, tzinfo
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Final
 from uuid import UUID
 
 from pydantic import BaseModel
 
-from ._codec import INT_MAX, INT_MIN, is_unicode, plain_json
+from ._codec import (
+    AWARE_DATETIME,
+    BOOL,
+    DATE,
+    DATETIME,
+    DECIMAL,
+    FLOAT,
+    INT,
+    INT_MAX,
+    INT_MIN,
+    LIST_OF,
+    NAIVE_DATETIME,
+    NULLABLE,
+    NULLABLE_LIST,
+    STR,
+    UUID_,
+    exact_fields,
+    is_unicode,
+    plain_json,
+    plain_offset,
+)
 from ._pickling import own_pickling_hook
 
 __all__ = ["UNSET", "GuardWriter", "Ineligible", "SchemaWalker", "Uncompilable", "build_guards",
@@ -91,6 +111,13 @@ _SIMPLE_CHECKS = {
     "uuid": "type({first}) is not UUID",
     "date": "type({first}) is not date",
 }
+# The fields ``exact_fields`` (compiled) checks, by its codes: those of _SIMPLE_CHECKS and
+# datetimes, each maybe nullable. A model with this many such fields checks them all in
+# one call of it: fewer lines to compile, and no slower to run.
+_TABLE_CHECKS = {"str": STR, "bool": BOOL, "int": INT, "float": FLOAT, "decimal": DECIMAL,
+                 "uuid": UUID_, "date": DATE}
+_DATETIME_CHECKS = {None: DATETIME, "aware": AWARE_DATETIME, "naive": NAIVE_DATETIME}
+_TABLE_MIN = 6
 # Nested models are checked inline, without a call, down to this many levels, unless the
 # guard code would pass this many lines (wide models nest cubically) or cannot be compiled
 # (CPython allows 20 nested loops and try blocks in one function): then each model class
@@ -106,18 +133,6 @@ class Ineligible(Exception):
 class Uncompilable(Exception):
     """The guard of an eligible class is too deeply nested for CPython to compile: its
     values are written in the generic form (the typed form stays readable)."""
-
-
-def _plain_offset(tz: tzinfo) -> bool:
-    """A fixed offset in whole minutes, unnamed: what an ISO string keeps exactly."""
-    if type(tz) is timezone:
-        offset = tz.utcoffset(None)
-        return offset.microseconds == 0 and offset.seconds % 60 == 0 and (
-            tz.tzname(None) == timezone(offset).tzname(None))
-    if type(tz).__module__.startswith("pydantic"):  # pydantic's own TzInfo
-        fixed = tz.utcoffset(None)
-        return fixed is not None and fixed.microseconds == 0 and fixed.seconds % 60 == 0
-    return False
 
 
 class SchemaWalker:
@@ -167,8 +182,8 @@ class GuardWriter(SchemaWalker):
         self.unset = unset and rows
         self.namespace: dict[str, Any] = {
             "INT_MIN": INT_MIN, "INT_MAX": INT_MAX, "Decimal": Decimal, "UUID": UUID,
-            "date": date, "datetime": datetime, "UTC": UTC, "_plain_offset": _plain_offset,
-            "_unicode": is_unicode, "_plain_json": plain_json,
+            "date": date, "datetime": datetime, "UTC": UTC, "_plain_offset": plain_offset,
+            "_unicode": is_unicode, "_plain_json": plain_json, "_exact": exact_fields,
         }
         self.inline = inline
         self.rows = rows
@@ -264,10 +279,20 @@ class GuardWriter(SchemaWalker):
                 pending.clear()
 
         self.inlining.append(cls)
+        simple = {name: code for name, field in fields_node["fields"].items()
+                  if (code := self.table_check(field)) is not None}
+        if len(simple) < _TABLE_MIN:
+            simple = {}
+        else:
+            pending.append(f"not _exact({state}, {self.constant(tuple(simple))},"
+                           f" {self.constant(tuple(simple.values()))}, keep)")
         for field_name, field in fields_node["fields"].items():
             check_keys(field)
             schema = self.resolve(field["schema"])
             item = f"{state}[{field_name!r}]"
+            if field_name in simple:
+                items.append(item)
+                continue
             condition = self.condition(schema, item, value)
             if condition is not None:
                 pending.append(f"({condition})")
@@ -286,6 +311,46 @@ class GuardWriter(SchemaWalker):
 
     def inspect(self, node: dict[str, Any]) -> None:
         check_keys(node)
+
+    def table_check(self, field: dict[str, Any]) -> int | None:
+        """The ``exact_fields`` code of a field whose type it checks (behind a default or
+        not, nullable or not, or a list of such values), else None."""
+        check_keys(field)
+        node = self.resolve(field["schema"])
+        if node["type"] == "default":
+            check_keys(node)
+            node = self.resolve(node["schema"])
+        nullable = self.unwrap_nullable(node)
+        if nullable is not None:
+            node = nullable
+        if node["type"] == "list" and "items_schema" in node:
+            check_keys(node)
+            item = self.kind_check(self.resolve(node["items_schema"]))
+            if item is None:
+                return None
+            return item | LIST_OF | (NULLABLE_LIST if nullable is not None else 0)
+        kind = self.kind_check(node)
+        return None if kind is None else kind | (NULLABLE if nullable is not None else 0)
+
+    def unwrap_nullable(self, node: dict[str, Any]) -> dict[str, Any] | None:
+        if node["type"] != "nullable":
+            return None
+        check_keys(node)
+        return self.resolve(node["schema"])
+
+    def kind_check(self, node: dict[str, Any]) -> int | None:
+        """The code of a value of ``node``'s type (maybe nullable), else None."""
+        nullable = self.unwrap_nullable(node)
+        flag = 0 if nullable is None else NULLABLE
+        node = node if nullable is None else nullable
+        kind = node["type"]
+        if kind in _TABLE_CHECKS:
+            check_keys(node)
+            return _TABLE_CHECKS[kind] | flag
+        if kind == "datetime" and node.get("tz_constraint") in _DATETIME_CHECKS:
+            check_keys(node)
+            return _DATETIME_CHECKS[node.get("tz_constraint")] | flag
+        return None
 
     def condition(self, node: dict[str, Any], item: str, value: str) -> str | None:
         """One expression, true when ``item`` is not exactly of type ``node``; None when the

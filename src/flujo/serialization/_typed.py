@@ -353,22 +353,47 @@ class TypedModel:
         self.guard = guard
         self.list_guard = list_guard
         self.to_python = cls.__pydantic_serializer__.to_python
-        self.list_to_python = TypeAdapter(list[cls]).serializer.to_python  # type: ignore[valid-type]
         core_schema: dict[str, Any] = cls.__pydantic_core_schema__  # type: ignore[assignment]
         self.shape: Shape | None = shape_of(core_schema)
+        # What only lists need is built when the first list is written: a class's first
+        # model then costs one guard's compilation, not three serializers and two guards.
+        self._list_serializer: Any = None
         # Rows: the row reader collects the field values (checking them as the list guard
-        # does), pydantic-core writes them. Built only for classes that have rows.
-        self.read_rows: Any = None
-        self.rows_to_python: Any = None
-        if self.shape is not None:
-            self.read_rows = build_row_reader(cls)
-            self.rows_to_python = row_serializer(core_schema).to_python
+        # does), pydantic-core writes them. Only for classes that have rows.
+        self._row_writer: tuple[Any, Any] | None = None
         # rows@2 (unset fields noted in the rows): for classes with defaulted fields, built
         # when first needed
         unset_shape = shape_of(core_schema, unset=True)
         self.unset_shape: Shape | None = unset_shape if unset_shape is not None and \
             has_unset(unset_shape) else None
         self._unset_writer: tuple[Any, Any] | None = None
+
+    # Methods, not properties returning the callables: compiled, a property called at once
+    # would not be.
+    def list_to_python(self, items: list[Any], mode: str = "python") -> Any:
+        """pydantic-core's serializer of ``list[cls]`` (built on first use)."""
+        serializer = self._list_serializer
+        if serializer is None:
+            adapter: Any = TypeAdapter(list[self.cls])  # type: ignore[name-defined]
+            serializer = self._list_serializer = adapter.serializer.to_python
+        return serializer(items, mode=mode)
+
+    def _rows(self) -> tuple[Any, Any]:
+        """The row reader and the rows' serializer (for a class with a ``shape``)."""
+        writer = self._row_writer
+        if writer is None:
+            core_schema: dict[str, Any] = self.cls.__pydantic_core_schema__  # type: ignore[assignment]
+            writer = self._row_writer = (build_row_reader(self.cls),
+                                         row_serializer(core_schema).to_python)
+        return writer
+
+    def read_rows(self, items: list[Any], keep: Callable[[Any], Any]) -> list[Any] | None:
+        """The rows of ``items``, or None when a value is not exactly of its type."""
+        rows: list[Any] | None = self._rows()[0](items, keep)
+        return rows
+
+    def rows_to_python(self, rows: list[Any], mode: str = "python") -> Any:
+        return self._rows()[1](rows, mode=mode)
 
     def _unset_rows(self, items: list[Any], keep: Callable[[Any], Any]) -> list[Any] | None:
         writer = self._unset_writer
@@ -421,13 +446,17 @@ class TypedModel:
         if self.shape is None:
             return None
         try:
+            read_rows, rows_to_python = self._rows()
+        except (Ineligible, Uncompilable):  # as for a class without rows: another form
+            self.shape = None
+            return None
+        try:
             written: list[Any] = []
             for start in range(0, len(items), _ROWS_CHUNK):
-                rows: list[Any] | None = self.read_rows(items[start:start + _ROWS_CHUNK],
-                                                        keep)
+                rows: list[Any] | None = read_rows(items[start:start + _ROWS_CHUNK], keep)
                 if rows is None:
                     return None
-                written += self.rows_to_python(rows, mode="json")
+                written += rows_to_python(rows, mode="json")
             return written
         except (RecursionError, PydanticSerializationError):
             return None
