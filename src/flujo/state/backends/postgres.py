@@ -6,7 +6,11 @@
   (type ``jsonb``) is a copy of the decoded payload for operators' queries and indexes; it is
   NULL for encrypted records (and for the rare payload that ``jsonb`` cannot hold). Loads
   read only ``envelope``.
-* Saves run in a transaction: ``SELECT ... FOR UPDATE`` of the row, build, upsert.
+* Saves run in a transaction: ``SELECT ... FOR UPDATE`` of the row, build, upsert; a save
+  of a run whose last record this backend wrote is first tried as one statement that writes
+  only if that record (and the claim) are still current (``_write_over``).
+* Connections are autocommit outside flujo's transactions (a load is one statement); the
+  last one given back idle is kept for the next operation (``_lend``).
 * The table layout is versioned like SQLite's (``flujo_schema_versions`` in the same schema);
   layout changes run under a transaction-level advisory lock so concurrent starters are safe.
 * Reads never create or change anything: until the backend has written, ``load_state``,
