@@ -312,3 +312,37 @@ def test_fork_ids_and_earlier_errors() -> None:
     assert earlier.error == "upstream step exploded"
     fork = forked_state(earlier, "f", ForkOrigin(run_id="e", revision=1))
     assert fork.error is None and fork.status == "running"
+
+
+async def test_a_save_whose_fields_are_unchanged_writes_no_field_edits(tmp_path: Path) -> None:
+    """The fields document's bytes equal to the last record's: the delta has no field
+    edits, without parsing that record to compare; a change in place (the same list object,
+    one item more) is still found."""
+    from flujo.state._chain import delta_payload
+
+    backend = SQLiteBackend(tmp_path / "state.db")
+    context: dict[str, Any] = {"rows": [[1, "a"]], "n": 1, "text": "x" * 4000}
+    states = [WorkflowState(run_id="u", pipeline_name="chains", current_step_index=i,
+                            pipeline_context=context, step_history=[{"step": j}
+                                                                    for j in range(i)])
+              for i in range(3)]
+    await backend.save_state("u", states[0])
+    await backend.save_state("u", states[1])  # only the history grew
+    chain = await backend._read_chain("u")
+    assert chain is not None and [e.kind for e, _ in chain] == ["state", "delta"]
+    assert chain[-1][0].payload["delta"]["fields"] != []  # current_step_index changed
+    codec = backend.codec
+    tip = backend._tip("u")
+    assert tip is not None
+    same = codec.encode_state(states[1], tip)
+    short = delta_payload(tip, same.fields, same.history, 3, same.fields_json)
+    full = delta_payload(tip, same.fields, same.history, 3)
+    assert short == full and short.data["delta"]["fields"] == []
+    context["rows"].append([2, "b"])  # in place: the tip's text still has one row
+    changed = codec.encode_state(states[1], tip)
+    edits = delta_payload(tip, changed.fields, changed.history, 3, changed.fields_json)
+    assert edits == delta_payload(tip, changed.fields, changed.history, 3)
+    assert edits.data["delta"]["fields"] != []
+    await backend.save_state("u", states[1])
+    loaded = await backend.load_record("u")
+    assert loaded is not None and loaded.state.pipeline_context["rows"] == [[1, "a"], [2, "b"]]

@@ -202,15 +202,18 @@ class Delta:
     data: dict[str, Any]
 
 
-def delta_payload(tip: ChainTip, fields: Any, history: History, revision: int) -> Delta:
-    """The delta that turns the tip's record into ``fields`` + ``history``."""
+def delta_payload(tip: ChainTip, fields: Any, history: History, revision: int,
+                  fields_json: bytes | None = None) -> Delta:
+    """The delta that turns the tip's record into ``fields`` + ``history``; ``fields_json``
+    (``fields`` as JSON) when known: the same bytes as the tip's are the same document, and
+    the tip's is then not parsed to be compared."""
     known, now = tip.history.entries, history.entries
     keep = _common_prefix(known, now)
     while keep < len(known) and keep < len(now) and known[keep].json == now[keep].json:
         keep += 1
     body = {"base": tip.base, "parent": revision - 1,
             "parent_at": format_timestamp(tip.updated_at), "keep": keep,
-            "fields": diff(tip.fields, fields)}
+            "fields": [] if fields_json == tip.fields_json else diff(tip.fields, fields)}
     head = dumps(body)
     added = now[keep:]
     body["history"] = [entry.doc for entry in added]

@@ -313,7 +313,8 @@ class EnvelopeCodec:
     @staticmethod
     def delta(tip: ChainTip, encoded: EncodedState, revision: int) -> Delta:
         """The payload of ``encoded`` as a delta of ``tip`` (the record at ``revision - 1``)."""
-        return delta_payload(tip, encoded.fields, encoded.history, revision)
+        return delta_payload(tip, encoded.fields, encoded.history, revision,
+                             encoded.fields_json)
 
     def seal(
         self,
