@@ -138,7 +138,7 @@ def _langgraph_sync(saver: Any, name: str, context: dict[str, Any],
                                       versions)
 
     def load(n: int) -> Any:
-        found = None
+        found: Any = None
         for _ in range(n):
             found = saver.get_tuple({"configurable": {"thread_id": "bench", "checkpoint_ns": ""}})
         return found.checkpoint["channel_values"]["context"]
@@ -189,8 +189,8 @@ def _langgraph(store: str, context: dict[str, Any], loop: asyncio.AbstractEventL
     from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
     from psycopg.rows import dict_row
 
-    options = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row,
-               "options": f"-c search_path={schema}"}
+    options: dict[str, Any] = {"autocommit": True, "prepare_threshold": 0,
+                               "row_factory": dict_row, "options": f"-c search_path={schema}"}
     pconn = psycopg.connect(_pg_dsn(), **options)
     psaver = PostgresSaver(pconn)
     psaver.setup()
