@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -372,14 +372,21 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
         them between the two reads: then the head is read again. (A backend that can read
         both at once overrides this with the same steps: ``_chain_head``, ``_chain_below``,
         ``_broken_chain``.)"""
+        return await self._chain_with(run_id, self._read, self._read_history)
+
+    async def _chain_with(
+        self, run_id: str, read: Callable[[str], Awaitable[StoredRecord | None]],
+        read_history: Callable[[str, int, int], Awaitable[list[tuple[int, StoredRecord]]]],
+    ) -> list[tuple[Envelope, int]] | None:
+        """``_read_chain`` with these primitives (a backend's, on one connection, say)."""
         for _ in range(3):
-            stored = await self._read(run_id)
+            stored = await read(run_id)
             if stored is None:
                 return None
             head, first = self._chain_head(run_id, stored)
             if first is None:
                 return [(head, stored.size)]
-            chain = self._chain_below(run_id, head, stored, await self._read_history(
+            chain = self._chain_below(run_id, head, stored, await read_history(
                 run_id, first, head.revision - 1))
             if chain is not None:
                 return chain

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 import select
 import time
@@ -458,18 +459,9 @@ class PostgresBackend(EnvelopeStateBackend):
         async with self._reading() as conn:
             if conn is None:
                 return None
-            for _ in range(3):
-                stored = await self._read_in(conn, run_id)
-                if stored is None:
-                    return None
-                head, first = self._chain_head(run_id, stored)
-                if first is None:
-                    return [(head, stored.size)]
-                chain = self._chain_below(run_id, head, stored, await self._read_history_in(
-                    conn, run_id, first, head.revision - 1))
-                if chain is not None:
-                    return chain
-        raise self._broken_chain(run_id, head)
+            return await self._chain_with(
+                run_id, functools.partial(self._read_in, conn),
+                functools.partial(self._read_history_in, conn))
 
     async def _read_in(self, conn: AsyncConnection[Any], run_id: str) -> StoredRecord | None:
         # The size first: a record over the limit is refused, never fetched.
