@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -184,3 +185,76 @@ async def test_a_kept_connection_whose_session_the_server_ended_is_replaced(
         await backend.close()
     assert catalog(postgres_target.dsn, "SELECT 1 FROM pg_stat_activity"
                    " WHERE application_name = %s", app) == []
+
+
+async def test_operations_waiting_for_a_connection_get_the_one_given_back(
+        postgres_target: PostgresTarget, backends: Callable[..., PostgresBackend]) -> None:
+    """The connection kept for the next operation is not kept from one already waiting:
+    with one connection in all, concurrent operations take turns."""
+    backend = backends(max_size=1, connect_timeout=3)
+    for run in ("a", "b"):
+        await backend.save_state(run, state(run, 1))
+    started = time.monotonic()
+    found = await asyncio.gather(*(backend.load_state(run) for run in "abab"),
+                                 backend.save_state("a", state("a", 2)))
+    assert all(item is not None for item in found)
+    assert time.monotonic() - started < 3  # none waited for the pool's timeout
+
+
+async def test_a_load_waits_only_for_a_connection_given_back(
+        postgres_target: PostgresTarget, backends: Callable[..., PostgresBackend]) -> None:
+    """Two saves hold both connections (each waits on a row another session locked); when
+    one finishes, its connection goes to the load waiting for one, not to the kept slot."""
+    import psycopg
+
+    table = postgres_target.new_table()
+    backend = backends(table, min_size=1, max_size=2, connect_timeout=4)
+    for run in ("a", "b", "c"):
+        await backend.save_state(run, state(run, 0))
+    lockers = [await psycopg.AsyncConnection.connect(postgres_target.dsn) for _ in range(2)]
+    try:
+        for locker, run in zip(lockers, "ab", strict=True):
+            await locker.execute(f'SELECT 1 FROM "{postgres_target.schema}"."{table}"'
+                                 " WHERE run_id = %s FOR UPDATE", (run,))
+        saves = [asyncio.create_task(backend.save_state(run, state(run, 1))) for run in "ab"]
+        await asyncio.sleep(0.3)
+        load = asyncio.create_task(backend.load_state("c"))
+        await asyncio.sleep(0.3)
+        await lockers[1].rollback()  # save "b" finishes, its connection is given back
+        loaded = await asyncio.wait_for(load, timeout=2)  # before the pool's timeout
+        assert loaded is not None and not saves[0].done()
+        await lockers[0].rollback()
+        assert await asyncio.gather(*saves) == [2, 2]
+    finally:
+        for locker in lockers:
+            await locker.close()
+
+
+def test_a_process_with_many_open_files_still_checks_its_connections(
+        postgres_target: PostgresTarget) -> None:
+    """The check of idle connections works on descriptors past 1024 (``select`` does not)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the descriptor limit ({hard}) is below 1200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        assert held[-1] >= 1024
+
+        async def use() -> None:
+            backend = PostgresBackend(postgres_target.dsn, schema=postgres_target.schema,
+                                      table=postgres_target.new_table(), connect_timeout=3)
+            try:
+                for step in (1, 2, 3):
+                    assert await backend.save_state("r", state("r", step)) == step
+                    assert await backend.load_state("r") is not None
+            finally:
+                await backend.close()
+
+        asyncio.run(use())
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -437,8 +437,8 @@ class TypedModel:
         ``dump_rows``); only for classes with an ``unset_shape``."""
         try:
             return self._unset_rows(items, keep)
-        except (RecursionError, PydanticSerializationError):
-            return None
+        except (RecursionError, PydanticSerializationError, Ineligible, Uncompilable):
+            return None  # (the last two: its row reader, built now, could not be)
 
     def dump_rows(self, items: list[Any], keep: Callable[[Any], Any]) -> list[Any] | None:
         """The rows of ``items`` (``_rows``), or None when the list must be written another

@@ -140,6 +140,10 @@ def _modules() -> tuple[Any, Any, Any]:
     return psycopg, psycopg_pool, sql
 
 
+#: Seconds the connection kept for the next operation may stay idle (see ``_lend``).
+_SPARE_IDLE = 5.0
+
+
 class _LostInsertRace(Exception):
     """Another transaction inserted the run between our SELECT and INSERT; retry."""
 
@@ -155,8 +159,18 @@ async def _configure(conn: AsyncConnection[Any]) -> None:
 def _unwell(conn: AsyncConnection[Any]) -> bool:
     """Whether an idle connection may be broken: closed, or with something to read, which
     an idle session has only when the server ended it (its termination message, or the end
-    of the stream)."""
-    return conn.closed or bool(select.select([conn.pgconn.socket], [], [], 0)[0])
+    of the stream). ``poll``, not ``select``: a busy process has descriptors past 1024."""
+    if conn.closed:
+        return True
+    try:
+        fd = conn.pgconn.socket
+        if hasattr(select, "poll"):
+            watch = select.poll()
+            watch.register(fd, select.POLLIN)
+            return bool(watch.poll(0))
+        return bool(select.select([fd], [], [], 0)[0])  # Windows: no descriptor limit
+    except (OSError, ValueError):  # whatever the socket's state: let a query tell
+        return True
 
 
 async def _check(conn: AsyncConnection[Any]) -> None:
@@ -221,6 +235,7 @@ class PostgresBackend(EnvelopeStateBackend):
         self._ready_lock = asyncio.Lock()
         self._rendered: dict[str, SQL] = {}
         self._spare: AsyncConnection[Any] | None = None  # see _lend
+        self._spare_since = 0.0
 
     def describe(self, run_id: str) -> str:
         return f"run {run_id!r} (PostgreSQL table {self.schema}.{self.table})"
@@ -317,12 +332,16 @@ class PostgresBackend(EnvelopeStateBackend):
         back to the pool: taking one from psycopg_pool and giving it back costs more than a
         round trip to the server, and a run's saves and loads come one after another. It
         counts against the pool's ``max_size`` like any connection in use; concurrent
-        operations take theirs from the pool. Before reuse it gets the pool's check
-        (``_check``); ``close()`` gives it back."""
+        operations take theirs from the pool, and a connection given back while one of them
+        waits for it goes to the pool (so to that operation). Before reuse it gets the
+        pool's check (``_check``); one kept idle longer than ``_SPARE_IDLE`` seconds goes
+        back to the pool first (its ``max_lifetime``, its checks); ``close()`` gives it
+        back."""
         idle = _modules()[0].pq.TransactionStatus.IDLE
         conn, self._spare = self._spare, None
-        if conn is not None and (conn.info.transaction_status != idle or _unwell(conn)):
-            await pool.putconn(conn)  # the pool resets or replaces it
+        if conn is not None and (conn.info.transaction_status != idle or _unwell(conn)
+                                 or time.monotonic() - self._spare_since > _SPARE_IDLE):
+            await pool.putconn(conn)  # the pool resets, replaces or retires it
             conn = None
         if conn is None:
             conn = await pool.getconn()
@@ -330,8 +349,10 @@ class PostgresBackend(EnvelopeStateBackend):
             yield conn
         finally:
             if self._spare is None and self._pool is pool and not conn.closed \
-                    and conn.info.transaction_status == idle:
+                    and conn.info.transaction_status == idle \
+                    and not pool.get_stats().get("requests_waiting"):
                 self._spare = conn
+                self._spare_since = time.monotonic()
             else:
                 await pool.putconn(conn)
 
