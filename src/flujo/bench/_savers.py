@@ -230,7 +230,7 @@ def bench_savers(stores: list[str], *, quick: bool) -> tuple[list[SaverRow], str
     from . import same
 
     missing = langgraph_missing()
-    batch, rounds = (20, 3) if quick else (200, 7)
+    batch, rounds, target_s = (20, 3, 0.02) if quick else (200, 7, 0.2)
     rows: list[SaverRow] = []
     # LangGraph warns on every load of a class it has not been told about (the bench's own
     # models); that is its default, and the warnings would drown the report.
@@ -246,7 +246,7 @@ def bench_savers(stores: list[str], *, quick: bool) -> tuple[list[SaverRow], str
                     if missing is None:
                         contestants += _langgraph(store, context, loop, Path(folder), theirs)
                     rows += _measure(store, workload, context, contestants, batch, rounds,
-                                     same)
+                                     target_s, same)
                 finally:
                     for contestant in contestants:
                         contestant.close()
@@ -255,12 +255,11 @@ def bench_savers(stores: list[str], *, quick: bool) -> tuple[list[SaverRow], str
 
 
 def _measure(store: str, workload: str, context: dict[str, Any],
-             contestants: list[_Contestant], batch: int, rounds: int,
+             contestants: list[_Contestant], batch: int, rounds: int, target_s: float,
              same: Callable[[Any, Any], bool]) -> list[SaverRow]:
     """Median saves and loads per second; each round runs ``batch`` of each (fewer when
     one save and load of the slowest contestant would make a round longer than
     ``target_s``)."""
-    target_s = 0.02 * batch / 20
     saves: dict[str, list[float]] = {c.name: [] for c in contestants}
     loads: dict[str, list[float]] = {c.name: [] for c in contestants}
     kept = {}

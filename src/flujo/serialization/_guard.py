@@ -321,16 +321,14 @@ class GuardWriter(SchemaWalker):
             check_keys(node)
             node = self.resolve(node["schema"])
         nullable = self.unwrap_nullable(node)
-        if nullable is not None:
-            node = nullable
-        if node["type"] == "list" and "items_schema" in node:
-            check_keys(node)
-            item = self.kind_check(self.resolve(node["items_schema"]))
+        inner = node if nullable is None else nullable
+        if inner["type"] == "list" and "items_schema" in inner:
+            check_keys(inner)
+            item = self.kind_check(self.resolve(inner["items_schema"]))
             if item is None:
                 return None
-            return item | LIST_OF | (NULLABLE_LIST if nullable is not None else 0)
-        kind = self.kind_check(node)
-        return None if kind is None else kind | (NULLABLE if nullable is not None else 0)
+            return item | LIST_OF | (0 if nullable is None else NULLABLE_LIST)
+        return self.kind_check(node)
 
     def unwrap_nullable(self, node: dict[str, Any]) -> dict[str, Any] | None:
         if node["type"] != "nullable":

@@ -387,11 +387,6 @@ class TypedModel:
                                          row_serializer(core_schema).to_python)
         return writer
 
-    def read_rows(self, items: list[Any], keep: Callable[[Any], Any]) -> list[Any] | None:
-        """The rows of ``items``, or None when a value is not exactly of its type."""
-        rows: list[Any] | None = self._rows()[0](items, keep)
-        return rows
-
     def rows_to_python(self, rows: list[Any], mode: str = "python") -> Any:
         return self._rows()[1](rows, mode=mode)
 

@@ -370,7 +370,8 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
 
         The records below the head never change once written, but a compaction can remove
         them between the two reads: then the head is read again. (A backend that can read
-        both at once overrides this with the same steps: ``_chain_head``, ``_chain_below``,
+        both at once overrides this: with ``_chain_with`` given its own primitives, or, where
+        its reads are not async, with the same steps: ``_chain_head``, ``_chain_below``,
         ``_broken_chain``.)"""
         return await self._chain_with(run_id, self._read, self._read_history)
 

@@ -558,8 +558,7 @@ class PostgresBackend(EnvelopeStateBackend):
         writing nothing, if not. The ``FOR UPDATE`` row lock makes a concurrent writer's
         statement wait and then find the record changed."""
         params = self._row(run_id, sealed)
-        fence = ("AND EXISTS (SELECT 1 FROM {claims} WHERE run_id = %s AND epoch = %s"
-                 " FOR SHARE)" if claim is not None else "")
+        fence = f"AND EXISTS ({_pglease.FENCE})" if claim is not None else ""
         cur = await conn.execute(
             self._sql(
                 "WITH old AS (SELECT run_id, revision, envelope FROM {table} WHERE run_id = %s"
