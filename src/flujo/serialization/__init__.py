@@ -28,6 +28,7 @@ from ._codec import (
     run_decoder,
     run_encoder,
 )
+from ._memo import EncodingMemo
 from ._names import TRUSTED_MODULES_ENV
 from ._plain import CIRCULAR_PLACEHOLDER, MAX_EXPANDED_VALUES, check_expanded_size, to_plain
 from ._registry import DEFAULT_MAX_DEPTH, TypeRegistry, UnportableTypeWarning
@@ -49,6 +50,7 @@ __all__ = [
     "TAG",
     "TRUSTED_MODULES_ENV",
     "VALUE",
+    "EncodingMemo",
     "JSONSchema",
     "Migration",
     "TypeCodec",
@@ -88,14 +90,21 @@ def default_registry() -> TypeRegistry:
 
 
 def _encode(obj: Any, registry: TypeRegistry | None, validate: bool | None,
-            default: Callable[[Any], Any] | None, manifest: dict[str, int] | None) -> Any:
+            default: Callable[[Any], Any] | None, manifest: dict[str, int] | None,
+            memo: EncodingMemo | None = None) -> Any:
     reg = registry or _GLOBAL
     checked = reg.validate if validate is None else validate
     if default is None and manifest is None:
         return run_encoder(reg.shared_encoder(checked), obj)
     encoder = Encoder(reg, validate=checked, default=default, max_depth=reg.max_depth,
                       manifest=manifest)
-    return run_encoder(encoder, obj)
+    if memo is None:
+        return run_encoder(encoder, obj)
+    encoder.memo = memo
+    try:
+        return run_encoder(encoder, obj)
+    finally:
+        memo.finish()
 
 
 def safe_serialize(
@@ -129,11 +138,18 @@ def safe_serialize(
 
 
 def encode_with_manifest(
-    obj: Any, *, registry: TypeRegistry | None = None, validate: bool | None = None
+    obj: Any, *, registry: TypeRegistry | None = None, validate: bool | None = None,
+    memo: EncodingMemo | None = None,
 ) -> tuple[Any, dict[str, int]]:
-    """Tagged data plus ``{type name: version}`` for every tag used inside it."""
+    """Tagged data plus ``{type name: version}`` for every tag used inside it.
+
+    ``memo``: for a value encoded again and again as it changes in place (a run's state,
+    save after save), ``EncodingMemo(last)``, where ``last`` is the memo of the previous
+    encoding of that value: the records of lists it wrote then (see :class:`EncodingMemo`)
+    that are unchanged are not checked and written again. The data is the same as without.
+    """
     manifest: dict[str, int] = {}
-    data = _encode(obj, registry, validate, None, manifest)
+    data = _encode(obj, registry, validate, None, manifest, memo)
     return data, dict(sorted(manifest.items()))
 
 

@@ -321,8 +321,8 @@ class Encoder:
     """
 
     __slots__ = ("anchors", "batches", "busy", "checkpoint", "default", "direct", "hashing",
-                 "hits", "limit", "manifest", "max_depth", "open", "plans", "refs", "registry",
-                 "seen", "shared", "validate")
+                 "hits", "limit", "manifest", "max_depth", "memo", "open", "plans", "refs",
+                 "registry", "seen", "shared", "validate")
 
     def __init__(
         self,
@@ -342,6 +342,9 @@ class Encoder:
         self.max_depth = max_depth
         self.limit = depth_limit(max_depth)
         self.manifest = manifest
+        # An EncodingMemo (``_memo``): rows of records to reuse from the last encoding of the
+        # same live value, and where this one notes its own. Set by encode_with_manifest.
+        self.memo: Any = None
         # Per run (reset by run_encoder; a run inside a run gets an encoder of its own).
         self.busy = False
         self.seen: list[Any] = []

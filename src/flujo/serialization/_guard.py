@@ -48,7 +48,7 @@ from ._codec import (
 from ._pickling import own_pickling_hook
 
 __all__ = ["UNSET", "GuardWriter", "Ineligible", "SchemaWalker", "Uncompilable", "build_guards",
-           "build_row_reader", "has_defaults"]
+           "build_row_reader", "has_defaults", "record_fields"]
 
 # The pseudo-field of a row that names its model's unset fields (``_rows``); no field of a
 # Python class can be named so.
@@ -537,6 +537,36 @@ def build_row_reader(cls: type[BaseModel], *, unset: bool = False) -> Any:
     ``unset``, models of classes with defaulted fields may leave fields unset (their rows
     end with the unset names, ``_rows``)."""
     return _build(cls, rows=True, unset=unset)[1]
+
+
+# Field types whose values are immutable: the same object is the same value, now and later.
+_IMMUTABLE_KINDS = frozenset({"str", "bool", "int", "float", "decimal", "uuid", "date", "datetime",
+                              "enum", "literal"})
+
+
+def record_fields(cls: type[BaseModel]) -> tuple[str, ...] | None:
+    """The field names of an eligible class whose every field holds an immutable value (a
+    str, number, bool, date, datetime, UUID, enum member or literal, or None where nullable)
+    and that has no private attributes: a model of it that holds the same objects as before
+    (by identity) has the same row, and ``_memo`` reuses it. None for any other class."""
+    if cls.__private_attributes__:
+        return None
+    walker = SchemaWalker()
+    node = walker.resolve(cls.__pydantic_core_schema__)  # type: ignore[arg-type]
+    if node.get("type") != "model":
+        return None
+    fields_node = walker.resolve(node["schema"])
+    if fields_node.get("type") != "model-fields":
+        return None
+    for field in fields_node["fields"].values():
+        schema = walker.resolve(field["schema"])
+        if schema["type"] == "default":
+            schema = walker.resolve(schema["schema"])
+        if schema["type"] == "nullable":
+            schema = walker.resolve(schema["schema"])
+        if schema["type"] not in _IMMUTABLE_KINDS:
+            return None
+    return tuple(fields_node["fields"])
 
 
 def has_defaults(fields_node: dict[str, Any], resolve: Any) -> bool:

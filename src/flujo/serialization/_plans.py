@@ -163,7 +163,9 @@ def batch_plan(codec: TypeCodec, typed: TypedModel, *, rows: bool) -> BatchPlan:
         seen = enc.seen
         start = len(seen)  # the list itself is noted already: see typed_plan
         if shape is not None:
-            values = typed.dump_rows(items, enc.note)
+            memo = enc.memo
+            values = (typed.dump_rows(items, enc.note) if memo is None
+                      else memo.dump_rows(typed, items, enc.note))
             if values is not None:
                 body = [tag, header_of(shape), values]
             elif unset_shape is not None:  # fields left unset (SDK objects parsed from JSON)?

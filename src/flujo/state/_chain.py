@@ -28,7 +28,6 @@ record, never a wrong delta.
 
 from __future__ import annotations
 
-import functools
 import operator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,7 +36,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from flujo.exceptions import CorruptStateError, SerializationError
-from flujo.serialization import TypeRegistry, encode_with_manifest
+from flujo.serialization import EncodingMemo, TypeRegistry, encode_with_manifest
 
 from ._delta import apply_edits, diff
 from ._envelope import format_timestamp
@@ -140,11 +139,20 @@ class ChainTip:
     #: live context (which the next step changes in place), so the tip keeps the text.
     fields_json: bytes
     history: History = field(default_factory=History)
+    #: What encoding that record wrote for the run's lists of records, for the next save to
+    #: reuse (only the records changed since are written again).
+    memo: EncodingMemo | None = None
+    #: The fields document as data, once known: parsed from :attr:`fields_json`, or made
+    #: from the last tip's by the delta's edits (``Delta.after``). Never changed in place:
+    #: tips one after the other share what the edits between them left alone.
+    parsed: Any = None
 
-    @functools.cached_property
+    @property
     def fields(self) -> Any:
-        """The fields document, parsed from :attr:`fields_json` (owned by the tip)."""
-        return loads(self.fields_json)
+        """The fields document (see :attr:`parsed`), parsed when first needed."""
+        if self.parsed is None:
+            self.parsed = loads(self.fields_json)
+        return self.parsed
 
     def matches(self, revision: int, created_at: datetime, updated_at: datetime | None) -> bool:
         return (self.revision == revision and self.created_at == created_at
@@ -200,6 +208,9 @@ class Delta:
 
     json: bytes
     data: dict[str, Any]
+    #: The fields document after the edits, sharing what they left alone with the tip's
+    #: (None when the tip's was never parsed and nothing changed): the next tip's.
+    after: Any = None
 
 
 def delta_payload(tip: ChainTip, fields: Any, history: History, revision: int,
@@ -211,15 +222,19 @@ def delta_payload(tip: ChainTip, fields: Any, history: History, revision: int,
     keep = _common_prefix(known, now)
     while keep < len(known) and keep < len(now) and known[keep].json == now[keep].json:
         keep += 1
+    edits = [] if fields_json == tip.fields_json else diff(tip.fields, fields)
     body = {"base": tip.base, "parent": revision - 1,
-            "parent_at": format_timestamp(tip.updated_at), "keep": keep,
-            "fields": [] if fields_json == tip.fields_json else diff(tip.fields, fields)}
+            "parent_at": format_timestamp(tip.updated_at), "keep": keep, "fields": edits}
     head = dumps(body)
+    # The next tip's document: the edits as parsed from their JSON (the encoder's output may
+    # share lists and dicts with the live context), applied to copies of what they change.
+    after = tip.parsed if not edits else apply_edits(
+        tip.fields, loads(head)["fields"], what="the delta being written", copying=True)
     added = now[keep:]
     body["history"] = [entry.doc for entry in added]
     text = b'{"delta":' + head[:-1] + b',"history":[' + b",".join(
         entry.json for entry in added) + b"]}}"
-    return Delta(text, {"delta": body})
+    return Delta(text, {"delta": body}, after)
 
 
 def checkpoint_label(fields: dict[str, Any]) -> tuple[str | None, int | None]:

@@ -37,6 +37,7 @@ from flujo.exceptions import (
     StateError,
 )
 from flujo.serialization import (
+    EncodingMemo,
     TypeRegistry,
     default_registry,
     encode_with_manifest,
@@ -114,6 +115,7 @@ class EncodedState:
     step: str | None = None
     attempt: int | None = None
     steps_done: int = 0
+    memo: EncodingMemo | None = None  # for the next save's encoding (see ChainTip.memo)
 
     @property
     def data(self) -> dict[str, Any]:
@@ -258,16 +260,21 @@ class EnvelopeCodec:
 
     # -- writing -------------------------------------------------------------------------
 
-    def encode_state(self, state: WorkflowState, tip: ChainTip | None = None) -> EncodedState:
+    def encode_state(self, state: WorkflowState, tip: ChainTip | None = None, *,
+                     memo: bool = False) -> EncodedState:
         """Serialize ``state``; every serialization error surfaces here, at save time.
 
         History entries that are the very objects ``tip`` encoded, at the same positions,
-        are not encoded again (see :mod:`._chain`)."""
+        are not encoded again (see :mod:`._chain`); with ``memo``, neither are the records
+        of the context's lists unchanged since (``tip.memo``), and the result carries the
+        memo for the next save."""
         what = f"run {state.run_id!r}"
         stored = _stored_fields(state)
         entries = stored.pop("step_history", [])
+        encoding = EncodingMemo(tip.memo if tip is not None else None) if memo else None
         try:
-            fields, manifest = encode_with_manifest(stored, registry=self.registry)
+            fields, manifest = encode_with_manifest(stored, registry=self.registry,
+                                                    memo=encoding)
         except SerializationError as exc:
             exc.add_note(f"while saving {what}")
             raise
@@ -308,6 +315,7 @@ class EnvelopeCodec:
             step=step,
             attempt=attempt,
             steps_done=state.current_step_index,
+            memo=encoding,
         )
 
     @staticmethod

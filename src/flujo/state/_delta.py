@@ -95,12 +95,17 @@ def _diff_array(old: list[Any], new: list[Any], path: Path, edits: list[Edit]) -
         _diff(old[i], new[i], [*path, i], edits)
 
 
-def apply_edits(data: Any, edits: Any, *, what: str) -> Any:
+def apply_edits(data: Any, edits: Any, *, what: str, copying: bool = False) -> Any:
     """Apply ``edits`` to ``data`` in place and return the result (a path ``[]`` replaces the
     document). ``data`` must be owned by the caller: freshly parsed, shared with nothing.
+    With ``copying``, ``data`` is left as it is: each list and dict an edit changes, and
+    those on the way to it, are copied (shallow) first, and the rest is shared.
 
     Edits that do not fit the data (a path through a missing key, an index out of range, an
     unknown edit) mean a damaged record: CorruptStateError naming the record and the path."""
+    copies: set[int] | None = set() if copying else None
+    if copies is not None and type(data) in (list, dict):
+        data = _copy(data, copies)
     if not isinstance(edits, list):
         raise CorruptStateError(f"{what}: the delta's edits are not a list")
     for number, edit in enumerate(edits):
@@ -113,13 +118,16 @@ def apply_edits(data: Any, edits: Any, *, what: str) -> Any:
             if kind == "=":
                 data = edit[2]
             elif kind == "+" and type(data) is list and type(edit[2]) is list:
-                data.extend(edit[2])
+                data.extend(edit[2])  # (copied above when copying)
             else:
                 raise _misfit(what, path)
             continue
         parent = data
         for step in path[:-1]:
-            parent = _child(parent, step, what, path)
+            child = _child(parent, step, what, path)
+            if copies is not None and id(child) not in copies and type(child) in (list, dict):
+                child = parent[step] = _copy(child, copies)
+            parent = child
         last = path[-1]
         if kind == "=":
             _set(parent, last, edit[2], what, path)
@@ -131,8 +139,17 @@ def apply_edits(data: Any, edits: Any, *, what: str) -> Any:
             target = _child(parent, last, what, path)
             if type(target) is not list or type(edit[2]) is not list:
                 raise _misfit(what, path)
+            if copies is not None and id(target) not in copies:
+                target = parent[last] = _copy(target, copies)
             target.extend(edit[2])
     return data
+
+
+def _copy(container: Any, copies: set[int]) -> Any:
+    """A shallow copy of a list or dict, noted as owned by the edits being applied."""
+    copied = container.copy()
+    copies.add(id(copied))
+    return copied
 
 
 def _child(parent: Any, step: Any, what: str, path: Path) -> Any:

@@ -277,8 +277,9 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
         # caller set explicitly on a run's first save (an import keeps its own).
         coerced = coerce_state(run_id, state)
         first_created = coerced.created_at if "created_at" in coerced.model_fields_set else None
-        tip = None if whole or not self._writes_deltas() else self._tip(run_id)
-        encoded = self.codec.encode_state(coerced, tip)
+        deltas = not whole and self._writes_deltas()
+        tip = self._tip(run_id) if deltas else None
+        encoded = self.codec.encode_state(coerced, tip, memo=deltas)
         written: list[ChainTip | None] = [None]
 
         def make(current: CurrentRecord | None) -> SealedRecord:
@@ -300,7 +301,7 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
                 if tip.chain_bytes + size <= tip.snapshot_bytes:
                     written[0] = self._next_tip(sealed.envelope, encoded, tip.base,
                                                 tip.snapshot_bytes, tip.chain_bytes + size,
-                                                tip.chain_length + 1)
+                                                tip.chain_length + 1, delta.after)
                     return sealed
             sealed = self.codec.seal(encoded, revision=revision, created_at=created,
                                      updated_at=updated_at)
@@ -313,12 +314,12 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
 
     @staticmethod
     def _next_tip(envelope: Envelope, encoded: EncodedState, base: int, snapshot_bytes: int,
-                  chain_bytes: int, chain_length: int) -> ChainTip:
+                  chain_bytes: int, chain_length: int, parsed: Any = None) -> ChainTip:
         return ChainTip(revision=envelope.revision, created_at=envelope.created_at,
                         updated_at=envelope.updated_at, base=base,
                         snapshot_bytes=snapshot_bytes, chain_bytes=chain_bytes,
                         chain_length=chain_length, fields_json=encoded.fields_json,
-                        history=encoded.history)
+                        history=encoded.history, memo=encoded.memo, parsed=parsed)
 
     def _writes_deltas(self) -> bool:
         """Whether saves may be written as deltas (a backend that keeps history can decline,
