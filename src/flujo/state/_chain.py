@@ -28,6 +28,7 @@ record, never a wrong delta.
 
 from __future__ import annotations
 
+import functools
 import operator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -146,6 +147,8 @@ class ChainTip:
     #: from the last tip's by the delta's edits (``Delta.after``). Never changed in place:
     #: tips one after the other share what the edits between them left alone.
     parsed: Any = None
+    #: The bytes of its record beside the payload (its header, mostly), when stored as is.
+    overhead: int = 0
 
     @property
     def fields(self) -> Any:
@@ -208,9 +211,19 @@ class Delta:
 
     json: bytes
     data: dict[str, Any]
-    #: The fields document after the edits, sharing what they left alone with the tip's
-    #: (None when the tip's was never parsed and nothing changed): the next tip's.
-    after: Any = None
+    tip: ChainTip | None = None  # the record it edits, and its edits as JSON (for after)
+    edits_json: bytes = b""
+
+    @functools.cached_property
+    def after(self) -> Any:
+        """The fields document after the edits, sharing what they left alone with the tip's
+        (None when the tip's was never parsed and nothing changed): the next tip's. The
+        edits are parsed from their JSON (the encoder's output may share lists and dicts with
+        the live context), applied to copies of what they change."""
+        if self.tip is None or not self.edits_json:
+            return None if self.tip is None else self.tip.parsed
+        return apply_edits(self.tip.fields, loads(self.edits_json)["fields"],
+                           what="the delta being written", copying=True)
 
 
 def delta_payload(tip: ChainTip, fields: Any, history: History, revision: int,
@@ -226,15 +239,11 @@ def delta_payload(tip: ChainTip, fields: Any, history: History, revision: int,
     body = {"base": tip.base, "parent": revision - 1,
             "parent_at": format_timestamp(tip.updated_at), "keep": keep, "fields": edits}
     head = dumps(body)
-    # The next tip's document: the edits as parsed from their JSON (the encoder's output may
-    # share lists and dicts with the live context), applied to copies of what they change.
-    after = tip.parsed if not edits else apply_edits(
-        tip.fields, loads(head)["fields"], what="the delta being written", copying=True)
     added = now[keep:]
     body["history"] = [entry.doc for entry in added]
     text = b'{"delta":' + head[:-1] + b',"history":[' + b",".join(
         entry.json for entry in added) + b"]}}"
-    return Delta(text, {"delta": body}, after)
+    return Delta(text, {"delta": body}, tip, head if edits else b"")
 
 
 def checkpoint_label(fields: dict[str, Any]) -> tuple[str | None, int | None]:

@@ -185,6 +185,17 @@ def _too_many(what: str, part: str, count: int, limit: int) -> str:
             f" store's limit of {limit:,} (from max_payload_bytes); refused unparsed")
 
 
+def _built(header: dict[str, Any], payload: Any) -> Envelope:
+    """The envelope of a record being sealed, from the header ``seal`` made and checked
+    (timestamps formatted from aware datetimes, a revision from check_revision, a chain base
+    before it): built without validating it again, its timestamps read back from their
+    stored text, as a reader gets them. Records read from a store are validated in full."""
+    return Envelope.model_construct(
+        **{**header, "created_at": datetime.fromisoformat(header["created_at"]),
+           "updated_at": datetime.fromisoformat(header["updated_at"])},
+        payload=payload)
+
+
 def _splice(header: dict[str, Any], payload_json: bytes) -> bytes:
     head = dumps(header)
     return head[:-1] + b',"payload":' + payload_json + b"}"
@@ -352,9 +363,17 @@ class EnvelopeCodec:
             data = {**(encoded.data if delta is None else delta.data),
                     TIMESTAMPS_KEY: [header["created_at"], header["updated_at"]],
                     LABEL_KEY: list(label)}
-            envelope = Envelope.model_validate({**header, "payload": data})
+            envelope = _built(header, data)
             return SealedRecord(envelope, _splice(header, payload_json), payload_json)
         return self._sealed(header, payload_json)
+
+    def fits(self, delta: Delta, room: int, tip: ChainTip) -> bool:
+        """Whether sealing ``delta`` is likely to give a record of at most ``room`` bytes,
+        its header about as long as the tip's record's (``ChainTip.overhead``). Only for a
+        codec that stores the payload as it is (what a compressing codec makes of it is
+        known once it is sealed). A wrong guess writes a whole state where a delta would
+        have fitted: the chain is as valid, only shorter."""
+        return self.codec != "json" or len(delta.json) + tip.overhead <= room
 
     def seal_version1(self, encoded: EncodedState, *, revision: int,
                       created_at: datetime) -> SealedRecord:
@@ -401,7 +420,7 @@ class EnvelopeCodec:
 
     def _sealed(self, header: dict[str, Any], payload_json: bytes) -> SealedRecord:
         text = self._protect(header, payload_json)
-        envelope = Envelope.model_validate({**header, "payload": text})
+        envelope = _built(header, text)
         plain = None if self.encryption is not None else payload_json
         raw = _splice(header, dumps(text))
         if self.encryption is not None and containers(raw) > _ENCRYPTED_CONTAINERS:

@@ -293,19 +293,24 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
                 # Another writer saved the run since: history entries this backend encoded
                 # before are not reused (that writer may have stored them otherwise).
                 encoded = self.codec.encode_state(coerced)
-            if tip is not None and matches and tip.chain_length < MAX_CHAIN:
+            room = 0 if tip is None else tip.snapshot_bytes - tip.chain_bytes
+            # (no room even for a header: a whole state, the delta not computed at all)
+            if tip is not None and matches and tip.chain_length < MAX_CHAIN and \
+                    room > tip.overhead:
                 delta = self.codec.delta(tip, encoded, revision)
-                sealed = self.codec.seal(encoded, revision=revision, created_at=created,
-                                         updated_at=updated_at, delta=delta, base=tip.base)
-                size = len(sealed.raw)
-                if tip.chain_bytes + size <= tip.snapshot_bytes:
-                    written[0] = self._next_tip(sealed.envelope, encoded, tip.base,
-                                                tip.snapshot_bytes, tip.chain_bytes + size,
-                                                tip.chain_length + 1, delta.after)
-                    return sealed
+                if self.codec.fits(delta, room, tip):  # else not sealed only to be dropped
+                    sealed = self.codec.seal(encoded, revision=revision, created_at=created,
+                                             updated_at=updated_at, delta=delta,
+                                             base=tip.base)
+                    size = len(sealed.raw)
+                    if size <= room:
+                        written[0] = self._next_tip(
+                            sealed, encoded, tip.base, tip.snapshot_bytes,
+                            tip.chain_bytes + size, tip.chain_length + 1, delta.after)
+                        return sealed
             sealed = self.codec.seal(encoded, revision=revision, created_at=created,
                                      updated_at=updated_at)
-            written[0] = self._next_tip(sealed.envelope, encoded, revision, len(sealed.raw), 0, 0)
+            written[0] = self._next_tip(sealed, encoded, revision, len(sealed.raw), 0, 0)
             return sealed
 
         sealed = await self._write_as(run_id, make, claim)
@@ -313,13 +318,16 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
         return sealed.envelope.revision
 
     @staticmethod
-    def _next_tip(envelope: Envelope, encoded: EncodedState, base: int, snapshot_bytes: int,
+    def _next_tip(sealed: SealedRecord, encoded: EncodedState, base: int, snapshot_bytes: int,
                   chain_bytes: int, chain_length: int, parsed: Any = None) -> ChainTip:
+        envelope = sealed.envelope
+        plain = sealed.payload_json
         return ChainTip(revision=envelope.revision, created_at=envelope.created_at,
                         updated_at=envelope.updated_at, base=base,
                         snapshot_bytes=snapshot_bytes, chain_bytes=chain_bytes,
                         chain_length=chain_length, fields_json=encoded.fields_json,
-                        history=encoded.history, memo=encoded.memo, parsed=parsed)
+                        history=encoded.history, memo=encoded.memo, parsed=parsed,
+                        overhead=0 if plain is None else len(sealed.raw) - len(plain))
 
     def _writes_deltas(self) -> bool:
         """Whether saves may be written as deltas (a backend that keeps history can decline,
