@@ -62,6 +62,13 @@ def _event(i: int) -> Event:
                  ref=UUID(int=i) if i % 5 == 0 else None)
 
 
+class Shadow(dict[str, Any]):
+    """An instance dict that answers subscripts with something else than it holds."""
+
+    def __getitem__(self, key: str) -> Any:
+        return 7 if key == "step" else super().__getitem__(key)
+
+
 def _apply(op: tuple[str, int, int], value: dict[str, Any]) -> None:
     """Change ``value`` in place as a step might."""
     name, i, n = op
@@ -91,6 +98,8 @@ def _apply(op: tuple[str, int, int], value: dict[str, Any]) -> None:
         events[at].__pydantic_fields_set__.update(Event.model_fields)
         events[at].__dict__.pop("extra_attr", None)
         events[at].__dict__["step"] = n
+    elif name == "shadow" and events:
+        object.__setattr__(events[at], "__dict__", Shadow(events[at].__dict__))
     elif name == "twice" and events:
         events.append(events[at])  # one object twice: shared, written with an anchor
     elif name == "subclass":
@@ -108,7 +117,7 @@ def _apply(op: tuple[str, int, int], value: dict[str, Any]) -> None:
 _OPS = st.lists(st.tuples(
     st.sampled_from(["append", "append", "append", "insert", "remove", "replace", "reassign",
                      "same_value", "wrong_type", "zoned", "attribute", "unset", "reset",
-                     "twice", "subclass", "reverse", "new_list", "clear", "tags"]),
+                     "shadow", "twice", "subclass", "reverse", "new_list", "clear", "tags"]),
     st.integers(0, 50), st.integers(0, 10_000)), max_size=25)
 
 
@@ -132,12 +141,15 @@ def test_an_encoding_with_the_last_ones_memo_is_the_encoding_without(
         memo = EncodingMemo(memo)
         with_memo = _encode(value, registry, memo)
         assert with_memo == _encode(value, registry), op
-        back = safe_deserialize(orjson.loads(with_memo[0]), registry=registry)
-        assert_same(back["events"], value["events"])
+        if not any(type(vars(event)) is Shadow for event in value["events"]):
+            # (what an instance dict of another class reads back as is not the memo's
+            # concern: the two encodings above agree on it)
+            back = safe_deserialize(orjson.loads(with_memo[0]), registry=registry)
+            assert_same(back["events"], value["events"])
 
 
 _EVERY_OP = ["append", "insert", "remove", "replace", "reassign", "same_value", "wrong_type",
-             "zoned", "attribute", "unset", "reset", "twice", "subclass", "reverse",
+             "zoned", "attribute", "unset", "reset", "shadow", "twice", "subclass", "reverse",
              "new_list", "clear", "tags"]
 
 

@@ -10,9 +10,11 @@ An ``EncodingMemo`` remembers, for each such list an encoding wrote, the records
 each one's field values (the objects themselves) and row. The next encoding with that memo
 reuses the row of every record that is still the same object, of the same class, holding the
 same field objects, exactly its fields set, no extras and no private values: everything the
-row depends on, since those values cannot change in place. Every other record is checked and
-written as it would be without the memo, so the output is the same, byte for byte (a
-differential test holds the two paths to that). Nothing here changes what is stored.
+row depends on, since those values cannot change in place (short of writing to their private
+slots, an enum member's ``_value_`` or a UUID's ``int``, which nothing supports). Every other
+record is checked and written as it would be without the memo, so the output is the same,
+byte for byte (a differential test holds the two paths to that). Nothing here changes what
+is stored.
 
 A memo describes the objects of one live value: the state layer keeps one per running run,
 beside the record the backend wrote last (``ChainTip``), and drops it with that record.
@@ -143,9 +145,10 @@ def _unchanged(record: Any, values: tuple[Any, ...], cls: Any, fields: _Fields) 
     if type(record) is not cls:
         return False
     try:
-        state: dict[str, Any] = record.__dict__
+        state: Any = record.__dict__
         names = fields.names
-        if len(state) != len(names):
+        # (a dict subclass could answer subscripts, which the row reader uses, otherwise)
+        if type(state) is not dict or len(state) != len(names):
             return False
         for i in range(len(names)):
             if state.get(names[i], _ABSENT) is not values[i]:

@@ -280,6 +280,14 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
         deltas = not whole and self._writes_deltas()
         tip = self._tip(run_id) if deltas else None
         encoded = self.codec.encode_state(coerced, tip, memo=deltas)
+        # The delta of the tip, computed here, with no await since the encoding: the encoder's
+        # output shares plain lists and dicts with the live context, which another task may
+        # change while the write waits for the store. Used if the tip is still the stored
+        # head (its revision is then the tip's next); not computed when the last whole state
+        # leaves no room for even a header.
+        room = 0 if tip is None else tip.snapshot_bytes - tip.chain_bytes
+        early = self.codec.delta(tip, encoded, tip.revision + 1) if (
+            tip is not None and tip.chain_length < MAX_CHAIN and room > tip.overhead) else None
         written: list[ChainTip | None] = [None]
 
         def make(current: CurrentRecord | None) -> SealedRecord:
@@ -293,11 +301,9 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
                 # Another writer saved the run since: history entries this backend encoded
                 # before are not reused (that writer may have stored them otherwise).
                 encoded = self.codec.encode_state(coerced)
-            room = 0 if tip is None else tip.snapshot_bytes - tip.chain_bytes
-            # (no room even for a header: a whole state, the delta not computed at all)
-            if tip is not None and matches and tip.chain_length < MAX_CHAIN and \
-                    room > tip.overhead:
-                delta = self.codec.delta(tip, encoded, revision)
+            if tip is not None and matches and early is not None:
+                assert revision == tip.revision + 1  # the stored head is the tip
+                delta = early
                 if self.codec.fits(delta, room, tip):  # else not sealed only to be dropped
                     sealed = self.codec.seal(encoded, revision=revision, created_at=created,
                                              updated_at=updated_at, delta=delta,
