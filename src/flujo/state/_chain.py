@@ -147,7 +147,8 @@ class ChainTip:
     #: from the last tip's by the delta's edits (``Delta.after``). Never changed in place:
     #: tips one after the other share what the edits between them left alone.
     parsed: Any = None
-    #: The bytes of its record beside the payload (its header, mostly), when stored as is.
+    #: The bytes of its record beside the payload (its header, mostly); 0 when not known
+    #: (an encrypted record) or when compression makes the record shorter than its payload.
     overhead: int = 0
 
     @property

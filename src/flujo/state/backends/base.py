@@ -333,7 +333,8 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
                         snapshot_bytes=snapshot_bytes, chain_bytes=chain_bytes,
                         chain_length=chain_length, fields_json=encoded.fields_json,
                         history=encoded.history, memo=encoded.memo, parsed=parsed,
-                        overhead=0 if plain is None else len(sealed.raw) - len(plain))
+                        # (a compressed payload can make the record shorter than it)
+                        overhead=0 if plain is None else max(0, len(sealed.raw) - len(plain)))
 
     def _writes_deltas(self) -> bool:
         """Whether saves may be written as deltas (a backend that keeps history can decline,
