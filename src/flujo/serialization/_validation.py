@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jsonschema_rs
-
 from ..exceptions import RegistrationError, SchemaValidationError
 
 
@@ -35,7 +33,10 @@ def check_schema(schema: Any, *, owner: str) -> None:
 
 def _compile(schema: dict[str, Any] | bool) -> Any:
     # offline: a schema's remote $ref is refused, never fetched (no network on registration,
-    # and a schema cannot make the process reach out to a host).
+    # and a schema cannot make the process reach out to a host). Imported when first needed:
+    # an application that registers no schema never loads it.
+    import jsonschema_rs
+
     return jsonschema_rs.validator_for(schema, offline=True)
 
 
