@@ -262,9 +262,7 @@ class GuardWriter(SchemaWalker):
                       else f"{var}.__pydantic_fields_set__ != {names}")
         lines = [f"{pad}keep({var})",  # the objects whose identity is kept: Encoder.seen
                  f"{pad}{state} = {var}.__dict__",
-                 # an instance dict of another class could answer subscripts otherwise
-                 f"{pad}if type({state}) is not dict or len({state}) !="
-                 f" {len(fields_node['fields'])} or "
+                 f"{pad}if len({state}) != {len(fields_node['fields'])} or "
                  f"{var}.__pydantic_extra__ or {fields_set} "
                  f"or {private}: {fail}"]
         if stateful:  # into its local at once: the next model at this level rebinds it
