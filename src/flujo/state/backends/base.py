@@ -301,8 +301,9 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
                 # Another writer saved the run since: history entries this backend encoded
                 # before are not reused (that writer may have stored them otherwise).
                 encoded = self.codec.encode_state(coerced)
-            if tip is not None and matches and early is not None:
-                assert revision == tip.revision + 1  # the stored head is the tip
+            # (the stored head is the tip: the revision is the tip's next, as early assumed)
+            if tip is not None and matches and early is not None and \
+                    revision == tip.revision + 1:
                 delta = early
                 if self.codec.fits(delta, room, tip):  # else not sealed only to be dropped
                     sealed = self.codec.seal(encoded, revision=revision, created_at=created,
