@@ -19,7 +19,13 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from flujo.serialization import TypeRegistry
-from flujo.state import EnvelopeStateBackend, InMemoryBackend, SQLiteBackend, WorkflowState
+from flujo.state import (
+    EnvelopeStateBackend,
+    FileBackend,
+    InMemoryBackend,
+    SQLiteBackend,
+    WorkflowState,
+)
 from flujo.state._jsonio import loads
 from flujo.state.testing import assert_same
 
@@ -142,3 +148,56 @@ async def test_a_change_while_a_save_waits_for_the_store_is_not_in_that_save() -
         assert at is not None
         assert_same(at.state.pipeline_context, asked)
     assert [c.kind for c in await backend.history("r")] == ["state", "delta", "delta"]
+
+
+async def test_a_save_after_another_writers_keeps_the_state_it_was_asked_for() -> None:
+    """When the stored head is another writer's record, the save encodes its history anew,
+    but not the context again: a change made while the save waits for the store is not in
+    it either."""
+    backend, other = InMemoryBackend(), InMemoryBackend()
+    state = WorkflowState(run_id="r", pipeline_name="p", status="running",
+                          pipeline_context={"log": ["a"]}, step_history=[{"step": 1}])
+    await backend.save_state("r", state)  # its tip remembers a history entry
+    other._entries, other._history = backend._entries, backend._history  # one store
+    await other.save_state("r", state)  # another writer: the tip is no longer the head
+    log = state.pipeline_context["log"]
+    log.append("b")
+    asked = copy.deepcopy(state.pipeline_context)
+    write = backend._write
+
+    async def slow(run_id: str, make: Any) -> Any:
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return await write(run_id, make)
+
+    backend._write = slow  # type: ignore[method-assign]
+
+    async def meddle() -> None:
+        await asyncio.sleep(0)
+        log.append("later")
+
+    revision, _ = await asyncio.gather(backend.save_state("r", state), meddle())
+    at = await backend.state_at("r", revision)
+    assert at is not None and at.state.pipeline_context == asked
+    assert at.state.step_history == state.step_history
+
+
+async def test_a_run_deleted_and_created_again_by_another_writer_is_saved_as_deltas(
+        tmp_path: Path) -> None:
+    """A backend that remembered a later revision of the run before another writer deleted
+    and created it again takes the new record once it reads it: deltas, not whole states
+    until the revision passes the old one."""
+    first, second = (FileBackend(tmp_path / "runs"), FileBackend(tmp_path / "runs"))
+    state = WorkflowState(run_id="r", pipeline_name="p", status="running",
+                          pipeline_context={"log": list(range(2000))})
+    for _ in range(6):
+        await first.save_state("r", state)
+    await second.delete_state("r")
+    await second.save_state("r", state)
+    await first.load_record("r")
+    for number in range(3):
+        state.pipeline_context["log"].append(number)
+        await first.save_state("r", state)
+    assert [c.kind for c in await first.history("r")] == ["state", "delta", "delta", "delta"]
+    at = await first.state_at("r", 4)
+    assert at is not None and at.state.pipeline_context == state.pipeline_context

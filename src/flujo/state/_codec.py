@@ -19,7 +19,7 @@ import base64
 import binascii
 import functools
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -116,6 +116,7 @@ class EncodedState:
     attempt: int | None = None
     steps_done: int = 0
     memo: EncodingMemo | None = None  # for the next save's encoding (see ChainTip.memo)
+    fields_manifest: dict[str, int] = field(default_factory=dict)  # the fields' part
 
     @property
     def data(self) -> dict[str, Any]:
@@ -284,15 +285,14 @@ class EnvelopeCodec:
         entries = stored.pop("step_history", [])
         encoding = EncodingMemo(tip.memo if tip is not None else None) if memo else None
         try:
-            fields, manifest = encode_with_manifest(stored, registry=self.registry,
-                                                    memo=encoding)
+            fields, fields_manifest = encode_with_manifest(stored, registry=self.registry,
+                                                           memo=encoding)
         except SerializationError as exc:
             exc.add_note(f"while saving {what}")
             raise
         history = encode_history(entries, tip, self.registry, what)
         try:
             fields_json = dumps(fields)
-            size = len(fields_json) + history.size
         except JSONError as exc:
             if "surrogates not allowed" in str(exc):
                 raise lone_surrogate_error(state.to_dict(), state_data(fields, history),
@@ -300,26 +300,13 @@ class EnvelopeCodec:
             raise SerializationError(
                 f"{what}: the encoded state is not JSON-compatible: {exc}"
             ) from exc
-        if size > self.max_payload_bytes:
-            raise StateError(
-                f"{what}: the state encodes to {size} bytes, over"
-                f" max_payload_bytes={self.max_payload_bytes}; it could not be loaded back, so"
-                " it is not saved"
-            )
-        count = containers(fields_json) + history.containers + 2
-        if count > self.max_containers:
-            raise StateError(
-                f"{what}: the state encodes to {count:,} JSON arrays and objects (or '['/'{{'"
-                f" in its text), over this store's limit of {self.max_containers:,} (from"
-                " max_payload_bytes); it could not be loaded back, so it is not saved")
-        manifest.update(history.manifest)
         step, attempt = checkpoint_label(state.__dict__)
-        return EncodedState(
+        encoded = EncodedState(
             run_id=state.run_id,
             pipeline_name=state.pipeline_name,
             status=state.status,
             state_version=self.migrations.current_version,
-            manifest=dict(sorted(manifest.items())),
+            manifest={},
             fields=fields,
             fields_json=fields_json,
             history=history,
@@ -327,7 +314,36 @@ class EnvelopeCodec:
             attempt=attempt,
             steps_done=state.current_step_index,
             memo=encoding,
+            fields_manifest=fields_manifest,
         )
+        return self._checked(encoded, history, what)
+
+    def with_fresh_history(self, encoded: EncodedState, entries: list[Any]) -> EncodedState:
+        """``encoded`` with its step history ``entries`` encoded anew, none of the encodings
+        a tip remembered reused: for a save whose remembered record is no longer the stored
+        head (another writer may have stored those entries otherwise). The fields document
+        is kept: it was encoded when the save was asked for."""
+        what = f"run {encoded.run_id!r}"
+        return self._checked(encoded, encode_history(entries, None, self.registry, what), what)
+
+    def _checked(self, encoded: EncodedState, history: History, what: str) -> EncodedState:
+        """``encoded`` with ``history``, its manifest covering both parts, once the whole
+        is known to be loadable back (the store's size and container limits)."""
+        size = len(encoded.fields_json) + history.size
+        if size > self.max_payload_bytes:
+            raise StateError(
+                f"{what}: the state encodes to {size} bytes, over"
+                f" max_payload_bytes={self.max_payload_bytes}; it could not be loaded back, so"
+                " it is not saved"
+            )
+        count = containers(encoded.fields_json) + history.containers + 2
+        if count > self.max_containers:
+            raise StateError(
+                f"{what}: the state encodes to {count:,} JSON arrays and objects (or '['/'{{'"
+                f" in its text), over this store's limit of {self.max_containers:,} (from"
+                " max_payload_bytes); it could not be loaded back, so it is not saved")
+        manifest = {**encoded.fields_manifest, **history.manifest}
+        return replace(encoded, history=history, manifest=dict(sorted(manifest.items())))
 
     @staticmethod
     def delta(tip: ChainTip, encoded: EncodedState, revision: int) -> Delta:

@@ -288,6 +288,10 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
         room = 0 if tip is None else tip.snapshot_bytes - tip.chain_bytes
         early = self.codec.delta(tip, encoded, tip.revision + 1) if (
             tip is not None and tip.chain_length < MAX_CHAIN and room > tip.overhead) else None
+        # The history entries as asked for, should the stored head not be the tip after all
+        # (a pointer copy: the entries are encoded anew only then).
+        entries = list(coerced.step_history) if tip is not None and tip.history.entries \
+            else []
         written: list[ChainTip | None] = [None]
 
         def make(current: CurrentRecord | None) -> SealedRecord:
@@ -299,8 +303,9 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
                 tip.matches(current.revision, created, current.updated_at)
             if tip is not None and not matches and tip.history.entries:
                 # Another writer saved the run since: history entries this backend encoded
-                # before are not reused (that writer may have stored them otherwise).
-                encoded = self.codec.encode_state(coerced)
+                # before are not reused (that writer may have stored them otherwise). Only
+                # they: the live context may have changed since the save was asked for.
+                encoded = self.codec.with_fresh_history(encoded, entries)
             # (the stored head is the tip: the revision is the tip's next, as early assumed)
             if tip is not None and matches and early is not None and \
                     revision == tip.revision + 1:
@@ -355,8 +360,11 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
                 self._tips.pop(run_id, None)
                 return
             known = self._tips.get(run_id)
-            if known is not None and known.revision > tip.revision:
-                return  # a later save (another task of this process) was remembered first
+            if known is not None and known.revision > tip.revision and \
+                    known.created_at == tip.created_at:
+                # a later save (another task of this process) was remembered first; not a
+                # record of the run before it was deleted and created again (its own time)
+                return
             self._tips.pop(run_id, None)
             self._tips[run_id] = tip
             while len(self._tips) > self.TIPS:
