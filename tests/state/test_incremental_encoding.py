@@ -111,6 +111,30 @@ async def test_any_sequence_of_changes_loads_back(ops: list[str]) -> None:
     await _run(backend, ops)
 
 
+async def _save_while_changed(backend: InMemoryBackend, state: WorkflowState,
+                              log: list[Any]) -> int:
+    """Save ``state`` while another task appends to ``log`` (in its context) as the save
+    waits for the store (here: two turns of the event loop); the backend writes as before
+    after it."""
+    write = backend._write
+
+    async def slow(run_id: str, make: Any) -> Any:
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return await write(run_id, make)
+
+    async def meddle() -> None:
+        await asyncio.sleep(0)
+        log.append("later")
+
+    backend._write = slow  # type: ignore[method-assign]
+    try:
+        revision, _ = await asyncio.gather(backend.save_state("r", state), meddle())
+    finally:
+        del backend._write
+    return revision
+
+
 async def test_a_change_while_a_save_waits_for_the_store_is_not_in_that_save() -> None:
     """The delta is computed from the state as it was when ``save_state`` was called, not
     when the store is reached: another task may change the live context in between (the
@@ -121,23 +145,9 @@ async def test_a_change_while_a_save_waits_for_the_store_is_not_in_that_save() -
                           pipeline_context={"log": ["a"] * 2000})
     log = state.pipeline_context["log"]
     await backend.save_state("r", state)
-    write = backend._write
-
-    async def slow(run_id: str, make: Any) -> Any:
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        return await write(run_id, make)
-
-    backend._write = slow  # type: ignore[method-assign]
     log.append("b")
     asked = copy.deepcopy(state.pipeline_context)
-
-    async def meddle() -> None:
-        await asyncio.sleep(0)
-        log.append("later")
-
-    revision, _ = await asyncio.gather(backend.save_state("r", state), meddle())
-    del backend._write
+    revision = await _save_while_changed(backend, state, log)
     tip = backend._tip("r")
     assert tip is not None and tip.parsed is not None
     assert orjson.dumps(tip.parsed) == orjson.dumps(loads(tip.fields_json))
@@ -163,20 +173,7 @@ async def test_a_save_after_another_writers_keeps_the_state_it_was_asked_for() -
     log = state.pipeline_context["log"]
     log.append("b")
     asked = copy.deepcopy(state.pipeline_context)
-    write = backend._write
-
-    async def slow(run_id: str, make: Any) -> Any:
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        return await write(run_id, make)
-
-    backend._write = slow  # type: ignore[method-assign]
-
-    async def meddle() -> None:
-        await asyncio.sleep(0)
-        log.append("later")
-
-    revision, _ = await asyncio.gather(backend.save_state("r", state), meddle())
+    revision = await _save_while_changed(backend, state, log)
     at = await backend.state_at("r", revision)
     assert at is not None and at.state.pipeline_context == asked
     assert at.state.step_history == state.step_history

@@ -51,6 +51,10 @@ class _Written:
         self.rows = rows
 
 
+# What a list no encoding wrote before is compared with: no records.
+_NOTHING: Final = _Written([], [], [], [])
+
+
 class _Fields:
     """The field names of a record class (see ``record_fields``), as a tuple and as a set."""
 
@@ -105,21 +109,21 @@ class EncodingMemo:
         except (Ineligible, Uncompilable):
             return typed.dump_rows(items, keep)  # (which notes that the class has no rows)
         known = self.known.get(id(items))
-        count = 0
-        if known is not None and known.items is items:
-            count = min(len(items), len(known.records))
+        if known is None or known.items is not items:
+            known = _NOTHING
+        records, old_values, old_rows = known.records, known.values, known.rows
+        count = min(len(items), len(records))
         values: list[Any] = []
         rows: list[Any] = []
         fresh: list[int] = []  # the positions of the records written now
         for i in range(len(items)):
             record = items[i]
             if i < count:
-                assert known is not None
-                old = known.values[i]
-                if record is known.records[i] and _unchanged(record, old, typed.cls, fields):
+                old = old_values[i]
+                if record is records[i] and _unchanged(record, old, typed.cls, fields):
                     keep(record)  # as the row reader notes it
                     values.append(old)
-                    rows.append(known.rows[i])
+                    rows.append(old_rows[i])
                     continue
             fresh.append(i)
             values.append(None)

@@ -301,12 +301,12 @@ class EnvelopeCodec:
                 f"{what}: the encoded state is not JSON-compatible: {exc}"
             ) from exc
         step, attempt = checkpoint_label(state.__dict__)
-        encoded = EncodedState(
+        return EncodedState(
             run_id=state.run_id,
             pipeline_name=state.pipeline_name,
             status=state.status,
             state_version=self.migrations.current_version,
-            manifest={},
+            manifest=self._loadable(fields_json, fields_manifest, history, what),
             fields=fields,
             fields_json=fields_json,
             history=history,
@@ -316,7 +316,6 @@ class EnvelopeCodec:
             memo=encoding,
             fields_manifest=fields_manifest,
         )
-        return self._checked(encoded, history, what)
 
     def with_fresh_history(self, encoded: EncodedState, entries: list[Any]) -> EncodedState:
         """``encoded`` with its step history ``entries`` encoded anew, none of the encodings
@@ -324,26 +323,28 @@ class EnvelopeCodec:
         head (another writer may have stored those entries otherwise). The fields document
         is kept: it was encoded when the save was asked for."""
         what = f"run {encoded.run_id!r}"
-        return self._checked(encoded, encode_history(entries, None, self.registry, what), what)
+        history = encode_history(entries, None, self.registry, what)
+        manifest = self._loadable(encoded.fields_json, encoded.fields_manifest, history, what)
+        return replace(encoded, history=history, manifest=manifest)
 
-    def _checked(self, encoded: EncodedState, history: History, what: str) -> EncodedState:
-        """``encoded`` with ``history``, its manifest covering both parts, once the whole
-        is known to be loadable back (the store's size and container limits)."""
-        size = len(encoded.fields_json) + history.size
+    def _loadable(self, fields_json: bytes, fields_manifest: dict[str, int], history: History,
+                  what: str) -> dict[str, int]:
+        """The manifest of a state made of these fields and history, once the whole is known
+        to be loadable back (the store's size and container limits)."""
+        size = len(fields_json) + history.size
         if size > self.max_payload_bytes:
             raise StateError(
                 f"{what}: the state encodes to {size} bytes, over"
                 f" max_payload_bytes={self.max_payload_bytes}; it could not be loaded back, so"
                 " it is not saved"
             )
-        count = containers(encoded.fields_json) + history.containers + 2
+        count = containers(fields_json) + history.containers + 2
         if count > self.max_containers:
             raise StateError(
                 f"{what}: the state encodes to {count:,} JSON arrays and objects (or '['/'{{'"
                 f" in its text), over this store's limit of {self.max_containers:,} (from"
                 " max_payload_bytes); it could not be loaded back, so it is not saved")
-        manifest = {**encoded.fields_manifest, **history.manifest}
-        return replace(encoded, history=history, manifest=dict(sorted(manifest.items())))
+        return dict(sorted({**fields_manifest, **history.manifest}.items()))
 
     @staticmethod
     def delta(tip: ChainTip, encoded: EncodedState, revision: int) -> Delta:
