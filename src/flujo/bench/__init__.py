@@ -39,7 +39,13 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, TypeAdapter
 
-from ..serialization import TypeRegistry, compiled_modules, safe_deserialize, safe_serialize
+from ..serialization import (
+    TypeRegistry,
+    compiled_modules,
+    safe_deserialize,
+    safe_serialize,
+    serialize_to_bytes,
+)
 from ._workloads import SIZES, BenchContext, Money, build, register_bench_types, to_native
 
 __all__ = ["Row", "main", "run"]
@@ -107,6 +113,8 @@ def _contestants(obj: BenchContext, native: Any, registry: TypeRegistry,
         ("flujo safe_serialize + orjson", lambda: orjson.dumps(safe_serialize(
             obj, registry=registry)), lambda b: safe_deserialize(orjson.loads(b),
                                                                  registry=registry), True),
+        ("flujo serialize_to_bytes", lambda: serialize_to_bytes(obj, registry=registry),
+         lambda b: safe_deserialize(orjson.loads(b), registry=registry), True),
     ]
     if custom:
         rows.append(("flujo, validate=False", lambda: orjson.dumps(safe_serialize(

@@ -272,18 +272,18 @@ def _interleaved(calls: dict[str, Callable[[], Any]], target_s: float,
 
 def against_pydantic(name: str, records: int, *, target_s: float,
                      rounds: int) -> AgainstPydantic:
-    """flujo (``safe_serialize`` + orjson, ``orjson.loads`` + ``safe_deserialize``) beside
+    """flujo (``serialize_to_bytes``, ``orjson.loads`` + ``safe_deserialize``) beside
     ``TypeAdapter(T).dump_json`` / ``validate_json`` on the workload ``name``."""
-    from ..serialization import safe_deserialize, safe_serialize
+    from ..serialization import safe_deserialize, serialize_to_bytes
     from . import same
 
     workload = build_realistic(name, records)
     value = workload.value
     adapter: TypeAdapter[Any] = TypeAdapter(workload.exact_type)
-    ours = orjson.dumps(safe_serialize(value))
+    ours = serialize_to_bytes(value)
     theirs = adapter.dump_json(value)
     times = _interleaved({
-        "flujo encode": lambda: orjson.dumps(safe_serialize(value)),
+        "flujo encode": lambda: serialize_to_bytes(value),
         "flujo decode": lambda: safe_deserialize(orjson.loads(ours)),
         "pydantic encode": lambda: adapter.dump_json(value),
         "pydantic decode": lambda: adapter.validate_json(theirs),
@@ -334,21 +334,21 @@ def scaling(name: str, small: int, large: int) -> Scaling:
     """Per-record encode and decode time of flujo at ``small`` and ``large`` records (the
     garbage collector on, as in an application), and the peak heap of one encode and one
     decode of flujo and of pydantic told the type at ``large``."""
-    from ..serialization import safe_deserialize, safe_serialize
+    from ..serialization import safe_deserialize, serialize_to_bytes
 
     def per_record(records: int, rounds: int) -> list[float]:
         value = build_realistic(name, records).value
-        blob = orjson.dumps(safe_serialize(value))
-        return [_per_record(lambda: orjson.dumps(safe_serialize(value)), records, rounds),
+        blob = serialize_to_bytes(value)
+        return [_per_record(lambda: serialize_to_bytes(value), records, rounds),
                 _per_record(lambda: safe_deserialize(orjson.loads(blob)), records, rounds)]
 
     times = per_record(small, 5) + per_record(large, 3)
     workload = build_realistic(name, large)
     value = workload.value
     adapter: TypeAdapter[Any] = TypeAdapter(workload.exact_type)
-    ours = orjson.dumps(safe_serialize(value))
+    ours = serialize_to_bytes(value)
     theirs = adapter.dump_json(value)
-    peaks = [_peak(lambda: orjson.dumps(safe_serialize(value))),
+    peaks = [_peak(lambda: serialize_to_bytes(value)),
              _peak(lambda: safe_deserialize(orjson.loads(ours))),
              _peak(lambda: adapter.dump_json(value)),
              _peak(lambda: adapter.validate_json(theirs))]

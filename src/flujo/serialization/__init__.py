@@ -71,6 +71,7 @@ __all__ = [
     "safe_deserialize",
     "safe_serialize",
     "serializable",
+    "serialize_to_bytes",
     "serialize_to_json",
     "tagged_format_schema",
     "trust_modules",
@@ -91,13 +92,13 @@ def default_registry() -> TypeRegistry:
 
 def _encode(obj: Any, registry: TypeRegistry | None, validate: bool | None,
             default: Callable[[Any], Any] | None, manifest: dict[str, int] | None,
-            memo: EncodingMemo | None = None) -> Any:
+            memo: EncodingMemo | None = None, *, fragments: bool = False) -> Any:
     reg = registry or _GLOBAL
     checked = reg.validate if validate is None else validate
     if default is None and manifest is None:
-        return run_encoder(reg.shared_encoder(checked), obj)
+        return run_encoder(reg.shared_encoder(checked, fragments), obj)
     encoder = Encoder(reg, validate=checked, default=default, max_depth=reg.max_depth,
-                      manifest=manifest)
+                      manifest=manifest, fragments=fragments)
     if memo is None:
         return run_encoder(encoder, obj)
     encoder.memo = memo
@@ -172,11 +173,39 @@ def safe_deserialize(data: Any, *, registry: TypeRegistry | None = None,
 JSON_DUMPS_OPTIONS = frozenset({"indent", "sort_keys", "ensure_ascii", "separators"})
 
 
+def serialize_to_bytes(obj: Any, *, mode: Literal["tagged", "json"] = "tagged",
+                       registry: TypeRegistry | None = None, validate: bool | None = None,
+                       default_serializer: Callable[[Any], Any] | None = None) -> bytes:
+    """:func:`safe_serialize` written as compact UTF-8 JSON: the bytes of
+    :func:`serialize_to_json`'s text, without decoding them to a ``str``.
+
+    The parts written in the typed form (a model's fields, the rows of a list of models)
+    go from pydantic-core to the output as JSON text, without being built as Python data
+    first; the bytes are the same as ``orjson.dumps(safe_serialize(obj))``.
+    """
+    if mode == "tagged":
+        data = _encode(obj, registry, validate, default_serializer, None, fragments=True)
+    else:
+        data = safe_serialize(obj, mode=mode, registry=registry, validate=validate,
+                              default_serializer=default_serializer)
+    return _json_bytes(obj, data)
+
+
+def _json_bytes(obj: Any, data: Any) -> bytes:
+    """orjson's text of ``data`` (encoded from ``obj``), its refusals as SerializationError."""
+    try:
+        return orjson.dumps(data)
+    except (orjson.JSONEncodeError, TypeError) as exc:
+        if "surrogates not allowed" in str(exc):
+            raise lone_surrogate_error(obj, data, "cannot write JSON") from exc
+        raise SerializationError(f"cannot write JSON: {exc}") from exc
+
+
 def serialize_to_json(obj: Any, *, mode: Literal["tagged", "json"] = "tagged",
                       registry: TypeRegistry | None = None, validate: bool | None = None,
                       default_serializer: Callable[[Any], Any] | None = None,
                       **dumps_options: Any) -> str:
-    """:func:`safe_serialize` then orjson, as a ``str``.
+    """:func:`safe_serialize` then orjson, as a ``str`` (:func:`serialize_to_bytes` decoded).
 
     ``indent``, ``sort_keys``, ``ensure_ascii`` and ``separators`` format the text as
     ``json.dumps`` does (which then writes it instead of orjson). ``sort_keys=True`` is for
@@ -193,16 +222,12 @@ def serialize_to_json(obj: Any, *, mode: Literal["tagged", "json"] = "tagged",
             "sort_keys=True would reorder the dicts of a tagged value (their order is part of "
             "it, and a reference must follow the object it names); use mode=\"json\" for "
             "sorted plain JSON")
+    if not dumps_options:
+        return serialize_to_bytes(obj, mode=mode, registry=registry, validate=validate,
+                                  default_serializer=default_serializer).decode("utf-8")
     data = safe_serialize(obj, mode=mode, registry=registry, validate=validate,
                           default_serializer=default_serializer)
-    try:
-        text = orjson.dumps(data).decode("utf-8")
-    except (orjson.JSONEncodeError, TypeError) as exc:
-        if "surrogates not allowed" in str(exc):
-            raise lone_surrogate_error(obj, data, "cannot write JSON") from exc
-        raise SerializationError(f"cannot write JSON: {exc}") from exc
-    if not dumps_options:
-        return text
+    _json_bytes(obj, data)  # checks the data as the text without options is checked
     # orjson has checked the data (JSON-native, no lone surrogates); json.dumps formats it
     return json.dumps(data, allow_nan=False, **dumps_options)
 

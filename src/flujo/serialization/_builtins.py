@@ -285,7 +285,7 @@ def _sorted_items(enc: Encoder, items: set[Any] | frozenset[Any], depth: int) ->
         return _shared_items(enc, ordered if total else items, depth + 1, sort=not total)
     if total:
         return enc.encode_items(ordered, depth + 1)
-    return _by_bytes(enc.encode_items(items, depth + 1))
+    return _by_bytes(enc.as_data(items, depth + 1))
 
 
 def _by_bytes(encoded: list[Any]) -> list[Any]:
@@ -300,7 +300,7 @@ def _shared_items(enc: Encoder, items: Any, depth: int, *, sort: bool) -> list[A
     marks = enc.anchors, enc.refs
     enc.hashing += 1
     try:
-        encoded = enc.encode_items(items, depth)
+        encoded = enc.as_data(items, depth) if sort else enc.encode_items(items, depth)
     finally:
         enc.hashing -= 1
     if not sort or (enc.anchors, enc.refs) != marks:

@@ -320,9 +320,9 @@ class Encoder:
     before it is written, -n while ``encode_shared`` hands it to ``encode``, n after.
     """
 
-    __slots__ = ("anchors", "batches", "busy", "checkpoint", "default", "direct", "hashing",
-                 "hits", "limit", "manifest", "max_depth", "memo", "open", "plans", "refs",
-                 "registry", "seen", "shared", "validate")
+    __slots__ = ("anchors", "batches", "busy", "checkpoint", "default", "direct", "fragments",
+                 "hashing", "hits", "limit", "manifest", "max_depth", "memo", "open", "plans",
+                 "refs", "registry", "seen", "shared", "validate")
 
     def __init__(
         self,
@@ -332,6 +332,7 @@ class Encoder:
         default: Callable[[Any], Any] | None,
         max_depth: int,
         manifest: dict[str, int] | None,
+        fragments: bool = False,
     ) -> None:
         self.registry = registry
         self.plans = registry._encode_plans
@@ -345,6 +346,12 @@ class Encoder:
         # An EncodingMemo (``_memo``): rows of records to reuse from the last encoding of the
         # same live value, and where this one notes its own. Set by encode_with_manifest.
         self.memo: Any = None
+        # Whether the typed parts (a model's JSON, a list's rows) may be written as JSON
+        # text, in orjson.Fragment: only for output that goes straight to orjson.dumps
+        # (serialize_to_bytes), never for data a caller reads. What reads encoded output
+        # inside a run turns it off around the values it reads (a custom serializer's schema
+        # check, the byte order of a set's elements): ``as_data``.
+        self.fragments = fragments
         # Per run (reset by run_encoder; a run inside a run gets an encoder of its own).
         self.busy = False
         self.seen: list[Any] = []
@@ -363,6 +370,16 @@ class Encoder:
         """An encoder with the same settings for a run inside this one's run."""
         return Encoder(self.registry, validate=self.validate, default=self.default,
                        max_depth=self.max_depth, manifest=self.manifest)
+
+    def as_data(self, items: Any, depth: int) -> list[Any]:
+        """``encode_items`` with no JSON text (``fragments``) in its output: for encoded
+        values read inside the run."""
+        fragments = self.fragments
+        self.fragments = False
+        try:
+            return self.encode_items(items, depth)
+        finally:
+            self.fragments = fragments
 
     def encode(self, obj: Any, depth: int) -> Any:
         t = type(obj)

@@ -63,6 +63,9 @@ def custom_codec(
         if native:
             value = raw
         else:
+            fragments = enc.fragments  # the schema check reads the output: data, no JSON text
+            if fragments and is_valid is not None and enc.validate:
+                enc.fragments = False
             try:
                 value = enc.encode(raw, depth + 1)
             except SerializationError as exc:
@@ -70,6 +73,8 @@ def custom_codec(
                 # note the object here, so a cycle through a serializer is reported as one.
                 _note(exc, None, obj)
                 raise
+            finally:
+                enc.fragments = fragments
         if is_valid is not None and enc.validate and (
                 marks == -1 or marks == enc.anchors + enc.refs) and not is_valid(value):
             assert checker is not None

@@ -105,7 +105,7 @@ class EncodingMemo:
         if fields is None:
             return typed.dump_rows(items, keep)
         try:
-            read_rows, rows_to_python = typed._rows()
+            read_rows, serializer = typed._rows()
         except (Ineligible, Uncompilable):
             return typed.dump_rows(items, keep)  # (which notes that the class has no rows)
         known = self.known.get(id(items))
@@ -133,7 +133,7 @@ class EncodingMemo:
                 read: list[Any] | None = read_rows([items[i] for i in fresh], keep)
                 if read is None:
                     return None
-                written = rows_to_python(read, mode="json")
+                written = serializer.to_python(read, mode="json")
             except (RecursionError, PydanticSerializationError):  # as typed.dump_rows
                 return None
             for j in range(len(fresh)):

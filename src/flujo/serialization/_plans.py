@@ -122,7 +122,7 @@ def typed_plan(codec: TypeCodec, typed: TypedModel, *, rows: bool) -> EncodePlan
         # A method call, not a bound method: direct when compiled. The guard notes obj and
         # the models, lists and dicts inside it in seen; the typed form holds no reference,
         # so none of those may be shared (obj itself may: its tagged object takes an anchor).
-        data = typed.dump(obj, enc.note)
+        data = typed.dump(obj, enc.note, enc.fragments)
         manifest = enc.manifest
         if manifest is not None:
             manifest[name] = version
@@ -130,11 +130,11 @@ def typed_plan(codec: TypeCodec, typed: TypedModel, *, rows: bool) -> EncodePlan
             return {TAG: tag, VALUE: [data]}
         del seen[start:]
         if unset_shape is not None:  # fields left unset (SDK objects parsed from JSON)?
-            rows = typed.dump_unset_rows([obj], enc.note)
-            if rows is not None and enc.unshared(start + 1):
+            row = typed.dump_unset_row(obj, enc.note, enc.fragments)
+            if row is not None and enc.unshared(start + 1):
                 if manifest is not None:
                     manifest[ROWS_NAME] = ROWS_VERSION
-                return {TAG: tag, VALUE: [unset_header, rows[0]]}
+                return {TAG: tag, VALUE: [unset_header, row]}
             del seen[start:]
         # some value is not exactly of its declared type, or something is shared: the
         # generic form, as object_plan writes it
@@ -162,19 +162,20 @@ def batch_plan(codec: TypeCodec, typed: TypedModel, *, rows: bool) -> BatchPlan:
         body: list[Any] | None = None
         seen = enc.seen
         start = len(seen)  # the list itself is noted already: see typed_plan
+        text = enc.fragments
         if shape is not None:
             memo = enc.memo
-            values = (typed.dump_rows(items, enc.note) if memo is None
+            values = (typed.dump_rows(items, enc.note, text) if memo is None
                       else memo.dump_rows(typed, items, enc.note))
             if values is not None:
                 body = [tag, header_of(shape), values]
             elif unset_shape is not None:  # fields left unset (SDK objects parsed from JSON)?
                 del seen[start:]
-                values = typed.dump_unset_rows(items, enc.note)
+                values = typed.dump_unset_rows(items, enc.note, text)
                 if values is not None:
                     body = [tag, unset_header, values]
         else:
-            data = typed.dump_list(items, enc.note)
+            data = typed.dump_list(items, enc.note, text)
             if data is not None:
                 body = [tag, data]
         if body is None or not enc.unshared(start):

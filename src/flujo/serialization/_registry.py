@@ -140,16 +140,17 @@ class TypeRegistry:
         for codec in (*(codec for _, codec in LIBRARY_CODECS), *NUMPY_CODECS):
             self._by_name[codec.name] = codec
 
-    def shared_encoder(self, validate: bool) -> Encoder:
-        """The encoder for plain ``safe_serialize`` calls (no default, no manifest)."""
+    def shared_encoder(self, validate: bool, fragments: bool = False) -> Encoder:
+        """The encoder for plain ``safe_serialize`` calls (no default, no manifest), or with
+        ``fragments`` for ``serialize_to_bytes`` (see ``Encoder.fragments``)."""
         # Keyed by what the depth the codec stops at depends on: the recursion limit and
         # the calling thread's stack (_codec.depth_limit).
-        key = (validate, self.max_depth, sys.getrecursionlimit(), stack_levels())
-        encoders: dict[tuple[bool, int, int, int], Encoder] = self._per_thread("encoders")
+        key = (validate, fragments, self.max_depth, sys.getrecursionlimit(), stack_levels())
+        encoders: dict[tuple[bool, bool, int, int, int], Encoder] = self._per_thread("encoders")
         encoder = encoders.get(key)
         if encoder is None:
             encoder = Encoder(self, validate=validate, default=None, max_depth=self.max_depth,
-                              manifest=None)
+                              manifest=None, fragments=fragments)
             encoders[key] = encoder
         return encoder
 

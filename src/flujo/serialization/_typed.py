@@ -31,6 +31,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone, tzinfo
 from typing import Any, Final, TypeGuard
 
+from orjson import Fragment
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError, PydanticUndefined, SchemaValidator
 
@@ -353,6 +354,7 @@ class TypedModel:
         self.guard = guard
         self.list_guard = list_guard
         self.to_python = cls.__pydantic_serializer__.to_python
+        self.to_json = cls.__pydantic_serializer__.to_json
         core_schema: dict[str, Any] = cls.__pydantic_core_schema__  # type: ignore[assignment]
         self.shape: Shape | None = shape_of(core_schema)
         # What only lists need is built when the first list is written: a class's first
@@ -370,91 +372,128 @@ class TypedModel:
 
     # Methods, not properties returning the callables: compiled, a property called at once
     # would not be.
-    def list_to_python(self, items: list[Any], mode: str = "python") -> Any:
+    def _list_serializer_built(self) -> Any:
         """pydantic-core's serializer of ``list[cls]`` (built on first use)."""
         serializer = self._list_serializer
         if serializer is None:
             adapter: Any = TypeAdapter(list[self.cls])  # type: ignore[name-defined]
-            serializer = self._list_serializer = adapter.serializer.to_python
-        return serializer(items, mode=mode)
+            serializer = self._list_serializer = adapter.serializer
+        return serializer
+
+    def list_to_python(self, items: list[Any], mode: str = "python") -> Any:
+        return self._list_serializer_built().to_python(items, mode=mode)
 
     def _rows(self) -> tuple[Any, Any]:
         """The row reader and the rows' serializer (for a class with a ``shape``)."""
         writer = self._row_writer
         if writer is None:
             core_schema: dict[str, Any] = self.cls.__pydantic_core_schema__  # type: ignore[assignment]
-            writer = self._row_writer = (build_row_reader(self.cls),
-                                         row_serializer(core_schema).to_python)
+            writer = self._row_writer = (build_row_reader(self.cls), row_serializer(core_schema))
         return writer
 
     def rows_to_python(self, rows: list[Any], mode: str = "python") -> Any:
-        return self._rows()[1](rows, mode=mode)
+        return self._rows()[1].to_python(rows, mode=mode)
 
-    def _unset_rows(self, items: list[Any], keep: Callable[[Any], Any]) -> list[Any] | None:
+    def _unset_writer_built(self) -> tuple[Any, Any]:
         writer = self._unset_writer
         if writer is None:
             core_schema: dict[str, Any] = self.cls.__pydantic_core_schema__  # type: ignore[assignment]
             writer = self._unset_writer = (build_row_reader(self.cls, unset=True),
-                                           row_serializer(core_schema, unset=True).to_python)
-        written: list[Any] = []
-        for start in range(0, len(items), _ROWS_CHUNK):
-            rows: list[Any] | None = writer[0](items[start:start + _ROWS_CHUNK], keep)
-            if rows is None:
-                return None
-            written += writer[1](rows, mode="json")
-        return written
+                                           row_serializer(core_schema, unset=True))
+        return writer
 
-    def dump(self, obj: BaseModel, keep: Callable[[Any], Any]) -> Any | None:
+    def dump(self, obj: BaseModel, keep: Callable[[Any], Any], text: bool = False) -> Any | None:
         """The model's JSON form, or None when a value is not exactly of its declared type.
 
         ``keep`` is called with the model and every model, list and dict inside it (the
-        objects whose identity the encoder keeps, ``Encoder.seen``)."""
+        objects whose identity the encoder keeps, ``Encoder.seen``). With ``text``, the JSON
+        itself, as an ``orjson.Fragment`` (``Encoder.fragments``)."""
         try:
             if not self.guard(obj, keep):
                 return None
             # The guard has proven every type exact; pydantic's own checks would only repeat it
             # (and "error" mode costs 40 % more). A mismatch would still warn, never pass silently.
+            if text:
+                return Fragment(self.to_json(obj))
             return self.to_python(obj, mode="json")
         except (RecursionError, PydanticSerializationError):
             return None  # a cycle or a very deep chain: the generic path reports it properly
 
-    def dump_list(self, items: list[Any], keep: Callable[[Any], Any]) -> Any | None:
+    def dump_list(self, items: list[Any], keep: Callable[[Any], Any],
+                  text: bool = False) -> Any | None:
         try:
             if not self.list_guard(items, keep):
                 return None
-            return self.list_to_python(items, mode="json")
+            serializer = self._list_serializer_built()
+            if text:
+                return Fragment(serializer.to_json(items))
+            return serializer.to_python(items, mode="json")
         except (RecursionError, PydanticSerializationError):
             return None
 
-    def dump_unset_rows(self, items: list[Any],
-                        keep: Callable[[Any], Any]) -> list[Any] | None:
+    def dump_unset_rows(self, items: list[Any], keep: Callable[[Any], Any],
+                        text: bool = False) -> Any | None:
         """The ``rows@2`` rows of ``items`` (fields may be unset), or None (see
         ``dump_rows``); only for classes with an ``unset_shape``."""
         try:
-            return self._unset_rows(items, keep)
+            read_rows, serializer = self._unset_writer_built()
+            written = _written_rows(read_rows, serializer, items, keep, text)
+            return Fragment(written) if text and written is not None else written
         except (RecursionError, PydanticSerializationError, Ineligible, Uncompilable):
             return None  # (the last two: its row reader, built now, could not be)
 
-    def dump_rows(self, items: list[Any], keep: Callable[[Any], Any]) -> list[Any] | None:
+    def dump_rows(self, items: list[Any], keep: Callable[[Any], Any],
+                  text: bool = False) -> Any | None:
         """The rows of ``items`` (``_rows``), or None when the list must be written another
-        way: a value not exactly of its declared type, or a class that contains itself."""
+        way: a value not exactly of its declared type, or a class that contains itself.
+        With ``text``, their JSON array, as an ``orjson.Fragment``."""
         if self.shape is None:
             return None
         try:
-            read_rows, rows_to_python = self._rows()
+            read_rows, serializer = self._rows()
         except (Ineligible, Uncompilable):  # as for a class without rows: another form
             self.shape = None
             return None
         try:
-            written: list[Any] = []
-            for start in range(0, len(items), _ROWS_CHUNK):
-                rows: list[Any] | None = read_rows(items[start:start + _ROWS_CHUNK], keep)
-                if rows is None:
-                    return None
-                written += rows_to_python(rows, mode="json")
-            return written
+            written = _written_rows(read_rows, serializer, items, keep, text)
+            return Fragment(written) if text and written is not None else written
         except (RecursionError, PydanticSerializationError):
             return None
+
+    def dump_unset_row(self, obj: BaseModel, keep: Callable[[Any], Any],
+                       text: bool = False) -> Any | None:
+        """The ``rows@2`` row of one model (see ``dump_unset_rows``)."""
+        try:
+            read_rows, serializer = self._unset_writer_built()
+            written = _written_rows(read_rows, serializer, [obj], keep, text)
+        except (RecursionError, PydanticSerializationError, Ineligible, Uncompilable):
+            return None
+        if written is None:
+            return None
+        return Fragment(written[1:-1]) if text else written[0]  # "[row]" -> "row"
+
+
+def _written_rows(read_rows: Any, serializer: Any, items: list[Any],
+                  keep: Callable[[Any], Any], text: bool) -> Any | None:
+    """The rows of ``items``, ``_ROWS_CHUNK`` models at a time: read (and checked) by
+    ``read_rows``, written by pydantic-core, as data or as the bytes of one JSON array
+    (``text``)."""
+    written: list[Any] = []
+    chunks: list[bytes] = []
+    for start in range(0, len(items), _ROWS_CHUNK):
+        rows: list[Any] | None = read_rows(items[start:start + _ROWS_CHUNK], keep)
+        if rows is None:
+            return None
+        if text:
+            chunks.append(serializer.to_json(rows))
+        else:
+            written += serializer.to_python(rows, mode="json")
+    if not text:
+        return written
+    if len(chunks) == 1:
+        return chunks[0]
+    # each chunk is "[row,...]" (never empty: a chunk has a model at least)
+    return b"[" + b",".join([chunk[1:-1] for chunk in chunks]) + b"]"
 
 
 def _model_class(cls: type) -> TypeGuard[type[BaseModel]]:
