@@ -742,3 +742,26 @@ def test_typed_data_reads_after_the_class_gained_a_model_field_with_a_default() 
         for note in back if isinstance(back, list) else [back]:
             assert type(note) is Note and note.inner == Inner() and note.more == [Inner(x=2)]
             assert note.model_fields_set == {"text"}
+
+
+class Stamped(BaseModel):
+    at: datetime
+
+
+def test_the_answer_for_a_zone_is_remembered_by_identity_not_by_equality() -> None:
+    from flujo.serialization import _codec
+
+    plain = timezone(timedelta(hours=2))
+    named = timezone(timedelta(hours=2), "CEST")  # equal to plain, but its name is stored
+    parsed = Stamped.model_validate_json('{"at": "2026-01-02T03:04:05+02:00"}').at.tzinfo
+    assert plain == named and type(parsed) is TzInfo
+    for _ in range(3):  # asked again: answered from what was remembered
+        assert _codec.plain_offset(plain) and not _codec.plain_offset(named)
+        assert _codec.plain_offset(parsed)
+    assert id(plain) in _codec._PLAIN_ZONES and id(named) in _codec._PLAIN_ZONES
+    registry = TypeRegistry()
+    values = [Stamped(at=datetime(2026, 1, 2, tzinfo=zone)) for zone in (plain, named, plain)]
+    back = safe_deserialize(orjson.loads(orjson.dumps(safe_serialize(values, registry=registry))),
+                            registry=registry)
+    assert [v.at.tzname() for v in back] == ["UTC+02:00", "CEST", "UTC+02:00"]
+    assert_same(values, back)

@@ -67,6 +67,10 @@ LIST_VERSION: Final = 1
 LIST_TAG: Final = f"{LIST_NAME}@{LIST_VERSION}"
 INT_MIN: Final = -(2**63)
 INT_MAX: Final = 2**64 - 1
+# The ints that compiled code holds unboxed (62 bits and a sign): comparisons with these
+# bounds are inline.
+_SHORT_MIN: Final = -(2**62)
+_SHORT_MAX: Final = 2**62 - 1
 
 EncodePlan = Callable[["Encoder", Any, int], Any]
 # Containers call leaf and custom plans directly, skipping Encoder.encode and its depth check;
@@ -751,6 +755,11 @@ def exact_fields(fields: dict[str, Any], names: tuple[str, ...], checks: tuple[i
                 return False
             keep(value)
             item_check = check & (NULLABLE | _KIND)
+            if item_check == STR:  # the usual list of a model: list[str]
+                for item in value:
+                    if type(item) is not str:
+                        return False
+                continue
             for item in value:
                 if not _exact(item, item_check):
                     return False
@@ -767,9 +776,13 @@ def _exact(value: Any, check: int) -> bool:
     if found is not _EXACT_TYPES[check]:
         return False
     if check == INT:
-        return bool(INT_MIN <= value <= INT_MAX)
+        number: int = value
+        # Compiled, an int within these bounds is unboxed and compared inline; only the
+        # others are compared with the 64-bit bounds, which are boxed.
+        return _SHORT_MIN <= number <= _SHORT_MAX or INT_MIN <= number <= INT_MAX
     if check == FLOAT:
-        return bool(value - value == 0.0)
+        real: float = value
+        return real - real == 0.0  # finite: inf - inf and nan - nan are nan
     if check == DECIMAL:
         return bool(value.is_finite())
     return check < DATETIME or _datetime_kept(value, check)
@@ -786,8 +799,27 @@ def _datetime_kept(value: datetime, check: int) -> bool:
     return zone is UTC or plain_offset(zone)
 
 
+# plain_offset's answers for the zones met last, by identity: an entry holds its zone, so its
+# id is not reused while it is here. Only ``timezone`` and pydantic's ``TzInfo`` (immutable)
+# are kept; pydantic hands out one TzInfo per offset, so a list of parsed datetimes hits.
+_PLAIN_ZONES: Final[dict[int, tuple[tzinfo, bool]]] = {}
+_PLAIN_ZONES_KEPT: Final = 256
+
+
 def plain_offset(zone: tzinfo) -> bool:
     """A fixed offset in whole minutes, unnamed: what an ISO string keeps exactly."""
+    known = _PLAIN_ZONES.get(id(zone))
+    if known is not None and known[0] is zone:
+        return known[1]
+    plain = _plain_offset(zone)
+    if type(zone) is timezone or type(zone).__module__.startswith("pydantic"):
+        if len(_PLAIN_ZONES) >= _PLAIN_ZONES_KEPT:
+            _PLAIN_ZONES.clear()
+        _PLAIN_ZONES[id(zone)] = (zone, plain)
+    return plain
+
+
+def _plain_offset(zone: tzinfo) -> bool:
     if type(zone) is timezone:
         offset = zone.utcoffset(None)
         return offset.microseconds == 0 and offset.seconds % 60 == 0 and (
