@@ -19,10 +19,11 @@ from .serialization import (
     safe_deserialize,
     safe_serialize,
     serializable,
+    serialize_to_bytes,
     serialize_to_json,
 )
 
-__version__ = "0.12.0"
+__version__ = "0.13.0"
 
 __all__ = [
     "FailedAttempt",
@@ -43,5 +44,6 @@ __all__ = [
     "safe_deserialize",
     "safe_serialize",
     "serializable",
+    "serialize_to_bytes",
     "serialize_to_json",
 ]
