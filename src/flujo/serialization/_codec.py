@@ -800,8 +800,10 @@ def _datetime_kept(value: datetime, check: int) -> bool:
 
 
 # plain_offset's answers for the zones met last, by identity: an entry holds its zone, so its
-# id is not reused while it is here. Only ``timezone`` and pydantic's ``TzInfo`` (immutable)
-# are kept; pydantic hands out one TzInfo per offset, so a list of parsed datetimes hits.
+# id is not reused while it is here. The answer never changes for a zone: ``timezone`` and
+# pydantic's ``TzInfo`` are immutable, and every other tzinfo is refused by its type.
+# pydantic hands out one TzInfo per offset and ZoneInfo one object per key, so the datetimes
+# of a list mostly hit.
 _PLAIN_ZONES: Final[dict[int, tuple[tzinfo, bool]]] = {}
 _PLAIN_ZONES_KEPT: Final = 256
 
@@ -812,10 +814,9 @@ def plain_offset(zone: tzinfo) -> bool:
     if known is not None and known[0] is zone:
         return known[1]
     plain = _plain_offset(zone)
-    if type(zone) is timezone or type(zone).__module__.startswith("pydantic"):
-        if len(_PLAIN_ZONES) >= _PLAIN_ZONES_KEPT:
-            _PLAIN_ZONES.clear()
-        _PLAIN_ZONES[id(zone)] = (zone, plain)
+    if len(_PLAIN_ZONES) >= _PLAIN_ZONES_KEPT:
+        _PLAIN_ZONES.clear()
+    _PLAIN_ZONES[id(zone)] = (zone, plain)
     return plain
 
 
