@@ -116,9 +116,10 @@ def test_the_typed_parts_are_written_as_json_text() -> None:
     rows = [Reading(sensor=f"s{i}", value=i / 3, at=at) for i in range(1200)]  # 3 chunks
     assert fragments_in(rows, registry) == 1
     assert fragments_in(Batch(name="b", readings=rows[:3]), registry) == 1
+    # a model that contains itself has no bound on its nesting: data (see the depth tests)
     assert fragments_in(Node(name="root", children=[Node(name="leaf", children=[])]),
-                        registry) == 1
-    assert fragments_in({"a": rows[:2], "b": [Node(name="x", children=[])]}, registry) == 2
+                        registry) == 0
+    assert fragments_in({"a": rows[:2], "b": [Node(name="x", children=[])]}, registry) == 1
     same_bytes(rows, registry)
     same_bytes([rows[:1], rows[1:600]], registry)
 
@@ -203,3 +204,49 @@ def test_json_mode_and_decimal_values() -> None:
     assert serialize_to_bytes(value, mode="json") == orjson.dumps(
         safe_serialize(value, mode="json"))
     same_bytes(value)
+
+
+def outcome(call: Any) -> Any:
+    try:
+        return call()
+    except SerializationError as exc:
+        return type(exc).__name__, str(exc), exc.path
+
+
+def data_outcome(value: Any) -> Any:
+    """What the data path gives: orjson's bytes of safe_serialize, or the error, as
+    serialize_to_json reports orjson's refusal."""
+    try:
+        data = safe_serialize(value)
+    except SerializationError as exc:
+        return type(exc).__name__, str(exc), exc.path
+    try:
+        return orjson.dumps(data)
+    except TypeError as exc:
+        return "SerializationError", f"cannot write JSON: {exc} (at $)", "$"
+
+
+@pytest.mark.parametrize("levels", [3, 126, 260, 400])
+def test_a_deep_chain_of_models_has_the_outcome_of_the_data_path(levels: int) -> None:
+    # A model that contains itself has no bound on its nesting: its JSON is never written
+    # as text orjson does not look into, so orjson's depth limit holds as on the data path;
+    # and pydantic-core's own limit (a ValueError) sends it to the generic form, never out.
+    node = Node(name="leaf", children=[])
+    for i in range(levels):
+        node = Node(name=str(i), children=[node])
+    assert outcome(lambda: serialize_to_bytes(node)) == data_outcome(node)
+    assert fragments_in(Node(name="x", children=[]), TypeRegistry()) == 0
+
+
+def test_a_model_deep_inside_containers_is_written_as_data() -> None:
+    at = datetime(2026, 1, 2, tzinfo=UTC)
+    for levels in (10, 70, 120):
+        value: Any = [Reading(sensor="s", value=1.0, at=at)]
+        for _ in range(levels):
+            value = [value]
+        assert outcome(lambda v=value: serialize_to_bytes(v)) == data_outcome(value)
+    assert fragments_in([[[Reading(sensor="s", value=1.0, at=at)]]], TypeRegistry()) == 1
+    deep: Any = [Reading(sensor="s", value=1.0, at=at)]
+    for _ in range(90):
+        deep = [deep]
+    assert fragments_in(deep, TypeRegistry()) == 0

@@ -8,7 +8,7 @@ round-trip exactly.
 from __future__ import annotations
 
 import enum
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
 from functools import cached_property
 from typing import Any, Literal
@@ -759,6 +759,13 @@ def test_the_answer_for_a_zone_is_remembered_by_identity_not_by_equality() -> No
         assert _codec.plain_offset(plain) and not _codec.plain_offset(named)
         assert _codec.plain_offset(parsed)
     assert id(plain) in _codec._PLAIN_ZONES and id(named) in _codec._PLAIN_ZONES
+
+    class Own(tzinfo):  # any other tzinfo may change its answers: asked every time
+        def utcoffset(self, dt: datetime | None) -> timedelta:
+            return timedelta(hours=1)
+
+    own = Own()
+    assert not _codec.plain_offset(own) and id(own) not in _codec._PLAIN_ZONES
     registry = TypeRegistry()
     values = [Stamped(at=datetime(2026, 1, 2, tzinfo=zone)) for zone in (plain, named, plain)]
     back = safe_deserialize(orjson.loads(orjson.dumps(safe_serialize(values, registry=registry))),

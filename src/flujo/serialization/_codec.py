@@ -22,8 +22,10 @@ from importlib.machinery import EXTENSION_SUFFIXES
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
+from pydantic_core import TzInfo
 
 from ..exceptions import (
     CircularReferenceError,
@@ -800,12 +802,12 @@ def _datetime_kept(value: datetime, check: int) -> bool:
 
 
 # plain_offset's answers for the zones met last, by identity: an entry holds its zone, so its
-# id is not reused while it is here. The answer never changes for a zone: ``timezone`` and
-# pydantic's ``TzInfo`` are immutable, and every other tzinfo is refused by its type.
-# pydantic hands out one TzInfo per offset and ZoneInfo one object per key, so the datetimes
-# of a list mostly hit.
+# id is not reused while it is here. Only zones whose answer never changes are kept:
+# ``timezone``, pydantic's ``TzInfo`` and ``ZoneInfo`` are immutable. pydantic hands out one
+# TzInfo per offset and ZoneInfo one object per key, so the datetimes of a list mostly hit.
 _PLAIN_ZONES: Final[dict[int, tuple[tzinfo, bool]]] = {}
 _PLAIN_ZONES_KEPT: Final = 256
+_IMMUTABLE_ZONES: Final = (timezone, TzInfo, ZoneInfo)
 
 
 def plain_offset(zone: tzinfo) -> bool:
@@ -814,9 +816,10 @@ def plain_offset(zone: tzinfo) -> bool:
     if known is not None and known[0] is zone:
         return known[1]
     plain = _plain_offset(zone)
-    if len(_PLAIN_ZONES) >= _PLAIN_ZONES_KEPT:
-        _PLAIN_ZONES.clear()
-    _PLAIN_ZONES[id(zone)] = (zone, plain)
+    if type(zone) in _IMMUTABLE_ZONES:
+        if len(_PLAIN_ZONES) >= _PLAIN_ZONES_KEPT:
+            _PLAIN_ZONES.clear()
+        _PLAIN_ZONES[id(zone)] = (zone, plain)
     return plain
 
 

@@ -134,7 +134,7 @@ class EncodingMemo:
                 if read is None:
                     return None
                 written = serializer.to_python(read, mode="json")
-            except (RecursionError, PydanticSerializationError):  # as typed.dump_rows
+            except (RecursionError, PydanticSerializationError, ValueError):  # as dump_rows
                 return None
             for j in range(len(fresh)):
                 values[fresh[j]] = read[j]

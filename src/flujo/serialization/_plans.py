@@ -122,7 +122,8 @@ def typed_plan(codec: TypeCodec, typed: TypedModel, *, rows: bool) -> EncodePlan
         # A method call, not a bound method: direct when compiled. The guard notes obj and
         # the models, lists and dicts inside it in seen; the typed form holds no reference,
         # so none of those may be shared (obj itself may: its tagged object takes an anchor).
-        data = typed.dump(obj, enc.note, enc.fragments)
+        text = enc.fragments and typed.as_text(depth)
+        data = typed.dump(obj, enc.note, text)
         manifest = enc.manifest
         if manifest is not None:
             manifest[name] = version
@@ -130,7 +131,7 @@ def typed_plan(codec: TypeCodec, typed: TypedModel, *, rows: bool) -> EncodePlan
             return {TAG: tag, VALUE: [data]}
         del seen[start:]
         if unset_shape is not None:  # fields left unset (SDK objects parsed from JSON)?
-            row = typed.dump_unset_row(obj, enc.note, enc.fragments)
+            row = typed.dump_unset_row(obj, enc.note, text)
             if row is not None and enc.unshared(start + 1):
                 if manifest is not None:
                     manifest[ROWS_NAME] = ROWS_VERSION
@@ -162,7 +163,7 @@ def batch_plan(codec: TypeCodec, typed: TypedModel, *, rows: bool) -> BatchPlan:
         body: list[Any] | None = None
         seen = enc.seen
         start = len(seen)  # the list itself is noted already: see typed_plan
-        text = enc.fragments
+        text = enc.fragments and typed.as_text(depth)
         if shape is not None:
             memo = enc.memo
             values = (typed.dump_rows(items, enc.note, text) if memo is None

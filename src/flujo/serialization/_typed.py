@@ -36,7 +36,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError, PydanticUndefined, SchemaValidator
 
 from ..exceptions import DeserializationError, caused
-from ._codec import _note, key_segment
+from ._codec import _PLAIN_DEPTH, _note, key_segment
 from ._guard import UNSET, Ineligible, SchemaWalker, Uncompilable, build_guards, build_row_reader
 from ._rows import (
     Shape,
@@ -346,6 +346,50 @@ class TypedReader:
         return objs
 
 
+# JSON text from pydantic-core (``Encoder.fragments``) is written only where the document
+# around it and its own nesting stay this shallow: orjson refuses to write deeper data (255
+# levels), and no nesting orjson would refuse may pass inside JSON text it does not look
+# into. An encoder level is at most 3 of JSON (a dict with other keys: its tagged dict, its
+# list of pairs, a pair).
+_TEXT_DEPTH: Final = 240
+_LEAF_KINDS: Final = frozenset({"str", "int", "float", "bool", "decimal", "uuid", "date",
+                                "datetime", "enum", "literal", "none"})
+
+
+class _JSONDepth(SchemaWalker):
+    """How deeply a model's typed JSON (its own JSON, or its row) nests arrays and objects;
+    None when there is no bound: a model that contains itself, or a node not known here."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: set[Any] = set()
+
+    def of(self, node: dict[str, Any]) -> int | None:
+        node = self.resolve(node)
+        kind = node.get("type")
+        if kind in _LEAF_KINDS:
+            return 0
+        if kind in ("nullable", "default"):
+            return self.of(node["schema"])
+        if kind == "any":  # exactly JSON, at most this deep (_codec.plain_json)
+            return _PLAIN_DEPTH + 1
+        if kind in ("list", "dict"):
+            inner = self.of(node.get("items_schema" if kind == "list" else "values_schema",
+                                     {"type": "any"}))
+            return None if inner is None else inner + 1
+        if kind != "model" or node["cls"] in self.open:
+            return None
+        self.open.add(node["cls"])
+        deepest = 0
+        for field in self.resolve(node["schema"])["fields"].values():
+            depth = self.of(field["schema"])
+            if depth is None:
+                return None
+            deepest = max(deepest, depth)
+        self.open.discard(node["cls"])
+        return deepest + 2  # the model's object or row, and the names of its unset fields
+
+
 class TypedModel:
     """The typed path of one eligible model class: its guards and pydantic's serializers."""
 
@@ -369,6 +413,13 @@ class TypedModel:
         self.unset_shape: Shape | None = unset_shape if unset_shape is not None and \
             has_unset(unset_shape) else None
         self._unset_writer: tuple[Any, Any] | None = None
+        self.json_depth: int | None = _JSONDepth().of(core_schema)
+
+    def as_text(self, depth: int) -> bool:
+        """Whether the typed JSON of a value at encoder level ``depth`` (of this class, or a
+        list of it) may be written as JSON text (``_TEXT_DEPTH``)."""
+        nested = self.json_depth
+        return nested is not None and 3 * depth + nested + 4 <= _TEXT_DEPTH
 
     # Methods, not properties returning the callables: compiled, a property called at once
     # would not be.
@@ -416,8 +467,10 @@ class TypedModel:
             if text:
                 return Fragment(self.to_json(obj))
             return self.to_python(obj, mode="json")
-        except (RecursionError, PydanticSerializationError):
-            return None  # a cycle or a very deep chain: the generic path reports it properly
+        except (RecursionError, PydanticSerializationError, ValueError):
+            # a cycle or a very deep chain (pydantic-core's own limit raises ValueError):
+            # the generic path reports it properly
+            return None
 
     def dump_list(self, items: list[Any], keep: Callable[[Any], Any],
                   text: bool = False) -> Any | None:
@@ -428,7 +481,7 @@ class TypedModel:
             if text:
                 return Fragment(serializer.to_json(items))
             return serializer.to_python(items, mode="json")
-        except (RecursionError, PydanticSerializationError):
+        except (RecursionError, PydanticSerializationError, ValueError):
             return None
 
     def dump_unset_rows(self, items: list[Any], keep: Callable[[Any], Any],
@@ -439,7 +492,8 @@ class TypedModel:
             read_rows, serializer = self._unset_writer_built()
             written = _written_rows(read_rows, serializer, items, keep, text)
             return Fragment(written) if text and written is not None else written
-        except (RecursionError, PydanticSerializationError, Ineligible, Uncompilable):
+        except (RecursionError, PydanticSerializationError, ValueError, Ineligible,
+                Uncompilable):
             return None  # (the last two: its row reader, built now, could not be)
 
     def dump_rows(self, items: list[Any], keep: Callable[[Any], Any],
@@ -457,7 +511,7 @@ class TypedModel:
         try:
             written = _written_rows(read_rows, serializer, items, keep, text)
             return Fragment(written) if text and written is not None else written
-        except (RecursionError, PydanticSerializationError):
+        except (RecursionError, PydanticSerializationError, ValueError):
             return None
 
     def dump_unset_row(self, obj: BaseModel, keep: Callable[[Any], Any],
@@ -466,7 +520,8 @@ class TypedModel:
         try:
             read_rows, serializer = self._unset_writer_built()
             written = _written_rows(read_rows, serializer, [obj], keep, text)
-        except (RecursionError, PydanticSerializationError, Ineligible, Uncompilable):
+        except (RecursionError, PydanticSerializationError, ValueError, Ineligible,
+                Uncompilable):
             return None
         if written is None:
             return None
