@@ -509,7 +509,7 @@ def enum_codec(cls: type[enum.Enum], name: str, version: int,
             member = by_value.get(value)
         except TypeError:  # an unhashable value: Enum's own lookup handles (or refuses) it
             member = None
-        if member is not None and type(member.value) is type(value):
+        if member is not None and type(member._value_) is type(value):  # no descriptor
             return member
         try:
             return cls(value)
