@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from flujo.exceptions import UnserializableTypeError
@@ -24,6 +25,7 @@ from flujo.serialization import (
     deserialize_from_json,
     safe_deserialize,
     safe_serialize,
+    serialize_to_bytes,
     serialize_to_json,
 )
 from flujo.state import FileBackend, InMemoryBackend, PostgresBackend, SQLiteBackend
@@ -48,16 +50,19 @@ def test_an_sdk_object_comes_back_exactly_as_pickle_brings_it_back(case: str) ->
             pickle.dumps(value)
     else:
         assert_identical(back, pickle.loads(pickle.dumps(value)))
-    assert_identical(deserialize_from_json(serialize_to_json(value)), value)
+    text = serialize_to_json(value)  # the typed parts as pydantic-core's own JSON text
+    assert text.encode() == orjson.dumps(safe_serialize(value))  # the same as the data's
+    assert_identical(deserialize_from_json(text), value)
 
 
 @pytest.mark.parametrize("case", sorted(REFUSED))
 def test_what_flujo_cannot_store_is_refused_when_saved_naming_class_and_path(case: str) -> None:
     value, class_name, path = REFUSED[case]
-    with pytest.raises(UnserializableTypeError) as info:
-        safe_serialize({"kept": value})
-    assert info.value.path == "$.kept" + path[1:]
-    assert class_name in str(info.value)
+    for encode in (safe_serialize, serialize_to_bytes):
+        with pytest.raises(UnserializableTypeError) as info:
+            encode({"kept": value})
+        assert info.value.path == "$.kept" + path[1:]
+        assert class_name in str(info.value)
 
 
 BACKENDS: dict[str, Callable[[Path, Any], StateBackend]] = {
