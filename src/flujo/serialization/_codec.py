@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Final
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
+import pydantic_core
 from pydantic import BaseModel
-from pydantic_core import TzInfo
 
 from ..exceptions import (
     CircularReferenceError,
@@ -807,7 +807,10 @@ def _datetime_kept(value: datetime, check: int) -> bool:
 # TzInfo per offset and ZoneInfo one object per key, so the datetimes of a list mostly hit.
 _PLAIN_ZONES: Final[dict[int, tuple[tzinfo, bool]]] = {}
 _PLAIN_ZONES_KEPT: Final = 256
-_IMMUTABLE_ZONES: Final = (timezone, TzInfo, ZoneInfo)
+# (pydantic_core exports TzInfo in the releases flujo is tested with; not in every one it allows)
+_IMMUTABLE_ZONES: Final[tuple[type, ...]] = tuple(
+    zone for zone in (timezone, ZoneInfo, getattr(pydantic_core, "TzInfo", None))
+    if zone is not None)
 
 
 def plain_offset(zone: tzinfo) -> bool:
