@@ -357,7 +357,8 @@ def scaling(name: str, small: int, large: int) -> Scaling:
 
 def render_realistic(rows: list[AgainstPydantic], scaled: Scaling | None) -> str:
     lines = ["### against pydantic told the exact type", "",
-             "Each ratio is flujo's time over pydantic's (`TypeAdapter(T).dump_json` / "
+             "Each ratio is flujo's time (`serialize_to_bytes` / `orjson.loads` + "
+             "`safe_deserialize`) over pydantic's (`TypeAdapter(T).dump_json` / "
              "`validate_json`), measured in interleaved rounds; \"types kept\" compares every "
              "value, its type, time zone, `model_fields_set` and extras with the original.", "",
              "| workload | records | flujo encode | flujo decode | pydantic encode | "
