@@ -43,7 +43,7 @@ from ._codec import (
 )
 from ._rows import parse_header
 from ._secrets import preview
-from ._types import JSONSchema, TypeCodec
+from ._types import JSONSchema, TypeCodec, unchanged
 
 if TYPE_CHECKING:
     from ._codec import DecodePlan, Decoder, Encoder
@@ -763,7 +763,7 @@ _CODECS: tuple[TypeCodec, ...] = (
                           "[row, ...]], a row being the array of a model's field values. "
                           "Version 2: fields may end with \"$unset\", and each row of that "
                           "model then ends with null or the names of its unset fields.",
-              migrations={1: _rows_v1_to_v2}),
+              migrations={1: unchanged(_rows_v1_to_v2)}),
     _path_codec("path.posix", pathlib.PosixPath),
     _path_codec("path.windows", pathlib.WindowsPath),
     _path_codec("purepath.posix", pathlib.PurePosixPath),

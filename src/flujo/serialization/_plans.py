@@ -37,7 +37,7 @@ from ._codec import (
 )
 from ._rows import header_of, parse_header, row_to_dict
 from ._typed import TypedModel
-from ._types import Migration, TypeCodec
+from ._types import Migration, TypeCodec, changes_nothing
 
 # Values whose identity is kept (docs/format.md, "Shared references and cycles"): mutable
 # containers, models, dataclasses and registered types. Strings, numbers, dates, tuples,
@@ -219,6 +219,8 @@ def migrating_plan(codec: TypeCodec, stored: int, decode_value: DecodePlan) -> D
                 f"v{version + 1} is registered (register_migration({codec.name!r}, {version}, fn))"
             )
         steps.append((version, step))
+    if all(changes_nothing(step) for _, step in steps):
+        return decode_value  # the stored version reads as the current one, as it is
     one_row = codec.kind == "model"
 
     def plan(dec: Decoder, v: Any, depth: int) -> Any:
