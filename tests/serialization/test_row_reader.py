@@ -192,10 +192,11 @@ def test_rows_are_the_models_own_json_without_the_names(data: st.DataObject) -> 
     items = _distinct(data.draw(st.lists(good, min_size=2, max_size=4)))
     rows = typed.dump_rows(items, [].append)
     assert rows is not None
-    reference = [reference_row(d, typed.shape) for d in typed.list_to_python(items, mode="json")]
+    reference = [reference_row(d, typed.shape)
+                 for d in typed.list_serializer().to_python(items, mode="json")]
     assert orjson.dumps(rows) == orjson.dumps(reference)
     for read in _row_readers(cls):
-        assert orjson.dumps(typed.rows_to_python(read(items, [].append), mode="json")) == \
+        assert orjson.dumps(typed._rows()[1].to_python(read(items, [].append), mode="json")) == \
             orjson.dumps(reference)
     if bad is not None:  # one value not exactly of its type: refused as the guard refuses it
         spoiled = [*items, data.draw(bad)]

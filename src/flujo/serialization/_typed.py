@@ -423,16 +423,13 @@ class TypedModel:
 
     # Methods, not properties returning the callables: compiled, a property called at once
     # would not be.
-    def _list_serializer_built(self) -> Any:
+    def list_serializer(self) -> Any:
         """pydantic-core's serializer of ``list[cls]`` (built on first use)."""
         serializer = self._list_serializer
         if serializer is None:
             adapter: Any = TypeAdapter(list[self.cls])  # type: ignore[name-defined]
             serializer = self._list_serializer = adapter.serializer
         return serializer
-
-    def list_to_python(self, items: list[Any], mode: str = "python") -> Any:
-        return self._list_serializer_built().to_python(items, mode=mode)
 
     def _rows(self) -> tuple[Any, Any]:
         """The row reader and the rows' serializer (for a class with a ``shape``)."""
@@ -442,10 +439,8 @@ class TypedModel:
             writer = self._row_writer = (build_row_reader(self.cls), row_serializer(core_schema))
         return writer
 
-    def rows_to_python(self, rows: list[Any], mode: str = "python") -> Any:
-        return self._rows()[1].to_python(rows, mode=mode)
-
-    def _unset_writer_built(self) -> tuple[Any, Any]:
+    def _unset_rows(self) -> tuple[Any, Any]:
+        """The row reader and the rows' serializer of ``rows@2``, which note unset fields."""
         writer = self._unset_writer
         if writer is None:
             core_schema: dict[str, Any] = self.cls.__pydantic_core_schema__  # type: ignore[assignment]
@@ -477,7 +472,7 @@ class TypedModel:
         try:
             if not self.list_guard(items, keep):
                 return None
-            serializer = self._list_serializer_built()
+            serializer = self.list_serializer()
             if text:
                 return Fragment(serializer.to_json(items))
             return serializer.to_python(items, mode="json")
@@ -489,7 +484,7 @@ class TypedModel:
         """The ``rows@2`` rows of ``items`` (fields may be unset), or None (see
         ``dump_rows``); only for classes with an ``unset_shape``."""
         try:
-            read_rows, serializer = self._unset_writer_built()
+            read_rows, serializer = self._unset_rows()
             written = _written_rows(read_rows, serializer, items, keep, text)
             return Fragment(written) if text and written is not None else written
         except (RecursionError, PydanticSerializationError, ValueError, Ineligible,
@@ -518,7 +513,7 @@ class TypedModel:
                        text: bool = False) -> Any | None:
         """The ``rows@2`` row of one model (see ``dump_unset_rows``)."""
         try:
-            read_rows, serializer = self._unset_writer_built()
+            read_rows, serializer = self._unset_rows()
             written = _written_rows(read_rows, serializer, [obj], keep, text)
         except (RecursionError, PydanticSerializationError, ValueError, Ineligible,
                 Uncompilable):
