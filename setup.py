@@ -28,6 +28,7 @@ COMPILED = [
     "src/flujo/serialization/_builtins.py",
     "src/flujo/serialization/_codec.py",
     "src/flujo/serialization/_custom.py",
+    "src/flujo/serialization/_datetimes.py",
     "src/flujo/serialization/_memo.py",
     "src/flujo/serialization/_plans.py",
     "src/flujo/serialization/_rows.py",

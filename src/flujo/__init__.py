@@ -23,7 +23,7 @@ from .serialization import (
     serialize_to_json,
 )
 
-__version__ = "0.13.0"
+__version__ = "0.14.0"
 
 __all__ = [
     "FailedAttempt",

@@ -261,6 +261,7 @@ def assert_same(a: Any, b: Any, path: str = "$") -> None:
         _same_tz(a.tzinfo, b.tzinfo, path)
         assert a.utcoffset() == b.utcoffset(), f"{path}: offset of {a!r} vs {b!r}"
         assert a.tzname() == b.tzname(), f"{path}: tzname of {a!r} vs {b!r}"
+        assert a.fold == b.fold, f"{path}: fold of {a!r} vs {b!r}"
     elif isinstance(a, time):
         assert a.replace(tzinfo=None, fold=0) == b.replace(tzinfo=None, fold=0), \
             f"{path}: {a!r} != {b!r}"

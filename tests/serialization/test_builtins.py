@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, available_timezones
 
 import orjson
 import pytest
@@ -489,10 +489,22 @@ _WHOLE_MINUTE_ZONES = st.one_of(
 @given(st.datetimes(), _WHOLE_MINUTE_ZONES, st.sampled_from([0, 1]))
 def test_datetime_text_by_pydantic_core_is_isoformat(
         value: datetime, zone: timezone | None, fold: int) -> None:
-    from flujo.serialization._builtins import _datetime_text
+    from flujo.serialization._datetimes import datetime_text as _datetime_text
 
     value = value.replace(tzinfo=zone, fold=fold)
     assert _datetime_text(value) == value.isoformat() + ("[fold=1]" if fold else "")
+
+
+@given(st.datetimes(min_value=datetime(1700, 1, 1), timezones=st.sampled_from(
+    sorted(available_timezones())).map(ZoneInfo)))
+def test_the_text_of_a_zoned_datetime_is_its_isoformat_and_its_zone(value: datetime) -> None:
+    # pydantic-core writes whole-minute offsets of zones, isoformat() the others (LMT)
+    from flujo.serialization._datetimes import datetime_text
+
+    assert isinstance(value.tzinfo, ZoneInfo)
+    fold = "[fold=1]" if value.fold and value.replace(fold=0).utcoffset() == value.utcoffset() \
+        else ""
+    assert datetime_text(value) == f"{value.isoformat()}{fold}[{value.tzinfo.key}]"
 
 
 def test_timezone_utc_comes_back_as_itself(registry: TypeRegistry) -> None:

@@ -232,9 +232,15 @@ def test_rows_and_their_field_lists_are_described(registry: TypeRegistry) -> Non
     assert_valid(schema, safe_serialize([customer(1), customer(2)],
                                         registry=TypeRegistry(model_rows=False)))
     fields = rows[VALUE][1]
-    for wrong in ([7], [{"a": ["x"], "b": ["y"]}], [{"a": {"set": ["x"]}}],
-                  [{"a": {"list": "x"}}]):
-        forged = {TAG: "rows@2", VALUE: [rows[VALUE][0], wrong, []]}
-        assert not Draft(schema).is_valid(forged)
-        assert not jsonschema_rs.validator_for(schema).is_valid(forged)
+    # rows@3 (datetimes as flujo's text) is written beside rows@2, and described alike
+    zoned = safe_serialize([customer(1), customer(2).model_copy(update={"since": datetime(
+        2024, 5, 1, tzinfo=ZoneInfo("Europe/Paris"))})], registry=registry)
+    assert zoned[TAG] == "rows@3"
+    assert_valid(schema, zoned)
+    for tag in ("rows@2", "rows@3"):
+        for wrong in ([7], [{"a": ["x"], "b": ["y"]}], [{"a": {"set": ["x"]}}],
+                      [{"a": {"list": "x"}}]):
+            forged = {TAG: tag, VALUE: [rows[VALUE][0], wrong, []]}
+            assert not Draft(schema).is_valid(forged)
+            assert not jsonschema_rs.validator_for(schema).is_valid(forged)
     assert fields[4] == {"addresses": {"list": ["street", "zip"]}}

@@ -21,7 +21,15 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validat
 from pydantic_core import TzInfo
 
 from flujo.exceptions import UnserializableTypeError
-from flujo.serialization import TAG, VALUE, TypeRegistry, safe_deserialize, safe_serialize
+from flujo.serialization import (
+    TAG,
+    VALUE,
+    TypeRegistry,
+    encode_with_manifest,
+    safe_deserialize,
+    safe_serialize,
+)
+from flujo.serialization._datetimes import datetime_text
 
 from ._support import assert_same
 
@@ -117,9 +125,6 @@ def test_a_str_subclass_in_a_str_field_keeps_its_class_not_flattened(
     {"f": float("nan")},
     {"f": float("inf")},
     {"d": Decimal("NaN")},
-    {"at": datetime(2024, 3, 31, 2, 30, tzinfo=ZoneInfo("Europe/Paris"))},
-    {"at": datetime(2024, 1, 1, tzinfo=timezone(timedelta(hours=-5), "EST"))},
-    {"at": datetime(2024, 1, 1, tzinfo=timezone(timedelta(seconds=30)))},
     {"child": SpecialChild(name="c")},
     {"tags": ("a", "b")},
     {"counts": {"n": True}},
@@ -272,11 +277,34 @@ def test_the_typed_form_is_refused_for_a_class_flujo_would_not_write_that_way() 
         safe_deserialize(forged, registry=registry)
 
 
-def test_a_datetime_with_fold_takes_the_generic_path_and_keeps_it(registry: TypeRegistry) -> None:
-    value = good(at=datetime(2021, 11, 7, 1, 30, fold=1))
-    data, back = round_trip(value, registry)
-    assert type(data[VALUE]) is dict
-    assert back.at.fold == 1
+@pytest.mark.parametrize("at", [
+    datetime(2024, 3, 31, 2, 30, tzinfo=ZoneInfo("Europe/Paris")),  # a gap: +01:00 read as +02:00
+    datetime(2024, 10, 27, 2, 30, tzinfo=ZoneInfo("Europe/Paris")),  # repeated wall time
+    datetime(2024, 10, 27, 2, 30, fold=1, tzinfo=ZoneInfo("Europe/Paris")),
+    datetime(1850, 1, 1, tzinfo=ZoneInfo("Europe/Paris")),  # local mean time: +00:09:21
+    datetime(2024, 1, 1, tzinfo=timezone(timedelta(hours=-5), "EST")),
+    datetime(2024, 1, 1, tzinfo=timezone(timedelta(seconds=30))),
+    datetime(2021, 11, 7, 1, 30, fold=1),
+    datetime(2021, 11, 7, 1, 30, fold=1, tzinfo=UTC),
+], ids=repr)
+def test_a_datetime_pydantic_would_change_is_written_as_its_text_in_a_row(
+        registry: TypeRegistry, at: datetime) -> None:
+    """pydantic-core would drop the zone, the name or the fold (or refuse the offset): the
+    model takes the one-row form, its datetime flujo's own text, as rows@3."""
+    value = good(at=at)
+    data, manifest = encode_with_manifest(value, registry=registry)
+    fields, row = data[VALUE]
+    assert row[fields.index("at")] == datetime_text(at)
+    assert manifest["rows"] == 3
+    back = safe_deserialize(orjson.loads(orjson.dumps(data)), registry=registry)
+    assert_same(back, value)
+
+
+def test_the_datetime_of_a_typed_model_is_its_iso_text_as_pydantic_writes_it(
+        registry: TypeRegistry) -> None:
+    value = good(at=datetime(2024, 1, 1, 12, tzinfo=timezone(timedelta(hours=2))))
+    data, manifest = encode_with_manifest(value, registry=registry)
+    assert data[VALUE] == [value.model_dump(mode="json")] and "rows" not in manifest
 
 
 class Tree(BaseModel):

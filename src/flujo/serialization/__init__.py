@@ -64,6 +64,7 @@ __all__ = [
     "deserialize_from_json",
     "encode_with_manifest",
     "mask_secrets",
+    "merge_manifests",
     "register_custom_deserializer",
     "register_custom_serializer",
     "register_migration",
@@ -152,6 +153,18 @@ def encode_with_manifest(
     manifest: dict[str, int] = {}
     data = _encode(obj, registry, validate, None, manifest, memo)
     return data, dict(sorted(manifest.items()))
+
+
+def merge_manifests(*manifests: Mapping[str, int]) -> dict[str, int]:
+    """The manifest of a document made of parts with these manifests: each type name at the
+    newest version any part holds (a list of models may be ``rows@2`` in one part and
+    ``rows@3`` in another), sorted by name."""
+    merged: dict[str, int] = {}
+    for manifest in manifests:
+        for name, version in manifest.items():
+            if merged.get(name, 0) < version:
+                merged[name] = version
+    return dict(sorted(merged.items()))
 
 
 def safe_deserialize(data: Any, *, registry: TypeRegistry | None = None,

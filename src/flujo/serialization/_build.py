@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-COMPILED_MODULES = ("_auto", "_builtins", "_codec", "_custom", "_memo", "_plans", "_rows",
-                    "_typed")
+COMPILED_MODULES = ("_auto", "_builtins", "_codec", "_custom", "_datetimes", "_memo", "_plans",
+                    "_rows", "_typed")
 PURE_PYTHON_ENV = "FLUJO_PURE_PYTHON"
 _PACKAGE = __name__.rpartition(".")[0]
 _HERE = Path(__file__).parent

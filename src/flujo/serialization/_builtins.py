@@ -16,13 +16,13 @@ import re
 from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from functools import partial
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any, Final
 from uuid import UUID
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo
 
 import orjson
 from pydantic import ValidationError
@@ -40,6 +40,15 @@ from ._codec import (
     REF_VERSION,
     ROWS_NAME,
     ROWS_VERSION,
+    UNZONED_ROWS_VERSION,
+)
+from ._datetimes import (
+    datetime_from_text,
+    datetime_text,
+    time_from_text,
+    time_text,
+    zone_suffix,
+    zoneinfo_from_text,
 )
 from ._rows import parse_header
 from ._secrets import preview
@@ -83,146 +92,13 @@ def _uuid_from_text(text: str) -> UUID:
     return parsed
 
 
-# -- date and time ------------------------------------------------------------------------
-# Suffixes of the zones seen, by identity (timezone equality ignores the name, so equal
-# zones may need different suffixes); each entry holds its zone, so its id is not reused.
-_SUFFIXES: Final[dict[int, tuple[tzinfo, str, bool]]] = {}
-_MAX_SUFFIXES: Final = 256
-
-
-def _zone_facts(tz: tzinfo) -> tuple[str, bool]:
-    """The zone's suffix (see ``_offset_suffix``) and whether it is a ``datetime.timezone``
-    of whole minutes, whose ISO text pydantic-core writes exactly as ``isoformat()``."""
-    known = _SUFFIXES.get(id(tz))
-    if known is not None and known[0] is tz:
-        return known[1], known[2]
-    suffix = _zone_suffix(tz)
-    offset = tz.utcoffset(None) if type(tz) is timezone else None
-    minutes = offset is not None and offset.microseconds == 0 and offset.seconds % 60 == 0
-    if len(_SUFFIXES) >= _MAX_SUFFIXES:
-        _SUFFIXES.clear()
-    _SUFFIXES[id(tz)] = (tz, suffix, minutes)
-    return suffix, minutes
-
-
-def _offset_suffix(tz: tzinfo | None) -> str:
-    """``[Zone/Key]`` for IANA zones, ``[tzname=...]`` for named fixed offsets, else ''."""
-    return "" if tz is None else _zone_facts(tz)[0]
-
-
-def _zone_suffix(tz: tzinfo) -> str:
-    if isinstance(tz, ZoneInfo):
-        if tz.key is None:
-            raise SerializationError("a ZoneInfo built from a file has no key to store")
-        if tz.key not in _KNOWN_ZONES:  # e.g. posix/..., right/...: refused now, not at load
-            raise SerializationError(
-                f"time zone {tz.key!r} is not in the time zone database's list of zones, so "
-                "it could not be read back; use its canonical name")
-        return f"[{tz.key}]"
-    if type(tz) is timezone:
-        offset = tz.utcoffset(None)
-        if tz is not UTC and tz.tzname(None) != timezone(offset).tzname(None):
-            return f"[tzname={tz.tzname(None)}]"
-        return ""
-    if type(tz).__module__.startswith("pydantic"):  # pydantic's TzInfo: a fixed offset
-        return ""
-    raise SerializationError(
-        f"cannot store the time zone {tz!r} ({type(tz).__qualname__}): use a fixed "
-        "datetime.timezone offset or a zoneinfo.ZoneInfo"
-    )
-
-
-_FOLD: Final = "[fold=1]"
-
-
-def _split_zone(text: str) -> tuple[str, bool, str | None]:
-    """``iso[fold=1][zone]`` -> (iso, fold, zone). The fold marker comes first: a tzname
-    may contain anything, so only its own brackets may end the text."""
-    base, bracket, rest = text.partition("[")
-    if not bracket:
-        return text, False, None
-    rest = bracket + rest
-    fold = rest.startswith(_FOLD)
-    if fold:
-        rest = rest[len(_FOLD):]
-    if not rest:
-        return base, fold, None
-    if not rest.endswith("]"):
-        raise DeserializationError(f"malformed zone suffix in {text!r}")
-    return base, fold, rest[1:-1]
-
-
+# -- date and time (the text: _datetimes) ---------------------------------------------------
 def _enc_datetime(enc: Encoder, dt: datetime, depth: int) -> str:
-    return _datetime_text(dt)
-
-
-def _datetime_text(dt: datetime) -> str:
-    tz = dt.tzinfo
-    if tz is None or tz is UTC:
-        suffix, minutes = "", True
-    else:
-        known = _SUFFIXES.get(id(tz))  # _zone_facts' cache, read inline: this is hot
-        suffix, minutes = ((known[1], known[2]) if known is not None and known[0] is tz
-                           else _zone_facts(tz))
-    if dt.fold and (not isinstance(tz, ZoneInfo)
-                    or dt.replace(fold=0).utcoffset() == dt.utcoffset()):
-        # fold picks the later of two repeated wall times and isoformat() drops it; a zone's
-        # offset tells it only for an ambiguous wall time, otherwise say it.
-        suffix = _FOLD + suffix
-    if not minutes:
-        return dt.isoformat() + suffix
-    # isoformat()'s text, by pydantic-core in half the time (the tests check they agree),
-    # except that pydantic says "Z" for +00:00.
-    text: str = to_jsonable_python(dt)
-    return (text[:-1] + "+00:00" if text[-1] == "Z" else text) + suffix
-
-
-def _apply_zone(zone: str, fixed: timezone) -> tzinfo:
-    if zone.startswith("tzname="):
-        return timezone(fixed.utcoffset(None), zone[len("tzname="):])
-    return _zoneinfo_from_text(zone)
-
-
-# Read once at import (a few ms), never while decoding: looking a name up later could import
-# tzdata resource packages named after it.
-_KNOWN_ZONES: Final = frozenset(available_timezones())
-
-
-def _datetime_from_text(text: str) -> datetime:
-    base, fold, zone = _split_zone(text)
-    dt = datetime.fromisoformat(base)
-    if fold:
-        dt = dt.replace(fold=1)
-    if zone is None:
-        return dt
-    if dt.tzinfo is None:
-        raise DeserializationError(f"datetime {text!r} names a zone but has no UTC offset")
-    tz = _apply_zone(zone, dt.tzinfo)  # type: ignore[arg-type]
-    offset = dt.utcoffset()
-    local = dt.replace(tzinfo=tz)
-    if local.utcoffset() != offset and not fold:  # the offset says which of two wall times
-        local = local.replace(fold=1)
-    if local.utcoffset() != offset:
-        raise DeserializationError(f"offset of {text!r} does not exist in zone {zone!r}")
-    return local
+    return datetime_text(dt)
 
 
 def _enc_time(enc: Encoder, t: time, depth: int) -> str:
-    if isinstance(t.tzinfo, ZoneInfo):
-        raise SerializationError("a time with a ZoneInfo zone has no fixed offset to store")
-    return t.isoformat() + (_FOLD if t.fold else "") + _offset_suffix(t.tzinfo)
-
-
-def _time_from_text(text: str) -> time:
-    base, fold, zone = _split_zone(text)
-    t = time.fromisoformat(base)
-    if fold:
-        t = t.replace(fold=1)
-    if zone is not None:
-        if not zone.startswith("tzname=") or t.tzinfo is None:
-            raise DeserializationError(f"malformed time {text!r}")
-        t = t.replace(tzinfo=_apply_zone(zone, t.tzinfo))  # type: ignore[arg-type]
-    return t
+    return time_text(t)
 
 
 def _dec_timedelta(dec: Decoder, v: Any, depth: int) -> timedelta:
@@ -471,18 +347,8 @@ _IPV6 = r"[0-9a-f:.]*:[0-9a-f:.]*(%[^%/]+)?"  # the exact text is checked when r
 
 # -- time zones on their own ----------------------------------------------------------------
 def _zoneinfo_text(tz: ZoneInfo) -> str:
-    return _zone_suffix(tz)[1:-1]  # "[Zone/Key]", checked to be in the database's list
+    return zone_suffix(tz)[1:-1]  # "[Zone/Key]", checked to be in the database's list
 
-
-def _zoneinfo_from_text(text: str) -> ZoneInfo:
-    # Only names in the time zone database: for any other name ZoneInfo would go looking
-    # for it, importing tzdata submodules named after it, i.e. chosen by stored data.
-    if text not in _KNOWN_ZONES:
-        raise DeserializationError(f"unknown time zone {text!r}")
-    try:
-        return ZoneInfo(text)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise caused(DeserializationError(f"unknown time zone {text!r}"), exc)
 
 
 _DAY_US: Final = 86_400_000_000
@@ -587,9 +453,9 @@ def _bytearray_from_text(text: str) -> bytearray:
 
 
 _FROM_TEXT: Final[dict[str, Callable[[str], Any]]] = {
-    "datetime": _datetime_from_text,
+    "datetime": datetime_from_text,
     "date": date.fromisoformat,
-    "time": _time_from_text,
+    "time": time_from_text,
     "uuid": _uuid_from_text,
     "decimal": Decimal,
     # b64decode(validate=True) is this call after a Python-level argument check.
@@ -605,7 +471,7 @@ _FROM_TEXT: Final[dict[str, Callable[[str], Any]]] = {
     "ipv6network": _canonical_parser(ipaddress.IPv6Network),
     "ipv4interface": _canonical_parser(ipaddress.IPv4Interface),
     "ipv6interface": _canonical_parser(ipaddress.IPv6Interface),
-    "zoneinfo": _zoneinfo_from_text,
+    "zoneinfo": zoneinfo_from_text,
 }
 
 
@@ -639,6 +505,11 @@ def _dec_models(dec: Decoder, v: Any, depth: int) -> list[Any]:
 
 def _rows_v1_to_v2(v: Any) -> Any:
     """rows@1 is rows@2 without unset fields: the same value."""
+    return v
+
+
+def _rows_v2_to_v3(v: Any) -> Any:
+    """rows@2 is rows@3 without datetimes written as flujo's text: the same value."""
     return v
 
 
@@ -762,8 +633,12 @@ _CODECS: tuple[TypeCodec, ...] = (
                           "typed form with its field names written once: [tag, fields, "
                           "[row, ...]], a row being the array of a model's field values. "
                           "Version 2: fields may end with \"$unset\", and each row of that "
-                          "model then ends with null or the names of its unset fields.",
-              migrations={1: unchanged(_rows_v1_to_v2)}),
+                          "model then ends with null or the names of its unset fields. "
+                          "Version 3: a datetime value may be flujo's datetime text (the "
+                          "datetime type's), e.g. 2024-03-10T01:30:00-05:00[America/New_York]; "
+                          "a list without such a datetime is still written as version 2.",
+              migrations={1: unchanged(_rows_v1_to_v2), 2: unchanged(_rows_v2_to_v3)},
+              also_writes=(UNZONED_ROWS_VERSION,)),
     _path_codec("path.posix", pathlib.PosixPath),
     _path_codec("path.windows", pathlib.WindowsPath),
     _path_codec("purepath.posix", pathlib.PurePosixPath),
@@ -814,7 +689,7 @@ def _base64(data: bytes | bytearray) -> str:
 # float and int are not leaves: their codecs handle only the values Encoder.encode does not
 # write natively (non-finite floats, ints beyond 64 bits), so they must be reached through it.
 _LEAVES: dict[str, Callable[[Any], Any]] = {
-    "datetime": _datetime_text,
+    "datetime": datetime_text,
     "date": date.isoformat,
     "time": lambda t: _enc_time(None, t, 0),  # type: ignore[arg-type]
     "timedelta": lambda td: [td.days, td.seconds, td.microseconds],

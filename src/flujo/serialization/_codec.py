@@ -55,8 +55,19 @@ MODELS_VERSION: Final = 1
 MODELS_TAG: Final = f"{MODELS_NAME}@{MODELS_VERSION}"
 ROWS_NAME: Final = "rows"  # the same, each model as the array of its field values (_rows)
 # 2: a model's rows may note its unset fields (flujo 0.12); rows@1 reads as rows@2
-ROWS_VERSION: Final = 2
-ROWS_TAG: Final = f"{ROWS_NAME}@{ROWS_VERSION}"
+# 3: a datetime may be flujo's datetime text, e.g. with an IANA zone (flujo 0.14); written
+# only where a row holds one, so that other rows stay readable by flujo 0.12 and 0.13
+ROWS_VERSION: Final = 3
+UNZONED_ROWS_VERSION: Final = 2
+ROWS_TAG: Final = f"{ROWS_NAME}@{UNZONED_ROWS_VERSION}"
+ZONED_ROWS_TAG: Final = f"{ROWS_NAME}@{ROWS_VERSION}"
+
+
+def note_version(manifest: dict[str, int], name: str, version: int) -> None:
+    """Note in a manifest that a document holds ``name`` at ``version``: the manifest
+    keeps the newest version of each name (rows@2 and rows@3 may share one document)."""
+    if manifest.get(name, 0) < version:
+        manifest[name] = version
 # Shared references (docs/format.md): an object reached more than once in one value is
 # written in full where it first occurs, its tagged object carrying ANCHOR (its number, 1, 2,
 # ... in document order), and as {"$t": "ref@1", "v": number} wherever it occurs again.

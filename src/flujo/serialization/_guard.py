@@ -45,6 +45,7 @@ from ._codec import (
     plain_json,
     plain_offset,
 )
+from ._datetimes import zoned_text
 from ._pickling import own_pickling_hook
 
 __all__ = ["UNSET", "GuardWriter", "Ineligible", "SchemaWalker", "Uncompilable", "build_guards",
@@ -175,15 +176,22 @@ class GuardWriter(SchemaWalker):
     of those tuples.
     """
 
-    def __init__(self, *, inline: bool = True, rows: bool = False, unset: bool = False) -> None:
+    def __init__(self, *, inline: bool = True, rows: bool = False, general: bool = False) -> None:
         super().__init__()
-        # Row readers only: models of a class with defaulted fields may leave fields unset;
-        # their rows end with an item more, None or the sorted names of the unset fields.
-        self.unset = unset and rows
+        # The general row reader (``general``): models of a class with defaulted fields may
+        # leave fields unset (their rows end with an item more, None or the sorted names of
+        # the unset fields), and a datetime pydantic-core cannot write as it is (a zone that
+        # is not a fixed offset, fold=1) is in its row as flujo's datetime text; the
+        # functions then take a third argument, a list, to which the first such datetime
+        # adds True (``rows@3``).
+        self.unset = general and rows
+        self.zoned = general and rows
+        self.args = "keep, zoned" if self.zoned else "keep"
         self.namespace: dict[str, Any] = {
             "INT_MIN": INT_MIN, "INT_MAX": INT_MAX, "Decimal": Decimal, "UUID": UUID,
             "date": date, "datetime": datetime, "UTC": UTC, "_plain_offset": plain_offset,
             "_unicode": is_unicode, "_plain_json": plain_json, "_exact": exact_fields,
+            "_zoned_text": zoned_text,
         }
         self.inline = inline
         self.rows = rows
@@ -215,7 +223,7 @@ class GuardWriter(SchemaWalker):
         body, row = self.model_checks(node, "o", 2, 0, 0)
         success = f"return {row}" if self.rows else "return True"
         self.sources.append("\n".join([
-            f"def {name}(o, keep):", "    try:", *body, f"        {success}",
+            f"def {name}(o, {self.args}):", "    try:", *body, f"        {success}",
             "    except (KeyError, AttributeError):", f"        {self.fail}"]))
         return name
 
@@ -345,7 +353,8 @@ class GuardWriter(SchemaWalker):
         if kind in _TABLE_CHECKS:
             check_keys(node)
             return _TABLE_CHECKS[kind] | flag
-        if kind == "datetime" and node.get("tz_constraint") in _DATETIME_CHECKS:
+        if kind == "datetime" and node.get("tz_constraint") in _DATETIME_CHECKS and \
+                not self.zoned:  # zoned datetimes are converted, not refused
             check_keys(node)
             return _DATETIME_CHECKS[node.get("tz_constraint")] | flag
         return None
@@ -414,21 +423,7 @@ class GuardWriter(SchemaWalker):
         if condition is not None:
             return [f"{pad}if {condition}: {fail}"], var
         if kind == "datetime":
-            constraint = node.get("tz_constraint")
-            tz = f"t{depth}"
-            lines = [f"{pad}if type({var}) is not datetime or {var}.fold: {fail}",
-                     f"{pad}{tz} = {var}.tzinfo"]
-            if constraint == "aware":
-                lines.append(f"{pad}if {tz} is not UTC and ({tz} is None or not "
-                             f"_plain_offset({tz})): {fail}")
-            elif constraint == "naive":
-                lines.append(f"{pad}if {tz} is not None: {fail}")
-            elif constraint is None:
-                lines.append(f"{pad}if {tz} is not None and {tz} is not UTC and not "
-                             f"_plain_offset({tz}): {fail}")
-            else:
-                raise Ineligible(f"datetime tz_constraint {constraint!r}")
-            return lines, var
+            return self.datetime_check(node, var, pad, depth)
         if kind == "default":
             return self.check(node["schema"], var, indent, depth, level)
         if kind == "nullable":
@@ -473,7 +468,7 @@ class GuardWriter(SchemaWalker):
                 if not self.rows:
                     return [*lines, f"{pad}if not {function}({var}, keep): {fail}"], var
                 row = self.collector()
-                return [*lines, f"{pad}{row} = {function}({var}, keep)",
+                return [*lines, f"{pad}{row} = {function}({var}, {self.args})",
                         f"{pad}if {row} is None: {fail}"], row
             checks, row_items = self.model_checks(node, var, indent, level + 1, depth)
             if not self.rows:
@@ -484,6 +479,32 @@ class GuardWriter(SchemaWalker):
             return [*lines, *checks, f"{pad}{row} = {row_items}"], row
         raise Ineligible(f"core schema node {kind!r}")
 
+    def datetime_check(self, node: dict[str, Any], var: str, pad: str,
+                       depth: int) -> tuple[list[str], str]:
+        """``check`` of a datetime: one pydantic-core writes as it is (no zone, UTC or a
+        fixed offset, fold 0); in the general row reader, any other becomes its text."""
+        constraint = node.get("tz_constraint")
+        tz, fail = f"t{depth}", self.fail
+        if constraint == "aware":
+            writable = f"{tz} is UTC or ({tz} is not None and _plain_offset({tz}))"
+            required = f"{tz} is None"
+        elif constraint == "naive":
+            writable, required = f"{tz} is None", f"{tz} is not None"
+        elif constraint is None:
+            writable = f"{tz} is None or {tz} is UTC or _plain_offset({tz})"
+            required = ""
+        else:
+            raise Ineligible(f"datetime tz_constraint {constraint!r}")
+        lines = [f"{pad}if type({var}) is not datetime: {fail}", f"{pad}{tz} = {var}.tzinfo"]
+        if not self.zoned:
+            return [*lines, f"{pad}if {var}.fold or not ({writable}): {fail}"], var
+        text = self.collector()
+        if required:  # a field that must be naive (aware) holds no zoned (naive) datetime
+            lines.append(f"{pad}if {required}: {fail}")
+        return [*lines, f"{pad}{text} = {var}",
+                f"{pad}if {var}.fold or not ({writable}): {text} = _zoned_text({var}, zoned)"
+                ], text
+
     def list_function(self, node: dict[str, Any], root: str) -> str:
         """A guard over a whole list of the root class (its row reader with ``rows``): the
         model's checks in the loop, so a list of records costs no call per record (a call
@@ -493,12 +514,13 @@ class GuardWriter(SchemaWalker):
             body, row = self.model_checks(node, "o", 3, 0, 0)
         else:
             row = "row"
-            body = ([f"            row = {root}(o, keep)",
+            body = ([f"            row = {root}(o, {self.args})",
                      f"            if row is None: {self.fail}"]
                     if self.rows else [f"            if not {root}(o, keep): return False"])
         collect = [f"            rows.append({row})"] if self.rows else []
         self.sources.append("\n".join([
-            "def _guard_list(items, keep):", *(["    rows = []"] if self.rows else []), "    try:",
+            f"def _guard_list(items, {self.args}):", *(["    rows = []"] if self.rows else []),
+            "    try:",
             "        for o in items:",
             f"            if type(o) is not {cls}: {self.fail}", *body, *collect,
             "    except (KeyError, AttributeError):", f"        {self.fail}",
@@ -531,12 +553,13 @@ def build_guards(cls: type[BaseModel]) -> tuple[Any, Any]:
     return _build(cls, rows=False)
 
 
-def build_row_reader(cls: type[BaseModel], *, unset: bool = False) -> Any:
+def build_row_reader(cls: type[BaseModel], *, general: bool = False) -> Any:
     """The row reader of a list of ``cls`` (see ``GuardWriter``): the list of its models'
-    rows as tuples, or None when a value is not exactly of its declared type. With
-    ``unset``, models of classes with defaulted fields may leave fields unset (their rows
-    end with the unset names, ``_rows``)."""
-    return _build(cls, rows=True, unset=unset)[1]
+    rows as tuples, or None when a value is not exactly of its declared type. The
+    ``general`` one (``rows@3``) takes a third argument, a list (see ``GuardWriter``):
+    models of classes with defaulted fields may leave fields unset (their rows end with the
+    unset names, ``_rows``), and its datetimes may be of any zone."""
+    return _build(cls, rows=True, general=general)[1]
 
 
 # Field types whose values are immutable: the same object is the same value, now and later.
@@ -580,13 +603,13 @@ def has_defaults(fields_node: dict[str, Any], resolve: Any) -> bool:
 _BUILT = itertools.count(1)
 
 
-def _build(cls: type[BaseModel], *, rows: bool, unset: bool = False) -> tuple[Any, Any]:
+def _build(cls: type[BaseModel], *, rows: bool, general: bool = False) -> tuple[Any, Any]:
     schema: dict[str, Any] = cls.__pydantic_core_schema__  # type: ignore[assignment]
-    label = f"{cls.__module__}.{cls.__qualname__}{' unset' if unset else ''}"
+    label = f"{cls.__module__}.{cls.__qualname__}{' general' if general else ''}"
     try:
-        return GuardWriter(rows=rows, unset=unset).build(schema, label)
+        return GuardWriter(rows=rows, general=general).build(schema, label)
     except Uncompilable:
-        return GuardWriter(inline=False, rows=rows, unset=unset).build(schema, label)
+        return GuardWriter(inline=False, rows=rows, general=general).build(schema, label)
 
 
 def _declared_slots(klass: type) -> tuple[str, ...]:

@@ -27,13 +27,16 @@ from ._codec import (
     ROWS_VERSION,
     STATE,
     TAG,
+    UNZONED_ROWS_VERSION,
     VALUE,
+    ZONED_ROWS_TAG,
     BatchPlan,
     DecodePlan,
     Decoder,
     EncodePlan,
     Encoder,
     WithState,
+    note_version,
 )
 from ._rows import header_of, parse_header, row_to_dict
 from ._typed import TypedModel
@@ -108,13 +111,14 @@ def typed_plan(codec: TypeCodec, typed: TypedModel, *, rows: bool) -> EncodePlan
     its generic form, written here rather than by calling the generic plan (``tagging_plan``'s
     ``object_plan``): a model nested in a model nested in ... costs one Python frame less a
     level, so max_depth stays reachable in the pure-Python form too. With ``rows``, a model
-    that leaves fields unset takes the one-row form (``rows@2``)."""
+    that leaves fields unset, or holds a datetime pydantic-core cannot write as it is, takes
+    the one-row form (``rows@2``, ``rows@3``)."""
     tag, name, version = codec.tag, codec.name, codec.version
     encode_object = codec.encode_object
     assert encode_object is not None and keeps_identity(codec)
-    # the one-row form is rows@2: not with TypeRegistry(model_rows=False)
-    unset_shape = typed.unset_shape if rows else None
-    unset_header = header_of(unset_shape) if unset_shape is not None else None
+    # the one-row form is a form of rows: not with TypeRegistry(model_rows=False)
+    general_shape = typed.general_shape if rows else None
+    general_header = header_of(general_shape) if general_shape is not None else None
 
     def plan(enc: Encoder, obj: Any, depth: int) -> dict[str, Any]:
         seen = enc.seen
@@ -130,12 +134,14 @@ def typed_plan(codec: TypeCodec, typed: TypedModel, *, rows: bool) -> EncodePlan
         if data is not None and enc.unshared(start + 1):
             return {TAG: tag, VALUE: [data]}
         del seen[start:]
-        if unset_shape is not None:  # fields left unset (SDK objects parsed from JSON)?
-            row = typed.dump_unset_row(obj, enc.note, text)
-            if row is not None and enc.unshared(start + 1):
+        if general_shape is not None:  # fields left unset (SDK objects), zoned datetimes?
+            written = typed.dump_general_row(obj, enc.note, text)
+            if written is not None and enc.unshared(start + 1):
+                row, zoned = written
                 if manifest is not None:
-                    manifest[ROWS_NAME] = ROWS_VERSION
-                return {TAG: tag, VALUE: [unset_header, row]}
+                    note_version(manifest, ROWS_NAME,
+                                 ROWS_VERSION if zoned else UNZONED_ROWS_VERSION)
+                return {TAG: tag, VALUE: [general_header, row]}
             del seen[start:]
         # some value is not exactly of its declared type, or something is shared: the
         # generic form, as object_plan writes it
@@ -151,16 +157,17 @@ def typed_plan(codec: TypeCodec, typed: TypedModel, *, rows: bool) -> EncodePlan
 def batch_plan(codec: TypeCodec, typed: TypedModel, *, rows: bool) -> BatchPlan:
     tag, name, version = codec.tag, codec.name, codec.version
     shape = typed.shape if rows else None  # None also when the class contains itself
-    if shape is not None:
-        form_name, form_version, form_tag = ROWS_NAME, ROWS_VERSION, ROWS_TAG
+    if shape is not None:  # rows@3 only where a datetime is written as its text
+        form_name, form_version, form_tag = ROWS_NAME, UNZONED_ROWS_VERSION, ROWS_TAG
     else:
         form_name, form_version, form_tag = MODELS_NAME, MODELS_VERSION, MODELS_TAG
 
-    unset_shape = typed.unset_shape if shape is not None else None
-    unset_header = header_of(unset_shape) if unset_shape is not None else None
+    general_shape = typed.general_shape if shape is not None else None
+    general_header = header_of(general_shape) if general_shape is not None else None
 
     def plan(enc: Encoder, items: list[Any], depth: int) -> dict[str, Any] | None:
         body: list[Any] | None = None
+        zoned = False
         seen = enc.seen
         start = len(seen)  # the list itself is noted already: see typed_plan
         text = enc.fragments and typed.as_text(depth)
@@ -170,11 +177,12 @@ def batch_plan(codec: TypeCodec, typed: TypedModel, *, rows: bool) -> BatchPlan:
                       else memo.dump_rows(typed, items, enc.note))
             if values is not None:
                 body = [tag, header_of(shape), values]
-            elif unset_shape is not None:  # fields left unset (SDK objects parsed from JSON)?
+            elif general_shape is not None:  # fields left unset (SDK objects), zoned datetimes?
                 del seen[start:]
-                values = typed.dump_unset_rows(items, enc.note, text)
-                if values is not None:
-                    body = [tag, unset_header, values]
+                written = typed.dump_general_rows(items, enc.note, text)
+                if written is not None:
+                    body = [tag, general_header, written[0]]
+                    zoned = written[1]
         else:
             data = typed.dump_list(items, enc.note, text)
             if data is not None:
@@ -186,8 +194,8 @@ def batch_plan(codec: TypeCodec, typed: TypedModel, *, rows: bool) -> BatchPlan:
         manifest = enc.manifest
         if manifest is not None:
             manifest[name] = version
-            manifest[form_name] = form_version
-        return {TAG: form_tag, VALUE: body}
+            note_version(manifest, form_name, ROWS_VERSION if zoned else form_version)
+        return {TAG: ZONED_ROWS_TAG if zoned else form_tag, VALUE: body}
 
     return plan
 

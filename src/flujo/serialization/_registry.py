@@ -404,6 +404,13 @@ class TypeRegistry:
         self._versions = (generation, versions)
         return versions
 
+    def oldest_written_versions(self) -> Mapping[str, int]:
+        """Each codec's oldest version this code still writes, by name: its version, or an
+        older one it writes where the value needs nothing newer (``rows@2`` beside
+        ``rows@3``). A record holding that version needs no rewrite."""
+        return MappingProxyType({codec.name: min((codec.version, *codec.also_writes))
+                                 for codec in self.codecs()})
+
     def codec_for_factory(self, factory: object) -> TypeCodec | None:
         """The codec whose class is ``factory`` (read back by ``factory_named``): not one
         that writes several classes, or a class it finds only when met (numpy's, ...)."""

@@ -16,6 +16,10 @@ order. ``fields`` also describes the models nested inside a field, which are row
 name: a field list may end with ``"$unset"`` (``UNSET``, which no Python field can be
 named), and each row of that node then ends with ``null`` or the sorted names of its model's
 fields that are not in ``model_fields_set``; ``rows@1`` is ``rows@2`` without it.
+``rows@3`` (flujo 0.14) is ``rows@2`` whose datetime values may also be flujo's datetime
+text (``_datetimes``: ``…-05:00[America/New_York]``), for the datetimes pydantic-core cannot
+write without losing something (an IANA zone, ``fold=1``); a list is written as ``rows@3``
+only when it holds such a datetime, so that other lists stay readable by flujo 0.12 and 0.13.
 
 Why rows: a model becomes an array instead of an object, so the JSON loses its repeated
 keys (about a third of it) and the Python form built before ``orjson.dumps`` holds lists
@@ -45,7 +49,7 @@ from ._codec import _note, _too_deep, key_segment
 from ._guard import UNSET, SchemaWalker, has_defaults
 from ._secrets import preview
 
-__all__ = ["UNSET", "Shape", "check_rows", "has_unset", "header_of", "parse_header",
+__all__ = ["UNSET", "Shape", "check_rows", "header_of", "parse_header",
            "refuse_unknown", "row_serializer", "row_to_dict", "rows_to_dicts", "shape_of",
            "unknown_fields", "unknown_keys"]
 
@@ -139,15 +143,6 @@ def shape_of(core_schema: dict[str, Any], *, cyclic: bool = False,
         return builder.row(builder.resolve(core_schema))
     except Recursive:
         return None
-
-
-def has_unset(shape: Shape) -> bool:
-    """Whether the rows of ``shape`` note unset fields anywhere (``rows@2``)."""
-    if shape.kind != ROW:
-        assert shape.inner is not None
-        return has_unset(shape.inner)
-    return (bool(shape.names) and shape.names[-1] == UNSET) or any(
-        has_unset(inner) for _, inner in shape.nested)
 
 
 def header_of(shape: Shape) -> list[Any]:
@@ -324,6 +319,7 @@ class _RowSchema(SchemaWalker):
     JSON writes it (a differential test compares the two)."""
 
     unset = False  # rows@2: a class with defaulted fields has the unset names last
+    zoned = False  # rows@3: a datetime may be its text (pydantic's "any" writes both alike)
 
     def node(self, schema: dict[str, Any]) -> dict[str, Any]:
         schema = self.resolve(schema)
@@ -350,15 +346,17 @@ class _RowSchema(SchemaWalker):
                     if key in schema}
         if kind == "literal":  # one of its values, which the row reader has checked
             return dict(_ANY)
+        if kind == "datetime" and self.zoned:
+            return dict(_ANY)
         return {"type": kind}  # str, int, bool, float, decimal, uuid, date, datetime, any
 
 
-def row_serializer(core_schema: dict[str, Any], *, unset: bool = False) -> SchemaSerializer:
+def row_serializer(core_schema: dict[str, Any], *, general: bool = False) -> SchemaSerializer:
     """The serializer of a list of row tuples of the eligible, non-recursive model class
     whose core schema this is (``to_python(rows, mode="json")`` gives ``rows@1``'s rows;
-    with ``unset``, ``rows@2``'s, from the row reader built with ``unset``)."""
+    with ``general``, ``rows@3``'s, from the general row reader)."""
     writer = _RowSchema()
-    writer.unset = unset
+    writer.unset = writer.zoned = general
     return SchemaSerializer({"type": "list", "items_schema": writer.node(core_schema)})
 
 

@@ -78,6 +78,11 @@ class _Collector:
         self.bodies[codec.tag] = codec.schema if codec.schema is not None else {}
         if codec.schema is None and codec.py_type is not None:
             self.bodies[codec.tag] = self.derive(codec)  # after the entry: recursion stops
+        for version in codec.also_writes:
+            # the current version's value schema, by reference: its anchors are defined once
+            older = dataclasses.replace(codec, version=version, also_writes=())
+            self.codecs[older.tag] = older
+            self.bodies[older.tag] = {"$ref": f"{def_ref(codec.tag)}/properties/{VALUE}"}
 
     def derive(self, codec: TypeCodec) -> JSONSchema:
         cls = codec.py_type
@@ -144,9 +149,9 @@ class _Collector:
             {"type": "array", "prefixItems": [{"$ref": "#flujo-rows-fields"},
                                               {"type": "array"}],
              "items": False, "minItems": 2,
-             "description": "typed form as one row (rows@2): [fields, row], written when "
-                            "every value has exactly its declared type and some fields are "
-                            "unset"}]}
+             "description": "typed form as one row (rows@2, rows@3): [fields, row], "
+                            "written when every value has exactly its declared type and "
+                            "some fields are unset or a datetime is written as its text"}]}
 
     @staticmethod
     def _described(schema: JSONSchema, description: str | None) -> JSONSchema:
@@ -198,10 +203,14 @@ class _Collector:
         return VALUE_REF
 
     def tagged_builtin(self, name: str) -> JSONSchema:
+        """The tagged objects of a built-in type, of each version it writes."""
         codec = self.registry.codec_named(name)
         assert codec is not None
         self.add(codec)
-        return ref(codec)
+        if not codec.also_writes:
+            return ref(codec)
+        return {"anyOf": [ref(codec), *({"$ref": def_ref(f"{codec.name}@{version}")}
+                                        for version in codec.also_writes)]}
 
 
 def _could_hold_model(hint: Any) -> bool:

@@ -17,7 +17,9 @@ own, keeping only its *structure*:
   of every model: the builder (``_typed``) applies it to ``model_fields_set``;
 - leaves read strictly from exactly the JSON type the typed writer produces: ``str``,
   ``int`` (not bool), ``bool``, ``float`` (a JSON float), and ``str`` parsed into
-  ``Decimal``, ``UUID``, ``date`` or ``datetime``.
+  ``Decimal``, ``UUID``, ``date`` or ``datetime``; a datetime's text may also be flujo's
+  own (``rows@3``: ``…-05:00[America/New_York]``), read by ``_datetimes.zoned_datetime``
+  when pydantic-core's parser has refused it (a node marked ``DATETIME``).
 
 A field whose type is none of these (it changed since the data was written: a migration's
 job) keeps its default, so a class may gain such a field; a stored value for it is refused
@@ -31,12 +33,16 @@ from typing import Any, Final
 
 from pydantic_core import PydanticCustomError, core_schema
 
+from ..exceptions import DeserializationError
+from ._datetimes import zoned_datetime
 from ._guard import UNSET
 
-__all__ = ["MODEL_CLASS", "structure_schema"]
+__all__ = ["DATETIME", "MODEL_CLASS", "structure_schema"]
 
 # The metadata key of a model-fields node that names the model class it stands for.
 MODEL_CLASS: Final = "flujo_model_class"
+# The metadata key of the node that reads a datetime (its ISO text, or flujo's own).
+DATETIME: Final = "flujo_datetime"
 
 _STRICT_STR: Final = {"type": "str", "strict": True}
 _ANY: Final[dict[str, Any]] = {"type": "any"}
@@ -62,6 +68,27 @@ def _refusal(owner: str, field: str, kind: str) -> dict[str, Any]:
         raise PydanticCustomError("flujo_field_type_changed", message)
 
     return core_schema.no_info_plain_validator_function(refuse)  # type: ignore[return-value]
+
+
+def _zoned(text: str) -> Any:
+    try:
+        return zoned_datetime(text)
+    except (DeserializationError, ValueError):  # the union's own error says it
+        raise PydanticCustomError("flujo_datetime", "not a datetime") from None
+
+
+def _datetime() -> dict[str, Any]:
+    """ISO text as pydantic-core parses it, else flujo's datetime text (``rows@3``): one
+    node for both, since the one-row form and a model's migrations (the one-model form)
+    hold whichever was written, under the class's own tag."""
+    return {"type": "union", "mode": "left_to_right", "metadata": {DATETIME: True},
+            # one error, at the field (not one per choice, each under the choice's name)
+            "custom_error_type": "flujo_datetime",
+            "custom_error_message": "Input should be a datetime as flujo writes it: ISO 8601 "
+                                    "text, with its zone in brackets if it has one",
+            "choices": [{"type": "chain", "steps": [_STRICT_STR, {"type": "datetime"}]},
+                        {"type": "chain", "steps": [
+                            _STRICT_STR, core_schema.no_info_plain_validator_function(_zoned)]}]}
 
 
 def _literal(expected: list[Any]) -> dict[str, Any]:
@@ -116,6 +143,8 @@ class _Structure:
             out = {"type": kind, "strict": True}
         elif kind == "float":  # a JSON float: an int there means the field's type changed
             out = {"type": "is-instance", "cls": float}
+        elif kind == "datetime":
+            out = _datetime()
         elif kind in _PARSED:
             out = {"type": "chain", "steps": [_STRICT_STR, {"type": kind}]}
         elif kind == "enum":

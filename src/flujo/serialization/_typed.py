@@ -29,19 +29,20 @@ import contextlib
 import weakref
 from collections.abc import Callable
 from datetime import datetime, timezone, tzinfo
+from functools import partial
 from typing import Any, Final, TypeGuard
+from zoneinfo import ZoneInfo
 
 from orjson import Fragment
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError, PydanticUndefined, SchemaValidator
 
-from ..exceptions import DeserializationError, caused
+from ..exceptions import DeserializationError, SerializationError, caused
 from ._codec import _PLAIN_DEPTH, _note, key_segment
 from ._guard import UNSET, Ineligible, SchemaWalker, Uncompilable, build_guards, build_row_reader
 from ._rows import (
     Shape,
     check_rows,
-    has_unset,
     refuse_unknown,
     row_serializer,
     row_to_dict,
@@ -50,7 +51,7 @@ from ._rows import (
     unknown_fields,
     unknown_keys,
 )
-from ._structure import MODEL_CLASS, structure_schema
+from ._structure import DATETIME, MODEL_CLASS, structure_schema
 
 __all__ = ["TypedModel", "TypedReader", "core_schema_of", "fill_private_defaults",
            "slot_setter", "typed_model"]
@@ -81,7 +82,7 @@ def _rebuild_zone(value: datetime | None) -> datetime | None:
     if value is None:  # a nullable field: one call instead of a wrapper and this
         return value
     tz = value.tzinfo
-    if tz is None or type(tz) is timezone:
+    if tz is None or type(tz) is timezone or type(tz) is ZoneInfo:  # (the last: rows@3)
         return value
     zone = _ZONES.get(tz)
     # The same wall time (fold included) with an equal offset: the same instant. combine()
@@ -112,7 +113,7 @@ class _Builder(SchemaWalker):
     def value(self, node: dict[str, Any]) -> Fixer | None:
         node = self.resolve(node)
         kind = node.get("type")
-        if kind == "chain" and node["steps"][-1]["type"] == "datetime":
+        if (node.get("metadata") or {}).get(DATETIME):
             return _rebuild_zone
         if kind in ("nullable", "default"):
             inner = self.value(node["schema"])
@@ -407,12 +408,10 @@ class TypedModel:
         # Rows: the row reader collects the field values (checking them as the list guard
         # does), pydantic-core writes them. Only for classes that have rows.
         self._row_writer: tuple[Any, Any] | None = None
-        # rows@2 (unset fields noted in the rows): for classes with defaulted fields, built
-        # when first needed
-        unset_shape = shape_of(core_schema, unset=True)
-        self.unset_shape: Shape | None = unset_shape if unset_shape is not None and \
-            has_unset(unset_shape) else None
-        self._unset_writer: tuple[Any, Any] | None = None
+        # The general rows (rows@2 and rows@3: unset fields noted, datetimes of any zone),
+        # for lists the rows above cannot hold; built when first needed.
+        self.general_shape: Shape | None = shape_of(core_schema, unset=True)
+        self._general_writer: tuple[Any, Any] | None = None
         self.json_depth: int | None = _JSONDepth().of(core_schema)
 
     def as_text(self, depth: int) -> bool:
@@ -439,13 +438,13 @@ class TypedModel:
             writer = self._row_writer = (build_row_reader(self.cls), row_serializer(core_schema))
         return writer
 
-    def _unset_rows(self) -> tuple[Any, Any]:
-        """The row reader and the rows' serializer of ``rows@2``, which note unset fields."""
-        writer = self._unset_writer
+    def _general_rows(self) -> tuple[Any, Any]:
+        """The general row reader and the rows' serializer (``rows@3``)."""
+        writer = self._general_writer
         if writer is None:
             core_schema: dict[str, Any] = self.cls.__pydantic_core_schema__  # type: ignore[assignment]
-            writer = self._unset_writer = (build_row_reader(self.cls, unset=True),
-                                           row_serializer(core_schema, unset=True))
+            writer = self._general_writer = (build_row_reader(self.cls, general=True),
+                                             row_serializer(core_schema, general=True))
         return writer
 
     def dump(self, obj: BaseModel, keep: Callable[[Any], Any], text: bool = False) -> Any | None:
@@ -479,17 +478,22 @@ class TypedModel:
         except (RecursionError, PydanticSerializationError, ValueError):
             return None
 
-    def dump_unset_rows(self, items: list[Any], keep: Callable[[Any], Any],
-                        text: bool = False) -> Any | None:
-        """The ``rows@2`` rows of ``items`` (fields may be unset), or None (see
-        ``dump_rows``); only for classes with an ``unset_shape``."""
+    def dump_general_rows(self, items: list[Any], keep: Callable[[Any], Any],
+                          text: bool = False) -> tuple[Any, bool] | None:
+        """The general rows of ``items`` (fields may be unset, datetimes of any zone) and
+        whether a datetime is written as its text (then they are ``rows@3``, else
+        ``rows@2``), or None (see ``dump_rows``); only for classes with a
+        ``general_shape``."""
+        zoned: list[bool] = []
         try:
-            read_rows, serializer = self._unset_rows()
-            written = _written_rows(read_rows, serializer, items, keep, text)
-            return Fragment(written) if text and written is not None else written
-        except (RecursionError, PydanticSerializationError, ValueError, Ineligible,
-                Uncompilable):
-            return None  # (the last two: its row reader, built now, could not be)
+            read_rows, serializer = self._general_rows()
+            written = _written_rows(partial(_reading_zoned, read_rows, zoned), serializer,
+                                    items, keep, text)
+        except _NOT_WRITTEN:
+            return None
+        if written is None:
+            return None
+        return (Fragment(written) if text else written), bool(zoned)
 
     def dump_rows(self, items: list[Any], keep: Callable[[Any], Any],
                   text: bool = False) -> Any | None:
@@ -509,18 +513,33 @@ class TypedModel:
         except (RecursionError, PydanticSerializationError, ValueError):
             return None
 
-    def dump_unset_row(self, obj: BaseModel, keep: Callable[[Any], Any],
-                       text: bool = False) -> Any | None:
-        """The ``rows@2`` row of one model (see ``dump_unset_rows``)."""
+    def dump_general_row(self, obj: BaseModel, keep: Callable[[Any], Any],
+                         text: bool = False) -> tuple[Any, bool] | None:
+        """The general row of one model (see ``dump_general_rows``)."""
+        zoned: list[bool] = []
         try:
-            read_rows, serializer = self._unset_rows()
-            written = _written_rows(read_rows, serializer, [obj], keep, text)
-        except (RecursionError, PydanticSerializationError, ValueError, Ineligible,
-                Uncompilable):
+            read_rows, serializer = self._general_rows()
+            written = _written_rows(partial(_reading_zoned, read_rows, zoned), serializer,
+                                    [obj], keep, text)
+        except _NOT_WRITTEN:
             return None
         if written is None:
             return None
-        return Fragment(written[1:-1]) if text else written[0]  # "[row]" -> "row"
+        # "[row]" -> "row"
+        return (Fragment(written[1:-1]) if text else written[0]), bool(zoned)
+
+
+# What makes the general rows give way to the generic form, which then writes the value or
+# says why it cannot: a cycle or a chain too deep (RecursionError, pydantic-core's
+# ValueError), a zone flujo cannot store (SerializationError, from the datetime's text), a
+# row reader that could not be built (the last two).
+_NOT_WRITTEN: Final = (RecursionError, PydanticSerializationError, ValueError,
+                       SerializationError, Ineligible, Uncompilable)
+
+
+def _reading_zoned(read_rows: Any, zoned: list[bool], items: list[Any],
+                   keep: Callable[[Any], Any]) -> Any:
+    return read_rows(items, keep, zoned)
 
 
 def _written_rows(read_rows: Any, serializer: Any, items: list[Any],

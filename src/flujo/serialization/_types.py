@@ -53,6 +53,10 @@ class TypeCodec:
     migrations: Mapping[int, Migration] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
     description: str = ""
+    # Older versions this codec still writes, for values that need nothing newer (rows@2
+    # beside rows@3), so that older readers keep reading them; the format schema describes
+    # them with the current version's schema.
+    also_writes: tuple[int, ...] = ()
     declared_schema: bool = True
     serializer: Callable[[Any], Any] | None = None
     # For types whose encoded value needs no encoder (a UUID's string, ...): the conversion

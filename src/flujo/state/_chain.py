@@ -37,7 +37,12 @@ from typing import Any
 from pydantic import BaseModel
 
 from flujo.exceptions import CorruptStateError, SerializationError
-from flujo.serialization import EncodingMemo, TypeRegistry, encode_with_manifest
+from flujo.serialization import (
+    EncodingMemo,
+    TypeRegistry,
+    encode_with_manifest,
+    merge_manifests,
+)
 
 from ._delta import apply_edits, diff
 from ._envelope import format_timestamp
@@ -110,18 +115,16 @@ class History:
 
     @classmethod
     def of(cls, entries: list[HistoryEntry], sources: list[object]) -> History:
-        manifest: dict[str, int] = {}
-        for entry in entries:
-            manifest.update(entry.manifest)
         return cls(entries, sources, sum(len(entry.json) + 1 for entry in entries),
-                   sum(entry.containers for entry in entries), manifest)
+                   sum(entry.containers for entry in entries),
+                   merge_manifests(*(entry.manifest for entry in entries)))
 
     def extended(self, entries: list[HistoryEntry], sources: list[object]) -> History:
         """This history with ``entries`` appended (only the new ones are looked at)."""
         added = History.of(entries, sources)
         return History(self.entries + entries, self.sources + sources,
                        self.size + added.size, self.containers + added.containers,
-                       {**self.manifest, **added.manifest})
+                       merge_manifests(self.manifest, added.manifest))
 
 
 @dataclass

@@ -41,6 +41,7 @@ from flujo.serialization import (
     TypeRegistry,
     default_registry,
     encode_with_manifest,
+    merge_manifests,
     safe_deserialize,
 )
 from flujo.serialization._text import lone_surrogate_error  # the state's own error
@@ -344,7 +345,7 @@ class EnvelopeCodec:
                 f"{what}: the state encodes to {count:,} JSON arrays and objects (or '['/'{{'"
                 f" in its text), over this store's limit of {self.max_containers:,} (from"
                 " max_payload_bytes); it could not be loaded back, so it is not saved")
-        return dict(sorted({**fields_manifest, **history.manifest}.items()))
+        return merge_manifests(fields_manifest, history.manifest)
 
     @staticmethod
     def delta(tip: ChainTip, encoded: EncodedState, revision: int) -> Delta:
@@ -737,9 +738,10 @@ class EnvelopeCodec:
                 f"state schema {envelope.state_version} -> {self.migrations.current_version}"
             )
         current = {} if storage_only else self.registry.current_versions()
+        written = {} if storage_only else self.registry.oldest_written_versions()
         for name, version in sorted(envelope.manifest.items()):
             known = current.get(name)
-            if known is not None and version < known:
+            if known is not None and version < written[name]:
                 reasons.append(f"type {name} {version} -> {known}")
         if envelope.codec != self.codec:
             reasons.append(f"codec {envelope.codec} -> {self.codec}")

@@ -1,0 +1,224 @@
+"""Datetimes, times and zones as the text flujo stores: ISO 8601 with an RFC 9557 suffix.
+
+``2024-03-10T01:30:00-05:00[America/New_York]``: the wall time and UTC offset as ISO 8601,
+then, in brackets, what the offset alone does not say: ``[fold=1]`` for the later of two
+repeated wall times where the offset cannot tell it, an IANA zone's key, or
+``[tzname=...]`` for a ``datetime.timezone`` given a name. The generic form of a datetime or
+time is this text; the typed form (``rows@3``) holds it for the datetimes pydantic-core
+cannot write without losing their zone (``zoned_datetime`` reads it there).
+
+A zone is looked up only among the names of the time zone database (``_KNOWN_ZONES``):
+never a name chosen by stored data that would make ``ZoneInfo`` import a module.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timezone, tzinfo
+from typing import Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from pydantic_core import to_jsonable_python
+
+from ..exceptions import DeserializationError, SerializationError, caused
+
+__all__ = ["FOLD", "datetime_from_text", "datetime_text", "offset_suffix", "time_from_text",
+           "time_text", "zone_suffix", "zoned_datetime", "zoned_text", "zoneinfo_from_text"]
+
+# Suffixes of the zones seen, by identity (timezone equality ignores the name, so equal
+# zones may need different suffixes); each entry holds its zone, so its id is not reused.
+_SUFFIXES: Final[dict[int, tuple[tzinfo, str, bool]]] = {}
+_MAX_SUFFIXES: Final = 256
+
+
+def _zone_facts(tz: tzinfo) -> tuple[str, bool]:
+    """The zone's suffix (see ``offset_suffix``) and whether it is a ``datetime.timezone``
+    of whole minutes, whose ISO text pydantic-core writes exactly as ``isoformat()``."""
+    known = _SUFFIXES.get(id(tz))
+    if known is not None and known[0] is tz:
+        return known[1], known[2]
+    suffix = zone_suffix(tz)
+    offset = tz.utcoffset(None) if type(tz) is timezone else None
+    minutes = offset is not None and offset.microseconds == 0 and offset.seconds % 60 == 0
+    if len(_SUFFIXES) >= _MAX_SUFFIXES:
+        _SUFFIXES.clear()
+    _SUFFIXES[id(tz)] = (tz, suffix, minutes)
+    return suffix, minutes
+
+
+def offset_suffix(tz: tzinfo | None) -> str:
+    """``[Zone/Key]`` for IANA zones, ``[tzname=...]`` for named fixed offsets, else ''."""
+    return "" if tz is None else _zone_facts(tz)[0]
+
+
+def zone_suffix(tz: tzinfo) -> str:
+    if isinstance(tz, ZoneInfo):
+        if tz.key is None:
+            raise SerializationError("a ZoneInfo built from a file has no key to store")
+        if tz.key not in _KNOWN_ZONES:  # e.g. posix/..., right/...: refused now, not at load
+            raise SerializationError(
+                f"time zone {tz.key!r} is not in the time zone database's list of zones, so "
+                "it could not be read back; use its canonical name")
+        return f"[{tz.key}]"
+    if type(tz) is timezone:
+        offset = tz.utcoffset(None)
+        if tz is not UTC and tz.tzname(None) != timezone(offset).tzname(None):
+            return f"[tzname={tz.tzname(None)}]"
+        return ""
+    if type(tz).__module__.startswith("pydantic"):  # pydantic's TzInfo: a fixed offset
+        return ""
+    raise SerializationError(
+        f"cannot store the time zone {tz!r} ({type(tz).__qualname__}): use a fixed "
+        "datetime.timezone offset or a zoneinfo.ZoneInfo"
+    )
+
+
+FOLD: Final = "[fold=1]"
+
+
+def _split_zone(text: str) -> tuple[str, bool, str | None]:
+    """``iso[fold=1][zone]`` -> (iso, fold, zone). The fold marker comes first: a tzname
+    may contain anything, so only its own brackets may end the text."""
+    base, bracket, rest = text.partition("[")
+    if not bracket:
+        return text, False, None
+    rest = bracket + rest
+    fold = rest.startswith(FOLD)
+    if fold:
+        rest = rest[len(FOLD):]
+    if not rest:
+        return base, fold, None
+    if not rest.endswith("]"):
+        raise DeserializationError(f"malformed zone suffix in {text!r}")
+    return base, fold, rest[1:-1]
+
+
+def datetime_text(dt: datetime) -> str:
+    tz = dt.tzinfo
+    if tz is None or tz is UTC:
+        suffix, minutes = "", True
+    else:
+        known = _SUFFIXES.get(id(tz))  # _zone_facts' cache, read inline: this is hot
+        suffix, minutes = ((known[1], known[2]) if known is not None and known[0] is tz
+                           else _zone_facts(tz))
+    if dt.fold and (not isinstance(tz, ZoneInfo)
+                    or dt.replace(fold=0).utcoffset() == dt.utcoffset()):
+        # fold picks the later of two repeated wall times and isoformat() drops it; a zone's
+        # offset tells it only for an ambiguous wall time, otherwise say it.
+        suffix = FOLD + suffix
+    if not minutes:
+        if type(tz) is not ZoneInfo:
+            return dt.isoformat() + suffix
+        # a zone's offset at this time: pydantic-core writes whole minutes as isoformat()
+        # does (and cuts seconds off, which isoformat() keeps)
+        offset = dt.utcoffset()
+        if offset is None or offset.seconds % 60 or offset.microseconds:
+            return dt.isoformat() + suffix
+    # isoformat()'s text, by pydantic-core in half the time (the tests check they agree),
+    # except that pydantic says "Z" for +00:00.
+    text: str = to_jsonable_python(dt)
+    return (text[:-1] + "+00:00" if text[-1] == "Z" else text) + suffix
+
+
+def _apply_zone(zone: str, fixed: timezone) -> tzinfo:
+    if zone.startswith("tzname="):
+        return timezone(fixed.utcoffset(None), zone[len("tzname="):])
+    return zoneinfo_from_text(zone)
+
+
+# Read once at import (a few ms), never while decoding: looking a name up later could import
+# tzdata resource packages named after it.
+_KNOWN_ZONES: Final = frozenset(available_timezones())
+
+
+def datetime_from_text(text: str) -> datetime:
+    base, fold, zone = _split_zone(text)
+    dt = datetime.fromisoformat(base)
+    if fold:
+        dt = dt.replace(fold=1)
+    if zone is None:
+        return dt
+    if dt.tzinfo is None:
+        raise DeserializationError(f"datetime {text!r} names a zone but has no UTC offset")
+    tz = _apply_zone(zone, dt.tzinfo)  # type: ignore[arg-type]
+    offset = dt.utcoffset()
+    local = dt.replace(tzinfo=tz)
+    if local.utcoffset() != offset and not fold:  # the offset says which of two wall times
+        local = local.replace(fold=1)
+    if local.utcoffset() != offset:
+        raise DeserializationError(f"offset of {text!r} does not exist in zone {zone!r}")
+    return local
+
+
+def time_text(t: time) -> str:
+    if isinstance(t.tzinfo, ZoneInfo):
+        raise SerializationError("a time with a ZoneInfo zone has no fixed offset to store")
+    return t.isoformat() + (FOLD if t.fold else "") + offset_suffix(t.tzinfo)
+
+
+def time_from_text(text: str) -> time:
+    base, fold, zone = _split_zone(text)
+    t = time.fromisoformat(base)
+    if fold:
+        t = t.replace(fold=1)
+    if zone is not None:
+        if not zone.startswith("tzname=") or t.tzinfo is None:
+            raise DeserializationError(f"malformed time {text!r}")
+        t = t.replace(tzinfo=_apply_zone(zone, t.tzinfo))  # type: ignore[arg-type]
+    return t
+
+
+def zoneinfo_from_text(text: str) -> ZoneInfo:
+    # Only names in the time zone database: for any other name ZoneInfo would go looking
+    # for it, importing tzdata submodules named after it, i.e. chosen by stored data.
+    if text not in _KNOWN_ZONES:
+        raise DeserializationError(f"unknown time zone {text!r}")
+    try:
+        return ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise caused(DeserializationError(f"unknown time zone {text!r}"), exc)
+
+
+# The zones named in the typed form's zoned datetimes, by their bracketed text's tail
+# ("Europe/Paris]"): read per value, so looked up once. Only names in the database get in.
+_ZONES_READ: Final[dict[str, ZoneInfo]] = {}
+_ZONES_READ_KEPT: Final = 1024
+_combine = datetime.combine
+_from_iso = datetime.fromisoformat
+
+
+def zoned_datetime(text: str) -> datetime:
+    """``datetime_from_text`` of the typed form's datetimes: the text of an IANA zone's
+    datetime (``…-05:00[America/New_York]``) the short way, anything else the long way.
+
+    The wall time and offset are parsed as ISO, the zone attached to the wall time, and
+    the offset must then be the zone's for that wall time (else the later of two repeated
+    wall times, ``fold=1``), as ``datetime_from_text`` checks it: attaching costs a third
+    of ``replace(tzinfo=)``."""
+    base, bracket, rest = text.partition("[")
+    zone = _ZONES_READ.get(rest) if bracket else None
+    if zone is None:
+        if not bracket or rest.startswith(("fold=", "tzname=")) or not rest.endswith("]") \
+                or rest[:-1] not in _KNOWN_ZONES:
+            return datetime_from_text(text)
+        if len(_ZONES_READ) >= _ZONES_READ_KEPT:
+            _ZONES_READ.clear()
+        zone = _ZONES_READ[rest] = zoneinfo_from_text(rest[:-1])
+    fixed = _from_iso(base)
+    offset = fixed.utcoffset()
+    if offset is None:
+        raise DeserializationError(f"datetime {text!r} names a zone but has no UTC offset")
+    local = _combine(fixed, fixed.time(), zone)
+    if local.utcoffset() != offset:
+        local = local.replace(fold=1)
+        if local.utcoffset() != offset:
+            raise DeserializationError(
+                f"offset of {text!r} does not exist in zone {rest[:-1]!r}")
+    return local
+
+
+def zoned_text(value: datetime, zoned: list[bool]) -> str:
+    """The text of a datetime in the general rows (``rows@3``), noting in ``zoned`` that
+    the rows hold one (the row reader's list, see ``_guard``)."""
+    if not zoned:
+        zoned.append(True)
+    return datetime_text(value)
