@@ -496,7 +496,7 @@ def test_datetime_text_by_pydantic_core_is_isoformat(
 
 
 @given(st.datetimes(min_value=datetime(1700, 1, 1), timezones=st.sampled_from(
-    sorted(available_timezones())).map(ZoneInfo)))
+    sorted(available_timezones() - {"localtime", "posixrules"})).map(ZoneInfo)))
 def test_the_text_of_a_zoned_datetime_is_its_isoformat_and_its_zone(value: datetime) -> None:
     # pydantic-core writes whole-minute offsets of zones, isoformat() the others (LMT)
     from flujo.serialization._datetimes import datetime_text

@@ -178,7 +178,8 @@ def test_every_decimal_form_matches_the_decimal_schema(registry: TypeRegistry, t
 def test_every_zone_key_matches_the_datetime_schema(registry: TypeRegistry) -> None:
     schema = tagged_format_schema(registry)
     validator = jsonschema_rs.validator_for(schema)
-    for key in sorted(available_timezones()):
+    # (but the machine's own zone, which some systems list, and flujo refuses to store)
+    for key in sorted(available_timezones() - {"localtime", "posixrules"}):
         data = safe_serialize(datetime(2024, 6, 1, 12, tzinfo=ZoneInfo(key)), registry=registry)
         assert validator.is_valid(data), data
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 import pytest
@@ -26,6 +26,7 @@ from flujo.serialization import (
     TAG,
     VALUE,
     TypeRegistry,
+    UnknownTypeWarning,
     encode_with_manifest,
     merge_manifests,
     safe_deserialize,
@@ -260,3 +261,43 @@ def test_any_events_round_trip_exactly_as_the_generic_form_brings_them_back(
 
 _SHARED = TypeRegistry()
 _GENERIC = TypeRegistry(model_rows=False)
+
+
+def test_a_zone_read_from_a_file_has_no_name_to_store_and_is_refused(
+        registry: TypeRegistry) -> None:
+    with open("/usr/share/zoneinfo/Europe/Paris", "rb") as file:  # the system's database
+        unnamed = ZoneInfo.from_file(file)
+    at = datetime(2024, 1, 1, tzinfo=unnamed)
+    for value, path in (([Event(n=1, at=at), Event(n=2, at=at)], "$[0].at"),
+                        (Event(n=1, at=at), "$.at"), (at, "$"), ([unnamed], "$[0]")):
+        for write in (safe_serialize, serialize_to_bytes):
+            with pytest.raises(SerializationError, match="no key") as caught:
+                write(value, registry=registry)
+            assert caught.value.path == path
+
+
+def test_the_machines_own_zone_is_refused_not_stored_by_a_name_others_misread(
+        registry: TypeRegistry) -> None:
+    try:
+        local = ZoneInfo("localtime")  # where the system's database lists it
+    except (ZoneInfoNotFoundError, ValueError):
+        pytest.skip("this system's time zone database has no 'localtime'")
+    with pytest.raises(SerializationError, match="this machine's own"):
+        safe_serialize([Event(n=1, at=datetime(2024, 1, 1, tzinfo=local))] * 2,
+                       registry=registry)
+
+
+def test_a_kept_undecoded_value_puts_its_tags_in_the_manifest(registry: TypeRegistry) -> None:
+    # read where the class is unknown (strict=False), then saved again: the record's
+    # manifest must still say rows: 3, or flujo 0.13 would take it for one it can read
+    registry.register_type(Event, name="app.event", version=4)
+    for value in ([Event(n=1, at=datetime(2024, 1, 1, tzinfo=PARIS)),
+                   Event(n=2, at=datetime(2024, 1, 1, tzinfo=PARIS))],
+                  Event(n=3, at=datetime(2024, 1, 1, tzinfo=PARIS))):  # and one row
+        stored = orjson.loads(orjson.dumps(safe_serialize(value, registry=registry)))
+        with pytest.warns(UnknownTypeWarning):
+            kept = safe_deserialize(stored, registry=TypeRegistry(), strict=False)
+        data, manifest = encode_with_manifest({"kept": kept}, registry=TypeRegistry())
+        assert data["kept"] == stored
+        assert manifest == ({"app.event": 4, "rows": 3} if type(value) is list
+                            else {"app.event": 4})

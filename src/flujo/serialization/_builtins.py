@@ -350,7 +350,6 @@ def _zoneinfo_text(tz: ZoneInfo) -> str:
     return zone_suffix(tz)[1:-1]  # "[Zone/Key]", checked to be in the database's list
 
 
-
 _DAY_US: Final = 86_400_000_000
 
 

@@ -62,12 +62,6 @@ UNZONED_ROWS_VERSION: Final = 2
 ROWS_TAG: Final = f"{ROWS_NAME}@{UNZONED_ROWS_VERSION}"
 ZONED_ROWS_TAG: Final = f"{ROWS_NAME}@{ROWS_VERSION}"
 
-
-def note_version(manifest: dict[str, int], name: str, version: int) -> None:
-    """Note in a manifest that a document holds ``name`` at ``version``: the manifest
-    keeps the newest version of each name (rows@2 and rows@3 may share one document)."""
-    if manifest.get(name, 0) < version:
-        manifest[name] = version
 # Shared references (docs/format.md): an object reached more than once in one value is
 # written in full where it first occurs, its tagged object carrying ANCHOR (its number, 1, 2,
 # ... in document order), and as {"$t": "ref@1", "v": number} wherever it occurs again.

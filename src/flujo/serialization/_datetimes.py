@@ -14,7 +14,7 @@ never a name chosen by stored data that would make ``ZoneInfo`` import a module.
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timezone, tzinfo
-from typing import Final
+from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic_core import to_jsonable_python
@@ -52,13 +52,20 @@ def offset_suffix(tz: tzinfo | None) -> str:
 
 def zone_suffix(tz: tzinfo) -> str:
     if isinstance(tz, ZoneInfo):
-        if tz.key is None:
+        # Any, not str as typeshed says: a ZoneInfo built from a file has None, which the
+        # compiled module would refuse with a bare TypeError before the check below
+        key: Any = getattr(tz, "key", None)
+        if key is None:
             raise SerializationError("a ZoneInfo built from a file has no key to store")
-        if tz.key not in _KNOWN_ZONES:  # e.g. posix/..., right/...: refused now, not at load
+        if key not in _KNOWN_ZONES:  # e.g. posix/..., right/...: refused now, not at load
             raise SerializationError(
-                f"time zone {tz.key!r} is not in the time zone database's list of zones, so "
+                f"time zone {key!r} is not in the time zone database's list of zones, so "
                 "it could not be read back; use its canonical name")
-        return f"[{tz.key}]"
+        if key in _MACHINE_ZONES:
+            raise SerializationError(
+                f"time zone {key!r} is this machine's own, and would be read as the reading "
+                "machine's; use its IANA name (e.g. Europe/Paris)")
+        return f"[{key}]"
     if type(tz) is timezone:
         offset = tz.utcoffset(None)
         if tz is not UTC and tz.tzname(None) != timezone(offset).tzname(None):
@@ -128,6 +135,9 @@ def _apply_zone(zone: str, fixed: timezone) -> tzinfo:
 # Read once at import (a few ms), never while decoding: looking a name up later could import
 # tzdata resource packages named after it.
 _KNOWN_ZONES: Final = frozenset(available_timezones())
+# Names some systems list among their zones that stand for the machine's own setting: read
+# elsewhere, they would be another zone. Refused when written (read as ever, for old data).
+_MACHINE_ZONES: Final = frozenset({"localtime", "posixrules"})
 
 
 def datetime_from_text(text: str) -> datetime:

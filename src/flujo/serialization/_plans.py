@@ -36,11 +36,10 @@ from ._codec import (
     EncodePlan,
     Encoder,
     WithState,
-    note_version,
 )
 from ._rows import header_of, parse_header, row_to_dict
 from ._typed import TypedModel
-from ._types import Migration, TypeCodec, changes_nothing
+from ._types import Migration, TypeCodec, changes_nothing, note_version
 
 # Values whose identity is kept (docs/format.md, "Shared references and cycles"): mutable
 # containers, models, dataclasses and registered types. Strings, numbers, dates, tuples,

@@ -520,7 +520,7 @@ class TypeRegistry:
 
 
 def _write_back_plan(enc: Encoder, obj: Any, depth: int) -> Any:
-    return written_back(obj)
+    return written_back(obj, enc.manifest)
 
 
 class UnportableTypeWarning(UserWarning):
