@@ -161,6 +161,9 @@ def merge_manifests(*manifests: Mapping[str, int]) -> dict[str, int]:
     ``rows@3`` in another), sorted by name."""
     merged: dict[str, int] = {}
     for manifest in manifests:
+        if not merged:  # (the common case: one part, or the first)
+            merged.update(manifest)
+            continue
         for name, version in manifest.items():
             if merged.get(name, 0) < version:
                 merged[name] = version
