@@ -567,7 +567,7 @@ def test_malformed_timezones_are_refused(v: Any, registry: TypeRegistry) -> None
 @pytest.mark.parametrize("v", [
     {"pattern": "a", "flags": 2},  # a str pattern always has re.UNICODE
     {"pattern": "a", "flags": int(re.I | re.U | re.DEBUG)},
-    {"pattern": "a", "flags": int(re.U | re.TEMPLATE)},
+    {"pattern": "a", "flags": int(re.U) | 1},  # re.TEMPLATE's flag (gone in Python 3.13)
     {"pattern": "a", "flags": -1},
     {"pattern": "a", "flags": int(re.L | re.U)},
     {"bytes": "YQ==", "flags": int(re.U)},
@@ -591,10 +591,11 @@ def test_patterns_that_cannot_be_read_back_are_refused_when_written(
         registry: TypeRegistry) -> None:
     with pytest.raises(SerializationError, match=r"10000.*at \$\.p"):
         safe_serialize({"p": re.compile("a" * 10_001)}, registry=registry)
-    with pytest.warns(DeprecationWarning):
-        template = re.compile("a", re.TEMPLATE)
-    with pytest.raises(SerializationError, match=r"DEBUG.*at \$\.p"):
-        safe_serialize({"p": template}, registry=registry)
+    if hasattr(re, "TEMPLATE"):  # (gone in Python 3.13)
+        with pytest.warns(DeprecationWarning):
+            template = re.compile("a", re.TEMPLATE)
+        with pytest.raises(SerializationError, match=r"DEBUG.*at \$\.p"):
+            safe_serialize({"p": template}, registry=registry)
     assert round_trip(re.compile("a" * 10_000), registry).pattern == "a" * 10_000
 
 
