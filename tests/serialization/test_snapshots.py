@@ -141,6 +141,13 @@ CORPUS: dict[str, Any] = {
     "model-subclass-field": Kennel(resident=Dog(name="rex", breed="pug")),
     "models-with-unset-fields": [Dog(name="rex", breed="pug"),
                                  Dog(name="ace", breed="lab", good=False)],
+    "model-with-zoned-datetime": Item(name="w", price=Decimal("1.00"),
+                                      at=datetime(2024, 11, 3, 1, 30, fold=1, tzinfo=NY)),
+    "models-with-zoned-datetimes": [  # rows@3: the zoned ones as flujo's text, beside ISO
+        Item(name="a", price=Decimal("1"), at=datetime(2024, 3, 10, 3, tzinfo=NY)),
+        Item(name="b", price=Decimal("2"), at=datetime(2024, 1, 1, tzinfo=UTC)),
+        Item(name="c", price=Decimal("3"), at=datetime(2024, 1, 1, tzinfo=timezone(
+            timedelta(hours=-5), "EST")))],
     "model-any-fields": Box(payload={"when": date(2024, 1, 1)}, extras={"d": Decimal("0.5")}),
     "model-extra-allow": Loose(kind="k", x_extra={1, 2}),
     "custom-type": Money(Decimal("12.50"), "USD"),
