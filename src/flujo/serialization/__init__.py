@@ -35,7 +35,7 @@ from ._registry import DEFAULT_MAX_DEPTH, TypeRegistry, UnportableTypeWarning
 from ._schema import FORMAT_ID, tagged_format_schema, type_schema
 from ._secrets import mask_secrets
 from ._text import lone_surrogate_error
-from ._types import JSONSchema, Migration, TypeCodec
+from ._types import JSONSchema, Migration, TypeCodec, note_version
 from ._undecoded import UndecodedValue
 
 __all__ = [
@@ -165,8 +165,7 @@ def merge_manifests(*manifests: Mapping[str, int]) -> dict[str, int]:
             merged.update(manifest)
             continue
         for name, version in manifest.items():
-            if merged.get(name, 0) < version:
-                merged[name] = version
+            note_version(merged, name, version)
     return dict(sorted(merged.items()))
 
 

@@ -5,7 +5,7 @@ then, in brackets, what the offset alone does not say: ``[fold=1]`` for the late
 repeated wall times where the offset cannot tell it, an IANA zone's key, or
 ``[tzname=...]`` for a ``datetime.timezone`` given a name. The generic form of a datetime or
 time is this text; the typed form (``rows@3``) holds it for the datetimes pydantic-core
-cannot write without losing their zone (``zoned_datetime`` reads it there).
+cannot write without losing their zone (``datetime_from_text`` reads it there too).
 
 A zone is looked up only among the names of the time zone database (``_KNOWN_ZONES``):
 never a name chosen by stored data that would make ``ZoneInfo`` import a module.
@@ -22,7 +22,7 @@ from pydantic_core import to_jsonable_python
 from ..exceptions import DeserializationError, SerializationError, caused
 
 __all__ = ["FOLD", "datetime_from_text", "datetime_text", "offset_suffix", "time_from_text",
-           "time_text", "zone_suffix", "zoned_datetime", "zoned_text", "zoneinfo_from_text"]
+           "time_text", "zone_suffix", "zoned_text", "zoneinfo_from_text"]
 
 # Suffixes of the zones seen, by identity (timezone equality ignores the name, so equal
 # zones may need different suffixes); each entry holds its zone, so its id is not reused.
@@ -140,9 +140,24 @@ _KNOWN_ZONES: Final = frozenset(available_timezones())
 _MACHINE_ZONES: Final = frozenset({"localtime", "posixrules"})
 
 
+# The IANA zones read, by the tail of their text after its "[" ("Europe/Paris]"): the
+# datetimes of a list mostly name a few zones, looked up once. Only names in the database
+# get in (through zoneinfo_from_text), and only where no fold marker precedes them.
+_ZONES_READ: Final[dict[str, tzinfo]] = {}
+_ZONES_READ_KEPT: Final = 1024
+_combine = datetime.combine
+_from_iso = datetime.fromisoformat
+
+
 def datetime_from_text(text: str) -> datetime:
+    base, bracket, rest = text.partition("[")
+    if not bracket:  # ISO 8601 alone
+        return _from_iso(text)
+    known = _ZONES_READ.get(rest)
+    if known is not None:  # the common zoned text: a zone read before, no fold marker
+        return _in_zone(_from_iso(base), known, False, text)
     base, fold, zone = _split_zone(text)
-    dt = datetime.fromisoformat(base)
+    dt = _from_iso(base)
     if fold:
         dt = dt.replace(fold=1)
     if zone is None:
@@ -150,12 +165,25 @@ def datetime_from_text(text: str) -> datetime:
     if dt.tzinfo is None:
         raise DeserializationError(f"datetime {text!r} names a zone but has no UTC offset")
     tz = _apply_zone(zone, dt.tzinfo)  # type: ignore[arg-type]
+    if not fold and type(tz) is ZoneInfo:
+        if len(_ZONES_READ) >= _ZONES_READ_KEPT:
+            _ZONES_READ.clear()
+        _ZONES_READ[rest] = tz
+    return _in_zone(dt, tz, fold, text)
+
+
+def _in_zone(dt: datetime, tz: tzinfo, fold: bool, text: str) -> datetime:
+    """The wall time of ``dt`` in ``tz``, whose offset there must be ``dt``'s (else the later
+    of two repeated wall times, unless ``fold`` already says it is). Attaching the zone by
+    ``combine()`` costs a third of ``replace(tzinfo=)``."""
     offset = dt.utcoffset()
-    local = dt.replace(tzinfo=tz)
+    if offset is None:
+        raise DeserializationError(f"datetime {text!r} names a zone but has no UTC offset")
+    local = _combine(dt, dt.time(), tz)
     if local.utcoffset() != offset and not fold:  # the offset says which of two wall times
         local = local.replace(fold=1)
     if local.utcoffset() != offset:
-        raise DeserializationError(f"offset of {text!r} does not exist in zone {zone!r}")
+        raise DeserializationError(f"offset of {text!r} does not exist in its zone")
     return local
 
 
@@ -186,44 +214,6 @@ def zoneinfo_from_text(text: str) -> ZoneInfo:
         return ZoneInfo(text)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise caused(DeserializationError(f"unknown time zone {text!r}"), exc)
-
-
-# The zones named in the typed form's zoned datetimes, by their bracketed text's tail
-# ("Europe/Paris]"): read per value, so looked up once. Only names in the database get in.
-_ZONES_READ: Final[dict[str, ZoneInfo]] = {}
-_ZONES_READ_KEPT: Final = 1024
-_combine = datetime.combine
-_from_iso = datetime.fromisoformat
-
-
-def zoned_datetime(text: str) -> datetime:
-    """``datetime_from_text`` of the typed form's datetimes: the text of an IANA zone's
-    datetime (``…-05:00[America/New_York]``) the short way, anything else the long way.
-
-    The wall time and offset are parsed as ISO, the zone attached to the wall time, and
-    the offset must then be the zone's for that wall time (else the later of two repeated
-    wall times, ``fold=1``), as ``datetime_from_text`` checks it: attaching costs a third
-    of ``replace(tzinfo=)``."""
-    base, bracket, rest = text.partition("[")
-    zone = _ZONES_READ.get(rest) if bracket else None
-    if zone is None:
-        if not bracket or rest.startswith(("fold=", "tzname=")) or not rest.endswith("]") \
-                or rest[:-1] not in _KNOWN_ZONES:
-            return datetime_from_text(text)
-        if len(_ZONES_READ) >= _ZONES_READ_KEPT:
-            _ZONES_READ.clear()
-        zone = _ZONES_READ[rest] = zoneinfo_from_text(rest[:-1])
-    fixed = _from_iso(base)
-    offset = fixed.utcoffset()
-    if offset is None:
-        raise DeserializationError(f"datetime {text!r} names a zone but has no UTC offset")
-    local = _combine(fixed, fixed.time(), zone)
-    if local.utcoffset() != offset:
-        local = local.replace(fold=1)
-        if local.utcoffset() != offset:
-            raise DeserializationError(
-                f"offset of {text!r} does not exist in zone {rest[:-1]!r}")
-    return local
 
 
 def zoned_text(value: datetime, zoned: list[bool]) -> str:

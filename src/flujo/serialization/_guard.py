@@ -184,9 +184,8 @@ class GuardWriter(SchemaWalker):
         # is not a fixed offset, fold=1) is in its row as flujo's datetime text; the
         # functions then take a third argument, a list, to which the first such datetime
         # adds True (``rows@3``).
-        self.unset = general and rows
-        self.zoned = general and rows
-        self.args = "keep, zoned" if self.zoned else "keep"
+        self.general = general and rows
+        self.args = "keep, zoned" if self.general else "keep"
         self.namespace: dict[str, Any] = {
             "INT_MIN": INT_MIN, "INT_MAX": INT_MAX, "Decimal": Decimal, "UUID": UUID,
             "date": date, "datetime": datetime, "UTC": UTC, "_plain_offset": plain_offset,
@@ -263,7 +262,7 @@ class GuardWriter(SchemaWalker):
         # (the rest of the state is the generic form's).
         private = (f"({value} := {var}.__pydantic_private__) is None or {value}"
                    if cls.__private_attributes__ else f"{var}.__pydantic_private__ is not None")
-        stateful = self.unset and has_defaults(fields_node, self.resolve)
+        stateful = self.general and has_defaults(fields_node, self.resolve)
         unset = self.collector() if stateful else ""
         fields_set = (f"type({unset} := {var}.__pydantic_fields_set__) is not set or not "
                       f"{unset} <= {names}" if stateful
@@ -354,7 +353,7 @@ class GuardWriter(SchemaWalker):
             check_keys(node)
             return _TABLE_CHECKS[kind] | flag
         if kind == "datetime" and node.get("tz_constraint") in _DATETIME_CHECKS and \
-                not self.zoned:  # zoned datetimes are converted, not refused
+                not self.general:  # there, zoned datetimes are converted, not refused
             check_keys(node)
             return _DATETIME_CHECKS[node.get("tz_constraint")] | flag
         return None
@@ -496,7 +495,7 @@ class GuardWriter(SchemaWalker):
         else:
             raise Ineligible(f"datetime tz_constraint {constraint!r}")
         lines = [f"{pad}if type({var}) is not datetime: {fail}", f"{pad}{tz} = {var}.tzinfo"]
-        if not self.zoned:
+        if not self.general:
             return [*lines, f"{pad}if {var}.fold or not ({writable}): {fail}"], var
         text = self.collector()
         if required:  # a field that must be naive (aware) holds no zoned (naive) datetime

@@ -318,8 +318,9 @@ class _RowSchema(SchemaWalker):
     (no serializers, no ``ser_json_*`` config), so each leaf is written as its model's own
     JSON writes it (a differential test compares the two)."""
 
-    unset = False  # rows@2: a class with defaulted fields has the unset names last
-    zoned = False  # rows@3: a datetime may be its text (pydantic's "any" writes both alike)
+    # The general rows: a class with defaulted fields has the unset names last, and a
+    # datetime may be its text (pydantic's "any" writes a datetime as "datetime" does).
+    general = False
 
     def node(self, schema: dict[str, Any]) -> dict[str, Any]:
         schema = self.resolve(schema)
@@ -337,7 +338,7 @@ class _RowSchema(SchemaWalker):
         if kind == "model":
             fields_node = self.resolve(schema["schema"])
             items = [self.node(field["schema"]) for field in fields_node["fields"].values()]
-            if self.unset and has_defaults(fields_node, self.resolve):
+            if self.general and has_defaults(fields_node, self.resolve):
                 items.append({"type": "nullable", "schema": {
                     "type": "list", "items_schema": {"type": "str"}}})
             return {"type": "tuple", "items_schema": items}
@@ -346,7 +347,7 @@ class _RowSchema(SchemaWalker):
                     if key in schema}
         if kind == "literal":  # one of its values, which the row reader has checked
             return dict(_ANY)
-        if kind == "datetime" and self.zoned:
+        if kind == "datetime" and self.general:
             return dict(_ANY)
         return {"type": kind}  # str, int, bool, float, decimal, uuid, date, datetime, any
 
@@ -356,7 +357,7 @@ def row_serializer(core_schema: dict[str, Any], *, general: bool = False) -> Sch
     whose core schema this is (``to_python(rows, mode="json")`` gives ``rows@1``'s rows;
     with ``general``, ``rows@3``'s, from the general row reader)."""
     writer = _RowSchema()
-    writer.unset = writer.zoned = general
+    writer.general = general
     return SchemaSerializer({"type": "list", "items_schema": writer.node(core_schema)})
 
 

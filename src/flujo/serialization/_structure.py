@@ -18,7 +18,7 @@ own, keeping only its *structure*:
 - leaves read strictly from exactly the JSON type the typed writer produces: ``str``,
   ``int`` (not bool), ``bool``, ``float`` (a JSON float), and ``str`` parsed into
   ``Decimal``, ``UUID``, ``date`` or ``datetime``; a datetime's text may also be flujo's
-  own (``rows@3``: ``…-05:00[America/New_York]``), read by ``_datetimes.zoned_datetime``
+  own (``rows@3``: ``…-05:00[America/New_York]``), read by ``_datetimes.datetime_from_text``
   when pydantic-core's parser has refused it (a node marked ``DATETIME``).
 
 A field whose type is none of these (it changed since the data was written: a migration's
@@ -34,7 +34,7 @@ from typing import Any, Final
 from pydantic_core import PydanticCustomError, core_schema
 
 from ..exceptions import DeserializationError
-from ._datetimes import zoned_datetime
+from ._datetimes import datetime_from_text
 from ._guard import UNSET
 
 __all__ = ["DATETIME", "MODEL_CLASS", "structure_schema"]
@@ -72,7 +72,7 @@ def _refusal(owner: str, field: str, kind: str) -> dict[str, Any]:
 
 def _zoned(text: str) -> Any:
     try:
-        return zoned_datetime(text)
+        return datetime_from_text(text)
     except (DeserializationError, ValueError):  # the union's own error says it
         raise PydanticCustomError("flujo_datetime", "not a datetime") from None
 

@@ -484,16 +484,10 @@ class TypedModel:
         whether a datetime is written as its text (then they are ``rows@3``, else
         ``rows@2``), or None (see ``dump_rows``); only for classes with a
         ``general_shape``."""
-        zoned: list[bool] = []
-        try:
-            read_rows, serializer = self._general_rows()
-            written = _written_rows(partial(_reading_zoned, read_rows, zoned), serializer,
-                                    items, keep, text)
-        except _NOT_WRITTEN:
-            return None
-        if written is None:
-            return None
-        return (Fragment(written) if text else written), bool(zoned)
+        written = self._general_written(items, keep, text)
+        if written is None or not text:
+            return written
+        return Fragment(written[0]), written[1]
 
     def dump_rows(self, items: list[Any], keep: Callable[[Any], Any],
                   text: bool = False) -> Any | None:
@@ -516,17 +510,24 @@ class TypedModel:
     def dump_general_row(self, obj: BaseModel, keep: Callable[[Any], Any],
                          text: bool = False) -> tuple[Any, bool] | None:
         """The general row of one model (see ``dump_general_rows``)."""
+        written = self._general_written([obj], keep, text)
+        if written is None:
+            return None
+        rows, zoned = written
+        return (Fragment(rows[1:-1]) if text else rows[0]), zoned  # "[row]" -> "row"
+
+    def _general_written(self, items: list[Any], keep: Callable[[Any], Any],
+                         text: bool) -> tuple[Any, bool] | None:
+        """``_written_rows`` by the general row reader, and whether it wrote a datetime's
+        text."""
         zoned: list[bool] = []
         try:
             read_rows, serializer = self._general_rows()
             written = _written_rows(partial(_reading_zoned, read_rows, zoned), serializer,
-                                    [obj], keep, text)
+                                    items, keep, text)
         except _NOT_WRITTEN:
             return None
-        if written is None:
-            return None
-        # "[row]" -> "row"
-        return (Fragment(written[1:-1]) if text else written[0]), bool(zoned)
+        return None if written is None else (written, bool(zoned))
 
 
 # What makes the general rows give way to the generic form, which then writes the value or
