@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from flujo.exceptions import (
     PipelineMismatchError,
     RunIdConflictError,
     RunInProgressError,
+    RunNotFoundError,
 )
 from flujo.state import (
     InMemoryBackend,
@@ -577,3 +578,57 @@ async def test_objects_the_context_shares_stay_shared_on_resume(backend: StateBa
                                                                                    run_id=rid)
     assert resumed.success
     assert resumed.output == (True, ["x", "y"])
+
+
+# -- runs saved for another worker: create_run, run(create=False), unattended_runs ---------
+
+async def test_a_created_run_is_executed_by_a_later_run_with_its_saved_input(
+        backend: StateBackend) -> None:
+    rid = await Flujo(counting_pipeline(), context_model=Ctx,
+                      state_backend=backend).create_run_async(
+        Decimal("1.50"), run_id=new_id(), initial_context_data={"calls": ["given"]})
+    saved = await backend.load_state(rid)
+    assert saved is not None
+    assert (saved["status"], saved["current_step_index"]) == ("running", 0)
+    assert type(saved["last_step_output"]) is Decimal
+    result = await Flujo(counting_pipeline(), context_model=Ctx,
+                         state_backend=backend).run_async(run_id=rid, create=False)
+    assert result.success
+    assert result.final_pipeline_context.calls == ["given", "a", "b", "c"]
+    assert result.output == (((Decimal("1.50"), "a"), "b"), "c")
+
+
+async def test_creating_an_existing_run_leaves_it_as_it_is(backend: StateBackend) -> None:
+    runner = Flujo(counting_pipeline(), context_model=Ctx, state_backend=backend)
+    rid = new_id()
+    first = await runner.run_async("first", run_id=rid)
+    before = await backend.load_record(rid)
+    assert await runner.create_run_async("second", run_id=rid) == rid
+    after = await backend.load_record(rid)
+    assert before is not None and after is not None
+    assert after.revision == before.revision
+    assert (await runner.run_async(run_id=rid)).output == first.output
+
+
+async def test_run_with_create_false_saves_nothing_for_an_unknown_run(
+        backend: StateBackend) -> None:
+    rid = new_id()
+    with pytest.raises(RunNotFoundError, match="create=False"):
+        await Flujo(counting_pipeline(), state_backend=backend).run_async(run_id=rid,
+                                                                          create=False)
+    assert await backend.load_state(rid) is None
+
+
+async def test_unattended_runs_are_the_running_ones_nobody_holds(
+        backend: StateBackend) -> None:
+    runner = Flujo(counting_pipeline(), context_model=Ctx, state_backend=backend,
+                   pipeline_name=f"p-{uuid.uuid4().hex[:8]}")
+    waiting, held = new_id(), new_id()
+    for rid in (waiting, held):
+        await runner.create_run_async("x", run_id=rid)
+    finished = (await runner.run_async("x")).run_id
+    async with backend.claim(held):
+        found = await runner.unattended_runs_async(older_than=timedelta(0))
+    assert [rid for rid, _ in found] == [waiting]
+    assert finished not in [rid for rid, _ in found]
+    assert await runner.unattended_runs_async(older_than=timedelta(hours=1)) == []

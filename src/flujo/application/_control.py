@@ -14,6 +14,7 @@ import inspect
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -51,6 +52,7 @@ __all__ = [
     "registry_of",
     "save_run",
     "takes_claim",
+    "unattended_runs",
 ]
 
 
@@ -267,3 +269,50 @@ async def _cancel_claimed(backend: StateBackend, run_id: str) -> RunStatus:
         if status in ("completed", "cancelled"):
             return status  # type: ignore[return-value]
         return "cancelled"
+
+
+#: Rows of ``list_runs`` read at a time while looking for unattended runs.
+_PAGE = 500
+
+
+async def unattended_runs(backend: StateBackend, pipeline_name: str | None, *,
+                          older_than: timedelta, limit: int) -> list[tuple[str, datetime]]:
+    """The runs of ``pipeline_name`` (None: of any pipeline) saved as ``running``, last saved
+    more than
+    ``older_than`` ago, whose claim nobody holds (it is taken and given back at once): each
+    run's id and when it was last saved, oldest first, at most ``limit``."""
+    if not isinstance(older_than, timedelta) or older_than < timedelta(0):
+        raise PipelineError(f"older_than must be a timedelta >= 0, got {shown(older_than)}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise PipelineError(f"limit must be an int >= 1, got {shown(limit)}")
+    cutoff = utc_now() - older_than
+    stale: list[tuple[str, datetime]] = []
+    offset = 0
+    while True:  # most recently saved first: the stale ones are at the end
+        rows = await backend.list_runs(status="running", pipeline_name=pipeline_name,
+                                       limit=_PAGE, offset=offset)
+        stale += [(row["run_id"], row["updated_at"]) for row in rows
+                  if row["updated_at"] <= cutoff]
+        if len(rows) < _PAGE:
+            break
+        offset += _PAGE
+    stale.sort(key=lambda found: found[1])
+    unattended: list[tuple[str, datetime]] = []
+    for run_id, updated_at in stale:
+        if len(unattended) >= limit:
+            break
+        if await _unclaimed(backend, run_id):
+            unattended.append((run_id, updated_at))
+    return unattended
+
+
+async def _unclaimed(backend: StateBackend, run_id: str) -> bool:
+    try:
+        async with backend.claim(run_id):
+            return True
+    except RunInProgressError:
+        return False
+    except NotImplementedError as exc:
+        raise PipelineError(
+            f"{type(backend).__name__} provides no run claim, so whether a worker executes "
+            f"run {run_id!r} cannot be told") from exc

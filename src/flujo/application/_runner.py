@@ -25,6 +25,7 @@ import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
@@ -35,6 +36,7 @@ from ..exceptions import (
     PauseForInput,
     PipelineError,
     PipelineMismatchError,
+    RunInProgressError,
     RunNotFoundError,
     StateConflictError,
 )
@@ -128,30 +130,79 @@ class Flujo(Generic[ContextT]):
     # -- entry points -------------------------------------------------------------------
     def run(self, initial_input: Any = None, *, run_id: str | None = None,
             initial_context_data: Mapping[str, Any] | None = None,
-            resume_input: Any = _NO_ANSWER, resume_cancelled: bool = False) -> PipelineResult:
+            resume_input: Any = _NO_ANSWER, resume_cancelled: bool = False,
+            create: bool = True) -> PipelineResult:
         """Run (or resume, given the ``run_id`` of a saved run) until it ends or pauses;
-        blocking. See :meth:`run_async` for ``resume_input`` and ``resume_cancelled``."""
+        blocking. See :meth:`run_async` for the other arguments."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
             handle = self._handle(initial_input, run_id, initial_context_data, resume_input,
-                                  resume_cancelled)
+                                  resume_cancelled, create)
             return _blocking(handle)
         raise PipelineError("Flujo.run() cannot block inside a running event loop; "
                             "use `await runner.run_async(...)`")
 
     def run_async(self, initial_input: Any = None, *, run_id: str | None = None,
                   initial_context_data: Mapping[str, Any] | None = None,
-                  resume_input: Any = _NO_ANSWER, resume_cancelled: bool = False) -> RunHandle:
+                  resume_input: Any = _NO_ANSWER, resume_cancelled: bool = False,
+                  create: bool = True) -> RunHandle:
         """Like :meth:`run`, as ``await runner.run_async(...)`` or ``async for step in ...``.
 
         ``resume_input``: the answer to the pause of the paused run ``run_id``; it is
         validated against the model the pause declared, becomes the pausing step's output
         and the run goes on. ``resume_cancelled``: run a cancelled run on from where it
-        stopped (a cancelled run is otherwise returned as it is).
+        stopped (a cancelled run is otherwise returned as it is). ``create=False``: only
+        resume; RunNotFoundError when no saved run has the id, instead of starting one
+        (what a worker executing runs saved by :meth:`create_run` wants).
         """
         return self._handle(initial_input, run_id, initial_context_data, resume_input,
-                            resume_cancelled)
+                            resume_cancelled, create)
+
+    def create_run(self, initial_input: Any = None, *, run_id: str | None = None,
+                   initial_context_data: Mapping[str, Any] | None = None) -> str:
+        """Save a new run without running a step, and return its id; blocking.
+
+        ``run(run_id=...)``, in any process sharing the store, then executes it from its
+        first step, with ``initial_input`` (both saved with their exact types). A run that
+        already exists under ``run_id`` is left as it is, as ``run`` would resume it rather
+        than start over. This is how work is handed to other workers
+        (:mod:`flujo.integrations.celery`)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return _blocking(self.create_run_async(initial_input, run_id=run_id,
+                                                   initial_context_data=initial_context_data))
+        raise PipelineError("Flujo.create_run() cannot block inside a running event loop; "
+                            "use `await runner.create_run_async(...)`")
+
+    async def create_run_async(self, initial_input: Any = None, *, run_id: str | None = None,
+                               initial_context_data: Mapping[str, Any] | None = None) -> str:
+        data = {**self.initial_context_data, **(initial_context_data or {})}
+        rid = choose_run_id(run_id, data, stacklevel=3)
+        try:
+            async with self._claim(rid) as claim:
+                saved, revision, _ = await self._load(rid)
+                if saved is None:
+                    context = self._new_context(rid, initial_input, data)
+                    run = _Run(rid, claim, revision, context, initial_input, [], "running")
+                    await self._save(run, 0)
+        except RunInProgressError:
+            pass  # a worker holds it: it exists, and is left to that worker
+        return rid
+
+    def unattended_runs(self, *, older_than: timedelta,
+                        limit: int = 10_000) -> list[tuple[str, datetime]]:
+        """The runs of this pipeline saved as ``running`` that no worker executes (nobody
+        holds their claim) and that nobody saved for ``older_than``: each run's id and when
+        it was last saved, oldest first; blocking. A crashed worker leaves such runs, and so
+        does a message lost on its way to a worker: ``run(run_id=...)`` resumes them."""
+        return _blocking(self.unattended_runs_async(older_than=older_than, limit=limit))
+
+    async def unattended_runs_async(self, *, older_than: timedelta,
+                                    limit: int = 10_000) -> list[tuple[str, datetime]]:
+        return await _control.unattended_runs(self.backend, self.pipeline_name,
+                                              older_than=older_than, limit=limit)
 
     def resume(self, run_id: str, answer: Any) -> PipelineResult:
         """Answer the pause of the paused run ``run_id`` and run it on; blocking."""
@@ -220,22 +271,27 @@ class Flujo(Generic[ContextT]):
 
     def _handle(self, initial_input: Any, run_id: str | None,
                 initial_context_data: Mapping[str, Any] | None, answer: Any,
-                resume_cancelled: bool) -> RunHandle:
+                resume_cancelled: bool, create: bool = True) -> RunHandle:
         data = {**self.initial_context_data, **(initial_context_data or {})}
         rid = choose_run_id(run_id, data, stacklevel=4)
         outcome: list[PipelineResult] = []
-        steps = self._execute(rid, initial_input, data, answer, resume_cancelled, outcome)
+        steps = self._execute(rid, initial_input, data, answer, resume_cancelled, outcome,
+                              create)
         return RunHandle(steps, outcome)
 
     # -- the run ------------------------------------------------------------------------
     async def _execute(self, rid: str, initial_input: Any, context_data: dict[str, Any],
                        answer: Any, resume_cancelled: bool,
-                       outcome: list[PipelineResult]) -> AsyncIterator[StepResult]:
+                       outcome: list[PipelineResult],
+                       create: bool) -> AsyncIterator[StepResult]:
         async with self._claim(rid) as claim:
             saved, revision, legacy = await self._load(rid)
             if saved is None:
                 if answer is not _NO_ANSWER:
                     raise RunNotFoundError(f"{self._describe(rid)}: no such run to answer")
+                if not create:
+                    raise RunNotFoundError(
+                        f"{self._describe(rid)}: no saved run to resume (create=False)")
                 context = self._new_context(rid, initial_input, context_data)
                 run = _Run(rid, claim, revision, context, initial_input, [], "running")
                 run.revision = await self._save(run, 0)

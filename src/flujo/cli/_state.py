@@ -1,16 +1,17 @@
 """``flujo state ...``: operators' tools for a state store given by URI.
 
 ``ls``, ``show``, ``history``, ``export``, ``import``, ``migrate``, ``resume``, ``cancel``,
-``fork``, ``prune`` and ``delete`` work on any built-in backend (``sqlite:///state.db``,
+``recover``, ``fork``, ``prune`` and ``delete`` work on any built-in backend (``sqlite:///state.db``,
 ``file:///dir``, ``postgresql://...``; see docs/cli.md).
 Output is a rich table / pretty print when a person is watching (stdout is a terminal) and
 plain tab-separated text when piped; progress bars go to stderr when it is a terminal. The
 exit code says what went wrong (:data:`EXIT_CODES`).
 
 This module wires the commands into argparse; the work is done in ``_state_read`` (ls, show,
-export), ``_state_write`` (import, migrate, delete), ``_state_control`` (resume, cancel) and
-``_state_history`` (history, fork, prune, show --at), on a store opened by ``_store``, with
-output and exit codes from ``_output``. The names below stay importable from here.
+export), ``_state_write`` (import, migrate, delete), ``_state_control`` (resume, cancel),
+``_state_history`` (history, fork, prune, show --at) and ``_state_recover`` (recover), on a
+store opened by ``_store``, with output and exit codes from ``_output``. The names below
+stay importable from here.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from ._output import (
 from ._state_control import _cancel, _resume
 from ._state_history import _fork, _history, _prune, parse_age, show_options
 from ._state_read import _export, _ls, _show
+from ._state_recover import _recover
 from ._state_write import _delete, _import, _migrate
 from ._store import STORE_ENV, redact_uri
 
@@ -219,6 +221,22 @@ def add_state_commands(
     cancel = add("cancel", "cancel a run (a running one stops at its next step)", _cancel)
     cancel.add_argument("run_id", metavar="RUN_ID")
 
+    recover = add("recover", "find running runs nobody executes (a worker died, a message"
+                             " was lost) and send them to workers again", _recover)
+    recover.add_argument("--older-than", type=parse_age, default=parse_age("5m"),
+                         metavar="AGE", help="only runs nobody saved for AGE (default 5m)")
+    recover.add_argument("--task", metavar="MODULE:NAME",
+                         help="the application's FlujoTask (flujo.integrations.celery), which"
+                              " resubmits them; its runner's store is used")
+    recover.add_argument("--pipeline", metavar="NAME",
+                         help="without --task: only runs of this pipeline")
+    recover.add_argument("--limit", type=_positive, default=10_000,
+                         help="at most N runs, oldest first (default 10000)")
+    recover.add_argument("--dry-run", action="store_true", help="list them, resubmit nothing")
+    recover.add_argument("--format", choices=("text", "json"), default="text",
+                         help="text: RUN_ID, last saved, what was done, tab-separated; json:"
+                              " one object per line")
+
     delete = add("delete", "delete runs", _delete)
     delete.add_argument("run_ids", nargs="+", metavar="RUN_ID")
     delete.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
@@ -231,4 +249,11 @@ def _non_negative(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be >= 1, got 0")
     return value

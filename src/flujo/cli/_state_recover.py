@@ -1,0 +1,76 @@
+"""``flujo state recover``: find the runs nobody executes, and send them to workers again.
+
+A run saved as ``running`` whose claim nobody holds and that nobody saved for a while was
+left by a worker that died, or its message was lost on its way to one (a broker restarted
+without persistence). ``--dry-run`` lists them from the store alone; resubmitting needs the
+application's task (``--task MODULE:NAME``, a :class:`~flujo.integrations.celery.FlujoTask`),
+whose runner knows the store. A run resubmitted twice still runs once (its claim decides).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from datetime import datetime
+from typing import Any
+
+from ..application import _control
+from ._output import EXIT_OK, _UsageError, _use_rich
+from ._store import _open_store
+from ._terminal import json_text, visible
+
+
+def _task(spec: str) -> Any:
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise _UsageError(f"--task takes MODULE:NAME (e.g. shop.tasks:orders), got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # an import error, or the module's own code failing
+        raise _UsageError(
+            f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}") from exc
+    from ..integrations.celery import FlujoTask
+
+    task = getattr(module, attribute, None)
+    if not isinstance(task, FlujoTask):
+        raise _UsageError(f"{spec} is {type(task).__name__}, not a FlujoTask (what "
+                          "flujo.integrations.celery.flujo_task returns)")
+    return task
+
+
+async def _recover(args: argparse.Namespace) -> int:
+    found: list[tuple[str, datetime, bool]]
+    if args.task:
+        if args.store or args.pipeline:
+            raise _UsageError("with --task, the store and the pipeline are the task's runner's;"
+                              " leave out --store and --pipeline")
+        task = _task(args.task)
+        recovered = await task.recover_async(older_than=args.older_than,
+                                             dry_run=args.dry_run, limit=args.limit)
+        found = [(r.run_id, r.updated_at, r.resubmitted) for r in recovered]
+    else:
+        if not args.dry_run:
+            raise _UsageError("nothing to resubmit the runs with: give --task MODULE:NAME (the"
+                              " application's FlujoTask), or --dry-run to list them")
+        async with _open_store(args) as backend:
+            unattended = await _control.unattended_runs(
+                backend, args.pipeline, older_than=args.older_than, limit=args.limit)
+        found = [(run_id, updated_at, False) for run_id, updated_at in unattended]
+    _print(found, args)
+    return EXIT_OK
+
+
+def _print(found: list[tuple[str, datetime, bool]], args: argparse.Namespace) -> None:
+    if args.format == "json":
+        for run_id, updated_at, resubmitted in found:
+            print(json_text({"run_id": run_id, "updated_at": updated_at.isoformat(),
+                             "resubmitted": resubmitted}))
+        return
+    for run_id, updated_at, resubmitted in found:
+        print(f"{visible(run_id)}\t{updated_at.isoformat()}\t"
+              f"{'resubmitted' if resubmitted else 'unattended'}")
+    if _use_rich(sys.stderr) or args.format == "text":
+        done = "resubmitted" if not args.dry_run else "found (dry run: nothing resubmitted)"
+        print(f"{len(found)} unattended run{'s' if len(found) != 1 else ''} {done}",
+              file=sys.stderr)

@@ -1,0 +1,125 @@
+"""``flujo state recover``: running runs nobody executes, listed from any store, and
+resubmitted through the application's Celery task (eager here; real workers:
+tests/integrations/test_celery_workers.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+from test_state_cli import EXIT_OK, EXIT_USAGE, Store, tsv
+
+from flujo import Flujo, Step
+
+
+class _Check(BaseModel):
+    ok: bool
+
+
+def _runner(backend: Any) -> Flujo[Any]:
+    return Flujo(Step.from_callable(lambda x: f"{x}!", name="shout")
+                 >> Step.human("check", input_model=_Check) >> Step.from_callable(str),
+                 state_backend=backend, pipeline_name="recovering")
+
+
+def _prepare(store: Store) -> tuple[str, str, str]:
+    """A run saved but never executed, a paused run, a run a worker holds."""
+    async def go() -> tuple[str, str, str]:
+        backend = store.open()
+        async with backend:
+            runner = _runner(backend)
+            waiting = await runner.create_run_async("a", run_id=f"w-{uuid.uuid4().hex[:6]}")
+            paused = (await runner.run_async("b")).run_id
+            held = await runner.create_run_async("c", run_id=f"h-{uuid.uuid4().hex[:6]}")
+            return waiting, paused, held
+    return asyncio.run(go())
+
+
+def test_dry_run_lists_the_running_runs_nobody_holds(store: Store, cli: Any) -> None:
+    waiting, paused, held = _prepare(store)
+    result = cli("recover", "--dry-run", "--older-than", "0s", store=store)
+    assert result.code == EXIT_OK, result.err
+    assert sorted(row[0] for row in tsv(result.out)) == sorted([waiting, held])
+    assert {row[2] for row in tsv(result.out)} == {"unattended"}
+    assert paused not in result.out
+
+    async def while_held() -> Any:
+        backend = store.open()
+        async with backend, backend.claim(held):
+            return await asyncio.to_thread(
+                cli, "recover", "--dry-run", "--older-than", "0s", "--format", "json",
+                store=store)
+    listed = asyncio.run(while_held())
+    assert [json.loads(line)["run_id"] for line in listed.out.splitlines()] == [waiting]
+    assert cli("recover", "--dry-run", "--older-than", "1h", store=store).out == ""
+    other = cli("recover", "--dry-run", "--older-than", "0s", "--pipeline", "other",
+                store=store)
+    assert other.out == ""
+
+
+def test_without_a_task_only_a_dry_run_is_possible(store: Store, cli: Any) -> None:
+    _prepare(store)
+    result = cli("recover", "--older-than", "0s", store=store)
+    assert result.code == EXIT_USAGE
+    assert "--task MODULE:NAME" in result.err and "--dry-run" in result.err
+
+
+APP = '''
+from celery import Celery
+from pydantic import BaseModel
+from flujo import Flujo, Step
+from flujo.integrations.celery import flujo_task
+
+app = Celery("recovering_app", set_as_current=False)
+app.conf.task_always_eager = True
+runner = Flujo(Step.from_callable(lambda x: f"{{x}}!", name="shout"),
+               state_backend={uri!r}, pipeline_name="recovering")
+orders = flujo_task(app, runner)
+not_a_task = 42
+'''
+
+
+@pytest.fixture
+def app_module(tmp_path: Path,
+               monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str]]:
+    pytest.importorskip("celery")
+    uri = f"sqlite:///{tmp_path / 'app.db'}"
+    name = f"recovering_app_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(APP.format(uri=uri)))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield name, uri
+    sys.modules.pop(name, None)
+
+
+def test_recover_with_the_task_resubmits_and_the_runs_complete(
+        app_module: tuple[str, str], cli: Any) -> None:
+    name, _ = app_module
+    module = __import__(name)
+    lost = module.runner.create_run("lost")
+    done = cli("recover", "--task", f"{name}:orders", "--older-than", "0s")
+    assert done.code == EXIT_OK, done.err
+    assert tsv(done.out)[0][0] == lost and tsv(done.out)[0][2] == "resubmitted"
+    state = module.runner.state_at(lost)
+    assert (state.status, state.last_step_output) == ("completed", "lost!")
+    again = cli("recover", "--task", f"{name}:orders", "--older-than", "0s")
+    assert again.code == EXIT_OK and again.out == ""
+
+
+def test_recover_refuses_what_is_not_a_task(app_module: tuple[str, str], cli: Any) -> None:
+    name, uri = app_module
+    for spec, says in ((f"{name}:not_a_task", "not a FlujoTask"),
+                       (f"{name}:missing", "not a FlujoTask"),
+                       ("no_such_module_here:orders", "cannot import module"),
+                       (name, "MODULE:NAME")):
+        refused = cli("recover", "--task", spec)
+        assert refused.code == EXIT_USAGE and says in refused.err, (spec, refused.err)
+    both = cli("recover", "--task", f"{name}:orders", "--store", uri)
+    assert both.code == EXIT_USAGE and "leave out --store" in both.err

@@ -1,0 +1,257 @@
+"""The Celery integration's contract, with Celery in eager mode (tasks run in the caller):
+what a message does to its run, duplicates, pauses, busy and unreachable stores, recovery.
+Real workers and a real broker: test_celery_workers.py."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, Field
+
+pytest.importorskip("celery")
+
+from celery import Celery
+
+from flujo import Flujo, Pipeline, PipelineContext, Step
+from flujo.exceptions import BackendUnavailableError, PipelineError, RunNotFoundError
+from flujo.integrations.celery import FlujoTask, flujo_task
+from flujo.serialization import register_type
+from flujo.state import SQLiteBackend
+
+
+class Order(BaseModel):
+    sku: str
+    amount: Decimal
+
+
+class Approval(BaseModel):
+    approved: bool
+
+
+register_type(Order, name="tests.celery.order")
+register_type(Approval, name="tests.celery.approval")
+
+
+class Ctx(PipelineContext):
+    calls: list[str] = Field(default_factory=list)
+
+
+def pipeline(log: list[str], *, human: bool = False) -> Pipeline:
+    def make(name: str) -> Step:
+        def step(data: Any, *, context: Ctx) -> Any:
+            log.append(name)
+            context.calls.append(name)
+            return data
+        return Step.from_callable(step, name=name)
+
+    steps = make("reserve") >> make("charge")
+    if human:
+        steps = steps >> Step.human("approve", input_model=Approval)
+    return steps >> make("ship")
+
+
+def eager_app() -> Celery:
+    app = Celery(f"tests-{uuid.uuid4().hex[:8]}", set_as_current=False)
+    app.conf.task_always_eager = True
+    # False: with it, Celery raises a retry out of the call instead of retrying at once
+    app.conf.task_eager_propagates = False
+    app.conf.task_store_eager_result = False
+    return app
+
+
+def make(tmp_path: Path, *, human: bool = False,
+         **options: Any) -> tuple[FlujoTask, list[str], SQLiteBackend]:
+    log: list[str] = []
+    backend = SQLiteBackend(tmp_path / "state.db")
+    runner = Flujo(pipeline(log, human=human), context_model=Ctx, state_backend=backend,
+                   pipeline_name="orders")
+    return flujo_task(eager_app(), runner, **options), log, backend
+
+
+def status(backend: SQLiteBackend, run_id: str) -> str | None:
+    state = asyncio.run(backend.load_state(run_id))
+    return None if state is None else str(state["status"])
+
+
+def test_submit_saves_the_run_then_a_worker_runs_it_with_its_typed_input(
+        tmp_path: Path) -> None:
+    orders, log, _ = make(tmp_path)
+    order = Order(sku="A-1", amount=Decimal("9.90"))
+    run_id = orders.submit(order, run_id="order-1")
+    assert run_id == "order-1"
+    assert log == ["reserve", "charge", "ship"]
+    state = orders.runner.state_at(run_id)
+    assert state.status == "completed"
+    output = state.last_step_output
+    assert type(output) is Order and output == order
+    assert orders.runner.restore_context(state).calls == ["reserve", "charge", "ship"]
+
+
+def test_the_message_holds_only_the_run_id(tmp_path: Path) -> None:
+    orders, _, _ = make(tmp_path)
+    sent: list[tuple[Any, dict[str, Any]]] = []
+    orders.task.apply_async = lambda args, **options: sent.append((args, options))  # type: ignore[method-assign]
+    run_id = orders.submit(Order(sku="B", amount=Decimal(1)), queue="orders")
+    assert sent == [((run_id,), {"queue": "orders"})]
+    assert orders.runner.state_at(run_id).current_step_index == 0  # saved, not run
+
+
+def test_a_duplicate_message_for_a_finished_run_runs_nothing(tmp_path: Path) -> None:
+    orders, log, _ = make(tmp_path)
+    run_id = orders.submit("x")
+    outcome = orders.task.apply(args=(run_id,)).get()
+    assert outcome == {"run_id": run_id, "status": "completed"}
+    assert log == ["reserve", "charge", "ship"]
+
+
+def test_submitting_one_run_id_twice_runs_it_once_and_keeps_the_first_input(
+        tmp_path: Path) -> None:
+    orders, log, _ = make(tmp_path)
+    orders.submit("first", run_id="same")
+    orders.submit("second", run_id="same")
+    assert log == ["reserve", "charge", "ship"]
+    assert orders.runner.state_at("same").last_step_output == "first"
+
+
+def test_a_paused_run_stays_paused_until_answered(tmp_path: Path) -> None:
+    orders, log, _ = make(tmp_path, human=True)
+    run_id = orders.submit("x")
+    assert log == ["reserve", "charge"]
+    assert orders.task.apply(args=(run_id,)).get()["status"] == "paused"
+    assert log == ["reserve", "charge"]
+    orders.runner.resume(run_id, Approval(approved=True))
+    assert log == ["reserve", "charge", "ship"]
+    assert orders.task.apply(args=(run_id,)).get()["status"] == "completed"
+
+
+def test_a_message_for_an_unknown_run_creates_nothing(tmp_path: Path) -> None:
+    orders, log, backend = make(tmp_path)
+    assert orders.task.apply(args=("deleted",)).get() == {"run_id": "deleted",
+                                                          "status": "not-found"}
+    assert log == [] and status(backend, "deleted") is None
+    with pytest.raises(RunNotFoundError, match="create=False"):
+        orders.runner.run(run_id="deleted", create=False)
+
+
+def test_a_run_another_worker_holds_is_retried_until_it_is_free(tmp_path: Path) -> None:
+    orders, log, backend = make(tmp_path, busy_retry_delay=0.05)
+    run_id = orders.runner.create_run("x")
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        async def main() -> None:
+            async with backend.claim(run_id):
+                held.set()
+                await asyncio.to_thread(release.wait)
+        asyncio.run(main())
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(10)
+    attempts: list[int] = []
+    original = orders.runner.run
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        attempts.append(1)
+        if len(attempts) == 3:
+            release.set()
+            holder.join()
+        return original(*args, **kwargs)
+
+    orders.runner.run = counted  # type: ignore[method-assign]
+    assert orders.task.apply(args=(run_id,)).get()["status"] == "completed"
+    assert len(attempts) >= 3
+    assert log == ["reserve", "charge", "ship"]
+
+
+def test_an_unreachable_store_is_retried_a_bounded_number_of_times(tmp_path: Path) -> None:
+    orders, _, _ = make(tmp_path, unavailable_retry_delay=0.01, unavailable_retries=2)
+    attempts: list[str] = []
+
+    def unreachable(*args: Any, **kwargs: Any) -> Any:
+        attempts.append(kwargs["run_id"])
+        raise BackendUnavailableError("the store is down")
+
+    orders.runner.run = unreachable  # type: ignore[method-assign]
+    with pytest.raises(BackendUnavailableError, match="the store is down"):
+        orders.task.apply(args=("r1",)).get()
+    assert attempts == ["r1"] * 3
+
+
+def test_submit_fails_loudly_and_queues_nothing_when_the_store_is_unreachable(
+        tmp_path: Path) -> None:
+    app = eager_app()
+    (tmp_path / "a-file").write_text("not a folder")
+    runner = Flujo(pipeline([]), context_model=Ctx,
+                   state_backend=SQLiteBackend(tmp_path / "a-file" / "state.db"))
+    orders = flujo_task(app, runner)
+    sent: list[Any] = []
+    orders.task.apply_async = lambda *a, **k: sent.append(a)  # type: ignore[method-assign]
+    with pytest.raises(BackendUnavailableError):
+        orders.submit("x")
+    assert sent == []
+
+
+def test_recover_resubmits_only_unattended_running_runs(tmp_path: Path) -> None:
+    orders, log, backend = make(tmp_path)
+    lost = orders.runner.create_run("lost")  # saved, its message never sent
+    done = orders.submit("done")
+    log.clear()
+    assert orders.recover(older_than=timedelta(hours=1)) == []  # too recent
+    found = orders.recover(older_than=timedelta(0), dry_run=True)
+    assert [(r.run_id, r.resubmitted) for r in found] == [(lost, False)]
+    assert log == [] and status(backend, lost) == "running"
+    found = orders.recover(older_than=timedelta(0))
+    assert [(r.run_id, r.resubmitted) for r in found] == [(lost, True)]
+    assert log == ["reserve", "charge", "ship"]
+    assert status(backend, lost) == "completed" and status(backend, done) == "completed"
+
+
+def test_recover_leaves_a_run_a_worker_executes(tmp_path: Path) -> None:
+    orders, _, backend = make(tmp_path)
+    run_id = orders.runner.create_run("x")
+
+    async def main() -> list[Any]:
+        async with backend.claim(run_id):
+            return await orders.recover_async(older_than=timedelta(0))
+
+    assert asyncio.run(main()) == []
+
+
+def test_recover_finds_runs_beyond_one_page_oldest_first(tmp_path: Path) -> None:
+    orders, _, _ = make(tmp_path)
+    ids = [orders.runner.create_run(run_id=f"r{i:04d}") for i in range(520)]
+    found = orders.recover(older_than=timedelta(0), dry_run=True, limit=600)
+    assert sorted(r.run_id for r in found) == ids
+    assert [r.updated_at for r in found] == sorted(r.updated_at for r in found)
+    assert len(orders.recover(older_than=timedelta(0), dry_run=True, limit=7)) == 7
+
+
+def test_the_task_is_registered_under_the_pipelines_name_with_redelivery_settings(
+        tmp_path: Path) -> None:
+    orders, _, _ = make(tmp_path)
+    task = orders.app.tasks["flujo.orders"]  # orders.task: Celery's proxy of it
+    assert orders.task.name == task.name == "flujo.orders"
+    assert task.acks_late is True and task.reject_on_worker_lost is True
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("busy_retry_delay", 0), ("busy_retry_delay", True), ("unavailable_retry_delay", -1),
+    ("unavailable_retries", -1), ("unavailable_retries", 1.5)])
+def test_bad_options_are_refused(tmp_path: Path, option: str, value: Any) -> None:
+    runner = Flujo(pipeline([]), state_backend=SQLiteBackend(tmp_path / "s.db"))
+    with pytest.raises(PipelineError, match=option):
+        flujo_task(eager_app(), runner, **{option: value})
+
+
+def test_recover_refuses_a_negative_age(tmp_path: Path) -> None:
+    orders, _, _ = make(tmp_path)
+    with pytest.raises(PipelineError, match="older_than"):
+        orders.recover(older_than=timedelta(seconds=-1))
