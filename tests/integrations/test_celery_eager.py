@@ -156,7 +156,7 @@ def test_a_run_another_worker_holds_is_retried_until_it_is_free(tmp_path: Path) 
     holder.start()
     held.wait(10)
     attempts: list[int] = []
-    original = orders.runner.run
+    original = orders.runner.run_async
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         attempts.append(1)
@@ -165,7 +165,7 @@ def test_a_run_another_worker_holds_is_retried_until_it_is_free(tmp_path: Path) 
             holder.join()
         return original(*args, **kwargs)
 
-    orders.runner.run = counted  # type: ignore[method-assign]
+    orders.runner.run_async = counted  # type: ignore[method-assign]
     assert orders.task.apply(args=(run_id,)).get()["status"] == "completed"
     assert len(attempts) >= 3
     assert log == ["reserve", "charge", "ship"]
@@ -179,7 +179,7 @@ def test_an_unreachable_store_is_retried_a_bounded_number_of_times(tmp_path: Pat
         attempts.append(kwargs["run_id"])
         raise BackendUnavailableError("the store is down")
 
-    orders.runner.run = unreachable  # type: ignore[method-assign]
+    orders.runner.run_async = unreachable  # type: ignore[method-assign]
     with pytest.raises(BackendUnavailableError, match="the store is down"):
         orders.task.apply(args=("r1",)).get()
     assert attempts == ["r1"] * 3
@@ -244,7 +244,8 @@ def test_the_task_is_registered_under_the_pipelines_name_with_redelivery_setting
 
 @pytest.mark.parametrize(("option", "value"), [
     ("busy_retry_delay", 0), ("busy_retry_delay", True), ("unavailable_retry_delay", -1),
-    ("unavailable_retries", -1), ("unavailable_retries", 1.5)])
+    ("unavailable_retries", -1), ("unavailable_retries", 1.5), ("run_retries", -1),
+    ("run_retries", True), ("run_retry_delay", 0)])
 def test_bad_options_are_refused(tmp_path: Path, option: str, value: Any) -> None:
     runner = Flujo(pipeline([]), state_backend=SQLiteBackend(tmp_path / "s.db"))
     with pytest.raises(PipelineError, match=option):
@@ -255,3 +256,51 @@ def test_recover_refuses_a_negative_age(tmp_path: Path) -> None:
     orders, _, _ = make(tmp_path)
     with pytest.raises(PipelineError, match="older_than"):
         orders.recover(older_than=timedelta(seconds=-1))
+
+
+def flaky_runner(tmp_path: Path, failing_series: int) -> tuple[Flujo[Ctx], list[str]]:
+    """A run whose 'charge' step fails in its first ``failing_series`` attempt series."""
+    log: list[str] = []
+
+    def charge(data: Any, *, context: Ctx) -> Any:
+        log.append("charge")
+        if len(log) <= failing_series * 2:  # two attempts per series (retries=1)
+            raise ConnectionError("the bank is down")
+        return data
+
+    steps = Step.from_callable(charge, name="charge", retries=1, backoff=0.001)
+    return Flujo(steps, context_model=Ctx, state_backend=SQLiteBackend(tmp_path / "s.db"),
+                 pipeline_name="flaky"), log
+
+
+def test_a_failed_run_is_run_again_as_a_whole_up_to_run_retries(tmp_path: Path) -> None:
+    runner, log = flaky_runner(tmp_path, failing_series=2)
+    orders = flujo_task(eager_app(), runner, run_retries=2, run_retry_delay=0.01)
+    run_id = orders.submit("x")
+    state = runner.state_at(run_id)
+    assert state.status == "completed" and len(log) == 5
+    [charge] = state.step_history
+    assert [a.series for a in charge.failed_attempts] == [1, 1, 2, 2]
+    assert charge.attempts == 5
+
+
+def test_a_run_that_keeps_failing_stays_failed_and_records_each_series(
+        tmp_path: Path) -> None:
+    runner, log = flaky_runner(tmp_path, failing_series=10)
+    orders = flujo_task(eager_app(), runner, run_retries=1, run_retry_delay=0.01)
+    run_id = orders.submit("x")
+    state = runner.state_at(run_id)
+    assert state.status == "failed" and len(log) == 4
+    assert [a.series for a in state.failure.failed_attempts] == [1, 1, 2, 2]
+    # a duplicate or recovered message does not run it a third time
+    assert orders.task.apply(args=(run_id,)).get() == {"run_id": run_id, "status": "failed"}
+    assert len(log) == 4
+
+
+def test_without_run_retries_a_failed_run_is_not_run_again(tmp_path: Path) -> None:
+    runner, log = flaky_runner(tmp_path, failing_series=1)
+    orders = flujo_task(eager_app(), runner)
+    run_id = orders.submit("x")
+    assert orders.task.apply(args=(run_id,)).get()["status"] == "failed"
+    assert len(log) == 2 and runner.state_at(run_id).status == "failed"
+    assert runner.run(run_id=run_id).status == "completed"  # by hand: its next series

@@ -53,7 +53,7 @@ from ..exceptions import (
 )
 
 if TYPE_CHECKING:
-    from ..application import Flujo
+    from ..application import Flujo, PipelineResult
 
 try:
     import celery
@@ -102,12 +102,14 @@ class FlujoTask:
 
     def __init__(self, app: celery.Celery, runner: Flujo[Any], *, name: str,
                  busy_retry_delay: float, unavailable_retry_delay: float,
-                 unavailable_retries: int) -> None:
+                 unavailable_retries: int, run_retries: int, run_retry_delay: float) -> None:
         self.app = app
         self.runner = runner
         self.busy_retry_delay = busy_retry_delay
         self.unavailable_retry_delay = unavailable_retry_delay
         self.unavailable_retries = unavailable_retries
+        self.run_retries = run_retries
+        self.run_retry_delay = run_retry_delay
 
         def execute_run(task: celery.Task, run_id: str) -> dict[str, str]:
             return self._execute(task, run_id).as_dict()
@@ -183,7 +185,9 @@ class FlujoTask:
     # -- the task -----------------------------------------------------------------------
     def _execute(self, task: celery.Task, run_id: str) -> TaskOutcome:
         try:
-            result = self.runner.run(run_id=run_id, create=False)
+            result = asyncio.run(self._run(run_id))
+            if result is None:  # failed, and its whole-run retries are spent
+                return TaskOutcome(run_id, "failed")
         except ClaimLostError as exc:
             # another worker claimed the run after this one's lease ran out: it resumes from
             # the last save this worker made, and owns the outcome
@@ -200,13 +204,29 @@ class FlujoTask:
         except BackendUnavailableError as exc:
             raise self._retry(task, exc, self.unavailable_retry_delay,
                               self.unavailable_retries) from exc
+        if result.status == "failed" and _series(result.step_history) <= self.run_retries:
+            # the whole run again, later: its failed step starts its next attempt series,
+            # counted in the store (FailedAttempt.series), so a recovered run keeps count
+            logger.warning("flujo: run %r failed (attempt series %d); running it again in "
+                           "%s s", run_id, _series(result.step_history), self.run_retry_delay)
+            raise self._retry(task, None, self.run_retry_delay, None)
         return TaskOutcome(run_id, result.status)
 
+    async def _run(self, run_id: str) -> PipelineResult | None:
+        """The run resumed (never started: ``create=False``), or None for a failed run whose
+        whole-run retries are spent: a duplicate or recovered message must not run it again
+        (``run`` would, as a new attempt series)."""
+        saved = await self.runner.backend.load_state(run_id)
+        if saved is not None and saved.get("status") == "failed" and \
+                _series([saved.get("failure")]) > self.run_retries:
+            return None
+        return await self.runner.run_async(run_id=run_id, create=False)
+
     @staticmethod
-    def _retry(task: celery.Task, exc: Exception, delay: float,
+    def _retry(task: celery.Task, exc: Exception | None, delay: float,
                max_retries: int | None) -> Retry:
         retries = task.request.retries or 0
-        if max_retries is not None and retries >= max_retries:
+        if max_retries is not None and retries >= max_retries and exc is not None:
             raise exc
         if task.request.is_eager:
             # eager mode (tests) retries at once, inside this call: wait here instead
@@ -218,9 +238,23 @@ class FlujoTask:
         raise PipelineError("Celery's Task.retry returned instead of raising Retry")
 
 
+def _series(steps: list[Any]) -> int:
+    """The attempt series the last failed step among ``steps`` (StepResults, or their dicts
+    from a backend of the earlier dict-only contract) has used: 1 for its first."""
+    failed = [step for step in steps if _field(step, "success") is False]
+    attempts = _field(failed[-1], "failed_attempts") if failed else None
+    return max((int(_field(attempt, "series") or 1) for attempt in attempts or ()),
+               default=1)
+
+
+def _field(value: Any, name: str) -> Any:
+    return value.get(name) if isinstance(value, dict) else getattr(value, name, None)
+
+
 def flujo_task(app: celery.Celery, runner: Flujo[Any], *, name: str | None = None,
                busy_retry_delay: float = 10.0, unavailable_retry_delay: float = 5.0,
-               unavailable_retries: int = 12) -> FlujoTask:
+               unavailable_retries: int = 12, run_retries: int = 0,
+               run_retry_delay: float = 60.0) -> FlujoTask:
     """Register ``runner`` as a Celery task of ``app`` and return its :class:`FlujoTask`.
 
     Call it where both the submitting code and the workers import it (the module that
@@ -228,16 +262,21 @@ def flujo_task(app: celery.Celery, runner: Flujo[Any], *, name: str | None = Non
     ``flujo.<pipeline_name>``). ``busy_retry_delay``: seconds before a message whose run
     another worker executes is tried again. ``unavailable_retry_delay`` and
     ``unavailable_retries``: when the store cannot be reached, how long to wait and how
-    many times to try before the task fails (its run stays saved, for ``recover``)."""
+    many times to try before the task fails (its run stays saved, for ``recover``).
+    ``run_retries``: how many times a run that failed (its failed step's own retries
+    spent) is run again as a whole, ``run_retry_delay`` seconds later; each time its failed
+    step starts a new attempt series, recorded in the run (``FailedAttempt.series``)."""
     for what, value in (("busy_retry_delay", busy_retry_delay),
-                        ("unavailable_retry_delay", unavailable_retry_delay)):
+                        ("unavailable_retry_delay", unavailable_retry_delay),
+                        ("run_retry_delay", run_retry_delay)):
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
             raise PipelineError(f"{what} must be seconds > 0, got {value!r}")
-    if isinstance(unavailable_retries, bool) or not isinstance(unavailable_retries, int) \
-            or unavailable_retries < 0:
-        raise PipelineError(
-            f"unavailable_retries must be an int >= 0, got {unavailable_retries!r}")
+    for what, count in (("unavailable_retries", unavailable_retries),
+                        ("run_retries", run_retries)):
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise PipelineError(f"{what} must be an int >= 0, got {count!r}")
     return FlujoTask(app, runner, name=name or f"flujo.{runner.pipeline_name}",
                      busy_retry_delay=float(busy_retry_delay),
                      unavailable_retry_delay=float(unavailable_retry_delay),
-                     unavailable_retries=unavailable_retries)
+                     unavailable_retries=unavailable_retries, run_retries=run_retries,
+                     run_retry_delay=float(run_retry_delay))
