@@ -1,15 +1,19 @@
-"""``flujo state recover``: running runs nobody executes, listed from any store, and
-resubmitted through the application's Celery task (eager here; real workers:
-tests/integrations/test_celery_workers.py)."""
+"""Operating runs executed elsewhere: ``flujo state recover`` (running runs nobody
+executes, listed from any store, resubmitted through the application's Celery task; eager
+here, real workers in tests/reliability/test_celery_campaign.py) and ``flujo state ls
+--status running`` (which worker holds each run)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +127,29 @@ def test_recover_refuses_what_is_not_a_task(app_module: tuple[str, str], cli: An
         assert refused.code == EXIT_USAGE and says in refused.err, (spec, refused.err)
     both = cli("recover", "--task", f"{name}:orders", "--store", uri)
     assert both.code == EXIT_USAGE and "leave out --store" in both.err
+
+
+def test_ls_running_shows_which_worker_holds_each_run_and_since_when(
+        store: Store, cli: Any) -> None:
+    waiting, _, held = _prepare(store)
+
+    async def while_held() -> tuple[Any, Any]:
+        backend = store.open()
+        async with backend, backend.claim(held):
+            table = await asyncio.to_thread(cli, "ls", "--status", "running", store=store)
+            lines = await asyncio.to_thread(cli, "ls", "--status", "running", "--format",
+                                            "json", store=store)
+            return table, lines
+
+    table, lines = asyncio.run(while_held())
+    assert table.code == EXIT_OK, table.err
+    rows = tsv(table.out)
+    assert rows[0][-2:] == ["HELD_BY", "HELD_SINCE"]
+    by_id = {row[0]: row for row in rows[1:]}
+    assert by_id[waiting][-2:] == ["-", "-"]
+    host, pid, _ = by_id[held][-2].split(":")
+    assert (host, int(pid)) == (socket.gethostname(), os.getpid())
+    assert datetime.fromisoformat(by_id[held][-1]).tzinfo is not None
+    claims = {d["run_id"]: d["claim"] for d in map(json.loads, lines.out.splitlines())}
+    assert claims[waiting] is None and claims[held]["holder"] == by_id[held][-2]
+    assert "HELD_BY" not in cli("ls", store=store).out  # only for running runs

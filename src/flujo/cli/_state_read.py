@@ -20,6 +20,7 @@ from ..exceptions import (
 from ..serialization import mask_secrets, safe_deserialize, safe_serialize
 from ..state import (
     LEGACY_CONTEXT_MARKER,
+    ClaimHolder,
     Envelope,
     EnvelopeStateBackend,
     PauseRequest,
@@ -43,7 +44,7 @@ from ._output import (
 )
 from ._state_history import checkpoint_envelope, checkpoint_record
 from ._store import _check_run_ids, _open_store
-from ._terminal import json_text, pretty
+from ._terminal import json_text, pretty, visible
 
 # -- ls ----------------------------------------------------------------------------------------
 
@@ -155,6 +156,9 @@ async def _ls(args: argparse.Namespace) -> int:
         except CorruptStateError:
             rows = await _list_by_reading(backend, args, damaged)
         steps = [await _step_of(backend, row["run_id"], damaged) for row in rows]
+        # Listing running runs shows which worker holds each one's claim, and since when.
+        running = args.status == "running"
+        holders = await _holders(backend, [row["run_id"] for row in rows]) if running else {}
 
     # Listing paused runs shows what each waits for (read from its record, as the step is).
     paused = args.status == "paused"
@@ -172,6 +176,7 @@ async def _ls(args: argparse.Namespace) -> int:
                 "pause": None if step.pause is None else {
                     "step": step.pause.step, "message": step.pause.message,
                     "input_type": step.pause.input_type},
+                **({"claim": _claim_document(holders.get(row["run_id"]))} if running else {}),
             }))
     elif fmt == "table":
         from rich.console import Console
@@ -179,7 +184,9 @@ async def _ls(args: argparse.Namespace) -> int:
 
         table = Table(box=None, header_style="bold", pad_edge=False)
         columns = ["RUN ID", "STATUS", "PIPELINE", "STEP", "REV", "UPDATED (UTC)"]
-        for column in columns + (["WAITING FOR"] if paused else []):
+        extra = (["WAITING FOR"] if paused else []) + \
+            (["HELD BY", "SINCE (UTC)"] if running else [])
+        for column in columns + extra:
             table.add_column(column, no_wrap=column not in ("PIPELINE", "WAITING FOR"))
         for row, step in zip(rows, steps, strict=True):
             cells = [_rich_cell(row["run_id"]),
@@ -187,7 +194,10 @@ async def _ls(args: argparse.Namespace) -> int:
                      _rich_cell(row["pipeline_name"]), _rich_cell(step.text()),
                      _rich_cell(row["revision"]),
                      _rich_cell(row["updated_at"].strftime("%Y-%m-%d %H:%M:%S"))]
-            table.add_row(*cells, *([_rich_cell(_waiting(step))] if paused else []))
+            held = [_rich_cell(cell) for cell in
+                    _held(holders.get(row["run_id"]), "%Y-%m-%d %H:%M:%S")]
+            table.add_row(*cells, *([_rich_cell(_waiting(step))] if paused else []),
+                          *(held if running else []))
         console = Console(file=sys.stdout)
         console.print(table)
         if not rows:
@@ -195,15 +205,39 @@ async def _ls(args: argparse.Namespace) -> int:
     else:
         _print_tsv(
             [(r["run_id"], r["status"], r["pipeline_name"], s.text(), r["revision"],
-              r["updated_at"].isoformat(), *([_waiting(s)] if paused else []))
+              r["updated_at"].isoformat(), *([_waiting(s)] if paused else []),
+              *(_held(holders.get(r["run_id"])) if running else []))
              for r, s in zip(rows, steps, strict=True)],
             None if args.no_header else
             ("RUN_ID", "STATUS", "PIPELINE", "STEP", "REVISION", "UPDATED",
-             *(["WAITING_FOR"] if paused else [])),
+             *(["WAITING_FOR"] if paused else []),
+             *(["HELD_BY", "HELD_SINCE"] if running else [])),
         )
     for run_id, exc in sorted(damaged.items()):
         _err(f"damaged record {run_id!r}: {exc}")
     return EXIT_CORRUPT if damaged else EXIT_OK
+
+
+async def _holders(backend: EnvelopeStateBackend,
+                   run_ids: list[str]) -> dict[str, ClaimHolder]:
+    try:
+        return await backend.claim_holders(run_ids)
+    except NotImplementedError:  # a backend that cannot tell: every cell says so
+        return {}
+
+
+def _held(holder: ClaimHolder | None, when: str | None = None) -> list[str]:
+    """The HELD BY / SINCE cells: ``-`` for a run nobody executes (it waits for a worker,
+    or its worker died; ``flujo state recover``)."""
+    if holder is None:
+        return ["-", "-"]
+    since = holder.since.strftime(when) if when else holder.since.isoformat()
+    return [visible(holder.holder), since]
+
+
+def _claim_document(holder: ClaimHolder | None) -> dict[str, str] | None:
+    return None if holder is None else {"holder": holder.holder,
+                                        "since": holder.since.isoformat()}
 
 
 # -- show --------------------------------------------------------------------------------------

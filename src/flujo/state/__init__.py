@@ -32,7 +32,13 @@ from ._migrations import (
 from ._runid import validate_run_id
 from ._upgrade import LEGACY_CONTEXT_MARKER
 from ._uri import backend_from_uri
-from .backends import EnvelopeStateBackend, InMemoryBackend, RunClaim, StateBackend
+from .backends import (
+    ClaimHolder,
+    EnvelopeStateBackend,
+    InMemoryBackend,
+    RunClaim,
+    StateBackend,
+)
 from .backends._history import Checkpoint, PruneReport
 from .models import (
     ForkOrigin,
@@ -68,6 +74,7 @@ __all__ = [
     "FORMAT",
     "LEGACY_CONTEXT_MARKER",
     "Checkpoint",
+    "ClaimHolder",
     "Encryption",
     "Envelope",
     "EnvelopeCodec",

@@ -25,6 +25,8 @@ import asyncio
 import base64
 import datetime as dt
 import decimal
+import os
+import socket
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -442,6 +444,23 @@ class BackendContract(HistoryContract):
                 raise KeyError("worker failed")
         async with backend.claim("job"):
             pass
+
+    async def test_claim_holders_name_the_worker_and_since_when(
+            self, backend: StateBackend) -> None:
+        assert await backend.claim_holders(["job", "idle"]) == {}
+        before = dt.datetime.now(dt.UTC)
+        async with backend.claim("job") as claim:
+            held = await backend.claim_holders(["job", "idle"])
+            assert list(held) == ["job"]
+            host, pid, _ = held["job"].holder.split(":")
+            assert (host, int(pid)) == (socket.gethostname(), os.getpid())
+            assert before - dt.timedelta(seconds=5) <= held["job"].since \
+                <= dt.datetime.now(dt.UTC)
+            assert held["job"].since.tzinfo is not None
+            assert claim.run_id == "job"
+        assert await backend.claim_holders(["job"]) == {}
+        with pytest.raises(InvalidRunIdError):
+            await backend.claim_holders(["../escape"])
 
     # -- envelopes, compression, encryption ------------------------------------------------
 

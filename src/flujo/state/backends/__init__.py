@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .base import EnvelopeStateBackend, RunClaim, StateBackend
+from .base import ClaimHolder, EnvelopeStateBackend, RunClaim, StateBackend
 from .memory import InMemoryBackend
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ def __getattr__(name: str) -> Any:
     return value
 
 __all__ = [
+    "ClaimHolder",
     "EnvelopeStateBackend",
     "FileBackend",
     "InMemoryBackend",

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -13,7 +16,21 @@ from flujo.exceptions import ClaimLostError
 
 from ..models import utc_now
 
-__all__ = ["ClaimWatch", "RunClaim"]
+__all__ = ["ClaimHolder", "ClaimWatch", "RunClaim", "holder_name"]
+
+
+def holder_name() -> str:
+    """Who holds a claim, for operators: host, process id, and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+@dataclass(frozen=True)
+class ClaimHolder:
+    """Who holds a run's claim now (``StateBackend.claim_holders``): ``holder`` names the
+    worker (``host:pid:random``) and ``since`` when it took the claim (UTC)."""
+
+    holder: str
+    since: datetime
 
 
 class ClaimWatch:

@@ -12,15 +12,18 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import socket
 import stat
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 
 from flujo.exceptions import BackendUnavailableError, RunInProgressError
 
 from .._runid import validate_run_id
+from ._claims import ClaimHolder, holder_name
 from ._dirs import Directory, opened
 from .base import RunClaim
 
@@ -115,10 +118,38 @@ class ClaimDirectory:
                     f"run {run_id!r} is claimed by another worker (lock file"
                     f" {directory.path / name})"
                 )
+            claim = RunClaim(run_id)
+            with suppress(OSError):  # who holds it, for operators only (claim_holders)
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{holder_name()}\n{claim.acquired_at.isoformat()}\n".encode(), 0)
             try:
-                yield RunClaim(run_id)
+                yield claim
             finally:
                 release(directory, fd, name)
+
+    def holders(self, run_ids: Sequence[str]) -> dict[str, ClaimHolder]:
+        """Who holds the claims of ``run_ids`` (see ``StateBackend.claim_holders``), read
+        from the lock files the holders wrote, without locking anything. A lock file is
+        held while the kernel lists an flock on it (``/proc/locks``); where the kernel does
+        not list them, while its holder's process lives (same host) or always (another)."""
+        folder = self.root / self.folder
+        locked_inodes = _flocked_inodes()
+        found: dict[str, ClaimHolder] = {}
+        for run_id in run_ids:
+            validate_run_id(run_id)
+            read = _read_lock_file(folder / f"{run_id}.claim")
+            if read is None:
+                continue
+            inode, text = read
+            holder = _parse_holder(text)
+            if holder is None:
+                continue
+            if locked_inodes is not None:
+                if inode in locked_inodes:
+                    found[run_id] = holder
+            elif _may_live(holder.holder):
+                found[run_id] = holder
+        return found
 
     def _marker(self, run_id: str) -> str:
         return f"{validate_run_id(run_id)}.cancel"
@@ -185,3 +216,65 @@ class CancelRequestFiles:
 
     async def _clear_cancel(self, run_id: str) -> None:
         await asyncio.to_thread(self._claims.clear_cancel, run_id)
+
+
+def _read_lock_file(path: Path) -> tuple[int, str] | None:
+    """The inode and text of the lock file at ``path`` (never a link), or None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+                     | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        return info.st_ino, os.read(fd, 1024).decode("utf-8", "replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _parse_holder(text: str) -> ClaimHolder | None:
+    lines = text.splitlines()
+    if len(lines) < 2:
+        return None  # written by a flujo before 0.15, or being written
+    try:
+        since = datetime.fromisoformat(lines[1])
+    except ValueError:
+        return None
+    return ClaimHolder(lines[0], since)
+
+
+def _flocked_inodes() -> set[int] | None:
+    """The inodes the kernel lists flock locks on (Linux's ``/proc/locks``), or None where
+    it does not list them."""
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as locks:
+            listing = locks.read()
+    except OSError:
+        return None
+    inodes: set[int] = set()
+    for line in listing.splitlines():
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234567 0 EOF"; "->" lines wait, hold none
+        if len(fields) >= 6 and fields[1] == "FLOCK":
+            with suppress(ValueError, IndexError):
+                inodes.add(int(fields[5].rsplit(":", 1)[1]))
+    return inodes
+
+
+def _may_live(holder: str) -> bool:
+    """Whether the process ``holder`` names may still run (it does when it is on another
+    host: that cannot be told from here)."""
+    host, _, rest = holder.partition(":")
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(rest.partition(":")[0]), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True

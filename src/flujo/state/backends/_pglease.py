@@ -19,9 +19,6 @@ without relying on the thread (a renewal can be stuck in a connection attempt).
 from __future__ import annotations
 
 import contextlib
-import os
-import secrets
-import socket
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -29,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from flujo.exceptions import BackendConfigError
 
 from .._redact import redact
+from ._claims import holder_name
 from .base import ClaimWatch
 
 if TYPE_CHECKING:
@@ -74,6 +72,11 @@ TAKE = (
 )
 #: Who holds the claim, and until when (for the RunInProgressError).
 HOLDER = "SELECT holder, expires_at FROM {claims} WHERE run_id = %s"
+#: The live claims of some runs (for operators: ``claim_holders``).
+HOLDERS = (
+    "SELECT run_id, holder, acquired_at FROM {claims}"
+    " WHERE run_id = ANY(%s) AND expires_at > pg_catalog.clock_timestamp()"
+)
 #: Move the lease on, if the epoch is still ours; returns a row while it is.
 RENEW = (
     "UPDATE {claims} SET expires_at = pg_catalog.clock_timestamp()"
@@ -103,11 +106,6 @@ def margin(lease: float) -> float:
     """How long before the lease's expiry a worker that could not renew gives its claim up:
     time for it to cancel its step, and room for the two clocks' rates to differ."""
     return lease / 3
-
-
-def holder_name() -> str:
-    """Who holds a claim, for operators: host, process id, and a random part."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 def connect(dsn: str, connect_timeout: float) -> Connection[Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 import threading
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -41,7 +41,7 @@ from .._sealing import TIMESTAMPS_KEY
 from ..models import RUN_STATUSES, RunSummary, StateRecord, WorkflowState
 from . import _history
 from ._admin import UpstreamAdminCalls
-from ._claims import ClaimWatch, RunClaim
+from ._claims import ClaimHolder, ClaimWatch, RunClaim
 from ._history import Checkpoint, PruneReport
 from ._records import (
     MAX_REVISION,
@@ -59,6 +59,7 @@ from ._records import (
 )
 
 __all__ = [
+    "ClaimHolder",
     "ClaimWatch",
     "CurrentRecord",
     "EnvelopeStateBackend",
@@ -133,6 +134,11 @@ class StateBackend(abc.ABC):
         if the worker dies, by the operating system or database server.
         """
         raise NotImplementedError(f"{type(self).__name__} does not support claim")
+
+    async def claim_holders(self, run_ids: Sequence[str]) -> dict[str, ClaimHolder]:
+        """Who holds the claim of each of ``run_ids`` now (runs nobody holds are left out):
+        for operators (``flujo state ls --status running``); reading takes no claim."""
+        raise NotImplementedError(f"{type(self).__name__} does not support claim_holders")
 
     async def request_cancel(self, run_id: str) -> None:
         """Ask the worker executing ``run_id`` to stop at its next step boundary.

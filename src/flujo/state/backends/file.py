@@ -27,6 +27,7 @@ import os
 import stat
 import time
 import uuid
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +39,14 @@ from .._codec import SealedRecord
 from .._runid import validate_run_id
 from ..models import RunSummary
 from . import _dirs, _flock
-from .base import CurrentRecord, EnvelopeStateBackend, RunClaim, StoredRecord, WriteRecord
+from .base import (
+    ClaimHolder,
+    CurrentRecord,
+    EnvelopeStateBackend,
+    RunClaim,
+    StoredRecord,
+    WriteRecord,
+)
 from .memory import page
 
 __all__ = ["FileBackend"]
@@ -388,4 +396,7 @@ class FileBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
     def claim(self, run_id: str) -> AbstractAsyncContextManager[RunClaim]:
         """Claim via ``flock`` on ``<dir>/.locks/<run_id>.claim``; see StateBackend.claim."""
         return self._claims.claim(run_id)
+
+    async def claim_holders(self, run_ids: Sequence[str]) -> dict[str, ClaimHolder]:
+        return await asyncio.to_thread(self._claims.holders, run_ids)
 

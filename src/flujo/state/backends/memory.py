@@ -8,7 +8,7 @@ mutating an object after saving it does not change what was saved.
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +24,7 @@ from .._codec import SealedRecord
 from .._envelope import Envelope
 from .._runid import validate_run_id
 from ..models import RunSummary
+from ._claims import ClaimHolder, holder_name
 from .base import CurrentRecord, EnvelopeStateBackend, RunClaim, StoredRecord, WriteRecord
 
 __all__ = ["InMemoryBackend"]
@@ -72,7 +73,7 @@ class InMemoryBackend(EnvelopeStateBackend):
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
         self._history: dict[str, dict[int, bytes]] = {}
-        self._claims: set[str] = set()
+        self._claims: dict[str, ClaimHolder] = {}
         self._cancel_requests: set[str] = set()
 
     async def _read(self, run_id: str) -> StoredRecord | None:
@@ -140,12 +141,19 @@ class InMemoryBackend(EnvelopeStateBackend):
         with self._lock:
             if run_id in self._claims:
                 raise RunInProgressError(f"run {run_id!r} is claimed by another worker")
-            self._claims.add(run_id)
+            claim = RunClaim(run_id)
+            self._claims[run_id] = ClaimHolder(holder_name(), claim.acquired_at)
         try:
-            yield RunClaim(run_id)
+            yield claim
         finally:
             with self._lock:
-                self._claims.discard(run_id)
+                self._claims.pop(run_id, None)
+
+    async def claim_holders(self, run_ids: Sequence[str]) -> dict[str, ClaimHolder]:
+        for run_id in run_ids:
+            validate_run_id(run_id)
+        with self._lock:
+            return {rid: self._claims[rid] for rid in run_ids if rid in self._claims}
 
     async def _request_cancel(self, run_id: str) -> None:
         with self._lock:

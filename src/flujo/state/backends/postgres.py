@@ -37,7 +37,7 @@ import functools
 import re
 import select
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
@@ -61,6 +61,7 @@ from .._runid import validate_run_id
 from ..models import RunSummary
 from . import _pglease
 from .base import (
+    ClaimHolder,
     ClaimWatch,
     CurrentRecord,
     EnvelopeStateBackend,
@@ -783,6 +784,15 @@ class PostgresBackend(EnvelopeStateBackend):
             # Nothing left to do if the release fails: the lease expires by itself.
             with contextlib.suppress(StateError):
                 await self._release(run_id, epoch)
+
+    async def claim_holders(self, run_ids: Sequence[str]) -> dict[str, ClaimHolder]:
+        ids = [validate_run_id(run_id) for run_id in run_ids]
+        async with self._reading() as conn:
+            if conn is None:  # no tables yet: nobody holds anything
+                return {}
+            cur = await conn.execute(self._sql(_pglease.HOLDERS), (ids,))
+            rows = await cur.fetchall()
+        return {row[0]: ClaimHolder(row[1], row[2].astimezone(UTC)) for row in rows}
 
     async def _release(self, run_id: str, epoch: int) -> None:
         pool = await self._get_pool()

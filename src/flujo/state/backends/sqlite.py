@@ -25,7 +25,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, contextmanager
 from os import PathLike
 from pathlib import Path
@@ -53,6 +53,7 @@ from ._upstream_sqlite import (
     upstream_summaries,
 )
 from .base import (
+    ClaimHolder,
     CurrentRecord,
     EnvelopeStateBackend,
     RunClaim,
@@ -641,4 +642,7 @@ class SQLiteBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
     def claim(self, run_id: str) -> AbstractAsyncContextManager[RunClaim]:
         """Claim via ``flock`` on ``<database>.claims/<run_id>.claim``."""
         return self._claims.claim(run_id)
+
+    async def claim_holders(self, run_ids: Sequence[str]) -> dict[str, ClaimHolder]:
+        return await asyncio.to_thread(self._claims.holders, run_ids)
 
