@@ -1,5 +1,6 @@
-"""The Celery application the worker tests run (copied next to the workers, configured by
-environment variables): a 5-step pipeline whose steps log when they start and end."""
+"""The Celery application of the Celery campaign (celery_campaign.py) and its CI runs,
+configured by environment variables: a 5-step pipeline whose steps log when they start and
+end, and the task that executes its runs. Workers import it by name (``-A celery_app``)."""
 
 from __future__ import annotations
 
