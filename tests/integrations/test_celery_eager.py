@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -19,6 +20,7 @@ pytest.importorskip("celery")
 
 from celery import Celery
 
+import flujo.integrations.celery as celery_integration
 from flujo import Flujo, Pipeline, PipelineContext, Step
 from flujo.exceptions import BackendUnavailableError, PipelineError, RunNotFoundError
 from flujo.integrations.celery import FlujoTask, flujo_task
@@ -304,3 +306,48 @@ def test_without_run_retries_a_failed_run_is_not_run_again(tmp_path: Path) -> No
     assert orders.task.apply(args=(run_id,)).get()["status"] == "failed"
     assert len(log) == 2 and runner.state_at(run_id).status == "failed"
     assert runner.run(run_id=run_id).status == "completed"  # by hand: its next series
+
+
+@pytest.fixture
+def shutdown() -> Iterator[Callable[[], None]]:
+    """Starts a worker's shutdown (as Celery's worker_shutting_down does); undone after."""
+    def start() -> None:
+        celery_integration._SHUTTING_DOWN.value = 1
+
+    try:
+        yield start
+    finally:
+        celery_integration._SHUTTING_DOWN.value = 0
+
+
+def test_a_shutting_down_worker_stops_the_run_after_its_step_and_queues_it_again(
+        tmp_path: Path, shutdown: Callable[[], None]) -> None:
+    log: list[str] = []
+
+    def make(name: str) -> Step:
+        def step(data: Any, *, context: Ctx) -> Any:
+            log.append(name)
+            if name == "charge":
+                shutdown()  # SIGTERM arrives while the worker is inside 'charge'
+            return data
+        return Step.from_callable(step, name=name)
+
+    runner = Flujo(make("reserve") >> make("charge") >> make("pack") >> make("ship"),
+                   context_model=Ctx, state_backend=SQLiteBackend(tmp_path / "s.db"))
+    orders = flujo_task(eager_app(), runner)
+    deliveries: list[int] = []
+    original = runner.run_async
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        deliveries.append(1)
+        return original(*args, **kwargs)
+
+    runner.run_async = counted  # type: ignore[method-assign]
+    run_id = orders.submit("x")
+    # Each delivery after the shutdown began ran one step, saved it, released the claim and
+    # queued the run again (here, eagerly, at once): no step ran twice, none was skipped.
+    assert log == ["reserve", "charge", "pack", "ship"]
+    assert len(deliveries) == 3  # reserve+charge, pack, ship
+    assert runner.state_at(run_id).status == "completed"
+    assert asyncio.run(runner.backend.claim_holders([run_id])) == {}
+    assert celery_integration.shutting_down()

@@ -10,6 +10,7 @@ import asyncio
 import os
 import random
 import shutil
+import signal
 import time
 
 import pytest
@@ -19,7 +20,7 @@ from conftest import require_postgres
 pytest.importorskip("celery")
 redis = pytest.importorskip("redis")
 
-from celery_campaign import cluster_of, read_events, run_campaign  # noqa: E402
+from celery_campaign import check_log, cluster_of, read_events, run_campaign  # noqa: E402
 
 REDIS_URL = os.environ.get("FLUJO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -94,3 +95,32 @@ def test_a_cancellation_reaches_the_worker_executing_the_run() -> None:
         time.sleep(1.5)
         assert [e["step"] for e in read_events(log) if e["event"] == "end"] == ran
         assert app.runner.state_at(run_id).status == "cancelled"
+
+
+@pytest.mark.parametrize("pool", ["solo", "prefork"])
+def test_sigterm_stops_a_run_after_its_step_and_another_worker_goes_on(pool: str) -> None:
+    """Celery's warm shutdown (SIGTERM): the worker stops the run it executes once the step
+    it is in has been saved, releases the claim, queues the run again and exits; a new
+    worker runs the remaining steps. No step runs twice, none is skipped."""
+    with cluster_of("sqlite", broker=_shared_redis(), step_s=0.6) as (nodes, app, _):
+        worker = nodes.start(pool, concurrency=1)
+        run_id = app.orders.submit("order-t", run_id="order-t")
+        log = nodes.folder / "steps.log"
+        deadline = time.monotonic() + 60
+        while not read_events(log) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(60)
+        ended = [e["step"] for e in read_events(log) if e["event"] == "end"]
+        assert 1 <= len(ended) < 5, nodes.output()  # it did not finish the whole run
+        state = app.runner.state_at(run_id)
+        assert (state.status, state.current_step_index) == ("running", len(ended))
+        assert asyncio.run(app.runner.backend.claim_holders([run_id])) == {}
+        nodes.start(pool, concurrency=1)
+        while app.runner.state_at(run_id).status != "completed":
+            assert time.monotonic() < deadline + 60, nodes.output()
+            time.sleep(0.1)
+        events = read_events(log)
+        assert [e["step"] for e in events if e["event"] == "end"] == [
+            "reserve", "charge", "pack", "ship", "notify"]
+        check_log(events, [run_id], [])

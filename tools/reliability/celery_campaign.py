@@ -407,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--json", metavar="FILE", help="write the report here")
     args = parser.parse_args(argv)
+    # stopped from outside (timeout, Ctrl-C): leave no worker or redis-server behind
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     try:
         report = run_campaign(store=args.store, runs=args.runs, prefork=args.prefork,

@@ -23,6 +23,8 @@ flujo does not queue anything itself: Celery delivers, flujo's store decides.
 * **Redelivery.** The task acknowledges its message only once the run has stopped
   (``acks_late``), and a worker process that dies mid-run gives it back to the broker
   (``reject_on_worker_lost``), so another worker resumes the run from its last saved step.
+* **Stopping.** A worker that begins a warm shutdown (SIGTERM) stops each run it executes
+  once the step it is in has been saved, releases its claim and queues it again.
 * **Duplicates are harmless.** Whatever delivers a message twice, the run's claim and its
   saved state decide: a finished run returns its stored status (nothing runs again), a
   paused run stays paused, and a run another worker executes at that moment is retried
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -57,14 +60,37 @@ if TYPE_CHECKING:
 
 try:
     import celery
+    import celery.signals
     from celery.exceptions import Retry
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "flujo.integrations.celery needs Celery: pip install 'flujo[celery]'") from exc
 
-__all__ = ["FlujoTask", "RecoveredRun", "TaskOutcome", "flujo_task"]
+__all__ = ["FlujoTask", "RecoveredRun", "TaskOutcome", "flujo_task", "shutting_down"]
 
 logger = logging.getLogger("flujo.integrations.celery")
+
+# Set by a worker's main process when it begins a warm shutdown (SIGTERM), read by the
+# processes that execute runs: shared memory, inherited by prefork children; a plain store
+# of a byte, safe in the signal handler Celery sends worker_shutting_down from.
+_SHUTTING_DOWN = multiprocessing.RawValue("b", 0)
+# What _run returns instead of a result: a failed run whose retries are spent, a run
+# stopped by a shutdown (queued again at once, for another worker).
+_SPENT, _STOPPED = "spent", "stopped"
+_SHUTDOWN_REQUEUE_S = 0.0
+
+
+def shutting_down() -> bool:
+    """Whether this worker began shutting down (Celery's ``worker_shutting_down``): a run
+    it executes stops after its current step, and its message is queued again."""
+    return bool(_SHUTTING_DOWN.value)
+
+
+def _on_worker_shutting_down(**_: Any) -> None:
+    _SHUTTING_DOWN.value = 1
+
+
+celery.signals.worker_shutting_down.connect(_on_worker_shutting_down, weak=False)
 
 
 @dataclass(frozen=True)
@@ -186,8 +212,14 @@ class FlujoTask:
     def _execute(self, task: celery.Task, run_id: str) -> TaskOutcome:
         try:
             result = asyncio.run(self._run(run_id))
-            if result is None:  # failed, and its whole-run retries are spent
-                return TaskOutcome(run_id, "failed")
+            if isinstance(result, str):
+                if result == _SPENT:  # failed, and its whole-run retries are spent
+                    return TaskOutcome(run_id, "failed")
+                # _STOPPED: the worker shuts down; the run stopped after a saved step, its
+                # claim is released, and another worker goes on from there
+                logger.warning("flujo: the worker is shutting down; run %r stops after its "
+                               "last saved step and is queued again", run_id)
+                raise self._retry(task, None, _SHUTDOWN_REQUEUE_S, None)
         except ClaimLostError as exc:
             # another worker claimed the run after this one's lease ran out: it resumes from
             # the last save this worker made, and owns the outcome
@@ -212,15 +244,22 @@ class FlujoTask:
             raise self._retry(task, None, self.run_retry_delay, None)
         return TaskOutcome(run_id, result.status)
 
-    async def _run(self, run_id: str) -> PipelineResult | None:
-        """The run resumed (never started: ``create=False``), or None for a failed run whose
-        whole-run retries are spent: a duplicate or recovered message must not run it again
-        (``run`` would, as a new attempt series)."""
+    async def _run(self, run_id: str) -> PipelineResult | str:
+        """The run resumed (never started: ``create=False``) and its result; ``_SPENT`` for a
+        failed run whose whole-run retries are spent (a duplicate or recovered message must
+        not run it again, as ``run`` would, as a new attempt series); ``_STOPPED`` when the
+        worker began shutting down: the run stopped after the step it was in."""
         saved = await self.runner.backend.load_state(run_id)
         if saved is not None and saved.get("status") == "failed" and \
                 _series([saved.get("failure")]) > self.run_retries:
-            return None
-        return await self.runner.run_async(run_id=run_id, create=False)
+            return _SPENT
+        last = self.runner.pipeline.step_names[-1]  # step names are unique in a pipeline
+        async with self.runner.run_async(run_id=run_id, create=False) as handle:
+            async for step in handle:  # each step's outcome is saved before it is handed out
+                # after the last step, or a failed one, the run ends without running another
+                if shutting_down() and step.success and step.name != last:
+                    return _STOPPED
+            return handle.result
 
     @staticmethod
     def _retry(task: celery.Task, exc: Exception | None, delay: float,
