@@ -9,8 +9,9 @@ port, keeping nothing on disk, or ``--broker URL`` with a key prefix of the camp
 Every run is submitted at once (``FlujoTask.submit``). While they execute, a process that
 is inside a step is SIGKILLed ``--kills`` times (a prefork child, which its worker replaces,
 or a whole solo worker, replaced by a new one), and then the broker is killed and started
-again, losing every queued and unacknowledged message (``--no-broker-restart`` skips it). Every two seconds ``recover`` sends the runs nobody executes again, as the
-periodic recovery task would.
+again, losing every queued and unacknowledged message (``--no-broker-restart`` skips it).
+Every two seconds ``recover`` sends the runs nobody executes again, as the periodic
+recovery task would.
 
 Checked at the end, from the store and from the log the steps write:
 
