@@ -351,3 +351,18 @@ def test_a_shutting_down_worker_stops_the_run_after_its_step_and_queues_it_again
     assert runner.state_at(run_id).status == "completed"
     assert asyncio.run(runner.backend.claim_holders([run_id])) == {}
     assert celery_integration.shutting_down()
+
+
+@pytest.mark.parametrize("bad", ["5m", -1, True, float("nan"), 1e300])
+def test_the_recover_task_refuses_a_bad_age(tmp_path: Path, bad: Any) -> None:
+    orders, _, _ = make(tmp_path)
+    outcome = orders.recover_task.apply(kwargs={"older_than_s": bad})
+    with pytest.raises(PipelineError, match="older_than_s"):
+        outcome.get()
+
+
+def test_the_recover_task_resubmits_unattended_runs(tmp_path: Path) -> None:
+    orders, log, _ = make(tmp_path)
+    lost = orders.runner.create_run("lost")
+    assert orders.recover_task.apply(kwargs={"older_than_s": 0}).get() == [lost]
+    assert log == ["reserve", "charge", "ship"]

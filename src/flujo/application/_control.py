@@ -279,8 +279,9 @@ async def unattended_runs(backend: StateBackend, pipeline_name: str | None, *,
                           older_than: timedelta, limit: int) -> list[tuple[str, datetime]]:
     """The runs of ``pipeline_name`` (None: of any pipeline) saved as ``running``, last saved
     more than
-    ``older_than`` ago, whose claim nobody holds (it is taken and given back at once): each
-    run's id and when it was last saved, oldest first, at most ``limit``."""
+    ``older_than`` ago, whose claim nobody holds (``claim_holders``; for a backend without
+    it, the claim is taken and given back at once): each run's id and when it was last
+    saved, oldest first, at most ``limit``."""
     if not isinstance(older_than, timedelta) or older_than < timedelta(0):
         raise PipelineError(f"older_than must be a timedelta >= 0, got {shown(older_than)}")
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
@@ -307,6 +308,13 @@ async def unattended_runs(backend: StateBackend, pipeline_name: str | None, *,
 
 
 async def _unclaimed(backend: StateBackend, run_id: str) -> bool:
+    """Whether nobody holds ``run_id``'s claim: asked of ``claim_holders`` (which takes
+    nothing, so a worker starting the run meanwhile is not turned away), else found by
+    taking the claim and giving it back."""
+    try:
+        return run_id not in await backend.claim_holders([run_id])
+    except NotImplementedError:
+        pass
     try:
         async with backend.claim(run_id):
             return True

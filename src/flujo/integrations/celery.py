@@ -78,6 +78,7 @@ _SHUTTING_DOWN = multiprocessing.RawValue("b", 0)
 # stopped by a shutdown (queued again at once, for another worker).
 _SPENT, _STOPPED = "spent", "stopped"
 _SHUTDOWN_REQUEUE_S = 0.0
+_MAX_AGE_S = 86_400.0 * 3650  # what recover_task accepts as older_than_s: ten years
 
 
 def shutting_down() -> bool:
@@ -148,6 +149,10 @@ class FlujoTask:
         self.task: celery.Task = register(execute_run)
 
         def recover_runs(older_than_s: float = 300.0) -> list[str]:
+            if isinstance(older_than_s, bool) or not isinstance(older_than_s, int | float) \
+                    or not 0 <= older_than_s <= _MAX_AGE_S:
+                raise PipelineError(f"{name}.recover: older_than_s must be seconds >= 0,"
+                                    f" got {older_than_s!r}")
             return [found.run_id for found in
                     self.recover(older_than=timedelta(seconds=older_than_s))]
 

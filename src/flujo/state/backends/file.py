@@ -27,13 +27,13 @@ import os
 import stat
 import time
 import uuid
-from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flujo.exceptions import BackendUnavailableError
+from flujo.exceptions import BackendUnavailableError, ClaimLostError
 
 from .._codec import SealedRecord
 from .._runid import validate_run_id
@@ -53,6 +53,8 @@ __all__ = ["FileBackend"]
 
 _SUFFIX = ".json"
 _LOCKS = ".locks"
+_EPOCH = ".epoch"  # in _LOCKS: a run's claim epoch
+_COUNTER = "claims.counter"  # in _LOCKS: the store's last claim epoch (no run's name)
 _HISTORY = ".history"
 # The earliest and latest times datetime holds: a file time beyond them (a clock set far
 # ahead, a touched file) is clamped, as it only stands in for a missing header timestamp.
@@ -212,10 +214,16 @@ class FileBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
         if self.fsync:
             root.fsync()
 
-    def _write_sync(self, run_id: str, make: WriteRecord) -> SealedRecord:
+    def _write_sync(self, run_id: str, make: WriteRecord,
+                    epoch: int | None = None) -> SealedRecord:
         with _dirs.opened(self.path, create=False) as root, \
                 root.subdirectory(_LOCKS, create=True) as locks, \
                 _flock.locked(locks, f"{run_id}.write"):
+            if epoch is not None and self._read_epoch(locks, f"{run_id}{_EPOCH}") != epoch:
+                raise ClaimLostError(
+                    f"{self.describe(run_id)}: the save was refused: this worker's claim"
+                    f" (epoch {epoch}) is no longer the run's claim (another worker claimed"
+                    " the run since: was its lock file removed?); nothing was written")
             current = self._current(root, run_id)
             sealed = make(current)
             if current is not None:
@@ -317,6 +325,34 @@ class FileBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
     async def _write(self, run_id: str, make: WriteRecord) -> SealedRecord:
         return await asyncio.to_thread(self._write_sync, run_id, make)
 
+    async def _write_claimed(self, run_id: str, make: WriteRecord,
+                             claim: RunClaim) -> SealedRecord:
+        return await asyncio.to_thread(self._write_sync, run_id, make, claim.epoch)
+
+    # -- claim epochs (fencing) ------------------------------------------------------------
+    # ``.locks/claims.counter`` counts the claims of the store (so an epoch is never given
+    # twice, even to a run deleted and created again); ``.locks/<run_id>.epoch`` holds the
+    # run's current one, written under the run's write lock, read under it by every save.
+
+    def _read_epoch(self, locks: _dirs.Directory, name: str) -> int | None:
+        read = locks.read_regular(name, limit=64)
+        if read is None:
+            return None
+        try:
+            return int(read[0])
+        except ValueError:
+            return None  # damaged: no claim can match it; the next claim rewrites it
+
+    def _next_epoch(self, run_id: str) -> int:
+        with _dirs.opened(self.path, create=True) as root, \
+                root.subdirectory(_LOCKS, create=True) as locks:
+            with _flock.locked(locks, f"{_COUNTER}.lock"):
+                epoch = (self._read_epoch(locks, _COUNTER) or 0) + 1
+                self._replace(locks, _COUNTER, str(epoch).encode())
+            with _flock.locked(locks, f"{run_id}.write"):
+                self._replace(locks, f"{run_id}{_EPOCH}", str(epoch).encode())
+        return epoch
+
     def _delete_sync(self, run_id: str) -> None:
         name = f"{run_id}{_SUFFIX}"
         with _dirs.opened(self.path, create=False) as root, \
@@ -393,9 +429,13 @@ class FileBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
 
     # -- claims --------------------------------------------------------------------------
 
-    def claim(self, run_id: str) -> AbstractAsyncContextManager[RunClaim]:
-        """Claim via ``flock`` on ``<dir>/.locks/<run_id>.claim``; see StateBackend.claim."""
-        return self._claims.claim(run_id)
+    @asynccontextmanager
+    async def claim(self, run_id: str) -> AsyncIterator[RunClaim]:
+        """Claim via ``flock`` on ``<dir>/.locks/<run_id>.claim``, with an epoch that saves
+        under the claim check (fencing; see StateBackend.claim and ``_next_epoch``)."""
+        async with self._claims.claim(run_id) as held:
+            epoch = await asyncio.to_thread(self._next_epoch, run_id)
+            yield RunClaim(run_id, acquired_at=held.acquired_at, epoch=epoch)
 
     async def claim_holders(self, run_ids: Sequence[str]) -> dict[str, ClaimHolder]:
         return await asyncio.to_thread(self._claims.holders, run_ids)

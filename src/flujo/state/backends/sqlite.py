@@ -25,8 +25,8 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractAsyncContextManager, contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from os import PathLike
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +34,7 @@ from typing import Any, Literal
 from flujo.exceptions import (
     BackendConfigError,
     BackendUnavailableError,
+    ClaimLostError,
     CorruptStateError,
     FutureVersionError,
 )
@@ -416,6 +417,10 @@ class SQLiteBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
             " ON CONFLICT(component) DO UPDATE SET version = excluded.version",
             (self.table, SQLITE_SCHEMA_VERSION),
         )
+        # Claim epochs (fencing, see claim): beside the versioned layout, which earlier flujo
+        # reads without knowing this table. The row of run id '' (never a run's) counts.
+        conn.execute(f'CREATE TABLE IF NOT EXISTS "{self.table}_claim_epochs"'
+                     " (run_id TEXT PRIMARY KEY NOT NULL, epoch INTEGER NOT NULL)")
 
     def schema_version(self) -> int:
         """The table layout version stored in the database (after preparing it)."""
@@ -456,8 +461,11 @@ class SQLiteBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
     async def _read(self, run_id: str) -> StoredRecord | None:
         return await asyncio.to_thread(self._read_sync, run_id)
 
-    def _write_sync(self, run_id: str, make: WriteRecord) -> SealedRecord:
+    def _write_sync(self, run_id: str, make: WriteRecord,
+                    epoch: int | None = None) -> SealedRecord:
         with self._connection() as conn, self._transaction(conn):
+            if epoch is not None:
+                self._fence(conn, run_id, epoch)
             current = self._current(conn, run_id)
             if current is not None:
                 conn.execute(  # the replaced record becomes history
@@ -494,6 +502,34 @@ class SQLiteBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
 
     async def _write(self, run_id: str, make: WriteRecord) -> SealedRecord:
         return await asyncio.to_thread(self._write_sync, run_id, make)
+
+    async def _write_claimed(self, run_id: str, make: WriteRecord,
+                             claim: RunClaim) -> SealedRecord:
+        return await asyncio.to_thread(self._write_sync, run_id, make, claim.epoch)
+
+    def _fence(self, conn: sqlite3.Connection, run_id: str, epoch: int) -> None:
+        """Refuse the write in progress (its transaction holds the database's write lock)
+        unless ``epoch`` is still the run's claim epoch."""
+        row = conn.execute(f'SELECT epoch FROM "{self.table}_claim_epochs" WHERE run_id = ?',
+                           (run_id,)).fetchone()
+        if row is None or int(row[0]) != epoch:
+            raise ClaimLostError(
+                f"{self.describe(run_id)}: the save was refused: this worker's claim (epoch"
+                f" {epoch}) is no longer the run's claim (another worker claimed the run"
+                " since: was its lock file removed?); nothing was written")
+
+    def _next_epoch(self, run_id: str) -> int:
+        """A new claim epoch for ``run_id``, greater than every epoch given before."""
+        table = f'"{self.table}_claim_epochs"'
+        with self._connection() as conn, self._transaction(conn):
+            conn.execute(f"INSERT INTO {table} (run_id, epoch) VALUES ('', 1)"
+                         " ON CONFLICT(run_id) DO UPDATE SET epoch = epoch + 1")
+            epoch = int(conn.execute(f"SELECT epoch FROM {table} WHERE run_id = ''")
+                        .fetchone()[0])
+            conn.execute(f"INSERT INTO {table} (run_id, epoch) VALUES (?, ?)"
+                         " ON CONFLICT(run_id) DO UPDATE SET epoch = excluded.epoch",
+                         (run_id, epoch))
+        return epoch
 
     def _current(self, conn: sqlite3.Connection, run_id: str) -> CurrentRecord | None:
         row = conn.execute(
@@ -639,9 +675,15 @@ class SQLiteBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
     async def _list_ids(self) -> list[str]:
         return await asyncio.to_thread(self._ids_sync)
 
-    def claim(self, run_id: str) -> AbstractAsyncContextManager[RunClaim]:
-        """Claim via ``flock`` on ``<database>.claims/<run_id>.claim``."""
-        return self._claims.claim(run_id)
+    @asynccontextmanager
+    async def claim(self, run_id: str) -> AsyncIterator[RunClaim]:
+        """Claim via ``flock`` on ``<database>.claims/<run_id>.claim``, with an epoch drawn
+        from the database that saves under the claim check (fencing): the kernel keeps the
+        lock while its holder lives, and the epoch refuses a holder's saves should its lock
+        file be removed and the run claimed again."""
+        async with self._claims.claim(run_id) as held:
+            epoch = await asyncio.to_thread(self._next_epoch, run_id)
+            yield RunClaim(run_id, acquired_at=held.acquired_at, epoch=epoch)
 
     async def claim_holders(self, run_ids: Sequence[str]) -> dict[str, ClaimHolder]:
         return await asyncio.to_thread(self._claims.holders, run_ids)
