@@ -16,12 +16,17 @@ from flujo.exceptions import ClaimLostError
 
 from ..models import utc_now
 
-__all__ = ["ClaimHolder", "ClaimWatch", "RunClaim", "holder_name"]
+__all__ = ["HOST", "ClaimHolder", "ClaimWatch", "RunClaim", "holder_name"]
+
+
+#: This machine's name, read once: a claim names its holder by it (an audited socket call,
+#: made at import rather than while a run is claimed).
+HOST = socket.gethostname()
 
 
 def holder_name() -> str:
     """Who holds a claim, for operators: host, process id, and a random part."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    return f"{HOST}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 @dataclass(frozen=True)

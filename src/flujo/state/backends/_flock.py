@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import socket
 import stat
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
@@ -23,7 +22,7 @@ from types import ModuleType
 from flujo.exceptions import BackendUnavailableError, RunInProgressError
 
 from .._runid import validate_run_id
-from ._claims import ClaimHolder, holder_name
+from ._claims import HOST, ClaimHolder, holder_name
 from ._dirs import Directory, opened
 from .base import RunClaim
 
@@ -269,7 +268,7 @@ def _may_live(holder: str) -> bool:
     """Whether the process ``holder`` names may still run (it does when it is on another
     host: that cannot be told from here)."""
     host, _, rest = holder.partition(":")
-    if host != socket.gethostname():
+    if host != HOST:
         return True
     try:
         os.kill(int(rest.partition(":")[0]), 0)
