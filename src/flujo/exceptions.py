@@ -39,6 +39,7 @@ The tree::
         │   └── CheckpointNotFoundError          the run has no (kept) checkpoint there
         ├── RunNotPausedError                    an answer for a run that awaits none
         ├── InvalidInputError (ValueError)       an answer the paused step's model refuses
+        ├── RunNotQueuedError                    a run saved for workers, its message not sent
         └── StepFailedError                      a step raised; original in ``__cause__``
 
 Not an error, and not a :class:`FlujoError`: :class:`PauseForInput`, raised by a step to
@@ -75,6 +76,7 @@ __all__ = [
     "RunInProgressError",
     "RunNotFoundError",
     "RunNotPausedError",
+    "RunNotQueuedError",
     "SchemaValidationError",
     "SerializationError",
     "StateConflictError",
@@ -270,6 +272,20 @@ class PauseForInput(Exception):
         self.input_model = input_model
         self.message = message
         super().__init__(message or f"waiting for {getattr(input_model, '__name__', input_model)}")
+
+
+class RunNotQueuedError(PipelineError):
+    """A run was saved for workers, but the message that hands it to them could not be sent
+    (the broker is unreachable: the original error is in ``__cause__``). ``run_id`` is the
+    saved run's id: ``recover`` sends its message later, or submit it again with that id
+    (submitting one id twice runs it once)."""
+
+    def __init__(self, message: str, run_id: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable with its run id (Celery, logging)
+        return (type(self), (str(self), self.run_id))
 
 
 class StepFailedError(PipelineError):

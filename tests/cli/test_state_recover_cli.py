@@ -120,7 +120,7 @@ def test_recover_with_the_task_resubmits_and_the_runs_complete(
 def test_recover_refuses_what_is_not_a_task(app_module: tuple[str, str], cli: Any) -> None:
     name, uri = app_module
     for spec, says in ((f"{name}:not_a_task", "not a FlujoTask"),
-                       (f"{name}:missing", "not a FlujoTask"),
+                       (f"{name}:missing", "has no attribute"),
                        ("no_such_module_here:orders", "cannot import module"),
                        (name, "MODULE:NAME")):
         refused = cli("recover", "--task", spec)
@@ -153,3 +153,31 @@ def test_ls_running_shows_which_worker_holds_each_run_and_since_when(
     claims = {d["run_id"]: d["claim"] for d in map(json.loads, lines.out.splitlines())}
     assert claims[waiting] is None and claims[held]["holder"] == by_id[held][-2]
     assert "HELD_BY" not in cli("ls", store=store).out  # only for running runs
+
+
+def test_recover_finds_the_task_module_in_the_current_directory(
+        tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("celery")
+    name = f"cwd_app_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(APP.format(
+        uri=f"sqlite:///{tmp_path / 'cwd.db'}")))
+    (tmp_path / f"{name}_exits.py").write_text("import sys\nsys.exit(0)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    try:
+        done = cli("recover", "--task", f"{name}:orders", "--dry-run")
+        assert done.code == EXIT_OK, done.err
+        exits = cli("recover", "--task", f"{name}_exits:orders", "--dry-run")
+        assert exits.code == EXIT_USAGE and "SystemExit" in exits.err
+        missing = cli("recover", "--task", f"{name}:orders.nope", "--dry-run")
+        assert missing.code == EXIT_USAGE and "has no attribute 'orders.nope'" in missing.err
+        dotted = cli("recover", "--task", f"{name}:app.tasks", "--dry-run")
+        assert dotted.code == EXIT_USAGE and "not a FlujoTask" in dotted.err
+    finally:
+        for module in (name, f"{name}_exits"):
+            sys.modules.pop(module, None)
+
+
+def test_recover_refuses_an_empty_pipeline_name(store: Store, cli: Any) -> None:
+    with pytest.raises(SystemExit):
+        cli("recover", "--dry-run", "--pipeline", "", store=store)

@@ -1,11 +1,13 @@
 """The Celery integration's contract, with Celery in eager mode (tasks run in the caller):
 what a message does to its run, duplicates, pauses, busy and unreachable stores, recovery.
-Real workers and a real broker: test_celery_workers.py."""
+Real workers and a real broker: tests/reliability/test_celery_campaign.py."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -22,7 +24,14 @@ from celery import Celery
 
 import flujo.integrations.celery as celery_integration
 from flujo import Flujo, Pipeline, PipelineContext, Step
-from flujo.exceptions import BackendUnavailableError, PipelineError, RunNotFoundError
+from flujo.exceptions import (
+    BackendUnavailableError,
+    PipelineError,
+    PipelineMismatchError,
+    RunInProgressError,
+    RunNotFoundError,
+    RunNotQueuedError,
+)
 from flujo.integrations.celery import FlujoTask, flujo_task
 from flujo.serialization import register_type
 from flujo.state import SQLiteBackend
@@ -366,3 +375,131 @@ def test_the_recover_task_resubmits_unattended_runs(tmp_path: Path) -> None:
     lost = orders.runner.create_run("lost")
     assert orders.recover_task.apply(kwargs={"older_than_s": 0}).get() == [lost]
     assert log == ["reserve", "charge", "ship"]
+
+
+# -- found by review: budgets, lost retry messages, delayed starts, names, bad input -------
+
+def test_store_outages_have_their_own_budget_which_busy_retries_do_not_spend(
+        tmp_path: Path) -> None:
+    orders, log, _ = make(tmp_path, busy_retry_delay=0.01, unavailable_retry_delay=0.01,
+                          unavailable_retries=2)
+    run_id = orders.runner.create_run("x")
+    original = orders.runner.run_async
+    calls: list[str] = []
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls.append("busy" if len(calls) < 3 else "down" if len(calls) < 5 else "real")
+        if calls[-1] == "busy":
+            raise RunInProgressError("held elsewhere")
+        if calls[-1] == "down":
+            raise BackendUnavailableError("the store is down")
+        return original(*args, **kwargs)
+
+    orders.runner.run_async = flaky  # type: ignore[method-assign]
+    assert orders.task.apply(args=(run_id,)).get()["status"] == "completed"
+    assert calls == ["busy", "busy", "busy", "down", "down", "real"]
+    assert log == ["reserve", "charge", "ship"]
+
+
+def test_a_failed_run_owed_a_retry_whose_message_was_lost_is_recovered(
+        tmp_path: Path) -> None:
+    runner, log = flaky_runner(tmp_path, failing_series=1)
+    orders = flujo_task(eager_app(), runner, run_retries=1, run_retry_delay=0.01)
+    run_id = runner.create_run("x")
+    assert runner.run(run_id=run_id).status == "failed"  # by hand: no retry message sent
+    time.sleep(0.05)  # unsaved for run_retry_delay, as a retry's message would have been
+    [found] = orders.recover(older_than=timedelta(0))
+    assert found.run_id == run_id and found.resubmitted
+    assert runner.state_at(run_id).status == "completed" and len(log) == 3
+    # spent: a failed run with no retry left is not recovered
+    spent, _ = flaky_runner(tmp_path / "spent", failing_series=10)
+    spent_task = flujo_task(eager_app(), spent, run_retries=1, run_retry_delay=0.01)
+    spent_id = spent_task.submit("y")
+    assert spent.state_at(spent_id).status == "failed"
+    assert spent_task.recover(older_than=timedelta(0)) == []
+
+
+@pytest.mark.parametrize("option", ["countdown", "eta"])
+def test_a_delayed_start_is_refused_before_anything_is_saved(tmp_path: Path,
+                                                            option: str) -> None:
+    orders, _, backend = make(tmp_path)
+    with pytest.raises(PipelineError, match=f"{option}: a delayed start is not supported"):
+        orders.submit("x", run_id="later", **{option: 3600})
+    assert status(backend, "later") is None
+    with pytest.raises(PipelineError, match=option):
+        orders.resubmit("later", **{option: 3600})
+
+
+def test_two_runners_cannot_share_a_task_name(tmp_path: Path) -> None:
+    app = eager_app()
+    first = Flujo(pipeline([]), state_backend=SQLiteBackend(tmp_path / "a.db"))
+    second = Flujo(pipeline([]), state_backend=SQLiteBackend(tmp_path / "b.db"))
+    flujo_task(app, first)
+    with pytest.raises(PipelineError, match=re.escape("already has a task named 'flujo.pipeline'")):
+        flujo_task(app, second)
+    assert flujo_task(app, second, name="second").task.name == "second"
+
+
+@pytest.mark.parametrize(("app", "runner", "name", "says"), [
+    (None, "ok", None, "app must be a celery.Celery"),
+    ("ok", None, None, "runner must be a flujo.Flujo"),
+    ("ok", "ok", "", "name must be a non-empty str"),
+    ("ok", "ok", 123, "name must be a non-empty str")])
+def test_bad_apps_runners_and_names_are_refused(tmp_path: Path, app: Any, runner: Any,
+                                                name: Any, says: str) -> None:
+    real = Flujo(pipeline([]), state_backend=SQLiteBackend(tmp_path / "s.db"))
+    with pytest.raises(PipelineError, match=says):
+        flujo_task(eager_app() if app == "ok" else app, real if runner == "ok" else runner,
+                   name=name)
+
+
+@pytest.mark.parametrize("delay", [float("inf"), 1e300, float("nan"), 400 * 86_400])
+def test_delays_beyond_a_year_are_refused(tmp_path: Path, delay: float) -> None:
+    runner = Flujo(pipeline([]), state_backend=SQLiteBackend(tmp_path / "s.db"))
+    with pytest.raises(PipelineError, match="at most a year"):
+        flujo_task(eager_app(), runner, run_retry_delay=delay)
+
+
+def test_recover_with_an_age_older_than_time_finds_nothing(tmp_path: Path) -> None:
+    orders, _, _ = make(tmp_path)
+    orders.runner.create_run("x")
+    assert orders.recover(older_than=timedelta.max) == []
+    assert orders.runner.unattended_runs(older_than=timedelta.max) == []
+
+
+def test_submitting_another_pipelines_run_id_is_refused(tmp_path: Path) -> None:
+    orders, _, backend = make(tmp_path)
+    other = Flujo(pipeline([]), state_backend=backend, pipeline_name="invoices")
+    other.create_run("theirs", run_id="shared-id")
+    with pytest.raises(PipelineMismatchError, match="belongs to pipeline 'invoices'"):
+        orders.submit("mine", run_id="shared-id")
+
+
+def test_create_run_refuses_to_report_a_run_another_process_holds_but_never_saved(
+        tmp_path: Path) -> None:
+    orders, _, backend = make(tmp_path)
+
+    async def main() -> None:
+        async with backend.claim("order-7"):  # another submitter, before its save
+            with pytest.raises(RunInProgressError):
+                await orders.runner.create_run_async("x", run_id="order-7")
+
+    asyncio.run(main())
+    assert status(backend, "order-7") is None
+
+
+def test_an_unreachable_broker_is_a_typed_error_carrying_the_saved_run(
+        tmp_path: Path) -> None:
+    app = Celery(f"tests-{uuid.uuid4().hex[:8]}", broker="redis://127.0.0.1:1/0",
+                 set_as_current=False)
+    app.conf.task_publish_retry = False
+    app.conf.broker_connection_timeout = 1
+    runner = Flujo(pipeline([]), state_backend=SQLiteBackend(tmp_path / "s.db"))
+    orders = flujo_task(app, runner)
+    with pytest.raises(RunNotQueuedError, match="could not be sent") as raised:
+        orders.submit("x", run_id="order-9")
+    assert raised.value.run_id == "order-9"
+    assert runner.state_at("order-9").status == "running"  # saved: recover sends it later
+    [found] = orders.recover(older_than=timedelta(0))
+    assert (found.run_id, found.resubmitted) == ("order-9", False)
+    assert found.error is not None and "could not be sent" in found.error

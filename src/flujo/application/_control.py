@@ -286,7 +286,10 @@ async def unattended_runs(backend: StateBackend, pipeline_name: str | None, *,
         raise PipelineError(f"older_than must be a timedelta >= 0, got {shown(older_than)}")
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise PipelineError(f"limit must be an int >= 1, got {shown(limit)}")
-    cutoff = utc_now() - older_than
+    try:
+        cutoff = utc_now() - older_than
+    except OverflowError:
+        return []  # nothing is that old
     stale: list[tuple[str, datetime]] = []
     offset = 0
     while True:  # most recently saved first: the stale ones are at the end

@@ -164,10 +164,11 @@ class Flujo(Generic[ContextT]):
         """Save a new run without running a step, and return its id; blocking.
 
         ``run(run_id=...)``, in any process sharing the store, then executes it from its
-        first step, with ``initial_input`` (both saved with their exact types). A run that
-        already exists under ``run_id`` is left as it is, as ``run`` would resume it rather
-        than start over. This is how work is handed to other workers
-        (:mod:`flujo.integrations.celery`)."""
+        first step, with ``initial_input`` (both saved with their exact types). A run of
+        this pipeline that already exists under ``run_id`` is left as it is, as ``run`` would
+        resume it rather than start over (PipelineMismatchError for another pipeline's;
+        RunInProgressError while another process holds an unsaved one). This is how work is
+        handed to other workers (:mod:`flujo.integrations.celery`)."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -188,7 +189,15 @@ class Flujo(Generic[ContextT]):
                     run = _Run(rid, claim, revision, context, initial_input, [], "running")
                     await self._save(run, 0)
         except RunInProgressError:
-            pass  # a worker holds it: it exists, and is left to that worker
+            # Held: by a worker executing it, or by another process creating it, which
+            # may not have saved it yet (or may fail to): only a saved run is created.
+            saved, _, _ = await self._load(rid)
+            if saved is None:
+                raise
+        if saved is not None and saved.pipeline_name != self.pipeline_name:
+            raise PipelineMismatchError(
+                f"run {rid!r} already exists and belongs to pipeline"
+                f" {saved.pipeline_name!r}, not {self.pipeline_name!r}; choose another run_id")
         return rid
 
     def unattended_runs(self, *, older_than: timedelta,

@@ -228,7 +228,7 @@ def add_state_commands(
     recover.add_argument("--task", metavar="MODULE:NAME",
                          help="the application's FlujoTask (flujo.integrations.celery), which"
                               " resubmits them; its runner's store is used")
-    recover.add_argument("--pipeline", metavar="NAME",
+    recover.add_argument("--pipeline", metavar="NAME", type=_non_empty,
                          help="without --task: only runs of this pipeline")
     recover.add_argument("--limit", type=_positive, default=10_000,
                          help="at most N runs, oldest first (default 10000)")
@@ -257,3 +257,9 @@ def _positive(text: str) -> int:
     if value == 0:
         raise argparse.ArgumentTypeError("must be >= 1, got 0")
     return value
+
+
+def _non_empty(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text

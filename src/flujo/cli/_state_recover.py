@@ -11,32 +11,40 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from datetime import datetime
 from typing import Any
 
 from ..application import _control
-from ._output import EXIT_OK, _UsageError, _use_rich
+from ._output import EXIT_ERROR, EXIT_OK, _err, _UsageError, _use_rich
 from ._store import _open_store
 from ._terminal import json_text, visible
 
 
 def _task(spec: str) -> Any:
+    """The FlujoTask ``spec`` (``MODULE:NAME``, the name maybe dotted) names, imported with
+    the current directory first on the path (as ``celery -A`` does)."""
     module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
+    if not module_name or not attribute or ":" in attribute:
         raise _UsageError(f"--task takes MODULE:NAME (e.g. shop.tasks:orders), got {spec!r}")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # an import error, or the module's own code failing
+        found: Any = importlib.import_module(module_name)
+    except (Exception, SystemExit) as exc:  # an import error, or the module's own code
         raise _UsageError(
             f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}") from exc
     from ..integrations.celery import FlujoTask
 
-    task = getattr(module, attribute, None)
-    if not isinstance(task, FlujoTask):
-        raise _UsageError(f"{spec} is {type(task).__name__}, not a FlujoTask (what "
+    for part in attribute.split("."):
+        if not hasattr(found, part):
+            raise _UsageError(f"{spec}: {module_name} has no attribute {attribute!r}")
+        found = getattr(found, part)
+    if not isinstance(found, FlujoTask):
+        raise _UsageError(f"{spec} is {type(found).__name__}, not a FlujoTask (what "
                           "flujo.integrations.celery.flujo_task returns)")
-    return task
+    return found
 
 
 async def _recover(args: argparse.Namespace) -> int:
@@ -49,6 +57,12 @@ async def _recover(args: argparse.Namespace) -> int:
         recovered = await task.recover_async(older_than=args.older_than,
                                              dry_run=args.dry_run, limit=args.limit)
         found = [(r.run_id, r.updated_at, r.resubmitted) for r in recovered]
+        unsent = [r for r in recovered if r.error is not None]
+        if unsent:
+            _print(found, args)
+            for run in unsent:
+                _err(str(run.error))
+            return EXIT_ERROR
     else:
         if not args.dry_run:
             raise _UsageError("nothing to resubmit the runs with: give --task MODULE:NAME (the"
@@ -70,7 +84,7 @@ def _print(found: list[tuple[str, datetime, bool]], args: argparse.Namespace) ->
     for run_id, updated_at, resubmitted in found:
         print(f"{visible(run_id)}\t{updated_at.isoformat()}\t"
               f"{'resubmitted' if resubmitted else 'unattended'}")
-    if _use_rich(sys.stderr) or args.format == "text":
-        done = "resubmitted" if not args.dry_run else "found (dry run: nothing resubmitted)"
-        print(f"{len(found)} unattended run{'s' if len(found) != 1 else ''} {done}",
-              file=sys.stderr)
+    if _use_rich(sys.stderr):
+        sent = sum(resubmitted for _, _, resubmitted in found)
+        print(f"{len(found)} unattended run{'s' if len(found) != 1 else ''} found,"
+              f" {sent} resubmitted", file=sys.stderr)

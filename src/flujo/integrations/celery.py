@@ -44,7 +44,7 @@ import multiprocessing
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import (
@@ -53,6 +53,7 @@ from ..exceptions import (
     PipelineError,
     RunInProgressError,
     RunNotFoundError,
+    RunNotQueuedError,
 )
 
 if TYPE_CHECKING:
@@ -78,7 +79,9 @@ _SHUTTING_DOWN = multiprocessing.RawValue("b", 0)
 # stopped by a shutdown (queued again at once, for another worker).
 _SPENT, _STOPPED = "spent", "stopped"
 _SHUTDOWN_REQUEUE_S = 0.0
-_MAX_AGE_S = 86_400.0 * 3650  # what recover_task accepts as older_than_s: ten years
+# How many of the most recently saved failed runs a recovery reads, looking for runs owed a
+# whole-run retry whose message was lost.
+_FAILED_LOOKED_AT = 1_000
 
 
 def shutting_down() -> bool:
@@ -113,11 +116,14 @@ class TaskOutcome:
 
 @dataclass(frozen=True)
 class RecoveredRun:
-    """A run :meth:`FlujoTask.recover` found unattended (and resubmitted, unless dry)."""
+    """A run :meth:`FlujoTask.recover` found unattended: resubmitted (unless a dry run), or,
+    when its message could not be sent, ``error`` says why (the next recovery tries again).
+    """
 
     run_id: str
     updated_at: datetime
     resubmitted: bool
+    error: str | None = None
 
 
 class FlujoTask:
@@ -138,8 +144,8 @@ class FlujoTask:
         self.run_retries = run_retries
         self.run_retry_delay = run_retry_delay
 
-        def execute_run(task: celery.Task, run_id: str) -> dict[str, str]:
-            return self._execute(task, run_id).as_dict()
+        def execute_run(task: celery.Task, run_id: str, outages: int = 0) -> dict[str, str]:
+            return self._execute(task, run_id, outages).as_dict()
 
         # acks_late and reject_on_worker_lost: a message is given back, not lost, when the
         # worker process executing its run dies. max_retries=None: _retry bounds retries.
@@ -149,12 +155,9 @@ class FlujoTask:
         self.task: celery.Task = register(execute_run)
 
         def recover_runs(older_than_s: float = 300.0) -> list[str]:
-            if isinstance(older_than_s, bool) or not isinstance(older_than_s, int | float) \
-                    or not 0 <= older_than_s <= _MAX_AGE_S:
-                raise PipelineError(f"{name}.recover: older_than_s must be seconds >= 0,"
-                                    f" got {older_than_s!r}")
-            return [found.run_id for found in
-                    self.recover(older_than=timedelta(seconds=older_than_s))]
+            age = _seconds(f"{name}.recover: older_than_s", older_than_s, zero=True)
+            return [found.run_id for found in self.recover(older_than=timedelta(seconds=age))
+                    if found.resubmitted]
 
         # For celery beat (docs/distributed.md): two schedulers, or a run recovered twice,
         # still run each run once.
@@ -167,10 +170,16 @@ class FlujoTask:
                **options: Any) -> str:
         """Save a new run (``runner.create_run``), queue it, and return its id at once.
 
-        A run that already exists under ``run_id`` is left as it is and queued again,
-        which is harmless (see the module's docs): submitting twice with one ``run_id``
-        runs it once. ``options`` go to Celery's ``apply_async`` (``queue``,
-        ``countdown``, ``priority``...)."""
+        A run of this pipeline that already exists under ``run_id`` is left as it is and
+        queued again, which is harmless (see the module's docs): submitting twice with one
+        ``run_id`` runs it once (unless the runner deletes completed runs,
+        ``delete_on_completion``: then a second submit after the first completed starts the
+        run anew). ``options`` go to Celery's ``apply_async`` (``queue``, ``priority``...),
+        except ``countdown`` and ``eta``: the run is saved as running now, and ``recover``
+        would start it before its time (schedule the submit itself instead).
+        RunNotQueuedError (with the saved run's ``run_id``) when the message cannot be
+        sent."""
+        _check_options(options)
         rid = self.runner.create_run(initial_input, run_id=run_id,
                                      initial_context_data=initial_context_data)
         self.resubmit(rid, **options)
@@ -180,41 +189,91 @@ class FlujoTask:
                            initial_context_data: Mapping[str, Any] | None = None,
                            **options: Any) -> str:
         """:meth:`submit` from a coroutine (the message is sent off the event loop)."""
+        _check_options(options)
         rid = await self.runner.create_run_async(initial_input, run_id=run_id,
                                                  initial_context_data=initial_context_data)
         await asyncio.to_thread(self.resubmit, rid, **options)
         return rid
 
     def resubmit(self, run_id: str, **options: Any) -> None:
-        """Queue a message for the saved run ``run_id`` (after it was lost, say)."""
-        self.task.apply_async(args=(run_id,), **options)
+        """Queue a message for the saved run ``run_id`` (after it was lost, say);
+        RunNotQueuedError when it cannot be sent."""
+        _check_options(options)
+        try:
+            self.task.apply_async(args=(run_id,), **options)
+        except Exception as exc:  # kombu's connection errors, and whatever a transport raises
+            raise RunNotQueuedError(
+                f"run {run_id!r} is saved, but its message could not be sent to the workers"
+                f" ({type(exc).__name__}: {exc}); recover sends it later, or submit it again"
+                " with this run_id", run_id) from exc
 
     # -- recovery -----------------------------------------------------------------------
     def recover(self, *, older_than: timedelta = timedelta(minutes=5),
                 dry_run: bool = False, limit: int = 10_000) -> list[RecoveredRun]:
-        """Resubmit the runs of this runner's pipeline that are ``running`` but that no
-        worker executes and that nobody has saved for ``older_than``: their message was
-        lost (a broker restarted without persistence, say). A run whose claim a worker
-        holds is left alone; a run resubmitted twice still runs once. Returns what was
-        found, oldest first."""
-        found = self.runner.unattended_runs(older_than=older_than, limit=limit)
-        return [self._recovered(run_id, updated_at, dry_run) for run_id, updated_at in found]
+        """Resubmit the runs of this runner's pipeline that no worker executes and that
+        nobody has saved for ``older_than``: runs saved as ``running`` (their message was
+        lost: a broker restarted without persistence, say) and, with ``run_retries``, failed
+        runs still owed a whole-run retry whose message was lost (nobody saved them for
+        ``run_retry_delay`` either). A run whose claim a worker holds is left alone; a run
+        resubmitted twice still runs once. Returns what was found, oldest first; blocking."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.recover_async(older_than=older_than, dry_run=dry_run,
+                                                  limit=limit))
+        raise PipelineError("FlujoTask.recover() cannot block inside a running event loop;"
+                            " use `await task.recover_async(...)`")
 
     async def recover_async(self, *, older_than: timedelta = timedelta(minutes=5),
                             dry_run: bool = False, limit: int = 10_000) -> list[RecoveredRun]:
         found = await self.runner.unattended_runs_async(older_than=older_than, limit=limit)
+        if self.run_retries and len(found) < limit:
+            retry_age = max(older_than, timedelta(seconds=self.run_retry_delay))
+            found = sorted([*found, *await self._owed_a_retry(retry_age, limit - len(found))],
+                           key=lambda item: item[1])
         return [await asyncio.to_thread(self._recovered, run_id, updated_at, dry_run)
                 for run_id, updated_at in found]
 
+    async def _owed_a_retry(self, older_than: timedelta,
+                            limit: int) -> list[tuple[str, datetime]]:
+        """Failed runs of this pipeline whose failed step has whole-run retries left, saved
+        longer ago than ``older_than``, whose claim nobody holds: among the
+        ``_FAILED_LOOKED_AT`` most recently saved failed runs (each is read, and runs whose
+        retries are spent stay failed for good)."""
+        backend = self.runner.backend
+        try:
+            cutoff = datetime.now(UTC) - older_than
+        except OverflowError:
+            return []  # nothing is that old
+        rows = await backend.list_runs(status="failed", pipeline_name=self.runner.pipeline_name,
+                                       limit=_FAILED_LOOKED_AT)
+        owed: list[tuple[str, datetime]] = []
+        for row in rows:
+            if row["updated_at"] > cutoff:
+                continue
+            saved = await backend.load_state(row["run_id"])
+            if saved is not None and saved.get("status") == "failed" and \
+                    _series([saved.get("failure")]) <= self.run_retries and \
+                    await _unheld(backend, row["run_id"]):
+                owed.append((row["run_id"], row["updated_at"]))
+                if len(owed) >= limit:
+                    break
+        return owed
+
     def _recovered(self, run_id: str, updated_at: datetime, dry_run: bool) -> RecoveredRun:
-        if not dry_run:
+        if dry_run:
+            return RecoveredRun(run_id, updated_at, resubmitted=False)
+        try:
             self.resubmit(run_id)
-            logger.warning("flujo: resubmitted run %r, unattended since %s", run_id,
-                           updated_at.isoformat())
-        return RecoveredRun(run_id, updated_at, resubmitted=not dry_run)
+        except RunNotQueuedError as exc:
+            logger.error("flujo: %s", exc)
+            return RecoveredRun(run_id, updated_at, resubmitted=False, error=str(exc))
+        logger.warning("flujo: resubmitted run %r, unattended since %s", run_id,
+                       updated_at.isoformat())
+        return RecoveredRun(run_id, updated_at, resubmitted=True)
 
     # -- the task -----------------------------------------------------------------------
-    def _execute(self, task: celery.Task, run_id: str) -> TaskOutcome:
+    def _execute(self, task: celery.Task, run_id: str, outages: int) -> TaskOutcome:
         try:
             result = asyncio.run(self._run(run_id))
             if isinstance(result, str):
@@ -224,7 +283,7 @@ class FlujoTask:
                 # claim is released, and another worker goes on from there
                 logger.warning("flujo: the worker is shutting down; run %r stops after its "
                                "last saved step and is queued again", run_id)
-                raise self._retry(task, None, _SHUTDOWN_REQUEUE_S, None)
+                raise self._retry(task, None, _SHUTDOWN_REQUEUE_S)
         except ClaimLostError as exc:
             # another worker claimed the run after this one's lease ran out: it resumes from
             # the last save this worker made, and owns the outcome
@@ -233,20 +292,23 @@ class FlujoTask:
         except RunInProgressError as exc:
             # a duplicate message, or a dead worker's claim that has not expired yet: ask
             # again later; by then the run has finished (nothing to do) or is free
-            raise self._retry(task, exc, self.busy_retry_delay, None) from exc
+            raise self._retry(task, exc, self.busy_retry_delay) from exc
         except RunNotFoundError:
             logger.warning("flujo: run %r is not in the store (deleted since it was "
                            "submitted?); nothing to run", run_id)
             return TaskOutcome(run_id, "not-found")
         except BackendUnavailableError as exc:
+            # its own count, carried by the message: other retries do not spend it
+            if outages >= self.unavailable_retries:
+                raise
             raise self._retry(task, exc, self.unavailable_retry_delay,
-                              self.unavailable_retries) from exc
+                              outages=outages + 1) from exc
         if result.status == "failed" and _series(result.step_history) <= self.run_retries:
             # the whole run again, later: its failed step starts its next attempt series,
             # counted in the store (FailedAttempt.series), so a recovered run keeps count
             logger.warning("flujo: run %r failed (attempt series %d); running it again in "
                            "%s s", run_id, _series(result.step_history), self.run_retry_delay)
-            raise self._retry(task, None, self.run_retry_delay, None)
+            raise self._retry(task, None, self.run_retry_delay)
         return TaskOutcome(run_id, result.status)
 
     async def _run(self, run_id: str) -> PipelineResult | str:
@@ -267,16 +329,15 @@ class FlujoTask:
             return handle.result
 
     @staticmethod
-    def _retry(task: celery.Task, exc: Exception | None, delay: float,
-               max_retries: int | None) -> Retry:
-        retries = task.request.retries or 0
-        if max_retries is not None and retries >= max_retries and exc is not None:
-            raise exc
+    def _retry(task: celery.Task, exc: Exception | None, delay: float, *,
+               outages: int = 0) -> Retry:
+        """Celery's Retry of this message, ``delay`` seconds from now (slept here in eager
+        mode, which retries at once), carrying the store outages counted so far."""
         if task.request.is_eager:
-            # eager mode (tests) retries at once, inside this call: wait here instead
             time.sleep(delay)
         try:
-            task.retry(exc=exc, countdown=delay, max_retries=None)
+            task.retry(exc=exc, countdown=delay, max_retries=None,
+                       kwargs={"outages": outages} if outages else {})
         except Retry as retry:
             return retry
         raise PipelineError("Celery's Task.retry returned instead of raising Retry")
@@ -303,24 +364,64 @@ def flujo_task(app: celery.Celery, runner: Flujo[Any], *, name: str | None = Non
 
     Call it where both the submitting code and the workers import it (the module that
     defines the app, say), so that both know the task by ``name`` (default:
-    ``flujo.<pipeline_name>``). ``busy_retry_delay``: seconds before a message whose run
+    ``flujo.<pipeline_name>``; one name per runner: a second task of that name would take
+    the first one's messages). ``busy_retry_delay``: seconds before a message whose run
     another worker executes is tried again. ``unavailable_retry_delay`` and
     ``unavailable_retries``: when the store cannot be reached, how long to wait and how
     many times to try before the task fails (its run stays saved, for ``recover``).
-    ``run_retries``: how many times a run that failed (its failed step's own retries
-    spent) is run again as a whole, ``run_retry_delay`` seconds later; each time its failed
-    step starts a new attempt series, recorded in the run (``FailedAttempt.series``)."""
-    for what, value in (("busy_retry_delay", busy_retry_delay),
-                        ("unavailable_retry_delay", unavailable_retry_delay),
-                        ("run_retry_delay", run_retry_delay)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise PipelineError(f"{what} must be seconds > 0, got {value!r}")
+    ``run_retries``: how many more attempt series the step a run failed at gets, each by
+    running the run again ``run_retry_delay`` seconds later (the bound is per step: a run
+    that then fails at a later step gives that step its own); each series is recorded in
+    the run (``FailedAttempt.series``). Delays are seconds > 0, at most a year."""
+    from ..application import Flujo
+
+    if not isinstance(app, celery.Celery):
+        raise PipelineError(f"app must be a celery.Celery application, got {app!r}")
+    if not isinstance(runner, Flujo):
+        raise PipelineError(f"runner must be a flujo.Flujo runner, got {runner!r}")
+    task_name = f"flujo.{runner.pipeline_name}" if name is None else name
+    if not isinstance(task_name, str) or not task_name:
+        raise PipelineError(f"name must be a non-empty str, got {name!r}")
+    for taken in (task_name, f"{task_name}.recover"):
+        if taken in app.tasks:
+            raise PipelineError(
+                f"app {app.main!r} already has a task named {taken!r}: give this runner"
+                " another name= (two tasks of one name would take each other's messages)")
     for what, count in (("unavailable_retries", unavailable_retries),
                         ("run_retries", run_retries)):
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise PipelineError(f"{what} must be an int >= 0, got {count!r}")
-    return FlujoTask(app, runner, name=name or f"flujo.{runner.pipeline_name}",
-                     busy_retry_delay=float(busy_retry_delay),
-                     unavailable_retry_delay=float(unavailable_retry_delay),
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= 10_000:
+            raise PipelineError(f"{what} must be an int from 0 to 10000, got {count!r}")
+    return FlujoTask(app, runner, name=task_name,
+                     busy_retry_delay=_seconds("busy_retry_delay", busy_retry_delay),
+                     unavailable_retry_delay=_seconds("unavailable_retry_delay",
+                                                      unavailable_retry_delay),
                      unavailable_retries=unavailable_retries, run_retries=run_retries,
-                     run_retry_delay=float(run_retry_delay))
+                     run_retry_delay=_seconds("run_retry_delay", run_retry_delay))
+
+
+#: The longest delay or age taken, in seconds (a year): beyond, Celery cannot schedule it.
+_MAX_SECONDS = 366 * 86_400.0
+
+
+def _seconds(what: str, value: Any, *, zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not (value >= 0 if zero else value > 0) or not value <= _MAX_SECONDS:
+        raise PipelineError(f"{what} must be seconds {'>=' if zero else '>'} 0 and at most a"
+                            f" year ({_MAX_SECONDS:.0f}), got {value!r}")
+    return float(value)
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    delayed = sorted({"countdown", "eta"} & set(options))
+    if delayed:
+        raise PipelineError(
+            f"{', '.join(delayed)}: a delayed start is not supported: the run is saved as"
+            " running at once, and recover would start it before its time; schedule the"
+            " submit itself instead")
+
+
+async def _unheld(backend: Any, run_id: str) -> bool:
+    try:
+        return run_id not in await backend.claim_holders([run_id])
+    except NotImplementedError:
+        return True  # resubmitting a run a worker holds is harmless: its claim decides

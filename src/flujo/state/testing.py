@@ -464,6 +464,8 @@ class BackendContract(HistoryContract):
         assert await backend.claim_holders(["job"]) == {}
         with pytest.raises(InvalidRunIdError):
             await backend.claim_holders(["../escape"])
+        with pytest.raises(BackendConfigError, match="list of run ids"):
+            await backend.claim_holders("job")  # type: ignore[arg-type]
 
     # -- envelopes, compression, encryption ------------------------------------------------
 

@@ -9,14 +9,16 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from flujo.exceptions import ClaimLostError
+from flujo.exceptions import BackendConfigError, ClaimLostError
 
+from .._runid import validate_run_id
 from ..models import utc_now
 
-__all__ = ["HOST", "ClaimHolder", "ClaimWatch", "RunClaim", "holder_name"]
+__all__ = ["HOST", "ClaimHolder", "ClaimWatch", "RunClaim", "holder_name", "run_ids_asked"]
 
 
 #: This machine's name, read once: a claim names its holder by it (an audited socket call,
@@ -27,6 +29,15 @@ HOST = socket.gethostname()
 def holder_name() -> str:
     """Who holds a claim, for operators: host, process id, and a random part."""
     return f"{HOST}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def run_ids_asked(run_ids: Sequence[str]) -> list[str]:
+    """The run ids given to ``claim_holders``, each checked (a lone str is refused: it
+    would be read as its characters)."""
+    if isinstance(run_ids, str | bytes) or not isinstance(run_ids, Sequence | set | frozenset):
+        raise BackendConfigError(
+            f"claim_holders takes a list of run ids, got {type(run_ids).__name__}")
+    return [validate_run_id(run_id) for run_id in run_ids]
 
 
 @dataclass(frozen=True)

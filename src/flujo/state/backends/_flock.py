@@ -15,14 +15,14 @@ import os
 import stat
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 
 from flujo.exceptions import BackendUnavailableError, RunInProgressError
 
 from .._runid import validate_run_id
-from ._claims import HOST, ClaimHolder, holder_name
+from ._claims import HOST, ClaimHolder, holder_name, run_ids_asked
 from ._dirs import Directory, opened
 from .base import RunClaim
 
@@ -132,19 +132,18 @@ class ClaimDirectory:
         held while the kernel lists an flock on it (``/proc/locks``); where the kernel does
         not list them, while its holder's process lives (same host) or always (another)."""
         folder = self.root / self.folder
-        locked_inodes = _flocked_inodes()
+        locked = _flocked_files()
         found: dict[str, ClaimHolder] = {}
-        for run_id in run_ids:
-            validate_run_id(run_id)
+        for run_id in run_ids_asked(run_ids):
             read = _read_lock_file(folder / f"{run_id}.claim")
             if read is None:
                 continue
-            inode, text = read
+            file_id, text = read
             holder = _parse_holder(text)
             if holder is None:
                 continue
-            if locked_inodes is not None:
-                if inode in locked_inodes:
+            if locked is not None:
+                if file_id in locked:
                     found[run_id] = holder
             elif _may_live(holder.holder):
                 found[run_id] = holder
@@ -217,8 +216,9 @@ class CancelRequestFiles:
         await asyncio.to_thread(self._claims.clear_cancel, run_id)
 
 
-def _read_lock_file(path: Path) -> tuple[int, str] | None:
-    """The inode and text of the lock file at ``path`` (never a link), or None."""
+def _read_lock_file(path: Path) -> tuple[str, str] | None:
+    """The file's id as the kernel lists locks (``MAJ:MIN:INODE``, hex device numbers) and
+    the text of the lock file at ``path`` (never a link), or None."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
                      | getattr(os, "O_NONBLOCK", 0))
@@ -228,7 +228,8 @@ def _read_lock_file(path: Path) -> tuple[int, str] | None:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             return None
-        return info.st_ino, os.read(fd, 1024).decode("utf-8", "replace")
+        file_id = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+        return file_id, os.read(fd, 1024).decode("utf-8", "replace")
     except OSError:
         return None
     finally:
@@ -243,25 +244,27 @@ def _parse_holder(text: str) -> ClaimHolder | None:
         since = datetime.fromisoformat(lines[1])
     except ValueError:
         return None
-    return ClaimHolder(lines[0], since)
+    if since.tzinfo is None:
+        return None  # flujo writes UTC with its offset: not one of its lock files
+    return ClaimHolder(lines[0], since.astimezone(UTC))
 
 
-def _flocked_inodes() -> set[int] | None:
-    """The inodes the kernel lists flock locks on (Linux's ``/proc/locks``), or None where
-    it does not list them."""
+def _flocked_files() -> set[str] | None:
+    """The files the kernel lists flock locks on (Linux's ``/proc/locks``), as
+    ``MAJ:MIN:INODE``, or None where it does not list them. A file is matched by device and
+    inode both: an inode number alone may be another file system's."""
     try:
         with open("/proc/locks", encoding="ascii", errors="replace") as locks:
             listing = locks.read()
     except OSError:
         return None
-    inodes: set[int] = set()
+    files: set[str] = set()
     for line in listing.splitlines():
         fields = line.split()
         # "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234567 0 EOF"; "->" lines wait, hold none
         if len(fields) >= 6 and fields[1] == "FLOCK":
-            with suppress(ValueError, IndexError):
-                inodes.add(int(fields[5].rsplit(":", 1)[1]))
-    return inodes
+            files.add(fields[5])
+    return files
 
 
 def _may_live(holder: str) -> bool:

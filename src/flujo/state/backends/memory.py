@@ -24,7 +24,7 @@ from .._codec import SealedRecord
 from .._envelope import Envelope
 from .._runid import validate_run_id
 from ..models import RunSummary
-from ._claims import ClaimHolder, holder_name
+from ._claims import ClaimHolder, holder_name, run_ids_asked
 from .base import CurrentRecord, EnvelopeStateBackend, RunClaim, StoredRecord, WriteRecord
 
 __all__ = ["InMemoryBackend"]
@@ -150,10 +150,9 @@ class InMemoryBackend(EnvelopeStateBackend):
                 self._claims.pop(run_id, None)
 
     async def claim_holders(self, run_ids: Sequence[str]) -> dict[str, ClaimHolder]:
-        for run_id in run_ids:
-            validate_run_id(run_id)
+        asked = run_ids_asked(run_ids)
         with self._lock:
-            return {rid: self._claims[rid] for rid in run_ids if rid in self._claims}
+            return {rid: self._claims[rid] for rid in asked if rid in self._claims}
 
     async def _request_cancel(self, run_id: str) -> None:
         with self._lock:

@@ -60,6 +60,7 @@ from .._redact import dsn_secrets, hide_in_logs, redact
 from .._runid import validate_run_id
 from ..models import RunSummary
 from . import _pglease
+from ._claims import run_ids_asked
 from .base import (
     ClaimHolder,
     ClaimWatch,
@@ -786,7 +787,7 @@ class PostgresBackend(EnvelopeStateBackend):
                 await self._release(run_id, epoch)
 
     async def claim_holders(self, run_ids: Sequence[str]) -> dict[str, ClaimHolder]:
-        ids = [validate_run_id(run_id) for run_id in run_ids]
+        ids = run_ids_asked(run_ids)
         async with self._reading() as conn:
             if conn is None:  # no tables yet: nobody holds anything
                 return {}
