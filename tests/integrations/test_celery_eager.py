@@ -503,3 +503,17 @@ def test_an_unreachable_broker_is_a_typed_error_carrying_the_saved_run(
     [found] = orders.recover(older_than=timedelta(0))
     assert (found.run_id, found.resubmitted) == ("order-9", False)
     assert found.error is not None and "could not be sent" in found.error
+
+
+def test_a_run_this_worker_cannot_resume_is_logged_and_left_as_saved(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    orders, log, backend = make(tmp_path)
+    run_id = orders.runner.create_run("x")
+    renamed = Flujo(pipeline([]) >> Step.from_callable(lambda x: x, name="audit"),
+                    context_model=Ctx, state_backend=backend, pipeline_name="orders")
+    newer = flujo_task(eager_app(), renamed)
+    assert newer.task.apply(args=(run_id,)).get() == {"run_id": run_id,
+                                                      "status": "cannot-resume"}
+    assert "cannot be resumed here" in caplog.text and log == []
+    assert status(backend, run_id) == "running"
+    assert orders.task.apply(args=(run_id,)).get()["status"] == "completed"  # the right one

@@ -50,7 +50,9 @@ from typing import TYPE_CHECKING, Any
 from ..exceptions import (
     BackendUnavailableError,
     ClaimLostError,
+    CorruptStateError,
     PipelineError,
+    PipelineMismatchError,
     RunInProgressError,
     RunNotFoundError,
     RunNotQueuedError,
@@ -104,8 +106,10 @@ class TaskOutcome:
 
     ``status`` is the run's status when the task stopped (``completed``, ``paused``,
     ``failed``, ``cancelled``), or ``handed-over`` when this worker lost its claim to
-    another (which now owns the run's outcome), or ``not-found`` when no saved run has the
-    id (deleted since it was submitted)."""
+    another (which now owns the run's outcome), ``not-found`` when no saved run has the id
+    (deleted since it was submitted), ``cannot-resume`` when this worker cannot resume it
+    (PipelineMismatchError: the pipeline changed without a version migration;
+    CorruptStateError: a damaged record), logged as an error."""
 
     run_id: str
     status: str
@@ -297,6 +301,12 @@ class FlujoTask:
             logger.warning("flujo: run %r is not in the store (deleted since it was "
                            "submitted?); nothing to run", run_id)
             return TaskOutcome(run_id, "not-found")
+        except (PipelineMismatchError, CorruptStateError) as exc:
+            # this worker cannot resume the run (its pipeline changed without a version
+            # migration, its record is damaged): it stays as saved, for a worker that can
+            # (a rolling upgrade) or an operator; retrying here would fail the same way
+            logger.error("flujo: run %r cannot be resumed here: %s", run_id, exc)
+            return TaskOutcome(run_id, "cannot-resume")
         except BackendUnavailableError as exc:
             # its own count, carried by the message: other retries do not spend it
             if outages >= self.unavailable_retries:

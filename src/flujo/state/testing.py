@@ -465,7 +465,7 @@ class BackendContract(HistoryContract):
         with pytest.raises(InvalidRunIdError):
             await backend.claim_holders(["../escape"])
         with pytest.raises(BackendConfigError, match="list of run ids"):
-            await backend.claim_holders("job")  # type: ignore[arg-type]
+            await backend.claim_holders("job")  # a str is a Sequence[str] to mypy
 
     # -- envelopes, compression, encryption ------------------------------------------------
 
