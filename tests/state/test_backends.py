@@ -137,11 +137,13 @@ async def test_file_leaves_no_temporary_or_lock_files(tmp_path: Path) -> None:
     for i in range(3):
         await backend.save_state("r", state("r", i=i))
     async with backend.claim("r"):
-        assert [p.name for p in (tmp_path / ".locks").iterdir()] == ["r.claim"]
+        assert sorted(p.name for p in (tmp_path / ".locks").iterdir()) == [
+            "claims.counter", "r.claim", "r.epoch"]  # the claim's lock and its fencing epoch
     await backend.save_state("gone", state("gone"))
     await backend.delete_state("gone")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".history", ".locks", "r.json"]
-    assert list((tmp_path / ".locks").iterdir()) == []
+    # what stays: the store's claim counter (an epoch is never given twice)
+    assert [p.name for p in (tmp_path / ".locks").iterdir()] == ["claims.counter"]
     # The earlier records of "r" are its history; nothing is left of "gone"
     assert sorted(p.name for p in (tmp_path / ".history").iterdir()) == ["r"]
     assert sorted(p.name for p in (tmp_path / ".history" / "r").iterdir()) == ["1.json",

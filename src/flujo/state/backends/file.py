@@ -322,17 +322,20 @@ class FileBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
     async def _compact(self, run_id: str, make: WriteRecord) -> SealedRecord:
         return await asyncio.to_thread(self._compact_sync, run_id, make)
 
-    async def _write(self, run_id: str, make: WriteRecord) -> SealedRecord:
-        return await asyncio.to_thread(self._write_sync, run_id, make)
+    async def _write(self, run_id: str, make: WriteRecord, *,
+                     claim: RunClaim | None = None) -> SealedRecord:
+        epoch = None if claim is None else claim.epoch
+        return await asyncio.to_thread(self._write_sync, run_id, make, epoch)
 
     async def _write_claimed(self, run_id: str, make: WriteRecord,
                              claim: RunClaim) -> SealedRecord:
-        return await asyncio.to_thread(self._write_sync, run_id, make, claim.epoch)
+        return await self._write(run_id, make, claim=claim)  # as PostgreSQL's: one entry
 
     # -- claim epochs (fencing) ------------------------------------------------------------
     # ``.locks/claims.counter`` counts the claims of the store (so an epoch is never given
     # twice, even to a run deleted and created again); ``.locks/<run_id>.epoch`` holds the
-    # run's current one, written under the run's write lock, read under it by every save.
+    # epoch of the run's claim while it is held, written under the run's write lock and
+    # read under it by every save made under a claim.
 
     def _read_epoch(self, locks: _dirs.Directory, name: str) -> int | None:
         read = locks.read_regular(name, limit=64)
@@ -342,6 +345,17 @@ class FileBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
             return int(read[0])
         except ValueError:
             return None  # damaged: no claim can match it; the next claim rewrites it
+
+    def _drop_epoch(self, run_id: str, epoch: int) -> None:
+        """Remove the run's epoch file as its claim ends (a later save under an older claim
+        finds none and is refused), unless a newer claim wrote it."""
+        name = f"{run_id}{_EPOCH}"
+        with _dirs.opened(self.path, create=True) as root, \
+                root.subdirectory(_LOCKS, create=True) as locks, \
+                _flock.locked(locks, f"{run_id}.write"):
+            if self._read_epoch(locks, name) == epoch:
+                with contextlib.suppress(FileNotFoundError):
+                    locks.unlink(name)
 
     def _next_epoch(self, run_id: str) -> int:
         with _dirs.opened(self.path, create=True) as root, \
@@ -435,7 +449,10 @@ class FileBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
         under the claim check (fencing; see StateBackend.claim and ``_next_epoch``)."""
         async with self._claims.claim(run_id) as held:
             epoch = await asyncio.to_thread(self._next_epoch, run_id)
-            yield RunClaim(run_id, acquired_at=held.acquired_at, epoch=epoch)
+            try:
+                yield RunClaim(run_id, acquired_at=held.acquired_at, epoch=epoch)
+            finally:
+                await asyncio.to_thread(self._drop_epoch, run_id, epoch)
 
     async def claim_holders(self, run_ids: Sequence[str]) -> dict[str, ClaimHolder]:
         return await asyncio.to_thread(self._claims.holders, run_ids)

@@ -500,12 +500,14 @@ class SQLiteBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
             )
         return sealed
 
-    async def _write(self, run_id: str, make: WriteRecord) -> SealedRecord:
-        return await asyncio.to_thread(self._write_sync, run_id, make)
+    async def _write(self, run_id: str, make: WriteRecord, *,
+                     claim: RunClaim | None = None) -> SealedRecord:
+        epoch = None if claim is None else claim.epoch
+        return await asyncio.to_thread(self._write_sync, run_id, make, epoch)
 
     async def _write_claimed(self, run_id: str, make: WriteRecord,
                              claim: RunClaim) -> SealedRecord:
-        return await asyncio.to_thread(self._write_sync, run_id, make, claim.epoch)
+        return await self._write(run_id, make, claim=claim)  # as PostgreSQL's: one entry
 
     def _fence(self, conn: sqlite3.Connection, run_id: str, epoch: int) -> None:
         """Refuse the write in progress (its transaction holds the database's write lock)
