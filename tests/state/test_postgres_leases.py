@@ -323,8 +323,10 @@ async def contend(log: StepLog, a: Worker, b: Worker, run_id: str, *,
 async def test_a_lost_session_lets_no_second_worker_into_the_step(
         postgres_target: PostgresTarget, table: str, workers: list[Worker], loss: str) -> None:
     settings = {"idle_session_timeout": "300"} if loss == "idle_session_timeout" else {}
-    a = Worker(postgres_target, table, "a", lease=2.0, **settings)
-    b = Worker(postgres_target, table, "b", lease=2.0)
+    # 3 s: A's renewer reconnects after every terminated session; on a loaded 2-core
+    # machine a reconnection has taken longer than a 2 s lease's margin (the suite, once)
+    a = Worker(postgres_target, table, "a", lease=3.0, **settings)
+    b = Worker(postgres_target, table, "b", lease=3.0)
     workers += [a, b]
     log = StepLog()
     run_id = f"r-{uuid.uuid4().hex[:8]}"
