@@ -13,7 +13,7 @@ import asyncio
 import errno
 import os
 import stat
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,12 +21,13 @@ from types import ModuleType
 
 from flujo.exceptions import BackendUnavailableError, RunInProgressError
 
+from .._codec import SealedRecord
 from .._runid import validate_run_id
 from ._claims import HOST, ClaimHolder, holder_name, run_ids_asked
 from ._dirs import Directory, opened
-from .base import RunClaim
+from .base import RunClaim, WriteRecord
 
-__all__ = ["CancelRequestFiles", "ClaimDirectory", "acquire", "locked", "release"]
+__all__ = ["ClaimDirectory", "FlockClaims", "acquire", "locked", "release"]
 
 
 def _fcntl() -> ModuleType:
@@ -200,11 +201,26 @@ class ClaimDirectory:
                     f" {directory.path / name}: {exc}") from exc
 
 
-class CancelRequestFiles:
-    """The cancel-request primitives of a backend whose claims are a :class:`ClaimDirectory`
-    (``self._claims``): the file and SQLite backends."""
+class FlockClaims:
+    """What the file and SQLite backends share, whose claims are a :class:`ClaimDirectory`
+    (``self._claims``): cancel requests, claim holders, and saves fenced by the claim's
+    epoch (``_write_sync(run_id, make, epoch)`` checks it under the write's own lock)."""
 
     _claims: ClaimDirectory
+    # the backend's write, in a worker thread: ``epoch``, when given, checked under its lock
+    _write_sync: Callable[[str, WriteRecord, int | None], SealedRecord]
+
+    async def _write(self, run_id: str, make: WriteRecord, *,
+                     claim: RunClaim | None = None) -> SealedRecord:
+        epoch = None if claim is None else claim.epoch
+        return await asyncio.to_thread(self._write_sync, run_id, make, epoch)
+
+    async def _write_claimed(self, run_id: str, make: WriteRecord,
+                             claim: RunClaim) -> SealedRecord:
+        return await self._write(run_id, make, claim=claim)  # as PostgreSQL's: one entry
+
+    async def claim_holders(self, run_ids: Sequence[str]) -> dict[str, ClaimHolder]:
+        return await asyncio.to_thread(self._claims.holders, run_ids)
 
     async def _request_cancel(self, run_id: str) -> None:
         await asyncio.to_thread(self._claims.request_cancel, run_id)

@@ -27,7 +27,7 @@ import os
 import stat
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,7 +40,6 @@ from .._runid import validate_run_id
 from ..models import RunSummary
 from . import _dirs, _flock
 from .base import (
-    ClaimHolder,
     CurrentRecord,
     EnvelopeStateBackend,
     RunClaim,
@@ -103,7 +102,7 @@ def _writer_pid(name: str) -> int | None:
     return pid if 0 < pid <= _MAX_PID else None
 
 
-class FileBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
+class FileBackend(_flock.FlockClaims, EnvelopeStateBackend):
     """Stores each run as ``<path>/<run_id>.json``, its earlier records under ``.history``.
 
     ``fsync=False`` skips the fsync calls: records still survive a process crash (the data
@@ -322,14 +321,6 @@ class FileBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
     async def _compact(self, run_id: str, make: WriteRecord) -> SealedRecord:
         return await asyncio.to_thread(self._compact_sync, run_id, make)
 
-    async def _write(self, run_id: str, make: WriteRecord, *,
-                     claim: RunClaim | None = None) -> SealedRecord:
-        epoch = None if claim is None else claim.epoch
-        return await asyncio.to_thread(self._write_sync, run_id, make, epoch)
-
-    async def _write_claimed(self, run_id: str, make: WriteRecord,
-                             claim: RunClaim) -> SealedRecord:
-        return await self._write(run_id, make, claim=claim)  # as PostgreSQL's: one entry
 
     # -- claim epochs (fencing) ------------------------------------------------------------
     # ``.locks/claims.counter`` counts the claims of the store (so an epoch is never given
@@ -454,6 +445,4 @@ class FileBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
             finally:
                 await asyncio.to_thread(self._drop_epoch, run_id, epoch)
 
-    async def claim_holders(self, run_ids: Sequence[str]) -> dict[str, ClaimHolder]:
-        return await asyncio.to_thread(self._claims.holders, run_ids)
 

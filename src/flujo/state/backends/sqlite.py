@@ -25,7 +25,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from os import PathLike
 from pathlib import Path
@@ -54,7 +54,6 @@ from ._upstream_sqlite import (
     upstream_summaries,
 )
 from .base import (
-    ClaimHolder,
     CurrentRecord,
     EnvelopeStateBackend,
     RunClaim,
@@ -130,7 +129,7 @@ def _diagnosis(path: Path, exc: sqlite3.Error) -> str:
     return ""
 
 
-class SQLiteBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
+class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
     """Stores runs in one table of a SQLite database file.
 
     ``table`` names the table (letters, digits, ``_``); ``busy_timeout`` is how long (seconds)
@@ -500,14 +499,6 @@ class SQLiteBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
             )
         return sealed
 
-    async def _write(self, run_id: str, make: WriteRecord, *,
-                     claim: RunClaim | None = None) -> SealedRecord:
-        epoch = None if claim is None else claim.epoch
-        return await asyncio.to_thread(self._write_sync, run_id, make, epoch)
-
-    async def _write_claimed(self, run_id: str, make: WriteRecord,
-                             claim: RunClaim) -> SealedRecord:
-        return await self._write(run_id, make, claim=claim)  # as PostgreSQL's: one entry
 
     def _fence(self, conn: sqlite3.Connection, run_id: str, epoch: int) -> None:
         """Refuse the write in progress (its transaction holds the database's write lock)
@@ -687,6 +678,4 @@ class SQLiteBackend(_flock.CancelRequestFiles, EnvelopeStateBackend):
             epoch = await asyncio.to_thread(self._next_epoch, run_id)
             yield RunClaim(run_id, acquired_at=held.acquired_at, epoch=epoch)
 
-    async def claim_holders(self, run_ids: Sequence[str]) -> dict[str, ClaimHolder]:
-        return await asyncio.to_thread(self._claims.holders, run_ids)
 
