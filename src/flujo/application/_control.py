@@ -278,10 +278,9 @@ _PAGE = 500
 async def unattended_runs(backend: StateBackend, pipeline_name: str | None, *,
                           older_than: timedelta, limit: int) -> list[tuple[str, datetime]]:
     """The runs of ``pipeline_name`` (None: of any pipeline) saved as ``running``, last saved
-    more than
-    ``older_than`` ago, whose claim nobody holds (``claim_holders``; for a backend without
-    it, the claim is taken and given back at once): each run's id and when it was last
-    saved, oldest first, at most ``limit``."""
+    more than ``older_than`` ago, whose claim nobody holds (``claim_holders``; for a backend
+    without it, the claim is taken and given back at once): each run's id and when it was
+    last saved, oldest first, at most ``limit``."""
     if not isinstance(older_than, timedelta) or older_than < timedelta(0):
         raise PipelineError(f"older_than must be a timedelta >= 0, got {shown(older_than)}")
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
