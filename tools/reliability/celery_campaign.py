@@ -10,8 +10,8 @@ Every run is submitted at once (``FlujoTask.submit``). While they execute, a pro
 is inside a step is SIGKILLed ``--kills`` times (a prefork child, which its worker replaces,
 or a whole solo worker, replaced by a new one), and then the broker is killed and started
 again, losing every queued and unacknowledged message (``--no-broker-restart`` skips it).
-Every two seconds ``recover`` sends the runs nobody executes again, as the periodic
-recovery task would.
+From then on, every two seconds ``recover`` sends the runs nobody executes again, as the
+periodic recovery task would.
 
 Checked at the end, from the store and from the log the steps write:
 
@@ -345,11 +345,17 @@ def _campaign(cluster: Cluster, app: ModuleType, private: PrivateRedis | None,
             private.start()
             restarted = True
             report.broker_restarts += 1
-        if now - last_recover > 2.0:  # what the periodic recovery task does
+        # What the periodic recovery task does, once the broker lost its messages. (Before,
+        # runs wait in the queue for longer than the 3 s that stand for recover's age here,
+        # and would be sent again and again: in production, older_than outlasts the queue.)
+        if broker_restart and restarted and now - last_recover > 2.0:
             last_recover = now
             recovered |= {r.run_id for r in app.orders.recover(older_than=timedelta(seconds=3))}
-        if restarted and _all_done(app, len(run_ids)):
+        if _all_done(app, len(run_ids)):
             break
+    if not restarted:
+        raise CampaignError(f"the runs ended after {len(cluster.kills)} of {kills} kills,"
+                            " before the broker restart: give more --runs or a longer --step-s")
     report.seconds = round(time.monotonic() - started, 2)
     report.runs_per_s = round(runs / report.seconds, 2)
     for i, rid in enumerate(run_ids):
