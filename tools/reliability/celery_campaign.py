@@ -7,9 +7,9 @@ Workers of ``celery_app`` (``--prefork`` workers of 2 processes each and ``--sol
 workers) take their messages from a Redis of the campaign's own (``redis-server`` on a free
 port, keeping nothing on disk, or ``--broker URL`` with a key prefix of the campaign's own).
 Every run is submitted at once (``FlujoTask.submit``). While they execute, a process that
-is inside a step is SIGKILLed ``--kills`` times (a prefork child, which its worker replaces,
-or a whole solo worker, replaced by a new one), and then the broker is killed and started
-again, losing every queued and unacknowledged message (``--no-broker-restart`` skips it).
+is inside a step is SIGKILLed ``--kills`` times, early on (a prefork child, which its worker
+replaces, or a whole solo worker, replaced by a new one), and then the broker is killed and
+started again, losing every queued and unacknowledged message (``--no-broker-restart`` skips it).
 From then on, every two seconds ``recover`` sends the runs nobody executes again, as the
 periodic recovery task would.
 
@@ -321,11 +321,12 @@ def _campaign(cluster: Cluster, app: ModuleType, private: PrivateRedis | None,
     run_ids = [app.orders.submit(f"order-{i}", run_id=f"order-{i}") for i in range(runs)]
     log = cluster.folder / "steps.log"
     deadline = started + timeout
-    # the kills spread over the first third of the time the runs take without them; the
-    # broker restart comes after them (it stops the work until recover sends it again)
+    # the kills spread over the first sixth of the time the runs take without them (a
+    # killed worker's runs wait for its lease, so PostgreSQL runs may end sooner than that
+    # estimate says); the broker restart comes after them
     processes = 2 * prefork + solo
     spacing = len(STEPS) * runs * float(os.environ["FLUJO_TEST_STEP_S"]) / processes \
-        / (3 * kills + 3)
+        / (6 * kills + 6)
     next_kill = started + spacing
     restarted = not broker_restart
     recovered: set[str] = set()
