@@ -51,8 +51,10 @@ __all__ = [
     "pause_of",
     "registry_of",
     "save_run",
+    "saved_before",
     "takes_claim",
     "unattended_runs",
+    "unclaimed",
 ]
 
 
@@ -285,10 +287,9 @@ async def unattended_runs(backend: StateBackend, pipeline_name: str | None, *,
         raise PipelineError(f"older_than must be a timedelta >= 0, got {shown(older_than)}")
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise PipelineError(f"limit must be an int >= 1, got {shown(limit)}")
-    try:
-        cutoff = utc_now() - older_than
-    except OverflowError:
-        return []  # nothing is that old
+    cutoff = saved_before(older_than)
+    if cutoff is None:
+        return []
     stale: list[tuple[str, datetime]] = []
     offset = 0
     while True:  # most recently saved first: the stale ones are at the end
@@ -304,12 +305,21 @@ async def unattended_runs(backend: StateBackend, pipeline_name: str | None, *,
     for run_id, updated_at in stale:
         if len(unattended) >= limit:
             break
-        if await _unclaimed(backend, run_id):
+        if await unclaimed(backend, run_id):
             unattended.append((run_id, updated_at))
     return unattended
 
 
-async def _unclaimed(backend: StateBackend, run_id: str) -> bool:
+def saved_before(older_than: timedelta) -> datetime | None:
+    """The time a run saved more than ``older_than`` ago was last saved before; None when
+    nothing can be that old (an age beyond what ``datetime`` counts back to)."""
+    try:
+        return utc_now() - older_than
+    except OverflowError:
+        return None
+
+
+async def unclaimed(backend: StateBackend, run_id: str) -> bool:
     """Whether nobody holds ``run_id``'s claim: asked of ``claim_holders`` (which takes
     nothing, so a worker starting the run meanwhile is not turned away), else found by
     taking the claim and giving it back."""

@@ -43,7 +43,7 @@ def import_application_modules(names: Sequence[str]) -> list[ModuleType]:
     for name in names or configured_modules():
         try:
             modules.append(importlib.import_module(name))
-        except Exception as exc:  # an import error, or the module's own code failing
+        except (Exception, SystemExit) as exc:  # an import error, or the module's own code
             raise _UsageError(
                 f"cannot import module {name!r}: {type(exc).__name__}: {exc}"
             ) from exc

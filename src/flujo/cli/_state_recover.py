@@ -10,13 +10,13 @@ whose runner knows the store. A run resubmitted twice still runs once (its claim
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from datetime import datetime
 from typing import Any
 
 from ..application import _control
+from ._modules import import_application_modules
 from ._output import EXIT_ERROR, EXIT_OK, _err, _UsageError, _use_rich
 from ._store import _open_store
 from ._terminal import json_text, visible
@@ -30,11 +30,7 @@ def _task(spec: str) -> Any:
         raise _UsageError(f"--task takes MODULE:NAME (e.g. shop.tasks:orders), got {spec!r}")
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
-    try:
-        found: Any = importlib.import_module(module_name)
-    except (Exception, SystemExit) as exc:  # an import error, or the module's own code
-        raise _UsageError(
-            f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}") from exc
+    [found] = import_application_modules([module_name])
     from ..integrations.celery import FlujoTask
 
     for part in attribute.split("."):
@@ -57,12 +53,7 @@ async def _recover(args: argparse.Namespace) -> int:
         recovered = await task.recover_async(older_than=args.older_than,
                                              dry_run=args.dry_run, limit=args.limit)
         found = [(r.run_id, r.updated_at, r.resubmitted) for r in recovered]
-        unsent = [r for r in recovered if r.error is not None]
-        if unsent:
-            _print(found, args)
-            for run in unsent:
-                _err(str(run.error))
-            return EXIT_ERROR
+        unsent = [str(r.error) for r in recovered if r.error is not None]
     else:
         if not args.dry_run:
             raise _UsageError("nothing to resubmit the runs with: give --task MODULE:NAME (the"
@@ -71,8 +62,11 @@ async def _recover(args: argparse.Namespace) -> int:
             unattended = await _control.unattended_runs(
                 backend, args.pipeline, older_than=args.older_than, limit=args.limit)
         found = [(run_id, updated_at, False) for run_id, updated_at in unattended]
+        unsent = []
     _print(found, args)
-    return EXIT_OK
+    for error in unsent:
+        _err(error)
+    return EXIT_ERROR if unsent else EXIT_OK
 
 
 def _print(found: list[tuple[str, datetime, bool]], args: argparse.Namespace) -> None:

@@ -44,9 +44,10 @@ import multiprocessing
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from ..application import _control
 from ..exceptions import (
     BackendUnavailableError,
     ClaimLostError,
@@ -245,20 +246,18 @@ class FlujoTask:
         ``_FAILED_LOOKED_AT`` most recently saved failed runs (each is read, and runs whose
         retries are spent stay failed for good)."""
         backend = self.runner.backend
-        try:
-            cutoff = datetime.now(UTC) - older_than
-        except OverflowError:
-            return []  # nothing is that old
+        cutoff = _control.saved_before(older_than)
+        if cutoff is None:
+            return []
         rows = await backend.list_runs(status="failed", pipeline_name=self.runner.pipeline_name,
                                        limit=_FAILED_LOOKED_AT)
         owed: list[tuple[str, datetime]] = []
         for row in rows:
             if row["updated_at"] > cutoff:
                 continue
-            saved = await backend.load_state(row["run_id"])
-            if saved is not None and saved.get("status") == "failed" and \
-                    _series([saved.get("failure")]) <= self.run_retries and \
-                    await _unheld(backend, row["run_id"]):
+            series = _failed_series(await backend.load_state(row["run_id"]))
+            if series is not None and series <= self.run_retries and \
+                    await _control.unclaimed(backend, row["run_id"]):
                 owed.append((row["run_id"], row["updated_at"]))
                 if len(owed) >= limit:
                     break
@@ -313,11 +312,12 @@ class FlujoTask:
                 raise
             raise self._retry(task, exc, self.unavailable_retry_delay,
                               outages=outages + 1) from exc
-        if result.status == "failed" and _series(result.step_history) <= self.run_retries:
+        series = _series(result.step_history) if result.status == "failed" else None
+        if series is not None and series <= self.run_retries:
             # the whole run again, later: its failed step starts its next attempt series,
             # counted in the store (FailedAttempt.series), so a recovered run keeps count
             logger.warning("flujo: run %r failed (attempt series %d); running it again in "
-                           "%s s", run_id, _series(result.step_history), self.run_retry_delay)
+                           "%s s", run_id, series, self.run_retry_delay)
             raise self._retry(task, None, self.run_retry_delay)
         return TaskOutcome(run_id, result.status)
 
@@ -326,9 +326,8 @@ class FlujoTask:
         failed run whose whole-run retries are spent (a duplicate or recovered message must
         not run it again, as ``run`` would, as a new attempt series); ``_STOPPED`` when the
         worker began shutting down: the run stopped after the step it was in."""
-        saved = await self.runner.backend.load_state(run_id)
-        if saved is not None and saved.get("status") == "failed" and \
-                _series([saved.get("failure")]) > self.run_retries:
+        series = _failed_series(await self.runner.backend.load_state(run_id))
+        if series is not None and series > self.run_retries:
             return _SPENT
         last = self.runner.pipeline.step_names[-1]  # step names are unique in a pipeline
         async with self.runner.run_async(run_id=run_id, create=False) as handle:
@@ -351,6 +350,14 @@ class FlujoTask:
         except Retry as retry:
             return retry
         raise PipelineError("Celery's Task.retry returned instead of raising Retry")
+
+
+def _failed_series(saved: dict[str, Any] | None) -> int | None:
+    """The attempt series a stored failed run's failed step has used; None for a run that
+    is not failed (or not stored)."""
+    if saved is None or saved.get("status") != "failed":
+        return None
+    return _series([saved.get("failure")])
 
 
 def _series(steps: list[Any]) -> int:
@@ -428,10 +435,3 @@ def _check_options(options: dict[str, Any]) -> None:
             f"{', '.join(delayed)}: a delayed start is not supported: the run is saved as"
             " running at once, and recover would start it before its time; schedule the"
             " submit itself instead")
-
-
-async def _unheld(backend: Any, run_id: str) -> bool:
-    try:
-        return run_id not in await backend.claim_holders([run_id])
-    except NotImplementedError:
-        return True  # resubmitting a run a worker holds is harmless: its claim decides

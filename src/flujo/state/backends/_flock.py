@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 
-from flujo.exceptions import BackendUnavailableError, RunInProgressError
+from flujo.exceptions import BackendUnavailableError, ClaimLostError, RunInProgressError
 
 from .._codec import SealedRecord
 from .._runid import validate_run_id
@@ -27,7 +27,7 @@ from ._claims import HOST, ClaimHolder, holder_name, run_ids_asked
 from ._dirs import Directory, opened
 from .base import RunClaim, WriteRecord
 
-__all__ = ["ClaimDirectory", "FlockClaims", "acquire", "locked", "release"]
+__all__ = ["ClaimDirectory", "FlockClaims", "acquire", "fenced_out", "locked", "release"]
 
 
 def _fcntl() -> ModuleType:
@@ -199,6 +199,15 @@ class ClaimDirectory:
                 raise BackendUnavailableError(
                     f"cannot clear the cancellation request of run {run_id!r}:"
                     f" {directory.path / name}: {exc}") from exc
+
+
+def fenced_out(what: str, epoch: int) -> ClaimLostError:
+    """The refusal of a save under a claim whose epoch is no longer the run's (a flock claim
+    is lost only if its lock file was removed while held)."""
+    return ClaimLostError(
+        f"{what}: the save was refused: this worker's claim (epoch {epoch}) is no longer the"
+        " run's claim (another worker claimed the run since: was its lock file removed?);"
+        " nothing was written")
 
 
 class FlockClaims:

@@ -33,19 +33,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flujo.exceptions import BackendUnavailableError, ClaimLostError
+from flujo.exceptions import BackendUnavailableError
 
 from .._codec import SealedRecord
 from .._runid import validate_run_id
 from ..models import RunSummary
 from . import _dirs, _flock
-from .base import (
-    CurrentRecord,
-    EnvelopeStateBackend,
-    RunClaim,
-    StoredRecord,
-    WriteRecord,
-)
+from .base import CurrentRecord, EnvelopeStateBackend, RunClaim, StoredRecord, WriteRecord
 from .memory import page
 
 __all__ = ["FileBackend"]
@@ -219,10 +213,7 @@ class FileBackend(_flock.FlockClaims, EnvelopeStateBackend):
                 root.subdirectory(_LOCKS, create=True) as locks, \
                 _flock.locked(locks, f"{run_id}.write"):
             if epoch is not None and self._read_epoch(locks, f"{run_id}{_EPOCH}") != epoch:
-                raise ClaimLostError(
-                    f"{self.describe(run_id)}: the save was refused: this worker's claim"
-                    f" (epoch {epoch}) is no longer the run's claim (another worker claimed"
-                    " the run since: was its lock file removed?); nothing was written")
+                raise _flock.fenced_out(self.describe(run_id), epoch)
             current = self._current(root, run_id)
             sealed = make(current)
             if current is not None:
@@ -320,7 +311,6 @@ class FileBackend(_flock.FlockClaims, EnvelopeStateBackend):
 
     async def _compact(self, run_id: str, make: WriteRecord) -> SealedRecord:
         return await asyncio.to_thread(self._compact_sync, run_id, make)
-
 
     # -- claim epochs (fencing) ------------------------------------------------------------
     # ``.locks/claims.counter`` counts the claims of the store (so an epoch is never given
@@ -444,5 +434,3 @@ class FileBackend(_flock.FlockClaims, EnvelopeStateBackend):
                 yield RunClaim(run_id, acquired_at=held.acquired_at, epoch=epoch)
             finally:
                 await asyncio.to_thread(self._drop_epoch, run_id, epoch)
-
-

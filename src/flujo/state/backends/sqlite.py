@@ -34,7 +34,6 @@ from typing import Any, Literal
 from flujo.exceptions import (
     BackendConfigError,
     BackendUnavailableError,
-    ClaimLostError,
     CorruptStateError,
     FutureVersionError,
 )
@@ -499,17 +498,13 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
             )
         return sealed
 
-
     def _fence(self, conn: sqlite3.Connection, run_id: str, epoch: int) -> None:
         """Refuse the write in progress (its transaction holds the database's write lock)
         unless ``epoch`` is still the run's claim epoch."""
         row = conn.execute(f'SELECT epoch FROM "{self.table}_claim_epochs" WHERE run_id = ?',
                            (run_id,)).fetchone()
         if row is None or int(row[0]) != epoch:
-            raise ClaimLostError(
-                f"{self.describe(run_id)}: the save was refused: this worker's claim (epoch"
-                f" {epoch}) is no longer the run's claim (another worker claimed the run"
-                " since: was its lock file removed?); nothing was written")
+            raise _flock.fenced_out(self.describe(run_id), epoch)
 
     def _next_epoch(self, run_id: str) -> int:
         """A new claim epoch for ``run_id``, greater than every epoch given before."""
@@ -677,5 +672,3 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
         async with self._claims.claim(run_id) as held:
             epoch = await asyncio.to_thread(self._next_epoch, run_id)
             yield RunClaim(run_id, acquired_at=held.acquired_at, epoch=epoch)
-
-
