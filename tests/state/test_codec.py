@@ -100,6 +100,23 @@ def test_every_codec_round_trips(compression: str, encrypted: bool) -> None:
     assert back == value.model_copy(update=stamps)
 
 
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_opening_a_record_leaves_its_envelope_as_stored(compression: str | None) -> None:
+    # Payloads parsed from a record's bytes are decoded without copies; a "json" record's
+    # payload is the envelope's own data, which the caller holds (StateRecord.envelope):
+    # decoding must leave it as it was.
+    codec = EnvelopeCodec(compression=compression)
+    value = state(items=[{"n": i, "tags": ["a", (1, 2)]} for i in range(20)],
+                  when={"at": datetime(2024, 5, 1, tzinfo=UTC)}, plain={"x": [1, 2]})
+    envelope = codec.parse(codec.seal(codec.encode_state(value), revision=1).raw, what="t")
+    stored = codec.to_bytes(envelope)
+    first, second = codec.open(envelope, what="t"), codec.open(envelope, what="t")
+    assert codec.to_bytes(envelope) == stored
+    assert first == second
+    assert first.pipeline_context["items"][3]["tags"][1] == (1, 2)
+    assert first.pipeline_context["plain"] is not second.pipeline_context["plain"]
+
+
 def test_aad_binds_header_fields() -> None:
     codec = EnvelopeCodec(encryption=Encryption.single(KEY, "k"))
     sealed = codec.seal(codec.encode_state(state(a=1)), revision=1)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import array
 import collections
 import dataclasses
 import datetime as dt
 import decimal
 import enum
+import ipaddress
 import subprocess
 import sys
 import uuid
@@ -222,6 +224,10 @@ DIFFERENT: list[tuple[Any, Any, str]] = [
     (Sloppy(decimal.Decimal("2.0")), Sloppy(decimal.Decimal("2")), r"^\$\.amount"),
     (Slotted(1, 2), Slotted(1, 2.0), r"^\$\.b: type int"),
     (b"a", bytearray(b"a"), r"type bytes != expected bytearray"),
+    (memoryview(b"ab").cast("B", [1, 2]), memoryview(b"ab"), r"^\$: <memory"),
+    (array.array("d", [NAN]), array.array("d", [0.0]), r"^\$: array\('d', \[nan\]\)"),
+    (array.array("i", [1]), array.array("l", [1]), r"^\$: array\('i'"),
+    ({10**5000: 1}, {10**5000: 2}, r"^\$\[<int: repr failed"),
 ]
 
 
@@ -243,6 +249,14 @@ def test_identical_values_pass() -> None:
     other: list[Any] = [1]
     other.append(other)
     assert_identical(loop, other)  # cycles terminate
+    # NaN in buffers; bound methods kept as attributes (a /31 network's ``hosts``)
+    assert_identical(memoryview(array.array("d", [NAN])), memoryview(array.array("d", [NAN])))
+    assert_identical(array.array("d", [NAN]), array.array("d", [NAN]))
+    assert_identical(ipaddress.ip_network("10.0.0.0/31"), ipaddress.ip_network("10.0.0.0/31"))
+    with pytest.raises(AssertionError, match=r"^\$\.hosts: "):
+        broken = ipaddress.ip_network("10.0.0.0/31")
+        broken.hosts = broken.__str__  # type: ignore[method-assign]
+        assert_identical(broken, ipaddress.ip_network("10.0.0.0/31"))
 
 
 def test_strict_json_check_names_the_path() -> None:

@@ -29,7 +29,6 @@ from typing import Any, Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
-import orjson
 from pydantic import BaseModel, Field, TypeAdapter, create_model
 
 __all__ = ["REALISTIC", "AgainstPydantic", "RealisticWorkload", "Scaling", "against_pydantic",
@@ -272,9 +271,10 @@ def _interleaved(calls: dict[str, Callable[[], Any]], target_s: float,
 
 def against_pydantic(name: str, records: int, *, target_s: float,
                      rounds: int) -> AgainstPydantic:
-    """flujo (``serialize_to_bytes``, ``orjson.loads`` + ``safe_deserialize``) beside
-    ``TypeAdapter(T).dump_json`` / ``validate_json`` on the workload ``name``."""
-    from ..serialization import safe_deserialize, serialize_to_bytes
+    """flujo (``serialize_to_bytes``, ``deserialize_from_json``: bytes to objects, as
+    pydantic's) beside ``TypeAdapter(T).dump_json`` / ``validate_json`` on the workload
+    ``name``."""
+    from ..serialization import deserialize_from_json, serialize_to_bytes
     from . import same
 
     workload = build_realistic(name, records)
@@ -284,13 +284,13 @@ def against_pydantic(name: str, records: int, *, target_s: float,
     theirs = adapter.dump_json(value)
     times = _interleaved({
         "flujo encode": lambda: serialize_to_bytes(value),
-        "flujo decode": lambda: safe_deserialize(orjson.loads(ours)),
+        "flujo decode": lambda: deserialize_from_json(ours),
         "pydantic encode": lambda: adapter.dump_json(value),
         "pydantic decode": lambda: adapter.validate_json(theirs),
     }, target_s, rounds)
     return AgainstPydantic(
         name, records, times["flujo encode"], times["flujo decode"], times["pydantic encode"],
-        times["pydantic decode"], same(safe_deserialize(orjson.loads(ours)), value),
+        times["pydantic decode"], same(deserialize_from_json(ours), value),
         same(adapter.validate_json(theirs), value), len(ours), len(theirs))
 
 
@@ -334,13 +334,13 @@ def scaling(name: str, small: int, large: int) -> Scaling:
     """Per-record encode and decode time of flujo at ``small`` and ``large`` records (the
     garbage collector on, as in an application), and the peak heap of one encode and one
     decode of flujo and of pydantic told the type at ``large``."""
-    from ..serialization import safe_deserialize, serialize_to_bytes
+    from ..serialization import deserialize_from_json, serialize_to_bytes
 
     def per_record(records: int, rounds: int) -> list[float]:
         value = build_realistic(name, records).value
         blob = serialize_to_bytes(value)
         return [_per_record(lambda: serialize_to_bytes(value), records, rounds),
-                _per_record(lambda: safe_deserialize(orjson.loads(blob)), records, rounds)]
+                _per_record(lambda: deserialize_from_json(blob), records, rounds)]
 
     times = per_record(small, 5) + per_record(large, 3)
     workload = build_realistic(name, large)
@@ -349,7 +349,7 @@ def scaling(name: str, small: int, large: int) -> Scaling:
     ours = serialize_to_bytes(value)
     theirs = adapter.dump_json(value)
     peaks = [_peak(lambda: serialize_to_bytes(value)),
-             _peak(lambda: safe_deserialize(orjson.loads(ours))),
+             _peak(lambda: deserialize_from_json(ours)),
              _peak(lambda: adapter.dump_json(value)),
              _peak(lambda: adapter.validate_json(theirs))]
     return Scaling(name, small, large, times[0], times[2], times[1], times[3], *peaks)
@@ -357,8 +357,8 @@ def scaling(name: str, small: int, large: int) -> Scaling:
 
 def render_realistic(rows: list[AgainstPydantic], scaled: Scaling | None) -> str:
     lines = ["### against pydantic told the exact type", "",
-             "Each ratio is flujo's time (`serialize_to_bytes` / `orjson.loads` + "
-             "`safe_deserialize`) over pydantic's (`TypeAdapter(T).dump_json` / "
+             "Each ratio is flujo's time (`serialize_to_bytes` / `deserialize_from_json`, "
+             "bytes to objects) over pydantic's (`TypeAdapter(T).dump_json` / "
              "`validate_json`), measured in interleaved rounds; \"types kept\" compares every "
              "value, its type, time zone, `model_fields_set` and extras with the original.", "",
              "| workload | records | flujo encode | flujo decode | pydantic encode | "

@@ -170,16 +170,20 @@ def merge_manifests(*manifests: Mapping[str, int]) -> dict[str, int]:
 
 
 def safe_deserialize(data: Any, *, registry: TypeRegistry | None = None,
-                     strict: bool = True) -> Any:
+                     strict: bool = True, copy: bool = True) -> Any:
     """Rebuild the value that :func:`safe_serialize` encoded, with its exact types.
 
     Tags written by older versions of a type are upgraded by its registered migrations.
     With ``strict=False`` a tag naming no known type is kept as it is (with an
     ``UnknownTypeWarning``) instead of raising UnknownTypeError. Nothing is imported but
     modules under the registry's trusted prefixes (``trust_modules``).
+
+    ``copy=False`` is for data parsed for this call alone (as :func:`deserialize_from_json`
+    does): the result is then built from ``data``'s own lists and dicts, which are changed
+    in place, instead of from copies of them; faster, and half the garbage to collect.
     """
     reg = registry or _GLOBAL
-    return run_decoder(reg.shared_decoder(strict), data)
+    return run_decoder(reg.shared_decoder(strict), data, not copy)
 
 
 # The json.dumps keywords serialize_to_json takes (earlier flujo passed its keywords on to
@@ -249,12 +253,14 @@ def serialize_to_json(obj: Any, *, mode: Literal["tagged", "json"] = "tagged",
 
 def deserialize_from_json(text: str | bytes, *, registry: TypeRegistry | None = None,
                           strict: bool = True) -> Any:
-    """Parse JSON text written by :func:`serialize_to_json` and decode it."""
+    """Parse JSON text written by :func:`serialize_to_json` (or the bytes of
+    :func:`serialize_to_bytes`) and decode it: :func:`safe_deserialize` of the parsed data,
+    which this call builds its result from instead of copying it."""
     try:
         data = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise SerializationError(f"not valid JSON: {exc}") from exc
-    return safe_deserialize(data, registry=registry, strict=strict)
+    return safe_deserialize(data, registry=registry, strict=strict, copy=False)
 
 
 def register_type(cls: type, **options: Any) -> TypeCodec:

@@ -993,8 +993,8 @@ def _repeats(seen: list[Any]) -> bool:
 class Decoder:
     """One decoding run over JSON data (dict/list/str/int/float/bool/None only)."""
 
-    __slots__ = ("anchors", "busy", "limit", "max_depth", "pending", "plans", "registry",
-                 "stateful", "strict", "text_readers")
+    __slots__ = ("anchors", "busy", "limit", "max_depth", "owned", "pending", "plans",
+                 "registry", "stateful", "strict", "text_readers")
 
     def __init__(self, registry: TypeRegistry, *, strict: bool, max_depth: int) -> None:
         self.registry = registry
@@ -1012,6 +1012,12 @@ class Decoder:
         self.busy = False
         self.anchors: list[Any] = []
         self.pending = 0
+        # Whether this run may build its result out of the data's own lists and dicts
+        # (``run_decoder(..., owned=True)``): data parsed for this call alone, which nobody
+        # else holds. A plain list or dict is then kept, with what it holds decoded in place,
+        # instead of copied: decoding a parsed document allocates only the decoded objects
+        # (and the garbage collector has half as many containers to walk).
+        self.owned = False
 
     def fresh(self) -> Decoder:
         return Decoder(self.registry, strict=self.strict, max_depth=self.max_depth)
@@ -1063,6 +1069,8 @@ class Decoder:
         if owner and type(data) is not dict:
             raise DeserializationError(
                 f"{owner}: expected an object of fields, got {_preview(data)}")
+        if self.owned:
+            return self.decode_object_in_place(data, depth)
         out: dict[str, Any] = {}
         key: Any = None
         try:
@@ -1084,6 +1092,8 @@ class Decoder:
         return out
 
     def decode_items(self, data: list[Any], depth: int) -> list[Any]:
+        if self.owned:
+            return self.decode_items_in_place(data, depth)
         items: list[Any] = []
         try:
             for item in data:
@@ -1098,6 +1108,55 @@ class Decoder:
             _note(exc, f"[{len(items)}]", None)
             raise
         return items
+
+    def decode_object_in_place(self, data: dict[str, Any], depth: int) -> dict[str, Any]:
+        """``decode_object`` of owned data: ``data`` itself, each value that decodes to
+        another object replaced (after the walk: a dict may not change while iterated)."""
+        replaced: list[Any] = []  # keys and their new values, alternately
+        key: Any = None
+        try:
+            for key, value in data.items():
+                if type(key) is not str:
+                    raise DeserializationError(
+                        f"object keys must be strings in JSON data, got {key!r}"
+                    )
+                tv = type(value)
+                if tv is str or tv is int or tv is bool or value is None or tv is float:
+                    continue
+                if tv is dict and TAG in value:
+                    replaced.append(key)
+                    replaced.append(self.decode_tagged(value, depth))
+                else:
+                    decoded = self.decode(value, depth)
+                    if decoded is not value:
+                        replaced.append(key)
+                        replaced.append(decoded)
+        except SerializationError as exc:
+            _note(exc, key_segment(key), None)
+            raise
+        for i in range(0, len(replaced), 2):
+            data[replaced[i]] = replaced[i + 1]
+        return data
+
+    def decode_items_in_place(self, data: list[Any], depth: int) -> list[Any]:
+        """``decode_items`` of owned data: ``data`` itself, its items decoded in place."""
+        i = 0
+        try:
+            for i in range(len(data)):
+                item = data[i]
+                ti = type(item)
+                if ti is str or ti is int or ti is bool or item is None or ti is float:
+                    continue
+                if ti is dict and TAG in item:
+                    data[i] = self.decode_tagged(item, depth)
+                else:
+                    decoded = self.decode(item, depth)
+                    if decoded is not item:
+                        data[i] = decoded
+        except SerializationError as exc:
+            _note(exc, f"[{i}]", None)
+            raise
+        return data
 
     def decode_pairs(self, data: list[Any], depth: int, what: str) -> list[tuple[Any, Any]]:
         """Decode ``[[key, value], ...]`` (see ``Encoder.encode_pairs``).
@@ -1211,10 +1270,13 @@ class Decoder:
         return obj
 
 
-def run_decoder(decoder: Decoder, data: Any) -> Any:
+def run_decoder(decoder: Decoder, data: Any, owned: bool = False) -> Any:
+    """Decode ``data``; with ``owned``, data parsed for this call alone, which the result
+    may be built from (see ``Decoder.owned``)."""
     if decoder.busy:  # called again from inside a run (a custom deserializer's own call)
         decoder = decoder.fresh()
     decoder.busy = True
+    decoder.owned = owned
     try:
         return decoder.decode(data, 0)
     except SerializationError as exc:
@@ -1225,6 +1287,7 @@ def run_decoder(decoder: Decoder, data: Any) -> Any:
         if decoder.anchors:
             decoder.anchors = []
         decoder.pending = 0
+        decoder.owned = False
         decoder.busy = False
 
 

@@ -580,8 +580,12 @@ class EnvelopeCodec:
         self.check_versions(head, what=what)
         payload, history_docs = self._documents(chain, what=what)
         tip: ChainTip | None = None
+        # Documents parsed from the records' bytes for this call alone are decoded without
+        # copies; a "json" record's payload is the envelope's own data (the caller holds the
+        # head envelope), and the history documents are kept by the tip: those are copied.
+        parsed = not any(envelope.codec == "json" for envelope in chain)
         if history_docs is None:  # a version 1 record: one document
-            fields = self._decode(payload, what=what)
+            fields = self._decode(payload, what=what, copy=not parsed)
             if not isinstance(fields, dict):
                 raise CorruptStateError(
                     f"{what}: the payload decodes to {type(fields).__name__}, expected a dict")
@@ -591,7 +595,7 @@ class EnvelopeCodec:
         else:
             fields_doc = payload
             fields_json = dumps(fields_doc)  # before decoding, which may share its lists
-            fields = self._decode(fields_doc, what=what)
+            fields = self._decode(fields_doc, what=what, copy=not parsed)
             if not isinstance(fields, dict):
                 raise CorruptStateError(
                     f"{what}: the fields decode to {type(fields).__name__}, expected a dict")
@@ -624,9 +628,11 @@ class EnvelopeCodec:
             )
         return state, tip
 
-    def _decode(self, data: Any, *, what: str) -> Any:
+    def _decode(self, data: Any, *, what: str, copy: bool = True) -> Any:
+        """``safe_deserialize`` of ``data``, its errors as the state's; ``copy=False`` for
+        documents nothing else holds (the result is built from them)."""
         try:
-            return safe_deserialize(data, registry=self.registry)
+            return safe_deserialize(data, registry=self.registry, copy=copy)
         except DeserializationError as exc:
             if type(exc) is DeserializationError:  # malformed data, or a deserializer failed
                 raise CorruptStateError(f"{what}: the payload cannot be decoded: {exc}") from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import collections
 import dataclasses
 import datetime as dt
@@ -10,6 +11,7 @@ import enum
 import functools
 import math
 import pathlib
+import types
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -48,7 +50,7 @@ def _segment(key: Any) -> str:
     """A path step, written the way flujo's error paths are (``.name``, ``['a b']``, ``[1]``)."""
     if isinstance(key, str) and key.isidentifier():
         return f".{key}"
-    return f"[{key!r}]"
+    return f"[{_short(key)}]"  # (repr may fail: an int of more than 4,300 digits)
 
 
 def _describe_key(key: Any) -> str:
@@ -146,6 +148,12 @@ def _attributes(obj: Any) -> dict[str, Any] | None:
     return state if found else None
 
 
+def _buffer_identity(value: memoryview | array.array[Any]) -> tuple[Any, ...]:
+    if isinstance(value, memoryview):
+        return value.format, value.shape, value.readonly, value.tobytes()
+    return value.typecode, value.tobytes()
+
+
 class _Comparer:
     def __init__(self) -> None:
         self._active: set[tuple[int, int]] = set()  # container pairs being compared (cycles)
@@ -175,6 +183,10 @@ class _Comparer:
             return None
         if type(expected).__module__ == "numpy" and hasattr(expected, "dtype"):
             return _numpy_diff(actual, expected, path)
+        if isinstance(expected, memoryview | array.array):  # by their bytes: NaN is NaN
+            if _buffer_identity(actual) != _buffer_identity(expected):
+                return f"{path}: {_short(actual)} != expected {_short(expected)}"
+            return None
         if isinstance(expected, _PLAIN) and not hasattr(expected, "__dict__"):
             if actual != expected:
                 return f"{path}: {_short(actual)} != expected {_short(expected)}"
@@ -189,6 +201,12 @@ class _Comparer:
             self._active.discard(key)
 
     def _diff_container(self, actual: Any, expected: Any, path: str) -> str | None:
+        if isinstance(expected, types.MethodType):
+            # A bound method kept as an attribute (ipaddress's /31 and /32 networks set
+            # ``hosts = self.__iter__``): the same function, bound to corresponding objects.
+            if actual.__func__ is not expected.__func__:
+                return f"{path}: {_short(actual)} != expected {_short(expected)}"
+            return self.diff(actual.__self__, expected.__self__, f"{path}.__self__")
         if isinstance(expected, BaseModel):
             return self._diff_model(actual, expected, path)
         if dataclasses.is_dataclass(expected) and not isinstance(expected, type):
