@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
 
-from flujo.cli import main
+from flujo.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,3 +70,79 @@ def test_demo_survives_a_killed_child_and_restores_every_type(tmp_path: Path) ->
     assert "every value came back with its type" in out
     assert "BAD" not in result.stdout
     assert (tmp_path / "flujo-demo.db").exists()
+
+
+def _subparsers(parser: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, Any]]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _subparsers(sub, f"{path} {name}")
+        else:
+            yield path, action
+
+
+def test_every_option_and_argument_has_help() -> None:
+    missing = [f"{path} {action.option_strings or action.dest}"
+               for path, action in _subparsers(build_parser(), "flujo")
+               if action.dest != "help" and not action.help]
+    assert missing == []
+
+
+def test_top_level_help_is_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert "``" not in out and "flujo state" in out and "--version" in out
+
+
+def test_version_says_which_core_runs() -> None:
+    import flujo
+
+    for pure in ("", "1"):
+        result = subprocess.run(
+            [sys.executable, "-m", "flujo.cli", "--version"], capture_output=True, text=True,
+            timeout=60, check=False, env={**os.environ, "FLUJO_PURE_PYTHON": pure})
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith(f"flujo {flujo.__version__} (Python 3.")
+        assert ("pure-Python core" in result.stdout) == bool(pure)
+
+
+_APP = '''
+from pydantic import BaseModel
+
+class Ticket(BaseModel):
+    title: str
+'''
+
+
+def _flujo_script(cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """The CLI as its console script runs it: ``-P`` puts no current directory on the path
+    (the script's own entry is its bin folder)."""
+    code = f"import sys; from flujo.cli import main; sys.exit(main({list(argv)!r}))"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(REPO / "src")
+    return subprocess.run([sys.executable, "-P", "-c", code], cwd=cwd, capture_output=True,
+                          text=True, timeout=120, check=False, env=env)
+
+
+def test_module_beside_the_current_directory_is_found(tmp_path: Path) -> None:
+    (tmp_path / "opsapp.py").write_text(_APP)
+    result = _flujo_script(tmp_path, "schema", "docs", "--module", "opsapp", "--out", "pages")
+    assert result.returncode == 0, result.stderr
+    assert any("Ticket" in p.name for p in (tmp_path / "pages").iterdir())
+
+
+@pytest.mark.parametrize("command", [["schema", "export", "--out", "x"],
+                                     ["state", "ls", "--store", "sqlite:///runs.db"]])
+def test_a_module_that_cannot_be_imported_is_a_usage_error(tmp_path: Path,
+                                                           command: list[str]) -> None:
+    result = _flujo_script(tmp_path, *command, "--module", "no_such_app")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "cannot import module 'no_such_app'" in result.stderr
+    assert f"the current directory, {tmp_path}" in result.stderr
+    broken = tmp_path / "broken_app.py"
+    broken.write_text("import no_such_dependency\n")
+    result = _flujo_script(tmp_path, *command, "--module", "broken_app")
+    assert result.returncode == 2 and "no_such_dependency" in result.stderr
+    assert "current directory" not in result.stderr  # the module was found; its import failed

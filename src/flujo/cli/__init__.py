@@ -26,11 +26,9 @@ __all__ = ["main"]
 
 
 def _load_types(modules: Sequence[str]) -> list[type]:
-    """Import the application's modules (named by the operator, never by stored data)."""
-    try:
-        imported = import_application_modules(modules)
-    except _UsageError as exc:
-        raise SystemExit(f"flujo: {exc}") from exc
+    """Import the application's modules (named by the operator, never by stored data); a
+    module that cannot be imported is a usage error (exit 2), as under ``flujo state``."""
+    imported = import_application_modules(modules)
     types: list[type] = []
     for module in imported:
         types.extend(v for v in vars(module).values()
@@ -105,8 +103,49 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.dir))
 
 
+_DESCRIPTION = """\
+flujo: durable, resumable pipelines whose stored state keeps its Python types.
+
+  flujo demo                        run a small pipeline, store it, read it back
+  flujo schema export|check|docs    JSON Schemas of the stored types, compatibility
+  flujo state ...                   look at, fix and maintain a state store
+
+Application types come from the modules named by --module (repeatable) or listed once in
+./pyproject.toml ([tool.flujo] modules = [...]); the current directory is searched first.
+Stored data never names a module to import."""
+
+_MODULE_HELP = ("import this application module first, so its types are registered"
+                " (repeatable; default: [tool.flujo] modules of ./pyproject.toml)")
+
+
+def version_text() -> str:
+    """``flujo --version``: the release, the Python, and which form of the serialization
+    core runs (the compiled one a normal install builds, or the pure-Python fallback)."""
+    from .. import __version__
+    from ..serialization import compiled_modules
+
+    compiled = compiled_modules()
+    core = (f"compiled core: {len(compiled)} modules" if compiled else
+            "pure-Python core: nothing compiled, slower; reinstall with a C compiler")
+    return (f"flujo {__version__} (Python {sys.version_info.major}.{sys.version_info.minor},"
+            f" {core})")
+
+
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the version and whether the compiled core runs, and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        print(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flujo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="flujo", description=_DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=_VersionAction)
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="persist typed state, read it back, show the types")
     demo.add_argument("--dir", default=".", help="where the demo's state store goes")
@@ -114,26 +153,34 @@ def build_parser() -> argparse.ArgumentParser:
     schema = commands.add_parser("schema", help="JSON Schemas of the persisted formats")
     schema_commands = schema.add_subparsers(dest="schema_command", required=True)
     export = schema_commands.add_parser("export", help="write the schemas into a folder")
-    export.add_argument("--out", default="schemas")
+    export.add_argument("--out", default="schemas",
+                        help="the folder to write the schemas into (default: %(default)s)")
     export.add_argument("--module", action="append", default=[],
-                        help="import this module and export the types it defines (repeatable)")
+                        help="import this module and export the types it defines (repeatable;"
+                        " default: [tool.flujo] modules of ./pyproject.toml)")
     export.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 if the folder is out of date")
     export.set_defaults(handler=_cmd_schema_export)
     check = schema_commands.add_parser(
         "check", help="compare the code's schemas with a committed folder; exit 1 if breaking")
     check.add_argument("--against", default="schemas", help="the committed schemas folder")
-    check.add_argument("--mode", default="backward", choices=MODES)
-    check.add_argument("--format", default="text", choices=("text", "json"))
-    check.add_argument("--module", action="append", default=[])
+    check.add_argument("--mode", default="backward", choices=MODES,
+                       help="which readers must keep working: backward (new code reads old"
+                       " data), forward (old code reads new data), full (both); *-transitive"
+                       " against every committed version, not only the last (default:"
+                       " %(default)s)")
+    check.add_argument("--format", default="text", choices=("text", "json"),
+                       help="text for people, json for tools (default: %(default)s)")
+    check.add_argument("--module", action="append", default=[], help=_MODULE_HELP)
     check.add_argument("-v", "--verbose", action="store_true", help="also list compatible changes")
     check.set_defaults(handler=_cmd_schema_check)
     docs = schema_commands.add_parser("docs", help="Markdown pages for every stored type")
-    docs.add_argument("--out", default="docs/types")
+    docs.add_argument("--out", default="docs/types",
+                      help="the folder to write the pages into (default: %(default)s)")
     docs.add_argument("--schema-base", default="../schemas",
                       help="link prefix from the pages to the schemas folder")
     docs.add_argument("--html", help="also write one self-contained HTML page here")
-    docs.add_argument("--module", action="append", default=[])
+    docs.add_argument("--module", action="append", default=[], help=_MODULE_HELP)
     docs.add_argument("--check", action="store_true",
                       help="write nothing; exit 1 if the pages are out of date")
     docs.set_defaults(handler=_cmd_schema_docs)
@@ -145,6 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.handler(args)
+    except _UsageError as exc:
+        print(f"flujo: {visible(str(exc))}", file=sys.stderr)
+        return 2
     except FlujoError as exc:
         print(f"flujo: {type(exc).__name__}: {visible(str(exc))}", file=sys.stderr)
         return 2

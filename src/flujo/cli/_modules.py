@@ -5,13 +5,16 @@ The operator names them (``--module NAME``, repeatable) or lists them once in ``
     [tool.flujo]
     modules = ["myapp.models"]
 
-Stored data never names a module to import. Used by ``flujo schema`` and ``flujo state``.
+Stored data never names a module to import. Used by ``flujo schema`` and ``flujo state``. The
+current directory is searched first, as ``python -m`` searches it.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import ModuleType
 
 from ..exceptions import RegistrationError
@@ -40,11 +43,28 @@ def import_application_modules(names: Sequence[str]) -> list[ModuleType]:
     imported (an import error, or the module's own code failing).
     """
     modules: list[ModuleType] = []
-    for name in names or configured_modules():
+    wanted = list(names or configured_modules())
+    if wanted:
+        _current_directory_on_path()
+    for name in wanted:
         try:
             modules.append(importlib.import_module(name))
         except (Exception, SystemExit) as exc:  # an import error, or the module's own code
+            hint = ""
+            if isinstance(exc, ModuleNotFoundError) and exc.name is not None and (
+                    name == exc.name or name.startswith(exc.name + ".")):
+                hint = (f" (looked in the current directory, {Path.cwd()}, and the installed"
+                        " packages: run flujo from the folder that holds it, or install it)")
             raise _UsageError(
-                f"cannot import module {name!r}: {type(exc).__name__}: {exc}"
+                f"cannot import module {name!r}: {type(exc).__name__}: {exc}{hint}"
             ) from exc
     return modules
+
+
+def _current_directory_on_path() -> None:
+    """Put the current directory first on ``sys.path``, as ``python -m``, alembic and uvicorn
+    do: ``--module opsapp`` finds ``./opsapp.py``. (The ``flujo`` script's own path entry is
+    its ``bin`` folder, where no application lives.)"""
+    here = str(Path.cwd())
+    if not any(entry in ("", ".", here) for entry in sys.path):
+        sys.path.insert(0, here)

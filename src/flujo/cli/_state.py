@@ -145,7 +145,7 @@ def add_state_commands(
         return parser
 
     ls = add("ls", "list runs, most recently updated first", _ls)
-    ls.add_argument("--status", choices=_STATUSES)
+    ls.add_argument("--status", choices=_STATUSES, help="only runs in this status")
     ls.add_argument("--pipeline", metavar="NAME", help="only runs of this pipeline")
     ls.add_argument("--limit", type=_non_negative, default=50, help="at most N runs (default 50)")
     ls.add_argument("--all", dest="limit", action="store_const", const=None,
@@ -156,7 +156,7 @@ def add_state_commands(
     ls.add_argument("--no-header", action="store_true", help="tsv: no header line")
 
     show = add("show", "print a run's decoded state", _show)
-    show.add_argument("run_id", metavar="RUN_ID")
+    show.add_argument("run_id", metavar="RUN_ID", help="the run to show")
     mode = show.add_mutually_exclusive_group()
     mode.add_argument("--raw", action="store_true",
                       help="the stored envelope as JSON (nothing decoded or decrypted)")
@@ -165,14 +165,14 @@ def add_state_commands(
     show_options(show)
 
     history = add("history", "list a run's checkpoints (one per save), oldest first", _history)
-    history.add_argument("run_id", metavar="RUN_ID")
+    history.add_argument("run_id", metavar="RUN_ID", help="the run whose checkpoints to list")
     history.add_argument("--format", choices=("auto", "table", "tsv", "json"), default="auto",
                          help="auto: a table on a terminal, tab-separated when piped")
     history.add_argument("--no-header", action="store_true", help="tsv: no header line")
 
     fork = add("fork", "start a new run from a checkpoint of a run (its remaining steps run"
                        " when it is run by its id)", _fork)
-    fork.add_argument("run_id", metavar="RUN_ID")
+    fork.add_argument("run_id", metavar="RUN_ID", help="the run to fork")
     at = fork.add_mutually_exclusive_group()
     at.add_argument("--at", metavar="STEP",
                     help="fork from the state right after this step (a name, or an index from"
@@ -198,8 +198,8 @@ def add_state_commands(
     export = add("export", "write runs as JSON lines (one stored envelope per line)", _export)
     export.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="default: every run")
     export.add_argument("-o", "--out", metavar="FILE", help="default: stdout")
-    export.add_argument("--status", choices=_STATUSES)
-    export.add_argument("--pipeline", metavar="NAME")
+    export.add_argument("--status", choices=_STATUSES, help="only runs in this status")
+    export.add_argument("--pipeline", metavar="NAME", help="only runs of this pipeline")
     export.add_argument("--skip-damaged", action="store_true",
                         help="export the other runs when a record is damaged")
 
@@ -214,12 +214,12 @@ def add_state_commands(
                          help="like --dry-run; exit 1 if any run needs rewriting")
 
     resume = add("resume", "answer a paused run (validated against its input model)", _resume)
-    resume.add_argument("run_id", metavar="RUN_ID")
+    resume.add_argument("run_id", metavar="RUN_ID", help="the paused run to resume")
     resume.add_argument("--input", required=True, metavar="FILE",
                         help="the answer as a JSON object ('-' for stdin)")
 
     cancel = add("cancel", "cancel a run (a running one stops at its next step)", _cancel)
-    cancel.add_argument("run_id", metavar="RUN_ID")
+    cancel.add_argument("run_id", metavar="RUN_ID", help="the run to cancel")
 
     recover = add("recover", "find running runs nobody executes (a worker died, a message"
                              " was lost) and send them to workers again", _recover)
@@ -238,7 +238,7 @@ def add_state_commands(
                               " one object per line")
 
     delete = add("delete", "delete runs", _delete)
-    delete.add_argument("run_ids", nargs="+", metavar="RUN_ID")
+    delete.add_argument("run_ids", nargs="+", metavar="RUN_ID", help="the runs to delete")
     delete.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
 
 
