@@ -47,7 +47,7 @@ from flujo.cli._state import (
     add_state_commands,
     redact_uri,
 )
-from flujo.exceptions import StateConflictError
+from flujo.exceptions import BackendConfigError, StateConflictError
 from flujo.serialization import TypeRegistry
 from flujo.state import (
     Encryption,
@@ -725,9 +725,9 @@ def test_migrate_reports_progress_and_stops_at_the_first_failure_when_supported(
     ticks: list[tuple[int, int]] = []
 
     async def extended(backend: Any, *, dry_run: bool = False, stop_on_failure: bool = False,
-                       progress: Any = None) -> MigrationReport:
+                       progress: Any = None, report: Any = None) -> MigrationReport:
         calls.append({"dry_run": dry_run, "stop_on_failure": stop_on_failure})
-        report = await migrate_all(backend, dry_run=dry_run)
+        report = await migrate_all(backend, dry_run=dry_run, report=report)
         for done in range(1, report.scanned + 1):
             progress(done, report.scanned)
             ticks.append((done, report.scanned))
@@ -749,6 +749,45 @@ def test_migrate_reports_progress_and_stops_at_the_first_failure_when_supported(
     assert "stopped at the first failure, 1 run(s) not examined" in result.err
 
 
+def test_an_interrupted_migrate_says_which_runs_it_rewrote(
+        cli: Any, tmp_path: Path, request: pytest.FixtureRequest,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async def interrupted(backend: Any, **options: Any) -> MigrationReport:
+        def stop_after_the_first(done: int, total: int) -> None:
+            if not options["dry_run"]:
+                raise KeyboardInterrupt  # Ctrl-C while the second run is next
+        return await migrate_all(backend, **{**options, "progress": stop_after_the_first})
+
+    store = make_store("sqlite", tmp_path, request)
+    store.save(sample_state("r1"), sample_state("r2"), sample_state("r3"))
+    monkeypatch.setattr(_state_write, "migrate_all", interrupted)
+    result = cli("migrate", "--compression", "zlib", store=store)
+    assert result.code == 130, result.err
+    assert [row[0] for row in tsv(result.out)] == ["r1"]
+    assert "interrupted: 1 run(s) rewritten before it stopped (listed above)" in result.err
+    monkeypatch.setattr(_state_write, "migrate_all", migrate_all)
+    again = cli("migrate", "--compression", "zlib", "--dry-run", store=store)
+    assert sorted(row[0] for row in tsv(again.out)) == ["r2", "r3"]
+    done = cli("migrate", "--compression", "zlib", store=store)
+    assert done.code == EXIT_OK
+    nothing = cli("migrate", "--compression", "zlib", store=store)
+    assert (nothing.code, nothing.out) == (EXIT_OK, "")
+    assert "scanned 3 run(s): all up to date, nothing to rewrite" in nothing.err
+    assert "would" not in nothing.err
+
+
+def test_migrate_all_refuses_a_used_report(tmp_path: Path,
+                                           request: pytest.FixtureRequest) -> None:
+    store = make_store("sqlite", tmp_path, request)
+    store.save(sample_state("r1"))
+    for used in (MigrationReport(dry_run=True, scanned=1), MigrationReport(dry_run=False)):
+        with pytest.raises(BackendConfigError, match="takes a new MigrationReport"):
+            store.run(lambda backend, used=used: migrate_all(backend, dry_run=True, report=used))
+    report = MigrationReport(dry_run=True)
+    assert store.run(lambda backend: migrate_all(backend, dry_run=True, report=report)) is report
+    assert report.scanned == 1
+
+
 def test_progress_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch,
                                     capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(_output, "_is_tty", lambda stream: True)
@@ -757,6 +796,11 @@ def test_progress_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch,
         bar.update(1, 4)
         bar.advance()
         assert bar._bar.tasks[0].completed == 2 and bar._bar.tasks[0].total == 4
+        assert any(type(c).__name__ == "MofNCompleteColumn" for c in bar._bar.columns)
+    with _output._Progress("importing", 3_000_000, in_bytes=True) as bar:
+        bar.advance(1_500_000)
+        [column] = [c for c in bar._bar.columns if type(c).__name__ == "DownloadColumn"]
+        assert "/3.0 MB" in str(column.render(bar._bar.tasks[0]))
     monkeypatch.setattr(_output, "_is_tty", lambda stream: False)
     with _output._Progress("checking", 3) as bar:
         assert bar._bar is None
@@ -788,6 +832,10 @@ def test_delete_asks_on_a_terminal(cli: Any, tmp_path: Path, request: pytest.Fix
     monkeypatch.setattr(_output, "_is_tty", lambda stream: stream is sys.stdin)
     monkeypatch.setattr(sys, "stdin", io.StringIO("n\n"))
     assert cli("delete", "r1", store=store).code == EXIT_NOT_FOUND
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # Ctrl-D: end of input, a no
+    result = cli("delete", "r1", store=store)
+    assert (result.code, result.err.strip()) == (EXIT_NOT_FOUND, "flujo state: nothing deleted")
+    assert store.ids() == ["r1"]
     monkeypatch.setattr(sys, "stdin", io.StringIO("y\n"))
     assert cli("delete", "r1", store=store).code == EXIT_OK
     assert store.ids() == []

@@ -102,6 +102,17 @@ def _is_tty(stream: IO[str]) -> bool:
         return False
 
 
+def confirmed(question: str) -> bool:
+    """Ask ``question`` (already made visible) on the terminal; True only for y or yes. End
+    of input (Ctrl-D) is a no, on a line of its own, not a traceback."""
+    try:
+        answer = input(question + " [y/N] ")
+    except EOFError:
+        print(file=sys.stderr)  # the shell's prompt goes on a line of its own
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
 def _rich_available() -> bool:
     try:
         import rich  # noqa: F401
@@ -176,11 +187,13 @@ def _not_found(run_id: str) -> int:
 
 
 class _Progress:
-    """A progress bar on stderr when a person is watching it; silent otherwise."""
+    """A progress bar on stderr when a person is watching it; silent otherwise. It counts
+    runs, or with ``in_bytes`` bytes read, shown with their unit (``1.2/3.4 MB``)."""
 
-    def __init__(self, label: str, total: int | None) -> None:
+    def __init__(self, label: str, total: int | None, *, in_bytes: bool = False) -> None:
         self.label = label
         self.total = total
+        self.in_bytes = in_bytes
         self._bar: Any = None
         self._task: Any = None
 
@@ -189,6 +202,7 @@ class _Progress:
             from rich.console import Console
             from rich.progress import (
                 BarColumn,
+                DownloadColumn,
                 MofNCompleteColumn,
                 Progress,
                 SpinnerColumn,
@@ -200,7 +214,7 @@ class _Progress:
                 SpinnerColumn(),
                 TextColumn("{task.description}"),
                 BarColumn(),
-                MofNCompleteColumn(),
+                DownloadColumn() if self.in_bytes else MofNCompleteColumn(),
                 TimeRemainingColumn(),
                 console=Console(file=sys.stderr),
                 transient=True,

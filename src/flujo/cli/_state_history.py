@@ -230,12 +230,8 @@ def _confirm(preview: _state.PruneReport) -> bool:
                           " --dry-run to see what would go)")
     runs = preview.compacted or preview.deleted
     what = "compact the history of" if preview.compacted else "delete"
-    try:
-        answer = input(visible(f"{what} {len(runs)} run(s) ({preview.records_removed}"
-                               f" record(s), {preview.bytes_removed:,} bytes)?") + " [y/N] ")
-    except EOFError:
-        answer = ""
-    return answer.strip().lower() in ("y", "yes")
+    return _output.confirmed(visible(f"{what} {len(runs)} run(s) ({preview.records_removed}"
+                                     f" record(s), {preview.bytes_removed:,} bytes)?"))
 
 
 def show_options(show: argparse.ArgumentParser) -> None:

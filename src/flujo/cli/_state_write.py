@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import os
 import sys
 from collections.abc import Iterator
-from typing import Any
 
 from ..exceptions import CorruptStateError, FlujoError, InvalidRunIdError, StateConflictError
 from ..state import EnvelopeStateBackend, MigrationReport, migrate_all, validate_run_id
@@ -75,7 +73,8 @@ async def _import(args: argparse.Namespace) -> int:
     source = "stdin" if args.file == "-" else args.file
     async with _open_store(args, must_exist=False) as backend:
         present = set(await backend.list_run_ids()) if args.dry_run else set()
-        with _input_lines(args.file) as (lines, size), _Progress("importing", size) as bar:
+        with _input_lines(args.file) as (lines, size), _Progress("importing", size,
+                                                                   in_bytes=True) as bar:
             try:
                 for number, line in enumerate(lines, 1):
                     bar.advance(len(line))
@@ -105,17 +104,21 @@ async def _import(args: argparse.Namespace) -> int:
 async def _run_migrate_all(
     backend: EnvelopeStateBackend, *, dry_run: bool, stop_on_failure: bool, label: str
 ) -> MigrationReport:
-    """``migrate_all`` with a progress bar, stopping at the first failure when asked.
-
-    Uses ``progress=`` / ``stop_on_failure=`` when this flujo's ``migrate_all`` has them;
-    otherwise shows a spinner and (for the write pass) relies on the dry-run pass before it.
-    """
-    params = inspect.signature(migrate_all).parameters
-    with _Progress(label, None) as bar:
-        if "progress" in params and "stop_on_failure" in params:
-            extra: dict[str, Any] = {"progress": bar.update, "stop_on_failure": stop_on_failure}
-            return await migrate_all(backend, dry_run=dry_run, **extra)
-        return await migrate_all(backend, dry_run=dry_run)
+    """``migrate_all`` with a progress bar, stopping at the first failure when asked. When a
+    writing pass is interrupted (Ctrl-C, a lost store), it says which runs were rewritten
+    before it stopped."""
+    report = MigrationReport(dry_run=dry_run)
+    try:
+        with _Progress(label, None) as bar:
+            return await migrate_all(backend, dry_run=dry_run, stop_on_failure=stop_on_failure,
+                                     progress=bar.update, report=report)
+    except BaseException:  # (Ctrl-C is a cancellation inside asyncio.run)
+        if not dry_run:
+            _print_report(report)
+            _err(f"interrupted: {len(report.changed)} run(s) rewritten before it stopped"
+                 + (" (listed above)" if report.changed else "")
+                 + "; the others are as they were: run migrate again for the rest")
+        raise
 
 
 def _print_report(report: MigrationReport) -> None:
@@ -189,7 +192,7 @@ async def _migrate(args: argparse.Namespace) -> int:
         if dry_run:
             return EXIT_NOT_FOUND if args.check and plan.changed else EXIT_OK
         if not plan.changed:
-            _print_report(plan)
+            _err(f"scanned {plan.scanned} run(s): all up to date, nothing to rewrite")
             return EXIT_OK
         report = await _run_migrate_all(backend, dry_run=False, stop_on_failure=True,
                                         label="migrating")
@@ -205,9 +208,8 @@ async def _delete(args: argparse.Namespace) -> int:
     if not args.yes:
         if not _output._is_tty(sys.stdin):  # via the module: the one place to stub it
             raise _UsageError("refusing to delete without confirmation: pass --yes")
-        answer = input(visible(f"delete {len(args.run_ids)} run(s): {', '.join(args.run_ids)}?")
-                       + " [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
+        if not _output.confirmed(
+                visible(f"delete {len(args.run_ids)} run(s): {', '.join(args.run_ids)}?")):
             _err("nothing deleted")
             return EXIT_NOT_FOUND
     missing = 0

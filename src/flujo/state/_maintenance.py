@@ -65,7 +65,7 @@ class MigrationReport:
 
 async def migrate_all(
     backend: StateBackend, *, dry_run: bool = False, stop_on_failure: bool = False,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None, report: MigrationReport | None = None,
 ) -> MigrationReport:
     """Bring every stored envelope to the current versions.
 
@@ -79,14 +79,20 @@ async def migrate_all(
 
     ``stop_on_failure=True`` stops at the first failed run: the runs after it are neither read
     nor written, and are listed in ``report.skipped``. ``progress(done, total)`` is called
-    after each run has been examined.
+    after each run has been examined. ``report``, an empty ``MigrationReport(dry_run=...)``
+    of the caller's, is filled as the runs are examined and returned: when the migration is
+    interrupted (cancelled, Ctrl-C), it still tells which runs were rewritten.
     """
     if not isinstance(backend, EnvelopeStateBackend):
         raise BackendConfigError(
             "migrate_all needs a backend built on EnvelopeStateBackend,"
             f" got {type(backend).__name__}"
         )
-    report = MigrationReport(dry_run=dry_run)
+    if report is None:
+        report = MigrationReport(dry_run=dry_run)
+    elif report.dry_run != dry_run or report.scanned or report.changed or report.failed:
+        raise BackendConfigError(f"migrate_all(report=...) takes a new MigrationReport with"
+                                 f" dry_run={dry_run}, got {report!r:.200}")
     run_ids = await backend.list_run_ids()
     for done, run_id in enumerate(run_ids, 1):
         await _migrate_one(backend, run_id, report)
