@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 import sqlite3
 import stat
 import uuid
@@ -25,6 +27,7 @@ from flujo.state import (
     PostgresBackend,
     SQLiteBackend,
     WorkflowState,
+    backend_from_uri,
 )
 from flujo.state._jsonio import dumps
 from flujo.state.backends.postgres import POSTGRES_SCHEMA_VERSION
@@ -162,7 +165,8 @@ async def test_file_ignores_leftovers_of_a_crashed_write(tmp_path: Path) -> None
 
 async def test_file_survives_removal_of_its_lock_directory(tmp_path: Path) -> None:
     backend = FileBackend(tmp_path)
-    (tmp_path / ".locks").rmdir()
+    await backend.save_state("r", state("r"))
+    shutil.rmtree(tmp_path / ".locks")
     await backend.save_state("r", state("r"))
     async with backend.claim("r"):
         pass
@@ -179,11 +183,32 @@ async def test_file_claims_span_backend_instances(tmp_path: Path) -> None:
         pass
 
 
-def test_file_unusable_directory(tmp_path: Path) -> None:
+async def test_file_unusable_directory(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
+    backend = FileBackend(blocker / "state")  # constructing touches nothing
     with pytest.raises(BackendUnavailableError, match="cannot create"):
-        FileBackend(blocker / "state")
+        await backend.save_state("r", state("r"))
+    with pytest.raises(BackendUnavailableError, match="cannot open the state directory"):
+        await backend.load_state("r")
+
+
+@pytest.mark.parametrize("uri", ["file://{dir}/state", "sqlite:///{dir}/state/runs.db"])
+async def test_constructing_a_backend_touches_nothing(tmp_path: Path, uri: str) -> None:
+    where = tmp_path / "state"
+    backend = backend_from_uri(uri.format(dir=tmp_path))
+    assert not where.exists()
+    # a store nothing was written to holds no runs, and reading it creates nothing
+    assert await backend.load_state("r") is None
+    assert await backend.list_run_ids() == []
+    assert await backend.list_runs() == []
+    assert await backend.load_record("r") is None
+    await backend.delete_state("r")
+    assert not where.exists()
+    await backend.save_state("r", state("r"))  # the first write creates what it needs
+    assert where.is_dir() and (await backend.load_state("r")) is not None
+    if uri.startswith("file"):  # the store's own directory (a database's is the user's)
+        assert (where.stat().st_mode & 0o777) == 0o700 and (where / ".locks").is_dir()
 
 
 # -- SQLiteBackend -----------------------------------------------------------------------------
@@ -401,6 +426,10 @@ def test_file_backend_removes_temp_files_of_dead_writers_only(tmp_path: Path) ->
     old = stale.stat().st_mtime - 3600
     os.utime(stale, (old, old))
     os.utime(alive, (old, old))
-    FileBackend(tmp_path)
+    backend = FileBackend(tmp_path)
+    assert stale.exists()  # constructing touches nothing...
+    asyncio.run(backend.load_state("r"))
+    assert stale.exists()  # ...nor does reading
+    asyncio.run(backend.save_state("r", state("r")))  # the first write tidies
     assert not stale.exists()
     assert young.exists() and alive.exists()  # too recent, or its writer is still running

@@ -51,6 +51,7 @@ class TestFileBackend(BackendContract):
 
     async def put_raw(self, backend: StateBackend, run_id: str, raw: bytes) -> None:
         assert isinstance(backend, FileBackend)
+        backend.path.mkdir(mode=0o700, parents=True, exist_ok=True)  # as a first write makes it
         backend.file_for(run_id).write_bytes(raw)
 
     async def put_kept_raw(self, backend: StateBackend, run_id: str, revision: int,

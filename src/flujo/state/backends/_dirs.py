@@ -217,6 +217,23 @@ class Directory:
 
 
 @contextmanager
+def opened_existing(path: Path) -> Iterator[Directory | None]:
+    """The store's root directory ``path``, or None where nothing exists there yet (a store
+    nothing was written to: it holds no runs)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
+    except FileNotFoundError:
+        yield None
+        return
+    except OSError as exc:
+        raise BackendUnavailableError(f"cannot open the state directory {path}: {exc}") from exc
+    try:
+        yield Directory(fd, path, _directory_owner(fd, path))
+    finally:
+        os.close(fd)
+
+
+@contextmanager
 def opened(path: Path, *, create: bool) -> Iterator[Directory]:
     """The store's root directory ``path`` (created 0700, with its parents, when
     ``create``)."""

@@ -24,7 +24,7 @@ from flujo.exceptions import BackendUnavailableError, ClaimLostError, RunInProgr
 from .._codec import SealedRecord
 from .._runid import validate_run_id
 from ._claims import HOST, ClaimHolder, holder_name, run_ids_asked
-from ._dirs import Directory, opened
+from ._dirs import Directory, opened, opened_existing
 from .base import RunClaim, WriteRecord
 
 __all__ = ["ClaimDirectory", "FlockClaims", "acquire", "fenced_out", "locked", "release"]
@@ -189,16 +189,18 @@ class ClaimDirectory:
 
     def clear_cancel(self, run_id: str) -> None:
         name = self._marker(run_id)
-        with opened(self.root, create=True) as root, \
-                root.subdirectory(self.folder, create=True) as directory:
-            try:
-                directory.unlink(name)
-            except FileNotFoundError:
-                return
-            except OSError as exc:
-                raise BackendUnavailableError(
-                    f"cannot clear the cancellation request of run {run_id!r}:"
-                    f" {directory.path / name}: {exc}") from exc
+        with opened_existing(self.root) as root:
+            if root is None or root.kind(self.folder) == "missing":
+                return  # nothing was ever asked here
+            with root.subdirectory(self.folder, create=False) as directory:
+                try:
+                    directory.unlink(name)
+                except FileNotFoundError:
+                    return
+                except OSError as exc:
+                    raise BackendUnavailableError(
+                        f"cannot clear the cancellation request of run {run_id!r}:"
+                        f" {directory.path / name}: {exc}") from exc
 
 
 def fenced_out(what: str, epoch: int) -> ClaimLostError:

@@ -27,8 +27,8 @@ import os
 import stat
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -112,12 +112,23 @@ class FileBackend(_flock.FlockClaims, EnvelopeStateBackend):
         super().__init__(**codec_options)
         self.path = Path(path)
         self.fsync = fsync
-        with _dirs.opened(self.path, create=True) as root:
-            with root.subdirectory(_LOCKS, create=True):
-                pass
-            self._remove_stale_temp_files(root, min_age_s=60.0)
-            self._remove_stale_trash(root)
+        # Constructing touches nothing: the first write creates the directory (0700) and its
+        # lock folder, and removes what killed writers left (``_for_writing``); reading a
+        # store nothing was written to finds no runs.
+        self._prepared = False
         self._claims = _flock.ClaimDirectory(self.path, _LOCKS)
+
+    @contextmanager
+    def _for_writing(self) -> Iterator[_dirs.Directory]:
+        """The root directory, created if need be; the first time, also tidied."""
+        with _dirs.opened(self.path, create=True) as root:
+            if not self._prepared:  # (two threads may both tidy: harmless)
+                with root.subdirectory(_LOCKS, create=True):
+                    pass
+                self._remove_stale_temp_files(root, min_age_s=60.0)
+                self._remove_stale_trash(root)
+                self._prepared = True
+            yield root
 
     def remove_stale_temp_files(self, *, min_age_s: float = 60.0) -> list[Path]:
         """Delete temporary files left by writers that were killed mid-write; return them.
@@ -125,11 +136,12 @@ class FileBackend(_flock.FlockClaims, EnvelopeStateBackend):
         A temporary file names its writer's process id. It is removed only when that process
         no longer exists on this host and the file is older than ``min_age_s`` (so a writer on
         another host sharing the directory is not disturbed by a coincidental pid). Readers
-        never look at these files; this only reclaims space. Called when a backend is opened.
+        never look at these files; this only reclaims space. Done by a backend's first write.
         Names that do not parse, and anything but regular files, are left alone.
         """
-        with _dirs.opened(self.path, create=False) as root:
-            return self._remove_stale_temp_files(root, min_age_s=min_age_s)
+        with _dirs.opened_existing(self.path) as root:
+            return [] if root is None else self._remove_stale_temp_files(root,
+                                                                        min_age_s=min_age_s)
 
     def _remove_stale_temp_files(self, root: _dirs.Directory, *, min_age_s: float) -> list[Path]:
         removed: list[Path] = []
@@ -160,8 +172,8 @@ class FileBackend(_flock.FlockClaims, EnvelopeStateBackend):
     # -- reading -------------------------------------------------------------------------
 
     def _read_sync(self, run_id: str) -> StoredRecord | None:
-        with _dirs.opened(self.path, create=False) as root:
-            return self._read_in(root, run_id)
+        with _dirs.opened_existing(self.path) as root:
+            return None if root is None else self._read_in(root, run_id)
 
     def _read_in(self, root: _dirs.Directory, run_id: str) -> StoredRecord | None:
         found = root.read_regular(f"{run_id}{_SUFFIX}", limit=self.codec.max_record_bytes)
@@ -209,7 +221,7 @@ class FileBackend(_flock.FlockClaims, EnvelopeStateBackend):
 
     def _write_sync(self, run_id: str, make: WriteRecord,
                     epoch: int | None = None) -> SealedRecord:
-        with _dirs.opened(self.path, create=False) as root, \
+        with self._for_writing() as root, \
                 root.subdirectory(_LOCKS, create=True) as locks, \
                 _flock.locked(locks, f"{run_id}.write"):
             if epoch is not None and self._read_epoch(locks, f"{run_id}{_EPOCH}") != epoch:
@@ -239,8 +251,8 @@ class FileBackend(_flock.FlockClaims, EnvelopeStateBackend):
     def _read_history_sync(self, run_id: str, first: int,
                            last: int) -> list[tuple[int, StoredRecord]]:
         found: list[tuple[int, StoredRecord]] = []
-        with _dirs.opened(self.path, create=False) as root:
-            if root.kind(_HISTORY) == "missing":
+        with _dirs.opened_existing(self.path) as root:
+            if root is None or root.kind(_HISTORY) == "missing":
                 return found
             with root.subdirectory(_HISTORY, create=False) as history:
                 if history.kind(run_id) == "missing":
@@ -301,7 +313,7 @@ class FileBackend(_flock.FlockClaims, EnvelopeStateBackend):
                     self._empty(history, name)
 
     def _compact_sync(self, run_id: str, make: WriteRecord) -> SealedRecord:
-        with _dirs.opened(self.path, create=False) as root, \
+        with self._for_writing() as root, \
                 root.subdirectory(_LOCKS, create=True) as locks, \
                 _flock.locked(locks, f"{run_id}.write"):
             sealed = make(self._current(root, run_id))
@@ -331,7 +343,7 @@ class FileBackend(_flock.FlockClaims, EnvelopeStateBackend):
         """Remove the run's epoch file as its claim ends (a later save under an older claim
         finds none and is refused), unless a newer claim wrote it."""
         name = f"{run_id}{_EPOCH}"
-        with _dirs.opened(self.path, create=True) as root, \
+        with self._for_writing() as root, \
                 root.subdirectory(_LOCKS, create=True) as locks, \
                 _flock.locked(locks, f"{run_id}.write"):
             if self._read_epoch(locks, name) == epoch:
@@ -339,7 +351,7 @@ class FileBackend(_flock.FlockClaims, EnvelopeStateBackend):
                     locks.unlink(name)
 
     def _next_epoch(self, run_id: str) -> int:
-        with _dirs.opened(self.path, create=True) as root, \
+        with self._for_writing() as root, \
                 root.subdirectory(_LOCKS, create=True) as locks:
             with _flock.locked(locks, f"{_COUNTER}.lock"):
                 epoch = (self._read_epoch(locks, _COUNTER) or 0) + 1
@@ -350,7 +362,9 @@ class FileBackend(_flock.FlockClaims, EnvelopeStateBackend):
 
     def _delete_sync(self, run_id: str) -> None:
         name = f"{run_id}{_SUFFIX}"
-        with _dirs.opened(self.path, create=False) as root, \
+        if not self.path.exists():
+            return  # a store nothing was written to holds no run
+        with self._for_writing() as root, \
                 root.subdirectory(_LOCKS, create=True) as locks, \
                 _flock.locked(locks, f"{run_id}.write"):
             try:
@@ -371,8 +385,8 @@ class FileBackend(_flock.FlockClaims, EnvelopeStateBackend):
     # -- listing -------------------------------------------------------------------------
 
     def _ids_sync(self) -> list[str]:
-        with _dirs.opened(self.path, create=False) as root:
-            return self._ids_in(root)
+        with _dirs.opened_existing(self.path) as root:
+            return [] if root is None else self._ids_in(root)
 
     @staticmethod
     def _ids_in(root: _dirs.Directory) -> list[str]:
@@ -395,7 +409,9 @@ class FileBackend(_flock.FlockClaims, EnvelopeStateBackend):
         self, status: str | None, pipeline_name: str | None, limit: int | None, offset: int
     ) -> list[RunSummary]:
         rows: list[RunSummary] = []
-        with _dirs.opened(self.path, create=False) as root:
+        with _dirs.opened_existing(self.path) as root:
+            if root is None:
+                return rows
             for run_id in self._ids_in(root):
                 stored = self._read_in(root, run_id)
                 if stored is None:

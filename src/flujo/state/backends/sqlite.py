@@ -588,6 +588,8 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
         return await asyncio.to_thread(self._compact_sync, run_id, make)
 
     def _delete_sync(self, run_id: str) -> None:
+        if not self._ready and not self.path.exists():
+            return  # no database: no run to delete, and nothing to create for it
         with self._connection() as conn, self._transaction(conn):
             conn.execute(f'DELETE FROM "{self.table}" WHERE run_id = ?', (run_id,))
             conn.execute(f'DELETE FROM "{self.table}_history" WHERE run_id = ?', (run_id,))
