@@ -23,11 +23,12 @@ from typing import Any, Literal
 from ..serialization import TypeCodec, TypeRegistry
 from ._compat import narrowings
 from ._export import schema_documents
+from ._files import TYPE_SCHEMA_SUFFIX, name_of_stem
 
 MODES = ("backward", "forward", "full",
          "backward-transitive", "forward-transitive", "full-transitive")
 Severity = Literal["error", "info"]
-_TYPE_FILE_SUFFIX = ".schema.json"
+_TYPE_FILE_SUFFIX = TYPE_SCHEMA_SUFFIX
 _TAG_PATH = "$.$t"
 
 
@@ -63,7 +64,7 @@ def committed_type_schemas(folder: Path) -> dict[str, dict[int, Any]]:
     """``{type name: {version: schema}}`` from ``folder/types``."""
     found: dict[str, dict[int, Any]] = {}
     for file in sorted((folder / "types").glob(f"*{_TYPE_FILE_SUFFIX}")):
-        tag = file.name.removesuffix(_TYPE_FILE_SUFFIX)
+        tag = name_of_stem(file.name.removesuffix(_TYPE_FILE_SUFFIX))
         name, _, version = tag.rpartition("@")
         if name and version.isdecimal():
             found.setdefault(name, {})[int(version)] = json.loads(file.read_text("utf-8"))
@@ -90,7 +91,7 @@ def check_folder(folder: Path, registry: TypeRegistry, types: list[type],
     current: dict[str, tuple[TypeCodec, Any]] = {}
     for file_name, document in documents.items():
         if file_name.startswith("types/"):
-            name = file_name.removeprefix("types/").removesuffix(_TYPE_FILE_SUFFIX)
+            name = name_of_stem(file_name.removeprefix("types/").removesuffix(_TYPE_FILE_SUFFIX))
             name = name.rpartition("@")[0]
             codec = registry.codec_named(name)
             if codec is not None:

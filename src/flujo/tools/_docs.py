@@ -31,6 +31,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from ..serialization import ANCHOR, TypeCodec, TypeRegistry, safe_serialize, type_schema
+from ._files import file_stem, type_schema_file
 
 _CONSTRAINTS = ("pattern", "format", "minimum", "maximum", "exclusiveMinimum",
                 "exclusiveMaximum", "minLength", "maxLength", "minItems", "maxItems", "enum",
@@ -144,7 +145,7 @@ def _document(registry: TypeRegistry, codec: TypeCodec) -> TypeDoc:
         and codec.kind == "enum" else [],
         history=_history(codec),
         example=_example(registry, codec, schema),
-        schema_file=f"types/{codec.tag}.schema.json",
+        schema_file=type_schema_file(codec.tag),
     )
 
 
@@ -299,7 +300,7 @@ class _Synth:
 
 
 def _page_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name) + ".md"
+    return file_stem(name) + ".md"
 
 
 def render_markdown(doc: TypeDoc, schema_base: str) -> str:

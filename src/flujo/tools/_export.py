@@ -12,6 +12,7 @@ from typing import Any
 
 from ..serialization import FORMAT_ID, TypeRegistry, tagged_format_schema, type_schema
 from ..state import ENVELOPE_VERSION, WorkflowState, envelope_json_schema
+from ._files import type_schema_file
 
 SCHEMA_BASE = FORMAT_ID.rsplit("/", 1)[0]
 
@@ -31,7 +32,7 @@ def schema_documents(registry: TypeRegistry, types: list[type]) -> dict[str, Any
             codecs[codec.tag] = codec
     for tag, codec in sorted(codecs.items()):
         document = type_schema(registry, codec)
-        file_name = f"types/{tag}.schema.json"
+        file_name = type_schema_file(tag)
         document["$id"] = f"{SCHEMA_BASE}/{file_name}"
         documents[file_name] = document
     for file_name, document in _state_documents().items():
