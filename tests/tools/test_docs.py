@@ -8,10 +8,15 @@ from decimal import Decimal
 from pathlib import Path
 
 import jsonschema
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from flujo.cli import main
-from flujo.serialization import TypeRegistry, tagged_format_schema
+from flujo.serialization import (
+    TypeRegistry,
+    safe_deserialize,
+    safe_serialize,
+    tagged_format_schema,
+)
 from flujo.tools import collect, documents, render_html
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,6 +65,27 @@ def test_a_model_page_has_fields_links_history_and_a_valid_example() -> None:
     schema = tagged_format_schema(registry, [Customer])
     jsonschema.Draft202012Validator(schema).validate(doc.example)
     assert doc.example["$t"] == "customer@2"
+    # what is stored: the typed form ("v" a list), exactly what encoding the value writes
+    assert isinstance(doc.example["v"], list)
+    value = safe_deserialize(doc.example, registry=registry)
+    assert type(value) is Customer and safe_serialize(value, registry=registry) == doc.example
+    assert "## Example (as stored)" in page
+
+
+class Loose(BaseModel):
+    """A model that keeps extra fields: never the typed form."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+
+def test_a_page_shows_the_generic_form_where_a_type_is_stored_so() -> None:
+    registry = TypeRegistry()
+    registry.register_type(Loose, name="loose")
+    doc = next(d for d in collect(registry) if d.name == "loose")
+    assert doc.example["v"] == {"name": "text"} and "s" not in doc.example
+    assert safe_serialize(safe_deserialize(doc.example, registry=registry),
+                          registry=registry) == doc.example
 
 
 def test_examples_of_every_builtin_type_match_their_schema() -> None:

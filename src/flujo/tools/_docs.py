@@ -30,7 +30,15 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from ..serialization import ANCHOR, TypeCodec, TypeRegistry, safe_serialize, type_schema
+from ..exceptions import FlujoError
+from ..serialization import (
+    ANCHOR,
+    TypeCodec,
+    TypeRegistry,
+    safe_deserialize,
+    safe_serialize,
+    type_schema,
+)
 from ._files import file_stem, type_schema_file
 
 _CONSTRAINTS = ("pattern", "format", "minimum", "maximum", "exclusiveMinimum",
@@ -244,7 +252,57 @@ def _example(registry: TypeRegistry, codec: TypeCodec, document: Any) -> Any:
         for name, info in cls.__pydantic_fields__.items():
             if not info.is_required() and info.default_factory is None:
                 example["v"][name] = safe_serialize(info.default, registry=registry)
+    return _as_written(registry, example)
+
+
+def _as_written(registry: TypeRegistry, example: Any) -> Any:
+    """What flujo writes for the value ``example`` (synthesized in the generic tagged form)
+    describes: read back and written again, a model that takes the typed form shows it.
+    Where the illustrative value does not read back (a placeholder, a constraint it does
+    not meet), the synthesized form is shown; with its holes emptied first, once."""
+    stateless = _without_state(example)
+    for candidate in (stateless, _without_placeholders(stateless)):
+        try:
+            return safe_serialize(safe_deserialize(candidate, registry=registry),
+                                  registry=registry)
+        except (FlujoError, ValueError, TypeError):
+            continue
     return example
+
+
+def _without_state(data: Any) -> Any:
+    """``data`` without the object states (``s``) the schema allows and the synthesizer
+    fills with placeholders: a model without one has its fields set, no extras."""
+    if isinstance(data, dict):
+        return {key: _without_state(value) for key, value in data.items()
+                if not (key == "s" and "$t" in data)}
+    if isinstance(data, list):
+        return [_without_state(item) for item in data]
+    return data
+
+
+def _without_placeholders(data: Any) -> Any:
+    """``data`` with each list emptied whose items hold a synthesized hole (``None`` as a
+    tagged object's value, or ``"..."``)."""
+    if isinstance(data, dict):
+        return {key: _without_placeholders(value) for key, value in data.items()}
+    if isinstance(data, list):
+        if any(_holey(item) for item in data):
+            return []
+        return [_without_placeholders(item) for item in data]
+    return data
+
+
+def _holey(data: Any) -> bool:
+    if data == "...":
+        return True
+    if isinstance(data, dict):
+        if "$t" in data and data.get("v") is None:
+            return True
+        return any(_holey(value) for value in data.values())
+    if isinstance(data, list):
+        return any(_holey(item) for item in data)
+    return False
 
 
 class _Synth:
@@ -325,7 +383,7 @@ def render_markdown(doc: TypeDoc, schema_base: str) -> str:
                          f"{default} | {constraints} |")
         lines.append("")
     lines += ["## Version history", ""] + [f"- {h}" for h in doc.history] + [""]
-    lines += ["## Example (tagged form)", "", "```json",
+    lines += ["## Example (as stored)", "", "```json",
               json.dumps(doc.example, indent=2, ensure_ascii=False), "```", "",
               f"JSON Schema: [`{doc.schema_file}`]({schema_base}/{doc.schema_file})", ""]
     return "\n".join(lines)
