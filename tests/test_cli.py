@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -69,7 +70,30 @@ def test_demo_survives_a_killed_child_and_restores_every_type(tmp_path: Path) ->
     assert "ok  approval       Approval" in out  # kept with its type in the history
     assert "every value came back with its type" in out
     assert "BAD" not in result.stdout
-    assert (tmp_path / "flujo-demo.db").exists()
+    # tidy: the store and its claims folder, nothing else (the WAL files go with the close)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.db", "runs.db.claims"]
+    # it ends with the commands that look at what it stored: they work as printed
+    commands = [line.strip() for line in out.split("next:", 1)[1].splitlines()
+                if line.strip().startswith("flujo state ")]
+    assert len(commands) == 3 and any("--module flujo.demo" in c for c in commands)
+    outputs = {}
+    for command in commands:
+        shown = subprocess.run([sys.executable, "-m", "flujo.cli", *shlex.split(command)[1:]],
+                               capture_output=True, text=True, timeout=120, check=False)
+        assert shown.returncode == 0, command + shown.stderr
+        outputs[shlex.split(command)[2]] = shown.stdout
+    assert "demo-order-42\tcompleted" in outputs["ls"]
+    assert "Customer(name='Ada Lovelace'" in outputs["show"]  # decoded with its types
+    assert outputs["history"].startswith("REVISION")
+
+
+@pytest.mark.slow
+def test_demo_default_folder_keeps_the_current_directory_tidy(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "flujo.cli", "demo"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["flujo-demo"]
+    assert "--store sqlite:///flujo-demo/runs.db" in result.stdout
 
 
 def _subparsers(parser: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, Any]]:

@@ -98,7 +98,7 @@ def _cmd_schema_docs(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ._demo import run_demo
+    from ..demo import run_demo
 
     return run_demo(Path(args.dir))
 
@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_VersionAction)
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="persist typed state, read it back, show the types")
-    demo.add_argument("--dir", default=".", help="where the demo's state store goes")
+    demo.add_argument("--dir", default="flujo-demo",
+                      help="the folder for the demo's state store (default: %(default)s)")
     demo.set_defaults(handler=_cmd_demo)
     schema = commands.add_parser("schema", help="JSON Schemas of the persisted formats")
     schema_commands = schema.add_subparsers(dest="schema_command", required=True)

@@ -1,11 +1,16 @@
 """``flujo demo``: a pipeline killed mid-run and resumed by its run id, then paused for a
 person's typed approval and resumed with it.
 
-A child process runs the pipeline on the embedded SQLite store (``flujo-demo.db`` in the
-chosen folder) and is killed with SIGKILL in the middle of step 2. The parent, a different
-process, runs the same pipeline with the same ``run_id``: step 1 is not run again, step 2
-is re-executed, and step 3 (a human step) pauses the run for an ``Approval``. An answer
-missing a field is refused, leaving the run paused; a valid one resumes it, and step 4 runs.
+This module is the demo's application: its types, steps and runner (``--module flujo.demo``
+lets ``flujo state`` read the run it stores, as ``--module yourapp`` would yours), and the
+narrated run ``run_demo``.
+
+A child process runs the pipeline on the embedded SQLite store (``runs.db`` in the demo's
+folder, ``./flujo-demo`` by default) and is killed with SIGKILL in the middle of step 2. The
+parent, a different process, runs the same pipeline with the same ``run_id``: step 1 is not
+run again, step 2 is re-executed, and step 3 (a human step) pauses the run for an
+``Approval``. An answer missing a field is refused, leaving the run paused; a valid one
+resumes it, and step 4 runs.
 Every value in the persisted state comes back with its type: a user pydantic model, a
 registered plain class with a JSON Schema, a Decimal, a datetime with its IANA zone, a set,
 and the approval itself.
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -27,13 +33,14 @@ from zoneinfo import ZoneInfo
 import orjson
 from pydantic import BaseModel, Field
 
-from ..application import Flujo, PipelineContext, Step
-from ..exceptions import InvalidInputError
-from ..serialization import register_custom_serializer, register_type
-from ..state import SQLiteBackend
+from .application import Flujo, PipelineContext, Step
+from .exceptions import InvalidInputError
+from .serialization import register_custom_serializer, register_type
+from .state import SQLiteBackend
 
 RUN_ID = "demo-order-42"
-STORE_NAME = "flujo-demo.db"
+STORE_NAME = "runs.db"
+DEFAULT_FOLDER = "flujo-demo"
 CRASH_ENV = "FLUJO_DEMO_CRASH_IN_STEP"
 MADRID = ZoneInfo("Europe/Madrid")
 
@@ -155,10 +162,12 @@ def _checks(context: OrderContext, output: dict[str, Any]) -> list[tuple[str, An
 def run_demo(folder: Path) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     store = folder / STORE_NAME
-    asyncio.run(build_runner(store).backend.delete_state(RUN_ID))  # a fresh demo each time
+    asyncio.run(_forget_earlier_demo(store))  # a fresh demo each time
+    print(f"flujo demo: a 4-step order pipeline whose state is saved after every step, in"
+          f" {store}\n")
     print(f"1. a child process runs pipeline 'orders' as run {RUN_ID!r} and crashes in step 2:")
     child = subprocess.run(
-        [sys.executable, "-c", "import sys; from flujo.cli._demo import child_main; "
+        [sys.executable, "-c", "import sys; from flujo.demo import child_main; "
          "child_main(sys.argv[1])", str(store)],
         env={**os.environ, CRASH_ENV: "price"}, check=False)
     if child.returncode != -signal.SIGKILL:
@@ -167,12 +176,25 @@ def run_demo(folder: Path) -> int:
     print("   child killed with SIGKILL (signal 9)\n")
 
     runner = build_runner(store)
+    try:
+        return _narrate(runner, store)
+    finally:
+        asyncio.run(runner.backend.close())  # the database's side files go with it
+
+
+async def _forget_earlier_demo(store: Path) -> None:
+    async with SQLiteBackend(store) as backend:
+        await backend.delete_state(RUN_ID)
+
+
+def _narrate(runner: Flujo[OrderContext], store: Path) -> int:
     envelope = asyncio.run(runner.backend.read_envelope(RUN_ID))
     if envelope is None:
         print("demo failed: nothing was saved before the crash", file=sys.stderr)
         return 1
-    print(f"2. saved before the crash (envelope revision {envelope.revision}), resuming at "
-          f"step index {envelope.steps_done}:")
+    print(f"2. the store kept what was saved before the crash ({envelope.steps_done} step done,"
+          f" save number {envelope.revision});\n   this process runs the same run id, and the"
+          " run goes on from step 2:")
     paused = runner.run("order-42", run_id=RUN_ID)
     if paused.status != "paused" or paused.pause is None:
         print(f"demo failed: the run is {paused.status}, not paused", file=sys.stderr)
@@ -195,7 +217,11 @@ def run_demo(folder: Path) -> int:
 
     final = asyncio.run(runner.backend.read_envelope(RUN_ID))
     assert final is not None
-    print("4. the persisted envelope (payload abridged):")
+    print("4. what the store holds for the run: one JSON record. Its header (format, run id,")
+    print("   revision: the number of saves, status, ...) is readable without your code; the")
+    print('   "manifest" lists the version of every type inside, so an upgrade knows what to')
+    print('   migrate. In the payload each value carries its type and version ("$t"), and')
+    print('   "id"/"ref" mark an object stored once and used twice (payload abridged):')
     shown = final.model_dump(mode="json")
     fields = shown["payload"]["fields"]
     shown["payload"] = {"fields": {k: fields[k] for k in (
@@ -230,4 +256,13 @@ def run_demo(folder: Path) -> int:
     print(f"   the state right after step 'price': runner.state_at({RUN_ID!r}, 'price')"
           f" -> {before.current_step_index} steps done, output"
           f" {type(before.last_step_output).__name__}")
+
+    uri = shlex.quote(f"sqlite:///{store}")  # sqlite:///relative or sqlite:////absolute
+    print("\nnext: look at what it stored (--module flujo.demo imports the demo's types, as")
+    print("--module yourapp would yours), and read the demo's code:")
+    print(f"   flujo state ls --store {uri}")
+    print(f"   flujo state show {RUN_ID} --store {uri} --module flujo.demo")
+    print(f"   flujo state history {RUN_ID} --store {uri}")
+    print('   python -c "import flujo.demo, inspect; print(inspect.getsource(flujo.demo))"')
+    print(f"   rm -r {shlex.quote(str(store.parent))}   # when done")
     return 1 if failures or not result.success else 0
