@@ -24,6 +24,7 @@ from flujo.cli import main as flujo_main
 from flujo.cli._state import EXIT_NOT_FOUND, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from flujo.exceptions import (
     BackendConfigError,
+    BackendUnavailableError,
     FutureVersionError,
     StateError,
 )
@@ -218,7 +219,8 @@ async def test_the_password_is_never_shown(dsn: str,
             assert PASSWORD not in str(cause)
             cause = cause.__cause__
     records = [record.getMessage() + (record.exc_text or "") for record in psycopg_logs.records]
-    assert any("error connecting" in record for record in records)  # psycopg_pool did log
+    # psycopg_pool did log (a DSN that does not parse is refused before any pool opens)
+    assert "[::1/db" in dsn or any("error connecting" in record for record in records)
     assert not [record for record in records if PASSWORD in record]
     assert not [str(w.message) for w in warned if PASSWORD in str(w.message)]
 
@@ -234,6 +236,55 @@ async def test_a_pool_whose_opening_is_cancelled_is_closed() -> None:
     # A pool left open would go on reconnecting, and logging, in the background.
     assert not [pool for pool in gc.get_objects() if isinstance(pool, AsyncConnectionPool)
                 and pool.conninfo == dsn and not pool.closed]
+
+
+def _with(dsn: str, **parts: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    return make_conninfo(**{**conninfo_to_dict(dsn), **parts})
+
+
+@pytest.mark.parametrize("part", ["user", "dbname"])
+async def test_a_connection_the_server_refuses_fails_at_once_in_one_line(
+        postgres_target: PostgresTarget, part: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import psycopg_pool
+
+    def no_pool(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a pool was opened: it would retry until connect_timeout")
+
+    missing = f"no_such_{uuid.uuid4().hex[:8]}"
+    backend = PostgresBackend(_with(postgres_target.dsn, **{part: missing}), connect_timeout=30)
+    monkeypatch.setattr(psycopg_pool, "AsyncConnectionPool", no_pool)
+    with pytest.raises(BackendUnavailableError) as caught:
+        await backend.list_run_ids()
+    await backend.close()
+    what = "role" if part == "user" else "database"
+    assert str(caught.value) == ("PostgreSQL (public.flujo_state): the server refused the"
+                                 f' connection: {what} "{missing}" does not exist')
+
+
+async def test_an_unreachable_server_is_named_with_the_reason(
+        psycopg_logs: pytest.LogCaptureFixture) -> None:
+    backend = PostgresBackend("postgresql://flujo@127.0.0.1:1/db", connect_timeout=1)
+    with pytest.raises(BackendUnavailableError) as caught:
+        await backend.list_run_ids()
+    await backend.close()
+    message = str(caught.value)
+    assert message.startswith("PostgreSQL (public.flujo_state): no connection within 1 s:")
+    assert "Connection refused" in message and "\n" not in message
+
+
+def test_the_cli_reports_a_refused_connection_in_one_line(
+        postgres_target: PostgresTarget, capsys: pytest.CaptureFixture[str]) -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    missing = f"no_such_{uuid.uuid4().hex[:8]}"
+    parts = conninfo_to_dict(postgres_target.dsn)
+    uri = (f"postgresql://{parts.get('user', 'postgres')}@{parts.get('host', '127.0.0.1')}:"
+           f"{parts.get('port', 5432)}/{missing}")
+    assert flujo_main(["state", "ls", "--store", uri]) == EXIT_UNAVAILABLE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f'database "{missing}" does not exist' in err, err
 
 
 @pytest.mark.parametrize("uri", [f"postgress://flujo:{PASSWORD}@db/app",

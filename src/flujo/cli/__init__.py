@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -191,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # psycopg_pool logs each failed connection attempt; the error a command ends with says
+    # why it could not connect, once.
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     try:
         code: int = args.handler(args)
     except _UsageError as exc:

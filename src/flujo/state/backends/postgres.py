@@ -130,6 +130,11 @@ POSTGRES_SCHEMA_VERSION = len(_MIGRATIONS)
 _SEARCH_PATH = "SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)"
 
 
+# How libpq reports that the server refused a connection (a wrong role, password or
+# database), as opposed to not reaching it: psycopg gives such errors no SQLSTATE.
+_FATAL = "FATAL:"
+
+
 def _modules() -> tuple[Any, Any, Any]:
     try:
         import psycopg
@@ -305,6 +310,14 @@ class PostgresBackend(EnvelopeStateBackend):
         async with self._ready_lock:
             if self._pool is None:
                 _, psycopg_pool, _ = _modules()
+                refused = await self._connection_failure()
+                if refused is not None and _FATAL in str(refused):
+                    # The server itself refused (a wrong role, password or database): the
+                    # pool would retry that until connect_timeout, logging every attempt.
+                    reason = str(refused).split(_FATAL, 1)[1].strip()
+                    raise BackendUnavailableError(self._message(
+                        ": the server refused the connection: ", Exception(reason))
+                    ) from self._cause(refused)
                 pool = psycopg_pool.AsyncConnectionPool(
                     self.dsn,
                     min_size=self.min_size,
@@ -316,8 +329,15 @@ class PostgresBackend(EnvelopeStateBackend):
                     check=_check,
                 )
                 try:
-                    with self._errors():
-                        await pool.open(wait=True, timeout=self.connect_timeout)
+                    await pool.open(wait=True, timeout=self.connect_timeout)
+                except psycopg_pool.PoolTimeout as exc:
+                    await pool.close()
+                    # say why: the last attempt's own error (server down, host unreachable)
+                    failure = await self._connection_failure() or exc
+                    reason = " ".join(str(failure).split())  # libpq's lines, as one
+                    raise BackendUnavailableError(self._message(
+                        f": no connection within {self.connect_timeout:g} s: ",
+                        Exception(reason))) from self._cause(failure)
                 except BaseException:
                     # psycopg_pool closes it after a timeout, not when the wait is cancelled:
                     # left open, it would go on reconnecting (and logging) in the background.
@@ -325,6 +345,20 @@ class PostgresBackend(EnvelopeStateBackend):
                     raise
                 self._pool = pool
         return self._pool
+
+    async def _connection_failure(self) -> Exception | None:
+        """One direct connection attempt: its error, or None when it connects."""
+        psycopg = _modules()[0]
+        with self._errors():  # a DSN that does not parse, say: with its password masked
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.dsn, connect_timeout=max(1, round(self.connect_timeout)),
+                    autocommit=True)
+            except psycopg.OperationalError as exc:
+                failure: Exception = exc
+                return failure
+            await conn.close()
+        return None
 
     @asynccontextmanager
     async def _lend(self, pool: AsyncConnectionPool[Any]) -> AsyncIterator[AsyncConnection[Any]]:
