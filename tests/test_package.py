@@ -66,3 +66,69 @@ def test_version_is_the_projects() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]
     assert flujo.__version__ == project["version"]
     assert sorted(flujo.__all__) == flujo.__all__
+
+
+# -- packaging -----------------------------------------------------------------------------------
+
+
+def _uncompiled_copy(tmp_path: Path) -> Path:
+    """flujo's sources without their compiled modules, as a build without a C compiler
+    installs them."""
+    import shutil
+
+    target = tmp_path / "site" / "flujo"
+    shutil.copytree(ROOT / "src" / "flujo", target,
+                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
+    return target.parent
+
+
+@pytest.mark.parametrize("pure_env", ["", "1"])
+def test_running_without_the_compiled_core_warns_unless_asked_for(tmp_path: Path,
+                                                                  pure_env: str) -> None:
+    site = _uncompiled_copy(tmp_path)
+    code = ("import warnings\n"
+            "with warnings.catch_warnings(record=True) as caught:\n"
+            "    warnings.simplefilter('always')\n"
+            "    import flujo.serialization as s\n"
+            "print([type(w.message).__name__ for w in caught], s.compiled_modules())")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "FLUJO_PURE_PYTHON"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True, cwd=tmp_path,
+                          env={**env, "PYTHONPATH": str(site), "FLUJO_PURE_PYTHON": pure_env})
+    warned = "['PurePythonWarning']" in done.stdout
+    assert warned == (pure_env != "1"), done.stdout
+    assert done.stdout.rstrip().endswith("[]")  # and indeed nothing runs compiled
+
+
+def test_the_package_metadata_is_complete() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
+    versions = {c.rsplit(" :: ", 1)[1] for c in project["classifiers"]
+                if c.startswith("Programming Language :: Python :: 3.")}
+    assert versions == {"3.11", "3.12", "3.13"} and project["requires-python"] == ">=3.11"
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    assert f"## {flujo.__version__}" in changelog  # the released version has its entry
+    manifest = (ROOT / "MANIFEST.in").read_text()
+    for folder in ("tests", "docs", "schemas", "snapshots"):
+        assert f"graft {folder}" in manifest  # the sdist can run its own tests
+
+
+@pytest.mark.slow
+def test_a_build_without_a_c_compiler_makes_a_pure_wheel(tmp_path: Path) -> None:
+    import os
+    import zipfile
+
+    env = {**os.environ, "CC": str(tmp_path / "no-such-cc")}
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-v",
+         "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=600,
+        env=env, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "no C compiler found" in done.stdout + done.stderr  # said loudly (pip -v)
+    [wheel] = tmp_path.glob("flujo-*.whl")
+    assert wheel.name.endswith("-py3-none-any.whl")  # tagged as what it is
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    assert "flujo/serialization/_codec.py" in names
+    assert not [n for n in names if n.endswith((".so", ".pyd"))]

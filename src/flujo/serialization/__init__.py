@@ -17,7 +17,7 @@ import orjson
 from ..exceptions import SerializationError
 
 # _build first: under FLUJO_PURE_PYTHON=1 it switches compiled modules to their sources.
-from ._build import compiled_modules
+from ._build import PurePythonWarning, compiled_modules
 from ._codec import (
     ANCHOR,
     STATE,
@@ -53,6 +53,7 @@ __all__ = [
     "EncodingMemo",
     "JSONSchema",
     "Migration",
+    "PurePythonWarning",
     "TypeCodec",
     "TypeRegistry",
     "UndecodedValue",
