@@ -95,6 +95,10 @@ def compiled_extensions() -> list[object]:
             for built in Path("src/flujo/serialization").glob(f"*{suffix}"):
                 built.unlink()
         return []
+    if {"egg_info", "dist_info"} & set(sys.argv) and not {
+            "build_ext", "bdist_wheel", "editable_wheel", "build", "install", "develop",
+            "sdist"} & set(sys.argv):
+        return []  # pip asking for metadata or build requirements: nothing to compile yet
     if "editable_wheel" in sys.argv and _compiled_in_place_are_current():
         print("flujo: the compiled modules beside the sources are current; reusing them",
               file=sys.stderr)

@@ -650,6 +650,27 @@ def test_an_array_is_written_little_endian_whatever_the_machine(registry: TypeRe
                                             "data": "AQACAQ=="}}  # 01 00 02 01
 
 
+def test_array_typecodes_are_the_formats_not_the_interpreters(registry: TypeRegistry) -> None:
+    import array
+    import sys
+
+    from flujo.serialization import type_schema
+
+    schema = type_schema(registry, array.array)
+    assert schema["$defs"]["array@1"]["properties"]["v"]["properties"]["typecode"]["enum"] == \
+        sorted("bBuwhHiIlLqQfd")  # the same on every Python flujo supports
+    wide = {TAG: "array@1", VALUE: {"typecode": "w", "itemsize": 4, "data": "YQAAAA=="}}
+    if sys.version_info >= (3, 13):
+        assert safe_deserialize(wide, registry=registry) == array.array("w", "a")
+    else:
+        with pytest.raises(SerializationError, match=r"typecode 'w' is not supported by this"
+                                                     r" Python \(3\.1[12]; 'w' needs 3\.13\)"):
+            safe_deserialize(wide, registry=registry)
+    with pytest.raises(SerializationError, match="unknown typecode 'z'"):
+        safe_deserialize({TAG: "array@1", VALUE: {"typecode": "z", "itemsize": 1, "data": ""}},
+                         registry=registry)
+
+
 def test_memoryviews_that_cannot_be_rebuilt_are_refused_when_written(
         registry: TypeRegistry) -> None:
     import ctypes

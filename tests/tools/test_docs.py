@@ -104,3 +104,11 @@ def test_html_page_is_self_contained(tmp_path: Path) -> None:
     out = tmp_path / "types"
     assert main(["schema", "docs", "--out", str(out), "--html", str(tmp_path / "t.html")]) == 0
     assert (out / "index.md").exists() and (tmp_path / "t.html").exists()
+
+
+def test_pages_name_classes_by_their_public_module() -> None:
+    # Python 3.13 moved PosixPath into pathlib._local; the pages must not depend on which
+    # Python generated them.
+    pages = documents(TypeRegistry(), [], "../schemas")
+    assert "Python: `pathlib.PosixPath`" in pages["path.posix.md"]
+    assert "Python: `pydantic_core.Url`" in pages["pydantic_core.Url.md"]

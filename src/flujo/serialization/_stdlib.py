@@ -112,6 +112,12 @@ def _view(buffer: bytes | bytearray, fmt: str, shape: list[int]) -> memoryview:
 
 
 # -- array.array ------------------------------------------------------------------------------
+# The typecodes of the stored format: those of every Python flujo supports ('w', wchar_t as
+# UCS-4, came with 3.13), so the format and its schema do not depend on the interpreter that
+# wrote or exported them. A Python without one refuses an array of it when reading.
+ARRAY_TYPECODES: Final = frozenset("bBuwhHiIlLqQfd")
+
+
 def _enc_array(enc: Encoder, values: array.array[Any], depth: int) -> dict[str, Any]:
     data = _little_endian(values.tobytes(), values.itemsize)
     return {"typecode": values.typecode, "itemsize": values.itemsize, "data": _base64(data)}
@@ -122,8 +128,12 @@ def _dec_array(dec: Decoder, v: Any, depth: int) -> array.array[Any]:
         raise DeserializationError(
             f"array: expected {{typecode, itemsize, data}}, got {preview(v)}")
     typecode, itemsize = v["typecode"], v["itemsize"]
-    if type(typecode) is not str or len(typecode) != 1 or typecode not in array.typecodes:
+    if type(typecode) is not str or typecode not in ARRAY_TYPECODES:
         raise DeserializationError(f"array: unknown typecode {preview(typecode, 20)}")
+    if typecode not in array.typecodes:
+        raise DeserializationError(
+            f"array: typecode {typecode!r} is not supported by this Python"
+            f" ({sys.version_info.major}.{sys.version_info.minor}; 'w' needs 3.13)")
     values = array.array(typecode)
     if type(itemsize) is not int or itemsize != values.itemsize:
         raise DeserializationError(
@@ -178,7 +188,7 @@ STDLIB_CODECS: tuple[TypeCodec, ...] = (
                           "bytearray of its own)"),
     TypeCodec("array", 1, "builtin", array.array, _enc_array, _dec_array,
               {"type": "object", "properties": {
-                  "typecode": {"enum": sorted(array.typecodes)},
+                  "typecode": {"enum": sorted(ARRAY_TYPECODES)},
                   "itemsize": {"type": "integer", "minimum": 1},
                   "data": {**_BASE64, "description": "the items, little-endian"}},
                "required": ["typecode", "itemsize", "data"], "additionalProperties": False},

@@ -16,6 +16,7 @@ import ipaddress
 import json
 import os
 import re
+import sys
 import time as clock
 import typing
 from collections.abc import Iterable
@@ -145,7 +146,7 @@ def _document(registry: TypeRegistry, codec: TypeCodec) -> TypeDoc:
     cls = codec.py_type
     return TypeDoc(
         name=codec.name, tag=codec.tag, kind=codec.kind, version=codec.version,
-        python=f"{cls.__module__}.{cls.__qualname__}" if cls is not None else "",
+        python=_public_name(cls) if cls is not None else "",
         description=codec.description or (inspect.cleandoc(cls.__doc__) if cls is not None
                                            and codec.kind == "custom" and cls.__doc__ else ""),
         fields=_fields(registry, codec, body),
@@ -235,6 +236,19 @@ def _fields(registry: TypeRegistry, codec: TypeCodec, body: Any) -> list[FieldDo
                 for f in dataclasses.fields(cls)]
     return [FieldDoc(name, _json_type(prop), name in required, "", _constraints(prop))
             for name, prop in properties.items()]
+
+
+def _public_name(cls: type) -> str:
+    """``module.Qualname`` under the public module that exports the class where its home is
+    a private one (Python 3.13's ``pathlib._local.PosixPath`` is ``pathlib.PosixPath``), so
+    the pages are the same whichever Python generated them."""
+    module = cls.__module__
+    while "." in module and module.rpartition(".")[2].startswith("_"):
+        parent = module.rpartition(".")[0]
+        if getattr(sys.modules.get(parent), cls.__qualname__, None) is not cls:
+            break
+        module = parent
+    return f"{module}.{cls.__qualname__}"
 
 
 def _example(registry: TypeRegistry, codec: TypeCodec, document: Any) -> Any:
