@@ -231,6 +231,7 @@ async def test_file_times_beyond_the_datetime_range_stand_in_clamped(mtime: floa
     store = shm / f"flujo-mtime-store-{os.getpid()}"
     try:
         backend = FileBackend(store)
+        store.mkdir(mode=0o700)  # the earlier flujo's store (constructing creates nothing)
         path = store / "r.json"
         path.write_text(json.dumps({"run_id": "r", "pipeline_context": {"n": 1},
                                     "current_step_index": 0, "status": "running"}))

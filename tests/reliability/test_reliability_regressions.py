@@ -45,6 +45,7 @@ async def test_a_stored_record_nested_too_deeply_is_corrupt_not_a_crash(tmp_path
     with pytest.raises(CorruptStateError, match="not valid JSON"):
         await memory.load_record("r")
     files = FileBackend(tmp_path / "files")
+    (tmp_path / "files").mkdir(mode=0o700)  # a store a first write made (construction does not)
     (tmp_path / "files" / "r.json").write_bytes(raw)
     with pytest.raises(CorruptStateError, match="not valid JSON"):
         await files.load_record("r")

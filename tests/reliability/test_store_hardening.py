@@ -47,13 +47,22 @@ def run(coro: Any) -> Any:
     return finishes(lambda: asyncio.run(coro))
 
 
+def written_store(store: Path, **options: Any) -> FileBackend:
+    """A file backend whose store a first write has created (constructing creates nothing):
+    the directory and its .locks folder exist."""
+    backend = FileBackend(store, **options)
+    run(backend.save_state("seed", STATE))
+    run(backend.delete_state("seed"))
+    return backend
+
+
 # -- links out of the store: never followed, never created or deleted through -------------
 
 
 def test_a_planted_write_lock_link_creates_nothing_outside(tmp_path: Path) -> None:
     store, outside = tmp_path / "store", tmp_path / "outside"
     outside.mkdir()
-    backend = FileBackend(store)
+    backend = written_store(store)
     (store / ".locks" / "r1.write").symlink_to(outside / "x")
     with pytest.raises(BackendUnavailableError, match="symbolic link"):
         run(backend.save_state("r1", STATE))
@@ -67,8 +76,9 @@ def test_a_locks_folder_that_is_a_link_is_refused_and_the_victim_kept(tmp_path: 
     (victim / "r1.write").write_text("keep me")
     store.mkdir()
     (store / ".locks").symlink_to(victim)
+    backend = FileBackend(store)  # constructing touches nothing; the first write refuses
     with pytest.raises(BackendUnavailableError, match=r"\.locks is a symbolic link"):
-        FileBackend(store)
+        run(backend.save_state("r1", STATE))
     assert (victim / "r1.write").read_text() == "keep me"
 
 
@@ -77,7 +87,7 @@ def test_a_locks_folder_swapped_for_a_link_after_opening_is_refused(tmp_path: Pa
     victim.mkdir()
     (victim / "r1.write").write_text("keep me")
     (victim / "r1.claim").write_text("keep me")
-    backend = FileBackend(store)
+    backend = written_store(store)
     os.rmdir(store / ".locks")
     (store / ".locks").symlink_to(victim)
     for attempt in (lambda: run(backend.save_state("r1", STATE)),
@@ -107,7 +117,7 @@ def test_sqlite_claims_folder_that_is_a_link_is_refused(tmp_path: Path) -> None:
 
 def test_a_claim_lock_file_that_is_a_link_is_refused(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
-    backend = FileBackend(tmp_path / "store")
+    backend = written_store(tmp_path / "store")
     (tmp_path / "store" / ".locks" / "r1.claim").symlink_to(outside)
     with pytest.raises(BackendUnavailableError, match="symbolic link"):
         run(_claim(backend, "r1"))
@@ -130,7 +140,7 @@ def test_a_record_that_is_a_link_is_refused_not_followed(tmp_path: Path) -> None
 def test_saving_over_a_record_link_refuses_and_keeps_its_target(tmp_path: Path) -> None:
     store, target = tmp_path / "store", tmp_path / "target.json"
     target.write_text("outside")
-    backend = FileBackend(store)
+    backend = written_store(store)
     (store / "r1.json").symlink_to(target)
     with pytest.raises(CorruptStateError, match="symbolic link"):
         run(backend.save_state("r1", STATE))
@@ -140,7 +150,7 @@ def test_saving_over_a_record_link_refuses_and_keeps_its_target(tmp_path: Path) 
 def test_deleting_a_record_link_removes_the_link_only(tmp_path: Path) -> None:
     store, target = tmp_path / "store", tmp_path / "target.json"
     target.write_text("outside")
-    backend = FileBackend(store)
+    backend = written_store(store)
     (store / "r1.json").symlink_to(target)
     run(backend.delete_state("r1"))
     assert not os.path.lexists(store / "r1.json")
@@ -152,7 +162,7 @@ def test_deleting_a_record_link_removes_the_link_only(tmp_path: Path) -> None:
 
 def test_a_fifo_record_is_refused_without_blocking(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    backend = FileBackend(store)
+    backend = written_store(store)
     os.mkfifo(store / "r1.json")
     with pytest.raises(CorruptStateError, match="FIFO"):
         run(backend.load_record("r1"))
@@ -165,7 +175,7 @@ def test_a_fifo_record_is_refused_without_blocking(tmp_path: Path) -> None:
 
 def test_a_huge_sparse_record_is_refused_before_reading(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    backend = FileBackend(store, max_payload_bytes=1024 * 1024)
+    backend = written_store(store, max_payload_bytes=1024 * 1024)
     with open(store / "r1.json", "wb") as handle:
         handle.truncate(8 * 1024**3)  # 8 GiB, no blocks on disk
     with pytest.raises(CorruptStateError, match="over this store's limit") as caught:
@@ -208,7 +218,7 @@ def test_stale_temporary_links_and_folders_are_left_alone(tmp_path: Path) -> Non
     (store / f".r1.json.{dead}.abc.tmp").symlink_to(target)
     (store / f".r2.json.{dead}.abc.tmp").mkdir()
     os.utime(store / f".r2.json.{dead}.abc.tmp", (0, 0))
-    FileBackend(store)
+    written_store(store)  # the first write tidies what killed writers left: not these
     assert os.path.lexists(store / f".r1.json.{dead}.abc.tmp")
     assert (store / f".r2.json.{dead}.abc.tmp").is_dir()
     assert target.read_text() == "outside"
@@ -216,7 +226,7 @@ def test_stale_temporary_links_and_folders_are_left_alone(tmp_path: Path) -> Non
 
 def test_store_folders_are_created_for_their_owner_only(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    FileBackend(store)
+    written_store(store)
     SQLiteBackend(tmp_path / "db" / "state.db")
     run(_claim(SQLiteBackend(tmp_path / "db" / "state.db"), "r1"))
     for folder in (store, store / ".locks", tmp_path / "db" / "state.db.claims"):
@@ -227,13 +237,13 @@ def test_store_folders_are_created_for_their_owner_only(tmp_path: Path) -> None:
                     reason="needs root to give a folder to another user")
 def test_a_store_folder_of_another_user_is_refused(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    FileBackend(store)
+    written_store(store)
     backend = FileBackend(store, fsync=False)
     os.chown(store / ".locks", 65534, 65534)
     with pytest.raises(BackendUnavailableError, match="belongs to user id 65534, not to the"):
         run(backend.save_state("r1", STATE))
     with pytest.raises(BackendUnavailableError, match="belongs to user id 65534, not to the"):
-        FileBackend(store)
+        run(FileBackend(store).save_state("r1", STATE))
     os.chown(store, 65534, 65534)  # now the store's: its .locks is used again
     run(backend.save_state("r1", STATE))
 
