@@ -1,6 +1,6 @@
 """flujo: durable, resumable pipelines whose persisted state keeps its exact Python types.
 
-``import flujo`` loads only this module and :mod:`flujo.exceptions`; each other name below
+``import flujo`` loads only this module and ``flujo.exceptions``; each other name below
 is imported the first time it is used (PEP 562), as ``import pydantic`` does, so a process
 that only needs the version or one submodule (the CLI's ``--version``, a worker importing
 ``flujo.state``) does not pay for the runner, the serializer and pydantic's models.

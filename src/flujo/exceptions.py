@@ -1,6 +1,6 @@
 """Every error flujo raises.
 
-All of them derive from :class:`FlujoError`, and each also derives from the builtin
+All of them derive from ``FlujoError``, and each also derives from the builtin
 exception a caller would naturally catch (``TypeError``, ``ValueError``, ``LookupError``,
 ``RuntimeError``), so ``except ValueError`` keeps working for code that does not know flujo.
 Errors from dependencies (orjson, jsonschema, sqlite3, psycopg, cryptography, ...) are mapped
@@ -42,7 +42,7 @@ The tree::
         ├── RunNotQueuedError                    a run saved for workers, its message not sent
         └── StepFailedError                      a step raised; original in ``__cause__``
 
-Not an error, and not a :class:`FlujoError`: :class:`PauseForInput`, raised by a step to
+Not an error, and not a ``FlujoError``: ``PauseForInput``, raised by a step to
 pause its run until a person answers (the runner catches it; see docs/durable-pipelines.md).
 """
 
@@ -218,7 +218,7 @@ class ClaimLostError(RunInProgressError):
 
     The worker stops: an async step is cancelled, and nothing more is saved (a save under
     the lost claim is refused, with nothing written). Another worker may be executing the
-    run now, so, like its parent :class:`RunInProgressError`, it means "try the run later".
+    run now, so, like its parent ``RunInProgressError``, it means "try the run later".
     """
 
 
@@ -265,7 +265,7 @@ class PauseForInput(Exception):
     The runner saves the run as ``paused`` with ``message``, the model's stable name and its
     JSON Schema, and the context as the step left it. ``runner.resume(run_id, answer)``
     validates the answer against the model and makes it the step's output: the step is not
-    run again. Not a :class:`FlujoError`: it is how a step asks, not something that failed.
+    run again. Not a ``FlujoError``: it is how a step asks, not something that failed.
     """
 
     def __init__(self, input_model: type[Any], message: str = "") -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from decimal import Decimal
@@ -112,3 +113,9 @@ def test_pages_name_classes_by_their_public_module() -> None:
     pages = documents(TypeRegistry(), [], "../schemas")
     assert "Python: `pathlib.PosixPath`" in pages["path.posix.md"]
     assert "Python: `pydantic_core.Url`" in pages["pydantic_core.Url.md"]
+
+
+def test_every_type_page_is_in_the_site_navigation() -> None:
+    listed = set(re.findall(r"- (types/[^\s]+\.md)", (REPO / "mkdocs.yml").read_text("utf-8")))
+    pages = {f"types/{p.name}" for p in (REPO / "docs" / "types").glob("*.md")}
+    assert listed == pages, (sorted(pages - listed), sorted(listed - pages))

@@ -1,7 +1,7 @@
 """One attempt of one step, and the waits between attempts.
 
 An attempt ends in one of four ways: the step's output; the step's exception, re-raised as
-it is (a ``Step.human`` step raises PauseForInput); :class:`CancelRequested` (the run's
+it is (a ``Step.human`` step raises PauseForInput); ``CancelRequested`` (the run's
 cancellation was requested and the step is ``interruptible``, or it came during a backoff);
 or ClaimLostError (this worker lost the run; the step is cancelled if it is async, its
 result dropped otherwise).

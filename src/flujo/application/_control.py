@@ -1,7 +1,7 @@
 """Operations on a stored run that need no pipeline: answer its pause, cancel it.
 
 The runner uses them under the claim it holds; ``flujo state resume`` / ``flujo state cancel``
-and :meth:`Flujo.cancel` use them under a claim taken for the operation. Each is one
+and ``Flujo.cancel`` use them under a claim taken for the operation. Each is one
 compare-and-set save: an answer is applied exactly once, and a run another process changed
 meanwhile is not overwritten (StateConflictError).
 """

@@ -14,7 +14,7 @@ __all__ = ["RunHandle"]
 class RunHandle:
     """What ``run_async`` returns: await it for the result, or ``async for`` its step results.
 
-    After an ``async for`` loop ends, :attr:`result` holds the :class:`PipelineResult`.
+    After an ``async for`` loop ends, ``result`` holds the ``PipelineResult``.
     """
 
     def __init__(self, steps: AsyncIterator[StepResult], outcome: list[PipelineResult]) -> None:

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = ["checkpoints_of", "choose_checkpoint", "fork_run", "state_after", "stored_step_names"]
 
-#: ``edit`` of :meth:`Flujo.fork`: gets the context at the checkpoint; changes it in place or
+#: ``edit`` of ``Flujo.fork``: gets the context at the checkpoint; changes it in place or
 #: returns the context to use instead.
 ContextEdit = Callable[[Any], Any]
 

@@ -35,7 +35,7 @@ _SHOWN_ERRORS = 5
 
 def pause_request(step: str, input_model: object, message: object,
                   registry: TypeRegistry) -> PauseRequest:
-    """The :class:`PauseRequest` a run stores when ``step`` pauses for ``input_model``."""
+    """The ``PauseRequest`` a run stores when ``step`` pauses for ``input_model``."""
     if not (isinstance(input_model, type) and issubclass(input_model, BaseModel)):
         raise PipelineError(
             f"step {step!r} paused for {input_model!r}; the input model must be a pydantic"
@@ -89,7 +89,7 @@ def accept_answer(what: str, pause: PauseRequest, model: type[BaseModel], answer
 
     A mapping or text is taken as written for the model's version at the pause and brought
     to today's version by its registered migrations first. Refused with
-    :class:`InvalidInputError` naming the fields; nothing is consumed.
+    ``InvalidInputError`` naming the fields; nothing is consumed.
     """
     expected = f"{model.__qualname__} ({pause.input_type})"
     rooted = issubclass(model, RootModel)

@@ -17,7 +17,7 @@ from ..exceptions import PipelineError
 __all__ = ["Backoff", "Pipeline", "Step"]
 
 #: Seconds before retry ``n`` (1 for the first retry), or a base number of seconds doubled
-#: for each retry up to :data:`MAX_BACKOFF_S`: ``backoff=0.5`` waits 0.5, 1, 2, ... seconds.
+#: for each retry up to ``MAX_BACKOFF_S``: ``backoff=0.5`` waits 0.5, 1, 2, ... seconds.
 Backoff = float | Callable[[int], float]
 MAX_BACKOFF_S = 300.0
 
@@ -28,7 +28,7 @@ class Step:
 
     The name identifies the step in saved state, so it must be unique within a pipeline and
     stable across deployments (a renamed step makes old runs refuse to resume). The other
-    fields are the step's policy; see :meth:`from_callable` and :meth:`human`.
+    fields are the step's policy; see ``from_callable`` and ``human``.
     """
 
     name: str
@@ -56,7 +56,7 @@ class Step:
         ``retries``: how many times a failed attempt is tried again (the context and input
         of every attempt are those from before the first); only errors that are instances of
         ``retry_on`` are retried. ``backoff``: seconds to wait before retry *n* (see
-        :data:`Backoff`). ``timeout``: seconds an attempt of an async step may take before it
+        ``Backoff``). ``timeout``: seconds an attempt of an async step may take before it
         is cancelled and fails with ``TimeoutError``. ``interruptible``: an async step that may
         be cancelled at once when the run's cancellation is requested (by default a
         cancellation waits for the step to end).

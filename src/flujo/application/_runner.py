@@ -84,7 +84,7 @@ class _Run:
 class Flujo(Generic[ContextT]):
     """Runs ``pipeline`` durably.
 
-    ``state_backend``: a :class:`~flujo.state.StateBackend`, a URI (``"sqlite:///state.db"``,
+    ``state_backend``: a ``StateBackend``, a URI (``"sqlite:///state.db"``,
     ``"file:///var/flujo"``, ``"postgresql://..."``, ``"memory://"``), or None for the
     ``FLUJO_STATE_URI`` environment variable, else an in-memory store that lives as long as
     this runner (nothing is written to disk unasked). ``pipeline_version`` is stored with
@@ -93,7 +93,7 @@ class Flujo(Generic[ContextT]):
     fail at once with RunInProgressError). ``cancel_poll_interval``: how often an
     interruptible step or a backoff asks the store whether the run's cancellation was
     requested. ``initial_context_data``: context fields of every new run (earlier flujo's
-    argument; per run, pass it to :meth:`run`).
+    argument; per run, pass it to ``run``).
     """
 
     def __init__(
@@ -133,7 +133,7 @@ class Flujo(Generic[ContextT]):
             resume_input: Any = _NO_ANSWER, resume_cancelled: bool = False,
             create: bool = True) -> PipelineResult:
         """Run (or resume, given the ``run_id`` of a saved run) until it ends or pauses;
-        blocking. See :meth:`run_async` for the other arguments."""
+        blocking. See ``run_async`` for the other arguments."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -147,14 +147,14 @@ class Flujo(Generic[ContextT]):
                   initial_context_data: Mapping[str, Any] | None = None,
                   resume_input: Any = _NO_ANSWER, resume_cancelled: bool = False,
                   create: bool = True) -> RunHandle:
-        """Like :meth:`run`, as ``await runner.run_async(...)`` or ``async for step in ...``.
+        """Like ``run``, as ``await runner.run_async(...)`` or ``async for step in ...``.
 
         ``resume_input``: the answer to the pause of the paused run ``run_id``; it is
         validated against the model the pause declared, becomes the pausing step's output
         and the run goes on. ``resume_cancelled``: run a cancelled run on from where it
         stopped (a cancelled run is otherwise returned as it is). ``create=False``: only
         resume; RunNotFoundError when no saved run has the id, instead of starting one
-        (what a worker executing runs saved by :meth:`create_run` wants).
+        (what a worker executing runs saved by ``create_run`` wants).
         """
         return self._handle(initial_input, run_id, initial_context_data, resume_input,
                             resume_cancelled, create)
@@ -168,7 +168,7 @@ class Flujo(Generic[ContextT]):
         this pipeline that already exists under ``run_id`` is left as it is, as ``run`` would
         resume it rather than start over (PipelineMismatchError for another pipeline's;
         RunInProgressError while another process holds an unsaved one). This is how work is
-        handed to other workers (:mod:`flujo.integrations.celery`)."""
+        handed to other workers (``flujo.integrations.celery``)."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -218,7 +218,7 @@ class Flujo(Generic[ContextT]):
         return self.run(run_id=run_id, resume_input=answer)
 
     def cancel(self, run_id: str) -> str:
-        """Cancel ``run_id``; blocking. See :meth:`cancel_async`."""
+        """Cancel ``run_id``; blocking. See ``cancel_async``."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:

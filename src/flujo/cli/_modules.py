@@ -37,7 +37,7 @@ def configured_modules() -> list[str]:
 
 
 def import_application_modules(names: Sequence[str]) -> list[ModuleType]:
-    """Import ``names`` (default: :func:`configured_modules`) and return the modules.
+    """Import ``names`` (default: ``configured_modules``) and return the modules.
 
     Raises the CLI's usage error when the configuration cannot be read or a module cannot be
     imported (an import error, or the module's own code failing).

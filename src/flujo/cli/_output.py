@@ -5,8 +5,8 @@ stream and ``rich`` is installed; plain tab-separated text otherwise. ``rich`` i
 only when it is used, so piped output works without it.
 
 Everything printed that can come from a store (names, ids, messages, values) goes through
-``_terminal``: text through :func:`~._terminal.visible` (in :func:`_cell`, :func:`_err`,
-:func:`_rich_cell`), JSON through :func:`~._terminal.json_text`; rich output is built from
+``_terminal``: text through ``visible`` (in ``_cell``, ``_err``,
+``_rich_cell``), JSON through ``json_text``; rich output is built from
 ``Text`` objects, never from markup.
 """
 
@@ -63,7 +63,7 @@ class _UsageError(Exception):
 
 
 def exit_code_for(exc: BaseException) -> int:
-    """The exit code for an error (see :data:`EXIT_CODES`)."""
+    """The exit code for an error (see ``EXIT_CODES``)."""
     if isinstance(exc, _UsageError | InvalidRunIdError | BackendConfigError | InvalidInputError):
         return EXIT_USAGE
     if isinstance(exc, RunNotFoundError):
@@ -155,7 +155,7 @@ def _cell(value: object) -> str:
 
 
 def _rich_cell(value: object, style: str = "") -> Any:
-    """:func:`_cell` as a rich ``Text``: shown as it is, never read as markup."""
+    """``_cell`` as a rich ``Text``: shown as it is, never read as markup."""
     from rich.text import Text
 
     return Text(_cell(value), style=style)

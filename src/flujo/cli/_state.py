@@ -5,7 +5,7 @@
 ``file:///dir``, ``postgresql://...``; see docs/cli.md).
 Output is a rich table / pretty print when a person is watching (stdout is a terminal) and
 plain tab-separated text when piped; progress bars go to stderr when it is a terminal. The
-exit code says what went wrong (:data:`EXIT_CODES`).
+exit code says what went wrong (``EXIT_CODES``).
 
 This module wires the commands into argparse; the work is done in ``_state_read`` (ls, show,
 export), ``_state_write`` (import, migrate, delete), ``_state_control`` (resume, cancel),

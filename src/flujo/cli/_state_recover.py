@@ -3,7 +3,7 @@
 A run saved as ``running`` whose claim nobody holds and that nobody saved for a while was
 left by a worker that died, or its message was lost on its way to one (a broker restarted
 without persistence). ``--dry-run`` lists them from the store alone; resubmitting needs the
-application's task (``--task MODULE:NAME``, a :class:`~flujo.integrations.celery.FlujoTask`),
+application's task (``--task MODULE:NAME``, a ``FlujoTask``),
 whose runner knows the store. A run resubmitted twice still runs once (its claim decides).
 """
 

@@ -7,18 +7,18 @@ clipboard, OSC 8 makes hyperlinks, CSI clears the screen or moves the cursor), a
 override reorders what is shown, and rich markup (``[/bold]``, ``[link=...]``) crashes or
 restyles rich output. So:
 
-* :func:`visible` replaces every control character (C0, DEL, C1), bidi and other format
+* ``visible`` replaces every control character (C0, DEL, C1), bidi and other format
   character, line and paragraph separator and lone surrogate with a visible escape
   (``\\x1b``, ``\\t``, ``\\u202e``): the operator sees that something odd is stored, and
   nothing reaches the terminal that acts on it. Rich output is built from ``Text`` objects
   holding such text, never from markup.
-* :func:`json_text` writes JSON whose strings carry the same characters as ``\\uXXXX``
+* ``json_text`` writes JSON whose strings carry the same characters as ``\\uXXXX``
   escapes (still the same JSON data), and integers too long for decimal digits in the
   tagged form flujo stores them in.
-* :func:`pretty` is the pretty-printed form of a decoded state: ``repr`` of its values
+* ``pretty`` is the pretty-printed form of a decoded state: ``repr`` of its values
   (which escapes control characters in strings), integers too long for decimal digits
   summarised, values whose ``repr`` fails shown field by field, and the whole through
-  :func:`visible`.
+  ``visible``.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def _json_ready(data: Any) -> Any:
 
 def json_text(document: Any, *, indent: int | None = None) -> str:
     """``document`` as JSON text safe to print: the same data, with every character
-    :func:`visible` would escape written as a ``\\uXXXX`` escape."""
+    ``visible`` would escape written as a ``\\uXXXX`` escape."""
     try:
         text = json.dumps(_json_ready(document), indent=indent, ensure_ascii=False)
     except RecursionError as exc:  # deeper than Python's recursion limit (about 1,000)
@@ -157,7 +157,7 @@ def json_text(document: Any, *, indent: int | None = None) -> str:
 
 
 class _StatePrinter(pprint.PrettyPrinter):
-    """``pprint`` that shows long integers by :func:`int_text` and, when a value's ``repr``
+    """``pprint`` that shows long integers by ``int_text`` and, when a value's ``repr``
     fails (a model holding such an integer), shows it field by field instead of failing."""
 
     def format(

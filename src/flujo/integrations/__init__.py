@@ -1,3 +1,3 @@
 """Integrations with the tools applications already run; each needs its extra
 (``pip install 'flujo[celery]'``) and is imported by its own module name:
-:mod:`flujo.integrations.celery`."""
+``flujo.integrations.celery``."""

@@ -15,11 +15,11 @@
 
 flujo does not queue anything itself: Celery delivers, flujo's store decides.
 
-* **What a message holds.** Only the run id. :meth:`FlujoTask.submit` first saves the new
+* **What a message holds.** Only the run id. ``FlujoTask.submit`` first saves the new
   run (its input and context, with their exact types, in flujo's store), then sends the
   message; a worker's task resumes the saved run with ``runner.run(run_id=...,
   create=False)``. Celery never serializes your data, and a lost message loses no input:
-  the saved run is found again by :meth:`FlujoTask.recover`.
+  the saved run is found again by ``FlujoTask.recover``.
 * **Redelivery.** The task acknowledges its message only once the run has stopped
   (``acks_late``), and a worker process that dies mid-run gives it back to the broker
   (``reject_on_worker_lost``), so another worker resumes the run from its last saved step.
@@ -121,7 +121,7 @@ class TaskOutcome:
 
 @dataclass(frozen=True)
 class RecoveredRun:
-    """A run :meth:`FlujoTask.recover` found unattended: resubmitted (unless a dry run), or,
+    """A run ``FlujoTask.recover`` found unattended: resubmitted (unless a dry run), or,
     when its message could not be sent, ``error`` says why (the next recovery tries again).
     """
 
@@ -132,11 +132,11 @@ class RecoveredRun:
 
 
 class FlujoTask:
-    """A :class:`~flujo.Flujo` runner as a Celery task; made by :func:`flujo_task`.
+    """A ``Flujo`` runner as a Celery task; made by ``flujo_task``.
 
     ``task`` is the registered Celery task (its message: one argument, the run id);
     ``recover_task`` (named ``<name>.recover``, argument ``older_than_s``) calls
-    :meth:`recover`, for celery beat to run periodically."""
+    ``recover``, for celery beat to run periodically."""
 
     def __init__(self, app: celery.Celery, runner: Flujo[Any], *, name: str,
                  busy_retry_delay: float, unavailable_retry_delay: float,
@@ -193,7 +193,7 @@ class FlujoTask:
     async def submit_async(self, initial_input: Any = None, *, run_id: str | None = None,
                            initial_context_data: Mapping[str, Any] | None = None,
                            **options: Any) -> str:
-        """:meth:`submit` from a coroutine (the message is sent off the event loop)."""
+        """``submit`` from a coroutine (the message is sent off the event loop)."""
         _check_options(options)
         rid = await self.runner.create_run_async(initial_input, run_id=run_id,
                                                  initial_context_data=initial_context_data)
@@ -377,7 +377,7 @@ def flujo_task(app: celery.Celery, runner: Flujo[Any], *, name: str | None = Non
                busy_retry_delay: float = 10.0, unavailable_retry_delay: float = 5.0,
                unavailable_retries: int = 12, run_retries: int = 0,
                run_retry_delay: float = 60.0) -> FlujoTask:
-    """Register ``runner`` as a Celery task of ``app`` and return its :class:`FlujoTask`.
+    """Register ``runner`` as a Celery task of ``app`` and return its ``FlujoTask``.
 
     Call it where both the submitting code and the workers import it (the module that
     defines the app, say), so that both know the task by ``name`` (default:

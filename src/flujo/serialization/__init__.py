@@ -120,7 +120,7 @@ def safe_serialize(
 ) -> Any:
     """Turn ``obj`` into JSON-compatible data (dict/list/str/int/float/bool/None).
 
-    ``mode="tagged"`` (default) is reversible with :func:`safe_deserialize`. ``mode="json"``
+    ``mode="tagged"`` (default) is reversible with ``safe_deserialize``. ``mode="json"``
     is plain JSON for people and APIs (datetimes as ISO strings, models as field dicts) and
     is not reversible. ``validate`` overrides the registry's choice of checking custom
     serializers' output against their schemas. ``default_serializer`` is a last resort for
@@ -148,7 +148,7 @@ def encode_with_manifest(
 
     ``memo``: for a value encoded again and again as it changes in place (a run's state,
     save after save), ``EncodingMemo(last)``, where ``last`` is the memo of the previous
-    encoding of that value: the records of lists it wrote then (see :class:`EncodingMemo`)
+    encoding of that value: the records of lists it wrote then (see ``EncodingMemo``)
     that are unchanged are not checked and written again. The data is the same as without.
     """
     manifest: dict[str, int] = {}
@@ -172,14 +172,14 @@ def merge_manifests(*manifests: Mapping[str, int]) -> dict[str, int]:
 
 def safe_deserialize(data: Any, *, registry: TypeRegistry | None = None,
                      strict: bool = True, copy: bool = True) -> Any:
-    """Rebuild the value that :func:`safe_serialize` encoded, with its exact types.
+    """Rebuild the value that ``safe_serialize`` encoded, with its exact types.
 
     Tags written by older versions of a type are upgraded by its registered migrations.
     With ``strict=False`` a tag naming no known type is kept as it is (with an
     ``UnknownTypeWarning``) instead of raising UnknownTypeError. Nothing is imported but
     modules under the registry's trusted prefixes (``trust_modules``).
 
-    ``copy=False`` is for data parsed for this call alone (as :func:`deserialize_from_json`
+    ``copy=False`` is for data parsed for this call alone (as ``deserialize_from_json``
     does): the result is then built from ``data``'s own lists and dicts, which are changed
     in place, instead of from copies of them; faster, and half the garbage to collect.
     """
@@ -196,8 +196,8 @@ JSON_DUMPS_OPTIONS = frozenset({"indent", "sort_keys", "ensure_ascii", "separato
 def serialize_to_bytes(obj: Any, *, mode: Literal["tagged", "json"] = "tagged",
                        registry: TypeRegistry | None = None, validate: bool | None = None,
                        default_serializer: Callable[[Any], Any] | None = None) -> bytes:
-    """:func:`safe_serialize` written as compact UTF-8 JSON: the bytes of
-    :func:`serialize_to_json`'s text, without decoding them to a ``str``.
+    """``safe_serialize`` written as compact UTF-8 JSON: the bytes of
+    ``serialize_to_json``'s text, without decoding them to a ``str``.
 
     The parts written in the typed form (a model's fields, the rows of a list of models)
     go from pydantic-core to the output as JSON text, without being built as Python data
@@ -225,7 +225,7 @@ def serialize_to_json(obj: Any, *, mode: Literal["tagged", "json"] = "tagged",
                       registry: TypeRegistry | None = None, validate: bool | None = None,
                       default_serializer: Callable[[Any], Any] | None = None,
                       **dumps_options: Any) -> str:
-    """:func:`safe_serialize` then orjson, as a ``str`` (:func:`serialize_to_bytes` decoded).
+    """``safe_serialize`` then orjson, as a ``str`` (``serialize_to_bytes`` decoded).
 
     ``indent``, ``sort_keys``, ``ensure_ascii`` and ``separators`` format the text as
     ``json.dumps`` does (which then writes it instead of orjson). ``sort_keys=True`` is for
@@ -254,8 +254,8 @@ def serialize_to_json(obj: Any, *, mode: Literal["tagged", "json"] = "tagged",
 
 def deserialize_from_json(text: str | bytes, *, registry: TypeRegistry | None = None,
                           strict: bool = True) -> Any:
-    """Parse JSON text written by :func:`serialize_to_json` (or the bytes of
-    :func:`serialize_to_bytes`) and decode it: :func:`safe_deserialize` of the parsed data,
+    """Parse JSON text written by ``serialize_to_json`` (or the bytes of
+    ``serialize_to_bytes``) and decode it: ``safe_deserialize`` of the parsed data,
     which this call builds its result from instead of copying it."""
     try:
         data = orjson.loads(text)
@@ -265,7 +265,7 @@ def deserialize_from_json(text: str | bytes, *, registry: TypeRegistry | None = 
 
 
 def register_type(cls: type, **options: Any) -> TypeCodec:
-    """Register ``cls`` in the global registry; see :meth:`TypeRegistry.register_type`."""
+    """Register ``cls`` in the global registry; see ``TypeRegistry.register_type``."""
     return _GLOBAL.register_type(cls, **options)
 
 
@@ -311,7 +311,7 @@ def serializable(
     deserializer: Callable[[Any], Any] | None = None, schema: JSONSchema | None = None,
     registry: TypeRegistry | None = None,
 ) -> Callable[[T], T]:
-    """Class decorator form of :func:`register_type`."""
+    """Class decorator form of ``register_type``."""
     def decorate(cls: T) -> T:
         (registry or _GLOBAL).register_type(
             cls, name=name, version=version, migrations=migrations, aliases=aliases,

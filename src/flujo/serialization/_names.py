@@ -103,7 +103,7 @@ class NameResolver:
     """Finds the class a ``module:QualName`` names (see the module docstring).
 
     ``trusted``: the trusted prefixes, or None to read them from the configuration
-    (:func:`configured_prefixes`) the first time a name is not already defined.
+    (``configured_prefixes``) the first time a name is not already defined.
     """
 
     def __init__(self, trusted: Iterable[str] | None) -> None:

@@ -1,6 +1,6 @@
 """What a ``strict=False`` read keeps of a tagged object naming no known type.
 
-It is the stored data itself, as an :class:`UndecodedValue` (a ``dict``), so that a process
+It is the stored data itself, as an ``UndecodedValue`` (a ``dict``), so that a process
 without the type (a CLI, a worker missing an optional library) can read the rest of a value
 and write it back unchanged: the encoder writes an ``UndecodedValue`` out exactly as it was
 stored, where a plain dict holding a ``$t`` key would be escaped (``dict@1``) and no longer

@@ -1,11 +1,11 @@
 """Durable, versioned persistence of workflow state.
 
-Every save is stored as one self-describing :class:`Envelope` (docs/envelope.md), a whole
+Every save is stored as one self-describing ``Envelope`` (docs/envelope.md), a whole
 state or a delta of the save before, by one of the backends (docs/backends.md), all
-implementing :class:`StateBackend`; the backends keep every checkpoint (``history``,
+implementing ``StateBackend``; the backends keep every checkpoint (``history``,
 ``state_at``) until it is pruned (``prune``, ``compact``). Old records keep
 loading: per-type migrations run inside the serialization layer, whole-state migrations are
-registered here (docs/migrations.md), and :func:`migrate_all` rewrites a store in place.
+registered here (docs/migrations.md), and ``migrate_all`` rewrites a store in place.
 """
 
 from __future__ import annotations

@@ -15,12 +15,12 @@ A delta's payload is::
     {"delta": {"base": b, "parent": r - 1, "fields": [edits], "keep": k,
                "history": [<documents of the entries after the first k>]}}
 
-``fields`` are the edits (:mod:`._delta`) that turn the parent's fields document into this
+``fields`` are the edits (``._delta``) that turn the parent's fields document into this
 one; the history is the parent's first ``k`` entries followed by the ones listed. ``base`` and
 ``parent`` repeat the header inside the payload, which encryption authenticates: a record
 moved to another place of the chain is refused.
 
-:class:`ChainTip` is what a backend remembers of the last record it wrote or read for a run,
+``ChainTip`` is what a backend remembers of the last record it wrote or read for a run,
 to write the next save as a delta of it; only a tip that is still the stored head is used
 (the backend checks inside its write's critical section), so a stale one costs a whole-state
 record, never a wrong delta.
@@ -78,7 +78,7 @@ MAX_CHAIN = 1000
 class HistoryEntry:
     """One step history entry as stored: its document and, lazily, that document's JSON.
 
-    ``source`` is the object it was encoded from (:data:`UNKNOWN` for one read from the
+    ``source`` is the object it was encoded from (``UNKNOWN`` for one read from the
     store): a later save finding the very same object at the same position reuses the
     encoding."""
 
@@ -104,7 +104,7 @@ class HistoryEntry:
 @dataclass
 class History:
     """A step history as encoded: its entries, the objects they were encoded from
-    (:data:`UNKNOWN` where not known), and their total JSON size, container count and
+    (``UNKNOWN`` where not known), and their total JSON size, container count and
     manifest."""
 
     entries: list[HistoryEntry] = field(default_factory=list)
@@ -146,7 +146,7 @@ class ChainTip:
     #: What encoding that record wrote for the run's lists of records, for the next save to
     #: reuse (only the records changed since are written again).
     memo: EncodingMemo | None = None
-    #: The fields document as data, once known: parsed from :attr:`fields_json`, or made
+    #: The fields document as data, once known: parsed from ``fields_json``, or made
     #: from the last tip's by the delta's edits (``Delta.after``). Never changed in place:
     #: tips one after the other share what the edits between them left alone.
     parsed: Any = None
@@ -156,7 +156,7 @@ class ChainTip:
 
     @property
     def fields(self) -> Any:
-        """The fields document (see :attr:`parsed`), parsed when first needed."""
+        """The fields document (see ``parsed``), parsed when first needed."""
         if self.parsed is None:
             self.parsed = loads(self.fields_json)
         return self.parsed

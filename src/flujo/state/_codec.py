@@ -1,6 +1,6 @@
 """State <-> envelope: transcode, then compress, then encrypt (and the reverse on read).
 
-:class:`EnvelopeCodec` is shared by every built-in backend, so all of them store the same
+``EnvelopeCodec`` is shared by every built-in backend, so all of them store the same
 bytes for the same state. Backends only move envelopes around; everything about what an
 envelope contains lives here.
 
@@ -10,7 +10,7 @@ Writing::
         --compress (zstd|zlib, optional)--> --AES-GCM (optional, AAD = header)--> base64
 
 Reading applies the steps in reverse, then the per-type migrations (inside
-``safe_deserialize``) and the whole-state migrations (:mod:`._migrations`).
+``safe_deserialize``) and the whole-state migrations (``._migrations``).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ class EncodedState:
     manifest of both and the label of the checkpoint (step, attempt, steps done).
 
     ``data`` and ``payload_json`` are the whole-state payload; a delta is built from the
-    parts instead (see :mod:`._chain`)."""
+    parts instead (see ``._chain``)."""
 
     run_id: str
     pipeline_name: str
@@ -209,7 +209,7 @@ class EnvelopeCodec:
     ``registry`` (default: the global registry, looked up at each use) serializes the values;
     ``migrations`` (default: the global whole-state registry) brings old states up to date;
     ``compression`` is ``None``, ``"zlib"``, ``"zstd"`` or ``"auto"`` (zstd when installed,
-    else zlib); ``encryption`` is an :class:`Encryption` or ``None``; ``max_payload_bytes`` caps
+    else zlib); ``encryption`` is an ``Encryption`` or ``None``; ``max_payload_bytes`` caps
     a payload's JSON size, on save (so nothing unreadable is ever written) and when
     decompressing (so a hostile record cannot exhaust memory).
     """
@@ -278,7 +278,7 @@ class EnvelopeCodec:
         """Serialize ``state``; every serialization error surfaces here, at save time.
 
         History entries that are the very objects ``tip`` encoded, at the same positions,
-        are not encoded again (see :mod:`._chain`); with ``memo``, neither are the records
+        are not encoded again (see ``._chain``); with ``memo``, neither are the records
         of the context's lists unchanged since (``tip.memo``), and the result carries the
         memo for the next save."""
         what = f"run {state.run_id!r}"
@@ -364,7 +364,7 @@ class EnvelopeCodec:
         base: int | None = None,
     ) -> SealedRecord:
         """Build the envelope for ``encoded`` at ``revision``, compressing and encrypting:
-        a whole-state record, or, given ``delta`` (from :meth:`delta`), a delta record in the
+        a whole-state record, or, given ``delta`` (from ``delta``), a delta record in the
         chain starting at ``base``."""
         header = {
             **self._header(encoded, ENVELOPE_VERSION, revision, created_at, updated_at),
@@ -462,7 +462,7 @@ class EnvelopeCodec:
     def parse(
         self, raw: bytes | str, *, what: str, fallback_time: datetime | None = None
     ) -> Envelope:
-        """Parse stored bytes into an :class:`Envelope` (upgrading old layouts in memory).
+        """Parse stored bytes into an ``Envelope`` (upgrading old layouts in memory).
 
         A record over ``max_record_bytes`` or ``max_containers`` is refused before it is
         parsed, and so is a plaintext record in a store that requires encryption."""
@@ -561,8 +561,8 @@ class EnvelopeCodec:
             raise error(f"{what}: the payload is not valid base64") from exc
 
     def open(self, envelope: Envelope, *, what: str) -> WorkflowState:
-        """Decode a whole-state ``envelope`` into a current :class:`WorkflowState` (never
-        writes anything); a delta needs its chain (:meth:`open_chain`).
+        """Decode a whole-state ``envelope`` into a current ``WorkflowState`` (never
+        writes anything); a delta needs its chain (``open_chain``).
 
         Raises FutureVersionError / MissingMigrationError / MigrationError / UnknownTypeError
         when the code cannot bring the record up to date, EncryptionError for key problems
@@ -696,7 +696,7 @@ class EnvelopeCodec:
 
     def reseal(self, head: Envelope, payload: dict[str, Any]) -> Envelope:
         """A whole-state envelope with ``head``'s header and ``payload`` (from
-        :meth:`plain_chain` of ``head``'s chain), stored the way this codec stores records."""
+        ``plain_chain`` of ``head``'s chain), stored the way this codec stores records."""
         if head.stored_envelope_version < 2:
             return head  # a version 1 record is a whole state already
         header = {**head.header(), "kind": "state", "base": head.revision,

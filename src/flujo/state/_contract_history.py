@@ -58,7 +58,7 @@ def _same_state(loaded: WorkflowState, saved: WorkflowState) -> None:
 
 class HistoryContract:
     """Checkpoint history: see the module docstring. Uses ``make_backend`` and the raw hooks
-    of :class:`~flujo.state.testing.BackendContract`."""
+    of ``BackendContract``."""
 
     async def make_backend(self, tmp_path: Path, **options: Any) -> StateBackend:
         raise NotImplementedError

@@ -1,9 +1,9 @@
 """The versioned envelope every persisted state is stored in.
 
-This module is the single source of truth for the envelope's format name (:data:`FORMAT`) and
-format version (:data:`ENVELOPE_VERSION`). ``docs/envelope.md`` describes the format and
-``schemas/envelope.v2.schema.json`` is generated from :class:`Envelope` by
-:func:`envelope_json_schema` (``flujo schema export`` writes it; a test checks it is current).
+This module is the single source of truth for the envelope's format name (``FORMAT``) and
+format version (``ENVELOPE_VERSION``). ``docs/envelope.md`` describes the format and
+``schemas/envelope.v2.schema.json`` is generated from ``Envelope`` by
+``envelope_json_schema`` (``flujo schema export`` writes it; a test checks it is current).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class Envelope(BaseModel):
     """One persisted run: a plaintext header and the (possibly compressed/encrypted) payload.
 
     The header is what backends index and what tools read without a key. The payload is the
-    tagged ``safe_serialize`` form of the :class:`~flujo.state.models.WorkflowState` fields.
+    tagged ``safe_serialize`` form of the ``WorkflowState`` fields.
     """
 
     model_config = ConfigDict(

@@ -37,7 +37,7 @@ class MigrationFailure:
 
 @dataclass
 class MigrationReport:
-    """What :func:`migrate_all` found and did."""
+    """What ``migrate_all`` found and did."""
 
     dry_run: bool
     scanned: int = 0

@@ -3,7 +3,7 @@
 libpq echoes a connection string it cannot parse (``... in URI: "postgresql://app:pw@[::1"``)
 and psycopg_pool logs every failed connection attempt, so a password given in a DSN could
 reach an exception message, a log file or a terminal. Every message flujo builds from a DSN
-or from psycopg's errors goes through :func:`redact`, and :func:`hide_in_logs` installs a
+or from psycopg's errors goes through ``redact``, and ``hide_in_logs`` installs a
 filter on psycopg's loggers that does the same to their records.
 """
 

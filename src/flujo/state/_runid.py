@@ -25,7 +25,7 @@ _FORBIDDEN = frozenset("/\\\x00")
 def validate_run_id(run_id: Any) -> str:
     """Return ``run_id`` if it is safe to use as a storage key, else raise InvalidRunIdError.
 
-    A run id must be a non-empty ``str`` of at most :data:`MAX_RUN_ID_BYTES` UTF-8 bytes that
+    A run id must be a non-empty ``str`` of at most ``MAX_RUN_ID_BYTES`` UTF-8 bytes that
     does not start with ``.`` (this also refuses ``.`` and ``..``; dot-files are the stores'
     own temporary and lock files), does not start or end with whitespace, and contains no path
     separator (``/``, ``\\``), NUL byte or other control character.

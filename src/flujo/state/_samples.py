@@ -1,7 +1,7 @@
 """Sample values for the backend contract suite: one of every kind the registry supports.
 
-Kept apart from :mod:`flujo.state.testing` (which needs pytest) so the values and
-:func:`assert_same` can be used anywhere.
+Kept apart from ``flujo.state.testing`` (which needs pytest) so the values and
+``assert_same`` can be used anywhere.
 """
 
 from __future__ import annotations

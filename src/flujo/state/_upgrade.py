@@ -98,7 +98,7 @@ def upgrade_envelope(
 
 def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     """Version 2 added checkpoint chains: every version 1 record holds a whole state (in
-    one document; see :meth:`EnvelopeCodec.open`) and starts a chain of its own."""
+    one document; see ``EnvelopeCodec.open``) and starts a chain of its own."""
     return {**data, "envelope_version": 2, "kind": "state", "base": data.get("revision"),
             "step": None, "attempt": None, "steps_done": 0}
 

@@ -16,12 +16,12 @@ def backend_from_uri(uri: str, **options: Any) -> StateBackend:
     """Build a backend from a URI; ``options`` go to the backend's constructor.
 
     ==================================  ===========================================
-    ``memory://``                       :class:`InMemoryBackend`
-    ``file:///var/lib/app/state``       :class:`FileBackend` (absolute directory)
-    ``file://state``                    :class:`FileBackend` (relative directory)
-    ``sqlite:///state.db``              :class:`SQLiteBackend` (relative file)
-    ``sqlite:////var/lib/app/state.db`` :class:`SQLiteBackend` (absolute file)
-    ``postgresql://user@host/db``       :class:`PostgresBackend` (also ``postgres://``)
+    ``memory://``                       ``InMemoryBackend``
+    ``file:///var/lib/app/state``       ``FileBackend`` (absolute directory)
+    ``file://state``                    ``FileBackend`` (relative directory)
+    ``sqlite:///state.db``              ``SQLiteBackend`` (relative file)
+    ``sqlite:////var/lib/app/state.db`` ``SQLiteBackend`` (absolute file)
+    ``postgresql://user@host/db``       ``PostgresBackend`` (also ``postgres://``)
     ==================================  ===========================================
     """
     if not isinstance(uri, str):

@@ -76,13 +76,13 @@ class WorkflowState(BaseModel):
     stays a ``Decimal``, a user model stays that model).
 
     ``step_names`` are the names of the pipeline's steps (a resume checks them), ``failure``
-    the :class:`~flujo.StepResult` of the step that failed, or whose retries are under way,
+    the ``StepResult`` of the step that failed, or whose retries are under way,
     ``pause`` what a ``paused`` run waits for, and ``forked_from`` the run and checkpoint a
     forked run started from (its lineage).
 
     ``created_at`` and ``updated_at`` belong to the store: a backend sets them when it saves
     (the first save's time, this save's time) and fills them in when it loads, from the
-    record's header, so :meth:`StateBackend.load_state` and ``list_runs`` agree. The values
+    record's header, so ``StateBackend.load_state`` and ``list_runs`` agree. The values
     a caller puts here are not saved, except ``created_at`` set explicitly on a run's first
     save (an import keeps its original creation time).
 
@@ -135,7 +135,7 @@ class WorkflowState(BaseModel):
         """The fields (and kept extra fields) as a dict, values untouched.
 
         Unlike ``model_dump()`` this does not turn nested models into dicts, so the values keep
-        their exact types. It is what :meth:`StateBackend.load_state` returns.
+        their exact types. It is what ``StateBackend.load_state`` returns.
         """
         data = dict(self.__dict__)
         if self.__pydantic_extra__:
@@ -144,7 +144,7 @@ class WorkflowState(BaseModel):
 
 
 class RunSummary(TypedDict):
-    """One row of :meth:`StateBackend.list_runs`; read from the envelope header only."""
+    """One row of ``StateBackend.list_runs``; read from the envelope header only."""
 
     run_id: str
     pipeline_name: str

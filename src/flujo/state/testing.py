@@ -1,8 +1,8 @@
 """The contract test suite every state backend must pass (needs pytest and pytest-asyncio).
 
-Subclass :class:`BackendContract` in a test module, name the subclass ``Test...`` and
-implement :meth:`~BackendContract.make_backend`; optionally implement
-:meth:`~BackendContract.get_raw` / :meth:`~BackendContract.put_raw` to also run the tests
+Subclass ``BackendContract`` in a test module, name the subclass ``Test...`` and
+implement ``make_backend``; optionally implement
+``get_raw`` / ``put_raw`` to also run the tests
 that damage stored records::
 
     from flujo.state.testing import BackendContract
@@ -12,7 +12,7 @@ that damage stored records::
             return MyBackend(tmp_path / uuid.uuid4().hex, **options)
 
 A backend that keeps checkpoint history also implements
-:meth:`~BackendContract.put_kept_raw` to run the damaged-history tests.
+``put_kept_raw`` to run the damaged-history tests.
 
 ``make_backend`` must return a backend on fresh, empty storage each time it is called and
 pass ``options`` (``compression=``, ``encryption=``, ``migrations=``, ``registry=``,

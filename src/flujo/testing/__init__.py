@@ -1,13 +1,13 @@
 """Test helpers for applications that persist their own types with flujo.
 
-* :func:`assert_round_trip` - a value survives ``safe_serialize``, strict JSON and
+* ``assert_round_trip`` - a value survives ``safe_serialize``, strict JSON and
   ``safe_deserialize`` with exactly the same types at every level.
-* :func:`assert_identical` - the comparison it uses: equal values, identical types.
-* :class:`FlujoSnapshotExtension` - a syrupy extension that pins a value's serialized form in
-  a snapshot file (needs ``syrupy``; lives in :mod:`flujo.testing.syrupy`).
-* :class:`BackendContract` - the contract test suite every state backend passes, to run
+* ``assert_identical`` - the comparison it uses: equal values, identical types.
+* ``FlujoSnapshotExtension`` - a syrupy extension that pins a value's serialized form in
+  a snapshot file (needs ``syrupy``; lives in ``flujo.testing.syrupy``).
+* ``BackendContract`` - the contract test suite every state backend passes, to run
   against your own ``StateBackend`` (needs ``pytest`` and ``pytest-asyncio``; it is
-  :mod:`flujo.state.testing`), with :data:`BAD_RUN_IDS` and :func:`sample_values`.
+  ``flujo.state.testing``), with ``BAD_RUN_IDS`` and ``sample_values``.
 
 Only the first two are imported eagerly, so ``import flujo.testing`` needs neither pytest nor
 syrupy. See docs/testing.md.

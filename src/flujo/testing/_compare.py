@@ -428,7 +428,7 @@ def assert_round_trip(value: Any, *, registry: TypeRegistry | None = None) -> An
 
     The value goes through ``safe_serialize`` (with ``registry``, default: the global one),
     strict JSON text (orjson: no NaN, no non-str keys, no integers beyond 64 bits), and
-    ``safe_deserialize``; the result is then compared with :func:`assert_identical`. Raises
+    ``safe_deserialize``; the result is then compared with ``assert_identical``. Raises
     AssertionError naming the path of the first difference; serialization errors
     (``UnserializableTypeError``, ...) propagate as they are. Returns the decoded value.
     """

@@ -4,7 +4,7 @@
 form flujo persists) as indented JSON, keys in the order flujo writes them, one ``.json`` file
 per snapshot. A change in how one of your types is stored then shows up as a snapshot diff in
 review, and ``pytest --snapshot-update`` records it deliberately. Before a value is pinned it
-must survive :func:`~flujo.testing.assert_round_trip`, so a pinned form is one that reads back.
+must survive ``assert_round_trip``, so a pinned form is one that reads back.
 
 Snapshots go where syrupy puts them (``__snapshots__/<test module>/`` next to the tests)
 unless you choose a folder: ``FlujoSnapshotExtension.in_folder(path)``, or a subclass that
@@ -47,11 +47,11 @@ def _ordered(data: Any) -> Any:
 class FlujoSnapshotExtension(JSONSnapshotExtension):
     """Snapshots of ``safe_serialize(value)``: deterministic, indented JSON.
 
-    Class attributes (set them in a subclass, or pass them to :meth:`in_folder`):
+    Class attributes (set them in a subclass, or pass them to ``in_folder``):
 
-    * ``registry``: the :class:`~flujo.serialization.TypeRegistry` to serialize with
+    * ``registry``: the ``TypeRegistry`` to serialize with
       (``None``: the global registry).
-    * ``check_round_trip``: run :func:`~flujo.testing.assert_round_trip` on every value
+    * ``check_round_trip``: run ``assert_round_trip`` on every value
       before pinning it (default ``True``).
 
     ``exclude``/``include``/``matcher`` of ``snapshot(...)`` apply to the serialized form

@@ -1,6 +1,6 @@
 """``flujo schema docs``: readable documentation of every stored type, from the registry.
 
-Two phases: ``collect`` turns each codec into a :class:`TypeDoc` (fields, version history,
+Two phases: ``collect`` turns each codec into a ``TypeDoc`` (fields, version history,
 an example in tagged form), then ``render_markdown`` / ``render_html`` write it. Output is
 deterministic so a test can keep the committed pages current.
 """

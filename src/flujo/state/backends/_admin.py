@@ -25,7 +25,7 @@ __all__ = ["UpstreamAdminCalls"]
 
 
 class UpstreamAdminCalls:
-    """Mixed into :class:`~flujo.state.backends.base.EnvelopeStateBackend`."""
+    """Mixed into ``EnvelopeStateBackend``."""
 
     async def list_runs(self, status: str | None = None, pipeline_name: str | None = None,
                         limit: int | None = None, offset: int = 0) -> list[RunSummary]:

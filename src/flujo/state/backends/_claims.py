@@ -52,9 +52,9 @@ class ClaimHolder:
 class ClaimWatch:
     """Tells the holder of a claim that can end while held (a lease) that it has ended.
 
-    The claim is lost once :meth:`lose` is called (from any thread), or once the monotonic
-    ``deadline`` passes before :meth:`extend` moves it on; a lost claim stays lost. ``what``
-    names the run in :class:`~flujo.exceptions.ClaimLostError`.
+    The claim is lost once ``lose`` is called (from any thread), or once the monotonic
+    ``deadline`` passes before ``extend`` moves it on; a lost claim stays lost. ``what``
+    names the run in ``ClaimLostError``.
     """
 
     def __init__(self, what: str, deadline: float | None = None) -> None:
@@ -85,7 +85,7 @@ class ClaimWatch:
             return True
 
     def lose(self, reason: str) -> None:
-        """Mark the claim lost (the first reason stays) and wake every :meth:`wait`."""
+        """Mark the claim lost (the first reason stays) and wake every ``wait``."""
         with self._lock:
             if self._reason_locked() is None:
                 self._reason = reason
@@ -147,6 +147,6 @@ class RunClaim:
         return self.watch is not None and self.watch.reason is not None
 
     def check(self) -> None:
-        """Raise :class:`~flujo.exceptions.ClaimLostError` if the claim was lost."""
+        """Raise ``ClaimLostError`` if the claim was lost."""
         if self.watch is not None:
             self.watch.check()

@@ -213,7 +213,7 @@ def fenced_out(what: str, epoch: int) -> ClaimLostError:
 
 
 class FlockClaims:
-    """What the file and SQLite backends share, whose claims are a :class:`ClaimDirectory`
+    """What the file and SQLite backends share, whose claims are a ``ClaimDirectory``
     (``self._claims``): cancel requests, claim holders, and saves fenced by the claim's
     epoch (``_write_sync(run_id, make, epoch)`` checks it under the write's own lock)."""
 

@@ -6,8 +6,8 @@ the earlier ones the backend keeps (``keeps_history``). Reading revision ``r`` r
 whole-state record its chain starts at and the deltas up to ``r``.
 
 What is kept by default: everything. A run's records stay until the run is deleted
-(``delete_state``, ``delete_on_completion``), its history is compacted (:meth:`compact`),
-or :meth:`prune` removes it. Running and paused runs are never pruned or compacted.
+(``delete_state``, ``delete_on_completion``), its history is compacted (``compact``),
+or ``prune`` removes it. Running and paused runs are never pruned or compacted.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class Checkpoint:
 
 @dataclass
 class PruneReport:
-    """What :meth:`CheckpointCalls.prune` did (or, with ``dry_run``, would do)."""
+    """What ``CheckpointCalls.prune`` did (or, with ``dry_run``, would do)."""
 
     deleted: list[str] = field(default_factory=list)
     compacted: list[str] = field(default_factory=list)

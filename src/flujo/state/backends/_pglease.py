@@ -1,4 +1,4 @@
-"""PostgreSQL run claims as leases (for :class:`~flujo.state.PostgresBackend`).
+"""PostgreSQL run claims as leases (for ``PostgresBackend``).
 
 A claim is a row of ``<table>_claims``: the run, its ``epoch`` (drawn from the sequence
 ``<table>_claim_epochs`` by every successful claim, so never reused, even after a release
@@ -6,13 +6,13 @@ deletes the row), the holder (host:pid:random, for operators) and when it was ta
 expires (server clock). A claim takes the row only if it is missing or expired, in one
 statement; a lost session frees nothing before the lease expires.
 
-While the claim is held, a :class:`Renewer` thread with its own connection moves
+While the claim is held, a ``Renewer`` thread with its own connection moves
 ``expires_at`` on every third of the lease. A thread, because a sync step runs on the event
 loop and would stop a task from renewing; its own connection, reconnected whenever a
 renewal fails (a terminated session, ``idle_session_timeout``). The claim is lost when a
 renewal finds another epoch (or no row), or when no renewal has succeeded by the local
 deadline: the start of the last successful renewal + lease - margin (monotonic clock), kept
-by the claim's :class:`~flujo.state.backends.base.ClaimWatch`, which the runner reads
+by the claim's ``ClaimWatch``, which the runner reads
 without relying on the thread (a renewal can be stuck in a connection attempt).
 """
 
@@ -122,7 +122,7 @@ def connect(dsn: str, connect_timeout: float) -> Connection[Any]:
 
 
 class Renewer:
-    """Renews one lease from a daemon thread until :meth:`stop` or until the claim is lost.
+    """Renews one lease from a daemon thread until ``stop`` or until the claim is lost.
 
     ``started`` is the monotonic time the claim statement was sent: the lease cannot have
     been set to expire before ``started + lease``.
@@ -153,7 +153,7 @@ class Renewer:
         self.thread.start()
 
     def stop(self) -> None:
-        """Stop renewing (the thread ends after the renewal it may be in); see :meth:`join`."""
+        """Stop renewing (the thread ends after the renewal it may be in); see ``join``."""
         self._stop.set()
 
     def join(self) -> None:

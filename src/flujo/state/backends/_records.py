@@ -76,7 +76,7 @@ WriteRecord = Callable[[CurrentRecord | None], SealedRecord]
 
 
 def coerce_state(run_id: str, state: StateInput) -> WorkflowState:
-    """Accept a :class:`WorkflowState` or an earlier-flujo-style dict for ``run_id``."""
+    """Accept a ``WorkflowState`` or an earlier-flujo-style dict for ``run_id``."""
     if isinstance(state, WorkflowState):
         result = state
     elif isinstance(state, Mapping):

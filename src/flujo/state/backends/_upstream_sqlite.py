@@ -2,7 +2,7 @@
 
 Upstream's ``SQLiteBackend`` stored one row per run: index columns plus the context, the last
 output and the step history as JSON text (plain JSON: a datetime as a string, a model as a
-dict), with naive UTC timestamps. :class:`~flujo.state.SQLiteBackend` reads such a database
+dict), with naive UTC timestamps. ``SQLiteBackend`` reads such a database
 in place: a run found only there is returned as a record of earlier flujo (a bare state
 dict, envelope version 0; the runner lets the context model parse its plain JSON back), its
 first save goes to flujo's own table, and ``delete_state`` removes it from both. Nothing in

@@ -1,10 +1,10 @@
-"""The backend contract (:class:`StateBackend`) and the shared envelope machinery.
+"""The backend contract (``StateBackend``) and the shared envelope machinery.
 
-:class:`StateBackend` keeps the contract of earlier flujo versions: a custom backend that
+``StateBackend`` keeps the contract of earlier flujo versions: a custom backend that
 implements ``save_state`` / ``load_state`` / ``delete_state`` keeps working. Everything else
 (listing, revisions, raw envelopes, claims) is optional there and raises NotImplementedError.
 
-:class:`EnvelopeStateBackend` implements the whole API on top of five storage primitives; the
+``EnvelopeStateBackend`` implements the whole API on top of five storage primitives; the
 four built-in backends and any new custom backend subclass it (see docs/custom-backend.md).
 """
 
@@ -78,10 +78,10 @@ __all__ = [
 class StateBackend(abc.ABC):
     """Where workflow state is persisted.
 
-    Required (the earlier flujo contract): :meth:`save_state`, :meth:`load_state`,
-    :meth:`delete_state`. Optional, raising NotImplementedError unless a backend provides
-    them: :meth:`list_runs`, :meth:`list_run_ids`, :meth:`load_record`,
-    :meth:`read_envelope`, :meth:`write_envelope`, :meth:`claim`.
+    Required (the earlier flujo contract): ``save_state``, ``load_state``,
+    ``delete_state``. Optional, raising NotImplementedError unless a backend provides
+    them: ``list_runs``, ``list_run_ids``, ``load_record``,
+    ``read_envelope``, ``write_envelope``, ``claim``.
     """
 
     @abc.abstractmethod
@@ -129,7 +129,7 @@ class StateBackend(abc.ABC):
     def claim(self, run_id: str) -> AbstractAsyncContextManager[RunClaim]:
         """Exclusive per-run claim: ``async with backend.claim(run_id): ...``.
 
-        Raises :class:`~flujo.exceptions.RunInProgressError` at once if another worker (in
+        Raises ``RunInProgressError`` at once if another worker (in
         this process or another) holds it. The claim is released when the block exits and,
         if the worker dies, by the operating system or database server.
         """
@@ -144,7 +144,7 @@ class StateBackend(abc.ABC):
         """Ask the worker executing ``run_id`` to stop at its next step boundary.
 
         The request is kept in the store (any process sharing it sees it) until the run is
-        saved as cancelled, completes, or :meth:`clear_cancel_request` drops it; asking twice
+        saved as cancelled, completes, or ``clear_cancel_request`` drops it; asking twice
         is asking once. ``Flujo.cancel`` calls it for a run another worker holds.
         """
         raise NotImplementedError(f"{type(self).__name__} does not support cancel requests")
@@ -162,7 +162,7 @@ class StateBackend(abc.ABC):
         return None
 
     async def shutdown(self) -> None:
-        """Alias of :meth:`close` kept for backends written for earlier flujo."""
+        """Alias of ``close`` kept for backends written for earlier flujo."""
         await self.close()
 
     async def __aenter__(self) -> Self:
@@ -192,13 +192,13 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
     * ``_list(status, pipeline_name, limit, offset) -> list[RunSummary]``
     * ``_list_ids() -> list[str]``
 
-    plus :meth:`claim`. Run ids reaching the primitives are already validated. A backend
+    plus ``claim``. Run ids reaching the primitives are already validated. A backend
     that can fence writes by claim epoch also overrides ``_write_claimed``.
 
     A backend that keeps checkpoint history sets ``keeps_history = True``: its ``_write``
     keeps the record it replaces, under that record's revision, and it implements
     ``_read_history`` and ``_compact``. Saves are then written as deltas of the record
-    before (:mod:`flujo.state._chain`). A backend that does not keep history stores a whole
+    before (``flujo.state._chain``). A backend that does not keep history stores a whole
     state at every save, as before.
     """
 
@@ -535,13 +535,13 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
     ) -> PruneReport:
         """Remove finished runs (or, ``history_only``, all their checkpoints but the last)
         last saved before ``older_than`` and not among the ``keep_last`` newest of their
-        pipeline; see :func:`flujo.state.backends._history.prune`."""
+        pipeline; see ``flujo.state.backends._history.prune``."""
         return await _history.prune(self, older_than=older_than, keep_last=keep_last,
                                     status=status, history_only=history_only,
                                     dry_run=dry_run, progress=progress)
 
     async def load_workflow_state(self, run_id: str) -> WorkflowState | None:
-        """Like :meth:`load_state` but returns the :class:`WorkflowState` model."""
+        """Like ``load_state`` but returns the ``WorkflowState`` model."""
         record = await self.load_record(run_id)
         return None if record is None else record.state
 
@@ -596,7 +596,7 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
         return self._plain([envelope])
 
     async def plain_state(self, run_id: str) -> Any:
-        """The current state fields of ``run_id`` as JSON data, as :meth:`plain_fields` gives
+        """The current state fields of ``run_id`` as JSON data, as ``plain_fields`` gives
         them, rebuilt from its chain (nothing resealed); None when the run does not exist."""
         chain = await self._read_chain(validate_run_id(run_id))
         return None if chain is None else self._plain([envelope for envelope, _ in chain])
@@ -641,7 +641,7 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
         """Store ``envelope`` unchanged except for its revision, which the backend assigns.
 
         Meant for tools (import, repair). An encrypting backend refuses plaintext envelopes.
-        ``claim`` fences the write as in :meth:`save_state`.
+        ``claim`` fences the write as in ``save_state``.
         """
         run_id = validate_run_id(envelope.run_id)
         check_expected(expected_revision)
@@ -671,7 +671,7 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
 
     async def rewrite_status(self, envelope: Envelope, status: str, *,
                              claim: RunClaim | None = None) -> int:
-        """Store the run of ``envelope`` (as :meth:`read_envelope` gave it) again with
+        """Store the run of ``envelope`` (as ``read_envelope`` gave it) again with
         ``status`` and no pause, everything else as stored, and no value decoded (an
         operator's tool needs none of the application's types); return the new revision.
         Compare-and-set on the envelope's revision, fenced by ``claim``."""
