@@ -16,6 +16,7 @@ import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from flujo.exceptions import DeserializationError, SerializationError
 from flujo.serialization import (
@@ -121,3 +122,19 @@ def test_unknown_tags_kept_undecoded_alike() -> None:
         copied = safe_deserialize(orjson.loads(text), strict=False)
         owned = deserialize_from_json(text, strict=False)
     assert serialize_to_bytes(owned) == serialize_to_bytes(copied) == text.replace(b" ", b"")
+
+
+class _Order(BaseModel):
+    id: str
+
+
+def test_the_typed_form_checks_the_class_asked_for() -> None:
+    text = serialize_to_bytes(_Order(id="a"))
+    order = safe_deserialize(orjson.loads(text), _Order)
+    assert type(order) is _Order and order.id == "a"
+    assert safe_deserialize(orjson.loads(serialize_to_bytes(True)), int) is True  # a subclass
+    with pytest.raises(DeserializationError,
+                       match=r"expected .*_Order, the data holds dict \(at \$\)"):
+        safe_deserialize({"id": "a"}, _Order)
+    with pytest.raises(TypeError, match="expected must be a class, got list"):
+        safe_deserialize([], list[int])  # type: ignore[arg-type]

@@ -30,7 +30,7 @@ class CancelRequested(Exception):
     """The run's cancellation was requested while a step or a backoff was waiting."""
 
 
-async def attempt(step: Step, data: Any, context: PipelineContext, claim: RunClaim | None,
+async def attempt(step: Step[Any, Any], data: Any, context: PipelineContext, claim: RunClaim | None,
                   cancel_check: CancelCheck | None, poll_s: float) -> Any:
     """Run one attempt of ``step`` and return its output.
 
@@ -93,7 +93,7 @@ async def _until_requested(cancel_check: CancelCheck, poll_s: float) -> None:
         await asyncio.sleep(poll_s)
 
 
-async def _timed(step: Step, data: Any, context: PipelineContext) -> Any:
+async def _timed(step: Step[Any, Any], data: Any, context: PipelineContext) -> Any:
     if step.timeout is None:
         return await _call(step, data, context)
     limit = asyncio.timeout(step.timeout)
@@ -108,7 +108,7 @@ async def _timed(step: Step, data: Any, context: PipelineContext) -> Any:
         ) from None
 
 
-async def _call(step: Step, data: Any, context: PipelineContext) -> Any:
+async def _call(step: Step[Any, Any], data: Any, context: PipelineContext) -> Any:
     if step.func is None:  # Step.human: it asks, as a step raising PauseForInput does
         assert step.input_model is not None  # checked when the step was defined
         raise PauseForInput(step.input_model, step.prompt)

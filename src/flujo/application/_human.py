@@ -65,7 +65,7 @@ def input_schema(step: str, input_model: type[BaseModel]) -> dict[str, Any]:
     return schema
 
 
-def input_model_for(what: str, pause: PauseRequest, step: Step | None,
+def input_model_for(what: str, pause: PauseRequest, step: Step[Any, Any] | None,
                     registry: TypeRegistry) -> type[BaseModel]:
     """The model an answer to ``pause`` must fit: the class this process knows under the
     pause's stable name (a ``Step.human`` step's own model, else the registry's)."""

@@ -6,9 +6,9 @@ import collections
 import inspect
 import math
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from pydantic import BaseModel
 
@@ -21,14 +21,28 @@ __all__ = ["Backoff", "Pipeline", "Step"]
 Backoff = float | Callable[[int], float]
 MAX_BACKOFF_S = 300.0
 
+# What a step takes and gives, for type checkers: ``Step[In, Out]``, ``Pipeline[In, Out]``.
+# A step taking a wider input, or giving a narrower output, may stand in for another.
+InT_contra = TypeVar("InT_contra", contravariant=True)
+OutT_co = TypeVar("OutT_co", covariant=True)
+_In = TypeVar("_In")
+_Mid = TypeVar("_Mid")
+_Out = TypeVar("_Out")
+_Answer = TypeVar("_Answer", bound=BaseModel)
+_Params = ParamSpec("_Params")
+
 
 @dataclass(frozen=True)
-class Step:
+class Step(Generic[InT_contra, OutT_co]):
     """One named unit of work: ``func(data)`` or ``func(data, *, context=...)``, sync or async.
 
     The name identifies the step in saved state, so it must be unique within a pipeline and
     stable across deployments (a renamed step makes old runs refuse to resume). The other
     fields are the step's policy; see ``from_callable`` and ``human``.
+
+    For type checkers a step is ``Step[In, Out]``: ``from_callable`` reads ``In`` and ``Out``
+    from the function's first parameter and its return type (an async function's awaited
+    result), and ``a >> b`` is accepted only where ``b`` takes what ``a`` gives.
     """
 
     name: str
@@ -44,13 +58,31 @@ class Step:
     def __post_init__(self) -> None:
         _check_policy(self)
 
+    @overload
+    @classmethod
+    def from_callable(
+        cls, func: Callable[Concatenate[_In, _Params], Awaitable[_Out]], *,
+        name: str | None = None, retries: int = 0, backoff: Backoff = 0.0,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
+        timeout: float | None = None, interruptible: bool = False,
+    ) -> Step[_In, _Out]: ...
+
+    @overload
+    @classmethod
+    def from_callable(
+        cls, func: Callable[Concatenate[_In, _Params], _Out], *, name: str | None = None,
+        retries: int = 0, backoff: Backoff = 0.0,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
+        timeout: float | None = None, interruptible: bool = False,
+    ) -> Step[_In, _Out]: ...
+
     @classmethod
     def from_callable(
         cls, func: Callable[..., Any], *, name: str | None = None, retries: int = 0,
         backoff: Backoff = 0.0,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
         timeout: float | None = None, interruptible: bool = False,
-    ) -> Step:
+    ) -> Step[Any, Any]:
         """A step running ``func``.
 
         ``retries``: how many times a failed attempt is tried again (the context and input
@@ -72,7 +104,8 @@ class Step:
                    timeout=timeout, interruptible=interruptible)
 
     @classmethod
-    def human(cls, name: str, *, input_model: type[BaseModel], prompt: str = "") -> Step:
+    def human(cls, name: str, *, input_model: type[_Answer],
+              prompt: str = "") -> Step[Any, _Answer]:
         """A step that pauses the run until a person answers with an ``input_model``.
 
         The answer (``runner.resume(run_id, answer)``) is validated against ``input_model``
@@ -80,7 +113,8 @@ class Step:
         """
         if not isinstance(name, str) or not name:
             raise PipelineError(f"a human step needs a name, got {name!r}")
-        return cls(name, None, input_model=input_model, prompt=prompt)
+        step: Step[Any, _Answer] = Step(name, None, input_model=input_model, prompt=prompt)
+        return step
 
     @property
     def wants_context(self) -> bool:
@@ -112,7 +146,14 @@ class Step:
             return float(delay)
         return min(float(self.backoff) * 2.0 ** min(retry - 1, 64), MAX_BACKOFF_S)
 
-    def __rshift__(self, other: Step | Pipeline) -> Pipeline:
+    @overload
+    def __rshift__(self: Step[_In, _Mid], other: Step[_Mid, _Out]) -> Pipeline[_In, _Out]: ...
+
+    @overload
+    def __rshift__(self: Step[_In, _Mid],
+                   other: Pipeline[_Mid, _Out]) -> Pipeline[_In, _Out]: ...
+
+    def __rshift__(self, other: Step[Any, Any] | Pipeline[Any, Any]) -> Pipeline[Any, Any]:
         return Pipeline([self]) >> other
 
 
@@ -132,7 +173,7 @@ def _is_async(func: Callable[..., Any] | None) -> bool:
         getattr(func, "__call__", None))  # noqa: B004 - an async __call__ counts too
 
 
-def _check_policy(step: Step) -> None:
+def _check_policy(step: Step[Any, Any]) -> None:
     """Refuse a policy that cannot work, naming the step and the value."""
     what = f"step {step.name!r}"
     if isinstance(step.retries, bool) or not isinstance(step.retries, int) or step.retries < 0:
@@ -175,16 +216,17 @@ class _Chain:
 
     __slots__ = ("lock", "positions", "steps")
 
-    def __init__(self, steps: tuple[Step, ...]) -> None:
+    def __init__(self, steps: tuple[Step[Any, Any], ...]) -> None:
         self.steps = list(steps)
         self.positions = {step.name: index for index, step in enumerate(steps)}
         self.lock = threading.Lock()
 
 
-class Pipeline:
-    """An ordered list of uniquely named steps."""
+class Pipeline(Generic[InT_contra, OutT_co]):
+    """An ordered list of uniquely named steps; for type checkers ``Pipeline[In, Out]``, what
+    its first step takes and its last step gives (see ``Step``)."""
 
-    def __init__(self, steps: Iterable[Step]) -> None:
+    def __init__(self, steps: Iterable[Step[Any, Any]]) -> None:
         given = tuple(steps)
         if not given:
             raise PipelineError("a pipeline needs at least one step")
@@ -194,11 +236,11 @@ class Pipeline:
             raise PipelineError(f"step names must be unique in a pipeline; repeated: {duplicates}")
         self._chain = _Chain(given)
         self._length = len(given)
-        self._steps: tuple[Step, ...] | None = given
+        self._steps: tuple[Step[Any, Any], ...] | None = given
         self._names: tuple[str, ...] | None = None
 
     @property
-    def steps(self) -> tuple[Step, ...]:
+    def steps(self) -> tuple[Step[Any, Any], ...]:
         steps = self._steps
         if steps is None:
             steps = self._steps = tuple(self._chain.steps[:self._length])
@@ -211,7 +253,15 @@ class Pipeline:
             names = self._names = tuple(step.name for step in self.steps)
         return list(names)
 
-    def __rshift__(self, other: Step | Pipeline) -> Pipeline:
+    @overload
+    def __rshift__(self: Pipeline[_In, _Mid],
+                   other: Step[_Mid, _Out]) -> Pipeline[_In, _Out]: ...
+
+    @overload
+    def __rshift__(self: Pipeline[_In, _Mid],
+                   other: Pipeline[_Mid, _Out]) -> Pipeline[_In, _Out]: ...
+
+    def __rshift__(self, other: Step[Any, Any] | Pipeline[Any, Any]) -> Pipeline[Any, Any]:
         tail = other.steps if isinstance(other, Pipeline) else (other,)
         chain, length = self._chain, self._length
         with chain.lock:
@@ -221,13 +271,13 @@ class Pipeline:
                     for step in tail:
                         chain.positions[step.name] = len(chain.steps)
                         chain.steps.append(step)
-                    extended = object.__new__(Pipeline)
+                    extended: Pipeline[Any, Any] = object.__new__(Pipeline)
                     extended._chain, extended._length = chain, length + len(tail)
                     extended._steps = extended._names = None
                     return extended
         return Pipeline([*self.steps, *tail])  # a branch, or repeated names to report
 
-    def __iter__(self) -> Iterator[Step]:
+    def __iter__(self) -> Iterator[Step[Any, Any]]:
         return iter(self.steps)
 
     def __len__(self) -> int:

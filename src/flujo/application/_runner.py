@@ -98,7 +98,7 @@ class Flujo(Generic[ContextT]):
 
     def __init__(
         self,
-        pipeline: Pipeline | Step,
+        pipeline: Pipeline[Any, Any] | Step[Any, Any],
         *,
         context_model: type[ContextT] = PipelineContext,  # type: ignore[assignment]
         state_backend: StateBackend | str | None = None,
@@ -384,7 +384,7 @@ class Flujo(Generic[ContextT]):
                 run.claim.check()
             await self.backend.delete_state(run.rid)
 
-    async def _attempts(self, run: _Run, index: int, step: Step) -> StepResult:
+    async def _attempts(self, run: _Run, index: int, step: Step[Any, Any]) -> StepResult:
         """Run ``step`` until it succeeds or its retries are spent; every failed attempt is
         saved (the state from before the step, with the attempts so far) before the next.
         A step that pauses raises _Paused with its (checked) request."""

@@ -52,7 +52,7 @@ register_type(StepRecord, name="flujo.bench.StepRecord")
 register_type(StepsContext, name="flujo.bench.StepsContext")
 
 
-def _step(index: int) -> Step:
+def _step(index: int) -> Step[Any, Any]:
     def append(value: int, *, context: StepsContext) -> int:
         context.records.append(StepRecord(step=index, note=f"step {index} done",
                                           score=index / 3, at=_START + timedelta(index)))
@@ -121,7 +121,7 @@ def _median(samples: Sequence[float]) -> float:
 
 
 async def _run_once(kind: str, steps: int, folder: Path, schema: str,
-                    pipeline: Pipeline) -> tuple[float, float, EnvelopeStateBackend, str]:
+                    pipeline: Pipeline[Any, Any]) -> tuple[float, float, EnvelopeStateBackend, str]:
     backend = _open(kind, folder, schema)
     # The store's creation (database file, tables) is not a step's cost.
     await backend.save_state("warm-up", WorkflowState(run_id="warm-up"))
@@ -247,7 +247,8 @@ def bench_steps(kinds: Sequence[str], *, quick: bool) -> tuple[list[StepsRow], l
     try:
         with tempfile.TemporaryDirectory() as directory:
             folder = Path(directory)
-            pipelines = {n: Pipeline([_step(i) for i in range(n)]) for n in sizes}
+            pipelines: dict[int, Pipeline[Any, Any]] = {
+                n: Pipeline([_step(i) for i in range(n)]) for n in sizes}
             for kind in kinds:
                 # One untimed run first: the first run in a process also builds the classes'
                 # guards and the backend's statements, which no later run pays.
@@ -273,7 +274,7 @@ def bench_steps(kinds: Sequence[str], *, quick: bool) -> tuple[list[StepsRow], l
     return rows, loads, small
 
 
-async def _measure(kind: str, n: int, folder: Path, schema: str, pipeline: Pipeline,
+async def _measure(kind: str, n: int, folder: Path, schema: str, pipeline: Pipeline[Any, Any],
                    rounds: int, largest: bool, loads: list[LoadRow]) -> tuple[float, float]:
     per_bytes, per_second, backend, run_id = await _run_once(kind, n, folder, schema,
                                                              pipeline)

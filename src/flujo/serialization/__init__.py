@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 import orjson
 
-from ..exceptions import SerializationError
+from ..exceptions import DeserializationError, SerializationError
 
 # _build first: under FLUJO_PURE_PYTHON=1 it switches compiled modules to their sources.
 from ._build import PurePythonWarning, compiled_modules
@@ -85,6 +85,7 @@ FORMAT_VERSION = 1
 
 _GLOBAL = TypeRegistry()
 T = TypeVar("T", bound=type)
+_Value = TypeVar("_Value")
 
 
 def default_registry() -> TypeRegistry:
@@ -170,9 +171,26 @@ def merge_manifests(*manifests: Mapping[str, int]) -> dict[str, int]:
     return dict(sorted(merged.items()))
 
 
-def safe_deserialize(data: Any, *, registry: TypeRegistry | None = None,
-                     strict: bool = True, copy: bool = True) -> Any:
+@overload
+def safe_deserialize(data: Any, expected: type[_Value], /, *,
+                     registry: TypeRegistry | None = None, strict: bool = True,
+                     copy: bool = True) -> _Value: ...
+
+
+@overload
+def safe_deserialize(data: Any, expected: None = None, /, *,
+                     registry: TypeRegistry | None = None, strict: bool = True,
+                     copy: bool = True) -> Any: ...
+
+
+def safe_deserialize(data: Any, expected: type[Any] | None = None, /, *,
+                     registry: TypeRegistry | None = None, strict: bool = True,
+                     copy: bool = True) -> Any:
     """Rebuild the value that ``safe_serialize`` encoded, with its exact types.
+
+    ``safe_deserialize(data, Order)`` also checks that the value is an ``Order`` (an
+    instance of it, subclasses included), raising DeserializationError where it is not, and
+    is typed as returning an ``Order``.
 
     Tags written by older versions of a type are upgraded by its registered migrations.
     With ``strict=False`` a tag naming no known type is kept as it is (with an
@@ -183,8 +201,21 @@ def safe_deserialize(data: Any, *, registry: TypeRegistry | None = None,
     does): the result is then built from ``data``'s own lists and dicts, which are changed
     in place, instead of from copies of them; faster, and half the garbage to collect.
     """
+    if expected is not None and not isinstance(expected, type):
+        raise TypeError(f"safe_deserialize(data, expected): expected must be a class, got"
+                        f" {expected!r}")
     reg = registry or _GLOBAL
-    return run_decoder(reg.shared_decoder(strict), data, not copy)
+    value = run_decoder(reg.shared_decoder(strict), data, not copy)
+    if expected is not None and not isinstance(value, expected):
+        raise DeserializationError(
+            f"expected {_qualified(expected)}, the data holds {_qualified(type(value))}",
+            path="$")
+    return value
+
+
+def _qualified(cls: type) -> str:
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
 
 
 # The json.dumps keywords serialize_to_json takes (earlier flujo passed its keywords on to
@@ -270,8 +301,8 @@ def register_type(cls: type, **options: Any) -> TypeCodec:
 
 
 def register_custom_serializer(
-    cls: type, serializer: Callable[[Any], Any], *,
-    deserializer: Callable[[Any], Any] | None = None, schema: JSONSchema | None = None,
+    cls: type[_Value], serializer: Callable[[_Value], Any], *,
+    deserializer: Callable[[Any], _Value] | None = None, schema: JSONSchema | None = None,
     name: str | None = None, version: int = 1, migrations: Mapping[int, Migration] | None = None,
     registry: TypeRegistry | None = None,
 ) -> TypeCodec:
@@ -286,7 +317,7 @@ def register_custom_serializer(
         migrations=migrations)
 
 
-def register_custom_deserializer(cls: type, deserializer: Callable[[Any], Any], *,
+def register_custom_deserializer(cls: type[_Value], deserializer: Callable[[Any], _Value], *,
                                  registry: TypeRegistry | None = None) -> None:
     """Attach the function that rebuilds ``cls`` from what its serializer produced."""
     (registry or _GLOBAL).register_custom_deserializer(cls, deserializer)

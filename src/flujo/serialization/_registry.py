@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from ..exceptions import (
     DeserializationError,
@@ -60,6 +60,9 @@ from ._typed import typed_model
 from ._types import STATEFUL_KINDS, JSONSchema, Migration, TypeCodec
 from ._undecoded import UndecodedValue, written_back
 from ._validation import check_schema
+
+# A registered class, and what its serializer takes and its deserializer gives.
+_Value = TypeVar("_Value")
 
 _NATIVE = (str, int, float, bool, type(None), list, dict)
 DEFAULT_MAX_DEPTH = 200
@@ -267,8 +270,8 @@ class TypeRegistry:
         return codec
 
     def register_custom_serializer(
-        self, cls: type, serializer: Callable[[Any], Any], *,
-        deserializer: Callable[[Any], Any] | None = None, schema: JSONSchema | None = None,
+        self, cls: type[_Value], serializer: Callable[[_Value], Any], *,
+        deserializer: Callable[[Any], _Value] | None = None, schema: JSONSchema | None = None,
         name: str | None = None, version: int = 1,
         migrations: Mapping[int, Migration] | None = None,
     ) -> TypeCodec:
@@ -276,7 +279,8 @@ class TypeRegistry:
                                   schema=schema, name=name, version=version,
                                   migrations=migrations)
 
-    def register_custom_deserializer(self, cls: type, deserializer: Callable[[Any], Any]) -> None:
+    def register_custom_deserializer(self, cls: type[_Value],
+                                     deserializer: Callable[[Any], _Value]) -> None:
         """Attach a deserializer to ``cls``'s serializer (registered before or after this)."""
         if not callable(deserializer):
             raise RegistrationError(f"deserializer for {cls!r} must be callable")
