@@ -16,8 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from flujo.exceptions import RunInProgressError
-from flujo.state import EnvelopeStateBackend, RunClaim, RunSummary, StateBackend, validate_run_id
-from flujo.state.backends.base import CurrentRecord, SealedRecord, StoredRecord, WriteRecord
+from flujo.state import (
+    CurrentRecord,
+    EnvelopeStateBackend,
+    RunClaim,
+    RunSummary,
+    SealedRecord,
+    StateBackend,
+    StoredRecord,
+    WriteRecord,
+    validate_run_id,
+)
 from flujo.testing import BackendContract
 
 

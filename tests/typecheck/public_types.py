@@ -16,6 +16,8 @@ from flujo import (
     Flujo,
     Pipeline,
     PipelineContext,
+    PipelineResult,
+    RunHandle,
     Step,
     register_custom_serializer,
     safe_deserialize,
@@ -74,7 +76,23 @@ fetching >> counting  # type: ignore[operator]
 priced >> counting  # type: ignore[operator]
 
 runner = Flujo(shipped, context_model=Ctx)
-assert_type(runner, Flujo[Ctx])
+assert_type(runner, Flujo[Ctx, str])
+result = runner.run("order-42", run_id="order-42")
+assert_type(result, PipelineResult[Ctx, str])
+assert_type(result.output, str | None)  # None unless the run completed
+assert_type(result.final_pipeline_context, Ctx | None)
+resumed = runner.resume("order-42", {"approved": True})
+assert_type(resumed, PipelineResult[Ctx, str])
+
+
+async def in_a_task() -> None:
+    handle = runner.run_async("order-43", run_id="order-43")
+    assert_type(handle, RunHandle[Ctx, str])
+    assert_type(await handle, PipelineResult[Ctx, str])
+
+
+untyped: Flujo[Ctx] = Flujo(Step.from_callable(count), context_model=Ctx)  # as before
+assert_type(untyped.run(1).output, Any | None)
 
 # The typed form of safe_deserialize checks and gives the class asked for.
 order = safe_deserialize({"$t": "x"}, Order)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic
 
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypeVar  # (a default= before Python 3.13)
 
 from ..serialization import register_type
 from ..state import PauseRequest, RunStatus
@@ -59,7 +60,14 @@ class StepResult(BaseModel):
     failed_attempts: list[FailedAttempt] = Field(default_factory=list)
 
 
-class PipelineResult(BaseModel):
+# For type checkers: what a run's context and output are (``Flujo[Ctx, Out].run`` gives a
+# ``PipelineResult[Ctx, Out]``). At run time the class is never parametrized: stored results
+# are one class whatever the pipeline.
+ResultContextT = TypeVar("ResultContextT", default=Any)
+ResultOutputT = TypeVar("ResultOutputT", default=Any)
+
+
+class PipelineResult(BaseModel, Generic[ResultContextT, ResultOutputT]):
     """The outcome of a run. ``output`` is the last step's output.
 
     ``status`` is the run's status as saved: ``completed`` (``success``), ``failed``,
@@ -71,9 +79,15 @@ class PipelineResult(BaseModel):
 
     run_id: str
     step_history: list[StepResult] = Field(default_factory=list)
-    final_pipeline_context: Any = None
+    if TYPE_CHECKING:  # (the stored schema stays that of Any: one class for every pipeline)
+        final_pipeline_context: ResultContextT | None = None
+    else:
+        final_pipeline_context: Any = None
     success: bool = False
-    output: Any = None
+    if TYPE_CHECKING:
+        output: ResultOutputT | None = None
+    else:
+        output: Any = None
     status: RunStatus = "completed"
     pause: PauseRequest | None = None
 

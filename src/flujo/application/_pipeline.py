@@ -45,6 +45,8 @@ class Step(Generic[InT_contra, OutT_co]):
     result), and ``a >> b`` is accepted only where ``b`` takes what ``a`` gives.
     """
 
+    __module__ = "flujo"  # its public home, in reprs, tracebacks and pickles
+
     name: str
     func: Callable[..., Any] | None
     retries: int = 0
@@ -225,6 +227,8 @@ class _Chain:
 class Pipeline(Generic[InT_contra, OutT_co]):
     """An ordered list of uniquely named steps; for type checkers ``Pipeline[In, Out]``, what
     its first step takes and its last step gives (see ``Step``)."""
+
+    __module__ = "flujo"  # its public home, in reprs, tracebacks and pickles
 
     def __init__(self, steps: Iterable[Step[Any, Any]]) -> None:
         given = tuple(steps)

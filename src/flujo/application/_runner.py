@@ -26,9 +26,10 @@ import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic
 
 from pydantic import BaseModel
+from typing_extensions import TypeVar  # (a default= before Python 3.13)
 
 from ..exceptions import (
     ClaimLostError,
@@ -60,6 +61,8 @@ from ._restore import (
 __all__ = ["STATE_URI_ENV", "Flujo", "RunHandle", "VersionMigration"]
 
 ContextT = TypeVar("ContextT", bound=PipelineContext)
+# What the pipeline's last step gives, for type checkers (``Flujo[Ctx]`` leaves it Any).
+OutputT = TypeVar("OutputT", default=Any)
 T = TypeVar("T")
 VersionMigration = Callable[[WorkflowState], WorkflowState]
 _NO_ANSWER: Any = object()  # resume_input not given (None is an answer a caller may give)
@@ -81,7 +84,7 @@ class _Run:
     forked_from: ForkOrigin | None = None  # kept by every save of a forked run
 
 
-class Flujo(Generic[ContextT]):
+class Flujo(Generic[ContextT, OutputT]):
     """Runs ``pipeline`` durably.
 
     ``state_backend``: a ``StateBackend``, a URI (``"sqlite:///state.db"``,
@@ -96,9 +99,11 @@ class Flujo(Generic[ContextT]):
     argument; per run, pass it to ``run``).
     """
 
+    __module__ = "flujo"  # its public home, in reprs, tracebacks and pickles
+
     def __init__(
         self,
-        pipeline: Pipeline[Any, Any] | Step[Any, Any],
+        pipeline: Pipeline[Any, OutputT] | Step[Any, OutputT],
         *,
         context_model: type[ContextT] = PipelineContext,  # type: ignore[assignment]
         state_backend: StateBackend | str | None = None,
@@ -131,7 +136,7 @@ class Flujo(Generic[ContextT]):
     def run(self, initial_input: Any = None, *, run_id: str | None = None,
             initial_context_data: Mapping[str, Any] | None = None,
             resume_input: Any = _NO_ANSWER, resume_cancelled: bool = False,
-            create: bool = True) -> PipelineResult:
+            create: bool = True) -> PipelineResult[ContextT, OutputT]:
         """Run (or resume, given the ``run_id`` of a saved run) until it ends or pauses;
         blocking. See ``run_async`` for the other arguments."""
         try:
@@ -146,7 +151,7 @@ class Flujo(Generic[ContextT]):
     def run_async(self, initial_input: Any = None, *, run_id: str | None = None,
                   initial_context_data: Mapping[str, Any] | None = None,
                   resume_input: Any = _NO_ANSWER, resume_cancelled: bool = False,
-                  create: bool = True) -> RunHandle:
+                  create: bool = True) -> RunHandle[ContextT, OutputT]:
         """Like ``run``, as ``await runner.run_async(...)`` or ``async for step in ...``.
 
         ``resume_input``: the answer to the pause of the paused run ``run_id``; it is
@@ -213,7 +218,7 @@ class Flujo(Generic[ContextT]):
         return await _control.unattended_runs(self.backend, self.pipeline_name,
                                               older_than=older_than, limit=limit)
 
-    def resume(self, run_id: str, answer: Any) -> PipelineResult:
+    def resume(self, run_id: str, answer: Any) -> PipelineResult[ContextT, OutputT]:
         """Answer the pause of the paused run ``run_id`` and run it on; blocking."""
         return self.run(run_id=run_id, resume_input=answer)
 
@@ -280,10 +285,10 @@ class Flujo(Generic[ContextT]):
 
     def _handle(self, initial_input: Any, run_id: str | None,
                 initial_context_data: Mapping[str, Any] | None, answer: Any,
-                resume_cancelled: bool, create: bool = True) -> RunHandle:
+                resume_cancelled: bool, create: bool = True) -> RunHandle[ContextT, OutputT]:
         data = {**self.initial_context_data, **(initial_context_data or {})}
         rid = choose_run_id(run_id, data, stacklevel=4)
-        outcome: list[PipelineResult] = []
+        outcome: list[PipelineResult[ContextT, OutputT]] = []
         steps = self._execute(rid, initial_input, data, answer, resume_cancelled, outcome,
                               create)
         return RunHandle(steps, outcome)
@@ -526,7 +531,7 @@ class Flujo(Generic[ContextT]):
         return _control.describe_run(self.backend, rid)
 
     def _result(self, run: _Run, status: str, pause: Any = None, *,
-                history: list[StepResult] | None = None) -> PipelineResult:
+                history: list[StepResult] | None = None) -> PipelineResult[ContextT, OutputT]:
         return PipelineResult(
             run_id=run.rid, step_history=list(run.history if history is None else history),
             final_pipeline_context=run.context, success=status == "completed",

@@ -133,7 +133,8 @@ async def _run_once(kind: str, steps: int, folder: Path, schema: str,
     started = time.perf_counter()
     result = await runner.run_async(0, run_id=run_id)
     took = time.perf_counter() - started
-    assert result.success and len(result.final_pipeline_context.records) == steps
+    context = result.final_pipeline_context
+    assert result.success and context is not None and len(context.records) == steps
     return counter.bytes / steps, took / steps, backend, run_id
 
 

@@ -40,6 +40,7 @@ from .backends import (
     StateBackend,
 )
 from .backends._history import Checkpoint, PruneReport
+from .backends.base import CurrentRecord, SealedRecord, StoredRecord, WriteRecord
 from .models import (
     ForkOrigin,
     PauseRequest,
@@ -75,6 +76,7 @@ __all__ = [
     "LEGACY_CONTEXT_MARKER",
     "Checkpoint",
     "ClaimHolder",
+    "CurrentRecord",
     "Encryption",
     "Envelope",
     "EnvelopeCodec",
@@ -92,11 +94,14 @@ __all__ = [
     "RunStatus",
     "RunSummary",
     "SQLiteBackend",
+    "SealedRecord",
     "StateBackend",
     "StateMigration",
     "StateMigrations",
     "StateRecord",
+    "StoredRecord",
     "WorkflowState",
+    "WriteRecord",
     "backend_from_uri",
     "default_state_migrations",
     "envelope_json_schema",
