@@ -119,3 +119,22 @@ def test_every_type_page_is_in_the_site_navigation() -> None:
     listed = set(re.findall(r"- (types/[^\s]+\.md)", (REPO / "mkdocs.yml").read_text("utf-8")))
     pages = {f"types/{p.name}" for p in (REPO / "docs" / "types").glob("*.md")}
     assert listed == pages, (sorted(pages - listed), sorted(listed - pages))
+
+
+def test_every_public_name_has_its_api_reference() -> None:
+    import flujo
+    import flujo.state
+    import flujo.testing
+
+    documented = set(re.findall(r"^::: ([\w.]+)", "\n".join(
+        p.read_text("utf-8") for p in (REPO / "docs" / "reference").glob("*.md")), re.M))
+    names = {name.rsplit(".", 1)[-1] for name in documented}
+    if "flujo.exceptions" in documented:  # the whole module, every error in it
+        import flujo.exceptions
+
+        names |= set(flujo.exceptions.__all__)
+    wanted = (set(flujo.__all__) - {"__version__"}) | {
+        "StateBackend", "EnvelopeStateBackend", "InMemoryBackend", "FileBackend",
+        "SQLiteBackend", "PostgresBackend", "backend_from_uri"} | (
+        set(flujo.testing.__all__) - {"BAD_RUN_IDS"})
+    assert sorted(wanted - names) == []

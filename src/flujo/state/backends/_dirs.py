@@ -220,17 +220,12 @@ class Directory:
 def opened_existing(path: Path) -> Iterator[Directory | None]:
     """The store's root directory ``path``, or None where nothing exists there yet (a store
     nothing was written to: it holds no runs)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
-    except FileNotFoundError:
+    fd = _open_root(path)
+    if fd is None:
         yield None
         return
-    except OSError as exc:
-        raise BackendUnavailableError(f"cannot open the state directory {path}: {exc}") from exc
-    try:
-        yield Directory(fd, path, _directory_owner(fd, path))
-    finally:
-        os.close(fd)
+    with _as_directory(fd, path) as root:
+        yield root
 
 
 @contextmanager
@@ -243,12 +238,26 @@ def opened(path: Path, *, create: bool) -> Iterator[Directory]:
         except OSError as exc:
             raise BackendUnavailableError(
                 f"cannot create the state directory {path}: {exc}") from exc
+    fd = _open_root(path)
+    if fd is None:
+        raise BackendUnavailableError(f"no store here: {path} does not exist")
+    with _as_directory(fd, path) as root:
+        yield root
+
+
+def _open_root(path: Path) -> int | None:
+    """A descriptor of the directory ``path``, or None where nothing is there."""
     try:
-        fd = os.open(path, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
-    except FileNotFoundError as exc:
-        raise BackendUnavailableError(f"no store here: {path} does not exist") from exc
+        return os.open(path, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
+    except FileNotFoundError:
+        return None
     except OSError as exc:
         raise BackendUnavailableError(f"cannot open the state directory {path}: {exc}") from exc
+
+
+@contextmanager
+def _as_directory(fd: int, path: Path) -> Iterator[Directory]:
+    """``fd`` as the store's checked root (closed after)."""
     try:
         yield Directory(fd, path, _directory_owner(fd, path))
     finally:
