@@ -64,7 +64,10 @@ _GROUP_LIBRARY = "_compiled__mypyc"
 
 
 def _c_compiler() -> str | None:
-    """The C compiler the build would call (``$CC``, else Python's own), if it exists."""
+    """The C compiler the build would call (``$CC``, else Python's own), if it exists. On
+    Windows setuptools finds MSVC itself (a failed build still falls back to pure Python)."""
+    if os.name == "nt" and not os.environ.get("CC"):
+        return "msvc"
     configured = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
     words = shlex.split(configured)
     return shutil.which(words[0]) if words else None
@@ -72,13 +75,14 @@ def _c_compiler() -> str | None:
 
 def _compiled_in_place_are_current() -> bool:
     """Whether every compiled module (and their group's shared library) lies beside the
-    sources, built for this Python, newer than every compiled source."""
+    sources, built for this Python, newer than every source of the package (mypyc copies
+    constants of the modules it does not compile into the compiled code)."""
     suffix = EXTENSION_SUFFIXES[0]
     built = [_SOURCE_DIR / f"{Path(source).stem}{suffix}" for source in COMPILED]
     built.append(_SOURCE_DIR / f"{_GROUP_LIBRARY}{suffix}")
     if not all(path.exists() for path in built):
         return False
-    newest_source = max(Path(source).stat().st_mtime for source in COMPILED)
+    newest_source = max(path.stat().st_mtime for path in _SOURCE_DIR.glob("*.py"))
     return min(path.stat().st_mtime for path in built) >= newest_source
 
 

@@ -85,6 +85,8 @@ def test_demo_survives_a_killed_child_and_restores_every_type(tmp_path: Path) ->
     assert "demo-order-42\tcompleted" in outputs["ls"]
     assert "Customer(name='Ada Lovelace'" in outputs["show"]  # decoded with its types
     assert outputs["history"].startswith("REVISION")
+    # the folder was the test's: only what the demo wrote is suggested for removal
+    assert f"rm -r {tmp_path} " not in out and "runs.db.claims" in out.split("next:", 1)[1]
 
 
 @pytest.mark.slow
@@ -94,6 +96,7 @@ def test_demo_default_folder_keeps_the_current_directory_tidy(tmp_path: Path) ->
     assert result.returncode == 0, result.stdout + result.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["flujo-demo"]
     assert "--store sqlite:///flujo-demo/runs.db" in result.stdout
+    assert "rm -r flujo-demo   # when done" in result.stdout  # the folder it made
 
 
 def _subparsers(parser: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, Any]]:

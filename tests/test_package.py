@@ -132,3 +132,36 @@ def test_a_build_without_a_c_compiler_makes_a_pure_wheel(tmp_path: Path) -> None
         names = archive.namelist()
     assert "flujo/serialization/_codec.py" in names
     assert not [n for n in names if n.endswith((".so", ".pyd"))]
+
+
+def test_runtime_type_hints_and_parametrization_of_the_public_classes() -> None:
+    import typing
+
+    from flujo import Flujo, Pipeline, PipelineContext, PipelineResult, RunHandle, Step
+
+    assert "func" in typing.get_type_hints(Step)  # dataclass fields resolve
+    for cls in (Flujo, Pipeline, RunHandle):
+        typing.get_type_hints(cls)
+        assert cls.__module__ == "flujo" and repr(cls) == f"<class 'flujo.{cls.__name__}'>"
+    assert "return" in typing.get_type_hints(Flujo.run)
+    # parametrized for type checkers only: at run time the one stored class
+    assert PipelineResult[PipelineContext, int] is PipelineResult
+    assert Step[int, str].__origin__ is Step  # type: ignore[attr-defined]
+
+
+def test_the_pure_python_warning_can_be_filtered_before_flujo_is_imported(
+        tmp_path: Path) -> None:
+    import os
+
+    site = _uncompiled_copy(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "FLUJO_PURE_PYTHON"}
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-W", "ignore::flujo.exceptions.PurePythonWarning",
+         "-c", "import flujo.serialization"], capture_output=True, text=True, timeout=120,
+        check=False, cwd=tmp_path, env={**env, "PYTHONPATH": str(site)})
+    assert done.returncode == 0, done.stderr
+    version = subprocess.run(
+        [sys.executable, "-m", "flujo.cli", "--version"], capture_output=True, text=True,
+        timeout=120, check=True, cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(site), "FLUJO_PURE_PYTHON": "1"})
+    assert "pure-Python core: FLUJO_PURE_PYTHON=1" in version.stdout

@@ -160,6 +160,7 @@ def _checks(context: OrderContext, output: dict[str, Any]) -> list[tuple[str, An
 
 
 def run_demo(folder: Path) -> int:
+    made = not folder.exists()  # only a folder the demo made is the demo's to remove
     folder.mkdir(parents=True, exist_ok=True)
     store = folder / STORE_NAME
     asyncio.run(_forget_earlier_demo(store))  # a fresh demo each time
@@ -177,7 +178,7 @@ def run_demo(folder: Path) -> int:
 
     runner = build_runner(store)
     try:
-        return _narrate(runner, store)
+        return _narrate(runner, store, made)
     finally:
         asyncio.run(runner.backend.close())  # the database's side files go with it
 
@@ -187,7 +188,7 @@ async def _forget_earlier_demo(store: Path) -> None:
         await backend.delete_state(RUN_ID)
 
 
-def _narrate(runner: Flujo[OrderContext], store: Path) -> int:
+def _narrate(runner: Flujo[OrderContext], store: Path, made: bool) -> int:
     envelope = asyncio.run(runner.backend.read_envelope(RUN_ID))
     if envelope is None:
         print("demo failed: nothing was saved before the crash", file=sys.stderr)
@@ -264,5 +265,10 @@ def _narrate(runner: Flujo[OrderContext], store: Path) -> int:
     print(f"   flujo state show {RUN_ID} --store {uri} --module flujo.demo")
     print(f"   flujo state history {RUN_ID} --store {uri}")
     print('   python -c "import flujo.demo, inspect; print(inspect.getsource(flujo.demo))"')
-    print(f"   rm -r {shlex.quote(str(store.parent))}   # when done")
+    if made:
+        print(f"   rm -r {shlex.quote(str(store.parent))}   # when done")
+    else:  # a folder of the user's: only what the demo wrote into it
+        files = " ".join(shlex.quote(str(store.parent / f"{store.name}{suffix}"))
+                         for suffix in ("", "-wal", "-shm", ".claims"))
+        print(f"   rm -rf {files}   # when done")
     return 1 if failures or not result.success else 0

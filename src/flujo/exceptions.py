@@ -44,6 +44,10 @@ The tree::
 
 Not an error, and not a ``FlujoError``: ``PauseForInput``, raised by a step to
 pause its run until a person answers (the runner catches it; see docs/durable-pipelines.md).
+
+A warning, not an error: ``PurePythonWarning``, when the serialization core runs as
+pure Python because nothing was compiled at install time (defined here, in a module that
+imports nothing, so a warnings filter can name it before flujo is imported).
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ __all__ = [
     "PauseForInput",
     "PipelineError",
     "PipelineMismatchError",
+    "PurePythonWarning",
     "RegistrationError",
     "RunIdConflictError",
     "RunInProgressError",
@@ -257,6 +262,12 @@ class InvalidInputError(PipelineError, ValueError):
     def __init__(self, message: str, *, errors: list[dict[str, Any]] | None = None) -> None:
         self.errors = list(errors or [])
         super().__init__(message)
+
+
+class PurePythonWarning(UserWarning):
+    """flujo runs its serialization core as pure Python because nothing was compiled when it
+    was installed (no C compiler, ``FLUJO_COMPILE=0``): correct, but slower.
+    ``FLUJO_PURE_PYTHON=1`` runs pure Python on purpose, without this warning."""
 
 
 class PauseForInput(Exception):

@@ -433,3 +433,14 @@ def test_file_backend_removes_temp_files_of_dead_writers_only(tmp_path: Path) ->
     asyncio.run(backend.save_state("r", state("r")))  # the first write tidies
     assert not stale.exists()
     assert young.exists() and alive.exists()  # too recent, or its writer is still running
+
+
+@pytest.mark.parametrize("kind", ["file", "sqlite"])
+async def test_a_store_path_that_cannot_be_looked_at_is_a_flujo_error(tmp_path: Path,
+                                                                      kind: str) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    backend = (FileBackend(blocker / "store") if kind == "file"
+               else SQLiteBackend(blocker / "state.db"))
+    with pytest.raises(BackendUnavailableError):  # not a bare NotADirectoryError
+        await backend.delete_state("r")

@@ -367,3 +367,21 @@ async def test_objects_planted_on_the_search_path_are_never_used(
         assert await fresh.load_state("r1") is None
     finally:
         await fresh.close()
+
+
+@pytest.mark.parametrize(("message", "for_good"), [
+    ('connection failed: ... failed: FATAL:  role "app" does not exist', True),
+    ('connection failed: ... failed: FATAL:  database "app" does not exist', True),
+    ('... FATAL:  password authentication failed for user "app"', True),
+    ('... FATAL:  no pg_hba.conf entry for host "10.0.0.1", user "app"', True),
+    ('... FATAL:  too many connections for role "app"', False),  # passes with time
+    ("... FATAL:  sorry, too many clients already", False),
+    ("... FATAL:  the database system is starting up", False),
+    ("... failed: Connection refused", False),
+    ('... FATAL:  la base de données « app » n\'existe pas', False),  # another language: wait
+])
+def test_only_refusals_that_waiting_does_not_cure_fail_at_once(message: str,
+                                                                for_good: bool) -> None:
+    from flujo.state.backends.postgres import _refusal
+
+    assert (_refusal(Exception(message)) is not None) == for_good

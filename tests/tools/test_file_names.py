@@ -74,3 +74,11 @@ def test_check_reads_a_folder_written_before_the_rule(tmp_path: Path) -> None:
     assert errors(check_folder(tmp_path, _registry(1, SCHEMA_V1), [])) == []
     found = errors(check_folder(tmp_path, _registry(1, SCHEMA_V2), []))
     assert any("without a version bump" in e for e in found), found
+
+
+def test_windows_device_names_are_escaped() -> None:
+    for name in ("con", "CON@1", "aux.models:Thing@1", "nul.x", "com1", "lpt9@2"):
+        stem = file_stem(name)
+        assert stem.startswith("~") and name_of_stem(stem) == name
+    for name in ("console", "COM10", "comma", "lpt"):
+        assert file_stem(name) == name

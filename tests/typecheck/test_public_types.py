@@ -32,7 +32,8 @@ def test_pyright_strict_accepts_exactly_what_it_should() -> None:
             pytest.fail("pyright is required (FLUJO_REQUIRE_PYRIGHT=1) but not found")
         pytest.skip("pyright is not installed (npm install pyright; FLUJO_PYRIGHT=its path)")
     # pyproject.toml's [tool.pyright] checks tests/typecheck in strict mode
-    done = subprocess.run([pyright, "--pythonpath", sys.executable], cwd=REPO,
+    done = subprocess.run([pyright, "--project", str(REPO), "--pythonpath", sys.executable],
+                          cwd=REPO,
                           capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "0 errors" in done.stdout

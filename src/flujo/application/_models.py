@@ -88,6 +88,13 @@ class PipelineResult(BaseModel, Generic[ResultContextT, ResultOutputT]):
         output: ResultOutputT | None = None
     else:
         output: Any = None
+
+    if not TYPE_CHECKING:
+        def __class_getitem__(cls, params: Any) -> Any:
+            # Parametrized for type checkers only: at run time PipelineResult[Ctx, int] is
+            # PipelineResult itself (pydantic would make a subclass of its own, stored under
+            # another name and version).
+            return cls
     status: RunStatus = "completed"
     pause: PauseRequest | None = None
 

@@ -45,8 +45,6 @@ class Step(Generic[InT_contra, OutT_co]):
     result), and ``a >> b`` is accepted only where ``b`` takes what ``a`` gives.
     """
 
-    __module__ = "flujo"  # its public home, in reprs, tracebacks and pickles
-
     name: str
     func: Callable[..., Any] | None
     retries: int = 0

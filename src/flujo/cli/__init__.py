@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -124,10 +125,15 @@ def version_text() -> str:
     core runs (the compiled one a normal install builds, or the pure-Python fallback)."""
     from .. import __version__
     from ..serialization import compiled_modules
+    from ..serialization._build import PURE_PYTHON_ENV
 
     compiled = compiled_modules()
-    core = (f"compiled core: {len(compiled)} modules" if compiled else
-            "pure-Python core: nothing compiled, slower; reinstall with a C compiler")
+    if compiled:
+        core = f"compiled core: {len(compiled)} modules"
+    elif os.environ.get(PURE_PYTHON_ENV) == "1":
+        core = f"pure-Python core: {PURE_PYTHON_ENV}=1"
+    else:
+        core = "pure-Python core: nothing compiled, slower; reinstall with a C compiler"
     return (f"flujo {__version__} (Python {sys.version_info.major}.{sys.version_info.minor},"
             f" {core})")
 

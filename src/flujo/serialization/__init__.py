@@ -14,10 +14,10 @@ from typing import Any, Literal, TypeVar, overload
 
 import orjson
 
-from ..exceptions import DeserializationError, SerializationError
+from ..exceptions import DeserializationError, PurePythonWarning, SerializationError
 
 # _build first: under FLUJO_PURE_PYTHON=1 it switches compiled modules to their sources.
-from ._build import PurePythonWarning, compiled_modules
+from ._build import compiled_modules
 from ._codec import (
     ANCHOR,
     STATE,
@@ -201,6 +201,8 @@ def safe_deserialize(data: Any, expected: type[Any] | None = None, /, *,
     does): the result is then built from ``data``'s own lists and dicts, which are changed
     in place, instead of from copies of them; faster, and half the garbage to collect.
     """
+    if expected is Any:  # (a class since Python 3.11, but not one isinstance takes)
+        expected = None
     if expected is not None and not isinstance(expected, type):
         raise TypeError(f"safe_deserialize(data, expected): expected must be a class, got"
                         f" {expected!r}")

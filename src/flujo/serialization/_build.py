@@ -19,15 +19,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
+from ..exceptions import PurePythonWarning
+
 COMPILED_MODULES = ("_auto", "_builtins", "_codec", "_custom", "_datetimes", "_memo", "_plans",
                     "_rows", "_typed")
 PURE_PYTHON_ENV = "FLUJO_PURE_PYTHON"
 
-
-class PurePythonWarning(UserWarning):
-    """flujo runs its serialization core as pure Python because nothing was compiled when it
-    was installed (no C compiler, ``FLUJO_COMPILE=0``): correct, but slower.
-    ``FLUJO_PURE_PYTHON=1`` runs pure Python on purpose, without this warning."""
 _PACKAGE = __name__.rpartition(".")[0]
 _HERE = Path(__file__).parent
 

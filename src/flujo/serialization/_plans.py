@@ -251,6 +251,13 @@ def migrating_plan(codec: TypeCodec, stored: int, decode_value: DecodePlan) -> D
                 ), exc)
         if state is not None:
             value = WithState(value, state)
-        return decode_value(dec, value, depth)
+        # What a migration returns may hold objects the parse did not make (a module's
+        # constant, one sub-object used twice): it is decoded by copying, never in place.
+        owned = dec.owned
+        dec.owned = False
+        try:
+            return decode_value(dec, value, depth)
+        finally:
+            dec.owned = owned
 
     return plan

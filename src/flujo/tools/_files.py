@@ -16,12 +16,25 @@ _KEPT = frozenset(string.ascii_letters + string.digits + "._@-")
 _ESCAPE = re.compile(r"(?:~[0-9A-F]{2})+")
 
 
+# Names Windows gives to devices, whatever follows a dot: escaped like other characters.
+_DEVICES = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{n}" for n in range(1, 10)),
+                      *(f"LPT{n}" for n in range(1, 10))})
+
+
+def _escaped(ch: str) -> str:
+    return "".join(f"~{byte:02X}" for byte in ch.encode())
+
+
 def file_stem(name: str) -> str:
     """``name`` with every character but letters, digits and ``._@-`` written as ``~`` and
-    the hex of its UTF-8 bytes: ``opsapp:Ctx`` -> ``opsapp~3ACtx``, ``a~b`` -> ``a~7Eb``.
-    Readable where names are plain, and never the same for two names."""
-    return "".join(ch if ch in _KEPT else "".join(f"~{byte:02X}" for byte in ch.encode())
-                   for ch in name)
+    the hex of its UTF-8 bytes: ``opsapp:Ctx`` -> ``opsapp~3ACtx``, ``a~b`` -> ``a~7Eb``;
+    a name that starts like a Windows device (``con``, ``aux.x``) gets its first character
+    escaped too. Readable where names are plain, and never the same for two names (on a
+    file system that ignores case, two names that differ only in case still meet)."""
+    stem = "".join(ch if ch in _KEPT else _escaped(ch) for ch in name)
+    if stem.split(".", 1)[0].split("@", 1)[0].upper() in _DEVICES:
+        stem = _escaped(stem[0]) + stem[1:]
+    return stem
 
 
 def name_of_stem(stem: str) -> str:

@@ -362,8 +362,9 @@ class FileBackend(_flock.FlockClaims, EnvelopeStateBackend):
 
     def _delete_sync(self, run_id: str) -> None:
         name = f"{run_id}{_SUFFIX}"
-        if not self.path.exists():
-            return  # a store nothing was written to holds no run
+        with _dirs.opened_existing(self.path) as existing:  # (its errors are flujo's)
+            if existing is None:
+                return  # a store nothing was written to holds no run
         with self._for_writing() as root, \
                 root.subdirectory(_LOCKS, create=True) as locks, \
                 _flock.locked(locks, f"{run_id}.write"):

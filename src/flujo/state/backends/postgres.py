@@ -130,9 +130,23 @@ POSTGRES_SCHEMA_VERSION = len(_MIGRATIONS)
 _SEARCH_PATH = "SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)"
 
 
-# How libpq reports that the server refused a connection (a wrong role, password or
-# database), as opposed to not reaching it: psycopg gives such errors no SQLSTATE.
+# How libpq reports that the server refused a connection, as opposed to not reaching it
+# (psycopg gives such errors no SQLSTATE), and the refusals that waiting does not cure: a
+# wrong role, password or database, or an address pg_hba.conf does not admit. Others (too
+# many clients, starting up, in recovery) pass with time; a server whose messages are in
+# another language is waited for too, as before.
 _FATAL = "FATAL:"
+_FOR_GOOD = ("does not exist", "password authentication failed", "authentication failed",
+             "no pg_hba.conf entry", "permission denied for database")
+
+
+def _refusal(failure: Exception | None) -> str | None:
+    """The server's reason where ``failure`` is a refusal waiting does not cure, else None."""
+    text = str(failure) if failure is not None else ""
+    if _FATAL not in text:
+        return None
+    reason = " ".join(text.split(_FATAL, 1)[1].split())
+    return reason if any(mark in reason for mark in _FOR_GOOD) else None
 
 
 def _modules() -> tuple[Any, Any, Any]:
@@ -310,14 +324,19 @@ class PostgresBackend(EnvelopeStateBackend):
         async with self._ready_lock:
             if self._pool is None:
                 _, psycopg_pool, _ = _modules()
-                refused = await self._connection_failure()
-                if refused is not None and _FATAL in str(refused):
-                    # The server itself refused (a wrong role, password or database): the
-                    # pool would retry that until connect_timeout, logging every attempt.
-                    reason = str(refused).split(_FATAL, 1)[1].strip()
+                started = time.monotonic()
+                first = await self._connection_failure()
+                reason = _refusal(first)
+                if first is not None and reason is not None:
+                    # The server answered and refused for good (a wrong role, password or
+                    # database): the pool would retry that until connect_timeout, logging
+                    # every attempt. Anything else (too many clients, starting up, not
+                    # reachable) is left to the pool's retries.
                     raise BackendUnavailableError(self._message(
                         ": the server refused the connection: ", Exception(reason))
-                    ) from self._cause(refused)
+                    ) from self._cause(first)
+                # the first attempt's time counts against connect_timeout
+                left = max(0.1, self.connect_timeout - (time.monotonic() - started))
                 pool = psycopg_pool.AsyncConnectionPool(
                     self.dsn,
                     min_size=self.min_size,
@@ -329,15 +348,15 @@ class PostgresBackend(EnvelopeStateBackend):
                     check=_check,
                 )
                 try:
-                    await pool.open(wait=True, timeout=self.connect_timeout)
+                    await pool.open(wait=True, timeout=left)
                 except psycopg_pool.PoolTimeout as exc:
                     await pool.close()
-                    # say why: the last attempt's own error (server down, host unreachable)
-                    failure = await self._connection_failure() or exc
-                    reason = " ".join(str(failure).split())  # libpq's lines, as one
+                    # say why: the first attempt's own error (server down, host unreachable)
+                    failure = first or exc
+                    text = " ".join(str(failure).split())  # libpq's lines, as one
                     raise BackendUnavailableError(self._message(
                         f": no connection within {self.connect_timeout:g} s: ",
-                        Exception(reason))) from self._cause(failure)
+                        Exception(text))) from self._cause(failure)
                 except BaseException:
                     # psycopg_pool closes it after a timeout, not when the wait is cancelled:
                     # left open, it would go on reconnecting (and logging) in the background.

@@ -588,8 +588,14 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
         return await asyncio.to_thread(self._compact_sync, run_id, make)
 
     def _delete_sync(self, run_id: str) -> None:
-        if not self._ready and not self.path.exists():
-            return  # no database: no run to delete, and nothing to create for it
+        if not self._ready:
+            try:
+                os.stat(self.path)
+            except FileNotFoundError:
+                return  # no database: no run to delete, and nothing to create for it
+            except OSError as exc:
+                raise BackendUnavailableError(
+                    f"cannot open SQLite database {self.path}: {exc}") from exc
         with self._connection() as conn, self._transaction(conn):
             conn.execute(f'DELETE FROM "{self.table}" WHERE run_id = ?', (run_id,))
             conn.execute(f'DELETE FROM "{self.table}_history" WHERE run_id = ?', (run_id,))
