@@ -140,7 +140,7 @@ def test_runtime_type_hints_and_parametrization_of_the_public_classes() -> None:
     from flujo import Flujo, Pipeline, PipelineContext, PipelineResult, RunHandle, Step
 
     assert "func" in typing.get_type_hints(Step)  # dataclass fields resolve
-    for cls in (Flujo, Pipeline, RunHandle):
+    for cls in (Flujo, Pipeline, RunHandle, Step):
         typing.get_type_hints(cls)
         assert cls.__module__ == "flujo" and repr(cls) == f"<class 'flujo.{cls.__name__}'>"
     assert "return" in typing.get_type_hints(Flujo.run)

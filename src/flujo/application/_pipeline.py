@@ -6,6 +6,7 @@ import collections
 import inspect
 import math
 import threading
+import typing
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
@@ -287,3 +288,10 @@ class Pipeline(Generic[InT_contra, OutT_co]):
 
     def __repr__(self) -> str:
         return f"Pipeline({' >> '.join(self.step_names)})"
+
+
+# Step's public home is ``flujo`` (reprs, tracebacks, pickles). Its field annotations are
+# resolved here first: ``typing.get_type_hints`` evaluates a class's string annotations in
+# the namespace of the module it names, which would then be ``flujo``'s.
+Step.__annotations__ = typing.get_type_hints(Step)
+Step.__module__ = "flujo"
