@@ -347,21 +347,23 @@ class PostgresBackend(EnvelopeStateBackend):
                     configure=_configure,
                     check=_check,
                 )
-                try:
-                    await pool.open(wait=True, timeout=left)
-                except psycopg_pool.PoolTimeout as exc:
-                    await pool.close()
-                    # say why: the first attempt's own error (server down, host unreachable)
-                    failure = first or exc
-                    text = " ".join(str(failure).split())  # libpq's lines, as one
-                    raise BackendUnavailableError(self._message(
-                        f": no connection within {self.connect_timeout:g} s: ",
-                        Exception(text))) from self._cause(failure)
-                except BaseException:
-                    # psycopg_pool closes it after a timeout, not when the wait is cancelled:
-                    # left open, it would go on reconnecting (and logging) in the background.
-                    await pool.close()
-                    raise
+                with self._errors():  # any other psycopg error, as flujo's
+                    try:
+                        await pool.open(wait=True, timeout=left)
+                    except psycopg_pool.PoolTimeout as exc:
+                        await pool.close()
+                        # say why: the first attempt's own error (server down, unreachable)
+                        failure = first or exc
+                        text = " ".join(str(failure).split())  # libpq's lines, as one
+                        raise BackendUnavailableError(self._message(
+                            f": no connection within {self.connect_timeout:g} s: ",
+                            Exception(text))) from self._cause(failure)
+                    except BaseException:
+                        # psycopg_pool closes it after a timeout, not when the wait is
+                        # cancelled: left open, it would go on reconnecting (and logging)
+                        # in the background.
+                        await pool.close()
+                        raise
                 self._pool = pool
         return self._pool
 
