@@ -183,6 +183,15 @@ def run_demo(folder: Path) -> int:
         asyncio.run(runner.backend.close())  # the database's side files go with it
 
 
+def _commands() -> tuple[str, str]:
+    """How to call ``flujo`` and this Python as the demo itself was called: the Quickstart
+    runs ``.venv/bin/flujo demo`` without activating the virtualenv."""
+    invoked = sys.argv[0] if sys.argv else ""
+    flujo = shlex.quote(invoked) if Path(invoked).name == "flujo" else "flujo"
+    python = os.path.relpath(sys.executable)
+    return flujo, shlex.quote(python if not python.startswith("..") else sys.executable)
+
+
 async def _forget_earlier_demo(store: Path) -> None:
     async with SQLiteBackend(store) as backend:
         await backend.delete_state(RUN_ID)
@@ -261,10 +270,11 @@ def _narrate(runner: Flujo[OrderContext], store: Path, made: bool) -> int:
     uri = shlex.quote(f"sqlite:///{store}")  # sqlite:///relative or sqlite:////absolute
     print("\nnext: look at what it stored (--module flujo.demo imports the demo's types, as")
     print("--module yourapp would yours), and read the demo's code:")
-    print(f"   flujo state ls --store {uri}")
-    print(f"   flujo state show {RUN_ID} --store {uri} --module flujo.demo")
-    print(f"   flujo state history {RUN_ID} --store {uri}")
-    print('   python -c "import flujo.demo, inspect; print(inspect.getsource(flujo.demo))"')
+    flujo, python = _commands()
+    print(f"   {flujo} state ls --store {uri}")
+    print(f"   {flujo} state show {RUN_ID} --store {uri} --module flujo.demo")
+    print(f"   {flujo} state history {RUN_ID} --store {uri}")
+    print(f'   {python} -c "import flujo.demo, inspect; print(inspect.getsource(flujo.demo))"')
     if made:
         print(f"   rm -r {shlex.quote(str(store.parent))}   # when done")
     else:  # a folder of the user's: only what the demo wrote into it
