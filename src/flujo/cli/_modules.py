@@ -53,28 +53,29 @@ def import_application_modules(names: Sequence[str]) -> list[ModuleType]:
             hint = ""
             if isinstance(exc, ModuleNotFoundError) and exc.name is not None and (
                     name == exc.name or name.startswith(exc.name + ".")):
-                hint = (f" (looked in the current directory, {_cwd()}, and the installed"
-                        " packages: run flujo from the folder that holds it, or install it)")
+                hint = (f" (looked in the current directory, {_cwd() or '(removed)'}, and the"
+                        " installed packages: run flujo from the folder that holds it, or"
+                        " install it)")
             raise _UsageError(
                 f"cannot import module {name!r}: {type(exc).__name__}: {exc}{hint}"
             ) from exc
     return modules
 
 
-def _cwd() -> str:
+def _cwd() -> str | None:
+    """The current directory, or None when it was removed."""
     try:
         return str(Path.cwd())
     except OSError:
-        return "(removed)"
+        return None
 
 
 def _current_directory_on_path() -> None:
     """Put the current directory first on ``sys.path``, as ``python -m``, alembic and uvicorn
     do: ``--module opsapp`` finds ``./opsapp.py``. (The ``flujo`` script's own path entry is
     its ``bin`` folder, where no application lives.)"""
-    try:
-        here = str(Path.cwd())
-    except OSError:  # the current directory was removed: nothing to search there
+    here = _cwd()
+    if here is None:  # removed: nothing to search there
         return
     if not any(entry in ("", ".", here) for entry in sys.path):
         sys.path.insert(0, here)
