@@ -10,6 +10,7 @@ modules compiled with mypyc); the original stays in ``__cause__``.
 The tree::
 
     FlujoError
+    ├── InvalidArgumentError (ValueError, TypeError)  a call's argument is not one it takes
     ├── RegistrationError (ValueError)            a type, schema, name or migration is rejected
     ├── SerializationError (ValueError)          anything the codec refuses; carries ``path``
     │   ├── UnserializableTypeError (TypeError)  no serializer for a value's type
@@ -25,6 +26,7 @@ The tree::
     ├── StateError (RuntimeError)                a state backend failed
     │   ├── InvalidRunIdError (ValueError)       a run id that could escape its storage
     │   ├── CorruptStateError (ValueError)       a stored record cannot be read; never deleted
+    │   │   └── PayloadTooLargeError             over the store's max_payload_bytes; refused
     │   ├── StateConflictError                   compare-and-set lost to another writer
     │   ├── EncryptionError (ValueError)         missing key, tampered or plaintext record
     │   ├── InvalidStateError (ValueError)       a state that is not a valid WorkflowState
@@ -45,9 +47,13 @@ The tree::
 Not an error, and not a ``FlujoError``: ``PauseForInput``, raised by a step to
 pause its run until a person answers (the runner catches it; see docs/durable-pipelines.md).
 
-A warning, not an error: ``PurePythonWarning``, when the serialization core runs as
-pure Python because nothing was compiled at install time (defined here, in a module that
-imports nothing, so a warnings filter can name it before flujo is imported).
+Warnings, not errors (defined here too, in a module that imports nothing, so a warnings
+filter can name them before flujo is imported)::
+
+    UserWarning
+    ├── PurePythonWarning        the serialization core runs as pure Python (nothing compiled)
+    ├── UnknownTypeWarning       safe_deserialize(strict=False) kept a tag it cannot decode
+    └── UnportableTypeWarning    a class is stored under a name other processes cannot find
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ __all__ = [
     "EncryptionError",
     "FlujoError",
     "FutureVersionError",
+    "InvalidArgumentError",
     "InvalidInputError",
     "InvalidRunIdError",
     "InvalidStateError",
@@ -73,6 +80,7 @@ __all__ = [
     "MissingMigrationError",
     "NestingTooDeepError",
     "PauseForInput",
+    "PayloadTooLargeError",
     "PipelineError",
     "PipelineMismatchError",
     "PurePythonWarning",
@@ -88,12 +96,21 @@ __all__ = [
     "StateError",
     "StepFailedError",
     "UnknownTypeError",
+    "UnknownTypeWarning",
+    "UnportableTypeWarning",
     "UnserializableTypeError",
 ]
 
 
 class FlujoError(Exception):
     """Root of every exception raised by flujo."""
+
+
+class InvalidArgumentError(FlujoError, ValueError, TypeError):
+    """A function was called with an argument it does not take: an unknown mode or keyword,
+    or something else where a class is expected. Both a ``ValueError`` and a ``TypeError``,
+    as Python raises one or the other for such calls. (Backends raise ``BackendConfigError``
+    for their own options.)"""
 
 
 class RegistrationError(FlujoError, ValueError):
@@ -187,6 +204,12 @@ class InvalidRunIdError(StateError, ValueError):
 
 class CorruptStateError(StateError, ValueError):
     """A stored record cannot be parsed. The record is left exactly as it was found."""
+
+
+class PayloadTooLargeError(CorruptStateError):
+    """A record is over the store's size limits (``max_payload_bytes``: its bytes, or the
+    arrays and objects it holds). Refused when saved, as it could not be loaded back
+    (nothing is written), and when read (nothing is loaded; the record is left as it is)."""
 
 
 class StateConflictError(StateError):
@@ -312,3 +335,19 @@ def caused(error: _E, cause: BaseException | None) -> _E:
     the ``from`` clause, which would drop ``__cause__``."""
     error.__cause__ = cause  # also sets __suppress_context__, as ``from`` does
     return error
+
+
+class UnknownTypeWarning(UserWarning):
+    """Emitted by ``safe_deserialize(..., strict=False)`` when it keeps a tag it cannot decode."""
+
+
+class UnportableTypeWarning(UserWarning):
+    """A class stored under a name that other processes cannot find (``cls``).
+
+    A class defined in ``__main__`` (a script) is found only by processes running that same
+    script; one defined inside a function by no other process at all.
+    """
+
+    def __init__(self, message: str, *, cls: type) -> None:
+        self.cls = cls
+        super().__init__(message)

@@ -616,6 +616,38 @@ def test_migrate_rewrites_records_to_what_the_options_say(store: Store, cli: Any
     assert store.codec_of("r2") == "json"
 
 
+def test_migrate_to_a_compressor_a_module_registers(store: Store, cli: Any, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    name, module = f"xz{uuid.uuid4().hex[:8]}", f"stages_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(f"""\
+        import lzma
+        from flujo.state import register_compressor
+
+        class Xz:
+            name = {name!r}
+
+            def compress(self, data):
+                return lzma.compress(data)
+
+            def decompress(self, data, limit):
+                return lzma.LZMADecompressor().decompress(data, max_length=limit + 1)
+
+        register_compressor(Xz())
+        """))
+    monkeypatch.chdir(tmp_path)
+    store.save(sample_state("r1"))
+    result = cli("migrate", "--compression", name, store=store)
+    assert result.code == EXIT_USAGE and "register_compressor" in result.err
+    result = cli("migrate", "--module", module, "--compression", name, store=store)
+    assert result.code == EXIT_OK, result.err
+    assert tsv(result.out)[0] == ["r1", "1", "2", f"codec json -> json+{name}"]
+    assert store.codec_of("r1") == f"json+{name}"
+    # Leaving it for none is a change of compression: asked for, never implied.
+    result = cli("migrate", "--module", module, store=store)
+    assert result.code == EXIT_USAGE and "--compression none" in result.err
+    assert store.codec_of("r1") == f"json+{name}"
+
+
 def test_migrate_brings_earlier_flujo_records_up_to_date(cli: Any, tmp_path: Path,
                                                          request: pytest.FixtureRequest) -> None:
     store = make_store("file", tmp_path, request)

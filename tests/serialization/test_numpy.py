@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from flujo.exceptions import DeserializationError, SerializationError, StateError
+from flujo.exceptions import DeserializationError, PayloadTooLargeError, SerializationError
 from flujo.serialization import (
     TypeRegistry,
     safe_deserialize,
@@ -212,8 +212,9 @@ def test_backends_keep_arrays_exactly_and_refuse_one_over_the_payload_limit(
         state = WorkflowState(run_id="np", pipeline_name="p",
                               pipeline_context={"arrays": dict(ARRAYS), "x": np.float32(2)})
         await store.save_state("np", state)
-        loaded = await store.load_workflow_state("np")
-        assert loaded is not None
+        record = await store.load_record("np")
+        assert record is not None
+        loaded = record.state
         for case, value in ARRAYS.items():
             assert_same_array(loaded.pipeline_context["arrays"][case], value)
         assert type(loaded.pipeline_context["x"]) is np.float32
@@ -221,9 +222,9 @@ def test_backends_keep_arrays_exactly_and_refuse_one_over_the_payload_limit(
         small = made(max_payload_bytes=100_000)
         big = WorkflowState(run_id="big", pipeline_name="p",
                             pipeline_context={"a": np.zeros(100_000)})
-        with pytest.raises(StateError, match="max_payload_bytes"):
+        with pytest.raises(PayloadTooLargeError, match="max_payload_bytes"):
             await small.save_state("big", big)
-        assert await small.load_workflow_state("big") is None
+        assert await small.load_record("big") is None
         await small.close()
 
     asyncio.run(scenario())

@@ -18,7 +18,7 @@ from flujo.state import (
     WorkflowState,
     migrate_all,
 )
-from flujo.state.testing import assert_same
+from flujo.testing import assert_identical
 
 K1, K2 = bytes(range(32)), bytes(range(100, 132))
 
@@ -53,13 +53,13 @@ async def test_two_writers_never_write_a_delta_of_the_others_record(kind: str,
             for reader in (first, second):
                 record = await reader.load_record("shared")
                 assert record is not None
-                assert_same(record.state.pipeline_context, state.pipeline_context)
+                assert_identical(record.state.pipeline_context, state.pipeline_context)
         kinds = [c.kind for c in await first.history("shared")]
         assert "delta" in kinds and "state" in kinds
         for checkpoint, state in zip(await second.history("shared"), saved, strict=True):
             at = await second.state_at("shared", checkpoint.revision)
             assert at is not None
-            assert_same(at.state.pipeline_context, state.pipeline_context)
+            assert_identical(at.state.pipeline_context, state.pipeline_context)
     finally:
         await first.close()
         await second.close()
@@ -84,7 +84,7 @@ async def test_key_rotation_rewrites_a_chain_as_one_whole_state(kind: str,
     try:
         record = await new_only.load_record("secret")  # the old key is gone: still loads
         assert record is not None and record.envelope.kind == "state"
-        assert_same(record.state.pipeline_context, _states("secret", 8)[-1].pipeline_context)
+        assert_identical(record.state.pipeline_context, _states("secret", 8)[-1].pipeline_context)
         with pytest.raises(EncryptionError):  # earlier checkpoints keep their old key
             await new_only.state_at("secret", 3)
     finally:
@@ -208,7 +208,7 @@ async def test_state_at_races_a_save_and_a_compaction(tmp_path: Path) -> None:
     backend.race = save_again
     record = await backend.state_at("r", 5)
     assert record is not None and record.revision == 5
-    assert_same(record.state.pipeline_context, states[-1].pipeline_context)
+    assert_identical(record.state.pipeline_context, states[-1].pipeline_context)
     await backend.compact("r")
     assert await backend.state_at("r", 3) is None  # compacted away: not stored, not damaged
     await backend.close()

@@ -1,4 +1,4 @@
-"""The shared backend contract (flujo.state.testing.BackendContract) run on all four backends."""
+"""The shared backend contract (flujo.testing.BackendContract) run on all four backends."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from flujo.state import (
     SQLiteBackend,
     StateBackend,
 )
-from flujo.state.testing import BackendContract
+from flujo.testing import BackendContract
 
 
 class TestInMemoryBackend(BackendContract):

@@ -36,7 +36,7 @@ from flujo.state import (
     WorkflowState,
     migrate_all,
 )
-from flujo.state.testing import assert_same
+from flujo.testing import assert_identical
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "state"
 #: Test-only key of the encrypted goldens (never use a key like this for real data).
@@ -225,8 +225,8 @@ async def test_golden_record_loads(path: Path, tmp_path: Path) -> None:
         assert state.pipeline_context == {"customer": "ACME Corp", "rows": 42}
         assert state.created_at == datetime(2023, 11, 2, 9, 15, tzinfo=UTC)
         return
-    assert_same(state.pipeline_context, expected_context())
-    assert_same(state.last_step_output, [GoldenPoint(7, 7.5)])
+    assert_identical(state.pipeline_context, expected_context())
+    assert_identical(state.last_step_output, [GoldenPoint(7, 7.5)])
     assert state.step_history == [{"step": "fetch", "ok": True}, {"step": "price", "ok": True}]
     assert (state.created_at, state.updated_at) == (CREATED, UPDATED)
     assert (tmp_path / f"{run_id}.json").read_bytes() == path.read_bytes()  # untouched
@@ -246,7 +246,7 @@ async def test_golden_records_migrate_to_the_current_versions(tmp_path: Path) ->
         assert record is not None and record.envelope.state_version == 2
         if "v0" not in run_id:
             assert record.envelope.manifest["golden.Money"] == 2
-            assert_same(record.state.pipeline_context, expected_context())
+            assert_identical(record.state.pipeline_context, expected_context())
 
 
 @pytest.mark.skipif(not os.environ.get("FLUJO_WRITE_GOLDEN"), reason="set FLUJO_WRITE_GOLDEN=1")
@@ -358,14 +358,14 @@ async def test_golden_chain_loads_and_migrates(tmp_path: Path) -> None:
     context = dict(expected.pipeline_context)
     context["total"] = Money(decimal.Decimal("1234.50"), "EUR")  # golden.Money 1 -> 2
     context["customer"] = context.pop("client")  # state schema 1 -> 2
-    assert_same(record.state.pipeline_context, context)
+    assert_identical(record.state.pipeline_context, context)
     assert record.state.step_history == expected.step_history
     assert (record.state.status, record.state.current_step_index) == ("paused", 4)
     report = await migrate_all(backend)  # rewrites the head as one whole, current record
     assert report.ok and [c.run_id for c in report.changed] == [CHAIN_RUN]
     again = await backend.load_record(CHAIN_RUN)
     assert again is not None and again.envelope.kind == "state"
-    assert_same(again.state.pipeline_context, context)
+    assert_identical(again.state.pipeline_context, context)
 
 
 @pytest.mark.skipif(not os.environ.get("FLUJO_WRITE_GOLDEN"), reason="set FLUJO_WRITE_GOLDEN=1")

@@ -27,7 +27,7 @@ from flujo.state import (
     WorkflowState,
 )
 from flujo.state._jsonio import loads
-from flujo.state.testing import assert_same
+from flujo.testing import assert_identical
 
 _START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -83,7 +83,7 @@ async def _run(backend: EnvelopeStateBackend, ops: list[str]) -> None:
     for revision, context_then in saved:
         at = await backend.state_at("live", revision)
         assert at is not None
-        assert_same(at.state.pipeline_context, context_then)
+        assert_identical(at.state.pipeline_context, context_then)
 
 
 _OPS = ["append", "append", "append", "edit", "unset", "drop", "swap", "scratch"]
@@ -156,7 +156,7 @@ async def test_a_change_while_a_save_waits_for_the_store_is_not_in_that_save() -
     for number in (revision, again):
         at = await backend.state_at("r", number)
         assert at is not None
-        assert_same(at.state.pipeline_context, asked)
+        assert_identical(at.state.pipeline_context, asked)
     assert [c.kind for c in await backend.history("r")] == ["state", "delta", "delta"]
 
 

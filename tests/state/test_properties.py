@@ -11,10 +11,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flujo.exceptions import CorruptStateError, EncryptionError, InvalidRunIdError
-from flujo.state import Encryption, EnvelopeCodec, WorkflowState, validate_run_id
-from flujo.state._compression import compress, decompress
-from flujo.state.testing import assert_same
+from flujo.exceptions import (
+    CorruptStateError,
+    EncryptionError,
+    InvalidRunIdError,
+    PayloadTooLargeError,
+)
+from flujo.state import (
+    Encryption,
+    EnvelopeCodec,
+    WorkflowState,
+    ZlibCompressor,
+    ZstdCompressor,
+    validate_run_id,
+)
+from flujo.testing import assert_identical
 
 KEY = bytes(range(32))
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -68,17 +79,22 @@ def test_codec_round_trip(options: dict[str, Any], context: dict[str, Any], outp
     state = WorkflowState(run_id="r", pipeline_context=context, last_step_output=output)
     sealed = codec.seal(codec.encode_state(state), revision=1)
     back = codec.open(codec.parse(sealed.raw, what="p"), what="p")
-    assert_same(back.pipeline_context, context)
-    assert_same(back.last_step_output, output)
+    assert_identical(back.pipeline_context, context)
+    assert_identical(back.last_step_output, output)
 
 
 @SETTINGS
 @given(data=st.binary(max_size=5000), algorithm=st.sampled_from(["zlib", "zstd"]))
 def test_compression_round_trip_and_truncation(data: bytes, algorithm: str) -> None:
-    packed = compress(algorithm, data)
-    assert decompress(algorithm, packed, limit=len(data) + 1, what="p") == data
+    compressor = ZlibCompressor() if algorithm == "zlib" else ZstdCompressor()
+    packed = compressor.compress(data)
+    assert compressor.decompress(packed, len(data) + 1) == data
+    assert compressor.decompress(packed, len(data)) == data
     with pytest.raises(CorruptStateError):
-        decompress(algorithm, packed[: len(packed) - 1], limit=10**6, what="p")
+        compressor.decompress(packed[: len(packed) - 1], 10**6)
+    if data:
+        with pytest.raises(PayloadTooLargeError):
+            compressor.decompress(packed, len(data) - 1)
 
 
 @SETTINGS

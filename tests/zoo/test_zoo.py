@@ -91,8 +91,9 @@ async def test_every_backend_gives_every_sdk_object_back_exactly(backend: StateB
                           last_step_output=STORED["openai.parsed"],
                           step_history=[STORED["langchain.chunks"]])
     await backend.save_state(run_id, state)
-    loaded = await backend.load_workflow_state(run_id)
-    assert loaded is not None
+    record = await backend.load_record(run_id)
+    assert record is not None
+    loaded = record.state
     for case, value in STORED.items():
         assert_identical(loaded.pipeline_context[case], value)
     assert_identical(loaded.last_step_output, STORED["openai.parsed"])

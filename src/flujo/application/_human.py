@@ -9,6 +9,8 @@ does. Nothing here writes: the runner saves what these functions return.
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,7 +26,6 @@ from ..exceptions import (
 )
 from ..serialization import TypeRegistry
 from ..state import PauseRequest
-from ..state._jsonio import JSONError, dumps, loads
 from ._pipeline import Step
 
 __all__ = ["accept_answer", "input_model_for", "pause_request"]
@@ -56,7 +57,7 @@ def input_schema(step: str, input_model: type[BaseModel]) -> dict[str, Any]:
     reads); a model that has none cannot be asked for."""
     try:
         schema = input_model.model_json_schema()
-        dumps(schema)
+        json.dumps(schema, allow_nan=False)
     except Exception as exc:  # pydantic's schema errors, or a schema that is not JSON
         raise PipelineError(
             f"step {step!r} pauses for {input_model.__qualname__}, whose JSON Schema cannot"
@@ -101,8 +102,8 @@ def accept_answer(what: str, pause: PauseRequest, model: type[BaseModel], answer
         data = _current(what, pause, dict(answer), registry)
     elif isinstance(answer, str | bytes | bytearray):
         try:
-            data = loads(bytes(answer) if not isinstance(answer, str) else answer)
-        except JSONError as exc:
+            data = _json(answer)
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
             raise InvalidInputError(
                 f"{what}: the answer is not JSON text ({exc}); expected {expected}") from exc
         if not isinstance(data, dict) and not rooted:
@@ -158,3 +159,20 @@ def _current(what: str, pause: PauseRequest, data: dict[str, Any],
                 f" {type(migrated).__name__}, not the answer's fields")
         data = migrated
     return data
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} does not fit a float")
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _json(answer: str | bytes | bytearray) -> Any:
+    """An answer's JSON text, parsed exactly (integers of any size stay integers; NaN,
+    Infinity and numbers beyond a float are refused: they are not JSON)."""
+    return json.loads(answer, parse_float=_finite, parse_constant=_refuse_constant)

@@ -7,6 +7,7 @@ import inspect
 import math
 import threading
 import typing
+import warnings
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
@@ -129,6 +130,9 @@ class Step(Generic[InT_contra, OutT_co]):
 
     @property
     def is_async(self) -> bool:
+        """Deprecated (nothing in flujo reads it): ``inspect.iscoroutinefunction(step.func)``."""
+        warnings.warn("Step.is_async is deprecated and will be removed in flujo 1.0: use"
+                      " inspect.iscoroutinefunction(step.func)", DeprecationWarning, stacklevel=2)
         return _is_async(self.func)
 
     def backoff_delay(self, retry: int) -> float:

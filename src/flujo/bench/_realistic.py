@@ -31,6 +31,8 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field, TypeAdapter, create_model
 
+from ..exceptions import InvalidArgumentError
+
 __all__ = ["REALISTIC", "AgainstPydantic", "RealisticWorkload", "Scaling", "against_pydantic",
            "build_realistic", "render_realistic", "scaling"]
 
@@ -220,7 +222,8 @@ def build_realistic(name: str, records: int) -> RealisticWorkload:
         value = _plain(rng, records)
         exact = dict[str, Any]
     else:
-        raise ValueError(f"unknown workload {name!r}; choose from {sorted(REALISTIC)}")
+        raise InvalidArgumentError(
+            f"unknown workload {name!r}; choose from {sorted(REALISTIC)}")
     return RealisticWorkload(name, value, exact, records)
 
 

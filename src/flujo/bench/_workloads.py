@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import random
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from enum import Enum
@@ -157,9 +156,3 @@ def to_native(value: Any) -> Any:
         return base64.b64encode(value).decode()
     return value
 
-
-@dataclass
-class Workload:
-    name: str
-    obj: BenchContext
-    native: Any

@@ -124,8 +124,7 @@ def version_text() -> str:
     """``flujo --version``: the release, the Python, and which form of the serialization
     core runs (the compiled one a normal install builds, or the pure-Python fallback)."""
     from .. import __version__
-    from ..serialization import compiled_modules
-    from ..serialization._build import PURE_PYTHON_ENV
+    from ..serialization import PURE_PYTHON_ENV, compiled_modules
 
     compiled = compiled_modules()
     if compiled:

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 
 from ..exceptions import RegistrationError
-from ..serialization._names import tool_table
+from ..serialization import pyproject_settings
 from ._output import _UsageError
 
 __all__ = ["configured_modules", "import_application_modules"]
@@ -27,7 +27,8 @@ __all__ = ["configured_modules", "import_application_modules"]
 def configured_modules() -> list[str]:
     """``[tool.flujo] modules`` of ./pyproject.toml (``[]`` when there is none)."""
     try:
-        table, _ = tool_table()  # the one reader of the table, which also holds trusted_modules
+        # The one reader of the table, which also holds trusted_modules.
+        table, _ = pyproject_settings()
     except RegistrationError as exc:
         raise _UsageError(str(exc)) from exc
     modules = table.get("modules", [])

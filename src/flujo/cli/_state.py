@@ -109,8 +109,9 @@ def _store_options() -> argparse.ArgumentParser:
     group.add_argument("--pg-schema", metavar="NAME", help="PostgreSQL schema (default: public)")
     group.add_argument("--connect-timeout", type=float, metavar="SECONDS",
                        help="PostgreSQL connect timeout (default: 10)")
-    group.add_argument("--compression", choices=("none", "zlib", "zstd", "auto"),
-                       help="compression of records written (import, migrate)")
+    group.add_argument("--compression", metavar="NAME",
+                       help="compression of records written (import, migrate): none, zlib,"
+                            " zstd, auto, or a compressor a --module registers")
     group.add_argument("--key-env", action="append", default=[], metavar="VAR",
                        help="environment variable holding KEY_ID:BASE64_KEY (repeatable)")
     group.add_argument("--accept-plaintext", action="store_true",

@@ -9,7 +9,13 @@ import sys
 from collections.abc import Iterator
 
 from ..exceptions import CorruptStateError, FlujoError, InvalidRunIdError, StateConflictError
-from ..state import EnvelopeStateBackend, MigrationReport, migrate_all, validate_run_id
+from ..state import (
+    Encryption,
+    EnvelopeStateBackend,
+    MigrationReport,
+    migrate_all,
+    validate_run_id,
+)
 from . import _output
 from ._output import (
     EXIT_NOT_FOUND,
@@ -154,7 +160,11 @@ def _print_report(report: MigrationReport) -> None:
 
 
 def _compression_of(codec: str) -> str | None:
-    return next((part for part in codec.split("+") if part in ("zlib", "zstd")), None)
+    """The compressor a codec string names (the CLI encrypts with AES-GCM only)."""
+    stages = codec.split("+")[1:]
+    if stages[-1:] == [Encryption.AES_GCM]:
+        stages.pop()
+    return stages[0] if stages else None
 
 
 def _compression_changes(report: MigrationReport) -> dict[str, str]:

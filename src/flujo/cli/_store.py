@@ -28,9 +28,9 @@ from ..state import (
     EnvelopeStateBackend,
     PostgresBackend,
     backend_from_uri,
+    redact_dsn,
     validate_run_id,
 )
-from ..state._redact import redact_dsn
 from ._output import _UsageError
 
 #: Environment variable holding the store URI when ``--store`` is not given.

@@ -14,24 +14,31 @@ from typing import Any, Literal, TypeVar, overload
 
 import orjson
 
-from ..exceptions import DeserializationError, PurePythonWarning, SerializationError
+from ..exceptions import (
+    DeserializationError,
+    InvalidArgumentError,
+    PurePythonWarning,
+    SerializationError,
+    UnknownTypeWarning,
+    UnportableTypeWarning,
+)
 
 # _build first: under FLUJO_PURE_PYTHON=1 it switches compiled modules to their sources.
-from ._build import compiled_modules
+from ._build import PURE_PYTHON_ENV, compiled_modules
 from ._codec import (
     ANCHOR,
     STATE,
     TAG,
     VALUE,
     Encoder,
-    UnknownTypeWarning,
     run_decoder,
     run_encoder,
 )
+from ._explain import TypedFormReport, explain_typed
 from ._memo import EncodingMemo
-from ._names import TRUSTED_MODULES_ENV
+from ._names import TRUSTED_MODULES_ENV, pyproject_settings
 from ._plain import CIRCULAR_PLACEHOLDER, MAX_EXPANDED_VALUES, check_expanded_size, to_plain
-from ._registry import DEFAULT_MAX_DEPTH, TypeRegistry, UnportableTypeWarning
+from ._registry import DEFAULT_MAX_DEPTH, TypeRegistry
 from ._schema import FORMAT_ID, tagged_format_schema, type_schema
 from ._secrets import mask_secrets
 from ._text import lone_surrogate_error
@@ -46,6 +53,7 @@ __all__ = [
     "FORMAT_VERSION",
     "JSON_DUMPS_OPTIONS",
     "MAX_EXPANDED_VALUES",
+    "PURE_PYTHON_ENV",
     "STATE",
     "TAG",
     "TRUSTED_MODULES_ENV",
@@ -56,6 +64,7 @@ __all__ = [
     "PurePythonWarning",
     "TypeCodec",
     "TypeRegistry",
+    "TypedFormReport",
     "UndecodedValue",
     "UnknownTypeWarning",
     "UnportableTypeWarning",
@@ -64,8 +73,11 @@ __all__ = [
     "default_registry",
     "deserialize_from_json",
     "encode_with_manifest",
+    "explain_typed",
+    "lone_surrogate_error",
     "mask_secrets",
     "merge_manifests",
+    "pyproject_settings",
     "register_custom_deserializer",
     "register_custom_serializer",
     "register_migration",
@@ -138,7 +150,7 @@ def safe_serialize(
         return _encode(obj, registry, validate, default_serializer, None)
     if mode == "json":
         return to_plain(obj, registry or _GLOBAL, default_serializer)
-    raise ValueError(f"mode must be 'tagged' or 'json', got {mode!r}")
+    raise InvalidArgumentError(f"mode must be 'tagged' or 'json', got {mode!r}")
 
 
 def encode_with_manifest(
@@ -204,8 +216,8 @@ def safe_deserialize(data: Any, expected: type[Any] | None = None, /, *,
     if expected is Any:  # (a class since Python 3.11, but not one isinstance takes)
         expected = None
     if expected is not None and not isinstance(expected, type):
-        raise TypeError(f"safe_deserialize(data, expected): expected must be a class, got"
-                        f" {expected!r}")
+        raise InvalidArgumentError(
+            f"safe_deserialize(data, expected): expected must be a class, got {expected!r}")
     reg = registry or _GLOBAL
     value = run_decoder(reg.shared_decoder(strict), data, not copy)
     if expected is not None and not isinstance(value, expected):
@@ -267,7 +279,7 @@ def serialize_to_json(obj: Any, *, mode: Literal["tagged", "json"] = "tagged",
     """
     unknown = sorted(set(dumps_options) - JSON_DUMPS_OPTIONS)
     if unknown:
-        raise TypeError(
+        raise InvalidArgumentError(
             f"serialize_to_json() got unexpected keyword arguments {unknown}; of json.dumps's "
             f"it takes {sorted(JSON_DUMPS_OPTIONS)}")
     if mode == "tagged" and dumps_options.get("sort_keys"):

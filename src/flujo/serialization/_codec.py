@@ -34,6 +34,7 @@ from ..exceptions import (
     NestingTooDeepError,
     SerializationError,
     UnknownTypeError,
+    UnknownTypeWarning,
     caused,
 )
 from ._secrets import preview as _preview
@@ -123,10 +124,6 @@ class SharedObjectsFound(Exception):
 # Objects noted before the first look for repeats (Encoder.note): past the medium workload's
 # 5,000, so that values with no sharing pay for one look, at the end.
 FIRST_CHECKPOINT: Final = 65_536
-
-
-class UnknownTypeWarning(UserWarning):
-    """Emitted by ``safe_deserialize(..., strict=False)`` when it keeps a tag it cannot decode."""
 
 
 def key_segment(key: object) -> str:

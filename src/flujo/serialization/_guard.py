@@ -213,7 +213,7 @@ class GuardWriter(SchemaWalker):
 
     def model_function(self, node: dict[str, Any]) -> str:
         if node.get("type") != "model":  # e.g. a plain validator in place of the model
-            raise Ineligible(f"core schema node {node.get('type')!r}")
+            raise Ineligible(f"pydantic core schema {node.get('type')!r} has no exact check")
         cls = node["cls"]
         if cls in self.functions:
             return self.functions[cls]
@@ -232,15 +232,17 @@ class GuardWriter(SchemaWalker):
         expression of its row (a tuple of its field values; meaningful with ``rows``)."""
         check_keys(node)
         if node.get("type") != "model":
-            raise Ineligible(f"core schema node {node.get('type')!r}")
+            raise Ineligible(f"pydantic core schema {node.get('type')!r} has no exact check")
         cls = node["cls"]
         if node.get("root_model"):
             raise Ineligible(f"{cls.__qualname__} is a RootModel")
         config = node.get("config") or {}
         unusual = set(config) - _VALIDATION_CONFIG
-        if unusual or config.get("extra_fields_behavior") == "allow":
-            raise Ineligible(f"{cls.__qualname__} has config {sorted(unusual)} or allows "
-                             "extra fields")
+        if config.get("extra_fields_behavior") == "allow":
+            raise Ineligible(f"{cls.__qualname__} allows extra fields")
+        if unusual:
+            raise Ineligible(f"{cls.__qualname__} has model_config settings the guard cannot"
+                             f" account for: {', '.join(sorted(unusual))}")
         if any(slot not in _MODEL_SLOTS for klass in cls.__mro__
                for slot in _declared_slots(klass)):
             raise Ineligible(f"{cls.__qualname__} declares slots of its own")
@@ -476,7 +478,7 @@ class GuardWriter(SchemaWalker):
             # at that level rebinds.
             row = self.collector()
             return [*lines, *checks, f"{pad}{row} = {row_items}"], row
-        raise Ineligible(f"core schema node {kind!r}")
+        raise Ineligible(f"pydantic core schema {kind!r} has no exact check")
 
     def datetime_check(self, node: dict[str, Any], var: str, pad: str,
                        depth: int) -> tuple[list[str], str]:
@@ -620,7 +622,7 @@ def check_keys(node: dict[str, Any]) -> None:
     kind = node.get("type")
     allowed = _ALLOWED_KEYS.get(kind)  # type: ignore[arg-type]
     if allowed is None:
-        raise Ineligible(f"core schema node {kind!r}")
+        raise Ineligible(f"pydantic core schema {kind!r} has no exact check")
     extra = set(node) - allowed
     if extra:
         raise Ineligible(f"{kind} with {sorted(extra)}")

@@ -66,7 +66,7 @@ def check_prefixes(prefixes: Iterable[object], source: str) -> tuple[str, ...]:
     return tuple(checked)
 
 
-def tool_table() -> tuple[dict[str, Any], str]:
+def pyproject_settings() -> tuple[dict[str, Any], str]:
     """The ``[tool.flujo]`` table of ``./pyproject.toml`` (``{}`` when there is none) and the
     file's path for messages; RegistrationError when the file cannot be read."""
     if not _PYPROJECT.is_file():
@@ -89,7 +89,7 @@ def configured_prefixes() -> tuple[str, ...]:
     text = os.environ.get(TRUSTED_MODULES_ENV, "")
     found = check_prefixes(
         [part.strip() for part in text.split(",") if part.strip()], f"${TRUSTED_MODULES_ENV}")
-    table, where = tool_table()
+    table, where = pyproject_settings()
     listed = table.get("trusted_modules", [])
     if not isinstance(listed, list):
         raise RegistrationError(

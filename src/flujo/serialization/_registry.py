@@ -27,6 +27,7 @@ from ..exceptions import (
     MissingDeserializerError,
     RegistrationError,
     UnknownTypeError,
+    UnportableTypeWarning,
     UnserializableTypeError,
 )
 from ._auto import auto_name, derive_codec
@@ -79,8 +80,9 @@ class TypeRegistry:
     the process but not registered. ``max_depth``: deepest nesting accepted either way.
     ``typed_models``: write pydantic models whose values have exactly their declared types
     in the models' own JSON form, by pydantic-core (docs/format.md, "typed form"); reading
-    that form is always supported. ``model_rows``: write a list of such models as ``rows@1``
-    (each model an array of its field values); ``False`` writes ``models@1``, which flujo
+    that form is always supported. ``model_rows``: write a list of such models as rows
+    (``rows@2``, or ``rows@3`` when a row holds a zoned datetime: each model an array of its
+    field values); ``False`` writes ``models@1``, which flujo
     releases before 0.8 read too (for rolling upgrades). Both are always read.
     ``references``: write an object reached more than once in a value (shared, or in a
     cycle) once, with references to it elsewhere (docs/format.md, "Shared references and
@@ -447,7 +449,7 @@ class TypeRegistry:
             self._unknown_names.pop(codec.name, None)
             if cls not in self._by_type and (_unportable(codec.name) or (
                     codec.name.endswith("]") and not spells_types(codec.name))):
-                warnings.warn(UnportableTypeWarning(cls), stacklevel=caller_stacklevel())
+                warnings.warn(_unportable_warning(cls), stacklevel=caller_stacklevel())
         plan = tagging_plan(codec)
         if codec.kind == "model" and self.typed_models:
             typed = typed_model(cls)
@@ -527,26 +529,20 @@ def _write_back_plan(enc: Encoder, obj: Any, depth: int) -> Any:
     return written_back(obj, enc.manifest)
 
 
-class UnportableTypeWarning(UserWarning):
-    """A class stored under a name that other processes cannot find.
-
-    A class defined in ``__main__`` (a script) is found only by processes running that same
-    script; one defined inside a function by no other process at all.
-    """
-
-    def __init__(self, cls: type) -> None:
-        name = auto_name(cls)
-        where = ("is defined in a function" if "<locals>" in name
-                 else "is defined in the script run as __main__")
-        if "[" in name and not _unportable(name.partition("[")[0]):
-            where = where.replace("is defined", "has a type argument defined")
-        if not _unportable(name):
-            where = "has type arguments that other processes cannot read back"
-        super().__init__(
-            f"{cls.__qualname__} {where}, so it is stored as {name!r}, a name other "
-            "processes (flujo state show, another worker) cannot find; define it in an "
-            f"importable module, or give it a stable name: register_type({cls.__name__}, "
-            "name='myapp.Name') in code every reader runs")
+def _unportable_warning(cls: type) -> UnportableTypeWarning:
+    """The warning for ``cls``, stored under a name other processes cannot find."""
+    name = auto_name(cls)
+    where = ("is defined in a function" if "<locals>" in name
+             else "is defined in the script run as __main__")
+    if "[" in name and not _unportable(name.partition("[")[0]):
+        where = where.replace("is defined", "has a type argument defined")
+    if not _unportable(name):
+        where = "has type arguments that other processes cannot read back"
+    return UnportableTypeWarning(
+        f"{cls.__qualname__} {where}, so it is stored as {name!r}, a name other "
+        "processes (flujo state show, another worker) cannot find; define it in an "
+        f"importable module, or give it a stable name: register_type({cls.__name__}, "
+        "name='myapp.Name') in code every reader runs", cls=cls)
 
 
 def _refuse_own_pickling(cls: type) -> None:

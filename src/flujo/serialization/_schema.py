@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel
 
+from ..exceptions import FlujoError, InvalidArgumentError, UnserializableTypeError
 from ._auto import auto_kind
 from ._builtins import VALUE_REF
 from ._codec import ANCHOR, INT_MAX, INT_MIN, REF_TAG, STATE, TAG, VALUE
@@ -317,6 +318,14 @@ def render(collector: _Collector) -> JSONSchema:
             "$ref": "#/$defs/value", "$defs": defs}
 
 
+def _no_codec(cls: object) -> FlujoError:
+    """The error for a schema asked of something that is not a class this registry encodes."""
+    if not isinstance(cls, type):
+        return InvalidArgumentError(f"a schema is described for a class, got {cls!r}")
+    return UnserializableTypeError(
+        cls, hint="this registry has no codec for it, so it has no schema either")
+
+
 def tagged_format_schema(registry: TypeRegistry, types: Iterable[type] = ()) -> JSONSchema:
     """The JSON Schema of the complete tagged format for ``registry``.
 
@@ -327,19 +336,20 @@ def tagged_format_schema(registry: TypeRegistry, types: Iterable[type] = ()) -> 
     for codec in registry.codecs():
         collector.add(codec)
     for cls in types:
-        found = registry.codec_for_type(cls)
+        found = registry.codec_for_type(cls) if isinstance(cls, type) else None
         if found is None:
-            raise TypeError(f"{cls!r} has no codec in this registry")
+            raise _no_codec(cls)
         collector.add(found)
     return render(collector)
 
 
 def type_schema(registry: TypeRegistry, cls_or_codec: type | TypeCodec) -> JSONSchema:
     """The schema of one type's tagged object, with the definitions it refers to."""
-    codec: TypeCodec | None = (cls_or_codec if isinstance(cls_or_codec, TypeCodec)
-                               else registry.codec_for_type(cls_or_codec))
+    codec: TypeCodec | None = (
+        cls_or_codec if isinstance(cls_or_codec, TypeCodec)
+        else registry.codec_for_type(cls_or_codec) if isinstance(cls_or_codec, type) else None)
     if codec is None:
-        raise TypeError(f"{cls_or_codec!r} has no codec in this registry")
+        raise _no_codec(cls_or_codec)
     collector = _Collector(registry)
     collector.add(codec)
     document = render(collector)

@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._codec import DEFAULT_MAX_PAYLOAD_BYTES, EnvelopeCodec
-from ._crypto import Encryption
+from ._compression import Compressor, ZlibCompressor, ZstdCompressor, register_compressor
+from ._crypto import Cipher, Encryption
 from ._envelope import (
     ENVELOPE_VERSION,
     FORMAT,
@@ -29,11 +30,13 @@ from ._migrations import (
     register_state_migration,
     set_state_version,
 )
+from ._redact import redact_dsn
 from ._runid import validate_run_id
 from ._upgrade import LEGACY_CONTEXT_MARKER
 from ._uri import backend_from_uri
 from .backends import (
     ClaimHolder,
+    ClaimWatch,
     EnvelopeStateBackend,
     InMemoryBackend,
     RunClaim,
@@ -75,7 +78,10 @@ __all__ = [
     "FORMAT",
     "LEGACY_CONTEXT_MARKER",
     "Checkpoint",
+    "Cipher",
     "ClaimHolder",
+    "ClaimWatch",
+    "Compressor",
     "CurrentRecord",
     "Encryption",
     "Envelope",
@@ -102,6 +108,8 @@ __all__ = [
     "StoredRecord",
     "WorkflowState",
     "WriteRecord",
+    "ZlibCompressor",
+    "ZstdCompressor",
     "backend_from_uri",
     "default_state_migrations",
     "envelope_json_schema",
@@ -109,6 +117,8 @@ __all__ = [
     "fork_run_id",
     "forked_state",
     "migrate_all",
+    "redact_dsn",
+    "register_compressor",
     "register_state_migration",
     "set_state_version",
     "validate_run_id",

@@ -33,6 +33,7 @@ from flujo.exceptions import (
     EncryptionError,
     FutureVersionError,
     InvalidStateError,
+    PayloadTooLargeError,
     SerializationError,
     StateError,
 )
@@ -41,10 +42,10 @@ from flujo.serialization import (
     TypeRegistry,
     default_registry,
     encode_with_manifest,
+    lone_surrogate_error,
     merge_manifests,
     safe_deserialize,
 )
-from flujo.serialization._text import lone_surrogate_error  # the state's own error
 
 from ._chain import (
     UNKNOWN,
@@ -60,7 +61,13 @@ from ._chain import (
     state_data,
     state_payload,
 )
-from ._compression import compress, decompress, resolve_compression
+from ._compression import (
+    Compressor,
+    compress,
+    compressor_named,
+    decompress,
+    resolve_compression,
+)
 from ._crypto import Encryption
 from ._envelope import ENVELOPE_VERSION, FORMAT, Envelope, format_timestamp
 from ._jsonio import JSONError, containers, dumps, loads
@@ -176,10 +183,11 @@ def _stored_fields(state: WorkflowState) -> dict[str, Any]:
     return data
 
 
-def record_too_large(what: str, size: int, limit: int) -> str:
-    """The message refusing a record of ``size`` bytes, over ``limit``."""
-    return (f"{what}: the record holds {size:,} bytes, over this store's limit of {limit:,}"
-            " bytes for one record (raise max_payload_bytes to read it); nothing was loaded")
+def record_too_large(what: str, size: int, limit: int) -> PayloadTooLargeError:
+    """The error refusing a stored record of ``size`` bytes, over ``limit``."""
+    return PayloadTooLargeError(
+        f"{what}: the record holds {size:,} bytes, over this store's limit of {limit:,}"
+        " bytes for one record (raise max_payload_bytes to read it); nothing was loaded")
 
 
 def _too_many(what: str, part: str, count: int, limit: int) -> str:
@@ -208,8 +216,10 @@ class EnvelopeCodec:
 
     ``registry`` (default: the global registry, looked up at each use) serializes the values;
     ``migrations`` (default: the global whole-state registry) brings old states up to date;
-    ``compression`` is ``None``, ``"zlib"``, ``"zstd"`` or ``"auto"`` (zstd when installed,
-    else zlib); ``encryption`` is an ``Encryption`` or ``None``; ``max_payload_bytes`` caps
+    ``compression`` is ``None``, ``"zlib"``, ``"zstd"``, ``"auto"`` (zstd when installed,
+    else zlib), the name of a registered compressor or a ``Compressor``; ``compression_level``
+    is zlib's or zstd's level; ``encryption`` is an ``Encryption`` or ``None``;
+    ``max_payload_bytes`` caps
     a payload's JSON size, on save (so nothing unreadable is ever written) and when
     decompressing (so a hostile record cannot exhaust memory).
     """
@@ -219,7 +229,7 @@ class EnvelopeCodec:
         *,
         registry: TypeRegistry | None = None,
         migrations: StateMigrations | None = None,
-        compression: str | None = None,
+        compression: str | Compressor | None = None,
         compression_level: int | None = None,
         encryption: Encryption | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
@@ -230,15 +240,18 @@ class EnvelopeCodec:
             raise BackendConfigError("max_payload_bytes must be positive")
         self._registry = registry
         self.migrations = migrations if migrations is not None else default_state_migrations()
-        self.compression = resolve_compression(compression)
-        self.compression_level = compression_level
+        #: The compressor records are written with (None: uncompressed).
+        self.compressor = resolve_compression(compression, compression_level)
+        #: Its name, as records name it.
+        self.compression = None if self.compressor is None else self.compressor.name
         self.encryption = encryption
         self.max_payload_bytes = max_payload_bytes
         parts = ["json"]
         if self.compression:
             parts.append(self.compression)
         if encryption is not None:
-            parts.append("aesgcm")
+            parts.append(encryption.name)
+        #: The codec string of the records written: the transcoding, then the stages.
         self.codec = "+".join(parts)
 
     @property
@@ -260,11 +273,11 @@ class EnvelopeCodec:
         """Refuse a record over ``max_record_bytes`` or ``max_containers`` before parsing;
         return its container count."""
         if len(data) > self.max_record_bytes:
-            raise CorruptStateError(record_too_large(what, len(data), self.max_record_bytes))
+            raise record_too_large(what, len(data), self.max_record_bytes)
         count = containers(data)
         limit = self.max_containers + _ENCRYPTED_CONTAINERS  # the payload's and a header's
         if count > limit:
-            raise CorruptStateError(_too_many(what, "record", count, limit))
+            raise PayloadTooLargeError(_too_many(what, "record", count, limit))
         return count
 
     @property
@@ -334,14 +347,14 @@ class EnvelopeCodec:
         to be loadable back (the store's size and container limits)."""
         size = len(fields_json) + history.size
         if size > self.max_payload_bytes:
-            raise StateError(
+            raise PayloadTooLargeError(
                 f"{what}: the state encodes to {size} bytes, over"
                 f" max_payload_bytes={self.max_payload_bytes}; it could not be loaded back, so"
                 " it is not saved"
             )
         count = containers(fields_json) + history.containers + 2
         if count > self.max_containers:
-            raise StateError(
+            raise PayloadTooLargeError(
                 f"{what}: the state encodes to {count:,} JSON arrays and objects (or '['/'{{'"
                 f" in its text), over this store's limit of {self.max_containers:,} (from"
                 " max_payload_bytes); it could not be loaded back, so it is not saved")
@@ -424,16 +437,18 @@ class EnvelopeCodec:
             "created_at": format_timestamp(created_at or now),
             "updated_at": format_timestamp(now),
             "codec": self.codec,
-            "key_id": self.encryption.active_key_id if self.encryption else None,
+            "key_id": self.encryption.key_id if self.encryption else None,
         }
 
     def _protect(self, header: dict[str, Any], payload_json: bytes) -> str:
         """The payload as stored by a compressing or encrypting codec: base64 text."""
         blob = payload_json
-        if self.compression:
-            blob = compress(self.compression, blob, self.compression_level)
+        what = f"run {header['run_id']!r}"
+        if self.compressor is not None:
+            blob = compress(self.compressor, blob, what=what)
         if self.encryption is not None:
-            blob = self.encryption.encrypt(blob, associated_data(header, self.encryption.store))
+            blob = self.encryption.encrypt(
+                blob, associated_data(header, self.encryption.store), what=what)
         return base64.b64encode(blob).decode("ascii")
 
     def _sealed(self, header: dict[str, Any], payload_json: bytes) -> SealedRecord:
@@ -442,7 +457,7 @@ class EnvelopeCodec:
         plain = None if self.encryption is not None else payload_json
         raw = _splice(header, dumps(text))
         if self.encryption is not None and containers(raw) > _ENCRYPTED_CONTAINERS:
-            raise StateError(  # it would read as plaintext (see parse)
+            raise PayloadTooLargeError(  # it would read as plaintext (see parse)
                 f"run {header['run_id']!r}: the record's header holds over"
                 f" {_ENCRYPTED_CONTAINERS} '['/'{{' (in the pipeline name or type names); an"
                 " encrypting store refuses it, so it is not saved")
@@ -495,6 +510,8 @@ class EnvelopeCodec:
             )
             raise CorruptStateError(f"{what}: not a valid state envelope: {problems}") from exc
         envelope._stored_envelope_version = stored
+        if envelope.compression is not None:
+            self._compressor_named(envelope.compression, what=what)
         return envelope
 
     def check_versions(self, envelope: Envelope, *, what: str) -> None:
@@ -523,6 +540,10 @@ class EnvelopeCodec:
                     f"{what}: the record is encrypted (key id {envelope.key_id!r}) but this"
                     " backend has no encryption configured"
                 )
+            if envelope.cipher != self.encryption.name:
+                raise EncryptionError(
+                    f"{what}: the record is encrypted with cipher {envelope.cipher!r} but this"
+                    f" backend's is {self.encryption.name!r}")
             blob = self._b64(envelope, what, EncryptionError)
             header = envelope.header()
             store = self.encryption.store
@@ -542,14 +563,29 @@ class EnvelopeCodec:
             blob = self._b64(envelope, what, CorruptStateError)
         compression = envelope.compression
         if compression is not None:
-            blob = decompress(compression, blob, limit=self.max_payload_bytes, what=what)
+            blob = decompress(self._compressor_named(compression, what=what), blob,
+                              limit=self.max_payload_bytes, what=what)
         count = containers(blob)
         if count > self.max_containers:
-            raise CorruptStateError(_too_many(what, "payload", count, self.max_containers))
+            raise PayloadTooLargeError(
+                _too_many(what, "payload", count, self.max_containers))
         try:
             return loads(blob)
         except JSONError as exc:
             raise CorruptStateError(f"{what}: the payload is not valid JSON ({exc})") from exc
+
+    def _compressor_named(self, name: str, *, what: str) -> Compressor:
+        """The compressor that reads a payload compressed by ``name``: this codec's own,
+        else the one registered under that name."""
+        if self.compressor is not None and self.compressor.name == name:
+            return self.compressor
+        found = compressor_named(name)
+        if found is None:
+            raise CorruptStateError(
+                f"{what}: the record's codec names compression {name!r}, which this process"
+                " does not know (a compressor of your own is found by its name: register it"
+                " with flujo.state.register_compressor where the records are read)")
+        return found
 
     @staticmethod
     def _b64(envelope: Envelope, what: str, error: type[StateError]) -> bytes:
@@ -701,7 +737,7 @@ class EnvelopeCodec:
             return head  # a version 1 record is a whole state already
         header = {**head.header(), "kind": "state", "base": head.revision,
                   "codec": self.codec,
-                  "key_id": self.encryption.active_key_id if self.encryption else None}
+                  "key_id": self.encryption.key_id if self.encryption else None}
         payload_json = dumps(payload)
         if self.codec == "json":
             return Envelope.model_validate({**header, "payload": payload})
@@ -751,8 +787,8 @@ class EnvelopeCodec:
                 reasons.append(f"type {name} {version} -> {known}")
         if envelope.codec != self.codec:
             reasons.append(f"codec {envelope.codec} -> {self.codec}")
-        elif self.encryption is not None and envelope.key_id != self.encryption.active_key_id:
-            reasons.append(f"key {envelope.key_id} -> {self.encryption.active_key_id}")
+        elif self.encryption is not None and envelope.key_id != self.encryption.key_id:
+            reasons.append(f"key {envelope.key_id} -> {self.encryption.key_id}")
         elif self.encryption is not None and self.encryption.store is not None and \
                 envelope.encrypted and not self._bound(envelope, self.encryption):
             reasons.append(f"bound to store {self.encryption.store!r}")

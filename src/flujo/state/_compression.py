@@ -1,28 +1,70 @@
-"""Payload compression: zstd (optional ``zstandard`` extra) or zlib (stdlib).
+"""Payload compression: the ``Compressor`` protocol, zlib (stdlib) and zstd (optional
+``zstandard`` extra) built in, others registered under stable names.
 
-Decompression is bounded: output beyond ``limit`` bytes raises instead of being produced, so a
-small malicious record (a "decompression bomb") cannot exhaust memory.
+A record names its compressor in its codec string (``json+zstd``), so a compressor is found
+by that name when the record is read: the backend's own, else one registered with
+``register_compressor`` (``zlib`` and ``zstd`` always are). Decompression is bounded:
+output beyond ``limit`` bytes raises instead of being produced, so a small malicious record
+(a "decompression bomb") cannot exhaust memory.
 """
 
 from __future__ import annotations
 
+import re
+import threading
 import zlib
 from types import ModuleType
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
-from flujo.exceptions import BackendConfigError, CorruptStateError, StateError
+from flujo.exceptions import (
+    BackendConfigError,
+    CorruptStateError,
+    FlujoError,
+    PayloadTooLargeError,
+    StateError,
+)
 
-__all__ = ["Compression", "compress", "decompress", "resolve_compression", "zstd_available"]
+__all__ = [
+    "Compression",
+    "Compressor",
+    "ZlibCompressor",
+    "ZstdCompressor",
+    "compressor_named",
+    "register_compressor",
+    "resolve_compression",
+    "zstd_available",
+]
 
 Compression = Literal["zstd", "zlib", "auto"]
+
+#: A compressor's or cipher's name, as a record's codec string holds it.
+STAGE_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")
+#: Names that are not compressors: the transcoding, the settings, the built-in cipher.
+RESERVED = frozenset({"json", "none", "auto", "aesgcm"})
 
 # Input is fed to the zstd decompressor in small pieces so that one call cannot produce much
 # more than the limit even for extreme compression ratios.
 _ZSTD_FEED = 256
 
 
-class PayloadTooLargeError(CorruptStateError):
-    """Internal marker: decompressed output exceeded the configured limit."""
+@runtime_checkable
+class Compressor(Protocol):
+    """What a backend needs of a compression algorithm.
+
+    ``name`` is stored in every record it compresses (``json+<name>``) and finds the
+    compressor again when the record is read, in this process or another: keep it stable,
+    and register the compressor (``register_compressor``) wherever such records are read.
+    ``decompress`` must not produce more than ``limit`` bytes: raise
+    ``PayloadTooLargeError`` instead (a longer result is refused all the same). Any other
+    exception it raises is reported as a damaged record (``CorruptStateError``).
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    def compress(self, data: bytes) -> bytes: ...
+
+    def decompress(self, data: bytes, limit: int) -> bytes: ...
 
 
 def _zstd() -> ModuleType | None:
@@ -38,92 +80,214 @@ def zstd_available() -> bool:
     return _zstd() is not None
 
 
-def resolve_compression(choice: str | None) -> str | None:
-    """Turn a configured compression choice into the algorithm actually used."""
+def _too_large(limit: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(
+        f"the payload decompresses to more than max_payload_bytes={limit} bytes;"
+        " refusing it (raise max_payload_bytes if the record is legitimate)")
+
+
+class ZlibCompressor:
+    """zlib (the standard library's), at ``level`` 0 to 9 (6 by default)."""
+
+    name = "zlib"
+
+    def __init__(self, level: int = 6) -> None:
+        if type(level) is not int or not -1 <= level <= 9:
+            raise BackendConfigError(f"zlib compression_level must be an int from -1 to 9,"
+                                     f" got {level!r}")
+        self.level = level
+
+    def __repr__(self) -> str:
+        return f"ZlibCompressor(level={self.level})"
+
+    def compress(self, data: bytes) -> bytes:
+        return zlib.compress(data, self.level)
+
+    def decompress(self, data: bytes, limit: int) -> bytes:
+        inflater = zlib.decompressobj()
+        try:
+            out = inflater.decompress(data, limit + 1)
+        except zlib.error as exc:
+            raise CorruptStateError(f"the zlib payload is damaged: {exc}") from exc
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise _too_large(limit)
+        if not inflater.eof:
+            raise CorruptStateError("the zlib payload is truncated")
+        if inflater.unused_data:
+            raise CorruptStateError("unexpected bytes after the zlib payload")
+        return out
+
+
+class ZstdCompressor:
+    """Zstandard (the ``zstandard`` package, ``flujo[zstd]``), at ``level`` (3 by default)."""
+
+    name = "zstd"
+
+    def __init__(self, level: int = 3) -> None:
+        if type(level) is not int or not -(2**17) <= level <= 22:
+            raise BackendConfigError(f"zstd compression_level must be an int up to 22,"
+                                     f" got {level!r}")
+        self.level = level
+
+    def __repr__(self) -> str:
+        return f"ZstdCompressor(level={self.level})"
+
+    @staticmethod
+    def _module() -> ModuleType:
+        zstandard = _zstd()
+        if zstandard is None:
+            raise StateError("zstd compression needs the 'zstandard' package:"
+                             " pip install 'flujo[zstd]'")
+        return zstandard
+
+    def compress(self, data: bytes) -> bytes:
+        result: bytes = self._module().ZstdCompressor(level=self.level).compress(data)
+        return result
+
+    def decompress(self, data: bytes, limit: int) -> bytes:
+        zstandard = self._module()
+        inflater = zstandard.ZstdDecompressor().decompressobj()
+        chunks: list[bytes] = []
+        size = 0
+        view = memoryview(data)
+        try:
+            for start in range(0, len(view), _ZSTD_FEED):
+                if inflater.eof:
+                    raise CorruptStateError("unexpected bytes after the zstd payload")
+                chunk = inflater.decompress(view[start : start + _ZSTD_FEED])
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+        except zstandard.ZstdError as exc:
+            raise CorruptStateError(f"the zstd payload is damaged: {exc}") from exc
+        if not inflater.eof:
+            raise CorruptStateError("the zstd payload is truncated")
+        if inflater.unused_data:
+            raise CorruptStateError("unexpected bytes after the zstd payload")
+        return b"".join(chunks)
+
+
+_BUILT_IN: dict[str, type[ZlibCompressor] | type[ZstdCompressor]] = {
+    "zlib": ZlibCompressor, "zstd": ZstdCompressor}
+_registered: dict[str, Compressor] = {"zlib": ZlibCompressor(), "zstd": ZstdCompressor()}
+_lock = threading.Lock()
+
+
+def _checked(compressor: object, what: str) -> Compressor:
+    """``compressor`` when it is one whose name a record can hold; else BackendConfigError."""
+    if not isinstance(compressor, Compressor):
+        raise BackendConfigError(
+            f"{what} must be a compressor name or an object with name, compress() and"
+            f" decompress() (flujo.state.Compressor), got {compressor!r}")
+    name = compressor.name
+    if not isinstance(name, str) or not STAGE_NAME.fullmatch(name) or name in RESERVED:
+        raise BackendConfigError(
+            f"{what}: compressor name {name!r} must be 1 to 32 lowercase letters, digits or"
+            f" '-', starting with a letter, and none of {', '.join(sorted(RESERVED))}")
+    built_in = _BUILT_IN.get(name)
+    if built_in is not None and type(compressor) is not built_in:
+        raise BackendConfigError(
+            f"{what}: the name {name!r} is flujo's own {built_in.__name__}; give"
+            f" {type(compressor).__name__} a name of its own")
+    return compressor
+
+
+def register_compressor(compressor: Compressor) -> None:
+    """Make ``compressor`` read the records that name it, in every backend of this process.
+
+    Register it where the records it wrote are read (workers, the ``flujo`` CLI through
+    ``--module``), before they are. Registering another compressor under a registered
+    name is refused, unless it is of the same class (another level, say): records name
+    an algorithm, not its settings.
+    """
+    checked = _checked(compressor, "register_compressor")
+    with _lock:
+        found = _registered.get(checked.name)
+        if found is not None and type(found) is not type(checked):
+            raise BackendConfigError(
+                f"register_compressor: {checked.name!r} is registered already, as"
+                f" {found!r}; a record names its compressor, so one name is one algorithm")
+        _registered[checked.name] = checked
+
+
+def compressor_named(name: str) -> Compressor | None:
+    """The registered compressor called ``name``, if any."""
+    return _registered.get(name)
+
+
+def resolve_compression(choice: str | Compressor | None,
+                        level: int | None = None) -> Compressor | None:
+    """The compressor a backend writes with: ``None`` (or ``"none"``) for none; ``"auto"``
+    (zstd when installed, else zlib), ``"zstd"``, ``"zlib"`` or a registered name; or a
+    ``Compressor`` itself. ``level`` is for the built-in ones."""
     if choice is None or choice == "none":
+        if level is not None:
+            raise BackendConfigError("compression_level needs a compression")
         return None
+    if not isinstance(choice, str):
+        if level is not None:
+            raise BackendConfigError(
+                "compression_level is for 'zlib' and 'zstd'; configure the level of your"
+                f" own compressor on {choice!r} itself")
+        checked = _checked(choice, "compression")
+        found = _registered.get(checked.name)
+        if found is not None and type(found) is not type(checked):
+            raise BackendConfigError(
+                f"compression: {checked.name!r} names {found!r} in this process already; a"
+                " record names its compressor, so one name is one algorithm")
+        return checked
     if choice == "auto":
-        return "zstd" if zstd_available() else "zlib"
-    if choice == "zstd":
-        if not zstd_available():
-            raise StateError(
-                "compression='zstd' needs the 'zstandard' package: pip install 'flujo[zstd]'"
-                " (or use compression='auto' to fall back to zlib)"
-            )
-        return "zstd"
-    if choice == "zlib":
-        return "zlib"
-    raise BackendConfigError(f"unknown compression {choice!r}; use 'zstd', 'zlib', 'auto' or None")
-
-
-def compress(algorithm: str, data: bytes, level: int | None = None) -> bytes:
-    if algorithm == "zlib":
-        return zlib.compress(data, 6 if level is None else level)
-    zstandard = _zstd()
-    if zstandard is None:
+        choice = "zstd" if zstd_available() else "zlib"
+    if choice == "zstd" and not zstd_available():
         raise StateError(
-            "zstd compression needs the 'zstandard' package: pip install 'flujo[zstd]'"
-        )
-    compressor = zstandard.ZstdCompressor(level=3 if level is None else level)
-    result: bytes = compressor.compress(data)
+            "compression='zstd' needs the 'zstandard' package: pip install 'flujo[zstd]'"
+            " (or use compression='auto' to fall back to zlib)")
+    built_in = _BUILT_IN.get(choice)
+    if built_in is not None:
+        return built_in() if level is None else built_in(level)
+    found = _registered.get(choice)
+    if found is None:
+        names = ", ".join(repr(name) for name in sorted(_registered))
+        raise BackendConfigError(
+            f"unknown compression {choice!r}; use one of {names}, 'auto' or None, or"
+            " register your own with flujo.state.register_compressor")
+    if level is not None:
+        raise BackendConfigError(f"compression_level is for 'zlib' and 'zstd', not {choice!r}")
+    return found
+
+
+def compress(compressor: Compressor, data: bytes, *, what: str) -> bytes:
+    """``data`` compressed; a failure is a StateError naming ``what`` (nothing is saved)."""
+    try:
+        result = compressor.compress(data)
+    except FlujoError:
+        raise
+    except Exception as exc:
+        raise StateError(f"{what}: compressor {compressor.name!r} failed: {exc!r}") from exc
+    if not isinstance(result, bytes):
+        raise StateError(f"{what}: compressor {compressor.name!r} returned"
+                         f" {type(result).__name__}, not bytes")
     return result
 
 
-def decompress(algorithm: str, data: bytes, *, limit: int, what: str) -> bytes:
-    """Decompress ``data``; raise CorruptStateError if it is damaged or inflates past ``limit``."""
-    if algorithm == "zlib":
-        return _inflate_zlib(data, limit, what)
-    if algorithm == "zstd":
-        return _inflate_zstd(data, limit, what)
-    raise CorruptStateError(f"{what}: unknown compression {algorithm!r}")
-
-
-def _too_large(what: str, limit: int) -> PayloadTooLargeError:
-    return PayloadTooLargeError(
-        f"{what}: the payload decompresses to more than max_payload_bytes={limit} bytes;"
-        " refusing it (raise max_payload_bytes if the record is legitimate)"
-    )
-
-
-def _inflate_zlib(data: bytes, limit: int, what: str) -> bytes:
-    inflater = zlib.decompressobj()
+def decompress(compressor: Compressor, data: bytes, *, limit: int, what: str) -> bytes:
+    """``data`` decompressed, at most ``limit`` bytes of it: PayloadTooLargeError past it,
+    CorruptStateError when it is damaged, each naming ``what``."""
     try:
-        out = inflater.decompress(data, limit + 1)
-    except zlib.error as exc:
-        raise CorruptStateError(f"{what}: the zlib payload is damaged: {exc}") from exc
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise _too_large(what, limit)
-    if not inflater.eof:
-        raise CorruptStateError(f"{what}: the zlib payload is truncated")
-    if inflater.unused_data:
-        raise CorruptStateError(f"{what}: unexpected bytes after the zlib payload")
-    return out
-
-
-def _inflate_zstd(data: bytes, limit: int, what: str) -> bytes:
-    zstandard = _zstd()
-    if zstandard is None:
-        raise StateError(
-            f"{what}: the record is zstd-compressed; reading it needs the 'zstandard' package:"
-            " pip install 'flujo[zstd]'"
-        )
-    inflater = zstandard.ZstdDecompressor().decompressobj()
-    chunks: list[bytes] = []
-    size = 0
-    view = memoryview(data)
-    try:
-        for start in range(0, len(view), _ZSTD_FEED):
-            if inflater.eof:
-                raise CorruptStateError(f"{what}: unexpected bytes after the zstd payload")
-            chunk = inflater.decompress(view[start : start + _ZSTD_FEED])
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(what, limit)
-            chunks.append(chunk)
-    except zstandard.ZstdError as exc:
-        raise CorruptStateError(f"{what}: the zstd payload is damaged: {exc}") from exc
-    if not inflater.eof:
-        raise CorruptStateError(f"{what}: the zstd payload is truncated")
-    if inflater.unused_data:
-        raise CorruptStateError(f"{what}: unexpected bytes after the zstd payload")
-    return b"".join(chunks)
+        result = compressor.decompress(data, limit)
+    except PayloadTooLargeError as exc:
+        raise PayloadTooLargeError(f"{what}: {exc}") from exc
+    except CorruptStateError as exc:
+        raise CorruptStateError(f"{what}: {exc}") from exc
+    except StateError as exc:  # zstandard missing: not a damaged record
+        raise StateError(f"{what}: {exc}") from exc
+    except Exception as exc:
+        raise CorruptStateError(
+            f"{what}: the {compressor.name} payload is damaged: {exc!r}") from exc
+    if not isinstance(result, bytes):
+        raise CorruptStateError(f"{what}: compressor {compressor.name!r} returned"
+                                f" {type(result).__name__}, not bytes")
+    if len(result) > limit:
+        raise PayloadTooLargeError(f"{what}: {_too_large(limit)}")
+    return result

@@ -1,4 +1,11 @@
-"""Encryption at rest: AES-GCM (optional ``cryptography`` extra) with key ids for rotation."""
+"""Encryption at rest: the ``Cipher`` protocol, AES-GCM built in (optional ``cryptography``
+extra) with key ids for rotation, and ``Encryption``, the policy a backend applies.
+
+A cipher is authenticated encryption with associated data: every record is encrypted with
+its header and the store's name as associated data, so a record copied into another run or
+store, or a doctored header, fails to decrypt. A KMS-backed cipher (envelope encryption with
+data keys, say) implements ``Cipher`` and is passed as ``Encryption(cipher=...)``.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +13,48 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from flujo.exceptions import EncryptionError
+from flujo.exceptions import EncryptionError, FlujoError
 
-__all__ = ["NONCE_BYTES", "Encryption"]
+from ._compression import STAGE_NAME, compressor_named
+
+__all__ = ["AESGCM_NAME", "NONCE_BYTES", "Cipher", "Encryption"]
 
 #: Bytes of random nonce stored in front of each ciphertext.
 NONCE_BYTES = 12
+#: The built-in cipher's name, in the codec string of the records it encrypts.
+AESGCM_NAME = "aesgcm"
 _KEY_SIZES = (16, 24, 32)
 _MAX_STORE = 256
+_MAX_KEY_ID = 64
+
+
+@runtime_checkable
+class Cipher(Protocol):
+    """What a backend needs of an encryption algorithm: authenticated encryption with
+    associated data, under key ids.
+
+    ``name`` is stored in the codec string of every record it encrypts (``json+<name>``)
+    and ``active_key_id`` in the record's ``key_id``; both must stay stable. ``encrypt``
+    seals ``plaintext`` with the active key, binding ``associated_data`` (which it need not
+    store: the reader passes it again). ``decrypt`` opens what ``encrypt`` made with the key
+    ``key_id``: it returns ``None`` when the ciphertext does not authenticate with
+    ``associated_data`` (tampered, copied, or another key), and raises ``EncryptionError``
+    for what is no such failure (an unknown key id, a key service that cannot be reached).
+    It must never return unauthenticated bytes.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def active_key_id(self) -> str: ...
+
+    def encrypt(self, plaintext: bytes, associated_data: bytes) -> bytes: ...
+
+    def decrypt(self, key_id: str, ciphertext: bytes,
+                associated_data: bytes) -> bytes | None: ...
 
 
 def _aesgcm_class() -> Any:
@@ -28,13 +67,74 @@ def _aesgcm_class() -> Any:
     return AESGCM
 
 
+class _AesGcm:
+    """AES-GCM with a random 96-bit nonce stored in front of each ciphertext."""
+
+    name = AESGCM_NAME
+
+    def __init__(self, keys: Mapping[str, bytes], active_key_id: str,
+                 nonce_source: Callable[[int], bytes]) -> None:
+        aesgcm = _aesgcm_class()
+        ciphers: dict[str, Any] = {}
+        for key_id, key in keys.items():
+            _check_key_id(key_id)
+            if not isinstance(key, bytes | bytearray) or len(key) not in _KEY_SIZES:
+                raise EncryptionError(
+                    f"key {key_id!r} must be 16, 24 or 32 bytes (AES-128/192/256), got "
+                    f"{len(key) if isinstance(key, bytes | bytearray) else type(key).__name__}"
+                )
+            ciphers[key_id] = aesgcm(bytes(key))
+        if active_key_id not in ciphers:
+            raise EncryptionError(f"active_key_id {active_key_id!r} is not among the keys")
+        self.active_key_id = active_key_id
+        self._ciphers = ciphers
+        self._nonce_source = nonce_source
+
+    def __repr__(self) -> str:  # never the keys
+        return (f"AES-GCM(key ids {', '.join(map(repr, sorted(self._ciphers)))},"
+                f" active {self.active_key_id!r})")
+
+    def encrypt(self, plaintext: bytes, associated_data: bytes) -> bytes:
+        nonce = self._nonce_source(NONCE_BYTES)
+        if len(nonce) != NONCE_BYTES:
+            raise EncryptionError(f"nonce_source returned {len(nonce)} bytes, not {NONCE_BYTES}")
+        sealed: bytes = self._ciphers[self.active_key_id].encrypt(nonce, plaintext,
+                                                                  associated_data)
+        return nonce + sealed
+
+    def decrypt(self, key_id: str, ciphertext: bytes, associated_data: bytes) -> bytes | None:
+        from cryptography.exceptions import InvalidTag
+
+        cipher = self._ciphers.get(key_id)
+        if cipher is None:
+            raise EncryptionError(
+                f"encrypted with key id {key_id!r}, which is not configured"
+                f" (configured: {', '.join(sorted(self._ciphers))})")
+        if len(ciphertext) < NONCE_BYTES + 16:
+            raise EncryptionError("the ciphertext is too short to be valid")
+        try:
+            plaintext: bytes = cipher.decrypt(ciphertext[:NONCE_BYTES],
+                                              ciphertext[NONCE_BYTES:], associated_data)
+        except InvalidTag:
+            return None
+        return plaintext
+
+
+def _check_key_id(key_id: object) -> None:
+    if not isinstance(key_id, str) or not key_id or len(key_id) > _MAX_KEY_ID:
+        raise EncryptionError(f"key id {key_id!r} must be a str of 1 to {_MAX_KEY_ID}"
+                              " characters")
+
+
 @dataclass(frozen=True)
 class Encryption:
-    """AES-GCM keys for a backend.
+    """How a backend encrypts its records: AES-GCM ``keys``, or your own ``cipher``.
 
-    ``keys`` maps a key id to a 16-, 24- or 32-byte key. New records are encrypted with
+    ``keys`` maps a key id to a 16-, 24- or 32-byte AES key. New records are encrypted with
     ``active_key_id``; records are decrypted with the key their envelope names, so old keys
     stay in ``keys`` until ``migrate_all`` has re-encrypted everything with the active key.
+    ``cipher``, instead of ``keys``, is any ``Cipher`` (a key management service's, say):
+    its ``active_key_id`` is the one records are written with.
 
     With encryption configured, plaintext records are refused on read (EncryptionError) unless
     ``accept_plaintext=True``, which is meant only for the window in which an existing store is
@@ -48,32 +148,32 @@ class Encryption:
     meant only for the window in which ``migrate_all`` binds them to the name.
     """
 
-    keys: Mapping[str, bytes] = field(repr=False)
-    active_key_id: str
+    #: The name of flujo's own cipher, AES-GCM, in the codec string of the records it encrypts.
+    AES_GCM: ClassVar[str] = AESGCM_NAME
+
+    keys: Mapping[str, bytes] | None = field(default=None, repr=False)
+    active_key_id: str | None = None
     accept_plaintext: bool = False
     #: Where nonces come from. Only tests pass anything else (fixed nonces make encrypted
     #: records reproducible for snapshots); reusing a nonce with a key breaks AES-GCM.
     nonce_source: Callable[[int], bytes] = field(default=os.urandom, repr=False, compare=False)
     store: str | None = None
     accept_unbound: bool = False
-    _ciphers: Mapping[str, Any] = field(init=False, repr=False, compare=False)
+    cipher: Cipher | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        aesgcm = _aesgcm_class()
-        if not self.keys:
-            raise EncryptionError("Encryption needs at least one key")
-        ciphers: dict[str, Any] = {}
-        for key_id, key in self.keys.items():
-            if not isinstance(key_id, str) or not key_id or len(key_id) > 64:
-                raise EncryptionError(f"key id {key_id!r} must be a str of 1 to 64 characters")
-            if not isinstance(key, bytes | bytearray) or len(key) not in _KEY_SIZES:
-                raise EncryptionError(
-                    f"key {key_id!r} must be 16, 24 or 32 bytes (AES-128/192/256), got "
-                    f"{len(key) if isinstance(key, bytes | bytearray) else type(key).__name__}"
-                )
-            ciphers[key_id] = aesgcm(bytes(key))
-        if self.active_key_id not in ciphers:
-            raise EncryptionError(f"active_key_id {self.active_key_id!r} is not among the keys")
+        if (self.keys is None) == (self.cipher is None):
+            raise EncryptionError("Encryption needs AES-GCM keys= or a cipher=, not both")
+        if self.cipher is not None:
+            cipher = self._custom(self.cipher)
+        else:
+            if not isinstance(self.keys, Mapping) or not self.keys:
+                raise EncryptionError("Encryption needs at least one key")
+            if self.active_key_id is None:
+                raise EncryptionError("Encryption(keys=...) needs the active_key_id to write"
+                                      " with")
+            cipher = _AesGcm(self.keys, self.active_key_id, self.nonce_source)
+            object.__setattr__(self, "keys", MappingProxyType(dict(self.keys)))
         if self.store is not None and not (
                 isinstance(self.store, str) and 0 < len(self.store) <= _MAX_STORE
                 and self.store.isprintable()):
@@ -81,8 +181,27 @@ class Encryption:
                 f"store {self.store!r} must be a printable str of 1 to {_MAX_STORE} characters")
         if self.accept_unbound and self.store is None:
             raise EncryptionError("accept_unbound=True needs the store's name (store=...)")
-        object.__setattr__(self, "keys", MappingProxyType(dict(self.keys)))
-        object.__setattr__(self, "_ciphers", MappingProxyType(ciphers))
+        object.__setattr__(self, "cipher", cipher)
+
+    def _custom(self, cipher: object) -> Cipher:
+        """``cipher``, checked: a Cipher whose name and key id a record can hold."""
+        if not isinstance(cipher, Cipher):
+            raise EncryptionError(
+                "cipher must have name, active_key_id, encrypt() and decrypt()"
+                f" (flujo.state.Cipher), got {cipher!r}")
+        name = cipher.name
+        if not isinstance(name, str) or not STAGE_NAME.fullmatch(name) or \
+                name in ("json", "none", "auto", AESGCM_NAME) or compressor_named(name):
+            raise EncryptionError(
+                f"cipher name {name!r} must be 1 to 32 lowercase letters, digits or '-',"
+                " starting with a letter, and name no compressor, nor 'aesgcm' (flujo's own)")
+        _check_key_id(cipher.active_key_id)
+        if self.active_key_id is not None and self.active_key_id != cipher.active_key_id:
+            raise EncryptionError(
+                f"active_key_id {self.active_key_id!r} is not the cipher's"
+                f" ({cipher.active_key_id!r}); leave it out with cipher=")
+        object.__setattr__(self, "active_key_id", cipher.active_key_id)
+        return cipher
 
     @classmethod
     def single(cls, key: bytes, key_id: str = "default", *,
@@ -95,28 +214,43 @@ class Encryption:
         """A fresh random 32-byte (AES-256) key."""
         return os.urandom(32)
 
-    def encrypt(self, plaintext: bytes, aad: bytes) -> bytes:
-        nonce = self.nonce_source(NONCE_BYTES)
-        if len(nonce) != NONCE_BYTES:
-            raise EncryptionError(f"nonce_source returned {len(nonce)} bytes, not {NONCE_BYTES}")
-        sealed: bytes = self._ciphers[self.active_key_id].encrypt(nonce, plaintext, aad)
-        return nonce + sealed
+    @property
+    def name(self) -> str:
+        """The cipher's name, as the codec string of the records it encrypts holds it."""
+        return self._cipher().name
+
+    @property
+    def key_id(self) -> str:
+        """The key id new records are encrypted with."""
+        return self._cipher().active_key_id
+
+    def _cipher(self) -> Cipher:
+        assert self.cipher is not None  # set by __post_init__
+        return self.cipher
+
+    def encrypt(self, plaintext: bytes, aad: bytes, *, what: str = "") -> bytes:
+        cipher = self._cipher()
+        try:
+            sealed = cipher.encrypt(plaintext, aad)
+        except FlujoError:
+            raise
+        except Exception as exc:
+            raise EncryptionError(
+                f"{what}: cipher {cipher.name!r} failed to encrypt: {exc!r}") from exc
+        if not isinstance(sealed, bytes):
+            raise EncryptionError(f"{what}: cipher {cipher.name!r} returned"
+                                  f" {type(sealed).__name__}, not bytes")
+        return sealed
 
     def decrypt(self, key_id: str | None, blob: bytes, aad: bytes, *, what: str,
                 unbound_aad: bytes | None = None) -> bytes:
         """The plaintext of ``blob``, authenticated with ``aad`` or, where given (the store's
         ``accept_unbound`` window), with ``unbound_aad``: the associated data of a record
         encrypted before the store had a name."""
-        from cryptography.exceptions import InvalidTag
-
-        cipher = self._cipher(key_id, blob, what=what)
         for associated in (aad,) if unbound_aad is None else (aad, unbound_aad):
-            try:
-                plaintext: bytes = cipher.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:],
-                                                  associated)
-            except InvalidTag:
-                continue
-            return plaintext
+            plaintext = self._open(key_id, blob, associated, what=what)
+            if plaintext is not None:
+                return plaintext
         copied = "run" if self.store is None else f"run or store (this is store {self.store!r})"
         raise EncryptionError(
             f"{what}: the record failed authentication (tampered, copied from another {copied},"
@@ -125,21 +259,26 @@ class Encryption:
 
     def authenticates(self, key_id: str | None, blob: bytes, aad: bytes) -> bool:
         """Whether ``blob`` was encrypted with key ``key_id`` and associated data ``aad``."""
-        from cryptography.exceptions import InvalidTag
-
         try:
-            cipher = self._cipher(key_id, blob, what="")
-            cipher.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
-        except (EncryptionError, InvalidTag):
+            return self._open(key_id, blob, aad, what="") is not None
+        except EncryptionError:
             return False
-        return True
 
-    def _cipher(self, key_id: str | None, blob: bytes, *, what: str) -> Any:
-        if key_id is None or key_id not in self._ciphers:
+    def _open(self, key_id: str | None, blob: bytes, aad: bytes, *,
+              what: str) -> bytes | None:
+        cipher = self._cipher()
+        if key_id is None:
+            raise EncryptionError(f"{what}: the record is encrypted but names no key id")
+        try:
+            plaintext = cipher.decrypt(key_id, blob, aad)
+        except EncryptionError as exc:
+            raise EncryptionError(f"{what}: {exc}") from exc
+        except FlujoError:
+            raise
+        except Exception as exc:
             raise EncryptionError(
-                f"{what}: encrypted with key id {key_id!r}, which is not configured"
-                f" (configured: {', '.join(sorted(self._ciphers))})"
-            )
-        if len(blob) < NONCE_BYTES + 16:
-            raise EncryptionError(f"{what}: the ciphertext is too short to be valid")
-        return self._ciphers[key_id]
+                f"{what}: cipher {cipher.name!r} failed to decrypt: {exc!r}") from exc
+        if plaintext is not None and not isinstance(plaintext, bytes):
+            raise EncryptionError(f"{what}: cipher {cipher.name!r} returned"
+                                  f" {type(plaintext).__name__}, not bytes")
+        return plaintext

@@ -9,6 +9,7 @@ format version (``ENVELOPE_VERSION``). ``docs/envelope.md`` describes the format
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,8 +45,9 @@ ENVELOPE_VERSION = 2
 #: record ``base``.
 KINDS: tuple[str, ...] = ("state", "delta")
 
-#: Every payload codec this code can read and write. ``json`` keeps the tagged payload inline
-#: as JSON; the others store it as base64 text of the JSON bytes after the named stages.
+#: The payload codecs of flujo's own stages. ``json`` keeps the tagged payload inline as JSON;
+#: the others store it as base64 text of the JSON bytes after the named stages: a compressor,
+#: then a cipher (``key_id`` set). Registered compressors and custom ciphers add their names.
 CODECS: tuple[str, ...] = (
     "json",
     "json+zlib",
@@ -54,6 +56,12 @@ CODECS: tuple[str, ...] = (
     "json+zlib+aesgcm",
     "json+zstd+aesgcm",
 )
+
+#: A codec string: ``json``, then up to two stages, each a name joined with ``+``.
+CODEC_PATTERN = r"^json(\+[a-z][a-z0-9-]{0,31}){0,2}$"
+_CODEC = re.compile(CODEC_PATTERN)
+#: flujo's own compressors, which never name a cipher.
+_COMPRESSIONS = frozenset({"zlib", "zstd"})
 
 _SCHEMA_ID = f"urn:flujo:schema:state-envelope:{ENVELOPE_VERSION}"
 
@@ -109,8 +117,10 @@ class Envelope(BaseModel):
     created_at: datetime = Field(description="When the run was first saved (UTC).")
     updated_at: datetime = Field(description="When this revision was saved (UTC).")
     codec: StrictStr = Field(
-        json_schema_extra={"enum": list(CODECS)},
-        description="How the payload is stored; see docs/envelope.md.",
+        json_schema_extra={"pattern": CODEC_PATTERN, "examples": list(CODECS)},
+        description="How the payload is stored: 'json', then the compressor and the cipher"
+                    " (when key_id is set) it went through, joined with '+'; see"
+                    " docs/envelope.md.",
     )
     key_id: StrictStr | None = Field(
         default=None, description="Id of the encryption key; null when not encrypted."
@@ -158,8 +168,10 @@ class Envelope(BaseModel):
     @field_validator("codec")
     @classmethod
     def _codec(cls, value: str) -> str:
-        if value not in CODECS:
-            raise ValueError(f"codec must be one of {', '.join(CODECS)}")
+        if not _CODEC.fullmatch(value) or "+json" in value:
+            raise ValueError(
+                "codec must be 'json', then up to a compressor and a cipher, each joined with"
+                f" '+' (such as {', '.join(CODECS[1:])})")
         return value
 
     @field_validator("kind")
@@ -168,6 +180,17 @@ class Envelope(BaseModel):
         if value not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}")
         return value
+
+    @model_validator(mode="after")
+    def _stages(self) -> Envelope:
+        stages = self.codec.split("+")[1:]
+        if self.key_id is None:
+            if len(stages) > 1 or stages[:1] == ["aesgcm"]:
+                raise ValueError(f"codec {self.codec!r} names a cipher but key_id is null")
+        elif not stages or stages[-1] in _COMPRESSIONS:
+            raise ValueError(f"key_id {self.key_id!r} is set but codec {self.codec!r} names"
+                             " no cipher")
+        return self
 
     @model_validator(mode="after")
     def _chain(self) -> Envelope:
@@ -199,12 +222,21 @@ class Envelope(BaseModel):
 
     @property
     def encrypted(self) -> bool:
-        return self.codec.endswith("+aesgcm")
+        """Whether the payload is encrypted: its ``key_id`` names the key."""
+        return self.key_id is not None
 
     @property
     def compression(self) -> str | None:
-        parts = self.codec.split("+")[1:]
-        return next((p for p in parts if p in ("zlib", "zstd")), None)
+        """The name of the compressor the payload went through, if any."""
+        stages = self.codec.split("+")[1:]
+        if self.encrypted:
+            stages = stages[:-1]
+        return stages[0] if stages else None
+
+    @property
+    def cipher(self) -> str | None:
+        """The name of the cipher the payload is encrypted with, if any."""
+        return self.codec.rpartition("+")[2] if self.encrypted else None
 
     def header(self) -> dict[str, Any]:
         """Every field except ``payload``, as JSON-ready values, in storage order: in the

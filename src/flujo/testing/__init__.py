@@ -6,8 +6,9 @@
 * ``FlujoSnapshotExtension`` - a syrupy extension that pins a value's serialized form in
   a snapshot file (needs ``syrupy``; lives in ``flujo.testing.syrupy``).
 * ``BackendContract`` - the contract test suite every state backend passes, to run
-  against your own ``StateBackend`` (needs ``pytest`` and ``pytest-asyncio``; it is
-  ``flujo.state.testing``), with ``BAD_RUN_IDS`` and ``sample_values``.
+  against your own ``StateBackend`` (needs ``pytest`` and ``pytest-asyncio``), with
+  ``BAD_RUN_IDS`` and ``sample_values``. ``flujo.state.testing``, its earlier home,
+  still works and warns.
 
 Only the first two are imported eagerly, so ``import flujo.testing`` needs neither pytest nor
 syrupy. See docs/testing.md.
@@ -21,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 from ._compare import assert_identical, assert_round_trip
 
 if TYPE_CHECKING:
-    from ..state.testing import BAD_RUN_IDS, BackendContract, sample_values
+    from ._contract import BackendContract
+    from ._samples import BAD_RUN_IDS, sample_values
     from .syrupy import FlujoSnapshotExtension
 
 __all__ = [
@@ -34,9 +36,9 @@ __all__ = [
 ]
 
 _LAZY = {
-    "BAD_RUN_IDS": "flujo.state.testing",
-    "BackendContract": "flujo.state.testing",
-    "sample_values": "flujo.state.testing",
+    "BAD_RUN_IDS": "flujo.testing._samples",
+    "BackendContract": "flujo.testing._contract",
+    "sample_values": "flujo.testing._samples",
     "FlujoSnapshotExtension": "flujo.testing.syrupy",
 }
 

@@ -74,8 +74,10 @@ def _tz_diff(actual: dt.tzinfo | None, expected: dt.tzinfo | None, path: str) ->
         if actual is expected:
             return None
         return f"{path}: tzinfo {_short(actual)} != expected {_short(expected)}"
-    if _fixed_offset(actual) and _fixed_offset(expected):
-        # flujo reads pydantic's TzInfo back as the equal datetime.timezone (docs/format.md)
+    if _fixed_offset(actual) and _fixed_offset(expected) and (
+            isinstance(actual, dt.timezone) or type(actual) is type(expected)):
+        # flujo reads pydantic's TzInfo back as the equal datetime.timezone (docs/format.md);
+        # the other way round (a TzInfo where a timezone was saved) is a difference.
         both_std = isinstance(actual, dt.timezone) and isinstance(expected, dt.timezone)
         if actual.utcoffset(None) != expected.utcoffset(None) or (
             both_std and actual.tzname(None) != expected.tzname(None)

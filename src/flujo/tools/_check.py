@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from ..exceptions import InvalidArgumentError
 from ..serialization import TypeCodec, TypeRegistry
 from ._compat import narrowings
 from ._export import schema_documents
@@ -82,7 +83,7 @@ def _has_chain(codec: TypeCodec, start: int) -> int | None:
 def check_folder(folder: Path, registry: TypeRegistry, types: list[type],
                  mode: str = "backward") -> list[Finding]:
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        raise InvalidArgumentError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     transitive = mode.endswith("-transitive")
     _, forward = _directions(mode)
     documents = schema_documents(registry, types)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .base import ClaimHolder, EnvelopeStateBackend, RunClaim, StateBackend
+from .base import ClaimHolder, ClaimWatch, EnvelopeStateBackend, RunClaim, StateBackend
 from .memory import InMemoryBackend
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ClaimHolder",
+    "ClaimWatch",
     "EnvelopeStateBackend",
     "FileBackend",
     "InMemoryBackend",

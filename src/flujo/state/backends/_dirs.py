@@ -22,7 +22,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from flujo.exceptions import BackendUnavailableError, CorruptStateError, StateError
+from flujo.exceptions import (
+    BackendUnavailableError,
+    CorruptStateError,
+    StateError,
+)
 
 from .._codec import record_too_large
 
@@ -159,7 +163,7 @@ class Directory:
         fd, info = opened_file
         try:
             if info.st_size > limit:
-                raise CorruptStateError(record_too_large(str(path), info.st_size, limit))
+                raise record_too_large(str(path), info.st_size, limit)
             chunks: list[bytes] = []
             size = 0
             while True:
@@ -168,7 +172,7 @@ class Directory:
                     break
                 size += len(chunk)
                 if size > limit:
-                    raise CorruptStateError(record_too_large(str(path), size, limit))
+                    raise record_too_large(str(path), size, limit)
                 chunks.append(chunk)
         except OSError as exc:
             raise BackendUnavailableError(f"cannot read {path}: {exc}") from exc

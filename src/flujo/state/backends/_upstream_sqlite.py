@@ -77,7 +77,7 @@ def upstream_record(conn: sqlite3.Connection, columns: tuple[str, ...], run_id: 
     if found is None:
         return None
     if found[0] > limit:
-        raise CorruptStateError(record_too_large(what, found[0], limit))
+        raise record_too_large(what, found[0], limit)
     names = ", ".join(f'"{c}"' for c in columns)
     row = conn.execute(f'SELECT {names} FROM "{UPSTREAM_TABLE}" WHERE run_id = ?'
                        " ORDER BY updated_at DESC LIMIT 1", (run_id,)).fetchone()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import threading
+import warnings
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
@@ -22,6 +23,7 @@ from flujo.exceptions import (
     BackendConfigError,
     CorruptStateError,
     EncryptionError,
+    PayloadTooLargeError,
 )
 from flujo.serialization import TypeRegistry
 
@@ -451,7 +453,7 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
             return None
         total = sum(size for _, size in chain) + stored.size
         if total > 2 * self.codec.max_record_bytes:
-            raise CorruptStateError(
+            raise PayloadTooLargeError(
                 f"{self.describe(run_id)}: the records of the chain hold {total:,} bytes, over"
                 " twice this store's record limit; refused unread")
         return [*chain, (head, stored.size)]
@@ -541,7 +543,10 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
                                     dry_run=dry_run, progress=progress)
 
     async def load_workflow_state(self, run_id: str) -> WorkflowState | None:
-        """Like ``load_state`` but returns the ``WorkflowState`` model."""
+        """Deprecated: ``(await load_record(run_id)).state``, which also gives the revision."""
+        warnings.warn("load_workflow_state is deprecated and will be removed in flujo 1.0:"
+                      " use (await backend.load_record(run_id)).state", DeprecationWarning,
+                      stacklevel=2)
         record = await self.load_record(run_id)
         return None if record is None else record.state
 

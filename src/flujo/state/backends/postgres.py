@@ -46,7 +46,6 @@ from flujo.exceptions import (
     BackendConfigError,
     BackendUnavailableError,
     ClaimLostError,
-    CorruptStateError,
     FlujoError,
     FutureVersionError,
     RunInProgressError,
@@ -553,8 +552,7 @@ class PostgresBackend(EnvelopeStateBackend):
         if row is None:
             return None
         if row[1] is None:
-            raise CorruptStateError(record_too_large(self.describe(run_id), row[0],
-                                                     self.codec.max_record_bytes))
+            raise record_too_large(self.describe(run_id), row[0], self.codec.max_record_bytes)
         return StoredRecord(row[1])
 
     def _row(self, run_id: str, sealed: SealedRecord) -> tuple[Any, ...]:
@@ -723,8 +721,8 @@ class PostgresBackend(EnvelopeStateBackend):
         found = []
         for revision, size, raw in rows:
             if raw is None:
-                raise CorruptStateError(record_too_large(
-                    f"{self.describe(run_id)}, revision {revision}", size, limit))
+                raise record_too_large(
+                    f"{self.describe(run_id)}, revision {revision}", size, limit)
             found.append((int(revision), StoredRecord(raw)))
         return found
 

@@ -34,7 +34,6 @@ from typing import Any, Literal
 from flujo.exceptions import (
     BackendConfigError,
     BackendUnavailableError,
-    CorruptStateError,
     FutureVersionError,
 )
 
@@ -444,7 +443,7 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
         if row is None:
             return self._read_upstream(run_id)
         if row[1] is None:
-            raise CorruptStateError(record_too_large(self.describe(run_id), row[0], limit))
+            raise record_too_large(self.describe(run_id), row[0], limit)
         return StoredRecord(row[1])
 
     def _read_upstream(self, run_id: str) -> StoredRecord | None:
@@ -549,8 +548,8 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
         found = []
         for revision, size, raw in rows:
             if raw is None:
-                raise CorruptStateError(record_too_large(
-                    f"{self.describe(run_id)}, revision {revision}", size, limit))
+                raise record_too_large(
+                    f"{self.describe(run_id)}, revision {revision}", size, limit)
             found.append((revision, StoredRecord(raw)))
         return found
 

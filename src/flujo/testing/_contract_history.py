@@ -16,11 +16,10 @@ from typing import Any
 import pytest
 
 from flujo.exceptions import BackendConfigError, CorruptStateError, StateConflictError
+from flujo.state import Encryption, EnvelopeStateBackend, StateBackend, WorkflowState
 
-from ._crypto import Encryption
-from ._samples import assert_same, sample_values
-from .backends.base import EnvelopeStateBackend, StateBackend
-from .models import WorkflowState
+from ._compare import assert_identical
+from ._samples import sample_values
 
 __all__ = ["HistoryContract"]
 
@@ -49,9 +48,9 @@ def _growing(run_id: str, count: int) -> list[WorkflowState]:
 
 
 def _same_state(loaded: WorkflowState, saved: WorkflowState) -> None:
-    assert_same(loaded.pipeline_context, saved.pipeline_context)
-    assert_same(loaded.last_step_output, saved.last_step_output)
-    assert_same(loaded.step_history, saved.step_history)
+    assert_identical(loaded.pipeline_context, saved.pipeline_context)
+    assert_identical(loaded.last_step_output, saved.last_step_output)
+    assert_identical(loaded.step_history, saved.step_history)
     assert (loaded.current_step_index, loaded.status) == (saved.current_step_index,
                                                            saved.status)
 

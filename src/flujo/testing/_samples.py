@@ -1,7 +1,6 @@
 """Sample values for the backend contract suite: one of every kind the registry supports.
 
-Kept apart from ``flujo.state.testing`` (which needs pytest) so the values and
-``assert_same`` can be used anywhere.
+Kept apart from the contract suite (which needs pytest) so the values can be used anywhere.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import datetime as dt
 import decimal
 import enum
 import ipaddress
-import math
 import re
 import time
 import uuid
@@ -32,7 +30,6 @@ __all__ = [
     "SampleLine",
     "SampleOrder",
     "SamplePoint",
-    "assert_same",
     "sample_values",
 ]
 
@@ -149,46 +146,6 @@ def _numpy_values() -> dict[str, Any]:
     return {"numpy": [numpy.arange(6, dtype=">i4").reshape(2, 3),
                       numpy.asfortranarray(numpy.ones((2, 2))), numpy.float32(1.5),
                       numpy.datetime64("2024-01-01T00:00", "ns")]}
-
-
-def assert_same(actual: Any, expected: Any, path: str = "$") -> None:
-    """Equal *and* of exactly the same types all the way down (NaN equals NaN)."""
-    assert type(actual) is type(expected), (
-        f"{path}: {type(actual).__name__} != {type(expected).__name__}"
-    )
-    if type(expected).__module__ == "numpy":  # arrays and scalars: dtype, shape and bytes
-        assert actual.dtype.str == expected.dtype.str and actual.shape == expected.shape, (
-            f"{path}: {actual.dtype.str}{actual.shape} != {expected.dtype.str}{expected.shape}")
-        order = "F" if getattr(expected, "flags", None) is not None and \
-            expected.flags.f_contiguous and not expected.flags.c_contiguous else "C"
-        assert actual.tobytes(order=order) == expected.tobytes(order=order), (
-            f"{path}: {actual!r} != {expected!r}")
-        return
-    if isinstance(expected, SecretStr | SecretBytes):
-        assert actual.get_secret_value() == expected.get_secret_value(), f"{path}: secrets"
-        return
-    if isinstance(expected, str) and type(expected) is not str:
-        assert actual == expected and vars(actual) == vars(expected), f"{path}: {actual!r}"
-        return
-    if isinstance(expected, float):
-        if math.isnan(expected):
-            assert math.isnan(actual), f"{path}: {actual!r} is not NaN"
-        else:
-            assert actual == expected and math.copysign(1, actual) == math.copysign(1, expected), (
-                f"{path}: {actual!r} != {expected!r}"
-            )
-        return
-    if isinstance(expected, dict):
-        assert list(actual) == list(expected), f"{path}: keys {list(actual)} != {list(expected)}"
-        for key in expected:
-            assert_same(actual[key], expected[key], f"{path}[{key!r}]")
-        return
-    if isinstance(expected, list | tuple) and not hasattr(expected, "_fields"):
-        assert len(actual) == len(expected), f"{path}: length {len(actual)} != {len(expected)}"
-        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
-            assert_same(a, e, f"{path}[{i}]")
-        return
-    assert actual == expected, f"{path}: {actual!r} != {expected!r}"
 
 
 BAD_RUN_IDS: list[Any] = [

@@ -1,0 +1,39 @@
+"""Names on their way out keep working until 1.0, and say what replaces them."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from flujo import Step
+from flujo.state import InMemoryBackend, WorkflowState
+
+
+async def _double(x: int) -> int:
+    return 2 * x
+
+
+def _triple(x: int) -> int:
+    return 3 * x
+
+
+def test_step_is_async_warns_and_still_answers() -> None:
+    for func, expected in ((_double, True), (_triple, False)):
+        step = Step.from_callable(func)
+        with pytest.warns(DeprecationWarning, match=r"inspect\.iscoroutinefunction"):
+            assert step.is_async is expected
+
+
+def test_load_workflow_state_warns_and_still_loads() -> None:
+    async def scenario() -> None:
+        backend = InMemoryBackend()
+        await backend.save_state("r", WorkflowState(run_id="r", pipeline_name="p",
+                                                    pipeline_context={"n": 1}))
+        with pytest.warns(DeprecationWarning, match=r"load_record\(run_id\)\)\.state"):
+            state = await backend.load_workflow_state("r")
+        assert state is not None and state.pipeline_context == {"n": 1}
+        with pytest.warns(DeprecationWarning):
+            assert await backend.load_workflow_state("missing") is None
+
+    asyncio.run(scenario())

@@ -1,0 +1,96 @@
+"""flujo's packages import one way (docs/architecture.md): each only from the layers below it,
+and never another package's private modules or names.
+
+Every import counts, those inside functions and under ``TYPE_CHECKING`` too: an import that
+goes up is a cycle waiting to happen, however late it runs.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+#: Each package's layer: a package may import from its own layer and those below.
+LAYERS: dict[str, int] = {
+    "flujo.exceptions": 0,
+    "flujo.serialization": 1,
+    "flujo.utils": 2,
+    "flujo.state": 2,
+    "flujo.application": 3,
+    "flujo.integrations": 4,
+    "flujo.tools": 4,
+    "flujo.demo": 4,
+    "flujo.cli": 5,
+    "flujo.testing": 5,
+    "flujo.bench": 5,
+}
+
+#: Imports that go up, each with the reason it must.
+UPWARD = {
+    # The deprecated path of the contract suite hands its names over, with a warning.
+    ("flujo.state.testing", "flujo.testing"),
+}
+
+
+def _package(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def _imports() -> Iterator[tuple[str, str, list[str], int]]:
+    """(importing module, imported module, names, line) for every flujo import in src."""
+    for path in sorted((SRC / "flujo").rglob("*.py")):
+        parts = list(path.relative_to(SRC).with_suffix("").parts)
+        is_package = parts[-1] == "__init__"
+        if is_package:
+            parts.pop()
+        module = ".".join(parts)
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.startswith("flujo"):
+                        yield module, alias.name, [], node.lineno
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = parts if is_package else parts[:-1]
+                    base = base[: len(base) - node.level + 1]
+                    target = ".".join([*base, *([node.module] if node.module else [])])
+                else:
+                    target = node.module or ""
+                if target.startswith("flujo"):
+                    yield module, target, [alias.name for alias in node.names], node.lineno
+
+
+def test_every_package_has_a_layer() -> None:
+    packages = {_package(module) for module, _, _, _ in _imports()} - {"flujo"}
+    assert packages <= set(LAYERS), sorted(packages - set(LAYERS))
+
+
+def test_packages_import_only_from_their_layer_and_below() -> None:
+    wrong = []
+    for module, target, _, line in _imports():
+        source, imported = _package(module), _package(target)
+        if source == "flujo" or imported == "flujo" or (module, target) in UPWARD:
+            continue  # the root package names everything, lazily; flujo.__version__ is fine
+        if LAYERS[imported] > LAYERS[source] or (
+                LAYERS[imported] == LAYERS[source] and imported != source):
+            wrong.append(f"{module}:{line} imports {target}")
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("package", ["flujo.serialization", "flujo.state"])
+def test_no_import_of_another_package_s_private_parts(package: str) -> None:
+    """What one package takes from another is that package's public interface."""
+    wrong = []
+    for module, target, names, line in _imports():
+        if _package(target) != package or _package(module) == package:
+            continue
+        private = [part for part in target.split(".")[2:] if part.startswith("_")]
+        private += [name for name in names if name.startswith("_")]
+        if private:
+            wrong.append(f"{module}:{line} imports {', '.join(private)} from {target}")
+    assert not wrong, "\n".join(wrong)
