@@ -37,3 +37,15 @@ def test_load_workflow_state_warns_and_still_loads() -> None:
             assert await backend.load_workflow_state("missing") is None
 
     asyncio.run(scenario())
+
+
+def test_flujo_tools_is_flujo_schema_with_a_warning() -> None:
+    import flujo.schema
+    import flujo.tools
+
+    for name in flujo.schema.__all__:
+        with pytest.warns(DeprecationWarning, match=rf"use flujo\.schema\.{name}\b"):
+            assert getattr(flujo.tools, name) is getattr(flujo.schema, name)
+    assert set(flujo.schema.__all__) <= set(dir(flujo.tools))
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        flujo.tools.nothing  # noqa: B018

@@ -23,11 +23,12 @@ LAYERS: dict[str, int] = {
     "flujo.state": 2,
     "flujo.application": 3,
     "flujo.integrations": 4,
-    "flujo.tools": 4,
+    "flujo.schema": 4,
     "flujo.demo": 4,
     "flujo.cli": 5,
     "flujo.testing": 5,
     "flujo.bench": 5,
+    "flujo.tools": 5,  # the deprecated name of flujo.schema
 }
 
 #: Imports that go up, each with the reason it must.

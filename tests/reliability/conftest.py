@@ -1,4 +1,4 @@
-"""Fixtures for the reliability campaigns' CI runs (the campaigns live in tools/reliability).
+"""Fixtures for the reliability campaigns' CI runs (the campaigns live in scripts/reliability).
 
 PostgreSQL: each campaign creates and drops its own uniquely named schema. When no server is
 reachable the PostgreSQL variants skip, unless ``FLUJO_REQUIRE_POSTGRES`` is set, where they
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-TOOLS = Path(__file__).resolve().parents[2] / "tools" / "reliability"
-if str(TOOLS) not in sys.path:
-    sys.path.insert(0, str(TOOLS))
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts" / "reliability"
+if str(SCRIPTS) not in sys.path:
+    sys.path.insert(0, str(SCRIPTS))
 
 from _common import postgres_dsn, postgres_unavailable  # noqa: E402
 

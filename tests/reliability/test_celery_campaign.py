@@ -1,4 +1,4 @@
-"""CI run of the Celery campaign (tools/reliability/celery_campaign.py): real prefork and
+"""CI run of the Celery campaign (scripts/reliability/celery_campaign.py): real prefork and
 solo Celery workers execute durable runs from a real Redis and are SIGKILLed inside steps;
 a broker of the campaign's own is killed and restarted without persistence. Every run must
 complete exactly as uninterrupted, a step may run again only after its process was killed,

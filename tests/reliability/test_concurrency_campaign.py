@@ -1,4 +1,4 @@
-"""CI run of the concurrency campaign (tools/reliability/concurrency_campaign.py).
+"""CI run of the concurrency campaign (scripts/reliability/concurrency_campaign.py).
 
 8 worker processes compete for 200 runs on one store; 2 of them SIGKILL themselves inside a
 step. Every run must complete with the uninterrupted result, every step must execute exactly
@@ -20,7 +20,8 @@ from _common import drop_schema, new_schema_name
 
 pytestmark = pytest.mark.slow
 
-CAMPAIGN = Path(__file__).resolve().parents[2] / "tools" / "reliability" / "concurrency_campaign.py"
+CAMPAIGN = (Path(__file__).resolve().parents[2] / "scripts" / "reliability"
+            / "concurrency_campaign.py")
 WORKERS, RUNS, KILLS = 8, 200, 2
 
 

@@ -1,4 +1,4 @@
-"""CI run of the crash campaign (tools/reliability/crash_campaign.py): real SIGKILLs.
+"""CI run of the crash campaign (scripts/reliability/crash_campaign.py): real SIGKILLs.
 
 For each durable backend: at least 200 kills of workers running pipelines (inside steps,
 during save_state, anywhere at random), 50 kills during migrate_all rewrites and 40 while
@@ -27,8 +27,8 @@ from _common import drop_schema, new_schema_name, postgres_dsn, postgres_unavail
 
 pytestmark = pytest.mark.slow
 
-TOOLS = Path(__file__).resolve().parents[2] / "tools" / "reliability"
-CAMPAIGN = TOOLS / "crash_campaign.py"
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts" / "reliability"
+CAMPAIGN = SCRIPTS / "crash_campaign.py"
 KILLS = 200
 MIGRATION_KILLS = 50
 COMPACTION_KILLS = 40

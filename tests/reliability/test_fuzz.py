@@ -10,7 +10,7 @@
 
 ``FLUJO_FUZZ_EXAMPLES`` sets the number of examples per property (CI default: 450, a third
 of that for the model properties);
-``tools/reliability/fuzz_campaign.py`` runs this file with many more.
+``scripts/reliability/fuzz_campaign.py`` runs this file with many more.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Hostile and malformed stored data (tools/reliability/hostile_corpus.py), plus open bugs.
+"""Hostile and malformed stored data (scripts/reliability/hostile_corpus.py), plus open bugs.
 
 The corpus run feeds about 5,000 malicious inputs to flujo in watched worker processes:
 every one must end in a flujo error or a correct decode: never another exception, never an
@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict
 from flujo.exceptions import DeserializationError, SerializationError
 from flujo.serialization import safe_deserialize, safe_serialize
 
-CORPUS = Path(__file__).resolve().parents[2] / "tools" / "reliability" / "hostile_corpus.py"
+CORPUS = Path(__file__).resolve().parents[2] / "scripts" / "reliability" / "hostile_corpus.py"
 P61 = 2**61 - 1  # CPython hashes an int n as n mod P61 (not randomized)
 
 

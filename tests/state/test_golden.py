@@ -3,8 +3,8 @@
 ``tests/golden/state/v<N>/`` holds records written by envelope format version N (``v0`` is
 the bare state dict earlier flujo wrote). They are never edited or regenerated: a change that
 breaks one of these tests breaks real stored data. When a new format version is released, add
-``v<N+1>/`` by running this module with ``FLUJO_WRITE_GOLDEN=1`` (it only writes files that do
-not exist yet) and commit the new files.
+``v<N+1>/`` with ``python scripts/write_goldens.py`` (it runs the ``write_*`` functions below,
+which only write files that do not exist yet) and commit the new files.
 
 The records were written with ``golden.Money`` at version 1 and state schema version 1; the
 reader below is at ``golden.Money`` version 2 and state schema version 2, so loading them
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import decimal
 import enum
-import os
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -213,6 +212,11 @@ def test_every_released_format_has_goldens() -> None:
 
 @pytest.mark.parametrize("path", golden_files(), ids=lambda p: f"{p.parent.name}/{p.name}")
 async def test_golden_record_loads(path: Path, tmp_path: Path) -> None:
+    await check_golden_record(path, tmp_path)
+
+
+async def check_golden_record(path: Path, tmp_path: Path) -> None:
+    """The golden record at ``path`` loads (in a store at ``tmp_path``) as written."""
     run_id = f"golden-{path.parent.name}-{path.stem}"
     shutil.copyfile(path, tmp_path / f"{run_id}.json")
     backend = reader(tmp_path, encrypted="aesgcm" in path.stem)
@@ -249,11 +253,12 @@ async def test_golden_records_migrate_to_the_current_versions(tmp_path: Path) ->
             assert_identical(record.state.pipeline_context, expected_context())
 
 
-@pytest.mark.skipif(not os.environ.get("FLUJO_WRITE_GOLDEN"), reason="set FLUJO_WRITE_GOLDEN=1")
-def test_write_missing_goldens() -> None:
-    """Write goldens for the current format version; never touches an existing file."""
-    directory = GOLDEN / f"v{ENVELOPE_VERSION}"
+def write_missing_goldens(root: Path = GOLDEN) -> list[Path]:
+    """Write goldens for the current format version under ``root``; never touches an
+    existing file. Returns the files written."""
+    directory = root / f"v{ENVELOPE_VERSION}"
     directory.mkdir(parents=True, exist_ok=True)
+    written = []
     for name, options in V1_CODECS.items():
         target = directory / f"{name}.json"
         if target.exists():
@@ -265,6 +270,8 @@ def test_write_missing_goldens() -> None:
         encoded = codec.encode_state(golden_state(run_id))
         sealed = codec.seal(encoded, revision=3, created_at=CREATED, updated_at=UPDATED)
         target.write_bytes(sealed.raw + b"\n")
+        written.append(target)
+    return written
 
 
 # -- shared references and cycles (docs/format.md), written by flujo 0.9 ---------------------
@@ -308,11 +315,11 @@ async def test_golden_references_load(tmp_path: Path) -> None:
     assert {"list", "ref"} <= set(record.envelope.manifest)
 
 
-@pytest.mark.skipif(not os.environ.get("FLUJO_WRITE_GOLDEN"), reason="set FLUJO_WRITE_GOLDEN=1")
-def test_write_missing_references_golden() -> None:
-    if REFERENCES.exists():
-        return
-    REFERENCES.parent.mkdir(parents=True, exist_ok=True)
+def write_missing_references_golden(target: Path = REFERENCES) -> list[Path]:
+    """Write the references golden at ``target`` unless it exists. Returns the files written."""
+    if target.exists():
+        return []
+    target.parent.mkdir(parents=True, exist_ok=True)
     codec = EnvelopeCodec(registry=writer_registry(),
                           migrations=StateMigrations(current_version=2))
     state = golden_state("golden-references")
@@ -320,7 +327,8 @@ def test_write_missing_references_golden() -> None:
     _check_references(references_context())
     encoded = codec.encode_state(state)
     sealed = codec.seal(encoded, revision=1, created_at=CREATED, updated_at=UPDATED)
-    REFERENCES.write_bytes(sealed.raw + b"\n")
+    target.write_bytes(sealed.raw + b"\n")
+    return [target]
 
 
 # -- checkpoint chains (envelope version 2): a whole state, then deltas ----------------------
@@ -368,15 +376,44 @@ async def test_golden_chain_loads_and_migrates(tmp_path: Path) -> None:
     assert_identical(again.state.pipeline_context, context)
 
 
-@pytest.mark.skipif(not os.environ.get("FLUJO_WRITE_GOLDEN"), reason="set FLUJO_WRITE_GOLDEN=1")
-async def test_write_missing_chain_golden() -> None:
-    if CHAIN.exists():
-        return
-    CHAIN.mkdir(parents=True)
-    backend = FileBackend(CHAIN, registry=writer_registry(),
+async def write_missing_chain_golden(directory: Path = CHAIN) -> list[Path]:
+    """Write the chain golden (a store) in ``directory`` unless it exists. Returns the files
+    written."""
+    if directory.exists():
+        return []
+    directory.mkdir(parents=True)
+    backend = FileBackend(directory, registry=writer_registry(),
                           migrations=StateMigrations(current_version=1))
     for saved in chain_states():
         await backend.save_state(CHAIN_RUN, saved)
-    for path in CHAIN.rglob("*"):
+    await backend.close()
+    for path in directory.rglob("*"):
         if path.is_dir() and path.name == ".locks":
             shutil.rmtree(path)
+    return sorted(path for path in directory.rglob("*") if path.is_file())
+
+
+async def test_the_writers_write_what_the_tests_read_and_never_rewrite(tmp_path: Path) -> None:
+    """What scripts/write_goldens.py writes for the next format version passes the tests
+    above; files that exist, the committed ones first, are left alone."""
+    written = write_missing_goldens(tmp_path / "state")
+    assert sorted(path.stem for path in written) == sorted(V1_CODECS)
+    for path in written:
+        (tmp_path / f"read-{path.stem}").mkdir()
+        await check_golden_record(path, tmp_path / f"read-{path.stem}")
+    assert write_missing_goldens(tmp_path / "state") == []
+    references = tmp_path / "references" / "v1.json"
+    assert write_missing_references_golden(references) == [references]
+    shutil.copyfile(references, tmp_path / "golden-references.json")
+    record = await reader(tmp_path, encrypted=False).load_record("golden-references")
+    assert record is not None
+    _check_references(record.state.pipeline_context)
+    chain = await write_missing_chain_golden(tmp_path / "chain")
+    assert chain and await write_missing_chain_golden(tmp_path / "chain") == []
+    loaded = await reader(tmp_path / "chain", encrypted=False).load_record(CHAIN_RUN)
+    assert loaded is not None and loaded.envelope.kind == "delta"
+    before = {path: path.read_bytes() for path in GOLDEN.parent.rglob("*") if path.is_file()}
+    assert write_missing_goldens() == [] and write_missing_references_golden() == []
+    assert await write_missing_chain_golden() == []
+    assert {path: path.read_bytes() for path in GOLDEN.parent.rglob("*")
+            if path.is_file()} == before

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..exceptions import FlujoError
+from ..schema import MODES
 from ..serialization import default_registry
-from ..tools import MODES
 from ._modules import import_application_modules
 from ._output import _UsageError
 from ._state import add_state_commands
@@ -40,7 +40,7 @@ def _load_types(modules: Sequence[str]) -> list[type]:
 
 
 def _cmd_schema_export(args: argparse.Namespace) -> int:
-    from ..tools import export, stale_files
+    from ..schema import export, stale_files
 
     types = _load_types(args.module)
     if args.check:
@@ -56,7 +56,7 @@ def _cmd_schema_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_schema_check(args: argparse.Namespace) -> int:
-    from ..tools import check_folder
+    from ..schema import check_folder
 
     if not (Path(args.against) / "types").is_dir():
         print(f"flujo: {args.against} holds no committed schemas (no types/ folder); "
@@ -79,7 +79,7 @@ def _cmd_schema_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_schema_docs(args: argparse.Namespace) -> int:
-    from ..tools import collect, documents, render_html
+    from ..schema import collect, documents, render_html
 
     types = _load_types(args.module)
     out = Path(args.out)

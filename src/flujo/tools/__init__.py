@@ -1,23 +1,22 @@
-"""Tools over the persisted formats: schema export, compatibility checks, type docs."""
+"""Deprecated name of ``flujo.schema`` (until 0.17.0): its names still work from here, and warn."""
 
-from ._check import MODES, Finding, check_folder, committed_type_schemas
-from ._compat import Narrowing, narrowings
-from ._docs import TypeDoc, collect, documents, render_html
-from ._export import export, render_json, schema_documents, stale_files
+from __future__ import annotations
 
-__all__ = [
-    "MODES",
-    "Finding",
-    "Narrowing",
-    "TypeDoc",
-    "check_folder",
-    "collect",
-    "committed_type_schemas",
-    "documents",
-    "export",
-    "narrowings",
-    "render_html",
-    "render_json",
-    "schema_documents",
-    "stale_files",
-]
+import warnings
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    import flujo.schema
+
+    if name not in flujo.schema.__all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(f"flujo.tools is now flujo.schema: use flujo.schema.{name} (flujo.tools will"
+                  " be removed in flujo 1.0)", DeprecationWarning, stacklevel=2)
+    return getattr(flujo.schema, name)
+
+
+def __dir__() -> list[str]:
+    import flujo.schema
+
+    return sorted([*globals(), *flujo.schema.__all__])

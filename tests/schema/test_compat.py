@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from flujo.tools import narrowings
+from flujo.schema import narrowings
 
 OBJ: dict[str, Any] = {"type": "object",
                        "properties": {"a": {"type": "string"}, "n": {"type": "integer"}},

@@ -1,7 +1,7 @@
-"""Helpers shared by the reliability campaigns (``tools/reliability/*.py``).
+"""Helpers shared by the reliability campaigns (``scripts/reliability/*.py``).
 
 The campaigns are plain scripts: run them from a checkout with the project's virtualenv, e.g.
-``.venv/bin/python tools/reliability/crash_campaign.py --help``. The CI tests under
+``.venv/bin/python scripts/reliability/crash_campaign.py --help``. The CI tests under
 ``tests/reliability/`` import these modules and run them with small counts.
 """
 
@@ -27,7 +27,12 @@ SRC = REPO / "src"
 if str(SRC) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(SRC))
 
-from flujo.state import FileBackend, PostgresBackend, SQLiteBackend, StateBackend  # noqa: E402
+from flujo.state import (  # noqa: E402
+    EnvelopeStateBackend,
+    FileBackend,
+    PostgresBackend,
+    SQLiteBackend,
+)
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -84,7 +89,7 @@ class Store:
     schema: str = "public"
     table: str = "flujo_state"
 
-    def open(self, **options: Any) -> StateBackend:
+    def open(self, **options: Any) -> EnvelopeStateBackend:
         if self.kind == "file":
             return FileBackend(self.location, **options)
         if self.kind == "sqlite":

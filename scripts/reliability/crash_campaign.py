@@ -1,6 +1,6 @@
 """Crash campaign: SIGKILL pipelines at random points, resume them, check everything.
 
-    python tools/reliability/crash_campaign.py --backend sqlite --kills 5000 \\
+    python scripts/reliability/crash_campaign.py --backend sqlite --kills 5000 \\
         --migration-kills 1000 --json crash-sqlite.json
 
 A driver process imports everything once, then for every kill forks a worker (a real process,
@@ -76,13 +76,14 @@ from flujo import Flujo, PipelineContext, Step
 from flujo.serialization import register_type
 from flujo.state import (
     Encryption,
+    EnvelopeStateBackend,
     InMemoryBackend,
+    RunClaim,
     StateBackend,
     StateMigrations,
     WorkflowState,
     migrate_all,
 )
-from flujo.state.backends.base import EnvelopeStateBackend
 
 # -- the pipeline -----------------------------------------------------------------------------
 
@@ -216,6 +217,11 @@ def _kill_now() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _kill_after(delay: float) -> None:
+    time.sleep(delay)
+    _kill_now()
+
+
 def _enter(run_id: str, index: int) -> None:
     G.shared.phase(STEP)
     if not G.effects:
@@ -237,7 +243,7 @@ def _leave() -> None:
     G.shared.phase(RUNNER)
 
 
-def _make_step(index: int) -> Step:
+def _make_step(index: int) -> Step[Any, Any]:
     body = BODIES[index]
 
     def step(data: Any, *, context: CrashCtx) -> Any:
@@ -284,8 +290,7 @@ def _instrument(backend: StateBackend, *, migrating: bool) -> None:
                 # Half the kills early (while serializing), half spread over a typical save.
                 span = 1.5 * G.shared.get()["ema_save"] if pick.random() < 0.5 else 0.0002
                 delay = pick.uniform(0, span)
-                threading.Thread(target=lambda: (time.sleep(delay), _kill_now()),
-                                 daemon=True).start()
+                threading.Thread(target=_kill_after, args=(delay,), daemon=True).start()
         started = time.perf_counter()
         try:
             return await save_state(run_id, state, expected_revision=expected_revision,
@@ -500,9 +505,10 @@ class Driver:
         states: list[WorkflowState] = []
         save_state = memory.save_state
 
-        async def capture(run_id: str, state: Any, *, expected_revision: int | None = None
-                          ) -> int:
-            revision = await save_state(run_id, state, expected_revision=expected_revision)
+        async def capture(run_id: str, state: Any, *, expected_revision: int | None = None,
+                          claim: RunClaim | None = None) -> int:
+            revision = await save_state(run_id, state, expected_revision=expected_revision,
+                                        claim=claim)
             record = await memory.load_record(run_id)  # decoded copy, immune to later mutation
             assert record is not None
             states.append(record.state)
@@ -511,7 +517,9 @@ class Driver:
         memory.save_state = capture  # type: ignore[method-assign]
         with _quiet():
             result = await build_runner(memory).run_async(order_of(index), run_id=rid(index))
-        return Snapshot(states, result.output, result.final_pipeline_context)
+        context = result.final_pipeline_context
+        assert context is not None
+        return Snapshot(states, result.output, context)
 
     # -- checks -----------------------------------------------------------------------------
     def check_runs(self, first: int, last: int) -> list[str]:
@@ -868,8 +876,7 @@ async def _compact_worker(store: Store) -> None:
             _counters["compactions"] += 1
             if _counters["compactions"] == G.life.target:
                 delay = random.Random(G.life.seed).uniform(0, 0.003)
-                threading.Thread(target=lambda: (time.sleep(delay), _kill_now()),
-                                 daemon=True).start()
+                threading.Thread(target=_kill_after, args=(delay,), daemon=True).start()
         try:
             return await compact(run_id, make)
         finally:

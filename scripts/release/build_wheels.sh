@@ -2,8 +2,8 @@
 # Build flujo's sdist and, for each Python interpreter given, a wheel with the compiled core,
 # repaired by auditwheel to the manylinux tag this machine's C library allows.
 #
-#   tools/release/build_wheels.sh python3.11 python3.12 python3.13     # into ./dist
-#   OUT=/tmp/dist tools/release/build_wheels.sh python3.11
+#   scripts/release/build_wheels.sh python3.11 python3.12 python3.13     # into ./dist
+#   OUT=/tmp/dist scripts/release/build_wheels.sh python3.11
 #
 # Each wheel is installed into a fresh virtualenv of its Python and must report its
 # compiled core (`flujo --version`) before it is kept. docs/install.md says more.

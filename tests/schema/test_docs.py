@@ -12,13 +12,13 @@ import jsonschema
 from pydantic import BaseModel, ConfigDict
 
 from flujo.cli import main
+from flujo.schema import collect, documents, render_html
 from flujo.serialization import (
     TypeRegistry,
     safe_deserialize,
     safe_serialize,
     tagged_format_schema,
 )
-from flujo.tools import collect, documents, render_html
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,6 +1,6 @@
 """Concurrency campaign: N worker processes compete for M runs on one store.
 
-    python tools/reliability/concurrency_campaign.py --backend sqlite --workers 8 --runs 200 \\
+    python scripts/reliability/concurrency_campaign.py --backend sqlite --workers 8 --runs 200 \\
         --kill-workers 2 --json concurrency-sqlite.json
 
 Every worker (a separate process) walks all run ids in its own random order and calls
@@ -60,7 +60,7 @@ from pydantic import Field
 from flujo import Flujo, PipelineContext, Step
 from flujo.exceptions import RunInProgressError
 from flujo.serialization import register_type
-from flujo.state import InMemoryBackend, StateBackend
+from flujo.state import InMemoryBackend, RunClaim, StateBackend
 
 STEP_NAMES = ("reserve", "charge", "notify")
 
@@ -100,7 +100,7 @@ def _log(step: str, line: str) -> None:
         os.close(fd)
 
 
-def _make_step(position: int) -> Step:
+def _make_step(position: int) -> Step[Any, Any]:
     name = STEP_NAMES[position]
 
     async def step(data: Any, *, context: OrderCtx) -> Any:
@@ -144,7 +144,7 @@ async def worker(store: Store, runs: int, seed: int, start_at: float) -> None:
     latencies: list[float] = []
 
     async def timed_save(run_id: str, state: Any, *, expected_revision: int | None = None,
-                         claim: Any = None) -> int | None:
+                         claim: RunClaim | None = None) -> int:
         began = time.perf_counter()
         try:
             return await save_state(run_id, state, expected_revision=expected_revision,
@@ -300,7 +300,7 @@ def _check_effects(effects: Path, killed: dict[int, float], report: Report) -> N
             kind, run_id, pid_text, stamp = line.split()
             pid = int(pid_text)
             if kind == "S":
-                entry = [float(stamp), None, pid]
+                entry: list[Any] = [float(stamp), None, pid]
                 executions[(run_id, step)].append(entry)
                 open_runs[(run_id, pid)] = entry
             else:

@@ -9,9 +9,9 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from flujo.schema import check_folder, documents, export
+from flujo.schema._files import file_stem, name_of_stem
 from flujo.serialization import TypeRegistry
-from flujo.tools import check_folder, documents, export
-from flujo.tools._files import file_stem, name_of_stem
 
 SCHEMA_V1 = {"type": "object", "properties": {"cents": {"type": "integer"}},
              "required": ["cents"], "additionalProperties": False}

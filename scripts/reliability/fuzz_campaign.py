@@ -1,6 +1,6 @@
 """Fuzz campaign: the property tests of tests/reliability/test_fuzz.py with many examples.
 
-    python tools/reliability/fuzz_campaign.py --examples 20000 --json fuzz.json
+    python scripts/reliability/fuzz_campaign.py --examples 20000 --json fuzz.json
 
 Runs pytest on that file with ``FLUJO_FUZZ_EXAMPLES`` set (the model round-trip properties
 run a third as many) and hypothesis statistics on, and reports, per property, the examples

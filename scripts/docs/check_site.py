@@ -1,7 +1,7 @@
 """Render every page of the built documentation site in headless Chromium and fail on any
 console message (a script error, a resource that did not load) or a page without content.
 
-    python tools/docs/check_site.py SITE_DIR [--chromium PATH] [--screenshots DIR]
+    python scripts/docs/check_site.py SITE_DIR [--chromium PATH] [--screenshots DIR]
 
 ``SITE_DIR`` is what ``mkdocs build`` wrote. The site is served from a local port, as a
 reader's browser would load it. With ``--screenshots``, a few key pages are also saved as

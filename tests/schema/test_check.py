@@ -11,8 +11,8 @@ import pytest
 from pydantic import BaseModel
 
 from flujo.cli import main
+from flujo.schema import check_folder, export
 from flujo.serialization import TypeRegistry
-from flujo.tools import check_folder, export
 
 SCHEMA_V1 = {"type": "object", "properties": {"cents": {"type": "integer"}},
              "required": ["cents"], "additionalProperties": False}

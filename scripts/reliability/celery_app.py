@@ -43,7 +43,7 @@ def _event(run_id: str, step: str, event: str) -> None:
         log.write(line + "\n")
 
 
-def _step(name: str) -> Step:
+def _step(name: str) -> Step[str, str]:
     def step(data: str, *, context: PipelineContext) -> str:
         _event(context.run_id, name, "start")
         time.sleep(STEP_S)
@@ -60,6 +60,7 @@ def _store() -> StateBackend:
     return SQLiteBackend(os.environ["FLUJO_TEST_STORE"])
 
 
-pipeline = Pipeline([_step(name) for name in STEPS])
-runner = Flujo(pipeline, state_backend=_store(), pipeline_name="chaos")
+pipeline: Pipeline[str, str] = Pipeline([_step(name) for name in STEPS])
+runner: Flujo[PipelineContext, str] = Flujo(pipeline, state_backend=_store(),
+                                            pipeline_name="chaos")
 orders = flujo_task(app, runner, busy_retry_delay=0.3)

@@ -1,6 +1,6 @@
 """Celery campaign: real Celery workers execute durable runs and are SIGKILLed at random.
 
-    python tools/reliability/celery_campaign.py --store postgres --runs 300 --kills 20 \\
+    python scripts/reliability/celery_campaign.py --store postgres --runs 300 --kills 20 \\
         --json celery-postgres.json
 
 Workers of ``celery_app`` (``--prefork`` workers of 2 processes each and ``--solo`` solo
