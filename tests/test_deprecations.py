@@ -49,3 +49,13 @@ def test_flujo_tools_is_flujo_schema_with_a_warning() -> None:
     assert set(flujo.schema.__all__) <= set(dir(flujo.tools))
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         flujo.tools.nothing  # noqa: B018
+
+
+def test_a_star_import_of_flujo_tools_brings_flujo_schema_s_names() -> None:
+    import flujo.schema
+
+    namespace: dict[str, object] = {}
+    with pytest.warns(DeprecationWarning):
+        exec("from flujo.tools import *", namespace)
+    assert {name: namespace[name] for name in flujo.schema.__all__} == {
+        name: getattr(flujo.schema, name) for name in flujo.schema.__all__}

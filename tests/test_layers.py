@@ -62,8 +62,28 @@ def _imports() -> Iterator[tuple[str, str, list[str], int]]:
                     target = ".".join([*base, *([node.module] if node.module else [])])
                 else:
                     target = node.module or ""
-                if target.startswith("flujo"):
-                    yield module, target, [alias.name for alias in node.names], node.lineno
+                if not target.startswith("flujo"):
+                    continue
+                names = [alias.name for alias in node.names]
+                if target == "flujo":  # ``from flujo import state``: the subpackages named
+                    for name in names:
+                        if (SRC / "flujo" / name).is_dir() or \
+                                (SRC / "flujo" / f"{name}.py").is_file():
+                            yield module, f"flujo.{name}", [], node.lineno
+                    names = [n for n in names if not (SRC / "flujo" / n).is_dir()
+                             and not (SRC / "flujo" / f"{n}.py").is_file()]
+                yield module, target, names, node.lineno
+            elif isinstance(node, ast.Call) and _imports_by_name(node):
+                yield module, node.args[0].value, [], node.lineno  # type: ignore[attr-defined]
+
+
+def _imports_by_name(call: ast.Call) -> bool:
+    """``importlib.import_module("flujo....")`` or ``__import__("flujo....")``."""
+    func = call.func
+    named = (isinstance(func, ast.Attribute) and func.attr == "import_module") or (
+        isinstance(func, ast.Name) and func.id in ("import_module", "__import__"))
+    return named and bool(call.args) and isinstance(call.args[0], ast.Constant) and \
+        isinstance(call.args[0].value, str) and call.args[0].value.startswith("flujo")
 
 
 def test_every_package_has_a_layer() -> None:

@@ -26,7 +26,9 @@ The tree::
     ├── StateError (RuntimeError)                a state backend failed
     │   ├── InvalidRunIdError (ValueError)       a run id that could escape its storage
     │   ├── CorruptStateError (ValueError)       a stored record cannot be read; never deleted
-    │   │   └── PayloadTooLargeError             over the store's max_payload_bytes; refused
+    │   │   └── RecordTooLargeError              a stored record over max_payload_bytes
+    │   ├── PayloadTooLargeError (ValueError)    a state over max_payload_bytes; not saved
+    │   │   └── RecordTooLargeError              (also a CorruptStateError)
     │   ├── StateConflictError                   compare-and-set lost to another writer
     │   ├── EncryptionError (ValueError)         missing key, tampered or plaintext record
     │   ├── InvalidStateError (ValueError)       a state that is not a valid WorkflowState
@@ -84,6 +86,7 @@ __all__ = [
     "PipelineError",
     "PipelineMismatchError",
     "PurePythonWarning",
+    "RecordTooLargeError",
     "RegistrationError",
     "RunIdConflictError",
     "RunInProgressError",
@@ -206,10 +209,16 @@ class CorruptStateError(StateError, ValueError):
     """A stored record cannot be parsed. The record is left exactly as it was found."""
 
 
-class PayloadTooLargeError(CorruptStateError):
-    """A record is over the store's size limits (``max_payload_bytes``: its bytes, or the
-    arrays and objects it holds). Refused when saved, as it could not be loaded back
-    (nothing is written), and when read (nothing is loaded; the record is left as it is)."""
+class PayloadTooLargeError(StateError, ValueError):
+    """A state is over the store's size limits (``max_payload_bytes``: its bytes, or the
+    arrays and objects it holds): it could not be loaded back, so it is not saved (nothing
+    is written)."""
+
+
+class RecordTooLargeError(PayloadTooLargeError, CorruptStateError):
+    """A stored record is over the store's size limits, or decompresses past them: refused
+    unread (nothing is loaded; the record is left as it is). Both a
+    ``PayloadTooLargeError`` and a ``CorruptStateError``: it cannot be read here."""
 
 
 class StateConflictError(StateError):
@@ -351,3 +360,10 @@ class UnportableTypeWarning(UserWarning):
     def __init__(self, message: str, *, cls: type) -> None:
         self.cls = cls
         super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled (by multiprocessing, say) with cls
+        return (_unportable, (str(self), self.cls))
+
+
+def _unportable(message: str, cls: type) -> UnportableTypeWarning:
+    return UnportableTypeWarning(message, cls=cls)

@@ -141,6 +141,10 @@ async def test_answers_as_an_instance_or_json_text(form: str) -> None:
     ({"approved": "perhaps", "reviewer": "x"}, "approved"),
     ({"approved": True, "reviewer": ""}, "reviewer"),
     ('{"approved": tru', "not JSON"),
+    ('{"approved": true, "reviewer": "\\ud800"}', "not JSON"),  # an escaped lone surrogate
+    (b'{"approved": true, "reviewer": "\xed\xa0\x80"}', "not JSON"),  # an encoded one
+    ('{"approved": true, "reviewer": "x", "limit": 1e999}', "not JSON"),
+    ('{"approved": NaN, "reviewer": "x"}', "not JSON"),
     ("[1, 2]", "JSON list"),
     (42, "got int"),
 ])
@@ -351,6 +355,17 @@ async def test_a_model_without_a_json_schema_cannot_be_asked_for() -> None:
         "x", run_id="no-schema")
     assert result.status == "failed"
     assert "JSON Schema cannot be generated" in (result.step_history[-1].feedback or "")
+
+
+class Capped(BaseModel):
+    approved: bool
+    cap: float = float("inf")
+
+
+def test_a_model_with_an_infinite_default_can_be_asked_for() -> None:
+    """Its JSON Schema holds inf (pydantic writes it so); it is describable all the same."""
+    step = Step.human("ask", input_model=Capped)
+    assert step.name == "ask"
 
 
 class Secret(BaseModel):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import jsonschema
 from pydantic import BaseModel, ConfigDict
@@ -21,6 +22,7 @@ from flujo.serialization import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
 
 
 class Address(BaseModel):
@@ -87,6 +89,37 @@ def test_a_page_shows_the_generic_form_where_a_type_is_stored_so() -> None:
     assert doc.example["v"] == {"name": "text"} and "s" not in doc.example
     assert safe_serialize(safe_deserialize(doc.example, registry=registry),
                           registry=registry) == doc.example
+
+
+class Part(BaseModel):
+    n: int
+
+
+class Box(BaseModel, Generic[T]):
+    item: T
+    part: Part
+
+
+class Crate(BaseModel):
+    box: Box[int]
+    boxes: list[Box[str]]
+
+
+def test_an_example_follows_escaped_and_nested_refs_all_the_way_down() -> None:
+    """``Box[int]`` is defined under an escaped key (``Box%5Bint%5D``); pydantic's own
+    definitions sit inside a tag's: the example is a whole, valid, decodable value."""
+    registry = TypeRegistry()
+    registry.register_type(Crate, name="crate")
+    doc = next(d for d in collect(registry, [Crate]) if d.name == "crate")
+    assert doc.example == {"$t": "crate@1", "v": [{"box": {"item": 1, "part": {"n": 1}},
+                                                   "boxes": [{"item": "text",
+                                                              "part": {"n": 1}}]}]}
+    jsonschema.Draft202012Validator(tagged_format_schema(registry, [Crate])).validate(
+        doc.example)
+    value = safe_deserialize(doc.example, registry=registry)
+    assert type(value) is Crate and type(value.boxes[0]) is Box[str]
+    box = next(f for f in doc.fields if f.name == "box")
+    assert box.type_text == "Box[int]"
 
 
 def test_examples_of_every_builtin_type_match_their_schema() -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import pytest
-from pydantic import BaseModel, ConfigDict, RootModel, computed_field
+from pydantic import BaseModel, ConfigDict, PrivateAttr, RootModel, computed_field
 
 from flujo.exceptions import InvalidArgumentError
 from flujo.serialization import TypeRegistry, explain_typed, safe_serialize
@@ -53,6 +53,21 @@ class Holder(BaseModel):
     inner: Extra
 
 
+class Cached(BaseModel):  # every instance holds a private value
+    n: int
+    _hits: int = 0
+    _seen: dict[str, int] = PrivateAttr(default_factory=dict)
+
+
+class Unset(BaseModel):  # a private attribute set only by some code, later
+    n: int
+    _note: str = PrivateAttr()
+
+
+class Shelf(BaseModel):
+    items: list[Cached] | None = None
+
+
 class OwnState(BaseModel):
     n: int
 
@@ -74,6 +89,9 @@ def instance(cls: type) -> Any:
         Numbers: lambda: Numbers([1, 2]),
         Computed: lambda: Computed(n=2),
         Holder: lambda: Holder(inner=Extra(n=1)),
+        Cached: lambda: Cached(n=1),
+        Unset: lambda: Unset(n=1),
+        Shelf: lambda: Shelf(items=[Cached(n=1)]),
     }
     return makers[cls]()
 
@@ -86,6 +104,9 @@ def instance(cls: type) -> Any:
     (Numbers, "Numbers is a RootModel"),
     (Computed, "Computed has computed or extra fields"),
     (Holder, "Extra allows extra fields"),
+    (Cached, "Cached has private attributes with defaults (_hits, _seen)"),
+    (Unset, None),
+    (Shelf, "Cached has private attributes with defaults"),
 ])
 def test_the_report_is_what_the_encoder_writes(cls: type, reason: str | None) -> None:
     report = explain_typed(cls)
@@ -123,3 +144,11 @@ def test_classes_that_are_not_models_or_are_refused() -> None:
 def test_only_classes_are_explained(value: Any) -> None:
     with pytest.raises(InvalidArgumentError, match="must be a class"):
         explain_typed(value)
+
+
+def test_a_model_that_is_not_fully_defined_is_an_invalid_argument() -> None:
+    class Later(BaseModel):
+        other: Missing  # type: ignore[name-defined]  # noqa: F821
+
+    with pytest.raises(InvalidArgumentError, match="Later"):
+        explain_typed(Later)

@@ -185,7 +185,7 @@ def test_accept_plaintext_is_opt_in() -> None:
         ({}, "a", "at least one key"),
         ({"a": b"short"}, "a", "16, 24 or 32 bytes"),
         ({"a": KEY}, "b", "not among the keys"),
-        ({"": KEY}, "", "1 to 64"),
+        ({"": KEY}, "", "1 to 256"),
     ],
 )
 def test_bad_encryption_config(keys: dict[str, bytes], active: str, message: str) -> None:
@@ -252,7 +252,12 @@ def test_future_and_foreign_envelopes() -> None:
     with pytest.raises(CorruptStateError, match="invalid envelope_version"):
         codec.parse(dumps({**good, "envelope_version": "1"}), what="x")
     with pytest.raises(CorruptStateError, match="codec"):
-        codec.parse(dumps({**good, "codec": "json+rot13"}), what="x")
+        codec.parse(dumps({**good, "codec": "json+ROT13"}), what="x")
+    # A well-formed codec naming a compressor this process does not know: the header reads
+    # (a store can be listed), the payload is refused.
+    foreign = codec.parse(dumps({**good, "codec": "json+rot13", "payload": "AAAA"}), what="x")
+    with pytest.raises(CorruptStateError, match=r"compression 'rot13'.*register_compressor"):
+        codec.open(foreign, what="x")
     with pytest.raises(CorruptStateError, match=r"(?i)extra inputs"):
         codec.parse(dumps({**good, "surprise": 1}), what="x")
     with pytest.raises(CorruptStateError, match="revision"):

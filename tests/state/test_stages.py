@@ -4,18 +4,23 @@ does when they misbehave (the contract suite runs them on every backend)."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import uuid
 from typing import Any
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from flujo.exceptions import (
     BackendConfigError,
+    BackendUnavailableError,
     CorruptStateError,
     EncryptionError,
     PayloadTooLargeError,
+    RecordTooLargeError,
     StateError,
 )
 from flujo.state import (
@@ -30,7 +35,8 @@ from flujo.state import (
     envelope_json_schema,
     register_compressor,
 )
-from flujo.state._envelope import CODECS
+from flujo.state._compression import RESERVED, STAGE_NAME
+from flujo.state._envelope import CODECS, codec_problem
 from flujo.testing import assert_identical, sample_values
 from flujo.testing._contract_stages import KeyServiceCipher, LzmaCompressor
 
@@ -58,8 +64,9 @@ def test_the_built_in_stages_implement_the_protocols() -> None:
     assert isinstance(LzmaCompressor(), Compressor)
     assert isinstance(KeyServiceCipher({"m": os.urandom(32)}, "m"), Cipher)
     aes = Encryption.single(Encryption.generate_key(), "k")
-    assert isinstance(aes.cipher, Cipher) and (aes.name, aes.key_id) == ("aesgcm", "k")
-    assert "k" in repr(aes) and "key ids" in repr(aes.cipher)
+    assert aes.cipher is None and isinstance(aes._cipher, Cipher)
+    assert (aes.name, aes.key_id) == ("aesgcm", "k")
+    assert "'k'" in repr(aes) and "key ids" in repr(aes._cipher)
 
 
 @pytest.mark.parametrize("name", ["", "Zip", "json", "aesgcm", "none", "auto", "a+b",
@@ -173,17 +180,29 @@ def test_cipher_settings_are_checked() -> None:
         Encryption(keys={"k": Encryption.generate_key()}, active_key_id="k", cipher=cipher)
     with pytest.raises(EncryptionError, match="not both"):
         Encryption()
-    with pytest.raises(EncryptionError, match="not the cipher's"):
-        Encryption(cipher=cipher, active_key_id="other")
-    assert Encryption(cipher=cipher).active_key_id == "m"
+    with pytest.raises(EncryptionError, match="active_key_id is for keys="):
+        Encryption(cipher=cipher, active_key_id="m")
+    assert Encryption(cipher=cipher).key_id == "m"
     with pytest.raises(EncryptionError, match=r"flujo\.state\.Cipher"):
         Encryption(cipher=object())  # type: ignore[arg-type]
-    for name in ("aesgcm", "zlib", "Kms", "json"):
+    for name in ("aesgcm", "zlib", "zstd", "Kms", "json", "none"):
         renamed = type("Renamed", (KeyServiceCipher,), {"name": name})({"m": b"k" * 32}, "m")
         with pytest.raises(EncryptionError, match="cipher name"):
             Encryption(cipher=renamed)
     with pytest.raises(EncryptionError, match="key id"):
         Encryption(cipher=KeyServiceCipher({"": os.urandom(32)}, ""))
+    with pytest.raises(EncryptionError, match="key id"):
+        Encryption(cipher=KeyServiceCipher({"k" * 257: os.urandom(32)}, "k" * 257))
+    arn = "arn:aws:kms:eu-west-1:123456789012:key/" + "0" * 36 + "/" + "x" * 150
+    assert Encryption(cipher=KeyServiceCipher({arn: os.urandom(32)}, arn)).key_id == arn
+
+    class Nameless(KeyServiceCipher):
+        @property
+        def name(self) -> str:
+            raise RuntimeError("no name")
+
+    with pytest.raises(EncryptionError, match="cannot be read: RuntimeError"):
+        Encryption(cipher=Nameless({"m": os.urandom(32)}, "m"))
     with pytest.raises(EncryptionError, match="needs the active_key_id"):
         Encryption(keys={"k": Encryption.generate_key()})
 
@@ -197,7 +216,7 @@ class _Broken:
     def __init__(self, encrypted: Any = b"\x00" * 32, decrypted: Any = None) -> None:
         self.encrypted, self.decrypted = encrypted, decrypted
 
-    def encrypt(self, plaintext: bytes, associated_data: bytes) -> Any:
+    def encrypt(self, key_id: str, plaintext: bytes, associated_data: bytes) -> Any:
         if isinstance(self.encrypted, Exception):
             raise self.encrypted
         return self.encrypted
@@ -225,7 +244,7 @@ def test_a_cipher_that_fails_to_decrypt_is_an_encryption_error(decrypted: Any,
 
 @pytest.mark.parametrize(("encrypted", "message"), [
     (TimeoutError("key service slow"), "failed to encrypt: TimeoutError"),
-    (bytearray(b"x"), "returned bytearray, not bytes"),
+    ("sealed", "returned str, not bytes"),
 ])
 def test_a_cipher_that_fails_to_encrypt_seals_nothing(encrypted: Any, message: str) -> None:
     codec = EnvelopeCodec(encryption=Encryption(cipher=_Broken(encrypted=encrypted)))
@@ -237,7 +256,7 @@ def test_the_associated_data_reaches_the_cipher() -> None:
     seen: list[bytes] = []
 
     class Recording(_Broken):
-        def encrypt(self, plaintext: bytes, associated_data: bytes) -> Any:
+        def encrypt(self, key_id: str, plaintext: bytes, associated_data: bytes) -> Any:
             seen.append(associated_data)
             return base64.b64encode(plaintext)
 
@@ -299,3 +318,132 @@ def test_the_example_of_docs_backends_runs() -> None:
         assert b"total" not in base64.b64decode(record.envelope.payload)
 
     asyncio.run(round_trip())
+
+
+def test_stage_names_that_start_like_json_write_records_that_read_back() -> None:
+    """A name is one token of the codec string: "jsonlz" is a name, not the transcoding."""
+    compressor = type("Lz", (LzmaCompressor,), {"name": f"jsonlz{uuid.uuid4().hex[:8]}"})()
+    cipher = type("Kms", (KeyServiceCipher,), {"name": "json-kms"})({"m": os.urandom(32)}, "m")
+    codec = EnvelopeCodec(compression=compressor, encryption=Encryption(cipher=cipher))
+    sealed = codec.seal(codec.encode_state(_state(x=1)), revision=1)
+    assert json.loads(sealed.raw)["codec"] == f"json+{compressor.name}+json-kms"
+    assert codec.open(codec.parse(sealed.raw, what="r"), what="r").pipeline_context == {"x": 1}
+
+
+@settings(max_examples=200, deadline=None)
+@given(compression=st.from_regex(STAGE_NAME, fullmatch=True),
+       cipher=st.from_regex(STAGE_NAME, fullmatch=True))
+def test_every_name_a_stage_may_take_makes_a_codec_string_readers_take(
+        compression: str, cipher: str) -> None:
+    assume(compression not in RESERVED and cipher not in RESERVED | {"zlib", "zstd"})
+    for codec, key_id in ((f"json+{compression}", None), (f"json+{cipher}", "k"),
+                          (f"json+{compression}+{cipher}", "k")):
+        assert codec_problem(codec, key_id) is None, codec
+
+
+class _Rotating(KeyServiceCipher):
+    """A key service whose active key changes while a save is under way."""
+
+    def encrypt(self, key_id: str, plaintext: bytes, associated_data: bytes) -> bytes:
+        self.active_key_id = "m2"  # a background refresh, between header and encryption
+        return super().encrypt(key_id, plaintext, associated_data)
+
+
+def test_the_key_a_record_names_is_the_key_it_is_encrypted_with() -> None:
+    cipher = _Rotating({"m1": os.urandom(32), "m2": os.urandom(32)}, "m1")
+    codec = EnvelopeCodec(encryption=Encryption(cipher=cipher))
+    sealed = codec.seal(codec.encode_state(_state(x=1)), revision=1)
+    assert json.loads(sealed.raw)["key_id"] == "m1"
+    assert codec.open(codec.parse(sealed.raw, what="r"), what="r").pipeline_context == {"x": 1}
+    again = codec.seal(codec.encode_state(_state(x=2)), revision=2)
+    assert json.loads(again.raw)["key_id"] == "m2"  # the next save uses the new key
+
+
+def test_an_encryption_is_a_value_that_replace_and_equality_treat_as_such() -> None:
+    aes = Encryption.single(Encryption.generate_key(), "k")
+    lenient = dataclasses.replace(aes, accept_plaintext=True)
+    assert lenient.accept_plaintext and lenient.keys == aes.keys and lenient != aes
+    first = KeyServiceCipher({"m": os.urandom(32)}, "m")
+    second = KeyServiceCipher({"m": os.urandom(32)}, "m")
+    assert Encryption(cipher=first) == Encryption(cipher=first)
+    assert Encryption(cipher=first) != Encryption(cipher=second)
+    assert dataclasses.replace(Encryption(cipher=first), store="s").cipher is first
+
+
+def test_headers_are_read_without_the_compressor_a_payload_needs(tmp_path: Any) -> None:
+    """Listing a store needs no stage: a record of an unregistered compressor is listed,
+    and refused only when its payload is read."""
+    import asyncio
+
+    from flujo.state import FileBackend
+
+    compressor = type("Xz", (LzmaCompressor,), {"name": f"xz-{uuid.uuid4().hex[:12]}"})()
+
+    async def scenario() -> None:
+        writer = FileBackend(tmp_path, compression=compressor)
+        await writer.save_state("r", _state())
+        reader = FileBackend(tmp_path)
+        assert [run["run_id"] for run in await reader.list_runs()] == ["r"]
+        with pytest.raises(CorruptStateError, match=f"{compressor.name}.*register_compressor"):
+            await reader.load_state("r")
+
+    asyncio.run(scenario())
+
+
+def test_a_cipher_may_share_its_name_with_a_compressor() -> None:
+    name = f"kms{uuid.uuid4().hex[:8]}"
+    register_compressor(_compressor(name))
+    cipher = type("Named", (KeyServiceCipher,), {"name": name})({"m": os.urandom(32)}, "m")
+    codec = EnvelopeCodec(compression=name, encryption=Encryption(cipher=cipher))
+    sealed = codec.seal(codec.encode_state(_state(x=1)), revision=1)
+    assert json.loads(sealed.raw)["codec"] == f"json+{name}+{name}"
+    assert codec.open(codec.parse(sealed.raw, what="r"), what="r").pipeline_context == {"x": 1}
+
+
+@pytest.mark.parametrize("error", [BackendUnavailableError("key service down"),
+                                   EncryptionError("no such key")])
+def test_a_stage_s_flujo_error_keeps_its_type_and_names_the_run(error: Exception) -> None:
+    writer = EnvelopeCodec(encryption=Encryption(cipher=_Broken()))
+    envelope = writer.seal(writer.encode_state(_state("r9")), revision=1).envelope
+    reader = EnvelopeCodec(encryption=Encryption(cipher=_Broken(decrypted=error)))
+    with pytest.raises(type(error), match=f"^r9: {error}$") as caught:
+        reader.open(envelope, what="r9")
+    assert caught.value.__cause__ is error
+    failing = EnvelopeCodec(encryption=Encryption(cipher=_Broken(encrypted=error)))
+    with pytest.raises(type(error), match=f"^run 'r9': {error}$"):
+        failing.seal(failing.encode_state(_state("r9")), revision=1)
+
+    def unreachable(self: Any, data: bytes, limit: int) -> bytes:
+        raise BackendUnavailableError("the compression service is down")
+
+    name = _unique("remote")
+    packed = EnvelopeCodec(compression=_compressor(name))
+    record = packed.seal(packed.encode_state(_state("r9")), revision=1).envelope
+    remote = EnvelopeCodec(compression=_compressor(name, decompress=unreachable))
+    with pytest.raises(BackendUnavailableError, match=r"^r9: the compression service"):
+        remote.open(record, what="r9")
+
+
+def test_bytes_like_results_are_taken() -> None:
+    name = _unique("ba")
+    base = ZlibCompressor()
+    loose = _compressor(name, compress=lambda self, data: bytearray(base.compress(data)),
+                        decompress=lambda self, data, limit: memoryview(
+                            base.decompress(data, limit)))
+    codec = EnvelopeCodec(compression=loose)
+    sealed = codec.seal(codec.encode_state(_state(x=1)), revision=1)
+    assert codec.open(codec.parse(sealed.raw, what="r"), what="r").pipeline_context == {"x": 1}
+
+
+def test_too_large_to_save_is_not_a_damaged_record_too_large_to_read_is() -> None:
+    codec = EnvelopeCodec(max_payload_bytes=1000)
+    with pytest.raises(PayloadTooLargeError) as saving:
+        codec.encode_state(_state(blob="x" * 2000))
+    assert not isinstance(saving.value, CorruptStateError)
+    big = EnvelopeCodec(compression="zlib")
+    envelope = big.seal(big.encode_state(_state(blob="x" * 5000)), revision=1).envelope
+    small = EnvelopeCodec(compression="zlib", max_payload_bytes=1000)
+    with pytest.raises(RecordTooLargeError) as reading:
+        small.open(envelope, what="r")
+    assert isinstance(reading.value, CorruptStateError)
+    assert isinstance(reading.value, PayloadTooLargeError)

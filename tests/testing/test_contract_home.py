@@ -23,7 +23,6 @@ def test_the_contract_suite_and_its_samples_come_from_flujo_testing() -> None:
     ("BackendContract", "BackendContract"),
     ("BAD_RUN_IDS", "BAD_RUN_IDS"),
     ("sample_values", "sample_values"),
-    ("assert_same", "assert_identical"),
 ])
 def test_the_old_path_gives_the_same_object_and_names_the_new_one(old: str, new: str) -> None:
     module = importlib.import_module("flujo.state.testing")
@@ -31,6 +30,23 @@ def test_the_old_path_gives_the_same_object_and_names_the_new_one(old: str, new:
         value = getattr(module, old)
     assert value is getattr(flujo.testing, new)
     assert old in dir(module)
+
+
+def test_the_old_assert_same_is_assert_identical_and_still_takes_a_path() -> None:
+    module = importlib.import_module("flujo.state.testing")
+    with pytest.warns(DeprecationWarning, match=r"use flujo\.testing\.assert_identical\b"):
+        assert_same = module.assert_same
+    assert_same({"a": 1}, {"a": 1}, "$.ctx")
+    with pytest.raises(AssertionError, match=r"\$\.a"):
+        assert_same({"a": 1.0}, {"a": 1})
+
+
+def test_a_star_import_of_the_old_path_brings_the_names_with_a_warning() -> None:
+    namespace: dict[str, object] = {}
+    with pytest.warns(DeprecationWarning):
+        exec("from flujo.state.testing import *", namespace)
+    assert namespace["BackendContract"] is BackendContract
+    assert {"BAD_RUN_IDS", "assert_same", "sample_values"} <= set(namespace)
 
 
 def test_importing_the_old_module_alone_does_not_warn() -> None:

@@ -57,7 +57,7 @@ def input_schema(step: str, input_model: type[BaseModel]) -> dict[str, Any]:
     reads); a model that has none cannot be asked for."""
     try:
         schema = input_model.model_json_schema()
-        json.dumps(schema, allow_nan=False)
+        json.dumps(schema, ensure_ascii=False).encode("utf-8")  # a lone surrogate: refused
     except Exception as exc:  # pydantic's schema errors, or a schema that is not JSON
         raise PipelineError(
             f"step {step!r} pauses for {input_model.__qualname__}, whose JSON Schema cannot"
@@ -173,6 +173,10 @@ def _refuse_constant(name: str) -> Any:
 
 
 def _json(answer: str | bytes | bytearray) -> Any:
-    """An answer's JSON text, parsed exactly (integers of any size stay integers; NaN,
-    Infinity and numbers beyond a float are refused: they are not JSON)."""
-    return json.loads(answer, parse_float=_finite, parse_constant=_refuse_constant)
+    """An answer's JSON text (bytes: UTF-8), parsed exactly: integers of any size stay
+    integers; NaN, Infinity, numbers beyond a float and text that is not Unicode (a lone
+    surrogate, escaped or encoded) are refused, as none of them is JSON (ValueError)."""
+    text = answer if isinstance(answer, str) else bytes(answer).decode("utf-8")
+    data = json.loads(text, parse_float=_finite, parse_constant=_refuse_constant)
+    json.dumps(data, ensure_ascii=False).encode("utf-8")  # UnicodeEncodeError: a surrogate
+    return data

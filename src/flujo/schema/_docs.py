@@ -8,7 +8,6 @@ deterministic so a test can keep the committed pages current.
 from __future__ import annotations
 
 import array
-import dataclasses
 import enum
 import html
 import inspect
@@ -25,17 +24,19 @@ from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
+from urllib.parse import unquote
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
-from pydantic_core import PydanticUndefined
 
 from ..exceptions import FlujoError
 from ..serialization import (
     ANCHOR,
+    NO_DEFAULT,
     TypeCodec,
     TypeRegistry,
+    inspect_type,
     safe_deserialize,
     safe_serialize,
     type_schema,
@@ -198,11 +199,49 @@ def _constraints(schema: Any) -> str:
     return "; ".join(parts)
 
 
+def _pointer(ref: str) -> list[str] | None:
+    """The tokens of a ``$ref`` within the same document (``#/$defs/a~1b%40c``: a JSON
+    Pointer, RFC 6901, written as a URI fragment), unescaped; None for any other ref."""
+    if not ref.startswith("#"):
+        return None
+    pointer = unquote(ref[1:])
+    if not pointer:
+        return []
+    if not pointer.startswith("/"):
+        return None
+    return [token.replace("~1", "/").replace("~0", "~") for token in pointer[1:].split("/")]
+
+
+def _resolve(document: Any, ref: str) -> Any:
+    """The node ``ref`` points at in ``document``, or None when it points nowhere."""
+    tokens = _pointer(ref)
+    if tokens is None:
+        return None
+    node = document
+    for token in tokens:
+        if isinstance(node, dict) and token in node:
+            node = node[token]
+        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+            node = node[int(token)]
+        else:
+            return None
+    return node
+
+
+def _def_key(ref: str) -> str | None:
+    """The key of the top-level definition ``ref`` names (a tag, ``value``, ``tagged``), or
+    None when it names anything else (a definition nested in one, as pydantic's are)."""
+    tokens = _pointer(ref)
+    return tokens[1] if tokens is not None and len(tokens) == 2 and tokens[0] == "$defs" \
+        else None
+
+
 def _json_type(schema: Any) -> str:
     if not isinstance(schema, dict):
         return "any"
     if "$ref" in schema:
-        return str(schema["$ref"]).rsplit("/", 1)[-1]
+        tokens = _pointer(str(schema["$ref"]))
+        return tokens[-1] if tokens else str(schema["$ref"])
     for key in ("anyOf", "oneOf"):
         if key in schema:
             return " | ".join(_json_type(s) for s in schema[key])
@@ -213,29 +252,22 @@ def _json_type(schema: Any) -> str:
 
 
 def _fields(registry: TypeRegistry, codec: TypeCodec, body: Any) -> list[FieldDoc]:
-    cls = codec.py_type
+    """The fields of ``codec``'s class, from the description schema export uses too
+    (``inspect_type``); a type without one (a registered serializer's) lists the properties
+    of its declared schema."""
     properties: dict[str, Any] = body.get("properties", {}) if isinstance(body, dict) else {}
     required = set(body.get("required", [])) if isinstance(body, dict) else set()
-    if codec.kind == "model" and cls is not None and issubclass(cls, BaseModel):
-        docs = []
-        for name, info in cls.__pydantic_fields__.items():
-            default = ("" if info.is_required() else "factory" if info.default_factory
-                       else repr(info.default) if info.default is not PydanticUndefined else "")
-            docs.append(FieldDoc(name, _annotation_text(info.annotation), info.is_required(),
-                                 default, _constraints(properties.get(name)),
-                                 _linked(registry, info.annotation)))
-        return docs
-    if codec.kind == "dataclass" and cls is not None:
-        hints = typing.get_type_hints(cls)
-        return [FieldDoc(f.name, _annotation_text(hints.get(f.name, Any)),
-                         f.name in required,
-                         repr(f.default) if f.default is not dataclasses.MISSING
-                         else "factory" if f.default_factory is not dataclasses.MISSING else "",
-                         _constraints(properties.get(f.name)),
-                         _linked(registry, hints.get(f.name, Any)))
-                for f in dataclasses.fields(cls)]
-    return [FieldDoc(name, _json_type(prop), name in required, "", _constraints(prop))
-            for name, prop in properties.items()]
+    cls = codec.py_type
+    info = inspect_type(cls) if cls is not None and codec.kind in ("model", "dataclass") \
+        else None
+    if info is None or not info.fields:
+        return [FieldDoc(name, _json_type(prop), name in required, "", _constraints(prop))
+                for name, prop in properties.items()]
+    return [FieldDoc(f.name, _annotation_text(f.annotation), f.required,
+                     "factory" if f.default_factory
+                     else "" if f.default is NO_DEFAULT else repr(f.default),
+                     _constraints(properties.get(f.name)), _linked(registry, f.annotation))
+            for f in info.fields]
 
 
 def _public_name(cls: type) -> str:
@@ -324,19 +356,20 @@ class _Synth:
 
     def __init__(self, registry: TypeRegistry, document: Any) -> None:
         self.registry = registry
-        self.defs: dict[str, Any] = document.get("$defs", {})
+        self.document = document
 
     def value(self, schema: Any, depth: int) -> Any:
-        if not isinstance(schema, dict) or depth > 8:
+        if not isinstance(schema, dict) or depth > 24:  # deep enough for nested models
             return None
         if "$ref" in schema:
-            tag = schema["$ref"].rsplit("/", 1)[-1]
-            name = tag.rpartition("@")[0]
-            if name in _BUILTIN_EXAMPLES and _BUILTIN_EXAMPLES[name] is not None:
-                return safe_serialize(_BUILTIN_EXAMPLES[name], registry=self.registry)
-            if tag in ("value", "tagged"):
-                return "..."
-            return self.value(self.defs.get(tag, {}), depth + 1)
+            tag = _def_key(schema["$ref"])  # a tag, or value/tagged; None: pydantic's own
+            if tag is not None:
+                name = tag.rpartition("@")[0]
+                if name in _BUILTIN_EXAMPLES and _BUILTIN_EXAMPLES[name] is not None:
+                    return safe_serialize(_BUILTIN_EXAMPLES[name], registry=self.registry)
+                if tag in ("value", "tagged"):
+                    return "..."
+            return self.value(_resolve(self.document, schema["$ref"]), depth + 1)
         if "const" in schema:
             return schema["const"]
         if schema.get("examples"):

@@ -35,6 +35,7 @@ from ._codec import (
     run_encoder,
 )
 from ._explain import TypedFormReport, explain_typed
+from ._inspect import NO_DEFAULT, FieldInfo, TypeInfo, inspect_type
 from ._memo import EncodingMemo
 from ._names import TRUSTED_MODULES_ENV, pyproject_settings
 from ._plain import CIRCULAR_PLACEHOLDER, MAX_EXPANDED_VALUES, check_expanded_size, to_plain
@@ -53,16 +54,19 @@ __all__ = [
     "FORMAT_VERSION",
     "JSON_DUMPS_OPTIONS",
     "MAX_EXPANDED_VALUES",
+    "NO_DEFAULT",
     "PURE_PYTHON_ENV",
     "STATE",
     "TAG",
     "TRUSTED_MODULES_ENV",
     "VALUE",
     "EncodingMemo",
+    "FieldInfo",
     "JSONSchema",
     "Migration",
     "PurePythonWarning",
     "TypeCodec",
+    "TypeInfo",
     "TypeRegistry",
     "TypedFormReport",
     "UndecodedValue",
@@ -74,6 +78,7 @@ __all__ = [
     "deserialize_from_json",
     "encode_with_manifest",
     "explain_typed",
+    "inspect_type",
     "lone_surrogate_error",
     "mask_secrets",
     "merge_manifests",

@@ -417,11 +417,10 @@ def model_codec(
         stored = None if state is None else _StoredState(dec, state, depth, name, True)
         return restore(dec, obj, values, stored)
 
-    decode_value.read_typed_list = read_typed_list  # type: ignore[attr-defined]
-    decode_value.read_typed_rows = read_typed_rows  # type: ignore[attr-defined]
     return TypeCodec(name, version, "model", cls, encode_value, decode_value, None,
                      migrations=migrations, description=_describe(cls),
-                     encode_object=encode_object)
+                     encode_object=encode_object, read_typed_list=read_typed_list,
+                     read_typed_rows=read_typed_rows)
 
 
 def dataclass_codec(cls: type, name: str, version: int,

@@ -9,12 +9,16 @@ following the same steps as the registry's choice of an encode plan.
 from __future__ import annotations
 
 import inspect
+import typing
 from dataclasses import dataclass
+from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, PydanticUserError
+from pydantic_core import PydanticUndefined
 
 from ..exceptions import FlujoError, InvalidArgumentError
 from ._guard import Ineligible, Uncompilable, build_guards
+from ._inspect import inspect_type
 from ._registry import TypeRegistry, _refuse_own_pickling
 from ._typed import typed_model
 
@@ -66,7 +70,16 @@ def explain_typed(cls: type, *, registry: TypeRegistry | None = None) -> TypedFo
     if not registry.typed_models:
         return TypedFormReport(cls, False, "this registry writes no typed form"
                                            " (TypeRegistry(typed_models=False))")
-    typed = typed_model(cls)  # the registry's own choice, cached per class
+    try:
+        typed = typed_model(cls)  # the registry's own choice, cached per class
+    except PydanticUserError as exc:  # e.g. not fully defined: a name it uses is missing
+        raise InvalidArgumentError(f"explain_typed({cls.__qualname__}): {exc}") from exc
+    holder = _with_private_defaults(cls, set())
+    if typed is not None and holder is not None:
+        return TypedFormReport(cls, False, (
+            f"generic form: {holder.__qualname__} has private attributes with defaults"
+            f" ({', '.join(sorted(_private_defaults(holder)))}), so every instance holds private"
+            " values, which only the generic form stores"))
     if typed is not None:
         return TypedFormReport(cls, True, "typed form: each value is checked by its guard,"
                                           " then written by pydantic-core",
@@ -79,3 +92,41 @@ def explain_typed(cls: type, *, registry: TypeRegistry | None = None) -> TypedFo
     except Uncompilable as exc:
         return TypedFormReport(cls, False, f"generic form: its guard does not compile ({exc})")
     raise AssertionError(f"{cls!r}: its guards build now, but did not when first written")
+
+
+def _private_defaults(cls: type[BaseModel]) -> list[str]:
+    """The private attributes of ``cls`` that every instance gets a value of."""
+    return [name for name, attribute in cls.__private_attributes__.items()
+            if attribute.default is not PydanticUndefined
+            or attribute.default_factory is not None]
+
+
+def _with_private_defaults(cls: type, seen: set[type]) -> type[BaseModel] | None:
+    """``cls``, or a model class its fields hold, whose instances always carry private
+    values (a guard then never passes for it); None when there is none."""
+    if not isinstance(cls, type) or not issubclass(cls, BaseModel) or cls in seen:
+        return None
+    seen.add(cls)
+    if _private_defaults(cls):
+        return cls
+    for field in inspect_type(cls).fields:
+        for held in _classes_in(field.annotation):
+            found = _with_private_defaults(held, seen)
+            if found is not None:
+                return found
+    return None
+
+
+def _classes_in(annotation: Any) -> list[type]:
+    """The classes an annotation names (``list[Line] | None``: ``list``, ``Line``)."""
+    found: list[type] = []
+    stack = [annotation]
+    while stack:
+        hint = stack.pop()
+        origin = typing.get_origin(hint)
+        if isinstance(hint, type):
+            found.append(hint)
+        elif isinstance(origin, type):
+            found.append(origin)
+        stack.extend(typing.get_args(hint))
+    return found

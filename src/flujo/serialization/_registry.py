@@ -128,6 +128,9 @@ class TypeRegistry:
         # Tag -> the codec's from_text, for current-version tags of types stored as one
         # string: Decoder.decode_tagged reads those without going through the plan.
         self._text_readers: dict[str, Callable[[str], Any]] = {}
+        # Tag -> its codec, for planned tags at their codec's current version: lists of
+        # models are read through the codec's read_typed_list / read_typed_rows.
+        self._current_codecs: dict[str, TypeCodec] = {}
         # Plans that containers may call without Encoder.encode: leaves (no recursion) and
         # custom serializers (which recurse through Encoder.encode and note their object).
         self._direct_plans: dict[type, EncodePlan] = {}
@@ -353,6 +356,7 @@ class TypeRegistry:
         self._decode_plans.clear()
         self._stateful_tags.clear()
         self._text_readers.clear()
+        self._current_codecs.clear()
         self._unknown_names.clear()
 
     # -- lookup --------------------------------------------------------------------------
@@ -467,20 +471,26 @@ class TypeRegistry:
         if type(tag) is not str or type(items) is not list:
             raise DeserializationError("models: expected [tag, [model JSON, ...]]")
         plan = dec.plans.get(tag) or self._decode_plan_for(tag, not dec.strict)
-        reader = getattr(plan, "read_typed_list", None)
-        if reader is not None:  # the tag's current version: pydantic reads the whole list
-            return reader(items)  # type: ignore[no-any-return]
+        codec = self._current_codec(tag)
+        if codec is not None and codec.read_typed_list is not None:
+            return codec.read_typed_list(items)  # pydantic reads the whole list
         return [plan(dec, [item], depth) for item in items]
 
     def decode_model_rows(self, dec: Decoder, tag: str, stored: Shape, rows: Any,
                           depth: int) -> list[Any]:
         """Read ``rows@1`` (``_rows``): the rows stand for a ``models@1`` list."""
         plan = dec.plans.get(tag) or self._decode_plan_for(tag, not dec.strict)
-        reader = getattr(plan, "read_typed_rows", None)
-        if reader is not None:  # the tag's current version
-            return reader(rows, stored)  # type: ignore[no-any-return]
+        codec = self._current_codec(tag)
+        if codec is not None and codec.read_typed_rows is not None:
+            return codec.read_typed_rows(rows, stored)
         # an older version, whose migrations take each model in the one-model typed form
         return [plan(dec, [item], depth) for item in rows_to_dicts(check_rows(rows), stored)]
+
+    def _current_codec(self, tag: str) -> TypeCodec | None:
+        """The codec of ``tag``, planned already, when the tag is at its codec's current
+        version; None for an older version (or a plan made before the last registration:
+        the list is then read model by model, as an older version is)."""
+        return self._current_codecs.get(tag)
 
     def _cache_plan(self, cache: dict[Any, Any], key: Any, plan: Any, generation: int) -> None:
         """Cache ``plan`` unless a registration happened since its codec was looked up.
@@ -515,6 +525,7 @@ class TypeRegistry:
             )
         if stored == codec.version:
             plan: DecodePlan = decode_value
+            self._cache_plan(self._current_codecs, tag, codec, generation)
             if codec.from_text is not None:
                 self._cache_plan(self._text_readers, tag, codec.from_text, generation)
         else:

@@ -23,6 +23,7 @@ from ..exceptions import FlujoError, InvalidArgumentError, UnserializableTypeErr
 from ._auto import auto_kind
 from ._builtins import VALUE_REF
 from ._codec import ANCHOR, INT_MAX, INT_MIN, REF_TAG, STATE, TAG, VALUE
+from ._inspect import inspect_type
 from ._plans import keeps_identity
 from ._registry import TypeRegistry
 from ._scalars import scalar_base
@@ -101,37 +102,19 @@ class _Collector:
             base = scalar_base(cls)
             assert base is not None
             return self.annotation(base)
-        if kind == "v1model":
-            v1_fields = cls.__fields__  # type: ignore[attr-defined]
-            extra = cls.__config__.extra  # type: ignore[attr-defined]
-            return {"type": "object",
-                    "properties": {n: self.annotation(f.annotation)
-                                   for n, f in v1_fields.items()},
-                    "required": sorted(n for n, f in v1_fields.items() if f.required),
-                    "additionalProperties": VALUE_REF
-                    if getattr(extra, "value", extra) == "allow" else False}
-        hints = _hints(cls)
+        info = inspect_type(cls)
         if kind == "namedtuple":
-            names = cls._fields  # type: ignore[attr-defined]
-            return {"type": "array", "prefixItems": [self.annotation(hints.get(n, Any))
-                                                     for n in names],
-                    "items": False, "minItems": len(names)}
+            return {"type": "array",
+                    "prefixItems": [self.annotation(f.annotation) for f in info.fields],
+                    "items": False, "minItems": len(info.fields)}
+        properties = {f.name: self._described(self.annotation(f.annotation), f.description)
+                      for f in info.fields}
+        generic = {"type": "object", "properties": properties,
+                   "required": sorted(f.name for f in info.fields if f.required),
+                   "additionalProperties": VALUE_REF if info.extra_allowed else False}
         if kind == "model":
-            model_fields = cls.__pydantic_fields__  # type: ignore[attr-defined]
-            properties = {n: self._described(self.annotation(f.annotation), f.description)
-                          for n, f in model_fields.items()}
-            allows_extra = cls.model_config.get("extra") == "allow"  # type: ignore[attr-defined]
-            generic = {"type": "object", "properties": properties,
-                       "required": sorted(n for n, f in model_fields.items() if f.is_required()),
-                       "additionalProperties": VALUE_REF if allows_extra else False}
             return {"anyOf": [generic, self.typed_form(codec)]}
-        fields = dataclasses.fields(cls)
-        return {"type": "object",
-                "properties": {f.name: self.annotation(hints.get(f.name, Any)) for f in fields},
-                "required": sorted(f.name for f in fields
-                                   if f.default is dataclasses.MISSING
-                                   and f.default_factory is dataclasses.MISSING),
-                "additionalProperties": False}
+        return generic
 
     def typed_form(self, codec: TypeCodec) -> JSONSchema:
         """The typed form of a model: ``[the model's own JSON]`` (pydantic's schema of it)."""
@@ -226,13 +209,6 @@ def _could_hold_model(hint: Any) -> bool:
     if origin in (typing.Union, types.UnionType):
         return any(_could_hold_model(arg) for arg in typing.get_args(hint))
     return False
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(cls, include_extras=True)
-    except (NameError, TypeError):
-        return dict(getattr(cls, "__annotations__", {}))
 
 
 _NAMES: JSONSchema = {"type": "array", "items": {"type": "string"}}

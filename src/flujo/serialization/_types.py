@@ -80,6 +80,11 @@ class TypeCodec:
     # object's ``s`` (the instance state beyond the field values, docs/format.md); their
     # ``encode_value`` gives ``v`` alone.
     encode_object: Callable[[Encoder, Any, int], tuple[Any, Any]] | None = None
+    # Models: a whole list of them in the typed form at the current version, read in one
+    # call: ``models@1``'s items (``read_typed_list(items)``), or rows with the fields they
+    # were written with (``read_typed_rows(rows, stored_shape)``, ``_rows``).
+    read_typed_list: Callable[[list[Any]], list[Any]] | None = None
+    read_typed_rows: Callable[[Any, Any], list[Any]] | None = None
 
     @property
     def tag(self) -> str:

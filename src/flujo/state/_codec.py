@@ -34,6 +34,7 @@ from flujo.exceptions import (
     FutureVersionError,
     InvalidStateError,
     PayloadTooLargeError,
+    RecordTooLargeError,
     SerializationError,
     StateError,
 )
@@ -183,9 +184,9 @@ def _stored_fields(state: WorkflowState) -> dict[str, Any]:
     return data
 
 
-def record_too_large(what: str, size: int, limit: int) -> PayloadTooLargeError:
+def record_too_large(what: str, size: int, limit: int) -> RecordTooLargeError:
     """The error refusing a stored record of ``size`` bytes, over ``limit``."""
-    return PayloadTooLargeError(
+    return RecordTooLargeError(
         f"{what}: the record holds {size:,} bytes, over this store's limit of {limit:,}"
         " bytes for one record (raise max_payload_bytes to read it); nothing was loaded")
 
@@ -277,7 +278,7 @@ class EnvelopeCodec:
         count = containers(data)
         limit = self.max_containers + _ENCRYPTED_CONTAINERS  # the payload's and a header's
         if count > limit:
-            raise PayloadTooLargeError(_too_many(what, "record", count, limit))
+            raise RecordTooLargeError(_too_many(what, "record", count, limit))
         return count
 
     @property
@@ -447,8 +448,11 @@ class EnvelopeCodec:
         if self.compressor is not None:
             blob = compress(self.compressor, blob, what=what)
         if self.encryption is not None:
+            # The key the header names (read once, when the header was made): the cipher
+            # encrypts with it, whatever its active key has become since.
             blob = self.encryption.encrypt(
-                blob, associated_data(header, self.encryption.store), what=what)
+                header["key_id"], blob, associated_data(header, self.encryption.store),
+                what=what)
         return base64.b64encode(blob).decode("ascii")
 
     def _sealed(self, header: dict[str, Any], payload_json: bytes) -> SealedRecord:
@@ -510,8 +514,6 @@ class EnvelopeCodec:
             )
             raise CorruptStateError(f"{what}: not a valid state envelope: {problems}") from exc
         envelope._stored_envelope_version = stored
-        if envelope.compression is not None:
-            self._compressor_named(envelope.compression, what=what)
         return envelope
 
     def check_versions(self, envelope: Envelope, *, what: str) -> None:
@@ -567,7 +569,7 @@ class EnvelopeCodec:
                               limit=self.max_payload_bytes, what=what)
         count = containers(blob)
         if count > self.max_containers:
-            raise PayloadTooLargeError(
+            raise RecordTooLargeError(
                 _too_many(what, "payload", count, self.max_containers))
         try:
             return loads(blob)

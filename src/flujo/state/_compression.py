@@ -14,13 +14,14 @@ import re
 import threading
 import zlib
 from types import ModuleType
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, cast, runtime_checkable
 
 from flujo.exceptions import (
     BackendConfigError,
     CorruptStateError,
     FlujoError,
     PayloadTooLargeError,
+    RecordTooLargeError,
     StateError,
 )
 
@@ -54,9 +55,11 @@ class Compressor(Protocol):
     ``name`` is stored in every record it compresses (``json+<name>``) and finds the
     compressor again when the record is read, in this process or another: keep it stable,
     and register the compressor (``register_compressor``) wherever such records are read.
-    ``decompress`` must not produce more than ``limit`` bytes: raise
-    ``PayloadTooLargeError`` instead (a longer result is refused all the same). Any other
-    exception it raises is reported as a damaged record (``CorruptStateError``).
+    ``decompress`` must stop once its output passes ``limit`` bytes and raise
+    ``PayloadTooLargeError``: only the decompressor can keep a small hostile record from
+    taking all memory (a longer result is refused too, but only once it was made). Any
+    exception it raises that is no flujo error is reported as a damaged record
+    (``CorruptStateError``). flujo calls it from several threads at once.
     """
 
     @property
@@ -176,11 +179,17 @@ _lock = threading.Lock()
 
 def _checked(compressor: object, what: str) -> Compressor:
     """``compressor`` when it is one whose name a record can hold; else BackendConfigError."""
-    if not isinstance(compressor, Compressor):
+    try:
+        conforms = isinstance(compressor, Compressor)  # reads its name
+        name = cast(Compressor, compressor).name if conforms else None
+    except Exception as exc:
+        raise BackendConfigError(f"{what}: {compressor!r} has no readable name:"
+                                 f" {exc!r}") from exc
+    if not conforms:
         raise BackendConfigError(
             f"{what} must be a compressor name or an object with name, compress() and"
             f" decompress() (flujo.state.Compressor), got {compressor!r}")
-    name = compressor.name
+    checked = cast(Compressor, compressor)
     if not isinstance(name, str) or not STAGE_NAME.fullmatch(name) or name in RESERVED:
         raise BackendConfigError(
             f"{what}: compressor name {name!r} must be 1 to 32 lowercase letters, digits or"
@@ -190,7 +199,7 @@ def _checked(compressor: object, what: str) -> Compressor:
         raise BackendConfigError(
             f"{what}: the name {name!r} is flujo's own {built_in.__name__}; give"
             f" {type(compressor).__name__} a name of its own")
-    return compressor
+    return checked
 
 
 def register_compressor(compressor: Compressor) -> None:
@@ -257,37 +266,58 @@ def resolve_compression(choice: str | Compressor | None,
     return found
 
 
+def with_context(exc: StateError, what: str) -> StateError:
+    """``exc`` as the same kind of error, its message naming ``what`` (the run): a stage's
+    error reaches the caller with the type it chose (``BackendUnavailableError`` is retried
+    by workers) and the run it happened to."""
+    try:
+        named = type(exc)(f"{what}: {exc}")
+    except TypeError:  # an error class of its own that takes other arguments
+        exc.add_note(what)
+        return exc
+    named.__cause__ = exc  # raise it as it is: ``raise with_context(exc, what)``
+    return named
+
+
+def as_bytes(result: object, what: str, stage: str, error: type[StateError]) -> bytes:
+    """A stage's result as bytes: bytes-like results (``bytearray``, ``memoryview``) are
+    taken; anything else is ``error`` naming the stage."""
+    if isinstance(result, bytes):
+        return result
+    if isinstance(result, bytearray | memoryview):
+        return bytes(result)
+    raise error(f"{what}: {stage} returned {type(result).__name__}, not bytes")
+
+
 def compress(compressor: Compressor, data: bytes, *, what: str) -> bytes:
     """``data`` compressed; a failure is a StateError naming ``what`` (nothing is saved)."""
     try:
         result = compressor.compress(data)
+    except StateError as exc:
+        raise with_context(exc, what)  # noqa: B904 - its cause is set: exc
     except FlujoError:
         raise
     except Exception as exc:
         raise StateError(f"{what}: compressor {compressor.name!r} failed: {exc!r}") from exc
-    if not isinstance(result, bytes):
-        raise StateError(f"{what}: compressor {compressor.name!r} returned"
-                         f" {type(result).__name__}, not bytes")
-    return result
+    return as_bytes(result, what, f"compressor {compressor.name!r}", StateError)
 
 
 def decompress(compressor: Compressor, data: bytes, *, limit: int, what: str) -> bytes:
-    """``data`` decompressed, at most ``limit`` bytes of it: PayloadTooLargeError past it,
-    CorruptStateError when it is damaged, each naming ``what``."""
+    """``data`` decompressed, at most ``limit`` bytes of it: RecordTooLargeError past it,
+    CorruptStateError when it is damaged, each naming ``what``; another flujo error the
+    compressor raises (``BackendUnavailableError``, say) keeps its type."""
     try:
         result = compressor.decompress(data, limit)
-    except PayloadTooLargeError as exc:
-        raise PayloadTooLargeError(f"{what}: {exc}") from exc
-    except CorruptStateError as exc:
-        raise CorruptStateError(f"{what}: {exc}") from exc
-    except StateError as exc:  # zstandard missing: not a damaged record
-        raise StateError(f"{what}: {exc}") from exc
+    except PayloadTooLargeError as exc:  # a stored record too large: it cannot be read here
+        raise RecordTooLargeError(f"{what}: {exc}") from exc
+    except StateError as exc:
+        raise with_context(exc, what)  # noqa: B904 - its cause is set: exc
+    except FlujoError:
+        raise
     except Exception as exc:
         raise CorruptStateError(
             f"{what}: the {compressor.name} payload is damaged: {exc!r}") from exc
-    if not isinstance(result, bytes):
-        raise CorruptStateError(f"{what}: compressor {compressor.name!r} returned"
-                                f" {type(result).__name__}, not bytes")
-    if len(result) > limit:
-        raise PayloadTooLargeError(f"{what}: {_too_large(limit)}")
-    return result
+    out = as_bytes(result, what, f"compressor {compressor.name!r}", CorruptStateError)
+    if len(out) > limit:
+        raise RecordTooLargeError(f"{what}: {_too_large(limit)}")
+    return out

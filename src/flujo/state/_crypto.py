@@ -13,11 +13,11 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, cast, runtime_checkable
 
-from flujo.exceptions import EncryptionError, FlujoError
+from flujo.exceptions import EncryptionError, FlujoError, StateError
 
-from ._compression import STAGE_NAME, compressor_named
+from ._compression import STAGE_NAME, as_bytes, with_context
 
 __all__ = ["AESGCM_NAME", "NONCE_BYTES", "Cipher", "Encryption"]
 
@@ -25,9 +25,12 @@ __all__ = ["AESGCM_NAME", "NONCE_BYTES", "Cipher", "Encryption"]
 NONCE_BYTES = 12
 #: The built-in cipher's name, in the codec string of the records it encrypts.
 AESGCM_NAME = "aesgcm"
+#: Names a cipher cannot take: the transcoding, the settings, flujo's own stages.
+_NOT_CIPHERS = frozenset({"json", "none", "auto", AESGCM_NAME, "zlib", "zstd"})
 _KEY_SIZES = (16, 24, 32)
 _MAX_STORE = 256
-_MAX_KEY_ID = 64
+#: The longest key id: a key service's (an ARN, a resource path) fits.
+_MAX_KEY_ID = 256
 
 
 @runtime_checkable
@@ -36,13 +39,16 @@ class Cipher(Protocol):
     associated data, under key ids.
 
     ``name`` is stored in the codec string of every record it encrypts (``json+<name>``)
-    and ``active_key_id`` in the record's ``key_id``; both must stay stable. ``encrypt``
-    seals ``plaintext`` with the active key, binding ``associated_data`` (which it need not
-    store: the reader passes it again). ``decrypt`` opens what ``encrypt`` made with the key
-    ``key_id``: it returns ``None`` when the ciphertext does not authenticate with
-    ``associated_data`` (tampered, copied, or another key), and raises ``EncryptionError``
-    for what is no such failure (an unknown key id, a key service that cannot be reached).
-    It must never return unauthenticated bytes.
+    and must stay stable. ``active_key_id`` is the key new records are encrypted with: flujo
+    reads it once per save, writes it in the record's ``key_id`` (it is part of the
+    associated data) and passes it to ``encrypt(key_id, plaintext, associated_data)``, which
+    seals ``plaintext`` with that key, binding ``associated_data`` (which it need not store:
+    the reader passes it again). ``decrypt(key_id, ciphertext, associated_data)`` opens what
+    ``encrypt`` made with the key ``key_id``: it returns ``None`` when the ciphertext does
+    not authenticate (tampered, copied, or another key), and raises ``EncryptionError`` (or
+    ``BackendUnavailableError``, which workers retry) for what is no such failure: an
+    unknown key id, a key service that cannot be reached. It must never return
+    unauthenticated bytes. flujo calls a cipher from several threads at once.
     """
 
     @property
@@ -51,7 +57,7 @@ class Cipher(Protocol):
     @property
     def active_key_id(self) -> str: ...
 
-    def encrypt(self, plaintext: bytes, associated_data: bytes) -> bytes: ...
+    def encrypt(self, key_id: str, plaintext: bytes, associated_data: bytes) -> bytes: ...
 
     def decrypt(self, key_id: str, ciphertext: bytes,
                 associated_data: bytes) -> bytes | None: ...
@@ -94,12 +100,14 @@ class _AesGcm:
         return (f"AES-GCM(key ids {', '.join(map(repr, sorted(self._ciphers)))},"
                 f" active {self.active_key_id!r})")
 
-    def encrypt(self, plaintext: bytes, associated_data: bytes) -> bytes:
+    def encrypt(self, key_id: str, plaintext: bytes, associated_data: bytes) -> bytes:
+        cipher = self._ciphers.get(key_id)
+        if cipher is None:
+            raise EncryptionError(f"key id {key_id!r} is not configured")
         nonce = self._nonce_source(NONCE_BYTES)
         if len(nonce) != NONCE_BYTES:
             raise EncryptionError(f"nonce_source returned {len(nonce)} bytes, not {NONCE_BYTES}")
-        sealed: bytes = self._ciphers[self.active_key_id].encrypt(nonce, plaintext,
-                                                                  associated_data)
+        sealed: bytes = cipher.encrypt(nonce, plaintext, associated_data)
         return nonce + sealed
 
     def decrypt(self, key_id: str, ciphertext: bytes, associated_data: bytes) -> bytes | None:
@@ -120,10 +128,12 @@ class _AesGcm:
         return plaintext
 
 
-def _check_key_id(key_id: object) -> None:
-    if not isinstance(key_id, str) or not key_id or len(key_id) > _MAX_KEY_ID:
-        raise EncryptionError(f"key id {key_id!r} must be a str of 1 to {_MAX_KEY_ID}"
-                              " characters")
+def _check_key_id(key_id: object) -> str:
+    if not isinstance(key_id, str) or not key_id or len(key_id) > _MAX_KEY_ID \
+            or not key_id.isprintable():
+        raise EncryptionError(f"key id {key_id!r} must be a printable str of 1 to"
+                              f" {_MAX_KEY_ID} characters")
+    return key_id
 
 
 @dataclass(frozen=True)
@@ -159,13 +169,15 @@ class Encryption:
     nonce_source: Callable[[int], bytes] = field(default=os.urandom, repr=False, compare=False)
     store: str | None = None
     accept_unbound: bool = False
-    cipher: Cipher | None = field(default=None, compare=False)
+    cipher: Cipher | None = None
+    # The cipher records are encrypted with: ``cipher``, or AES-GCM over ``keys``.
+    _cipher: Cipher = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if (self.keys is None) == (self.cipher is None):
             raise EncryptionError("Encryption needs AES-GCM keys= or a cipher=, not both")
         if self.cipher is not None:
-            cipher = self._custom(self.cipher)
+            cipher: Cipher = self._custom(self.cipher)
         else:
             if not isinstance(self.keys, Mapping) or not self.keys:
                 raise EncryptionError("Encryption needs at least one key")
@@ -181,27 +193,36 @@ class Encryption:
                 f"store {self.store!r} must be a printable str of 1 to {_MAX_STORE} characters")
         if self.accept_unbound and self.store is None:
             raise EncryptionError("accept_unbound=True needs the store's name (store=...)")
-        object.__setattr__(self, "cipher", cipher)
+        object.__setattr__(self, "_cipher", cipher)
 
     def _custom(self, cipher: object) -> Cipher:
         """``cipher``, checked: a Cipher whose name and key id a record can hold."""
-        if not isinstance(cipher, Cipher):
+        try:
+            conforms = isinstance(cipher, Cipher)  # reads its properties
+        except Exception as exc:
+            raise EncryptionError(f"cipher {cipher!r}: its name or active_key_id cannot be"
+                                  f" read: {exc!r}") from exc
+        if not conforms:
             raise EncryptionError(
                 "cipher must have name, active_key_id, encrypt() and decrypt()"
                 f" (flujo.state.Cipher), got {cipher!r}")
-        name = cipher.name
+        checked = cast(Cipher, cipher)
+        try:
+            name, key_id = checked.name, checked.active_key_id
+        except Exception as exc:
+            raise EncryptionError(f"cipher {cipher!r}: its name or active_key_id cannot be"
+                                  f" read: {exc!r}") from exc
         if not isinstance(name, str) or not STAGE_NAME.fullmatch(name) or \
-                name in ("json", "none", "auto", AESGCM_NAME) or compressor_named(name):
+                name in _NOT_CIPHERS:
             raise EncryptionError(
                 f"cipher name {name!r} must be 1 to 32 lowercase letters, digits or '-',"
-                " starting with a letter, and name no compressor, nor 'aesgcm' (flujo's own)")
-        _check_key_id(cipher.active_key_id)
-        if self.active_key_id is not None and self.active_key_id != cipher.active_key_id:
+                f" starting with a letter, and none of {', '.join(sorted(_NOT_CIPHERS))}")
+        _check_key_id(key_id)
+        if self.active_key_id is not None:
             raise EncryptionError(
-                f"active_key_id {self.active_key_id!r} is not the cipher's"
-                f" ({cipher.active_key_id!r}); leave it out with cipher=")
-        object.__setattr__(self, "active_key_id", cipher.active_key_id)
-        return cipher
+                "active_key_id is for keys=; with cipher=, the cipher's active_key_id is the"
+                " key records are written with")
+        return checked
 
     @classmethod
     def single(cls, key: bytes, key_id: str = "default", *,
@@ -217,30 +238,26 @@ class Encryption:
     @property
     def name(self) -> str:
         """The cipher's name, as the codec string of the records it encrypts holds it."""
-        return self._cipher().name
+        return self._cipher.name
 
     @property
     def key_id(self) -> str:
-        """The key id new records are encrypted with."""
-        return self._cipher().active_key_id
+        """The key id new records are encrypted with now (the cipher's, read each time)."""
+        return _check_key_id(self._cipher.active_key_id)
 
-    def _cipher(self) -> Cipher:
-        assert self.cipher is not None  # set by __post_init__
-        return self.cipher
-
-    def encrypt(self, plaintext: bytes, aad: bytes, *, what: str = "") -> bytes:
-        cipher = self._cipher()
+    def encrypt(self, key_id: str, plaintext: bytes, aad: bytes, *, what: str = "") -> bytes:
+        """``plaintext`` sealed with the key ``key_id`` (the one the record names)."""
+        cipher = self._cipher
         try:
-            sealed = cipher.encrypt(plaintext, aad)
+            sealed = cipher.encrypt(key_id, plaintext, aad)
+        except StateError as exc:
+            raise with_context(exc, what)  # noqa: B904 - its cause is set: exc
         except FlujoError:
             raise
         except Exception as exc:
             raise EncryptionError(
                 f"{what}: cipher {cipher.name!r} failed to encrypt: {exc!r}") from exc
-        if not isinstance(sealed, bytes):
-            raise EncryptionError(f"{what}: cipher {cipher.name!r} returned"
-                                  f" {type(sealed).__name__}, not bytes")
-        return sealed
+        return as_bytes(sealed, what, f"cipher {cipher.name!r}", EncryptionError)
 
     def decrypt(self, key_id: str | None, blob: bytes, aad: bytes, *, what: str,
                 unbound_aad: bytes | None = None) -> bytes:
@@ -266,19 +283,18 @@ class Encryption:
 
     def _open(self, key_id: str | None, blob: bytes, aad: bytes, *,
               what: str) -> bytes | None:
-        cipher = self._cipher()
+        cipher = self._cipher
         if key_id is None:
             raise EncryptionError(f"{what}: the record is encrypted but names no key id")
         try:
             plaintext = cipher.decrypt(key_id, blob, aad)
-        except EncryptionError as exc:
-            raise EncryptionError(f"{what}: {exc}") from exc
+        except StateError as exc:
+            raise with_context(exc, what)  # noqa: B904 - its cause is set: exc
         except FlujoError:
             raise
         except Exception as exc:
             raise EncryptionError(
                 f"{what}: cipher {cipher.name!r} failed to decrypt: {exc!r}") from exc
-        if plaintext is not None and not isinstance(plaintext, bytes):
-            raise EncryptionError(f"{what}: cipher {cipher.name!r} returned"
-                                  f" {type(plaintext).__name__}, not bytes")
-        return plaintext
+        if plaintext is None:
+            return None
+        return as_bytes(plaintext, what, f"cipher {cipher.name!r}", EncryptionError)

@@ -30,6 +30,7 @@ __all__ = [
     "FORMAT",
     "KINDS",
     "Envelope",
+    "codec_problem",
     "envelope_json_schema",
     "envelope_schema_text",
     "format_timestamp",
@@ -62,6 +63,32 @@ CODEC_PATTERN = r"^json(\+[a-z][a-z0-9-]{0,31}){0,2}$"
 _CODEC = re.compile(CODEC_PATTERN)
 #: flujo's own compressors, which never name a cipher.
 _COMPRESSIONS = frozenset({"zlib", "zstd"})
+
+def codec_problem(codec: str, key_id: str | None) -> str | None:
+    """Why a record with this ``codec`` string and ``key_id`` cannot be read (None: it
+    can): the grammar, then the stages against the key id."""
+    return grammar_problem(codec) or stages_problem(codec, key_id)
+
+
+def grammar_problem(codec: str) -> str | None:
+    """Why ``codec`` is no codec string (None: it is one)."""
+    if not _CODEC.fullmatch(codec) or "json" in codec.split("+")[1:]:
+        return (f"codec must be 'json', then up to a compressor and a cipher, each joined"
+                f" with '+' (such as {', '.join(CODECS[1:])})")
+    return None
+
+
+def stages_problem(codec: str, key_id: str | None) -> str | None:
+    """Why a record of a well-formed ``codec`` string with ``key_id`` cannot be (None: it
+    can): a cipher stage needs a key id, and a key id a cipher stage."""
+    stages = codec.split("+")[1:]
+    if key_id is None:
+        if len(stages) > 1 or stages[:1] == ["aesgcm"]:
+            return f"codec {codec!r} names a cipher but key_id is null"
+    elif not stages or stages[-1] in _COMPRESSIONS:
+        return f"key_id {key_id!r} is set but codec {codec!r} names no cipher"
+    return None
+
 
 _SCHEMA_ID = f"urn:flujo:schema:state-envelope:{ENVELOPE_VERSION}"
 
@@ -168,10 +195,9 @@ class Envelope(BaseModel):
     @field_validator("codec")
     @classmethod
     def _codec(cls, value: str) -> str:
-        if not _CODEC.fullmatch(value) or "+json" in value:
-            raise ValueError(
-                "codec must be 'json', then up to a compressor and a cipher, each joined with"
-                f" '+' (such as {', '.join(CODECS[1:])})")
+        problem = grammar_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("kind")
@@ -183,13 +209,9 @@ class Envelope(BaseModel):
 
     @model_validator(mode="after")
     def _stages(self) -> Envelope:
-        stages = self.codec.split("+")[1:]
-        if self.key_id is None:
-            if len(stages) > 1 or stages[:1] == ["aesgcm"]:
-                raise ValueError(f"codec {self.codec!r} names a cipher but key_id is null")
-        elif not stages or stages[-1] in _COMPRESSIONS:
-            raise ValueError(f"key_id {self.key_id!r} is set but codec {self.codec!r} names"
-                             " no cipher")
+        problem = stages_problem(self.codec, self.key_id)
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
     @model_validator(mode="after")

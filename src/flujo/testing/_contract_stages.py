@@ -61,11 +61,10 @@ class KeyServiceCipher:
         self._masters = {key_id: AESGCM(key) for key_id, key in master_keys.items()}
         self.active_key_id = active_key_id
 
-    def encrypt(self, plaintext: bytes, associated_data: bytes) -> bytes:
+    def encrypt(self, key_id: str, plaintext: bytes, associated_data: bytes) -> bytes:
         data_key = self._aead.generate_key(bit_length=256)
         wrap_nonce, nonce = os.urandom(12), os.urandom(12)
-        wrapped = self._masters[self.active_key_id].encrypt(wrap_nonce, data_key,
-                                                            associated_data)
+        wrapped = self._masters[key_id].encrypt(wrap_nonce, data_key, associated_data)
         sealed = self._aead(data_key).encrypt(nonce, plaintext, associated_data)
         return wrap_nonce + wrapped + nonce + sealed
 

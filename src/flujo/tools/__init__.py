@@ -5,6 +5,23 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+__all__ = [  # each handed over by __getattr__, with the warning
+    "MODES",
+    "Finding",
+    "Narrowing",
+    "TypeDoc",
+    "check_folder",
+    "collect",
+    "committed_type_schemas",
+    "documents",
+    "export",
+    "narrowings",
+    "render_html",
+    "render_json",
+    "schema_documents",
+    "stale_files",
+]
+
 
 def __getattr__(name: str) -> Any:
     import flujo.schema

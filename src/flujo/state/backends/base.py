@@ -23,7 +23,7 @@ from flujo.exceptions import (
     BackendConfigError,
     CorruptStateError,
     EncryptionError,
-    PayloadTooLargeError,
+    RecordTooLargeError,
 )
 from flujo.serialization import TypeRegistry
 
@@ -34,6 +34,7 @@ from .._codec import (
     EnvelopeCodec,
     SealedRecord,
 )
+from .._compression import Compressor
 from .._crypto import Encryption
 from .._envelope import Envelope
 from .._jsonio import dumps
@@ -213,7 +214,7 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
         *,
         registry: TypeRegistry | None = None,
         migrations: StateMigrations | None = None,
-        compression: str | None = None,
+        compression: str | Compressor | None = None,
         compression_level: int | None = None,
         encryption: Encryption | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
@@ -453,7 +454,7 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
             return None
         total = sum(size for _, size in chain) + stored.size
         if total > 2 * self.codec.max_record_bytes:
-            raise PayloadTooLargeError(
+            raise RecordTooLargeError(
                 f"{self.describe(run_id)}: the records of the chain hold {total:,} bytes, over"
                 " twice this store's record limit; refused unread")
         return [*chain, (head, stored.size)]
