@@ -39,6 +39,7 @@ COMPILED = [
     "src/flujo/serialization/_custom.py",
     "src/flujo/serialization/_datetimes.py",
     "src/flujo/serialization/_memo.py",
+    "src/flujo/serialization/_objects.py",
     "src/flujo/serialization/_plans.py",
     "src/flujo/serialization/_rows.py",
     "src/flujo/serialization/_typed.py",

@@ -115,3 +115,51 @@ def test_no_import_of_another_package_s_private_parts(package: str) -> None:
         if private:
             wrong.append(f"{module}:{line} imports {', '.join(private)} from {target}")
     assert not wrong, "\n".join(wrong)
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A cycle of ``graph`` (its nodes in order, the first repeated last), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt):], nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found is not None:
+                    return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found is not None:
+                return found
+    return None
+
+
+def test_the_modules_of_serialization_import_one_way() -> None:
+    """No cycle among flujo.serialization's modules, imports made only for type checking
+    and inside functions included: each module can be read (and changed) knowing only
+    the ones below it."""
+    graph: dict[str, set[str]] = {}
+    for module, target, names, _ in _imports():
+        if not module.startswith("flujo.serialization.") or \
+                not target.startswith("flujo.serialization"):
+            continue
+        targets = [target] if target != "flujo.serialization" else [
+            f"flujo.serialization.{name}" for name in names]
+        graph.setdefault(module, set()).update(
+            t for t in targets if t != module and t.count(".") == 2)
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
+
+
+def test_a_cycle_is_found_where_there_is_one() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None

@@ -124,8 +124,8 @@ def test_compression_settings_are_checked() -> None:
 
 
 @pytest.mark.parametrize(("method", "result", "error", "message"), [
-    ("decompress", RuntimeError("boom"), CorruptStateError, r"^r1: the \S+ payload is damaged: "
-                                                             r"RuntimeError\('boom'\)"),
+    ("decompress", RuntimeError("boom"), CorruptStateError,
+     r"^r1: compressor '\S+' found the payload damaged: RuntimeError\('boom'\)"),
     ("decompress", "text", CorruptStateError, "returned str, not bytes"),
     ("decompress", b"[" * 5000, PayloadTooLargeError, "more than max_payload_bytes=4000"),
 ])

@@ -43,8 +43,8 @@ from ._registry import DEFAULT_MAX_DEPTH, TypeRegistry
 from ._schema import FORMAT_ID, tagged_format_schema, type_schema
 from ._secrets import mask_secrets
 from ._text import lone_surrogate_error
-from ._types import JSONSchema, Migration, TypeCodec, note_version
-from ._undecoded import UndecodedValue
+from ._types import JSONSchema, Migration, TypeCodec
+from ._undecoded import UndecodedValue, note_version
 
 __all__ = [
     "ANCHOR",

@@ -16,7 +16,7 @@ import enum
 import inspect
 import operator
 from collections.abc import Callable, Collection, Mapping
-from functools import cached_property, partial
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel
@@ -25,11 +25,20 @@ from pydantic_core import PydanticUndefined
 from ..exceptions import DeserializationError, SerializationError, caused
 from ._codec import INT_MAX, INT_MIN, NO_DIRECT_PLANS, WithState, _note, key_segment
 from ._generics import parametrized_name
+from ._objects import (
+    NO_VALUE,
+    StoredState,
+    check_fields,
+    declared_slots,
+    open_object,
+    slot_readers,
+    slot_setter,
+)
 from ._pydantic_v1 import is_v1_model, v1_model_codec
-from ._rows import Shape, parse_header, refuse_unknown
+from ._rows import Shape, parse_header
 from ._scalars import scalar_base, scalar_codec
 from ._secrets import preview
-from ._typed import TypedReader, fill_private_defaults, slot_setter
+from ._typed import TypedReader, fill_private_defaults
 from ._types import Migration, TypeCodec
 
 if TYPE_CHECKING:
@@ -82,121 +91,11 @@ def _describe(cls: type) -> str:
     return inspect.cleandoc(own) if isinstance(own, str) else ""
 
 
-_NO_VALUE: Final = object()  # a field without a value (never set, or deleted)
-_STATE_KEYS: Final = frozenset({"set", "missing", "private", "attrs"})
-
-
-def _check_fields(values: Collection[str], required: frozenset[str], missing: Collection[str],
-                  known: frozenset[str] | None, name: str) -> None:
-    lacking = required.difference(values).difference(missing)
-    if lacking:
-        raise DeserializationError(
-            f"{name}: stored data lacks required field(s) {sorted(lacking)}; bump the type's "
-            "version and register a migration that fills them"
-        )
-    if known is not None:
-        refuse_unknown(set(values).difference(known), name)
-
-
-def _slot_names(cls: type, skip: Collection[str] = ()) -> list[str]:
-    """The instance slots ``cls`` and its bases declare (``__dict__``/``__weakref__`` and
-    ``skip`` aside), outermost class first."""
-    names: list[str] = []
-    for klass in reversed(cls.__mro__):
-        slots = klass.__dict__.get("__slots__", ())
-        for slot in (slots,) if isinstance(slots, str) else slots:
-            if (type(slot) is str and slot not in ("__dict__", "__weakref__")
-                    and slot not in skip and slot not in names):
-                names.append(slot)
-    return names
-
-
 def _cached_properties(cls: type) -> frozenset[str]:
     """Names of ``functools.cached_property`` attributes: caches the class recomputes, so
     their values in ``__dict__`` are not part of the stored state."""
     return frozenset(name for klass in cls.__mro__ for name, value in vars(klass).items()
                      if isinstance(value, cached_property))
-
-
-def _slot_getters(cls: type, names: list[str]) -> list[tuple[str, Callable[[Any], Any]]]:
-    getters: list[tuple[str, Callable[[Any], Any]]] = []
-    for name in names:
-        for klass in cls.__mro__:
-            descriptor = klass.__dict__.get(name)
-            if descriptor is not None and hasattr(descriptor, "__get__"):
-                getters.append((name, partial(_read_slot, descriptor)))
-                break
-    return getters
-
-
-def _read_slot(descriptor: Any, obj: Any) -> Any:
-    try:
-        return descriptor.__get__(obj, type(obj))
-    except AttributeError:  # an empty slot: pickle skips it too
-        return _NO_VALUE
-
-
-def _state_names(state: Any, key: str, owner: str) -> list[str]:
-    names = state.get(key, [])
-    if type(names) is not list or any(type(n) is not str for n in names):
-        raise DeserializationError(f"{owner}: state {key!r} must be a list of names, got "
-                                   f"{preview(names)}")
-    return names
-
-
-class _StoredState:
-    """The ``s`` of a model's or dataclass's tagged object, read (docs/format.md)."""
-
-    __slots__ = ("attrs", "fields_set", "has_private", "missing", "private")
-
-    def __init__(self, dec: Decoder, state: Any, depth: int, owner: str,
-                 has_private: bool) -> None:
-        if type(state) is not dict or not state or not _STATE_KEYS.issuperset(state):
-            raise DeserializationError(
-                f"{owner}: an object state must be an object with some of the keys "
-                f"{sorted(_STATE_KEYS)}, got {preview(state)}")
-        self.fields_set: set[str] | None = (
-            set(_state_names(state, "set", owner)) if "set" in state else None)
-        self.missing: list[str] = _state_names(state, "missing", owner)
-        self.has_private = "private" in state
-        self.private: Any = None
-        if self.has_private:
-            if not has_private:
-                raise DeserializationError(f"{owner}: only pydantic models have private "
-                                           "attributes")
-            self.private = _attribute_dict(dec, state["private"], depth, owner, "private",
-                                           nullable=True)
-        self.attrs: dict[str, Any] | None = None
-        if "attrs" in state:
-            self.attrs = _attribute_dict(dec, state["attrs"], depth, owner, "attrs",
-                                         nullable=False)
-
-
-def open_object(dec: Decoder, cls: type, body: Any, depth: int, owner: str,
-                has_private: bool) -> tuple[Any, dict[str, Any], _StoredState | None]:
-    """A dataclass's or pydantic.v1 model's tagged object, opened: the new instance (bound
-    to its anchor before its contents are read, so that a cycle through it finds it), its
-    stored field values and its state (``s``), if any."""
-    state: Any = None
-    if type(body) is WithState:
-        state = body.state
-        body = body.value
-    obj: Any = object.__new__(cls)
-    dec.bind(obj)
-    values = dec.decode_object(body, depth, owner)
-    stored = None if state is None else _StoredState(dec, state, depth, owner, has_private)
-    return obj, values, stored
-
-
-def _attribute_dict(dec: Decoder, data: Any, depth: int, owner: str, key: str, *,
-                    nullable: bool) -> Any:
-    if data is None and nullable:
-        return None
-    value = dec.decode(data, depth)
-    if type(value) is not dict or any(type(k) is not str for k in value):
-        raise DeserializationError(f"{owner}: state {key!r} must be an object of attributes, "
-                                   f"got {preview(data)}")
-    return value
 
 
 def _field_state(fields: tuple[str, ...], values: dict[str, Any], missing: Collection[str],
@@ -232,8 +131,8 @@ def _default_getter(field: Any) -> Callable[[dict[str, Any]], Any]:
 def _pydantic_slot(obj: BaseModel, slot: str, owner: str) -> Any:
     """One of the slots every pydantic instance has; refused where one was deleted (pickle
     fails on such an instance too), instead of taken as empty."""
-    value = getattr(obj, slot, _NO_VALUE)
-    if value is _NO_VALUE:
+    value = getattr(obj, slot, NO_VALUE)
+    if value is NO_VALUE:
         raise SerializationError(
             f"{owner}: the instance has no {slot} (deleted, or the instance was not built by"
             " pydantic), so its state cannot be stored")
@@ -253,7 +152,7 @@ def model_codec(
     known = None if allows_extra else field_names
     private_attributes = dict(cls.__private_attributes__)
     not_state = field_names | _cached_properties(cls)
-    slot_getters = _slot_getters(cls, _slot_names(
+    slot_getters = slot_readers(cls, declared_slots(
         cls, ("__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__")))
 
     def encode_fields(enc: Encoder, obj: BaseModel, depth: int) -> dict[str, Any]:
@@ -315,7 +214,7 @@ def model_codec(
             plain = {k: v for k, v in attributes.items() if k not in not_state}
             for slot, read in slot_getters:
                 value = read(obj)
-                if value is not _NO_VALUE:
+                if value is not NO_VALUE:
                     plain[slot] = value
             if plain:
                 state["attrs"] = enc.encode(plain, child)
@@ -362,9 +261,9 @@ def model_codec(
         return reader().read_rows(rows, stored)
 
     def restore(dec: Decoder, obj: BaseModel, values: dict[str, Any],
-                stored: _StoredState | None) -> BaseModel:
+                stored: StoredState | None) -> BaseModel:
         missing: Collection[str] = () if stored is None else stored.missing
-        _check_fields(values, required, missing, known, name)
+        check_fields(values, required, missing, known, name)
         attributes = _field_state(fields, values, missing, defaults)
         extra: dict[str, Any] | None = None
         if allows_extra:
@@ -414,7 +313,7 @@ def model_codec(
             set_extra(obj, None)
             set_private(obj, None)
             return obj
-        stored = None if state is None else _StoredState(dec, state, depth, name, True)
+        stored = None if state is None else StoredState(dec, state, depth, name, True)
         return restore(dec, obj, values, stored)
 
     return TypeCodec(name, version, "model", cls, encode_value, decode_value, None,
@@ -433,8 +332,8 @@ def dataclass_codec(cls: type, name: str, version: int,
     required = frozenset(fields).difference(defaults)
     known = frozenset(fields)
     not_state = known | _cached_properties(cls)
-    slot_names = _slot_names(cls)
-    slot_getters = _slot_getters(cls, slot_names)
+    slot_names = declared_slots(cls)
+    slot_getters = slot_readers(cls, slot_names)
 
     def instance_state(obj: Any) -> dict[str, Any]:
         """The attributes pickle would save: ``__dict__`` and the filled slots."""
@@ -445,7 +344,7 @@ def dataclass_codec(cls: type, name: str, version: int,
         state: dict[str, Any] = dict(own) if own is not None else {}
         for slot, read in slot_getters:
             value = read(obj)
-            if value is not _NO_VALUE:
+            if value is not NO_VALUE:
                 state[slot] = value
         return state
 
@@ -479,7 +378,7 @@ def dataclass_codec(cls: type, name: str, version: int,
     def decode_value(dec: Decoder, body: Any, depth: int) -> Any:
         obj, values, stored = open_object(dec, cls, body, depth, name, False)
         missing: Collection[str] = () if stored is None else stored.missing
-        _check_fields(values, required, missing, known, name)
+        check_fields(values, required, missing, known, name)
         attributes = _field_state(fields, values, missing, defaults)
         if stored is not None and stored.attrs:
             attributes.update(stored.attrs)

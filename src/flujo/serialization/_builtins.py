@@ -50,6 +50,7 @@ from ._datetimes import (
     zone_suffix,
     zoneinfo_from_text,
 )
+from ._plans import read_model_rows, read_models
 from ._rows import parse_header
 from ._secrets import preview
 from ._types import JSONSchema, TypeCodec, unchanged
@@ -499,7 +500,7 @@ def _dec_models(dec: Decoder, v: Any, depth: int) -> list[Any]:
     body = _expect(v, list, "models")
     if len(body) != 2:
         raise DeserializationError(f"models: expected [tag, [model JSON, ...]], got {preview(v)}")
-    return dec.registry.decode_model_batch(dec, body[0], body[1], depth)
+    return read_models(dec, body[0], body[1], depth)
 
 
 def _rows_v1_to_v2(v: Any) -> Any:
@@ -517,7 +518,7 @@ def _dec_rows(dec: Decoder, v: Any, depth: int) -> list[Any]:
     if len(body) != 3 or type(body[0]) is not str:
         raise DeserializationError(f"rows: expected [tag, fields, [row, ...]], got {preview(v)}")
     stored = parse_header(body[1], depth + 1, dec.limit, dec.max_depth)
-    return dec.registry.decode_model_rows(dec, body[0], stored, body[2], depth)
+    return read_model_rows(dec, body[0], stored, body[2], depth)
 
 
 # The grammar of _rows; anchors, not $defs, because a codec's schema is embedded in others.

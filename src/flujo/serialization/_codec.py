@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime, timezone, tzinfo
 from decimal import Decimal
 from importlib.machinery import EXTENSION_SUFFIXES
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -39,9 +39,6 @@ from ..exceptions import (
 )
 from ._secrets import preview as _preview
 from ._undecoded import UndecodedValue
-
-if TYPE_CHECKING:
-    from ._registry import TypeRegistry
 
 TAG: Final = "$t"
 VALUE: Final = "v"
@@ -87,6 +84,36 @@ EncodePlan = Callable[["Encoder", Any, int], Any]
 NO_DIRECT_PLANS: Final[dict[type, EncodePlan]] = {}
 BatchPlan = Callable[["Encoder", list[Any], int], Any]
 DecodePlan = Callable[["Decoder", Any, int], Any]
+
+
+class Plans(Protocol):
+    """What the encoder and the decoder ask of a type registry (``TypeRegistry`` is the
+    one): the plan caches they read first, the lookups that fill them, and the few answers
+    the built-in forms need. The codec layer knows the registry through this alone, so it
+    imports nothing above it."""
+
+    references: bool
+    _encode_plans: dict[type, EncodePlan]
+    _direct_plans: dict[type, EncodePlan]
+    _batch_plans: dict[type, BatchPlan]
+    _decode_plans: dict[str, DecodePlan]
+    _stateful_tags: dict[str, bool]
+    _text_readers: dict[str, Callable[[str], Any]]
+
+    def _encode_plan_for(self, cls: type,
+                         default: Callable[[Any], Any] | None) -> EncodePlan: ...
+
+    def _decode_plan_for(self, tag: str, remember_unknown: bool = False) -> DecodePlan: ...
+
+    def keeps_identity(self, cls: type) -> bool: ...
+
+    def built_when_finished(self, cls: type) -> bool: ...
+
+    def current_codec(self, tag: str) -> Any: ...
+
+    def factory_named(self, name: str) -> Callable[[], Any]: ...
+
+    def codec_for_factory(self, factory: object) -> Any: ...
 
 
 class WithState:
@@ -334,7 +361,7 @@ class Encoder:
 
     def __init__(
         self,
-        registry: TypeRegistry,
+        registry: Plans,
         *,
         validate: bool,
         default: Callable[[Any], Any] | None,
@@ -993,7 +1020,7 @@ class Decoder:
     __slots__ = ("anchors", "busy", "limit", "max_depth", "owned", "pending", "plans",
                  "registry", "stateful", "strict", "text_readers")
 
-    def __init__(self, registry: TypeRegistry, *, strict: bool, max_depth: int) -> None:
+    def __init__(self, registry: Plans, *, strict: bool, max_depth: int) -> None:
         self.registry = registry
         self.plans = registry._decode_plans
         self.stateful = registry._stateful_tags

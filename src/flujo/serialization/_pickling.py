@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from ._scalars import SCALAR_BASES
+#: The builtins flujo stores subclasses of (``_scalars``), with their instance state.
+SCALAR_BASES: Final = (str, int, float, bytes)
 
 _PICKLE_HOOKS: Final = ("__reduce_ex__", "__reduce__", "__getstate__", "__setstate__",
                         "__getnewargs_ex__", "__getnewargs__")

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..exceptions import (
+    DeserializationError,
     FlujoError,
     MigrationError,
     MissingMigrationError,
@@ -37,9 +38,10 @@ from ._codec import (
     Encoder,
     WithState,
 )
-from ._rows import header_of, parse_header, row_to_dict
+from ._rows import Shape, check_rows, header_of, parse_header, row_to_dict, rows_to_dicts
 from ._typed import TypedModel
-from ._types import Migration, TypeCodec, changes_nothing, note_version
+from ._types import Migration, TypeCodec, changes_nothing
+from ._undecoded import note_version
 
 # Values whose identity is kept (docs/format.md, "Shared references and cycles"): mutable
 # containers, models, dataclasses and registered types. Strings, numbers, dates, tuples,
@@ -261,3 +263,26 @@ def migrating_plan(codec: TypeCodec, stored: int, decode_value: DecodePlan) -> D
             dec.owned = owned
 
     return plan
+
+
+def read_models(dec: Decoder, tag: Any, items: Any, depth: int) -> list[Any]:
+    """Read ``models@1``: ``[tag, [json, ...]]`` means ``[{"$t": tag, "v": [json]}, ...]``;
+    at the tag's current version, pydantic reads the whole list in one call."""
+    if type(tag) is not str or type(items) is not list:
+        raise DeserializationError("models: expected [tag, [model JSON, ...]]")
+    plan = dec.plans.get(tag) or dec.registry._decode_plan_for(tag, not dec.strict)
+    codec: TypeCodec | None = dec.registry.current_codec(tag)
+    if codec is not None and codec.read_typed_list is not None:
+        return codec.read_typed_list(items)
+    return [plan(dec, [item], depth) for item in items]
+
+
+def read_model_rows(dec: Decoder, tag: str, stored: Shape, rows: Any,
+                    depth: int) -> list[Any]:
+    """Read rows (``_rows``): the rows stand for a ``models@1`` list."""
+    plan = dec.plans.get(tag) or dec.registry._decode_plan_for(tag, not dec.strict)
+    codec: TypeCodec | None = dec.registry.current_codec(tag)
+    if codec is not None and codec.read_typed_rows is not None:
+        return codec.read_typed_rows(rows, stored)
+    # an older version, whose migrations take each model in the one-model typed form
+    return [plan(dec, [item], depth) for item in rows_to_dicts(check_rows(rows), stored)]

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import DeserializationError, SerializationError
 from ._codec import _note, key_segment
+from ._objects import check_fields, open_object
 from ._types import Migration, TypeCodec
 
 if TYPE_CHECKING:
@@ -45,7 +46,6 @@ def _no_default() -> object:
 
 def v1_model_codec(cls: type, name: str, version: int,
                    migrations: Mapping[int, Migration]) -> TypeCodec:
-    from ._auto import _check_fields, open_object  # _auto derives through this module
 
     model_fields: dict[str, Any] = cls.__fields__  # type: ignore[attr-defined]
     field_names = tuple(model_fields)
@@ -109,7 +109,7 @@ def v1_model_codec(cls: type, name: str, version: int,
                 f"{name}: the attributes of a pydantic.v1 model besides its fields are its "
                 "extras, except in a model without extras (construct() keeps unknown names)")
         missing: Collection[str] = () if stored is None else stored.missing
-        _check_fields(values, required, missing, None if allows_extra else known, name)
+        check_fields(values, required, missing, None if allows_extra else known, name)
         attributes: dict[str, Any] = {}
         for key in field_names:  # as v1 orders __dict__: fields, then extras
             if key in values:

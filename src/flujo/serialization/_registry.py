@@ -55,7 +55,6 @@ from ._plans import (
     typed_plan,
 )
 from ._pydantic_types import PYDANTIC_CODECS
-from ._rows import Shape, check_rows, rows_to_dicts
 from ._stdlib import STDLIB_CODECS
 from ._typed import typed_model
 from ._types import STATEFUL_KINDS, JSONSchema, Migration, TypeCodec
@@ -466,30 +465,10 @@ class TypeRegistry:
             self._cache_plan(self._direct_plans, cls, plan, generation)
         return plan
 
-    def decode_model_batch(self, dec: Decoder, tag: Any, items: Any, depth: int) -> list[Any]:
-        """Read ``models@1``: ``[tag, [json, ...]]`` means ``[{"$t": tag, "v": [json]}, ...]``."""
-        if type(tag) is not str or type(items) is not list:
-            raise DeserializationError("models: expected [tag, [model JSON, ...]]")
-        plan = dec.plans.get(tag) or self._decode_plan_for(tag, not dec.strict)
-        codec = self._current_codec(tag)
-        if codec is not None and codec.read_typed_list is not None:
-            return codec.read_typed_list(items)  # pydantic reads the whole list
-        return [plan(dec, [item], depth) for item in items]
-
-    def decode_model_rows(self, dec: Decoder, tag: str, stored: Shape, rows: Any,
-                          depth: int) -> list[Any]:
-        """Read ``rows@1`` (``_rows``): the rows stand for a ``models@1`` list."""
-        plan = dec.plans.get(tag) or self._decode_plan_for(tag, not dec.strict)
-        codec = self._current_codec(tag)
-        if codec is not None and codec.read_typed_rows is not None:
-            return codec.read_typed_rows(rows, stored)
-        # an older version, whose migrations take each model in the one-model typed form
-        return [plan(dec, [item], depth) for item in rows_to_dicts(check_rows(rows), stored)]
-
-    def _current_codec(self, tag: str) -> TypeCodec | None:
+    def current_codec(self, tag: str) -> TypeCodec | None:
         """The codec of ``tag``, planned already, when the tag is at its codec's current
         version; None for an older version (or a plan made before the last registration:
-        the list is then read model by model, as an older version is)."""
+        a list is then read model by model, as an older version is)."""
         return self._current_codecs.get(tag)
 
     def _cache_plan(self, cache: dict[Any, Any], key: Any, plan: Any, generation: int) -> None:

@@ -16,10 +16,12 @@ identity.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from ..exceptions import DeserializationError
 from ._codec import WithState
+from ._objects import NO_VALUE, declared_slots, slot_readers, slot_setter
+from ._pickling import SCALAR_BASES
 from ._secrets import preview
 from ._types import Migration, TypeCodec
 
@@ -28,7 +30,6 @@ if TYPE_CHECKING:
 
 # Checked in this order: a class deriving from two of them (none in the standard library)
 # is stored as the first.
-SCALAR_BASES: Final = (str, int, float, bytes)
 
 
 def scalar_base(cls: type) -> type | None:
@@ -45,14 +46,11 @@ def scalar_base(cls: type) -> type | None:
 
 def scalar_codec(cls: type, name: str, version: int,
                  migrations: Mapping[int, Migration]) -> TypeCodec:
-    from ._auto import _NO_VALUE, _slot_getters, _slot_names  # _auto derives through here
-    from ._typed import slot_setter
-
     base = scalar_base(cls)
     assert base is not None
     # A float subclass may declare slots (str, int and bytes ones cannot have non-empty
     # ones): pickle keeps the filled ones with the __dict__, and so does flujo.
-    slot_getters = _slot_getters(cls, _slot_names(cls))
+    slot_getters = slot_readers(cls, declared_slots(cls))
     slot_setters = {slot: slot_setter(cls, slot) for slot, _ in slot_getters}
     # What pickle stores: the base's __getnewargs__, never the subclass's own __str__.
     builtin_value: Callable[[Any], tuple[Any]] = getattr(base, "__getnewargs__")  # noqa: B009
@@ -65,7 +63,7 @@ def scalar_codec(cls: type, name: str, version: int,
         attributes: dict[str, Any] = dict(obj.__dict__) if has_dict else {}
         for slot, read in slot_getters:
             slot_value = read(obj)
-            if slot_value is not _NO_VALUE:
+            if slot_value is not NO_VALUE:
                 attributes[slot] = slot_value
         if not attributes:
             return value, None

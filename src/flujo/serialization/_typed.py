@@ -40,6 +40,7 @@ from pydantic_core import PydanticSerializationError, PydanticUndefined, SchemaV
 from ..exceptions import DeserializationError, SerializationError, caused
 from ._codec import _PLAIN_DEPTH, _note, key_segment
 from ._guard import UNSET, Ineligible, SchemaWalker, Uncompilable, build_guards, build_row_reader
+from ._objects import slot_setter
 from ._rows import (
     Shape,
     check_rows,
@@ -54,7 +55,7 @@ from ._rows import (
 from ._structure import DATETIME, MODEL_CLASS, structure_schema
 
 __all__ = ["TypedModel", "TypedReader", "core_schema_of", "fill_private_defaults",
-           "slot_setter", "typed_model"]
+           "typed_model"]
 
 # pydantic's TzInfo -> the datetime.timezone of its offset. TzInfo compares equal to that
 # timezone but does not hash equal, so the TzInfo itself is the key (equal TzInfos, one entry
@@ -215,22 +216,6 @@ def _unset_applied(cls: type, state: dict[str, Any], fields_set: set[str],
                 "the model's fields")
         fields_set.discard(name)
     return fields_set
-
-
-def slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
-    """The setter of the slot ``name`` on instances of ``cls`` (the descriptor's own)."""
-    for klass in cls.__mro__:
-        descriptor = klass.__dict__.get(name)
-        if descriptor is not None:
-            setter: Callable[[Any, Any], None] | None = getattr(descriptor, "__set__", None)
-            if setter is not None:
-                return setter
-            break
-
-    def set_attribute(obj: Any, value: Any) -> None:
-        object.__setattr__(obj, name, value)
-
-    return set_attribute
 
 
 def fill_private_defaults(private: dict[str, Any], attributes: dict[str, Any]) -> dict[str, Any]:

@@ -32,13 +32,6 @@ def changes_nothing(step: Migration) -> bool:
     return step in _UNCHANGED
 
 
-def note_version(manifest: dict[str, int], name: str, version: int) -> None:
-    """Note in a manifest that a document holds ``name`` at ``version``: the manifest
-    keeps the newest version of each name (rows@2 and rows@3 may share one document)."""
-    if manifest.get(name, 0) < version:
-        manifest[name] = version
-
-
 @dataclass(frozen=True, eq=False)
 class TypeCodec:
     """How one type is written and read.

@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 from ..exceptions import SerializationError
-from ._types import note_version
 
 _TAG = "$t"
 _ANCHOR = "id"
@@ -67,3 +66,11 @@ def _note_tag(manifest: dict[str, int], tag: str) -> None:
     # every reader); a version beyond any real one is not a number a manifest may hold
     if at and name and version.isascii() and version.isdecimal() and len(version) <= 9:
         note_version(manifest, name, int(version))
+
+
+def note_version(manifest: dict[str, int], name: str, version: int) -> None:
+    """Note in a manifest that a document holds ``name`` at ``version``: the manifest
+    keeps the newest version of each name (rows@2 and rows@3 may share one document).
+    Here, below the codecs, because a value kept undecoded notes its own tags too."""
+    if manifest.get(name, 0) < version:
+        manifest[name] = version

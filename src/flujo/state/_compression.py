@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 import threading
 import zlib
+from collections.abc import Callable
+from functools import partial
 from types import ModuleType
 from typing import Literal, Protocol, cast, runtime_checkable
 
@@ -279,6 +281,21 @@ def with_context(exc: StateError, what: str) -> StateError:
     return named
 
 
+def run_stage(call: Callable[[], object], *, what: str, stage: str,
+              failed: type[StateError], failure: str) -> object:
+    """What a stage's ``call`` returns, its failures as flujo errors naming ``what``: a
+    ``StateError`` it raises keeps its type; another flujo error passes as it is; anything
+    else is ``failed`` ("``stage`` ``failure``: the error"), caused by it."""
+    try:
+        return call()
+    except StateError as exc:
+        raise with_context(exc, what)  # noqa: B904 - its cause is set: exc
+    except FlujoError:
+        raise
+    except Exception as exc:
+        raise failed(f"{what}: {stage} {failure}: {exc!r}") from exc
+
+
 def as_bytes(result: object, what: str, stage: str, error: type[StateError]) -> bytes:
     """A stage's result as bytes: bytes-like results (``bytearray``, ``memoryview``) are
     taken; anything else is ``error`` naming the stage."""
@@ -291,33 +308,26 @@ def as_bytes(result: object, what: str, stage: str, error: type[StateError]) -> 
 
 def compress(compressor: Compressor, data: bytes, *, what: str) -> bytes:
     """``data`` compressed; a failure is a StateError naming ``what`` (nothing is saved)."""
-    try:
-        result = compressor.compress(data)
-    except StateError as exc:
-        raise with_context(exc, what)  # noqa: B904 - its cause is set: exc
-    except FlujoError:
-        raise
-    except Exception as exc:
-        raise StateError(f"{what}: compressor {compressor.name!r} failed: {exc!r}") from exc
-    return as_bytes(result, what, f"compressor {compressor.name!r}", StateError)
+    stage = f"compressor {compressor.name!r}"
+    result = run_stage(partial(compressor.compress, data), what=what, stage=stage,
+                       failed=StateError, failure="failed")
+    return as_bytes(result, what, stage, StateError)
 
 
 def decompress(compressor: Compressor, data: bytes, *, limit: int, what: str) -> bytes:
     """``data`` decompressed, at most ``limit`` bytes of it: RecordTooLargeError past it,
     CorruptStateError when it is damaged, each naming ``what``; another flujo error the
     compressor raises (``BackendUnavailableError``, say) keeps its type."""
+    stage = f"compressor {compressor.name!r}"
     try:
-        result = compressor.decompress(data, limit)
-    except PayloadTooLargeError as exc:  # a stored record too large: it cannot be read here
-        raise RecordTooLargeError(f"{what}: {exc}") from exc
-    except StateError as exc:
-        raise with_context(exc, what)  # noqa: B904 - its cause is set: exc
-    except FlujoError:
+        result = run_stage(partial(compressor.decompress, data, limit), what=what,
+                           stage=stage, failed=CorruptStateError,
+                           failure="found the payload damaged")
+    except RecordTooLargeError:
         raise
-    except Exception as exc:
-        raise CorruptStateError(
-            f"{what}: the {compressor.name} payload is damaged: {exc!r}") from exc
-    out = as_bytes(result, what, f"compressor {compressor.name!r}", CorruptStateError)
+    except PayloadTooLargeError as exc:  # a stored record too large: it cannot be read here
+        raise RecordTooLargeError(str(exc)) from exc
+    out = as_bytes(result, what, stage, CorruptStateError)
     if len(out) > limit:
         raise RecordTooLargeError(f"{what}: {_too_large(limit)}")
     return out

@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from types import MappingProxyType
 from typing import Any, ClassVar, Protocol, cast, runtime_checkable
 
-from flujo.exceptions import EncryptionError, FlujoError, StateError
+from flujo.exceptions import EncryptionError
 
-from ._compression import STAGE_NAME, as_bytes, with_context
+from ._compression import STAGE_NAME, as_bytes, run_stage
 
 __all__ = ["AESGCM_NAME", "NONCE_BYTES", "Cipher", "Encryption"]
 
@@ -248,16 +249,10 @@ class Encryption:
     def encrypt(self, key_id: str, plaintext: bytes, aad: bytes, *, what: str = "") -> bytes:
         """``plaintext`` sealed with the key ``key_id`` (the one the record names)."""
         cipher = self._cipher
-        try:
-            sealed = cipher.encrypt(key_id, plaintext, aad)
-        except StateError as exc:
-            raise with_context(exc, what)  # noqa: B904 - its cause is set: exc
-        except FlujoError:
-            raise
-        except Exception as exc:
-            raise EncryptionError(
-                f"{what}: cipher {cipher.name!r} failed to encrypt: {exc!r}") from exc
-        return as_bytes(sealed, what, f"cipher {cipher.name!r}", EncryptionError)
+        stage = f"cipher {cipher.name!r}"
+        sealed = run_stage(partial(cipher.encrypt, key_id, plaintext, aad), what=what,
+                           stage=stage, failed=EncryptionError, failure="failed to encrypt")
+        return as_bytes(sealed, what, stage, EncryptionError)
 
     def decrypt(self, key_id: str | None, blob: bytes, aad: bytes, *, what: str,
                 unbound_aad: bytes | None = None) -> bytes:
@@ -286,15 +281,9 @@ class Encryption:
         cipher = self._cipher
         if key_id is None:
             raise EncryptionError(f"{what}: the record is encrypted but names no key id")
-        try:
-            plaintext = cipher.decrypt(key_id, blob, aad)
-        except StateError as exc:
-            raise with_context(exc, what)  # noqa: B904 - its cause is set: exc
-        except FlujoError:
-            raise
-        except Exception as exc:
-            raise EncryptionError(
-                f"{what}: cipher {cipher.name!r} failed to decrypt: {exc!r}") from exc
+        stage = f"cipher {cipher.name!r}"
+        plaintext = run_stage(partial(cipher.decrypt, key_id, blob, aad), what=what,
+                              stage=stage, failed=EncryptionError, failure="failed to decrypt")
         if plaintext is None:
             return None
-        return as_bytes(plaintext, what, f"cipher {cipher.name!r}", EncryptionError)
+        return as_bytes(plaintext, what, stage, EncryptionError)

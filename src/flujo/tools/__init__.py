@@ -5,28 +5,15 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-__all__ = [  # each handed over by __getattr__, with the warning
-    "MODES",
-    "Finding",
-    "Narrowing",
-    "TypeDoc",
-    "check_folder",
-    "collect",
-    "committed_type_schemas",
-    "documents",
-    "export",
-    "narrowings",
-    "render_html",
-    "render_json",
-    "schema_documents",
-    "stale_files",
-]
+from ..schema import __all__ as _HANDED_OVER
+
+__all__ = list(_HANDED_OVER)  # each handed over by __getattr__, with the warning
 
 
 def __getattr__(name: str) -> Any:
     import flujo.schema
 
-    if name not in flujo.schema.__all__:
+    if name not in _HANDED_OVER:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     warnings.warn(f"flujo.tools is now flujo.schema: use flujo.schema.{name} (flujo.tools will"
                   " be removed in flujo 1.0)", DeprecationWarning, stacklevel=2)
@@ -34,6 +21,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    import flujo.schema
-
-    return sorted([*globals(), *flujo.schema.__all__])
+    return sorted([*globals(), *_HANDED_OVER])
