@@ -30,9 +30,9 @@ from ..state import (
     forked_state,
     validate_run_id,
 )
-from ._control import describe_run, save_run
 from ._models import PipelineContext
 from ._restore import context_fields, problems
+from .control import choose_checkpoint, describe_run, save_run, stored_step_names
 
 if TYPE_CHECKING:
     from ._runner import Flujo
@@ -59,60 +59,6 @@ async def checkpoints_of(backend: StateBackend, run_id: str) -> list[Checkpoint]
     if not found:
         raise RunNotFoundError(f"{describe_run(backend, run_id)}: no such run")
     return found
-
-
-def _position(step: str | int, names: list[str] | None, what: str) -> int:
-    if isinstance(step, bool) or not isinstance(step, str | int):
-        raise PipelineError(f"step must be a step name or index, got {step!r}")
-    if names is None:  # the run's names cannot be read here
-        if isinstance(step, int) and step >= 0:
-            return step
-        raise PipelineError(f"{what}: the run's step names cannot be read without its key"
-                            f" (it is encrypted), so step {step!r} cannot be found by name;"
-                            " give its index, or the key")
-    if isinstance(step, int):
-        if not 0 <= step < len(names):
-            raise PipelineError(f"{what}: step index {step} is out of range: the pipeline has"
-                                f" {len(names)} steps (0 to {len(names) - 1})")
-        return step
-    if step not in names:
-        raise PipelineError(f"{what}: no step {step!r} in the pipeline (steps: {names})")
-    return names.index(step)
-
-
-def choose_checkpoint(checkpoints: list[Checkpoint], names: list[str] | None, what: str, *,
-                      step: str | int | None, revision: int | None) -> Checkpoint:
-    """The checkpoint after ``step`` (a name or an index of ``names``; None: names not
-    known, an index only), or the one at ``revision``, or (neither given) the latest."""
-    if step is not None and revision is not None:
-        raise PipelineError("give step or revision, not both")
-    if revision is not None:
-        for checkpoint in checkpoints:
-            if checkpoint.revision == revision:
-                return checkpoint
-        kept = f"{checkpoints[0].revision} to {checkpoints[-1].revision}"
-        raise CheckpointNotFoundError(
-            f"{what}: no checkpoint at revision {revision!r} (kept: revisions {kept}, with"
-            " gaps where none was kept)")
-    if step is None:
-        return checkpoints[-1]
-    done = _position(step, names, what) + 1
-    for checkpoint in checkpoints:
-        if checkpoint.steps_done == done:
-            return checkpoint
-    raise CheckpointNotFoundError(
-        f"{what}: step {step!r} never finished in this run, or the checkpoint saved when it"
-        " did was pruned")
-
-
-async def stored_step_names(backend: EnvelopeStateBackend, run_id: str) -> list[str] | None:
-    """The step names the run stored (its pipeline version's), read without decoding any
-    value; None when it stored none (earlier flujo)."""
-    fields = await backend.plain_state(run_id)
-    names = fields.get("step_names") if isinstance(fields, dict) else None
-    if isinstance(names, list) and all(isinstance(name, str) for name in names):
-        return names
-    return None
 
 
 async def state_after(runner: Flujo[Any], run_id: str, *, step: str | int | None,

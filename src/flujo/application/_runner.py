@@ -11,7 +11,7 @@ step is cancelled, a sync step (which cannot be interrupted) is not followed by 
 nothing more is saved, and ClaimLostError is raised.
 
 A step that pauses (``Step.human``, ``PauseForInput``) saves the run as ``paused``; an answer
-is applied by one compare-and-set save (``_control``). Retries save after every failed
+is applied by one compare-and-set save (``control``). Retries save after every failed
 attempt, so a crash during a backoff resumes the same attempt series. A cancellation is
 carried out at a step boundary (or at once for an interruptible step, or during a backoff);
 ``KeyboardInterrupt`` and task cancellation save the run as ``cancelled`` before going on.
@@ -43,7 +43,7 @@ from ..exceptions import (
 )
 from ..state import Checkpoint, ForkOrigin, PauseRequest, StateBackend, WorkflowState
 from ..state.backends.base import RunClaim, shown
-from . import _control, _history
+from . import _history, control
 from ._attempts import CancelRequested, attempt, wait_before_retry
 from ._handle import RunHandle
 from ._human import accept_answer, input_model_for, pause_request
@@ -215,7 +215,7 @@ class Flujo(Generic[ContextT, OutputT]):
 
     async def unattended_runs_async(self, *, older_than: timedelta,
                                     limit: int = 10_000) -> list[tuple[str, datetime]]:
-        return await _control.unattended_runs(self.backend, self.pipeline_name,
+        return await control.unattended_runs(self.backend, self.pipeline_name,
                                               older_than=older_than, limit=limit)
 
     def resume(self, run_id: str, answer: Any) -> PipelineResult[ContextT, OutputT]:
@@ -281,7 +281,7 @@ class Flujo(Generic[ContextT, OutputT]):
         as ``cancelled`` at its next step boundary (at once for an ``interruptible`` step or
         during a retry's backoff): ``"running"``. A completed run stays ``"completed"``.
         """
-        return await _control.cancel_run(self.backend, run_id)
+        return await control.cancel_run(self.backend, run_id)
 
     def _handle(self, initial_input: Any, run_id: str | None,
                 initial_context_data: Mapping[str, Any] | None, answer: Any,
@@ -319,7 +319,7 @@ class Flujo(Generic[ContextT, OutputT]):
                 if state.status == "completed" or (
                         state.status == "cancelled" and not resume_cancelled):
                     if answer is not _NO_ANSWER:
-                        _control.pause_of(self._describe(rid), state)  # raises: not paused
+                        control.pause_of(self._describe(rid), state)  # raises: not paused
                     outcome.append(self._result(run, state.status))
                     return
                 # A run paused by earlier flujo stores no pause: it runs on, as it used to.
@@ -331,7 +331,7 @@ class Flujo(Generic[ContextT, OutputT]):
                     yield done
                     start += 1
                 elif answer is not _NO_ANSWER:
-                    _control.pause_of(self._describe(rid), state)  # raises: not paused
+                    control.pause_of(self._describe(rid), state)  # raises: not paused
                 if resume_cancelled:
                     await self._clear_cancel_request(rid)
             try:
@@ -402,7 +402,7 @@ class Flujo(Generic[ContextT, OutputT]):
             series += 1  # a run that failed for good, run again: a new attempt series
         used = sum(1 for f in failed if f.series == series)
         check = self._cancel_check(run.rid)
-        registry = _control.registry_of(self.backend)
+        registry = control.registry_of(self.backend)
         while True:
             total += 1
             used += 1
@@ -468,17 +468,17 @@ class Flujo(Generic[ContextT, OutputT]):
         """Apply ``answer`` to the paused ``state``: one compare-and-set save, so an answer
         is consumed once, or not at all (an invalid one leaves the run paused)."""
         what = self._describe(run.rid)
-        pause = _control.pause_of(what, state)
+        pause = control.pause_of(what, state)
         step = self.pipeline.steps[state.current_step_index] \
             if state.current_step_index < len(self.pipeline) else None
         if step is None or step.name != pause.step:
             raise CorruptStateError(
                 f"{what}: the run paused at step {pause.step!r}, but its next step is"
                 f" {shown(None if step is None else step.name)} (the record was altered)")
-        registry = _control.registry_of(self.backend)
+        registry = control.registry_of(self.backend)
         model = input_model_for(what, pause, step, registry)
         value: BaseModel = accept_answer(what, pause, model, answer, registry)
-        answered, done = _control.answered_state(state, value)
+        answered, done = control.answered_state(state, value)
         run.history = list(answered.step_history)
         run.data, run.failure, run.status = value, None, answered.status
         run.revision = await self._save(run, answered.current_step_index)
@@ -518,17 +518,17 @@ class Flujo(Generic[ContextT, OutputT]):
         on top of whatever it holds (a save that was under way may have landed)."""
         for _ in range(3):
             with contextlib.suppress(StateConflictError):
-                state, revision, _ = await _control.load_run(self.backend, run.rid)
+                state, revision, _ = await control.load_run(self.backend, run.rid)
                 if state is None or state.status in ("completed", "cancelled"):
                     return
-                await _control.save_run(self.backend,
+                await control.save_run(self.backend,
                                         state.model_copy(update={"status": "cancelled"}),
                                         revision, run.claim)
                 return
 
     # -- state --------------------------------------------------------------------------
     def _describe(self, rid: str) -> str:
-        return _control.describe_run(self.backend, rid)
+        return control.describe_run(self.backend, rid)
 
     def _result(self, run: _Run, status: str, pause: Any = None, *,
                 history: list[StepResult] | None = None) -> PipelineResult[ContextT, OutputT]:
@@ -538,7 +538,7 @@ class Flujo(Generic[ContextT, OutputT]):
             output=run.data if status == "completed" else None, status=status, pause=pause)
 
     async def _load(self, rid: str) -> tuple[WorkflowState | None, int, bool]:
-        return await _control.load_run(self.backend, rid)
+        return await control.load_run(self.backend, rid)
 
     def _resume_point(self, saved: WorkflowState,
                       legacy: bool) -> tuple[WorkflowState, PipelineContext]:
@@ -570,7 +570,7 @@ class Flujo(Generic[ContextT, OutputT]):
             step_names=self.pipeline.step_names, failure=run.failure, pause=pause,
             forked_from=run.forked_from,
         )
-        return await _control.save_run(self.backend, state, run.revision, run.claim)
+        return await control.save_run(self.backend, state, run.revision, run.claim)
 
     def _check_resumable(self, state: WorkflowState, *, legacy: bool = False) -> WorkflowState:
         if state.pipeline_name != self.pipeline_name:
@@ -630,7 +630,7 @@ class Flujo(Generic[ContextT, OutputT]):
                 f"{type(self.backend).__name__} provides no run claim: two workers could "
                 "execute the same run at once", RuntimeWarning, stacklevel=6)
 
-        return _control.claimed(self.backend, rid, timeout=self.claim_timeout,
+        return control.claimed(self.backend, rid, timeout=self.claim_timeout,
                                 unsupported=unsupported)
 
 

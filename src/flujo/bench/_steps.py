@@ -27,8 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from ..application import Flujo, PipelineContext, Step
-from ..application._pipeline import Pipeline
+from ..application import Flujo, Pipeline, PipelineContext, Step
 from ..serialization import register_type
 from ..state import EnvelopeStateBackend, WorkflowState
 

@@ -13,8 +13,8 @@ import argparse
 import os
 import sys
 
-from ..application import _control
-from ..application._human import accept_answer, input_model_for
+from ..application import control
+from ..application.control import accept_answer, input_model_for
 from ..exceptions import RunNotFoundError
 from ._output import EXIT_OK, _UsageError
 from ._store import _check_run_ids, _open_store
@@ -50,16 +50,16 @@ async def _resume(args: argparse.Namespace) -> int:
     answer = _read_answer(args.input)
     async with _open_store(args) as backend:
         what = backend.describe(args.run_id)
-        async with _control.claimed(backend, args.run_id) as claim:
-            state, revision, _ = await _control.load_run(backend, args.run_id)
+        async with control.claimed(backend, args.run_id) as claim:
+            state, revision, _ = await control.load_run(backend, args.run_id)
             if state is None:
                 raise RunNotFoundError(f"{what}: no such run")
-            pause = _control.pause_of(what, state)
-            registry = _control.registry_of(backend)
+            pause = control.pause_of(what, state)
+            registry = control.registry_of(backend)
             model = input_model_for(what, pause, None, registry)
             value = accept_answer(what, pause, model, answer, registry)
-            answered, _ = _control.answered_state(state, value)
-            await _control.save_run(backend, answered, revision, claim)
+            answered, _ = control.answered_state(state, value)
+            await control.save_run(backend, answered, revision, claim)
     names = answered.step_names or []
     if answered.status == "completed":
         print(f"answered: run {visible(args.run_id)} is completed (the paused step was its"
@@ -76,7 +76,7 @@ async def _resume(args: argparse.Namespace) -> int:
 async def _cancel(args: argparse.Namespace) -> int:
     _check_run_ids([args.run_id])
     async with _open_store(args) as backend:
-        status = await _control.cancel_run(backend, args.run_id)
+        status = await control.cancel_run(backend, args.run_id)
     run = visible(args.run_id)
     if status == "running":
         print(f"cancellation requested: the worker executing run {run} stops at its next"

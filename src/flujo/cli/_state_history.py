@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from .. import state as _state
-from ..application._history import choose_checkpoint, stored_step_names
+from ..application.control import choose_checkpoint, stored_step_names
 from ..exceptions import (
     CheckpointNotFoundError,
     EncryptionError,

@@ -15,7 +15,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from ..application import _control
+from ..application import control
 from ._modules import import_application_modules
 from ._output import EXIT_ERROR, EXIT_OK, _err, _UsageError, _use_rich
 from ._store import _open_store
@@ -59,7 +59,7 @@ async def _recover(args: argparse.Namespace) -> int:
             raise _UsageError("nothing to resubmit the runs with: give --task MODULE:NAME (the"
                               " application's FlujoTask), or --dry-run to list them")
         async with _open_store(args) as backend:
-            unattended = await _control.unattended_runs(
+            unattended = await control.unattended_runs(
                 backend, args.pipeline, older_than=args.older_than, limit=args.limit)
         found = [(run_id, updated_at, False) for run_id, updated_at in unattended]
         unsent = []

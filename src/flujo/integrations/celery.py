@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ..application import _control
+from ..application import control
 from ..exceptions import (
     BackendUnavailableError,
     ClaimLostError,
@@ -246,7 +246,7 @@ class FlujoTask:
         ``_FAILED_LOOKED_AT`` most recently saved failed runs (each is read, and runs whose
         retries are spent stay failed for good)."""
         backend = self.runner.backend
-        cutoff = _control.saved_before(older_than)
+        cutoff = control.saved_before(older_than)
         if cutoff is None:
             return []
         rows = await backend.list_runs(status="failed", pipeline_name=self.runner.pipeline_name,
@@ -257,7 +257,7 @@ class FlujoTask:
                 continue
             series = _failed_series(await backend.load_state(row["run_id"]))
             if series is not None and series <= self.run_retries and \
-                    await _control.unclaimed(backend, row["run_id"]):
+                    await control.unclaimed(backend, row["run_id"]):
                 owed.append((row["run_id"], row["updated_at"]))
                 if len(owed) >= limit:
                     break

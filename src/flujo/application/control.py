@@ -1,5 +1,7 @@
 """Operations on a stored run that need no pipeline: answer its pause, cancel it.
 
+The interface of the runner's package to the layers above it (the ``flujo`` command line,
+the Celery integration); applications use ``Flujo`` and ``RunHandle`` instead.
 The runner uses them under the claim it holds; ``flujo state resume`` / ``flujo state cancel``
 and ``Flujo.cancel`` use them under a claim taken for the operation. Each is one
 compare-and-set save: an answer is applied exactly once, and a run another process changed
@@ -20,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ..exceptions import (
+    CheckpointNotFoundError,
     CorruptStateError,
     PipelineError,
     RunInProgressError,
@@ -29,6 +32,7 @@ from ..exceptions import (
 from ..serialization import TypeRegistry, default_registry
 from ..state import (
     LEGACY_CONTEXT_MARKER,
+    Checkpoint,
     EnvelopeStateBackend,
     PauseRequest,
     RunStatus,
@@ -38,20 +42,25 @@ from ..state import (
 )
 from ..state.backends.base import RunClaim, shown
 from ..state.models import utc_now
+from ._human import accept_answer, input_model_for
 from ._models import StepResult
 from ._restore import problems
 
 __all__ = [
     "CLAIM_POLL_S",
+    "accept_answer",
     "answered_state",
     "cancel_run",
+    "choose_checkpoint",
     "claimed",
     "describe_run",
+    "input_model_for",
     "load_run",
     "pause_of",
     "registry_of",
     "save_run",
     "saved_before",
+    "stored_step_names",
     "takes_claim",
     "unattended_runs",
     "unclaimed",
@@ -336,3 +345,57 @@ async def unclaimed(backend: StateBackend, run_id: str) -> bool:
         raise PipelineError(
             f"{type(backend).__name__} provides no run claim, so whether a worker executes "
             f"run {run_id!r} cannot be told") from exc
+
+
+def _position(step: str | int, names: list[str] | None, what: str) -> int:
+    if isinstance(step, bool) or not isinstance(step, str | int):
+        raise PipelineError(f"step must be a step name or index, got {step!r}")
+    if names is None:  # the run's names cannot be read here
+        if isinstance(step, int) and step >= 0:
+            return step
+        raise PipelineError(f"{what}: the run's step names cannot be read without its key"
+                            f" (it is encrypted), so step {step!r} cannot be found by name;"
+                            " give its index, or the key")
+    if isinstance(step, int):
+        if not 0 <= step < len(names):
+            raise PipelineError(f"{what}: step index {step} is out of range: the pipeline has"
+                                f" {len(names)} steps (0 to {len(names) - 1})")
+        return step
+    if step not in names:
+        raise PipelineError(f"{what}: no step {step!r} in the pipeline (steps: {names})")
+    return names.index(step)
+
+
+def choose_checkpoint(checkpoints: list[Checkpoint], names: list[str] | None, what: str, *,
+                      step: str | int | None, revision: int | None) -> Checkpoint:
+    """The checkpoint after ``step`` (a name or an index of ``names``; None: names not
+    known, an index only), or the one at ``revision``, or (neither given) the latest."""
+    if step is not None and revision is not None:
+        raise PipelineError("give step or revision, not both")
+    if revision is not None:
+        for checkpoint in checkpoints:
+            if checkpoint.revision == revision:
+                return checkpoint
+        kept = f"{checkpoints[0].revision} to {checkpoints[-1].revision}"
+        raise CheckpointNotFoundError(
+            f"{what}: no checkpoint at revision {revision!r} (kept: revisions {kept}, with"
+            " gaps where none was kept)")
+    if step is None:
+        return checkpoints[-1]
+    done = _position(step, names, what) + 1
+    for checkpoint in checkpoints:
+        if checkpoint.steps_done == done:
+            return checkpoint
+    raise CheckpointNotFoundError(
+        f"{what}: step {step!r} never finished in this run, or the checkpoint saved when it"
+        " did was pruned")
+
+
+async def stored_step_names(backend: EnvelopeStateBackend, run_id: str) -> list[str] | None:
+    """The step names the run stored (its pipeline version's), read without decoding any
+    value; None when it stored none (earlier flujo)."""
+    fields = await backend.plain_state(run_id)
+    names = fields.get("step_names") if isinstance(fields, dict) else None
+    if isinstance(names, list) and all(isinstance(name, str) for name in names):
+        return names
+    return None
