@@ -1036,7 +1036,7 @@ def _record_cases(records: Records) -> list[Case]:
 
 
 def _encrypted_bomb(sb: Sandbox, records: Records) -> str:
-    from flujo.state._codec import associated_data
+    from flujo.state._envelope_codec import associated_data
 
     header = json.loads(_envelope("", codec="json+zlib+aesgcm", key_id="k1"))
     run_id = sb.fresh_id()

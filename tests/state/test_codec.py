@@ -30,8 +30,8 @@ from flujo.state import (
     ZlibCompressor,
     ZstdCompressor,
 )
-from flujo.state._codec import associated_data
 from flujo.state._compression import zstd_available
+from flujo.state._envelope_codec import associated_data
 from flujo.state._jsonio import dumps, loads
 
 KEY = bytes(range(32))

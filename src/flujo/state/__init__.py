@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._codec import DEFAULT_MAX_PAYLOAD_BYTES, EnvelopeCodec
 from ._compression import Compressor, ZlibCompressor, ZstdCompressor, register_compressor
 from ._crypto import Cipher, Encryption
 from ._envelope import (
@@ -22,6 +21,7 @@ from ._envelope import (
     envelope_json_schema,
     envelope_schema_text,
 )
+from ._envelope_codec import DEFAULT_MAX_PAYLOAD_BYTES, EnvelopeCodec
 from ._maintenance import MigrationChange, MigrationFailure, MigrationReport, migrate_all
 from ._migrations import (
     StateMigration,

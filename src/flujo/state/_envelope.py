@@ -187,7 +187,7 @@ class Envelope(BaseModel):
     @field_validator("envelope_version")
     @classmethod
     def _version(cls, value: int) -> int:
-        # Older layouts are upgraded (see _codec.upgrade_envelope) before this model sees them.
+        # Older layouts are upgraded (see _upgrade.upgrade_envelope) before this model sees them.
         if value != ENVELOPE_VERSION:
             raise ValueError(f"envelope_version must be {ENVELOPE_VERSION}")
         return value

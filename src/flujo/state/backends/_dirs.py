@@ -28,7 +28,7 @@ from flujo.exceptions import (
     StateError,
 )
 
-from .._codec import record_too_large
+from .._envelope_codec import record_too_large
 
 __all__ = ["DIRECTORY_MODE", "FILE_MODE", "Directory", "kind_of", "opened"]
 

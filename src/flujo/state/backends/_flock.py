@@ -21,7 +21,7 @@ from types import ModuleType
 
 from flujo.exceptions import BackendUnavailableError, ClaimLostError, RunInProgressError
 
-from .._codec import SealedRecord
+from .._envelope_codec import SealedRecord
 from .._runid import validate_run_id
 from ._claims import HOST, ClaimHolder, holder_name, run_ids_asked
 from ._dirs import Directory, opened, opened_existing

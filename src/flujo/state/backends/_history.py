@@ -27,8 +27,8 @@ from flujo.exceptions import (
 )
 
 from .._chain import MAX_CHAIN
-from .._codec import SealedRecord
 from .._envelope import Envelope
+from .._envelope_codec import SealedRecord
 from .._jsonio import dumps
 from .._runid import validate_run_id
 from ..models import RUN_STATUSES, RunSummary, StateRecord, utc_now

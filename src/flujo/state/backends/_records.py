@@ -18,7 +18,7 @@ from flujo.exceptions import (
     StateConflictError,
 )
 
-from .._codec import SealedRecord
+from .._envelope_codec import SealedRecord
 from .._runid import validate_run_id
 from ..models import RUN_STATUSES, RunSummary, WorkflowState
 

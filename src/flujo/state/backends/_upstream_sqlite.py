@@ -18,7 +18,7 @@ from typing import Any
 
 from flujo.exceptions import CorruptStateError
 
-from .._codec import record_too_large
+from .._envelope_codec import record_too_large
 from .._jsonio import JSONError, dumps, loads
 from .._runid import validate_run_id
 from ..models import RUN_STATUSES, RunSummary

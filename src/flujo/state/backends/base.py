@@ -28,15 +28,15 @@ from flujo.exceptions import (
 from flujo.serialization import TypeRegistry
 
 from .._chain import MAX_CHAIN, UNKNOWN, ChainTip, History, HistoryEntry
-from .._codec import (
+from .._compression import Compressor
+from .._crypto import Encryption
+from .._envelope import Envelope
+from .._envelope_codec import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     EncodedState,
     EnvelopeCodec,
     SealedRecord,
 )
-from .._compression import Compressor
-from .._crypto import Encryption
-from .._envelope import Envelope
 from .._jsonio import dumps
 from .._migrations import StateMigrations
 from .._runid import validate_run_id

@@ -35,7 +35,7 @@ from typing import Any
 
 from flujo.exceptions import BackendUnavailableError
 
-from .._codec import SealedRecord
+from .._envelope_codec import SealedRecord
 from .._runid import validate_run_id
 from ..models import RunSummary
 from . import _dirs, _flock

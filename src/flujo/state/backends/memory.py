@@ -20,8 +20,8 @@ from flujo.exceptions import (
     StateError,
 )
 
-from .._codec import SealedRecord
 from .._envelope import Envelope
+from .._envelope_codec import SealedRecord
 from .._runid import validate_run_id
 from ..models import RunSummary
 from ._claims import ClaimHolder, holder_name, run_ids_asked

@@ -53,8 +53,8 @@ from flujo.exceptions import (
     StateError,
 )
 
-from .._codec import SealedRecord, record_too_large
 from .._envelope import Envelope
+from .._envelope_codec import SealedRecord, record_too_large
 from .._redact import dsn_secrets, hide_in_logs, redact
 from .._runid import validate_run_id
 from ..models import RunSummary

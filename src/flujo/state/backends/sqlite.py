@@ -37,8 +37,8 @@ from flujo.exceptions import (
     FutureVersionError,
 )
 
-from .._codec import SealedRecord, record_too_large
 from .._envelope import Envelope, format_timestamp
+from .._envelope_codec import SealedRecord, record_too_large
 from ..models import RunSummary
 from . import _flock
 from ._dirs import kind_of
