@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from ..exceptions import DeserializationError, SerializationError, caused
-from ._codec import INT_MAX, INT_MIN, NO_DIRECT_PLANS, WithState, _note, key_segment
+from ._codec import INT_MAX, INT_MIN, NO_DIRECT_PLANS, WithState
 from ._generics import parametrized_name
 from ._objects import (
     NO_VALUE,
@@ -34,6 +34,7 @@ from ._objects import (
     slot_readers,
     slot_setter,
 )
+from ._paths import key_segment, note_path
 from ._pydantic_v1 import is_v1_model, v1_model_codec
 from ._rows import Shape, parse_header
 from ._scalars import scalar_base, scalar_codec
@@ -182,7 +183,7 @@ def model_codec(
                             f"{name}: extra field names must be str, got {key!r}")
                     out[key] = enc.encode(value, child)
         except SerializationError as exc:
-            _note(exc, key_segment(key), None)
+            note_path(exc, key_segment(key), None)
             raise
         return out
 
@@ -361,7 +362,7 @@ def dataclass_codec(cls: type, name: str, version: int,
                 else:
                     missing.append(key)
         except SerializationError as exc:
-            _note(exc, key_segment(key), None)
+            note_path(exc, key_segment(key), None)
             raise
         state: dict[str, Any] = {}
         if missing:

@@ -37,6 +37,7 @@ from ..exceptions import (
     UnknownTypeWarning,
     caused,
 )
+from ._paths import finish_path, key_segment, note_path
 from ._secrets import preview as _preview
 from ._undecoded import UndecodedValue
 
@@ -151,60 +152,6 @@ class SharedObjectsFound(Exception):
 # Objects noted before the first look for repeats (Encoder.note): past the medium workload's
 # 5,000, so that values with no sharing pay for one look, at the end.
 FIRST_CHECKPOINT: Final = 65_536
-
-
-def key_segment(key: object) -> str:
-    if isinstance(key, str) and key.isidentifier():
-        return f".{key}"
-    return f"[{key!r}]"
-
-
-def _note(exc: SerializationError, segment: str | None, obj: object) -> None:
-    """Record, while unwinding, where the failure happened (innermost first)."""
-    trail: list[tuple[str | None, object]] | None = getattr(exc, "_trail", None)
-    if trail is None:
-        trail = []
-        exc._trail = trail  # type: ignore[attr-defined]
-    elif segment is None and obj is not None and trail[-1][0] is None and trail[-1][1] is obj:
-        # Noted by a custom plan and again by Encoder.encode around it: one level, not a
-        # cycle (which is what a repeated object means).
-        return
-    trail.append((segment, obj))
-
-
-def _finish(exc: SerializationError) -> SerializationError:
-    """Turn the unwinding notes into ``exc.path``; a repeated object means a cycle."""
-    trail: list[tuple[str | None, object]] = list(reversed(getattr(exc, "_trail", [])))
-    if not trail:
-        return exc
-    segments: list[str] = []
-    seen: dict[int, int] = {}
-    for position, (segment, obj) in enumerate(trail):
-        if isinstance(exc, NestingTooDeepError) and obj is not None:
-            first = seen.setdefault(id(obj), position)
-            if first != position:
-                ancestor = "$" + "".join(s for s, _ in trail[:first] if s)
-                here = "$" + "".join(segments)
-                cycle = CircularReferenceError(
-                    f"circular reference: the {type(obj).__name__} here is its own ancestor "
-                    f"at {ancestor}",
-                    path=here,
-                )
-                return cycle
-        if segment:
-            segments.append(segment)
-    _set_path(exc, "$" + "".join(segments))
-    return exc
-
-
-def _set_path(exc: SerializationError, path: str) -> None:
-    """Move ``exc`` to ``path``: the attribute and the ``(at ...)`` ending of its message."""
-    suffix = f" (at {exc.path})"
-    message = str(exc.args[0]) if exc.args else ""
-    if message.endswith(suffix):
-        message = message[: -len(suffix)]
-    exc.path = path
-    exc.args = (f"{message} (at {path})", *exc.args[1:])
 
 
 # Compiled (mypyc) code recurses on the C stack, which crashes the process when it runs out
@@ -464,13 +411,13 @@ class Encoder:
                 plan = self.registry._encode_plan_for(t, self.default)
             return plan(self, obj, depth)
         except SerializationError as exc:
-            _note(exc, None, obj)
+            note_path(exc, None, obj)
             raise
         except RecursionError:
             # The Python stack ran out before the limit did: report it as too deep (with the
             # path, or as a cycle when an object repeats), never as a bare RecursionError.
             error = _stack_exhausted(self.max_depth)
-            _note(error, None, obj)
+            note_path(error, None, obj)
             raise caused(error, None)
 
     def note(self, obj: Any) -> None:
@@ -498,14 +445,14 @@ class Encoder:
                         "itself, and a registered type is built from its finished value, so "
                         "it cannot be part of a cycle; let a list, dict, model or dataclass "
                         "hold the back reference instead")
-                    _note(error, None, obj)
+                    note_path(error, None, obj)
                     raise error
                 if self.hashing and _hashes_contents(type(obj)):
                     error = CircularReferenceError(
                         f"circular reference: the {type(obj).__qualname__} here is a set "
                         "element or dict key inside itself, and its hash depends on its "
                         "contents, which do not exist yet when it is read back")
-                    _note(error, None, obj)
+                    note_path(error, None, obj)
                     raise error
             self.refs += 1
             if self.hits is not None:
@@ -591,7 +538,7 @@ class Encoder:
                     out = obj[:index]
                 out.append(encoded)
         except SerializationError as exc:
-            _note(exc, f"[{index}]", None)
+            note_path(exc, f"[{index}]", None)
             raise
         return obj if out is None else out
 
@@ -628,7 +575,7 @@ class Encoder:
             else:
                 return obj if out is None else out
         except SerializationError as exc:
-            _note(exc, key_segment(key), None)
+            note_path(exc, key_segment(key), None)
             raise
         # A non-str key: written as the escaped dict (outside the try, which would otherwise
         # add this key's segment to the path of an error inside the escaped form). The values
@@ -681,7 +628,7 @@ class Encoder:
                 out.append(leaf(self, item, depth) if leaf is not None
                            else self.encode(item, depth))
         except SerializationError as exc:
-            _note(exc, f"[{len(out)}]", None)
+            note_path(exc, f"[{len(out)}]", None)
             raise
         return out
 
@@ -702,7 +649,7 @@ class Encoder:
                     encoded_key = self.encode(key, depth)
                 out.append([encoded_key, self.encode(value, depth)])
         except SerializationError as exc:
-            _note(exc, key_segment(key), None)
+            note_path(exc, key_segment(key), None)
             raise
         return out
 
@@ -907,7 +854,7 @@ def run_encoder(encoder: Encoder, obj: Any) -> Any:
     try:
         return _encode_run(encoder, obj)
     except SerializationError as exc:
-        finished = _finish(exc)
+        finished = finish_path(exc)
         if finished is exc:
             raise
         raise caused(finished, None)
@@ -1111,7 +1058,7 @@ class Decoder:
                 else:
                     out[key] = self.decode(value, depth)
         except SerializationError as exc:
-            _note(exc, key_segment(key), None)
+            note_path(exc, key_segment(key), None)
             raise
         return out
 
@@ -1129,7 +1076,7 @@ class Decoder:
                 else:
                     items.append(self.decode(item, depth))
         except SerializationError as exc:
-            _note(exc, f"[{len(items)}]", None)
+            note_path(exc, f"[{len(items)}]", None)
             raise
         return items
 
@@ -1156,7 +1103,7 @@ class Decoder:
                         replaced.append(key)
                         replaced.append(decoded)
         except SerializationError as exc:
-            _note(exc, key_segment(key), None)
+            note_path(exc, key_segment(key), None)
             raise
         for i in range(0, len(replaced), 2):
             data[replaced[i]] = replaced[i + 1]
@@ -1178,7 +1125,7 @@ class Decoder:
                     if decoded is not item:
                         data[i] = decoded
         except SerializationError as exc:
-            _note(exc, f"[{i}]", None)
+            note_path(exc, f"[{i}]", None)
             raise
         return data
 
@@ -1202,7 +1149,7 @@ class Decoder:
                 pairs.append((key, self.decode(pair[1], depth)))
         except SerializationError as exc:
             index = len(pairs)
-            _note(exc, f"[{index}]" if position < 0 else f"[{index}][{position}]", None)
+            note_path(exc, f"[{index}]" if position < 0 else f"[{index}][{position}]", None)
             raise
         return pairs
 
@@ -1250,13 +1197,13 @@ class Decoder:
                 obj = plan(self, WithState(data[VALUE], data[STATE]), depth + 1)
         except UnknownTypeError as exc:
             if self.strict:
-                _note(exc, None, None)
+                note_path(exc, None, None)
                 raise
             warnings.warn(f"{exc}; kept the tagged data undecoded", UnknownTypeWarning,
                           stacklevel=caller_stacklevel())
             obj = UndecodedValue(data)  # written back as it was stored (_undecoded)
         except SerializationError as exc:
-            _note(exc, None, None)
+            note_path(exc, None, None)
             raise
         except FlujoError:
             raise
@@ -1304,7 +1251,7 @@ def run_decoder(decoder: Decoder, data: Any, owned: bool = False) -> Any:
     try:
         return decoder.decode(data, 0)
     except SerializationError as exc:
-        raise caused(_finish(exc), exc.__cause__)
+        raise caused(finish_path(exc), exc.__cause__)
     except RecursionError:
         raise caused(_stack_exhausted(decoder.max_depth), None)
     finally:

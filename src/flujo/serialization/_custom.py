@@ -10,7 +10,8 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import DeserializationError, FlujoError, SerializationError, caused
-from ._codec import INT_MAX, INT_MIN, TAG, _note
+from ._codec import INT_MAX, INT_MIN, TAG
+from ._paths import note_path
 from ._types import JSONSchema, Migration, TypeCodec
 from ._validation import CompiledSchema
 
@@ -71,7 +72,7 @@ def custom_codec(
             except SerializationError as exc:
                 # Containers may call this plan directly (not through Encoder.encode):
                 # note the object here, so a cycle through a serializer is reported as one.
-                _note(exc, None, obj)
+                note_path(exc, None, obj)
                 raise
             finally:
                 enc.fragments = fragments

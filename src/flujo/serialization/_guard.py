@@ -45,10 +45,11 @@ from ._codec import (
     plain_json,
     plain_offset,
 )
+from ._core_schema import SchemaWalker
 from ._datetimes import zoned_text
 from ._pickling import own_pickling_hook
 
-__all__ = ["UNSET", "GuardWriter", "Ineligible", "SchemaWalker", "Uncompilable", "build_guards",
+__all__ = ["UNSET", "GuardWriter", "Ineligible", "Uncompilable", "build_guards",
            "build_row_reader", "has_defaults", "record_fields"]
 
 # The pseudo-field of a row that names its model's unset fields (``_rows``); no field of a
@@ -89,7 +90,6 @@ _ALLOWED_KEYS: dict[str, frozenset[str]] = {
     "function-before": _COMMON | {"function", "schema", "json_schema_input_schema"},
     "function-wrap": _COMMON | {"function", "schema", "json_schema_input_schema"},
 }
-_WRAPPERS = frozenset({"function-after", "function-before", "function-wrap"})
 # Model config that changes only validation, never what pydantic writes for the types the
 # typed form holds (``ser_json_*``, ``serialize_by_alias`` and anything unknown do, or may).
 _VALIDATION_CONFIG = frozenset({
@@ -134,30 +134,6 @@ class Ineligible(Exception):
 class Uncompilable(Exception):
     """The guard of an eligible class is too deeply nested for CPython to compile: its
     values are written in the generic form (the typed form stays readable)."""
-
-
-class SchemaWalker:
-    """Follows a core schema's ``definitions`` / ``definition-ref`` indirections."""
-
-    def __init__(self) -> None:
-        self.definitions: dict[str, Any] = {}
-
-    def inspect(self, node: dict[str, Any]) -> None:
-        """Called on each indirection node before it is followed."""
-
-    def resolve(self, node: dict[str, Any]) -> dict[str, Any]:
-        if node.get("type") in _WRAPPERS:
-            self.inspect(node)
-            return self.resolve(node["schema"])
-        if node.get("type") == "definitions":
-            self.inspect(node)
-            for definition in node["definitions"]:
-                self.definitions[definition["ref"]] = definition
-            return self.resolve(node["schema"])
-        if node.get("type") == "definition-ref":
-            self.inspect(node)
-            return self.resolve(self.definitions[node["schema_ref"]])
-        return node
 
 
 class GuardWriter(SchemaWalker):

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import DeserializationError, SerializationError, UnknownTypeError
 from ._builtins import _base64
-from ._codec import _note
+from ._paths import note_path
 from ._secrets import preview
 from ._stdlib import expect_text, unbase64
 from ._types import JSONSchema, TypeCodec
@@ -136,7 +136,7 @@ def _encode_color(enc: Encoder, color: Any, depth: int) -> dict[str, Any]:
     try:
         original = enc.encode(color._original, depth + 1)
     except SerializationError as exc:
-        _note(exc, ".original", None)
+        note_path(exc, ".original", None)
         raise
     return {"original": original, "rgba": [rgba.r, rgba.g, rgba.b, rgba.alpha]}
 

@@ -38,9 +38,9 @@ from ..exceptions import (
     SerializationError,
     UnserializableTypeError,
 )
-from ._codec import _finish, _note, key_segment
 from ._library_types import LIBRARY_CODEC_NAMES
 from ._numpy import ARRAY, SCALAR
+from ._paths import finish_path, key_segment, note_path
 from ._pydantic_v1 import is_v1_model
 from ._scalars import scalar_base
 from ._secrets import MASK, SECRET_NAMES
@@ -133,7 +133,7 @@ def to_plain(obj: Any, registry: TypeRegistry, default: Callable[[Any], Any] | N
     try:
         return walker.walk(obj, 0)
     except SerializationError as exc:
-        raise _finish(exc) from exc.__cause__
+        raise finish_path(exc) from exc.__cause__
     except RecursionError:  # the Python stack ran out before max_depth
         raise NestingTooDeepError(
             f"nested too deeply: the Python stack ran out before "
@@ -179,7 +179,7 @@ class _PlainWalker:
                         f"keys {key!r} and another key both become {name!r} in plain JSON")
                 out[name] = self.walk(value, depth)
         except SerializationError as exc:
-            _note(exc, key_segment(key), None)
+            note_path(exc, key_segment(key), None)
             raise
         return out
 
@@ -189,7 +189,7 @@ class _PlainWalker:
             for item in items:
                 out.append(self.walk(item, depth))
         except SerializationError as exc:
-            _note(exc, f"[{len(out)}]", None)
+            note_path(exc, f"[{len(out)}]", None)
             raise
         return out
 

@@ -18,8 +18,8 @@ from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import DeserializationError, SerializationError
-from ._codec import _note, key_segment
 from ._objects import check_fields, open_object
+from ._paths import key_segment, note_path
 from ._types import Migration, TypeCodec
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def v1_model_codec(cls: type, name: str, version: int,
                 else:  # construct(unknown=...) keeps them, as pickle does
                     others[key] = value
         except SerializationError as exc:
-            _note(exc, key_segment(key), None)
+            note_path(exc, key_segment(key), None)
             raise
         state: dict[str, Any] = {}
         fields_set = obj.__fields_set__
@@ -93,7 +93,7 @@ def v1_model_codec(cls: type, name: str, version: int,
                 for key, value in private.items():  # names of identifiers: no escaping
                     encoded[key] = enc.encode(value, child + 1)
             except SerializationError as exc:
-                _note(exc, key_segment(key), None)
+                note_path(exc, key_segment(key), None)
                 raise
             state["private"] = encoded
         return out, state or None

@@ -45,8 +45,10 @@ from typing import Any, Final
 from pydantic_core import SchemaSerializer
 
 from ..exceptions import DeserializationError
-from ._codec import _note, _too_deep, key_segment
-from ._guard import UNSET, SchemaWalker, has_defaults
+from ._codec import _too_deep
+from ._core_schema import SchemaWalker
+from ._guard import UNSET, has_defaults
+from ._paths import key_segment, note_path
 from ._secrets import preview
 
 __all__ = ["UNSET", "Shape", "check_rows", "header_of", "parse_header",
@@ -378,7 +380,7 @@ def rows_to_dicts(rows: list[Any], shape: Shape, start: int = 0,
         try:
             out.append(_row_dict(rows[index], shape))
         except DeserializationError as exc:
-            _note(exc, f"[{index}]", None)
+            note_path(exc, f"[{index}]", None)
             raise
     return out
 
@@ -405,7 +407,7 @@ def _row_dict(row: Any, shape: Shape) -> dict[str, Any]:
             try:
                 data[name] = _from_rows(value, inner)
             except DeserializationError as exc:
-                _note(exc, key_segment(name), None)
+                note_path(exc, key_segment(name), None)
                 raise
     return data
 
@@ -432,5 +434,5 @@ def _item_from_rows(value: Any, shape: Shape, where: int | str) -> Any:
     try:
         return _from_rows(value, shape)
     except DeserializationError as exc:
-        _note(exc, f"[{where}]" if type(where) is int else key_segment(where), None)
+        note_path(exc, f"[{where}]" if type(where) is int else key_segment(where), None)
         raise

@@ -34,6 +34,7 @@ from typing import Any, Final
 from pydantic_core import PydanticCustomError, core_schema
 
 from ..exceptions import DeserializationError
+from ._core_schema import WRAPPERS
 from ._datetimes import datetime_from_text
 from ._guard import UNSET
 
@@ -49,7 +50,6 @@ _ANY: Final[dict[str, Any]] = {"type": "any"}
 _PARSED: Final = frozenset({"decimal", "uuid", "date", "datetime"})
 _DEFAULT_KEYS: Final = ("default", "default_factory", "default_factory_takes_data",
                         "copy_default")
-_WRAPPERS: Final = frozenset({"function-after", "function-before", "function-wrap"})
 
 
 class _Unsupported(Exception):
@@ -128,7 +128,7 @@ class _Structure:
             return self.node(node["schema"])
         if kind == "definition-ref":
             out = {"type": "definition-ref", "schema_ref": node["schema_ref"]}
-        elif kind in _WRAPPERS:
+        elif kind in WRAPPERS:
             return self.with_ref(self.node(node["schema"]), node.get("ref"))
         elif kind == "default":
             out = {"type": "default", "schema": self.node(node["schema"])}
@@ -158,7 +158,7 @@ class _Structure:
             out = {"type": "list", "items_schema": self.node(node.get("items_schema", _ANY))}
         elif kind == "dict":
             keys = node.get("keys_schema", {"type": "any"})
-            while keys.get("type") in _WRAPPERS:
+            while keys.get("type") in WRAPPERS:
                 keys = keys["schema"]
             if keys.get("type") != "str":
                 raise _Unsupported("dict")
@@ -182,7 +182,7 @@ class _Structure:
         if node.get("root_model"):
             raise _Unsupported("RootModel")
         fields_node = node["schema"]
-        while fields_node.get("type") in _WRAPPERS:
+        while fields_node.get("type") in WRAPPERS:
             fields_node = fields_node["schema"]
         if fields_node.get("type") != "model-fields":
             raise _Unsupported(str(fields_node.get("type")))
@@ -211,7 +211,7 @@ class _Structure:
         except _Unsupported as exc:
             refusal = _refusal(owner, name, exc.kind)
             outer = schema
-            while outer.get("type") in _WRAPPERS:
+            while outer.get("type") in WRAPPERS:
                 outer = outer["schema"]
             if outer.get("type") != "default":
                 return refusal

@@ -16,7 +16,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..exceptions import SerializationError
-from ._codec import is_unicode, key_segment
+from ._codec import is_unicode
+from ._paths import key_segment
 
 _MAX_VISITS = 1_000_000
 

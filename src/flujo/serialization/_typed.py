@@ -38,9 +38,11 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError, PydanticUndefined, SchemaValidator
 
 from ..exceptions import DeserializationError, SerializationError, caused
-from ._codec import _PLAIN_DEPTH, _note, key_segment
-from ._guard import UNSET, Ineligible, SchemaWalker, Uncompilable, build_guards, build_row_reader
+from ._codec import _PLAIN_DEPTH
+from ._core_schema import SchemaWalker
+from ._guard import UNSET, Ineligible, Uncompilable, build_guards, build_row_reader
 from ._objects import slot_setter
+from ._paths import key_segment, note_path
 from ._rows import (
     Shape,
     check_rows,
@@ -282,7 +284,7 @@ class TypedReader:
         error = DeserializationError(
             f"{self.name}: the typed form does not fit the class: {first['msg']}")
         for part in reversed(loc):  # innermost first, as the containers note theirs
-            _note(error, f"[{part}]" if type(part) is int else key_segment(part), None)
+            note_path(error, f"[{part}]" if type(part) is int else key_segment(part), None)
         return caused(error, exc)
 
     def read(self, data: Any) -> BaseModel:
