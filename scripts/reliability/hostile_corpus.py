@@ -1041,7 +1041,7 @@ def _encrypted_bomb(sb: Sandbox, records: Records) -> str:
     header = json.loads(_envelope("", codec="json+zlib+aesgcm", key_id="k1"))
     run_id = sb.fresh_id()
     header["run_id"] = run_id
-    blob = ENCRYPTION.encrypt("k1", records.bombs["zlib"], associated_data(header))
+    blob = ENCRYPTION.encrypt(records.bombs["zlib"], associated_data(header), key_id="k1")
     header["payload"] = base64.b64encode(blob).decode()
     sb.place("memory", run_id, json.dumps(header).encode(), encrypted=True)
     return refused(lambda: sb.load("memory", run_id, encrypted=True))

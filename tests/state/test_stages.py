@@ -447,3 +447,14 @@ def test_too_large_to_save_is_not_a_damaged_record_too_large_to_read_is() -> Non
         small.open(envelope, what="r")
     assert isinstance(reading.value, CorruptStateError)
     assert isinstance(reading.value, PayloadTooLargeError)
+
+
+def test_encryption_keeps_its_earlier_methods_and_attributes() -> None:
+    """Encryption.encrypt(plaintext, aad) as in 0.16: the active key, unless key_id= says."""
+    aes = Encryption({"old": Encryption.generate_key(), "new": Encryption.generate_key()},
+                     active_key_id="new")
+    blob = aes.encrypt(b"data", b"aad")
+    assert aes.decrypt("new", blob, b"aad", what="r") == b"data"
+    older = aes.encrypt(b"data", b"aad", key_id="old")
+    assert aes.decrypt("old", older, b"aad", what="r") == b"data"
+    assert EnvelopeCodec(compression="zlib", compression_level=1).compression_level == 1

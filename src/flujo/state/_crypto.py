@@ -246,8 +246,12 @@ class Encryption:
         """The key id new records are encrypted with now (the cipher's, read each time)."""
         return _check_key_id(self._cipher.active_key_id)
 
-    def encrypt(self, key_id: str, plaintext: bytes, aad: bytes, *, what: str = "") -> bytes:
-        """``plaintext`` sealed with the key ``key_id`` (the one the record names)."""
+    def encrypt(self, plaintext: bytes, aad: bytes, *, key_id: str | None = None,
+                what: str = "") -> bytes:
+        """``plaintext`` sealed with the key ``key_id`` (the one the record names; by default
+        the active key), ``aad`` bound to it."""
+        if key_id is None:
+            key_id = self.key_id
         cipher = self._cipher
         stage = f"cipher {cipher.name!r}"
         sealed = run_stage(partial(cipher.encrypt, key_id, plaintext, aad), what=what,

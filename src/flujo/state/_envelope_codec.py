@@ -245,6 +245,7 @@ class EnvelopeCodec:
         self.compressor = resolve_compression(compression, compression_level)
         #: Its name, as records name it.
         self.compression = None if self.compressor is None else self.compressor.name
+        self.compression_level = compression_level
         self.encryption = encryption
         self.max_payload_bytes = max_payload_bytes
         parts = ["json"]
@@ -451,7 +452,7 @@ class EnvelopeCodec:
             # The key the header names (read once, when the header was made): the cipher
             # encrypts with it, whatever its active key has become since.
             blob = self.encryption.encrypt(
-                header["key_id"], blob, associated_data(header, self.encryption.store),
+                blob, associated_data(header, self.encryption.store), key_id=header["key_id"],
                 what=what)
         return base64.b64encode(blob).decode("ascii")
 
