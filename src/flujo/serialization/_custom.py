@@ -98,5 +98,5 @@ def custom_codec(
         decode_value if deserializer is not None else None,
         schema if schema is not None else {}, validate=checker is not None,
         migrations=dict(migrations), description=description or "",
-        declared_schema=schema is not None, serializer=serializer,
+        declared_schema=schema is not None, serializer=serializer, deserializer=deserializer,
     )

@@ -63,6 +63,7 @@ class TypeCodec:
     # ``obj -> v`` itself, preferably a C callable. Containers then call the type's plan
     # directly instead of going through Encoder.encode (a hot-path shortcut).
     leaf: Callable[[Any], Any] | None = None
+    deserializer: Callable[[Any], Any] | None = None
     # The reading counterpart, for types stored as one string: ``text -> obj``, pure (no
     # decoder, no side effects). The decoder calls it directly for the current version's
     # tag; when it raises, the value is read again through ``decode_value``, whose error
