@@ -59,3 +59,46 @@ def test_a_star_import_of_flujo_tools_brings_flujo_schema_s_names() -> None:
         exec("from flujo.tools import *", namespace)
     assert {name: namespace[name] for name in flujo.schema.__all__} == {
         name: getattr(flujo.schema, name) for name in flujo.schema.__all__}
+
+
+def test_the_registry_s_list_readers_warn_and_still_read() -> None:
+    from pydantic import BaseModel
+
+    from flujo.serialization import TypeRegistry, safe_deserialize, safe_serialize
+    from flujo.serialization._registry import Decoder
+    from flujo.serialization._rows import parse_header
+
+    class Row(BaseModel):
+        n: int
+
+    registry = TypeRegistry(model_rows=False)
+    registry.register_type(Row, name="tests.Row")
+    written = safe_serialize([Row(n=1), Row(n=2)], registry=registry)
+    assert written["$t"] == "models@1"
+    assert safe_deserialize(written, registry=registry) == [Row(n=1), Row(n=2)]
+    decoder = Decoder(registry, strict=True, max_depth=64)
+    with pytest.warns(DeprecationWarning, match="decode_model_batch is deprecated"):
+        back = registry.decode_model_batch(decoder, *written["v"], 0)
+    assert back == [Row(n=1), Row(n=2)]
+    stored = parse_header(["n"], 1, decoder.limit, decoder.max_depth)
+    with pytest.warns(DeprecationWarning, match="decode_model_rows is deprecated"):
+        assert registry.decode_model_rows(decoder, "tests.Row@1", stored, [[3]], 0) \
+            == [Row(n=3)]
+
+
+def test_earlier_constructions_keep_working() -> None:
+    from decimal import Decimal
+
+    from flujo.exceptions import UnportableTypeWarning
+    from flujo.serialization import TypeRegistry
+
+    warning = UnportableTypeWarning(Decimal)  # as flujo 0.16 made it
+    assert warning.cls is Decimal and "Decimal" in str(warning)
+    registry = TypeRegistry()
+
+    def from_text(text: str) -> Decimal:
+        return Decimal(text)
+
+    codec = registry.register_custom_serializer(Decimal, str, deserializer=from_text,
+                                                name="tests.Dec", schema={"type": "string"})
+    assert codec.deserializer is from_text  # deprecated, still set

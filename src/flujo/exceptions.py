@@ -357,7 +357,12 @@ class UnportableTypeWarning(UserWarning):
     script; one defined inside a function by no other process at all.
     """
 
-    def __init__(self, message: str, *, cls: type) -> None:
+    def __init__(self, message: str | type, *, cls: type | None = None) -> None:
+        if isinstance(message, type) and cls is None:  # 0.16's UnportableTypeWarning(cls)
+            cls, message = message, (f"{message.__qualname__} is stored under a name other"
+                                     " processes cannot find")
+        if not isinstance(message, str) or cls is None:
+            raise TypeError("UnportableTypeWarning(message, cls=the class)")
         self.cls = cls
         super().__init__(message)
 

@@ -206,8 +206,11 @@ def test_construct_with_names_that_are_no_fields_comes_back_as_pickle_brings_it_
 
 
 @given(name=st.text(), age=st.integers(), cities=st.lists(st.text(), max_size=4),
-       extra=st.dictionaries(st.text(min_size=1).filter(lambda k: k not in Loose.__fields__),
-                             st.integers() | st.text() | st.none(), max_size=3),
+       # Extras named like pickle's own hooks (__getstate__: None) break pickle itself, the
+       # reference this test compares with.
+       extra=st.dictionaries(st.text(min_size=1).filter(
+           lambda k: k not in Loose.__fields__ and not (k.startswith("__") and k.endswith("__"))),
+           st.integers() | st.text() | st.none(), max_size=3),
        session=st.text())
 @settings(max_examples=80, deadline=None)
 def test_any_v1_model_comes_back_as_pickle_brings_it_back(

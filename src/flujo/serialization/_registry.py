@@ -51,10 +51,13 @@ from ._plans import (
     fallback_plan,
     keeps_identity,
     migrating_plan,
+    read_model_rows,
+    read_models,
     tagging_plan,
     typed_plan,
 )
 from ._pydantic_types import PYDANTIC_CODECS
+from ._rows import Shape
 from ._stdlib import STDLIB_CODECS
 from ._typed import typed_model
 from ._types import STATEFUL_KINDS, JSONSchema, Migration, TypeCodec
@@ -464,6 +467,19 @@ class TypeRegistry:
         if codec.leaf is not None or codec.kind == "custom":
             self._cache_plan(self._direct_plans, cls, plan, generation)
         return plan
+
+    def decode_model_batch(self, dec: Decoder, tag: Any, items: Any, depth: int) -> list[Any]:
+        """Deprecated (removed in 1.0): ``models@1`` is read by ``_plans.read_models``."""
+        warnings.warn("TypeRegistry.decode_model_batch is deprecated: lists of models are read"
+                      " by the decoder's plans", DeprecationWarning, stacklevel=2)
+        return read_models(dec, tag, items, depth)
+
+    def decode_model_rows(self, dec: Decoder, tag: str, stored: Shape, rows: Any,
+                          depth: int) -> list[Any]:
+        """Deprecated (removed in 1.0): rows are read by ``_plans.read_model_rows``."""
+        warnings.warn("TypeRegistry.decode_model_rows is deprecated: lists of models are read"
+                      " by the decoder's plans", DeprecationWarning, stacklevel=2)
+        return read_model_rows(dec, tag, stored, rows, depth)
 
     def current_codec(self, tag: str) -> TypeCodec | None:
         """The codec of ``tag``, planned already, when the tag is at its codec's current

@@ -63,6 +63,8 @@ class TypeCodec:
     # ``obj -> v`` itself, preferably a C callable. Containers then call the type's plan
     # directly instead of going through Encoder.encode (a hot-path shortcut).
     leaf: Callable[[Any], Any] | None = None
+    # Deprecated (removed in 1.0): the deserializer a custom type was registered with, kept
+    # so that code reading it goes on working; flujo reads ``decode_value``, which calls it.
     deserializer: Callable[[Any], Any] | None = None
     # The reading counterpart, for types stored as one string: ``text -> obj``, pure (no
     # decoder, no side effects). The decoder calls it directly for the current version's
