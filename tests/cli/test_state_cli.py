@@ -843,7 +843,8 @@ def test_progress_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch,
 # -- delete ------------------------------------------------------------------------------------
 
 
-def test_delete(store: Store, cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_delete_needs_yes_without_a_terminal_and_reports_each_run(
+        store: Store, cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     store.save(sample_state("r1"), sample_state("r2"), sample_state("r3"))
     monkeypatch.setattr(sys, "stdin", io.StringIO("y\n"))
     result = cli("delete", "r1", store=store)

@@ -103,7 +103,8 @@ def test_resume_reads_stdin_and_names_missing_runs(store: Store, cli: Any,
     assert missing.code == EXIT_NOT_FOUND
 
 
-def test_cancel(store: Store, cli: Any) -> None:
+def test_cancel_stops_a_run_until_it_is_resumed_with_resume_cancelled(store: Store,
+                                                                        cli: Any) -> None:
     rid = f"c-{uuid.uuid4().hex[:8]}"
     run(store, rid)
     result = cli("cancel", rid, store=store)

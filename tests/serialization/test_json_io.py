@@ -48,7 +48,7 @@ def test_unicode_text_survives() -> None:
                                  registry=REGISTRY) == value
 
 
-def test_errors() -> None:
+def test_json_io_failures_are_serialization_errors() -> None:
     with pytest.raises(UnserializableTypeError):
         serialize_to_json(object(), registry=REGISTRY)
     with pytest.raises(SerializationError, match="not valid JSON"):
