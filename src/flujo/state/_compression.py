@@ -204,6 +204,16 @@ def _checked(compressor: object, what: str) -> Compressor:
     return checked
 
 
+def _refuse_another_algorithm(compressor: Compressor, what: str) -> None:
+    """Refuse ``compressor`` when its name is registered for a compressor of another class:
+    a record names its compressor, so one name is one algorithm (another level is fine)."""
+    found = _registered.get(compressor.name)
+    if found is not None and type(found) is not type(compressor):
+        raise BackendConfigError(
+            f"{what}: {compressor.name!r} is registered already, as {found!r}; a record"
+            " names its compressor, so one name is one algorithm")
+
+
 def register_compressor(compressor: Compressor) -> None:
     """Make ``compressor`` read the records that name it, in every backend of this process.
 
@@ -214,11 +224,7 @@ def register_compressor(compressor: Compressor) -> None:
     """
     checked = _checked(compressor, "register_compressor")
     with _lock:
-        found = _registered.get(checked.name)
-        if found is not None and type(found) is not type(checked):
-            raise BackendConfigError(
-                f"register_compressor: {checked.name!r} is registered already, as"
-                f" {found!r}; a record names its compressor, so one name is one algorithm")
+        _refuse_another_algorithm(checked, "register_compressor")
         _registered[checked.name] = checked
 
 
@@ -242,11 +248,7 @@ def resolve_compression(choice: str | Compressor | None,
                 "compression_level is for 'zlib' and 'zstd'; configure the level of your"
                 f" own compressor on {choice!r} itself")
         checked = _checked(choice, "compression")
-        found = _registered.get(checked.name)
-        if found is not None and type(found) is not type(checked):
-            raise BackendConfigError(
-                f"compression: {checked.name!r} names {found!r} in this process already; a"
-                " record names its compressor, so one name is one algorithm")
+        _refuse_another_algorithm(checked, "compression")
         return checked
     if choice == "auto":
         choice = "zstd" if zstd_available() else "zlib"
