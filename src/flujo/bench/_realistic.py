@@ -308,6 +308,12 @@ class Scaling:
     encode_large_s: float
     decode_small_s: float
     decode_large_s: float
+    # pydantic told the type, per record, at the same sizes: the growth no serializer avoids
+    # (memory, caches), as a yardstick
+    pydantic_encode_small_s: float
+    pydantic_encode_large_s: float
+    pydantic_decode_small_s: float
+    pydantic_decode_large_s: float
     # peak Python heap (tracemalloc, bytes) of one call at the large size
     flujo_encode_peak: int
     flujo_decode_peak: int
@@ -340,10 +346,15 @@ def scaling(name: str, small: int, large: int) -> Scaling:
     from ..serialization import deserialize_from_json, serialize_to_bytes
 
     def per_record(records: int, rounds: int) -> list[float]:
-        value = build_realistic(name, records).value
+        workload = build_realistic(name, records)
+        value = workload.value
+        adapter: TypeAdapter[Any] = TypeAdapter(workload.exact_type)
         blob = serialize_to_bytes(value)
+        theirs = adapter.dump_json(value)
         return [_per_record(lambda: serialize_to_bytes(value), records, rounds),
-                _per_record(lambda: deserialize_from_json(blob), records, rounds)]
+                _per_record(lambda: deserialize_from_json(blob), records, rounds),
+                _per_record(lambda: adapter.dump_json(value), records, rounds),
+                _per_record(lambda: adapter.validate_json(theirs), records, rounds)]
 
     times = per_record(small, 5) + per_record(large, 3)
     workload = build_realistic(name, large)
@@ -355,7 +366,8 @@ def scaling(name: str, small: int, large: int) -> Scaling:
              _peak(lambda: deserialize_from_json(ours)),
              _peak(lambda: adapter.dump_json(value)),
              _peak(lambda: adapter.validate_json(theirs))]
-    return Scaling(name, small, large, times[0], times[2], times[1], times[3], *peaks)
+    return Scaling(name, small, large, times[0], times[4], times[1], times[5], times[2],
+                   times[6], times[3], times[7], *peaks)
 
 
 def render_realistic(rows: list[AgainstPydantic], scaled: Scaling | None) -> str:
@@ -386,7 +398,14 @@ def render_realistic(rows: list[AgainstPydantic], scaled: Scaling | None) -> str
                   f"{s.encode_large_s / s.encode_small_s:.2f}x |",
                   f"| flujo decode per record | {s.decode_small_s * 1e6:.2f} µs | "
                   f"{s.decode_large_s * 1e6:.2f} µs | "
-                  f"{s.decode_large_s / s.decode_small_s:.2f}x |", "",
+                  f"{s.decode_large_s / s.decode_small_s:.2f}x |",
+                  f"| pydantic `dump_json` per record | {s.pydantic_encode_small_s * 1e6:.2f}"
+                  f" µs | {s.pydantic_encode_large_s * 1e6:.2f} µs | "
+                  f"{s.pydantic_encode_large_s / s.pydantic_encode_small_s:.2f}x |",
+                  f"| pydantic `validate_json` per record | "
+                  f"{s.pydantic_decode_small_s * 1e6:.2f} µs | "
+                  f"{s.pydantic_decode_large_s * 1e6:.2f} µs | "
+                  f"{s.pydantic_decode_large_s / s.pydantic_decode_small_s:.2f}x |", "",
                   f"Peak heap of one call at {s.large:,} records (tracemalloc): flujo encode "
                   f"{s.flujo_encode_peak / 2**20:.1f} MB against pydantic `dump_json` "
                   f"{s.pydantic_encode_peak / 2**20:.1f} MB "

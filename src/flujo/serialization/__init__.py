@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import Any, Literal, TypeVar, overload
 
 import orjson
@@ -34,6 +35,7 @@ from ._codec import (
     run_decoder,
     run_encoder,
 )
+from ._collector import PAUSE_BYTES, collector_paused, set_collector_pause
 from ._explain import TypedFormReport, explain_typed
 from ._inspect import NO_DEFAULT, FieldInfo, TypeInfo, inspect_type
 from ._memo import EncodingMemo
@@ -55,6 +57,7 @@ __all__ = [
     "JSON_DUMPS_OPTIONS",
     "MAX_EXPANDED_VALUES",
     "NO_DEFAULT",
+    "PAUSE_BYTES",
     "PURE_PYTHON_ENV",
     "STATE",
     "TAG",
@@ -73,6 +76,7 @@ __all__ = [
     "UnknownTypeWarning",
     "UnportableTypeWarning",
     "check_expanded_size",
+    "collector_paused",
     "compiled_modules",
     "default_registry",
     "deserialize_from_json",
@@ -92,6 +96,7 @@ __all__ = [
     "serializable",
     "serialize_to_bytes",
     "serialize_to_json",
+    "set_collector_pause",
     "tagged_format_schema",
     "trust_modules",
     "type_schema",
@@ -112,18 +117,19 @@ def default_registry() -> TypeRegistry:
 
 def _encode(obj: Any, registry: TypeRegistry | None, validate: bool | None,
             default: Callable[[Any], Any] | None, manifest: dict[str, int] | None,
-            memo: EncodingMemo | None = None, *, fragments: bool = False) -> Any:
+            memo: EncodingMemo | None = None, *, fragments: bool = False,
+            finish: Callable[[Any], Any] | None = None) -> Any:
     reg = registry or _GLOBAL
     checked = reg.validate if validate is None else validate
     if default is None and manifest is None:
-        return run_encoder(reg.shared_encoder(checked, fragments), obj)
+        return run_encoder(reg.shared_encoder(checked, fragments), obj, finish)
     encoder = Encoder(reg, validate=checked, default=default, max_depth=reg.max_depth,
                       manifest=manifest, fragments=fragments)
     if memo is None:
-        return run_encoder(encoder, obj)
+        return run_encoder(encoder, obj, finish)
     encoder.memo = memo
     try:
-        return run_encoder(encoder, obj)
+        return run_encoder(encoder, obj, finish)
     finally:
         memo.finish()
 
@@ -254,10 +260,13 @@ def serialize_to_bytes(obj: Any, *, mode: Literal["tagged", "json"] = "tagged",
     first; the bytes are the same as ``orjson.dumps(safe_serialize(obj))``.
     """
     if mode == "tagged":
-        data = _encode(obj, registry, validate, default_serializer, None, fragments=True)
-    else:
-        data = safe_serialize(obj, mode=mode, registry=registry, validate=validate,
-                              default_serializer=default_serializer)
+        # the bytes are written inside the run, so that a large value's data is gone
+        # before a paused garbage collector resumes (see _collector)
+        written: bytes = _encode(obj, registry, validate, default_serializer, None,
+                                 fragments=True, finish=partial(_json_bytes, obj))
+        return written
+    data = safe_serialize(obj, mode=mode, registry=registry, validate=validate,
+                          default_serializer=default_serializer)
     return _json_bytes(obj, data)
 
 
@@ -307,11 +316,13 @@ def deserialize_from_json(text: str | bytes, *, registry: TypeRegistry | None = 
     """Parse JSON text written by ``serialize_to_json`` (or the bytes of
     ``serialize_to_bytes``) and decode it: ``safe_deserialize`` of the parsed data,
     which this call builds its result from instead of copying it."""
-    try:
-        data = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise SerializationError(f"not valid JSON: {exc}") from exc
-    return safe_deserialize(data, registry=registry, strict=strict, copy=False)
+    size = len(text) if isinstance(text, (str, bytes, bytearray, memoryview)) else 0
+    with collector_paused(size):  # a large document: see _collector
+        try:
+            data = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise SerializationError(f"not valid JSON: {exc}") from exc
+        return safe_deserialize(data, registry=registry, strict=strict, copy=False)
 
 
 def register_type(cls: type, **options: Any) -> TypeCodec:

@@ -37,6 +37,7 @@ from ..exceptions import (
     UnknownTypeWarning,
     caused,
 )
+from ._collector import PAUSE_OBJECTS, pause, resume
 from ._paths import finish_path, key_segment, note_path
 from ._secrets import preview as _preview
 from ._undecoded import UndecodedValue
@@ -150,7 +151,8 @@ class SharedObjectsFound(Exception):
 
 
 # Objects noted before the first look for repeats (Encoder.note): past the medium workload's
-# 5,000, so that values with no sharing pay for one look, at the end.
+# 5,000, so that values with no sharing pay for one look, at the end. Before it, at
+# PAUSE_OBJECTS, a large value pauses the garbage collector (``_collector``).
 FIRST_CHECKPOINT: Final = 65_536
 
 
@@ -303,8 +305,8 @@ class Encoder:
     """
 
     __slots__ = ("anchors", "batches", "busy", "checkpoint", "default", "direct", "fragments",
-                 "hashing", "hits", "limit", "manifest", "max_depth", "memo", "open", "plans",
-                 "refs", "registry", "seen", "shared", "validate")
+                 "hashing", "hits", "limit", "manifest", "max_depth", "memo", "open", "paused",
+                 "plans", "refs", "registry", "seen", "shared", "validate")
 
     def __init__(
         self,
@@ -337,7 +339,8 @@ class Encoder:
         # Per run (reset by run_encoder; a run inside a run gets an encoder of its own).
         self.busy = False
         self.seen: list[Any] = []
-        self.checkpoint = FIRST_CHECKPOINT  # see note()
+        self.checkpoint = PAUSE_OBJECTS  # see note()
+        self.paused = False  # whether this run paused the garbage collector (note())
         self.shared: dict[int, int] | None = None
         # Second pass only: the objects being written (id -> built from its finished value,
         # so it cannot contain itself), anchors and references written so far, and how many
@@ -428,6 +431,11 @@ class Encoder:
         seen = self.seen
         seen.append(obj)
         if len(seen) > self.checkpoint:
+            if self.checkpoint < FIRST_CHECKPOINT:  # a large value: see _collector
+                if not self.paused:
+                    self.paused = pause()
+                self.checkpoint = FIRST_CHECKPOINT
+                return
             self.checkpoint *= 2  # amortized: the checks cost at most twice the notes
             if self.shared is None and self.registry.references and _repeats(seen):
                 raise SharedObjectsFound
@@ -847,12 +855,17 @@ def _stack_exhausted(max_depth: int) -> NestingTooDeepError:
         f"nested too deeply: the stack ran out before max_depth={max_depth}")
 
 
-def run_encoder(encoder: Encoder, obj: Any) -> Any:
+def run_encoder(encoder: Encoder, obj: Any,
+                finish: Callable[[Any], Any] | None = None) -> Any:
+    """Encode ``obj``; with ``finish``, return ``finish(encoded)`` instead, computed before
+    a paused garbage collector is resumed (writing the bytes of a large value)."""
     if encoder.busy:  # called again from inside a run (a custom serializer's own call)
         encoder = encoder.fresh()
     encoder.busy = True
     try:
-        return _encode_run(encoder, obj)
+        if finish is None:
+            return _encode_run(encoder, obj)
+        return finish(_encode_run(encoder, obj))
     except SerializationError as exc:
         finished = finish_path(exc)
         if finished is exc:
@@ -864,9 +877,12 @@ def run_encoder(encoder: Encoder, obj: Any) -> Any:
         # Let go of the objects (the seen list keeps every one alive); the later passes
         # reset the rest of their state themselves (_encode_run).
         encoder.seen = []
-        if encoder.checkpoint != FIRST_CHECKPOINT:  # a large first pass moved it on
-            encoder.checkpoint = FIRST_CHECKPOINT
+        if encoder.checkpoint != PAUSE_OBJECTS:  # a large first pass moved it on
+            encoder.checkpoint = PAUSE_OBJECTS
         encoder.busy = False
+        if encoder.paused:
+            encoder.paused = False
+            resume()
 
 
 def _encode_run(encoder: Encoder, obj: Any) -> Any:

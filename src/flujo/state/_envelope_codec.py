@@ -41,6 +41,7 @@ from flujo.exceptions import (
 from flujo.serialization import (
     EncodingMemo,
     TypeRegistry,
+    collector_paused,
     default_registry,
     encode_with_manifest,
     lone_surrogate_error,
@@ -494,11 +495,12 @@ class EnvelopeCodec:
             raise EncryptionError(
                 f"{what}: the record is not encrypted (its payload is JSON data, not an"
                 " opaque string) but this backend requires encryption; refused unread")
-        try:
-            data = loads(data)
-        except JSONError as exc:
-            raise CorruptStateError(f"{what}: not valid JSON ({exc})") from exc
-        return self.parse_data(data, what=what, fallback_time=fallback_time)
+        with collector_paused(len(data)):  # a large record: see flujo.serialization
+            try:
+                data = loads(data)
+            except JSONError as exc:
+                raise CorruptStateError(f"{what}: not valid JSON ({exc})") from exc
+            return self.parse_data(data, what=what, fallback_time=fallback_time)
 
     def parse_data(
         self, data: Any, *, what: str, fallback_time: datetime | None = None
@@ -615,6 +617,11 @@ class EnvelopeCodec:
         the deltas after it, in revision order. Returns the state and the tip to write the
         next save as a delta of it (None for a record of envelope version 1, which starts
         no chain)."""
+        with collector_paused():  # decoding builds the whole state at once
+            return self._open_chain(chain, what=what)
+
+    def _open_chain(self, chain: list[Envelope], *,
+                    what: str) -> tuple[WorkflowState, ChainTip | None]:
         head, first = chain[-1], chain[0]
         self.check_versions(head, what=what)
         payload, history_docs = self._documents(chain, what=what)

@@ -1,0 +1,239 @@
+"""Pausing the garbage collector around a large encode or decode (``_collector``).
+
+What must hold: the collector is off only while flujo builds a large value, on again after
+(whatever happened meanwhile), left off where the application turned it off, and the
+collection the pause put off still runs; results are the same with and without the pause.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from flujo.exceptions import InvalidArgumentError, SerializationError
+from flujo.serialization import (
+    PAUSE_BYTES,
+    TypeRegistry,
+    collector_paused,
+    deserialize_from_json,
+    safe_serialize,
+    serialize_to_bytes,
+    set_collector_pause,
+)
+from flujo.serialization._collector import PAUSE_OBJECTS
+from flujo.state import EnvelopeCodec, WorkflowState
+from flujo.testing import assert_identical
+
+
+class Reading(BaseModel):
+    sensor: str
+    value: Decimal
+    at: datetime
+
+
+def readings(count: int) -> dict[str, Any]:
+    # sets and tuples take the generic form: many containers, as a decode of a real state
+    return {"readings": [Reading(sensor=f"s{i}", value=Decimal(i) / 8,
+                                 at=datetime(2024, 1, 1, tzinfo=UTC)) for i in range(count)],
+            "seen": [{"tags": {f"t{i}", "x"}, "pair": (i, str(i))} for i in range(count)]}
+
+
+@pytest.fixture(autouse=True)
+def collector_on() -> Iterator[None]:
+    """Each test starts with the collector on and pausing enabled, and leaves them so."""
+    was_enabled = gc.isenabled()
+    gc.enable()
+    previous = set_collector_pause(True)
+    try:
+        yield
+    finally:
+        set_collector_pause(previous)
+        if not was_enabled:
+            gc.disable()
+        else:
+            gc.enable()
+
+
+class Collections:
+    """The collections CPython runs, by generation, from ``gc.callbacks``."""
+
+    def __init__(self) -> None:
+        self.generations: list[int] = []
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self.generations.append(info["generation"])
+
+    def __enter__(self) -> Collections:
+        gc.collect()  # start from empty young generations
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # a put-off collection runs at the next allocation of a container (3.12+: at the
+        # interpreter's next check after it); sets, as lists may come from a free list
+        for _ in range(3):
+            _ = [set() for _ in range(3)]
+        gc.callbacks.remove(self)
+
+
+def test_the_collector_is_off_inside_the_block_and_on_after() -> None:
+    with collector_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+def test_an_error_inside_the_block_still_turns_the_collector_back_on() -> None:
+    with pytest.raises(RuntimeError), collector_paused():
+        raise RuntimeError("boom")
+    assert gc.isenabled()
+
+
+def test_a_block_inside_a_block_leaves_the_collector_to_the_outer_one() -> None:
+    with collector_paused():
+        with collector_paused():
+            pass
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+def test_a_collector_the_application_turned_off_stays_off() -> None:
+    gc.disable()
+    with collector_paused():
+        pass
+    data = serialize_to_bytes(readings(PAUSE_OBJECTS))
+    deserialize_from_json(data)
+    assert not gc.isenabled()
+
+
+def test_small_documents_are_not_paused_for() -> None:
+    with collector_paused(PAUSE_BYTES - 1):
+        assert gc.isenabled()
+    with collector_paused(PAUSE_BYTES):
+        assert not gc.isenabled()
+
+
+def test_pausing_can_be_turned_off_for_the_process() -> None:
+    assert set_collector_pause(False) is True
+    with collector_paused():
+        assert gc.isenabled()
+    assert set_collector_pause(True) is False
+    with pytest.raises(InvalidArgumentError, match="True or False, got 1"):
+        set_collector_pause(1)  # type: ignore[arg-type]
+
+
+def test_a_large_decode_puts_its_collections_off_to_one_at_the_end() -> None:
+    data = serialize_to_bytes(readings(3_000))
+    assert len(data) >= PAUSE_BYTES
+    set_collector_pause(False)
+    with Collections() as unpaused:
+        expected = deserialize_from_json(data)
+    set_collector_pause(True)
+    with Collections() as paused:
+        decoded = deserialize_from_json(data)
+    assert len(unpaused.generations) > 5
+    # the one young collection the pause put off ran after it, so none is left due
+    assert len(paused.generations) == 1 and paused.generations[0] in (0, 1)
+    assert gc.get_count()[0] <= gc.get_threshold()[0]
+    assert_identical(decoded, expected)
+
+
+def test_the_put_off_collection_waits_where_automatic_collection_is_off() -> None:
+    data = serialize_to_bytes(readings(3_000))
+    thresholds = gc.get_threshold()
+    gc.set_threshold(0)
+    try:
+        with Collections() as paused:
+            deserialize_from_json(data)
+    finally:
+        gc.set_threshold(*thresholds)
+    assert paused.generations == []
+
+
+def test_an_encode_pauses_once_it_has_met_many_containers() -> None:
+    class Probe:
+        pass
+
+    registry = TypeRegistry()
+    enabled: list[bool] = []
+
+    def write(_: Probe) -> str:
+        enabled.append(gc.isenabled())
+        return "probe"
+
+    registry.register_custom_serializer(Probe, write, name="probe", deserializer=lambda _: Probe())
+    safe_serialize([Probe(), [[] for _ in range(PAUSE_OBJECTS)], Probe()], registry=registry)
+    assert enabled == [True, False]  # off once the value proved large
+    assert gc.isenabled()
+    with Collections() as paused:
+        data = serialize_to_bytes(readings(3_000))
+    set_collector_pause(False)
+    with Collections() as unpaused:
+        expected = serialize_to_bytes(readings(3_000))
+    assert data == expected
+    assert len(paused.generations) < len(unpaused.generations)
+
+
+def test_an_encode_that_fails_turns_the_collector_back_on() -> None:
+    class Fragile:
+        pass
+
+    registry = TypeRegistry()
+
+    def boom(_: Fragile) -> Any:
+        raise RuntimeError("boom")
+
+    registry.register_custom_serializer(Fragile, boom, name="fragile")
+    with pytest.raises(SerializationError, match="boom") as info:
+        safe_serialize([[[] for _ in range(PAUSE_OBJECTS)], Fragile()], registry=registry)
+    assert info.value.path == "$[1]"
+    assert gc.isenabled()
+
+
+def test_overlapping_threads_leave_the_collector_on() -> None:
+    data = serialize_to_bytes(readings(2_000))
+    barrier = threading.Barrier(4)
+    failures: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            barrier.wait()
+            for _ in range(5):
+                deserialize_from_json(data)
+                serialize_to_bytes(readings(600))
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert gc.isenabled()
+
+
+def test_a_state_backend_load_pauses_and_reads_the_same_state() -> None:
+    codec = EnvelopeCodec()
+    state = WorkflowState(run_id="r-1", pipeline_name="p", pipeline_context=readings(3_000),
+                          created_at=datetime(2024, 1, 1, tzinfo=UTC),
+                          updated_at=datetime(2024, 1, 2, tzinfo=UTC))
+    sealed = codec.seal(codec.encode_state(state), revision=1)
+    assert len(sealed.raw) >= PAUSE_BYTES
+    set_collector_pause(False)
+    with Collections() as unpaused:
+        expected = codec.open(codec.parse(sealed.raw, what="test"), what="test")
+    set_collector_pause(True)
+    with Collections() as paused:
+        opened = codec.open(codec.parse(sealed.raw, what="test"), what="test")
+    assert len(paused.generations) < len(unpaused.generations)
+    assert gc.isenabled()
+    assert_identical(opened.pipeline_context, expected.pipeline_context)
+    assert_identical(opened.pipeline_context, state.pipeline_context)
