@@ -113,8 +113,8 @@ def test_the_bytes_are_those_of_the_data_for_typed_models(items: list[Any], twic
 def test_the_typed_parts_are_written_as_json_text() -> None:
     registry = TypeRegistry()
     at = datetime(2026, 1, 2, tzinfo=UTC)
-    rows = [Reading(sensor=f"s{i}", value=i / 3, at=at) for i in range(1200)]  # 3 chunks
-    assert fragments_in(rows, registry) == 1
+    rows = [Reading(sensor=f"s{i}", value=i / 3, at=at) for i in range(1200)]
+    assert fragments_in(rows, registry) == 3  # a part per chunk of 512 rows
     assert fragments_in(Batch(name="b", readings=rows[:3]), registry) == 1
     # a model that contains itself has no bound on its nesting: data (see the depth tests)
     assert fragments_in(Node(name="root", children=[Node(name="leaf", children=[])]),
@@ -122,6 +122,13 @@ def test_the_typed_parts_are_written_as_json_text() -> None:
     assert fragments_in({"a": rows[:2], "b": [Node(name="x", children=[])]}, registry) == 1
     same_bytes(rows, registry)
     same_bytes([rows[:1], rows[1:600]], registry)
+    for count in (511, 512, 513, 1024, 1025):  # at and around the chunks' edges
+        same_bytes(rows[:count], registry)
+    # ...those leave fields unset (the general rows); with every field set, the rows
+    full = [Reading(sensor=f"s{i}", value=i / 3, at=at, tags=["t"], unit="F")
+            for i in range(1100)]
+    same_bytes(full, registry)
+    assert fragments_in(full, registry) == 3
 
 
 class Name(str):

@@ -8,6 +8,10 @@ collection the pause put off still runs; results are the same with and without t
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -17,6 +21,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from flujo import serialization
 from flujo.exceptions import InvalidArgumentError, SerializationError
 from flujo.serialization import (
     PAUSE_BYTES,
@@ -27,8 +32,10 @@ from flujo.serialization import (
     serialize_to_bytes,
     set_collector_pause,
 )
-from flujo.serialization._collector import PAUSE_OBJECTS
+from flujo.serialization._collector import PAUSE_OBJECTS, Claim, pause
 from flujo.state import EnvelopeCodec, WorkflowState
+from flujo.state import _envelope_codec as envelope_codec
+from flujo.state._jsonio import loads
 from flujo.testing import assert_identical
 
 
@@ -126,10 +133,14 @@ def test_a_block_inside_a_block_leaves_the_collector_to_the_outer_one() -> None:
 
 
 def test_a_collector_the_application_turned_off_stays_off() -> None:
+    data = serialize_to_bytes(readings(3_000))
+    assert len(data) >= PAUSE_BYTES
     gc.disable()
     with collector_paused():
         pass
-    data = serialize_to_bytes(readings(PAUSE_OBJECTS))
+    assert not gc.isenabled()
+    serialize_to_bytes(readings(3_000))
+    assert not gc.isenabled()
     deserialize_from_json(data)
     assert not gc.isenabled()
 
@@ -169,16 +180,146 @@ def test_a_large_decode_runs_with_the_collector_off_and_one_collection_after() -
     assert_identical(decoded[1], expected[1])
 
 
-def test_the_put_off_collection_waits_where_automatic_collection_is_off() -> None:
-    data = serialize_to_bytes(readings(3_000))
-    thresholds = gc.get_threshold()
-    gc.set_threshold(0)
-    try:
-        with Collections() as paused:
-            deserialize_from_json(data)
-    finally:
-        gc.set_threshold(*thresholds)
-    assert paused.generations == []
+def test_a_block_object_used_twice_leaves_the_collector_on() -> None:
+    block = collector_paused()
+    with block, block:  # the inner exit ends the pause early: never a collector left off
+        pass
+    assert gc.isenabled()
+
+
+def test_a_pause_whose_call_never_resumed_is_taken_over_by_the_next() -> None:
+    claim = Claim()
+    pause(claim)  # as a call interrupted as it entered resume: off, and nobody to end it
+    assert not gc.isenabled()
+    with collector_paused():  # its claim is still held: a running call's pause
+        pass
+    assert not gc.isenabled()
+    del claim
+    with collector_paused():  # the claim is gone: this block takes the pause over
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+def test_interrupted_calls_never_leave_the_collector_off_for_good() -> None:
+    """Ctrl-C (here SIGALRM raising KeyboardInterrupt) at random moments of large encodes and
+    decodes, caught each time as a REPL or a worker loop does: the collector is on after,
+    or at the latest after the next large call (in a fresh process, compiled and pure)."""
+    script = textwrap.dedent("""
+        import gc, random, signal, sys
+        from flujo.serialization import deserialize_from_json, safe_serialize, serialize_to_bytes
+        blob = serialize_to_bytes([[i, str(i)] for i in range(7000)])
+        value = [[] for _ in range(600)]
+        def interrupt(*_):
+            raise KeyboardInterrupt
+        signal.signal(signal.SIGALRM, interrupt)
+        random.seed(int(sys.argv[1]))
+        interrupted = left_off = 0
+        for i in range(3000):
+            off = False
+            try:
+                signal.setitimer(signal.ITIMER_REAL, random.uniform(1e-6, 40e-6))
+                try:
+                    deserialize_from_json(blob) if i % 2 else safe_serialize(value)
+                finally:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+            except KeyboardInterrupt:
+                interrupted += 1
+                off = not gc.isenabled()
+            if off:
+                safe_serialize(value)
+                left_off += not gc.isenabled()
+        print(interrupted, left_off, gc.isenabled())
+    """)
+    for pure in ("0", "1"):
+        environment = {**os.environ, "FLUJO_PURE_PYTHON": pure}
+        done = subprocess.run([sys.executable, "-c", script, "7"], capture_output=True,
+                              text=True, timeout=300, env=environment, check=False)
+        assert done.returncode == 0, done.stderr
+        interrupted, left_off, enabled = done.stdout.split()
+        assert int(interrupted) > 1000  # the interrupts did land inside the calls
+        assert (left_off, enabled) == ("0", "True")
+
+
+def test_a_signal_handler_that_serializes_cannot_deadlock() -> None:
+    """A handler (a SIGTERM handler saving a last checkpoint, say) that encodes a large value,
+    run while the code it interrupted is pausing or resuming the collector."""
+    script = textwrap.dedent("""
+        import gc, random, signal
+        from flujo.serialization import safe_serialize
+        value = [[] for _ in range(600)]
+        handled = 0
+        def handler(*_):
+            global handled
+            safe_serialize(value)
+            handled += 1
+        signal.signal(signal.SIGALRM, handler)
+        random.seed(1)
+        for _ in range(5000):
+            signal.setitimer(signal.ITIMER_REAL, random.uniform(1e-6, 60e-6))
+            safe_serialize(value)
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        print(handled, gc.isenabled())
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    handled, enabled = done.stdout.split()
+    assert int(handled) > 1000 and enabled == "True"
+
+
+def test_a_large_parse_of_a_stored_record_is_paused(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[bool] = []
+
+    def noting(data: bytes) -> Any:
+        seen.append(gc.isenabled())
+        return loads(data)
+
+    codec = EnvelopeCodec()
+    small = WorkflowState(run_id="r-1", pipeline_name="p", pipeline_context={"n": 1},
+                          created_at=datetime(2024, 1, 1, tzinfo=UTC),
+                          updated_at=datetime(2024, 1, 2, tzinfo=UTC))
+    large = small.model_copy(update={"pipeline_context": readings(3_000)})
+    records = [codec.seal(codec.encode_state(state), revision=1).raw for state in (small, large)]
+    monkeypatch.setattr(envelope_codec, "loads", noting)
+    for raw in records:
+        codec.parse(raw, what="test")
+    assert seen == [True, False]
+    assert gc.isenabled()
+
+
+def test_the_bytes_of_a_large_value_are_written_inside_the_pause(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[bool] = []
+    write = serialization._json_bytes
+
+    def noting(obj: Any, data: Any) -> bytes:
+        seen.append(gc.isenabled())
+        return write(obj, data)
+
+    monkeypatch.setattr(serialization, "_json_bytes", noting)
+    serialize_to_bytes({"n": 1})
+    serialize_to_bytes(readings(3_000))
+    # the large value's data is gone (written) before the collector resumes: no
+    # collection has it to traverse
+    assert seen == [True, False]
+
+
+def test_an_interrupt_inside_a_large_call_leaves_the_collector_on() -> None:
+    registry = TypeRegistry()
+
+    def interrupted(_: Any) -> Any:
+        raise KeyboardInterrupt
+
+    registry.register_custom_serializer(Probe, interrupted, deserializer=interrupted,
+                                        name="probe")
+    with pytest.raises(KeyboardInterrupt):
+        safe_serialize([[[] for _ in range(PAUSE_OBJECTS)], Probe()], registry=registry)
+    assert gc.isenabled()
+    writing, _ = probed_registry()
+    data = serialize_to_bytes([readings(3_000), Probe()], registry=writing)
+    with pytest.raises(KeyboardInterrupt):
+        deserialize_from_json(data, registry=registry)
+    assert gc.isenabled()
 
 
 def test_an_encode_pauses_once_it_has_met_many_containers() -> None:

@@ -316,7 +316,9 @@ def deserialize_from_json(text: str | bytes, *, registry: TypeRegistry | None = 
     """Parse JSON text written by ``serialize_to_json`` (or the bytes of
     ``serialize_to_bytes``) and decode it: ``safe_deserialize`` of the parsed data,
     which this call builds its result from instead of copying it."""
-    size = len(text) if isinstance(text, (str, bytes, bytearray, memoryview)) else 0
+    # (exact types: a subclass's own __len__ is not called before orjson judges the input)
+    kind: type = type(text)
+    size = len(text) if kind is bytes or kind is str else 0
     with collector_paused(size):  # a large document: see _collector
         try:
             data = orjson.loads(text)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes  # here, not when first used: reading data imports nothing
+import gc
 import sys
 import sysconfig
 import threading
@@ -37,7 +38,7 @@ from ..exceptions import (
     UnknownTypeWarning,
     caused,
 )
-from ._collector import PAUSE_OBJECTS, pause, resume
+from ._collector import PAUSE_OBJECTS, PAUSE_STATE, Claim, pause
 from ._paths import finish_path, key_segment, note_path
 from ._secrets import preview as _preview
 from ._undecoded import UndecodedValue
@@ -304,9 +305,9 @@ class Encoder:
     before it is written, -n while ``encode_shared`` hands it to ``encode``, n after.
     """
 
-    __slots__ = ("anchors", "batches", "busy", "checkpoint", "default", "direct", "fragments",
-                 "hashing", "hits", "limit", "manifest", "max_depth", "memo", "open", "paused",
-                 "plans", "refs", "registry", "seen", "shared", "validate")
+    __slots__ = ("anchors", "batches", "busy", "checkpoint", "claim", "default", "direct",
+                 "fragments", "hashing", "hits", "limit", "manifest", "max_depth", "memo",
+                 "open", "plans", "refs", "registry", "seen", "shared", "validate")
 
     def __init__(
         self,
@@ -340,7 +341,8 @@ class Encoder:
         self.busy = False
         self.seen: list[Any] = []
         self.checkpoint = PAUSE_OBJECTS  # see note()
-        self.paused = False  # whether this run paused the garbage collector (note())
+        # What this run paused the garbage collector under (note(); None: not paused).
+        self.claim: Claim | None = None
         self.shared: dict[int, int] | None = None
         # Second pass only: the objects being written (id -> built from its finished value,
         # so it cannot contain itself), anchors and references written so far, and how many
@@ -432,8 +434,9 @@ class Encoder:
         seen.append(obj)
         if len(seen) > self.checkpoint:
             if self.checkpoint < FIRST_CHECKPOINT:  # a large value: see _collector
-                if not self.paused:
-                    self.paused = pause()
+                if self.claim is None:
+                    claim = self.claim = Claim()  # held first: run_encoder resumes it
+                    pause(claim)
                 self.checkpoint = FIRST_CHECKPOINT
                 return
             self.checkpoint *= 2  # amortized: the checks cost at most twice the notes
@@ -880,9 +883,21 @@ def run_encoder(encoder: Encoder, obj: Any,
         if encoder.checkpoint != PAUSE_OBJECTS:  # a large first pass moved it on
             encoder.checkpoint = PAUSE_OBJECTS
         encoder.busy = False
-        if encoder.paused:
-            encoder.paused = False
-            resume()
+        claim = encoder.claim
+        if claim is not None:
+            encoder.claim = None
+            _end_pause(claim)
+
+
+def _end_pause(claim: Claim) -> None:
+    """``_collector.resume(claim)``, written out here: compiled, it runs without a Python
+    frame, so no signal handler (a KeyboardInterrupt) can run between its steps and leave
+    the collector off; the first Python code after a long compiled encode is where a
+    pending signal is handled, and a call of ``resume`` would be that code."""
+    owner = PAUSE_STATE.owner
+    if owner is not None and owner() is claim:
+        PAUSE_STATE.owner = None
+        gc.enable()
 
 
 def _encode_run(encoder: Encoder, obj: Any) -> Any:

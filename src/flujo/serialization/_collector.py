@@ -16,29 +16,40 @@ and cost no collection at all.
 
 Rules that keep it safe:
 
-- Only the call that turned the collector off turns it back on (``pause`` returns whether
-  it did): a call inside a call, or a second thread's call meanwhile, leaves it alone; the
-  collector is on again as soon as the first call ends. An application that turned the
-  collector off itself keeps it off.
+- A call claims the pause (``pause(claim)``, a ``Claim`` of its own) and only the claim that
+  turned the collector off turns it back on (``resume(claim)``, in a ``finally``): a call
+  inside a call, or a second thread's call meanwhile, leaves it alone, and the collector is
+  on again as soon as the first call ends, however long other calls go on. A collector the
+  application turned off before the call stays off.
+- No lock: a signal handler that serializes, run while the code it interrupted is inside
+  ``pause`` or ``resume``, cannot deadlock.
+- An interruption (KeyboardInterrupt) cannot leave the collector off for good: ``pause``
+  records the claim in a ``finally`` of turning the collector off, ``resume`` turns it on
+  in a ``finally`` of dropping the claim, and the claim is held weakly: should a call end
+  without resuming (interrupted as ``resume`` was entered), its claim is gone, and the next
+  call that pauses takes the pause over and ends it.
 - A pause never spans an ``await``: every caller pauses inside one synchronous call.
 - ``set_collector_pause(False)`` turns the behaviour off for the process.
 
-What it cannot tell: a thread that turns the collector off while another thread's large
-decode has it paused finds it on again when that decode ends.
+What it cannot tell, because the collector is one switch for the process: while a large
+call runs in one thread, other threads (an event loop waiting for that thread, say)
+allocate with the collector off too, for as long as that call lasts; garbage cycles made
+meanwhile (by a custom serializer, say) wait until it ends; and code that turns the
+collector off during the call (in that thread or another) finds it on again after it.
 """
 
 from __future__ import annotations
 
 import gc
-import threading
+import weakref
 from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
 from typing import Final
 
 from ..exceptions import InvalidArgumentError
 
-__all__ = ["PAUSE_BYTES", "PAUSE_OBJECTS", "collector_paused", "pause", "resume",
-           "set_collector_pause"]
+__all__ = ["PAUSE_BYTES", "PAUSE_OBJECTS", "PAUSE_STATE", "Claim", "collector_paused", "pause",
+           "resume", "set_collector_pause"]
 
 # A document of at least this many bytes is decoded with the collector paused: below it the
 # pause would cost more than the few young collections it saves.
@@ -46,55 +57,76 @@ PAUSE_BYTES: Final = 64 * 1024
 # An encode pauses the collector once it has noted this many containers (Encoder.note).
 PAUSE_OBJECTS: Final = 512
 
-_lock: Final = threading.Lock()
-_enabled = True
+class Claim:
+    """What a call pauses the collector under (held weakly: see the module's docstring)."""
+
+    __slots__ = ("__weakref__",)
+
+
+class _State:
+    __slots__ = ("enabled", "owner")
+
+    def __init__(self) -> None:
+        self.enabled = True  # set_collector_pause
+        # The claim of the call that turned the collector off, until it turns it back on.
+        self.owner: weakref.ref[Claim] | None = None
+
+
+PAUSE_STATE: Final = _State()
 
 
 def set_collector_pause(enabled: bool) -> bool:
     """Whether flujo pauses the garbage collector while it encodes or decodes a large value
     (on by default; see docs/performance.md). Returns the previous setting."""
-    global _enabled
     if type(enabled) is not bool:
         raise InvalidArgumentError(f"enabled must be True or False, got {enabled!r}")
-    with _lock:
-        previous, _enabled = _enabled, enabled
+    previous, PAUSE_STATE.enabled = PAUSE_STATE.enabled, enabled
     return previous
 
 
-def pause() -> bool:
-    """Turn the collector off if it is on and pausing is enabled; True when this call did
-    (its caller must then ``resume``)."""
-    with _lock:
-        if not _enabled or not gc.isenabled():
-            return False
+def pause(claim: Claim) -> None:
+    """Turn the collector off for ``claim``'s call, if it is on and pausing is enabled. The
+    caller must call ``resume(claim)`` in a ``finally`` (whether or not this paused)."""
+    if not PAUSE_STATE.enabled:
+        return
+    mine = weakref.ref(claim)  # made first: storing it below cannot be interrupted
+    if not gc.isenabled():
+        owner = PAUSE_STATE.owner
+        if owner is None or owner() is not None:
+            return  # the application's doing, or a running call's pause
+        PAUSE_STATE.owner = mine  # a call paused and never resumed: its pause is this one's
+        return
+    try:
         gc.disable()
-        return True
+    finally:  # even when interrupted: the claim's resume then turns it back on
+        PAUSE_STATE.owner = mine
 
 
-def resume() -> None:
-    """Turn the collector back on (after ``pause`` returned True). The collection the pause
-    put off, if one is due, is CPython's to run, at the next allocation of a container: one
-    collection, of the generation CPython chooses, instead of many."""
-    with _lock:
+def resume(claim: Claim) -> None:
+    """Turn the collector back on if ``claim``'s call turned it off. The collection the
+    pause put off, if one is due, is CPython's to run, at the next allocation of a
+    container: one collection, of the generation CPython chooses, instead of many."""
+    owner = PAUSE_STATE.owner
+    if owner is None or owner() is not claim:
+        return
+    try:
+        PAUSE_STATE.owner = None
+    finally:
         gc.enable()
 
 
-class _Pause:
-    """``with``: the collector paused (if this one turned it off) for the block."""
+class _Pause(Claim):
+    """``with``: the collector paused (if this block turned it off) for the block. The
+    instance is its own claim."""
 
-    __slots__ = ("_owner",)
-
-    def __init__(self) -> None:
-        self._owner = False
+    __slots__ = ()
 
     def __enter__(self) -> None:
-        self._owner = pause()
+        pause(self)
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  traceback: TracebackType | None) -> None:
-        if self._owner:
-            self._owner = False
-            resume()
+        resume(self)
 
 
 _NO_PAUSE: Final = nullcontext()

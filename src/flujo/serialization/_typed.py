@@ -474,13 +474,13 @@ class TypedModel:
         written = self._general_written(items, keep, text)
         if written is None or not text:
             return written
-        return Fragment(written[0]), written[1]
+        return _array_of(written[0]), written[1]
 
     def dump_rows(self, items: list[Any], keep: Callable[[Any], Any],
                   text: bool = False) -> Any | None:
         """The rows of ``items`` (``_rows``), or None when the list must be written another
         way: a value not exactly of its declared type, or a class that contains itself.
-        With ``text``, their JSON array, as an ``orjson.Fragment``."""
+        With ``text``, their JSON array, as ``orjson.Fragment`` parts (``_array_of``)."""
         if self.shape is None:
             return None
         try:
@@ -490,7 +490,7 @@ class TypedModel:
             return None
         try:
             written = _written_rows(read_rows, serializer, items, keep, text)
-            return Fragment(written) if text and written is not None else written
+            return _array_of(written) if text and written is not None else written
         except (RecursionError, PydanticSerializationError, ValueError):
             return None
 
@@ -501,7 +501,7 @@ class TypedModel:
         if written is None:
             return None
         rows, zoned = written
-        return (Fragment(rows[1:-1]) if text else rows[0]), zoned  # "[row]" -> "row"
+        return (Fragment(rows[0]) if text else rows[0]), zoned  # one model: one row
 
     def _general_written(self, items: list[Any], keep: Callable[[Any], Any],
                          text: bool) -> tuple[Any, bool] | None:
@@ -533,24 +533,26 @@ def _reading_zoned(read_rows: Any, zoned: list[bool], items: list[Any],
 def _written_rows(read_rows: Any, serializer: Any, items: list[Any],
                   keep: Callable[[Any], Any], text: bool) -> Any | None:
     """The rows of ``items``, ``_ROWS_CHUNK`` models at a time: read (and checked) by
-    ``read_rows``, written by pydantic-core, as data or as the bytes of one JSON array
-    (``text``)."""
+    ``read_rows``, written by pydantic-core, as data or (``text``) as the JSON text of each
+    chunk's rows, ``row,row,...`` without the brackets of its array."""
     written: list[Any] = []
-    chunks: list[bytes] = []
     for start in range(0, len(items), _ROWS_CHUNK):
         rows: list[Any] | None = read_rows(items[start:start + _ROWS_CHUNK], keep)
         if rows is None:
             return None
         if text:
-            chunks.append(serializer.to_json(rows))
+            written.append(serializer.to_json(rows)[1:-1])  # "[row,...]": never empty
         else:
             written += serializer.to_python(rows, mode="json")
-    if not text:
-        return written
-    if len(chunks) == 1:
-        return chunks[0]
-    # each chunk is "[row,...]" (never empty: a chunk has a model at least)
-    return b"[" + b",".join([chunk[1:-1] for chunk in chunks]) + b"]"
+    return written
+
+
+def _array_of(parts: list[bytes]) -> list[Fragment]:
+    """The JSON array of rows whose text is ``parts`` (each ``row,row,...``), as orjson
+    writes it: ``[`` the parts joined by commas ``]``. Not joined into one text here: a
+    large list's rows then exist once as text before orjson copies them into its output,
+    not three times (the parts, their join, the brackets added)."""
+    return [Fragment(part) for part in parts]
 
 
 def _model_class(cls: type) -> TypeGuard[type[BaseModel]]:

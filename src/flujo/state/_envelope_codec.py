@@ -617,11 +617,6 @@ class EnvelopeCodec:
         the deltas after it, in revision order. Returns the state and the tip to write the
         next save as a delta of it (None for a record of envelope version 1, which starts
         no chain)."""
-        with collector_paused():  # decoding builds the whole state at once
-            return self._open_chain(chain, what=what)
-
-    def _open_chain(self, chain: list[Envelope], *,
-                    what: str) -> tuple[WorkflowState, ChainTip | None]:
         head, first = chain[-1], chain[0]
         self.check_versions(head, what=what)
         payload, history_docs = self._documents(chain, what=what)
@@ -678,7 +673,10 @@ class EnvelopeCodec:
         """``safe_deserialize`` of ``data``, its errors as the state's; ``copy=False`` for
         documents nothing else holds (the result is built from them)."""
         try:
-            return safe_deserialize(data, registry=self.registry, copy=copy)
+            # decoding builds the whole state at once (not decrypting, nor migrating: those
+            # run code of the application's, without a pause)
+            with collector_paused():
+                return safe_deserialize(data, registry=self.registry, copy=copy)
         except DeserializationError as exc:
             if type(exc) is DeserializationError:  # malformed data, or a deserializer failed
                 raise CorruptStateError(f"{what}: the payload cannot be decoded: {exc}") from exc
