@@ -39,7 +39,6 @@ from ._codec import (
     EncodePlan,
     Encoder,
     caller_stacklevel,
-    stack_levels,
 )
 from ._custom import custom_codec
 from ._library_types import LIBRARY_CODECS, library_codec_for
@@ -153,24 +152,26 @@ class TypeRegistry:
     def shared_encoder(self, validate: bool, fragments: bool = False) -> Encoder:
         """The encoder for plain ``safe_serialize`` calls (no default, no manifest), or with
         ``fragments`` for ``serialize_to_bytes`` (see ``Encoder.fragments``)."""
-        # Keyed by what the depth the codec stops at depends on: the recursion limit and
-        # the calling thread's stack (_codec.depth_limit).
-        key = (validate, fragments, self.max_depth, sys.getrecursionlimit(), stack_levels())
-        encoders: dict[tuple[bool, bool, int, int, int], Encoder] = self._per_thread("encoders")
-        encoder = encoders.get(key)
-        if encoder is None:
+        # Keyed by what the depth the codec stops at depends on (_codec.depth_limit): the
+        # recursion limit, and the calling thread's stack, which is this thread's for good
+        # (measured once per thread, and the encoders are the thread's own). Every call
+        # passes here: one attribute and one lookup, the rest only for a new key.
+        key = (validate, fragments, self.max_depth, sys.getrecursionlimit())
+        try:
+            encoder: Encoder = self._threads.encoders[key]
+        except (AttributeError, KeyError):
             encoder = Encoder(self, validate=validate, default=None, max_depth=self.max_depth,
                               manifest=None, fragments=fragments)
-            encoders[key] = encoder
+            self._per_thread("encoders")[key] = encoder
         return encoder
 
     def shared_decoder(self, strict: bool) -> Decoder:
-        key = (strict, self.max_depth, sys.getrecursionlimit(), stack_levels())
-        decoders: dict[tuple[bool, int, int, int], Decoder] = self._per_thread("decoders")
-        decoder = decoders.get(key)
-        if decoder is None:
+        key = (strict, self.max_depth, sys.getrecursionlimit())  # (see shared_encoder)
+        try:
+            decoder: Decoder = self._threads.decoders[key]
+        except (AttributeError, KeyError):
             decoder = Decoder(self, strict=strict, max_depth=self.max_depth)
-            decoders[key] = decoder
+            self._per_thread("decoders")[key] = decoder
         return decoder
 
     def keeps_identity(self, cls: type) -> bool:
