@@ -36,6 +36,7 @@ COMPILED = [
     "src/flujo/serialization/_auto.py",
     "src/flujo/serialization/_builtins.py",
     "src/flujo/serialization/_codec.py",
+    "src/flujo/serialization/_collector.py",
     "src/flujo/serialization/_custom.py",
     "src/flujo/serialization/_datetimes.py",
     "src/flujo/serialization/_memo.py",

@@ -32,7 +32,7 @@ from flujo.serialization import (
     serialize_to_bytes,
     set_collector_pause,
 )
-from flujo.serialization._collector import PAUSE_OBJECTS, Claim, pause
+from flujo.serialization._collector import ACTIVE, PAUSE_OBJECTS, PAUSE_STATE
 from flujo.state import EnvelopeCodec, WorkflowState
 from flujo.state import _envelope_codec as envelope_codec
 from flujo.state._jsonio import loads
@@ -52,16 +52,22 @@ def readings(count: int) -> dict[str, Any]:
             "seen": [{"tags": {f"t{i}", "x"}, "pair": (i, str(i))} for i in range(count)]}
 
 
+# Only the compiled module pauses (see _collector); CI also runs these tests interpreted.
+paused_only = pytest.mark.skipif(not ACTIVE, reason="the pure-Python form never pauses")
+
+
 @pytest.fixture(autouse=True)
 def collector_on() -> Iterator[None]:
     """Each test starts with the collector on and pausing enabled, and leaves them so."""
     was_enabled = gc.isenabled()
     gc.enable()
     previous = set_collector_pause(True)
+    PAUSE_STATE.owner = None
     try:
         yield
     finally:
         set_collector_pause(previous)
+        PAUSE_STATE.owner = None
         if not was_enabled:
             gc.disable()
         else:
@@ -112,6 +118,7 @@ class Collections:
         gc.callbacks.remove(self)
 
 
+@paused_only
 def test_the_collector_is_off_inside_the_block_and_on_after() -> None:
     with collector_paused():
         assert not gc.isenabled()
@@ -124,6 +131,7 @@ def test_an_error_inside_the_block_still_turns_the_collector_back_on() -> None:
     assert gc.isenabled()
 
 
+@paused_only
 def test_a_block_inside_a_block_leaves_the_collector_to_the_outer_one() -> None:
     with collector_paused():
         with collector_paused():
@@ -145,6 +153,7 @@ def test_a_collector_the_application_turned_off_stays_off() -> None:
     assert not gc.isenabled()
 
 
+@paused_only
 def test_small_documents_are_not_paused_for() -> None:
     with collector_paused(PAUSE_BYTES - 1):
         assert gc.isenabled()
@@ -158,9 +167,10 @@ def test_pausing_can_be_turned_off_for_the_process() -> None:
         assert gc.isenabled()
     assert set_collector_pause(True) is False
     with pytest.raises(InvalidArgumentError, match="True or False, got 1"):
-        set_collector_pause(1)  # type: ignore[arg-type]
+        set_collector_pause(1)
 
 
+@paused_only
 def test_a_large_decode_runs_with_the_collector_off_and_one_collection_after() -> None:
     registry, seen = probed_registry()
     small = serialize_to_bytes([Probe()], registry=registry)
@@ -174,6 +184,9 @@ def test_a_large_decode_runs_with_the_collector_off_and_one_collection_after() -
     with Collections() as paused:
         decoded = deserialize_from_json(data, registry=registry)
     assert seen == [True, True, False]
+    deserialize_from_json(bytearray(data), registry=registry)
+    deserialize_from_json(memoryview(data), registry=registry)
+    assert seen == [True, True, False, False, False]
     # the collection the pause put off ran after it, once, and none is left due
     assert len(paused.generations) == 1 and paused.generations[0] in (0, 1)
     assert gc.get_count()[0] <= gc.get_threshold()[0]
@@ -187,23 +200,22 @@ def test_a_block_object_used_twice_leaves_the_collector_on() -> None:
     assert gc.isenabled()
 
 
-def test_a_pause_whose_call_never_resumed_is_taken_over_by_the_next() -> None:
-    claim = Claim()
-    pause(claim)  # as a call interrupted as it entered resume: off, and nobody to end it
-    assert not gc.isenabled()
-    with collector_paused():  # its claim is still held: a running call's pause
-        pass
-    assert not gc.isenabled()
-    del claim
-    with collector_paused():  # the claim is gone: this block takes the pause over
-        assert not gc.isenabled()
-    assert gc.isenabled()
+def test_the_pure_python_form_never_pauses() -> None:
+    """Interpreted, a signal handler could run between turning the collector off and
+    recording the claim, and leave it off: only the compiled module pauses."""
+    script = ("import gc\nfrom flujo.serialization import collector_paused\n"
+              "with collector_paused():\n    print(gc.isenabled())\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "FLUJO_PURE_PYTHON": "1"},
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True"]
 
 
-def test_interrupted_calls_never_leave_the_collector_off_for_good() -> None:
+def test_interrupted_calls_never_leave_the_collector_off() -> None:
     """Ctrl-C (here SIGALRM raising KeyboardInterrupt) at random moments of large encodes and
-    decodes, caught each time as a REPL or a worker loop does: the collector is on after,
-    or at the latest after the next large call (in a fresh process, compiled and pure)."""
+    decodes, caught each time and kept, as a REPL keeps the last error (its traceback holds
+    the interrupted frames): the collector is on after every one (in a fresh process)."""
     script = textwrap.dedent("""
         import gc, random, signal, sys
         from flujo.serialization import deserialize_from_json, safe_serialize, serialize_to_bytes
@@ -214,30 +226,26 @@ def test_interrupted_calls_never_leave_the_collector_off_for_good() -> None:
         signal.signal(signal.SIGALRM, interrupt)
         random.seed(int(sys.argv[1]))
         interrupted = left_off = 0
+        kept = []
         for i in range(3000):
-            off = False
             try:
                 signal.setitimer(signal.ITIMER_REAL, random.uniform(1e-6, 40e-6))
                 try:
                     deserialize_from_json(blob) if i % 2 else safe_serialize(value)
                 finally:
                     signal.setitimer(signal.ITIMER_REAL, 0)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as error:
                 interrupted += 1
-                off = not gc.isenabled()
-            if off:
-                safe_serialize(value)
+                kept.append(error)
                 left_off += not gc.isenabled()
         print(interrupted, left_off, gc.isenabled())
     """)
-    for pure in ("0", "1"):
-        environment = {**os.environ, "FLUJO_PURE_PYTHON": pure}
-        done = subprocess.run([sys.executable, "-c", script, "7"], capture_output=True,
-                              text=True, timeout=300, env=environment, check=False)
-        assert done.returncode == 0, done.stderr
-        interrupted, left_off, enabled = done.stdout.split()
-        assert int(interrupted) > 1000  # the interrupts did land inside the calls
-        assert (left_off, enabled) == ("0", "True")
+    done = subprocess.run([sys.executable, "-c", script, "7"], capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    interrupted, left_off, enabled = done.stdout.split()
+    assert int(interrupted) > 1000  # the interrupts did land inside the calls
+    assert (left_off, enabled) == ("0", "True")
 
 
 def test_a_signal_handler_that_serializes_cannot_deadlock() -> None:
@@ -264,9 +272,10 @@ def test_a_signal_handler_that_serializes_cannot_deadlock() -> None:
                           timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     handled, enabled = done.stdout.split()
-    assert int(handled) > 1000 and enabled == "True"
+    assert int(handled) > 100 and enabled == "True"
 
 
+@paused_only
 def test_a_large_parse_of_a_stored_record_is_paused(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[bool] = []
 
@@ -287,6 +296,7 @@ def test_a_large_parse_of_a_stored_record_is_paused(monkeypatch: pytest.MonkeyPa
     assert gc.isenabled()
 
 
+@paused_only
 def test_the_bytes_of_a_large_value_are_written_inside_the_pause(
         monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[bool] = []
@@ -322,6 +332,7 @@ def test_an_interrupt_inside_a_large_call_leaves_the_collector_on() -> None:
     assert gc.isenabled()
 
 
+@paused_only
 def test_an_encode_pauses_once_it_has_met_many_containers() -> None:
     registry = TypeRegistry()
     enabled: list[bool] = []
@@ -385,6 +396,7 @@ def test_overlapping_threads_leave_the_collector_on() -> None:
     assert gc.isenabled()
 
 
+@paused_only
 def test_a_state_backend_load_decodes_with_the_collector_off() -> None:
     registry, seen = probed_registry()
     codec = EnvelopeCodec(registry=registry)

@@ -318,7 +318,9 @@ def deserialize_from_json(text: str | bytes, *, registry: TypeRegistry | None = 
     which this call builds its result from instead of copying it."""
     # (exact types: a subclass's own __len__ is not called before orjson judges the input)
     kind: type = type(text)
-    size = len(text) if kind is bytes or kind is str else 0
+    found: Any = text
+    size = (len(found) if kind is bytes or kind is str or kind is bytearray
+            else found.nbytes if kind is memoryview else 0)
     with collector_paused(size):  # a large document: see _collector
         try:
             data = orjson.loads(text)

@@ -21,8 +21,8 @@ from types import ModuleType
 
 from ..exceptions import PurePythonWarning
 
-COMPILED_MODULES = ("_auto", "_builtins", "_codec", "_custom", "_datetimes", "_memo",
-                    "_objects", "_plans", "_rows", "_typed")
+COMPILED_MODULES = ("_auto", "_builtins", "_codec", "_collector", "_custom", "_datetimes",
+                    "_memo", "_objects", "_plans", "_rows", "_typed")
 PURE_PYTHON_ENV = "FLUJO_PURE_PYTHON"
 
 _PACKAGE = __name__.rpartition(".")[0]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes  # here, not when first used: reading data imports nothing
-import gc
 import sys
 import sysconfig
 import threading
@@ -38,7 +37,7 @@ from ..exceptions import (
     UnknownTypeWarning,
     caused,
 )
-from ._collector import PAUSE_OBJECTS, PAUSE_STATE, Claim, pause
+from ._collector import ACTIVE, PAUSE_OBJECTS, Claim, pause, resume
 from ._paths import finish_path, key_segment, note_path
 from ._secrets import preview as _preview
 from ._undecoded import UndecodedValue
@@ -434,7 +433,7 @@ class Encoder:
         seen.append(obj)
         if len(seen) > self.checkpoint:
             if self.checkpoint < FIRST_CHECKPOINT:  # a large value: see _collector
-                if self.claim is None:
+                if ACTIVE and self.claim is None:  # (interpreted, flujo never pauses)
                     claim = self.claim = Claim()  # held first: run_encoder resumes it
                     pause(claim)
                 self.checkpoint = FIRST_CHECKPOINT
@@ -886,18 +885,7 @@ def run_encoder(encoder: Encoder, obj: Any,
         claim = encoder.claim
         if claim is not None:
             encoder.claim = None
-            _end_pause(claim)
-
-
-def _end_pause(claim: Claim) -> None:
-    """``_collector.resume(claim)``, written out here: compiled, it runs without a Python
-    frame, so no signal handler (a KeyboardInterrupt) can run between its steps and leave
-    the collector off; the first Python code after a long compiled encode is where a
-    pending signal is handled, and a call of ``resume`` would be that code."""
-    owner = PAUSE_STATE.owner
-    if owner is not None and owner() is claim:
-        PAUSE_STATE.owner = None
-        gc.enable()
+            resume(claim)
 
 
 def _encode_run(encoder: Encoder, obj: Any) -> Any:

@@ -3,7 +3,7 @@
 Why: a large document decodes to (and encodes from) tens of thousands of new containers. Each
 700 of them start a young collection, and the objects that survive two of those count
 toward a full collection of the whole heap, which then runs again and again while the
-result grows: the events workload (300,000 records) decoded 2.7 times slower per record
+result grows: the events workload (300,000 records) decoded about 3 times slower per record
 than at 1,000 (docs/performance.md, "Pausing the collector"). None of those objects can be
 cyclic garbage yet: they are being built.
 
@@ -21,13 +21,13 @@ Rules that keep it safe:
   inside a call, or a second thread's call meanwhile, leaves it alone, and the collector is
   on again as soon as the first call ends, however long other calls go on. A collector the
   application turned off before the call stays off.
-- No lock: a signal handler that serializes, run while the code it interrupted is inside
-  ``pause`` or ``resume``, cannot deadlock.
-- An interruption (KeyboardInterrupt) cannot leave the collector off for good: ``pause``
-  records the claim in a ``finally`` of turning the collector off, ``resume`` turns it on
-  in a ``finally`` of dropping the claim, and the claim is held weakly: should a call end
-  without resuming (interrupted as ``resume`` was entered), its claim is gone, and the next
-  call that pauses takes the pause over and ends it.
+- This module is compiled (mypyc), and only compiled it pauses (``ACTIVE``): ``pause``,
+  ``resume`` and the ``with`` block's enter and exit then run as C, where no signal handler
+  (KeyboardInterrupt) and no other thread can run between turning the collector off and
+  recording the claim, or between dropping the claim and turning it on. Interpreted, a
+  handler could run at either point and leave the collector off; the pure-Python form
+  (no C compiler, or ``FLUJO_PURE_PYTHON=1``) therefore never pauses.
+- No lock: a signal handler that serializes cannot deadlock.
 - A pause never spans an ``await``: every caller pauses inside one synchronous call.
 - ``set_collector_pause(False)`` turns the behaviour off for the process.
 
@@ -41,15 +41,14 @@ collector off during the call (in that thread or another) finds it on again afte
 from __future__ import annotations
 
 import gc
-import weakref
+import types
 from contextlib import AbstractContextManager, nullcontext
-from types import TracebackType
 from typing import Final
 
 from ..exceptions import InvalidArgumentError
 
-__all__ = ["PAUSE_BYTES", "PAUSE_OBJECTS", "PAUSE_STATE", "Claim", "collector_paused", "pause",
-           "resume", "set_collector_pause"]
+__all__ = ["ACTIVE", "PAUSE_BYTES", "PAUSE_OBJECTS", "PAUSE_STATE", "Claim",
+           "collector_paused", "pause", "resume", "set_collector_pause"]
 
 # A document of at least this many bytes is decoded with the collector paused: below it the
 # pause would cost more than the few young collections it saves.
@@ -57,61 +56,57 @@ PAUSE_BYTES: Final = 64 * 1024
 # An encode pauses the collector once it has noted this many containers (Encoder.note).
 PAUSE_OBJECTS: Final = 512
 
-class Claim:
-    """What a call pauses the collector under (held weakly: see the module's docstring)."""
 
-    __slots__ = ("__weakref__",)
+def _probe() -> None:
+    """A function of this module: interpreted, a Python function; compiled, a builtin."""
+
+
+# Whether this module runs compiled, the only form that pauses (see the docstring).
+ACTIVE: Final = not isinstance(_probe, types.FunctionType)
+
+
+class Claim:
+    """What a call pauses the collector under."""
 
 
 class _State:
-    __slots__ = ("enabled", "owner")
-
     def __init__(self) -> None:
         self.enabled = True  # set_collector_pause
         # The claim of the call that turned the collector off, until it turns it back on.
-        self.owner: weakref.ref[Claim] | None = None
+        self.owner: Claim | None = None
 
 
 PAUSE_STATE: Final = _State()
 
 
-def set_collector_pause(enabled: bool) -> bool:
+def set_collector_pause(enabled: object) -> bool:
     """Whether flujo pauses the garbage collector while it encodes or decodes a large value
-    (on by default; see docs/performance.md). Returns the previous setting."""
+    (on by default; see docs/performance.md): ``True`` or ``False``. Returns the previous
+    setting."""
+    # (object, not bool: compiled, a bool parameter would refuse anything else with a bare
+    # TypeError before this check could name the value)
     if type(enabled) is not bool:
         raise InvalidArgumentError(f"enabled must be True or False, got {enabled!r}")
-    previous, PAUSE_STATE.enabled = PAUSE_STATE.enabled, enabled
+    previous = PAUSE_STATE.enabled
+    PAUSE_STATE.enabled = enabled is True
     return previous
 
 
 def pause(claim: Claim) -> None:
     """Turn the collector off for ``claim``'s call, if it is on and pausing is enabled. The
     caller must call ``resume(claim)`` in a ``finally`` (whether or not this paused)."""
-    if not PAUSE_STATE.enabled:
-        return
-    mine = weakref.ref(claim)  # made first: storing it below cannot be interrupted
-    if not gc.isenabled():
-        owner = PAUSE_STATE.owner
-        if owner is None or owner() is not None:
-            return  # the application's doing, or a running call's pause
-        PAUSE_STATE.owner = mine  # a call paused and never resumed: its pause is this one's
-        return
-    try:
-        gc.disable()
-    finally:  # even when interrupted: the claim's resume then turns it back on
-        PAUSE_STATE.owner = mine
+    if not ACTIVE or not PAUSE_STATE.enabled or not gc.isenabled():
+        return  # off already: the application's doing, or another call's pause
+    gc.disable()
+    PAUSE_STATE.owner = claim
 
 
 def resume(claim: Claim) -> None:
     """Turn the collector back on if ``claim``'s call turned it off. The collection the
     pause put off, if one is due, is CPython's to run, at the next allocation of a
     container: one collection, of the generation CPython chooses, instead of many."""
-    owner = PAUSE_STATE.owner
-    if owner is None or owner() is not claim:
-        return
-    try:
+    if PAUSE_STATE.owner is claim:
         PAUSE_STATE.owner = None
-    finally:
         gc.enable()
 
 
@@ -119,13 +114,10 @@ class _Pause(Claim):
     """``with``: the collector paused (if this block turned it off) for the block. The
     instance is its own claim."""
 
-    __slots__ = ()
-
     def __enter__(self) -> None:
         pause(self)
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(self, kind: object, error: object, traceback: object) -> None:
         resume(self)
 
 
