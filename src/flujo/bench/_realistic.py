@@ -345,29 +345,28 @@ def scaling(name: str, small: int, large: int) -> Scaling:
     decode of flujo and of pydantic told the type at ``large``."""
     from ..serialization import deserialize_from_json, serialize_to_bytes
 
-    def per_record(records: int, rounds: int) -> list[float]:
+    def calls(records: int) -> list[Callable[[], Any]]:
+        """flujo's encode and decode, then pydantic's, of the workload at ``records``."""
         workload = build_realistic(name, records)
         value = workload.value
         adapter: TypeAdapter[Any] = TypeAdapter(workload.exact_type)
-        blob = serialize_to_bytes(value)
+        ours = serialize_to_bytes(value)
         theirs = adapter.dump_json(value)
-        return [_per_record(lambda: serialize_to_bytes(value), records, rounds),
-                _per_record(lambda: deserialize_from_json(blob), records, rounds),
-                _per_record(lambda: adapter.dump_json(value), records, rounds),
-                _per_record(lambda: adapter.validate_json(theirs), records, rounds)]
+        return [lambda: serialize_to_bytes(value), lambda: deserialize_from_json(ours),
+                lambda: adapter.dump_json(value), lambda: adapter.validate_json(theirs)]
 
-    times = per_record(small, 5) + per_record(large, 3)
-    workload = build_realistic(name, large)
-    value = workload.value
-    adapter: TypeAdapter[Any] = TypeAdapter(workload.exact_type)
-    ours = serialize_to_bytes(value)
-    theirs = adapter.dump_json(value)
-    peaks = [_peak(lambda: serialize_to_bytes(value)),
-             _peak(lambda: deserialize_from_json(ours)),
-             _peak(lambda: adapter.dump_json(value)),
-             _peak(lambda: adapter.validate_json(theirs))]
-    return Scaling(name, small, large, times[0], times[4], times[1], times[5], times[2],
-                   times[6], times[3], times[7], *peaks)
+    at_small = [_per_record(call, small, 5) for call in calls(small)]
+    large_calls = calls(large)  # built once: timed, then its peaks measured
+    at_large = [_per_record(call, large, 3) for call in large_calls]
+    peaks = [_peak(call) for call in large_calls]
+    return Scaling(
+        name, small, large,
+        encode_small_s=at_small[0], encode_large_s=at_large[0],
+        decode_small_s=at_small[1], decode_large_s=at_large[1],
+        pydantic_encode_small_s=at_small[2], pydantic_encode_large_s=at_large[2],
+        pydantic_decode_small_s=at_small[3], pydantic_decode_large_s=at_large[3],
+        flujo_encode_peak=peaks[0], flujo_decode_peak=peaks[1],
+        pydantic_encode_peak=peaks[2], pydantic_decode_peak=peaks[3])
 
 
 def render_realistic(rows: list[AgainstPydantic], scaled: Scaling | None) -> str:
