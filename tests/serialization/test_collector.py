@@ -168,6 +168,8 @@ def test_pausing_can_be_turned_off_for_the_process() -> None:
     assert set_collector_pause(True) is False
     with pytest.raises(InvalidArgumentError, match="True or False, got 1"):
         set_collector_pause(1)
+    with pytest.raises(InvalidArgumentError, match="an int or None, got '64'"):
+        collector_paused("64")
 
 
 @paused_only

@@ -124,11 +124,15 @@ class _Pause(Claim):
 _NO_PAUSE: Final = nullcontext()
 
 
-def collector_paused(size: int | None = None) -> AbstractContextManager[None]:
+def collector_paused(size: object = None) -> AbstractContextManager[None]:
     """A context manager that pauses the garbage collector for a synchronous block that
     builds many objects at once (never across an ``await``), as flujo does around a large
-    encode or decode. ``size``: the bytes of the document the block reads; below
+    encode or decode. ``size`` (an int): the bytes of the document the block reads; below
     ``PAUSE_BYTES`` nothing is paused."""
-    if size is not None and size < PAUSE_BYTES:
-        return _NO_PAUSE
-    return _Pause()
+    # (object, not int | None: compiled, the parameter's type would refuse anything else
+    # with a bare TypeError before this check could name the value)
+    if size is None:
+        return _Pause()
+    if type(size) is not int:
+        raise InvalidArgumentError(f"size must be an int or None, got {size!r}")
+    return _NO_PAUSE if size < PAUSE_BYTES else _Pause()
