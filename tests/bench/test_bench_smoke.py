@@ -22,6 +22,7 @@ def test_quick_benchmark_completes_losslessly(tmp_path: Path) -> None:
                     "### against pydantic told the exact type", "| agents | 20 |",
                     "| events | 200 |", "| wide | 50 |", "| tree | 4 |", "| plain | 500 |",
                     "### scaling and memory (events)",
+                    "Peak resident memory of one call",
                     "### saves and loads against LangGraph's checkpoint savers"):
         assert section in report
     # flujo's saver rows, on both states, load what was saved with its types; LangGraph's

@@ -333,8 +333,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              " pydantic told the exact type; empty for none")
     parser.add_argument("--scale", type=int, default=None,
                         help="records of the events workload's scaling and memory run"
-                             " (per-record time against 1,000 records; peak heap against"
-                             " pydantic); default 300000, 5000 with --quick, 0 for none")
+                             " (per-record time against 1,000 records; peak heap and peak"
+                             " resident memory against pydantic); default 300000, 5000 with"
+                             " --quick, 0 for none")
     parser.add_argument("--savers", default="sqlite,postgres",
                         help="stores on which flujo's saves and loads are measured against"
                              " LangGraph's checkpoint savers (pip install 'flujo[bench]');"

@@ -319,6 +319,12 @@ class Scaling:
     flujo_decode_peak: int
     pydantic_encode_peak: int
     pydantic_decode_peak: int
+    # peak resident memory (bytes) of one call at the large size, each in a fresh process
+    # (``_resident``: what tracemalloc misses or overstates); None where not measurable
+    flujo_encode_resident: int | None = None
+    flujo_decode_resident: int | None = None
+    pydantic_encode_resident: int | None = None
+    pydantic_decode_resident: int | None = None
 
 
 def _per_record(call: Callable[[], Any], records: int, rounds: int) -> float:
@@ -359,6 +365,8 @@ def scaling(name: str, small: int, large: int) -> Scaling:
     large_calls = calls(large)  # built once: timed, then its peaks measured
     at_large = [_per_record(call, large, 3) for call in large_calls]
     peaks = [_peak(call) for call in large_calls]
+    del large_calls  # the fresh processes below need the memory more
+    resident = _resident_peaks(name, large)
     return Scaling(
         name, small, large,
         encode_small_s=at_small[0], encode_large_s=at_large[0],
@@ -366,7 +374,33 @@ def scaling(name: str, small: int, large: int) -> Scaling:
         pydantic_encode_small_s=at_small[2], pydantic_encode_large_s=at_large[2],
         pydantic_decode_small_s=at_small[3], pydantic_decode_large_s=at_large[3],
         flujo_encode_peak=peaks[0], flujo_decode_peak=peaks[1],
-        pydantic_encode_peak=peaks[2], pydantic_decode_peak=peaks[3])
+        pydantic_encode_peak=peaks[2], pydantic_decode_peak=peaks[3],
+        flujo_encode_resident=resident["flujo-encode"],
+        flujo_decode_resident=resident["flujo-decode"],
+        pydantic_encode_resident=resident["pydantic-encode"],
+        pydantic_decode_resident=resident["pydantic-decode"])
+
+
+def _resident_peaks(name: str, records: int) -> dict[str, int | None]:
+    """The peak resident memory of each call of the scaling run, each in a fresh process
+    (the bytes each decode reads are written to a temporary folder first)."""
+    import tempfile
+    from pathlib import Path
+
+    from ..serialization import serialize_to_bytes
+    from ._resident import CALLS, measurable, resident_peak
+
+    if not measurable():
+        return dict.fromkeys(CALLS)
+    with tempfile.TemporaryDirectory(prefix="flujo-bench-") as folder:
+        workload = build_realistic(name, records)
+        adapter: TypeAdapter[Any] = TypeAdapter(workload.exact_type)
+        paths = {"flujo-decode": Path(folder, "flujo.json"),
+                 "pydantic-decode": Path(folder, "pydantic.json")}
+        paths["flujo-decode"].write_bytes(serialize_to_bytes(workload.value))
+        paths["pydantic-decode"].write_bytes(adapter.dump_json(workload.value))
+        del workload
+        return {call: resident_peak(name, records, call, paths.get(call)) for call in CALLS}
 
 
 def render_realistic(rows: list[AgainstPydantic], scaled: Scaling | None) -> str:
@@ -411,8 +445,25 @@ def render_realistic(rows: list[AgainstPydantic], scaled: Scaling | None) -> str
                   f"({s.flujo_encode_peak / max(s.pydantic_encode_peak, 1):.2f}x); flujo "
                   f"decode {s.flujo_decode_peak / 2**20:.1f} MB against `validate_json` "
                   f"{s.pydantic_decode_peak / 2**20:.1f} MB "
-                  f"({s.flujo_decode_peak / max(s.pydantic_decode_peak, 1):.2f}x).", ""]
+                  f"({s.flujo_decode_peak / max(s.pydantic_decode_peak, 1):.2f}x).", "",
+                  _render_resident(s), ""]
     return "\n".join(lines)
+
+
+def _render_resident(s: Scaling) -> str:
+    if s.flujo_encode_resident is None or s.flujo_decode_resident is None or \
+            s.pydantic_encode_resident is None or s.pydantic_decode_resident is None:
+        return ("Peak resident memory of one call: not measured (it needs Linux's"
+                " `/proc/self/clear_refs`).")
+    return (f"Peak resident memory of one call at {s.large:,} records, each in a fresh "
+            "process (`VmHWM`; it counts pydantic-core's Rust buffers, which tracemalloc "
+            "does not see, and not orjson's reserved but unwritten output buffer, which "
+            f"tracemalloc counts): flujo encode {s.flujo_encode_resident / 2**20:.1f} MB "
+            f"against pydantic `dump_json` {s.pydantic_encode_resident / 2**20:.1f} MB "
+            f"({s.flujo_encode_resident / max(s.pydantic_encode_resident, 1):.2f}x); flujo "
+            f"decode {s.flujo_decode_resident / 2**20:.1f} MB against `validate_json` "
+            f"{s.pydantic_decode_resident / 2**20:.1f} MB "
+            f"({s.flujo_decode_resident / max(s.pydantic_decode_resident, 1):.2f}x).")
 
 
 def _ms(seconds: float) -> str:
