@@ -116,10 +116,11 @@ def test_the_typed_parts_are_written_as_json_text() -> None:
     rows = [Reading(sensor=f"s{i}", value=i / 3, at=at) for i in range(1200)]
     assert fragments_in(rows, registry) == 3  # a part per chunk of 512 rows
     assert fragments_in(Batch(name="b", readings=rows[:3]), registry) == 1
-    # a model that contains itself has no bound on its nesting: data (see the depth tests)
+    # a model that contains itself: as text when the levels its guard counted keep it
+    # shallow (see the depth tests), each model of a list of them too
     assert fragments_in(Node(name="root", children=[Node(name="leaf", children=[])]),
-                        registry) == 0
-    assert fragments_in({"a": rows[:2], "b": [Node(name="x", children=[])]}, registry) == 1
+                        registry) == 1
+    assert fragments_in({"a": rows[:2], "b": [Node(name="x", children=[])]}, registry) == 2
     same_bytes(rows, registry)
     same_bytes([rows[:1], rows[1:600]], registry)
     for count in (511, 512, 513, 1024, 1025):  # at and around the chunks' edges
@@ -245,16 +246,53 @@ def data_outcome(value: Any) -> Any:
         return "SerializationError", f"cannot write JSON: {exc} (at $)", "$"
 
 
-@pytest.mark.parametrize("levels", [3, 126, 260, 400])
+def json_depth(text: bytes) -> int:
+    """How deeply ``text`` nests arrays and objects (its strings hold no brackets)."""
+    deepest = depth = 0
+    for byte in text:
+        if byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in b"]}":
+            depth -= 1
+    return deepest
+
+
+# A chain of Node of this many levels is the deepest written as text at the top level: its
+# guard counts the levels, and 3 + 3 * (levels - 1) levels of JSON (a bound: a model is at
+# most 2, its list 1) must fit in _TEXT_DEPTH - 4 = 236.
+TEXT_LEVELS = 78
+
+
+@pytest.mark.parametrize("levels", [3, TEXT_LEVELS - 2, TEXT_LEVELS - 1, TEXT_LEVELS, 126,
+                                    260, 400])
 def test_a_deep_chain_of_models_has_the_outcome_of_the_data_path(levels: int) -> None:
-    # A model that contains itself has no bound on its nesting: its JSON is never written
-    # as text orjson does not look into, so orjson's depth limit holds as on the data path;
+    # A model that contains itself is written as text only as deep as its levels allow, so
+    # that orjson's depth limit holds as on the data path (it does not look into text);
     # and pydantic-core's own limit (a ValueError) sends it to the generic form, never out.
     node = Node(name="leaf", children=[])
     for i in range(levels):
         node = Node(name=str(i), children=[node])
     assert outcome(lambda: serialize_to_bytes(node)) == data_outcome(node)
-    assert fragments_in(Node(name="x", children=[]), TypeRegistry()) == 0
+    if levels < 126:  # (deeper, the encoder refuses it: max_depth)
+        assert fragments_in(node, TypeRegistry()) == (1 if levels + 1 <= TEXT_LEVELS else 0)
+
+
+def test_the_deepest_tree_written_as_text_stays_within_orjsons_depth() -> None:
+    node = Node(name="leaf", children=[])
+    for i in range(TEXT_LEVELS - 1):
+        node = Node(name=str(i), children=[node, Node(name="x", children=[])])
+    assert fragments_in(node, TypeRegistry()) == 1
+    text = same_bytes(node)
+    assert json_depth(text) <= 255
+    # one level more: as data, the same bytes
+    node = Node(name="top", children=[node])
+    assert fragments_in(node, TypeRegistry()) == 0
+    assert same_bytes(node) == orjson.dumps(safe_serialize(node))
+    # inside containers, the room is less (3 levels of JSON for each): the same tree, two
+    # lists down, as data; two levels less deep, as text
+    assert fragments_in([[node.children[0]]], TypeRegistry()) == 0
+    assert fragments_in([[node.children[0].children[0].children[0]]], TypeRegistry()) == 1
 
 
 def test_a_model_deep_inside_containers_is_written_as_data() -> None:

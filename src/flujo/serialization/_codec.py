@@ -150,6 +150,15 @@ class SharedObjectsFound(Exception):
     shared objects once; never leaves ``run_encoder``."""
 
 
+class RepeatedInTypedWalk(ValueError):
+    """Raised by ``Encoder.note_walked`` when a typed form's walk (a guard or row reader) of
+    a later pass meets an object met before: the typed form holds no references, so it is
+    refused there anyway (``Encoder.unshared``), and the walk would otherwise follow every
+    path to the object (10**30 of them in a value that holds each level 10 times). The typed
+    forms catch it as the ValueError pydantic-core's own limits raise; only their walks are
+    given ``note_walked``."""
+
+
 # Objects noted before the first look for repeats (Encoder.note): past the medium workload's
 # 5,000, so that values with no sharing pay for one look, at the end. Before it, at
 # PAUSE_OBJECTS, a large value pauses the garbage collector (``_collector``).
@@ -306,7 +315,8 @@ class Encoder:
 
     __slots__ = ("anchors", "batches", "busy", "checkpoint", "claim", "default", "direct",
                  "fragments", "hashing", "hits", "limit", "manifest", "max_depth", "memo",
-                 "open", "plans", "refs", "registry", "seen", "shared", "validate")
+                 "open", "plans", "refs", "registry", "seen", "shared", "validate", "walk_root",
+                 "walked")
 
     def __init__(
         self,
@@ -351,6 +361,8 @@ class Encoder:
         self.refs = 0
         self.hashing = 0
         self.hits: set[int] | None = None  # the objects referenced, while finding them
+        self.walked: set[int] = set()  # the objects of a typed form's walk (note_walked)
+        self.walk_root = 0  # and the id of the model it walks (0: a list's walk)
 
     def fresh(self) -> Encoder:
         """An encoder with the same settings for a run inside this one's run."""
@@ -441,6 +453,30 @@ class Encoder:
             self.checkpoint *= 2  # amortized: the checks cost at most twice the notes
             if self.shared is None and self.registry.references and _repeats(seen):
                 raise SharedObjectsFound
+
+    def walking(self, root: Any = None) -> Callable[[Any], None]:
+        """The ``keep`` of a typed form's walk (a guard or row reader) of ``root`` (a model;
+        None for a list's): ``note`` in the first pass, which looks for repeats as it grows;
+        in the later passes, ``note_walked``, which ends the walk at its first object met
+        before."""
+        if self.shared is None:
+            return self.note
+        self.walked = set()
+        self.walk_root = 0 if root is None else id(root)
+        return self.note_walked
+
+    def note_walked(self, obj: Any) -> None:
+        """``note`` in a typed form's walk of a later pass: an object met before, in the
+        walk or in the pass (``shared``), refuses the typed form there (``unshared`` would),
+        and is refused at once, so the walk never follows every path to it. The root model
+        may be shared (its tagged object takes the anchor), not met twice in its walk."""
+        key = id(obj)
+        walked = self.walked
+        shared = self.shared
+        if key in walked or (shared is not None and key in shared and key != self.walk_root):
+            raise RepeatedInTypedWalk
+        walked.add(key)
+        self.seen.append(obj)
 
     def encode_shared(self, obj: Any, anchor: int, depth: int) -> Any:
         """Second pass: ``obj`` is reached more than once. The first time it is written in

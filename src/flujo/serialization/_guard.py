@@ -119,6 +119,10 @@ _TABLE_CHECKS = {"str": STR, "bool": BOOL, "int": INT, "float": FLOAT, "decimal"
                  "uuid": UUID_, "date": DATE}
 _DATETIME_CHECKS = {None: DATETIME, "aware": AWARE_DATETIME, "naive": NAIVE_DATETIME}
 _TABLE_MIN = 6
+# A levelled guard (``GuardWriter``) walks at most this many levels of its class: a value
+# deeper (or a cycle) fails it, and the generic form writes it or says why it cannot, as
+# it does for a recursive guard that runs out of stack.
+MAX_LEVELS: Final = 1000
 # Nested models are checked inline, without a call, down to this many levels, unless the
 # guard code would pass this many lines (wide models nest cubically) or cannot be compiled
 # (CPython allows 20 nested loops and try blocks in one function): then each model class
@@ -150,10 +154,20 @@ class GuardWriter(SchemaWalker):
     values (nested models as tuples, in lists, dicts or ``None`` as declared) where a guard
     returns True, and None where a guard returns False; the list function returns the list
     of those tuples.
+
+    The guard of a class that contains itself (a tree) is *levelled*: it checks the models
+    of the class level by level, pushing the ones it meets inside a model onto the next
+    level, instead of calling itself for each (a call per node cost more than its checks),
+    and returns the number of levels (at least 1) where a guard returns True: how deeply
+    the value nests, for ``TypedModel.dump``. Not for row readers.
     """
 
-    def __init__(self, *, inline: bool = True, rows: bool = False, general: bool = False) -> None:
+    def __init__(self, *, inline: bool = True, rows: bool = False, general: bool = False,
+                 level_trees: bool = True) -> None:
         super().__init__()
+        # ``level_trees=False``: a class that contains itself gets a guard that calls itself,
+        # the reference the levelled guard is tested against.
+        self.level_trees = level_trees
         # The general row reader (``general``): models of a class with defaulted fields may
         # leave fields unset (their rows end with an item more, None or the sorted names of
         # the unset fields), and a datetime pydantic-core cannot write as it is (a zone that
@@ -176,6 +190,10 @@ class GuardWriter(SchemaWalker):
         self.counter = 0
         self.collected = 0  # names the locals that collect nested rows
         self.inlining: list[type] = []
+        # The class whose levelled guard is being written (its models inside are pushed onto
+        # the next level), and whether one was.
+        self.levelled: type | None = None
+        self.pushed = False
 
     def constant(self, value: object) -> str:
         self.counter += 1
@@ -188,6 +206,8 @@ class GuardWriter(SchemaWalker):
         return f"r{self.collected}"
 
     def model_function(self, node: dict[str, Any]) -> str:
+        """The name of the function that checks a model of ``node``'s class (written on
+        first use): a levelled guard if the class contains itself (see the class)."""
         if node.get("type") != "model":  # e.g. a plain validator in place of the model
             raise Ineligible(f"pydantic core schema {node.get('type')!r} has no exact check")
         cls = node["cls"]
@@ -195,7 +215,25 @@ class GuardWriter(SchemaWalker):
             return self.functions[cls]
         name = f"_guard{len(self.functions)}"
         self.functions[cls] = name
-        body, row = self.model_checks(node, "o", 2, 0, 0)
+        outer = self.levelled, self.pushed  # (a class's function written inside another's)
+        self.levelled = cls if self.level_trees and not self.rows else None
+        self.pushed = False
+        try:  # written at the indent of a levelled guard's loop; moved out if none is
+            body, row = self.model_checks(node, "o", 4, 0, 0)
+            pushed = self.pushed
+        finally:
+            self.levelled, self.pushed = outer
+        if pushed:
+            self.sources.append("\n".join([
+                f"def {name}(o, keep):", "    level = [o]", "    levels = 0", "    try:",
+                "        while level:", "            levels += 1",
+                f"            if levels > {MAX_LEVELS}: return False",
+                "            following = []", "            push = following.append",
+                "            for o in level:", *body, "            level = following",
+                "        return levels", "    except (KeyError, AttributeError):",
+                "        return False"]))
+            return name
+        body = [line[8:] for line in body]  # every line is indented 16 spaces or more
         success = f"return {row}" if self.rows else "return True"
         self.sources.append("\n".join([
             f"def {name}(o, {self.args}):", "    try:", *body, f"        {success}",
@@ -439,6 +477,9 @@ class GuardWriter(SchemaWalker):
         if kind == "model":
             cls = self.constant(node["cls"])
             lines = [f"{pad}if type({var}) is not {cls}: {fail}"]
+            if node["cls"] is self.levelled:  # checked with its level, by the loop
+                self.pushed = True
+                return [*lines, f"{pad}push({var})"], var
             if (not self.inline or node["cls"] in self.inlining
                     or level + 1 >= _INLINE_LEVELS):
                 function = self.model_function(node)

@@ -29,6 +29,7 @@ from typing import Any, Final
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
 
+from ._codec import RepeatedInTypedWalk
 from ._guard import Ineligible, Uncompilable, record_fields
 from ._typed import TypedModel
 
@@ -121,7 +122,10 @@ class EncodingMemo:
             if i < count:
                 old = old_values[i]
                 if record is records[i] and _unchanged(record, old, typed.cls, fields):
-                    keep(record)  # as the row reader notes it
+                    try:
+                        keep(record)  # as the row reader notes it
+                    except RepeatedInTypedWalk:  # met before: see Encoder.note_walked
+                        return None
                     values.append(old)
                     rows.append(old_rows[i])
                     continue

@@ -127,8 +127,8 @@ def typed_plan(codec: TypeCodec, typed: TypedModel, *, rows: bool) -> EncodePlan
         # A method call, not a bound method: direct when compiled. The guard notes obj and
         # the models, lists and dicts inside it in seen; the typed form holds no reference,
         # so none of those may be shared (obj itself may: its tagged object takes an anchor).
-        text = enc.fragments and typed.as_text(depth)
-        data = typed.dump(obj, enc.note, text)
+        room = typed.text_room(depth) if enc.fragments else -1
+        data = typed.dump(obj, enc.walking(obj), room)
         manifest = enc.manifest
         if manifest is not None:
             manifest[name] = version
@@ -136,7 +136,8 @@ def typed_plan(codec: TypeCodec, typed: TypedModel, *, rows: bool) -> EncodePlan
             return {TAG: tag, VALUE: [data]}
         del seen[start:]
         if general_shape is not None:  # fields left unset (SDK objects), zoned datetimes?
-            written = typed.dump_general_row(obj, enc.note, text)
+            written = typed.dump_general_row(obj, enc.walking(obj),
+                                             enc.fragments and typed.as_text(depth))
             if written is not None and enc.unshared(start + 1):
                 row, zoned = written
                 if manifest is not None:
@@ -174,18 +175,18 @@ def batch_plan(codec: TypeCodec, typed: TypedModel, *, rows: bool) -> BatchPlan:
         text = enc.fragments and typed.as_text(depth)
         if shape is not None:
             memo = enc.memo
-            values = (typed.dump_rows(items, enc.note, text) if memo is None
-                      else memo.dump_rows(typed, items, enc.note))
+            values = (typed.dump_rows(items, enc.walking(), text) if memo is None
+                      else memo.dump_rows(typed, items, enc.walking()))
             if values is not None:
                 body = [tag, header_of(shape), values]
             elif general_shape is not None:  # fields left unset (SDK objects), zoned datetimes?
                 del seen[start:]
-                written = typed.dump_general_rows(items, enc.note, text)
+                written = typed.dump_general_rows(items, enc.walking(), text)
                 if written is not None:
                     body = [tag, general_header, written[0]]
                     zoned = written[1]
         else:
-            data = typed.dump_list(items, enc.note, text)
+            data = typed.dump_list(items, enc.walking(), text)
             if data is not None:
                 body = [tag, data]
         if body is None or not enc.unshared(start):

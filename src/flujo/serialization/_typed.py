@@ -346,36 +346,61 @@ _LEAF_KINDS: Final = frozenset({"str", "int", "float", "bool", "decimal", "uuid"
 
 class _JSONDepth(SchemaWalker):
     """How deeply a model's typed JSON (its own JSON, or its row) nests arrays and objects;
-    None when there is no bound: a model that contains itself, or a node not known here."""
+    None when there is no bound: a model that contains itself, or a node not known here.
 
-    def __init__(self) -> None:
+    With ``root``, a class that contains itself: the depth of its JSON with every model of
+    ``root`` inside counted as 0 deep, and (``steps``) how deep in it each of those starts.
+    A value whose models of ``root`` nest ``L`` levels (its levelled guard's count) is then at
+    most ``depth + (L - 1) * max(steps)`` deep."""
+
+    def __init__(self, root: type | None = None) -> None:
         super().__init__()
         self.open: set[Any] = set()
+        self.root = root
+        self.steps: list[int] = []
 
-    def of(self, node: dict[str, Any]) -> int | None:
+    def of(self, node: dict[str, Any], above: int = 0) -> int | None:
+        """The depth of ``node``'s JSON, which starts ``above`` levels into the root's."""
         node = self.resolve(node)
         kind = node.get("type")
         if kind in _LEAF_KINDS:
             return 0
         if kind in ("nullable", "default"):
-            return self.of(node["schema"])
+            return self.of(node["schema"], above)
         if kind == "any":  # exactly JSON, at most this deep (_codec.plain_json)
             return _PLAIN_DEPTH + 1
         if kind in ("list", "dict"):
             inner = self.of(node.get("items_schema" if kind == "list" else "values_schema",
-                                     {"type": "any"}))
+                                     {"type": "any"}), above + 1)
             return None if inner is None else inner + 1
-        if kind != "model" or node["cls"] in self.open:
+        if kind != "model":
             return None
-        self.open.add(node["cls"])
+        cls = node["cls"]
+        if cls in self.open:
+            if cls is not self.root:
+                return None
+            self.steps.append(above)  # a model of the root inside it: the next level
+            return 0
+        self.open.add(cls)
         deepest = 0
         for field in self.resolve(node["schema"])["fields"].values():
-            depth = self.of(field["schema"])
+            depth = self.of(field["schema"], above + 2)
             if depth is None:
                 return None
             deepest = max(deepest, depth)
-        self.open.discard(node["cls"])
+        self.open.discard(cls)
         return deepest + 2  # the model's object or row, and the names of its unset fields
+
+
+def _levels_depth(cls: type[BaseModel], core_schema: dict[str, Any]) -> tuple[int, int] | None:
+    """For a class that contains itself and nothing else that does: the depth of its JSON
+    with its own models inside counted as 0 deep, and the most levels of JSON from one of its
+    models to one inside it (``_JSONDepth``); None for any other class."""
+    walker = _JSONDepth(cls)
+    depth = walker.of(core_schema)
+    if depth is None or not walker.steps:
+        return None
+    return depth, max(walker.steps)
 
 
 class TypedModel:
@@ -400,12 +425,20 @@ class TypedModel:
         self.general_shape: Shape | None = shape_of(core_schema, unset=True)
         self._general_writer: tuple[Any, Any] | None = None
         self.json_depth: int | None = _JSONDepth().of(core_schema)
+        # A tree's depth is its value's: from the levels its guard counted (_levels_depth).
+        self.levels_depth = None if self.json_depth is not None else _levels_depth(
+            cls, core_schema)
 
     def as_text(self, depth: int) -> bool:
         """Whether the typed JSON of a value at encoder level ``depth`` (of this class, or a
         list of it) may be written as JSON text (``_TEXT_DEPTH``)."""
         nested = self.json_depth
         return nested is not None and 3 * depth + nested + 4 <= _TEXT_DEPTH
+
+    def text_room(self, depth: int) -> int:
+        """How deeply the typed JSON of a model at encoder level ``depth`` may nest to be
+        written as JSON text (``_TEXT_DEPTH``); ``as_text`` is ``json_depth <= text_room``."""
+        return _TEXT_DEPTH - 3 * depth - 4
 
     # Methods, not properties returning the callables: compiled, a property called at once
     # would not be.
@@ -434,18 +467,24 @@ class TypedModel:
                                              row_serializer(core_schema, general=True))
         return writer
 
-    def dump(self, obj: BaseModel, keep: Callable[[Any], Any], text: bool = False) -> Any | None:
+    def dump(self, obj: BaseModel, keep: Callable[[Any], Any], room: int = -1) -> Any | None:
         """The model's JSON form, or None when a value is not exactly of its declared type.
 
         ``keep`` is called with the model and every model, list and dict inside it (the
-        objects whose identity the encoder keeps, ``Encoder.seen``). With ``text``, the JSON
-        itself, as an ``orjson.Fragment`` (``Encoder.fragments``)."""
+        objects whose identity the encoder keeps, ``Encoder.seen``). When its JSON nests at
+        most ``room`` levels (``text_room``; -1: never), the JSON itself, as an
+        ``orjson.Fragment`` (``Encoder.fragments``)."""
         try:
-            if not self.guard(obj, keep):
+            levels = self.guard(obj, keep)
+            if not levels:
                 return None
+            nested = self.json_depth
+            tree = self.levels_depth
+            if tree is not None and type(levels) is int:  # a levelled guard's count
+                nested = tree[0] + (levels - 1) * tree[1]
             # The guard has proven every type exact; pydantic's own checks would only repeat it
             # (and "error" mode costs 40 % more). A mismatch would still warn, never pass silently.
-            if text:
+            if nested is not None and nested <= room:
                 return Fragment(self.to_json(obj))
             return self.to_python(obj, mode="json")
         except (RecursionError, PydanticSerializationError, ValueError):
