@@ -237,3 +237,73 @@ def test_the_guard_of_each_class_that_contains_itself_is_levelled() -> None:
     value = Forest(name="f", trees=[Tree(name="a", weight=1.0,
                                          children=[Tree(name="b", weight=2.0)])])
     assert_same(value, deserialize_from_json(serialize_to_bytes(value)))
+
+
+# Found by review: a tree whose class contains itself also through three other classes (the
+# last one past the inlined levels has a function of its own, which calls the tree's guard:
+# a walk inside the walk, whose levels the outer one cannot count).
+class Deep1(BaseModel):
+    kids: list[Deep1] = []
+    c: Deep2 | None = None
+
+
+class Deep2(BaseModel):
+    c: Deep3 | None = None
+
+
+class Deep3(BaseModel):
+    c: Deep4 | None = None
+
+
+class Deep4(BaseModel):
+    d: Deep1 | None = None
+
+
+def data_outcome(value: Any) -> Any:
+    try:
+        return orjson.dumps(safe_serialize(value))
+    except Exception as exc:  # the data path's refusal, as serialize_to_bytes reports it
+        return type(exc).__name__
+
+
+def bytes_outcome(value: Any) -> Any:
+    try:
+        return serialize_to_bytes(value)
+    except Exception as exc:
+        return "TypeError" if "cannot write JSON" in str(exc) else type(exc).__name__
+
+
+@pytest.mark.parametrize("length", [3, 10, 40, 70])
+def test_a_walk_inside_the_walk_is_not_counted_as_one_level(length: int) -> None:
+    chain = Deep1(kids=[], c=None)
+    for _ in range(length):
+        chain = Deep1(kids=[], c=Deep2(c=Deep3(c=Deep4(d=chain))))
+    assert run(TREE_GUARDS[0], leaf("x"))[1] == 1  # (a tree's own guard counts)
+    written = bytes_outcome(chain)
+    assert written == data_outcome(chain)
+    if isinstance(written, bytes):
+        assert_same(chain, deserialize_from_json(written))
+
+
+def test_a_tree_that_holds_a_model_many_times_is_written_once_with_references() -> None:
+    # each of three levels holds the one below 3,000 times: 2.7e10 paths, 4 models
+    node = leaf("leaf")
+    for i in range(3):
+        node = Tree(name=str(i), weight=1.0, children=[node] * 3000, best=None, by_name={})
+    back = deserialize_from_json(serialize_to_bytes(node))
+    shared = back.children[0] is back.children[-1] and back.children[0].children[0] is \
+        back.children[1].children[2999]
+    assert shared
+    levelled, _ = TREE_GUARDS
+    assert run(levelled, node)[0] is False  # a level holds a model twice
+
+
+def test_a_cycle_through_two_children_without_references_is_refused_quickly() -> None:
+    from flujo.exceptions import CircularReferenceError
+
+    node = leaf("a")
+    node.children.extend([node, node])  # each level would double
+    with pytest.raises(CircularReferenceError, match="its own ancestor"):
+        serialize_to_bytes(node, registry=TypeRegistry(references=False))
+    levelled, _ = TREE_GUARDS
+    assert run(levelled, node)[0] is False

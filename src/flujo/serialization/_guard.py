@@ -120,9 +120,28 @@ _TABLE_CHECKS = {"str": STR, "bool": BOOL, "int": INT, "float": FLOAT, "decimal"
 _DATETIME_CHECKS = {None: DATETIME, "aware": AWARE_DATETIME, "naive": NAIVE_DATETIME}
 _TABLE_MIN = 6
 # A levelled guard (``GuardWriter``) walks at most this many levels of its class: a value
-# deeper (or a cycle) fails it, and the generic form writes it or says why it cannot, as
-# it does for a recursive guard that runs out of stack.
-MAX_LEVELS: Final = 1000
+# deeper (or a cycle) fails it, and the generic form writes it or says why it cannot. Each
+# level nests the JSON at least once more, and orjson writes no deeper JSON than this.
+MAX_LEVELS: Final = 255
+# A level of more models than this is checked for a model held twice, and every level past
+# this many for one held before (``_repeats_in``).
+_DISTINCT_WIDTH: Final = 1024
+_DISTINCT_LEVELS: Final = 16
+
+
+def _repeats_in(models: list[Any], met: set[int] | None) -> bool:
+    """Whether a level of a levelled guard holds a model twice or (``met``: the ids of the
+    levels before, which it takes this level's) one held before. Such a value is shared (a
+    DAG) or holds a cycle, and its guard fails: the typed form holds no references, and
+    walking on would multiply the levels (each holding the one below twice doubles them)
+    or repeat a cycle's up to MAX_LEVELS. At C speed."""
+    if met is None:
+        return len(set(map(id, models))) != len(models)
+    size = len(met)
+    met.update(map(id, models))
+    return len(met) != size + len(models)
+
+
 # Nested models are checked inline, without a call, down to this many levels, unless the
 # guard code would pass this many lines (wide models nest cubically) or cannot be compiled
 # (CPython allows 20 nested loops and try blocks in one function): then each model class
@@ -159,7 +178,11 @@ class GuardWriter(SchemaWalker):
     of the class level by level, pushing the ones it meets inside a model onto the next
     level, instead of calling itself for each (a call per node cost more than its checks),
     and returns the number of levels (at least 1) where a guard returns True: how deeply
-    the value nests, for ``TypedModel.dump``. Not for row readers.
+    the value nests, for ``TypedModel.dump``. (It returns True when some of its models are
+    checked by a call of its own function from another class's, whose levels it does not
+    count.) It fails a tree that holds one of its models twice where it looks
+    (``_repeats_in``): wide levels, and every level past the first few. Not for row
+    readers.
     """
 
     def __init__(self, *, inline: bool = True, rows: bool = False, general: bool = False,
@@ -180,7 +203,7 @@ class GuardWriter(SchemaWalker):
             "INT_MIN": INT_MIN, "INT_MAX": INT_MAX, "Decimal": Decimal, "UUID": UUID,
             "date": date, "datetime": datetime, "UTC": UTC, "_plain_offset": plain_offset,
             "_unicode": is_unicode, "_plain_json": plain_json, "_exact": exact_fields,
-            "_zoned_text": zoned_text,
+            "_zoned_text": zoned_text, "_repeats_in": _repeats_in,
         }
         self.inline = inline
         self.rows = rows
@@ -191,9 +214,13 @@ class GuardWriter(SchemaWalker):
         self.collected = 0  # names the locals that collect nested rows
         self.inlining: list[type] = []
         # The class whose levelled guard is being written (its models inside are pushed onto
-        # the next level), and whether one was.
+        # the next level), and whether one was; the classes whose functions are being
+        # written, and those of them a function written meanwhile calls: their levelled
+        # guard's count misses the levels of that call's walk, and is not returned.
         self.levelled: type | None = None
         self.pushed = False
+        self.writing: list[type] = []
+        self.called_inside: set[type] = set()
 
     def constant(self, value: object) -> str:
         self.counter += 1
@@ -218,19 +245,27 @@ class GuardWriter(SchemaWalker):
         outer = self.levelled, self.pushed  # (a class's function written inside another's)
         self.levelled = cls if self.level_trees and not self.rows else None
         self.pushed = False
+        self.writing.append(cls)
         try:  # written at the indent of a levelled guard's loop; moved out if none is
             body, row = self.model_checks(node, "o", 4, 0, 0)
             pushed = self.pushed
         finally:
             self.levelled, self.pushed = outer
+            self.writing.pop()
         if pushed:
+            counted = "levels" if cls not in self.called_inside else "True"
             self.sources.append("\n".join([
-                f"def {name}(o, keep):", "    level = [o]", "    levels = 0", "    try:",
-                "        while level:", "            levels += 1",
+                f"def {name}(o, keep):", "    level = [o]", "    levels = 0", "    met = set()",
+                "    try:", "        while level:", "            levels += 1",
                 f"            if levels > {MAX_LEVELS}: return False",
                 "            following = []", "            push = following.append",
-                "            for o in level:", *body, "            level = following",
-                "        return levels", "    except (KeyError, AttributeError):",
+                "            for o in level:", *body,
+                f"            if levels >= {_DISTINCT_LEVELS}:",
+                "                if _repeats_in(following, met): return False",
+                f"            elif len(following) > {_DISTINCT_WIDTH} and"
+                " _repeats_in(following, None): return False",
+                "            level = following",
+                f"        return {counted}", "    except (KeyError, AttributeError):",
                 "        return False"]))
             return name
         body = [line[8:] for line in body]  # every line is indented 16 spaces or more
@@ -482,6 +517,8 @@ class GuardWriter(SchemaWalker):
                 return [*lines, f"{pad}push({var})"], var
             if (not self.inline or node["cls"] in self.inlining
                     or level + 1 >= _INLINE_LEVELS):
+                if node["cls"] in self.writing:  # a walk inside the walk of its class
+                    self.called_inside.add(node["cls"])
                 function = self.model_function(node)
                 if not self.rows:
                     return [*lines, f"{pad}if not {function}({var}, keep): {fail}"], var
