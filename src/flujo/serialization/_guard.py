@@ -40,6 +40,7 @@ from ._codec import (
     NULLABLE_LIST,
     STR,
     UUID_,
+    _repeats,
     exact_fields,
     is_unicode,
     plain_json,
@@ -134,9 +135,9 @@ def _repeats_in(models: list[Any], met: set[int] | None) -> bool:
     levels before, which it takes this level's) one held before. Such a value is shared (a
     DAG) or holds a cycle, and its guard fails: the typed form holds no references, and
     walking on would multiply the levels (each holding the one below twice doubles them)
-    or repeat a cycle's up to MAX_LEVELS. At C speed."""
-    if met is None:
-        return len(set(map(id, models))) != len(models)
+    or repeat a cycle's up to MAX_LEVELS. At C speed (compiled)."""
+    if met is None:  # by reference counts, as Encoder.note's look for repeats (_repeats)
+        return _repeats(models)
     size = len(met)
     met.update(map(id, models))
     return len(met) != size + len(models)
