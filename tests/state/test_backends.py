@@ -6,10 +6,12 @@ import asyncio
 import shutil
 import sqlite3
 import stat
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from state_helpers import PostgresTarget
@@ -265,6 +267,8 @@ def test_sqlite_checks_its_options(tmp_path: Path) -> None:
         SQLiteBackend(tmp_path / "x.db", table='x"; DROP TABLE y; --')
     with pytest.raises(ValueError, match="synchronous"):
         SQLiteBackend(tmp_path / "x.db", synchronous="OFF")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="inline_reads must be True or False, got 'yes'"):
+        SQLiteBackend(tmp_path / "x.db", inline_reads="yes")  # type: ignore[arg-type]
 
 
 async def test_sqlite_unopenable_database(tmp_path: Path) -> None:
@@ -275,6 +279,110 @@ async def test_sqlite_unopenable_database(tmp_path: Path) -> None:
     with pytest.raises(BackendUnavailableError, match=r"junk\.db"):
         await SQLiteBackend(tmp_path / "junk.db").load_state("r")
 
+
+class _ThreadNoting(SQLiteBackend):
+    """Notes the thread each chain of records is read on."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.read_on: list[int] = []
+
+    def _read_chain_sync(self, run_id: str, slot: str = "conn") -> Any:
+        self.read_on.append(threading.get_ident())
+        return super()._read_chain_sync(run_id, slot)
+
+
+async def test_sqlite_loads_on_the_calling_thread_what_a_worker_thread_loads(
+        tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    inline, threaded = _ThreadNoting(db), _ThreadNoting(db, inline_reads=False)
+    assert inline.inline_reads and not threaded.inline_reads
+    notes = [f"note {i}" for i in range(200)]
+    for n in range(5):  # a whole state, then deltas of it
+        await inline.save_state("r", state("r", n=n, at=datetime(2026, 1, 1, n, tzinfo=UTC),
+                                           notes=notes))
+    await threaded.save_state("other", state("other"))  # prepared by a save, as inline is
+    here = threading.get_ident()
+    one, two = await inline.load_record("r"), await threaded.load_record("r")
+    assert one is not None and two is not None
+    assert one.state == two.state and one.revision == two.revision == 5
+    assert one.envelope.kind == "delta"
+    assert one.state.pipeline_context["at"] == datetime(2026, 1, 1, 4, tzinfo=UTC)
+    assert inline.read_on == [here]
+    assert threaded.read_on and here not in threaded.read_on
+    assert await inline.load_state("missing") is None
+    # Until a backend has prepared the database it reads on a worker thread, read-only.
+    fresh = _ThreadNoting(db)
+    assert (await fresh.load_state("r")) == (await inline.load_state("r"))
+    assert fresh.read_on and here not in fresh.read_on
+
+
+async def test_sqlite_load_of_a_locked_database_waits_on_a_worker_thread(
+        tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    backend = _ThreadNoting(db, busy_timeout=20)
+    await backend.save_state("r", state("r", customer="ACME"))
+    await backend.close()  # prepared, no connection open: another can lock the database
+    # A connection holding the database in exclusive locking mode: no other can read it, WAL
+    # or not, until that one lets it go.
+    locker = sqlite3.connect(db, isolation_level=None)
+    locker.execute("PRAGMA locking_mode=EXCLUSIVE")
+    locker.execute("BEGIN EXCLUSIVE")
+    locker.execute('UPDATE "flujo_state" SET pipeline_name = pipeline_name')
+    try:
+        load = asyncio.create_task(backend.load_state("r"))
+        await asyncio.sleep(0.2)  # the event loop runs on while the load waits for the lock
+        assert not load.done()
+        assert len(backend.read_on) == 2  # tried here, then made on a worker thread
+        assert backend.read_on[0] == threading.get_ident() != backend.read_on[1]
+    finally:
+        locker.execute("COMMIT")
+        locker.close()
+    loaded = await load
+    assert loaded is not None and loaded["pipeline_context"] == {"customer": "ACME"}
+    backend.read_on.clear()
+    assert await backend.load_state("r") == loaded  # and inline again
+    assert backend.read_on == [threading.get_ident()]
+    await backend.close()
+
+
+class _BusyOnce:
+    """A connection whose next statement fails as SQLite fails a read it would have to wait
+    for (another process recovering the WAL, say: a state tests cannot stage while this
+    connection is open, since a connection in exclusive locking mode needs it closed)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn, self.failed = conn, False
+
+    def execute(self, *args: Any) -> Any:
+        if not self.failed:
+            self.failed = True
+            error = sqlite3.OperationalError("database is locked")
+            error.sqlite_errorname = "SQLITE_BUSY_RECOVERY"
+            raise error
+        return self.conn.execute(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+async def test_sqlite_inline_read_that_would_wait_keeps_its_connection(tmp_path: Path) -> None:
+    backend = _ThreadNoting(tmp_path / "s.db")
+    await backend.save_state("r", state("r", customer="ACME"))
+    expected = await backend.load_state("r")
+    inline = backend._local.inline
+    backend._local.inline = busy = _BusyOnce(inline)
+    backend.read_on.clear()
+    assert await backend.load_state("r") == expected
+    assert busy.failed and backend._local.inline is busy  # kept: the read changed nothing
+    assert len(backend.read_on) == 2 and backend.read_on[1] != threading.get_ident()
+    # Any other error of the inline connection is the store's, as on a worker thread.
+    backend._local.inline = inline
+    inline.close()
+    with pytest.raises(BackendUnavailableError, match="closed database"):
+        await backend.load_state("r")
+    assert await backend.load_state("r") == expected  # a new connection
+    await backend.close()
 
 # -- PostgresBackend ---------------------------------------------------------------------------
 

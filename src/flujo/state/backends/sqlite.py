@@ -8,6 +8,10 @@
   ``i + 1`` and the applied version is kept in ``flujo_schema_versions``. A database written
   by a newer flujo is refused with FutureVersionError.
 * Claims are ``flock`` lock files in ``<database>.claims/`` (see StateBackend.claim).
+* A load reads on the calling thread when it can do so without waiting (``inline_reads``):
+  a trip to a worker thread costs more than reading a small record. It uses a connection
+  that never waits for a lock: when another connection holds the database, the load goes to
+  a worker thread and waits there, the event loop free.
 * Reads never write: until the backend has saved, they use a read-only connection and
   find nothing in a missing database or one without flujo's table (no file, table or WAL
   switch is made). A database whose objects under flujo's names are not the plain tables
@@ -98,6 +102,17 @@ SQLITE_SCHEMA_VERSION = len(_MIGRATIONS)
 # SQLite calls the progress handler every this many virtual machine instructions (~1 ms).
 _PROGRESS_STEPS = 10_000
 _FILESYSTEM_ERRORS = ("SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_FULL")
+# The connection slot of reads made on the calling thread (see SQLiteBackend.inline_reads).
+_INLINE = "inline"
+
+
+class _WouldWait(Exception):
+    """An inline read found the database locked (SQLITE_BUSY / SQLITE_LOCKED at once, its
+    busy timeout being zero): it is made again on a worker thread, which may wait."""
+
+
+def _waits_for_lock(exc: sqlite3.Error) -> bool:
+    return str(getattr(exc, "sqlite_errorname", "")).startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
 
 
 def _diagnosis(path: Path, exc: sqlite3.Error) -> str:
@@ -136,6 +151,14 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
     process crashes but may lose the last commits on power loss); ``statement_timeout``
     (seconds) interrupts any statement running longer, with BackendUnavailableError.
 
+    ``inline_reads`` (default True): a load of a database in WAL mode that this backend has
+    prepared reads its record on the calling thread (the event loop's), with a connection
+    whose busy timeout is zero; should the database be locked (another connection in
+    exclusive locking mode, a recovery), it reads on a worker thread instead, waiting up to
+    ``busy_timeout`` there. False: every read runs on a worker thread. The page reads of a
+    record not in the operating system's cache then wait on the disk on the event loop:
+    set False where the database lives on a slow or network filesystem.
+
     Earlier records of a run (its checkpoint history) are kept in ``<table>_history``.
     """
 
@@ -149,6 +172,7 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
         busy_timeout: float = 30.0,
         synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "FULL",
         statement_timeout: float = 60.0,
+        inline_reads: bool = True,
         **codec_options: Any,
     ) -> None:
         super().__init__(**codec_options)
@@ -166,11 +190,14 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
             raise BackendConfigError(
                 "statement_timeout must be a positive number of seconds, got"
                 f" {statement_timeout!r}")
+        if not isinstance(inline_reads, bool):
+            raise BackendConfigError(f"inline_reads must be True or False, got {inline_reads!r}")
         self.path = Path(path)
         self.table = table
         self.busy_timeout = busy_timeout
         self.statement_timeout = float(statement_timeout)
         self.synchronous = synchronous
+        self.inline_reads = inline_reads
         self.journal_mode = ""  # set when the database is first opened ("wal")
         self._ready = False
         self._ready_lock = threading.Lock()
@@ -184,15 +211,18 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
 
     # -- connections and layout ----------------------------------------------------------
 
-    def _connect(self, *, read_only: bool = False) -> sqlite3.Connection:
+    def _connect(self, *, read_only: bool = False, waits: bool = True) -> sqlite3.Connection:
+        """A new connection; ``waits=False``: one whose busy timeout is zero (a statement
+        that would wait for a lock fails at once with SQLITE_BUSY)."""
         conn: sqlite3.Connection | None = None
+        timeout = self.busy_timeout if waits else 0.0
         try:
             if read_only:  # never creates the file, a table, or switches the journal mode
                 uri = f"{self.path.resolve().as_uri()}?mode=ro"
-                conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout,
+                conn = sqlite3.connect(uri, uri=True, timeout=timeout,
                                        isolation_level=None, check_same_thread=False)
             else:
-                conn = sqlite3.connect(self.path, timeout=self.busy_timeout,
+                conn = sqlite3.connect(self.path, timeout=timeout,
                                        isolation_level=None, check_same_thread=False)
                 conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.set_progress_handler(self._past_deadline, _PROGRESS_STEPS)
@@ -204,6 +234,8 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
         except sqlite3.Error as exc:
             if conn is not None:  # opened, then refused: do not leak its file descriptor
                 conn.close()
+            if not waits and _waits_for_lock(exc):
+                raise _WouldWait from exc
             raise BackendUnavailableError(
                 f"cannot open SQLite database {self.path}: {exc}{_diagnosis(self.path, exc)}"
             ) from exc
@@ -241,32 +273,36 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
             yield conn
 
     @contextmanager
-    def _reading(self) -> Iterator[sqlite3.Connection | None]:
+    def _reading(self, slot: str = "conn") -> Iterator[sqlite3.Connection | None]:
         """A connection to read with, or None when there is nothing to read: no database
         file, or no flujo table in it. Reads never create the database, add tables or switch
-        the journal mode: until this backend has written, they use a read-only connection."""
-        with self._read_connection() as conn:
+        the journal mode: until this backend has written, they use a read-only connection.
+        ``slot``: ``_INLINE`` for a read on the calling thread (the backend is then ready)."""
+        with self._read_connection(slot) as conn:
             yield conn if conn is not None and (self._ready or self._has_table(conn)) else None
 
     @contextmanager
-    def _upstream_reading(self) -> Iterator[tuple[sqlite3.Connection, tuple[str, ...]] | None]:
+    def _upstream_reading(
+        self, slot: str = "conn",
+    ) -> Iterator[tuple[sqlite3.Connection, tuple[str, ...]] | None]:
         """A connection and the columns to read upstream flujo's table with, or None when
         the database has no such table (see ``_upstream_sqlite``)."""
         if self.table == UPSTREAM_TABLE:
             yield None
             return
-        with self._read_connection() as conn:
+        with self._read_connection(slot) as conn:
             columns = None if conn is None else upstream_columns(conn)
             yield None if conn is None or columns is None else (conn, columns)
 
     @contextmanager
-    def _read_connection(self) -> Iterator[sqlite3.Connection | None]:
-        """This thread's connection once the backend has written, else a read-only one; None
-        when there is no database file."""
+    def _read_connection(self, slot: str = "conn") -> Iterator[sqlite3.Connection | None]:
+        """This thread's connection in ``slot`` once the backend has written, else a
+        read-only one; None when there is no database file."""
         if self._ready:
-            with self._using("conn") as conn:
+            with self._using(slot) as conn:
                 yield conn
             return
+        assert slot != _INLINE, "inline reads are made once the backend is ready"
         try:
             mode = self.path.stat().st_mode
         except FileNotFoundError:
@@ -304,7 +340,8 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
     def _using(self, slot: str) -> Iterator[sqlite3.Connection]:
         conn: sqlite3.Connection | None = getattr(self._local, slot, None)
         if conn is None or getattr(self._local, f"{slot}_pid", None) != os.getpid():
-            conn = self._connect(read_only=slot == "reader")  # none yet, or inherited by fork
+            # none yet, or inherited by fork
+            conn = self._connect(read_only=slot == "reader", waits=slot != _INLINE)
             setattr(self._local, slot, conn)
             setattr(self._local, f"{slot}_pid", os.getpid())
             with self._ready_lock:
@@ -313,6 +350,8 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
         try:
             yield conn
         except sqlite3.Error as exc:
+            if slot == _INLINE and _waits_for_lock(exc):
+                raise _WouldWait from exc  # a read that changed nothing: the connection is kept
             self._discard(conn)  # a failed connection is not reused
             why = (f" (a statement ran longer than statement_timeout={self.statement_timeout}s)"
                    if "interrupted" in str(exc) else _diagnosis(self.path, exc))
@@ -325,7 +364,7 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
             self._local.deadline = None
 
     def _discard(self, conn: sqlite3.Connection) -> None:
-        for slot in ("conn", "reader"):
+        for slot in ("conn", "reader", _INLINE):
             if getattr(self._local, slot, None) is conn:
                 setattr(self._local, slot, None)
         with self._ready_lock:
@@ -429,11 +468,11 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
 
     # -- primitives ----------------------------------------------------------------------
 
-    def _read_sync(self, run_id: str) -> StoredRecord | None:
+    def _read_sync(self, run_id: str, slot: str = "conn") -> StoredRecord | None:
         limit = self.codec.max_record_bytes
-        with self._reading() as conn:
+        with self._reading(slot) as conn:
             if conn is None:
-                return self._read_upstream(run_id)
+                return self._read_upstream(run_id, slot)
             # The size first: a record over the limit is refused, never fetched.
             row = conn.execute(
                 "SELECT length(CAST(envelope AS BLOB)), CASE WHEN"
@@ -441,13 +480,13 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
                 " WHERE run_id = ?", (limit, run_id)
             ).fetchone()
         if row is None:
-            return self._read_upstream(run_id)
+            return self._read_upstream(run_id, slot)
         if row[1] is None:
             raise record_too_large(self.describe(run_id), row[0], limit)
         return StoredRecord(row[1])
 
-    def _read_upstream(self, run_id: str) -> StoredRecord | None:
-        with self._upstream_reading() as found:
+    def _read_upstream(self, run_id: str, slot: str = "conn") -> StoredRecord | None:
+        with self._upstream_reading(slot) as found:
             if found is None:
                 return None
             conn, columns = found
@@ -528,10 +567,10 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
         return CurrentRecord(row[0], stored_timestamp(what, "created_at", row[1]),
                              stored_timestamp(what, "updated_at", row[2]))
 
-    def _read_history_sync(self, run_id: str, first: int,
-                           last: int) -> list[tuple[int, StoredRecord]]:
+    def _read_history_sync(self, run_id: str, first: int, last: int,
+                           slot: str = "conn") -> list[tuple[int, StoredRecord]]:
         limit = self.codec.max_record_bytes
-        with self._reading() as conn:
+        with self._reading(slot) as conn:
             if conn is None:
                 return []
             # A table of layout 1 (not written to since) has no history table; once this
@@ -557,21 +596,29 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
                             last: int) -> list[tuple[int, StoredRecord]]:
         return await asyncio.to_thread(self._read_history_sync, run_id, first, last)
 
-    def _read_chain_sync(self, run_id: str) -> list[tuple[Envelope, int]] | None:
+    def _read_chain_sync(self, run_id: str,
+                         slot: str = "conn") -> list[tuple[Envelope, int]] | None:
         for _ in range(3):
-            stored = self._read_sync(run_id)
+            stored = self._read_sync(run_id, slot)
             if stored is None:
                 return None
             head, first = self._chain_head(run_id, stored)
             if first is None:
                 return [(head, stored.size)]
             chain = self._chain_below(run_id, head, stored, self._read_history_sync(
-                run_id, first, head.revision - 1))
+                run_id, first, head.revision - 1, slot))
             if chain is not None:
                 return chain
         raise self._broken_chain(run_id, head)
 
     async def _read_chain(self, run_id: str) -> list[tuple[Envelope, int]] | None:
+        if self.inline_reads and self._ready and self.journal_mode == "wal":
+            # In WAL mode a reader waits for no writer: a small record is read here in tens
+            # of microseconds, a third of the trip to a worker thread and back.
+            try:
+                return self._read_chain_sync(run_id, _INLINE)
+            except _WouldWait:
+                pass  # the database is locked: wait for it on a worker thread
         # The head and its chain in one trip to a worker thread, not two.
         return await asyncio.to_thread(self._read_chain_sync, run_id)
 
