@@ -405,8 +405,7 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
         The records below the head never change once written, but a compaction can remove
         them between the two reads: then the head is read again. (A backend that can read
         both at once overrides this: with ``_chain_with`` given its own primitives, or, where
-        its reads are not async, with the same steps: ``_chain_head``, ``_chain_below``,
-        ``_broken_chain``.)"""
+        its reads are not async, with ``_chain_with_sync`` on a worker thread.)"""
         return await self._chain_with(run_id, self._read, self._read_history)
 
     async def _chain_with(
@@ -423,6 +422,25 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
                 return [(head, stored.size)]
             chain = self._chain_below(run_id, head, stored, await read_history(
                 run_id, first, head.revision - 1))
+            if chain is not None:
+                return chain
+        raise self._broken_chain(run_id, head)
+
+    def _chain_with_sync(
+        self, run_id: str, read: Callable[[str], StoredRecord | None],
+        read_history: Callable[[str, int, int], list[tuple[int, StoredRecord]]],
+    ) -> list[tuple[Envelope, int]] | None:
+        """``_chain_with`` of primitives that are not async: the whole chain in one call (one
+        trip to a worker thread, not one per read)."""
+        for _ in range(3):
+            stored = read(run_id)
+            if stored is None:
+                return None
+            head, first = self._chain_head(run_id, stored)
+            if first is None:
+                return [(head, stored.size)]
+            chain = self._chain_below(run_id, head, stored,
+                                      read_history(run_id, first, head.revision - 1))
             if chain is not None:
                 return chain
         raise self._broken_chain(run_id, head)

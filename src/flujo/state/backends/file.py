@@ -35,6 +35,7 @@ from typing import Any
 
 from flujo.exceptions import BackendUnavailableError
 
+from .._envelope import Envelope
 from .._envelope_codec import SealedRecord
 from .._runid import validate_run_id
 from ..models import RunSummary
@@ -270,6 +271,11 @@ class FileBackend(_flock.FlockClaims, EnvelopeStateBackend):
     async def _read_history(self, run_id: str, first: int,
                             last: int) -> list[tuple[int, StoredRecord]]:
         return await asyncio.to_thread(self._read_history_sync, run_id, first, last)
+
+    async def _read_chain(self, run_id: str) -> list[tuple[Envelope, int]] | None:
+        # The head and its chain in one trip to a worker thread, not two.
+        return await asyncio.to_thread(self._chain_with_sync, run_id, self._read_sync,
+                                       self._read_history_sync)
 
     def _drop_history(self, root: _dirs.Directory, run_id: str) -> None:
         """Remove the run's kept records (under the run's write lock): all or none. The

@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from functools import partial
 from os import PathLike
 from pathlib import Path
 from typing import Any, Literal
@@ -598,18 +599,8 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
 
     def _read_chain_sync(self, run_id: str,
                          slot: str = "conn") -> list[tuple[Envelope, int]] | None:
-        for _ in range(3):
-            stored = self._read_sync(run_id, slot)
-            if stored is None:
-                return None
-            head, first = self._chain_head(run_id, stored)
-            if first is None:
-                return [(head, stored.size)]
-            chain = self._chain_below(run_id, head, stored, self._read_history_sync(
-                run_id, first, head.revision - 1, slot))
-            if chain is not None:
-                return chain
-        raise self._broken_chain(run_id, head)
+        return self._chain_with_sync(run_id, partial(self._read_sync, slot=slot),
+                                     partial(self._read_history_sync, slot=slot))
 
     async def _read_chain(self, run_id: str) -> list[tuple[Envelope, int]] | None:
         if self.inline_reads and self._ready and self.journal_mode == "wal":
