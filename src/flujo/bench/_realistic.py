@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import statistics
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
+from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -351,22 +353,29 @@ def scaling(name: str, small: int, large: int) -> Scaling:
     decode of flujo and of pydantic told the type at ``large``."""
     from ..serialization import deserialize_from_json, serialize_to_bytes
 
-    def calls(records: int) -> list[Callable[[], Any]]:
-        """flujo's encode and decode, then pydantic's, of the workload at ``records``."""
+    def calls(records: int) -> tuple[list[Callable[[], Any]], bytes, bytes]:
+        """flujo's encode and decode, then pydantic's, of the workload at ``records``; and
+        the bytes the two decodes read."""
         workload = build_realistic(name, records)
         value = workload.value
         adapter: TypeAdapter[Any] = TypeAdapter(workload.exact_type)
         ours = serialize_to_bytes(value)
         theirs = adapter.dump_json(value)
         return [lambda: serialize_to_bytes(value), lambda: deserialize_from_json(ours),
-                lambda: adapter.dump_json(value), lambda: adapter.validate_json(theirs)]
+                lambda: adapter.dump_json(value), lambda: adapter.validate_json(theirs)], \
+            ours, theirs
 
-    at_small = [_per_record(call, small, 5) for call in calls(small)]
-    large_calls = calls(large)  # built once: timed, then its peaks measured
+    at_small = [_per_record(call, small, 5) for call in calls(small)[0]]
+    large_calls, ours, theirs = calls(large)  # built once: timed, then its peaks measured
     at_large = [_per_record(call, large, 3) for call in large_calls]
     peaks = [_peak(call) for call in large_calls]
-    del large_calls  # the fresh processes below need the memory more
-    resident = _resident_peaks(name, large)
+    with tempfile.TemporaryDirectory(prefix="flujo-bench-") as folder:
+        inputs = {"flujo-decode": Path(folder, "flujo.json"),
+                  "pydantic-decode": Path(folder, "pydantic.json")}
+        inputs["flujo-decode"].write_bytes(ours)
+        inputs["pydantic-decode"].write_bytes(theirs)
+        del large_calls, ours, theirs  # the fresh processes below need the memory more
+        resident = _resident_peaks(name, large, inputs)
     return Scaling(
         name, small, large,
         encode_small_s=at_small[0], encode_large_s=at_large[0],
@@ -381,26 +390,15 @@ def scaling(name: str, small: int, large: int) -> Scaling:
         pydantic_decode_resident=resident["pydantic-decode"])
 
 
-def _resident_peaks(name: str, records: int) -> dict[str, int | None]:
+def _resident_peaks(name: str, records: int,
+                    inputs: dict[str, Path]) -> dict[str, int | None]:
     """The peak resident memory of each call of the scaling run, each in a fresh process
-    (the bytes each decode reads are written to a temporary folder first)."""
-    import tempfile
-    from pathlib import Path
-
-    from ..serialization import serialize_to_bytes
+    (``inputs``: the file of bytes each decode reads)."""
     from ._resident import CALLS, measurable, resident_peak
 
     if not measurable():
         return dict.fromkeys(CALLS)
-    with tempfile.TemporaryDirectory(prefix="flujo-bench-") as folder:
-        workload = build_realistic(name, records)
-        adapter: TypeAdapter[Any] = TypeAdapter(workload.exact_type)
-        paths = {"flujo-decode": Path(folder, "flujo.json"),
-                 "pydantic-decode": Path(folder, "pydantic.json")}
-        paths["flujo-decode"].write_bytes(serialize_to_bytes(workload.value))
-        paths["pydantic-decode"].write_bytes(adapter.dump_json(workload.value))
-        del workload
-        return {call: resident_peak(name, records, call, paths.get(call)) for call in CALLS}
+    return {call: resident_peak(name, records, call, inputs.get(call)) for call in CALLS}
 
 
 def render_realistic(rows: list[AgainstPydantic], scaled: Scaling | None) -> str:
