@@ -21,6 +21,7 @@ from flujo.exceptions import (
     CorruptStateError,
     EncryptionError,
     FutureVersionError,
+    RecordTooLargeError,
     RunInProgressError,
 )
 from flujo.state import (
@@ -33,7 +34,7 @@ from flujo.state import (
 )
 from flujo.state._jsonio import dumps
 from flujo.state.backends.postgres import POSTGRES_SCHEMA_VERSION
-from flujo.state.backends.sqlite import SQLITE_SCHEMA_VERSION
+from flujo.state.backends.sqlite import _INLINE_BYTES, SQLITE_SCHEMA_VERSION
 
 
 def state(run_id: str, **context: object) -> WorkflowState:
@@ -315,6 +316,73 @@ async def test_sqlite_loads_on_the_calling_thread_what_a_worker_thread_loads(
     fresh = _ThreadNoting(db)
     assert (await fresh.load_state("r")) == (await inline.load_state("r"))
     assert fresh.read_on and here not in fresh.read_on
+
+
+async def test_sqlite_reads_long_records_and_missing_runs_on_a_worker_thread(
+        tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    backend, threaded = _ThreadNoting(db), SQLiteBackend(db, inline_reads=False)
+    here = threading.get_ident()
+    await backend.save_state("small", state("small", text="x" * (_INLINE_BYTES // 2)))
+    await backend.save_state("long", state("long", text="x" * _INLINE_BYTES))
+    assert await backend.load_state("small") == await threaded.load_state("small")
+    assert backend.read_on == [here]
+    for run_id in ("long", "missing"):  # tried here, then read on a worker thread
+        backend.read_on.clear()
+        assert await backend.load_state(run_id) == await threaded.load_state(run_id)
+        assert len(backend.read_on) == 2 and backend.read_on[0] == here != backend.read_on[1]
+    # A chain whose older record is long: the whole chain is read on a worker thread.
+    await backend.save_state("long", state("long", text="x" * _INLINE_BYTES, n=1))
+    backend.read_on.clear()
+    record = await backend.load_record("long")
+    assert record is not None and record.envelope.kind == "delta"
+    assert record.state.pipeline_context["n"] == 1
+    assert len(backend.read_on) == 2 and backend.read_on[1] != here
+    # Over the store's own limit: refused here, unread, as on a worker thread.
+    await backend.save_state("huge", state("huge", text="x" * 1_200_000))
+    strict = _ThreadNoting(db, max_payload_bytes=1000)
+    await strict.save_state("tiny", state("tiny"))
+    with pytest.raises(RecordTooLargeError, match="huge"):
+        await strict.load_state("huge")
+    assert strict.read_on == [here]
+    await backend.close()
+    await threaded.close()
+    await strict.close()
+
+
+async def test_sqlite_inline_load_lets_other_tasks_run(tmp_path: Path) -> None:
+    # A task that loads a run until another task has saved it: the loads must let that task
+    # run, as a load on a worker thread does.
+    backend = SQLiteBackend(tmp_path / "s.db")
+    await backend.save_state("r", state("r", done=False))
+
+    async def finish() -> None:
+        await backend.save_state("r", state("r", done=True))
+
+    finishing = asyncio.create_task(finish())
+    loads = 0
+    while loads < 10_000:
+        loaded = await backend.load_state("r")
+        loads += 1
+        assert loaded is not None
+        if loaded["pipeline_context"]["done"]:
+            break
+    assert loads < 10_000
+    await finishing
+    await backend.close()
+
+
+async def test_sqlite_inline_reads_never_create_the_database(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    backend = SQLiteBackend(db)
+    await backend.save_state("r", state("r"))
+    for path in tmp_path.iterdir():
+        if path.name.startswith("s.db"):
+            path.unlink()
+    with pytest.raises(BackendUnavailableError, match=r"s\.db"):
+        await backend.load_state("r")
+    assert not db.exists()
+    await backend.close()
 
 
 async def test_sqlite_load_of_a_locked_database_waits_on_a_worker_thread(

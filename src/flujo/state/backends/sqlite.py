@@ -8,10 +8,10 @@
   ``i + 1`` and the applied version is kept in ``flujo_schema_versions``. A database written
   by a newer flujo is refused with FutureVersionError.
 * Claims are ``flock`` lock files in ``<database>.claims/`` (see StateBackend.claim).
-* A load reads on the calling thread when it can do so without waiting (``inline_reads``):
-  a trip to a worker thread costs more than reading a small record. It uses a connection
-  that never waits for a lock: when another connection holds the database, the load goes to
-  a worker thread and waits there, the event loop free.
+* A load reads on the calling thread when it can do so at once (``inline_reads``): a trip to
+  a worker thread costs more than reading a small record. It uses a connection with no busy
+  timeout: when another connection holds the database, the load goes to a worker thread and
+  waits there, the event loop free; so does a load of a record over ``_INLINE_BYTES``.
 * Reads never write: until the backend has saved, they use a read-only connection and
   find nothing in a missing database or one without flujo's table (no file, table or WAL
   switch is made). A database whose objects under flujo's names are not the plain tables
@@ -105,11 +105,16 @@ _PROGRESS_STEPS = 10_000
 _FILESYSTEM_ERRORS = ("SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_FULL")
 # The connection slot of reads made on the calling thread (see SQLiteBackend.inline_reads).
 _INLINE = "inline"
+# The longest record read on the calling thread: reading and parsing a longer one there would
+# hold the event loop longer than the trip to a worker thread costs (about 100 us).
+_INLINE_BYTES = 64 * 1024
 
 
-class _WouldWait(Exception):
-    """An inline read found the database locked (SQLITE_BUSY / SQLITE_LOCKED at once, its
-    busy timeout being zero): it is made again on a worker thread, which may wait."""
+class _NotInline(Exception):
+    """A read the calling thread does not make, made again on a worker thread: the database
+    is locked (SQLITE_BUSY / SQLITE_LOCKED at once, the inline connection having no busy
+    timeout), a record is over ``_INLINE_BYTES``, or the run is not in flujo's table (then
+    upstream flujo's table is looked at there)."""
 
 
 def _waits_for_lock(exc: sqlite3.Error) -> bool:
@@ -153,12 +158,14 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
     (seconds) interrupts any statement running longer, with BackendUnavailableError.
 
     ``inline_reads`` (default True): a load of a database in WAL mode that this backend has
-    prepared reads its record on the calling thread (the event loop's), with a connection
-    whose busy timeout is zero; should the database be locked (another connection in
-    exclusive locking mode, a recovery), it reads on a worker thread instead, waiting up to
-    ``busy_timeout`` there. False: every read runs on a worker thread. The page reads of a
-    record not in the operating system's cache then wait on the disk on the event loop:
-    set False where the database lives on a slow or network filesystem.
+    prepared reads its records on the calling thread (the event loop's), with a connection
+    whose busy timeout is zero, when each is at most ``_INLINE_BYTES`` (64 KiB); should the
+    database be locked (another connection in exclusive locking mode, a recovery), it reads
+    on a worker thread instead, waiting up to ``busy_timeout`` there. The page reads of a
+    record not in the operating system's cache then wait on the disk on the event loop, and
+    SQLite's own brief retries of a WAL read lock are made there: ``inline_reads=False``,
+    where every read runs on a worker thread, suits a database on a slow or network
+    filesystem.
 
     Earlier records of a run (its checkpoint history) are kept in ``<table>_history``.
     """
@@ -202,7 +209,8 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
         self.journal_mode = ""  # set when the database is first opened ("wal")
         self._ready = False
         self._ready_lock = threading.Lock()
-        # One connection per worker thread, reused: opening one costs more than a save.
+        # One connection per thread and slot (see _using), reused: opening one costs more
+        # than a save.
         self._local = threading.local()
         self._open: list[sqlite3.Connection] = []
         self._claims = _flock.ClaimDirectory(self.path.parent, f"{self.path.name}.claims")
@@ -212,20 +220,23 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
 
     # -- connections and layout ----------------------------------------------------------
 
-    def _connect(self, *, read_only: bool = False, waits: bool = True) -> sqlite3.Connection:
-        """A new connection; ``waits=False``: one whose busy timeout is zero (a statement
-        that would wait for a lock fails at once with SQLITE_BUSY)."""
+    def _connect(self, slot: str = "conn") -> sqlite3.Connection:
+        """A new connection for ``slot``: ``"conn"`` reads and writes (creating the file);
+        ``"reader"`` only reads, and never creates the file, a table, or switches the journal
+        mode; ``_INLINE`` reads a file that exists, and has no busy timeout: a statement that
+        would wait for a lock fails at once (``_NotInline``)."""
         conn: sqlite3.Connection | None = None
+        waits = slot != _INLINE
         timeout = self.busy_timeout if waits else 0.0
         try:
-            if read_only:  # never creates the file, a table, or switches the journal mode
-                uri = f"{self.path.resolve().as_uri()}?mode=ro"
-                conn = sqlite3.connect(uri, uri=True, timeout=timeout,
-                                       isolation_level=None, check_same_thread=False)
-            else:
+            if slot == "conn":
                 conn = sqlite3.connect(self.path, timeout=timeout,
                                        isolation_level=None, check_same_thread=False)
                 conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            else:
+                uri = f"{self.path.resolve().as_uri()}?mode={'ro' if slot == 'reader' else 'rw'}"
+                conn = sqlite3.connect(uri, uri=True, timeout=timeout,
+                                       isolation_level=None, check_same_thread=False)
             conn.set_progress_handler(self._past_deadline, _PROGRESS_STEPS)
             self._check_schema(conn)
         except BackendUnavailableError:
@@ -236,7 +247,7 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
             if conn is not None:  # opened, then refused: do not leak its file descriptor
                 conn.close()
             if not waits and _waits_for_lock(exc):
-                raise _WouldWait from exc
+                raise _NotInline from exc
             raise BackendUnavailableError(
                 f"cannot open SQLite database {self.path}: {exc}{_diagnosis(self.path, exc)}"
             ) from exc
@@ -283,15 +294,13 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
             yield conn if conn is not None and (self._ready or self._has_table(conn)) else None
 
     @contextmanager
-    def _upstream_reading(
-        self, slot: str = "conn",
-    ) -> Iterator[tuple[sqlite3.Connection, tuple[str, ...]] | None]:
+    def _upstream_reading(self) -> Iterator[tuple[sqlite3.Connection, tuple[str, ...]] | None]:
         """A connection and the columns to read upstream flujo's table with, or None when
         the database has no such table (see ``_upstream_sqlite``)."""
         if self.table == UPSTREAM_TABLE:
             yield None
             return
-        with self._read_connection(slot) as conn:
+        with self._read_connection() as conn:
             columns = None if conn is None else upstream_columns(conn)
             yield None if conn is None or columns is None else (conn, columns)
 
@@ -342,7 +351,7 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
         conn: sqlite3.Connection | None = getattr(self._local, slot, None)
         if conn is None or getattr(self._local, f"{slot}_pid", None) != os.getpid():
             # none yet, or inherited by fork
-            conn = self._connect(read_only=slot == "reader", waits=slot != _INLINE)
+            conn = self._connect(slot)
             setattr(self._local, slot, conn)
             setattr(self._local, f"{slot}_pid", os.getpid())
             with self._ready_lock:
@@ -352,7 +361,7 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
             yield conn
         except sqlite3.Error as exc:
             if slot == _INLINE and _waits_for_lock(exc):
-                raise _WouldWait from exc  # a read that changed nothing: the connection is kept
+                raise _NotInline from exc  # a read that changed nothing: the connection is kept
             self._discard(conn)  # a failed connection is not reused
             why = (f" (a statement ran longer than statement_timeout={self.statement_timeout}s)"
                    if "interrupted" in str(exc) else _diagnosis(self.path, exc))
@@ -471,23 +480,28 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
 
     def _read_sync(self, run_id: str, slot: str = "conn") -> StoredRecord | None:
         limit = self.codec.max_record_bytes
+        inline = slot == _INLINE
         with self._reading(slot) as conn:
             if conn is None:
-                return self._read_upstream(run_id, slot)
+                return self._read_upstream(run_id)
             # The size first: a record over the limit is refused, never fetched.
             row = conn.execute(
                 "SELECT length(CAST(envelope AS BLOB)), CASE WHEN"
                 f' length(CAST(envelope AS BLOB)) <= ? THEN envelope END FROM "{self.table}"'
-                " WHERE run_id = ?", (limit, run_id)
+                " WHERE run_id = ?", (min(limit, _INLINE_BYTES) if inline else limit, run_id)
             ).fetchone()
         if row is None:
-            return self._read_upstream(run_id, slot)
+            if inline:
+                raise _NotInline
+            return self._read_upstream(run_id)
         if row[1] is None:
+            if inline and row[0] <= limit:
+                raise _NotInline
             raise record_too_large(self.describe(run_id), row[0], limit)
         return StoredRecord(row[1])
 
-    def _read_upstream(self, run_id: str, slot: str = "conn") -> StoredRecord | None:
-        with self._upstream_reading(slot) as found:
+    def _read_upstream(self, run_id: str) -> StoredRecord | None:
+        with self._upstream_reading() as found:
             if found is None:
                 return None
             conn, columns = found
@@ -571,6 +585,7 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
     def _read_history_sync(self, run_id: str, first: int, last: int,
                            slot: str = "conn") -> list[tuple[int, StoredRecord]]:
         limit = self.codec.max_record_bytes
+        inline = slot == _INLINE
         with self._reading(slot) as conn:
             if conn is None:
                 return []
@@ -584,10 +599,13 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
                 "SELECT revision, length(CAST(envelope AS BLOB)), CASE WHEN"
                 f' length(CAST(envelope AS BLOB)) <= ? THEN envelope END FROM'
                 f' "{self.table}_history" WHERE run_id = ? AND revision BETWEEN ? AND ?'
-                " ORDER BY revision", (limit, run_id, first, last)).fetchall()
+                " ORDER BY revision",
+                (min(limit, _INLINE_BYTES) if inline else limit, run_id, first, last)).fetchall()
         found = []
         for revision, size, raw in rows:
             if raw is None:
+                if inline and size <= limit:
+                    raise _NotInline
                 raise record_too_large(
                     f"{self.describe(run_id)}, revision {revision}", size, limit)
             found.append((revision, StoredRecord(raw)))
@@ -607,9 +625,14 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
             # In WAL mode a reader waits for no writer: a small record is read here in tens
             # of microseconds, a third of the trip to a worker thread and back.
             try:
-                return self._read_chain_sync(run_id, _INLINE)
-            except _WouldWait:
-                pass  # the database is locked: wait for it on a worker thread
+                chain = self._read_chain_sync(run_id, _INLINE)
+            except _NotInline:
+                pass  # locked, long or elsewhere: read on a worker thread
+            else:
+                # Still a point where other tasks run, as a read on a worker thread is: a
+                # task loading a run until another task saves it would otherwise starve it.
+                await asyncio.sleep(0)
+                return chain
         # The head and its chain in one trip to a worker thread, not two.
         return await asyncio.to_thread(self._read_chain_sync, run_id)
 
