@@ -6,6 +6,8 @@ import asyncio
 import shutil
 import sqlite3
 import stat
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator
@@ -440,17 +442,73 @@ async def test_sqlite_inline_read_that_would_wait_keeps_its_connection(tmp_path:
     expected = await backend.load_state("r")
     inline = backend._local.inline
     backend._local.inline = busy = _BusyOnce(inline)
+    backend._open[busy] = backend._open.pop(inline)  # (taken as the connection it wraps)
     backend.read_on.clear()
     assert await backend.load_state("r") == expected
     assert busy.failed and backend._local.inline is busy  # kept: the read changed nothing
     assert len(backend.read_on) == 2 and backend.read_on[1] != threading.get_ident()
     # Any other error of the inline connection is the store's, as on a worker thread.
     backend._local.inline = inline
+    backend._open[inline] = backend._open.pop(busy)
     inline.close()
     with pytest.raises(BackendUnavailableError, match="closed database"):
         await backend.load_state("r")
     assert await backend.load_state("r") == expected  # a new connection
     await backend.close()
+
+
+_CLOSE_WHILE_IN_USE = """
+import asyncio, sys, time
+from flujo.state import SQLiteBackend, WorkflowState
+
+backend = SQLiteBackend(sys.argv[1], inline_reads=sys.argv[2] == "inline")
+failures = []
+
+
+def state(n):
+    context = {"n": n, "tail": list(range(n))}
+    return WorkflowState(run_id="r", pipeline_name="p", pipeline_context=context)
+
+
+async def main():
+    await backend.save_state("r", state(0))
+    stop = time.monotonic() + 1.5
+
+    async def loader(saves):
+        while time.monotonic() < stop:
+            try:
+                loaded = await backend.load_state("r")
+                n = loaded["pipeline_context"]["n"]
+                assert loaded["pipeline_context"]["tail"] == list(range(n))
+                if saves:
+                    await backend.save_state("r", state(n + 1))
+            except Exception as exc:
+                failures.append(repr(exc))
+            await asyncio.sleep(0)
+
+    async def closer():
+        while time.monotonic() < stop:
+            await backend.close()
+            await asyncio.sleep(0.001)
+
+    await asyncio.gather(*(loader(k == 0) for k in range(6)), closer())
+    await backend.close()
+    print(len(failures), failures[:3])
+
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("reads", ["threads", "inline"])
+def test_sqlite_close_while_other_threads_use_connections(tmp_path: Path, reads: str) -> None:
+    # close() on the event loop while worker threads run statements on connections it
+    # opened: closing them under a running statement crashed the interpreter (SIGSEGV).
+    # Each is now closed when its thread is done with it, and the next call opens another.
+    done = subprocess.run([sys.executable, "-c", _CLOSE_WHILE_IN_USE, str(tmp_path / "s.db"),
+                           reads], check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "0 []"
 
 # -- PostgresBackend ---------------------------------------------------------------------------
 

@@ -212,7 +212,11 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
         # One connection per thread and slot (see _using), reused: opening one costs more
         # than a save.
         self._local = threading.local()
-        self._open: list[sqlite3.Connection] = []
+        # The connections this backend opened, each with how many calls are using it (reads
+        # nest); those close() found in use, which their last user closes (closing a
+        # connection while another thread runs a statement on it crashes the interpreter).
+        self._open: dict[sqlite3.Connection, int] = {}
+        self._closing: dict[sqlite3.Connection, int] = {}
         self._claims = _flock.ClaimDirectory(self.path.parent, f"{self.path.name}.claims")
 
     def describe(self, run_id: str) -> str:
@@ -348,14 +352,7 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
 
     @contextmanager
     def _using(self, slot: str) -> Iterator[sqlite3.Connection]:
-        conn: sqlite3.Connection | None = getattr(self._local, slot, None)
-        if conn is None or getattr(self._local, f"{slot}_pid", None) != os.getpid():
-            # none yet, or inherited by fork
-            conn = self._connect(slot)
-            setattr(self._local, slot, conn)
-            setattr(self._local, f"{slot}_pid", os.getpid())
-            with self._ready_lock:
-                self._open.append(conn)
+        conn = self._take(slot)
         self._local.deadline = time.monotonic() + self.statement_timeout
         try:
             yield conn
@@ -372,23 +369,58 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
             raise
         finally:
             self._local.deadline = None
+            self._give_back(conn)
+
+    def _take(self, slot: str) -> sqlite3.Connection:
+        """This thread's connection in ``slot``, counted in use until ``_give_back``; a new
+        one when the thread has none, or one inherited by fork, or one ``close`` took."""
+        local = self._local
+        conn: sqlite3.Connection | None = getattr(local, slot, None)
+        if conn is not None and getattr(local, f"{slot}_pid", None) == os.getpid():
+            with self._ready_lock:
+                users = self._open.get(conn)
+                if users is not None:
+                    self._open[conn] = users + 1
+                    return conn
+        conn = self._connect(slot)
+        setattr(local, slot, conn)
+        setattr(local, f"{slot}_pid", os.getpid())
+        with self._ready_lock:
+            self._open[conn] = 1
+        return conn
+
+    def _give_back(self, conn: sqlite3.Connection) -> None:
+        with self._ready_lock:
+            if conn in self._open:
+                self._open[conn] -= 1
+                return
+            users = self._closing.pop(conn, None)
+            if users is None:  # discarded
+                return
+            if users > 1:
+                self._closing[conn] = users - 1
+                return
+        conn.close()  # the last user of a connection close() found in use
 
     def _discard(self, conn: sqlite3.Connection) -> None:
         for slot in ("conn", "reader", _INLINE):
             if getattr(self._local, slot, None) is conn:
                 setattr(self._local, slot, None)
         with self._ready_lock:
-            if conn in self._open:
-                self._open.remove(conn)
+            self._open.pop(conn, None)
+            self._closing.pop(conn, None)
         conn.close()
 
     async def close(self) -> None:
-        """Close the connections this backend opened (it reopens them if used again)."""
+        """Close the connections this backend opened (it reopens them if used again); one
+        that another thread is using is closed when that thread is done with it."""
         with self._ready_lock:
-            connections, self._open = self._open, []
-        for conn in connections:
+            idle = [conn for conn, users in self._open.items() if not users]
+            self._closing.update((conn, users) for conn, users in self._open.items() if users)
+            self._open = {}
+            self._local = threading.local()
+        for conn in idle:
             conn.close()
-        self._local = threading.local()
 
     @contextmanager
     def _transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
