@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -440,16 +441,17 @@ async def test_sqlite_inline_read_that_would_wait_keeps_its_connection(tmp_path:
     backend = _ThreadNoting(tmp_path / "s.db")
     await backend.save_state("r", state("r", customer="ACME"))
     expected = await backend.load_state("r")
-    inline = backend._local.inline
-    backend._local.inline = busy = _BusyOnce(inline)
-    backend._open[busy] = backend._open.pop(inline)  # (taken as the connection it wraps)
+    inline = backend._conns.local.inline
+    backend._conns.local.inline = busy = _BusyOnce(inline)
+    # (taken as the connection it wraps)
+    backend._conns._open[busy] = backend._conns._open.pop(inline)
     backend.read_on.clear()
     assert await backend.load_state("r") == expected
-    assert busy.failed and backend._local.inline is busy  # kept: the read changed nothing
+    assert busy.failed and backend._conns.local.inline is busy  # kept: the read changed nothing
     assert len(backend.read_on) == 2 and backend.read_on[1] != threading.get_ident()
     # Any other error of the inline connection is the store's, as on a worker thread.
-    backend._local.inline = inline
-    backend._open[inline] = backend._open.pop(busy)
+    backend._conns.local.inline = inline
+    backend._conns._open[inline] = backend._conns._open.pop(busy)
     inline.close()
     with pytest.raises(BackendUnavailableError, match="closed database"):
         await backend.load_state("r")
@@ -509,6 +511,70 @@ def test_sqlite_close_while_other_threads_use_connections(tmp_path: Path, reads:
                            reads], check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "0 []"
+
+
+def test_sqlite_close_keeps_the_statement_timeout_of_a_running_statement(
+        tmp_path: Path) -> None:
+    # close() while a worker thread runs a statement: the statement is still interrupted at
+    # statement_timeout (close() once dropped the deadline it is checked against).
+    backend = SQLiteBackend(tmp_path / "s.db", statement_timeout=0.2)
+    asyncio.run(backend.save_state("r", state("r")))
+    outcome: list[object] = []
+    running = threading.Event()
+
+    def long_statement() -> None:
+        try:
+            with backend._using("conn") as conn:
+                running.set()
+                outcome.append(conn.execute(
+                    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c"
+                    " WHERE x < 50000000) SELECT count(*) FROM c").fetchone())
+        except BackendUnavailableError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=long_statement)
+    worker.start()
+    running.wait()
+    time.sleep(0.05)  # the statement is running (it is interrupted at 0.2 s)
+    asyncio.run(backend.close())
+    worker.join()
+    assert len(outcome) == 1 and isinstance(outcome[0], BackendUnavailableError)
+    assert "statement_timeout=0.2s" in str(outcome[0])
+    assert backend._conns.open_count() == 0  # closed by its thread, once done
+
+
+def test_sqlite_connections_of_ended_threads_are_closed(tmp_path: Path) -> None:
+    # Each asyncio.run() ends its loop's worker threads: their connections must not pile up
+    # (a file descriptor each) in a process that runs one backend that way, task by task.
+    backend = SQLiteBackend(tmp_path / "s.db", inline_reads=False)
+    asyncio.run(backend.save_state("r", state("r")))
+    for _ in range(40):
+        assert asyncio.run(backend.load_state("r")) is not None
+    assert backend._conns.open_count() <= 4
+    asyncio.run(backend.close())
+    assert backend._conns.open_count() == 0
+
+
+async def test_sqlite_interrupted_read_of_upstreams_table_is_a_backend_error(
+        tmp_path: Path) -> None:
+    # A run missing from flujo's table is looked for in upstream flujo's; a statement there
+    # interrupted at statement_timeout (a large table without an index) is the store's
+    # error, not a bare sqlite3 one from the connection it closed.
+    db = tmp_path / "s.db"
+    columns = ("run_id", "pipeline_id", "pipeline_name", "pipeline_version",
+               "current_step_index", "pipeline_context", "last_step_output", "status",
+               "created_at", "updated_at")
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"CREATE TABLE workflow_state ({', '.join(columns)})")
+        conn.executemany(
+            "INSERT INTO workflow_state VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ((f"r{i}", "p", "p", "1", 0, "{}", "null", "running", "2024-01-01T00:00:00",
+              "2024-01-01T00:00:00") for i in range(300_000)))
+    conn.close()
+    backend = SQLiteBackend(db, statement_timeout=0.001)
+    with pytest.raises(BackendUnavailableError, match="statement_timeout"):
+        await backend.load_state("missing")
+    await backend.close()
 
 # -- PostgresBackend ---------------------------------------------------------------------------
 

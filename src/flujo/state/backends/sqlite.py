@@ -47,6 +47,7 @@ from .._envelope_codec import SealedRecord, record_too_large
 from ..models import RunSummary
 from . import _flock
 from ._dirs import kind_of
+from ._sqlite_connections import Connections
 from ._upstream_sqlite import (
     UPSTREAM_TABLE,
     delete_upstream,
@@ -105,8 +106,9 @@ _PROGRESS_STEPS = 10_000
 _FILESYSTEM_ERRORS = ("SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_FULL")
 # The connection slot of reads made on the calling thread (see SQLiteBackend.inline_reads).
 _INLINE = "inline"
-# The longest record read on the calling thread: reading and parsing a longer one there would
-# hold the event loop longer than the trip to a worker thread costs (about 100 us).
+# The longest record read on the calling thread. Reading one there is always sooner than a
+# trip to a worker thread and back, but it holds the event loop: up to about 0.3 ms at this
+# size, about what decoding such a state on the event loop costs anyway (the load does).
 _INLINE_BYTES = 64 * 1024
 
 
@@ -119,6 +121,13 @@ class _NotInline(Exception):
 
 def _waits_for_lock(exc: sqlite3.Error) -> bool:
     return str(getattr(exc, "sqlite_errorname", "")).startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+
+
+def _in_transaction(conn: sqlite3.Connection) -> bool:
+    try:
+        return conn.in_transaction
+    except sqlite3.ProgrammingError:  # closed: a nested use of it failed and discarded it
+        return False
 
 
 def _diagnosis(path: Path, exc: sqlite3.Error) -> str:
@@ -209,14 +218,7 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
         self.journal_mode = ""  # set when the database is first opened ("wal")
         self._ready = False
         self._ready_lock = threading.Lock()
-        # One connection per thread and slot (see _using), reused: opening one costs more
-        # than a save.
-        self._local = threading.local()
-        # The connections this backend opened, each with how many calls are using it (reads
-        # nest); those close() found in use, which their last user closes (closing a
-        # connection while another thread runs a statement on it crashes the interpreter).
-        self._open: dict[sqlite3.Connection, int] = {}
-        self._closing: dict[sqlite3.Connection, int] = {}
+        self._conns = Connections()
         self._claims = _flock.ClaimDirectory(self.path.parent, f"{self.path.name}.claims")
 
     def describe(self, run_id: str) -> str:
@@ -259,7 +261,7 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
 
     def _past_deadline(self) -> int:
         """SQLite's progress handler: non-zero interrupts the statement running."""
-        deadline: float | None = getattr(self._local, "deadline", None)
+        deadline: float | None = getattr(self._conns.local, "deadline", None)
         return 1 if deadline is not None and time.monotonic() > deadline else 0
 
     def _check_schema(self, conn: sqlite3.Connection) -> None:
@@ -352,75 +354,34 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
 
     @contextmanager
     def _using(self, slot: str) -> Iterator[sqlite3.Connection]:
-        conn = self._take(slot)
-        self._local.deadline = time.monotonic() + self.statement_timeout
+        """This thread's connection in ``slot`` for one call, its statements interrupted
+        after ``statement_timeout``; sqlite3 errors become BackendUnavailableError."""
+        conns = self._conns
+        conn = conns.take(slot, self._connect)
+        local = conns.local
+        outer = getattr(local, "deadline", None)  # (a read nested in another keeps its own)
+        local.deadline = time.monotonic() + self.statement_timeout
         try:
             yield conn
         except sqlite3.Error as exc:
             if slot == _INLINE and _waits_for_lock(exc):
                 raise _NotInline from exc  # a read that changed nothing: the connection is kept
-            self._discard(conn)  # a failed connection is not reused
+            conns.discard(conn)  # a failed connection is not reused
             why = (f" (a statement ran longer than statement_timeout={self.statement_timeout}s)"
                    if "interrupted" in str(exc) else _diagnosis(self.path, exc))
             raise BackendUnavailableError(f"SQLite {self.path}: {exc}{why}") from exc
         except BaseException:
-            if conn.in_transaction:  # never hand a half-done transaction to the next call
-                self._discard(conn)
+            if _in_transaction(conn):  # never hand a half-done transaction to the next call
+                conns.discard(conn)
             raise
         finally:
-            self._local.deadline = None
-            self._give_back(conn)
-
-    def _take(self, slot: str) -> sqlite3.Connection:
-        """This thread's connection in ``slot``, counted in use until ``_give_back``; a new
-        one when the thread has none, or one inherited by fork, or one ``close`` took."""
-        local = self._local
-        conn: sqlite3.Connection | None = getattr(local, slot, None)
-        if conn is not None and getattr(local, f"{slot}_pid", None) == os.getpid():
-            with self._ready_lock:
-                users = self._open.get(conn)
-                if users is not None:
-                    self._open[conn] = users + 1
-                    return conn
-        conn = self._connect(slot)
-        setattr(local, slot, conn)
-        setattr(local, f"{slot}_pid", os.getpid())
-        with self._ready_lock:
-            self._open[conn] = 1
-        return conn
-
-    def _give_back(self, conn: sqlite3.Connection) -> None:
-        with self._ready_lock:
-            if conn in self._open:
-                self._open[conn] -= 1
-                return
-            users = self._closing.pop(conn, None)
-            if users is None:  # discarded
-                return
-            if users > 1:
-                self._closing[conn] = users - 1
-                return
-        conn.close()  # the last user of a connection close() found in use
-
-    def _discard(self, conn: sqlite3.Connection) -> None:
-        for slot in ("conn", "reader", _INLINE):
-            if getattr(self._local, slot, None) is conn:
-                setattr(self._local, slot, None)
-        with self._ready_lock:
-            self._open.pop(conn, None)
-            self._closing.pop(conn, None)
-        conn.close()
+            local.deadline = outer
+            conns.give_back(conn)
 
     async def close(self) -> None:
         """Close the connections this backend opened (it reopens them if used again); one
         that another thread is using is closed when that thread is done with it."""
-        with self._ready_lock:
-            idle = [conn for conn, users in self._open.items() if not users]
-            self._closing.update((conn, users) for conn, users in self._open.items() if users)
-            self._open = {}
-            self._local = threading.local()
-        for conn in idle:
-            conn.close()
+        self._conns.close_all()
 
     @contextmanager
     def _transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
@@ -444,7 +405,8 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
             except OSError as exc:
                 raise BackendUnavailableError(f"cannot create {self.path.parent}: {exc}") from exc
             conn = self._connect()
-            self._local.deadline = time.monotonic() + self.busy_timeout + self.statement_timeout
+            self._conns.local.deadline = (time.monotonic() + self.busy_timeout
+                                          + self.statement_timeout)
             try:
                 self.journal_mode = self._enable_wal(conn)
                 with self._transaction(conn):
@@ -454,7 +416,7 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
                     f"cannot prepare SQLite database {self.path}: {exc}{_diagnosis(self.path, exc)}"
                 ) from exc
             finally:
-                self._local.deadline = None
+                self._conns.local.deadline = None
                 conn.close()
             self._ready = True
 
@@ -514,10 +476,8 @@ class SQLiteBackend(_flock.FlockClaims, EnvelopeStateBackend):
         limit = self.codec.max_record_bytes
         inline = slot == _INLINE
         with self._reading(slot) as conn:
-            if conn is None:
-                return self._read_upstream(run_id)
             # The size first: a record over the limit is refused, never fetched.
-            row = conn.execute(
+            row = None if conn is None else conn.execute(
                 "SELECT length(CAST(envelope AS BLOB)), CASE WHEN"
                 f' length(CAST(envelope AS BLOB)) <= ? THEN envelope END FROM "{self.table}"'
                 " WHERE run_id = ?", (min(limit, _INLINE_BYTES) if inline else limit, run_id)
