@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from flujo.exceptions import SerializationError
 from flujo.serialization import TAG, VALUE, TypeRegistry, safe_deserialize, safe_serialize
+from flujo.serialization._codec import fits_int64, is_finite, plain_json
 
 from ._support import (
     Animal,
@@ -730,3 +731,30 @@ def test_serialize_to_json_takes_the_formatting_keywords_of_json_dumps() -> None
         serialize_to_json(value, default=str)
     with pytest.raises(SerializationError, match="surrogate"):
         serialize_to_json({"a": "\ud800"}, indent=2)
+
+
+# Each int at and beside the bounds the compiled core compares differently: the 62-bit ints
+# it holds unboxed and the 64-bit bounds of what is written as a plain number.
+_BOUNDARY_INTS = sorted({edge + step for edge in (2**62, -(2**62), 2**63, -(2**63), 2**64)
+                         for step in (-2, -1, 0, 1)})
+
+
+@pytest.mark.parametrize("number", _BOUNDARY_INTS)
+def test_ints_at_the_bounds_are_plain_only_within_64_bits(number: int) -> None:
+    plain = -(2**63) <= number <= 2**64 - 1
+    # in a list, a dict, an Any field's check and alone: each place checks ints inline
+    for value in ([number], {"n": number}, number):
+        encoded = safe_serialize(value)
+        assert (encoded == value) is plain, (value, encoded)
+        assert safe_deserialize(encoded) == value
+    assert fits_int64(number) is plain
+    assert plain_json({"n": [number]}, lambda _: None, 0) is plain
+
+
+@pytest.mark.parametrize("real", [0.0, -0.0, 1e308, -1e308, 5e-324, math.inf, -math.inf,
+                                  math.nan])
+def test_only_finite_floats_are_plain(real: float) -> None:
+    finite = math.isfinite(real)
+    assert is_finite(real) is finite
+    for value in ([real], {"x": real}):
+        assert (safe_serialize(value) == value) is finite

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import DeserializationError, FlujoError, SerializationError, caused
-from ._codec import INT_MAX, INT_MIN, TAG
+from ._codec import TAG, fits_int64, is_finite
 from ._paths import note_path
 from ._types import JSONSchema, Migration, TypeCodec
 from ._validation import CompiledSchema
@@ -52,8 +52,8 @@ def custom_codec(
                 ti = type(item)
                 if type(key) is not str or not (
                         ti is str or ti is bool or item is None
-                        or (ti is int and INT_MIN <= item <= INT_MAX)
-                        or (ti is float and item - item == 0.0)):
+                        or (ti is int and fits_int64(item))
+                        or (ti is float and is_finite(item))):
                     native = False
                     break
         # A value with shared objects is written in three passes (_codec.Encoder): the first
