@@ -301,6 +301,7 @@ async def test_sqlite_loads_on_the_calling_thread_what_a_worker_thread_loads(
     db = tmp_path / "s.db"
     inline, threaded = _ThreadNoting(db), _ThreadNoting(db, inline_reads=False)
     assert inline.inline_reads and not threaded.inline_reads
+    inline.WHOLE_RECORD_BYTES = 0  # deltas of this small state: a chain to read
     notes = [f"note {i}" for i in range(200)]
     for n in range(5):  # a whole state, then deltas of it
         await inline.save_state("r", state("r", n=n, at=datetime(2026, 1, 1, n, tzinfo=UTC),

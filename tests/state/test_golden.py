@@ -384,6 +384,7 @@ async def write_missing_chain_golden(directory: Path = CHAIN) -> list[Path]:
     directory.mkdir(parents=True)
     backend = FileBackend(directory, registry=writer_registry(),
                           migrations=StateMigrations(current_version=1))
+    backend.WHOLE_RECORD_BYTES = 0  # a chain of deltas, as small as the states are
     for saved in chain_states():
         await backend.save_state(CHAIN_RUN, saved)
     await backend.close()

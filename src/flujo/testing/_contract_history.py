@@ -1,8 +1,10 @@
 """The checkpoint-history part of the backend contract (mixed into ``BackendContract``).
 
 A backend that keeps history (``keeps_history``) must write saves as deltas that rebuild
-exactly the state saved, keep every checkpoint until it is pruned, refuse a damaged or
-reordered chain, and prune or compact only finished runs. A backend that keeps no history
+exactly the state saved (once the state's whole record is over ``WHOLE_RECORD_BYTES``;
+the tests of chains set it to 0, so that every save may be a delta), keep every checkpoint
+until it is pruned, refuse a damaged or reordered chain, and prune or compact only finished
+runs. A backend that keeps no history
 passes by listing its current record only.
 """
 
@@ -80,6 +82,7 @@ class HistoryContract:
     async def test_every_checkpoint_rebuilds_exactly_what_was_saved(
             self, tmp_path: Path, options: dict[str, Any]) -> None:
         backend = await self._envelope_backend(tmp_path, **options)
+        backend.WHOLE_RECORD_BYTES = 0  # zstd makes these records smaller than a page
         try:
             states = _growing("h", 12)
             for state in states:
@@ -109,6 +112,31 @@ class HistoryContract:
             assert await backend.history("nope") == []
             with pytest.raises(BackendConfigError):
                 await backend.state_at("h", 0)
+        finally:
+            await backend.close()
+
+    async def test_a_state_whose_record_fits_a_page_is_saved_whole(self, tmp_path: Path
+                                                                   ) -> None:
+        """Each save of a small state is a whole record (a load reads one record); past
+        ``WHOLE_RECORD_BYTES`` the saves are deltas again."""
+        backend = await self._envelope_backend(tmp_path)
+        try:
+            small = [WorkflowState(run_id="s", pipeline_name="contract", current_step_index=i,
+                                   pipeline_context={"n": i}) for i in range(4)]
+            for state in small:
+                await backend.save_state("s", state)
+            checkpoints = await backend.history("s")
+            if backend.keeps_history:
+                assert [c.kind for c in checkpoints] == ["state"] * 4
+            backend.WHOLE_RECORD_BYTES = 0
+            for state in small:
+                await backend.save_state("s", state)
+            checkpoints = await backend.history("s")
+            if backend.keeps_history:
+                assert "delta" in {c.kind for c in checkpoints[4:]}
+            record = await backend.load_record("s")
+            assert record is not None and record.revision == 8
+            _same_state(record.state, small[-1])
         finally:
             await backend.close()
 

@@ -208,6 +208,12 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
     keeps_history: ClassVar[bool] = False
     #: How many runs' chain tips a backend remembers (the runs it is executing).
     TIPS = 256
+    #: A run whose last whole-state record took at most this many bytes is saved whole, not
+    #: as a delta: such a record fills one database page (SQLite's 4 KiB; PostgreSQL stores
+    #: up to 2 KiB in the row), so a delta would write about as much, and a load would read
+    #: and parse two or more records instead of one. A run past it saves deltas, so a save
+    #: never costs what the whole state does.
+    WHOLE_RECORD_BYTES = 4096
 
     def __init__(
         self,
@@ -296,7 +302,8 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
         # leaves no room for even a header.
         room = 0 if tip is None else tip.snapshot_bytes - tip.chain_bytes
         early = self.codec.delta(tip, encoded, tip.revision + 1) if (
-            tip is not None and tip.chain_length < MAX_CHAIN and room > tip.overhead) else None
+            tip is not None and tip.chain_length < MAX_CHAIN and room > tip.overhead
+            and tip.snapshot_bytes > self.WHOLE_RECORD_BYTES) else None
         # The history entries as asked for, should the stored head not be the tip after all
         # (a pointer copy: the entries are encoded anew only then).
         entries = list(coerced.step_history) if tip is not None and tip.history.entries \
