@@ -515,6 +515,23 @@ def test_any_values_nested_deeper_than_the_typed_form_takes_are_written_generica
     assert_same(back, _call(extra=deep))
 
 
+@pytest.mark.parametrize("levels", [31, 32, 33])
+def test_any_values_in_a_dict_or_list_field_reach_as_deep_as_in_an_any_field(
+        registry: TypeRegistry, levels: int) -> None:
+    """The items of a ``dict[str, Any]`` or ``list[Any]`` field are checked (in one call of
+    plain_json) to the depth an ``Any`` field's value is: 32 levels of containers."""
+    deep: Any = "leaf"
+    for _ in range(levels):
+        deep = {"d": deep}
+    typed = levels <= 32
+    for changes in ({"extra": deep}, {"arguments": {"k": deep}}, {"items": [deep]},
+                    {"items": [1, deep]}):
+        value = _call(**changes)
+        data, back = round_trip(value, registry)
+        assert (type(data[VALUE]) is list) is typed, (levels, next(iter(changes)))
+        assert_same(back, value)
+
+
 def test_a_literal_of_enum_members_stays_generic(registry: TypeRegistry) -> None:
     class Pick(BaseModel):
         color: Literal[Color.RED]

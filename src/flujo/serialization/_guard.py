@@ -433,7 +433,25 @@ class GuardWriter(SchemaWalker):
         if kind == "default":
             check_keys(node)
             return self.condition(self.resolve(node["schema"]), item, value)
+        if kind in ("dict", "list") and self.of_any(node):
+            # a dict[str, Any] or list[Any] (an SDK object's metadata, a tool call's
+            # arguments) in one compiled call: plain_json checks the keys as the dict check
+            # below does, and at depth -1 it counts the items' depth from 0, as there
+            first = f"({value} := {item})" if item != value else item
+            return f"type({first}) is not {kind} or not _plain_json({value}, keep, -1)"
         return None
+
+    def of_any(self, node: dict[str, Any]) -> bool:
+        """Whether ``node`` is a ``dict[str, Any]`` or a ``list[Any]``, constraints aside."""
+        check_keys(node)
+        inner = node.get("values_schema" if node["type"] == "dict" else "items_schema",
+                         {"type": "any"})
+        if node["type"] == "dict":
+            keys = self.resolve(node.get("keys_schema", {"type": "any"}))
+            if keys.get("type") != "str" or set(keys) - _COMMON:
+                return False
+        inner = self.resolve(inner)
+        return inner.get("type") == "any" and not set(inner) - _COMMON
 
     def literal_condition(self, node: dict[str, Any], item: str) -> str:
         """True when ``item`` is not exactly one of the literal's values: its type too, since
