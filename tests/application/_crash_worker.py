@@ -21,6 +21,10 @@ BUILDERS = {"counting": build_counting_runner, "hitl": build_hitl_runner,
             "flaky": build_flaky_runner}
 
 if __name__ == "__main__":
+    # as in the parent's tests (conftest.py): these runs' small states make chains of deltas
+    from flujo.state import EnvelopeStateBackend
+
+    EnvelopeStateBackend.WHOLE_RECORD_BYTES = 0
     kind, location, run_id = sys.argv[1:4]
     schema = sys.argv[4] if len(sys.argv) > 4 else None
     build = BUILDERS.get(os.environ.get("FLUJO_TEST_PIPELINE", ""), build_runner)

@@ -17,7 +17,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from crash_pipeline import make_backend
 
-from flujo.state import InMemoryBackend, StateBackend
+from flujo.state import EnvelopeStateBackend, InMemoryBackend, StateBackend
+
+
+@pytest.fixture(autouse=True)
+def _states_in_deltas(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runner's tests resume, pause, retry and fork runs whose states are a few hundred
+    bytes: by default each of their saves would be a whole record. Let them be deltas, so
+    that those paths meet a chain at the head (whole small records are the backends' and
+    the contract's tests)."""
+    monkeypatch.setattr(EnvelopeStateBackend, "WHOLE_RECORD_BYTES", 0)
 
 
 @dataclass(frozen=True)

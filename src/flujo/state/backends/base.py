@@ -209,10 +209,12 @@ class EnvelopeStateBackend(UpstreamAdminCalls, StateBackend):
     #: How many runs' chain tips a backend remembers (the runs it is executing).
     TIPS = 256
     #: A run whose last whole-state record took at most this many bytes is saved whole, not
-    #: as a delta: such a record fills one database page (SQLite's 4 KiB; PostgreSQL stores
-    #: up to 2 KiB in the row), so a delta would write about as much, and a load would read
-    #: and parse two or more records instead of one. A run past it saves deltas, so a save
-    #: never costs what the whole state does.
+    #: as a delta: a record this small costs a database page or two to write either way
+    #: (SQLite keeps up to about 4 KiB of a row in its page; PostgreSQL moves a value over
+    #: about 2 KiB out of the row, compressed), so a delta would save next to nothing, and a
+    #: load would read and parse two or more records instead of one. A run past it saves
+    #: deltas, so a save never costs what a large state does. The size is the stored
+    #: record's: after compression, and after encryption's base64.
     WHOLE_RECORD_BYTES = 4096
 
     def __init__(
