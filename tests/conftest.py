@@ -90,6 +90,16 @@ def snapshot(snapshot: SnapshotAssertion) -> SnapshotAssertion:
     return snapshot.use_extension(TopLevelJSONSnapshotExtension)
 
 
+@pytest.fixture
+def states_in_deltas(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let every save be a delta, however small the state (by default a state whose whole
+    record is at most ``WHOLE_RECORD_BYTES`` is saved whole): for the tests of chains, and
+    of what meets a chain at a run's head, whose states are a few hundred bytes."""
+    from flujo.state import EnvelopeStateBackend
+
+    monkeypatch.setattr(EnvelopeStateBackend, "WHOLE_RECORD_BYTES", 0)
+
+
 DEFAULT_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 

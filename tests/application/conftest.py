@@ -17,16 +17,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from crash_pipeline import make_backend
 
-from flujo.state import EnvelopeStateBackend, InMemoryBackend, StateBackend
+from flujo.state import InMemoryBackend, StateBackend
 
 
 @pytest.fixture(autouse=True)
-def _states_in_deltas(monkeypatch: pytest.MonkeyPatch) -> None:
+def _runs_meet_chains(states_in_deltas: None) -> None:
     """The runner's tests resume, pause, retry and fork runs whose states are a few hundred
-    bytes: by default each of their saves would be a whole record. Let them be deltas, so
-    that those paths meet a chain at the head (whole small records are the backends' and
-    the contract's tests)."""
-    monkeypatch.setattr(EnvelopeStateBackend, "WHOLE_RECORD_BYTES", 0)
+    bytes: their saves are deltas here, so that those paths meet a chain at the head (whole
+    small records are the backends' and the contract's tests)."""
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from flujo.exceptions import (
 )
 from flujo.integrations.celery import FlujoTask, flujo_task
 from flujo.serialization import register_type
-from flujo.state import EnvelopeStateBackend, SQLiteBackend
+from flujo.state import SQLiteBackend
 
 
 class Order(BaseModel):
@@ -53,12 +53,9 @@ register_type(Approval, name="tests.celery.approval")
 class Ctx(PipelineContext):
     calls: list[str] = Field(default_factory=list)
 
-
-@pytest.fixture(autouse=True)
-def _states_in_deltas(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tasks resume runs whose states are a few hundred bytes: let their saves be deltas,
-    so that a task meets a chain at the head (by default such saves are whole records)."""
-    monkeypatch.setattr(EnvelopeStateBackend, "WHOLE_RECORD_BYTES", 0)
+# Tasks resume runs whose states are a few hundred bytes: their saves are deltas here, so
+# that a task meets a chain at the head.
+pytestmark = pytest.mark.usefixtures("states_in_deltas")
 
 
 def pipeline(log: list[str], *, human: bool = False) -> Pipeline:

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from flujo.exceptions import SerializationError
 from flujo.serialization import TAG, VALUE, TypeRegistry, safe_deserialize, safe_serialize
-from flujo.serialization._codec import fits_int64, is_finite, plain_json
+from flujo.serialization._codec import is_finite, is_plain_int, plain_json
 
 from ._support import (
     Animal,
@@ -747,7 +747,7 @@ def test_ints_at_the_bounds_are_plain_only_within_64_bits(number: int) -> None:
         encoded = safe_serialize(value)
         assert (encoded == value) is plain, (value, encoded)
         assert safe_deserialize(encoded) == value
-    assert fits_int64(number) is plain
+    assert is_plain_int(number) is plain
     assert plain_json({"n": [number]}, lambda _: None, 0) is plain
 
 

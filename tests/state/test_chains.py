@@ -21,13 +21,8 @@ from flujo.state import (
 from flujo.testing import assert_identical
 
 K1, K2 = bytes(range(32)), bytes(range(100, 132))
-
-
-@pytest.fixture(autouse=True)
-def _small_states_in_deltas(monkeypatch: pytest.MonkeyPatch) -> None:
-    """These tests are about chains, with states of a few hundred bytes: let every save be
-    a delta (by default a state whose record fits a page is saved whole)."""
-    monkeypatch.setattr(EnvelopeStateBackend, "WHOLE_RECORD_BYTES", 0)
+# These tests are about chains, with states of a few hundred bytes.
+pytestmark = pytest.mark.usefixtures("states_in_deltas")
 
 
 def _states(run_id: str, count: int, *, start: int = 0) -> list[WorkflowState]:

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from ..exceptions import DeserializationError, SerializationError, caused
-from ._codec import INT_MAX, INT_MIN, NO_DIRECT_PLANS, WithState, fits_int64, is_finite
+from ._codec import INT_MAX, INT_MIN, NO_DIRECT_PLANS, WithState, is_finite, is_plain_int
 from ._generics import parametrized_name
 from ._objects import (
     NO_VALUE,
@@ -169,7 +169,7 @@ def model_codec(
                     value = state[key]
                     tv = type(value)
                     if (tv is str or tv is bool or value is None
-                            or (tv is int and fits_int64(value))
+                            or (tv is int and is_plain_int(value))
                             or (tv is float and is_finite(value))):
                         out[key] = value
                     else:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import DeserializationError, FlujoError, SerializationError, caused
-from ._codec import TAG, fits_int64, is_finite
+from ._codec import TAG, is_finite, is_plain_int
 from ._paths import note_path
 from ._types import JSONSchema, Migration, TypeCodec
 from ._validation import CompiledSchema
@@ -52,7 +52,7 @@ def custom_codec(
                 ti = type(item)
                 if type(key) is not str or not (
                         ti is str or ti is bool or item is None
-                        or (ti is int and fits_int64(item))
+                        or (ti is int and is_plain_int(item))
                         or (ti is float and is_finite(item))):
                     native = False
                     break

@@ -4,8 +4,7 @@ A backend that keeps history (``keeps_history``) must write saves as deltas that
 exactly the state saved (once the state's whole record is over ``WHOLE_RECORD_BYTES``;
 the tests of chains set it to 0, so that every save may be a delta), keep every checkpoint
 until it is pruned, refuse a damaged or reordered chain, and prune or compact only finished
-runs. A backend that keeps no history
-passes by listing its current record only.
+runs. A backend that keeps no history passes by listing its current record only.
 """
 
 from __future__ import annotations
