@@ -257,7 +257,8 @@ def _narrate(runner: Flujo[OrderContext], store: Path, made: bool) -> int:
     print("\nevery value came back with its type" if not failures
           else f"\n{failures} value(s) lost their type")
 
-    print("\n6. its checkpoints, one per save (a delta holds only what that save changed):")
+    print("\n6. its checkpoints, one per save (a state this small is saved whole each time;"
+          " past 4 KiB a save is a delta, holding only what it changed):")
     for checkpoint in runner.history(RUN_ID):
         print(f"   revision {checkpoint.revision}: {checkpoint.kind:<5}"
               f" {checkpoint.size:>6,} bytes, {checkpoint.steps_done} step(s) done,"
