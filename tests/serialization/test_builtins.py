@@ -508,6 +508,36 @@ def test_the_text_of_a_zoned_datetime_is_its_isoformat_and_its_zone(value: datet
     assert datetime_text(value) == f"{value.isoformat()}{fold}[{value.tzinfo.key}]"
 
 
+def test_a_zone_met_at_whole_minutes_still_gets_the_full_text_of_its_other_datetimes() -> None:
+    # The common zoned datetime is written from a zone and offsets remembered: a datetime of
+    # the same zone at an offset of seconds (Paris LMT, +00:09:21) or with fold=1 must not
+    # take that path.
+    from flujo.serialization._codec import datetime_cell
+    from flujo.serialization._datetimes import common_zoned_text, datetime_text
+
+    paris = ZoneInfo("Europe/Paris")
+    summer = datetime(2024, 7, 1, 12, 30, 15, 250, tzinfo=paris)
+    lmt = datetime(1900, 7, 1, 12, 30, tzinfo=paris)
+    repeated = datetime(2024, 10, 27, 2, 30, fold=1, tzinfo=paris)  # the later 02:30
+    unambiguous_fold = summer.replace(fold=1)
+    for value in (summer, lmt, repeated, unambiguous_fold, summer):
+        fold = "[fold=1]" if value.fold and value.replace(fold=0).utcoffset() == \
+            value.utcoffset() else ""
+        expected = f"{value.isoformat()}{fold}[Europe/Paris]"
+        assert datetime_text(value) == expected
+        zoned: list[bool] = []
+        assert datetime_cell(value, zoned) == expected
+        assert zoned == [True]
+    assert lmt.isoformat().endswith("+00:09:21")
+    assert common_zoned_text(summer) == "2024-07-01T12:30:15.000250+02:00[Europe/Paris]"
+    assert common_zoned_text(lmt) is None  # an offset of seconds: isoformat() writes it
+    assert common_zoned_text(unambiguous_fold) is None
+    offset_zone = datetime(2024, 7, 1, tzinfo=timezone(timedelta(hours=2)))
+    zoned = []
+    assert datetime_cell(offset_zone, zoned) is offset_zone  # pydantic-core writes it as is
+    assert zoned == []
+
+
 def test_timezone_utc_comes_back_as_itself(registry: TypeRegistry) -> None:
     assert round_trip(UTC, registry) is UTC
     assert round_trip(timezone(timedelta(0), "UTC"), registry) is not UTC

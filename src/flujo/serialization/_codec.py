@@ -38,6 +38,7 @@ from ..exceptions import (
     caused,
 )
 from ._collector import ACTIVE, PAUSE_OBJECTS, Claim, pause, resume
+from ._datetimes import common_zoned_text, datetime_text
 from ._paths import finish_path, key_segment, note_path
 from ._secrets import preview as _preview
 from ._undecoded import UndecodedValue
@@ -863,6 +864,22 @@ def plain_offset(zone: tzinfo) -> bool:
             _PLAIN_ZONES.clear()
         _PLAIN_ZONES[id(zone)] = (zone, plain)
     return plain
+
+
+def datetime_cell(dt: datetime, zoned: list[bool]) -> Any:
+    """A datetime in the general rows (``rows@3``): itself where pydantic-core writes it as
+    it is (no zone, UTC or a plain offset, fold 0), else its text (``datetime_text``), and
+    ``zoned`` (the row reader's list) then notes that the rows hold one. One call from the
+    generated row reader, which tests the commonest zones (None, UTC) itself."""
+    text = common_zoned_text(dt)  # first: most datetimes that reach here are in a ZoneInfo
+    if text is None:
+        tz = dt.tzinfo
+        if not dt.fold and (tz is None or tz is UTC or plain_offset(tz)):
+            return dt
+        text = datetime_text(dt)
+    if not zoned:
+        zoned.append(True)
+    return text
 
 
 def _plain_offset(zone: tzinfo) -> bool:

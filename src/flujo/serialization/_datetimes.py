@@ -13,7 +13,7 @@ never a name chosen by stored data that would make ``ZoneInfo`` import a module.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timezone, tzinfo
+from datetime import UTC, datetime, time, timedelta, timezone, tzinfo
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -21,8 +21,8 @@ from pydantic_core import to_jsonable_python
 
 from ..exceptions import DeserializationError, SerializationError, caused
 
-__all__ = ["FOLD", "datetime_from_text", "datetime_text", "offset_suffix", "time_from_text",
-           "time_text", "zone_suffix", "zoned_text", "zoneinfo_from_text"]
+__all__ = ["FOLD", "common_zoned_text", "datetime_from_text", "datetime_text", "offset_suffix",
+           "time_from_text", "time_text", "zone_suffix", "zoneinfo_from_text"]
 
 # Suffixes of the zones seen, by identity (timezone equality ignores the name, so equal
 # zones may need different suffixes); each entry holds its zone, so its id is not reused.
@@ -99,13 +99,36 @@ def _split_zone(text: str) -> tuple[str, bool, str | None]:
     return base, fold, rest[1:-1]
 
 
+# The common zoned datetime, fold 0 in a ZoneInfo zone met before at an offset of whole
+# minutes, costs a dictionary and a set lookup besides pydantic-core's text. The zones by
+# themselves (a ZoneInfo hashes by identity, and one object stands for each key); the
+# offsets met that pydantic-core writes as isoformat() does (timedelta hashes by value).
+_ZONEINFO_SUFFIXES: Final[dict[tzinfo | None, str]] = {}
+_WHOLE_MINUTES: Final[set[timedelta]] = set()
+
+
+def common_zoned_text(dt: datetime) -> str | None:
+    """The text of the common zoned datetime (above), else None."""
+    tz = dt.tzinfo
+    if type(tz) is not ZoneInfo or dt.fold:
+        return None
+    suffix = _ZONEINFO_SUFFIXES.get(tz)
+    if suffix is None or dt.utcoffset() not in _WHOLE_MINUTES:
+        return None
+    return _iso_text(dt) + suffix
+
+
 def datetime_text(dt: datetime) -> str:
+    text = common_zoned_text(dt)
+    if text is not None:
+        return text
     tz = dt.tzinfo
     if tz is None or tz is UTC:
         suffix, minutes = "", True
     else:
-        known = _SUFFIXES.get(id(tz))  # _zone_facts' cache, read inline: this is hot
-        suffix, minutes = ((known[1], known[2]) if known is not None and known[0] is tz
+        known_facts = _SUFFIXES.get(id(tz))  # _zone_facts' cache, read inline: this is hot
+        suffix, minutes = ((known_facts[1], known_facts[2])
+                           if known_facts is not None and known_facts[0] is tz
                            else _zone_facts(tz))
     if dt.fold and (not isinstance(tz, ZoneInfo)
                     or dt.replace(fold=0).utcoffset() == dt.utcoffset()):
@@ -120,10 +143,21 @@ def datetime_text(dt: datetime) -> str:
         offset = dt.utcoffset()
         if offset is None or offset.seconds % 60 or offset.microseconds:
             return dt.isoformat() + suffix
-    # isoformat()'s text, by pydantic-core in half the time (the tests check they agree),
-    # except that pydantic says "Z" for +00:00.
+        if not dt.fold:  # remembered for the lookups above
+            if len(_WHOLE_MINUTES) >= _MAX_SUFFIXES:
+                _WHOLE_MINUTES.clear()
+            _WHOLE_MINUTES.add(offset)
+            if len(_ZONEINFO_SUFFIXES) >= _MAX_SUFFIXES:
+                _ZONEINFO_SUFFIXES.clear()
+            _ZONEINFO_SUFFIXES[tz] = suffix
+    return _iso_text(dt) + suffix
+
+
+def _iso_text(dt: datetime) -> str:
+    """isoformat()'s text, by pydantic-core in half the time (the tests check they agree),
+    except that pydantic says "Z" for +00:00."""
     text: str = to_jsonable_python(dt)
-    return (text[:-1] + "+00:00" if text[-1] == "Z" else text) + suffix
+    return text[:-1] + "+00:00" if text[-1] == "Z" else text
 
 
 def _apply_zone(zone: str, fixed: timezone) -> tzinfo:
@@ -214,11 +248,3 @@ def zoneinfo_from_text(text: str) -> ZoneInfo:
         return ZoneInfo(text)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise caused(DeserializationError(f"unknown time zone {text!r}"), exc)
-
-
-def zoned_text(value: datetime, zoned: list[bool]) -> str:
-    """The text of a datetime in the general rows (``rows@3``), noting in ``zoned`` that
-    the rows hold one (the row reader's list, see ``_guard``)."""
-    if not zoned:
-        zoned.append(True)
-    return datetime_text(value)

@@ -41,13 +41,13 @@ from ._codec import (
     STR,
     UUID_,
     _repeats,
+    datetime_cell,
     exact_fields,
     is_unicode,
     plain_json,
     plain_offset,
 )
 from ._core_schema import SchemaWalker
-from ._datetimes import zoned_text
 from ._pickling import own_pickling_hook
 
 __all__ = ["UNSET", "GuardWriter", "Ineligible", "Uncompilable", "build_guards",
@@ -204,7 +204,7 @@ class GuardWriter(SchemaWalker):
             "INT_MIN": INT_MIN, "INT_MAX": INT_MAX, "Decimal": Decimal, "UUID": UUID,
             "date": date, "datetime": datetime, "UTC": UTC, "_plain_offset": plain_offset,
             "_unicode": is_unicode, "_plain_json": plain_json, "_exact": exact_fields,
-            "_zoned_text": zoned_text, "_repeats_in": _repeats_in,
+            "_datetime_cell": datetime_cell, "_repeats_in": _repeats_in,
         }
         self.inline = inline
         self.rows = rows
@@ -575,9 +575,9 @@ class GuardWriter(SchemaWalker):
         text = self.collector()
         if required:  # a field that must be naive (aware) holds no zoned (naive) datetime
             lines.append(f"{pad}if {required}: {fail}")
-        return [*lines, f"{pad}{text} = {var}",
-                f"{pad}if {var}.fold or not ({writable}): {text} = _zoned_text({var}, zoned)"
-                ], text
+        # the common zones tested here, any other in one call (which tests them again)
+        return [*lines, f"{pad}{text} = {var} if ({tz} is None or {tz} is UTC) and not"
+                        f" {var}.fold else _datetime_cell({var}, zoned)"], text
 
     def list_function(self, node: dict[str, Any], root: str) -> str:
         """A guard over a whole list of the root class (its row reader with ``rows``): the
