@@ -36,7 +36,7 @@ if TYPE_CHECKING:
         serialize_to_json,
     )
 
-__version__ = "0.18.3"
+__version__ = "0.18.4"
 
 __all__ = [
     "FailedAttempt",
