@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from flujo.exceptions import (
@@ -311,6 +311,26 @@ def test_json_io_reads_long_fractions_with_orjson_and_long_integers_exactly(
     monkeypatch.setattr(jsonio.json, "loads", lambda *a, **k: seen.append(a[0]))
     loads(b"[1.123456789012345678901234, 2]")
     assert seen == []
+
+
+_RUNS = st.lists(st.tuples(st.sampled_from([b"", b".", b" ", b",", b"-", b"e", b'"', b"[", b"0."]),
+                           st.integers(0, 60), st.sampled_from(b"0123456789")), max_size=8)
+
+
+@example([(b"0.", 40, 0x37)])  # a fraction of 40 digits: more than two runs' length
+@example([(b"0.", 25, 0x31), (b",", 19, 0x32)])  # a long fraction, then a long integer
+@given(_RUNS)
+def test_long_digits_finds_exactly_the_runs_of_19_digits_not_after_a_point(
+        runs: list[tuple[bytes, int, int]]) -> None:
+    # The reference: any 19 digits in a row, the first of them not after a digit or a "."
+    # (the search _long_digits makes finds only the starts of runs, skipping fractions).
+    import re
+
+    import flujo.state._jsonio as jsonio
+
+    text = b"".join(sep + bytes([digit]) * length for sep, length, digit in runs)
+    expected = re.search(rb"(?<![0-9.])[0-9]{19}", text) is not None
+    assert jsonio._long_digits(text) is expected
 
 
 def _numbers(value: object) -> list[Any]:
