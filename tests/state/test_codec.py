@@ -323,7 +323,7 @@ _RUNS = st.lists(st.tuples(st.sampled_from([b"", b".", b" ", b",", b"-", b"e", b
 def test_long_digits_finds_exactly_the_runs_of_19_digits_not_after_a_point(
         runs: list[tuple[bytes, int, int]]) -> None:
     # The reference: any 19 digits in a row, the first of them not after a digit or a "."
-    # (the search _long_digits makes finds only the starts of runs, skipping fractions).
+    # (fractions, long ones and long ones before a long integer included: see the examples).
     import re
 
     import flujo.state._jsonio as jsonio

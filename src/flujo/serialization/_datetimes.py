@@ -101,9 +101,10 @@ def _split_zone(text: str) -> tuple[str, bool, str | None]:
 
 # The common zoned datetime, fold 0 in a ZoneInfo zone met before at an offset of whole
 # minutes, costs a dictionary and a set lookup besides pydantic-core's text. The zones by
-# themselves (a ZoneInfo hashes by identity, and one object stands for each key); the
-# offsets met that pydantic-core writes as isoformat() does (timedelta hashes by value).
-_ZONEINFO_SUFFIXES: Final[dict[tzinfo | None, str]] = {}
+# themselves (a ZoneInfo hashes by identity; ZoneInfo(key) hands out one cached object per
+# key, and any other, from no_cache() say, is an entry of its own); the offsets met that
+# pydantic-core writes as isoformat() does (timedelta hashes by value).
+_ZONEINFO_SUFFIXES: Final[dict[ZoneInfo, str]] = {}
 _WHOLE_MINUTES: Final[set[timedelta]] = set()
 
 
