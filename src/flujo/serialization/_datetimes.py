@@ -127,9 +127,8 @@ def datetime_text(dt: datetime) -> str:
     if tz is None or tz is UTC:
         suffix, minutes = "", True
     else:
-        known_facts = _SUFFIXES.get(id(tz))  # _zone_facts' cache, read inline: this is hot
-        suffix, minutes = ((known_facts[1], known_facts[2])
-                           if known_facts is not None and known_facts[0] is tz
+        known = _SUFFIXES.get(id(tz))  # _zone_facts' cache, read inline: this is hot
+        suffix, minutes = ((known[1], known[2]) if known is not None and known[0] is tz
                            else _zone_facts(tz))
     if dt.fold and (not isinstance(tz, ZoneInfo)
                     or dt.replace(fold=0).utcoffset() == dt.utcoffset()):
