@@ -873,10 +873,9 @@ def datetime_cell(dt: datetime, zoned: list[bool]) -> Any:
     generated row reader, which tests the commonest zones (None, UTC) itself."""
     text = common_zoned_text(dt)  # first: most datetimes that reach here are in a ZoneInfo
     if text is None:
-        tz = dt.tzinfo
-        if not dt.fold and (tz is None or tz is UTC or plain_offset(tz)):
+        if _datetime_kept(dt, DATETIME):
             return dt
-        text = datetime_text(dt)
+        text = datetime_text(dt)  # (which looks for the common text again: a rare miss)
     if not zoned:
         zoned.append(True)
     return text

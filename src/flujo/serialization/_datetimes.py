@@ -99,12 +99,10 @@ def _split_zone(text: str) -> tuple[str, bool, str | None]:
     return base, fold, rest[1:-1]
 
 
-# The common zoned datetime, fold 0 in a ZoneInfo zone met before at an offset of whole
-# minutes, costs a dictionary and a set lookup besides pydantic-core's text. The zones by
-# themselves (a ZoneInfo hashes by identity; ZoneInfo(key) hands out one cached object per
-# key, and any other, from no_cache() say, is an entry of its own); the offsets met that
-# pydantic-core writes as isoformat() does (timedelta hashes by value).
-_ZONEINFO_SUFFIXES: Final[dict[ZoneInfo, str]] = {}
+# The common zoned datetime, fold 0 in a ZoneInfo zone met before (its suffix in
+# _zone_facts' cache) at an offset of whole minutes met before, costs two lookups besides
+# pydantic-core's text. The offsets met that pydantic-core writes as isoformat() does
+# (timedelta hashes by value):
 _WHOLE_MINUTES: Final[set[timedelta]] = set()
 
 
@@ -113,10 +111,10 @@ def common_zoned_text(dt: datetime) -> str | None:
     tz = dt.tzinfo
     if type(tz) is not ZoneInfo or dt.fold:
         return None
-    suffix = _ZONEINFO_SUFFIXES.get(tz)
-    if suffix is None or dt.utcoffset() not in _WHOLE_MINUTES:
+    known = _SUFFIXES.get(id(tz))
+    if known is None or known[0] is not tz or dt.utcoffset() not in _WHOLE_MINUTES:
         return None
-    return _iso_text(dt) + suffix
+    return _iso_text(dt) + known[1]
 
 
 def datetime_text(dt: datetime) -> str:
@@ -143,13 +141,9 @@ def datetime_text(dt: datetime) -> str:
         offset = dt.utcoffset()
         if offset is None or offset.seconds % 60 or offset.microseconds:
             return dt.isoformat() + suffix
-        if not dt.fold:  # remembered for the lookups above
-            if len(_WHOLE_MINUTES) >= _MAX_SUFFIXES:
-                _WHOLE_MINUTES.clear()
-            _WHOLE_MINUTES.add(offset)
-            if len(_ZONEINFO_SUFFIXES) >= _MAX_SUFFIXES:
-                _ZONEINFO_SUFFIXES.clear()
-            _ZONEINFO_SUFFIXES[tz] = suffix
+        if len(_WHOLE_MINUTES) >= _MAX_SUFFIXES:  # remembered for common_zoned_text
+            _WHOLE_MINUTES.clear()
+        _WHOLE_MINUTES.add(offset)
     return _iso_text(dt) + suffix
 
 
